@@ -1,0 +1,88 @@
+/** Reverse-mode differentiation over the tape recorded by ops (see ./tape.ts). */
+import { AutogradError, DTypeError, ShapeError } from '../errors.js';
+import { formatShape, shapesEqual } from '../shape.js';
+import type { Tensor } from '../tensor.js';
+import { gradientOf } from './gradients.js';
+import { noGrad } from './tape.js';
+import { add, clone, onesLike } from '../ops/index.js';
+
+/**
+ * Computes d(root)/d(leaf) for every leaf that requires grad and adds it to `leaf.grad`
+ * (gradients accumulate across calls, as in PyTorch; clear them with `zeroGrad`).
+ */
+export function backward(root: Tensor, grad?: Tensor): void {
+  if (!root.requiresGrad) {
+    throw new AutogradError(
+      'backward(): this tensor does not require grad, so no gradient can flow from it; ' +
+        'create the inputs with { requiresGrad: true } or call requiresGrad_() on them before computing it',
+    );
+  }
+  if (grad === undefined) {
+    if (root.size !== 1) {
+      throw new AutogradError(
+        `backward(): the tensor has shape ${formatShape(root.shape)}, not a scalar; pass a gradient of that shape ` +
+          '(e.g. backward(onesLike(t))) or reduce it to a scalar first (sum or mean)',
+      );
+    }
+  } else {
+    if (!shapesEqual(grad.shape, root.shape)) {
+      throw new ShapeError(`backward(): gradient shape ${formatShape(grad.shape)} does not match the tensor's ${formatShape(root.shape)}`);
+    }
+    if (grad.dtype !== root.dtype) {
+      throw new DTypeError(`backward(): gradient dtype ${grad.dtype} does not match the tensor's ${root.dtype}`);
+    }
+  }
+
+  noGrad(() => {
+    const order = topologicalOrder(root);
+    const grads = new Map<Tensor, Tensor>();
+    grads.set(root, grad ?? onesLike(root));
+    for (const t of order) {
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      const node = t.gradFn;
+      if (!node) {
+        accumulateLeaf(t, g);
+        continue;
+      }
+      const inputGrads = gradientOf(node, g, t);
+      node.inputs.forEach((input, i) => {
+        const ig = inputGrads[i];
+        if (!input || !input.requiresGrad || !ig) return;
+        const prev = grads.get(input);
+        grads.set(input, prev ? add(prev, ig) : ig);
+      });
+    }
+  });
+}
+
+/** Tensors reachable from root through gradFn, each after every tensor that depends on it. */
+function topologicalOrder(root: Tensor): Tensor[] {
+  const visited = new Set<Tensor>();
+  const postOrder: Tensor[] = [];
+  // Iterative DFS: deep graphs (long RNN-like chains) must not overflow the JS stack.
+  const stack: { t: Tensor; next: number }[] = [{ t: root, next: 0 }];
+  visited.add(root);
+  while (stack.length > 0) {
+    const frame = stack[stack.length - 1]!;
+    const inputs = frame.t.gradFn?.inputs ?? [];
+    if (frame.next < inputs.length) {
+      const child = inputs[frame.next++];
+      if (child && child.requiresGrad && !visited.has(child)) {
+        visited.add(child);
+        stack.push({ t: child, next: 0 });
+      }
+    } else {
+      postOrder.push(frame.t);
+      stack.pop();
+    }
+  }
+  return postOrder.reverse();
+}
+
+function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  // A gradient may be a broadcast view or share storage with another tensor (add passes its
+  // gradient to both inputs), so a leaf gets a copy it owns and optimizers may update in place.
+  leaf.grad = leaf.grad ? add(leaf.grad, g) : clone(g);
+}

@@ -1,0 +1,143 @@
+/**
+ * THE gradient table: for every primitive, how the gradient of the output (g) becomes the
+ * gradients of its inputs. `GradContexts` names what each primitive saves; the mapped type of
+ * `GRADIENTS` makes the compiler reject a primitive without a rule.
+ *
+ * Rules run with recording off (backward() wraps them in noGrad) and return one entry per
+ * input, null where no gradient flows. Broadcasting is undone by the `expand` rule, so binary
+ * rules see operands of the output's shape.
+ */
+import type { Conv2dParams, Pool2dParams, UnaryOp } from '../backends/backend.js';
+import { kernelFor } from '../backends/dispatch.js';
+import type { DType } from '../dtype.js';
+import type { Tensor } from '../tensor.js';
+import { Tensor as TensorClass } from '../tensor.js';
+import * as ops from '../ops/index.js';
+import type { Node } from './tape.js';
+
+type None = Record<string, never>;
+
+export interface GradContexts {
+  add: None; sub: None; mul: None; div: None; pow: None; maximum: None; minimum: None;
+  neg: None; exp: None; log: None; sqrt: None; rsqrt: None; abs: None; tanh: None; sigmoid: None;
+  relu: None; gelu: None; gelu_tanh: None; silu: None;
+  where: { cond: Tensor };
+  sum: { axes: readonly number[] };
+  max: { axes: readonly number[] };
+  min: { axes: readonly number[] };
+  matmul: None;
+  reshape: { xShape: readonly number[] };
+  permute: { dims: readonly number[] };
+  slice: { xShape: readonly number[]; axis: number; start: number; step: number };
+  expand: { xShape: readonly number[] };
+  contiguous: None;
+  cast: { from: DType };
+  gatherRows: { ids: Tensor; rows: number };
+  concat: { axis: number; sizes: readonly number[] };
+  pad: { starts: readonly number[] };
+  conv2d: { params: Conv2dParams };
+  maxPool2d: { indices: Tensor; xShape: readonly number[] };
+  avgPool2d: { xShape: readonly number[]; params: Pool2dParams };
+}
+
+export type PrimitiveName = keyof GradContexts;
+
+type Grads = readonly (Tensor | null)[];
+type Rule<K extends PrimitiveName> = (g: Tensor, inputs: readonly (Tensor | null)[], ctx: GradContexts[K], out: Tensor) => Grads;
+
+/** g · f'(x) through the backend's fused kernel. */
+function unaryRule(op: UnaryOp): Rule<PrimitiveName> {
+  return (g, [x]) => [new TensorClass(kernelFor('unaryBackward', [x!, g]).unaryBackward(op, x!, g), x!.shape, x!.dtype)];
+}
+
+/** The gradient share of `mine` in an elementwise max/min: 1 where it won, ½ on ties (PyTorch). */
+function extremumShare(mine: Tensor, other: Tensor, wins: (a: Tensor, b: Tensor) => Tensor): Tensor {
+  const won = ops.cast(wins(mine, other), mine.dtype);
+  const tied = ops.cast(ops.eq(mine, other), mine.dtype);
+  return ops.add(won, ops.mul(tied, 0.5));
+}
+
+/** A zero tensor of `shape` with `g` written into the region a view (shape, strides, offset) selects. */
+function scatterIntoZeros(g: Tensor, shape: readonly number[], region: (z: Tensor) => Tensor): Tensor {
+  const z = ops.zeros(shape, { dtype: g.dtype });
+  if (g.size > 0) ops.assignInto(region(z), g);
+  return z;
+}
+
+/** For reductions: broadcast a keepdim-shaped tensor back to the input's shape. */
+const back = (t: Tensor, x: Tensor): Tensor => ops.expand(t, x.shape);
+
+const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
+  add: (g) => [g, g],
+  sub: (g) => [g, ops.neg(g)],
+  mul: (g, [a, b]) => [ops.mul(g, b!), ops.mul(g, a!)],
+  div: (g, [a, b]) => [ops.div(g, b!), ops.neg(ops.div(ops.mul(g, a!), ops.mul(b!, b!)))],
+  pow: (g, [a, b], _ctx, out) => {
+    // d/da a^b = b·a^(b−1), taken as 0 where b = 0 (PyTorch masks it so 0^0 does not give NaN).
+    const da = ops.where(ops.eq(b!, 0), 0, ops.mul(b!, ops.pow(a!, ops.sub(b!, 1))));
+    // d/db a^b = a^b·ln a, taken as 0 where a = 0 and b ≥ 0.
+    const db = b!.requiresGrad ? ops.where(ops.logicalAnd(ops.eq(a!, 0), ops.ge(b!, 0)), 0, ops.mul(out, ops.log(a!))) : null;
+    return [ops.mul(g, da), db && ops.mul(g, db)];
+  },
+  maximum: (g, [a, b]) => [ops.mul(g, extremumShare(a!, b!, ops.gt)), ops.mul(g, extremumShare(b!, a!, ops.gt))],
+  minimum: (g, [a, b]) => [ops.mul(g, extremumShare(a!, b!, ops.lt)), ops.mul(g, extremumShare(b!, a!, ops.lt))],
+  neg: (g) => [ops.neg(g)],
+  exp: (g, _i, _c, out) => [ops.mul(g, out)],
+  log: unaryRule('log'),
+  sqrt: unaryRule('sqrt'),
+  rsqrt: unaryRule('rsqrt'),
+  abs: unaryRule('abs'),
+  tanh: unaryRule('tanh'),
+  sigmoid: unaryRule('sigmoid'),
+  relu: unaryRule('relu'),
+  gelu: unaryRule('gelu'),
+  gelu_tanh: unaryRule('gelu_tanh'),
+  silu: unaryRule('silu'),
+  where: (g, _i, { cond }) => [ops.where(cond, g, 0), ops.where(cond, 0, g)],
+  sum: (g, [x]) => [back(g, x!)],
+  max: (g, [x], { axes }, out) => extremumReduceGrad(g, x!, out, axes),
+  min: (g, [x], { axes }, out) => extremumReduceGrad(g, x!, out, axes),
+  matmul: (g, [a, b]) => [
+    a!.requiresGrad ? ops.batchedMatmul(g, ops.transpose(b!, -2, -1)) : null,
+    b!.requiresGrad ? ops.batchedMatmul(ops.transpose(a!, -2, -1), g) : null,
+  ],
+  reshape: (g, _i, { xShape }) => [ops.reshape(g, xShape)],
+  permute: (g, _i, { dims }) => {
+    const inverse = new Array<number>(dims.length);
+    dims.forEach((d, i) => (inverse[d] = i));
+    return [ops.permute(g, inverse)];
+  },
+  slice: (g, _i, { xShape, axis, start, step }) => [
+    scatterIntoZeros(g, xShape, (z) => ops.slice(z, axis, start, start + (g.shape[axis]! - 1) * step + 1, step)),
+  ],
+  expand: (g, _i, { xShape }) => [ops.sumToShape(g, xShape)],
+  contiguous: (g) => [g],
+  cast: (g, _i, { from }) => [ops.cast(g, from)],
+  gatherRows: (g, [table], { ids, rows }) => [
+    new TensorClass(kernelFor('scatterAddRows', [g, ids]).scatterAddRows(g, ids, rows), [rows, table!.shape[1]!], g.dtype),
+  ],
+  concat: (g, _i, { axis, sizes }) => ops.split(g, sizes, axis),
+  pad: (g, [x], { starts }) => [starts.reduce((t, s, axis) => ops.slice(t, axis, s, s + x!.shape[axis]!), g)],
+  conv2d: (g, [x, w], { params }) => [
+    x!.requiresGrad ? new TensorClass(kernelFor('conv2dBackwardInput', [g, w!]).conv2dBackwardInput(g, w!, x!.shape, params), x!.shape, x!.dtype) : null,
+    w!.requiresGrad ? new TensorClass(kernelFor('conv2dBackwardWeight', [g, x!]).conv2dBackwardWeight(g, x!, w!.shape, params), w!.shape, w!.dtype) : null,
+  ],
+  maxPool2d: (g, _i, { indices, xShape }) => [
+    new TensorClass(kernelFor('maxPool2dBackward', [g, indices]).maxPool2dBackward(g, indices, xShape), xShape, g.dtype),
+  ],
+  avgPool2d: (g, _i, { xShape, params }) => [
+    new TensorClass(kernelFor('avgPool2dBackward', [g]).avgPool2dBackward(g, xShape, params), xShape, g.dtype),
+  ],
+};
+
+/** amax/amin gradient: g flows to the elements equal to the result, split evenly among ties. */
+function extremumReduceGrad(g: Tensor, x: Tensor, out: Tensor, axes: readonly number[]): Grads {
+  const hits = ops.cast(ops.eq(x, back(out, x)), x.dtype);
+  const count = ops.sum(hits, axes, true);
+  return [ops.mul(back(ops.div(g, count), x), hits)];
+}
+
+export function gradientOf(node: Node, g: Tensor, out: Tensor): Grads {
+  const rule = GRADIENTS[node.op] as Rule<PrimitiveName>;
+  return rule(g, node.inputs, node.ctx as never, out);
+}

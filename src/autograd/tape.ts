@@ -1,0 +1,60 @@
+/**
+ * The tape. When gradients are on and an op has an input that requires grad, the op records one
+ * Node on its output: the primitive's name, its inputs, and whatever the gradient rule needs
+ * (`ctx`). backward() (./backward.ts) walks these nodes; the rules live in ./gradients.ts.
+ */
+import type { Tensor } from '../tensor.js';
+import type { GradContexts, PrimitiveName } from './gradients.js';
+
+export type Node = {
+  [K in PrimitiveName]: { readonly op: K; readonly inputs: readonly (Tensor | null)[]; readonly ctx: GradContexts[K] };
+}[PrimitiveName];
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` with gradient recording off (inference, optimizer updates). Synchronous `fn` only. */
+export function noGrad<T>(fn: () => T): T {
+  const previous = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = previous;
+  }
+}
+
+/** Runs `fn` with gradient recording on, even inside noGrad. */
+export function enableGrad<T>(fn: () => T): T {
+  const previous = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = previous;
+  }
+}
+
+/** Whether an op on these inputs must be recorded. */
+export function needsGrad(inputs: readonly (Tensor | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t && t.requiresGrad) return true;
+  return false;
+}
+
+/** Records `out` as produced by primitive `op` from `inputs` when any input requires grad. */
+export function record<K extends PrimitiveName>(
+  op: K,
+  out: Tensor,
+  inputs: readonly (Tensor | null)[],
+  ctx: GradContexts[K],
+): Tensor {
+  if (needsGrad(inputs)) {
+    out.requiresGrad = true;
+    out.gradFn = { op, inputs, ctx } as Node;
+  }
+  return out;
+}

@@ -1,0 +1,107 @@
+/**
+ * The backend interface: the narrow set of kernels every backend implements.
+ *
+ * The ops layer (src/ops) does all shape logic — broadcasting, axis normalisation, output shapes —
+ * and hands kernels `KernelView`s whose shapes already agree. Kernels only compute: each reads its
+ * inputs through (storage, shape, strides, offset), so views (transposes, slices, broadcasts with
+ * stride 0) need no copy, and returns a fresh, contiguous, row-major storage for its output.
+ *
+ * A backend answers `supports(kernel, inputs)`; when it says no, the dispatcher runs the js
+ * reference backend instead. The js backend supports everything.
+ */
+import type { DType, Storage } from '../dtype.js';
+
+/** What a kernel sees of a tensor: no gradient state, no methods. */
+export interface KernelView {
+  readonly dtype: DType;
+  readonly storage: Storage;
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'tanh' | 'sigmoid'
+  | 'relu' | 'gelu' | 'gelu_tanh' | 'silu' | 'sign';
+export const UNARY_OPS: readonly UnaryOp[] = [
+  'neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'tanh', 'sigmoid', 'relu', 'gelu', 'gelu_tanh', 'silu', 'sign',
+];
+
+export type ArithmeticOp = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum';
+export type CompareOp = 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
+export type BinaryOp = ArithmeticOp | CompareOp;
+export const COMPARE_OPS: readonly CompareOp[] = ['eq', 'ne', 'lt', 'le', 'gt', 'ge'];
+
+export type ReduceOp = 'sum' | 'max' | 'min';
+export type ArgReduceOp = 'argmax' | 'argmin';
+
+export interface Conv2dParams {
+  readonly stride: readonly [number, number];
+  readonly padding: readonly [number, number];
+  readonly dilation: readonly [number, number];
+  readonly groups: number;
+}
+
+export interface Pool2dParams {
+  readonly kernel: readonly [number, number];
+  readonly stride: readonly [number, number];
+  readonly padding: readonly [number, number];
+}
+
+/** Every kernel name, for `supports()` and for `knobs info`. */
+export type KernelName =
+  | 'unary' | 'unaryBackward' | 'binary' | 'where' | 'reduce' | 'argReduce' | 'matmul'
+  | 'assign' | 'cast' | 'gatherRows' | 'scatterAddRows'
+  | 'conv2d' | 'conv2dBackwardInput' | 'conv2dBackwardWeight'
+  | 'maxPool2d' | 'maxPool2dBackward' | 'avgPool2d' | 'avgPool2dBackward';
+
+export interface Backend {
+  readonly name: string;
+  /** Libraries, ISA and threads, for `knobs info`. */
+  describe(): Record<string, unknown>;
+  /** Whether this backend runs `kernel` on these inputs; if not, the js backend does. */
+  supports(kernel: KernelName, inputs: readonly KernelView[]): boolean;
+
+  /** Elementwise f(x), same dtype (f32/f64). */
+  unary(op: UnaryOp, x: KernelView): Storage;
+  /** g · f'(x) elementwise: the gradient of a unary op. `x` and `g` have the same shape. */
+  unaryBackward(op: UnaryOp, x: KernelView, g: KernelView): Storage;
+  /** a ∘ b; `a` and `b` already have the output's shape (broadcast via stride-0 views). Compare ops give bool. */
+  binary(op: BinaryOp, a: KernelView, b: KernelView): Storage;
+  /** cond ? a : b, all three already of the output's shape; `cond` is bool. */
+  where(cond: KernelView, a: KernelView, b: KernelView): Storage;
+  /**
+   * Reduces over `axes` (sorted, unique, non-negative). The output is contiguous with the input's
+   * shape where each reduced axis has size 1 (keepdim). Reducing an empty axis gives 0 for sum and
+   * is rejected by the ops layer for max/min.
+   */
+  reduce(op: ReduceOp, x: KernelView, axes: readonly number[]): Storage;
+  /** Index of the max/min along `axis` (first one on ties), i32, keepdim shape. */
+  argReduce(op: ArgReduceOp, x: KernelView, axis: number): Storage;
+  /**
+   * Batched matrix product: a [...batch, M, K] · b [...batch, K, N] → [...batch, M, N].
+   * Batch dims already agree (broadcast via stride-0 views). Inner dims may be transposed views.
+   */
+  matmul(a: KernelView, b: KernelView): Storage;
+  /** Copies `src` into `dst` element by element; both views have the same shape. Mutates dst's storage. */
+  assign(dst: KernelView, src: KernelView): void;
+  /** Converts to another dtype, contiguous output. */
+  cast(x: KernelView, dtype: DType): Storage;
+  /** table [V, C] rows picked by ids (i32/i64, any shape, n elements) → [n, C]. Ids already bounds-checked. */
+  gatherRows(table: KernelView, ids: KernelView): Storage;
+  /** Adds row i of src [n, C] into row ids[i] of a zero [rows, C] output (sums duplicates). */
+  scatterAddRows(src: KernelView, ids: KernelView, rows: number): Storage;
+
+  /** x [N, Cin, H, W] ⋆ w [Cout, Cin/groups, kH, kW] → [N, Cout, Ho, Wo] (no bias; the op adds it). */
+  conv2d(x: KernelView, w: KernelView, p: Conv2dParams): Storage;
+  /** dL/dx from g [N, Cout, Ho, Wo] and w; `xShape` = [N, Cin, H, W]. */
+  conv2dBackwardInput(g: KernelView, w: KernelView, xShape: readonly number[], p: Conv2dParams): Storage;
+  /** dL/dw from g and x; `wShape` = [Cout, Cin/groups, kH, kW]. */
+  conv2dBackwardWeight(g: KernelView, x: KernelView, wShape: readonly number[], p: Conv2dParams): Storage;
+  /** Max pooling over [N, C, H, W] → output and the flat (h·W + w) argmax index per output, i32. */
+  maxPool2d(x: KernelView, p: Pool2dParams): { out: Storage; indices: Storage };
+  maxPool2dBackward(g: KernelView, indices: KernelView, xShape: readonly number[]): Storage;
+  /** Average pooling; padding counts toward the divisor (PyTorch's count_include_pad=True). */
+  avgPool2d(x: KernelView, p: Pool2dParams): Storage;
+  avgPool2dBackward(g: KernelView, xShape: readonly number[], p: Pool2dParams): Storage;
+}

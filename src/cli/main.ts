@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+/** The `knobs` command line: picks a command, runs it, and turns errors into exit codes. */
+import { KnobsError, UsageError } from '../errors.js';
+import type { CliIO, Command } from './command.js';
+import { infoCommand } from './info.js';
+
+const COMMANDS: readonly Command[] = [infoCommand];
+
+function usage(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    'Usage: knobs COMMAND [ARGS] [--flags]',
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    "Run 'knobs COMMAND --help' for a command's flags and an example.",
+    '',
+  ].join('\n');
+}
+
+export async function main(argv: string[], io: CliIO): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    io.stdout(usage());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    const { KNOBS_VERSION } = await import('./info.js');
+    io.stdout(`${KNOBS_VERSION}\n`);
+    return 0;
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  try {
+    if (!command) throw new UsageError(`unknown command '${name}'; run 'knobs --help' to list commands`);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      io.stdout(`${command.help}\n`);
+      return 0;
+    }
+    return await command.run(rest, io);
+  } catch (err) {
+    if (err instanceof KnobsError) {
+      io.stderr(`knobs: error [${err.code}]: ${err.message}\n`);
+      return err.code === 'E_USAGE' ? 2 : 1;
+    }
+    io.stderr(`knobs: internal error: ${(err as Error).stack ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+const io: CliIO = {
+  stdout: (t) => process.stdout.write(t),
+  stderr: (t) => process.stderr.write(t),
+  isTTY: process.stderr.isTTY === true,
+};
+
+main(process.argv.slice(2), io).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`knobs: internal error: ${String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,182 @@
+/**
+ * Neural-network ops written as composites of primitives: softmax, log-softmax, cross-entropy,
+ * layer/RMS norm, dropout and attention; plus the embedding gather (a primitive).
+ * Fused kernels for these must match the composites here (see design.md, decision 3).
+ */
+import { noGrad, record } from '../autograd/tape.js';
+import { kernelFor } from '../backends/dispatch.js';
+import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
+import { getDefaultGenerator, type Generator } from '../random.js';
+import { formatShape, normalizeAxis, numel } from '../shape.js';
+import { Tensor } from '../tensor.js';
+import { add, div, exp, log, mul, neg, rsqrt, sub, where } from './elementwise.js';
+import { matmul } from './linalg.js';
+import { max, mean, sum } from './reduce.js';
+import { causalMask } from './shape-ops.js';
+import { requireFloat } from './util.js';
+import { reshape, transpose } from './view.js';
+
+/** softmax(x) = exp(x − max) / Σ exp(x − max) along `axis` (the shift keeps large logits finite). */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  requireFloat('softmax', x);
+  const ax = normalizeAxis('softmax', axis, x.rank);
+  const shifted = sub(x, noGrad(() => max(x, ax, true)));
+  const e = exp(shifted);
+  return div(e, sum(e, ax, true));
+}
+
+/** log softmax(x) = (x − max) − log Σ exp(x − max) along `axis`. */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  requireFloat('logSoftmax', x);
+  const ax = normalizeAxis('logSoftmax', axis, x.rank);
+  const shifted = sub(x, noGrad(() => max(x, ax, true)));
+  return sub(shifted, log(sum(exp(shifted), ax, true)));
+}
+
+export interface CrossEntropyOptions {
+  /** Targets equal to this are skipped (default −100, as PyTorch). */
+  ignoreIndex?: number;
+  /** ε in [0, 1]: the target distribution is (1 − ε)·one-hot + ε/C. */
+  labelSmoothing?: number;
+  reduction?: 'mean' | 'sum' | 'none';
+}
+
+/**
+ * Cross-entropy between logits [N, C] and integer class targets [N] (i32 or i64), as
+ * torch.nn.functional.cross_entropy: 'mean' averages over the targets that are not ignored.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  const { ignoreIndex = -100, labelSmoothing = 0, reduction = 'mean' } = opts;
+  requireFloat('crossEntropy', logits);
+  if (logits.rank !== 2) {
+    throw new ShapeError(`crossEntropy: logits must be [N, C], got ${formatShape(logits.shape)}; flatten leading axes, e.g. logits.reshape([-1, C])`);
+  }
+  const [N, C] = logits.shape as [number, number];
+  if (targets.dtype !== 'i32' && targets.dtype !== 'i64') {
+    throw new DTypeError(`crossEntropy: targets must be class indices (i32 or i64), got ${targets.dtype}`);
+  }
+  if (targets.rank !== 1 || targets.shape[0] !== N) {
+    throw new ShapeError(`crossEntropy: targets must be [${N}] for logits ${formatShape(logits.shape)}, got ${formatShape(targets.shape)}`);
+  }
+  if (!(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new ArgumentError(`crossEntropy: labelSmoothing must be in [0, 1], got ${labelSmoothing}`);
+  const ids = targets.toFlatArray();
+  const keep = new Float32Array(N);
+  const picked = new Int32Array(N);
+  ids.forEach((t, i) => {
+    if (t === ignoreIndex) return;
+    if (!Number.isInteger(t) || t < 0 || t >= C) {
+      throw new ArgumentError(`crossEntropy: target ${t} at position ${i} is outside [0, ${C}); targets must be class indices or ignoreIndex (${ignoreIndex})`);
+    }
+    keep[i] = 1;
+    picked[i] = i * C + t;
+  });
+  const lsm = logSoftmax(logits, -1);
+  // −log p(target) for each row: gather the picked log-probabilities from the flattened [N·C] table.
+  const pickedLogProbs = reshape(gatherRows(reshape(lsm, [N * C, 1]), new Tensor(picked, [N], 'i32')), [N]);
+  let perRow = neg(pickedLogProbs);
+  if (labelSmoothing > 0) {
+    const uniform = neg(mean(lsm, -1));
+    perRow = add(mul(perRow, 1 - labelSmoothing), mul(uniform, labelSmoothing));
+  }
+  const weights = new Tensor(logits.dtype === 'f64' ? Float64Array.from(keep) : keep, [N], logits.dtype);
+  const masked = mul(perRow, weights);
+  if (reduction === 'none') return masked;
+  const total = sum(masked);
+  if (reduction === 'sum') return total;
+  const count = keep.reduce((a, b) => a + b, 0);
+  return mul(total, 1 / count);
+}
+
+/** Layer norm over the trailing `normalizedShape` axes (biased variance, as PyTorch). */
+export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+  requireFloat('layerNorm', x);
+  const k = normalizedShape.length;
+  if (k === 0 || k > x.rank || normalizedShape.some((d, i) => d !== x.shape[x.rank - k + i])) {
+    throw new ShapeError(`layerNorm: normalizedShape ${formatShape(normalizedShape)} must match the trailing dims of ${formatShape(x.shape)}`);
+  }
+  for (const [name, p] of [['weight', weight], ['bias', bias]] as const) {
+    if (p && (p.rank !== k || p.shape.some((d, i) => d !== normalizedShape[i]))) {
+      throw new ShapeError(`layerNorm: ${name} has shape ${formatShape(p.shape)}, expected ${formatShape(normalizedShape)}`);
+    }
+  }
+  const axes = Array.from({ length: k }, (_, i) => x.rank - k + i);
+  const centered = sub(x, mean(x, axes, true));
+  const variance = mean(mul(centered, centered), axes, true);
+  let y = mul(centered, rsqrt(add(variance, eps)));
+  if (weight) y = mul(y, weight);
+  if (bias) y = add(y, bias);
+  return y;
+}
+
+/** RMS norm over the last axis: x / sqrt(mean(x²) + eps) · weight (Llama's RMSNorm). */
+export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
+  requireFloat('rmsNorm', x);
+  if (x.rank === 0) throw new ShapeError('rmsNorm: needs at least one dimension');
+  const C = x.shape[x.rank - 1]!;
+  if (weight && (weight.rank !== 1 || weight.shape[0] !== C)) {
+    throw new ShapeError(`rmsNorm: weight has shape ${formatShape(weight.shape)}, expected [${C}] for input ${formatShape(x.shape)}`);
+  }
+  const y = mul(x, rsqrt(add(mean(mul(x, x), -1, true), eps)));
+  return weight ? mul(y, weight) : y;
+}
+
+/** Rows of `weight` [V, C] picked by integer `ids` of any shape → [...ids.shape, C]. */
+export function embedding(ids: Tensor, weight: Tensor): Tensor {
+  if (weight.rank !== 2) throw new ShapeError(`embedding: weight must be [V, C], got ${formatShape(weight.shape)}`);
+  if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`embedding: ids must be i32 or i64, got ${ids.dtype}`);
+  const [V, C] = weight.shape as [number, number];
+  const flat = ids.toFlatArray();
+  const bad = flat.findIndex((id) => id < 0 || id >= V);
+  if (bad >= 0) {
+    throw new ArgumentError(`embedding: id ${flat[bad]} at position ${bad} is outside the table's ${V} rows; ids must be in [0, ${V})`);
+  }
+  return reshape(gatherRows(weight, ids), [...ids.shape, C]);
+}
+
+export interface DropoutOptions {
+  training?: boolean;
+  generator?: Generator;
+}
+
+/** Zeroes each element with probability p and scales survivors by 1/(1 − p); identity when not training. */
+export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor {
+  if (!(p >= 0 && p <= 1)) throw new ArgumentError(`dropout: p must be in [0, 1], got ${p}`);
+  if (opts.training === false || p === 0) return x;
+  requireFloat('dropout', x);
+  const g = opts.generator ?? getDefaultGenerator();
+  const n = numel(x.shape);
+  const mask = x.dtype === 'f64' ? new Float64Array(n) : new Float32Array(n);
+  const scale = p === 1 ? 0 : 1 / (1 - p);
+  for (let i = 0; i < n; i++) mask[i] = g.random() >= p ? scale : 0;
+  return mul(x, new Tensor(mask, x.shape, x.dtype));
+}
+
+export interface AttentionOptions {
+  /** Each query sees only keys at or before its position (top-left aligned, as PyTorch). */
+  causal?: boolean;
+  /** Multiplies q·kᵀ; default 1/√D. */
+  scale?: number;
+}
+
+/** softmax(q·kᵀ·scale [+ causal mask]) · v for q [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv]. */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+  if (q.rank < 2 || k.rank < 2 || v.rank < 2) {
+    throw new ShapeError(`scaledDotProductAttention: q, k, v need shape [..., T, D], got ${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`);
+  }
+  const D = q.shape[q.rank - 1]!;
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  let scores = mul(matmul(q, transpose(k, -2, -1)), scale); // [..., Tq, Tk]
+  if (opts.causal) {
+    const Tq = q.shape[q.rank - 2]!;
+    const Tk = k.shape[k.rank - 2]!;
+    scores = where(causalMask(Tq, Tk), scores, -Infinity);
+  }
+  return matmul(softmax(scores, -1), v);
+}
+
+/** The embedding gather as a recorded primitive (used by embedding and crossEntropy). */
+export function gatherRows(table: Tensor, ids: Tensor): Tensor {
+  const out = new Tensor(kernelFor('gatherRows', [table, ids]).gatherRows(table, ids), [ids.size, table.shape[1]!], table.dtype);
+  return record('gatherRows', out, [table], { ids, rows: table.shape[0]! });
+}
+
