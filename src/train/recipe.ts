@@ -1,0 +1,146 @@
+/**
+ * Training recipes: a JSON file that names the model, data, optimizer, schedule, batch size and
+ * the logging, evaluation and checkpoint intervals. Validated with zod; every error names the
+ * file and the exact field (`optimizer.betas[1]`), and unknown fields are rejected.
+ */
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { FormatError, IOError } from '../errors.js';
+
+const positiveInt = z.number().int().positive();
+
+const mlpModel = z.strictObject({
+  type: z.literal('mlp'),
+  input: positiveInt.default(784),
+  hidden: z.array(positiveInt).min(1),
+  classes: positiveInt.default(10),
+  dropout: z.number().min(0).max(1).default(0),
+});
+
+const cnnModel = z.strictObject({
+  type: z.literal('cnn'),
+  in_channels: positiveInt.default(1),
+  image_size: positiveInt.default(28),
+  channels: z.array(positiveInt).min(1).default([32, 64]),
+  kernel_size: positiveInt.default(3),
+  hidden: positiveInt.default(128),
+  classes: positiveInt.default(10),
+  dropout: z.number().min(0).max(1).default(0),
+});
+
+/** GPT-2 architecture; field names follow Hugging Face's GPT2Config. */
+const gptModel = z.strictObject({
+  type: z.literal('gpt'),
+  vocab_size: positiveInt.default(256),
+  n_positions: positiveInt,
+  n_embd: positiveInt,
+  n_layer: positiveInt,
+  n_head: positiveInt,
+  layer_norm_epsilon: z.number().positive().default(1e-5),
+  dropout: z.number().min(0).max(1).default(0),
+});
+
+const idxData = z.strictObject({
+  type: z.literal('idx'),
+  train_images: z.string(),
+  train_labels: z.string(),
+  test_images: z.string(),
+  test_labels: z.string(),
+  /** Shape fed to the model: flat [B, 784] for MLPs, [B, 1, 28, 28] for CNNs. */
+  layout: z.enum(['flat', 'image']).default('flat'),
+});
+
+const textData = z.strictObject({
+  type: z.literal('text'),
+  path: z.string(),
+  /** The last fraction of the file is held out for validation. */
+  validation_fraction: z.number().gt(0).lt(1).default(0.05),
+});
+
+const optimizer = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('sgd'),
+    lr: z.number().positive(),
+    momentum: z.number().min(0).max(1).default(0),
+    nesterov: z.boolean().default(false),
+    weight_decay: z.number().min(0).default(0),
+  }),
+  z.strictObject({
+    type: z.enum(['adam', 'adamw']),
+    lr: z.number().positive(),
+    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
+    eps: z.number().positive().default(1e-8),
+    weight_decay: z.number().min(0).default(0),
+  }),
+]);
+
+const schedule = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('constant'), warmup_steps: z.number().int().min(0).default(0) }),
+  z.strictObject({ type: z.literal('cosine'), warmup_steps: z.number().int().min(0).default(0), min_lr: z.number().min(0).default(0) }),
+]);
+
+export const recipeSchema = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, dot, dash and underscore'),
+    description: z.string().optional(),
+    model: z.discriminatedUnion('type', [mlpModel, cnnModel, gptModel]),
+    data: z.discriminatedUnion('type', [idxData, textData]),
+    optimizer,
+    schedule: schedule.default({ type: 'constant', warmup_steps: 0 }),
+    batch_size: positiveInt,
+    /** Sequence length for language models (defaults to the model's n_positions). */
+    context: positiveInt.optional(),
+    steps: positiveInt.optional(),
+    epochs: positiveInt.optional(),
+    grad_accum_steps: positiveInt.default(1),
+    clip_grad_norm: z.number().positive().optional(),
+    seed: z.number().int().min(0).default(0),
+    log_every: positiveInt.default(10),
+    eval_every: positiveInt.optional(),
+    /** Batches per evaluation (language models; classifiers evaluate the whole test split). */
+    eval_batches: positiveInt.default(20),
+    checkpoint_every: positiveInt.optional(),
+  })
+  .refine((r) => (r.steps === undefined) !== (r.epochs === undefined), { message: 'give exactly one of "steps" or "epochs"', path: ['steps'] })
+  .refine((r) => (r.model.type === 'gpt') === (r.data.type === 'text'), {
+    message: 'gpt models train on text data; mlp and cnn models on idx data',
+    path: ['data', 'type'],
+  })
+  .refine((r) => r.model.type !== 'gpt' || r.model.n_embd % r.model.n_head === 0, {
+    message: 'n_embd must be divisible by n_head',
+    path: ['model', 'n_head'],
+  });
+
+export type Recipe = z.output<typeof recipeSchema>;
+
+/** Formats zod's issue path the way a user writes it: optimizer.betas[1]. */
+function fieldPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)), '') || '(top level)';
+}
+
+/** Validates parsed JSON as a recipe; `source` names the file in error messages. */
+export function parseRecipe(json: unknown, source = 'recipe'): Recipe {
+  const result = recipeSchema.safeParse(json);
+  if (!result.success) {
+    const issues = result.error.issues.map((i) => `${fieldPath(i.path)}: ${i.message}`);
+    throw new FormatError('invalid_recipe', `${source}: invalid recipe — ${issues.join('; ')}`, { file: source, issues });
+  }
+  return result.data;
+}
+
+/** Reads and validates a recipe file. */
+export async function loadRecipe(path: string): Promise<Recipe> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new IOError(`cannot read recipe ${path}: ${(err as Error).message}`, { path });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new FormatError('recipe_not_json', `${path}: not valid JSON (${(err as Error).message})`, { file: path });
+  }
+  return parseRecipe(json, path);
+}
