@@ -1,29 +1,42 @@
 /**
  * Backend selection. One backend is current; each kernel call asks it `supports()` and falls back
- * to the js reference backend when it says no. Backends register here by name; the native one
- * registers itself from the loader in src/backends/registry.ts.
+ * to the js reference backend when it says no. The backends available and the default come from
+ * ./registry.ts, on first use.
  */
 import { BackendError } from '../errors.js';
 import type { Backend, KernelName, KernelView } from './backend.js';
 import { jsBackend } from './js/index.js';
+import { discoverBackends } from './registry.js';
 
-const registered = new Map<string, Backend>([[jsBackend.name, jsBackend]]);
-let current: Backend = jsBackend;
+const registered = new Map<string, Backend>();
+let current: Backend | undefined;
+
+/** Loads the default backends once (lazily, so importing knobs does no work). */
+function ready(): Backend {
+  if (current) return current;
+  const { available, preferred } = discoverBackends();
+  for (const b of available) registered.set(b.name, b);
+  current = preferred;
+  return current;
+}
 
 export function registerBackend(backend: Backend): void {
+  ready();
   registered.set(backend.name, backend);
 }
 
 /** Names of the backends available in this process, js first. */
 export function backends(): string[] {
+  ready();
   return [...registered.keys()];
 }
 
 export function getBackend(name?: string): Backend {
-  if (name === undefined) return current;
+  const active = ready();
+  if (name === undefined) return active;
   const b = registered.get(name);
   if (!b) {
-    throw new BackendError(`backend '${name}' is not available here (available: ${backends().join(', ')})`, { name });
+    throw new BackendError(`backend '${name}' is not available here (available: ${backends().join(', ')}); 'knobs info' says why`, { name });
   }
   return b;
 }
@@ -35,7 +48,7 @@ export function setBackend(name: string): void {
 
 /** Runs `fn` with `name` as the current backend, then restores the previous one. */
 export function withBackend<T>(name: string, fn: () => T): T {
-  const previous = current;
+  const previous = ready();
   current = getBackend(name);
   try {
     return fn();
@@ -46,5 +59,6 @@ export function withBackend<T>(name: string, fn: () => T): T {
 
 /** The backend that runs `kernel` on `inputs`: the current one if it supports them, else js. */
 export function kernelFor(kernel: KernelName, inputs: readonly KernelView[]): Backend {
-  return current === jsBackend || current.supports(kernel, inputs) ? current : jsBackend;
+  const active = current ?? ready();
+  return active === jsBackend || active.supports(kernel, inputs) ? active : jsBackend;
 }

@@ -14,12 +14,40 @@ function usage(): string {
     'Commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     '',
+    'Global flags: --threads N (or KNOBS_THREADS) sets worker threads; KNOBS_BACKEND=js|native picks the backend.',
     "Run 'knobs COMMAND --help' for a command's flags and an example.",
     '',
   ].join('\n');
 }
 
-export async function main(argv: string[], io: CliIO): Promise<number> {
+/**
+ * Takes the global `--threads N` out of argv and applies it through KNOBS_THREADS, which the
+ * native backend reads when it loads (on the first op).
+ */
+function applyThreads(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const inline = arg.startsWith('--threads=') ? arg.slice('--threads='.length) : undefined;
+    if (arg !== '--threads' && inline === undefined) {
+      out.push(arg);
+      continue;
+    }
+    const value = inline ?? argv[++i];
+    if (value === undefined || !/^[1-9][0-9]*$/.test(value)) throw new UsageError(`--threads needs a positive integer, got ${value ?? 'nothing'}`);
+    process.env.KNOBS_THREADS = value;
+  }
+  return out;
+}
+
+export async function main(rawArgv: string[], io: CliIO): Promise<number> {
+  let argv: string[];
+  try {
+    argv = applyThreads(rawArgv);
+  } catch (err) {
+    io.stderr(`knobs: error [E_USAGE]: ${(err as Error).message}\n`);
+    return 2;
+  }
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     io.stdout(usage());

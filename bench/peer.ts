@@ -1,0 +1,86 @@
+/**
+ * The PyTorch peer process (bench/peer_torch.py) and one-core pinning, shared by the benches.
+ * One long-lived python process answers one JSON request per line, so knobs and PyTorch can be
+ * timed interleaved (A B A B …) in one run.
+ */
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface, type Interface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The script lives in bench/ of the source tree (this file may run from dist/bench). */
+function scriptPath(): string {
+  const up = here.endsWith(join('dist', 'bench')) ? join(here, '..', '..', 'bench') : here;
+  return join(up, 'peer_torch.py');
+}
+
+export const PYTHON = process.env.KNOBS_BENCH_PYTHON ?? '/usr/bin/python3';
+
+export function haveTaskset(): boolean {
+  return spawnSync('taskset', ['-V'], { encoding: 'utf8' }).status === 0;
+}
+
+export class TorchPeer {
+  private constructor(
+    private readonly proc: ChildProcessWithoutNullStreams,
+    private readonly lines: Interface,
+    readonly version: string,
+  ) {}
+
+  private static pending = new WeakMap<TorchPeer, ((line: string) => void)[]>();
+
+  /** Starts the peer (pinned to core 0 for cores = 1); null when python or torch is missing. */
+  static async start(cores: 1 | 'all'): Promise<TorchPeer | null> {
+    const script = scriptPath();
+    const cmd = cores === 1 && haveTaskset() ? 'taskset' : PYTHON;
+    const args = cores === 1 && haveTaskset() ? ['-c', '0', PYTHON, script] : [script];
+    const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const failed = new Promise<null>((resolve) => {
+      proc.on('error', () => resolve(null));
+      proc.on('exit', () => resolve(null));
+    });
+    const lines = createInterface({ input: proc.stdout });
+    const queue: ((line: string) => void)[] = [];
+    lines.on('line', (l) => queue.shift()?.(l));
+    const threads = cores === 1 ? 1 : cpus().length;
+    const hello = new Promise<{ torch: string }>((resolve) => queue.push((l) => resolve(JSON.parse(l) as { torch: string })));
+    proc.stdin.write(JSON.stringify({ op: 'hello', threads }) + '\n');
+    const first = await Promise.race([hello, failed]);
+    if (!first) return null;
+    const peer = new TorchPeer(proc, lines, `torch ${first.torch}`);
+    TorchPeer.pending.set(peer, queue);
+    return peer;
+  }
+
+  async request<T>(req: Record<string, unknown>): Promise<T> {
+    const queue = TorchPeer.pending.get(this)!;
+    const answer = new Promise<string>((resolve) => queue.push(resolve));
+    this.proc.stdin.write(JSON.stringify(req) + '\n');
+    const res = JSON.parse(await answer) as T & { error?: string };
+    if (res.error) throw new Error(`torch peer: ${res.error}`);
+    return res;
+  }
+
+  close(): void {
+    this.proc.stdin.end();
+    this.lines.close();
+  }
+}
+
+/**
+ * Runs fn with this whole process pinned to core 0 (every thread, via taskset -a -p), then restores
+ * the previous affinity. Without taskset it runs unpinned.
+ */
+export async function pinnedToCore0<T>(fn: () => Promise<T>): Promise<T> {
+  const pid = String(process.pid);
+  const before = spawnSync('taskset', ['-p', pid], { encoding: 'utf8' });
+  const mask = before.status === 0 ? before.stdout.trim().split(':').pop()!.trim() : undefined;
+  if (mask) spawnSync('taskset', ['-a', '-p', '1', pid]);
+  try {
+    return await fn();
+  } finally {
+    if (mask) spawnSync('taskset', ['-a', '-p', mask, pid]);
+  }
+}

@@ -1,0 +1,873 @@
+/*
+ * The N-API layer: turns JS arguments into kernels.h calls. It holds no math. Every argument is
+ * checked here before a kernel sees it — typed-array kind, shapes, strides and offsets against the
+ * storage length — and a failed check throws an Error with code E_BACKEND whose message names
+ * this file and line, so a bug in the TS side points at the rule it broke.
+ *
+ * Views travel as (typed array, layout): all layouts of one call are packed by the TS side into one
+ * Float64Array `meta` = [ndim, offset, shape…, strides…] per view, in argument order, so a call costs
+ * a handful of N-API round trips whatever the rank.
+ */
+#include <math.h>
+#include <node_api.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels.h"
+
+namespace {
+
+struct Fail {};  // thrown after a JS exception is pending; caught at the function boundary
+
+[[noreturn]] void fail_at(napi_env env, const char *file, int line, const char *msg) {
+  char buf[512];
+  const char *base = strrchr(file, '/');
+  snprintf(buf, sizeof buf, "knobs native (%s:%d): %s", base ? base + 1 : file, line, msg);
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) napi_throw_error(env, "E_BACKEND", buf);
+  throw Fail{};
+}
+
+#define CHECK(cond, ...)                                         \
+  do {                                                           \
+    if (!(cond)) {                                               \
+      char m_[400];                                              \
+      snprintf(m_, sizeof m_, __VA_ARGS__);                      \
+      fail_at(env, __FILE__, __LINE__, m_);                      \
+    }                                                            \
+  } while (0)
+#define NAPI(call) CHECK((call) == napi_ok, "N-API call failed: %s", #call)
+
+struct Args {
+  napi_env env;
+  size_t argc = 24;
+  napi_value argv[24];
+  Args(napi_env e, napi_callback_info info) : env(e) {
+    napi_env env = e;
+    NAPI(napi_get_cb_info(e, info, &argc, argv, nullptr, nullptr));
+  }
+};
+
+struct Array {
+  void *data = nullptr;
+  size_t length = 0;  // elements
+  napi_typedarray_type type = napi_float32_array;
+  size_t elem = 4;
+};
+
+size_t elem_size(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
+    case napi_int16_array: case napi_uint16_array: return 2;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: return 4;
+    default: return 8;
+  }
+}
+
+const char *type_name(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: return "Int8Array";
+    case napi_uint8_array: return "Uint8Array";
+    case napi_uint8_clamped_array: return "Uint8ClampedArray";
+    case napi_int16_array: return "Int16Array";
+    case napi_uint16_array: return "Uint16Array";
+    case napi_int32_array: return "Int32Array";
+    case napi_uint32_array: return "Uint32Array";
+    case napi_float32_array: return "Float32Array";
+    case napi_float64_array: return "Float64Array";
+    case napi_bigint64_array: return "BigInt64Array";
+    default: return "BigUint64Array";
+  }
+}
+
+#define ARG_COUNT(n) CHECK(a.argc >= (size_t)(n), "expected %d arguments, got %zu", (int)(n), a.argc)
+
+Array array_at(napi_env env, napi_value v, const char *what) {
+  bool is = false;
+  NAPI(napi_is_typedarray(env, v, &is));
+  CHECK(is, "%s must be a typed array", what);
+  Array r;
+  napi_value ab;
+  size_t byte_offset;
+  NAPI(napi_get_typedarray_info(env, v, &r.type, &r.length, &r.data, &ab, &byte_offset));
+  r.elem = elem_size(r.type);
+  return r;
+}
+#define ARRAY(i, what) array_at(env, a.argv[i], what)
+
+Array typed(napi_env env, napi_value v, napi_typedarray_type t, const char *what) {
+  Array r = array_at(env, v, what);
+  CHECK(r.type == t, "%s must be a %s, got a %s", what, type_name(t), type_name(r.type));
+  return r;
+}
+#define F32(i, what) typed(env, a.argv[i], napi_float32_array, what)
+#define ARRAY_V(v, what) array_at(env, v, what)
+
+bool is_nullish(napi_env env, napi_value v) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) return true;
+  return t == napi_null || t == napi_undefined;
+}
+
+double number_at(napi_env env, napi_value v, const char *what) {
+  double d;
+  CHECK(napi_get_value_double(env, v, &d) == napi_ok, "%s must be a number", what);
+  return d;
+}
+#define NUM(i, what) number_at(env, a.argv[i], what)
+
+int64_t int_at(napi_env env, napi_value v, const char *what, int64_t lo, int64_t hi) {
+  double d = number_at(env, v, what);
+  CHECK(d == floor(d) && d >= (double)lo && d <= (double)hi, "%s must be an integer in [%lld, %lld], got %g", what,
+        (long long)lo, (long long)hi, d);
+  return (int64_t)d;
+}
+#define INT(i, what, lo, hi) int_at(env, a.argv[i], what, lo, hi)
+const int64_t BIG = (int64_t)1 << 50;
+
+/* Reads views from the packed meta array, checking each against its storage. */
+struct MetaReader {
+  napi_env env;
+  const double *m;
+  size_t n, pos = 0;
+  MetaReader(napi_env e, napi_value v) : env(e) {
+    Array arr = typed(e, v, napi_float64_array, "meta (view layouts)");
+    m = (const double *)arr.data;
+    n = arr.length;
+  }
+  int64_t next(const char *what) {
+    CHECK(pos < n, "meta ends early while reading %s", what);
+    double d = m[pos++];
+    CHECK(d == floor(d) && d >= 0 && d <= (double)BIG, "%s must be a non-negative integer, got %g", what, d);
+    return (int64_t)d;
+  }
+  /* Fills v for a view over `arr` and checks that every element it can address is inside arr. */
+  void view(const Array &arr, kn_view *v, const char *what) {
+    int64_t nd = next("ndim");
+    CHECK(nd <= KN_MAX_DIMS, "%s has rank %lld; the native backend handles up to %d", what, (long long)nd, KN_MAX_DIMS);
+    int64_t offset = next("offset");
+    v->ndim = (int)nd;
+    bool empty = false;
+    for (int d = 0; d < nd; d++) {
+      v->shape[d] = next("shape");
+      if (v->shape[d] == 0) empty = true;
+    }
+    double last = (double)offset;
+    for (int d = 0; d < nd; d++) {
+      v->strides[d] = next("stride");
+      if (!empty) last += (double)(v->shape[d] - 1) * (double)v->strides[d];
+    }
+    CHECK(empty || last < (double)arr.length,
+          "%s reaches element %.0f but its storage holds %zu (offset %lld)", what, last, arr.length,
+          (long long)offset);
+    CHECK((size_t)offset <= arr.length, "%s offset %lld is past its storage (%zu)", what, (long long)offset, arr.length);
+    v->data = (const char *)arr.data + (size_t)offset * arr.elem;
+  }
+};
+
+int64_t numel(const kn_view &v) {
+  int64_t n = 1;
+  for (int d = 0; d < v.ndim; d++) n *= v.shape[d];
+  return n;
+}
+
+bool same_shape(const kn_view &x, const kn_view &y) {
+  if (x.ndim != y.ndim) return false;
+  for (int d = 0; d < x.ndim; d++)
+    if (x.shape[d] != y.shape[d]) return false;
+  return true;
+}
+
+void check_out(napi_env env, const Array &out, int64_t need, const char *what) {
+  CHECK((int64_t)out.length >= need, "%s holds %zu elements but the result needs %lld", what, out.length,
+        (long long)need);
+}
+
+napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+napi_value number(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+napi_value string(napi_env env, const char *s) {
+  napi_value v;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+#define FN(name) napi_value name(napi_env env, napi_callback_info info)
+#define BODY_BEGIN try { Args a(env, info);
+#define BODY_END } catch (const Fail &) { return nullptr; }
+
+/* ---- runtime ----------------------------------------------------------------------------- */
+
+FN(js_info) {
+  BODY_BEGIN
+  (void)a;
+  napi_value o;
+  NAPI(napi_create_object(env, &o));
+  NAPI(napi_set_named_property(env, o, "gemm", string(env, kn_gemm_library())));
+  NAPI(napi_set_named_property(env, o, "gemmLibraries", string(env, kn_gemm_libraries())));
+  NAPI(napi_set_named_property(env, o, "isa", string(env, kn_cpu_isa())));
+  NAPI(napi_set_named_property(env, o, "threads", number(env, kn_get_threads())));
+  return o;
+  BODY_END
+}
+
+FN(js_set_threads) {
+  BODY_BEGIN
+  ARG_COUNT(1);
+  return number(env, kn_set_threads((int)INT(0, "threads", 1, 256)));
+  BODY_END
+}
+
+FN(js_select_gemm) {
+  BODY_BEGIN
+  ARG_COUNT(1);
+  char name[32];
+  size_t len;
+  NAPI(napi_get_value_string_utf8(env, a.argv[0], name, sizeof name, &len));
+  CHECK(kn_select_gemm(name) == 0, "GEMM library '%s' is not in this build (have: %s)", name, kn_gemm_libraries());
+  return undefined(env);
+  BODY_END
+}
+
+/* sgemm(transA, transB, M, N, K, A, B, C): C = op(A)·op(B), all contiguous. */
+FN(js_sgemm) {
+  BODY_BEGIN
+  ARG_COUNT(8);
+  int ta = (int)INT(0, "transA", 0, 1), tb = (int)INT(1, "transB", 0, 1);
+  int64_t M = INT(2, "M", 0, BIG), N = INT(3, "N", 0, BIG), K = INT(4, "K", 0, BIG);
+  Array A = F32(5, "A"), B = F32(6, "B"), C = F32(7, "C");
+  CHECK((double)M * K <= (double)A.length, "A holds %zu elements, needs M·K = %lld", A.length, (long long)(M * K));
+  CHECK((double)K * N <= (double)B.length, "B holds %zu elements, needs K·N = %lld", B.length, (long long)(K * N));
+  CHECK((double)M * N <= (double)C.length, "C holds %zu elements, needs M·N = %lld", C.length, (long long)(M * N));
+  kn_sgemm(ta, tb, M, N, K, 1.0f, (const float *)A.data, ta ? (M > 0 ? M : 1) : (K > 0 ? K : 1),
+           (const float *)B.data, tb ? (K > 0 ? K : 1) : (N > 0 ? N : 1), 0.0f, (float *)C.data, N > 0 ? N : 1);
+  return undefined(env);
+  BODY_END
+}
+
+/* matmul(a, b, meta, out) */
+FN(js_matmul) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  Array sa = F32(0, "a"), sb = F32(1, "b"), out = F32(3, "out");
+  MetaReader r(env, a.argv[2]);
+  kn_view va, vb;
+  r.view(sa, &va, "a");
+  r.view(sb, &vb, "b");
+  int nd = va.ndim;
+  CHECK(nd >= 2 && vb.ndim == nd, "matmul needs a and b of one rank ≥ 2, got %d and %d", va.ndim, vb.ndim);
+  for (int d = 0; d < nd - 2; d++)
+    CHECK(va.shape[d] == vb.shape[d], "matmul batch dim %d differs: %lld vs %lld", d, (long long)va.shape[d],
+          (long long)vb.shape[d]);
+  CHECK(va.shape[nd - 1] == vb.shape[nd - 2], "matmul inner dims differ: %lld vs %lld", (long long)va.shape[nd - 1],
+        (long long)vb.shape[nd - 2]);
+  int64_t need = numel(va) / (va.shape[nd - 1] ? va.shape[nd - 1] : 1) * vb.shape[nd - 1];
+  if (va.shape[nd - 1] == 0) {
+    need = vb.shape[nd - 1];
+    for (int d = 0; d < nd - 1; d++) need *= va.shape[d];
+  }
+  check_out(env, out, need, "out");
+  kn_matmul_f32(&va, &vb, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+
+/* ---- elementwise ------------------------------------------------------------------------- */
+
+FN(js_unary) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  int op = (int)INT(0, "op", 0, KN_UNARY_COUNT - 1);
+  Array x = F32(1, "x"), out = F32(3, "out");
+  MetaReader r(env, a.argv[2]);
+  kn_view vx;
+  r.view(x, &vx, "x");
+  check_out(env, out, numel(vx), "out");
+  kn_unary_f32((kn_unary_op)op, &vx, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_unary_backward) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  int op = (int)INT(0, "op", 0, KN_UNARY_COUNT - 1);
+  Array x = F32(1, "x"), g = F32(2, "g"), out = F32(4, "out");
+  MetaReader r(env, a.argv[3]);
+  kn_view vx, vg;
+  r.view(x, &vx, "x");
+  r.view(g, &vg, "g");
+  CHECK(same_shape(vx, vg), "x and g must have one shape");
+  check_out(env, out, numel(vx), "out");
+  kn_unary_backward_f32((kn_unary_op)op, &vx, &vg, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_binary) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  int op = (int)INT(0, "op", 0, KN_BINARY_COUNT - 1);
+  Array x = F32(1, "a"), y = F32(2, "b");
+  Array out = typed(env, a.argv[4], op >= KN_EQ ? napi_uint8_array : napi_float32_array, "out");
+  MetaReader r(env, a.argv[3]);
+  kn_view va, vb;
+  r.view(x, &va, "a");
+  r.view(y, &vb, "b");
+  CHECK(same_shape(va, vb), "a and b must have one shape (broadcast with stride-0 views first)");
+  check_out(env, out, numel(va), "out");
+  kn_binary_f32((kn_binary_op)op, &va, &vb, out.data);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_where) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  Array c = typed(env, a.argv[0], napi_uint8_array, "cond"), x = F32(1, "a"), y = F32(2, "b"), out = F32(4, "out");
+  MetaReader r(env, a.argv[3]);
+  kn_view vc, va, vb;
+  r.view(c, &vc, "cond");
+  r.view(x, &va, "a");
+  r.view(y, &vb, "b");
+  CHECK(same_shape(vc, va) && same_shape(va, vb), "cond, a and b must have one shape");
+  check_out(env, out, numel(va), "out");
+  kn_where_f32(&vc, &va, &vb, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+/* assign(dst, src, meta): any typed arrays of one element size. */
+FN(js_assign) {
+  BODY_BEGIN
+  ARG_COUNT(3);
+  Array d = ARRAY(0, "dst"), s = ARRAY(1, "src");
+  CHECK(d.elem == s.elem, "dst (%s) and src (%s) must have one element size", type_name(d.type), type_name(s.type));
+  MetaReader r(env, a.argv[2]);
+  kn_view vd, vs;
+  r.view(d, &vd, "dst");
+  r.view(s, &vs, "src");
+  CHECK(same_shape(vd, vs), "dst and src must have one shape");
+  kn_assign(d.elem, (void *)vd.data, &vd, &vs);
+  return undefined(env);
+  BODY_END
+}
+
+bool dtype_of(napi_typedarray_type t, bool as_bool, kn_dtype *out) {
+  switch (t) {
+    case napi_float32_array: *out = KN_F32; return true;
+    case napi_float64_array: *out = KN_F64; return true;
+    case napi_int32_array: *out = KN_I32; return true;
+    case napi_int8_array: *out = KN_I8; return true;
+    case napi_uint8_array: *out = as_bool ? KN_BOOL : KN_U8; return true;
+    default: return false;
+  }
+}
+
+/* cast(x, meta, out, outIsBool) */
+FN(js_cast) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  Array x = ARRAY(0, "x"), out = ARRAY(2, "out");
+  bool as_bool = false;
+  NAPI(napi_get_value_bool(env, a.argv[3], &as_bool));
+  kn_dtype from, to;
+  CHECK(dtype_of(x.type, false, &from), "cast cannot read a %s", type_name(x.type));
+  CHECK(dtype_of(out.type, as_bool, &to), "cast cannot write a %s", type_name(out.type));
+  MetaReader r(env, a.argv[1]);
+  kn_view vx;
+  r.view(x, &vx, "x");
+  check_out(env, out, numel(vx), "out");
+  kn_cast(from, &vx, to, out.data);
+  return undefined(env);
+  BODY_END
+}
+
+/* ---- reductions --------------------------------------------------------------------------- */
+
+FN(js_reduce) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  int op = (int)INT(0, "op", 0, 2);
+  Array x = F32(1, "x"), out = F32(4, "out");
+  MetaReader r(env, a.argv[2]);
+  kn_view vx;
+  r.view(x, &vx, "x");
+  uint32_t mask = (uint32_t)INT(3, "axis mask", 0, (1 << KN_MAX_DIMS) - 1);
+  CHECK((mask >> vx.ndim) == 0, "axis mask %u names an axis past rank %d", mask, vx.ndim);
+  int64_t need = 1;
+  for (int d = 0; d < vx.ndim; d++) need *= (mask >> d) & 1u ? 1 : vx.shape[d];
+  check_out(env, out, need, "out");
+  kn_reduce_f32((kn_reduce_op)op, &vx, mask, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_arg_reduce) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  int is_min = (int)INT(0, "isMin", 0, 1);
+  Array x = F32(1, "x"), out = typed(env, a.argv[4], napi_int32_array, "out");
+  MetaReader r(env, a.argv[2]);
+  kn_view vx;
+  r.view(x, &vx, "x");
+  int axis = (int)INT(3, "axis", 0, KN_MAX_DIMS - 1);
+  CHECK(axis < vx.ndim, "axis %d is out of range for rank %d", axis, vx.ndim);
+  int64_t need = 1;
+  for (int d = 0; d < vx.ndim; d++) need *= d == axis ? 1 : vx.shape[d];
+  check_out(env, out, need, "out");
+  kn_argreduce_f32(is_min, &vx, axis, (int32_t *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+/* ---- rows ---------------------------------------------------------------------------------- */
+
+/* ids as (pointer, is64, n), every id checked against [0, limit). */
+const void *ids_at(napi_env env, napi_value v, int64_t limit, int *is64, int64_t *n) {
+  Array ids = ARRAY_V(v, "ids");
+  CHECK(ids.type == napi_int32_array || ids.type == napi_bigint64_array, "ids must be an Int32Array or BigInt64Array, got a %s",
+        type_name(ids.type));
+  *is64 = ids.type == napi_bigint64_array;
+  *n = (int64_t)ids.length;
+  for (size_t i = 0; i < ids.length; i++) {
+    int64_t id = *is64 ? ((const int64_t *)ids.data)[i] : ((const int32_t *)ids.data)[i];
+    CHECK(id >= 0 && id < limit, "id %lld at position %zu is outside [0, %lld)", (long long)id, i, (long long)limit);
+  }
+  return ids.data;
+}
+
+FN(js_gather_rows) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  Array t = F32(0, "table"), out = F32(3, "out");
+  MetaReader r(env, a.argv[1]);
+  kn_view vt;
+  r.view(t, &vt, "table");
+  CHECK(vt.ndim == 2, "table must have rank 2, got %d", vt.ndim);
+  int is64;
+  int64_t n;
+  const void *ids = ids_at(env, a.argv[2], vt.shape[0], &is64, &n);
+  check_out(env, out, n * vt.shape[1], "out");
+  kn_gather_rows_f32(&vt, ids, is64, n, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_scatter_add_rows) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  Array s = F32(0, "src"), out = F32(4, "out");
+  MetaReader r(env, a.argv[1]);
+  kn_view vs;
+  r.view(s, &vs, "src");
+  CHECK(vs.ndim == 2, "src must have rank 2, got %d", vs.ndim);
+  int64_t rows = INT(3, "rows", 0, BIG);
+  int is64;
+  int64_t n;
+  const void *ids = ids_at(env, a.argv[2], rows, &is64, &n);
+  CHECK(n == vs.shape[0], "ids has %lld entries but src has %lld rows", (long long)n, (long long)vs.shape[0]);
+  check_out(env, out, rows * vs.shape[1], "out");
+  kn_scatter_add_rows_f32(&vs, ids, is64, n, rows, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+/* ---- convolution and pooling --------------------------------------------------------------- */
+
+int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
+  int64_t span = d * (k - 1) + 1;
+  return in + 2 * p < span ? 0 : (in + 2 * p - span) / s + 1;
+}
+
+/* params = [N, Cin, H, W, Cout, Cin/groups, kH, kW, sh, sw, ph, pw, dh, dw, groups] */
+kn_conv2d conv_params(napi_env env, napi_value v) {
+  Array pa = typed(env, v, napi_float64_array, "conv params");
+  CHECK(pa.length == 15, "conv params must hold 15 numbers, got %zu", pa.length);
+  const double *q = (const double *)pa.data;
+  for (int i = 0; i < 15; i++) CHECK(q[i] == floor(q[i]) && q[i] >= 0 && q[i] <= (double)BIG, "conv param %d = %g is not a size", i, q[i]);
+  kn_conv2d p;
+  p.N = (int64_t)q[0]; p.Cin = (int64_t)q[1]; p.H = (int64_t)q[2]; p.W = (int64_t)q[3]; p.Cout = (int64_t)q[4];
+  int64_t cin_g = (int64_t)q[5];
+  p.kH = (int64_t)q[6]; p.kW = (int64_t)q[7];
+  p.stride[0] = (int64_t)q[8]; p.stride[1] = (int64_t)q[9]; p.padding[0] = (int64_t)q[10]; p.padding[1] = (int64_t)q[11];
+  p.dilation[0] = (int64_t)q[12]; p.dilation[1] = (int64_t)q[13]; p.groups = (int64_t)q[14];
+  CHECK(p.stride[0] > 0 && p.stride[1] > 0 && p.dilation[0] > 0 && p.dilation[1] > 0, "stride and dilation must be ≥ 1");
+  CHECK(p.groups > 0 && p.Cin % p.groups == 0 && p.Cout % p.groups == 0 && cin_g * p.groups == p.Cin,
+        "groups %lld must divide Cin %lld and Cout %lld, with w's Cin/groups = %lld", (long long)p.groups,
+        (long long)p.Cin, (long long)p.Cout, (long long)cin_g);
+  p.Ho = out_size(p.H, p.kH, p.stride[0], p.padding[0], p.dilation[0]);
+  p.Wo = out_size(p.W, p.kW, p.stride[1], p.padding[1], p.dilation[1]);
+  CHECK((double)p.N * p.Cin * p.H * p.W < 4e15 && (double)p.N * p.Cout * p.Ho * p.Wo < 4e15 &&
+        (double)p.Cin * p.kH * p.kW * p.Ho * p.Wo < 4e15, "conv sizes are too large");
+  return p;
+}
+
+#define NEED(arr, count, what) check_out(env, arr, count, what)
+
+FN(js_conv2d) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  Array x = F32(0, "x"), w = F32(1, "w"), out = F32(3, "out");
+  kn_conv2d p = conv_params(env, a.argv[2]);
+  NEED(x, p.N * p.Cin * p.H * p.W, "x");
+  NEED(w, p.Cout * (p.Cin / p.groups) * p.kH * p.kW, "w");
+  NEED(out, p.N * p.Cout * p.Ho * p.Wo, "out");
+  kn_conv2d_f32(&p, (const float *)x.data, (const float *)w.data, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_conv2d_backward_input) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  Array g = F32(0, "g"), w = F32(1, "w"), out = F32(3, "dx");
+  kn_conv2d p = conv_params(env, a.argv[2]);
+  NEED(g, p.N * p.Cout * p.Ho * p.Wo, "g");
+  NEED(w, p.Cout * (p.Cin / p.groups) * p.kH * p.kW, "w");
+  NEED(out, p.N * p.Cin * p.H * p.W, "dx");
+  kn_conv2d_backward_input_f32(&p, (const float *)g.data, (const float *)w.data, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_conv2d_backward_weight) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  Array g = F32(0, "g"), x = F32(1, "x"), out = F32(3, "dw");
+  kn_conv2d p = conv_params(env, a.argv[2]);
+  NEED(g, p.N * p.Cout * p.Ho * p.Wo, "g");
+  NEED(x, p.N * p.Cin * p.H * p.W, "x");
+  NEED(out, p.Cout * (p.Cin / p.groups) * p.kH * p.kW, "dw");
+  kn_conv2d_backward_weight_f32(&p, (const float *)g.data, (const float *)x.data, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+/* params = [N, C, H, W, kH, kW, sh, sw, ph, pw] */
+kn_pool2d pool_params(napi_env env, napi_value v) {
+  Array pa = typed(env, v, napi_float64_array, "pool params");
+  CHECK(pa.length == 10, "pool params must hold 10 numbers, got %zu", pa.length);
+  const double *q = (const double *)pa.data;
+  for (int i = 0; i < 10; i++) CHECK(q[i] == floor(q[i]) && q[i] >= 0 && q[i] <= (double)BIG, "pool param %d = %g is not a size", i, q[i]);
+  kn_pool2d p;
+  p.N = (int64_t)q[0]; p.C = (int64_t)q[1]; p.H = (int64_t)q[2]; p.W = (int64_t)q[3];
+  p.kH = (int64_t)q[4]; p.kW = (int64_t)q[5]; p.stride[0] = (int64_t)q[6]; p.stride[1] = (int64_t)q[7];
+  p.padding[0] = (int64_t)q[8]; p.padding[1] = (int64_t)q[9];
+  CHECK(p.kH > 0 && p.kW > 0 && p.stride[0] > 0 && p.stride[1] > 0, "pool kernel and stride must be ≥ 1");
+  CHECK(p.H * p.W < ((int64_t)1 << 31), "pool planes over 2^31 pixels do not fit the i32 indices");
+  p.Ho = out_size(p.H, p.kH, p.stride[0], p.padding[0], 1);
+  p.Wo = out_size(p.W, p.kW, p.stride[1], p.padding[1], 1);
+  CHECK((double)p.N * p.C * p.H * p.W < 4e15 && (double)p.N * p.C * p.Ho * p.Wo < 4e15, "pool sizes are too large");
+  return p;
+}
+
+FN(js_max_pool2d) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  Array x = F32(0, "x"), out = F32(2, "out"), idx = typed(env, a.argv[3], napi_int32_array, "indices");
+  kn_pool2d p = pool_params(env, a.argv[1]);
+  NEED(x, p.N * p.C * p.H * p.W, "x");
+  NEED(out, p.N * p.C * p.Ho * p.Wo, "out");
+  NEED(idx, p.N * p.C * p.Ho * p.Wo, "indices");
+  kn_max_pool2d_f32(&p, (const float *)x.data, (float *)out.data, (int32_t *)idx.data);
+  return undefined(env);
+  BODY_END
+}
+
+/* maxPool2dBackward(g, indices, sizes = [N, C, H, W, Ho, Wo], dx): the window geometry only
+   matters through the indices. */
+FN(js_max_pool2d_backward) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  Array g = F32(0, "g"), idx = typed(env, a.argv[1], napi_int32_array, "indices"), out = F32(3, "dx");
+  Array sz = typed(env, a.argv[2], napi_float64_array, "sizes");
+  CHECK(sz.length == 6, "sizes must hold [N, C, H, W, Ho, Wo], got %zu numbers", sz.length);
+  const double *q = (const double *)sz.data;
+  for (int i = 0; i < 6; i++) CHECK(q[i] == floor(q[i]) && q[i] >= 0 && q[i] <= (double)BIG, "size %d = %g is not a size", i, q[i]);
+  kn_pool2d p;
+  memset(&p, 0, sizeof p);
+  p.N = (int64_t)q[0]; p.C = (int64_t)q[1]; p.H = (int64_t)q[2]; p.W = (int64_t)q[3]; p.Ho = (int64_t)q[4]; p.Wo = (int64_t)q[5];
+  CHECK((double)p.N * p.C * p.H * p.W < 4e15 && (double)p.N * p.C * p.Ho * p.Wo < 4e15, "pool sizes are too large");
+  int64_t no = p.N * p.C * p.Ho * p.Wo;
+  NEED(g, no, "g");
+  NEED(idx, no, "indices");
+  NEED(out, p.N * p.C * p.H * p.W, "dx");
+  const int32_t *ix = (const int32_t *)idx.data;
+  for (int64_t i = 0; i < no; i++)
+    CHECK(ix[i] >= 0 && ix[i] < p.H * p.W, "index %d at %lld is outside the %lldx%lld plane", ix[i], (long long)i,
+          (long long)p.H, (long long)p.W);
+  kn_max_pool2d_backward_f32(&p, (const float *)g.data, ix, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_avg_pool2d) {
+  BODY_BEGIN
+  ARG_COUNT(3);
+  Array x = F32(0, "x"), out = F32(2, "out");
+  kn_pool2d p = pool_params(env, a.argv[1]);
+  NEED(x, p.N * p.C * p.H * p.W, "x");
+  NEED(out, p.N * p.C * p.Ho * p.Wo, "out");
+  kn_avg_pool2d_f32(&p, (const float *)x.data, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_avg_pool2d_backward) {
+  BODY_BEGIN
+  ARG_COUNT(3);
+  Array g = F32(0, "g"), out = F32(2, "dx");
+  kn_pool2d p = pool_params(env, a.argv[1]);
+  NEED(g, p.N * p.C * p.Ho * p.Wo, "g");
+  NEED(out, p.N * p.C * p.H * p.W, "dx");
+  kn_avg_pool2d_backward_f32(&p, (const float *)g.data, (float *)out.data);
+  return undefined(env);
+  BODY_END
+}
+
+/* ---- fused kernels -------------------------------------------------------------------------- */
+
+/* rows and C, checked so that rows·C fits comfortably. */
+void rows_cols(napi_env env, napi_value vr, napi_value vc, int64_t *rows, int64_t *C) {
+  *rows = int_at(env, vr, "rows", 0, BIG);
+  *C = int_at(env, vc, "C", 0, BIG);
+  CHECK((double)*rows * (double)*C < 4e15, "rows·C = %g is too large", (double)*rows * (double)*C);
+}
+
+float *opt_f32(napi_env env, napi_value v, int64_t need, const char *what) {
+  if (is_nullish(env, v)) return nullptr;
+  Array arr = typed(env, v, napi_float32_array, what);
+  check_out(env, arr, need, what);
+  return (float *)arr.data;
+}
+
+float *req_f32(napi_env env, napi_value v, int64_t need, const char *what) {
+  Array arr = typed(env, v, napi_float32_array, what);
+  check_out(env, arr, need, what);
+  return (float *)arr.data;
+}
+
+typedef void (*row_kernel)(const float *, int64_t, int64_t, float *);
+typedef void (*row_kernel2)(const float *, const float *, int64_t, int64_t, float *);
+
+napi_value rows1(napi_env env, napi_callback_info info, row_kernel k) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  int64_t rows, C;
+  rows_cols(env, a.argv[1], a.argv[2], &rows, &C);
+  const float *x = req_f32(env, a.argv[0], rows * C, "x");
+  float *out = req_f32(env, a.argv[3], rows * C, "out");
+  k(x, rows, C, out);
+  return undefined(env);
+  BODY_END
+}
+
+napi_value rows2(napi_env env, napi_callback_info info, row_kernel2 k) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  int64_t rows, C;
+  rows_cols(env, a.argv[2], a.argv[3], &rows, &C);
+  const float *y = req_f32(env, a.argv[0], rows * C, "y");
+  const float *g = req_f32(env, a.argv[1], rows * C, "g");
+  float *out = req_f32(env, a.argv[4], rows * C, "dx");
+  k(y, g, rows, C, out);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_softmax) { return rows1(env, info, kn_softmax_f32); }
+FN(js_log_softmax) { return rows1(env, info, kn_log_softmax_f32); }
+FN(js_softmax_backward) { return rows2(env, info, kn_softmax_backward_f32); }
+FN(js_log_softmax_backward) { return rows2(env, info, kn_log_softmax_backward_f32); }
+
+/* layerNorm(x, w?, b?, rows, C, eps, y, mean?, rstd?) */
+FN(js_layer_norm) {
+  BODY_BEGIN
+  ARG_COUNT(9);
+  int64_t rows, C;
+  rows_cols(env, a.argv[3], a.argv[4], &rows, &C);
+  const float *x = req_f32(env, a.argv[0], rows * C, "x");
+  const float *w = opt_f32(env, a.argv[1], C, "w"), *b = opt_f32(env, a.argv[2], C, "b");
+  float eps = (float)NUM(5, "eps");
+  float *y = req_f32(env, a.argv[6], rows * C, "y");
+  float *mean = opt_f32(env, a.argv[7], rows, "mean"), *rstd = opt_f32(env, a.argv[8], rows, "rstd");
+  kn_layer_norm_f32(x, w, b, rows, C, eps, y, mean, rstd);
+  return undefined(env);
+  BODY_END
+}
+
+/* layerNormBackward(x, w?, mean, rstd, g, rows, C, dx?, dw?, db?) */
+FN(js_layer_norm_backward) {
+  BODY_BEGIN
+  ARG_COUNT(10);
+  int64_t rows, C;
+  rows_cols(env, a.argv[5], a.argv[6], &rows, &C);
+  const float *x = req_f32(env, a.argv[0], rows * C, "x");
+  const float *w = opt_f32(env, a.argv[1], C, "w");
+  const float *mean = req_f32(env, a.argv[2], rows, "mean"), *rstd = req_f32(env, a.argv[3], rows, "rstd");
+  const float *g = req_f32(env, a.argv[4], rows * C, "g");
+  float *dx = opt_f32(env, a.argv[7], rows * C, "dx"), *dw = opt_f32(env, a.argv[8], C, "dw"),
+        *db = opt_f32(env, a.argv[9], C, "db");
+  kn_layer_norm_backward_f32(x, w, mean, rstd, g, rows, C, dx, dw, db);
+  return undefined(env);
+  BODY_END
+}
+
+/* rmsNorm(x, w?, rows, C, eps, y, rstd?) */
+FN(js_rms_norm) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int64_t rows, C;
+  rows_cols(env, a.argv[2], a.argv[3], &rows, &C);
+  const float *x = req_f32(env, a.argv[0], rows * C, "x");
+  const float *w = opt_f32(env, a.argv[1], C, "w");
+  float eps = (float)NUM(4, "eps");
+  float *y = req_f32(env, a.argv[5], rows * C, "y");
+  float *rstd = opt_f32(env, a.argv[6], rows, "rstd");
+  kn_rms_norm_f32(x, w, rows, C, eps, y, rstd);
+  return undefined(env);
+  BODY_END
+}
+
+/* rmsNormBackward(x, w?, rstd, g, rows, C, dx?, dw?) */
+FN(js_rms_norm_backward) {
+  BODY_BEGIN
+  ARG_COUNT(8);
+  int64_t rows, C;
+  rows_cols(env, a.argv[4], a.argv[5], &rows, &C);
+  const float *x = req_f32(env, a.argv[0], rows * C, "x");
+  const float *w = opt_f32(env, a.argv[1], C, "w");
+  const float *rstd = req_f32(env, a.argv[2], rows, "rstd");
+  const float *g = req_f32(env, a.argv[3], rows * C, "g");
+  float *dx = opt_f32(env, a.argv[6], rows * C, "dx"), *dw = opt_f32(env, a.argv[7], C, "dw");
+  kn_rms_norm_backward_f32(x, w, rstd, g, rows, C, dx, dw);
+  return undefined(env);
+  BODY_END
+}
+
+/* crossEntropy(logits, targets, rows, C, ignoreIndex, dlogits?) → mean loss */
+FN(js_cross_entropy) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  int64_t rows, C;
+  rows_cols(env, a.argv[2], a.argv[3], &rows, &C);
+  const float *x = req_f32(env, a.argv[0], rows * C, "logits");
+  Array t = typed(env, a.argv[1], napi_int32_array, "targets");
+  check_out(env, t, rows, "targets");
+  int32_t ignore = (int32_t)INT(4, "ignoreIndex", INT32_MIN, INT32_MAX);
+  const int32_t *tt = (const int32_t *)t.data;
+  for (int64_t i = 0; i < rows; i++)
+    CHECK(tt[i] == ignore || (tt[i] >= 0 && tt[i] < C), "target %d at row %lld is outside [0, %lld)", tt[i],
+          (long long)i, (long long)C);
+  float *d = opt_f32(env, a.argv[5], rows * C, "dlogits");
+  return number(env, kn_cross_entropy_f32(x, tt, rows, C, ignore, d));
+  BODY_END
+}
+
+/* adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step) */
+FN(js_adamw) {
+  BODY_BEGIN
+  ARG_COUNT(10);
+  Array p = F32(0, "param");
+  int64_t n = (int64_t)p.length;
+  const float *g = req_f32(env, a.argv[1], n, "grad");
+  float *m = req_f32(env, a.argv[2], n, "m"), *v = req_f32(env, a.argv[3], n, "v");
+  kn_adamw_f32((float *)p.data, g, m, v, n, (float)NUM(4, "lr"), (float)NUM(5, "beta1"), (float)NUM(6, "beta2"),
+               (float)NUM(7, "eps"), (float)NUM(8, "weightDecay"), INT(9, "step", 1, BIG));
+  return undefined(env);
+  BODY_END
+}
+
+void attn_dims(napi_env env, napi_value *v, int64_t *BH, int64_t *T, int64_t *D) {
+  *BH = int_at(env, v[0], "BH", 0, BIG);
+  *T = int_at(env, v[1], "T", 0, BIG);
+  *D = int_at(env, v[2], "D", 0, BIG);
+  CHECK((double)*BH * (double)*T * (double)*D < 4e15, "BH·T·D is too large");
+}
+
+/* causalAttention(q, k, v, BH, T, D, scale, out, lse?) */
+FN(js_causal_attention) {
+  BODY_BEGIN
+  ARG_COUNT(9);
+  int64_t BH, T, D;
+  attn_dims(env, a.argv + 3, &BH, &T, &D);
+  int64_t n = BH * T * D;
+  const float *q = req_f32(env, a.argv[0], n, "q"), *k = req_f32(env, a.argv[1], n, "k"), *v = req_f32(env, a.argv[2], n, "v");
+  float *out = req_f32(env, a.argv[7], n, "out"), *lse = opt_f32(env, a.argv[8], BH * T, "lse");
+  kn_causal_attention_f32(q, k, v, BH, T, D, (float)NUM(6, "scale"), out, lse);
+  return undefined(env);
+  BODY_END
+}
+
+/* causalAttentionBackward(q, k, v, out, lse, g, BH, T, D, scale, dq, dk, dv) */
+FN(js_causal_attention_backward) {
+  BODY_BEGIN
+  ARG_COUNT(13);
+  int64_t BH, T, D;
+  attn_dims(env, a.argv + 6, &BH, &T, &D);
+  int64_t n = BH * T * D;
+  const float *q = req_f32(env, a.argv[0], n, "q"), *k = req_f32(env, a.argv[1], n, "k"), *v = req_f32(env, a.argv[2], n, "v");
+  const float *o = req_f32(env, a.argv[3], n, "out"), *lse = req_f32(env, a.argv[4], BH * T, "lse");
+  const float *g = req_f32(env, a.argv[5], n, "g");
+  float *dq = req_f32(env, a.argv[10], n, "dq"), *dk = req_f32(env, a.argv[11], n, "dk"), *dv = req_f32(env, a.argv[12], n, "dv");
+  kn_causal_attention_backward_f32(q, k, v, o, lse, g, BH, T, D, (float)NUM(9, "scale"), dq, dk, dv);
+  return undefined(env);
+  BODY_END
+}
+
+}  // namespace
+
+#define EXPORT(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      EXPORT("info", js_info),
+      EXPORT("setThreads", js_set_threads),
+      EXPORT("selectGemm", js_select_gemm),
+      EXPORT("sgemm", js_sgemm),
+      EXPORT("matmul", js_matmul),
+      EXPORT("unary", js_unary),
+      EXPORT("unaryBackward", js_unary_backward),
+      EXPORT("binary", js_binary),
+      EXPORT("where", js_where),
+      EXPORT("assign", js_assign),
+      EXPORT("cast", js_cast),
+      EXPORT("reduce", js_reduce),
+      EXPORT("argReduce", js_arg_reduce),
+      EXPORT("gatherRows", js_gather_rows),
+      EXPORT("scatterAddRows", js_scatter_add_rows),
+      EXPORT("conv2d", js_conv2d),
+      EXPORT("conv2dBackwardInput", js_conv2d_backward_input),
+      EXPORT("conv2dBackwardWeight", js_conv2d_backward_weight),
+      EXPORT("maxPool2d", js_max_pool2d),
+      EXPORT("maxPool2dBackward", js_max_pool2d_backward),
+      EXPORT("avgPool2d", js_avg_pool2d),
+      EXPORT("avgPool2dBackward", js_avg_pool2d_backward),
+      EXPORT("softmax", js_softmax),
+      EXPORT("logSoftmax", js_log_softmax),
+      EXPORT("softmaxBackward", js_softmax_backward),
+      EXPORT("logSoftmaxBackward", js_log_softmax_backward),
+      EXPORT("layerNorm", js_layer_norm),
+      EXPORT("layerNormBackward", js_layer_norm_backward),
+      EXPORT("rmsNorm", js_rms_norm),
+      EXPORT("rmsNormBackward", js_rms_norm_backward),
+      EXPORT("crossEntropy", js_cross_entropy),
+      EXPORT("adamw", js_adamw),
+      EXPORT("causalAttention", js_causal_attention),
+      EXPORT("causalAttentionBackward", js_causal_attention_backward),
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}

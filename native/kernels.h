@@ -1,0 +1,164 @@
+/*
+ * knobs native kernels: a plain C API (pointers, shapes, strides) so each kernel can be called and
+ * tested from C alone. The N-API layer (binding.cpp) checks every argument against the storage it
+ * came from; the kernels trust their arguments and never allocate what they return.
+ *
+ * Conventions
+ *  - A kn_view describes a strided read of `data` (already advanced by the view's offset, in
+ *    elements): element (i0, …, i{n-1}) lives at data[Σ ik·strides[k]]. Strides may be 0
+ *    (broadcast) or negative-free transposes; shapes may hold 0 (empty) or 1.
+ *  - Outputs are contiguous, row-major, caller-allocated, of the size the kernel documents.
+ *  - Work above a size threshold is split across the shared pool (kn_set_threads); the BLAS, when
+ *    linked, runs inside that pool single-threaded, so the process never runs more compute threads
+ *    than kn_get_threads().
+ *  - NaN and Inf flow through as IEEE arithmetic does; no kernel traps or reads out of bounds on them.
+ */
+#ifndef KNOBS_KERNELS_H
+#define KNOBS_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KN_MAX_DIMS 16
+
+typedef struct kn_view {
+  const void *data;          /* first element of the view (storage + offset) */
+  int ndim;
+  int64_t shape[KN_MAX_DIMS];
+  int64_t strides[KN_MAX_DIMS]; /* in elements */
+} kn_view;
+
+/* ---- runtime -------------------------------------------------------------------------------- */
+
+/* Threads of the shared pool (1 … 256); also the BLAS thread count. Returns the value in force. */
+int kn_set_threads(int n);
+int kn_get_threads(void);
+/* "openblas", "onednn" or "builtin": the GEMM library this build uses now. */
+const char *kn_gemm_library(void);
+/* Comma-separated libraries compiled in; kn_select_gemm picks one of them (0 on success). */
+const char *kn_gemm_libraries(void);
+int kn_select_gemm(const char *name);
+/* Best instruction set the CPU offers among those compiled for: "avx512f", "avx2" or "sse4.2". */
+const char *kn_cpu_isa(void);
+
+/* ---- elementwise ---------------------------------------------------------------------------- */
+
+typedef enum kn_unary_op {
+  KN_NEG, KN_EXP, KN_LOG, KN_SQRT, KN_RSQRT, KN_ABS, KN_TANH, KN_SIGMOID,
+  KN_RELU, KN_GELU, KN_GELU_TANH, KN_SILU, KN_SIGN, KN_UNARY_COUNT
+} kn_unary_op;
+
+typedef enum kn_binary_op {
+  KN_ADD, KN_SUB, KN_MUL, KN_DIV, KN_POW, KN_MAXIMUM, KN_MINIMUM,
+  KN_EQ, KN_NE, KN_LT, KN_LE, KN_GT, KN_GE, KN_BINARY_COUNT
+} kn_binary_op;
+
+/* out[i] = f(x[i]); out has numel(x) floats. */
+void kn_unary_f32(kn_unary_op op, const kn_view *x, float *out);
+/* out[i] = g[i] · f'(x[i]) (relu'(0) = abs'(0) = sign' = 0, as PyTorch). x, g same shape. */
+void kn_unary_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out);
+/* a ∘ b over one shape (a's). Arithmetic ops write floats; compare ops write 0/1 bytes. */
+void kn_binary_f32(kn_binary_op op, const kn_view *a, const kn_view *b, void *out);
+/* cond (bytes, nonzero = true) ? a : b. */
+void kn_where_f32(const kn_view *cond, const kn_view *a, const kn_view *b, float *out);
+/* Strided copy between views of one shape, any element size (1, 2, 4 or 8 bytes). */
+void kn_assign(size_t elem_size, void *dst, const kn_view *dst_layout, const kn_view *src);
+
+typedef enum kn_dtype { KN_F32, KN_F64, KN_I32, KN_U8, KN_I8, KN_BOOL } kn_dtype;
+/* Contiguous conversion of a view (JS semantics: float→int truncates, wraps, NaN/Inf → 0). */
+void kn_cast(kn_dtype from, const kn_view *x, kn_dtype to, void *out);
+
+/* ---- reductions ----------------------------------------------------------------------------- */
+
+typedef enum kn_reduce_op { KN_SUM, KN_MAX, KN_MIN } kn_reduce_op;
+/* Reduces the axes set in axis_mask (bit k = axis k); out has x's shape with those axes = 1.
+   Sums accumulate in double; NaN wins max/min; an empty reduction gives 0 / -Inf / +Inf. */
+void kn_reduce_f32(kn_reduce_op op, const kn_view *x, uint32_t axis_mask, float *out);
+/* Index of the first max (is_min = 0) or min along axis; the first NaN counts as the extreme. */
+void kn_argreduce_f32(int is_min, const kn_view *x, int axis, int32_t *out);
+
+/* ---- matrix products ------------------------------------------------------------------------ */
+
+/* Row-major C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C, like cblas_sgemm (RowMajor). */
+void kn_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Batched product of a [...batch, M, K] and b [...batch, K, N] (same ndim ≥ 2, batch dims equal,
+   any strides: unit-stride rows or columns go to the BLAS directly, others are packed first). */
+void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out);
+
+/* table [V, C] (view) rows picked by ids (n contiguous i32, or i64 when ids64) → out [n, C]. */
+void kn_gather_rows_f32(const kn_view *table, const void *ids, int ids64, int64_t n, float *out);
+/* out [rows, C] = 0, then out[ids[i]] += src[i] for src [n, C] (view). */
+void kn_scatter_add_rows_f32(const kn_view *src, const void *ids, int ids64, int64_t n, int64_t rows, float *out);
+
+/* ---- convolution and pooling (contiguous NCHW) ---------------------------------------------- */
+
+typedef struct kn_conv2d {
+  int64_t N, Cin, H, W, Cout, kH, kW, Ho, Wo;
+  int64_t stride[2], padding[2], dilation[2], groups;
+} kn_conv2d;
+
+/* x [N, Cin, H, W] ⋆ w [Cout, Cin/groups, kH, kW] → out [N, Cout, Ho, Wo]. */
+void kn_conv2d_f32(const kn_conv2d *p, const float *x, const float *w, float *out);
+void kn_conv2d_backward_input_f32(const kn_conv2d *p, const float *g, const float *w, float *dx);
+void kn_conv2d_backward_weight_f32(const kn_conv2d *p, const float *g, const float *x, float *dw);
+
+typedef struct kn_pool2d {
+  int64_t N, C, H, W, Ho, Wo, kH, kW, stride[2], padding[2];
+} kn_pool2d;
+
+/* indices hold h·W + w of the chosen input pixel within its plane. */
+void kn_max_pool2d_f32(const kn_pool2d *p, const float *x, float *out, int32_t *indices);
+/* indices are trusted to be < H·W (the binding checks). */
+void kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *indices, float *dx);
+/* Padding counts toward the divisor (count_include_pad). */
+void kn_avg_pool2d_f32(const kn_pool2d *p, const float *x, float *out);
+void kn_avg_pool2d_backward_f32(const kn_pool2d *p, const float *g, float *dx);
+
+/* ---- fused kernels (contiguous rows of length C) -------------------------------------------- */
+
+void kn_softmax_f32(const float *x, int64_t rows, int64_t C, float *out);
+void kn_log_softmax_f32(const float *x, int64_t rows, int64_t C, float *out);
+/* dx = y ⊙ (g − Σ g⊙y) for y = softmax(x). */
+void kn_softmax_backward_f32(const float *y, const float *g, int64_t rows, int64_t C, float *dx);
+/* dx = g − softmax ⊙ Σ g for y = log_softmax(x). */
+void kn_log_softmax_backward_f32(const float *y, const float *g, int64_t rows, int64_t C, float *dx);
+
+/* y = (x − mean) · rstd · w + b over each row; w, b may be NULL; mean/rstd [rows] may be NULL. */
+void kn_layer_norm_f32(const float *x, const float *w, const float *b, int64_t rows, int64_t C, float eps,
+                       float *y, float *mean, float *rstd);
+/* dx [rows, C]; dw, db [C] are overwritten (NULL to skip). Needs mean/rstd from the forward. */
+void kn_layer_norm_backward_f32(const float *x, const float *w, const float *mean, const float *rstd,
+                                const float *g, int64_t rows, int64_t C, float *dx, float *dw, float *db);
+/* y = x · rsqrt(mean(x²) + eps) · w; rstd [rows] may be NULL. */
+void kn_rms_norm_f32(const float *x, const float *w, int64_t rows, int64_t C, float eps, float *y, float *rstd);
+void kn_rms_norm_backward_f32(const float *x, const float *w, const float *rstd, const float *g,
+                              int64_t rows, int64_t C, float *dx, float *dw);
+
+/* Mean cross-entropy of logits [rows, C] against i32 targets; rows whose target == ignore_index
+   do not count. Returns the loss; dlogits (may be NULL) = (softmax − onehot) / counted rows. */
+float kn_cross_entropy_f32(const float *logits, const int32_t *targets, int64_t rows, int64_t C,
+                           int32_t ignore_index, float *dlogits);
+
+/* One fused AdamW step over n parameters, in place (PyTorch's AdamW: decoupled weight decay,
+   bias correction with `step` ≥ 1). */
+void kn_adamw_f32(float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int64_t step);
+
+/* Causal self-attention, q/k/v/out [BH, T, D] contiguous, scale usually 1/√D.
+   lse [BH, T] (may be NULL) keeps the log-sum-exp of each row for the backward. */
+void kn_causal_attention_f32(const float *q, const float *k, const float *v, int64_t BH, int64_t T, int64_t D,
+                             float scale, float *out, float *lse);
+/* dq, dk, dv [BH, T, D] from g = dL/dout, out and lse of the forward. */
+void kn_causal_attention_backward_f32(const float *q, const float *k, const float *v, const float *out,
+                                      const float *lse, const float *g, int64_t BH, int64_t T, int64_t D,
+                                      float scale, float *dq, float *dk, float *dv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

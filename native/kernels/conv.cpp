@@ -1,0 +1,251 @@
+/*
+ * 2-D convolution as im2col + GEMM (one image and group at a time), both backward passes through
+ * the same column matrix, and max/avg pooling as direct loops. All tensors contiguous NCHW.
+ *
+ * Columns: col[(ci·kH + kh)·kW + kw, oh·Wo + ow] = x[ci, oh·sh − ph + kh·dh, ow·sw − pw + kw·dw] (0 outside).
+ */
+#include <math.h>
+#include <string.h>
+
+#include <vector>
+
+#include "internal.h"
+
+using namespace kn;
+
+namespace {
+
+void im2col(const kn_conv2d *p, const float *x, int64_t cin, float *col) {
+  const int64_t HW = p->Ho * p->Wo;
+  for (int64_t c = 0; c < cin; c++)
+    for (int64_t kh = 0; kh < p->kH; kh++)
+      for (int64_t kw = 0; kw < p->kW; kw++) {
+        float *dst = col + ((c * p->kH + kh) * p->kW + kw) * HW;
+        for (int64_t oh = 0; oh < p->Ho; oh++) {
+          int64_t ih = oh * p->stride[0] - p->padding[0] + kh * p->dilation[0];
+          float *d = dst + oh * p->Wo;
+          if (ih < 0 || ih >= p->H) { memset(d, 0, sizeof(float) * (size_t)p->Wo); continue; }
+          const float *src = x + (c * p->H + ih) * p->W;
+          for (int64_t ow = 0; ow < p->Wo; ow++) {
+            int64_t iw = ow * p->stride[1] - p->padding[1] + kw * p->dilation[1];
+            d[ow] = iw >= 0 && iw < p->W ? src[iw] : 0.0f;
+          }
+        }
+      }
+}
+
+/* dx[c, ih, iw] += col[…] for every tap: the adjoint of im2col. */
+void col2im(const kn_conv2d *p, const float *col, int64_t cin, float *dx) {
+  const int64_t HW = p->Ho * p->Wo;
+  for (int64_t c = 0; c < cin; c++)
+    for (int64_t kh = 0; kh < p->kH; kh++)
+      for (int64_t kw = 0; kw < p->kW; kw++) {
+        const float *src = col + ((c * p->kH + kh) * p->kW + kw) * HW;
+        for (int64_t oh = 0; oh < p->Ho; oh++) {
+          int64_t ih = oh * p->stride[0] - p->padding[0] + kh * p->dilation[0];
+          if (ih < 0 || ih >= p->H) continue;
+          float *d = dx + (c * p->H + ih) * p->W;
+          const float *s = src + oh * p->Wo;
+          for (int64_t ow = 0; ow < p->Wo; ow++) {
+            int64_t iw = ow * p->stride[1] - p->padding[1] + kw * p->dilation[1];
+            if (iw >= 0 && iw < p->W) d[iw] += s[ow];
+          }
+        }
+      }
+}
+
+struct Dims {
+  int64_t cin_g, cout_g, kk, HW, xplane, oplane;
+};
+
+Dims dims(const kn_conv2d *p) {
+  Dims d;
+  d.cin_g = p->Cin / p->groups;
+  d.cout_g = p->Cout / p->groups;
+  d.kk = d.cin_g * p->kH * p->kW;
+  d.HW = p->Ho * p->Wo;
+  d.xplane = p->H * p->W;
+  d.oplane = d.HW;
+  return d;
+}
+
+/* Images in parallel (each with its own column buffer and a single-threaded GEMM) when there are
+   enough of them; otherwise one image at a time with the GEMM itself split across the pool. */
+bool by_image(const kn_conv2d *p) { return p->N >= kn_get_threads() && kn_get_threads() > 1; }
+
+/* kn_sgemm splits across the pool, or runs inline when called from inside a pool job. */
+void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+          float beta, float *C, int64_t ldc) {
+  kn_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace
+
+extern "C" {
+
+void kn_conv2d_f32(const kn_conv2d *p, const float *x, const float *w, float *out) {
+  Dims d = dims(p);
+  if (p->N == 0 || p->Cout == 0 || d.HW == 0) return;
+  if (d.kk == 0) { memset(out, 0, sizeof(float) * (size_t)(p->N * p->Cout * d.HW)); return; }
+  bool par = by_image(p);
+  auto image = [&](int64_t n, std::vector<float> &col) {
+    col.resize((size_t)(d.kk * d.HW));
+    for (int64_t g = 0; g < p->groups; g++) {
+      im2col(p, x + (n * p->Cin + g * d.cin_g) * d.xplane, d.cin_g, col.data());
+      gemm(0, 0, d.cout_g, d.HW, d.kk, w + g * d.cout_g * d.kk, d.kk, col.data(), d.HW, 0.0f,
+           out + (n * p->Cout + g * d.cout_g) * d.HW, d.HW);
+    }
+  };
+  if (par) {
+    parallel_for(p->N, 1, [&](int64_t n0, int64_t n1) {
+      std::vector<float> col;
+      for (int64_t n = n0; n < n1; n++) image(n, col);
+    });
+  } else {
+    std::vector<float> col;
+    for (int64_t n = 0; n < p->N; n++) image(n, col);
+  }
+}
+
+void kn_conv2d_backward_input_f32(const kn_conv2d *p, const float *gout, const float *w, float *dx) {
+  Dims d = dims(p);
+  memset(dx, 0, sizeof(float) * (size_t)(p->N * p->Cin * d.xplane));
+  if (p->N == 0 || d.HW == 0 || d.kk == 0 || p->Cout == 0) return;
+  bool par = by_image(p);
+  auto image = [&](int64_t n, std::vector<float> &col) {
+    col.resize((size_t)(d.kk * d.HW));
+    for (int64_t g = 0; g < p->groups; g++) {
+      /* col = W_gᵀ [kk, cout_g] · g_n [cout_g, HW] */
+      gemm(1, 0, d.kk, d.HW, d.cout_g, w + g * d.cout_g * d.kk, d.kk,
+           gout + (n * p->Cout + g * d.cout_g) * d.HW, d.HW, 0.0f, col.data(), d.HW);
+      col2im(p, col.data(), d.cin_g, dx + (n * p->Cin + g * d.cin_g) * d.xplane);
+    }
+  };
+  if (par) {
+    parallel_for(p->N, 1, [&](int64_t n0, int64_t n1) {
+      std::vector<float> col;
+      for (int64_t n = n0; n < n1; n++) image(n, col);
+    });
+  } else {
+    std::vector<float> col;
+    for (int64_t n = 0; n < p->N; n++) image(n, col);
+  }
+}
+
+void kn_conv2d_backward_weight_f32(const kn_conv2d *p, const float *gout, const float *x, float *dw) {
+  Dims d = dims(p);
+  const int64_t wn = p->Cout * d.kk;
+  memset(dw, 0, sizeof(float) * (size_t)wn);
+  if (p->N == 0 || d.HW == 0 || wn == 0) return;
+  bool par = by_image(p);
+  int64_t parts = par ? kn_get_threads() : 1;
+  if (parts > p->N) parts = p->N;
+  /* part 0 accumulates straight into dw; the others into private copies summed at the end */
+  std::vector<float> priv((size_t)(wn * (parts - 1)), 0.0f);
+  parallel_for(parts, 1, [&](int64_t q0, int64_t q1) {
+    std::vector<float> col((size_t)(d.kk * d.HW));
+    for (int64_t q = q0; q < q1; q++) {
+      float *acc = q == 0 ? dw : priv.data() + (q - 1) * wn;
+      for (int64_t n = p->N * q / parts; n < p->N * (q + 1) / parts; n++)
+        for (int64_t g = 0; g < p->groups; g++) {
+          im2col(p, x + (n * p->Cin + g * d.cin_g) * d.xplane, d.cin_g, col.data());
+          /* dW_g [cout_g, kk] += g_n [cout_g, HW] · colᵀ [HW, kk] */
+          gemm(0, 1, d.cout_g, d.kk, d.HW, gout + (n * p->Cout + g * d.cout_g) * d.HW, d.HW, col.data(), d.HW,
+               1.0f, acc + g * d.cout_g * d.kk, d.kk);
+        }
+    }
+  });
+  for (int64_t q = 1; q < parts; q++) {
+    const float *s = priv.data() + (q - 1) * wn;
+    for (int64_t i = 0; i < wn; i++) dw[i] += s[i];
+  }
+}
+
+void kn_max_pool2d_f32(const kn_pool2d *p, const float *x, float *out, int32_t *idx) {
+  const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
+  parallel_for(planes, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) {
+      const float *xp = x + q * HW;
+      for (int64_t oh = 0; oh < p->Ho; oh++)
+        for (int64_t ow = 0; ow < p->Wo; ow++) {
+          float best = -INFINITY;
+          int32_t bi = -1;
+          for (int64_t kh = 0; kh < p->kH; kh++) {
+            int64_t ih = oh * p->stride[0] - p->padding[0] + kh;
+            if (ih < 0 || ih >= p->H) continue;
+            for (int64_t kw = 0; kw < p->kW; kw++) {
+              int64_t iw = ow * p->stride[1] - p->padding[1] + kw;
+              if (iw < 0 || iw >= p->W) continue;
+              float v = xp[ih * p->W + iw];
+              if (bi < 0) bi = (int32_t)(ih * p->W + iw);  // the first in-image tap, as the js backend
+              if (v > best || v != v) {
+                best = v;
+                bi = (int32_t)(ih * p->W + iw);
+                if (v != v) goto done;  // NaN propagates
+              }
+            }
+          }
+        done:
+          out[q * O + oh * p->Wo + ow] = best;
+          idx[q * O + oh * p->Wo + ow] = bi < 0 ? 0 : bi;
+        }
+    }
+  });
+}
+
+void kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *idx, float *dx) {
+  const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
+  memset(dx, 0, sizeof(float) * (size_t)(planes * HW));
+  parallel_for(planes, GRAIN / (O + 1) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++)
+      for (int64_t i = 0; i < O; i++) dx[q * HW + idx[q * O + i]] += g[q * O + i];
+  });
+}
+
+void kn_avg_pool2d_f32(const kn_pool2d *p, const float *x, float *out) {
+  const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
+  const float inv = 1.0f / (float)(p->kH * p->kW);
+  parallel_for(planes, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) {
+      const float *xp = x + q * HW;
+      for (int64_t oh = 0; oh < p->Ho; oh++)
+        for (int64_t ow = 0; ow < p->Wo; ow++) {
+          float s = 0.0f;
+          for (int64_t kh = 0; kh < p->kH; kh++) {
+            int64_t ih = oh * p->stride[0] - p->padding[0] + kh;
+            if (ih < 0 || ih >= p->H) continue;
+            for (int64_t kw = 0; kw < p->kW; kw++) {
+              int64_t iw = ow * p->stride[1] - p->padding[1] + kw;
+              if (iw >= 0 && iw < p->W) s += xp[ih * p->W + iw];
+            }
+          }
+          out[q * O + oh * p->Wo + ow] = s * inv;
+        }
+    }
+  });
+}
+
+void kn_avg_pool2d_backward_f32(const kn_pool2d *p, const float *g, float *dx) {
+  const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
+  const float inv = 1.0f / (float)(p->kH * p->kW);
+  memset(dx, 0, sizeof(float) * (size_t)(planes * HW));
+  parallel_for(planes, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) {
+      float *dp = dx + q * HW;
+      for (int64_t oh = 0; oh < p->Ho; oh++)
+        for (int64_t ow = 0; ow < p->Wo; ow++) {
+          float share = g[q * O + oh * p->Wo + ow] * inv;
+          for (int64_t kh = 0; kh < p->kH; kh++) {
+            int64_t ih = oh * p->stride[0] - p->padding[0] + kh;
+            if (ih < 0 || ih >= p->H) continue;
+            for (int64_t kw = 0; kw < p->kW; kw++) {
+              int64_t iw = ow * p->stride[1] - p->padding[1] + kw;
+              if (iw >= 0 && iw < p->W) dp[ih * p->W + iw] += share;
+            }
+          }
+        }
+    }
+  });
+}
+
+}  // extern "C"

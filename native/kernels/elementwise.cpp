@@ -1,0 +1,290 @@
+/* Elementwise kernels: unary ops and their gradients, binary arithmetic and compare, where, assign, cast. */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+#include "mathf.h"
+
+using namespace kn;
+
+namespace {
+
+/* ---- unary ----------------------------------------------------------------------------------- */
+
+template <int OP>
+KN_INLINE float unary1(float x) {
+  switch (OP) {
+    case KN_NEG: return -x;
+    case KN_EXP: return expf_fast(x);
+    case KN_LOG: return logf(x);
+    case KN_SQRT: return sqrtf(x);
+    case KN_RSQRT: return 1.0f / sqrtf(x);
+    case KN_ABS: return fabsf(x);
+    case KN_TANH: return tanhf(x);
+    case KN_SIGMOID: return sigmoidf_fast(x);
+    case KN_RELU: return x > 0.0f || x != x ? x : 0.0f;
+    case KN_GELU: return 0.5f * x * (1.0f + erff(x * INV_SQRT_2));
+    case KN_GELU_TANH: return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x)));
+    case KN_SILU: return x * sigmoidf_fast(x);
+    default: /* sign */ return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x);  // ±0 and NaN map to themselves
+  }
+}
+
+/* f'(x), PyTorch's conventions at kinks. */
+template <int OP>
+KN_INLINE float deriv1(float x) {
+  switch (OP) {
+    case KN_NEG: return -1.0f;
+    case KN_EXP: return expf_fast(x);
+    case KN_LOG: return 1.0f / x;
+    case KN_SQRT: return 0.5f / sqrtf(x);
+    case KN_RSQRT: return -0.5f / (x * sqrtf(x));
+    case KN_ABS: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : (x != x ? x : 0.0f));
+    case KN_TANH: { float t = tanhf(x); return 1.0f - t * t; }
+    case KN_SIGMOID: { float s = sigmoidf_fast(x); return s * (1.0f - s); }
+    case KN_RELU: return x > 0.0f ? 1.0f : 0.0f;
+    case KN_GELU: return 0.5f * (1.0f + erff(x * INV_SQRT_2)) + x * INV_SQRT_2PI * expf_fast(-0.5f * x * x);
+    case KN_GELU_TANH: {
+      float t = tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x));
+      return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_TANH_COEF * x * x);
+    }
+    case KN_SILU: { float s = sigmoidf_fast(x); return s * (1.0f + x * (1.0f - s)); }
+    default: return 0.0f;
+  }
+}
+
+#define UNARY_CASES(M) \
+  M(KN_NEG) M(KN_EXP) M(KN_LOG) M(KN_SQRT) M(KN_RSQRT) M(KN_ABS) M(KN_TANH) M(KN_SIGMOID) M(KN_RELU) M(KN_GELU) \
+  M(KN_GELU_TANH) M(KN_SILU) M(KN_SIGN)
+
+/* y[i] = f(x[i·s]) for one row; the unit-stride case is the vectorised one. */
+KN_CLONES
+void unary_row(int op, const float *x, int64_t s, float *y, int64_t n) {
+  switch (op) {
+#define M(OP)                                                         \
+  case OP:                                                            \
+    if (s == 1) for (int64_t i = 0; i < n; i++) y[i] = unary1<OP>(x[i]); \
+    else for (int64_t i = 0; i < n; i++) y[i] = unary1<OP>(x[i * s]);    \
+    return;
+    UNARY_CASES(M)
+#undef M
+  }
+}
+
+KN_CLONES
+void unary_backward_row(int op, const float *x, int64_t sx, const float *g, int64_t sg, float *y, int64_t n) {
+  switch (op) {
+#define M(OP)                                                                          \
+  case OP:                                                                             \
+    if (sx == 1 && sg == 1) for (int64_t i = 0; i < n; i++) y[i] = g[i] * deriv1<OP>(x[i]); \
+    else for (int64_t i = 0; i < n; i++) y[i] = g[i * sg] * deriv1<OP>(x[i * sx]);         \
+    return;
+    UNARY_CASES(M)
+#undef M
+  }
+}
+
+/* Contiguous output strides of a view's shape, as a pseudo-view for coalescing. */
+kn_view contiguous_like(const kn_view *v, void *data) {
+  kn_view o;
+  o.data = data;
+  o.ndim = v->ndim;
+  int64_t s = 1;
+  for (int d = v->ndim - 1; d >= 0; d--) {
+    o.shape[d] = v->shape[d];
+    o.strides[d] = s;
+    s *= v->shape[d];
+  }
+  return o;
+}
+
+/*
+ * Visits the elements of `count` views of one shape in row-major order, split across the pool:
+ * seg(offsets (elements, per view), length, inner strides, flat index of the first element).
+ * Rows that a thread boundary cuts are visited in two parts.
+ */
+template <class F>
+void for_segments(const kn_view *const *views, int count, const F &seg) {
+  int64_t n = numel(views[0]);
+  if (n == 0) return;
+  Layout L;
+  coalesce(views, count, &L);
+  int nd = L.ndim;
+  int64_t len = L.shape[nd - 1];
+  parallel_for(n, GRAIN, [&](int64_t e0, int64_t e1) {
+    int64_t r0 = e0 / len, r1 = (e1 + len - 1) / len;
+    int64_t flat = r0 * len;
+    int64_t inner[4];
+    for (int k = 0; k < count; k++) inner[k] = L.strides[k][nd - 1];
+    for_rows(L, count, r0, r1, [&](const int64_t *off, int64_t rowlen) {
+      int64_t b = flat < e0 ? e0 - flat : 0;
+      int64_t e = flat + rowlen > e1 ? e1 - flat : rowlen;
+      if (e > b) {
+        int64_t o[4];
+        for (int k = 0; k < count; k++) o[k] = off[k] + b * inner[k];
+        seg(o, e - b, inner, flat + b);
+      }
+      flat += rowlen;
+    });
+  });
+}
+
+/* ---- binary ---------------------------------------------------------------------------------- */
+
+template <int OP>
+KN_INLINE float arith(float a, float b) {
+  switch (OP) {
+    case KN_ADD: return a + b;
+    case KN_SUB: return a - b;
+    case KN_MUL: return a * b;
+    case KN_DIV: return a / b;
+    case KN_POW: return powf(a, b);
+    case KN_MAXIMUM: return a != a || b != b ? a + b : (a >= b ? a : b);
+    default: /* minimum */ return a != a || b != b ? a + b : (a <= b ? a : b);
+  }
+}
+
+template <int OP>
+KN_INLINE uint8_t compare(float a, float b) {
+  switch (OP) {
+    case KN_EQ: return a == b;
+    case KN_NE: return a != b;
+    case KN_LT: return a < b;
+    case KN_LE: return a <= b;
+    case KN_GT: return a > b;
+    default: return a >= b;
+  }
+}
+
+#define ARITH_CASES(M) M(KN_ADD) M(KN_SUB) M(KN_MUL) M(KN_DIV) M(KN_POW) M(KN_MAXIMUM) M(KN_MINIMUM)
+#define COMPARE_CASES(M) M(KN_EQ) M(KN_NE) M(KN_LT) M(KN_LE) M(KN_GT) M(KN_GE)
+
+/* One row of a ∘ b with strides sa, sb; specialised for (1,1), (1,0) and (0,1). */
+#define ROW_LOOPS(EXPR)                                                          \
+  if (sa == 1 && sb == 1) for (int64_t i = 0; i < n; i++) y[i] = EXPR(a[i], b[i]); \
+  else if (sa == 1 && sb == 0) { const float bv = b[0]; for (int64_t i = 0; i < n; i++) y[i] = EXPR(a[i], bv); } \
+  else if (sa == 0 && sb == 1) { const float av = a[0]; for (int64_t i = 0; i < n; i++) y[i] = EXPR(av, b[i]); } \
+  else for (int64_t i = 0; i < n; i++) y[i] = EXPR(a[i * sa], b[i * sb]);
+
+KN_CLONES
+void arith_row(int op, const float *a, int64_t sa, const float *b, int64_t sb, float *y, int64_t n) {
+  switch (op) {
+#define M(OP) case OP: { ROW_LOOPS(arith<OP>) return; }
+    ARITH_CASES(M)
+#undef M
+  }
+}
+
+KN_CLONES
+void compare_row(int op, const float *a, int64_t sa, const float *b, int64_t sb, uint8_t *y, int64_t n) {
+  switch (op) {
+#define M(OP) case OP: { ROW_LOOPS(compare<OP>) return; }
+    COMPARE_CASES(M)
+#undef M
+  }
+}
+
+template <class T>
+void copy_row(T *d, int64_t sd, const T *s, int64_t ss, int64_t n) {
+  if (sd == 1 && ss == 1) memcpy(d, s, (size_t)n * sizeof(T));
+  else if (ss == 0) { T v = s[0]; for (int64_t i = 0; i < n; i++) d[i * sd] = v; }
+  else for (int64_t i = 0; i < n; i++) d[i * sd] = s[i * ss];
+}
+
+/* JS-style conversion of a finite-or-not double to an integer type of `bits` bits (wraps). */
+template <class T>
+KN_INLINE T to_int(double v) {
+  if (!(v == v) || v == INFINITY || v == -INFINITY) return 0;
+  double t = trunc(v);
+  if (!(fabs(t) < 9.0e18)) t = fmod(t, 18446744073709551616.0);
+  return (T)(uint64_t)(int64_t)t;
+}
+
+template <class S>
+double read_as_double(const void *p, int64_t i) { return (double)((const S *)p)[i]; }
+
+}  // namespace
+
+extern "C" {
+
+void kn_unary_f32(kn_unary_op op, const kn_view *x, float *out) {
+  kn_view o = contiguous_like(x, out);
+  const kn_view *v[2] = {x, &o};
+  const float *X = (const float *)x->data;
+  for_segments(v, 2, [&](const int64_t *off, int64_t n, const int64_t *inner, int64_t) {
+    unary_row(op, X + off[0], inner[0], out + off[1], n);
+  });
+}
+
+void kn_unary_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out) {
+  kn_view o = contiguous_like(x, out);
+  const kn_view *v[3] = {x, g, &o};
+  const float *X = (const float *)x->data, *G = (const float *)g->data;
+  for_segments(v, 3, [&](const int64_t *off, int64_t n, const int64_t *inner, int64_t) {
+    unary_backward_row(op, X + off[0], inner[0], G + off[1], inner[1], out + off[2], n);
+  });
+}
+
+void kn_binary_f32(kn_binary_op op, const kn_view *a, const kn_view *b, void *out) {
+  kn_view o = contiguous_like(a, out);
+  const kn_view *v[3] = {a, b, &o};
+  const float *A = (const float *)a->data, *B = (const float *)b->data;
+  bool cmp = op >= KN_EQ;
+  for_segments(v, 3, [&](const int64_t *off, int64_t n, const int64_t *inner, int64_t) {
+    if (cmp) compare_row(op, A + off[0], inner[0], B + off[1], inner[1], (uint8_t *)out + off[2], n);
+    else arith_row(op, A + off[0], inner[0], B + off[1], inner[1], (float *)out + off[2], n);
+  });
+}
+
+void kn_where_f32(const kn_view *cond, const kn_view *a, const kn_view *b, float *out) {
+  kn_view o = contiguous_like(a, out);
+  const kn_view *v[4] = {cond, a, b, &o};
+  const uint8_t *C = (const uint8_t *)cond->data;
+  const float *A = (const float *)a->data, *B = (const float *)b->data;
+  for_segments(v, 4, [&](const int64_t *off, int64_t n, const int64_t *s, int64_t) {
+    const uint8_t *c = C + off[0];
+    const float *x = A + off[1], *y = B + off[2];
+    float *r = out + off[3];
+    for (int64_t i = 0; i < n; i++) r[i] = c[i * s[0]] ? x[i * s[1]] : y[i * s[2]];
+  });
+}
+
+void kn_assign(size_t elem, void *dst, const kn_view *dl, const kn_view *src) {
+  kn_view d = *dl;
+  d.data = dst;
+  const kn_view *v[2] = {&d, src};
+  for_segments(v, 2, [&](const int64_t *off, int64_t n, const int64_t *s, int64_t) {
+    switch (elem) {
+      case 1: copy_row((uint8_t *)dst + off[0], s[0], (const uint8_t *)src->data + off[1], s[1], n); break;
+      case 2: copy_row((uint16_t *)dst + off[0], s[0], (const uint16_t *)src->data + off[1], s[1], n); break;
+      case 4: copy_row((uint32_t *)dst + off[0], s[0], (const uint32_t *)src->data + off[1], s[1], n); break;
+      default: copy_row((uint64_t *)dst + off[0], s[0], (const uint64_t *)src->data + off[1], s[1], n); break;
+    }
+  });
+}
+
+void kn_cast(kn_dtype from, const kn_view *x, kn_dtype to, void *out) {
+  kn_view o = contiguous_like(x, out);
+  const kn_view *v[2] = {x, &o};
+  double (*rd)(const void *, int64_t) = from == KN_F32   ? read_as_double<float>
+                                        : from == KN_F64 ? read_as_double<double>
+                                        : from == KN_I32 ? read_as_double<int32_t>
+                                        : from == KN_I8  ? read_as_double<int8_t>
+                                                         : read_as_double<uint8_t>;
+  for_segments(v, 2, [&](const int64_t *off, int64_t n, const int64_t *s, int64_t flat) {
+    for (int64_t i = 0; i < n; i++) {
+      double d = rd(x->data, off[0] + i * s[0]);
+      int64_t j = flat + i;
+      switch (to) {
+        case KN_F32: ((float *)out)[j] = (float)d; break;
+        case KN_F64: ((double *)out)[j] = d; break;
+        case KN_I32: ((int32_t *)out)[j] = to_int<int32_t>(d); break;
+        case KN_I8: ((int8_t *)out)[j] = to_int<int8_t>(d); break;
+        case KN_U8: ((uint8_t *)out)[j] = to_int<uint8_t>(d); break;
+        case KN_BOOL: ((uint8_t *)out)[j] = d != 0.0 ? 1 : 0; break;  // NaN is truthy, as in PyTorch
+      }
+    }
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,80 @@
+/* Shared helpers of the kernel files: the thread pool, view iteration, ISA dispatch macros. */
+#ifndef KNOBS_INTERNAL_H
+#define KNOBS_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+#include "../kernels.h"
+
+namespace kn {
+
+/* Runs fn(begin, end) over [0, n) split into at most kn_get_threads() contiguous chunks, on the
+   shared pool. Work below `grain` items (or called from inside a pool job) runs inline. */
+typedef void (*range_fn)(void *ctx, int64_t begin, int64_t end);
+void parallel_range(int64_t n, int64_t grain, range_fn fn, void *ctx);
+
+template <class F>
+inline void parallel_for(int64_t n, int64_t grain, const F &f) {
+  if (n <= 0) return;
+  parallel_range(n, grain, [](void *c, int64_t b, int64_t e) { (*static_cast<const F *>(c))(b, e); },
+                 const_cast<F *>(&f));
+}
+
+int64_t numel(const kn_view *v);
+
+/* A view flattened to as few dims as possible, jointly for several operands of one shape:
+   size-1 dims dropped, neighbouring dims merged where every operand is contiguous across them. */
+struct Layout {
+  int ndim;
+  int64_t shape[KN_MAX_DIMS];
+  int64_t strides[4][KN_MAX_DIMS];
+};
+void coalesce(const kn_view *const *views, int count, Layout *out);
+
+/* Row iteration of a coalesced layout: rows are the innermost dim; calls
+   row(offsets[], len) for rows [r0, r1) of the total rows = numel / shape[last]. */
+template <class F>
+inline void for_rows(const Layout &L, int count, int64_t r0, int64_t r1, const F &row) {
+  int nd = L.ndim;
+  int64_t len = nd ? L.shape[nd - 1] : 1;
+  int64_t idx[KN_MAX_DIMS];
+  int64_t off[4] = {0, 0, 0, 0};
+  /* unravel r0 over the outer dims */
+  int64_t r = r0;
+  for (int d = nd - 2; d >= 0; d--) {
+    idx[d] = r % L.shape[d];
+    r /= L.shape[d];
+    for (int k = 0; k < count; k++) off[k] += idx[d] * L.strides[k][d];
+  }
+  for (int64_t rr = r0; rr < r1; rr++) {
+    row(off, len);
+    for (int d = nd - 2; d >= 0; d--) {
+      idx[d]++;
+      for (int k = 0; k < count; k++) off[k] += L.strides[k][d];
+      if (idx[d] < L.shape[d]) break;
+      for (int k = 0; k < count; k++) off[k] -= L.strides[k][d] * L.shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+inline int64_t rows_of(const Layout &L) {
+  int64_t n = 1;
+  for (int d = 0; d + 1 < L.ndim; d++) n *= L.shape[d];
+  return n;
+}
+
+/* Elements of work per thread below which splitting costs more than it gains. */
+const int64_t GRAIN = 32768;
+
+}  // namespace kn
+
+/* Hot loops are compiled three times (AVX-512, AVX2, baseline x86-64-v2) and picked at load time
+   by the dynamic loader (GCC function multi-versioning), so one binary runs on any x86-64 CPU. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(KN_NO_CLONES)
+#define KN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KN_CLONES
+#endif
+
+#endif

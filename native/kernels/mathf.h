@@ -1,0 +1,54 @@
+/* Scalar math shared by the kernels, written so that loops over it vectorise. */
+#ifndef KNOBS_MATHF_H
+#define KNOBS_MATHF_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+namespace kn {
+
+#define KN_INLINE static inline __attribute__((always_inline))
+
+/*
+ * e^x in f32 without a libm call, so loops of it vectorise: x = n·ln2 + r with |r| ≤ ln2/2, e^r by
+ * its degree-6 Taylor polynomial (error below 2 ulp), 2^n built from exponent bits in two halves so
+ * that n = 128 (x near the overflow edge) and subnormal results both come out right.
+ * Overflow gives +Inf, underflow 0, NaN stays NaN.
+ */
+KN_INLINE float pow2i(int32_t n) {
+  int32_t bits = (n + 127) << 23;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+KN_INLINE float expf_fast(float x) {
+  float xc = x > 88.72283f ? 88.72283f : (x < -103.9f ? -103.9f : x);
+  float n = floorf(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t ni = (int32_t)n;
+  int32_t n1 = ni >> 1;
+  float y = p * pow2i(n1) * pow2i(ni - n1);
+  y = x > 88.72284f ? INFINITY : y;
+  y = x < -103.9f ? 0.0f : y;
+  return x != x ? x : y;
+}
+
+KN_INLINE float sigmoidf_fast(float x) { return 1.0f / (1.0f + expf_fast(-x)); }
+
+const float SQRT_2_OVER_PI = 0.7978845608028654f;
+const float GELU_TANH_COEF = 0.044715f;
+const float INV_SQRT_2 = 0.7071067811865476f;
+const float INV_SQRT_2PI = 0.3989422804014327f;
+
+}  // namespace kn
+#endif

@@ -1,0 +1,288 @@
+/*
+ * Matrix products. GEMM goes to the library chosen at build time (oneDNN by default, OpenBLAS, or
+ * both for benchmarking; docs/native.md has the measurements), always single-threaded inside our own pool: kn_sgemm splits C into row or column
+ * blocks, one per pool thread, so the BLAS never starts threads of its own. Without a library the
+ * built-in blocked kernel below runs (about a third of what a BLAS reaches; it is the fallback).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+#include "internal.h"
+
+#ifdef KN_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+#ifdef KN_HAVE_DNNL
+#include <dnnl.h>
+#include <omp.h>
+#endif
+
+namespace {
+
+enum Lib { BUILTIN = 0, OPENBLAS = 1, ONEDNN = 2 };
+
+Lib default_lib() {
+#if defined(KN_PREFER_OPENBLAS) && defined(KN_HAVE_OPENBLAS)
+  return OPENBLAS;
+#elif defined(KN_HAVE_DNNL)
+  return ONEDNN;
+#elif defined(KN_HAVE_OPENBLAS)
+  return OPENBLAS;
+#else
+  return BUILTIN;
+#endif
+}
+
+Lib &current_lib() {
+  static Lib lib = [] {
+#ifdef KN_HAVE_OPENBLAS
+    openblas_set_num_threads(1);  // the pool splits the work; OpenBLAS must not add threads
+#endif
+    return default_lib();
+  }();
+  return lib;
+}
+
+/* ---- built-in fallback: C[M,N] += A[M,K] B[K,N], all row-major contiguous-row ---------------- */
+
+const int64_t KC = 256, NC = 512, MR = 4;
+
+KN_CLONES
+void builtin_block(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                   float *C, int64_t ldc) {
+  /* Four rows of C at a time share each loaded row of B; the j loop vectorises. */
+  int64_t i = 0;
+  for (; i + MR <= M; i += MR) {
+    float *c0 = C + i * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
+    const float *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+    for (int64_t k = 0; k < K; k++) {
+      const float *b = B + k * ldb;
+      const float x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
+      for (int64_t j = 0; j < N; j++) {
+        const float bj = b[j];
+        c0[j] += x0 * bj;
+        c1[j] += x1 * bj;
+        c2[j] += x2 * bj;
+        c3[j] += x3 * bj;
+      }
+    }
+  }
+  for (; i < M; i++) {
+    float *c = C + i * ldc;
+    const float *a = A + i * lda;
+    for (int64_t k = 0; k < K; k++) {
+      const float *b = B + k * ldb;
+      const float x = a[k];
+      for (int64_t j = 0; j < N; j++) c[j] += x * b[j];
+    }
+  }
+}
+
+void builtin_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  /* Transposed operands are packed to plain row-major first (the fallback favours simplicity). */
+  std::vector<float> pa, pb;
+  if (ta || alpha != 1.0f) {
+    pa.resize((size_t)(M * K));
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t k = 0; k < K; k++) pa[i * K + k] = alpha * (ta ? A[k * lda + i] : A[i * lda + k]);
+    A = pa.data();
+    lda = K;
+  }
+  if (tb) {
+    pb.resize((size_t)(K * N));
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t j = 0; j < N; j++) pb[k * N + j] = B[j * ldb + k];
+    B = pb.data();
+    ldb = N;
+  }
+  for (int64_t i = 0; i < M; i++) {
+    float *c = C + i * ldc;
+    if (beta == 0.0f) memset(c, 0, sizeof(float) * (size_t)N);
+    else if (beta != 1.0f) for (int64_t j = 0; j < N; j++) c[j] *= beta;
+  }
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    int64_t kc = K - k0 < KC ? K - k0 : KC;
+    for (int64_t j0 = 0; j0 < N; j0 += NC) {
+      int64_t nc = N - j0 < NC ? N - j0 : NC;
+      builtin_block(M, nc, kc, A + k0, lda, B + k0 * ldb + j0, ldb, C + j0, ldc);
+    }
+  }
+}
+
+/* One single-threaded GEMM on the calling thread with the current library. */
+void gemm_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t i = 0; i < M; i++) {
+      float *c = C + i * ldc;
+      for (int64_t j = 0; j < N; j++) c[j] = beta == 0.0f ? 0.0f : beta * c[j];
+    }
+    return;
+  }
+  switch (current_lib()) {
+#ifdef KN_HAVE_OPENBLAS
+    case OPENBLAS:
+      cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
+                  (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+      return;
+#endif
+#ifdef KN_HAVE_DNNL
+    case ONEDNN:
+      omp_set_num_threads(1);  // per-thread setting: oneDNN's OpenMP team stays this one thread
+      dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+#endif
+    default:
+      builtin_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+}
+
+struct GemmJob {
+  int ta, tb;
+  int64_t M, N, K;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+  int64_t lda, ldb, ldc;
+  bool by_rows;
+  int64_t block;
+};
+
+}  // namespace
+
+extern "C" {
+
+const char *kn_gemm_library(void) {
+  switch (current_lib()) {
+    case OPENBLAS: return "openblas";
+    case ONEDNN: return "onednn";
+    default: return "builtin";
+  }
+}
+
+const char *kn_gemm_libraries(void) {
+  return ""
+#ifdef KN_HAVE_OPENBLAS
+         "openblas,"
+#endif
+#ifdef KN_HAVE_DNNL
+         "onednn,"
+#endif
+         "builtin";
+}
+
+int kn_select_gemm(const char *name) {
+  if (!name) return -1;
+#ifdef KN_HAVE_OPENBLAS
+  if (!strcmp(name, "openblas")) { current_lib() = OPENBLAS; return 0; }
+#endif
+#ifdef KN_HAVE_DNNL
+  if (!strcmp(name, "onednn")) { current_lib() = ONEDNN; return 0; }
+#endif
+  if (!strcmp(name, "builtin")) { current_lib() = BUILTIN; return 0; }
+  return -1;
+}
+
+void kn_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  int T = kn_get_threads();
+  double flops = 2.0 * (double)M * (double)N * (double)(K > 0 ? K : 1);
+  if (T <= 1 || flops < 2.0 * 96 * 96 * 96) {
+    gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  /* Split the longer side of C into T blocks (multiples of 16 so BLAS micro-tiles stay whole). */
+  GemmJob j{ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, M >= N, 0};
+  int64_t side = j.by_rows ? M : N;
+  int64_t block = (side + T - 1) / T;
+  block = (block + 15) / 16 * 16;
+  j.block = block;
+  int64_t parts = (side + block - 1) / block;
+  kn::parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++) {
+      int64_t s = p * j.block, e = s + j.block < side ? s + j.block : side;
+      if (j.by_rows) {
+        const float *a = j.ta ? j.A + s : j.A + s * j.lda;
+        gemm_serial(j.ta, j.tb, e - s, j.N, j.K, j.alpha, a, j.lda, j.B, j.ldb, j.beta, j.C + s * j.ldc, j.ldc);
+      } else {
+        const float *b = j.tb ? j.B + s * j.ldb : j.B + s;
+        gemm_serial(j.ta, j.tb, j.M, e - s, j.K, j.alpha, j.A, j.lda, b, j.ldb, j.beta, j.C + s, j.ldc);
+      }
+    }
+  });
+}
+
+}  // extern "C"
+
+namespace {
+
+/* How a strided [R, Cc] matrix reaches the BLAS: plain (unit column stride), transposed (unit row
+   stride), or packed into a contiguous copy when neither holds (e.g. a broadcast inside the matrix). */
+struct MatArg {
+  int trans;
+  int64_t ld;
+  bool pack;
+};
+
+MatArg classify(int64_t R, int64_t Cc, int64_t sR, int64_t sC) {
+  int64_t rmin = Cc > 1 ? Cc : 1, cmin = R > 1 ? R : 1;
+  if ((sC == 1 || Cc == 1) && (R == 1 || sR >= rmin)) return {0, R == 1 ? rmin : sR, false};
+  if ((sR == 1 || R == 1) && (Cc == 1 || sC >= cmin)) return {1, Cc == 1 ? cmin : sC, false};
+  return {0, rmin, true};
+}
+
+void pack(const float *src, int64_t R, int64_t Cc, int64_t sR, int64_t sC, float *dst) {
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t c = 0; c < Cc; c++) dst[r * Cc + c] = src[r * sR + c * sC];
+}
+
+}  // namespace
+
+extern "C" void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out) {
+  int nd = a->ndim;
+  int64_t M = a->shape[nd - 2], K = a->shape[nd - 1], N = b->shape[nd - 1];
+  int64_t batch = 1;
+  for (int d = 0; d < nd - 2; d++) batch *= a->shape[d];
+  if (batch == 0 || M == 0 || N == 0) return;
+  int64_t sAM = a->strides[nd - 2], sAK = a->strides[nd - 1];
+  int64_t sBK = b->strides[nd - 2], sBN = b->strides[nd - 1];
+  MatArg ma = classify(M, K, sAM, sAK), mb = classify(K, N, sBK, sBN);
+  const float *A0 = (const float *)a->data, *B0 = (const float *)b->data;
+
+  auto one = [&](int64_t p, bool inner_parallel, std::vector<float> &scratch) {
+    /* batch index p → element offsets of this matrix in a and b (stride 0 = broadcast batch) */
+    int64_t oa = 0, ob = 0, r = p;
+    for (int d = nd - 3; d >= 0; d--) {
+      int64_t i = r % a->shape[d];
+      r /= a->shape[d];
+      oa += i * a->strides[d];
+      ob += i * b->strides[d];
+    }
+    const float *A = A0 + oa, *B = B0 + ob;
+    if (ma.pack || mb.pack) scratch.resize((size_t)((ma.pack ? M * K : 0) + (mb.pack ? K * N : 0)));
+    float *s = scratch.data();
+    if (ma.pack) { pack(A, M, K, sAM, sAK, s); A = s; s += M * K; }
+    if (mb.pack) { pack(B, K, N, sBK, sBN, s); B = s; }
+    float *C = out + p * M * N;
+    if (inner_parallel) kn_sgemm(ma.trans, mb.trans, M, N, K, 1.0f, A, ma.ld, B, mb.ld, 0.0f, C, N);
+    else gemm_serial(ma.trans, mb.trans, M, N, K, 1.0f, A, ma.ld, B, mb.ld, 0.0f, C, N);
+  };
+
+  double flops = 2.0 * (double)M * (double)N * (double)(K > 0 ? K : 1);
+  if (batch > 1 && flops < 2.0 * 256 * 256 * 256) {
+    /* many small products: one whole product per task */
+    kn::parallel_for(batch, flops < 2.0 * 16 * 16 * 16 ? 64 : 1, [&](int64_t p0, int64_t p1) {
+      std::vector<float> scratch;
+      for (int64_t p = p0; p < p1; p++) one(p, false, scratch);
+    });
+  } else {
+    std::vector<float> scratch;
+    for (int64_t p = 0; p < batch; p++) one(p, true, scratch);
+  }
+}

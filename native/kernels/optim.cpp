@@ -1,0 +1,32 @@
+/* Fused optimizer steps. */
+#include <math.h>
+
+#include "internal.h"
+
+using namespace kn;
+
+namespace {
+KN_CLONES
+void adamw_range(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2, float eps,
+                 float decay, float step_size, float inv_bc2_sqrt) {
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i];
+    float mi = b1 * m[i] + (1.0f - b1) * gi;
+    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    float denom = sqrtf(vi) * inv_bc2_sqrt + eps;
+    p[i] = p[i] * decay - step_size * mi / denom;
+  }
+}
+}  // namespace
+
+extern "C" void kn_adamw_f32(float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1,
+                             float beta2, float eps, float weight_decay, int64_t step) {
+  /* PyTorch's order: decay the weights, update the moments, then the bias-corrected step. */
+  double bc1 = 1.0 - pow((double)beta1, (double)step), bc2 = 1.0 - pow((double)beta2, (double)step);
+  float step_size = (float)(lr / bc1), inv = (float)(1.0 / sqrt(bc2)), decay = 1.0f - lr * weight_decay;
+  parallel_for(n, GRAIN, [&](int64_t i0, int64_t i1) {
+    adamw_range(param + i0, grad + i0, m + i0, v + i0, i1 - i0, lr, beta1, beta2, eps, decay, step_size, inv);
+  });
+}

@@ -1,0 +1,182 @@
+/* The shared thread pool, view coalescing and CPU feature reporting. */
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "internal.h"
+
+namespace kn {
+
+/*
+ * A tiny fork-join pool: the calling thread is worker 0, the pool owns threads 1 … T-1. A job is
+ * published under a generation counter; workers spin briefly (ops come in quick succession) and
+ * then sleep on a condition variable, so an idle process burns no CPU.
+ */
+class Pool {
+ public:
+  int threads() const { return threads_; }
+
+  void resize(int n) {
+    stop();
+    threads_ = n < 1 ? 1 : n;
+    quit_ = false;
+    /* A worker's first "seen" generation is fixed here, not when its thread happens to start:
+       otherwise a job published before the thread runs would be taken as already seen. */
+    uint64_t start = generation_.load(std::memory_order_acquire);
+    for (int t = 1; t < threads_; t++) workers_.emplace_back([this, t, start] { loop(t, start); });
+  }
+
+  void run(int64_t n, range_fn fn, void *ctx, int parts) {
+    std::unique_lock<std::mutex> job_lock(job_mutex_);  // one job at a time (JS is single-threaded anyway)
+    fn_ = fn;
+    ctx_ = ctx;
+    n_ = n;
+    parts_ = parts;
+    pending_.store(parts - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    inside_ = true;
+    fn(ctx, 0, n / parts);
+    inside_ = false;
+    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  }
+
+  ~Pool() { stop(); }
+
+  static thread_local bool inside_;
+
+ private:
+  void loop(int t, uint64_t seen) {
+    inside_ = true;
+    for (;;) {
+      uint64_t g;
+      int spins = 0;
+      while ((g = generation_.load(std::memory_order_acquire)) == seen && !quit_.load(std::memory_order_relaxed)) {
+        if (++spins < 4000) {
+#if defined(__x86_64__)
+          __builtin_ia32_pause();
+#endif
+          continue;
+        }
+        std::unique_lock<std::mutex> lk(mutex_);
+        cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen || quit_.load(); });
+      }
+      if (quit_.load()) return;
+      seen = g;
+      if (t < parts_) {
+        int64_t b = n_ * t / parts_, e = n_ * (t + 1) / parts_;
+        fn_(ctx_, b, e);
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    for (auto &w : workers_) w.join();
+    workers_.clear();
+  }
+
+  int threads_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex job_mutex_, mutex_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> quit_{false};
+  range_fn fn_ = nullptr;
+  void *ctx_ = nullptr;
+  int64_t n_ = 0;
+  int parts_ = 1;
+};
+
+thread_local bool Pool::inside_ = false;
+
+static Pool &pool() {
+  static Pool *p = [] {
+    Pool *q = new Pool();  // never destroyed: worker threads must not outlive a static destructor race
+    unsigned hc = std::thread::hardware_concurrency();
+    q->resize(hc == 0 ? 1 : (int)(hc > 256 ? 256 : hc));
+    return q;
+  }();
+  return *p;
+}
+
+void parallel_range(int64_t n, int64_t grain, range_fn fn, void *ctx) {
+  if (n <= 0) return;
+  Pool &p = pool();
+  int64_t parts = grain > 0 ? n / grain : n;
+  if (parts > p.threads()) parts = p.threads();
+  if (parts <= 1 || Pool::inside_) {
+    fn(ctx, 0, n);
+    return;
+  }
+  p.run(n, fn, ctx, (int)parts);
+}
+
+int64_t numel(const kn_view *v) {
+  int64_t n = 1;
+  for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
+  return n;
+}
+
+void coalesce(const kn_view *const *views, int count, Layout *out) {
+  const kn_view *v0 = views[0];
+  int nd = 0;
+  for (int d = 0; d < v0->ndim; d++) {
+    if (v0->shape[d] == 1) continue;
+    /* merge dim d into the previous kept dim when every operand steps evenly across both */
+    bool merge = nd > 0;
+    for (int k = 0; k < count && merge; k++)
+      merge = out->strides[k][nd - 1] == views[k]->strides[d] * v0->shape[d];
+    if (merge) {
+      out->shape[nd - 1] *= v0->shape[d];
+      for (int k = 0; k < count; k++) out->strides[k][nd - 1] = views[k]->strides[d];
+      continue;
+    }
+    out->shape[nd] = v0->shape[d];
+    for (int k = 0; k < count; k++) out->strides[k][nd] = views[k]->strides[d];
+    nd++;
+  }
+  if (nd == 0) { /* a scalar (or all-ones shape): one row of one element */
+    out->shape[0] = 1;
+    for (int k = 0; k < count; k++) out->strides[k][0] = 1;
+    nd = 1;
+  }
+  out->ndim = nd;
+}
+
+}  // namespace kn
+
+extern "C" {
+
+int kn_set_threads(int n) {
+  if (n < 1) n = 1;
+  if (n > 256) n = 256;
+  if (n != kn::pool().threads()) kn::pool().resize(n);
+  return kn::pool().threads();
+}
+
+int kn_get_threads(void) { return kn::pool().threads(); }
+
+const char *kn_cpu_isa(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return "avx512f";
+  if (__builtin_cpu_supports("x86-64-v3")) return "avx2";
+  return "sse4.2";
+#else
+  return "generic";
+#endif
+}
+
+}  // extern "C"

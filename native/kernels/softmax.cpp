@@ -1,0 +1,138 @@
+/* Softmax and log-softmax over the last axis (with backwards), and fused cross-entropy. */
+#include <math.h>
+
+#include "internal.h"
+#include "mathf.h"
+
+using namespace kn;
+
+namespace {
+
+KN_CLONES
+float row_max(const float *x, int64_t C) {
+  float m = -INFINITY;
+  for (int64_t j = 0; j < C; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+bool has_nan(const float *x, int64_t C) {
+  for (int64_t j = 0; j < C; j++)
+    if (x[j] != x[j]) return true;
+  return false;
+}
+
+/* y = exp(x − m), returns Σ y (in double). */
+KN_CLONES
+double exp_shift(const float *x, float m, float *y, int64_t C) {
+  for (int64_t j = 0; j < C; j++) y[j] = expf_fast(x[j] - m);
+  double s = 0;
+  for (int64_t j = 0; j < C; j++) s += y[j];
+  return s;
+}
+
+KN_CLONES
+void scale_row(float *y, float k, int64_t C) {
+  for (int64_t j = 0; j < C; j++) y[j] *= k;
+}
+
+/* Row max that is safe when every entry is −Inf (then the shift is 0, and exp gives 0s or NaN as
+   PyTorch does). */
+inline float safe_max(const float *x, int64_t C) {
+  float m = row_max(x, C);
+  return m == -INFINITY || m == INFINITY ? (m == INFINITY ? m : 0.0f) : m;
+}
+
+inline int64_t grain_rows(int64_t C) { return GRAIN / (C > 0 ? C : 1) + 1; }
+
+}  // namespace
+
+extern "C" {
+
+void kn_softmax_f32(const float *x, int64_t rows, int64_t C, float *out) {
+  parallel_for(rows, grain_rows(C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float *xr = x + r * C;
+      float *y = out + r * C;
+      float m = safe_max(xr, C);
+      double s = exp_shift(xr, m, y, C);
+      if (has_nan(xr, C)) s = NAN;
+      scale_row(y, (float)(1.0 / s), C);
+    }
+  });
+}
+
+void kn_log_softmax_f32(const float *x, int64_t rows, int64_t C, float *out) {
+  parallel_for(rows, grain_rows(C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float *xr = x + r * C;
+      float *y = out + r * C;
+      float m = safe_max(xr, C);
+      double s = exp_shift(xr, m, y, C);
+      float lse = m + (float)log(s);
+      if (has_nan(xr, C)) lse = NAN;
+      for (int64_t j = 0; j < C; j++) y[j] = xr[j] - lse;
+    }
+  });
+}
+
+void kn_softmax_backward_f32(const float *y, const float *g, int64_t rows, int64_t C, float *dx) {
+  parallel_for(rows, grain_rows(C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float *yr = y + r * C, *gr = g + r * C;
+      double dot = 0;
+      for (int64_t j = 0; j < C; j++) dot += (double)gr[j] * yr[j];
+      float d = (float)dot;
+      for (int64_t j = 0; j < C; j++) dx[r * C + j] = yr[j] * (gr[j] - d);
+    }
+  });
+}
+
+void kn_log_softmax_backward_f32(const float *y, const float *g, int64_t rows, int64_t C, float *dx) {
+  parallel_for(rows, grain_rows(C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float *yr = y + r * C, *gr = g + r * C;
+      double s = 0;
+      for (int64_t j = 0; j < C; j++) s += gr[j];
+      float sf = (float)s;
+      for (int64_t j = 0; j < C; j++) dx[r * C + j] = gr[j] - expf_fast(yr[j]) * sf;
+    }
+  });
+}
+
+float kn_cross_entropy_f32(const float *logits, const int32_t *t, int64_t rows, int64_t C, int32_t ignore,
+                           float *dlogits) {
+  int64_t counted = 0;
+  for (int64_t r = 0; r < rows; r++) counted += t[r] != ignore;
+  /* per-row losses summed per part in a fixed split, so the result does not depend on timing */
+  const int64_t parts = 64;
+  double partial[parts] = {0};
+  const float inv = counted > 0 ? 1.0f / (float)counted : NAN;  // no counted rows: NaN, as PyTorch's mean
+  parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++) {
+      double acc = 0;
+      for (int64_t r = rows * p / parts; r < rows * (p + 1) / parts; r++) {
+        const float *xr = logits + r * C;
+        float *dr = dlogits ? dlogits + r * C : nullptr;
+        if (t[r] == ignore) {
+          if (dr) for (int64_t j = 0; j < C; j++) dr[j] = 0.0f;
+          continue;
+        }
+        float m = safe_max(xr, C);
+        double s = 0;
+        for (int64_t j = 0; j < C; j++) s += expf_fast(xr[j] - m);
+        double lse = m + log(s);
+        acc += lse - xr[t[r]];
+        if (dr) {
+          for (int64_t j = 0; j < C; j++) dr[j] = (float)exp(xr[j] - lse) * inv;
+          dr[t[r]] -= inv;
+        }
+      }
+      partial[p] = acc;
+    }
+  });
+  double total = 0;
+  for (int64_t p = 0; p < parts; p++) total += partial[p];
+  return counted > 0 ? (float)(total / (double)counted) : NAN;
+}
+
+}  // extern "C"

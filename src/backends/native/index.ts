@@ -1,0 +1,366 @@
+/**
+ * The native backend: C/C++ kernels (native/) behind N-API, loaded from build/Release/knobs.node.
+ *
+ * It computes in f32 only; `supports()` says no for anything else (f64, odd ranks, dtypes a
+ * kernel lacks) and the dispatcher runs the js reference backend instead. Views reach the addon
+ * zero-copy as (storage, layout): the layouts of one call are packed into one reused Float64Array,
+ * `[ndim, offset, ...shape, ...strides]` per view, which the addon checks against each storage
+ * before any kernel runs (see native/binding.cpp).
+ *
+ * `loadNativeBackend()` returns null when the addon is missing or fails to load;
+ * `nativeLoadError()` then says why. KNOBS_NATIVE_PATH overrides the addon path, KNOBS_THREADS
+ * sets the pool size (default: every core).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { DType, Storage } from '../../dtype.js';
+import type {
+  ArgReduceOp, Backend, BinaryOp, Conv2dParams, KernelName, KernelView, Pool2dParams, ReduceOp, UnaryOp,
+} from '../backend.js';
+import { jsBackend } from '../js/index.js';
+
+type F32 = Float32Array;
+type Ids = Int32Array | BigInt64Array;
+type Opt<T> = T | null;
+
+/** The addon's exports (native/binding.cpp), one function per kernels.h entry. */
+export interface NativeAddon {
+  info(): { gemm: string; gemmLibraries: string; isa: string; threads: number };
+  setThreads(n: number): number;
+  selectGemm(name: string): void;
+  sgemm(transA: 0 | 1, transB: 0 | 1, M: number, N: number, K: number, A: F32, B: F32, C: F32): void;
+  matmul(a: F32, b: F32, meta: Float64Array, out: F32): void;
+  unary(op: number, x: F32, meta: Float64Array, out: F32): void;
+  unaryBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
+  binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
+  where(cond: Uint8Array, a: F32, b: F32, meta: Float64Array, out: F32): void;
+  assign(dst: Storage, src: Storage, meta: Float64Array): void;
+  cast(x: Storage, meta: Float64Array, out: Storage, outIsBool: boolean): void;
+  reduce(op: number, x: F32, meta: Float64Array, axisMask: number, out: F32): void;
+  argReduce(isMin: 0 | 1, x: F32, meta: Float64Array, axis: number, out: Int32Array): void;
+  gatherRows(table: F32, meta: Float64Array, ids: Ids, out: F32): void;
+  scatterAddRows(src: F32, meta: Float64Array, ids: Ids, rows: number, out: F32): void;
+  conv2d(x: F32, w: F32, params: Float64Array, out: F32): void;
+  conv2dBackwardInput(g: F32, w: F32, params: Float64Array, dx: F32): void;
+  conv2dBackwardWeight(g: F32, x: F32, params: Float64Array, dw: F32): void;
+  maxPool2d(x: F32, params: Float64Array, out: F32, indices: Int32Array): void;
+  maxPool2dBackward(g: F32, indices: Int32Array, sizes: Float64Array, dx: F32): void;
+  avgPool2d(x: F32, params: Float64Array, out: F32): void;
+  avgPool2dBackward(g: F32, params: Float64Array, dx: F32): void;
+  // Fused kernels over contiguous rows (used by the ops layer from the next issue on).
+  softmax(x: F32, rows: number, C: number, out: F32): void;
+  logSoftmax(x: F32, rows: number, C: number, out: F32): void;
+  softmaxBackward(y: F32, g: F32, rows: number, C: number, dx: F32): void;
+  logSoftmaxBackward(y: F32, g: F32, rows: number, C: number, dx: F32): void;
+  layerNorm(x: F32, w: Opt<F32>, b: Opt<F32>, rows: number, C: number, eps: number, y: F32, mean: Opt<F32>, rstd: Opt<F32>): void;
+  layerNormBackward(x: F32, w: Opt<F32>, mean: F32, rstd: F32, g: F32, rows: number, C: number, dx: Opt<F32>, dw: Opt<F32>, db: Opt<F32>): void;
+  rmsNorm(x: F32, w: Opt<F32>, rows: number, C: number, eps: number, y: F32, rstd: Opt<F32>): void;
+  rmsNormBackward(x: F32, w: Opt<F32>, rstd: F32, g: F32, rows: number, C: number, dx: Opt<F32>, dw: Opt<F32>): void;
+  crossEntropy(logits: F32, targets: Int32Array, rows: number, C: number, ignoreIndex: number, dlogits: Opt<F32>): number;
+  adamw(param: F32, grad: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  causalAttention(q: F32, k: F32, v: F32, BH: number, T: number, D: number, scale: number, out: F32, lse: Opt<F32>): void;
+  causalAttentionBackward(q: F32, k: F32, v: F32, out: F32, lse: F32, g: F32, BH: number, T: number, D: number, scale: number, dq: F32, dk: F32, dv: F32): void;
+}
+
+// Kernel enums, in the order of native/kernels.h.
+const UNARY_CODE: Readonly<Record<UnaryOp, number>> = {
+  neg: 0, exp: 1, log: 2, sqrt: 3, rsqrt: 4, abs: 5, tanh: 6, sigmoid: 7, relu: 8, gelu: 9, gelu_tanh: 10, silu: 11, sign: 12,
+};
+const BINARY_CODE: Readonly<Record<BinaryOp, number>> = {
+  add: 0, sub: 1, mul: 2, div: 3, pow: 4, maximum: 5, minimum: 6, eq: 7, ne: 8, lt: 9, le: 10, gt: 11, ge: 12,
+};
+const REDUCE_CODE: Readonly<Record<ReduceOp, number>> = { sum: 0, max: 1, min: 2 };
+const MAX_DIMS = 16;
+/** dtypes the addon's cast reads and writes. */
+const CAST_DTYPES = new Set<DType>(['f32', 'f64', 'i32', 'i8', 'u8', 'bool']);
+
+let loadError: string | undefined;
+let cached: Backend | null | undefined;
+
+/** Why the native backend is unavailable (undefined when it loaded or was never asked for). */
+export function nativeLoadError(): string | undefined {
+  return loadError;
+}
+
+function findAddon(): string | undefined {
+  const override = process.env.KNOBS_NATIVE_PATH;
+  if (override) return override;
+  // src/backends/native → the package root is 3 levels up (4 from dist/src/backends/native).
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, 'build', 'Release', 'knobs.node');
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  return undefined;
+}
+
+/** The raw addon (for fused kernels and benchmarks), or null; see nativeLoadError(). */
+export function loadNativeAddon(): NativeAddon | null {
+  const path = findAddon();
+  if (!path) {
+    loadError = 'build/Release/knobs.node not found (run `node scripts/build-native.mjs`)';
+    return null;
+  }
+  try {
+    const addon = createRequire(import.meta.url)(path) as NativeAddon;
+    const threads = Number(process.env.KNOBS_THREADS);
+    if (Number.isInteger(threads) && threads >= 1) addon.setThreads(Math.min(threads, 256));
+    return addon;
+  } catch (e) {
+    loadError = `loading ${path} failed: ${(e as Error).message}`;
+    return null;
+  }
+}
+
+/** The native backend, or null when the addon is missing or does not load (see nativeLoadError()). */
+export function loadNativeBackend(): Backend | null {
+  if (cached !== undefined) return cached;
+  const addon = loadNativeAddon();
+  cached = addon ? createNativeBackend(addon) : null;
+  return cached;
+}
+
+/*
+ * Small outputs come from 64 KiB slabs, as Node's Buffer pool does: in Node 20 a fresh small typed
+ * array lives on the V8 heap and handing it to N-API first moves it off-heap (~1 µs), and a fresh
+ * ArrayBuffer costs about as much; a view into a slab costs ~40 ns. Kernels overwrite every output
+ * element, so slab memory needs no clearing. A slab is freed when the last view into it is.
+ */
+const SLAB_BYTES = 1 << 16;
+const SLAB_MAX_ITEM = 4096;
+let slab = new ArrayBuffer(SLAB_BYTES);
+let slabPos = 0;
+function slabBytes(bytes: number): number {
+  if (slabPos + bytes > SLAB_BYTES) {
+    slab = new ArrayBuffer(SLAB_BYTES);
+    slabPos = 0;
+  }
+  const at = slabPos;
+  slabPos += (bytes + 15) & ~15;
+  return at;
+}
+function allocF32(n: number): Float32Array {
+  return n > 0 && n * 4 <= SLAB_MAX_ITEM ? new Float32Array(slab, slabBytes(n * 4), n) : new Float32Array(n);
+}
+function allocU8(n: number): Uint8Array {
+  return n > 0 && n <= SLAB_MAX_ITEM ? new Uint8Array(slab, slabBytes(n), n) : new Uint8Array(n);
+}
+function allocI32(n: number): Int32Array {
+  return n > 0 && n * 4 <= SLAB_MAX_ITEM ? new Int32Array(slab, slabBytes(n * 4), n) : new Int32Array(n);
+}
+
+function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+function isContiguous(v: KernelView): boolean {
+  let expected = 1;
+  for (let i = v.shape.length - 1; i >= 0; i--) {
+    if (v.shape[i] === 1) continue;
+    if (v.strides[i] !== expected) return false;
+    expected *= v.shape[i]!;
+  }
+  return true;
+}
+
+export function createNativeBackend(addon: NativeAddon): Backend {
+  // One layout buffer reused by every call: 4 views of rank ≤ 16 at most.
+  const meta = new Float64Array(4 * (2 + 2 * MAX_DIMS));
+  const pack = (...views: KernelView[]): Float64Array => {
+    let p = 0;
+    for (const v of views) {
+      const r = v.shape.length;
+      meta[p++] = r;
+      meta[p++] = v.offset;
+      for (let i = 0; i < r; i++) meta[p++] = v.shape[i]!;
+      for (let i = 0; i < r; i++) meta[p++] = v.strides[i]!;
+    }
+    return meta;
+  };
+  const f32 = (v: KernelView): F32 => v.storage as F32;
+  /** The view's elements as contiguous f32 storage starting at 0 (a copy only when needed). */
+  const dense = (v: KernelView): F32 => {
+    const n = numel(v.shape);
+    if (isContiguous(v)) return v.offset === 0 && v.storage.length === n ? f32(v) : f32(v).subarray(v.offset, v.offset + n);
+    const out = new Float32Array(n);
+    addon.assign(out, v.storage, pack(denseView(v.shape, out), v));
+    return out;
+  };
+  const convParams = (xShape: readonly number[], wShape: readonly number[], p: Conv2dParams): Float64Array =>
+    Float64Array.of(
+      xShape[0]!, xShape[1]!, xShape[2]!, xShape[3]!, wShape[0]!, wShape[1]!, wShape[2]!, wShape[3]!,
+      p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], p.groups,
+    );
+  const poolParams = (xShape: readonly number[], p: Pool2dParams): Float64Array =>
+    Float64Array.of(xShape[0]!, xShape[1]!, xShape[2]!, xShape[3]!, p.kernel[0], p.kernel[1], p.stride[0], p.stride[1], p.padding[0], p.padding[1]);
+  const pooled = (xShape: readonly number[], p: Pool2dParams): number => {
+    const o = (n: number, k: number, s: number, pad: number) => (n + 2 * pad < k ? 0 : Math.floor((n + 2 * pad - k) / s) + 1);
+    return xShape[0]! * xShape[1]! * o(xShape[2]!, p.kernel[0], p.stride[0], p.padding[0]) * o(xShape[3]!, p.kernel[1], p.stride[1], p.padding[1]);
+  };
+  const convOut = (n: number, k: number, s: number, pad: number, d: number) => {
+    const span = d * (k - 1) + 1;
+    return n + 2 * pad < span ? 0 : Math.floor((n + 2 * pad - span) / s) + 1;
+  };
+
+  return {
+    name: 'native',
+    describe: () => {
+      const i = addon.info();
+      return { name: 'native', gemm: i.gemm, gemmLibraries: i.gemmLibraries.split(','), isa: i.isa, threads: i.threads, dtypes: ['f32'] };
+    },
+
+    supports(kernel: KernelName, inputs: readonly KernelView[]): boolean {
+      for (const v of inputs) if (v.shape.length > MAX_DIMS) return false;
+      switch (kernel) {
+        case 'assign':
+          return true; // any dtype: the addon copies by element size
+        case 'cast':
+          return CAST_DTYPES.has(inputs[0]!.dtype);
+        case 'where':
+          return inputs[0]!.dtype === 'bool' && inputs[1]!.dtype === 'f32' && inputs[2]!.dtype === 'f32';
+        case 'gatherRows':
+        case 'scatterAddRows':
+          return inputs[0]!.dtype === 'f32' && (inputs[1]!.dtype === 'i32' || inputs[1]!.dtype === 'i64');
+        case 'maxPool2dBackward':
+          return inputs[0]!.dtype === 'f32' && inputs[1]!.dtype === 'i32';
+        case 'matmul':
+          return inputs.length === 2 && inputs[0]!.dtype === 'f32' && inputs[1]!.dtype === 'f32' &&
+            inputs[0]!.shape.length >= 2 && inputs[0]!.shape.length === inputs[1]!.shape.length;
+        default:
+          return inputs.every((v) => v.dtype === 'f32');
+      }
+    },
+
+    unary(op: UnaryOp, x: KernelView): Storage {
+      const out = allocF32(numel(x.shape));
+      addon.unary(UNARY_CODE[op], f32(x), pack(x), out);
+      return out;
+    },
+    unaryBackward(op: UnaryOp, x: KernelView, g: KernelView): Storage {
+      const out = allocF32(numel(x.shape));
+      addon.unaryBackward(UNARY_CODE[op], f32(x), f32(g), pack(x, g), out);
+      return out;
+    },
+    binary(op: BinaryOp, a: KernelView, b: KernelView): Storage {
+      const code = BINARY_CODE[op];
+      const n = numel(a.shape);
+      const out = code >= BINARY_CODE.eq ? allocU8(n) : allocF32(n);
+      addon.binary(code, f32(a), f32(b), pack(a, b), out);
+      return out;
+    },
+    where(cond: KernelView, a: KernelView, b: KernelView): Storage {
+      const out = allocF32(numel(a.shape));
+      addon.where(cond.storage as Uint8Array, f32(a), f32(b), pack(cond, a, b), out);
+      return out;
+    },
+    reduce(op: ReduceOp, x: KernelView, axes: readonly number[]): Storage {
+      let mask = 0;
+      for (const a of axes) mask |= 1 << a;
+      const out = allocF32(numel(x.shape.map((d, i) => (axes.includes(i) ? 1 : d))));
+      addon.reduce(REDUCE_CODE[op], f32(x), pack(x), mask, out);
+      return out;
+    },
+    argReduce(op: ArgReduceOp, x: KernelView, axis: number): Storage {
+      const out = allocI32(numel(x.shape.map((d, i) => (i === axis ? 1 : d))));
+      addon.argReduce(op === 'argmin' ? 1 : 0, f32(x), pack(x), axis, out);
+      return out;
+    },
+    matmul(a: KernelView, b: KernelView): Storage {
+      const r = a.shape.length;
+      const out = allocF32(numel(a.shape.slice(0, r - 1)) * b.shape[r - 1]!);
+      addon.matmul(f32(a), f32(b), pack(a, b), out);
+      return out;
+    },
+    assign(dst: KernelView, src: KernelView): void {
+      addon.assign(dst.storage, src.storage, pack(dst, src));
+    },
+    cast(x: KernelView, dtype: DType): Storage {
+      if (!CAST_DTYPES.has(dtype) || !CAST_DTYPES.has(x.dtype)) return jsBackend.cast(x, dtype);
+      const n = numel(x.shape);
+      const out: Storage =
+        dtype === 'f32' ? allocF32(n) : dtype === 'f64' ? new Float64Array(n) : dtype === 'i32' ? allocI32(n)
+          : dtype === 'i8' ? new Int8Array(n) : allocU8(n);
+      addon.cast(x.storage, pack(x), out, dtype === 'bool');
+      return out;
+    },
+    gatherRows(table: KernelView, ids: KernelView): Storage {
+      const idx = ids.dtype === 'i64' ? (denseAny(ids, addon, pack) as BigInt64Array) : (denseAny(ids, addon, pack) as Int32Array);
+      const out = allocF32(idx.length * table.shape[1]!);
+      addon.gatherRows(f32(table), pack(table), idx, out);
+      return out;
+    },
+    scatterAddRows(src: KernelView, ids: KernelView, rows: number): Storage {
+      const idx = denseAny(ids, addon, pack) as Ids;
+      const out = allocF32(rows * src.shape[1]!);
+      addon.scatterAddRows(f32(src), pack(src), idx, rows, out);
+      return out;
+    },
+
+    conv2d(x: KernelView, w: KernelView, p: Conv2dParams): Storage {
+      const [N, , H, W] = x.shape as [number, number, number, number];
+      const [Cout, , kH, kW] = w.shape as [number, number, number, number];
+      const out = allocF32(N * Cout * convOut(H, kH, p.stride[0], p.padding[0], p.dilation[0]) * convOut(W, kW, p.stride[1], p.padding[1], p.dilation[1]));
+      addon.conv2d(dense(x), dense(w), convParams(x.shape, w.shape, p), out);
+      return out;
+    },
+    conv2dBackwardInput(g: KernelView, w: KernelView, xShape: readonly number[], p: Conv2dParams): Storage {
+      const out = allocF32(numel(xShape));
+      addon.conv2dBackwardInput(dense(g), dense(w), convParams(xShape, w.shape, p), out);
+      return out;
+    },
+    conv2dBackwardWeight(g: KernelView, x: KernelView, wShape: readonly number[], p: Conv2dParams): Storage {
+      const out = allocF32(numel(wShape));
+      addon.conv2dBackwardWeight(dense(g), dense(x), convParams(x.shape, wShape, p), out);
+      return out;
+    },
+    maxPool2d(x: KernelView, p: Pool2dParams): { out: Storage; indices: Storage } {
+      const n = pooled(x.shape, p);
+      const out = allocF32(n);
+      const indices = allocI32(n);
+      addon.maxPool2d(dense(x), poolParams(x.shape, p), out, indices);
+      return { out, indices };
+    },
+    maxPool2dBackward(g: KernelView, indices: KernelView, xShape: readonly number[]): Storage {
+      const [N, C, Ho, Wo] = g.shape as [number, number, number, number];
+      const out = allocF32(numel(xShape));
+      const sizes = Float64Array.of(N, C, xShape[2]!, xShape[3]!, Ho, Wo);
+      addon.maxPool2dBackward(dense(g), denseAny(indices, addon, pack) as Int32Array, sizes, out);
+      return out;
+    },
+    avgPool2d(x: KernelView, p: Pool2dParams): Storage {
+      const out = allocF32(pooled(x.shape, p));
+      addon.avgPool2d(dense(x), poolParams(x.shape, p), out);
+      return out;
+    },
+    avgPool2dBackward(g: KernelView, xShape: readonly number[], p: Pool2dParams): Storage {
+      const out = allocF32(numel(xShape));
+      addon.avgPool2dBackward(dense(g), poolParams(xShape, p), out);
+      return out;
+    },
+  };
+}
+
+function denseView(shape: readonly number[], storage: Storage): KernelView {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i]!;
+  }
+  return { dtype: 'f32', storage, shape, strides, offset: 0 };
+}
+
+/** Contiguous storage of any-dtype view (ids, indices). */
+function denseAny(v: KernelView, addon: NativeAddon, pack: (...views: KernelView[]) => Float64Array): Storage {
+  const n = numel(v.shape);
+  if (isContiguous(v)) return v.offset === 0 && v.storage.length === n ? v.storage : (v.storage.subarray(v.offset, v.offset + n) as Storage);
+  const Ctor = v.storage.constructor as new (n: number) => Storage;
+  const out = new Ctor(n);
+  addon.assign(out, v.storage, pack(denseView(v.shape, out), v));
+  return out;
+}
