@@ -31,3 +31,7 @@ export {
   conv2d, maxPool2d, avgPool2d,
   type CrossEntropyOptions, type DropoutOptions, type AttentionOptions, type Conv2dOptions, type Pool2dOptions,
 } from './ops/index.js';
+export {
+  loadSafetensors, saveSafetensors, openSafetensors, readSafetensorsHeader, parseSafetensorsHeader, isRawTensor,
+  type RawTensor, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
+} from './formats/safetensors.js';

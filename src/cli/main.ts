@@ -3,8 +3,9 @@
 import { KnobsError, UsageError } from '../errors.js';
 import type { CliIO, Command } from './command.js';
 import { infoCommand } from './info.js';
+import { inspectCommand } from './inspect.js';
 
-const COMMANDS: readonly Command[] = [infoCommand];
+const COMMANDS: readonly Command[] = [infoCommand, inspectCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,0 +1,324 @@
+/**
+ * safetensors files: read tensors by byte range, write atomically.
+ *
+ * Byte layout (validated in safetensors-header.ts, which documents it in full):
+ *
+ *   [0, 8)            u64 little-endian N
+ *   [8, 8 + N)        JSON header: {"__metadata__"?: {str: str}, name: {dtype, shape, data_offsets}}
+ *   [8 + N, EOF)      byte buffer; tensor `name` lives at [8 + N + begin, 8 + N + end)
+ *
+ * Nothing here reads a whole file at once: files over 2 GiB cannot go through fs.readFile, and a
+ * header (at most 100 MB) plus one tensor at a time is all a caller ever needs in memory.
+ * Dtypes knobs has (F32, F64, F16, BF16, I32, I64, U8, I8, BOOL) load as Tensors; the others
+ * (I16, U16, U32, U64, C64, F8_*, F6_*, F4) load as RawTensors whose bytes write back unchanged.
+ */
+import { randomBytes } from 'node:crypto';
+import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { storageBytes, storageFromBytes } from '../dtype.js';
+import { ArgumentError, FormatError, IOError, KnobsError } from '../errors.js';
+import { Tensor } from '../tensor.js';
+import {
+  type EntryToWrite,
+  type SafetensorsDType,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+  SAFETENSORS_DTYPE_BITS,
+  encodeSafetensorsHeader,
+  isSafetensorsDType,
+  knobsDTypeOf,
+  parseSafetensorsHeader,
+  readHeaderLength,
+  safetensorsDTypeOf,
+  sortForWriting,
+} from './safetensors-header.js';
+
+export {
+  MAX_HEADER_LENGTH,
+  SAFETENSORS_DTYPES,
+  SAFETENSORS_DTYPE_BITS,
+  SAFETENSORS_RULES,
+  isSafetensorsDType,
+  knobsDTypeOf,
+  parseSafetensorsHeader,
+  readHeaderLength,
+  safetensorsDTypeOf,
+  type SafetensorsDType,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+  type SafetensorsRule,
+} from './safetensors-header.js';
+
+/** A tensor kept as its file bytes, for dtypes knobs does not compute in (or by choice). */
+export interface RawTensor {
+  readonly kind: 'raw';
+  readonly dtype: SafetensorsDType;
+  readonly shape: readonly number[];
+  /** Row-major, little-endian; sub-byte dtypes packed as the file packs them. */
+  readonly bytes: Uint8Array;
+}
+
+export type SafetensorsValue = Tensor | RawTensor;
+
+export interface SafetensorsFile {
+  readonly path: string;
+  readonly header: SafetensorsHeader;
+  readonly entries: ReadonlyMap<string, SafetensorsEntry>;
+  readonly metadata: ReadonlyMap<string, string> | null;
+  /** The tensor's bytes, read from its range of the file only. */
+  readBytes(name: string): Promise<Uint8Array>;
+  /** A Tensor for knobs' dtypes, else a RawTensor. */
+  read(name: string): Promise<SafetensorsValue>;
+  close(): Promise<void>;
+}
+
+export interface LoadedSafetensors {
+  /** In file order. */
+  readonly tensors: Map<string, SafetensorsValue>;
+  readonly metadata: Map<string, string> | null;
+}
+
+/** fs reads and writes take at most 2^31 − 1 bytes per call; stay well under. */
+const IO_CHUNK = 1 << 30;
+
+export function isRawTensor(value: unknown): value is RawTensor {
+  return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'raw';
+}
+
+// ---- reading ---------------------------------------------------------------------------------
+
+/** Reads and validates only the header (8 + N bytes) of a file. */
+export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  const fh = await openFile(path, 'r');
+  try {
+    return await readHeader(fh, path);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Opens a file for reading tensors one at a time. Call close() when done. */
+export async function openSafetensors(path: string): Promise<SafetensorsFile> {
+  const fh = await openFile(path, 'r');
+  let header: SafetensorsHeader;
+  try {
+    header = await readHeader(fh, path);
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+  let closed = false;
+  const entryOf = (name: string): SafetensorsEntry => {
+    if (closed) throw new ArgumentError(`${path}: read after close()`);
+    const entry = header.entries.get(name);
+    if (!entry) {
+      const some = [...header.entries.keys()].slice(0, 5).map((n) => JSON.stringify(n)).join(', ');
+      throw new ArgumentError(`${path} has no tensor named ${JSON.stringify(name)}; it has ${header.entries.size} tensors${some ? ` (${some}${header.entries.size > 5 ? ', …' : ''})` : ''}`);
+    }
+    return entry;
+  };
+  const bytesOf = async (entry: SafetensorsEntry): Promise<Uint8Array> => {
+    const bytes = new Uint8Array(entry.byteLength);
+    await readExactly(fh, bytes, header.dataStart + entry.dataOffsets[0], path);
+    return bytes;
+  };
+  return {
+    path,
+    header,
+    entries: header.entries,
+    metadata: header.metadata,
+    readBytes: (name) => bytesOf(entryOf(name)),
+    async read(name) {
+      const entry = entryOf(name);
+      return toValue(entry, await bytesOf(entry));
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await fh.close();
+    },
+  };
+}
+
+/** Reads every tensor. Validates the whole header before reading any tensor bytes. */
+export async function loadSafetensors(path: string): Promise<LoadedSafetensors> {
+  const file = await openSafetensors(path);
+  try {
+    const tensors = new Map<string, SafetensorsValue>();
+    for (const name of file.entries.keys()) tensors.set(name, await file.read(name));
+    return { tensors, metadata: file.metadata ? new Map(file.metadata) : null };
+  } finally {
+    await file.close();
+  }
+}
+
+function toValue(entry: SafetensorsEntry, bytes: Uint8Array): SafetensorsValue {
+  const dtype = knobsDTypeOf(entry.dtype);
+  if (dtype === null) return { kind: 'raw', dtype: entry.dtype, shape: entry.shape, bytes };
+  // `bytes` is a fresh allocation at offset 0, so this is a view, never a copy.
+  return Tensor.fromStorage(storageFromBytes(dtype, bytes), entry.shape, dtype);
+}
+
+async function readHeader(fh: FileHandle, path: string): Promise<SafetensorsHeader> {
+  try {
+    const size = (await fh.stat()).size;
+    const first = new Uint8Array(Math.min(8, size));
+    await readExactly(fh, first, 0, path);
+    // Checks N against the limit and the file size before the header buffer is allocated.
+    const headerLength = readHeaderLength(first, size);
+    const bytes = new Uint8Array(8 + headerLength);
+    bytes.set(first);
+    await readExactly(fh, bytes.subarray(8), 8, path);
+    return parseSafetensorsHeader(bytes, size);
+  } catch (err) {
+    if (err instanceof FormatError) {
+      throw new FormatError(err.rule, `${path}: ${err.message}`, { ...err.details, path });
+    }
+    throw asIOError(err, path, 'read');
+  }
+}
+
+/** Fills `target` from `position`, looping over short reads; a file that shrank is truncated. */
+async function readExactly(fh: FileHandle, target: Uint8Array, position: number, path: string): Promise<void> {
+  let done = 0;
+  while (done < target.byteLength) {
+    const length = Math.min(target.byteLength - done, IO_CHUNK);
+    const { bytesRead } = await fh.read(target, done, length, position + done).catch((err: unknown) => {
+      throw asIOError(err, path, 'read');
+    });
+    if (bytesRead === 0) {
+      throw new FormatError('truncated', `${path}: invalid safetensors file (truncated): the file ended at byte ${position + done} while ${target.byteLength - done} more bytes were expected; it changed or was cut short while being read`, { path, position: position + done });
+    }
+    done += bytesRead;
+  }
+}
+
+// ---- writing ---------------------------------------------------------------------------------
+
+interface Prepared extends EntryToWrite {
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * Writes tensors (Tensor or RawTensor) and optional string metadata as a safetensors file, in
+ * upstream's order (dtype by size, largest first, then name). Written to a temporary file in the
+ * same directory, fsynced and renamed over `path`; on failure the temporary file is removed and
+ * an existing file at `path` is left untouched.
+ */
+export async function saveSafetensors(
+  path: string,
+  tensors: ReadonlyMap<string, SafetensorsValue> | Readonly<Record<string, SafetensorsValue>>,
+  metadata?: ReadonlyMap<string, string> | Readonly<Record<string, string>> | null,
+): Promise<void> {
+  const items = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
+  const ordered = sortForWriting(items.map(([name, value]) => prepare(name, value)));
+  const meta = metadata == null ? null : new Map(metadata instanceof Map ? metadata : Object.entries(metadata));
+  if (meta) {
+    for (const [k, v] of meta) {
+      if (typeof v !== 'string') throw new ArgumentError(`saveSafetensors: metadata value for ${JSON.stringify(k)} is ${typeof v}; safetensors metadata values are strings`);
+      checkText(k, 'metadata key');
+      checkText(v, `metadata value for ${JSON.stringify(k)}`);
+    }
+  }
+  const header = encodeSafetensorsHeader(ordered, meta);
+  await writeAtomically(path, async (fh) => {
+    let position = await writeAll(fh, header, 0);
+    for (const item of ordered) position = await writeAll(fh, item.bytes, position);
+  });
+}
+
+function prepare(name: string, value: SafetensorsValue): Prepared {
+  checkText(name, 'tensor name');
+  if (name === '__metadata__') {
+    throw new ArgumentError('saveSafetensors: "__metadata__" is reserved for the metadata; rename the tensor');
+  }
+  if (value instanceof Tensor) {
+    const bytes = storageBytes(value.contiguousStorage());
+    return { name, dtype: safetensorsDTypeOf(value.dtype), shape: value.shape, byteLength: bytes.byteLength, bytes };
+  }
+  if (!isRawTensor(value)) {
+    throw new ArgumentError(`saveSafetensors: tensor ${JSON.stringify(name)} is neither a Tensor nor a RawTensor ({kind: 'raw', dtype, shape, bytes})`);
+  }
+  const { dtype, shape, bytes } = value;
+  if (!isSafetensorsDType(dtype)) throw new ArgumentError(`saveSafetensors: tensor ${JSON.stringify(name)} has unknown dtype ${JSON.stringify(dtype)}`);
+  let bits = BigInt(SAFETENSORS_DTYPE_BITS[dtype]);
+  for (const d of shape) {
+    if (!Number.isSafeInteger(d) || d < 0) throw new ArgumentError(`saveSafetensors: tensor ${JSON.stringify(name)} has an invalid dimension ${d} in shape [${shape.join(', ')}]`);
+    bits *= BigInt(d);
+  }
+  if (bits % 8n !== 0n || BigInt(bytes.byteLength) !== bits / 8n) {
+    throw new ArgumentError(`saveSafetensors: tensor ${JSON.stringify(name)}: shape [${shape.join(', ')}] of ${dtype} is ${bits} bits, which needs ${bits % 8n === 0n ? `${bits / 8n} bytes` : 'whole bytes'}, but ${bytes.byteLength} bytes were given`);
+  }
+  return { name, dtype, shape, byteLength: bytes.byteLength, bytes };
+}
+
+/** Text must survive UTF-8: a lone surrogate would be replaced, and the name would change. */
+function checkText(text: string, what: string): void {
+  if (typeof text !== 'string' || /\p{Surrogate}/u.test(text)) {
+    throw new ArgumentError(`saveSafetensors: ${what} ${JSON.stringify(text)} is not well-formed Unicode text (it has a lone surrogate)`);
+  }
+}
+
+async function writeAtomically(path: string, write: (fh: FileHandle) => Promise<void>): Promise<void> {
+  const dir = dirname(path);
+  const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  let fh: FileHandle | null = await openFile(temp, 'wx');
+  try {
+    await write(fh);
+    await fh.sync();
+    await fh.close();
+    fh = null;
+    await rename(temp, path);
+  } catch (err) {
+    await fh?.close().catch(() => undefined);
+    await unlink(temp).catch(() => undefined);
+    throw err instanceof KnobsError ? err : asIOError(err, path, 'write');
+  }
+  await syncDirectory(dir);
+}
+
+/** Makes the rename durable. Some platforms (Windows) cannot open a directory; there rename is all we get. */
+async function syncDirectory(dir: string): Promise<void> {
+  let handle: FileHandle;
+  try {
+    handle = await open(dir, 'r');
+  } catch {
+    return;
+  }
+  try {
+    await handle.sync();
+  } catch {
+    // fsync on a directory is unsupported on some file systems; the data itself is already synced.
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Writes all of `bytes` at `position`, looping over short writes. Returns the end position. */
+async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
+  let done = 0;
+  while (done < bytes.byteLength) {
+    const length = Math.min(bytes.byteLength - done, IO_CHUNK);
+    const { bytesWritten } = await fh.write(bytes, done, length, position + done);
+    if (bytesWritten === 0) throw new IOError(`write made no progress at byte ${position + done}; check the disk`, { position: position + done });
+    done += bytesWritten;
+  }
+  return position + done;
+}
+
+// ---- errors ----------------------------------------------------------------------------------
+
+async function openFile(path: string, flags: 'r' | 'wx'): Promise<FileHandle> {
+  try {
+    return await open(path, flags);
+  } catch (err) {
+    throw asIOError(err, path, flags === 'r' ? 'open' : 'create');
+  }
+}
+
+function asIOError(err: unknown, path: string, action: string): KnobsError {
+  if (err instanceof KnobsError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  const hint = code === 'ENOENT' ? 'check the path' : code === 'EACCES' || code === 'EPERM' ? 'check the permissions' : code === 'ENOSPC' ? 'free some disk space' : 'check the path and the disk';
+  return new IOError(`cannot ${action} ${path}: ${(err as Error).message}; ${hint}`, { path, errno: code });
+}
