@@ -1,6 +1,7 @@
 /**
  * Per-op overhead: a + b on 16 floats through the public API (tensor → dispatch → native kernel →
  * new tensor), in µs per op, against torch.add on the same sizes, interleaved, medians.
+ * The aim is absolute (≤ 5 µs per op), not a ratio to torch, so the row carries no ratio target.
  */
 import { cpus } from 'node:os';
 import * as k from '../src/index.js';
@@ -43,7 +44,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
     }
     return [
       makeRow(`add_f32_${N}_overhead`, opts.cores, 'µs/op', median(knobsTimes) * 1e6, peer?.version ?? null,
-        peer ? median(torchTimes) * 1e6 : null, false, 1),
+        peer ? median(torchTimes) * 1e6 : null, false, null),
     ];
   };
   return opts.cores === 1 ? pinnedToCore0(body) : body();

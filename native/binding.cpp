@@ -208,6 +208,8 @@ napi_value string(napi_env env, const char *s) {
 
 /* ---- runtime ----------------------------------------------------------------------------- */
 
+int malloc_tuned_flag = 0;
+
 FN(js_info) {
   BODY_BEGIN
   (void)a;
@@ -217,6 +219,9 @@ FN(js_info) {
   NAPI(napi_set_named_property(env, o, "gemmLibraries", string(env, kn_gemm_libraries())));
   NAPI(napi_set_named_property(env, o, "isa", string(env, kn_cpu_isa())));
   NAPI(napi_set_named_property(env, o, "threads", number(env, kn_get_threads())));
+  napi_value tuned;
+  NAPI(napi_get_boolean(env, malloc_tuned_flag != 0, &tuned));
+  NAPI(napi_set_named_property(env, o, "mallocTuned", tuned));
   return o;
   BODY_END
 }
@@ -832,6 +837,8 @@ FN(js_causal_attention_backward) {
 #define EXPORT(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
 
 NAPI_MODULE_INIT() {
+  static const int tuned = kn_tune_malloc();  // once per process, before the first tensor
+  malloc_tuned_flag = tuned;
   napi_property_descriptor props[] = {
       EXPORT("info", js_info),
       EXPORT("setThreads", js_set_threads),

@@ -44,6 +44,14 @@ const char *kn_gemm_libraries(void);
 int kn_select_gemm(const char *name);
 /* Best instruction set the CPU offers among those compiled for: "avx512f", "avx2" or "sse4.2". */
 const char *kn_cpu_isa(void);
+/*
+ * Keeps freed heap memory mapped for reuse (glibc: a fixed 32 MiB mmap threshold and a 1 GiB trim
+ * threshold), so that tensor buffers freed by the garbage collector are recycled instead of being
+ * returned to the OS and faulted in again page by page on the next allocation. Called once when the
+ * addon loads; a no-op off glibc, when GLIBC_TUNABLES sets malloc options, or with
+ * KNOBS_MALLOC_TUNE=0. Returns 1 when it changed the settings.
+ */
+int kn_tune_malloc(void);
 
 /* ---- elementwise ---------------------------------------------------------------------------- */
 

@@ -20,11 +20,12 @@ KN_INLINE float unary1(float x) {
     case KN_SQRT: return sqrtf(x);
     case KN_RSQRT: return 1.0f / sqrtf(x);
     case KN_ABS: return fabsf(x);
-    case KN_TANH: return tanhf(x);
+    case KN_TANH: return tanhf_fast(x);
     case KN_SIGMOID: return sigmoidf_fast(x);
     case KN_RELU: return x > 0.0f || x != x ? x : 0.0f;
     case KN_GELU: return 0.5f * x * (1.0f + erff(x * INV_SQRT_2));
-    case KN_GELU_TANH: return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x)));
+    /* ½x(1 + tanh u) = x·σ(2u): no cancellation where tanh u → −1 */
+    case KN_GELU_TANH: return x * sigmoidf_fast(2.0f * SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x));
     case KN_SILU: return x * sigmoidf_fast(x);
     default: /* sign */ return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x);  // ±0 and NaN map to themselves
   }
@@ -40,13 +41,14 @@ KN_INLINE float deriv1(float x) {
     case KN_SQRT: return 0.5f / sqrtf(x);
     case KN_RSQRT: return -0.5f / (x * sqrtf(x));
     case KN_ABS: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : (x != x ? x : 0.0f));
-    case KN_TANH: { float t = tanhf(x); return 1.0f - t * t; }
+    case KN_TANH: { float t = tanhf_fast(x); return 1.0f - t * t; }
     case KN_SIGMOID: { float s = sigmoidf_fast(x); return s * (1.0f - s); }
     case KN_RELU: return x > 0.0f ? 1.0f : 0.0f;
     case KN_GELU: return 0.5f * (1.0f + erff(x * INV_SQRT_2)) + x * INV_SQRT_2PI * expf_fast(-0.5f * x * x);
     case KN_GELU_TANH: {
-      float t = tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x));
-      return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_TANH_COEF * x * x);
+      /* with s = σ(2u): ½(1 + tanh u) = s and ½(1 − tanh² u) = 2s(1 − s) */
+      float s = sigmoidf_fast(2.0f * SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x));
+      return s + 2.0f * x * s * (1.0f - s) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_TANH_COEF * x * x);
     }
     case KN_SILU: { float s = sigmoidf_fast(x); return s * (1.0f + x * (1.0f - s)); }
     default: return 0.0f;

@@ -64,6 +64,10 @@ inline int64_t rows_of(const Layout &L) {
   return n;
 }
 
+/* kn_sgemm on the calling thread only (for kernels that already run one task per pool thread). */
+void kn_sgemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 /* Elements of work per thread below which splitting costs more than it gains. */
 const int64_t GRAIN = 32768;
 

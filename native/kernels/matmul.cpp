@@ -18,6 +18,8 @@
 #ifdef KN_HAVE_DNNL
 #include <dnnl.h>
 #include <omp.h>
+#include <pthread.h>
+#include <signal.h>
 #endif
 
 namespace {
@@ -132,15 +134,36 @@ void gemm_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
       return;
 #endif
 #ifdef KN_HAVE_DNNL
-    case ONEDNN:
+    case ONEDNN: {
       omp_set_num_threads(1);  // per-thread setting: oneDNN's OpenMP team stays this one thread
+      /* SIGPROF (V8's sampling profiler, node --cpu-prof) arriving inside oneDNN's AVX-512 JIT code
+         corrupts the heap (reproduced: `node --cpu-prof` + sgemm aborts in malloc within seconds;
+         most likely the full AVX-512 signal frame overruns the handler's small alternate stack).
+         Deferring SIGPROF until the call returns costs two syscalls; profiles lose no samples. */
+      sigset_t prof, old;
+      sigemptyset(&prof);
+      sigaddset(&prof, SIGPROF);
+      pthread_sigmask(SIG_BLOCK, &prof, &old);
       dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      pthread_sigmask(SIG_SETMASK, &old, nullptr);
       return;
+    }
 #endif
     default:
       builtin_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 }
+
+}  // namespace
+
+namespace kn {
+void kn_sgemm_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+}  // namespace kn
+
+namespace {
 
 struct GemmJob {
   int ta, tb;

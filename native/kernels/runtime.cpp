@@ -5,6 +5,12 @@
 #include <thread>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+#include <stdlib.h>
+#include <string.h>
+
 #include "internal.h"
 
 namespace kn {
@@ -167,6 +173,24 @@ int kn_set_threads(int n) {
 }
 
 int kn_get_threads(void) { return kn::pool().threads(); }
+
+int kn_tune_malloc(void) {
+#if defined(__GLIBC__)
+  const char *off = getenv("KNOBS_MALLOC_TUNE");
+  if (off && strcmp(off, "0") == 0) return 0;
+  const char *tunables = getenv("GLIBC_TUNABLES");
+  if (tunables && strstr(tunables, "glibc.malloc.")) return 0;  // the user chose; keep their settings
+  /* glibc maps blocks above a dynamic threshold (128 KiB at first) with mmap and unmaps them on free,
+     and trims the heap top beyond 2× that; each reuse then faults every page in again. Page faults
+     cost ~10 µs each on some VMs (an 8 MiB tensor: ~20 ms), far more than the kernels that fill
+     them. 32 MiB is the largest threshold glibc accepts on 64-bit. */
+  int ok = mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  ok &= mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  return ok ? 1 : 0;
+#else
+  return 0;
+#endif
+}
 
 const char *kn_cpu_isa(void) {
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -68,9 +68,11 @@ void kn_log_softmax_f32(const float *x, int64_t rows, int64_t C, float *out) {
       float *y = out + r * C;
       float m = safe_max(xr, C);
       double s = exp_shift(xr, m, y, C);
-      float lse = m + (float)log(s);
-      if (has_nan(xr, C)) lse = NAN;
-      for (int64_t j = 0; j < C; j++) y[j] = xr[j] - lse;
+      /* (x − m) − log s, not x − (m + log s): with large m the rounding of m + log s in f32 would
+         cost up to an ulp of m in every output */
+      float ls = (float)log(s);
+      if (has_nan(xr, C)) ls = NAN;
+      for (int64_t j = 0; j < C; j++) y[j] = (xr[j] - m) - ls;
     }
   });
 }

@@ -8,7 +8,7 @@
  * rules see operands of the output's shape.
  */
 import type { Conv2dParams, Pool2dParams, UnaryOp } from '../backends/backend.js';
-import { kernelFor } from '../backends/dispatch.js';
+import { fusedFor, kernelFor } from '../backends/dispatch.js';
 import type { DType } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 import { Tensor as TensorClass } from '../tensor.js';
@@ -38,6 +38,16 @@ export interface GradContexts {
   conv2d: { params: Conv2dParams };
   maxPool2d: { indices: Tensor; xShape: readonly number[] };
   avgPool2d: { xShape: readonly number[]; params: Pool2dParams };
+  // Fused composites (recorded only when a backend's fused kernel ran; see src/ops/nn.ts).
+  softmax: None;
+  logSoftmax: None;
+  /** mean and rstd per row: x's shape without the C trailing normalised elements. */
+  layerNorm: { C: number; eps: number; mean: Tensor; rstd: Tensor };
+  rmsNorm: { C: number; rstd: Tensor };
+  /** d loss / d logits, computed with the loss (the loss is a scalar: g only scales it). */
+  crossEntropy: { dlogits: Tensor };
+  /** lse: log Σ exp(scores) per query row, [..., T]. */
+  causalAttention: { scale: number; lse: Tensor };
 }
 
 export type PrimitiveName = keyof GradContexts;
@@ -128,7 +138,96 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   avgPool2d: (g, _i, { xShape, params }) => [
     new TensorClass(kernelFor('avgPool2dBackward', [g]).avgPool2dBackward(g, xShape, params), xShape, g.dtype),
   ],
+  softmax: softmaxRule(false),
+  logSoftmax: softmaxRule(true),
+  layerNorm: layerNormGrad,
+  rmsNorm: rmsNormGrad,
+  crossEntropy: (g, _i, { dlogits }) => [ops.mul(dlogits, g)],
+  causalAttention: causalAttentionGrad,
 };
+
+/*
+ * Rules of the fused composites. Each calls the backend's fused backward when the current backend
+ * has it for these tensors; otherwise (the backend changed since the forward) it computes the same
+ * gradient from primitives, by the formula the composite's own tape would give.
+ */
+
+function softmaxRule(log: boolean): Rule<'softmax' | 'logSoftmax'> {
+  return (g, [x], _ctx, y) => {
+    const fused = fusedFor('softmax', [y, g]);
+    if (fused) return [new TensorClass(fused.softmaxBackward(y, g, log), x!.shape, x!.dtype)];
+    // softmax: y ⊙ (g − Σ g⊙y); log-softmax: g − softmax ⊙ Σ g (along the last axis).
+    return log
+      ? [ops.sub(g, ops.mul(ops.exp(y), ops.sum(g, -1, true)))]
+      : [ops.mul(y, ops.sub(g, ops.sum(ops.mul(g, y), -1, true)))];
+  };
+}
+
+/** x, g as [rows, C] and a per-row statistic as [rows, 1], for the fallback formulas. */
+function asRows(t: Tensor, C: number): Tensor {
+  return ops.reshape(t, [C === 0 ? 0 : t.size / C, C]);
+}
+
+function layerNormGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { C, mean, rstd }: GradContexts['layerNorm']): Grads {
+  const wanted = { x: x!.requiresGrad, weight: !!w?.requiresGrad, bias: !!b?.requiresGrad };
+  const fused = fusedFor('layerNorm', [x!, g, mean, rstd, ...(w ? [w] : [])]);
+  if (fused) {
+    const r = fused.layerNormBackward(x!, C, w, mean, rstd, g, wanted);
+    return [
+      r.dx && new TensorClass(r.dx, x!.shape, x!.dtype),
+      r.dweight && new TensorClass(r.dweight, w!.shape, w!.dtype),
+      r.dbias && new TensorClass(r.dbias, b!.shape, b!.dtype),
+    ];
+  }
+  // x̂ = (x − μ)·r; dx = r·(dx̂ − mean(dx̂) − x̂·mean(dx̂ ⊙ x̂)) with dx̂ = g ⊙ w; dw = Σrows g ⊙ x̂; db = Σrows g.
+  const g2 = asRows(g, C);
+  const rs = ops.reshape(rstd, [rstd.size, 1]);
+  const xhat = ops.mul(ops.sub(asRows(x!, C), ops.reshape(mean, [mean.size, 1])), rs);
+  const dxhat = w ? ops.mul(g2, ops.reshape(w, [C])) : g2;
+  const dx = wanted.x
+    ? ops.reshape(ops.mul(rs, ops.sub(ops.sub(dxhat, ops.mean(dxhat, -1, true)), ops.mul(xhat, ops.mean(ops.mul(dxhat, xhat), -1, true)))), x!.shape)
+    : null;
+  return [
+    dx,
+    wanted.weight ? ops.reshape(ops.sum(ops.mul(g2, xhat), 0), w!.shape) : null,
+    wanted.bias ? ops.reshape(ops.sum(g2, 0), b!.shape) : null,
+  ];
+}
+
+function rmsNormGrad(g: Tensor, [x, w]: readonly (Tensor | null)[], { C, rstd }: GradContexts['rmsNorm']): Grads {
+  const wanted = { x: x!.requiresGrad, weight: !!w?.requiresGrad, bias: false };
+  const fused = fusedFor('rmsNorm', [x!, g, rstd, ...(w ? [w] : [])]);
+  if (fused) {
+    const r = fused.rmsNormBackward(x!, C, w, rstd, g, wanted);
+    return [r.dx && new TensorClass(r.dx, x!.shape, x!.dtype), r.dweight && new TensorClass(r.dweight, w!.shape, w!.dtype)];
+  }
+  // x̂ = x·r; dx = r·(dx̂ − x̂·mean(dx̂ ⊙ x̂)) with dx̂ = g ⊙ w; dw = Σrows g ⊙ x̂.
+  const g2 = asRows(g, C);
+  const xhat = ops.mul(asRows(x!, C), ops.reshape(rstd, [rstd.size, 1]));
+  const dxhat = w ? ops.mul(g2, w) : g2;
+  const rs = ops.reshape(rstd, [rstd.size, 1]);
+  return [
+    wanted.x ? ops.reshape(ops.mul(rs, ops.sub(dxhat, ops.mul(xhat, ops.mean(ops.mul(dxhat, xhat), -1, true)))), x!.shape) : null,
+    wanted.weight ? ops.sum(ops.mul(g2, xhat), 0) : null,
+  ];
+}
+
+function causalAttentionGrad(g: Tensor, [q, k, v]: readonly (Tensor | null)[], { scale, lse }: GradContexts['causalAttention'], out: Tensor): Grads {
+  const fused = fusedFor('causalAttention', [q!, k!, v!, out, lse, g]);
+  if (fused) {
+    const r = fused.causalAttentionBackward(q!, k!, v!, out, lse, g, scale);
+    return [new TensorClass(r.dq, q!.shape, q!.dtype), new TensorClass(r.dk, k!.shape, k!.dtype), new TensorClass(r.dv, v!.shape, v!.dtype)];
+  }
+  // P = softmax(q·kᵀ·scale, masked causally); dv = Pᵀ·g; dS = P ⊙ (g·vᵀ − Σ g ⊙ out) · scale; dq = dS·k;
+  // dk = dSᵀ·q. (P is recomputed from the scores, not from lse, so it is the composite's P exactly.)
+  const T = q!.shape[q!.rank - 2]!;
+  const scores = ops.mul(ops.matmul(q!, ops.transpose(k!, -2, -1)), scale);
+  const p = ops.softmax(ops.where(ops.causalMask(T, T), scores, -Infinity), -1);
+  const dv = ops.matmul(ops.transpose(p, -2, -1), g);
+  const rowDot = ops.sum(ops.mul(g, out), -1, true);
+  const ds = ops.mul(ops.mul(p, ops.sub(ops.matmul(g, ops.transpose(v!, -2, -1)), rowDot)), scale);
+  return [ops.matmul(ds, k!), ops.matmul(ops.transpose(ds, -2, -1), q!), dv];
+}
 
 /** amax/amin gradient: g flows to the elements equal to the result, split evenly among ties. */
 function extremumReduceGrad(g: Tensor, x: Tensor, out: Tensor, axes: readonly number[]): Grads {

@@ -48,19 +48,77 @@ export interface Pool2dParams {
   readonly padding: readonly [number, number];
 }
 
+/** Optional fused kernels (see `FusedKernels`); a name covers the forward and its backward. */
+export type FusedKernelName = 'softmax' | 'layerNorm' | 'rmsNorm' | 'crossEntropy' | 'causalAttention';
+export const FUSED_KERNELS: readonly FusedKernelName[] = ['softmax', 'layerNorm', 'rmsNorm', 'crossEntropy', 'causalAttention'];
+
 /** Every kernel name, for `supports()` and for `knobs info`. */
 export type KernelName =
   | 'unary' | 'unaryBackward' | 'binary' | 'where' | 'reduce' | 'argReduce' | 'matmul'
   | 'assign' | 'cast' | 'gatherRows' | 'scatterAddRows'
   | 'conv2d' | 'conv2dBackwardInput' | 'conv2dBackwardWeight'
-  | 'maxPool2d' | 'maxPool2dBackward' | 'avgPool2d' | 'avgPool2dBackward';
+  | 'maxPool2d' | 'maxPool2dBackward' | 'avgPool2d' | 'avgPool2dBackward'
+  | FusedKernelName;
+
+/** Which input gradients a fused backward should compute. */
+export interface NormGradsWanted {
+  readonly x: boolean;
+  readonly weight: boolean;
+  readonly bias: boolean;
+}
+
+/**
+ * Fused kernels for ops that are composites of primitives in src/ops/nn.ts. They are optional: the
+ * ops layer uses them when `backend.fused` exists and `supports(name, inputs)` says yes, and runs
+ * the composite otherwise, so a backend without them loses speed, never an op. Each must match
+ * its composite (test/fused.test.ts). All of them work over rows: the input is seen as
+ * [rows, C] with C its trailing size, and outputs are contiguous.
+ */
+export interface FusedKernels {
+  /** softmax (log-softmax when `log`) over the last axis. */
+  softmax(x: KernelView, log: boolean): Storage;
+  /** dL/dx of softmax (log-softmax when `log`) from its output y and g = dL/dy. */
+  softmaxBackward(y: KernelView, g: KernelView, log: boolean): Storage;
+  /**
+   * Layer norm over the trailing C elements (biased variance), optional affine weight/bias of C
+   * elements. Also returns per-row mean and 1/sqrt(var + eps) for the backward.
+   */
+  layerNorm(x: KernelView, C: number, weight: KernelView | null, bias: KernelView | null, eps: number): { y: Storage; mean: Storage; rstd: Storage };
+  layerNormBackward(
+    x: KernelView, C: number, weight: KernelView | null, mean: KernelView, rstd: KernelView, g: KernelView, wanted: NormGradsWanted,
+  ): { dx: Storage | null; dweight: Storage | null; dbias: Storage | null };
+  /** RMS norm over the last C elements: x / sqrt(mean(x²) + eps) · weight; returns per-row rstd. */
+  rmsNorm(x: KernelView, C: number, weight: KernelView | null, eps: number): { y: Storage; rstd: Storage };
+  rmsNormBackward(
+    x: KernelView, C: number, weight: KernelView | null, rstd: KernelView, g: KernelView, wanted: NormGradsWanted,
+  ): { dx: Storage | null; dweight: Storage | null };
+  /**
+   * Mean cross-entropy of logits [N, C] against class ids (already checked: in [0, C) or
+   * `ignoreIndex`) over the rows not ignored (NaN when none), and, when `grad`, its gradient
+   * with respect to the logits (zero on ignored rows).
+   */
+  crossEntropy(logits: KernelView, targets: Int32Array, ignoreIndex: number, grad: boolean): { loss: number; dlogits: Storage | null };
+  /**
+   * Causal self-attention softmax(q·kᵀ·scale, masked to keys ≤ the query's position) · v for q, k,
+   * v of one shape [..., T, D]; also the per-row log-sum-exp of the scores, for the backward.
+   */
+  causalAttention(q: KernelView, k: KernelView, v: KernelView, scale: number): { out: Storage; lse: Storage };
+  causalAttentionBackward(
+    q: KernelView, k: KernelView, v: KernelView, out: KernelView, lse: KernelView, g: KernelView, scale: number,
+  ): { dq: Storage; dk: Storage; dv: Storage };
+}
 
 export interface Backend {
   readonly name: string;
   /** Libraries, ISA and threads, for `knobs info`. */
   describe(): Record<string, unknown>;
-  /** Whether this backend runs `kernel` on these inputs; if not, the js backend does. */
+  /**
+   * Whether this backend runs `kernel` on these inputs; if not, the js backend does (for a fused
+   * kernel: the ops layer runs the composite).
+   */
   supports(kernel: KernelName, inputs: readonly KernelView[]): boolean;
+  /** Fused kernels, when the backend has them (the js reference backend does not: its composites are the spec). */
+  readonly fused?: FusedKernels;
 
   /** Elementwise f(x), same dtype (f32/f64). */
   unary(op: UnaryOp, x: KernelView): Storage;

@@ -4,7 +4,7 @@
  * ./registry.ts, on first use.
  */
 import { BackendError } from '../errors.js';
-import type { Backend, KernelName, KernelView } from './backend.js';
+import type { Backend, FusedKernelName, FusedKernels, KernelName, KernelView } from './backend.js';
 import { jsBackend } from './js/index.js';
 import { discoverBackends } from './registry.js';
 
@@ -61,4 +61,13 @@ export function withBackend<T>(name: string, fn: () => T): T {
 export function kernelFor(kernel: KernelName, inputs: readonly KernelView[]): Backend {
   const active = current ?? ready();
   return active === jsBackend || active.supports(kernel, inputs) ? active : jsBackend;
+}
+
+/**
+ * The current backend's fused kernels when it has `kernel` and supports these inputs, else null
+ * (then the ops layer runs the composite, or a gradient rule its composite formula).
+ */
+export function fusedFor(kernel: FusedKernelName, inputs: readonly KernelView[]): FusedKernels | null {
+  const active = current ?? ready();
+  return active.fused && active.supports(kernel, inputs) ? active.fused : null;
 }

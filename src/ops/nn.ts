@@ -1,13 +1,18 @@
 /**
  * Neural-network ops written as composites of primitives: softmax, log-softmax, cross-entropy,
  * layer/RMS norm, dropout and attention; plus the embedding gather (a primitive).
- * Fused kernels for these must match the composites here (see design.md, decision 3).
+ *
+ * softmax, logSoftmax, crossEntropy, layerNorm, rmsNorm and causal self-attention take a fused
+ * kernel instead when the current backend has one for the inputs (`fusedFor`); the result is then
+ * recorded as one primitive of that name, whose gradient rule calls the fused backward. The
+ * composites stay the definition: each fused kernel must match its composite (test/fused.test.ts,
+ * design.md decision 3).
  */
-import { noGrad, record } from '../autograd/tape.js';
-import { kernelFor } from '../backends/dispatch.js';
+import { needsGrad, noGrad, record } from '../autograd/tape.js';
+import { fusedFor, kernelFor } from '../backends/dispatch.js';
 import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
 import { getDefaultGenerator, type Generator } from '../random.js';
-import { formatShape, normalizeAxis, numel } from '../shape.js';
+import { formatShape, normalizeAxis, numel, shapesEqual } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { add, div, exp, log, mul, neg, rsqrt, sub, where } from './elementwise.js';
 import { matmul } from './linalg.js';
@@ -20,6 +25,9 @@ import { reshape, transpose } from './view.js';
 export function softmax(x: Tensor, axis = -1): Tensor {
   requireFloat('softmax', x);
   const ax = normalizeAxis('softmax', axis, x.rank);
+  // (An empty softmax axis goes to the composite, which rejects it.)
+  const fused = ax === x.rank - 1 && x.shape[ax]! > 0 ? fusedFor('softmax', [x]) : null;
+  if (fused) return record('softmax', new Tensor(fused.softmax(x, false), x.shape, x.dtype), [x], {});
   const shifted = sub(x, noGrad(() => max(x, ax, true)));
   const e = exp(shifted);
   return div(e, sum(e, ax, true));
@@ -29,6 +37,9 @@ export function softmax(x: Tensor, axis = -1): Tensor {
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
   requireFloat('logSoftmax', x);
   const ax = normalizeAxis('logSoftmax', axis, x.rank);
+  // (An empty softmax axis goes to the composite, which rejects it.)
+  const fused = ax === x.rank - 1 && x.shape[ax]! > 0 ? fusedFor('softmax', [x]) : null;
+  if (fused) return record('logSoftmax', new Tensor(fused.softmax(x, true), x.shape, x.dtype), [x], {});
   const shifted = sub(x, noGrad(() => max(x, ax, true)));
   return sub(shifted, log(sum(exp(shifted), ax, true)));
 }
@@ -70,6 +81,21 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
     keep[i] = 1;
     picked[i] = i * C + t;
   });
+  const count = keep.reduce((a, b) => a + b, 0);
+  // The fused kernel computes the mean (and its gradient) in one pass; 'sum' is that times the count.
+  const fused = labelSmoothing === 0 && reduction !== 'none' && (reduction === 'mean' || count > 0) &&
+    Number.isInteger(ignoreIndex) && ignoreIndex >= -(2 ** 31) && ignoreIndex < 2 ** 31 ? fusedFor('crossEntropy', [logits]) : null;
+  if (fused) {
+    const ids32 = targets.dtype === 'i32' ? (targets.contiguousStorage() as Int32Array) : Int32Array.from(ids);
+    const grad = needsGrad([logits]);
+    const { loss, dlogits } = fused.crossEntropy(logits, ids32, ignoreIndex, grad);
+    const k = reduction === 'sum' ? count : 1;
+    const out = new Tensor(Float32Array.of(loss * k), [], logits.dtype);
+    if (!grad) return out;
+    let d = new Tensor(dlogits!, [N, C], logits.dtype);
+    if (k !== 1) d = noGrad(() => mul(d, k));
+    return record('crossEntropy', out, [logits], { dlogits: d });
+  }
   const lsm = logSoftmax(logits, -1);
   // −log p(target) for each row: gather the picked log-probabilities from the flattened [N·C] table.
   const pickedLogProbs = reshape(gatherRows(reshape(lsm, [N * C, 1]), new Tensor(picked, [N], 'i32')), [N]);
@@ -83,7 +109,6 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   if (reduction === 'none') return masked;
   const total = sum(masked);
   if (reduction === 'sum') return total;
-  const count = keep.reduce((a, b) => a + b, 0);
   return mul(total, 1 / count);
 }
 
@@ -98,6 +123,14 @@ export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight?
     if (p && (p.rank !== k || p.shape.some((d, i) => d !== normalizedShape[i]))) {
       throw new ShapeError(`layerNorm: ${name} has shape ${formatShape(p.shape)}, expected ${formatShape(normalizedShape)}`);
     }
+  }
+  const C = numel(normalizedShape);
+  const fused = fusedFor('layerNorm', [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])]);
+  if (fused) {
+    const r = fused.layerNorm(x, C, weight ?? null, bias ?? null, eps);
+    const rows = x.shape.slice(0, x.rank - k);
+    const ctx = { C, eps, mean: new Tensor(r.mean, rows, x.dtype), rstd: new Tensor(r.rstd, rows, x.dtype) };
+    return record('layerNorm', new Tensor(r.y, x.shape, x.dtype), [x, weight ?? null, bias ?? null], ctx);
   }
   const axes = Array.from({ length: k }, (_, i) => x.rank - k + i);
   const centered = sub(x, mean(x, axes, true));
@@ -115,6 +148,12 @@ export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
   const C = x.shape[x.rank - 1]!;
   if (weight && (weight.rank !== 1 || weight.shape[0] !== C)) {
     throw new ShapeError(`rmsNorm: weight has shape ${formatShape(weight.shape)}, expected [${C}] for input ${formatShape(x.shape)}`);
+  }
+  const fused = fusedFor('rmsNorm', weight ? [x, weight] : [x]);
+  if (fused) {
+    const r = fused.rmsNorm(x, C, weight ?? null, eps);
+    const ctx = { C, rstd: new Tensor(r.rstd, x.shape.slice(0, -1), x.dtype) };
+    return record('rmsNorm', new Tensor(r.y, x.shape, x.dtype), [x, weight ?? null], ctx);
   }
   const y = mul(x, rsqrt(add(mean(mul(x, x), -1, true), eps)));
   return weight ? mul(y, weight) : y;
@@ -165,6 +204,14 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   }
   const D = q.shape[q.rank - 1]!;
   const scale = opts.scale ?? 1 / Math.sqrt(D);
+  // Causal self-attention with q, k, v of one shape (and dtype) runs fused: no [T, T] scores in memory.
+  const fused = opts.causal && q.dtype === k.dtype && q.dtype === v.dtype && shapesEqual(q.shape, k.shape) && shapesEqual(q.shape, v.shape)
+    ? fusedFor('causalAttention', [q, k, v]) : null;
+  if (fused) {
+    const r = fused.causalAttention(q, k, v, scale);
+    const ctx = { scale, lse: new Tensor(r.lse, q.shape.slice(0, -1), q.dtype) };
+    return record('causalAttention', new Tensor(r.out, q.shape, q.dtype), [q, k, v], ctx);
+  }
   let scores = mul(matmul(q, transpose(k, -2, -1)), scale); // [..., Tq, Tk]
   if (opts.causal) {
     const Tq = q.shape[q.rank - 2]!;

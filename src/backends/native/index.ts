@@ -17,7 +17,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DType, Storage } from '../../dtype.js';
 import type {
-  ArgReduceOp, Backend, BinaryOp, Conv2dParams, KernelName, KernelView, Pool2dParams, ReduceOp, UnaryOp,
+  ArgReduceOp, Backend, BinaryOp, Conv2dParams, FusedKernels, KernelName, KernelView, NormGradsWanted, Pool2dParams,
+  ReduceOp, UnaryOp,
 } from '../backend.js';
 import { jsBackend } from '../js/index.js';
 
@@ -27,7 +28,7 @@ type Opt<T> = T | null;
 
 /** The addon's exports (native/binding.cpp), one function per kernels.h entry. */
 export interface NativeAddon {
-  info(): { gemm: string; gemmLibraries: string; isa: string; threads: number };
+  info(): { gemm: string; gemmLibraries: string; isa: string; threads: number; mallocTuned: boolean };
   setThreads(n: number): number;
   selectGemm(name: string): void;
   sgemm(transA: 0 | 1, transB: 0 | 1, M: number, N: number, K: number, A: F32, B: F32, C: F32): void;
@@ -49,7 +50,7 @@ export interface NativeAddon {
   maxPool2dBackward(g: F32, indices: Int32Array, sizes: Float64Array, dx: F32): void;
   avgPool2d(x: F32, params: Float64Array, out: F32): void;
   avgPool2dBackward(g: F32, params: Float64Array, dx: F32): void;
-  // Fused kernels over contiguous rows (used by the ops layer from the next issue on).
+  // Fused kernels over contiguous rows (Backend.fused wraps them).
   softmax(x: F32, rows: number, C: number, out: F32): void;
   logSoftmax(x: F32, rows: number, C: number, out: F32): void;
   softmaxBackward(y: F32, g: F32, rows: number, C: number, dx: F32): void;
@@ -133,6 +134,11 @@ const SLAB_BYTES = 1 << 16;
 const SLAB_MAX_ITEM = 4096;
 let slab = new ArrayBuffer(SLAB_BYTES);
 let slabPos = 0;
+/**
+ * Reserves `bytes` in the current slab (starting a new one when full) and returns the offset. Call
+ * it before reading `slab`: `new Float32Array(slab, slabBytes(n), n)` would read the old slab first
+ * and place the view at offset 0 of a full slab, over live tensors (a bug this order once caused).
+ */
 function slabBytes(bytes: number): number {
   if (slabPos + bytes > SLAB_BYTES) {
     slab = new ArrayBuffer(SLAB_BYTES);
@@ -142,14 +148,29 @@ function slabBytes(bytes: number): number {
   slabPos += (bytes + 15) & ~15;
   return at;
 }
+/*
+ * Larger outputs skip the zero fill (every kernel writes each output element): Buffer.allocUnsafeSlow
+ * takes malloc'd memory that, with the addon's malloc settings (kn_tune_malloc), is recycled heap
+ * memory whose pages are already mapped, instead of fresh pages that fault in one by one.
+ */
 function allocF32(n: number): Float32Array {
-  return n > 0 && n * 4 <= SLAB_MAX_ITEM ? new Float32Array(slab, slabBytes(n * 4), n) : new Float32Array(n);
+  if (n > 0 && n * 4 <= SLAB_MAX_ITEM) {
+    const at = slabBytes(n * 4); // first: it may start a new slab
+    return new Float32Array(slab, at, n);
+  }
+  if (n === 0) return new Float32Array(0);
+  const buf = Buffer.allocUnsafeSlow(n * 4);
+  return new Float32Array(buf.buffer, buf.byteOffset, n);
 }
 function allocU8(n: number): Uint8Array {
-  return n > 0 && n <= SLAB_MAX_ITEM ? new Uint8Array(slab, slabBytes(n), n) : new Uint8Array(n);
+  if (!(n > 0 && n <= SLAB_MAX_ITEM)) return new Uint8Array(n);
+  const at = slabBytes(n);
+  return new Uint8Array(slab, at, n);
 }
 function allocI32(n: number): Int32Array {
-  return n > 0 && n * 4 <= SLAB_MAX_ITEM ? new Int32Array(slab, slabBytes(n * 4), n) : new Int32Array(n);
+  if (!(n > 0 && n * 4 <= SLAB_MAX_ITEM)) return new Int32Array(n);
+  const at = slabBytes(n * 4);
+  return new Int32Array(slab, at, n);
 }
 
 function numel(shape: readonly number[]): number {
@@ -187,7 +208,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
   const dense = (v: KernelView): F32 => {
     const n = numel(v.shape);
     if (isContiguous(v)) return v.offset === 0 && v.storage.length === n ? f32(v) : f32(v).subarray(v.offset, v.offset + n);
-    const out = new Float32Array(n);
+    const out = allocF32(n);
     addon.assign(out, v.storage, pack(denseView(v.shape, out), v));
     return out;
   };
@@ -207,8 +228,84 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     return n + 2 * pad < span ? 0 : Math.floor((n + 2 * pad - span) / s) + 1;
   };
 
+  const denseOpt = (v: KernelView | null): F32 | null => (v ? dense(v) : null);
+  const fused: FusedKernels = {
+    softmax(x: KernelView, log: boolean): Storage {
+      const C = x.shape[x.shape.length - 1] ?? 1;
+      const n = numel(x.shape);
+      const out = allocF32(n);
+      if (n > 0) (log ? addon.logSoftmax : addon.softmax)(dense(x), n / C, C, out);
+      return out;
+    },
+    softmaxBackward(y: KernelView, g: KernelView, log: boolean): Storage {
+      const C = y.shape[y.shape.length - 1] ?? 1;
+      const n = numel(y.shape);
+      const dx = allocF32(n);
+      if (n > 0) (log ? addon.logSoftmaxBackward : addon.softmaxBackward)(dense(y), dense(g), n / C, C, dx);
+      return dx;
+    },
+    layerNorm(x: KernelView, C: number, weight: KernelView | null, bias: KernelView | null, eps: number) {
+      const n = numel(x.shape);
+      const rows = C > 0 ? n / C : 0;
+      const y = allocF32(n), mean = allocF32(rows), rstd = allocF32(rows);
+      if (n > 0) addon.layerNorm(dense(x), denseOpt(weight), denseOpt(bias), rows, C, eps, y, mean, rstd);
+      return { y, mean, rstd };
+    },
+    layerNormBackward(x: KernelView, C: number, weight: KernelView | null, mean: KernelView, rstd: KernelView, g: KernelView, wanted: NormGradsWanted) {
+      const n = numel(x.shape);
+      const rows = C > 0 ? n / C : 0;
+      const dx = wanted.x ? allocF32(n) : null;
+      const dweight = wanted.weight ? allocF32(C) : null;
+      const dbias = wanted.bias ? allocF32(C) : null;
+      if (n > 0) addon.layerNormBackward(dense(x), denseOpt(weight), dense(mean), dense(rstd), dense(g), rows, C, dx, dweight, dbias);
+      else for (const t of [dweight, dbias]) t?.fill(0);
+      return { dx, dweight, dbias };
+    },
+    rmsNorm(x: KernelView, C: number, weight: KernelView | null, eps: number) {
+      const n = numel(x.shape);
+      const rows = C > 0 ? n / C : 0;
+      const y = allocF32(n), rstd = allocF32(rows);
+      if (n > 0) addon.rmsNorm(dense(x), denseOpt(weight), rows, C, eps, y, rstd);
+      return { y, rstd };
+    },
+    rmsNormBackward(x: KernelView, C: number, weight: KernelView | null, rstd: KernelView, g: KernelView, wanted: NormGradsWanted) {
+      const n = numel(x.shape);
+      const rows = C > 0 ? n / C : 0;
+      const dx = wanted.x ? allocF32(n) : null;
+      const dweight = wanted.weight ? allocF32(C) : null;
+      if (n > 0) addon.rmsNormBackward(dense(x), denseOpt(weight), dense(rstd), dense(g), rows, C, dx, dweight);
+      else dweight?.fill(0);
+      return { dx, dweight };
+    },
+    crossEntropy(logits: KernelView, targets: Int32Array, ignoreIndex: number, grad: boolean) {
+      const [N, C] = logits.shape as [number, number];
+      const dlogits = grad ? allocF32(N * C) : null;
+      const loss = N * C > 0 ? addon.crossEntropy(dense(logits), targets, N, C, ignoreIndex, dlogits) : NaN;
+      return { loss, dlogits };
+    },
+    causalAttention(q: KernelView, k: KernelView, v: KernelView, scale: number) {
+      const r = q.shape.length;
+      const T = q.shape[r - 2]!, D = q.shape[r - 1]!;
+      const n = numel(q.shape);
+      const BH = T * D > 0 ? n / (T * D) : 0;
+      const out = allocF32(n), lse = allocF32(BH * T);
+      if (n > 0) addon.causalAttention(dense(q), dense(k), dense(v), BH, T, D, scale, out, lse);
+      return { out, lse };
+    },
+    causalAttentionBackward(q: KernelView, k: KernelView, v: KernelView, out: KernelView, lse: KernelView, g: KernelView, scale: number) {
+      const r = q.shape.length;
+      const T = q.shape[r - 2]!, D = q.shape[r - 1]!;
+      const n = numel(q.shape);
+      const BH = T * D > 0 ? n / (T * D) : 0;
+      const dq = allocF32(n), dk = allocF32(n), dv = allocF32(n);
+      if (n > 0) addon.causalAttentionBackward(dense(q), dense(k), dense(v), dense(out), dense(lse), dense(g), BH, T, D, scale, dq, dk, dv);
+      return { dq, dk, dv };
+    },
+  };
+
   return {
     name: 'native',
+    fused,
     describe: () => {
       const i = addon.info();
       return { name: 'native', gemm: i.gemm, gemmLibraries: i.gemmLibraries.split(','), isa: i.isa, threads: i.threads, dtypes: ['f32'] };

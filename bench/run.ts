@@ -1,0 +1,81 @@
+/**
+ * `npm run bench [-- NAME…] [-- --json]`: runs the benchmark suite (or the named benchmarks), each
+ * on one core and on all cores, and prints a table — or, with --json, one JSON row per line in
+ * the format of design.md ("Benchmarks"): {"bench", "cores", "unit", "knobs", "peer",
+ * "peer_value", "higher_is_better", "ratio", "target"}. Progress and notes go to stderr.
+ *
+ * KNOBS_BENCH_CORES=1|all limits the core settings. The default suite takes ~3–5 minutes on
+ * 2 cores (it must stay under 10).
+ */
+import * as gemm from './gemm.js';
+import * as gptBlock from './gpt-block.js';
+import * as mlp from './mlp.js';
+import * as opOverhead from './op-overhead.js';
+import type { BenchOptions, BenchRow } from './row.js';
+import { notes } from './train-step.js';
+
+const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>>> = {
+  gemm: gemm.run,
+  'op-overhead': opOverhead.run,
+  mlp: mlp.run,
+  'gpt-block': gptBlock.run,
+};
+
+function usage(): string {
+  return `usage: npm run bench [-- NAME…] [-- --json]\n  benchmarks: ${Object.keys(SUITE).join(', ')}\n  example: npm run bench -- mlp gpt-block --json`;
+}
+
+function fmt(v: number | null): string {
+  if (v === null) return '—';
+  return Math.abs(v) >= 1000 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+
+function table(rows: readonly BenchRow[]): string {
+  const head = ['bench', 'cores', 'unit', 'knobs', 'peer', 'peer value', 'ratio', 'target', ''];
+  const body = rows.map((r) => [
+    r.bench, String(r.cores), r.unit, fmt(r.knobs), r.peer ?? '—', fmt(r.peer_value), r.ratio === null ? '—' : r.ratio.toFixed(2),
+    r.target === null ? '—' : `≥ ${r.target}`, r.ratio !== null && r.target !== null && r.ratio < r.target ? 'below target' : '',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i >= 3 && i <= 7 && i !== 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const json = argv.includes('--json');
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(usage() + '\n');
+    return 0;
+  }
+  const names = argv.filter((a) => !a.startsWith('--'));
+  const unknown = names.filter((n) => !(n in SUITE));
+  if (unknown.length > 0) {
+    process.stderr.write(`knobs bench: unknown benchmark ${unknown.join(', ')}\n${usage()}\n`);
+    return 2;
+  }
+  const env = process.env.KNOBS_BENCH_CORES;
+  const coreSettings: (1 | 'all')[] = env === '1' ? [1] : env === 'all' ? ['all'] : [1, 'all'];
+  const rows: BenchRow[] = [];
+  let failed = false;
+  for (const name of names.length > 0 ? names : Object.keys(SUITE)) {
+    for (const cores of coreSettings) {
+      const t0 = Date.now();
+      try {
+        const got = await SUITE[name]!({ cores });
+        rows.push(...got);
+        if (json) for (const r of got) process.stdout.write(JSON.stringify(r) + '\n');
+        process.stderr.write(`bench ${name} cores=${cores}: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+      } catch (e) {
+        failed = true;
+        process.stderr.write(`knobs bench: ${name} (cores=${cores}) failed: ${(e as Error).message}\n`);
+      }
+    }
+  }
+  if (!json) {
+    process.stdout.write(table(rows) + '\n');
+    for (const n of notes) process.stdout.write(`  ${n}\n`);
+  }
+  return failed ? 1 : 0;
+}
+
+process.exitCode = await main(process.argv.slice(2));
