@@ -35,3 +35,37 @@ export {
   loadSafetensors, saveSafetensors, openSafetensors, readSafetensorsHeader, parseSafetensorsHeader, isRawTensor,
   type RawTensor, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
 } from './formats/safetensors.js';
+export * as nn from './nn/index.js';
+export {
+  Module, ModuleList, Sequential, Linear, Conv1D, Embedding, LayerNorm, RMSNorm, Dropout, Conv2d, MaxPool2d, AvgPool2d,
+  ReLU, GELU, Tanh, Sigmoid, SiLU, Identity, Flatten, CausalSelfAttention, KVCache, init,
+  type Layer, type StateDict, type LoadStateDictOptions, type LoadStateDictResult,
+} from './nn/index.js';
+export {
+  GPT, gptConfig, gptConfigFromHF, MLPClassifier, mlpConfig, CNNClassifier, cnnConfig, sampleToken,
+  type GPTConfig, type GPTConfigInput, type GenerateOptions, type GenerateResult, type MLPConfig, type CNNConfig,
+  type SamplingOptions,
+} from './models/index.js';
+export {
+  Optimizer, SGD, Adam, AdamW, decayMatricesOnly, cosineSchedule, constantSchedule, clipGradNorm, accumulateGradients,
+  type OptimizerState, type ParamGroupInput, type SGDOptions, type AdamOptions, type AdamWOptions, type Schedule,
+  type CosineScheduleOptions,
+} from './optim/index.js';
+export {
+  readIdx, parseIdx, readIdxImages, readIdxLabels, type IdxArray, type IdxImages,
+} from './data/idx.js';
+export {
+  loadIdxDataset, loadFashionMnist, ImageLoader, FASHION_MNIST_DIR, FASHION_MNIST_CLASSES,
+  type ImageDataset, type ImageBatch, type ImageLoaderOptions, type ImageLoaderState,
+} from './data/images.js';
+export {
+  ByteTextCorpus, TextBatcher, sequentialTextBatches, encodeBytes, decodeBytes, BYTE_VOCAB_SIZE,
+  type TextCorpusOptions, type TextBatch, type TextBatcherOptions, type TextBatcherState, type TextSplit,
+} from './data/text.js';
+export { writeFileAtomic, type AtomicWriteOptions } from './train/atomic.js';
+export {
+  saveCheckpoint, listCheckpoints, verifyCheckpoint, findLatestVerified, readCheckpointFile, readCheckpointJson,
+  loadCheckpointTensors, pruneCheckpoints, cleanStaging,
+  type Checkpoint, type CheckpointManifest, type SaveCheckpointOptions, type VerifyResult,
+} from './train/checkpoint.js';
+export { parseRecipe, loadRecipe, recipeSchema, type Recipe } from './train/recipe.js';
