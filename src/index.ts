@@ -32,7 +32,7 @@ export {
   type CrossEntropyOptions, type DropoutOptions, type AttentionOptions, type Conv2dOptions, type Pool2dOptions,
 } from './ops/index.js';
 export {
-  loadSafetensors, saveSafetensors, openSafetensors, readSafetensorsHeader, parseSafetensorsHeader, isRawTensor,
+  loadSafetensors, saveSafetensors, encodeSafetensors, openSafetensors, readSafetensorsHeader, parseSafetensorsHeader, isRawTensor,
   type RawTensor, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
 } from './formats/safetensors.js';
 export * as nn from './nn/index.js';
@@ -62,7 +62,7 @@ export {
   ByteTextCorpus, TextBatcher, sequentialTextBatches, encodeBytes, decodeBytes, BYTE_VOCAB_SIZE,
   type TextCorpusOptions, type TextBatch, type TextBatcherOptions, type TextBatcherState, type TextSplit,
 } from './data/text.js';
-export { writeFileAtomic, type AtomicWriteOptions } from './train/atomic.js';
+export { writeFileAtomic, type AtomicWriteOptions } from './io/atomic.js';
 export {
   saveCheckpoint, listCheckpoints, verifyCheckpoint, findLatestVerified, readCheckpointFile, readCheckpointJson,
   loadCheckpointTensors, pruneCheckpoints, cleanStaging,

@@ -17,7 +17,7 @@ import { Tensor } from '../src/tensor.js';
 import { Generator } from '../src/random.js';
 import { type ImageDataset, ImageLoader, type ImageLoaderState } from '../src/data/images.js';
 import { ByteTextCorpus, TextBatcher, type TextBatcherState } from '../src/data/text.js';
-import { type WritableFile, type WriteFs, nodeWriteFs, writeFileAtomic } from '../src/train/atomic.js';
+import { type WritableFile, type WriteFs, nodeWriteFs, writeFileAtomic } from '../src/io/atomic.js';
 import {
   LATEST_NAME,
   cleanStaging,

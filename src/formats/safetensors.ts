@@ -12,11 +12,10 @@
  * Dtypes knobs has (F32, F64, F16, BF16, I32, I64, U8, I8, BOOL) load as Tensors; the others
  * (I16, U16, U32, U64, C64, F8_*, F6_*, F4) load as RawTensors whose bytes write back unchanged.
  */
-import { randomBytes } from 'node:crypto';
-import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { type FileHandle, open } from 'node:fs/promises';
 import { storageBytes, storageFromBytes } from '../dtype.js';
-import { ArgumentError, FormatError, IOError, KnobsError } from '../errors.js';
+import { ArgumentError, FormatError } from '../errors.js';
+import { asIOError, writeFileAtomic } from '../io/atomic.js';
 import { Tensor } from '../tensor.js';
 import {
   type EntryToWrite,
@@ -89,7 +88,7 @@ export function isRawTensor(value: unknown): value is RawTensor {
 
 /** Reads and validates only the header (8 + N bytes) of a file. */
 export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
-  const fh = await openFile(path, 'r');
+  const fh = await openFile(path);
   try {
     return await readHeader(fh, path);
   } finally {
@@ -99,7 +98,7 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
 
 /** Opens a file for reading tensors one at a time. Call close() when done. */
 export async function openSafetensors(path: string): Promise<SafetensorsFile> {
-  const fh = await openFile(path, 'r');
+  const fh = await openFile(path);
   let header: SafetensorsHeader;
   try {
     header = await readHeader(fh, path);
@@ -200,16 +199,14 @@ interface Prepared extends EntryToWrite {
 }
 
 /**
- * Writes tensors (Tensor or RawTensor) and optional string metadata as a safetensors file, in
- * upstream's order (dtype by size, largest first, then name). Written to a temporary file in the
- * same directory, fsynced and renamed over `path`; on failure the temporary file is removed and
- * an existing file at `path` is left untouched.
+ * Encodes tensors (Tensor or RawTensor) and optional string metadata as the chunks of a
+ * safetensors file — the header, then each tensor's bytes — in upstream's order (dtype by size,
+ * largest first, then name). Concatenated, the chunks are the file.
  */
-export async function saveSafetensors(
-  path: string,
+export function encodeSafetensors(
   tensors: ReadonlyMap<string, SafetensorsValue> | Readonly<Record<string, SafetensorsValue>>,
   metadata?: ReadonlyMap<string, string> | Readonly<Record<string, string>> | null,
-): Promise<void> {
+): Uint8Array[] {
   const items = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
   const ordered = sortForWriting(items.map(([name, value]) => prepare(name, value)));
   const meta = metadata == null ? null : new Map(metadata instanceof Map ? metadata : Object.entries(metadata));
@@ -220,11 +217,19 @@ export async function saveSafetensors(
       checkText(v, `metadata value for ${JSON.stringify(k)}`);
     }
   }
-  const header = encodeSafetensorsHeader(ordered, meta);
-  await writeAtomically(path, async (fh) => {
-    let position = await writeAll(fh, header, 0);
-    for (const item of ordered) position = await writeAll(fh, item.bytes, position);
-  });
+  return [encodeSafetensorsHeader(ordered, meta), ...ordered.map((item) => item.bytes)];
+}
+
+/**
+ * Writes tensors and optional metadata as a safetensors file (see `encodeSafetensors`),
+ * atomically: on failure an existing file at `path` is left untouched.
+ */
+export async function saveSafetensors(
+  path: string,
+  tensors: ReadonlyMap<string, SafetensorsValue> | Readonly<Record<string, SafetensorsValue>>,
+  metadata?: ReadonlyMap<string, string> | Readonly<Record<string, string>> | null,
+): Promise<void> {
+  await writeFileAtomic(path, encodeSafetensors(tensors, metadata));
 }
 
 function prepare(name: string, value: SafetensorsValue): Prepared {
@@ -259,66 +264,13 @@ function checkText(text: string, what: string): void {
   }
 }
 
-async function writeAtomically(path: string, write: (fh: FileHandle) => Promise<void>): Promise<void> {
-  const dir = dirname(path);
-  const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  let fh: FileHandle | null = await openFile(temp, 'wx');
-  try {
-    await write(fh);
-    await fh.sync();
-    await fh.close();
-    fh = null;
-    await rename(temp, path);
-  } catch (err) {
-    await fh?.close().catch(() => undefined);
-    await unlink(temp).catch(() => undefined);
-    throw err instanceof KnobsError ? err : asIOError(err, path, 'write');
-  }
-  await syncDirectory(dir);
-}
-
-/** Makes the rename durable. Some platforms (Windows) cannot open a directory; there rename is all we get. */
-async function syncDirectory(dir: string): Promise<void> {
-  let handle: FileHandle;
-  try {
-    handle = await open(dir, 'r');
-  } catch {
-    return;
-  }
-  try {
-    await handle.sync();
-  } catch {
-    // fsync on a directory is unsupported on some file systems; the data itself is already synced.
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Writes all of `bytes` at `position`, looping over short writes. Returns the end position. */
-async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
-  let done = 0;
-  while (done < bytes.byteLength) {
-    const length = Math.min(bytes.byteLength - done, IO_CHUNK);
-    const { bytesWritten } = await fh.write(bytes, done, length, position + done);
-    if (bytesWritten === 0) throw new IOError(`write made no progress at byte ${position + done}; check the disk`, { position: position + done });
-    done += bytesWritten;
-  }
-  return position + done;
-}
-
 // ---- errors ----------------------------------------------------------------------------------
 
-async function openFile(path: string, flags: 'r' | 'wx'): Promise<FileHandle> {
+async function openFile(path: string): Promise<FileHandle> {
   try {
-    return await open(path, flags);
+    return await open(path, 'r');
   } catch (err) {
-    throw asIOError(err, path, flags === 'r' ? 'open' : 'create');
+    throw asIOError(err, path, 'open');
   }
 }
 
-function asIOError(err: unknown, path: string, action: string): KnobsError {
-  if (err instanceof KnobsError) return err;
-  const code = (err as NodeJS.ErrnoException).code;
-  const hint = code === 'ENOENT' ? 'check the path' : code === 'EACCES' || code === 'EPERM' ? 'check the permissions' : code === 'ENOSPC' ? 'free some disk space' : 'check the path and the disk';
-  return new IOError(`cannot ${action} ${path}: ${(err as Error).message}; ${hint}`, { path, errno: code });
-}

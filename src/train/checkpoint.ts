@@ -32,21 +32,9 @@
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { storageBytes } from '../dtype.js';
 import { ArgumentError, FormatError, IOError, KnobsError } from '../errors.js';
-import {
-  type EntryToWrite,
-  type SafetensorsDType,
-  SAFETENSORS_DTYPE_BITS,
-  encodeSafetensorsHeader,
-  isSafetensorsDType,
-  parseSafetensorsHeader,
-  safetensorsDTypeOf,
-  sortForWriting,
-} from '../formats/safetensors-header.js';
-import { type LoadedSafetensors, type SafetensorsValue, isRawTensor, loadSafetensors } from '../formats/safetensors.js';
-import { Tensor } from '../tensor.js';
-import { type WriteFs, asIOError, atomicTempPid, nodeWriteFs, writeAll, writeFileAtomic } from './atomic.js';
+import { type LoadedSafetensors, type SafetensorsValue, encodeSafetensors, loadSafetensors } from '../formats/safetensors.js';
+import { type WriteFs, asIOError, atomicTempPid, nodeWriteFs, writeAll, writeFileAtomic } from '../io/atomic.js';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const MANIFEST_NAME = 'manifest.json';
@@ -189,42 +177,14 @@ function prepareFile(name: string, data: CheckpointFileData): PreparedFile {
   throw new ArgumentError(`checkpoint file ${JSON.stringify(name)}: expected bytes (Uint8Array), text (string) or tensors (a Map or object of Tensor), got ${typeof data}`);
 }
 
-interface TensorEntry extends EntryToWrite {
-  readonly bytes: Uint8Array;
-}
-
-/**
- * Tensors → the chunks of a safetensors file (header, then each tensor's bytes, in upstream's
- * order). Uses the format module's header encoder, and checks the result with its parser, so the
- * file is exactly what saveSafetensors would write.
- */
+/** Tensors → the chunks of a safetensors file, exactly as saveSafetensors writes them; errors name the checkpoint file. */
 function encodeTensors(file: string, tensors: ReadonlyMap<string, SafetensorsValue> | Readonly<Record<string, SafetensorsValue>>): Uint8Array[] {
-  const items = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
-  const entries: TensorEntry[] = items.map(([name, value]) => {
-    if (typeof name !== 'string' || name === '__metadata__' || /\p{Surrogate}/u.test(name)) {
-      throw new ArgumentError(`checkpoint file ${JSON.stringify(file)}: tensor name ${JSON.stringify(name)} is not allowed`);
-    }
-    if (value instanceof Tensor) {
-      const bytes = storageBytes(value.contiguousStorage());
-      return { name, dtype: safetensorsDTypeOf(value.dtype), shape: value.shape, byteLength: bytes.byteLength, bytes };
-    }
-    if (isRawTensor(value) && isSafetensorsDType(value.dtype) && value.bytes instanceof Uint8Array) {
-      const dtype: SafetensorsDType = value.dtype;
-      let bits = BigInt(SAFETENSORS_DTYPE_BITS[dtype]);
-      for (const d of value.shape) bits *= Number.isSafeInteger(d) && d >= 0 ? BigInt(d) : -1n;
-      if (bits < 0n || bits % 8n !== 0n || bits / 8n !== BigInt(value.bytes.byteLength)) {
-        throw new ArgumentError(`checkpoint file ${JSON.stringify(file)}: raw tensor ${JSON.stringify(name)} has ${value.bytes.byteLength} bytes, which does not fit ${dtype} [${value.shape.join(', ')}]`);
-      }
-      return { name, dtype, shape: value.shape, byteLength: value.bytes.byteLength, bytes: value.bytes };
-    }
-    throw new ArgumentError(`checkpoint file ${JSON.stringify(file)}: ${JSON.stringify(name)} is not a Tensor or RawTensor; pass bytes or a string for non-tensor data`);
-  });
-  const ordered = sortForWriting(entries);
-  const header = encodeSafetensorsHeader(ordered, null);
-  let total = header.byteLength;
-  for (const e of ordered) total += e.byteLength;
-  parseSafetensorsHeader(header, total);
-  return [header, ...ordered.map((e) => e.bytes)];
+  try {
+    return encodeSafetensors(tensors);
+  } catch (err) {
+    if (err instanceof ArgumentError) throw new ArgumentError(`checkpoint file ${JSON.stringify(file)}: ${err.message}`, err.details);
+    throw err;
+  }
 }
 
 // ---- saving ----------------------------------------------------------------------------------
