@@ -46,6 +46,7 @@ export {
   type GPTConfig, type GPTConfigInput, type GenerateOptions, type GenerateResult, type MLPConfig, type CNNConfig,
   type SamplingOptions,
 } from './models/index.js';
+export { generateText, type GenerateTextOptions, type GenerateTextResult } from './models/generate-text.js';
 export {
   Optimizer, SGD, Adam, AdamW, decayMatricesOnly, cosineSchedule, constantSchedule, clipGradNorm, accumulateGradients,
   type OptimizerState, type ParamGroupInput, type SGDOptions, type AdamOptions, type AdamWOptions, type Schedule,
@@ -55,7 +56,7 @@ export {
   readIdx, parseIdx, readIdxImages, readIdxLabels, type IdxArray, type IdxImages,
 } from './data/idx.js';
 export {
-  loadIdxDataset, loadFashionMnist, ImageLoader, FASHION_MNIST_DIR, FASHION_MNIST_CLASSES,
+  loadIdxDataset, loadFashionMnist, ImageLoader, FASHION_MNIST_DIR, FASHION_MNIST_CLASSES, FASHION_MNIST_NORMALIZE,
   type ImageDataset, type ImageBatch, type ImageLoaderOptions, type ImageLoaderState,
 } from './data/images.js';
 export {
@@ -69,3 +70,13 @@ export {
   type Checkpoint, type CheckpointManifest, type SaveCheckpointOptions, type VerifyResult,
 } from './train/checkpoint.js';
 export { parseRecipe, loadRecipe, recipeSchema, type Recipe } from './train/recipe.js';
+export {
+  train, applyOverrides, DEFAULT_KEEP_CHECKPOINTS, type TrainOptions, type TrainResult, type TrainEvent,
+} from './train/trainer.js';
+export { buildModel, buildOptimizer, buildSchedule, modelConfigJson, modelFromConfigJson, modelLoss, type TrainableModel } from './train/build.js';
+export {
+  evaluateClassifier, evaluateLanguageModel, type ClassifierEval, type LanguageModelEval, type ImageLayout,
+} from './train/evaluate.js';
+export { evaluateRun, type RunEval } from './train/eval-run.js';
+export { loadRun, defaultRunDir, CONFIG_NAME, RECIPE_NAME, MODEL_NAME, type LoadedRun } from './train/run-dir.js';
+export { MetricsLog, METRICS_NAME, type TrainRow, type EvalRow } from './train/metrics.js';

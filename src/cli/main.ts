@@ -3,9 +3,12 @@
 import { KnobsError, UsageError } from '../errors.js';
 import type { CliIO, Command } from './command.js';
 import { infoCommand } from './info.js';
+import { evalCommand } from './eval.js';
+import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
+import { trainCommand } from './train.js';
 
-const COMMANDS: readonly Command[] = [infoCommand, inspectCommand];
+const COMMANDS: readonly Command[] = [infoCommand, inspectCommand, trainCommand, evalCommand, generateCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -48,6 +48,8 @@ const idxData = z.strictObject({
   test_labels: z.string(),
   /** Shape fed to the model: flat [B, 784] for MLPs, [B, 1, 28, 28] for CNNs. */
   layout: z.enum(['flat', 'image']).default('flat'),
+  /** How to get the files; shown when one is missing. */
+  hint: z.string().optional(),
 });
 
 const textData = z.strictObject({
@@ -55,6 +57,8 @@ const textData = z.strictObject({
   path: z.string(),
   /** The last fraction of the file is held out for validation. */
   validation_fraction: z.number().gt(0).lt(1).default(0.05),
+  /** How to get the file; shown when it is missing. */
+  hint: z.string().optional(),
 });
 
 const optimizer = z.discriminatedUnion('type', [
@@ -109,6 +113,15 @@ export const recipeSchema = z
   .refine((r) => r.model.type !== 'gpt' || r.model.n_embd % r.model.n_head === 0, {
     message: 'n_embd must be divisible by n_head',
     path: ['model', 'n_head'],
+  })
+  .refine((r) => r.model.type !== 'gpt' || r.context === undefined || r.context <= r.model.n_positions, {
+    message: 'context must be at most model.n_positions',
+    path: ['context'],
+  })
+  // Text is read as bytes: every token id 0..255 must be in the vocabulary.
+  .refine((r) => r.model.type !== 'gpt' || r.model.vocab_size >= 256, {
+    message: 'byte-level text needs vocab_size >= 256',
+    path: ['model', 'vocab_size'],
   });
 
 export type Recipe = z.output<typeof recipeSchema>;

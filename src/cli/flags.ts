@@ -1,0 +1,17 @@
+/** Numeric flag values: parseArgs gives strings; a bad one is a usage error naming the flag. */
+import { UsageError } from '../errors.js';
+
+/** An integer ≥ min (default 1). */
+export function positiveInt(value: unknown, flag: string, min = 1): number {
+  const n = typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag} needs an integer >= ${min}, got ${String(value)}`);
+  return n;
+}
+
+/** A finite number in [min, max], or (min, max] when `minExclusive`. */
+export function numberIn(value: unknown, flag: string, min: number, max: number, opts: { minExclusive?: boolean } = {}): number {
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+  const low = opts.minExclusive ? n <= min : n < min;
+  if (!Number.isFinite(n) || low || n > max) throw new UsageError(`${flag} needs a number in ${opts.minExclusive ? '(' : '['}${min}, ${max}], got ${String(value)}`);
+  return n;
+}

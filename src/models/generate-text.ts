@@ -1,0 +1,90 @@
+/**
+ * Text generation for byte-level GPT models (vocabulary 256: token = UTF-8 byte), with stop
+ * strings and streaming. Text is streamed as soon as it can no longer turn into a stop string,
+ * and never in the middle of a UTF-8 character.
+ *
+ * End of text: generation stops at config.eos_token_id when the model has one (as Hugging Face
+ * does), unless ignoreEos. Byte-level models trained by knobs have eos_token_id null (no byte
+ * marks the end of a text), so they stop at a stop string or after maxTokens.
+ */
+import { ArgumentError } from '../errors.js';
+import type { GPT } from './gpt.js';
+import type { SamplingOptions } from './sampling.js';
+
+export interface GenerateTextOptions extends SamplingOptions {
+  /** Most new tokens (default 256). */
+  maxTokens?: number;
+  /** Sampler seed (default 0). */
+  seed?: number;
+  /** Stop when the text contains one of these; the returned text ends before it. */
+  stop?: readonly string[];
+  ignoreEos?: boolean;
+  /** Receives the text as it is produced (concatenated, it is `text`). */
+  onText?: (text: string) => void;
+}
+
+export interface GenerateTextResult {
+  promptIds: number[];
+  /** Generated tokens, including an eos token or the tokens of a stop string that ended the text. */
+  ids: number[];
+  /** The generated text, without eos or the stop string. */
+  text: string;
+  /** 'stop' at eos or a stop string, 'length' after maxTokens (OpenAI's names). */
+  finishReason: 'stop' | 'length';
+}
+
+/** The length of the longest end of `text` that begins one of `stops` (text that must wait). */
+function pendingStopPrefix(text: string, stops: readonly string[]): number {
+  let hold = 0;
+  for (const s of stops) {
+    for (let k = Math.min(s.length - 1, text.length); k > hold; k--) {
+      if (text.endsWith(s.slice(0, k))) {
+        hold = k;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
+export function generateText(model: GPT, prompt: string, opts: GenerateTextOptions = {}): GenerateTextResult {
+  if (model.config.vocab_size !== 256) {
+    throw new ArgumentError(`generate: only byte-level models (vocab_size 256) can turn tokens into text for now; this model has vocab_size ${model.config.vocab_size}`);
+  }
+  const stops = (opts.stop ?? []).filter((s) => s.length > 0);
+  const promptIds = [...new TextEncoder().encode(prompt)];
+  const decoder = new TextDecoder('utf-8');
+  let full = ''; // decoded so far
+  let emitted = 0; // characters of `full` passed to onText
+  let cut = -1; // where a stop string begins, once found
+  const emitUpTo = (end: number): void => {
+    if (end > emitted) opts.onText?.(full.slice(emitted, end));
+    emitted = Math.max(emitted, end);
+  };
+  const eos = opts.ignoreEos ? null : model.config.eos_token_id;
+  const { tokens, finishReason } = model.generate(promptIds, {
+    ...opts,
+    maxNewTokens: opts.maxTokens ?? 256,
+    seed: opts.seed ?? 0,
+    ignoreEos: opts.ignoreEos ?? false,
+    onToken: (id) => {
+      if (id === eos) return;
+      full += decoder.decode(new Uint8Array([id]), { stream: true });
+      // Text before `emitted` cannot begin a stop string: it was held back while it could.
+      for (const s of stops) {
+        const at = full.indexOf(s, emitted);
+        if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+      }
+      if (cut >= 0) {
+        emitUpTo(cut);
+        return false;
+      }
+      emitUpTo(full.length - pendingStopPrefix(full, stops));
+    },
+  });
+  if (cut < 0) {
+    full += decoder.decode();
+    emitUpTo(full.length);
+  }
+  return { promptIds, ids: tokens, text: full.slice(0, cut >= 0 ? cut : full.length), finishReason: finishReason === 'length' ? 'length' : 'stop' };
+}

@@ -1,0 +1,32 @@
+/**
+ * Evaluating a finished (or checkpointed) run directory: classifiers on the whole IDX test split,
+ * language models on the whole validation split of the recipe's text, or on a whole other file.
+ */
+import type { GPT } from '../models/gpt.js';
+import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
+import { evaluateClassifier, evaluateLanguageModel } from './evaluate.js';
+import { loadRun } from './run-dir.js';
+import { contextOf, openImageSplit, openTextData, withDataPath } from './sources.js';
+
+export type RunEval = ClassifierEval | LanguageModelEval;
+
+/**
+ * `dataPath` replaces the recipe's data: for idx runs a directory with the recipe's file names
+ * (only the test files are evaluated); for text runs a file evaluated whole.
+ */
+export async function evaluateRun(dir: string, opts: { dataPath?: string } = {}): Promise<RunEval> {
+  const { model, recipe } = await loadRun(dir);
+  const data = withDataPath(recipe.data, opts.dataPath);
+  if (data.type === 'idx') {
+    const test = await openImageSplit(recipe, data, 'test');
+    return evaluateClassifier(model as Exclude<typeof model, GPT>, test, { batchSize: recipe.batch_size, layout: data.layout });
+  }
+  const context = contextOf(recipe);
+  const whole = opts.dataPath !== undefined;
+  const corpus = await openTextData(data, context, whole ? 0 : data.validation_fraction);
+  try {
+    return await evaluateLanguageModel(model as GPT, corpus, { split: whole ? 'train' : 'validation', batchSize: recipe.batch_size, blockSize: context });
+  } finally {
+    await corpus.close();
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The run directory: where a training run writes, and what eval and generate read.
+ *
+ *   RUN/config.json          the architecture (Hugging Face GPT2Config, or knobs-mlp / knobs-cnn)
+ *   RUN/recipe.json          the recipe as run: overrides applied, defaults filled, data paths absolute
+ *   RUN/model.safetensors    the latest weights (Hugging Face names), replaced atomically
+ *   RUN/metrics.jsonl        training and evaluation rows (see metrics.ts)
+ *   RUN/checkpoints/         crash-safe checkpoints (see checkpoint.ts)
+ */
+import * as fsp from 'node:fs/promises';
+import { join } from 'node:path';
+import { FormatError, IOError, UsageError } from '../errors.js';
+import { loadSafetensors } from '../formats/safetensors.js';
+import { Generator } from '../random.js';
+import { Tensor } from '../tensor.js';
+import { type TrainableModel, modelFromConfigJson } from './build.js';
+import { type Recipe, parseRecipe } from './recipe.js';
+
+export const CONFIG_NAME = 'config.json';
+export const RECIPE_NAME = 'recipe.json';
+export const MODEL_NAME = 'model.safetensors';
+
+/** `runs/<name>-<UTC time>`, e.g. runs/tiny-20250101T120000Z. */
+export function defaultRunDir(name: string, now = new Date()): string {
+  return join('runs', `${name}-${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`);
+}
+
+/** What is in the output directory before a run starts. */
+export type RunDirState = 'missing' | 'empty' | 'used';
+
+export async function runDirState(dir: string): Promise<RunDirState> {
+  try {
+    const st = await fsp.stat(dir);
+    if (!st.isDirectory()) throw new UsageError(`--out ${dir} exists and is not a directory`);
+    return (await fsp.readdir(dir)).length === 0 ? 'empty' : 'used';
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    throw err;
+  }
+}
+
+async function readJson(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await fsp.readFile(path, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const what = e.code === 'ENOENT' ? `${path} is missing; is this a knobs run directory (made by 'knobs train')?` : `cannot read ${path}: ${e.message}`;
+    throw new IOError(what, { path, ...(e.code ? { errno: e.code } : {}) });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new FormatError('not_json', `${path} is not JSON: ${(err as Error).message}`, { path });
+  }
+}
+
+/** A run's config.json, as an object. */
+export async function readRunConfig(dir: string): Promise<Record<string, unknown>> {
+  const path = join(dir, CONFIG_NAME);
+  const json = await readJson(path);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FormatError('invalid_model_config', `${path} must hold a JSON object`, { file: path });
+  return json as Record<string, unknown>;
+}
+
+/** A run's recipe.json, validated. */
+export async function readRunRecipe(dir: string): Promise<Recipe> {
+  const path = join(dir, RECIPE_NAME);
+  return parseRecipe(await readJson(path), path);
+}
+
+/**
+ * Resuming needs the same architecture: the first config.json field that differs is named, with
+ * both values. `source` names where the new config came from (the recipe file).
+ */
+export function checkSameArchitecture(dir: string, saved: Record<string, unknown>, wanted: Record<string, unknown>, source: string): void {
+  const file = join(dir, CONFIG_NAME);
+  for (const field of new Set([...Object.keys(saved), ...Object.keys(wanted)])) {
+    const a = JSON.stringify(saved[field]);
+    const b = JSON.stringify(wanted[field]);
+    if (a !== b) {
+      throw new FormatError('resume_mismatch', `cannot resume ${dir}: ${file} has ${field} ${a ?? '(absent)'} but ${source} gives ${b ?? '(absent)'}; resume with the recipe the run started with, or train into a new --out`, {
+        file, field, saved: saved[field] ?? null, wanted: wanted[field] ?? null,
+      });
+    }
+  }
+}
+
+export interface LoadedRun {
+  dir: string;
+  config: Record<string, unknown>;
+  recipe: Recipe;
+  model: TrainableModel;
+}
+
+/** The trained model of a run directory (config.json + model.safetensors) and its recipe. */
+export async function loadRun(dir: string): Promise<LoadedRun> {
+  const config = await readRunConfig(dir);
+  const recipe = await readRunRecipe(dir);
+  const model = modelFromConfigJson(config, join(dir, CONFIG_NAME), new Generator(0));
+  const weights = join(dir, MODEL_NAME);
+  const { tensors } = await loadSafetensors(weights).catch((err: unknown) => {
+    if ((err as { details?: { errno?: string } }).details?.errno === 'ENOENT') {
+      throw new IOError(`${weights} is missing: the run has not finished or checkpointed yet`, { path: weights });
+    }
+    throw err;
+  });
+  model.loadStateDict(tensorsOnly(tensors, weights));
+  model.eval();
+  return { dir, config, recipe, model };
+}
+
+/** The Tensor entries of a safetensors file; a dtype knobs cannot compute in is an error naming the file. */
+export function tensorsOnly(tensors: ReadonlyMap<string, unknown>, file: string): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  for (const [name, t] of tensors) {
+    if (!(t instanceof Tensor)) throw new FormatError('unsupported_dtype', `${file}: tensor ${JSON.stringify(name)} has a dtype knobs does not load`, { file, tensor: name });
+    out.set(name, t);
+  }
+  return out;
+}

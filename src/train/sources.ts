@@ -1,0 +1,139 @@
+/**
+ * The data side of a run: opens what the recipe's `data` section names, checks it fits the model,
+ * and hands out training batches with a resumable position, plus the evaluation the run logs.
+ *
+ * Recipe paths are relative to the current directory; `withDataPath` applies `--data` and makes
+ * them absolute, so the recipe.json saved in a run directory works from anywhere.
+ */
+import { basename, join, resolve } from 'node:path';
+import { ArgumentError, FormatError, IOError } from '../errors.js';
+import { type ImageDataset, type ImageLoaderState, loadIdxDataset } from '../data/images.js';
+import { ByteTextCorpus, TextBatcher, type TextBatcherState } from '../data/text.js';
+import { mixSeed } from '../data/shuffle.js';
+import type { GPT } from '../models/gpt.js';
+import type { Tensor } from '../tensor.js';
+import type { TrainableModel } from './build.js';
+import { type ClassifierEval, type LanguageModelEval, evaluateClassifier, evaluateLanguageModel, imageLoader } from './evaluate.js';
+import type { Recipe } from './recipe.js';
+
+type DataSection = Recipe['data'];
+
+export interface TrainBatch {
+  inputs: Tensor;
+  targets: Tensor;
+  /** Examples (images) or tokens in the batch, for throughput. */
+  count: number;
+}
+
+export interface TrainSource {
+  /** What `count` counts: metrics report samples_per_s or tokens_per_s. */
+  readonly unit: 'samples' | 'tokens';
+  /** Batches in one pass over the training data (sets the step count of an `epochs` recipe). */
+  readonly batchesPerEpoch: number;
+  next(): Promise<TrainBatch>;
+  /** The loader position, JSON-serialisable, for checkpoints. */
+  getState(): unknown;
+  setState(state: unknown): void;
+  /** The run's evaluation: the whole test split (images) or `eval_batches` of the validation split (text). */
+  evaluate(model: TrainableModel): Promise<ClassifierEval | LanguageModelEval>;
+  close(): Promise<void>;
+}
+
+/** The data section with `--data` applied and every path made absolute. For idx data, PATH is a directory holding the recipe's four file names. */
+export function withDataPath(data: DataSection, path?: string): DataSection {
+  if (data.type === 'text') return { ...data, path: resolve(path ?? data.path) };
+  const at = (p: string): string => resolve(path === undefined ? p : join(path, basename(p)));
+  return { ...data, train_images: at(data.train_images), train_labels: at(data.train_labels), test_images: at(data.test_images), test_labels: at(data.test_labels) };
+}
+
+/** A missing data file names the recipe field and says how to get the data. */
+async function opening<T>(data: DataSection, field: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof IOError && err.details.errno === 'ENOENT') {
+      const how = data.hint ?? "fix the path in the recipe or pass --data";
+      throw new IOError(`${err.message} (recipe field data.${field}); ${how}`, { ...err.details, field: `data.${field}` });
+    }
+    throw err;
+  }
+}
+
+function mismatch(field: string, message: string): FormatError {
+  return new FormatError('data_mismatch', `${field}: ${message}`, { field });
+}
+
+/** One split of the image data, checked against the classifier's input size and classes. */
+export async function openImageSplit(recipe: Recipe, data: Extract<DataSection, { type: 'idx' }>, split: 'train' | 'test'): Promise<ImageDataset> {
+  const m = recipe.model;
+  const numClasses = m.type === 'gpt' ? 256 : m.classes;
+  const [images, labels] = split === 'train' ? [data.train_images, data.train_labels] : [data.test_images, data.test_labels];
+  const ds = await opening(data, `${split}_images`, () => loadIdxDataset(images, labels, { numClasses }));
+  const pixels = ds.height * ds.width;
+  if (m.type === 'mlp' && m.input !== pixels) throw mismatch('model.input', `${m.input}, but ${images} holds ${ds.height}×${ds.width} = ${pixels}-pixel images`);
+  if (m.type === 'cnn' && (m.image_size !== ds.height || m.image_size !== ds.width || m.in_channels !== 1)) {
+    throw mismatch('model.image_size', `${m.image_size}×${m.image_size} with ${m.in_channels} channel(s), but ${images} holds ${ds.height}×${ds.width} single-channel images`);
+  }
+  return ds;
+}
+
+/** The text corpus, checked to hold at least one context window in each split. */
+export async function openTextData(data: Extract<DataSection, { type: 'text' }>, context: number, validationFraction = data.validation_fraction): Promise<ByteTextCorpus> {
+  const corpus = await opening(data, 'path', () => ByteTextCorpus.open(data.path, { validationFraction }));
+  for (const split of ['train', 'validation'] as const) {
+    if (validationFraction === 0 && split === 'validation') continue;
+    const r = corpus.range(split);
+    if (r.end - r.start < context + 1) {
+      await corpus.close();
+      throw new FormatError('too_short', `${data.path}: the ${split} split has ${r.end - r.start} bytes, fewer than context + 1 = ${context + 1}; use a longer text, a smaller context${split === 'validation' ? ' or a larger data.validation_fraction' : ''}`, {
+        path: data.path, field: split === 'validation' ? 'data.validation_fraction' : 'context',
+      });
+    }
+  }
+  return corpus;
+}
+
+/** The context length of a language-model recipe. */
+export function contextOf(recipe: Recipe): number {
+  if (recipe.model.type !== 'gpt') throw new ArgumentError('contextOf: not a gpt recipe');
+  return recipe.context ?? recipe.model.n_positions;
+}
+
+/** Opens the recipe's data (paths already resolved by withDataPath) for training. */
+export async function openTrainSource(recipe: Recipe): Promise<TrainSource> {
+  const data = recipe.data;
+  const seed = mixSeed(recipe.seed, 2);
+  if (data.type === 'idx') {
+    const train = await openImageSplit(recipe, data, 'train');
+    const test = await openImageSplit(recipe, data, 'test');
+    const loader = imageLoader(train, { batchSize: recipe.batch_size, layout: data.layout, seed, shuffle: true });
+    return {
+      unit: 'samples',
+      batchesPerEpoch: loader.batchesPerEpoch,
+      async next() {
+        const b = loader.next();
+        return { inputs: b.inputs, targets: b.labels, count: b.labels.size };
+      },
+      getState: () => loader.getState(),
+      setState: (state) => loader.setState(state as ImageLoaderState),
+      evaluate: (model) => evaluateClassifier(model as Exclude<TrainableModel, GPT>, test, { batchSize: recipe.batch_size, layout: data.layout }),
+      close: async () => undefined,
+    };
+  }
+  const context = contextOf(recipe);
+  const corpus = await openTextData(data, context);
+  const batcher = new TextBatcher(corpus, { split: 'train', batchSize: recipe.batch_size, blockSize: context, seed });
+  const r = corpus.range('train');
+  return {
+    unit: 'tokens',
+    batchesPerEpoch: Math.max(1, Math.floor((r.end - r.start) / (recipe.batch_size * context))),
+    async next() {
+      const b = await batcher.next();
+      return { inputs: b.inputs, targets: b.targets, count: b.inputs.size };
+    },
+    getState: () => batcher.getState(),
+    setState: (state) => batcher.setState(state as TextBatcherState),
+    evaluate: (model) => evaluateLanguageModel(model as GPT, corpus, { split: 'validation', batchSize: recipe.batch_size, blockSize: context, maxBatches: recipe.eval_batches }),
+    close: () => corpus.close(),
+  };
+}

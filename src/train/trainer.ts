@@ -1,0 +1,273 @@
+/**
+ * The training loop: recipe in, run directory out (layout in run-dir.ts).
+ *
+ * Order of work, so that a failed start leaves nothing behind and a crash loses nothing committed:
+ *   1. validate: recipe (with overrides), data files, model, optimizer, schedule, output directory;
+ *   2. only then create the run directory and write config.json and recipe.json (atomically);
+ *   3. resume from the newest checkpoint that verifies, when asked: weights, optimizer state,
+ *      the generator behind init and dropout, the data loader position, and metrics.jsonl cut
+ *      back to the checkpoint's rows;
+ *   4. each step: lr from the schedule, grad_accum_steps micro-batches, clip, update; then
+ *      log / eval / checkpoint rows at their intervals (eval and checkpoints are not counted in
+ *      throughput);
+ *   5. at the end: evaluate, checkpoint, write model.safetensors.
+ * Every source of randomness is in the checkpoint, so a resumed run's final weights are bitwise
+ * identical to an uninterrupted run's (same backend and threads).
+ *
+ * `signal` (SIGINT in the CLI) stops after the current step with a checkpoint.
+ */
+import { access, mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { IOError, UsageError } from '../errors.js';
+import { saveSafetensors } from '../formats/safetensors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { mixSeed } from '../data/shuffle.js';
+import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
+import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
+import { Generator } from '../random.js';
+import type { Tensor } from '../tensor.js';
+import {
+  type Checkpoint, CHECKPOINTS_DIR, cleanStaging, findLatestVerified, loadCheckpointTensors, readCheckpointJson, saveCheckpoint,
+} from './checkpoint.js';
+import { type TrainableModel, buildModel, buildOptimizer, buildSchedule, modelConfigJson, modelLoss } from './build.js';
+import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
+import { type EvalRow, METRICS_NAME, MetricsLog, type TrainRow } from './metrics.js';
+import { type Recipe, parseRecipe } from './recipe.js';
+import { CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
+import { type TrainBatch, type TrainSource, openTrainSource, withDataPath } from './sources.js';
+
+export const DEFAULT_KEEP_CHECKPOINTS = 3;
+/** Metadata Hugging Face transformers expects in a PyTorch-layout safetensors file. */
+const HF_METADATA = { format: 'pt' } as const;
+/** Checkpoint files besides model.safetensors. */
+const OPTIMIZER_STATE = 'optimizer.safetensors';
+const TRAINER_STATE = 'trainer.json';
+
+export interface TrainOptions {
+  /** Run directory (default runs/<recipe name>-<UTC time>). */
+  out?: string;
+  /** Overrides the recipe's data: the text file, or the directory of the four IDX files. */
+  dataPath?: string;
+  /** Overrides the recipe's length (give at most one of steps and epochs). */
+  steps?: number;
+  epochs?: number;
+  seed?: number;
+  /** Continue from the newest checkpoint in `out` that verifies. */
+  resume?: boolean;
+  /** Committed checkpoints to keep (default 3). */
+  keepCheckpoints?: number;
+  /** Names the recipe in error messages (its file path). */
+  source?: string;
+  onLog?: (event: TrainEvent) => void;
+  /** Aborting stops the run after the current step, with a checkpoint. */
+  signal?: AbortSignal;
+}
+
+export type TrainEvent =
+  | { type: 'start'; out: string; step: number; totalSteps: number; resumedFrom: number | null; unit: 'samples' | 'tokens' }
+  | { type: 'warning'; message: string }
+  | { type: 'step'; step: number; totalSteps: number; loss: number; lr: number }
+  | { type: 'metrics'; row: TrainRow }
+  | { type: 'eval'; row: EvalRow }
+  | { type: 'checkpoint'; step: number; dir: string };
+
+export interface TrainResult {
+  out: string;
+  /** Optimizer steps done (all sessions). */
+  step: number;
+  totalSteps: number;
+  /** True when `signal` stopped the run before totalSteps. */
+  interrupted: boolean;
+  resumedFrom: number | null;
+  lastTrain: TrainRow | null;
+  lastEval: EvalRow | null;
+}
+
+/** What trainer.json in a checkpoint holds besides the tensors. */
+interface TrainerState {
+  step: number;
+  optimizer: { type: string; step: number };
+  generator: { words: number[]; spareNormal: number | null };
+  data: unknown;
+  metricsBytes: number;
+  elapsedS: number;
+}
+
+/** The recipe with the options' overrides applied and validated again (so errors name the field). */
+export function applyOverrides(recipe: Recipe, opts: Pick<TrainOptions, 'dataPath' | 'steps' | 'epochs' | 'seed' | 'source'>): Recipe {
+  const source = opts.source ?? 'recipe';
+  if (opts.steps !== undefined && opts.epochs !== undefined) throw new UsageError('give at most one of --steps and --epochs');
+  const length = opts.steps !== undefined ? { steps: opts.steps, epochs: undefined } : opts.epochs !== undefined ? { epochs: opts.epochs, steps: undefined } : {};
+  const merged = { ...recipe, ...length, ...(opts.seed !== undefined ? { seed: opts.seed } : {}), data: withDataPath(recipe.data, opts.dataPath) };
+  return parseRecipe(JSON.parse(JSON.stringify(merged)), source);
+}
+
+function evalRow(step: number, result: ClassifierEval | LanguageModelEval, elapsed: number): EvalRow {
+  return 'accuracy' in result
+    ? { step, eval_loss: result.loss, accuracy: result.accuracy, elapsed_s: elapsed }
+    : { step, eval_loss: result.loss, bits_per_byte: result.bits_per_byte, elapsed_s: elapsed };
+}
+
+/** Trains `recipe` into a run directory; see the file comment for the order of work. */
+export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<TrainResult> {
+  const source = opts.source ?? 'recipe';
+  const log = opts.onLog ?? (() => undefined);
+  const keep = opts.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS;
+  if (!Number.isSafeInteger(keep) || keep < 1) throw new UsageError(`--keep-checkpoints must be an integer >= 1, got ${keep}`);
+  const recipe = applyOverrides(recipeIn, opts);
+  const out = resolve(opts.out ?? defaultRunDir(recipe.name));
+
+  // 1. Validate everything before the run directory exists.
+  const data = await openTrainSource(recipe);
+  let metrics: MetricsLog | null = null;
+  try {
+    const generator = new Generator(mixSeed(recipe.seed, 1));
+    const model = buildModel(recipe, generator);
+    const optimizer = buildOptimizer(recipe, model);
+    const totalSteps = recipe.steps ?? Math.ceil((recipe.epochs! * data.batchesPerEpoch) / recipe.grad_accum_steps);
+    const schedule = buildSchedule(recipe, totalSteps, source);
+    const config = modelConfigJson(model);
+    const checkpoint = await existingCheckpoint(out, opts.resume === true, config, source, log);
+
+    // 2. Create the run directory.
+    await mkdir(out, { recursive: true }).catch((err: unknown) => {
+      throw new IOError(`cannot create the run directory ${out}: ${(err as Error).message}`, { path: out });
+    });
+    await writeFileAtomic(join(out, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
+    await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
+
+    // 3. Resume.
+    const parts: RunParts = { model, optimizer, generator, data };
+    const restored = checkpoint ? await restore(checkpoint, parts) : null;
+    let step = restored?.step ?? 0;
+    const startStep = step;
+    const resumedFrom = checkpoint?.step ?? null;
+    const rows = await MetricsLog.open(join(out, METRICS_NAME), restored?.metricsBytes ?? 0);
+    metrics = rows;
+    log({ type: 'start', out, step, totalSteps, resumedFrom, unit: data.unit });
+
+    // 4. Train.
+    const started = performance.now();
+    const elapsed = (): number => (restored?.elapsedS ?? 0) + (performance.now() - started) / 1000;
+    let lastTrain: TrainRow | null = null;
+    let lastEval: EvalRow | null = null;
+    let windowSeconds = 0;
+    let windowCount = 0;
+    model.train();
+    while (step < totalSteps) {
+      const t0 = performance.now();
+      const lr = schedule(step);
+      const { loss, gradNorm, count } = await trainStep(parts, recipe, lr);
+      step++;
+      windowSeconds += (performance.now() - t0) / 1000;
+      windowCount += count;
+      log({ type: 'step', step, totalSteps, loss, lr });
+
+      if (step % recipe.log_every === 0 || step === totalSteps) {
+        const rate = windowSeconds > 0 ? windowCount / windowSeconds : 0;
+        lastTrain = { step, loss, lr, grad_norm: gradNorm, [data.unit === 'tokens' ? 'tokens_per_s' : 'samples_per_s']: rate, elapsed_s: elapsed() };
+        await rows.append(lastTrain);
+        log({ type: 'metrics', row: lastTrain });
+        windowSeconds = 0;
+        windowCount = 0;
+      }
+      if ((recipe.eval_every !== undefined && step % recipe.eval_every === 0) || step === totalSteps) {
+        lastEval = evalRow(step, await data.evaluate(model), elapsed());
+        await rows.append(lastEval);
+        log({ type: 'eval', row: lastEval });
+      }
+      const stopping = opts.signal?.aborted === true;
+      if ((recipe.checkpoint_every !== undefined && step % recipe.checkpoint_every === 0) || step === totalSteps || stopping) {
+        const ck = await saveRun(out, step, parts, rows, elapsed(), keep);
+        log({ type: 'checkpoint', step, dir: ck.dir });
+      }
+      if (stopping && step < totalSteps) return { out, step, totalSteps, interrupted: true, resumedFrom, lastTrain, lastEval };
+    }
+    // 5. The last step's checkpoint wrote the weights; a finished run resumed again only rewrites them.
+    if (step === startStep) await saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA);
+    return { out, step, totalSteps, interrupted: false, resumedFrom, lastTrain, lastEval };
+  } finally {
+    await metrics?.close();
+    await data.close();
+  }
+}
+
+/** Everything whose state a checkpoint holds. */
+interface RunParts {
+  model: TrainableModel;
+  optimizer: Optimizer<BaseOptions>;
+  /** Draws the init and the dropout masks. */
+  generator: Generator;
+  data: TrainSource;
+}
+
+/** One optimizer step: grad_accum_steps micro-batches, clipping, the update. */
+async function trainStep(parts: RunParts, recipe: Recipe, lr: number): Promise<{ loss: number; gradNorm: number; count: number }> {
+  const { model, optimizer, data } = parts;
+  optimizer.setLr(lr);
+  optimizer.zeroGrad();
+  const batches: TrainBatch[] = [];
+  for (let i = 0; i < recipe.grad_accum_steps; i++) batches.push(await data.next());
+  const loss = accumulateGradients(batches.length, (i) => modelLoss(model, batches[i]!.inputs, batches[i]!.targets));
+  // Infinity never clips, and still measures the norm for the log.
+  const gradNorm = clipGradNorm(model, recipe.clip_grad_norm ?? Infinity);
+  optimizer.step();
+  return { loss, gradNorm, count: batches.reduce((n, b) => n + b.count, 0) };
+}
+
+/** Loads a checkpoint into the parts; returns its trainer state. */
+async function restore(checkpoint: Checkpoint, parts: RunParts): Promise<TrainerState> {
+  const tensors = async (name: string): Promise<Map<string, Tensor>> => tensorsOnly((await loadCheckpointTensors(checkpoint, name)).tensors, join(checkpoint.dir, name));
+  const state = (await readCheckpointJson(checkpoint, TRAINER_STATE)) as TrainerState;
+  parts.model.loadStateDict(await tensors(MODEL_NAME));
+  parts.optimizer.loadStateDict({ ...state.optimizer, tensors: await tensors(OPTIMIZER_STATE) });
+  parts.generator.setState(state.generator);
+  parts.data.setState(state.data);
+  return state;
+}
+
+/** Commits checkpoint `step` (metrics made durable first, so its recorded length holds), then replaces model.safetensors. */
+async function saveRun(out: string, step: number, parts: RunParts, metrics: MetricsLog, elapsedS: number, keep: number): Promise<Checkpoint> {
+  const { model, optimizer, generator, data } = parts;
+  await metrics.sync();
+  const state: TrainerState = {
+    step,
+    optimizer: { type: optimizer.type, step: optimizer.stepCount },
+    generator: generator.getState(),
+    data: data.getState(),
+    metricsBytes: metrics.bytes,
+    elapsedS,
+  };
+  const checkpoint = await saveCheckpoint(out, step, {
+    [MODEL_NAME]: model.stateDict(),
+    [OPTIMIZER_STATE]: optimizer.stateDict().tensors,
+    [TRAINER_STATE]: JSON.stringify(state),
+  }, { keep });
+  await saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA);
+  return checkpoint;
+}
+
+/**
+ * Checks the output directory and finds the checkpoint to resume from (null: start fresh).
+ * A used directory needs `resume`; resuming needs the same architecture; checkpoints that exist
+ * but none of which verifies stop the run rather than be overwritten.
+ */
+async function existingCheckpoint(out: string, resume: boolean, config: Record<string, unknown>, source: string, log: (e: TrainEvent) => void): Promise<Checkpoint | null> {
+  const state = await runDirState(out);
+  if (state !== 'used') return null;
+  if (!resume) throw new UsageError(`${out} already holds files; pass --resume to continue that run, or choose another --out`, { path: out });
+  // Killed before config.json was written: nothing to resume, nothing to lose.
+  if (!(await exists(join(out, CONFIG_NAME))) && !(await exists(join(out, CHECKPOINTS_DIR)))) return null;
+  checkSameArchitecture(out, await readRunConfig(out), config, source);
+  await cleanStaging(out);
+  const { checkpoint, warnings } = await findLatestVerified(out);
+  for (const message of warnings) log({ type: 'warning', message });
+  if (!checkpoint && warnings.length > 0) {
+    throw new IOError(`cannot resume ${out}: no checkpoint verifies (${warnings.join('; ')}); move the directory away to start over`, { path: out });
+  }
+  return checkpoint;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
+}

@@ -1,0 +1,30 @@
+/** Runs the built CLI (dist/src/cli/main.js) as a child process, as a user would. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+export interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Starts `knobs ARGS`; `onStderr` sees stderr as it arrives (to time signals). */
+export function startCli(args: readonly string[], onStderr?: (text: string, child: ChildProcess) => void, opts: { cwd?: string } = {}): { child: ChildProcess; done: Promise<CliRun> } {
+  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    onStderr?.(stderr, child);
+  });
+  const done = new Promise<CliRun>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  return { child, done };
+}
+
+export function cli(args: readonly string[], opts: { cwd?: string } = {}): Promise<CliRun> {
+  return startCli(args, undefined, opts).done;
+}
