@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks for knobs — the compiler and libraries the native
+# backend builds against, the real data sets the recipes and tests train on — then `npm ci`.
+# Used by the README's quick start and by CI, so both get exactly the same machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+PACKAGES=(g++ make python3 libopenblas-dev libdnnl-dev dataset-fashion-mnist bible-kjv)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=()
+  [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+  echo "knobs setup: installing ${missing[*]}" >&2
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+npm ci
