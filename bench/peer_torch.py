@@ -10,6 +10,12 @@ it reads one JSON request per line on stdin and answers one JSON line on stdout.
   {"op": "mlp", "batch": 128, "iters": 20}     -> {"seconds": [per-step seconds], "loss": float}
   {"op": "gpt_block", "batch": 16, "context": 128, "width": 256, "heads": 4, "iters": 3}
                                                -> {"seconds": [per forward+backward seconds]}
+  {"op": "gpt_train", "batch": 16, "iters": 3} -> {"seconds": [per training step seconds], "loss": float}
+  {"op": "gpt_generate", "prompt": 16, "tokens": 256, "iters": 1}
+                                               -> {"seconds": [per generate() call seconds]}
+  {"op": "fashion", "model": "mlp" | "cnn", "batch": 128, "steps": N, "iters": 1}
+                                               -> {"seconds": [seconds per N training steps]}
+  {"op": "maxrss"}                             -> {"kib": peak resident set size of this process}
   {"op": "threads", "threads": N}              -> {"threads": N} (intra-op threads from now on)
 
 mlp and gpt_block build their model once per configuration and keep it, so warm-up happens once;
@@ -18,11 +24,17 @@ they do the same work as bench/workloads.ts (see there for the shapes).
 One-core runs start this script under `taskset -c 0` (PyTorch's set_num_threads(1) alone still lets
 its BLAS use every core); "threads": 1 also sets the intra-op threads to 1.
 """
+import gzip
 import json
+import math
+import resource
 import sys
 import time
 
+import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 
 def gemm(n, iters):
@@ -51,6 +63,20 @@ def add(n, iters):
 
 
 _models = {}
+
+
+def timed(step, iters, warmup=1, mode=torch.enable_grad):
+    """step() `warmup` times, then `iters` timed calls: (seconds per call, the last call's result)."""
+    res = None
+    with mode():
+        for _ in range(warmup):
+            res = step()
+        out = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            res = step()
+            out.append(time.perf_counter() - t0)
+    return out, res
 
 
 def mlp_model(batch):
@@ -85,14 +111,7 @@ def mlp(batch, iters):
         opt.step()
         return loss
 
-    with torch.enable_grad():
-        for _ in range(3):
-            step()
-        out = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            loss = step()
-            out.append(time.perf_counter() - t0)
+    out, loss = timed(step, iters, warmup=3)
     return out, float(loss)
 
 
@@ -141,14 +160,175 @@ def gpt_block(B, T, C, H, iters):
         out = x1 + lin(m, p["wfc2"], p["bfc2"])
         out.backward(upstream)
 
-    with torch.enable_grad():
-        step()
+    return timed(step, iters)[0]
+
+
+# --- kjv-gpt (bench/workloads.ts KJV_GPT): GPT-2, byte vocab, 4 layers, 4 heads, width 256, context 128 ---
+
+KJV = dict(vocab=256, positions=128, width=256, layers=4, heads=4)
+
+
+class Block(nn.Module):
+    def __init__(self, C, H):
+        super().__init__()
+        self.H = H
+        self.ln_1 = nn.LayerNorm(C)
+        self.c_attn = nn.Linear(C, 3 * C)
+        self.c_proj = nn.Linear(C, C)
+        self.ln_2 = nn.LayerNorm(C)
+        self.c_fc = nn.Linear(C, 4 * C)
+        self.mlp_proj = nn.Linear(4 * C, C)
+
+    def attn(self, x, cache=None, past=0):
+        B, T, C = x.shape
+        H, D = self.H, C // self.H
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
+        if cache is not None:  # preallocated [B, H, P, D] key/value buffers, filled left to right
+            kc, vc = cache
+            kc[:, :, past:past + T] = k
+            vc[:, :, past:past + T] = v
+            k, v = kc[:, :, :past + T], vc[:, :, :past + T]
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
+        if T > 1:
+            S = k.shape[2]
+            mask = torch.ones(T, S, dtype=torch.bool).triu(past + 1)
+            att = att.masked_fill(mask, float("-inf"))
+        y = att.softmax(dim=-1) @ v
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+    def forward(self, x, cache=None, past=0):
+        x = x + self.attn(self.ln_1(x), cache, past)
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab, positions, width, layers, heads):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, width)
+        self.wpe = nn.Embedding(positions, width)
+        self.h = nn.ModuleList(Block(width, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(width)
+        for n, p in self.named_parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, 0.0, 0.02)
+
+    def forward(self, ids, caches=None, past=0):
+        T = ids.shape[1]
+        x = self.wte(ids) + self.wpe(torch.arange(past, past + T))
+        for i, b in enumerate(self.h):
+            x = b(x, None if caches is None else caches[i], past)
+        return self.ln_f(x) @ self.wte.weight.t()  # tied head
+
+
+def gpt_train_model(batch):
+    key = ("gpt_train", batch)
+    if key not in _models:
+        torch.manual_seed(0)
+        model = GPT(**KJV)
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=1e-3, betas=(0.9, 0.95), foreach=True)
+        ids = torch.randint(0, KJV["vocab"], (batch, KJV["positions"] + 1))
+        _models[key] = (model, opt, ids[:, :-1].contiguous(), ids[:, 1:].contiguous())
+    return _models[key]
+
+
+def gpt_train(batch, iters):
+    model, opt, x, y = gpt_train_model(batch)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    out, loss = timed(step, iters, warmup=0)  # the bench's first request (1 step) is the warm-up
+    return out, float(loss)
+
+
+def gpt_generate(prompt_len, tokens, iters):
+    key = ("gpt_gen", prompt_len, tokens)
+    if key not in _models:
+        torch.manual_seed(0)
+        cfg = dict(KJV, positions=max(KJV["positions"], prompt_len + tokens))
+        _models[key] = GPT(**cfg).eval()
+    model = _models[key]
+    prompt = torch.tensor([[(i * 37 + 11) % KJV["vocab"] for i in range(prompt_len)]])
+    C, H, L = KJV["width"], KJV["heads"], KJV["layers"]
+    P = prompt_len + tokens
+
+    def generate():
+        caches = [(torch.empty(1, H, P, C // H), torch.empty(1, H, P, C // H)) for _ in range(L)]
+        logits = model(prompt, caches, 0)[:, -1]
+        past = prompt_len
         out = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            step()
-            out.append(time.perf_counter() - t0)
-    return out
+        for n in range(tokens):
+            nxt = int(logits.argmax(-1))
+            out.append(nxt)
+            if n == tokens - 1:
+                break
+            logits = model(torch.tensor([[nxt]]), caches, past)[:, -1]
+            past += 1
+        return out
+
+    return timed(generate, iters, warmup=0, mode=torch.inference_mode)[0]  # the first request warms up
+
+
+# --- Fashion-MNIST (bench/fashion.ts): MLP 784-256-128-10 and the CNNClassifier default, Adam lr 1e-3 ---
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def fashion_data():
+    if "fashion" not in _models:
+        with gzip.open(f"{FASHION_DIR}/train-images-idx3-ubyte.gz") as f:
+            px = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 784)
+        with gzip.open(f"{FASHION_DIR}/train-labels-idx1-ubyte.gz") as f:
+            lb = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
+        x = (torch.from_numpy(px.astype(np.float32)) / 255 - 0.2860) / 0.3530
+        _models["fashion"] = [x, torch.from_numpy(lb.astype(np.int64)), torch.randperm(len(lb)), 0]
+    return _models["fashion"]
+
+
+def fashion_model(kind):
+    key = ("fashion_model", kind)
+    if key not in _models:
+        torch.manual_seed(0)
+        if kind == "mlp":
+            model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+        else:
+            model = nn.Sequential(
+                nn.Unflatten(1, (1, 28, 28)),
+                nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+        _models[key] = (model, torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True))
+    return _models[key]
+
+
+def fashion(kind, batch, steps, iters):
+    data = fashion_data()
+    x, y = data[0], data[1]
+    model, opt = fashion_model(kind)
+    n = len(y)
+
+    def run(count):
+        for _ in range(count):
+            if data[3] + batch > n:  # a new epoch: reshuffle
+                data[2], data[3] = torch.randperm(n), 0
+            idx = data[2][data[3]:data[3] + batch]
+            data[3] += batch
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+
+    return timed(lambda: run(steps), iters, warmup=0)[0]  # the bench's first request warms up
 
 
 def main():
@@ -176,6 +356,15 @@ def main():
         elif op == "gpt_block":
             res = {"seconds": gpt_block(int(req["batch"]), int(req["context"]), int(req["width"]), int(req["heads"]),
                                         int(req["iters"]))}
+        elif op == "gpt_train":
+            seconds, loss = gpt_train(int(req["batch"]), int(req["iters"]))
+            res = {"seconds": seconds, "loss": loss}
+        elif op == "gpt_generate":
+            res = {"seconds": gpt_generate(int(req["prompt"]), int(req["tokens"]), int(req["iters"]))}
+        elif op == "fashion":
+            res = {"seconds": fashion(req["model"], int(req["batch"]), int(req["steps"]), int(req["iters"]))}
+        elif op == "maxrss":
+            res = {"kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
         elif op == "quit":
             break
         else:

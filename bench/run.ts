@@ -4,11 +4,15 @@
  * the format of design.md ("Benchmarks"): {"bench", "cores", "unit", "knobs", "peer",
  * "peer_value", "higher_is_better", "ratio", "target"}. Progress and notes go to stderr.
  *
- * KNOBS_BENCH_CORES=1|all limits the core settings. The default suite takes ~3–5 minutes on
- * 2 cores (it must stay under 10).
+ * KNOBS_BENCH_CORES=1|all limits the core settings. The default suite takes ~5–6 minutes on
+ * 2 cores shared with other work (it must stay under 10).
  */
+import * as fashion from './fashion.js';
 import * as gemm from './gemm.js';
 import * as gptBlock from './gpt-block.js';
+import * as gptGenerate from './gpt-generate.js';
+import * as gptMemory from './gpt-memory.js';
+import * as gptTrain from './gpt-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
 import type { BenchOptions, BenchRow } from './row.js';
@@ -19,6 +23,11 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'op-overhead': opOverhead.run,
   mlp: mlp.run,
   'gpt-block': gptBlock.run,
+  'gpt-train': gptTrain.run,
+  'gpt-memory': gptMemory.run,
+  'gpt-generate': gptGenerate.run,
+  'fashion-mlp': fashion.runMlp,
+  'fashion-cnn': fashion.runCnn,
 };
 
 function usage(): string {

@@ -1,5 +1,5 @@
 /**
- * Shared driver of the training benches (bench/mlp.ts, bench/gpt-block.ts): a knobs workload
+ * Shared driver of the training benches (mlp, gpt-block, gpt-train, gpt-generate, fashion): a knobs workload
  * (bench/workloads.ts) and the PyTorch peer doing the same work, each in its fastest thread
  * setting, timed interleaved (A B A B …), medians of per-step times → items per second.
  *
@@ -19,13 +19,23 @@ export interface TrainBench {
   name: string;
   unit: string;
   target: number;
-  make(): Workload;
+  make(): Workload | Promise<Workload>;
   /** The peer request for `iters` steps (answers {seconds: number[]}). */
   peerRequest(iters: number): Record<string, unknown>;
   /** Steps per timed round, warm-up steps and rounds. */
   iters: number;
   warmup: number;
   rounds: number;
+  /** Steps per thread-setting probe (default max(3, iters)). */
+  probe?: number;
+  /** Probe rounds per thread setting (default 2). */
+  probeReps?: number;
+  /**
+   * The reported value from the median seconds per step (default: items per second, higher is
+   * better); e.g. seconds per epoch, with `higherIsBetter: false`.
+   */
+  value?: (secondsPerStep: number, itemsPerStep: number) => number;
+  higherIsBetter?: boolean;
 }
 
 /** Notes a bench leaves for the readable table (thread settings chosen). */
@@ -61,16 +71,16 @@ export async function runTrainBench(b: TrainBench, opts: BenchOptions): Promise<
     const peer = await TorchPeer.start(opts.cores);
     try {
       return await k.withBackend('native', async () => {
-        const w = b.make();
+        const w = await b.make();
         const choices = opts.cores === 1 || all === 1 ? [1] : [all, 1];
         // Warm-up (JIT, and the first steps fault their memory in), then a probe: each thread
         // setting twice, alternating, on each side; each side keeps its fastest.
         timeSteps(w, b.warmup);
-        const probe = Math.max(3, b.iters);
+        const probe = b.probe ?? Math.max(3, b.iters);
         const knobsBest = new Map<number, number>();
         const torchBest = new Map<number, number>();
         if (peer) await peer.request(b.peerRequest(1)); // the peer builds and warms its model
-        for (let rep = 0; rep < (choices.length > 1 ? 2 : 0); rep++) {
+        for (let rep = 0; rep < (choices.length > 1 ? b.probeReps ?? 2 : 0); rep++) {
           for (const t of choices) {
             addon.setThreads(t);
             await settle();
@@ -96,8 +106,8 @@ export async function runTrainBench(b: TrainBench, opts: BenchOptions): Promise<
           if (peer) await settle();
           if (peer) torchTimes.push(...(await peer.request<{ seconds: number[] }>(b.peerRequest(b.iters))).seconds);
         }
-        const rate = (times: number[]) => w.items / median(times);
-        return [makeRow(b.name, opts.cores, b.unit, rate(knobsTimes), peer?.version ?? null, peer ? rate(torchTimes) : null, true, b.target)];
+        const value = (times: number[]) => (b.value ?? ((s, items) => items / s))(median(times), w.items);
+        return [makeRow(b.name, opts.cores, b.unit, value(knobsTimes), peer?.version ?? null, peer ? value(torchTimes) : null, b.higherIsBetter ?? true, b.target)];
       });
     } finally {
       addon.setThreads(threadsBefore);

@@ -2,13 +2,15 @@
  * The training workloads the benches time, written with knobs' public ops; bench/peer_torch.py
  * does the identical work in PyTorch.
  *
- *   mlp:       784-512-512-10 ReLU MLP, batch 128: forward, cross-entropy, backward, AdamW step.
+ *   mlp:       784-512-512-10 ReLU MLP, batch 128: forward, cross-entropy, backward, AdamW step
+ *              (knobs' public optimizer, which runs the backend's fused Adam kernel).
  *   gpt-block: one GPT-2 block (pre-LN, causal attention, tanh-GELU MLP, residuals), width 256,
  *              4 heads, context 128, batch 16: forward + backward from a fixed upstream gradient.
+ *   gpt-train / gpt-generate: the kjv-gpt model through GPT, AdamW, clipGradNorm, GPT.generate.
+ *   fashion:   Fashion-MNIST MLP / CNN training steps through ImageLoader and Adam.
  */
 import * as k from '../src/index.js';
 import type { Tensor } from '../src/index.js';
-import { loadNativeAddon } from '../src/backends/native/index.js';
 
 export interface Workload {
   /** One timed unit of work (one training step, or one forward + backward). */
@@ -26,30 +28,6 @@ function param(shape: number[], scale: number, g: k.Generator): Tensor {
   return k.mul(k.randn(shape, { generator: g }), scale).requiresGrad_();
 }
 
-/**
- * A minimal AdamW over the addon's fused kernel (the optimizer module is not in this tree yet):
- * the same update as torch.optim.AdamW (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0.01).
- */
-export class FusedAdamW {
-  private readonly m: Float32Array[];
-  private readonly v: Float32Array[];
-  private t = 0;
-  private readonly addon = loadNativeAddon()!;
-  constructor(private readonly params: Tensor[], private readonly lr = 1e-3) {
-    this.m = params.map((p) => new Float32Array(p.size));
-    this.v = params.map((p) => new Float32Array(p.size));
-  }
-  step(): void {
-    this.t++;
-    this.params.forEach((p, i) => {
-      this.addon.adamw(p.storage as Float32Array, p.grad!.contiguousStorage() as Float32Array, this.m[i]!, this.v[i]!, this.lr, 0.9, 0.999, 1e-8, 0.01, this.t);
-    });
-  }
-  zeroGrad(): void {
-    for (const p of this.params) p.grad = null;
-  }
-}
-
 export function mlpWorkload(batch = 128): Workload {
   const g = new k.Generator(0);
   const sizes = [784, 512, 512, 10];
@@ -59,7 +37,8 @@ export function mlpWorkload(batch = 128): Workload {
   }
   const x = k.rand([batch, 784], { generator: g });
   const y = k.randint(0, 10, [batch], { generator: g });
-  const opt = new FusedAdamW(params);
+  // torch.optim.AdamW's defaults (betas 0.9/0.999, eps 1e-8, wd 0.01 on every tensor, as the peer)
+  const opt = new k.AdamW(params, { lr: 1e-3, decay: () => true });
   return {
     items: batch,
     step() {
@@ -110,6 +89,74 @@ export function gptBlockWorkload(cfg: GptBlockConfig = GPT_BLOCK): Workload {
       const m = k.gelu(linear(k.layerNorm(x1, [C], p.ln2w, p.ln2b), p.wfc, p.bfc), 'tanh'); // [B, T, 4C]
       const out = k.add(x1, linear(m, p.wfc2, p.bfc2)); // [B, T, C]
       out.backward(upstream);
+    },
+  };
+}
+
+/** The kjv-gpt recipe's model: byte vocabulary, 4 layers, 4 heads, width 256, context 128. */
+export const KJV_GPT = { vocab_size: 256, n_positions: 128, n_embd: 256, n_layer: 4, n_head: 4, dropout: 0 } as const;
+export const KJV_BATCH = 16;
+
+/**
+ * A full GPT training step through the public API: GPT.loss (embeddings, 4 blocks, ln_f, tied
+ * head, cross-entropy), backward, clipGradNorm(1.0), AdamW (lr 1e-3, betas 0.9/0.95, wd 0.1 on
+ * matrices only) — the kjv-gpt recipe on random bytes.
+ */
+export function gptTrainWorkload(batch = KJV_BATCH): Workload {
+  const T = KJV_GPT.n_positions;
+  const model = new k.GPT(KJV_GPT, { seed: 0 });
+  model.train();
+  const g = new k.Generator(1);
+  const ids = k.randint(0, KJV_GPT.vocab_size, [batch, T + 1], { generator: g });
+  const x = k.slice(ids, 1, 0, T).contiguous();
+  const y = k.slice(ids, 1, 1, T + 1).contiguous();
+  const opt = new k.AdamW(model, { lr: 1e-3, betas: [0.9, 0.95], weightDecay: 0.1 });
+  return {
+    items: batch * T,
+    step() {
+      opt.zeroGrad();
+      model.loss(x, y).backward();
+      k.clipGradNorm(model, 1.0);
+      opt.step();
+    },
+  };
+}
+
+/** Greedy generation with the KV cache: `prompt` tokens in, `tokens` new ones out (batch 1). */
+export function gptGenerateWorkload(promptLength = 16, tokens = 256): Workload & { model: k.GPT } {
+  // n_positions must hold prompt + generated tokens so the cache is never cropped
+  const model = new k.GPT({ ...KJV_GPT, n_positions: Math.max(KJV_GPT.n_positions, promptLength + tokens) }, { seed: 0 });
+  const prompt = Array.from({ length: promptLength }, (_, i) => (i * 37 + 11) % KJV_GPT.vocab_size);
+  return {
+    model,
+    items: tokens,
+    step() {
+      const r = model.generate(prompt, { maxNewTokens: tokens, temperature: 0, eosTokenId: null });
+      if (r.tokens.length !== tokens) throw new Error(`generate made ${r.tokens.length} tokens, expected ${tokens}`);
+    },
+  };
+}
+
+/**
+ * Fashion-MNIST training, `steps` Adam (lr 1e-3) steps of `batch` images per `step()` call,
+ * through the public API: ImageLoader (shuffled each epoch, normalised), MLPClassifier
+ * 784-256-128-10 or CNNClassifier (default config: conv 32, conv 64, 3×3 'same', 2×2 max pools,
+ * fc 128), crossEntropy, backward, Adam.
+ */
+export function fashionWorkload(kind: 'mlp' | 'cnn', data: k.ImageDataset, batch: number, steps: number): Workload {
+  const model = kind === 'mlp' ? new k.MLPClassifier({ hidden: [256, 128] }, { seed: 0 }) : new k.CNNClassifier({}, { seed: 0 });
+  model.train();
+  const loader = new k.ImageLoader(data, { batchSize: batch, seed: 0, dropLast: true, normalize: { mean: 0.2860, std: 0.3530 }, layout: kind === 'mlp' ? 'flat' : 'nchw' });
+  const opt = new k.Adam(model, { lr: 1e-3 });
+  return {
+    items: steps * batch,
+    step() {
+      for (let i = 0; i < steps; i++) {
+        const { inputs, labels } = loader.next();
+        opt.zeroGrad();
+        k.crossEntropy(model.forward(inputs), labels).backward();
+        opt.step();
+      }
     },
   };
 }

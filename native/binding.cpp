@@ -781,7 +781,7 @@ FN(js_cross_entropy) {
   BODY_END
 }
 
-/* adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step) */
+/* adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step[, decoupled = true]) */
 FN(js_adamw) {
   BODY_BEGIN
   ARG_COUNT(10);
@@ -790,7 +790,8 @@ FN(js_adamw) {
   const float *g = req_f32(env, a.argv[1], n, "grad");
   float *m = req_f32(env, a.argv[2], n, "m"), *v = req_f32(env, a.argv[3], n, "v");
   kn_adamw_f32((float *)p.data, g, m, v, n, (float)NUM(4, "lr"), (float)NUM(5, "beta1"), (float)NUM(6, "beta2"),
-               (float)NUM(7, "eps"), (float)NUM(8, "weightDecay"), INT(9, "step", 1, BIG));
+               (float)NUM(7, "eps"), (float)NUM(8, "weightDecay"), INT(9, "step", 1, BIG),
+               a.argc > 10 ? (int)INT(10, "decoupled", 0, 1) : 1);
   return undefined(env);
   BODY_END
 }

@@ -152,10 +152,10 @@ void kn_rms_norm_backward_f32(const float *x, const float *w, const float *rstd,
 float kn_cross_entropy_f32(const float *logits, const int32_t *targets, int64_t rows, int64_t C,
                            int32_t ignore_index, float *dlogits);
 
-/* One fused AdamW step over n parameters, in place (PyTorch's AdamW: decoupled weight decay,
-   bias correction with `step` ≥ 1). */
+/* One fused Adam/AdamW step over n parameters, in place, bias correction with `step` ≥ 1.
+   decoupled ≠ 0: PyTorch's AdamW (p ← p·(1 − lr·wd)); 0: PyTorch's Adam (g ← g + wd·p). */
 void kn_adamw_f32(float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1,
-                  float beta2, float eps, float weight_decay, int64_t step);
+                  float beta2, float eps, float weight_decay, int64_t step, int decoupled);
 
 /* Causal self-attention, q/k/v/out [BH, T, D] contiguous, scale usually 1/√D.
    lse [BH, T] (may be NULL) keeps the log-sum-exp of each row for the backward. */

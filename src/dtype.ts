@@ -58,15 +58,24 @@ export function allocate(dtype: DType, length: number): Storage {
   }
 }
 
-/** A view of `bytes` (little-endian, as files store them) as the storage of `dtype`; copies if misaligned. */
-export function storageFromBytes(dtype: DType, bytes: Uint8Array): Storage {
-  const size = BYTES_PER_ELEMENT[dtype];
-  if (bytes.byteLength % size !== 0) {
-    throw new DTypeError(`${bytes.byteLength} bytes is not a whole number of ${dtype} elements (${size} bytes each)`);
-  }
-  const aligned = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
-  const n = aligned.byteLength / size;
-  const { buffer, byteOffset } = aligned;
+/** Above this many bytes, allocateUnfilled takes malloc'd memory (see there). */
+const UNFILLED_MIN_BYTES = 4096;
+
+/**
+ * Storage whose initial contents are unspecified: for callers that write every element. Large
+ * arrays come from malloc (Buffer.allocUnsafeSlow), whose freed blocks are reused with their
+ * pages mapped, instead of fresh zeroed pages that fault in one by one (docs/native.md, "Memory").
+ */
+export function allocateUnfilled<D extends DType>(dtype: D, length: number): StorageOf[D];
+export function allocateUnfilled(dtype: DType, length: number): Storage {
+  const bytes = length * BYTES_PER_ELEMENT[dtype];
+  if (bytes < UNFILLED_MIN_BYTES) return allocate(dtype, length);
+  const { buffer, byteOffset } = Buffer.allocUnsafeSlow(bytes);
+  return storageView(dtype, buffer, byteOffset, length);
+}
+
+/** `n` elements of `dtype` over `buffer` from `byteOffset` (aligned for the dtype). */
+function storageView(dtype: DType, buffer: ArrayBufferLike, byteOffset: number, n: number): Storage {
   switch (dtype) {
     case 'f32': return new Float32Array(buffer, byteOffset, n);
     case 'f64': return new Float64Array(buffer, byteOffset, n);
@@ -76,6 +85,17 @@ export function storageFromBytes(dtype: DType, bytes: Uint8Array): Storage {
     case 'u8': case 'bool': return new Uint8Array(buffer, byteOffset, n);
     case 'i8': return new Int8Array(buffer, byteOffset, n);
   }
+}
+
+/** A view of `bytes` (little-endian, as files store them) as the storage of `dtype`; copies if misaligned. */
+export function storageFromBytes(dtype: DType, bytes: Uint8Array): Storage {
+  const size = BYTES_PER_ELEMENT[dtype];
+  if (bytes.byteLength % size !== 0) {
+    throw new DTypeError(`${bytes.byteLength} bytes is not a whole number of ${dtype} elements (${size} bytes each)`);
+  }
+  const aligned = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
+  const n = aligned.byteLength / size;
+  return storageView(dtype, aligned.buffer, aligned.byteOffset, n);
 }
 
 /** The raw little-endian bytes of a storage array (a view, not a copy). */

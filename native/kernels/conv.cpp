@@ -15,6 +15,17 @@ using namespace kn;
 
 namespace {
 
+/* The output columns [lo, hi) whose input column ow·sw − pw + kw·dw lies inside the image. */
+inline void valid_ow(const kn_conv2d *p, int64_t kw, int64_t *lo, int64_t *hi) {
+  const int64_t sw = p->stride[1], base = -p->padding[1] + kw * p->dilation[1];
+  int64_t l = base >= 0 ? 0 : (-base + sw - 1) / sw;             /* first ow with iw ≥ 0 */
+  int64_t h = p->W - base <= 0 ? 0 : (p->W - base + sw - 1) / sw; /* first ow with iw ≥ W */
+  if (h > p->Wo) h = p->Wo;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
 void im2col(const kn_conv2d *p, const float *x, int64_t cin, float *col) {
   const int64_t HW = p->Ho * p->Wo;
   for (int64_t c = 0; c < cin; c++)
@@ -26,10 +37,13 @@ void im2col(const kn_conv2d *p, const float *x, int64_t cin, float *col) {
           float *d = dst + oh * p->Wo;
           if (ih < 0 || ih >= p->H) { memset(d, 0, sizeof(float) * (size_t)p->Wo); continue; }
           const float *src = x + (c * p->H + ih) * p->W;
-          for (int64_t ow = 0; ow < p->Wo; ow++) {
-            int64_t iw = ow * p->stride[1] - p->padding[1] + kw * p->dilation[1];
-            d[ow] = iw >= 0 && iw < p->W ? src[iw] : 0.0f;
-          }
+          int64_t lo, hi;
+          valid_ow(p, kw, &lo, &hi);
+          for (int64_t ow = 0; ow < lo; ow++) d[ow] = 0.0f;
+          const int64_t sw = p->stride[1], base = -p->padding[1] + kw * p->dilation[1];
+          if (sw == 1) memcpy(d + lo, src + lo + base, sizeof(float) * (size_t)(hi - lo));
+          else for (int64_t ow = lo; ow < hi; ow++) d[ow] = src[ow * sw + base];
+          for (int64_t ow = hi; ow < p->Wo; ow++) d[ow] = 0.0f;
         }
       }
 }
@@ -46,10 +60,10 @@ void col2im(const kn_conv2d *p, const float *col, int64_t cin, float *dx) {
           if (ih < 0 || ih >= p->H) continue;
           float *d = dx + (c * p->H + ih) * p->W;
           const float *s = src + oh * p->Wo;
-          for (int64_t ow = 0; ow < p->Wo; ow++) {
-            int64_t iw = ow * p->stride[1] - p->padding[1] + kw * p->dilation[1];
-            if (iw >= 0 && iw < p->W) d[iw] += s[ow];
-          }
+          int64_t lo, hi;
+          valid_ow(p, kw, &lo, &hi);
+          const int64_t sw = p->stride[1], base = -p->padding[1] + kw * p->dilation[1];
+          for (int64_t ow = lo; ow < hi; ow++) d[ow * sw + base] += s[ow];
         }
       }
 }
@@ -67,6 +81,32 @@ Dims dims(const kn_conv2d *p) {
   d.xplane = p->H * p->W;
   d.oplane = d.HW;
   return d;
+}
+
+/* Takes tap v (at index i) over the current best unless the best is NaN already; a NaN tap wins,
+   ties keep the earlier tap — the general loop's rules, without branches. */
+inline void pool_take(float v, int32_t i, float *best, int32_t *bi) {
+  bool take = (v > *best || v != v) && *best == *best;
+  *best = take ? v : *best;
+  *bi = take ? i : *bi;
+}
+
+/* 2×2 max pooling with stride 2 and no padding (every CNN here): every tap is inside the image. */
+KN_CLONES
+void max_pool_2x2(const float *xp, int64_t W, int64_t Ho, int64_t Wo, float *out, int32_t *idx) {
+  for (int64_t oh = 0; oh < Ho; oh++) {
+    const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow++) {
+      int32_t i0 = (int32_t)(2 * oh * W + 2 * ow);
+      float best = r0[2 * ow];
+      int32_t bi = i0;
+      pool_take(r0[2 * ow + 1], i0 + 1, &best, &bi);
+      pool_take(r1[2 * ow], i0 + (int32_t)W, &best, &bi);
+      pool_take(r1[2 * ow + 1], i0 + (int32_t)W + 1, &best, &bi);
+      out[oh * Wo + ow] = best;
+      idx[oh * Wo + ow] = bi;
+    }
+  }
 }
 
 /* Images in parallel (each with its own column buffer and a single-threaded GEMM) when there are
@@ -163,6 +203,12 @@ void kn_conv2d_backward_weight_f32(const kn_conv2d *p, const float *gout, const 
 
 void kn_max_pool2d_f32(const kn_pool2d *p, const float *x, float *out, int32_t *idx) {
   const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
+  if (p->kH == 2 && p->kW == 2 && p->stride[0] == 2 && p->stride[1] == 2 && p->padding[0] == 0 && p->padding[1] == 0) {
+    parallel_for(planes, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; q++) max_pool_2x2(x + q * HW, p->W, p->Ho, p->Wo, out + q * O, idx + q * O);
+    });
+    return;
+  }
   parallel_for(planes, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
       const float *xp = x + q * HW;

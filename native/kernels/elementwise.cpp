@@ -193,6 +193,44 @@ void copy_row(T *d, int64_t sd, const T *s, int64_t ss, int64_t n) {
   else for (int64_t i = 0; i < n; i++) d[i * sd] = s[i * ss];
 }
 
+/*
+ * The copy that makes a transposed matrix row-major (weight gradients of [out, in] layers, q/k/v
+ * heads): when the destination's two innermost dims are contiguous [R, C] and the source reads
+ * them with unit stride down R, copy in 32×32 tiles so reads and writes both stay in cache.
+ * Returns false (and does nothing) for any other layout.
+ */
+template <class T>
+bool transposed_copy(T *d, const T *s, const Layout &L) {
+  int nd = L.ndim;
+  if (nd < 2) return false;
+  const int64_t R = L.shape[nd - 2], C = L.shape[nd - 1];
+  const int64_t sr = L.strides[1][nd - 2], sc = L.strides[1][nd - 1];
+  if (L.strides[0][nd - 1] != 1 || L.strides[0][nd - 2] != C || sr != 1 || sc == 1 || R < 8 || C < 8) return false;
+  const int64_t mats = rows_of(L) / R, TB = 32, rblocks = (R + TB - 1) / TB;
+  parallel_for(mats * rblocks, GRAIN / (TB * C) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) {
+      int64_t m = q / rblocks, i0 = (q % rblocks) * TB, i1 = i0 + TB < R ? i0 + TB : R;
+      /* the matrix's offsets: unravel m over the dims outside the last two */
+      int64_t od = 0, os = 0, rest = m;
+      for (int k = nd - 3; k >= 0; k--) {
+        int64_t idx = rest % L.shape[k];
+        rest /= L.shape[k];
+        od += idx * L.strides[0][k];
+        os += idx * L.strides[1][k];
+      }
+      for (int64_t j0 = 0; j0 < C; j0 += TB) {
+        int64_t j1 = j0 + TB < C ? j0 + TB : C;
+        for (int64_t j = j0; j < j1; j++) {
+          const T *sp = s + os + j * sc;
+          T *dp = d + od + j;
+          for (int64_t i = i0; i < i1; i++) dp[i * C] = sp[i];
+        }
+      }
+    }
+  });
+  return true;
+}
+
 /* JS-style conversion of a finite-or-not double to an integer type of `bits` bits (wraps). */
 template <class T>
 KN_INLINE T to_int(double v) {
@@ -255,6 +293,13 @@ void kn_assign(size_t elem, void *dst, const kn_view *dl, const kn_view *src) {
   kn_view d = *dl;
   d.data = dst;
   const kn_view *v[2] = {&d, src};
+  if (numel(&d) >= 1024 && (elem == 4 || elem == 8)) {
+    Layout L;
+    coalesce(v, 2, &L);
+    if (elem == 4 ? transposed_copy((uint32_t *)dst, (const uint32_t *)src->data, L)
+                  : transposed_copy((uint64_t *)dst, (const uint64_t *)src->data, L))
+      return;
+  }
   for_segments(v, 2, [&](const int64_t *off, int64_t n, const int64_t *s, int64_t) {
     switch (elem) {
       case 1: copy_row((uint8_t *)dst + off[0], s[0], (const uint8_t *)src->data + off[1], s[1], n); break;

@@ -36,14 +36,17 @@ export function backward(root: Tensor, grad?: Tensor): void {
   noGrad(() => {
     const order = topologicalOrder(root);
     const grads = new Map<Tensor, Tensor>();
-    grads.set(root, grad ?? onesLike(root));
+    const seed = grad ?? onesLike(root);
+    grads.set(root, seed);
+    // storages a leaf may not take over: the caller's gradient, and those already given to a leaf
+    const taken = new Set<unknown>([seed.storage]);
     for (const t of order) {
       const g = grads.get(t);
       if (!g) continue;
       grads.delete(t);
       const node = t.gradFn;
       if (!node) {
-        accumulateLeaf(t, g);
+        accumulateLeaf(t, g, taken);
         continue;
       }
       const inputGrads = gradientOf(node, g, t);
@@ -81,8 +84,19 @@ function topologicalOrder(root: Tensor): Tensor[] {
   return postOrder.reverse();
 }
 
-function accumulateLeaf(leaf: Tensor, g: Tensor): void {
-  // A gradient may be a broadcast view or share storage with another tensor (add passes its
-  // gradient to both inputs), so a leaf gets a copy it owns and optimizers may update in place.
-  leaf.grad = leaf.grad ? add(leaf.grad, g) : clone(g);
+/**
+ * A leaf must own its gradient's storage (optimizers and clipGradNorm update it in place). A
+ * gradient computed in this pass that covers its whole storage, row-major, is taken as is unless
+ * another leaf (or the caller's seed gradient) already holds that storage — add, for one, passes
+ * the same gradient to both inputs. Views (broadcast, transposed, sliced) are copied.
+ */
+function accumulateLeaf(leaf: Tensor, g: Tensor, taken: Set<unknown>): void {
+  if (leaf.grad) {
+    leaf.grad = add(leaf.grad, g);
+  } else if (!g.requiresGrad && g.offset === 0 && g.storage.length === g.size && g.isContiguous() && !taken.has(g.storage)) {
+    leaf.grad = g;
+  } else {
+    leaf.grad = clone(g);
+  }
+  taken.add(leaf.grad.storage);
 }

@@ -60,6 +60,18 @@ function unaryRule(op: UnaryOp): Rule<PrimitiveName> {
   return (g, [x]) => [new TensorClass(kernelFor('unaryBackward', [x!, g]).unaryBackward(op, x!, g), x!.shape, x!.dtype)];
 }
 
+/**
+ * dB = Aᵀ·g. When B is a transposed row-major matrix (an [out, in] weight used as Wᵀ), the
+ * product is computed as (gᵀ·A)ᵀ: the same GEMM, but the gradient comes out in B's layout, so
+ * the transpose's backward hands the weight a row-major gradient it can keep without a copy.
+ */
+function matmulGradB(a: Tensor, b: Tensor, g: Tensor): Tensor {
+  if (b.rank === 2 && b.strides[0] === 1 && b.strides[1] === b.shape[0] && b.shape[0]! > 1 && b.shape[1]! > 1) {
+    return ops.transpose(ops.batchedMatmul(ops.transpose(g, -2, -1), a), -2, -1);
+  }
+  return ops.batchedMatmul(ops.transpose(a, -2, -1), g);
+}
+
 /** The gradient share of `mine` in an elementwise max/min: 1 where it won, ½ on ties (PyTorch). */
 function extremumShare(mine: Tensor, other: Tensor, wins: (a: Tensor, b: Tensor) => Tensor): Tensor {
   const won = ops.cast(wins(mine, other), mine.dtype);
@@ -109,7 +121,7 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   min: (g, [x], { axes }, out) => extremumReduceGrad(g, x!, out, axes),
   matmul: (g, [a, b]) => [
     a!.requiresGrad ? ops.batchedMatmul(g, ops.transpose(b!, -2, -1)) : null,
-    b!.requiresGrad ? ops.batchedMatmul(ops.transpose(a!, -2, -1), g) : null,
+    b!.requiresGrad ? matmulGradB(a!, b!, g) : null,
   ],
   reshape: (g, _i, { xShape }) => [ops.reshape(g, xShape)],
   permute: (g, _i, { dims }) => {

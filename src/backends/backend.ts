@@ -49,8 +49,21 @@ export interface Pool2dParams {
 }
 
 /** Optional fused kernels (see `FusedKernels`); a name covers the forward and its backward. */
-export type FusedKernelName = 'softmax' | 'layerNorm' | 'rmsNorm' | 'crossEntropy' | 'causalAttention';
-export const FUSED_KERNELS: readonly FusedKernelName[] = ['softmax', 'layerNorm', 'rmsNorm', 'crossEntropy', 'causalAttention'];
+export type FusedKernelName = 'softmax' | 'layerNorm' | 'rmsNorm' | 'crossEntropy' | 'causalAttention' | 'adam';
+export const FUSED_KERNELS: readonly FusedKernelName[] = ['softmax', 'layerNorm', 'rmsNorm', 'crossEntropy', 'causalAttention', 'adam'];
+
+/** Hyperparameters of one Adam/AdamW update (src/optim/adam.ts `adamUpdate` is the reference). */
+export interface AdamStep {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** AdamW: p ← p·(1 − lr·wd) instead of g ← g + wd·p. */
+  decoupled: boolean;
+  /** This update's number, from 1 (bias correction). */
+  step: number;
+}
 
 /** Every kernel name, for `supports()` and for `knobs info`. */
 export type KernelName =
@@ -106,6 +119,11 @@ export interface FusedKernels {
   causalAttentionBackward(
     q: KernelView, k: KernelView, v: KernelView, out: KernelView, lse: KernelView, g: KernelView, scale: number,
   ): { dq: Storage; dk: Storage; dv: Storage };
+  /**
+   * One Adam/AdamW update in place over dense f32 arrays of one length (param, its gradient and
+   * the two moment buffers), as src/optim/adam.ts `adamUpdate` (the optimizer's reference).
+   */
+  adam(param: Float32Array, grad: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamStep): void;
 }
 
 export interface Backend {

@@ -7,6 +7,7 @@
  */
 import { join } from 'node:path';
 import { ArgumentError } from '../errors.js';
+import { allocateUnfilled } from '../dtype.js';
 import { Tensor } from '../tensor.js';
 import { idxError, readIdxImages, readIdxLabels } from './idx.js';
 import { epochPermutation } from './shuffle.js';
@@ -208,7 +209,7 @@ export class ImageLoader {
     const { height, width, pixels, labels: allLabels, count } = this.dataset;
     const hw = height * width;
     const b = indices.length;
-    const x = new Float32Array(b * hw); // [B, H·W]
+    const x = allocateUnfilled('f32', b * hw); // [B, H·W], every element written below
     const y = new Int32Array(b); // [B]
     const lut = this.lut;
     for (let r = 0; r < b; r++) {

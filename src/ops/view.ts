@@ -4,7 +4,7 @@
  */
 import { record } from '../autograd/tape.js';
 import { kernelFor } from '../backends/dispatch.js';
-import { type DType, allocate, isDType } from '../dtype.js';
+import { type DType, allocateUnfilled, isDType } from '../dtype.js';
 import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
 import { formatShape, normalizeAxis, numel, shapesEqual } from '../shape.js';
 import { Tensor } from '../tensor.js';
@@ -125,7 +125,7 @@ export function squeeze(x: Tensor, axis?: number): Tensor {
 
 /** Copies `src`'s elements into a fresh row-major tensor. */
 function copy(src: Tensor): Tensor {
-  const out = new Tensor(allocate(src.dtype, src.size), src.shape, src.dtype);
+  const out = new Tensor(allocateUnfilled(src.dtype, src.size), src.shape, src.dtype); // assign writes every element
   kernelFor('assign', [out, src]).assign(out, src);
   return out;
 }

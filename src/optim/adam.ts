@@ -4,6 +4,8 @@
  * tensors of rank ≥ 2 (matrices, embeddings) by default, as nanoGPT does: biases and norm
  * weights get weightDecay 0. Pass explicit groups or `decay` to choose otherwise.
  */
+import type { AdamStep, KernelView } from '../backends/backend.js';
+import { fusedFor } from '../backends/dispatch.js';
 import type { FloatStorage } from '../dtype.js';
 import { ArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
@@ -14,16 +16,20 @@ export interface AdamOptions extends BaseOptions {
   eps: number;
 }
 
-export interface AdamHyper {
-  lr: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  weightDecay: number;
-  /** AdamW: p ← p·(1 − lr·wd) instead of g ← g + wd·p. */
-  decoupled: boolean;
-  /** This update's number, from 1 (bias correction). */
-  step: number;
+export type AdamHyper = AdamStep;
+
+const flatView = (s: Float32Array): KernelView => ({ dtype: 'f32', storage: s, shape: [s.length], strides: [1], offset: 0 });
+
+/**
+ * One update in place: the current backend's fused kernel when it has one for f32 (native:
+ * one pass, threaded), else `adamUpdate`.
+ */
+export function adamStep(param: FloatStorage, grad: FloatStorage, expAvg: FloatStorage, expAvgSq: FloatStorage, h: AdamHyper): void {
+  if (param instanceof Float32Array && grad instanceof Float32Array && expAvg instanceof Float32Array && expAvgSq instanceof Float32Array) {
+    const fused = fusedFor('adam', [flatView(param)]);
+    if (fused) return fused.adam(param, grad, expAvg, expAvgSq, h);
+  }
+  adamUpdate(param, grad, expAvg, expAvgSq, h);
 }
 
 /**
@@ -77,7 +83,7 @@ abstract class AdamBase extends Optimizer<AdamOptions> {
   }
 
   protected update(param: FloatStorage, grad: FloatStorage, state: ParamState, o: AdamOptions): void {
-    adamUpdate(param, grad, state.buffers.exp_avg!, state.buffers.exp_avg_sq!, {
+    adamStep(param, grad, state.buffers.exp_avg!, state.buffers.exp_avg_sq!, {
       lr: o.lr, beta1: o.betas[0], beta2: o.betas[1], eps: o.eps, weightDecay: o.weightDecay, decoupled: this.decoupled, step: state.step,
     });
   }

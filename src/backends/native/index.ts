@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { DType, Storage } from '../../dtype.js';
+import { allocateUnfilled, type DType, type Storage } from '../../dtype.js';
 import type {
   ArgReduceOp, Backend, BinaryOp, Conv2dParams, FusedKernels, KernelName, KernelView, NormGradsWanted, Pool2dParams,
   ReduceOp, UnaryOp,
@@ -60,7 +60,8 @@ export interface NativeAddon {
   rmsNorm(x: F32, w: Opt<F32>, rows: number, C: number, eps: number, y: F32, rstd: Opt<F32>): void;
   rmsNormBackward(x: F32, w: Opt<F32>, rstd: F32, g: F32, rows: number, C: number, dx: Opt<F32>, dw: Opt<F32>): void;
   crossEntropy(logits: F32, targets: Int32Array, rows: number, C: number, ignoreIndex: number, dlogits: Opt<F32>): number;
-  adamw(param: F32, grad: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  /** decoupled (default 1): AdamW's weight decay; 0: Adam's (L2 added to the gradient). */
+  adamw(param: F32, grad: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, decoupled?: 0 | 1): void;
   causalAttention(q: F32, k: F32, v: F32, BH: number, T: number, D: number, scale: number, out: F32, lse: Opt<F32>): void;
   causalAttentionBackward(q: F32, k: F32, v: F32, out: F32, lse: F32, g: F32, BH: number, T: number, D: number, scale: number, dq: F32, dk: F32, dv: F32): void;
 }
@@ -158,17 +159,15 @@ function allocF32(n: number): Float32Array {
     const at = slabBytes(n * 4); // first: it may start a new slab
     return new Float32Array(slab, at, n);
   }
-  if (n === 0) return new Float32Array(0);
-  const buf = Buffer.allocUnsafeSlow(n * 4);
-  return new Float32Array(buf.buffer, buf.byteOffset, n);
+  return allocateUnfilled('f32', n);
 }
 function allocU8(n: number): Uint8Array {
-  if (!(n > 0 && n <= SLAB_MAX_ITEM)) return new Uint8Array(n);
+  if (!(n > 0 && n <= SLAB_MAX_ITEM)) return allocateUnfilled('u8', n);
   const at = slabBytes(n);
   return new Uint8Array(slab, at, n);
 }
 function allocI32(n: number): Int32Array {
-  if (!(n > 0 && n * 4 <= SLAB_MAX_ITEM)) return new Int32Array(n);
+  if (!(n > 0 && n * 4 <= SLAB_MAX_ITEM)) return allocateUnfilled('i32', n);
   const at = slabBytes(n * 4);
   return new Int32Array(slab, at, n);
 }
@@ -300,6 +299,9 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       const dq = allocF32(n), dk = allocF32(n), dv = allocF32(n);
       if (n > 0) addon.causalAttentionBackward(dense(q), dense(k), dense(v), dense(out), dense(lse), dense(g), BH, T, D, scale, dq, dk, dv);
       return { dq, dk, dv };
+    },
+    adam(param, grad, expAvg, expAvgSq, h) {
+      if (param.length > 0) addon.adamw(param, grad, expAvg, expAvgSq, h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step, h.decoupled ? 1 : 0);
     },
   };
 
