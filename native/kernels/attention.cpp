@@ -30,20 +30,6 @@ float dot(const float *a, const float *b, int64_t D) {
   return s;
 }
 
-/* p[j] = exp(s[j] − shift) for j < n (in place), returns Σ in double. */
-KN_CLONES
-double exp_row(float *s, float shift, int64_t n) {
-  for (int64_t j = 0; j < n; j++) s[j] = expf_fast(s[j] - shift);
-  double sum = 0;
-  for (int64_t j = 0; j < n; j++) sum += s[j];
-  return sum;
-}
-
-KN_CLONES
-void scale_row(float *s, float k, int64_t n) {
-  for (int64_t j = 0; j < n; j++) s[j] *= k;
-}
-
 /* ds[j] = p[j]·(dp[j] − di)·scale, in place over dp. */
 KN_CLONES
 void ds_row(const float *p, float *dp, float di, float scale, int64_t n) {
@@ -83,7 +69,7 @@ void kn_causal_attention_f32(const float *q, const float *k, const float *v, int
           nan |= s[j] != s[j];
         }
         float shift = m == -INFINITY || m == INFINITY ? 0.0f : m;
-        double sum = exp_row(s, shift, n);
+        double sum = exp_shift_row(s, shift, s, n);
         if (nan) sum = NAN;
         scale_row(s, (float)(1.0 / sum), n);
         memset(s + n, 0, sizeof(float) * (size_t)(i1 - n));

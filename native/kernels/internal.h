@@ -68,6 +68,13 @@ inline int64_t rows_of(const Layout &L) {
 void kn_sgemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* y = exp(x − shift) over one row (y may be x); returns Σ y, summed in double. Softmax's inner loop,
+   shared by the softmax and attention kernels (defined in softmax.cpp). */
+double exp_shift_row(const float *x, float shift, float *y, int64_t n);
+
+/* y *= k over one row (defined in softmax.cpp). */
+void scale_row(float *y, float k, int64_t n);
+
 /* Elements of work per thread below which splitting costs more than it gains. */
 const int64_t GRAIN = 32768;
 

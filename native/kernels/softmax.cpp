@@ -6,6 +6,23 @@
 
 using namespace kn;
 
+namespace kn {
+
+KN_CLONES
+double exp_shift_row(const float *x, float shift, float *y, int64_t n) {
+  for (int64_t j = 0; j < n; j++) y[j] = expf_fast(x[j] - shift);
+  double s = 0;
+  for (int64_t j = 0; j < n; j++) s += y[j];
+  return s;
+}
+
+KN_CLONES
+void scale_row(float *y, float k, int64_t n) {
+  for (int64_t j = 0; j < n; j++) y[j] *= k;
+}
+
+}  // namespace kn
+
 namespace {
 
 KN_CLONES
@@ -19,20 +36,6 @@ bool has_nan(const float *x, int64_t C) {
   for (int64_t j = 0; j < C; j++)
     if (x[j] != x[j]) return true;
   return false;
-}
-
-/* y = exp(x − m), returns Σ y (in double). */
-KN_CLONES
-double exp_shift(const float *x, float m, float *y, int64_t C) {
-  for (int64_t j = 0; j < C; j++) y[j] = expf_fast(x[j] - m);
-  double s = 0;
-  for (int64_t j = 0; j < C; j++) s += y[j];
-  return s;
-}
-
-KN_CLONES
-void scale_row(float *y, float k, int64_t C) {
-  for (int64_t j = 0; j < C; j++) y[j] *= k;
 }
 
 /* Row max that is safe when every entry is −Inf (then the shift is 0, and exp gives 0s or NaN as
@@ -54,7 +57,7 @@ void kn_softmax_f32(const float *x, int64_t rows, int64_t C, float *out) {
       const float *xr = x + r * C;
       float *y = out + r * C;
       float m = safe_max(xr, C);
-      double s = exp_shift(xr, m, y, C);
+      double s = exp_shift_row(xr, m, y, C);
       if (has_nan(xr, C)) s = NAN;
       scale_row(y, (float)(1.0 / s), C);
     }
@@ -67,7 +70,7 @@ void kn_log_softmax_f32(const float *x, int64_t rows, int64_t C, float *out) {
       const float *xr = x + r * C;
       float *y = out + r * C;
       float m = safe_max(xr, C);
-      double s = exp_shift(xr, m, y, C);
+      double s = exp_shift_row(xr, m, y, C);
       /* (x − m) − log s, not x − (m + log s): with large m the rounding of m + log s in f32 would
          cost up to an ulp of m in every output */
       float ls = (float)log(s);
