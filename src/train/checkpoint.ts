@@ -86,6 +86,11 @@ export interface SaveCheckpointOptions {
   fs?: WriteFs;
   /** After the commit, prune to this many verified checkpoints (see pruneCheckpoints). */
   keep?: number;
+  /**
+   * Problems after the commit that do not undo it (an old directory that could not be removed,
+   * a prune that could not delete): each message names the path and what to do.
+   */
+  onWarning?: (message: string) => void;
 }
 
 export type VerifyMode = 'sha256' | 'size';
@@ -104,6 +109,16 @@ export interface LatestResult {
   readonly warnings: readonly string[];
 }
 
+export interface FindLatestOptions {
+  mode?: VerifyMode;
+  /**
+   * Called with each checkpoint that verifies, newest first, to load it (the trainer validates and
+   * applies trainer.json and the tensors here). Throwing rejects it like a corrupt one: a warning
+   * names it and the reason, and the search goes on with the next older checkpoint.
+   */
+  accept?: (checkpoint: Checkpoint) => Promise<void>;
+}
+
 export interface PruneResult {
   readonly deleted: readonly string[];
   readonly kept: readonly string[];
@@ -117,6 +132,8 @@ export interface CleanResult {
   readonly restored: readonly string[];
   /** Leftovers of a process that is still running, left alone. */
   readonly skipped: readonly string[];
+  /** Leftovers that could not be removed or restored, each naming the path and what to do; they never block resuming. */
+  readonly warnings: readonly string[];
 }
 
 // ---- names -----------------------------------------------------------------------------------
@@ -247,19 +264,25 @@ export async function saveCheckpoint(
     await fs.remove(staging).catch(() => undefined);
     throw await saveFailed(runDir, name, err);
   }
+  const warn = opts.onWarning ?? (() => undefined);
+  // Committed. The old copy of a replaced step is garbage now: one that cannot be removed is a
+  // warning (cleanStaging retries on the next start), never a reason to skip LATEST.
+  if (movedAside) {
+    await fs.remove(aside).catch((err: unknown) => {
+      warn(`checkpoint ${name} was committed, but its replaced copy ${aside} could not be removed (${errMessage(err)}); remove it by hand (rm -rf ${aside}), it is not needed`);
+    });
+  }
   try {
     await fs.syncDir(ckDir);
-    if (movedAside) {
-      await fs.remove(aside);
-      await fs.syncDir(ckDir);
-    }
     await writeFileAtomic(join(ckDir, LATEST_NAME), `${name}\n`, { fs });
   } catch (err) {
     const cause = err instanceof KnobsError ? err.message : String(err);
     throw new IOError(`checkpoint ${name} in ${ckDir} was committed and verifies, but updating ${LATEST_NAME} failed: ${cause}. Resuming still finds ${name}; fix the disk before saving again`, { path: ckDir, step, committed: true, ...errnoOf(err) });
   }
   const checkpoint: Checkpoint = { step, name, dir: target, manifest };
-  if (opts.keep !== undefined) await pruneCheckpoints(runDir, opts.keep);
+  if (opts.keep !== undefined) {
+    for (const message of (await pruneCheckpoints(runDir, opts.keep, { fs })).warnings) warn(message);
+  }
   return checkpoint;
 }
 
@@ -464,25 +487,31 @@ async function readLatestPointer(ckDir: string): Promise<string | null> {
  * are skipped, each with a warning that names it and says why; LATEST disagreeing with the result
  * is noted too. Returns `checkpoint: null` when nothing verifies (a fresh run, or total loss).
  */
-export async function findLatestVerified(runDir: string, opts: { mode?: VerifyMode } = {}): Promise<LatestResult> {
+export async function findLatestVerified(runDir: string, opts: FindLatestOptions = {}): Promise<LatestResult> {
   const ckDir = checkpointsDir(runDir);
   const all = await listCheckpoints(runDir);
   const warnings: string[] = [];
   let found: Checkpoint | null = null;
-  for (let i = all.length - 1; i >= 0; i--) {
+  for (let i = all.length - 1; i >= 0 && !found; i--) {
     const c = all[i]!;
     const result = await verifyCheckpoint(c.dir, opts);
-    if (result.ok && result.manifest) {
-      found = { step: c.step, name: c.name, dir: c.dir, manifest: result.manifest };
-      break;
+    if (!result.ok || !result.manifest) {
+      warnings.push(`skipping ${c.name} in ${ckDir}: ${result.problems.join('; ')}`);
+      continue;
     }
-    warnings.push(`skipping ${c.name} in ${ckDir}: ${result.problems.join('; ')}`);
+    const candidate: Checkpoint = { step: c.step, name: c.name, dir: c.dir, manifest: result.manifest };
+    try {
+      await opts.accept?.(candidate);
+      found = candidate;
+    } catch (err) {
+      warnings.push(`skipping ${c.name} in ${ckDir}: ${errMessage(err)}`);
+    }
   }
   const latest = await readLatestPointer(ckDir);
   if (found && latest !== null && latest !== found.name) {
     warnings.push(`${LATEST_NAME} names ${JSON.stringify(latest)} but the newest checkpoint that verifies is ${found.name}; resuming from ${found.name}`);
   }
-  if (!found && all.length > 0) warnings.push(`no checkpoint in ${ckDir} verifies; starting from scratch would lose ${all.length} damaged checkpoint(s)`);
+  if (!found && all.length > 0) warnings.push(`no checkpoint in ${ckDir} verifies and loads; starting from scratch would lose ${all.length} damaged checkpoint(s)`);
   return { checkpoint: found, warnings };
 }
 
@@ -569,12 +598,15 @@ export async function pruneCheckpoints(runDir: string, keep: number, opts: { mod
     try {
       await fs.remove(doomed);
       await fs.rename(c.dir, doomed);
-      await fs.syncDir(ckDir);
-      await fs.remove(doomed);
-      deleted.push(c.name);
     } catch (err) {
-      warnings.push(`could not delete ${c.name}: ${errMessage(err)}`);
+      warnings.push(`could not delete ${c.dir} (${errMessage(err)}); it is an old checkpoint, remove it by hand if you need the space`);
+      continue;
     }
+    deleted.push(c.name);
+    await fs.syncDir(ckDir).catch(() => undefined);
+    await fs.remove(doomed).catch((err: unknown) => {
+      warnings.push(`could not remove ${doomed} (${errMessage(err)}); remove it by hand (rm -rf ${doomed}), it is not needed`);
+    });
   }
   const remaining = all.filter((c) => !deleted.includes(c.name)).map((c) => c.name);
   return { deleted, kept: remaining, warnings };
@@ -605,12 +637,13 @@ export async function cleanStaging(runDir: string, opts: { fs?: WriteFs } = {}):
   try {
     names = await fsp.readdir(ckDir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removed: [], restored: [], skipped: [] };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removed: [], restored: [], skipped: [], warnings: [] };
     throw asIOError(err, ckDir, 'list');
   }
   const removed: string[] = [];
   const restored: string[] = [];
   const skipped: string[] = [];
+  const warnings: string[] = [];
   for (const name of names.sort()) {
     const m = LEFTOVER.exec(name);
     const tempPid = name.startsWith(`.${LATEST_NAME}.`) ? atomicTempPid(name) : null;
@@ -621,17 +654,26 @@ export async function cleanStaging(runDir: string, opts: { fs?: WriteFs } = {}):
       continue;
     }
     const path = join(ckDir, name);
-    if (m && m[1] === 'replaced') {
-      const target = join(ckDir, `step-${m[2]}`);
-      if (!(await exists(target))) {
-        await fs.rename(path, target);
-        restored.push(name);
-        continue;
+    let restoring = false;
+    try {
+      if (m && m[1] === 'replaced') {
+        const target = join(ckDir, `step-${m[2]}`);
+        restoring = !(await exists(target));
+        if (restoring) {
+          await fs.rename(path, target);
+          restored.push(name);
+          continue;
+        }
       }
+      await fs.remove(path);
+      removed.push(name);
+    } catch (err) {
+      const what = restoring
+        ? `it holds the only copy of step-${m![2]}: fix its permissions and rerun, or move it back to step-${m![2]} by hand`
+        : `remove it by hand (rm -rf ${path}); it is a leftover of an interrupted save or prune`;
+      warnings.push(`cannot clean up ${path} (${errMessage(err)}); ${what}. Resuming goes on without it`);
     }
-    await fs.remove(path);
-    removed.push(name);
   }
-  if (removed.length > 0 || restored.length > 0) await fs.syncDir(ckDir);
-  return { removed, restored, skipped };
+  if (removed.length > 0 || restored.length > 0) await fs.syncDir(ckDir).catch(() => undefined);
+  return { removed, restored, skipped, warnings };
 }

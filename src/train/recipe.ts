@@ -127,7 +127,7 @@ export const recipeSchema = z
 export type Recipe = z.output<typeof recipeSchema>;
 
 /** Formats zod's issue path the way a user writes it: optimizer.betas[1]. */
-function fieldPath(path: readonly PropertyKey[]): string {
+export function fieldPath(path: readonly PropertyKey[]): string {
   return path.reduce<string>((acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)), '') || '(top level)';
 }
 
