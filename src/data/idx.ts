@@ -22,6 +22,7 @@ import * as fsp from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { FormatError, IOError, KnobsError } from '../errors.js';
+import { openRegularFile } from '../io/regular-file.js';
 
 /** Largest element buffer the reader allocates (Fashion-MNIST train is 47 MB). */
 export const IDX_MAX_BYTES = 1 << 30;
@@ -91,7 +92,7 @@ export async function readIdx(path: string, opts: { maxBytes?: number } = {}): P
   const maxBytes = opts.maxBytes ?? IDX_MAX_BYTES;
   let fh: fsp.FileHandle;
   try {
-    fh = await fsp.open(path, 'r');
+    fh = await openRegularFile(path, 'IDX file');
   } catch (err) {
     throw ioError(err, path);
   }

@@ -35,6 +35,7 @@ import { dirname, join } from 'node:path';
 import { ArgumentError, FormatError, IOError, KnobsError } from '../errors.js';
 import { type LoadedSafetensors, type SafetensorsValue, encodeSafetensors, loadSafetensors } from '../formats/safetensors.js';
 import { type WriteFs, asIOError, atomicTempPid, nodeWriteFs, writeAll, writeFileAtomic } from '../io/atomic.js';
+import { openRegularFile, readRegularFile, readRegularText } from '../io/regular-file.js';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const MANIFEST_NAME = 'manifest.json';
@@ -412,9 +413,15 @@ async function readManifest(path: string, expectedStep: number | null): Promise<
   }
   if (!st!.isFile()) bad('manifest_missing', 'is not a regular file');
   if (st!.size > MAX_MANIFEST_BYTES) bad('manifest_too_large', `is ${st!.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit`);
+  let bytes: Uint8Array;
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(await fsp.readFile(path));
+    bytes = await readRegularFile(path, MAX_MANIFEST_BYTES, MANIFEST_NAME);
+  } catch (err) {
+    return bad('manifest_missing', `cannot be read: ${errMessage(err)}`);
+  }
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
     return bad('manifest_not_json', 'is not UTF-8 text');
   }
@@ -452,7 +459,7 @@ async function readManifest(path: string, expectedStep: number | null): Promise<
 /** SHA-256 of a file, read in chunks (works for files of any size). */
 export async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
-  const fh = await fsp.open(path, 'r');
+  const fh = await openRegularFile(path);
   try {
     const buf = new Uint8Array(HASH_CHUNK);
     let position = 0;
@@ -474,9 +481,7 @@ function errMessage(err: unknown): string {
 
 async function readLatestPointer(ckDir: string): Promise<string | null> {
   try {
-    const st = await fsp.lstat(join(ckDir, LATEST_NAME));
-    if (!st.isFile() || st.size > 256) return null;
-    return (await fsp.readFile(join(ckDir, LATEST_NAME), 'utf8')).trim();
+    return (await readRegularText(join(ckDir, LATEST_NAME), 256)).trim();
   } catch {
     return null;
   }
@@ -532,7 +537,7 @@ export async function readCheckpointFile(checkpoint: Checkpoint, name: string): 
   const path = join(checkpoint.dir, name);
   let bytes: Uint8Array;
   try {
-    bytes = new Uint8Array(await fsp.readFile(path));
+    bytes = await readRegularFile(path, MAX_WHOLE_FILE);
   } catch (err) {
     throw asIOError(err, path, 'read');
   }

@@ -3,9 +3,12 @@
  * the logging, evaluation and checkpoint intervals. Validated with zod; every error names the
  * file and the exact field (`optimizer.betas[1]`), and unknown fields are rejected.
  */
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { FormatError, IOError } from '../errors.js';
+import { FormatError, IOError, KnobsError } from '../errors.js';
+import { readRegularText } from '../io/regular-file.js';
+
+/** A recipe is a page of JSON; anything larger is the wrong file. */
+export const MAX_RECIPE_BYTES = 1024 * 1024;
 
 const positiveInt = z.number().int().positive();
 
@@ -145,8 +148,9 @@ export function parseRecipe(json: unknown, source = 'recipe'): Recipe {
 export async function loadRecipe(path: string): Promise<Recipe> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readRegularText(path, MAX_RECIPE_BYTES, 'recipe');
   } catch (err) {
+    if (err instanceof KnobsError) throw err;
     throw new IOError(`cannot read recipe ${path}: ${(err as Error).message}`, { path });
   }
   let json: unknown;

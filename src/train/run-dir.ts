@@ -9,8 +9,9 @@
  */
 import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
-import { FormatError, IOError, UsageError } from '../errors.js';
+import { FormatError, IOError, type KnobsError, UsageError } from '../errors.js';
 import { loadSafetensors } from '../formats/safetensors.js';
+import { checkRegularFile, readRegularText } from '../io/regular-file.js';
 import { Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
 import { type TrainableModel, modelFromConfigJson } from './build.js';
@@ -39,14 +40,17 @@ export async function runDirState(dir: string): Promise<RunDirState> {
   }
 }
 
+/** config.json and recipe.json are small; a larger one is the wrong file. */
+const MAX_RUN_JSON_BYTES = 16 * 1024 * 1024;
+
 async function readJson(path: string): Promise<unknown> {
   let text: string;
   try {
-    text = await fsp.readFile(path, 'utf8');
+    text = await readRegularText(path, MAX_RUN_JSON_BYTES);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const what = e.code === 'ENOENT' ? `${path} is missing; is this a knobs run directory (made by 'knobs train')?` : `cannot read ${path}: ${e.message}`;
-    throw new IOError(what, { path, ...(e.code ? { errno: e.code } : {}) });
+    const e = err as KnobsError;
+    if (e.details?.errno === 'ENOENT') throw new IOError(`${path} is missing; is this a knobs run directory (made by 'knobs train')?`, { ...e.details });
+    throw err;
   }
   try {
     return JSON.parse(text);
@@ -99,7 +103,7 @@ export async function loadRun(dir: string): Promise<LoadedRun> {
   const recipe = await readRunRecipe(dir);
   const model = modelFromConfigJson(config, join(dir, CONFIG_NAME), new Generator(0));
   const weights = join(dir, MODEL_NAME);
-  const { tensors } = await loadSafetensors(weights).catch((err: unknown) => {
+  const { tensors } = await checkRegularFile(weights, 'weights file').then(() => loadSafetensors(weights)).catch((err: unknown) => {
     if ((err as { details?: { errno?: string } }).details?.errno === 'ENOENT') {
       throw new IOError(`${weights} is missing: the run has not finished or checkpointed yet`, { path: weights });
     }
