@@ -11,6 +11,7 @@ import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import { FormatError, IOError, type KnobsError, UsageError } from '../errors.js';
 import { loadSafetensors } from '../formats/safetensors.js';
+import { asIOError } from '../io/atomic.js';
 import { checkRegularFile, readRegularText } from '../io/regular-file.js';
 import { Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
@@ -36,7 +37,8 @@ export async function runDirState(dir: string): Promise<RunDirState> {
     return (await fsp.readdir(dir)).length === 0 ? 'empty' : 'used';
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
-    throw err;
+    // ENOTDIR (a part of the path is a regular file), EACCES, ELOOP, …
+    throw asIOError(err, dir, 'use as the run directory');
   }
 }
 

@@ -20,9 +20,9 @@
  */
 import { access, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { FormatError, IOError, UsageError } from '../errors.js';
+import { FormatError, UsageError } from '../errors.js';
 import { saveSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { asIOError, writeFileAtomic } from '../io/atomic.js';
 import { mixSeed } from '../data/shuffle.js';
 import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
 import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
@@ -136,7 +136,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
 
     // 3. Create the run directory.
     await mkdir(out, { recursive: true }).catch((err: unknown) => {
-      throw new IOError(`cannot create the run directory ${out}: ${(err as Error).message}`, { path: out });
+      throw asIOError(err, out, 'create the run directory');
     });
     await writeFileAtomic(join(out, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
     await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
