@@ -9,6 +9,7 @@
  * regular file is closed and refused with an IOError naming the path and what it is.
  * O_NONBLOCK does not change reads of regular files.
  */
+import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { IOError } from '../errors.js';
@@ -78,6 +79,29 @@ export async function readRegularFile(path: string, maxBytes: number, what = 'fi
       done += bytesRead;
     }
     return done === size ? bytes : bytes.subarray(0, done);
+  } catch (err) {
+    throw asIOError(err, path, 'read');
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+const HASH_CHUNK = 4 * 1024 * 1024;
+
+/** SHA-256 (hex) and size of a regular file, read in chunks (any size, constant memory). */
+export async function hashRegularFile(path: string, what = 'file'): Promise<{ size: number; sha256: string }> {
+  const fh = await openRegularFile(path, what);
+  try {
+    const hash = createHash('sha256');
+    const buf = new Uint8Array(HASH_CHUNK);
+    let size = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.byteLength, size);
+      if (bytesRead === 0) break;
+      hash.update(buf.subarray(0, bytesRead));
+      size += bytesRead;
+    }
+    return { size, sha256: hash.digest('hex') };
   } catch (err) {
     throw asIOError(err, path, 'read');
   } finally {

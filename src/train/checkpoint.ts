@@ -35,7 +35,7 @@ import { dirname, join } from 'node:path';
 import { ArgumentError, FormatError, IOError, KnobsError } from '../errors.js';
 import { type LoadedSafetensors, type SafetensorsValue, encodeSafetensors, loadSafetensors } from '../formats/safetensors.js';
 import { type WriteFs, asIOError, atomicTempPid, nodeWriteFs, writeAll, writeFileAtomic } from '../io/atomic.js';
-import { openRegularFile, readRegularFile, readRegularText } from '../io/regular-file.js';
+import { hashRegularFile, readRegularFile, readRegularText } from '../io/regular-file.js';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const MANIFEST_NAME = 'manifest.json';
@@ -48,7 +48,6 @@ export const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
 export const MAX_CHECKPOINT_FILES = 10_000;
 /** readCheckpointFile reads whole files; larger ones go through loadCheckpointTensors (by ranges). */
 const MAX_WHOLE_FILE = 2 ** 31 - 1;
-const HASH_CHUNK = 4 * 1024 * 1024;
 
 /**
  * What a checkpoint file can hold: raw bytes, UTF-8 text (e.g. JSON.stringify of trainer state),
@@ -458,21 +457,7 @@ async function readManifest(path: string, expectedStep: number | null): Promise<
 
 /** SHA-256 of a file, read in chunks (works for files of any size). */
 export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  const fh = await openRegularFile(path);
-  try {
-    const buf = new Uint8Array(HASH_CHUNK);
-    let position = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.byteLength, position);
-      if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-      position += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
-  return hash.digest('hex');
+  return (await hashRegularFile(path)).sha256;
 }
 
 function errMessage(err: unknown): string {

@@ -7,8 +7,9 @@
  *      when asked: weights, optimizer state, the generator behind init and dropout, the data loader
  *      position (a checkpoint that fails any check is skipped, and the parts are rebuilt, so none
  *      is half-applied); a run with weights but nothing to resume from is refused;
- *   3. only then create the run directory, write config.json and recipe.json (atomically), and cut
- *      metrics.jsonl back to the checkpoint's rows;
+ *   3. only then create the run directory, write config.json, recipe.json and training-data.json
+ *      (the SHA-256 and size of every data file, hashed before) atomically, and cut metrics.jsonl
+ *      back to the checkpoint's rows;
  *   4. each step: lr from the schedule, grad_accum_steps micro-batches, clip, update; then
  *      log / eval / checkpoint rows at their intervals (eval and checkpoints are not counted in
  *      throughput);
@@ -36,6 +37,7 @@ import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { type EvalRow, METRICS_NAME, MetricsLog, type TrainRow } from './metrics.js';
 import { type Recipe, parseRecipe } from './recipe.js';
 import { type TrainerState, parseTrainerState } from './trainer-state.js';
+import { hashTrainingData, recordTrainingData } from './training-data.js';
 import { CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
 import { type TrainBatch, type TrainSource, openTrainSource, withDataPath } from './sources.js';
 
@@ -133,6 +135,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
         throw err;
       }
     });
+    const dataFiles = await hashTrainingData(recipe.data);
 
     // 3. Create the run directory.
     await mkdir(out, { recursive: true }).catch((err: unknown) => {
@@ -140,6 +143,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     });
     await writeFileAtomic(join(out, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
     await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
+    for (const message of await recordTrainingData(out, dataFiles)) log({ type: 'warning', message });
 
     const restored = resumed?.state ?? null;
     let step = restored?.step ?? 0;
