@@ -2,10 +2,12 @@
  * Paths that reached `knobs: internal error` (a stack trace) now end in typed errors, and numeric
  * flags have upper bounds: `--out` (or a run directory, or a file) under a regular file
  * (ENOTDIR), Tensor.toArray()/toString() of a valid rank-5,000 tensor (was a stack overflow),
- * `--threads` above the CPUs available (warned and capped), `--max-tokens` beyond its bound.
+ * `--threads` above the CPUs available (warned and capped), `--max-tokens` beyond its bound, and
+ * recipe or config.json sizes no machine can hold (batch_size 1e9 aborted V8 itself).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +16,8 @@ import { UsageError } from '../src/errors.js';
 import { MAX_GENERATE_TOKENS } from '../src/cli/flags.js';
 import { chooseThreads } from '../src/cli/threads.js';
 import { Tensor } from '../src/tensor.js';
+import { FormatError } from '../src/errors.js';
+import { checkRecipeFits } from '../src/train/limits.js';
 import { parseRecipe } from '../src/train/recipe.js';
 import { train } from '../src/train/trainer.js';
 import { type CliRun, cli } from './harness/cli.js';
@@ -134,5 +138,42 @@ describe('--max-tokens is bounded', () => {
     const ok = await cli(['generate', run, '--prompt', 'In', '--max-tokens', '3', '--temperature', '0', '--json']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(JSON.parse(ok.stdout).ids.length, 3);
+  });
+});
+
+describe('sizes no machine can hold are refused before allocating', () => {
+  const cases: Array<[string, (r: Record<string, any>) => void, RegExp]> = [
+    ['batch_size 1e9 (aborted V8)', (r) => void (r.batch_size = 1e9), /tensor of .* elements \(batch_size × context × model\.vocab_size\)/],
+    ['vocab_size 1e10', (r) => void (r.model.vocab_size = 1e10), /more than the 4294967295 a tensor can hold/],
+    ['n_layer 1e9 (1e6 allocated until killed)', (r) => void (r.model.n_layer = 1e9), /needs at least .* GiB of memory, more than the .* GiB this machine has; reduce model\.n_embd, model\.n_layer/],
+    ['n_embd 2^20', (r) => void ((r.model.n_embd = 2 ** 20), (r.model.n_head = 1)), /GiB of memory/],
+    ['grad_accum_steps 1e12', (r) => void (r.grad_accum_steps = 1e12), /GiB of memory/],
+  ];
+  for (const [what, change, mention] of cases) {
+    it(`knobs train: ${what}`, async () => {
+      const r = structuredClone(RECIPE) as Record<string, any>;
+      change(r);
+      const path = join(root, `big-${Math.random().toString(36).slice(2)}.json`);
+      await writeFile(path, JSON.stringify(r));
+      const out = join(root, 'never-big');
+      typed(await cli(['train', path, '--out', out]), 'E_FORMAT', 1, mention);
+      assert.equal(existsSync(out), false);
+    });
+  }
+
+  it('checkRecipeFits is a lower bound: the real recipes fit in 256 MiB, and the budget is what is compared', () => {
+    const r = parseRecipe(RECIPE);
+    checkRecipeFits(r, 'r.json', 2 ** 28);
+    assert.throws(() => checkRecipeFits(r, 'r.json', 1000), (e: unknown) => e instanceof FormatError && e.rule === 'too_large' && e.details.limit === 1000);
+  });
+
+  it("a run's config.json asking for a huge model: eval and generate refuse it", async () => {
+    const forged = join(root, 'forged-run');
+    await mkdir(forged);
+    for (const name of ['recipe.json', 'model.safetensors']) await cp(join(run, name), join(forged, name));
+    const config = JSON.parse(await readFile(join(run, 'config.json'), 'utf8'));
+    await writeFile(join(forged, 'config.json'), JSON.stringify({ ...config, n_layer: 1e9 }));
+    typed(await cli(['eval', forged]), 'E_FORMAT', 1, /config\.json: this model needs at least .* GiB/);
+    typed(await cli(['generate', forged, '--prompt', 'x']), 'E_FORMAT', 1, /config\.json: this model needs at least/);
   });
 });

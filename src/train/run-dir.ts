@@ -16,6 +16,7 @@ import { checkRegularFile, readRegularText } from '../io/regular-file.js';
 import { Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
 import { type TrainableModel, modelFromConfigJson } from './build.js';
+import { checkRunConfigFits } from './limits.js';
 import { type Recipe, parseRecipe } from './recipe.js';
 
 export const CONFIG_NAME = 'config.json';
@@ -103,6 +104,7 @@ export interface LoadedRun {
 export async function loadRun(dir: string): Promise<LoadedRun> {
   const config = await readRunConfig(dir);
   const recipe = await readRunRecipe(dir);
+  checkRunConfigFits(config, join(dir, CONFIG_NAME));
   const model = modelFromConfigJson(config, join(dir, CONFIG_NAME), new Generator(0));
   const weights = join(dir, MODEL_NAME);
   const { tensors } = await checkRegularFile(weights, 'weights file').then(() => loadSafetensors(weights)).catch((err: unknown) => {

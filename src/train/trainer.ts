@@ -38,6 +38,7 @@ import { type EvalRow, METRICS_NAME, MetricsLog, type TrainRow } from './metrics
 import { type Recipe, parseRecipe } from './recipe.js';
 import { type TrainerState, parseTrainerState } from './trainer-state.js';
 import { hashTrainingData, recordTrainingData } from './training-data.js';
+import { checkRecipeFits } from './limits.js';
 import { CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
 import { type TrainBatch, type TrainSource, openTrainSource, withDataPath } from './sources.js';
 
@@ -110,6 +111,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
   const keep = opts.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS;
   if (!Number.isSafeInteger(keep) || keep < 1) throw new UsageError(`--keep-checkpoints must be an integer >= 1, got ${keep}`);
   const recipe = applyOverrides(recipeIn, opts);
+  checkRecipeFits(recipe, source);
   const out = resolve(opts.out ?? defaultRunDir(recipe.name));
 
   // 1. Validate everything before the run directory exists.
