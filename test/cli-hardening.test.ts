@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { UsageError } from '../src/errors.js';
 import { MAX_GENERATE_TOKENS } from '../src/cli/flags.js';
 import { chooseThreads } from '../src/cli/threads.js';
+import { MAX_JSON_DEPTH, jsonDepth } from '../src/io/json.js';
 import { Tensor } from '../src/tensor.js';
 import { FormatError } from '../src/errors.js';
 import { checkRecipeFits } from '../src/train/limits.js';
@@ -175,5 +176,25 @@ describe('sizes no machine can hold are refused before allocating', () => {
     await writeFile(join(forged, 'config.json'), JSON.stringify({ ...config, n_layer: 1e9 }));
     typed(await cli(['eval', forged]), 'E_FORMAT', 1, /config\.json: this model needs at least .* GiB/);
     typed(await cli(['generate', forged, '--prompt', 'x']), 'E_FORMAT', 1, /config\.json: this model needs at least/);
+  });
+});
+
+describe('JSON nested deeper than anything knobs reads is refused (was a stack overflow)', () => {
+  it('jsonDepth counts brackets outside strings only', () => {
+    assert.equal(jsonDepth('{"a":[1,{"b":[]}]}'), 4);
+    assert.equal(jsonDepth('"[[[[" '), 0);
+    assert.equal(jsonDepth('{"a\\"[[[":"\\\\"}'), 1);
+    assert.equal(jsonDepth('3'), 0);
+  });
+
+  it("--resume with a config.json nested 200,000 deep, and such a recipe", async () => {
+    const deep = join(root, 'deep-run');
+    await cp(run, deep, { recursive: true });
+    const config = (await readFile(join(deep, 'config.json'), 'utf8')).replace('"n_embd": 16', `"n_embd": ${'['.repeat(200_000)}${']'.repeat(200_000)}`);
+    await writeFile(join(deep, 'config.json'), config);
+    typed(await cli(['train', '--resume', '--out', deep]), 'E_FORMAT', 1, new RegExp(`config\\.json: JSON nested 200001 levels deep, more than the ${MAX_JSON_DEPTH}`));
+    const recipePath = join(root, 'deep-recipe.json');
+    await writeFile(recipePath, JSON.stringify({ ...RECIPE, description: 'x' }).replace('"x"', `${'['.repeat(200_000)}${']'.repeat(200_000)}`));
+    typed(await cli(['train', recipePath, '--out', join(root, 'never-deep')]), 'E_FORMAT', 1, /JSON nested 200001 levels deep/);
   });
 });

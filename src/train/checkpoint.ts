@@ -35,6 +35,7 @@ import { dirname, join } from 'node:path';
 import { ArgumentError, FormatError, IOError, KnobsError } from '../errors.js';
 import { type LoadedSafetensors, type SafetensorsValue, encodeSafetensors, loadSafetensors } from '../formats/safetensors.js';
 import { type WriteFs, asIOError, atomicTempPid, nodeWriteFs, writeAll, writeFileAtomic } from '../io/atomic.js';
+import { MAX_JSON_DEPTH, jsonDepth, parseJsonFile } from '../io/json.js';
 import { hashRegularFile, readRegularFile, readRegularText } from '../io/regular-file.js';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
@@ -426,10 +427,11 @@ async function readManifest(path: string, expectedStep: number | null): Promise<
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(text!);
+    raw = jsonDepth(text!) > MAX_JSON_DEPTH ? undefined : JSON.parse(text!);
   } catch {
     return bad('manifest_not_json', 'is not valid JSON (truncated or corrupted)');
   }
+  if (raw === undefined) return bad('manifest_not_json', `is nested more than ${MAX_JSON_DEPTH} levels deep`);
   const m = raw as Record<string, unknown>;
   if (typeof m !== 'object' || m === null || Array.isArray(m)) return bad('manifest_invalid', 'is not a JSON object');
   if (m.format !== CHECKPOINT_FORMAT || m.version !== CHECKPOINT_VERSION) {
@@ -535,12 +537,7 @@ export async function readCheckpointFile(checkpoint: Checkpoint, name: string): 
 
 /** A text file of the checkpoint, parsed as JSON. */
 export async function readCheckpointJson(checkpoint: Checkpoint, name: string): Promise<unknown> {
-  const text = new TextDecoder().decode(await readCheckpointFile(checkpoint, name));
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new FormatError('not_json', `${join(checkpoint.dir, name)} is not JSON: ${errMessage(err)}`, { path: join(checkpoint.dir, name) });
-  }
+  return parseJsonFile(new TextDecoder().decode(await readCheckpointFile(checkpoint, name)), join(checkpoint.dir, name), 'not_json');
 }
 
 /** A tensors file of the checkpoint, through the safetensors reader (by byte ranges). */

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { FormatError, IOError, KnobsError } from '../errors.js';
+import { parseJsonFile } from '../io/json.js';
 import { readRegularText } from '../io/regular-file.js';
 
 /** A recipe is a page of JSON; anything larger is the wrong file. */
@@ -153,11 +154,5 @@ export async function loadRecipe(path: string): Promise<Recipe> {
     if (err instanceof KnobsError) throw err;
     throw new IOError(`cannot read recipe ${path}: ${(err as Error).message}`, { path });
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new FormatError('recipe_not_json', `${path}: not valid JSON (${(err as Error).message})`, { file: path });
-  }
-  return parseRecipe(json, path);
+  return parseRecipe(parseJsonFile(text, path, 'recipe_not_json'), path);
 }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { FormatError, IOError, type KnobsError, UsageError } from '../errors.js';
 import { loadSafetensors } from '../formats/safetensors.js';
 import { asIOError } from '../io/atomic.js';
+import { parseJsonFile } from '../io/json.js';
 import { checkRegularFile, readRegularText } from '../io/regular-file.js';
 import { Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
@@ -55,11 +56,7 @@ async function readJson(path: string): Promise<unknown> {
     if (e.details?.errno === 'ENOENT') throw new IOError(`${path} is missing; is this a knobs run directory (made by 'knobs train')?`, { ...e.details });
     throw err;
   }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new FormatError('not_json', `${path} is not JSON: ${(err as Error).message}`, { path });
-  }
+  return parseJsonFile(text, path, 'not_json');
 }
 
 /** A run's config.json, as an object. */

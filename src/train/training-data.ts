@@ -13,6 +13,7 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../io/atomic.js';
+import { parseJsonFile } from '../io/json.js';
 import { hashRegularFile, readRegularText } from '../io/regular-file.js';
 import type { Recipe } from './recipe.js';
 
@@ -48,7 +49,8 @@ export async function hashTrainingData(data: Recipe['data']): Promise<TrainingDa
 /** The record in `runDir`, or null when there is none or it is not one (a run from before records existed). */
 async function readRecord(runDir: string): Promise<TrainingDataRecord | null> {
   try {
-    const parsed = recordSchema.safeParse(JSON.parse(await readRegularText(join(runDir, TRAINING_DATA_NAME), MAX_RECORD_BYTES)));
+    const path = join(runDir, TRAINING_DATA_NAME);
+    const parsed = recordSchema.safeParse(parseJsonFile(await readRegularText(path, MAX_RECORD_BYTES), path, 'not_json'));
     return parsed.success ? parsed.data : null;
   } catch {
     return null;
