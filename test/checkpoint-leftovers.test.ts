@@ -129,6 +129,20 @@ describe('file-system errors are typed and say what to do', () => {
     }
   });
 
+  it('a save that cannot create its staging directory names it, the errno and what to do', async () => {
+    const run = await freshRun();
+    const fs: WriteFs = {
+      ...nodeWriteFs,
+      mkdir: async (path) => {
+        throw Object.assign(errno('EACCES', 'mkdir', path), { path, syscall: 'mkdir' });
+      },
+    };
+    const err = await saveCheckpoint(run, 1, files(1), { fs }).then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof IOError);
+    assert.equal(err.details.errno, 'EACCES');
+    assert.match(err.message, /nothing was committed .*: cannot mkdir \S*\.staging-step-1-\d+: .*check the owner and mode/);
+  });
+
   it('a run directory under a regular file: saveCheckpoint fails with a typed error', async () => {
     const run = await freshRun();
     const { writeFile } = await import('node:fs/promises');

@@ -278,7 +278,7 @@ export async function saveCheckpoint(
     await writeFileAtomic(join(ckDir, LATEST_NAME), `${name}\n`, { fs });
   } catch (err) {
     const cause = err instanceof KnobsError ? err.message : String(err);
-    throw new IOError(`checkpoint ${name} in ${ckDir} was committed and verifies, but updating ${LATEST_NAME} failed: ${cause}. Resuming still finds ${name}; fix the disk before saving again`, { path: ckDir, step, committed: true, ...errnoOf(err) });
+    throw new IOError(`checkpoint ${name} in ${ckDir} was committed and verifies, but updating ${LATEST_NAME} failed: ${cause}. Resuming still finds ${name}; fix that before saving again`, { path: ckDir, step, committed: true, ...errnoOf(err) });
   }
   const checkpoint: Checkpoint = { step, name, dir: target, manifest };
   if (opts.keep !== undefined) {
@@ -313,7 +313,9 @@ async function saveFailed(runDir: string, name: string, err: unknown): Promise<I
   const steps = await listCheckpoints(runDir).catch(() => []);
   const newest = steps.at(-1);
   const previous = newest ? `the previous checkpoints are intact (newest: ${newest.name})` : 'there is no previous checkpoint';
-  const cause = err instanceof KnobsError ? err.message : err instanceof Error ? err.message : String(err);
+  // A raw Node error names its path and syscall; asIOError adds what to do about its errno.
+  const e = err as NodeJS.ErrnoException;
+  const cause = asIOError(err, typeof e?.path === 'string' ? e.path : ckDir, typeof e?.syscall === 'string' ? e.syscall : 'write').message;
   return new IOError(`saving checkpoint ${name} in ${ckDir} failed, nothing was committed and ${previous}: ${cause}`, {
     path: ckDir, checkpoint: name, previous: newest?.name ?? null, ...errnoOf(err),
   });
