@@ -4,7 +4,7 @@ import { GPT } from '../models/gpt.js';
 import { generateText } from '../models/generate-text.js';
 import { loadRun } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
-import { numberIn, positiveInt } from './flags.js';
+import { MAX_GENERATE_TOKENS, numberIn, positiveInt } from './flags.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -15,7 +15,7 @@ export const generateCommand: Command = {
 Loads the GPT in DIR (config.json + model.safetensors) and continues TEXT, streaming the
 prompt and the new text to stdout as it is produced (to stderr with --json).
 
-  --max-tokens N     most new tokens (bytes), default 256
+  --max-tokens N     most new tokens (bytes), default 256, at most 65536
   --temperature T    0 is greedy (deterministic); default 1
   --top-k K          sample from the K most likely tokens (0: all; default 0)
   --top-p P          sample from the smallest set reaching probability P (default 1)
@@ -42,7 +42,7 @@ Example:
     if (positionals.length !== 1) throw new UsageError(`generate takes one run DIR, got ${positionals.length}; see 'knobs generate --help'`);
     if (typeof values.prompt !== 'string') throw new UsageError("generate needs --prompt TEXT; see 'knobs generate --help'");
     const options = {
-      maxTokens: values['max-tokens'] === undefined ? 256 : positiveInt(values['max-tokens'], '--max-tokens', 0),
+      maxTokens: values['max-tokens'] === undefined ? 256 : positiveInt(values['max-tokens'], '--max-tokens', 0, { value: MAX_GENERATE_TOKENS, why: 'for longer texts, generate again from the end of this one' }),
       temperature: values.temperature === undefined ? 1 : numberIn(values.temperature, '--temperature', 0, 100),
       topK: values['top-k'] === undefined ? 0 : positiveInt(values['top-k'], '--top-k', 0),
       topP: values['top-p'] === undefined ? 1 : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
