@@ -33,7 +33,7 @@ export {
 } from './ops/index.js';
 export {
   loadSafetensors, saveSafetensors, encodeSafetensors, openSafetensors, readSafetensorsHeader, parseSafetensorsHeader, isRawTensor,
-  type RawTensor, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
+  type RawTensor, type SafetensorsInput, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
 } from './formats/safetensors.js';
 export * as nn from './nn/index.js';
 export {
@@ -64,6 +64,7 @@ export {
   type TextCorpusOptions, type TextBatch, type TextBatcherOptions, type TextBatcherState, type TextSplit,
 } from './data/text.js';
 export { writeFileAtomic, type AtomicWriteOptions } from './io/atomic.js';
+export { openFileSource, memorySource, type ByteSource } from './io/byte-source.js';
 export {
   saveCheckpoint, listCheckpoints, verifyCheckpoint, findLatestVerified, readCheckpointFile, readCheckpointJson,
   loadCheckpointTensors, pruneCheckpoints, cleanStaging,
