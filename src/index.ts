@@ -45,6 +45,7 @@ export {
   GPT, gptConfig, gptConfigFromHF, MLPClassifier, mlpConfig, CNNClassifier, cnnConfig, sampleToken,
   type GPTConfig, type GPTConfigInput, type GenerateOptions, type GenerateResult, type MLPConfig, type CNNConfig,
   type SamplingOptions,
+  Llama, llamaConfig, llamaConfigFromHF, type LlamaConfig, type LlamaConfigInput, type RopeScaling, type CausalLM, type EosTokenId,
 } from './models/index.js';
 export { generateText, type GenerateTextOptions, type GenerateTextResult } from './models/generate-text.js';
 export {

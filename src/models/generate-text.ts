@@ -1,14 +1,14 @@
 /**
- * Text generation for byte-level GPT models (vocabulary 256: token = UTF-8 byte), with stop
+ * Text generation for byte-level causal language models (GPT or Llama) (vocabulary 256: token = UTF-8 byte), with stop
  * strings and streaming. Text is streamed as soon as it can no longer turn into a stop string,
  * and never in the middle of a UTF-8 character.
  *
- * End of text: generation stops at config.eos_token_id when the model has one (as Hugging Face
- * does), unless ignoreEos. Byte-level models trained by knobs have eos_token_id null (no byte
+ * End of text: generation stops at config.eos_token_id (any of them, when it is a list) as Hugging Face
+ * does, unless ignoreEos. Byte-level models trained by knobs have eos_token_id null (no byte
  * marks the end of a text), so they stop at a stop string or after maxTokens.
  */
 import { ArgumentError } from '../errors.js';
-import type { GPT } from './gpt.js';
+import { type CausalLM, eosSet } from './causal-lm.js';
 import type { SamplingOptions } from './sampling.js';
 
 export interface GenerateTextOptions extends SamplingOptions {
@@ -47,7 +47,7 @@ function pendingStopPrefix(text: string, stops: readonly string[]): number {
   return hold;
 }
 
-export function generateText(model: GPT, prompt: string, opts: GenerateTextOptions = {}): GenerateTextResult {
+export function generateText(model: CausalLM, prompt: string, opts: GenerateTextOptions = {}): GenerateTextResult {
   if (model.config.vocab_size !== 256) {
     throw new ArgumentError(`generate: only byte-level models (vocab_size 256) can turn tokens into text for now; this model has vocab_size ${model.config.vocab_size}`);
   }
@@ -61,14 +61,14 @@ export function generateText(model: GPT, prompt: string, opts: GenerateTextOptio
     if (end > emitted) opts.onText?.(full.slice(emitted, end));
     emitted = Math.max(emitted, end);
   };
-  const eos = opts.ignoreEos ? null : model.config.eos_token_id;
+  const eos = eosSet(opts.ignoreEos ? null : model.config.eos_token_id);
   const { tokens, finishReason } = model.generate(promptIds, {
     ...opts,
     maxNewTokens: opts.maxTokens ?? 256,
     seed: opts.seed ?? 0,
     ignoreEos: opts.ignoreEos ?? false,
     onToken: (id) => {
-      if (id === eos) return;
+      if (eos.has(id)) return;
       full += decoder.decode(new Uint8Array([id]), { stream: true });
       // Text before `emitted` cannot begin a stop string: it was held back while it could.
       for (const s of stops) {
