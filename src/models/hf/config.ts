@@ -8,44 +8,18 @@
  */
 import { FormatError } from '../../errors.js';
 import { type GPTConfig, gptConfig } from '../gpt.js';
+import { type LlamaConfig, type LlamaModelType, type RopeScaling, llamaConfig } from '../llama.js';
 
 export const CONFIG_NAME = 'config.json';
 export const GENERATION_CONFIG_NAME = 'generation_config.json';
 
-export type LlamaFamily = 'llama' | 'mistral' | 'qwen2';
+export type LlamaFamily = LlamaModelType;
 export type HfModelType = 'gpt2' | LlamaFamily;
 export const HF_MODEL_TYPES: readonly HfModelType[] = ['gpt2', 'llama', 'mistral', 'qwen2'];
 
-export type RopeScaling =
-  | null
-  | { rope_type: 'linear'; factor: number }
-  | { rope_type: 'llama3'; factor: number; low_freq_factor: number; high_freq_factor: number; original_max_position_embeddings: number };
-
-/** The LlamaConfig fields (Hugging Face names) as config.json gives them, defaults filled, validated. */
-export interface LlamaFields {
-  model_type: LlamaFamily;
-  vocab_size: number;
-  hidden_size: number;
-  intermediate_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  num_key_value_heads: number;
-  head_dim: number;
-  rms_norm_eps: number;
-  rope_theta: number;
-  rope_scaling: RopeScaling;
-  max_position_embeddings: number;
-  tie_word_embeddings: boolean;
-  hidden_act: 'silu';
-  bos_token_id: number | null;
-  eos_token_id: number | number[] | null;
-  initializer_range: number;
-  sliding_window: null;
-}
-
 export type HfModelConfig =
   | { kind: 'gpt2'; config: GPTConfig; eosTokenIds: number[] }
-  | { kind: LlamaFamily; config: LlamaFields; eosTokenIds: number[] };
+  | { kind: LlamaFamily; config: LlamaConfig; eosTokenIds: number[] };
 
 /** What generation_config.json says; absent fields are undefined. */
 export interface GenerationConfig {
@@ -196,7 +170,7 @@ function parseLlamaFamily(f: Fields, type: LlamaFamily): HfModelConfig {
   if (f.json.partial_rotary_factor != null && f.json.partial_rotary_factor !== 1) f.unsupported('partial_rotary_factor', f.json.partial_rotary_factor, 'rotary embeddings on the whole head (partial_rotary_factor 1)');
   const eos = f.tokenIds('eos_token_id', d.eos, vocab);
   const rawEos = f.json.eos_token_id === undefined ? d.eos : f.json.eos_token_id;
-  const config: LlamaFields = {
+  const config = llamaConfig({
     model_type: type,
     vocab_size: vocab,
     hidden_size: hidden,
@@ -215,7 +189,7 @@ function parseLlamaFamily(f: Fields, type: LlamaFamily): HfModelConfig {
     eos_token_id: Array.isArray(rawEos) ? eos : (eos[0] ?? null),
     initializer_range: typeof f.json.initializer_range === 'number' ? f.json.initializer_range : 0.02,
     sliding_window: null,
-  };
+  });
   return { kind: type, config, eosTokenIds: eos };
 }
 

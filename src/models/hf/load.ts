@@ -13,6 +13,7 @@ import type { Module } from '../../nn/module.js';
 import { formatShape, shapesEqual } from '../../shape.js';
 import type { Tensor } from '../../tensor.js';
 import { GPT } from '../gpt.js';
+import { Llama } from '../llama.js';
 import {
   CONFIG_NAME, GENERATION_CONFIG_NAME, type GenerationConfig, type HfModelConfig, parseGenerationConfig, parseHfConfig,
 } from './config.js';
@@ -20,7 +21,7 @@ import { type ModelFiles, directoryFiles, parseJsonObject, readTextFile } from '
 import { LOADABLE_DTYPES, readTensorInto } from './tensor-copy.js';
 import { type ModelWeights, type TensorLocation, openModelWeights } from './weights.js';
 
-export type HfModel = GPT;
+export type HfModel = GPT | Llama;
 
 export type LoadedHfModel = HfModelConfig & {
   model: HfModel;
@@ -64,8 +65,7 @@ async function readGenerationConfig(files: ModelFiles, hf: HfModelConfig): Promi
 }
 
 function buildModel(hf: HfModelConfig): HfModel {
-  if (hf.kind === 'gpt2') return new GPT(hf.config);
-  throw new FormatError('hf_unsupported_config', `model_type '${hf.kind}' is not loadable yet`, { field: 'model_type', value: hf.kind });
+  return hf.kind === 'gpt2' ? new GPT(hf.config) : new Llama(hf.config);
 }
 
 /**
