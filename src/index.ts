@@ -47,6 +47,10 @@ export {
   type SamplingOptions,
   Llama, llamaConfig, llamaConfigFromHF, type LlamaConfig, type LlamaConfigInput, type RopeScaling, type CausalLM, type EosTokenId,
 } from './models/index.js';
+export {
+  loadHfModel, generateHfTokens, directoryFiles, memoryFiles, parseHfConfig, parseGenerationConfig,
+  type LoadedHfModel, type HfModel, type HfModelConfig, type HfModelType, type GenerationConfig, type ModelFiles,
+} from './models/hf/index.js';
 export { generateText, type GenerateTextOptions, type GenerateTextResult } from './models/generate-text.js';
 export {
   Optimizer, SGD, Adam, AdamW, decayMatricesOnly, cosineSchedule, constantSchedule, clipGradNorm, accumulateGradients,

@@ -100,7 +100,7 @@ function matchTensors(model: Module, weights: ModelWeights, hf: HfModelConfig, c
     if (other) {
       throw new FormatError('hf_duplicate_tensor', `tensor ${JSON.stringify(name)} is in the weights twice, as ${JSON.stringify(other.entry.name)} (${other.file.path}) and ${JSON.stringify(fileName)} (${location.file.path})`, { tensor: name });
     }
-    if (!targets.has(name)) unexpected.push(`${fileName} (${location.file.path})`);
+    if (!targets.has(name)) unexpected.push(fileName);
     byModelName.set(name, location);
   }
   const missing = [...targets.keys()].filter((n) => !byModelName.has(n));
@@ -108,7 +108,7 @@ function matchTensors(model: Module, weights: ModelWeights, hf: HfModelConfig, c
     throw new FormatError('hf_missing_tensor', `the weights (${weights.fileNames.join(', ')}) lack ${missing.length} tensor(s) that ${configPath} implies: ${list(missing)}; the config and the weights disagree (or a shard is incomplete)`, { tensors: missing, file: configPath });
   }
   if (unexpected.length > 0) {
-    throw new FormatError('hf_unexpected_tensor', `the weights hold ${unexpected.length} tensor(s) that the model of ${configPath} has no place for: ${list(unexpected)}; the config and the weights disagree (check num_hidden_layers / n_layer and the architecture)`, { tensors: unexpected, file: configPath });
+    throw new FormatError('hf_unexpected_tensor', `the weights (${weights.fileNames.join(', ')}) hold ${unexpected.length} tensor(s) that the model of ${configPath} has no place for: ${list(unexpected)}; the config and the weights disagree (check num_hidden_layers / n_layer and the architecture)`, { tensors: unexpected, file: configPath });
   }
   const plan: [Tensor, TensorLocation][] = [];
   for (const [name, target] of targets) {
