@@ -16,6 +16,7 @@ import * as gptBlock from './gpt-block.js';
 import * as gptGenerate from './gpt-generate.js';
 import * as gptMemory from './gpt-memory.js';
 import * as gptTrain from './gpt-train.js';
+import * as hfLoad from './hf-load.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
@@ -32,6 +33,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'gpt-generate': gptGenerate.run,
   'fashion-mlp': fashion.runMlp,
   'fashion-cnn': fashion.runCnn,
+  'hf-load': hfLoad.run,
 };
 
 function usage(): string {
