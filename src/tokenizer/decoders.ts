@@ -11,7 +11,7 @@ import { findMatches } from './regex.js';
 
 export type Decoder = (tokens: string[]) => string[];
 
-const utf8 = new TextDecoder('utf-8');
+const utf8 = new TextDecoder('utf-8', { ignoreBOM: true }); // keep a leading U+FEFF: it is text here
 const BYTE_TOKEN = /^<0x([0-9A-Fa-f]{2})>$/;
 
 export function parseDecoder(json: unknown, r: JsonReader, at = 'decoder'): Decoder {
@@ -75,7 +75,7 @@ function byteFallback(tokens: string[]): string[] {
   const flush = () => {
     if (pending.length === 0) return;
     try {
-      out.push(new TextDecoder('utf-8', { fatal: true }).decode(new Uint8Array(pending)));
+      out.push(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(new Uint8Array(pending)));
     } catch {
       for (let i = 0; i < pending.length; i++) out.push('\ufffd');
     }

@@ -53,6 +53,7 @@ export const CORPUS: readonly string[] = [
   '中文分词测试，日本語のテキスト、한국어 텍스트',
   'Emoji: 😀 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🇫🇷 ❤️ 1️⃣',
   'zero\u200bwidth\u200djoiner\ufeffbom',
+  '\ufeffstarts with a byte order mark',
   'control\u0000chars\u0001\u007f and \u0085 nel',
   'mixed CASE Words And snake_case_names and camelCaseNames',
   "!!!??? ... --- ___ *** ### $$$ %%% ^^^ &&& ((( ))) [[[ ]]]",
