@@ -66,7 +66,7 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
     assert.equal(result.interrupted, false);
     assert.match(r.stderr, /step 5 loss/); // plain progress lines when stderr is not a terminal
 
-    assert.deepEqual((await readdir(reference)).sort(), ['checkpoints', 'config.json', 'metrics.jsonl', 'model.safetensors', 'recipe.json']);
+    assert.deepEqual((await readdir(reference)).sort(), ['checkpoints', 'config.json', 'generation_config.json', 'metrics.jsonl', 'model.safetensors', 'recipe.json']);
     const config = JSON.parse(await readFile(join(reference, 'config.json'), 'utf8'));
     assert.equal(config.model_type, 'gpt2');
     assert.deepEqual(config.architectures, ['GPT2LMHeadModel']);

@@ -1,7 +1,7 @@
 /** `knobs generate DIR --prompt TEXT`: continues a prompt with a run's language model, streaming. */
 import { UsageError } from '../errors.js';
-import { GPT } from '../models/gpt.js';
 import { generateText } from '../models/generate-text.js';
+import { isLanguageModelInstance } from '../train/build.js';
 import { loadRun } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
 import { numberIn, positiveInt } from './flags.js';
@@ -12,7 +12,7 @@ export const generateCommand: Command = {
   help: `Usage: knobs generate DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
                       [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--json]
 
-Loads the GPT in DIR (config.json + model.safetensors) and continues TEXT, streaming the
+Loads the language model (GPT-2, Llama or Qwen2) in DIR (config.json + model.safetensors) and continues TEXT, streaming the
 prompt and the new text to stdout as it is produced (to stderr with --json).
 
   --max-tokens N     most new tokens (bytes), default 256
@@ -51,7 +51,7 @@ Example:
       ignoreEos: values['ignore-eos'] === true,
     };
     const { model, dir } = await loadRun(positionals[0]!);
-    if (!(model instanceof GPT)) throw new UsageError(`${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`);
+    if (!isLanguageModelInstance(model)) throw new UsageError(`${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`);
     const json = values.json === true;
     const stream = json ? io.stderr : io.stdout;
     stream(values.prompt);

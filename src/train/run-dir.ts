@@ -1,7 +1,8 @@
 /**
  * The run directory: where a training run writes, and what eval and generate read.
  *
- *   RUN/config.json          the architecture (Hugging Face GPT2Config, or knobs-mlp / knobs-cnn)
+ *   RUN/config.json          the architecture (Hugging Face GPT2Config / LlamaConfig / Qwen2Config, or knobs-mlp / knobs-cnn)
+ *   RUN/generation_config.json   language models: bos_token_id and eos_token_id, as Hugging Face reads them
  *   RUN/recipe.json          the recipe as run: overrides applied, defaults filled, data paths absolute
  *   RUN/model.safetensors    the latest weights (Hugging Face names), replaced atomically
  *   RUN/metrics.jsonl        training and evaluation rows (see metrics.ts)
@@ -17,6 +18,7 @@ import { type TrainableModel, modelFromConfigJson } from './build.js';
 import { type Recipe, parseRecipe } from './recipe.js';
 
 export const CONFIG_NAME = 'config.json';
+export const GENERATION_CONFIG_NAME = 'generation_config.json';
 export const RECIPE_NAME = 'recipe.json';
 export const MODEL_NAME = 'model.safetensors';
 

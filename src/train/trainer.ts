@@ -29,11 +29,11 @@ import type { Tensor } from '../tensor.js';
 import {
   type Checkpoint, CHECKPOINTS_DIR, cleanStaging, findLatestVerified, loadCheckpointTensors, readCheckpointJson, saveCheckpoint,
 } from './checkpoint.js';
-import { type TrainableModel, buildModel, buildOptimizer, buildSchedule, modelConfigJson, modelLoss } from './build.js';
+import { type TrainableModel, buildModel, buildOptimizer, buildSchedule, generationConfigJson, modelConfigJson, modelLoss } from './build.js';
 import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { type EvalRow, METRICS_NAME, MetricsLog, type TrainRow } from './metrics.js';
 import { type Recipe, parseRecipe } from './recipe.js';
-import { CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
+import { CONFIG_NAME, GENERATION_CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
 import { type TrainBatch, type TrainSource, openTrainSource, withDataPath } from './sources.js';
 
 export const DEFAULT_KEEP_CHECKPOINTS = 3;
@@ -135,6 +135,8 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     });
     await writeFileAtomic(join(out, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
     await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
+    const generation = generationConfigJson(model);
+    if (generation) await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
 
     // 3. Resume.
     const parts: RunParts = { model, optimizer, generator, data };
