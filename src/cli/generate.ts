@@ -1,8 +1,13 @@
 /** `knobs generate DIR --prompt TEXT`: continues a prompt with a run's language model, streaming. */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { generateText } from '../models/generate-text.js';
+import { type GenerateTextOptions, generateText } from '../models/generate-text.js';
+import { loadHfModel } from '../models/hf/load.js';
+import { loadHfTokenizer, tokenizerCodec } from '../models/hf/text.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { isLanguageModelInstance } from '../train/build.js';
-import { loadRun } from '../train/run-dir.js';
+import { RECIPE_NAME, loadRun } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
 import { numberIn, positiveInt } from './flags.js';
 
@@ -12,8 +17,10 @@ export const generateCommand: Command = {
   help: `Usage: knobs generate DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
                       [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--json]
 
-Loads the language model (GPT-2, Llama or Qwen2) in DIR (config.json + model.safetensors) and continues TEXT, streaming the
-prompt and the new text to stdout as it is produced (to stderr with --json).
+Loads the language model in DIR and continues TEXT, streaming the prompt and the new text to
+stdout as it is produced (to stderr with --json). DIR is a run directory made by 'knobs train'
+(byte-level), or a Hugging Face model directory — GPT-2, Llama, Mistral or Qwen2: config.json,
+model.safetensors or shards, tokenizer.json, optional generation_config.json (docs/hf-models.md).
 
   --max-tokens N     most new tokens (bytes), default 256
   --temperature T    0 is greedy (deterministic); default 1
@@ -21,12 +28,14 @@ prompt and the new text to stdout as it is produced (to stderr with --json).
   --top-p P          sample from the smallest set reaching probability P (default 1)
   --seed S           sampler seed (default 0)
   --stop STR         stop when the text contains STR (repeatable); STR is not printed
-  --ignore-eos       keep going past config.json's eos_token_id. Byte-level models that knobs
-                     trains have eos_token_id null: they stop at --stop or --max-tokens
+  --ignore-eos       keep going past the eos token(s) (generation_config.json's eos_token_id, else
+                     config.json's). Byte-level models that knobs trains have eos_token_id null:
+                     they stop at --stop or --max-tokens
   --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length"}
 
 Example:
-  knobs generate runs/tiny --prompt 'And God said' --max-tokens 200 --temperature 0.8`,
+  knobs generate runs/tiny --prompt 'And God said' --max-tokens 200 --temperature 0.8
+  knobs generate models/TinyLlama-1.1B --prompt 'The capital of France is' --temperature 0`,
   async run(argv, io) {
     const { values, positionals } = parse(argv, {
       prompt: { type: 'string' },
@@ -50,14 +59,25 @@ Example:
       stop: (values.stop as string[] | undefined) ?? [],
       ignoreEos: values['ignore-eos'] === true,
     };
-    const { model, dir } = await loadRun(positionals[0]!);
-    if (!isLanguageModelInstance(model)) throw new UsageError(`${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`);
+    const { model, textOptions } = await loadLanguageModel(positionals[0]!);
     const json = values.json === true;
     const stream = json ? io.stderr : io.stdout;
     stream(values.prompt);
-    const result = generateText(model, values.prompt, { ...options, onText: stream });
+    const result = generateText(model, values.prompt, { ...options, ...textOptions, onText: stream });
     stream('\n');
     emit(io, json, { prompt_ids: result.promptIds, ids: result.ids, text: result.text, finish_reason: result.finishReason }, () => '');
     return 0;
   },
 };
+
+/** A run directory's byte-level model, or a Hugging Face directory's model with its tokenizer and eos ids. */
+async function loadLanguageModel(dir: string): Promise<{ model: CausalLM; textOptions: GenerateTextOptions }> {
+  if (existsSync(join(dir, RECIPE_NAME))) {
+    const { model } = await loadRun(dir);
+    if (!isLanguageModelInstance(model)) throw new UsageError(`${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`);
+    return { model, textOptions: {} };
+  }
+  const loaded = await loadHfModel(dir);
+  const tokenizer = await loadHfTokenizer(dir, loaded.config.vocab_size);
+  return { model: loaded.model, textOptions: { codec: tokenizerCodec(tokenizer), eosTokenId: loaded.generationConfig.eosTokenIds } };
+}
