@@ -49,9 +49,10 @@ export {
 } from './models/index.js';
 export {
   loadHfModel, generateHfTokens, directoryFiles, memoryFiles, parseHfConfig, parseGenerationConfig,
+  loadHfTokenizer, tokenizerCodec, evaluateText, type TextEval,
   type LoadedHfModel, type HfModel, type HfModelConfig, type HfModelType, type GenerationConfig, type ModelFiles,
 } from './models/hf/index.js';
-export { generateText, type GenerateTextOptions, type GenerateTextResult } from './models/generate-text.js';
+export { generateText, UTF8_BYTES, type GenerateTextOptions, type GenerateTextResult, type TextCodec } from './models/generate-text.js';
 export {
   Optimizer, SGD, Adam, AdamW, decayMatricesOnly, cosineSchedule, constantSchedule, clipGradNorm, accumulateGradients,
   type OptimizerState, type ParamGroupInput, type SGDOptions, type AdamOptions, type AdamWOptions, type Schedule,
