@@ -87,7 +87,7 @@ describe('Hugging Face model directories: bad input', () => {
       const dir = await variant(MISTRAL, (d) => editJson(join(d, INDEX), (j) => {
         (j.weight_map as Record<string, string>)['model.norm.weight'] = shard;
       }));
-      await rejects(dir, 'hf_bad_shard_path', [INDEX, JSON.stringify(shard), why], { shard });
+      await rejects(dir, 'hf_bad_path', [INDEX, JSON.stringify(shard), why], { shard });
     });
   }
 
@@ -97,7 +97,7 @@ describe('Hugging Face model directories: bad input', () => {
       await unlink(join(d, 'model-00002-of-00002.safetensors'));
       await symlink(join(tmp, 'elsewhere.safetensors'), join(d, 'model-00002-of-00002.safetensors'));
     });
-    await rejects(dir, 'hf_bad_shard_path', ['model-00002-of-00002.safetensors', 'symbolic link']);
+    await rejects(dir, 'hf_bad_path', ['model-00002-of-00002.safetensors', 'symbolic link']);
   });
 
   it('a tensor listed twice in the index', async () => {

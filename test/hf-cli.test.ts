@@ -54,9 +54,9 @@ after(async () => {
 });
 
 describe('knobs generate / eval on a Hugging Face directory', () => {
-  it('generate: the greedy tokens torch computed, decoded, ending at an eos id from generation_config.json', async () => {
+  it('generate: greedy by default (no do_sample), the tokens torch computed, decoded, ending at an eos id from generation_config.json', async () => {
     const prompt = textOf(expected.prompt.slice(1)); // the tokenizer adds <s> (id 1)
-    const r = await cli(['generate', dir, '--prompt', prompt, '--temperature', '0', '--json']);
+    const r = await cli(['generate', dir, '--prompt', prompt, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { prompt_ids: number[]; ids: number[]; text: string; finish_reason: string };
     assert.deepEqual(out.prompt_ids, expected.prompt);

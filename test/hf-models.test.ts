@@ -11,7 +11,10 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import * as k from '../src/index.js';
-import { generateHfTokens } from '../src/models/hf/generate.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { loadSafetensors, saveSafetensors } from '../src/formats/safetensors.js';
+import { generateHfTokens, samplingDefaults } from '../src/models/hf/generate.js';
 import { memoryFiles } from '../src/models/hf/files.js';
 import { loadHfModel } from '../src/models/hf/load.js';
 import { repoRoot } from './harness/fixtures.js';
@@ -78,6 +81,24 @@ describe('Hugging Face model directories against PyTorch', () => {
       });
     }
   }
+
+  it('F64 weights load to the same parameters as F32 ones', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'knobs-hf-f64-'));
+    try {
+      const { tensors } = await loadSafetensors(join(HF_DIR, 'gpt2-tiny', 'model.safetensors'));
+      await saveSafetensors(join(tmp, 'model.safetensors'), new Map([...tensors].map(([n, t]) => [n, (t as k.Tensor).to('f64')])));
+      await writeFile(join(tmp, 'config.json'), readFileSync(join(HF_DIR, 'gpt2-tiny', 'config.json')));
+      const a = (await loadHfModel(tmp)).model.stateDict();
+      for (const [key, t] of (await loadHfModel(join(HF_DIR, 'gpt2-tiny'))).model.stateDict()) assert.deepEqual(a.get(key)!.toArray(), t.toArray(), key);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('sampling follows generation_config.json as transformers does: greedy unless do_sample', () => {
+    assert.deepEqual(samplingDefaults({ eosTokenIds: [] }), { temperature: 0, topK: 0, topP: 1 });
+    assert.deepEqual(samplingDefaults({ eosTokenIds: [], doSample: true, temperature: 0.6, topP: 0.9, maxNewTokens: 7 }), { temperature: 0.6, topK: 50, topP: 0.9, maxNewTokens: 7 });
+  });
 
   it('a directory held in memory loads the same model as from disk', async () => {
     const name = cases.find((c) => readdirSync(join(HF_DIR, c)).includes('model.safetensors.index.json'))!;

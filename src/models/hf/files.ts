@@ -30,7 +30,7 @@ export function checkBareName(name: string, label: string, listedIn: string): vo
     : name.includes('\0') ? 'contains a NUL character'
     : null;
   if (bad) {
-    throw new FormatError('hf_bad_shard_path', `${join(label, listedIn)}: the shard name ${JSON.stringify(name)} ${bad}; shard names must be bare file names inside the model directory`, { file: join(label, listedIn), shard: name });
+    throw new FormatError('hf_bad_path', `${join(label, listedIn)}: the shard name ${JSON.stringify(name)} ${bad}; shard names must be bare file names inside the model directory`, { file: join(label, listedIn), shard: name });
   }
 }
 
@@ -44,9 +44,9 @@ export function directoryFiles(dir: string): ModelFiles {
       try {
         const st = await lstat(path);
         if (st.isSymbolicLink()) {
-          throw new FormatError('hf_bad_shard_path', `${path} is a symbolic link; knobs reads only regular files inside the model directory (replace the link with the file, e.g. cp -L)`, { file: path });
+          throw new FormatError('hf_bad_path', `${path} is a symbolic link; knobs reads only regular files inside the model directory (copy the directory with cp -rL to replace links with their files)`, { file: path });
         }
-        if (!st.isFile()) throw new FormatError('hf_bad_shard_path', `${path} is not a regular file`, { file: path });
+        if (!st.isFile()) throw new FormatError('hf_bad_path', `${path} is not a regular file`, { file: path });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
         if (err instanceof FormatError) throw err;

@@ -125,5 +125,9 @@ function matchTensors(model: Module, weights: ModelWeights, hf: HfModelConfig, c
     }
     plan.push([target, location]);
   }
-  return plan;
+  // File order: each file is read front to back, which a cold disk and read-ahead reward.
+  const fileRank = new Map<unknown, number>();
+  for (const { file } of weights.tensors.values()) if (!fileRank.has(file)) fileRank.set(file, fileRank.size);
+  const rank = ([, { file }]: [Tensor, TensorLocation]): number => fileRank.get(file)!;
+  return plan.sort((a, b) => rank(a) - rank(b) || a[1].entry.dataOffsets[0] - b[1].entry.dataOffsets[0]);
 }

@@ -32,10 +32,11 @@ export interface ModelWeights {
 
 /** Opens the weights' headers; the caller must close() the result. */
 export async function openModelWeights(files: ModelFiles): Promise<ModelWeights> {
-  const index = await readTextFile(files, INDEX_NAME);
-  if (index) return openShards(files, index.path, parseIndex(index.text, index.path));
+  // transformers' order: the single file first, then the index.
   const single = await files.open(WEIGHTS_NAME);
   if (!single) {
+    const index = await readTextFile(files, INDEX_NAME);
+    if (index) return openShards(files, index.path, parseIndex(index.text, index.path));
     throw new FormatError('hf_no_weights', `${files.label} has no ${WEIGHTS_NAME} and no ${INDEX_NAME}; a Hugging Face model directory needs its weights in safetensors (pytorch_model.bin is not read: convert it to safetensors)`, { dir: files.label });
   }
   const file = await openSafetensors(single);
