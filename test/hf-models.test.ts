@@ -8,11 +8,11 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import * as k from '../src/index.js';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { loadSafetensors, saveSafetensors } from '../src/formats/safetensors.js';
 import { generateHfTokens, samplingDefaults } from '../src/models/hf/generate.js';
 import { memoryFiles } from '../src/models/hf/files.js';
