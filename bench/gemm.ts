@@ -55,19 +55,19 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
             addon.selectGemm(lib);
             knobsTimes.get(lib)!.push(...timeKnobs(addon, n, a, b, c, iters));
           }
-          if (peer) torchTimes.push(...(await peer.request<{ seconds: number[] }>({ op: 'gemm', n, iters })).seconds);
+          torchTimes.push(...(await peer.request<{ seconds: number[] }>({ op: 'gemm', n, iters })).seconds);
         }
         const flops = 2 * n ** 3;
-        const torchGflops = peer ? flops / median(torchTimes) / 1e9 : null;
+        const torchGflops = flops / median(torchTimes) / 1e9;
         for (const lib of libs) {
           const name = libs.length > 1 || lib !== original ? `gemm_f32_${n} (${lib})` : `gemm_f32_${n}`;
-          rows.push(makeRow(name, opts.cores, 'GFLOP/s', flops / median(knobsTimes.get(lib)!) / 1e9, peer?.version ?? null, torchGflops, true, GEMM_TARGET));
+          rows.push(makeRow(name, opts.cores, 'GFLOP/s', flops / median(knobsTimes.get(lib)!) / 1e9, peer.version, torchGflops, true, GEMM_TARGET));
         }
       }
     } finally {
       addon.selectGemm(original);
       addon.setThreads(threadsBefore);
-      peer?.close();
+      peer.close();
     }
     return rows;
   };

@@ -39,17 +39,15 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   if (r.status !== 0) throw new Error(`gpt-memory child failed: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
   const knobsMiB = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { kib: number }).kib / MIB;
   const peer = await TorchPeer.start(opts.cores);
-  let torchMiB: number | null = null;
+  let torchMiB: number;
   try {
-    if (peer) {
-      await peer.request({ op: 'gpt_train', batch: KJV_BATCH, iters: STEPS });
-      torchMiB = (await peer.request<{ kib: number }>({ op: 'maxrss' })).kib / MIB;
-    }
+    await peer.request({ op: 'gpt_train', batch: KJV_BATCH, iters: STEPS });
+    torchMiB = (await peer.request<{ kib: number }>({ op: 'maxrss' })).kib / MIB;
   } finally {
-    peer?.close();
+    peer.close();
   }
   notes.push(`gpt_train_peak_rss cores=${opts.cores}: peak RSS of a fresh process over ${STEPS} kjv-gpt training steps, runtime included; lower is better, ratio = torch/knobs, target 0.67 = knobs ≤ 1.5× torch`);
-  return [makeRow(`gpt_train_peak_rss_kjv_b${KJV_BATCH}`, opts.cores, 'MiB', knobsMiB, peer?.version ?? null, torchMiB, false, 0.67)];
+  return [makeRow(`gpt_train_peak_rss_kjv_b${KJV_BATCH}`, opts.cores, 'MiB', knobsMiB, peer.version, torchMiB, false, 0.67)];
 }
 
 if (process.argv[2] === '--child') child(Number(process.argv[3]));

@@ -36,15 +36,15 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
           for (let i = 0; i < ITERS; i++) k.add(a, b);
           knobsTimes.push(Number(process.hrtime.bigint() - t0) / 1e9 / ITERS);
         });
-        if (peer) torchTimes.push(...(await peer.request<{ seconds: number[] }>({ op: 'add', n: N, iters: ITERS })).seconds);
+        torchTimes.push(...(await peer.request<{ seconds: number[] }>({ op: 'add', n: N, iters: ITERS })).seconds);
       }
     } finally {
       addon.setThreads(threadsBefore);
-      peer?.close();
+      peer.close();
     }
     return [
-      makeRow(`add_f32_${N}_overhead`, opts.cores, 'µs/op', median(knobsTimes) * 1e6, peer?.version ?? null,
-        peer ? median(torchTimes) * 1e6 : null, false, null),
+      makeRow(`add_f32_${N}_overhead`, opts.cores, 'µs/op', median(knobsTimes) * 1e6, peer.version,
+        median(torchTimes) * 1e6, false, null),
     ];
   };
   return opts.cores === 1 ? pinnedToCore0(body) : body();

@@ -22,6 +22,22 @@ export function haveTaskset(): boolean {
   return spawnSync('taskset', ['-V'], { encoding: 'utf8' }).status === 0;
 }
 
+/** The PyTorch peer could not start: the bench must not report rows without it. */
+export class PeerMissingError extends Error {
+  constructor(why: string, stderr: string) {
+    const missingModule = /No module named '([^']+)'/.exec(stderr)?.[1];
+    const what = missingModule
+      ? `the Python module '${missingModule}' that the PyTorch peer needs is not installed for ${PYTHON}`
+      : `the PyTorch peer (${PYTHON} bench/peer_torch.py) failed to start: ${why}`;
+    const detail = missingModule ? '' : stderr.trim().split('\n').slice(-2).join(' | ');
+    super(
+      `${what}${detail ? ` (${detail})` : ''}. Install the bench peers with \`scripts/setup.sh --bench\` ` +
+        `(Debian packages python3-torch and python3-numpy), or point KNOBS_BENCH_PYTHON at a python3 that has them.`,
+    );
+    this.name = 'PeerMissingError';
+  }
+}
+
 export class TorchPeer {
   private constructor(
     private readonly proc: ChildProcessWithoutNullStreams,
@@ -31,24 +47,32 @@ export class TorchPeer {
 
   private static pending = new WeakMap<TorchPeer, ((line: string) => void)[]>();
 
-  /** Starts the peer (pinned to core 0 for cores = 1); null when python or torch is missing. */
-  static async start(cores: 1 | 'all'): Promise<TorchPeer | null> {
+  /**
+   * Starts the peer (pinned to core 0 for cores = 1). A bench row that names a peer must have one:
+   * when python or torch is missing this throws PeerMissingError, which fails the whole run.
+   */
+  static async start(cores: 1 | 'all'): Promise<TorchPeer> {
     const script = scriptPath();
     const cmd = cores === 1 && haveTaskset() ? 'taskset' : PYTHON;
     const args = cores === 1 && haveTaskset() ? ['-c', '0', PYTHON, script] : [script];
     const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const failed = new Promise<null>((resolve) => {
-      proc.on('error', () => resolve(null));
-      proc.on('exit', () => resolve(null));
+    let stderr = '';
+    proc.stderr.on('data', (d: Buffer) => {
+      if (stderr.length < 4096) stderr += d.toString();
+    });
+    const failed = new Promise<string>((resolve) => {
+      proc.on('error', (e) => resolve(e.message));
+      proc.on('exit', (code) => resolve(`exited with code ${code}`));
     });
     const lines = createInterface({ input: proc.stdout });
     const queue: ((line: string) => void)[] = [];
     lines.on('line', (l) => queue.shift()?.(l));
     const threads = cores === 1 ? 1 : cpus().length;
     const hello = new Promise<{ torch: string }>((resolve) => queue.push((l) => resolve(JSON.parse(l) as { torch: string })));
+    proc.stdin.on('error', () => {}); // a peer that died before reading: reported through `failed`
     proc.stdin.write(JSON.stringify({ op: 'hello', threads }) + '\n');
     const first = await Promise.race([hello, failed]);
-    if (!first) return null;
+    if (typeof first === 'string') throw new PeerMissingError(first, stderr);
     const peer = new TorchPeer(proc, lines, `torch ${first.torch}`);
     TorchPeer.pending.set(peer, queue);
     return peer;

@@ -4,6 +4,9 @@
  * the format of design.md ("Benchmarks"): {"bench", "cores", "unit", "knobs", "peer",
  * "peer_value", "higher_is_better", "ratio", "target"}. Progress and notes go to stderr.
  *
+ * Every row is measured against its peer in the same run, so a missing peer is an error: the run
+ * checks for it first and exits 1 naming what to install (`scripts/setup.sh --bench`).
+ *
  * KNOBS_BENCH_CORES=1|all limits the core settings. The default suite takes ~5–6 minutes on
  * 2 cores shared with other work (it must stay under 10).
  */
@@ -15,6 +18,7 @@ import * as gptMemory from './gpt-memory.js';
 import * as gptTrain from './gpt-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
+import { PeerMissingError, TorchPeer } from './peer.js';
 import type { BenchOptions, BenchRow } from './row.js';
 import { notes } from './train-step.js';
 
@@ -64,6 +68,13 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const env = process.env.KNOBS_BENCH_CORES;
   const coreSettings: (1 | 'all')[] = env === '1' ? [1] : env === 'all' ? ['all'] : [1, 'all'];
+  try {
+    (await TorchPeer.start('all')).close();
+  } catch (e) {
+    if (!(e instanceof PeerMissingError)) throw e;
+    process.stderr.write(`knobs bench: error: ${e.message}\n`);
+    return 1;
+  }
   const rows: BenchRow[] = [];
   let failed = false;
   for (const name of names.length > 0 ? names : Object.keys(SUITE)) {
