@@ -4,6 +4,8 @@
  *   RUN/config.json          the architecture (Hugging Face GPT2Config, or knobs-mlp / knobs-cnn)
  *   RUN/recipe.json          the recipe as run: overrides applied, defaults filled, data paths absolute
  *   RUN/model.safetensors    the latest weights (Hugging Face names), replaced atomically
+ *   RUN/tokenizer.json       language models: the tokenizer (byte-level models: id = byte value)
+ *   RUN/tokenizer_config.json  its transformers settings (special tokens, model_max_length)
  *   RUN/metrics.jsonl        training and evaluation rows (see metrics.ts)
  *   RUN/checkpoints/         crash-safe checkpoints (see checkpoint.ts)
  */

@@ -21,6 +21,7 @@ import { join, resolve } from 'node:path';
 import { IOError, UsageError } from '../errors.js';
 import { saveSafetensors } from '../formats/safetensors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { byteLevelTokenizerFiles, writeTokenizerFiles } from '../tokenizer/export.js';
 import { mixSeed } from '../data/shuffle.js';
 import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
 import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
@@ -135,6 +136,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     });
     await writeFileAtomic(join(out, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
     await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
+    if (recipe.model.type === 'gpt') await writeTokenizerFiles(out, byteLevelTokenizerFiles(recipe.model.n_positions));
 
     // 3. Resume.
     const parts: RunParts = { model, optimizer, generator, data };
