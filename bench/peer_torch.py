@@ -11,6 +11,9 @@ it reads one JSON request per line on stdin and answers one JSON line on stdout.
   {"op": "gpt_block", "batch": 16, "context": 128, "width": 256, "heads": 4, "iters": 3}
                                                -> {"seconds": [per forward+backward seconds]}
   {"op": "gpt_train", "batch": 16, "iters": 3} -> {"seconds": [per training step seconds], "loss": float}
+  {"op": "llama_train", "config": {LlamaConfig fields}, "batch": 16, "context": 128, "iters": 3}
+                                               -> {"seconds": [per training step seconds], "loss": float}
+                                                  (the model is bench/torch_train.py's Llama twin)
   {"op": "gpt_generate", "prompt": 16, "tokens": 256, "iters": 1}
                                                -> {"seconds": [per generate() call seconds]}
   {"op": "fashion", "model": "mlp" | "cnn", "batch": 128, "steps": N, "iters": 1}
@@ -254,6 +257,33 @@ def gpt_train(batch, iters):
     return out, float(loss)
 
 
+def llama_train(config, batch, context, iters):
+    key = ("llama_train", json.dumps(config, sort_keys=True), batch, context)
+    if key not in _models:
+        import torch_train  # the kjv-llama recipe's twin, beside this file
+        torch.manual_seed(0)
+        model = torch_train.Llama(dict(config, type=config["model_type"]))
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=1e-3, betas=(0.9, 0.95), foreach=True)
+        ids = torch.randint(0, config["vocab_size"], (batch, context + 1))
+        _models[key] = (model, opt, ids[:, :-1].contiguous(), ids[:, 1:].contiguous())
+    model, opt, x, y = _models[key]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    out, loss = timed(step, iters, warmup=0)  # the bench's first request (1 step) is the warm-up
+    return out, float(loss)
+
+
 def gpt_generate(prompt_len, tokens, iters):
     key = ("gpt_gen", prompt_len, tokens)
     if key not in _models:
@@ -394,6 +424,9 @@ def main():
                                         int(req["iters"]))}
         elif op == "gpt_train":
             seconds, loss = gpt_train(int(req["batch"]), int(req["iters"]))
+            res = {"seconds": seconds, "loss": loss}
+        elif op == "llama_train":
+            seconds, loss = llama_train(req["config"], int(req["batch"]), int(req["context"]), int(req["iters"]))
             res = {"seconds": seconds, "loss": loss}
         elif op == "gpt_generate":
             res = {"seconds": gpt_generate(int(req["prompt"]), int(req["tokens"]), int(req["iters"]))}

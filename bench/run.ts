@@ -17,6 +17,7 @@ import * as gptGenerate from './gpt-generate.js';
 import * as gptMemory from './gpt-memory.js';
 import * as gptTrain from './gpt-train.js';
 import * as hfLoad from './hf-load.js';
+import * as llamaTrain from './llama-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
@@ -29,6 +30,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   mlp: mlp.run,
   'gpt-block': gptBlock.run,
   'gpt-train': gptTrain.run,
+  'llama-train': llamaTrain.run,
   'gpt-memory': gptMemory.run,
   'gpt-generate': gptGenerate.run,
   'fashion-mlp': fashion.runMlp,

@@ -46,7 +46,7 @@ describe('knobs train (llama, qwen2)', { concurrency: false }, () => {
       const r = await cli(['train', path, '--out', out, '--json']);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(JSON.parse(r.stdout).step, 6);
-      assert.deepEqual((await readdir(out)).sort(), ['checkpoints', 'config.json', 'generation_config.json', 'metrics.jsonl', 'model.safetensors', 'recipe.json']);
+      assert.deepEqual((await readdir(out)).sort(), ['checkpoints', 'config.json', 'generation_config.json', 'metrics.jsonl', 'model.safetensors', 'recipe.json', 'tokenizer.json', 'tokenizer_config.json']);
       const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
       assert.equal(config.model_type, type);
       assert.deepEqual(config.architectures, [architecture]);

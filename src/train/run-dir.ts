@@ -5,6 +5,8 @@
  *   RUN/generation_config.json   language models: bos_token_id and eos_token_id, as Hugging Face reads them
  *   RUN/recipe.json          the recipe as run: overrides applied, defaults filled, data paths absolute
  *   RUN/model.safetensors    the latest weights (Hugging Face names), replaced atomically
+ *   RUN/tokenizer.json       language models: the tokenizer (byte-level models: id = byte value)
+ *   RUN/tokenizer_config.json  its transformers settings (special tokens, model_max_length)
  *   RUN/metrics.jsonl        training and evaluation rows (see metrics.ts)
  *   RUN/checkpoints/         crash-safe checkpoints (see checkpoint.ts)
  */

@@ -21,6 +21,7 @@ import { join, resolve } from 'node:path';
 import { IOError, UsageError } from '../errors.js';
 import { saveSafetensors } from '../formats/safetensors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { byteLevelTokenizerFiles, writeTokenizerFiles } from '../tokenizer/export.js';
 import { mixSeed } from '../data/shuffle.js';
 import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
 import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
@@ -32,7 +33,7 @@ import {
 import { type TrainableModel, buildModel, buildOptimizer, buildSchedule, generationConfigJson, modelConfigJson, modelLoss } from './build.js';
 import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { type EvalRow, METRICS_NAME, MetricsLog, type TrainRow } from './metrics.js';
-import { type Recipe, parseRecipe } from './recipe.js';
+import { type Recipe, isLanguageModel, modelPositions, parseRecipe } from './recipe.js';
 import { CONFIG_NAME, GENERATION_CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
 import { type TrainBatch, type TrainSource, openTrainSource, withDataPath } from './sources.js';
 
@@ -137,6 +138,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
     const generation = generationConfigJson(model);
     if (generation) await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
+    if (isLanguageModel(recipe.model)) await writeTokenizerFiles(out, byteLevelTokenizerFiles(modelPositions(recipe.model).positions));
 
     // 3. Resume.
     const parts: RunParts = { model, optimizer, generator, data };
