@@ -15,6 +15,7 @@ import * as gptMemory from './gpt-memory.js';
 import * as gptTrain from './gpt-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
+import * as tokenizer from './tokenizer.js';
 import type { BenchOptions, BenchRow } from './row.js';
 import { notes } from './train-step.js';
 
@@ -28,6 +29,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'gpt-generate': gptGenerate.run,
   'fashion-mlp': fashion.runMlp,
   'fashion-cnn': fashion.runCnn,
+  tokenizer: tokenizer.run,
 };
 
 function usage(): string {
