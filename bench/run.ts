@@ -21,6 +21,7 @@ import * as llamaTrain from './llama-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
+import * as tokenizer from './tokenizer.js';
 import type { BenchOptions, BenchRow } from './row.js';
 import { notes } from './train-step.js';
 
@@ -36,6 +37,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'fashion-mlp': fashion.runMlp,
   'fashion-cnn': fashion.runCnn,
   'hf-load': hfLoad.run,
+  tokenizer: tokenizer.run,
 };
 
 function usage(): string {

@@ -87,3 +87,15 @@ export {
 export { evaluateRun, type RunEval } from './train/eval-run.js';
 export { loadRun, defaultRunDir, CONFIG_NAME, RECIPE_NAME, MODEL_NAME, type LoadedRun } from './train/run-dir.js';
 export { MetricsLog, METRICS_NAME, type TrainRow, type EvalRow } from './train/metrics.js';
+export {
+  Tokenizer, DecodeStream, checkTokenizerFitsVocab, MAX_TOKENIZER_JSON_BYTES, type EncodeOptions, type DecodeOptions,
+} from './tokenizer/tokenizer.js';
+export type { Encoded } from './tokenizer/bpe.js';
+export {
+  loadTokenizerDir, parseTokenizerConfig, tokenizerConfigJson, TOKENIZER_NAME, TOKENIZER_CONFIG_NAME,
+  type TokenizerConfig, type TokenizerConfigOptions, type TokenizerDir,
+} from './tokenizer/config.js';
+export {
+  byteLevelTokenizerJson, byteLevelTokenizerFiles, writeTokenizerFiles, type TokenizerFiles,
+} from './tokenizer/export.js';
+export { trainByteLevelBpe, type TrainBpeOptions } from './tokenizer/train-bpe.js';
