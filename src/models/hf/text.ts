@@ -7,12 +7,11 @@ import { join } from 'node:path';
 import { noGrad } from '../../autograd/tape.js';
 import { FormatError, IOError } from '../../errors.js';
 import { fromArray } from '../../ops/creation.js';
+import { TOKENIZER_NAME } from '../../tokenizer/config.js';
 import { Tokenizer, checkTokenizerFitsVocab } from '../../tokenizer/tokenizer.js';
 import type { CausalLM } from '../causal-lm.js';
 import type { TextCodec } from '../generate-text.js';
 import { CONFIG_NAME } from './config.js';
-
-export const TOKENIZER_NAME = 'tokenizer.json';
 
 /** DIR/tokenizer.json, checked to produce only ids below `vocabSize`. */
 export async function loadHfTokenizer(dir: string, vocabSize: number): Promise<Tokenizer> {
