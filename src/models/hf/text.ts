@@ -37,6 +37,9 @@ export function tokenizerCodec(tokenizer: Tokenizer): TextCodec {
   };
 }
 
+/** f32 logits one evaluation batch may hold (128 MiB): a real vocabulary (128k) times a 1k context is already 0.5 GiB per window. */
+const LOGITS_BUDGET = 1 << 25;
+
 export interface TextEval {
   /** Mean next-token cross-entropy in nats. */
   loss: number;
@@ -56,7 +59,8 @@ export function evaluateText(model: CausalLM, tokenizer: Tokenizer, text: string
   const ids = tokenizer.encode(text).ids;
   const bytes = new TextEncoder().encode(text).byteLength;
   const T = opts.context;
-  const B = opts.batchSize ?? 8;
+  // Windows per forward pass: as many as keep the logits [B, T, V] under LOGITS_BUDGET elements.
+  const B = opts.batchSize ?? Math.max(1, Math.min(8, Math.floor(LOGITS_BUDGET / (T * model.config.vocab_size))));
   if (ids.length < 2) throw new FormatError('too_short', `the text gives ${ids.length} token(s); evaluation needs at least 2`, { tokens: ids.length });
   const wasTraining = model.training;
   model.eval();
