@@ -82,6 +82,18 @@ describe('Hugging Face model directories against PyTorch', () => {
     }
   }
 
+  it('the fixtures exercise rope scaling: without it, the logits leave the tolerance', async () => {
+    for (const name of ['llama-gqa-bf16-llama3', 'llama-tied-f16-linear']) {
+      const files = new Map(readdirSync(join(HF_DIR, name)).map((f) => [f, new Uint8Array(readFileSync(join(HF_DIR, name, f)))]));
+      const config = JSON.parse(new TextDecoder().decode(files.get('config.json'))) as Record<string, unknown>;
+      files.set('config.json', new TextEncoder().encode(JSON.stringify({ ...config, rope_scaling: null })));
+      const loaded = await loadHfModel(memoryFiles(files, name));
+      const expected = expectedOf(name);
+      const ids = k.fromArray(expected.logits_ids, [1, expected.logits_ids.length], { dtype: 'i32' });
+      assert.throws(() => checkLogits(k.noGrad(() => loaded.model.forward(ids)), expected, name), /logit \[/, name);
+    }
+  });
+
   it('F64 weights load to the same parameters as F32 ones', async () => {
     const tmp = await mkdtemp(join(tmpdir(), 'knobs-hf-f64-'));
     try {
