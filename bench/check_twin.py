@@ -61,7 +61,7 @@ def main(argv=None):
         print(f'names differ: missing in knobs {missing}, unexpected {unexpected}', file=sys.stderr)
         return 1
     model.eval()
-    data = (tt.TextData if r['model']['type'] == 'gpt' else tt.ImageData)(r, 0)
+    data = (tt.TextData if r['model']['type'] in tt.LANGUAGE_MODELS else tt.ImageData)(r, 0)
     res = data.evaluate(model, r)
     rel = abs(res['eval_loss'] - last_eval['eval_loss']) / abs(last_eval['eval_loss'])
     ok = rel <= a.tol

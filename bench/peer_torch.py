@@ -11,11 +11,17 @@ it reads one JSON request per line on stdin and answers one JSON line on stdout.
   {"op": "gpt_block", "batch": 16, "context": 128, "width": 256, "heads": 4, "iters": 3}
                                                -> {"seconds": [per forward+backward seconds]}
   {"op": "gpt_train", "batch": 16, "iters": 3} -> {"seconds": [per training step seconds], "loss": float}
+  {"op": "llama_train", "config": {LlamaConfig fields}, "batch": 16, "context": 128, "iters": 3}
+                                               -> {"seconds": [per training step seconds], "loss": float}
+                                                  (the model is bench/torch_train.py's Llama twin)
   {"op": "gpt_generate", "prompt": 16, "tokens": 256, "iters": 1}
                                                -> {"seconds": [per generate() call seconds]}
   {"op": "fashion", "model": "mlp" | "cnn", "batch": 128, "steps": N, "iters": 1}
                                                -> {"seconds": [seconds per N training steps]}
   {"op": "maxrss"}                             -> {"kib": peak resident set size of this process}
+  {"op": "save_pt", "safetensors": P, "out": Q} -> {} (the F32 tensors of safetensors file P, torch.save'd to Q)
+  {"op": "torch_load", "path": Q}              -> {"seconds", "rss_before_kib", "peak_kib"} of one torch.load(Q)
+                                                  (meant for a fresh peer, so the peak is this load's)
   {"op": "threads", "threads": N}              -> {"threads": N} (intra-op threads from now on)
 
 mlp and gpt_block build their model once per configuration and keep it, so warm-up happens once;
@@ -251,6 +257,33 @@ def gpt_train(batch, iters):
     return out, float(loss)
 
 
+def llama_train(config, batch, context, iters):
+    key = ("llama_train", json.dumps(config, sort_keys=True), batch, context)
+    if key not in _models:
+        import torch_train  # the kjv-llama recipe's twin, beside this file
+        torch.manual_seed(0)
+        model = torch_train.Llama(dict(config, type=config["model_type"]))
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=1e-3, betas=(0.9, 0.95), foreach=True)
+        ids = torch.randint(0, config["vocab_size"], (batch, context + 1))
+        _models[key] = (model, opt, ids[:, :-1].contiguous(), ids[:, 1:].contiguous())
+    model, opt, x, y = _models[key]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    out, loss = timed(step, iters, warmup=0)  # the bench's first request (1 step) is the warm-up
+    return out, float(loss)
+
+
 def gpt_generate(prompt_len, tokens, iters):
     key = ("gpt_gen", prompt_len, tokens)
     if key not in _models:
@@ -331,6 +364,39 @@ def fashion(kind, batch, steps, iters):
     return timed(lambda: run(steps), iters, warmup=0)[0]  # the bench's first request warms up
 
 
+def save_pt(safetensors_path, out):
+    """Reads an F32 safetensors file by hand (header, then each tensor's range) and torch.save()s the tensors."""
+    with open(safetensors_path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        tensors = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            assert info["dtype"] == "F32", info["dtype"]
+            begin, end = info["data_offsets"]
+            f.seek(8 + n + begin)
+            tensors[name] = torch.frombuffer(bytearray(f.read(end - begin)), dtype=torch.float32).reshape(info["shape"])
+    torch.save(tensors, out)
+
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def torch_load(path):
+    before = rss_kib()
+    t0 = time.perf_counter()
+    state = torch.load(path)
+    seconds = time.perf_counter() - t0
+    assert len(state) > 0
+    return {"seconds": seconds, "rss_before_kib": before, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
 def main():
     torch.set_grad_enabled(False)
     for line in sys.stdin:
@@ -359,10 +425,18 @@ def main():
         elif op == "gpt_train":
             seconds, loss = gpt_train(int(req["batch"]), int(req["iters"]))
             res = {"seconds": seconds, "loss": loss}
+        elif op == "llama_train":
+            seconds, loss = llama_train(req["config"], int(req["batch"]), int(req["context"]), int(req["iters"]))
+            res = {"seconds": seconds, "loss": loss}
         elif op == "gpt_generate":
             res = {"seconds": gpt_generate(int(req["prompt"]), int(req["tokens"]), int(req["iters"]))}
         elif op == "fashion":
             res = {"seconds": fashion(req["model"], int(req["batch"]), int(req["steps"]), int(req["iters"]))}
+        elif op == "save_pt":
+            save_pt(req["safetensors"], req["out"])
+            res = {}
+        elif op == "torch_load":
+            res = torch_load(req["path"])
         elif op == "maxrss":
             res = {"kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
         elif op == "quit":

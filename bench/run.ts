@@ -16,9 +16,12 @@ import * as gptBlock from './gpt-block.js';
 import * as gptGenerate from './gpt-generate.js';
 import * as gptMemory from './gpt-memory.js';
 import * as gptTrain from './gpt-train.js';
+import * as hfLoad from './hf-load.js';
+import * as llamaTrain from './llama-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
+import * as tokenizer from './tokenizer.js';
 import type { BenchOptions, BenchRow } from './row.js';
 import { notes } from './train-step.js';
 
@@ -28,10 +31,13 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   mlp: mlp.run,
   'gpt-block': gptBlock.run,
   'gpt-train': gptTrain.run,
+  'llama-train': llamaTrain.run,
   'gpt-memory': gptMemory.run,
   'gpt-generate': gptGenerate.run,
   'fashion-mlp': fashion.runMlp,
   'fashion-cnn': fashion.runCnn,
+  'hf-load': hfLoad.run,
+  tokenizer: tokenizer.run,
 };
 
 function usage(): string {

@@ -8,8 +8,11 @@ knobs' own `knobs train`.
 Same as knobs (src/train/*, src/models/*, src/optim/*, src/data/*):
   * recipe defaults: those of the zod schema in src/train/recipe.ts (unknown fields are errors);
   * architectures and parameter names: MLPClassifier, CNNClassifier, GPT (GPT-2: pre-LN blocks,
-    Conv1D [in, out] weights, tanh GELU, tied head); init: PyTorch defaults for the classifiers,
-    GPT-2's N(0, 0.02) / N(0, 0.02/sqrt(2L)) for c_proj, zero biases, unit norms for GPT;
+    Conv1D [in, out] weights, tanh GELU, tied head), Llama / Qwen2 (LlamaForCausalLM: RMSNorm,
+    rotate-half RoPE with linear / llama3 scaling, SwiGLU, grouped-query attention, tied or untied
+    head; Qwen2 adds q/k/v biases); init: PyTorch defaults for the classifiers, GPT-2's
+    N(0, 0.02) / N(0, 0.02/sqrt(2L)) for c_proj, zero biases, unit norms for GPT, and
+    N(0, initializer_range) for every Llama matrix and embedding, zero biases, unit norms;
   * data split and normalisation: IDX train/test, pixels (v/255 - 0.2860)/0.3530, training
     drops the last partial batch and reshuffles each epoch; text: the last
     floor(size * validation_fraction) bytes validate, training draws random windows of
@@ -55,6 +58,9 @@ class RecipeError(Exception):
     pass
 
 
+LANGUAGE_MODELS = ('gpt', 'llama', 'qwen2')
+
+
 def _obj(d, where, allowed):
     if not isinstance(d, dict):
         raise RecipeError(f'{where}: expected an object')
@@ -66,7 +72,8 @@ def _obj(d, where, allowed):
 
 def fill_defaults(r):
     top = ['name', 'description', 'model', 'data', 'optimizer', 'schedule', 'batch_size', 'context', 'steps', 'epochs',
-           'grad_accum_steps', 'clip_grad_norm', 'seed', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every']
+           'grad_accum_steps', 'clip_grad_norm', 'seed', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every',
+           'tokenizer']
     r = _obj(r, 'recipe', top)
     m = r['model']
     t = m.get('type')
@@ -86,8 +93,25 @@ def fill_defaults(r):
                 raise RecipeError(f'model.{k}: required')
         if m['n_embd'] % m['n_head']:
             raise RecipeError('model.n_head: n_embd must be divisible by n_head')
+    elif t in ('llama', 'qwen2'):
+        m = _obj(m, 'model', ['type', 'vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',
+                              'num_key_value_heads', 'head_dim', 'max_position_embeddings', 'rms_norm_eps', 'rope_theta', 'rope_scaling',
+                              'tie_word_embeddings', 'initializer_range', 'bos_token_id', 'eos_token_id'])
+        for k in ('hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings'):
+            if k not in m:
+                raise RecipeError(f'model.{k}: required')
+        m = {'vocab_size': 256, 'num_key_value_heads': m['num_attention_heads'], 'head_dim': m['hidden_size'] // m['num_attention_heads'],
+             'rms_norm_eps': 1e-6, 'rope_theta': 10000, 'rope_scaling': None, 'tie_word_embeddings': False, 'initializer_range': 0.02,
+             'bos_token_id': None, 'eos_token_id': None, **m}
+        if m['num_attention_heads'] % m['num_key_value_heads']:
+            raise RecipeError('model.num_key_value_heads: must divide num_attention_heads')
+        if m['head_dim'] * m['num_attention_heads'] != m['hidden_size']:
+            raise RecipeError('model.head_dim: must equal hidden_size / num_attention_heads')
     else:
         raise RecipeError(f'model.type: unknown {t!r}')
+    if r.get('tokenizer', 'bytes') != 'bytes':
+        raise RecipeError('tokenizer: must be "bytes"')
+    r['tokenizer'] = 'bytes'
     r['model'] = m
     d = r['data']
     if d.get('type') == 'idx':
@@ -98,8 +122,8 @@ def fill_defaults(r):
         d = {'validation_fraction': 0.05, **d}
     else:
         raise RecipeError(f'data.type: unknown {d.get("type")!r}')
-    if (m['type'] == 'gpt') != (d['type'] == 'text'):
-        raise RecipeError('data.type: gpt models train on text data; mlp and cnn models on idx data')
+    if (m['type'] in LANGUAGE_MODELS) != (d['type'] == 'text'):
+        raise RecipeError('data.type: gpt, llama and qwen2 models train on text data; mlp and cnn models on idx data')
     r['data'] = d
     o = r['optimizer']
     if o.get('type') == 'sgd':
@@ -123,10 +147,11 @@ def fill_defaults(r):
     r = {**defaults, **r}
     if ('steps' in r) == ('epochs' in r):
         raise RecipeError('steps: give exactly one of "steps" or "epochs"')
-    if m['type'] == 'gpt':
-        r.setdefault('context', m['n_positions'])
-        if r['context'] > m['n_positions']:
-            raise RecipeError('context: must be at most model.n_positions')
+    if m['type'] in LANGUAGE_MODELS:
+        positions = m['n_positions'] if m['type'] == 'gpt' else m['max_position_embeddings']
+        r.setdefault('context', positions)
+        if r['context'] > positions:
+            raise RecipeError("context: must be at most the model's positions")
     return r
 
 
@@ -255,14 +280,127 @@ class GPT(nn.Module):
         return self.ln_f(x) @ self.wte.weight.t()  # tied head
 
 
+def rope_inverse_frequencies(c):
+    """transformers' default / linear / llama3 RoPE frequencies (src/models/llama.ts ropeInverseFrequencies)."""
+    D = c['head_dim']
+    inv = 1.0 / (c['rope_theta'] ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
+    s = c['rope_scaling']
+    if s is None:
+        return inv
+    if s['rope_type'] == 'linear':
+        return inv / s['factor']
+    factor, low, high, old = s['factor'], s['low_freq_factor'], s['high_freq_factor'], s['original_max_position_embeddings']
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > old / low, inv / factor, inv)
+    smooth = (old / wavelen - low) / (high - low)
+    medium = (wavelen >= old / high) & (wavelen <= old / low)
+    return torch.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, C, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(C))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C, H, K, D = c['hidden_size'], c['num_attention_heads'], c['num_key_value_heads'], c['head_dim']
+        bias = c['type'] == 'qwen2'
+        self.H, self.K, self.D = H, K, D
+        self.q_proj = nn.Linear(C, H * D, bias=bias)
+        self.k_proj = nn.Linear(C, K * D, bias=bias)
+        self.v_proj = nn.Linear(C, K * D, bias=bias)
+        self.o_proj = nn.Linear(H * D, C, bias=False)
+        P = c['max_position_embeddings']
+        self.register_buffer('mask', torch.tril(torch.ones(P, P, dtype=torch.bool)), persistent=False)
+
+    def forward(self, x, cos, sin):
+        B, T, _ = x.shape
+        H, K, D = self.H, self.K, self.D
+        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, K, D).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, K, D).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if K != H:  # repeat_kv: query head j reads key/value head j // (H / K)
+            k = k[:, :, None].expand(B, K, H // K, T, D).reshape(B, H, T, D)
+            v = v[:, :, None].expand(B, K, H // K, T, D).reshape(B, H, T, D)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
+        att = F.softmax(att.masked_fill(~self.mask[:T, :T], float('-inf')), dim=-1)
+        return self.o_proj((att @ v).transpose(1, 2).reshape(B, T, H * D))
+
+
+class LlamaLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C, Fw = c['hidden_size'], c['intermediate_size']
+        self.self_attn = LlamaAttention(c)
+        self.mlp = nn.Module()
+        self.mlp.gate_proj = nn.Linear(C, Fw, bias=False)
+        self.mlp.up_proj = nn.Linear(C, Fw, bias=False)
+        self.mlp.down_proj = nn.Linear(Fw, C, bias=False)
+        self.input_layernorm = RMSNorm(C, c['rms_norm_eps'])
+        self.post_attention_layernorm = RMSNorm(C, c['rms_norm_eps'])
+
+    def forward(self, x, cos, sin):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        h = self.post_attention_layernorm(x)
+        return x + self.mlp.down_proj(F.silu(self.mlp.gate_proj(h)) * self.mlp.up_proj(h))
+
+
+class Llama(nn.Module):
+    """LlamaForCausalLM (Qwen2ForCausalLM for type qwen2) with Hugging Face's parameter names."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.model = nn.Module()
+        self.model.embed_tokens = nn.Embedding(c['vocab_size'], c['hidden_size'])
+        self.model.layers = nn.ModuleList(LlamaLayer(c) for _ in range(c['num_hidden_layers']))
+        self.model.norm = RMSNorm(c['hidden_size'], c['rms_norm_eps'])
+        self.lm_head = None if c['tie_word_embeddings'] else nn.Linear(c['hidden_size'], c['vocab_size'], bias=False)
+        freqs = torch.arange(c['max_position_embeddings']).float()[:, None] * rope_inverse_frequencies(c)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)  # [P, D]
+        self.register_buffer('cos', emb.cos(), persistent=False)
+        self.register_buffer('sin', emb.sin(), persistent=False)
+        # Llama.initWeights: norms 1, biases 0, every matrix and embedding N(0, initializer_range).
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.endswith('norm.weight'):
+                    p.fill_(1.0)
+                elif name.endswith('.bias'):
+                    p.zero_()
+                else:
+                    p.normal_(0.0, c['initializer_range'])
+
+    def forward(self, ids):
+        T = ids.shape[1]
+        cos, sin = self.cos[:T], self.sin[:T]
+        x = self.model.embed_tokens(ids)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin)
+        x = self.model.norm(x)
+        return self.lm_head(x) if self.lm_head is not None else x @ self.model.embed_tokens.weight.t()
+
+
 def build_model(r):
     m = r['model']
-    return {'mlp': MLPClassifier, 'cnn': CNNClassifier, 'gpt': GPT}[m['type']](m)
+    return {'mlp': MLPClassifier, 'cnn': CNNClassifier, 'gpt': GPT, 'llama': Llama, 'qwen2': Llama}[m['type']](m)
 
 
-def model_loss(model, is_gpt, x, y):
+def model_loss(model, is_lm, x, y):
     logits = model(x)
-    if is_gpt:
+    if is_lm:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     return F.cross_entropy(logits, y)
 
@@ -466,8 +604,8 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     seed = r['seed']
     torch.manual_seed(seed)  # init and dropout
-    is_gpt = r['model']['type'] == 'gpt'
-    data = (TextData if is_gpt else ImageData)(r, seed * 1000003 + 2)  # the data order: a separate stream
+    is_lm = r['model']['type'] in LANGUAGE_MODELS  # next-token loss on text
+    data = (TextData if is_lm else ImageData)(r, seed * 1000003 + 2)  # the data order: a separate stream
     model = build_model(r)
     opt = build_optimizer(r, model)
     total = r['steps'] if 'steps' in r else math.ceil(r['epochs'] * data.batches_per_epoch / r['grad_accum_steps'])
@@ -508,7 +646,7 @@ def main(argv=None):
         accum = r['grad_accum_steps']
         for _ in range(accum):
             x, y, n = data.next()
-            loss = model_loss(model, is_gpt, x, y)
+            loss = model_loss(model, is_lm, x, y)
             (loss / accum).backward()
             loss_sum += loss.item()
             count += n

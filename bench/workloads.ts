@@ -7,8 +7,10 @@
  *   gpt-block: one GPT-2 block (pre-LN, causal attention, tanh-GELU MLP, residuals), width 256,
  *              4 heads, context 128, batch 16: forward + backward from a fixed upstream gradient.
  *   gpt-train / gpt-generate: the kjv-gpt model through GPT, AdamW, clipGradNorm, GPT.generate.
+ *   llama-train: the kjv-llama recipe's model (recipes/kjv-llama.json) through Llama, AdamW, clipGradNorm.
  *   fashion:   Fashion-MNIST MLP / CNN training steps through ImageLoader and Adam.
  */
+import { fileURLToPath } from 'node:url';
 import * as k from '../src/index.js';
 import type { Tensor } from '../src/index.js';
 
@@ -117,6 +119,38 @@ export function gptTrainWorkload(batch = KJV_BATCH): Workload {
       opt.zeroGrad();
       model.loss(x, y).backward();
       k.clipGradNorm(model, 1.0);
+      opt.step();
+    },
+  };
+}
+
+/**
+ * A full Llama training step at recipes/kjv-llama.json's model, batch, context and optimizer
+ * (random bytes instead of the text): Llama.loss, backward, clipGradNorm, AdamW. `config` is the
+ * model's complete Hugging Face config, which the peer builds its twin from.
+ */
+export async function llamaTrainWorkload(): Promise<Workload & { config: k.LlamaConfig; batch: number }> {
+  const recipe = await k.loadRecipe(fileURLToPath(new URL('../../recipes/kjv-llama.json', import.meta.url)));
+  const model = k.buildModel(recipe, new k.Generator(0));
+  if (!(model instanceof k.Llama)) throw new Error('recipes/kjv-llama.json does not build a Llama');
+  const batch = recipe.batch_size;
+  const T = recipe.context ?? model.config.max_position_embeddings;
+  model.train();
+  const ids = k.randint(0, model.config.vocab_size, [batch, T + 1], { generator: new k.Generator(1) });
+  const x = k.slice(ids, 1, 0, T).contiguous();
+  const y = k.slice(ids, 1, 1, T + 1).contiguous();
+  const o = recipe.optimizer;
+  if (o.type !== 'adamw') throw new Error('recipes/kjv-llama.json: the bench expects AdamW');
+  const opt = new k.AdamW(model, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
+  const clip = recipe.clip_grad_norm ?? Infinity;
+  return {
+    config: model.config,
+    batch,
+    items: batch * T,
+    step() {
+      opt.zeroGrad();
+      model.loss(x, y).backward();
+      k.clipGradNorm(model, clip);
       opt.step();
     },
   };

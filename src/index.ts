@@ -33,7 +33,7 @@ export {
 } from './ops/index.js';
 export {
   loadSafetensors, saveSafetensors, encodeSafetensors, openSafetensors, readSafetensorsHeader, parseSafetensorsHeader, isRawTensor,
-  type RawTensor, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
+  type RawTensor, type SafetensorsInput, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
 } from './formats/safetensors.js';
 export * as nn from './nn/index.js';
 export {
@@ -45,8 +45,14 @@ export {
   GPT, gptConfig, gptConfigFromHF, MLPClassifier, mlpConfig, CNNClassifier, cnnConfig, sampleToken,
   type GPTConfig, type GPTConfigInput, type GenerateOptions, type GenerateResult, type MLPConfig, type CNNConfig,
   type SamplingOptions,
+  Llama, llamaConfig, llamaConfigFromHF, type LlamaConfig, type LlamaConfigInput, type RopeScaling, type CausalLM, type EosTokenId,
 } from './models/index.js';
-export { generateText, type GenerateTextOptions, type GenerateTextResult } from './models/generate-text.js';
+export {
+  loadHfModel, generateHfTokens, directoryFiles, memoryFiles, parseHfConfig, parseGenerationConfig,
+  loadHfTokenizer, tokenizerCodec, evaluateText, type TextEval,
+  type LoadedHfModel, type HfModel, type HfModelConfig, type HfModelType, type GenerationConfig, type ModelFiles,
+} from './models/hf/index.js';
+export { generateText, UTF8_BYTES, type GenerateTextOptions, type GenerateTextResult, type TextCodec } from './models/generate-text.js';
 export {
   Optimizer, SGD, Adam, AdamW, decayMatricesOnly, cosineSchedule, constantSchedule, clipGradNorm, accumulateGradients,
   type OptimizerState, type ParamGroupInput, type SGDOptions, type AdamOptions, type AdamWOptions, type Schedule,
@@ -64,6 +70,7 @@ export {
   type TextCorpusOptions, type TextBatch, type TextBatcherOptions, type TextBatcherState, type TextSplit,
 } from './data/text.js';
 export { writeFileAtomic, type AtomicWriteOptions } from './io/atomic.js';
+export { openFileSource, memorySource, type ByteSource } from './io/byte-source.js';
 export {
   saveCheckpoint, listCheckpoints, verifyCheckpoint, findLatestVerified, readCheckpointFile, readCheckpointJson,
   loadCheckpointTensors, pruneCheckpoints, cleanStaging,
@@ -80,3 +87,15 @@ export {
 export { evaluateRun, type RunEval } from './train/eval-run.js';
 export { loadRun, defaultRunDir, CONFIG_NAME, RECIPE_NAME, MODEL_NAME, type LoadedRun } from './train/run-dir.js';
 export { MetricsLog, METRICS_NAME, type TrainRow, type EvalRow } from './train/metrics.js';
+export {
+  Tokenizer, DecodeStream, checkTokenizerFitsVocab, MAX_TOKENIZER_JSON_BYTES, type EncodeOptions, type DecodeOptions,
+} from './tokenizer/tokenizer.js';
+export type { Encoded } from './tokenizer/bpe.js';
+export {
+  loadTokenizerDir, parseTokenizerConfig, tokenizerConfigJson, TOKENIZER_NAME, TOKENIZER_CONFIG_NAME,
+  type TokenizerConfig, type TokenizerConfigOptions, type TokenizerDir,
+} from './tokenizer/config.js';
+export {
+  byteLevelTokenizerJson, byteLevelTokenizerFiles, writeTokenizerFiles, type TokenizerFiles,
+} from './tokenizer/export.js';
+export { trainByteLevelBpe, type TrainBpeOptions } from './tokenizer/train-bpe.js';

@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { loadSafetensors } from '../src/formats/safetensors.js';
 import { GPT, gptConfigFromHF } from '../src/models/gpt.js';
 import { Generator } from '../src/random.js';
+import { loadTokenizerDir } from '../src/tokenizer/config.js';
 import { cli, startCli } from './harness/cli.js';
 
 const TEXT = fileURLToPath(new URL('../../test/fixtures/text/genesis-1-4.txt', import.meta.url));
@@ -66,7 +67,9 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
     assert.equal(result.interrupted, false);
     assert.match(r.stderr, /step 5 loss/); // plain progress lines when stderr is not a terminal
 
-    assert.deepEqual((await readdir(reference)).sort(), ['checkpoints', 'config.json', 'metrics.jsonl', 'model.safetensors', 'recipe.json', 'training-data.json']);
+    assert.deepEqual((await readdir(reference)).sort(), ['checkpoints', 'config.json', 'generation_config.json', 'metrics.jsonl', 'model.safetensors', 'recipe.json', 'tokenizer.json', 'tokenizer_config.json', 'training-data.json']);
+    const { tokenizer } = await loadTokenizerDir(reference);
+    assert.deepEqual(tokenizer.encode('Gé 1').ids, [...Buffer.from('Gé 1')], 'the byte-level tokenizer: id = byte');
     const config = JSON.parse(await readFile(join(reference, 'config.json'), 'utf8'));
     assert.equal(config.model_type, 'gpt2');
     assert.deepEqual(config.architectures, ['GPT2LMHeadModel']);

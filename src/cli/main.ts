@@ -8,8 +8,10 @@ import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
+import { tokenizeCommand } from './tokenize.js';
+import { tokenizerCommand } from './tokenizer.js';
 
-const COMMANDS: readonly Command[] = [infoCommand, inspectCommand, trainCommand, evalCommand, generateCommand];
+const COMMANDS: readonly Command[] = [infoCommand, inspectCommand, trainCommand, evalCommand, generateCommand, tokenizeCommand, tokenizerCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

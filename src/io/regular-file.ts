@@ -55,6 +55,17 @@ export async function openRegularFile(path: string, what = 'file'): Promise<fsp.
   return fh;
 }
 
+/** Refuses (IOError) a path that is not a directory: missing, through a file (ENOTDIR), or a file itself. */
+export async function checkDirectory(path: string, what = 'directory'): Promise<void> {
+  let st: Stats;
+  try {
+    st = await fsp.stat(path);
+  } catch (err) {
+    throw asIOError(err, path, 'stat');
+  }
+  if (!st.isDirectory()) throw new IOError(`${path} is ${st.isFile() ? 'a file' : kindOf(st)}, not a directory; give the path of a ${what}`, { path });
+}
+
 /** Refuses (IOError) a path that is not a regular file, without reading it; for readers that open by name themselves. */
 export async function checkRegularFile(path: string, what = 'file'): Promise<void> {
   await (await openRegularFile(path, what)).close();

@@ -20,13 +20,12 @@
  * (attn.c_proj, mlp.c_proj) N(0, 0.02/√(2L)).
  */
 import type { DType } from '../dtype.js';
-import { noGrad } from '../autograd/tape.js';
 import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
-import { arange, fromArray } from '../ops/creation.js';
+import { arange } from '../ops/creation.js';
 import { add } from '../ops/elementwise.js';
 import { matmul } from '../ops/linalg.js';
 import { crossEntropy, type CrossEntropyOptions } from '../ops/nn.js';
-import { reshape, slice, transpose } from '../ops/view.js';
+import { reshape, transpose } from '../ops/view.js';
 import { Generator } from '../random.js';
 import { formatShape } from '../shape.js';
 import type { Tensor } from '../tensor.js';
@@ -35,7 +34,9 @@ import { normal_, ones_, zeros_ } from '../nn/init.js';
 import { Dropout, Embedding, GELU, LayerNorm } from '../nn/layers.js';
 import { Conv1D } from '../nn/linear.js';
 import { type LoadStateDictOptions, type LoadStateDictResult, Module, ModuleList, type StateDictInput } from '../nn/module.js';
-import { checkSamplingOptions, sampleToken, type SamplingOptions } from './sampling.js';
+import { type CausalLM, type GenerateOptions, type GenerateResult, generateTokens, stepWithCache } from './causal-lm.js';
+
+export type { GenerateOptions, GenerateResult } from './causal-lm.js';
 
 /** GPT-2 hyperparameters, named as Hugging Face's GPT2Config. */
 export interface GPTConfig {
@@ -176,28 +177,7 @@ export class Block extends Module {
   }
 }
 
-export interface GenerateOptions extends SamplingOptions {
-  /** Most new tokens to produce (default 32). */
-  maxNewTokens?: number;
-  /** Seeds the sampler (ignored when `generator` is given). Default 0. */
-  seed?: number;
-  generator?: Generator;
-  /** Stop at this token (default: config.eos_token_id); null never stops early. */
-  eosTokenId?: number | null;
-  /** Keep going past eos (default false, as Hugging Face). */
-  ignoreEos?: boolean;
-  /** Called with each new token; return false to stop. */
-  onToken?: (id: number) => boolean | void;
-}
-
-export interface GenerateResult {
-  /** The new tokens (the prompt is not repeated); includes the eos token when it ended the text. */
-  tokens: number[];
-  /** 'eos' when the eos token was produced, 'stop' when onToken asked to stop, else 'length'. */
-  finishReason: 'eos' | 'length' | 'stop';
-}
-
-export class GPT extends Module {
+export class GPT extends Module implements CausalLM {
   readonly config: GPTConfig;
   readonly wte: Embedding;
   readonly wpe: Embedding;
@@ -230,6 +210,11 @@ export class GPT extends Module {
       else if (name.endsWith('.bias')) zeros_(p);
       else normal_(p, 0, /\.c_proj\.weight$/.test(name) ? residualStd : std, { generator });
     }
+  }
+
+  /** n_positions: the longest context one forward pass holds. */
+  get contextLength(): number {
+    return this.config.n_positions;
   }
 
   /** Parameters, excluding the position embedding when `nonEmbedding` (nanoGPT's count). */
@@ -289,66 +274,12 @@ export class GPT extends Module {
     if (ids.rank === 2 && cache.batch !== ids.shape[0]) {
       throw new ShapeError(`GPT.forwardWithCache: the cache was made for batch ${cache.batch}, ids are ${formatShape(ids.shape)}`);
     }
-    return noGrad(() => {
-      const logits = this.head(this.hidden(ids, cache));
-      cache.length += ids.shape[1]!;
-      return logits;
-    });
+    return stepWithCache(cache, ids.shape[1]!, () => this.head(this.hidden(ids, cache)));
   }
 
-  /**
-   * Produces tokens after `prompt` (one sequence) with the KV cache. Greedy when
-   * `greedy` or temperature 0; otherwise samples with temperature/top-k/top-p from a seeded
-   * generator. Stops at eos (unless ignoreEos or eosTokenId null), after maxNewTokens, or when
-   * onToken returns false. Once the context is longer than n_positions, each step recomputes
-   * the last n_positions tokens from an empty cache (nanoGPT's crop). Runs in eval mode and restores the previous mode.
-   */
+  /** Generation with the KV cache; see generateTokens in causal-lm.ts. */
   generate(prompt: readonly number[], opts: GenerateOptions = {}): GenerateResult {
-    const { maxNewTokens = 32 } = opts;
-    checkSamplingOptions(opts);
-    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ArgumentError(`generate: maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
-    if (prompt.length === 0) throw new ArgumentError('generate: the prompt needs at least one token (e.g. the bos token)');
-    const V = this.config.vocab_size;
-    const bad = prompt.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= V);
-    if (bad >= 0) throw new ArgumentError(`generate: prompt token ${prompt[bad]} at position ${bad} is outside the vocabulary [0, ${V})`);
-    const eos = opts.ignoreEos ? null : opts.eosTokenId === undefined ? this.config.eos_token_id : opts.eosTokenId;
-    const generator = opts.generator ?? new Generator(opts.seed ?? 0);
-    const P = this.config.n_positions;
-    const wasTraining = this.training;
-    this.eval();
-    try {
-      const cache = this.createCache(1);
-      const context = [...prompt];
-      const tokens: number[] = [];
-      const feed = (ids: readonly number[]): Float32Array | Float64Array => {
-        const logits = this.forwardWithCache(fromArray(ids, [1, ids.length], { dtype: 'i32' }), cache); // [1, T, V]
-        const last = slice(logits, 1, ids.length - 1, ids.length); // [1, 1, V]
-        return last.contiguousStorage() as Float32Array | Float64Array;
-      };
-      let logits = feed(context.length > P ? context.slice(-P) : context);
-      let finishReason: GenerateResult['finishReason'] = 'length';
-      for (let n = 0; n < maxNewTokens; n++) {
-        const next = sampleToken(logits, opts, generator);
-        tokens.push(next);
-        context.push(next);
-        if (opts.onToken?.(next) === false) {
-          finishReason = 'stop';
-          break;
-        }
-        if (eos !== null && next === eos) {
-          finishReason = 'eos';
-          break;
-        }
-        if (n === maxNewTokens - 1) break;
-        if (cache.length >= P) {
-          cache.reset();
-          logits = feed(context.slice(-P));
-        } else logits = feed([next]);
-      }
-      return { tokens, finishReason };
-    } finally {
-      this.train(wasTraining);
-    }
+    return generateTokens(this, prompt, opts);
   }
 
   /** The config.json content Hugging Face transformers reads for this model. */

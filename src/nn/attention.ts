@@ -108,21 +108,29 @@ export class CausalSelfAttention extends Module {
     return this.resid_dropout.forward(this.c_proj.forward(merged));
   }
 
-  /** softmax(q·kᵀ/√D, causal) · v, where query i sits at absolute position past + i. */
   private attend(q: Tensor, k: Tensor, v: Tensor, past: number): Tensor {
-    const dropoutActive = this.attn_dropout.training && this.attn_dropout.p > 0;
-    if (past === 0 && !dropoutActive) return scaledDotProductAttention(q, k, v, { causal: true });
-    const T = q.shape[2]!;
-    const S = k.shape[2]!;
-    let scores = mul(matmul(q, transpose(k, -2, -1)), 1 / Math.sqrt(this.headDim)); // [B, H, T, S]
-    if (T > 1) {
-      // key j is visible from query i when j ≤ past + i (bottom-right aligned causal mask)
-      const visible = le(sub(reshape(arange(S), [1, S]), reshape(arange(T), [T, 1])), past); // [T, S]
-      scores = where(visible, scores, -Infinity);
-    }
-    const weights = this.attn_dropout.forward(softmax(scores, -1)); // [B, H, T, S]
-    return matmul(weights, v); // [B, H, T, D]
+    return causalAttentionAfter(q, k, v, past, this.attn_dropout);
   }
+}
+
+/**
+ * softmax(q·kᵀ/√D, causal) · v for q [B, H, T, D] and k, v [B, H, S, D], where query i sits at
+ * absolute position past + i (S = past + T). Without a past or dropout it is the fused causal
+ * attention; otherwise the scores are built with a bottom-right aligned mask.
+ */
+export function causalAttentionAfter(q: Tensor, k: Tensor, v: Tensor, past: number, attnDropout?: Dropout): Tensor {
+  const dropoutActive = attnDropout !== undefined && attnDropout.training && attnDropout.p > 0;
+  if (past === 0 && !dropoutActive) return scaledDotProductAttention(q, k, v, { causal: true });
+  const T = q.shape[2]!;
+  const S = k.shape[2]!;
+  let scores = mul(matmul(q, transpose(k, -2, -1)), 1 / Math.sqrt(q.shape[3]!)); // [B, H, T, S]
+  if (T > 1) {
+    // key j is visible from query i when j ≤ past + i (bottom-right aligned causal mask)
+    const visible = le(sub(reshape(arange(S), [1, S]), reshape(arange(T), [T, 1])), past); // [T, S]
+    scores = where(visible, scores, -Infinity);
+  }
+  const weights = softmax(scores, -1); // [B, H, T, S]
+  return matmul(dropoutActive ? attnDropout.forward(weights) : weights, v); // [B, H, T, D]
 }
 
 export interface KVCacheOptions {

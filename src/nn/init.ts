@@ -68,8 +68,26 @@ export function calculateGain(nonlinearity: Nonlinearity, param?: number): numbe
   }
 }
 
+/** Depth of withoutInit calls in progress; while > 0 the initialisers leave tensors as they are. */
+let skipping = 0;
+
+/**
+ * Runs `build` with every initialiser here a no-op (PyTorch's `skip_init`): for a model whose
+ * every parameter is about to be overwritten by loaded weights, where initialising would cost
+ * time and touch every page twice. Parameters keep the zeros they were allocated with.
+ */
+export function withoutInit<T>(build: () => T): T {
+  skipping++;
+  try {
+    return build();
+  } finally {
+    skipping--;
+  }
+}
+
 export function constant_<T extends Tensor>(t: T, value: number): T {
-  floatData('constant_', t).fill(value);
+  const data = floatData('constant_', t);
+  if (skipping === 0) data.fill(value);
   return t;
 }
 
@@ -81,6 +99,7 @@ export function uniform_<T extends Tensor>(t: T, low = 0, high = 1, opts: InitOp
   if (!(high >= low)) throw new ArgumentError(`uniform_: need low ≤ high, got ${low}, ${high}`);
   const g = opts.generator ?? getDefaultGenerator();
   const data = floatData('uniform_', t);
+  if (skipping > 0) return t;
   const width = high - low;
   for (let i = 0; i < data.length; i++) data[i] = low + width * g.random();
   return t;
@@ -91,6 +110,7 @@ export function normal_<T extends Tensor>(t: T, mean = 0, std = 1, opts: InitOpt
   if (!(std >= 0)) throw new ArgumentError(`normal_: std must be ≥ 0, got ${std}`);
   const g = opts.generator ?? getDefaultGenerator();
   const data = floatData('normal_', t);
+  if (skipping > 0) return t;
   for (let i = 0; i < data.length; i++) data[i] = mean + std * g.normal();
   return t;
 }

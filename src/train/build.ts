@@ -6,6 +6,7 @@
 import { FormatError } from '../errors.js';
 import { CNNClassifier } from '../models/cnn.js';
 import { GPT, gptConfigFromHF } from '../models/gpt.js';
+import { Llama, llamaConfigFromHF } from '../models/llama.js';
 import { MLPClassifier } from '../models/mlp.js';
 import { crossEntropy } from '../ops/nn.js';
 import { Adam, AdamW } from '../optim/adam.js';
@@ -16,7 +17,12 @@ import type { Generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import type { Recipe } from './recipe.js';
 
-export type TrainableModel = GPT | MLPClassifier | CNNClassifier;
+export type TrainableModel = GPT | Llama | MLPClassifier | CNNClassifier;
+
+/** The language models among them (next-token loss, generation). */
+export type LanguageModel = GPT | Llama;
+
+export const isLanguageModelInstance = (m: TrainableModel): m is LanguageModel => m instanceof GPT || m instanceof Llama;
 
 /** knobs' own model_type values for the classifiers (GPT uses Hugging Face's "gpt2"). */
 export const MLP_MODEL_TYPE = 'knobs-mlp';
@@ -38,17 +44,29 @@ export function buildModel(recipe: Recipe, generator: Generator): TrainableModel
         vocab_size: m.vocab_size, n_positions: m.n_positions, n_embd: m.n_embd, n_layer: m.n_layer, n_head: m.n_head,
         layer_norm_epsilon: m.layer_norm_epsilon, dropout: m.dropout,
       }, { generator });
+    case 'llama':
+    case 'qwen2': {
+      const { type, ...config } = m;
+      return new Llama({ ...config, model_type: type }, { generator });
+    }
   }
 }
 
 /**
- * The config.json of a run: Hugging Face's GPT2Config for GPT (so the run directory is a model
- * directory transformers can load), knobs' own model_type with the model config for classifiers.
+ * The config.json of a run: Hugging Face's GPT2Config, LlamaConfig or Qwen2Config for language
+ * models (so the run directory is a model directory transformers can load), knobs' own model_type
+ * with the model config for classifiers.
  */
 export function modelConfigJson(model: TrainableModel): Record<string, unknown> {
-  if (model instanceof GPT) return model.toHFConfig();
+  if (isLanguageModelInstance(model)) return model.toHFConfig();
   if (model instanceof MLPClassifier) return { model_type: MLP_MODEL_TYPE, architectures: ['MLPClassifier'], ...model.config };
   return { model_type: CNN_MODEL_TYPE, architectures: ['CNNClassifier'], ...model.config };
+}
+
+/** generation_config.json of a language model's run (Hugging Face's GenerationConfig fields); null for classifiers. */
+export function generationConfigJson(model: TrainableModel): Record<string, unknown> | null {
+  if (!isLanguageModelInstance(model)) return null;
+  return { bos_token_id: model.config.bos_token_id, eos_token_id: model.config.eos_token_id };
 }
 
 /** A model (freshly initialised) from a run's config.json; `file` names it in errors. */
@@ -57,6 +75,10 @@ export function modelFromConfigJson(json: Record<string, unknown>, file: string,
     switch (json.model_type) {
       case 'gpt2':
         return new GPT(gptConfigFromHF(json), { generator });
+      case 'llama':
+      case 'mistral':
+      case 'qwen2':
+        return new Llama(llamaConfigFromHF(json), { generator });
       case MLP_MODEL_TYPE:
         return new MLPClassifier(json as never, { generator });
       case CNN_MODEL_TYPE:
@@ -65,12 +87,12 @@ export function modelFromConfigJson(json: Record<string, unknown>, file: string,
   } catch (err) {
     throw new FormatError('invalid_model_config', `${file}: ${(err as Error).message}`, { file });
   }
-  throw new FormatError('invalid_model_config', `${file}: model_type ${JSON.stringify(json.model_type)} is not one knobs trains ("gpt2", "${MLP_MODEL_TYPE}", "${CNN_MODEL_TYPE}")`, { file, field: 'model_type' });
+  throw new FormatError('invalid_model_config', `${file}: model_type ${JSON.stringify(json.model_type)} is not one knobs trains ("gpt2", "llama", "mistral", "qwen2", "${MLP_MODEL_TYPE}", "${CNN_MODEL_TYPE}")`, { file, field: 'model_type' });
 }
 
-/** The mean loss of one batch: next-token cross-entropy for GPT, class cross-entropy otherwise. */
+/** The mean loss of one batch: next-token cross-entropy for language models, class cross-entropy otherwise. */
 export function modelLoss(model: TrainableModel, inputs: Tensor, targets: Tensor): Tensor {
-  return model instanceof GPT ? model.loss(inputs, targets) : crossEntropy(model.forward(inputs), targets);
+  return isLanguageModelInstance(model) ? model.loss(inputs, targets) : crossEntropy(model.forward(inputs), targets);
 }
 
 /** AdamW decays only matrices and embeddings (not biases or norm weights), as nanoGPT. */

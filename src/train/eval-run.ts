@@ -2,7 +2,7 @@
  * Evaluating a finished (or checkpointed) run directory: classifiers on the whole IDX test split,
  * language models on the whole validation split of the recipe's text, or on a whole other file.
  */
-import type { GPT } from '../models/gpt.js';
+import type { LanguageModel } from './build.js';
 import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { evaluateClassifier, evaluateLanguageModel } from './evaluate.js';
 import { loadRun } from './run-dir.js';
@@ -19,13 +19,13 @@ export async function evaluateRun(dir: string, opts: { dataPath?: string } = {})
   const data = withDataPath(recipe.data, opts.dataPath);
   if (data.type === 'idx') {
     const test = await openImageSplit(recipe, data, 'test');
-    return evaluateClassifier(model as Exclude<typeof model, GPT>, test, { batchSize: recipe.batch_size, layout: data.layout });
+    return evaluateClassifier(model as Exclude<typeof model, LanguageModel>, test, { batchSize: recipe.batch_size, layout: data.layout });
   }
   const context = contextOf(recipe);
   const whole = opts.dataPath !== undefined;
   const corpus = await openTextData(data, context, whole ? 0 : data.validation_fraction);
   try {
-    return await evaluateLanguageModel(model as GPT, corpus, { split: whole ? 'train' : 'validation', batchSize: recipe.batch_size, blockSize: context });
+    return await evaluateLanguageModel(model as LanguageModel, corpus, { split: whole ? 'train' : 'validation', batchSize: recipe.batch_size, blockSize: context });
   } finally {
     await corpus.close();
   }

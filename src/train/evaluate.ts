@@ -6,7 +6,7 @@
 import { noGrad } from '../autograd/tape.js';
 import { type ImageDataset, ImageLoader, FASHION_MNIST_NORMALIZE } from '../data/images.js';
 import { type ByteTextCorpus, type TextSplit, sequentialTextBatches } from '../data/text.js';
-import type { GPT } from '../models/gpt.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { argmax } from '../ops/reduce.js';
 import type { CNNClassifier } from '../models/cnn.js';
 import type { MLPClassifier } from '../models/mlp.js';
@@ -70,7 +70,7 @@ export function evaluateClassifier(model: MLPClassifier | CNNClassifier, dataset
 
 /** Mean next-byte loss over consecutive windows of `split` (at most `maxBatches` batches). */
 export function evaluateLanguageModel(
-  model: GPT,
+  model: CausalLM,
   corpus: ByteTextCorpus,
   opts: { split: TextSplit; batchSize: number; blockSize: number; maxBatches?: number },
 ): Promise<LanguageModelEval> {

@@ -44,6 +44,55 @@ const gptModel = z.strictObject({
   dropout: z.number().min(0).max(1).default(0),
 });
 
+const ropeScaling = z.discriminatedUnion('rope_type', [
+  z.strictObject({ rope_type: z.literal('linear'), factor: z.number().positive() }),
+  z.strictObject({
+    rope_type: z.literal('llama3'),
+    factor: z.number().positive(),
+    low_freq_factor: z.number().positive(),
+    high_freq_factor: z.number().positive(),
+    original_max_position_embeddings: positiveInt,
+  }),
+]);
+
+const tokenId = z.number().int().min(0);
+
+/**
+ * Llama architecture (type "llama"; "qwen2" adds q/k/v biases); field names follow Hugging Face's
+ * LlamaConfig / Qwen2Config. num_key_value_heads defaults to num_attention_heads (no grouping),
+ * head_dim to hidden_size / num_attention_heads.
+ */
+const llamaModel = z.strictObject({
+  type: z.enum(['llama', 'qwen2']),
+  vocab_size: positiveInt.default(256),
+  hidden_size: positiveInt,
+  intermediate_size: positiveInt,
+  num_hidden_layers: positiveInt,
+  num_attention_heads: positiveInt,
+  num_key_value_heads: positiveInt.optional(),
+  head_dim: positiveInt.optional(),
+  max_position_embeddings: positiveInt,
+  rms_norm_eps: z.number().positive().default(1e-6),
+  rope_theta: z.number().positive().default(10000),
+  rope_scaling: ropeScaling.nullable().default(null),
+  tie_word_embeddings: z.boolean().default(false),
+  initializer_range: z.number().min(0).default(0.02),
+  bos_token_id: tokenId.nullable().default(null),
+  eos_token_id: z.union([tokenId, z.array(tokenId).min(1)]).nullable().default(null),
+});
+
+type ModelSection = z.output<typeof gptModel> | z.output<typeof llamaModel> | { type: 'mlp' | 'cnn' };
+
+/** GPT and Llama-family models train on text; the classifiers on images. */
+export const isLanguageModel = (m: ModelSection): m is z.output<typeof gptModel> | z.output<typeof llamaModel> => m.type !== 'mlp' && m.type !== 'cnn';
+
+const llamaOf = (m: ModelSection): z.output<typeof llamaModel> | null => (m.type === 'llama' || m.type === 'qwen2' ? m as z.output<typeof llamaModel> : null);
+
+/** The longest context the recipe's language model holds, and the field that says so. */
+export function modelPositions(m: z.output<typeof gptModel> | z.output<typeof llamaModel>): { field: string; positions: number } {
+  return m.type === 'gpt' ? { field: 'n_positions', positions: m.n_positions } : { field: 'max_position_embeddings', positions: m.max_position_embeddings };
+}
+
 const idxData = z.strictObject({
   type: z.literal('idx'),
   train_images: z.string(),
@@ -91,7 +140,9 @@ export const recipeSchema = z
   .strictObject({
     name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, dot, dash and underscore'),
     description: z.string().optional(),
-    model: z.discriminatedUnion('type', [mlpModel, cnnModel, gptModel]),
+    model: z.discriminatedUnion('type', [mlpModel, cnnModel, gptModel, llamaModel]),
+    /** How text becomes token ids: "bytes" (each UTF-8 byte is its id, vocabulary 256). */
+    tokenizer: z.literal('bytes', { error: 'must be "bytes" (tokenizer.json files are not supported in recipes yet)' }).default('bytes'),
     data: z.discriminatedUnion('type', [idxData, textData]),
     optimizer,
     schedule: schedule.default({ type: 'constant', warmup_steps: 0 }),
@@ -110,22 +161,38 @@ export const recipeSchema = z
     checkpoint_every: positiveInt.optional(),
   })
   .refine((r) => (r.steps === undefined) !== (r.epochs === undefined), { message: 'give exactly one of "steps" or "epochs"', path: ['steps'] })
-  .refine((r) => (r.model.type === 'gpt') === (r.data.type === 'text'), {
-    message: 'gpt models train on text data; mlp and cnn models on idx data',
+  .refine((r) => isLanguageModel(r.model) === (r.data.type === 'text'), {
+    message: 'gpt, llama and qwen2 models train on text data; mlp and cnn models on idx data',
     path: ['data', 'type'],
   })
   .refine((r) => r.model.type !== 'gpt' || r.model.n_embd % r.model.n_head === 0, {
     message: 'n_embd must be divisible by n_head',
     path: ['model', 'n_head'],
   })
-  .refine((r) => r.model.type !== 'gpt' || r.context === undefined || r.context <= r.model.n_positions, {
-    message: 'context must be at most model.n_positions',
+  .refine((r) => { const m = llamaOf(r.model); return !m || m.num_attention_heads % (m.num_key_value_heads ?? m.num_attention_heads) === 0; }, {
+    message: 'num_key_value_heads must divide num_attention_heads (each key/value head serves a whole group of query heads)',
+    path: ['model', 'num_key_value_heads'],
+  })
+  .refine((r) => { const m = llamaOf(r.model); return !m || m.hidden_size % m.num_attention_heads === 0; }, {
+    message: 'hidden_size must be divisible by num_attention_heads',
+    path: ['model', 'num_attention_heads'],
+  })
+  .refine((r) => { const m = llamaOf(r.model); return !m || m.head_dim === undefined || m.head_dim * m.num_attention_heads === m.hidden_size; }, {
+    message: 'head_dim must equal hidden_size / num_attention_heads (knobs implements no other head size)',
+    path: ['model', 'head_dim'],
+  })
+  .refine((r) => !isLanguageModel(r.model) || r.context === undefined || r.context <= modelPositions(r.model).positions, {
+    message: 'context must be at most the model\'s positions (n_positions, or max_position_embeddings)',
     path: ['context'],
   })
   // Text is read as bytes: every token id 0..255 must be in the vocabulary.
-  .refine((r) => r.model.type !== 'gpt' || r.model.vocab_size >= 256, {
+  .refine((r) => !isLanguageModel(r.model) || r.model.vocab_size >= 256, {
     message: 'byte-level text needs vocab_size >= 256',
     path: ['model', 'vocab_size'],
+  })
+  .refine((r) => { const m = llamaOf(r.model); return !m || [m.bos_token_id, m.eos_token_id].flat().every((id) => id === null || id < m.vocab_size); }, {
+    message: 'bos_token_id and eos_token_id must be ids below vocab_size',
+    path: ['model', 'eos_token_id'],
   });
 
 export type Recipe = z.output<typeof recipeSchema>;

@@ -1,9 +1,12 @@
 /**
  * The run directory: where a training run writes, and what eval and generate read.
  *
- *   RUN/config.json          the architecture (Hugging Face GPT2Config, or knobs-mlp / knobs-cnn)
+ *   RUN/config.json          the architecture (Hugging Face GPT2Config / LlamaConfig / Qwen2Config, or knobs-mlp / knobs-cnn)
+ *   RUN/generation_config.json   language models: bos_token_id and eos_token_id, as Hugging Face reads them
  *   RUN/recipe.json          the recipe as run: overrides applied, defaults filled, data paths absolute
  *   RUN/model.safetensors    the latest weights (Hugging Face names), replaced atomically
+ *   RUN/tokenizer.json       language models: the tokenizer (byte-level models: id = byte value)
+ *   RUN/tokenizer_config.json  its transformers settings (special tokens, model_max_length)
  *   RUN/metrics.jsonl        training and evaluation rows (see metrics.ts)
  *   RUN/checkpoints/         crash-safe checkpoints (see checkpoint.ts)
  */
@@ -13,7 +16,7 @@ import { FormatError, IOError, type KnobsError, UsageError } from '../errors.js'
 import { loadSafetensors } from '../formats/safetensors.js';
 import { asIOError } from '../io/atomic.js';
 import { parseJsonFile } from '../io/json.js';
-import { checkRegularFile, readRegularText } from '../io/regular-file.js';
+import { checkDirectory, checkRegularFile, readRegularText } from '../io/regular-file.js';
 import { Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
 import { type TrainableModel, modelFromConfigJson } from './build.js';
@@ -21,6 +24,7 @@ import { checkRunConfigFits } from './limits.js';
 import { type Recipe, parseRecipe } from './recipe.js';
 
 export const CONFIG_NAME = 'config.json';
+export const GENERATION_CONFIG_NAME = 'generation_config.json';
 export const RECIPE_NAME = 'recipe.json';
 export const MODEL_NAME = 'model.safetensors';
 
@@ -30,6 +34,15 @@ export function defaultRunDir(name: string, now = new Date()): string {
 }
 
 /** What is in the output directory before a run starts. */
+/**
+ * True for a knobs run directory (it has recipe.json), false for any other model directory (a
+ * Hugging Face one); an IOError when `dir` is not a directory at all.
+ */
+export async function isRunDir(dir: string): Promise<boolean> {
+  await checkDirectory(dir, 'model directory');
+  return fsp.access(join(dir, RECIPE_NAME)).then(() => true, () => false);
+}
+
 export type RunDirState = 'missing' | 'empty' | 'used';
 
 export async function runDirState(dir: string): Promise<RunDirState> {

@@ -10,11 +10,10 @@ import { ArgumentError, FormatError, IOError } from '../errors.js';
 import { type ImageDataset, type ImageLoaderState, loadIdxDataset } from '../data/images.js';
 import { ByteTextCorpus, TextBatcher, type TextBatcherState } from '../data/text.js';
 import { mixSeed } from '../data/shuffle.js';
-import type { GPT } from '../models/gpt.js';
 import type { Tensor } from '../tensor.js';
-import type { TrainableModel } from './build.js';
+import type { LanguageModel, TrainableModel } from './build.js';
 import { type ClassifierEval, type LanguageModelEval, evaluateClassifier, evaluateLanguageModel, imageLoader } from './evaluate.js';
-import type { Recipe } from './recipe.js';
+import { type Recipe, isLanguageModel, modelPositions } from './recipe.js';
 
 type DataSection = Recipe['data'];
 
@@ -66,7 +65,7 @@ function mismatch(field: string, message: string): FormatError {
 /** One split of the image data, checked against the classifier's input size and classes. */
 export async function openImageSplit(recipe: Recipe, data: Extract<DataSection, { type: 'idx' }>, split: 'train' | 'test'): Promise<ImageDataset> {
   const m = recipe.model;
-  const numClasses = m.type === 'gpt' ? 256 : m.classes;
+  const numClasses = isLanguageModel(m) ? 256 : m.classes;
   const [images, labels] = split === 'train' ? [data.train_images, data.train_labels] : [data.test_images, data.test_labels];
   const ds = await opening(data, `${split}_images`, () => loadIdxDataset(images, labels, { numClasses }));
   const pixels = ds.height * ds.width;
@@ -95,8 +94,8 @@ export async function openTextData(data: Extract<DataSection, { type: 'text' }>,
 
 /** The context length of a language-model recipe. */
 export function contextOf(recipe: Recipe): number {
-  if (recipe.model.type !== 'gpt') throw new ArgumentError('contextOf: not a gpt recipe');
-  return recipe.context ?? recipe.model.n_positions;
+  if (!isLanguageModel(recipe.model)) throw new ArgumentError('contextOf: not a language-model recipe');
+  return recipe.context ?? modelPositions(recipe.model).positions;
 }
 
 /** Opens the recipe's data (paths already resolved by withDataPath) for training. */
@@ -116,7 +115,7 @@ export async function openTrainSource(recipe: Recipe): Promise<TrainSource> {
       },
       getState: () => loader.getState(),
       setState: (state) => loader.setState(state as ImageLoaderState),
-      evaluate: (model) => evaluateClassifier(model as Exclude<TrainableModel, GPT>, test, { batchSize: recipe.batch_size, layout: data.layout }),
+      evaluate: (model) => evaluateClassifier(model as Exclude<TrainableModel, LanguageModel>, test, { batchSize: recipe.batch_size, layout: data.layout }),
       close: async () => undefined,
     };
   }
@@ -133,7 +132,7 @@ export async function openTrainSource(recipe: Recipe): Promise<TrainSource> {
     },
     getState: () => batcher.getState(),
     setState: (state) => batcher.setState(state as TextBatcherState),
-    evaluate: (model) => evaluateLanguageModel(model as GPT, corpus, { split: 'validation', batchSize: recipe.batch_size, blockSize: context, maxBatches: recipe.eval_batches }),
+    evaluate: (model) => evaluateLanguageModel(model as LanguageModel, corpus, { split: 'validation', batchSize: recipe.batch_size, blockSize: context, maxBatches: recipe.eval_batches }),
     close: () => corpus.close(),
   };
 }

@@ -24,6 +24,7 @@ import { join, resolve } from 'node:path';
 import { FormatError, UsageError } from '../errors.js';
 import { saveSafetensors } from '../formats/safetensors.js';
 import { asIOError, writeFileAtomic } from '../io/atomic.js';
+import { byteLevelTokenizerFiles, writeTokenizerFiles } from '../tokenizer/export.js';
 import { mixSeed } from '../data/shuffle.js';
 import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
 import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
@@ -32,14 +33,14 @@ import type { Tensor } from '../tensor.js';
 import {
   type Checkpoint, CHECKPOINTS_DIR, cleanStaging, findLatestVerified, loadCheckpointTensors, readCheckpointJson, saveCheckpoint,
 } from './checkpoint.js';
-import { type TrainableModel, buildModel, buildOptimizer, buildSchedule, modelConfigJson, modelLoss } from './build.js';
+import { type TrainableModel, buildModel, buildOptimizer, buildSchedule, generationConfigJson, modelConfigJson, modelLoss } from './build.js';
 import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { type EvalRow, METRICS_NAME, MetricsLog, type TrainRow } from './metrics.js';
-import { type Recipe, parseRecipe } from './recipe.js';
+import { type Recipe, isLanguageModel, modelPositions, parseRecipe } from './recipe.js';
 import { type TrainerState, parseTrainerState } from './trainer-state.js';
 import { hashTrainingData, recordTrainingData } from './training-data.js';
 import { checkRecipeFits } from './limits.js';
-import { CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
+import { CONFIG_NAME, GENERATION_CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
 import { type TrainBatch, type TrainSource, openTrainSource, withDataPath } from './sources.js';
 
 export const DEFAULT_KEEP_CHECKPOINTS = 3;
@@ -146,6 +147,9 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     await writeFileAtomic(join(out, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
     await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
     for (const message of await recordTrainingData(out, dataFiles)) log({ type: 'warning', message });
+    const generation = generationConfigJson(parts.model);
+    if (generation) await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
+    if (isLanguageModel(recipe.model)) await writeTokenizerFiles(out, byteLevelTokenizerFiles(modelPositions(recipe.model).positions));
 
     const restored = resumed?.state ?? null;
     let step = restored?.step ?? 0;
