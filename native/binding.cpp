@@ -304,10 +304,11 @@ FN(js_unary) {
   BODY_END
 }
 
-FN(js_unary_backward) {
+FN(js_activation_backward) {
   BODY_BEGIN
   ARG_COUNT(5);
   int op = (int)INT(0, "op", 0, KN_UNARY_COUNT - 1);
+  CHECK(kn_is_activation((kn_unary_op)op), "op must be an activation (relu, gelu, gelu_tanh, silu)");
   Array x = F32(1, "x"), g = F32(2, "g"), out = F32(4, "out");
   MetaReader r(env, a.argv[3]);
   kn_view vx, vg;
@@ -315,7 +316,7 @@ FN(js_unary_backward) {
   r.view(g, &vg, "g");
   CHECK(same_shape(vx, vg), "x and g must have one shape");
   check_out(env, out, numel(vx), "out");
-  kn_unary_backward_f32((kn_unary_op)op, &vx, &vg, (float *)out.data);
+  kn_activation_backward_f32((kn_unary_op)op, &vx, &vg, (float *)out.data);
   return undefined(env);
   BODY_END
 }
@@ -847,7 +848,7 @@ NAPI_MODULE_INIT() {
       EXPORT("sgemm", js_sgemm),
       EXPORT("matmul", js_matmul),
       EXPORT("unary", js_unary),
-      EXPORT("unaryBackward", js_unary_backward),
+      EXPORT("activationBackward", js_activation_backward),
       EXPORT("binary", js_binary),
       EXPORT("where", js_where),
       EXPORT("assign", js_assign),

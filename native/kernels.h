@@ -67,8 +67,12 @@ typedef enum kn_binary_op {
 
 /* out[i] = f(x[i]); out has numel(x) floats. */
 void kn_unary_f32(kn_unary_op op, const kn_view *x, float *out);
-/* out[i] = g[i] · f'(x[i]) (relu'(0) = abs'(0) = sign' = 0, as PyTorch). x, g same shape. */
-void kn_unary_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out);
+/* Activations whose gradient has a fused kernel (the rest are composites in src/autograd/gradients.ts). */
+static inline int kn_is_activation(kn_unary_op op) {
+  return op == KN_RELU || op == KN_GELU || op == KN_GELU_TANH || op == KN_SILU;
+}
+/* out[i] = g[i] · f'(x[i]) for an activation op (relu'(0) = 0, as PyTorch). x, g same shape. */
+void kn_activation_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out);
 /* a ∘ b over one shape (a's). Arithmetic ops write floats; compare ops write 0/1 bytes. */
 void kn_binary_f32(kn_binary_op op, const kn_view *a, const kn_view *b, void *out);
 /* cond (bytes, nonzero = true) ? a : b. */

@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { allocateUnfilled, type DType, type Storage } from '../../dtype.js';
 import type {
-  ArgReduceOp, Backend, BinaryOp, Conv2dParams, FusedKernels, KernelName, KernelView, NormGradsWanted, Pool2dParams,
+  ActivationOp, ArgReduceOp, Backend, BinaryOp, Conv2dParams, FusedKernels, KernelName, KernelView, NormGradsWanted, Pool2dParams,
   ReduceOp, UnaryOp,
 } from '../backend.js';
 import { jsBackend } from '../js/index.js';
@@ -34,7 +34,8 @@ export interface NativeAddon {
   sgemm(transA: 0 | 1, transB: 0 | 1, M: number, N: number, K: number, A: F32, B: F32, C: F32): void;
   matmul(a: F32, b: F32, meta: Float64Array, out: F32): void;
   unary(op: number, x: F32, meta: Float64Array, out: F32): void;
-  unaryBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
+  /** g · f'(x) for the activation ops (UNARY_CODE) only. */
+  activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
   where(cond: Uint8Array, a: F32, b: F32, meta: Float64Array, out: F32): void;
   assign(dst: Storage, src: Storage, meta: Float64Array): void;
@@ -300,6 +301,11 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       if (n > 0) addon.causalAttentionBackward(dense(q), dense(k), dense(v), dense(out), dense(lse), dense(g), BH, T, D, scale, dq, dk, dv);
       return { dq, dk, dv };
     },
+    activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage {
+      const out = allocF32(numel(x.shape));
+      addon.activationBackward(UNARY_CODE[op], f32(x), f32(g), pack(x, g), out);
+      return out;
+    },
     adam(param, grad, expAvg, expAvgSq, h) {
       if (param.length > 0) addon.adamw(param, grad, expAvg, expAvgSq, h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step, h.decoupled ? 1 : 0);
     },
@@ -338,11 +344,6 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     unary(op: UnaryOp, x: KernelView): Storage {
       const out = allocF32(numel(x.shape));
       addon.unary(UNARY_CODE[op], f32(x), pack(x), out);
-      return out;
-    },
-    unaryBackward(op: UnaryOp, x: KernelView, g: KernelView): Storage {
-      const out = allocF32(numel(x.shape));
-      addon.unaryBackward(UNARY_CODE[op], f32(x), f32(g), pack(x, g), out);
       return out;
     },
     binary(op: BinaryOp, a: KernelView, b: KernelView): Storage {
