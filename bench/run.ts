@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- NAME…] [-- --json]`: runs the benchmark suite (or the named benchmarks), each
  * on one core and on all cores, and prints a table — or, with --json, one JSON row per line in
- * the format of design.md ("Benchmarks"): {"bench", "cores", "unit", "knobs", "peer",
+ * the format of docs/design.md ("Benchmarks"): {"bench", "cores", "unit", "knobs", "peer",
  * "peer_value", "higher_is_better", "ratio", "target"}. Progress and notes go to stderr.
  *
  * KNOBS_BENCH_CORES=1|all limits the core settings. The default suite takes ~5–6 minutes on

@@ -1,5 +1,5 @@
 /**
- * Fused kernels against their composites (design.md decision 3): each op runs once on the js
+ * Fused kernels against their composites (docs/design.md, decision 3): each op runs once on the js
  * backend (no fused kernels: the composite of primitives) and once on the native backend (the
  * fused kernel, recorded as one primitive), on the same f32 inputs; outputs and every input
  * gradient must agree. Cases cover non-contiguous inputs, large magnitudes, ignore_index, the

@@ -4,7 +4,7 @@
  * Registration is explicit: a layer calls `registerParameter`, `registerBuffer` and
  * `registerModule` in its constructor, in the order its checkpoint lists them. Dotted names
  * (`h.0.attn.c_attn.weight`) come from the registration names along the path, so a model's
- * `stateDict()` keys are exactly its checkpoint's names (design.md, decision 6).
+ * `stateDict()` keys are exactly its checkpoint's names (docs/design.md, decision 6).
  *
  * Parameters are ordinary leaf tensors with `requiresGrad = true`. Loading a state dict copies
  * values into their storage, so a parameter keeps its identity (optimizers hold on to it).

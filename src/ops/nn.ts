@@ -6,7 +6,7 @@
  * kernel instead when the current backend has one for the inputs (`fusedFor`); the result is then
  * recorded as one primitive of that name, whose gradient rule calls the fused backward. The
  * composites stay the definition: each fused kernel must match its composite (test/fused.test.ts,
- * design.md decision 3).
+ * docs/design.md, decision 3).
  */
 import { needsGrad, noGrad, record } from '../autograd/tape.js';
 import { fusedFor, kernelFor } from '../backends/dispatch.js';

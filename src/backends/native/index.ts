@@ -67,14 +67,14 @@ export interface NativeAddon {
   causalAttentionBackward(q: F32, k: F32, v: F32, out: F32, lse: F32, g: F32, BH: number, T: number, D: number, scale: number, dq: F32, dk: F32, dv: F32): void;
 }
 
-// Kernel enums, in the order of native/kernels.h.
-const UNARY_CODE: Readonly<Record<UnaryOp, number>> = {
+// Kernel enums, in the order of native/kernels.h (test/native-op-codes.test.ts holds them in step).
+export const UNARY_CODE: Readonly<Record<UnaryOp, number>> = {
   neg: 0, exp: 1, log: 2, sqrt: 3, rsqrt: 4, abs: 5, tanh: 6, sigmoid: 7, relu: 8, gelu: 9, gelu_tanh: 10, silu: 11, sign: 12,
 };
-const BINARY_CODE: Readonly<Record<BinaryOp, number>> = {
+export const BINARY_CODE: Readonly<Record<BinaryOp, number>> = {
   add: 0, sub: 1, mul: 2, div: 3, pow: 4, maximum: 5, minimum: 6, eq: 7, ne: 8, lt: 9, le: 10, gt: 11, ge: 12,
 };
-const REDUCE_CODE: Readonly<Record<ReduceOp, number>> = { sum: 0, max: 1, min: 2 };
+export const REDUCE_CODE: Readonly<Record<ReduceOp, number>> = { sum: 0, max: 1, min: 2 };
 const MAX_DIMS = 16;
 /** dtypes the addon's cast reads and writes. */
 const CAST_DTYPES = new Set<DType>(['f32', 'f64', 'i32', 'i8', 'u8', 'bool']);
