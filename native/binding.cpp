@@ -698,6 +698,21 @@ FN(js_log_softmax) { return rows1(env, info, kn_log_softmax_f32); }
 FN(js_softmax_backward) { return rows2(env, info, kn_softmax_backward_f32); }
 FN(js_log_softmax_backward) { return rows2(env, info, kn_log_softmax_backward_f32); }
 
+/* cumsum(x, outer, n, inner, reverse, out): x contiguous, seen as [outer, n, inner] */
+FN(js_cumsum) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  int64_t outer = INT(1, "outer", 0, BIG), n = INT(2, "n", 0, BIG), inner = INT(3, "inner", 0, BIG);
+  CHECK((double)outer * (double)n * (double)inner < 4e15, "outer·n·inner is too large");
+  int64_t size = outer * n * inner;
+  const float *x = req_f32(env, a.argv[0], size, "x");
+  int reverse = (int)INT(4, "reverse", 0, 1);
+  float *out = req_f32(env, a.argv[5], size, "out");
+  kn_cumsum_f32(x, outer, n, inner, reverse, out);
+  return undefined(env);
+  BODY_END
+}
+
 /* layerNorm(x, w?, b?, rows, C, eps, y, mean?, rstd?) */
 FN(js_layer_norm) {
   BODY_BEGIN
@@ -855,6 +870,7 @@ NAPI_MODULE_INIT() {
       EXPORT("cast", js_cast),
       EXPORT("reduce", js_reduce),
       EXPORT("argReduce", js_arg_reduce),
+      EXPORT("cumsum", js_cumsum),
       EXPORT("gatherRows", js_gather_rows),
       EXPORT("scatterAddRows", js_scatter_add_rows),
       EXPORT("conv2d", js_conv2d),

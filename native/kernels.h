@@ -92,6 +92,9 @@ typedef enum kn_reduce_op { KN_SUM, KN_MAX, KN_MIN } kn_reduce_op;
 void kn_reduce_f32(kn_reduce_op op, const kn_view *x, uint32_t axis_mask, float *out);
 /* Index of the first max (is_min = 0) or min along axis; the first NaN counts as the extreme. */
 void kn_argreduce_f32(int is_min, const kn_view *x, int axis, int32_t *out);
+/* Running sums along the middle axis of contiguous x seen as [outer, n, inner] (from the end when
+   reverse ≠ 0), accumulated in double; out has x's size. */
+void kn_cumsum_f32(const float *x, int64_t outer, int64_t n, int64_t inner, int reverse, float *out);
 
 /* ---- matrix products ------------------------------------------------------------------------ */
 

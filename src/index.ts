@@ -24,7 +24,7 @@ export {
   neg, exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, gelu, silu, sign,
   add, sub, mul, div, pow, maximum, minimum, eq, ne, lt, le, gt, ge, logicalAnd, logicalOr, where, clamp,
   // reductions
-  sum, mean, max, min, argmax, argmin, variance, variance as var,
+  sum, mean, max, min, argmax, argmin, variance, variance as var, cumsum,
   // linear algebra, shape ops, nn
   matmul, concat, stack, split, pad, triu, tril, causalMask,
   softmax, logSoftmax, crossEntropy, layerNorm, rmsNorm, embedding, dropout, scaledDotProductAttention,

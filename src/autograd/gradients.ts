@@ -25,6 +25,7 @@ export interface GradContexts {
   sum: { axes: readonly number[] };
   max: { axes: readonly number[] };
   min: { axes: readonly number[] };
+  cumsum: { axis: number; reverse: boolean };
   matmul: None;
   reshape: { xShape: readonly number[] };
   permute: { dims: readonly number[] };
@@ -157,6 +158,8 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   sum: (g, [x]) => [back(g, x!)],
   max: (g, [x], { axes }, out) => extremumReduceGrad(g, x!, out, axes),
   min: (g, [x], { axes }, out) => extremumReduceGrad(g, x!, out, axes),
+  // Each x feeds every output at or after it (before it, reversed): the running sum the other way.
+  cumsum: (g, _i, { axis, reverse }) => [ops.cumsum(g, axis, { reverse: !reverse })],
   matmul: (g, [a, b]) => [
     a!.requiresGrad ? ops.batchedMatmul(g, ops.transpose(b!, -2, -1)) : null,
     b!.requiresGrad ? matmulGradB(a!, b!, g) : null,

@@ -77,7 +77,7 @@ export interface AdamStep {
 
 /** Every kernel name, for `supports()` and for `knobs info`. */
 export type KernelName =
-  | 'unary' | 'binary' | 'where' | 'reduce' | 'argReduce' | 'matmul'
+  | 'unary' | 'binary' | 'where' | 'reduce' | 'argReduce' | 'cumsum' | 'matmul'
   | 'assign' | 'cast' | 'gatherRows' | 'scatterAddRows'
   | 'conv2d' | 'conv2dBackwardInput' | 'conv2dBackwardWeight'
   | 'maxPool2d' | 'maxPool2dBackward' | 'avgPool2d' | 'avgPool2dBackward'
@@ -164,6 +164,8 @@ export interface Backend {
   reduce(op: ReduceOp, x: KernelView, axes: readonly number[]): Storage;
   /** Index of the max/min along `axis` (first one on ties), i32, keepdim shape. */
   argReduce(op: ArgReduceOp, x: KernelView, axis: number): Storage;
+  /** Running sums along `axis` (from the end when `reverse`), x's shape and dtype, contiguous. */
+  cumsum(x: KernelView, axis: number, reverse: boolean): Storage;
   /**
    * Batched matrix product: a [...batch, M, K] · b [...batch, K, N] → [...batch, M, N].
    * Batch dims already agree (broadcast via stride-0 views). Inner dims may be transposed views.

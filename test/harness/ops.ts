@@ -13,7 +13,7 @@ import type { Tensor } from '../../src/index.js';
 export const OP_NAMES = [
   'add', 'sub', 'mul', 'div', 'neg', 'pow', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'tanh', 'sigmoid', 'relu', 'gelu', 'silu',
   'maximum', 'minimum', 'clamp', 'where', 'eq', 'ne', 'lt', 'le', 'gt', 'ge',
-  'sum', 'mean', 'max', 'min', 'argmax', 'var',
+  'sum', 'mean', 'max', 'min', 'argmax', 'var', 'cumsum',
   'matmul', 'softmax', 'logSoftmax', 'crossEntropy', 'layerNorm', 'rmsNorm', 'embedding',
   'concat', 'stack', 'split', 'pad', 'triu', 'tril', 'scaledDotProductAttention', 'conv2d', 'maxPool2d', 'avgPool2d',
 ] as const;
@@ -96,6 +96,7 @@ export const OPS: { readonly [Op in OpName]: OpFn } = {
   min: reduction((x, axis, keepdim) => k.min(x, axis, keepdim)),
   argmax: ([x], attrs) => k.argmax(x!, axisOf(attrs) as number | undefined, Boolean(attrs.keepdim)),
   var: ([x], attrs) => k.var(x!, axisOf(attrs), { correction: attrs.correction as number, keepdim: Boolean(attrs.keepdim) }),
+  cumsum: ([x], attrs) => k.cumsum(x!, attrs.axis as number, { reverse: Boolean(attrs.reverse) }),
   matmul: ([a, b]) => k.matmul(a!, b!),
   softmax: ([x], attrs) => k.softmax(x!, attrs.axis as number),
   logSoftmax: ([x], attrs) => k.logSoftmax(x!, attrs.axis as number),

@@ -6,7 +6,7 @@ import type { Backend } from '../backend.js';
 import { conv2d, conv2dBackwardInput, conv2dBackwardWeight, maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward } from './conv.js';
 import { assign, binary, cast, unary, where } from './elementwise.js';
 import { gatherRows, matmul, scatterAddRows } from './matmul.js';
-import { argReduce, reduce } from './reduce.js';
+import { argReduce, cumsum, reduce } from './reduce.js';
 
 export const jsBackend: Backend = {
   name: 'js',
@@ -17,6 +17,7 @@ export const jsBackend: Backend = {
   where,
   reduce,
   argReduce,
+  cumsum,
   matmul,
   assign,
   cast,

@@ -42,6 +42,7 @@ export interface NativeAddon {
   cast(x: Storage, meta: Float64Array, out: Storage, outIsBool: boolean): void;
   reduce(op: number, x: F32, meta: Float64Array, axisMask: number, out: F32): void;
   argReduce(isMin: 0 | 1, x: F32, meta: Float64Array, axis: number, out: Int32Array): void;
+  cumsum(x: F32, outer: number, n: number, inner: number, reverse: 0 | 1, out: F32): void;
   gatherRows(table: F32, meta: Float64Array, ids: Ids, out: F32): void;
   scatterAddRows(src: F32, meta: Float64Array, ids: Ids, rows: number, out: F32): void;
   conv2d(x: F32, w: F32, params: Float64Array, out: F32): void;
@@ -368,6 +369,11 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     argReduce(op: ArgReduceOp, x: KernelView, axis: number): Storage {
       const out = allocI32(numel(x.shape.map((d, i) => (i === axis ? 1 : d))));
       addon.argReduce(op === 'argmin' ? 1 : 0, f32(x), pack(x), axis, out);
+      return out;
+    },
+    cumsum(x: KernelView, axis: number, reverse: boolean): Storage {
+      const out = allocF32(numel(x.shape));
+      addon.cumsum(dense(x), numel(x.shape.slice(0, axis)), x.shape[axis]!, numel(x.shape.slice(axis + 1)), reverse ? 1 : 0, out);
       return out;
     },
     matmul(a: KernelView, b: KernelView): Storage {
