@@ -14,8 +14,17 @@ const header = readFileSync(new URL('../../native/kernels.h', import.meta.url), 
 function enumMembers(name: string): string[] {
   const m = new RegExp(`typedef enum ${name} \\{([^}]*)\\} ${name};`).exec(header);
   assert.ok(m, `native/kernels.h has no typedef enum ${name}`);
-  const members = m[1]!.replace(/\/\*[\s\S]*?\*\//g, '').split(',').map((s) => s.trim()).filter(Boolean);
-  for (const mem of members) assert.match(mem, /^KN_[A-Z0-9_]+$/, `${name}: '${mem}' has an explicit value or an odd name; this test assumes implicit ones`);
+  const members = m[1]!
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const mem of members)
+    assert.match(
+      mem,
+      /^KN_[A-Z0-9_]+$/,
+      `${name}: '${mem}' has an explicit value or an odd name; this test assumes implicit ones`,
+    );
   return members;
 }
 

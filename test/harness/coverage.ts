@@ -29,7 +29,8 @@ export const ALLOWED_FALLBACKS: Readonly<Record<string, readonly AllowedFallback
     },
     {
       name: 'integer/bool binary',
-      reason: 'native binary kernels are f32-only; integer and bool masks (triu/tril/causal index comparisons, logicalAnd) run on js',
+      reason:
+        'native binary kernels are f32-only; integer and bool masks (triu/tril/causal index comparisons, logicalAnd) run on js',
       matches: (run) => run.kernel === 'binary' && !run.dtypes.some(isFloat),
     },
   ],
@@ -86,8 +87,11 @@ export class CoverageReport {
   }
 
   lines(backend: string): string[] {
-    const out = [`coverage on ${backend}: ${this.ran}/${this.total} case runs entirely on ${backend}, ${this.noKernels} ran no kernel (views only)`];
-    for (const [f, n] of this.fellBack) out.push(`  ${n} case runs partly or wholly on js, allowed (${f.name}): ${f.reason}`);
+    const out = [
+      `coverage on ${backend}: ${this.ran}/${this.total} case runs entirely on ${backend}, ${this.noKernels} ran no kernel (views only)`,
+    ];
+    for (const [f, n] of this.fellBack)
+      out.push(`  ${n} case runs partly or wholly on js, allowed (${f.name}): ${f.reason}`);
     return out;
   }
 }
