@@ -7,6 +7,7 @@
  * KNOBS_BENCH_CORES=1|all limits the core settings. The default suite takes ~5–6 minutes on
  * 2 cores shared with other work (it must stay under 10).
  */
+import * as activationBackward from './activation-backward.js';
 import * as fashion from './fashion.js';
 import * as gemm from './gemm.js';
 import * as gptBlock from './gpt-block.js';
@@ -21,6 +22,7 @@ import { notes } from './train-step.js';
 const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>>> = {
   gemm: gemm.run,
   'op-overhead': opOverhead.run,
+  'activation-backward': activationBackward.run,
   mlp: mlp.run,
   'gpt-block': gptBlock.run,
   'gpt-train': gptTrain.run,
