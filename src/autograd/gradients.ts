@@ -9,6 +9,7 @@
  */
 import type { ActivationOp, Conv2dParams, Pool2dParams } from '../backends/backend.js';
 import { fusedFor, kernelFor } from '../backends/dispatch.js';
+import { GELU_TANH_COEF, SQRT_2_OVER_PI } from '../backends/js/math.js';
 import type { DType } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 import { Tensor as TensorClass } from '../tensor.js';
@@ -69,8 +70,6 @@ function activationRule(op: ActivationOp, grad: (g: Tensor, x: Tensor, out: Tens
 }
 
 const INV_SQRT_2PI = 0.3989422804014327;
-const SQRT_2_OVER_PI = 0.7978845608028654;
-const GELU_TANH_COEF = 0.044715;
 
 /**
  * gelu'(x) = Φ(x) + x·φ(x). Φ(x) = gelu(x)/x (gelu(0)/0 → Φ(0) = ½), which spares erf a primitive
