@@ -39,7 +39,7 @@ export class Tensor {
   /** Wraps a row-major storage of exactly numel(shape) elements (no copy). */
   static fromStorage(storage: Storage, shape: Shape, dtype: DType): Tensor {
     if (storage.length !== numel(shape)) {
-      throw new ShapeError(`fromStorage: ${storage.length} elements do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`);
+      throw new ShapeError(`fromStorage: ${storage.length} elements do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`, { op: 'fromStorage', shapes: [shape], elements: storage.length });
     }
     return new Tensor(storage, shape, dtype);
   }
@@ -99,7 +99,7 @@ export class Tensor {
   /** The value of a one-element tensor. */
   item(): number {
     if (this.size !== 1) {
-      throw new ShapeError(`item() needs a tensor with one element, got shape ${formatShape(this.shape)}; reduce it first (e.g. sum or mean)`);
+      throw new ShapeError(`item() needs a tensor with one element, got shape ${formatShape(this.shape)}; reduce it first (e.g. sum or mean)`, { op: 'item', shapes: [this.shape] });
     }
     return readNumber(this.dtype, this.storage, this.offset);
   }

@@ -1,5 +1,7 @@
-#!/usr/bin/env node
-/** The `knobs` command line: picks a command, runs it, and turns errors into exit codes. */
+/**
+ * The `knobs` command line: picks a command, runs it, and turns errors into exit codes. Importing
+ * this module runs nothing (tests call `main()` in process); the executable is ./bin.ts.
+ */
 import { KnobsError, UsageError } from '../errors.js';
 import type { CliIO, Command } from './command.js';
 import { infoCommand } from './info.js';
@@ -68,18 +70,11 @@ export async function main(rawArgv: string[], io: CliIO): Promise<number> {
   }
 }
 
-const io: CliIO = {
-  stdout: (t) => process.stdout.write(t),
-  stderr: (t) => process.stderr.write(t),
-  isTTY: process.stderr.isTTY === true,
-};
-
-main(process.argv.slice(2), io).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`knobs: internal error: ${String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+/** The process's own streams, for the executable. */
+export function processIO(): CliIO {
+  return {
+    stdout: (t) => process.stdout.write(t),
+    stderr: (t) => process.stderr.write(t),
+    isTTY: process.stderr.isTTY === true,
+  };
+}

@@ -376,15 +376,15 @@ export class Llama extends Module implements CausalLM {
 
   /** The hidden states after the final norm: ids [B, T] → [B, T, C]. `cache` (inference) supplies past positions. */
   hidden(ids: Tensor, cache?: KVCache): Tensor {
-    if (ids.rank !== 2) throw new ShapeError(`Llama: ids must be [B, T], got ${formatShape(ids.shape)}`);
-    if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`Llama: ids must be i32 or i64 token ids, got ${ids.dtype}`);
+    if (ids.rank !== 2) throw new ShapeError(`Llama: ids must be [B, T], got ${formatShape(ids.shape)}`, { op: 'Llama', shapes: [ids.shape] });
+    if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`Llama: ids must be i32 or i64 token ids, got ${ids.dtype}`, { op: 'Llama', dtypes: [ids.dtype] });
     const T = ids.shape[1]!;
     const past = cache?.length ?? 0;
     if (past + T > this.contextLength) {
-      throw new ShapeError(`Llama: ${past + T} positions exceed max_position_embeddings ${this.contextLength}; crop the context to the last ${this.contextLength} tokens`);
+      throw new ShapeError(`Llama: ${past + T} positions exceed max_position_embeddings ${this.contextLength}; crop the context to the last ${this.contextLength} tokens`, { op: 'Llama', shapes: [ids.shape], past });
     }
     if (cache && cache.batch !== ids.shape[0]) {
-      throw new ShapeError(`Llama: the cache was made for batch ${cache.batch}, ids are ${formatShape(ids.shape)}`);
+      throw new ShapeError(`Llama: the cache was made for batch ${cache.batch}, ids are ${formatShape(ids.shape)}`, { op: 'Llama', shapes: [ids.shape], cacheBatch: cache.batch });
     }
     const { cos, sin } = ropeTables(this.invFreq, past, T, this.dtype); // [T, D] each
     let x = this.model.embed_tokens.forward(ids); // [B, T, C]
@@ -406,7 +406,7 @@ export class Llama extends Module implements CausalLM {
   /** Mean next-token cross-entropy of ids [B, T] against targets [B, T] (ignoreIndex −100 skips positions). */
   loss(ids: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
     if (targets.rank !== 2 || targets.shape[0] !== ids.shape[0] || targets.shape[1] !== ids.shape[1]) {
-      throw new ShapeError(`Llama.loss: targets must have the shape of ids ${formatShape(ids.shape)}, got ${formatShape(targets.shape)}`);
+      throw new ShapeError(`Llama.loss: targets must have the shape of ids ${formatShape(ids.shape)}, got ${formatShape(targets.shape)}`, { op: 'Llama.loss', shapes: [ids.shape, targets.shape] });
     }
     const logits = this.forward(ids); // [B, T, V]
     return crossEntropy(reshape(logits, [-1, this.config.vocab_size]), reshape(targets, [-1]), opts); // [B·T, V] vs [B·T]
