@@ -76,6 +76,19 @@ describe('SentencePiece BPE (Llama-2 style)', () => {
     });
   }
 
+  it('the streaming decoder gives the text decode gives, byte-fallback characters whole', () => {
+    for (const json of [legacy, metaspace]) {
+      const t = Tokenizer.fromJSON(json);
+      for (const c of expected.cases) {
+        const ids = t.encode(c.text).ids;
+        const stream = t.decodeStream({ skipSpecialTokens: true });
+        const parts = ids.map((id) => stream.step(id));
+        assert.equal(parts.join(''), t.decode(ids, { skipSpecialTokens: true }), JSON.stringify(c.text));
+        for (const p of parts) assert.ok(!p.includes('\ufffd'), `${JSON.stringify(c.text)}: ${JSON.stringify(p)}`);
+      }
+    }
+  });
+
   it('byte fallback covers characters outside the vocabulary, and decoding restores them', () => {
     const t = Tokenizer.fromJSON(legacy);
     const text = 'unseen: ǅ ★ 👨‍👩‍👧';
