@@ -56,7 +56,9 @@ export class BpeModel {
     const vocabJson = r.object(o.vocab, 'model.vocab');
     const vocab = new Map<string, number>();
     for (const [token, id] of Object.entries(vocabJson)) vocab.set(token, r.uint(id, `model.vocab[${JSON.stringify(token)}]`));
-    const merges = r.array(o.merges ?? [], 'model.merges').map((m, i): [string, string] => {
+    // "#version" lines of a merges.txt pasted in as strings are skipped, as Hugging Face skips them.
+    const listed = r.array(o.merges ?? [], 'model.merges').filter((m) => !(typeof m === 'string' && m.startsWith('#version')));
+    const merges = listed.map((m, i): [string, string] => {
       if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') return [m[0], m[1]];
       const parts = typeof m === 'string' ? m.split(' ') : [];
       if (parts.length !== 2) throw invalidTokenizer(r.source, `model.merges[${i}]`, `must be "a b" or ["a", "b"], got ${JSON.stringify(m)}`);

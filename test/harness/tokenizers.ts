@@ -106,7 +106,7 @@ export function byteLevelVariants(): Record<string, Record<string, unknown>> {
   const v: Record<string, Record<string, unknown>> = {};
   v['gpt2'] = b;
   const legacy = baseByteLevel();
-  (legacy.model as { merges: unknown }).merges = ((legacy.model as { merges: [string, string][] }).merges).map(([x, y]) => `${x} ${y}`);
+  (legacy.model as { merges: unknown }).merges = ['#version: 0.2', ...((legacy.model as { merges: [string, string][] }).merges).map(([x, y]) => `${x} ${y}`)];
   legacy.pre_tokenizer = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true };
   v['gpt2-prefix-space-string-merges'] = legacy;
   // "Ġzqxw" is in the vocab but no merge builds it: only ignore_merges makes " zqxw" one token.
