@@ -27,6 +27,8 @@ function variants(): Record<string, Record<string, unknown>> {
     'metaspace-always-split': { ...withPre({ prepend_scheme: 'always', split: true }), decoder: { type: 'Sequence', decoders: [{ type: 'ByteFallback' }, decoder] } },
     'metaspace-never': withPre({ prepend_scheme: 'never', split: true }),
     'metaspace-add-prefix-space-false': { ...withPre({ add_prefix_space: false, prepend_scheme: 'never', split: false }), decoder: { ...decoder, prepend_scheme: 'never' } },
+    'unk-fused-no-byte-fallback': { ...structuredClone(legacy), model: { ...(legacy.model as object), byte_fallback: false, fuse_unk: true } },
+    'unk-unfused-no-byte-fallback': { ...structuredClone(legacy), model: { ...(legacy.model as object), byte_fallback: false, fuse_unk: false } },
     'legacy-added-flags': {
       ...structuredClone(legacy),
       added_tokens: [

@@ -24,13 +24,12 @@ export class BpeModel {
   /** (left id · 2^21 + right id) → rank · 2^21 + merged id. Ids < 2^21 (checked), ranks < 2^31. */
   private readonly merges = new Map<number, number>();
   private readonly cache = new Map<string, Encoded>();
-  readonly mergeList: [string, string][];
 
   constructor(
     vocab: Map<string, number>,
     merges: [string, string][],
     readonly opts: { unkToken: string | null; byteFallback: boolean; ignoreMerges: boolean; fuseUnk: boolean; continuingSubwordPrefix: string | null; endOfWordSuffix: string | null },
-    source: string,
+    private readonly source: string,
   ) {
     this.vocab = vocab;
     this.vocabR = new Map();
@@ -39,7 +38,6 @@ export class BpeModel {
       if (!this.vocabR.has(id)) this.vocabR.set(id, token);
     }
     if (merges.length >= POS_LIMIT) throw invalidTokenizer(source, 'model.merges', `has ${merges.length} entries; knobs reads fewer than ${POS_LIMIT}`);
-    this.mergeList = merges;
     const prefixLength = opts.continuingSubwordPrefix?.length ?? 0;
     merges.forEach(([a, b], rank) => {
       const merged = a + b.slice(prefixLength);
@@ -131,7 +129,8 @@ export class BpeModel {
 
   private unkId(): number {
     const id = this.vocab.get(this.opts.unkToken!);
-    if (id === undefined) throw invalidTokenizer('tokenizer.json', 'model.unk_token', `${JSON.stringify(this.opts.unkToken)} is not in model.vocab`);
+    // Checked when first needed, as Hugging Face does: a file whose unk is never used still works.
+    if (id === undefined) throw invalidTokenizer(this.source, 'model.unk_token', `${JSON.stringify(this.opts.unkToken)} is not in model.vocab`);
     return id;
   }
 
