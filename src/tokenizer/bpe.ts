@@ -39,21 +39,25 @@ export class BpeModel {
     }
     if (merges.length >= POS_LIMIT) throw invalidTokenizer(source, 'model.merges', `has ${merges.length} entries; knobs reads fewer than ${POS_LIMIT}`);
     const prefixLength = opts.continuingSubwordPrefix?.length ?? 0;
-    merges.forEach(([a, b], rank) => {
-      const merged = a + b.slice(prefixLength);
-      const ids = [a, b, merged].map((t) => {
-        const id = vocab.get(t);
-        if (id === undefined) throw invalidTokenizer(source, `model.merges[${rank}]`, `(${JSON.stringify(a)} ${JSON.stringify(b)}) uses ${JSON.stringify(t)}, which is not in model.vocab`);
-        return id;
-      });
-      this.merges.set(ids[0]! * ID_LIMIT + ids[1]!, rank * ID_LIMIT + ids[2]!);
-    });
+    const idOf = (t: string, rank: number, a: string, b: string): number => {
+      const id = vocab.get(t);
+      if (id === undefined) throw invalidTokenizer(source, `model.merges[${rank}]`, `(${JSON.stringify(a)} ${JSON.stringify(b)}) uses ${JSON.stringify(t)}, which is not in model.vocab`);
+      return id;
+    };
+    for (let rank = 0; rank < merges.length; rank++) {
+      const [a, b] = merges[rank]!;
+      const merged = idOf(prefixLength ? a + b.slice(prefixLength) : a + b, rank, a, b);
+      this.merges.set(idOf(a, rank, a, b) * ID_LIMIT + idOf(b, rank, a, b), rank * ID_LIMIT + merged);
+    }
   }
 
   static fromJSON(o: Record<string, unknown>, r: JsonReader): BpeModel {
     const vocabJson = r.object(o.vocab, 'model.vocab');
     const vocab = new Map<string, number>();
-    for (const [token, id] of Object.entries(vocabJson)) vocab.set(token, r.uint(id, `model.vocab[${JSON.stringify(token)}]`));
+    for (const [token, id] of Object.entries(vocabJson)) {
+      // The field path is only formatted on error: 100k+ entries.
+      vocab.set(token, Number.isSafeInteger(id) && (id as number) >= 0 ? (id as number) : r.uint(id, `model.vocab[${JSON.stringify(token)}]`));
+    }
     // "#version" lines of a merges.txt pasted in as strings are skipped, as Hugging Face skips them.
     const listed = r.array(o.merges ?? [], 'model.merges').filter((m) => !(typeof m === 'string' && m.startsWith('#version')));
     const merges = listed.map((m, i): [string, string] => {
