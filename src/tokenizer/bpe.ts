@@ -46,8 +46,10 @@ export class BpeModel {
     };
     for (let rank = 0; rank < merges.length; rank++) {
       const [a, b] = merges[rank]!;
+      const left = idOf(a, rank, a, b); // checked in Hugging Face's order: left, right, merged
+      const right = idOf(b, rank, a, b);
       const merged = idOf(prefixLength ? a + b.slice(prefixLength) : a + b, rank, a, b);
-      this.merges.set(idOf(a, rank, a, b) * ID_LIMIT + idOf(b, rank, a, b), rank * ID_LIMIT + merged);
+      this.merges.set(left * ID_LIMIT + right, rank * ID_LIMIT + merged);
     }
   }
 
