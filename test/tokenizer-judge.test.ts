@@ -15,7 +15,7 @@ const EXTRA = [
   'Hello<|endoftext|>world', ' <|endoftext|> x<|endoftext|><|endoftext|>', 'a <mask> b  <mask>c\n<mask>', '[R]   x [LR]  y  [LR]z[R]',
   'word words sword word. word_x (word)', 'A <Norm> B <norm> <NORM> <Raw> <raw>', 'the theme The THE', '<mask>x <mask>y',
   '<|begin_of_text|>hi<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello', '<|im_start|>user\nHi<|im_end|>\n',
-  'price $5, #tag! ok? yes.', "it'ſ IT'S we'LL x'Ss x'K 'd 'D'll", 'a\u0085b c\ufeffd x\u2028y', '  \u0085 \t\u000b\u000c end',
+  'price $5, #tag! ok? yes.', 'a <mask> b [LR] c word\u00a0<mask>  '.repeat(300), "it'ſ IT'S we'LL x'Ss x'K 'd 'D'll", 'a\u0085b c\ufeffd x\u2028y', ' zqxw zqxwz zqxw', '  \u0085 \t\u000b\u000c end',
 ];
 const TEXTS = [...CORPUS, ...EXTRA];
 

@@ -27,6 +27,8 @@ function variants(): Record<string, Record<string, unknown>> {
     'metaspace-always-split': { ...withPre({ prepend_scheme: 'always', split: true }), decoder: { type: 'Sequence', decoders: [{ type: 'ByteFallback' }, decoder] } },
     'metaspace-never': withPre({ prepend_scheme: 'never', split: true }),
     'metaspace-add-prefix-space-false': { ...withPre({ add_prefix_space: false, prepend_scheme: 'never', split: false }), decoder: { ...decoder, prepend_scheme: 'never' } },
+    'unk-fused-no-byte-fallback': { ...structuredClone(legacy), model: { ...(legacy.model as object), byte_fallback: false, fuse_unk: true } },
+    'unk-unfused-no-byte-fallback': { ...structuredClone(legacy), model: { ...(legacy.model as object), byte_fallback: false, fuse_unk: false } },
     'legacy-added-flags': {
       ...structuredClone(legacy),
       added_tokens: [
@@ -75,6 +77,19 @@ describe('SentencePiece BPE (Llama-2 style)', () => {
       }
     });
   }
+
+  it('the streaming decoder gives the text decode gives, byte-fallback characters whole', () => {
+    for (const json of [legacy, metaspace]) {
+      const t = Tokenizer.fromJSON(json);
+      for (const c of expected.cases) {
+        const ids = t.encode(c.text).ids;
+        const stream = t.decodeStream({ skipSpecialTokens: true });
+        const parts = ids.map((id) => stream.step(id));
+        assert.equal(parts.join(''), t.decode(ids, { skipSpecialTokens: true }), JSON.stringify(c.text));
+        for (const p of parts) assert.ok(!p.includes('\ufffd'), `${JSON.stringify(c.text)}: ${JSON.stringify(p)}`);
+      }
+    }
+  });
 
   it('byte fallback covers characters outside the vocabulary, and decoding restores them', () => {
     const t = Tokenizer.fromJSON(legacy);

@@ -36,7 +36,15 @@ Example:
     const { ids, tokens } = tokenizer.encode(text, { addSpecialTokens: values['no-special'] !== true });
     emit(io, values.json === true, { ids, tokens }, () => {
       const width = Math.max(1, ...ids.map((id) => String(id).length));
-      const lines = ids.map((id, i) => `${String(id).padStart(width)}  ${JSON.stringify(tokens[i])}${tokenizer.isSpecial(id) ? '  (special)' : ''}`);
+      // What each token adds to the text, when that differs from its spelling (byte-level "Ġsaid"
+      // adds " said"); the streaming decoder knows the context (a first "▁" is no space) and
+      // holds a character's bytes back until they are all there.
+      const stream = tokenizer.decodeStream();
+      const lines = ids.map((id, i) => {
+        const text = stream.step(id);
+        const shown = text !== tokens[i] ? `  = ${JSON.stringify(text)}` : '';
+        return `${String(id).padStart(width)}  ${JSON.stringify(tokens[i])}${shown}${tokenizer.isSpecial(id) ? '  (special)' : ''}`;
+      });
       return `${lines.join('\n')}${lines.length ? '\n' : ''}${ids.length} tokens\n`;
     });
     return 0;

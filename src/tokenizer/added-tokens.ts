@@ -28,10 +28,19 @@ export interface Span {
   id?: number;
 }
 
-const WORD_AT_START = /^[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]/u;
-const WORD_AT_END = /[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]$/u;
-const SPACE_AT_START = /^\p{White_Space}*/u;
-const SPACE_AT_END = /\p{White_Space}*$/u;
+/** Rust regex's Unicode \w and \s, tested one character at a time (scanning whole prefixes with a
+ * regex made encoding quadratic in the number of added tokens in the text). */
+const WORD_CHAR = /^[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]$/u;
+const SPACE_CHAR = /^\p{White_Space}$/u; // all White_Space characters are in the BMP
+
+function codePointBefore(text: string, i: number): string {
+  const low = text.charCodeAt(i - 1);
+  return low >= 0xdc00 && low < 0xe000 && i >= 2 ? text.slice(i - 2, i) : text[i - 1]!;
+}
+
+function codePointAt(text: string, i: number): string {
+  return String.fromCodePoint(text.codePointAt(i)!);
+}
 
 /** Leftmost-longest matching of a set of strings, bucketed by first code unit. */
 class Matcher {
@@ -101,7 +110,7 @@ export class AddedVocabulary {
       if (span.id !== undefined) out.push(span);
       else {
         const normalizedText = normalizer ? normalizer(span.text) : span.text;
-        out.push(...this.split({ text: normalizedText, first: span.first }, this.normalizedMatcher));
+        for (const s of this.split({ text: normalizedText, first: span.first }, this.normalizedMatcher)) out.push(s);
       }
     }
     return out;
@@ -120,12 +129,15 @@ export class AddedVocabulary {
       let { start, end } = m;
       const token = this.byId.get(m.id)!;
       if (token.singleWord) {
-        const wordBefore = start > 0 && WORD_AT_END.test(text.slice(0, start));
-        const wordAfter = end < text.length && WORD_AT_START.test(text.slice(end));
+        const wordBefore = start > 0 && WORD_CHAR.test(codePointBefore(text, start));
+        const wordAfter = end < text.length && WORD_CHAR.test(codePointAt(text, end));
         if (wordBefore || wordAfter) continue;
       }
-      if (token.lstrip) start = Math.max(SPACE_AT_END.exec(text.slice(0, start))!.index, offset);
-      if (token.rstrip) end += SPACE_AT_START.exec(text.slice(end))![0].length;
+      if (token.lstrip) {
+        // Not past the previous match, which may have taken these spaces already (rstrip).
+        while (start > offset && SPACE_CHAR.test(text[start - 1]!)) start--;
+      }
+      if (token.rstrip) while (end < text.length && SPACE_CHAR.test(text[end]!)) end++;
       push(offset, start);
       push(start, end, m.id);
       offset = end;

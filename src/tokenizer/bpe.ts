@@ -24,13 +24,12 @@ export class BpeModel {
   /** (left id · 2^21 + right id) → rank · 2^21 + merged id. Ids < 2^21 (checked), ranks < 2^31. */
   private readonly merges = new Map<number, number>();
   private readonly cache = new Map<string, Encoded>();
-  readonly mergeList: [string, string][];
 
   constructor(
     vocab: Map<string, number>,
     merges: [string, string][],
     readonly opts: { unkToken: string | null; byteFallback: boolean; ignoreMerges: boolean; fuseUnk: boolean; continuingSubwordPrefix: string | null; endOfWordSuffix: string | null },
-    source: string,
+    private readonly source: string,
   ) {
     this.vocab = vocab;
     this.vocabR = new Map();
@@ -39,24 +38,31 @@ export class BpeModel {
       if (!this.vocabR.has(id)) this.vocabR.set(id, token);
     }
     if (merges.length >= POS_LIMIT) throw invalidTokenizer(source, 'model.merges', `has ${merges.length} entries; knobs reads fewer than ${POS_LIMIT}`);
-    this.mergeList = merges;
     const prefixLength = opts.continuingSubwordPrefix?.length ?? 0;
-    merges.forEach(([a, b], rank) => {
-      const merged = a + b.slice(prefixLength);
-      const ids = [a, b, merged].map((t) => {
-        const id = vocab.get(t);
-        if (id === undefined) throw invalidTokenizer(source, `model.merges[${rank}]`, `(${JSON.stringify(a)} ${JSON.stringify(b)}) uses ${JSON.stringify(t)}, which is not in model.vocab`);
-        return id;
-      });
-      this.merges.set(ids[0]! * ID_LIMIT + ids[1]!, rank * ID_LIMIT + ids[2]!);
-    });
+    const idOf = (t: string, rank: number, a: string, b: string): number => {
+      const id = vocab.get(t);
+      if (id === undefined) throw invalidTokenizer(source, `model.merges[${rank}]`, `(${JSON.stringify(a)} ${JSON.stringify(b)}) uses ${JSON.stringify(t)}, which is not in model.vocab`);
+      return id;
+    };
+    for (let rank = 0; rank < merges.length; rank++) {
+      const [a, b] = merges[rank]!;
+      const left = idOf(a, rank, a, b); // checked in Hugging Face's order: left, right, merged
+      const right = idOf(b, rank, a, b);
+      const merged = idOf(prefixLength ? a + b.slice(prefixLength) : a + b, rank, a, b);
+      this.merges.set(left * ID_LIMIT + right, rank * ID_LIMIT + merged);
+    }
   }
 
   static fromJSON(o: Record<string, unknown>, r: JsonReader): BpeModel {
     const vocabJson = r.object(o.vocab, 'model.vocab');
     const vocab = new Map<string, number>();
-    for (const [token, id] of Object.entries(vocabJson)) vocab.set(token, r.uint(id, `model.vocab[${JSON.stringify(token)}]`));
-    const merges = r.array(o.merges ?? [], 'model.merges').map((m, i): [string, string] => {
+    for (const [token, id] of Object.entries(vocabJson)) {
+      // The field path is only formatted on error: 100k+ entries.
+      vocab.set(token, Number.isSafeInteger(id) && (id as number) >= 0 ? (id as number) : r.uint(id, `model.vocab[${JSON.stringify(token)}]`));
+    }
+    // "#version" lines of a merges.txt pasted in as strings are skipped, as Hugging Face skips them.
+    const listed = r.array(o.merges ?? [], 'model.merges').filter((m) => !(typeof m === 'string' && m.startsWith('#version')));
+    const merges = listed.map((m, i): [string, string] => {
       if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') return [m[0], m[1]];
       const parts = typeof m === 'string' ? m.split(' ') : [];
       if (parts.length !== 2) throw invalidTokenizer(r.source, `model.merges[${i}]`, `must be "a b" or ["a", "b"], got ${JSON.stringify(m)}`);
@@ -129,7 +135,8 @@ export class BpeModel {
 
   private unkId(): number {
     const id = this.vocab.get(this.opts.unkToken!);
-    if (id === undefined) throw invalidTokenizer('tokenizer.json', 'model.unk_token', `${JSON.stringify(this.opts.unkToken)} is not in model.vocab`);
+    // Checked when first needed, as Hugging Face does: a file whose unk is never used still works.
+    if (id === undefined) throw invalidTokenizer(this.source, 'model.unk_token', `${JSON.stringify(this.opts.unkToken)} is not in model.vocab`);
     return id;
   }
 

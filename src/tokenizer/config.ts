@@ -37,7 +37,7 @@ export function parseTokenizerConfig(json: unknown, source = TOKENIZER_CONFIG_NA
   const o = r.object(json, '(top level)');
   const [bosToken, eosToken, unkToken, padToken] = SPECIAL_FIELDS.map((f) => specialToken(o[f], r, f));
   const optionalBool = (f: string) => (o[f] === undefined || o[f] === null ? null : r.bool(o[f], f));
-  const chatTemplates: Record<string, string> = {};
+  const chatTemplates: Record<string, string> = Object.create(null) as Record<string, string>;
   let chatTemplate: string | null = null;
   if (typeof o.chat_template === 'string') chatTemplate = o.chat_template;
   else if (o.chat_template !== undefined && o.chat_template !== null) {

@@ -27,8 +27,7 @@ export function parseDecoder(json: unknown, r: JsonReader, at = 'decoder'): Deco
         const bytes: number[] = [];
         for (const t of tokens) {
           const b = charsToBytes(t);
-          if (b) bytes.push(...b);
-          else bytes.push(...new TextEncoder().encode(t));
+          for (const byte of b ?? new TextEncoder().encode(t)) bytes.push(byte);
         }
         return [utf8.decode(new Uint8Array(bytes))];
       };

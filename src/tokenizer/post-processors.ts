@@ -26,7 +26,7 @@ export function parsePostProcessor(json: unknown, r: JsonReader, at = 'post_proc
         const pair = r.array(o[k], `${at}.${k}`);
         return { token: r.string(pair[0], `${at}.${k}[0]`), id: r.uint(pair[1], `${at}.${k}[1]`) };
       });
-      return (e) => ({ ids: [cls!.id, ...e.ids, sep!.id], tokens: [cls!.token, ...e.tokens, sep!.token] });
+      return (e) => ({ ids: [cls!.id].concat(e.ids, sep!.id), tokens: [cls!.token].concat(e.tokens, sep!.token) });
     }
     default:
       throw unsupportedComponent(r.source, `${at} ${type}`, 'is not supported');
@@ -56,8 +56,9 @@ function templateProcessor(o: Record<string, unknown>, r: JsonReader, at: string
     const out: Encoded = { ids: [], tokens: [] };
     for (const p of pieces) {
       const part = p === 'A' ? e : p;
-      out.ids.push(...part.ids);
-      out.tokens.push(...part.tokens);
+      // concat, not push(...): a long text's ids would overflow the call stack as arguments
+      out.ids = out.ids.concat(part.ids);
+      out.tokens = out.tokens.concat(part.tokens);
     }
     return out;
   };

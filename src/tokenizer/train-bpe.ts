@@ -48,7 +48,8 @@ export function trainByteLevelBpe(text: string, opts: TrainBpeOptions): Record<s
     opts.onProgress?.(merges.length, wanted);
   }
 
-  const vocab: Record<string, number> = {};
+  // No prototype: a merged token may well be "__proto__" in a corpus of code.
+  const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
   tokens.forEach((t, id) => {
     vocab[t] = id;
   });

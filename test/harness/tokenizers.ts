@@ -106,15 +106,18 @@ export function byteLevelVariants(): Record<string, Record<string, unknown>> {
   const v: Record<string, Record<string, unknown>> = {};
   v['gpt2'] = b;
   const legacy = baseByteLevel();
-  (legacy.model as { merges: unknown }).merges = ((legacy.model as { merges: [string, string][] }).merges).map(([x, y]) => `${x} ${y}`);
+  (legacy.model as { merges: unknown }).merges = ['#version: 0.2', ...((legacy.model as { merges: [string, string][] }).merges).map(([x, y]) => `${x} ${y}`)];
   legacy.pre_tokenizer = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true };
   v['gpt2-prefix-space-string-merges'] = legacy;
+  // "Ġzqxw" is in the vocab but no merge builds it: only ignore_merges makes " zqxw" one token.
+  const llamaModel = baseByteLevel().model as { vocab: Record<string, number> };
+  llamaModel.vocab['Ġzqxw'] = size;
   v['llama3'] = {
     ...baseByteLevel(),
     pre_tokenizer: byteLevelSplit(LLAMA3_PATTERN),
     added_tokens: ['<|begin_of_text|>', '<|end_of_text|>', '<|eot_id|>', '<|start_header_id|>', '<|end_header_id|>'].map((t) => added(t)),
-    post_processor: { type: 'Sequence', processors: [{ type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true }, template(['<|begin_of_text|>', size], null)] },
-    model: { ...(baseByteLevel().model as object), ignore_merges: true },
+    post_processor: { type: 'Sequence', processors: [{ type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true }, template(['<|begin_of_text|>', size + 1], null)] },
+    model: { ...llamaModel, ignore_merges: true },
   };
   v['qwen2'] = {
     ...baseByteLevel(),
