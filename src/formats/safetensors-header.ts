@@ -20,6 +20,7 @@
  * checks upstream lacks (duplicate keys, unknown fields, integers above 2^53 − 1, NUL padding).
  * Every failure is a FormatError whose `rule` is one of SAFETENSORS_RULES.
  */
+import { isUtf8 } from 'node:buffer';
 import type { DType } from '../dtype.js';
 import { ArgumentError, FormatError } from '../errors.js';
 import { IndexedMap, NumberColumn, StringIndex } from './compact-tables.js';
@@ -181,23 +182,8 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number | big
 
 // ---- header bytes → declared entries ---------------------------------------------------------
 
-const UTF8_CHECK_CHUNK = 1 << 20;
-
-/** Whether `bytes` are valid UTF-8, decoded in 1 MiB slices so no header-sized string is built. */
-function isUtf8(bytes: Uint8Array): boolean {
-  const decoder = new TextDecoder('utf-8', { fatal: true });
-  try {
-    for (let at = 0; at < bytes.byteLength; at += UTF8_CHECK_CHUNK) {
-      decoder.decode(bytes.subarray(at, at + UTF8_CHECK_CHUNK), { stream: true });
-    }
-    decoder.decode();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function scanHeader(json: Uint8Array): DeclaredHeader {
+  // One pass of a validating decoder that builds no string (a UTF-8 check in C++).
   if (!isUtf8(json)) fail('header_not_utf8', `the ${json.byteLength}-byte header is not valid UTF-8. ${REPAIR}`);
   if (json[0] !== Ch.OpenBrace) {
     // A byte-order mark or leading space fails here too, as upstream's reader refuses them.
@@ -213,7 +199,6 @@ function scanHeader(json: Uint8Array): DeclaredHeader {
 }
 
 const ENTRY_FIELDS = ['dtype', 'shape', 'data_offsets'] as const;
-const DTYPE_CODES = new Map<string, number>(SAFETENSORS_DTYPES.map((d, i) => [d, i]));
 const MAX_SAFE_DIGITS = String(Number.MAX_SAFE_INTEGER);
 
 // Per tensor, in header order, FIELDS numbers in DeclaredHeader.fields:
@@ -342,8 +327,11 @@ class HeaderReader {
   private readonly out = new DeclaredHeader();
   private readonly num: ScannedNumber = scratchNumber();
   private readonly counter = new ElementCounter();
-  /** Byte offset of the key readKey() read last. */
+  /** Byte offset of the key read last. */
   private keyAt = 0;
+  /** The current entry's data_offsets and how many there were. */
+  private readonly offsets = new Float64Array(2);
+  private offsetCount = 0;
 
   constructor(json: Uint8Array) {
     this.s = new JsonScanner(json);
@@ -437,47 +425,59 @@ class HeaderReader {
   private entry(name: string): void {
     const s = this.s;
     const out = this.out;
-    const where = () => `tensor ${quote(name)}`;
     if (s.peek() !== Ch.OpenBrace) {
-      fail('header_invalid_entry', `${where()} must be an object with dtype, shape and data_offsets, got ${this.describeValue()}. ${REPAIR}`, { tensor: name });
+      fail('header_invalid_entry', `tensor ${quote(name)} must be an object with dtype, shape and data_offsets, got ${this.describeValue()}. ${REPAIR}`, { tensor: name });
     }
     let seen = 0; // one bit per ENTRY_FIELDS
     let dtype = 0;
     let shapeStart = 0;
     let rank = 0;
-    const offsets = [0, 0];
     if (s.enter(Ch.OpenBrace, Ch.CloseBrace)) {
       do {
-        const field = this.readKey();
-        const f = (ENTRY_FIELDS as readonly string[]).indexOf(field);
-        if (f < 0) {
-          fail('unknown_field', `${where()} has an unknown field ${quote(field)}; an entry has exactly dtype, shape and data_offsets. ${REPAIR}`, { tensor: name, field });
-        }
-        if (seen & (1 << f)) this.duplicate(field);
+        const f = this.fieldKey(name);
+        if (seen & (1 << f)) this.duplicate(ENTRY_FIELDS[f]!);
         seen |= 1 << f;
         if (f === 0) {
           dtype = this.dtype(name);
         } else if (f === 1) {
           shapeStart = out.dims.length;
           this.counter.reset();
-          rank = this.integers(name, 'shape', Infinity, (d) => {
-            out.dims.push(d);
-            this.counter.multiply(d);
-          });
-        } else {
-          const count = this.integers(name, 'data_offsets', 2, (v, k) => { offsets[k] = v; });
-          if (count !== 2) {
-            fail('header_invalid_entry', `${where()}: data_offsets must be [begin, end], got ${count} numbers. ${REPAIR}`, { tensor: name });
-          }
+          rank = this.integers(name, 'shape');
+        } else if (this.integers(name, 'data_offsets') !== 2) {
+          fail('header_invalid_entry', `tensor ${quote(name)}: data_offsets must be [begin, end], got ${this.offsetCount} numbers. ${REPAIR}`, { tensor: name });
         }
       } while (s.nextElement(Ch.CloseBrace));
     }
-    ENTRY_FIELDS.forEach((field, f) => {
-      if (!(seen & (1 << f))) fail('header_invalid_entry', `${where()} has no "${field}" field. ${REPAIR}`, { tensor: name, field });
-    });
-    for (const v of [dtype, shapeStart, rank, offsets[0]!, offsets[1]!, this.counter.bytesFor(SAFETENSORS_DTYPE_BITS[SAFETENSORS_DTYPES[dtype]!])]) {
-      out.fields.push(v);
+    for (let f = 0; f < ENTRY_FIELDS.length; f++) {
+      if (!(seen & (1 << f))) fail('header_invalid_entry', `tensor ${quote(name)} has no "${ENTRY_FIELDS[f]}" field. ${REPAIR}`, { tensor: name, field: ENTRY_FIELDS[f] });
     }
+    const fields = out.fields;
+    fields.push(dtype);
+    fields.push(shapeStart);
+    fields.push(rank);
+    fields.push(this.offsets[0]!);
+    fields.push(this.offsets[1]!);
+    fields.push(this.counter.bytesFor(SAFETENSORS_DTYPE_BITS[SAFETENSORS_DTYPES[dtype]!]));
+  }
+
+  /** Reads an entry's `"field":` and returns the field's index in ENTRY_FIELDS. */
+  private fieldKey(name: string): number {
+    const s = this.s;
+    s.skipWhitespace();
+    if (s.peek() !== Ch.Quote) s.fail('expected a string key');
+    this.keyAt = s.pos;
+    let f = s.matchWord(ENTRY_FIELDS);
+    if (f < 0) {
+      // Spelled with escapes, or not a field at all.
+      const field = s.readString();
+      f = (ENTRY_FIELDS as readonly string[]).indexOf(field);
+      if (f < 0) {
+        fail('unknown_field', `tensor ${quote(name)} has an unknown field ${quote(field)}; an entry has exactly dtype, shape and data_offsets. ${REPAIR}`, { tensor: name, field: clip(field) });
+      }
+    }
+    s.expect(Ch.Colon, "':'");
+    s.skipWhitespace();
+    return f;
   }
 
   private dtype(name: string): number {
@@ -485,37 +485,46 @@ class HeaderReader {
     if (s.peek() !== Ch.Quote) {
       fail('header_invalid_entry', `tensor ${quote(name)}: dtype must be a string, got ${this.describeValue()}. ${REPAIR}`, { tensor: name });
     }
+    const code = s.matchWord(SAFETENSORS_DTYPES);
+    if (code >= 0) return code;
     const dtype = s.readString();
-    const code = DTYPE_CODES.get(dtype);
-    if (code === undefined) {
-      fail('unknown_dtype', `tensor ${quote(name)} has unknown dtype ${quote(dtype)}; known dtypes are ${SAFETENSORS_DTYPES.join(', ')}. The file may come from a newer safetensors version.`, { tensor: name, dtype: clip(dtype) });
-    }
-    return code;
+    if (isSafetensorsDType(dtype)) return SAFETENSORS_DTYPES.indexOf(dtype); // spelled with escapes
+    fail('unknown_dtype', `tensor ${quote(name)} has unknown dtype ${quote(dtype)}; known dtypes are ${SAFETENSORS_DTYPES.join(', ')}. The file may come from a newer safetensors version.`, { tensor: name, dtype: clip(dtype) });
   }
 
   /**
-   * Reads a list of plain non-negative integers (at most `max` of them), handing each to `take`;
-   * returns how many there were.
+   * Reads a list of plain non-negative integers: a shape's go to `dims` (and the element
+   * counter), data_offsets' to `offsets` (more than two fail at the third). Returns the count.
    */
-  private integers(name: string, field: string, max: number, take: (v: number, k: number) => void): number {
+  private integers(name: string, field: 'shape' | 'data_offsets'): number {
     const s = this.s;
-    const where = () => `tensor ${quote(name)}: ${field}`;
     if (s.peek() !== Ch.OpenBracket) {
-      fail('header_invalid_entry', `${where()} must be a list of integers, got ${this.describeValue()}. ${REPAIR}`, { tensor: name, field });
+      fail('header_invalid_entry', `tensor ${quote(name)}: ${field} must be a list of integers, got ${this.describeValue()}. ${REPAIR}`, { tensor: name, field });
     }
     let count = 0;
-    if (!s.enter(Ch.OpenBracket, Ch.CloseBracket)) return 0;
-    do {
-      s.skipWhitespace();
-      if (count === max) fail('header_invalid_entry', `${where()} must be [begin, end], got more than ${max} numbers. ${REPAIR}`, { tensor: name, field });
-      const c = s.peek();
-      const n = c === Ch.Minus || isDigit(c) ? s.scanNumber(this.num) : null;
-      if (!n || n.negative || n.hasFraction || n.hasExponent) {
-        const got = n ? `the number ${this.numberText(n)}` : this.describeValue();
-        fail('header_invalid_entry', `${where()} must hold non-negative integers written without sign, fraction or exponent, got ${got}. ${REPAIR}`, { tensor: name, field });
-      }
-      take(this.integerValue(n, name, field), count++);
-    } while (s.nextElement(Ch.CloseBracket));
+    if (s.enter(Ch.OpenBracket, Ch.CloseBracket)) {
+      do {
+        s.skipWhitespace();
+        if (field === 'data_offsets' && count === 2) {
+          fail('header_invalid_entry', `tensor ${quote(name)}: data_offsets must be [begin, end], got more than 2 numbers. ${REPAIR}`, { tensor: name, field });
+        }
+        const c = s.peek();
+        const n = c === Ch.Minus || isDigit(c) ? s.scanNumber(this.num) : null;
+        if (!n || n.negative || n.hasFraction || n.hasExponent) {
+          const got = n ? `the number ${this.numberText(n)}` : this.describeValue();
+          fail('header_invalid_entry', `tensor ${quote(name)}: ${field} must hold non-negative integers written without sign, fraction or exponent, got ${got}. ${REPAIR}`, { tensor: name, field });
+        }
+        const v = this.integerValue(n, name, field);
+        if (field === 'shape') {
+          this.out.dims.push(v);
+          this.counter.multiply(v);
+        } else {
+          this.offsets[count] = v;
+        }
+        count++;
+      } while (s.nextElement(Ch.CloseBracket));
+    }
+    if (field === 'data_offsets') this.offsetCount = count;
     return count;
   }
 

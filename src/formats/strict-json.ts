@@ -128,6 +128,24 @@ export class JsonScanner {
     return false;
   }
 
+  /**
+   * When the string at the cursor is written exactly as one of `words` (no escapes), consumes it
+   * and returns the word's index; otherwise consumes nothing and returns -1. Saves building a
+   * string for the keys and names a format expects.
+   */
+  matchWord(words: readonly string[]): number {
+    const b = this.bytes;
+    const p = this.pos + 1;
+    next: for (let w = 0; w < words.length; w++) {
+      const word = words[w]!;
+      if (b[p + word.length] !== Ch.Quote) continue;
+      for (let k = 0; k < word.length; k++) if (b[p + k] !== word.charCodeAt(k)) continue next;
+      this.pos = p + word.length + 1;
+      return w;
+    }
+    return -1;
+  }
+
   /** Consumes `true`, `false` or `null` at the cursor. */
   readLiteral(): boolean | null {
     for (const [word, v] of LITERALS) {
