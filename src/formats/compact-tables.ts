@@ -30,6 +30,25 @@ export class NumberColumn {
 }
 
 /**
+ * An append-only list in fixed-size chunks: a JS array that grows by copying would, at the moment
+ * it grows, hold its old and new backing stores (for 8 million keys, 64 MB and 96 MB) at once.
+ */
+export class ChunkedList<T> {
+  private readonly chunks: T[][] = [];
+  length = 0;
+
+  push(v: T): void {
+    if ((this.length & CHUNK_MASK) === 0) this.chunks.push([]);
+    this.chunks[this.chunks.length - 1]!.push(v);
+    this.length++;
+  }
+
+  at(i: number): T {
+    return this.chunks[i >>> CHUNK_SHIFT]![i & CHUNK_MASK]!;
+  }
+}
+
+/**
  * Strings numbered in the order they were added, with lookup by value: an open-addressing hash
  * table in one Int32Array of [key index + 1, hash] pairs (a probe reads one cache line and
  * compares strings only when the hashes agree; growing never re-reads a string). A
@@ -38,13 +57,17 @@ export class NumberColumn {
  * all land in one slot.
  */
 export class StringIndex {
-  readonly keys: string[] = [];
+  private readonly keys = new ChunkedList<string>();
   /** Pairs [key index + 1 (0 = empty), hash]. At most 3/4 full. */
   private slots = new Int32Array(2 * 16);
   private readonly seed = (Math.random() * 0x1_0000_0000) | 0;
 
   get size(): number {
     return this.keys.length;
+  }
+
+  key(i: number): string {
+    return this.keys.at(i);
   }
 
   /** Adds `key` and returns its index, or returns -1 when it is already present. */
@@ -69,7 +92,7 @@ export class StringIndex {
     const mask = slots.length - 2;
     for (let slot = (h << 1) & mask; ; slot = (slot + 2) & mask) {
       const entry = slots[slot]!;
-      if (entry === 0 || (slots[slot + 1] === h && this.keys[entry - 1] === key)) return slot;
+      if (entry === 0 || (slots[slot + 1] === h && this.keys.at(entry - 1) === key)) return slot;
     }
   }
 
@@ -130,7 +153,7 @@ export class IndexedMap<V> implements ReadonlyMap<string, V> {
   }
 
   *keys(): MapIterator<string> {
-    for (const i of this.indices()) yield this.index.keys[i]!;
+    for (const i of this.indices()) yield this.index.key(i);
   }
 
   *values(): MapIterator<V> {
@@ -138,7 +161,7 @@ export class IndexedMap<V> implements ReadonlyMap<string, V> {
   }
 
   *entries(): MapIterator<[string, V]> {
-    for (const i of this.indices()) yield [this.index.keys[i]!, this.valueAt(i)];
+    for (const i of this.indices()) yield [this.index.key(i), this.valueAt(i)];
   }
 
   [Symbol.iterator](): MapIterator<[string, V]> {

@@ -23,7 +23,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { DType } from '../dtype.js';
 import { ArgumentError, FormatError } from '../errors.js';
-import { IndexedMap, NumberColumn, StringIndex } from './compact-tables.js';
+import { ChunkedList, IndexedMap, NumberColumn, StringIndex } from './compact-tables.js';
 import { Ch, JsonParseError, JsonScanner, type ScannedNumber, clip, scratchNumber } from './strict-json.js';
 
 /** Upstream's dtypes, in upstream's enum order (the writer sorts by it, largest alignment first). */
@@ -176,7 +176,7 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number | big
     dataStart,
     fileSize: size,
     entries: new IndexedMap(declared.names, (i) => declared.entry(i), order),
-    metadata: declared.metadataKeys && new IndexedMap(declared.metadataKeys, (i) => declared.metadataValues[i]!),
+    metadata: declared.metadataKeys && new IndexedMap(declared.metadataKeys, (i) => declared.metadataValues.at(i)),
   };
 }
 
@@ -266,7 +266,7 @@ class DeclaredHeader {
   readonly dims = new NumberColumn();
   sawMetadata = false;
   metadataKeys: StringIndex | null = null;
-  readonly metadataValues: string[] = [];
+  readonly metadataValues = new ChunkedList<string>();
   private readonly counter = new ElementCounter();
 
   at(i: number, field: number): number {
@@ -294,7 +294,7 @@ class DeclaredHeader {
     const begin = this.at(i, BEGIN);
     const end = this.at(i, END);
     return {
-      name: this.names.keys[i]!, dtype: this.dtypeOf(i), shape, dataOffsets: [begin, end],
+      name: this.names.key(i), dtype: this.dtypeOf(i), shape, dataOffsets: [begin, end],
       byteLength: end - begin, numel: Number(this.elementsOf(i)),
     };
   }
@@ -588,7 +588,7 @@ function checkLayout(h: DeclaredHeader): { order: Uint32Array | null; bufferEnd:
   let position = 0;
   for (let k = 0; k < h.names.size; k++) {
     const i = order ? order[k]! : k;
-    const name = h.names.keys[i]!;
+    const name = h.names.key(i);
     const begin = h.at(i, BEGIN);
     const end = h.at(i, END);
     const where = () => `tensor ${quote(name)} (data_offsets [${begin}, ${end}])`;
