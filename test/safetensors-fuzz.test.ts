@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { FormatError } from '../src/errors.js';
 import { SAFETENSORS_DTYPES, SAFETENSORS_RULES, parseSafetensorsHeader } from '../src/formats/safetensors-header.js';
+import { type SeededRandom as Rng, seededRandom as generator } from './harness/rng.js';
 import { judgeSafetensors } from './harness/safetensors-spec.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/safetensors/', import.meta.url));
@@ -19,22 +20,6 @@ const SEEDS = [
   ...readdirSync(`${FIXTURES}seeds`).sort().map((f) => `${FIXTURES}seeds/${f}`),
 ].map((path) => ({ path, bytes: new Uint8Array(readFileSync(path)) }));
 const MUTANTS_PER_SEED = 700;
-
-/** mulberry32: a small deterministic generator, so every run sees the same files. */
-function generator(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
-  return { next, int, pick };
-}
-type Rng = ReturnType<typeof generator>;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

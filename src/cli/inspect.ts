@@ -61,7 +61,8 @@ async function readView(path: string): Promise<ReportView> {
 }
 
 function* rows(header: SafetensorsHeader): Generator<TensorRow> {
-  for (const e of header.entries.values()) yield { name: e.name, dtype: e.dtype, shape: [...e.shape], bytes: e.byteLength };
+  for (const e of header.entries.values()) // Each entry is built fresh for this iteration, so its shape array is ours to hand on.
+    yield { name: e.name, dtype: e.dtype, shape: e.shape as number[], bytes: e.byteLength };
 }
 
 export async function inspectReport(path: string): Promise<InspectReport> {
@@ -114,6 +115,14 @@ function grouped(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 }
 
+/** Dimensions the table shows of one shape; --json has them all. */
+const TABLE_DIMS = 16;
+
+function shapeCell(shape: number[]): string {
+  if (shape.length <= TABLE_DIMS) return `[${shape.join(', ')}]`;
+  return `[${shape.slice(0, TABLE_DIMS).join(', ')}, … (${grouped(shape.length)} dimensions)]`;
+}
+
 function bytesHuman(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = n;
@@ -127,7 +136,7 @@ function bytesHuman(n: number): string {
 
 /** The human table, in chunks. Column widths take one pass over the rows, the lines another. */
 function* textChunks({ summary: r, tensors, metadata }: ReportView): Generator<string> {
-  const cells = (t: TensorRow) => [printable(t.name), t.dtype, `[${t.shape.join(', ')}]`, grouped(t.bytes)];
+  const cells = (t: TensorRow) => [printable(t.name), t.dtype, shapeCell(t.shape), grouped(t.bytes)];
   const head = ['name', 'dtype', 'shape', 'bytes'];
   const widths = head.map((h) => h.length);
   for (const t of tensors) cells(t).forEach((c, i) => { widths[i] = Math.max(widths[i]!, c.length); });

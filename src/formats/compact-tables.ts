@@ -30,6 +30,31 @@ export class NumberColumn {
 }
 
 /**
+ * Like NumberColumn for non-negative integers that are nearly always below 2^32 (tensor
+ * dimensions): 4 bytes each, with the rare larger value kept aside in a Map.
+ */
+export class IntegerColumn {
+  private readonly chunks: Uint32Array[] = [];
+  private readonly large = new Map<number, number>();
+  length = 0;
+
+  push(v: number): void {
+    const slot = this.length & CHUNK_MASK;
+    if (slot === 0) this.chunks.push(new Uint32Array(CHUNK));
+    if (v >= LARGE) this.large.set(this.length, v);
+    this.chunks[this.chunks.length - 1]![slot] = Math.min(v, LARGE);
+    this.length++;
+  }
+
+  at(i: number): number {
+    const v = this.chunks[i >>> CHUNK_SHIFT]![i & CHUNK_MASK]!;
+    return v === LARGE ? this.large.get(i)! : v;
+  }
+}
+/** Marks a value kept in IntegerColumn's side Map. */
+const LARGE = 0xffff_ffff;
+
+/**
  * An append-only list in fixed-size chunks: a JS array that grows by copying would, at the moment
  * it grows, hold its old and new backing stores (for 8 million keys, 64 MB and 96 MB) at once.
  */

@@ -23,7 +23,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { DType } from '../dtype.js';
 import { ArgumentError, FormatError } from '../errors.js';
-import { ChunkedList, IndexedMap, NumberColumn, StringIndex } from './compact-tables.js';
+import { ChunkedList, IndexedMap, IntegerColumn, NumberColumn, StringIndex } from './compact-tables.js';
 import { Ch, JsonParseError, JsonScanner, type ScannedNumber, clip, scratchNumber } from './strict-json.js';
 
 /** Upstream's dtypes, in upstream's enum order (the writer sorts by it, largest alignment first). */
@@ -263,7 +263,7 @@ class DeclaredHeader {
   readonly names = new StringIndex();
   readonly fields = new NumberColumn();
   /** Every tensor's dimensions, one after another. */
-  readonly dims = new NumberColumn();
+  readonly dims = new IntegerColumn();
   sawMetadata = false;
   metadataKeys: StringIndex | null = null;
   readonly metadataValues = new ChunkedList<string>();
