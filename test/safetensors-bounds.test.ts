@@ -7,7 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { FormatError } from '../src/errors.js';
+import { tensor } from '../src/ops/index.js';
+import { readSafetensorsHeader, saveSafetensors } from '../src/formats/safetensors.js';
 import { MAX_QUOTED_DIMS, parseSafetensorsHeader } from '../src/formats/safetensors-header.js';
 import { ChunkedList, IndexedMap, StringIndex } from '../src/formats/compact-tables.js';
 import { JsonNumber, JsonParseError, parseStrictJson } from '../src/formats/strict-json.js';
@@ -111,6 +116,21 @@ describe('compact tables', () => {
     map.forEach((v, k) => seen.push(`${k}${v}`));
     assert.deepEqual(seen, ['z20', 'x0', 'y10']);
     assert.deepEqual(new Map(map), new Map([['z', 20], ['x', 0], ['y', 10]]));
+  });
+
+  it("a header's maps are Maps: read-only, and its metadata saves back as it is", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'knobs-bounds-'));
+    try {
+      const path = join(dir, 'a.safetensors');
+      await saveSafetensors(path, { w: tensor([1, 2]) }, new Map([['format', 'pt'], ['__proto__', 'x']]));
+      const header = await readSafetensorsHeader(path);
+      assert.ok(header.metadata instanceof Map && header.entries instanceof Map);
+      assert.throws(() => (header.metadata as Map<string, string>).set('k', 'v'), TypeError);
+      await saveSafetensors(join(dir, 'b.safetensors'), { w: tensor([1, 2]) }, header.metadata);
+      assert.deepEqual([...(await readSafetensorsHeader(join(dir, 'b.safetensors'))).metadata!], [['format', 'pt'], ['__proto__', 'x']]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('ChunkedList keeps order across chunks', () => {

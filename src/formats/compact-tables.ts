@@ -146,54 +146,66 @@ export class StringIndex {
 
 /**
  * A read-only Map over a StringIndex whose values are built on demand from their index, in
- * index order or in a given `order` (a permutation of the indices).
+ * index order or in a given `order` (a permutation of the indices). It extends Map (with nothing
+ * stored in the Map itself) so that code which checks `instanceof Map` before iterating, such as
+ * saveSafetensors for its metadata argument, treats it as the Map it is; the mutators throw.
  */
-export class IndexedMap<V> implements ReadonlyMap<string, V> {
+export class IndexedMap<V> extends Map<string, V> implements ReadonlyMap<string, V> {
   constructor(
     private readonly index: StringIndex,
     private readonly valueAt: (i: number) => V,
     private readonly order: Uint32Array | null = null,
-  ) {}
+  ) {
+    super();
+  }
 
-  get size(): number {
+  override get size(): number {
     return this.index.size;
   }
 
-  get(key: string): V | undefined {
+  override get(key: string): V | undefined {
     const i = this.index.indexOf(key);
     return i < 0 ? undefined : this.valueAt(i);
   }
 
-  has(key: string): boolean {
+  override has(key: string): boolean {
     return this.index.indexOf(key) >= 0;
   }
 
-  forEach(callback: (value: V, key: string, map: ReadonlyMap<string, V>) => void, thisArg?: unknown): void {
+  override set(): never {
+    throw new TypeError('this Map is read-only (a file header); copy it with new Map(...) to change it');
+  }
+
+  override delete(): never {
+    return this.set();
+  }
+
+  override clear(): never {
+    return this.set();
+  }
+
+  override forEach(callback: (value: V, key: string, map: Map<string, V>) => void, thisArg?: unknown): void {
     for (const [k, v] of this.entries()) callback.call(thisArg, v, k, this);
   }
 
-  *indices(): Generator<number, undefined> {
+  private *indices(): Generator<number, undefined> {
     const n = this.index.size;
     for (let k = 0; k < n; k++) yield this.order ? this.order[k]! : k;
   }
 
-  *keys(): MapIterator<string> {
+  override *keys(): MapIterator<string> {
     for (const i of this.indices()) yield this.index.key(i);
   }
 
-  *values(): MapIterator<V> {
+  override *values(): MapIterator<V> {
     for (const i of this.indices()) yield this.valueAt(i);
   }
 
-  *entries(): MapIterator<[string, V]> {
+  override *entries(): MapIterator<[string, V]> {
     for (const i of this.indices()) yield [this.index.key(i), this.valueAt(i)];
   }
 
-  [Symbol.iterator](): MapIterator<[string, V]> {
+  override [Symbol.iterator](): MapIterator<[string, V]> {
     return this.entries();
-  }
-
-  get [Symbol.toStringTag](): string {
-    return 'IndexedMap';
   }
 }

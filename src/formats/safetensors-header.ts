@@ -73,8 +73,11 @@ export const MAX_QUOTED_DIMS = 8;
 /** Upstream computes sizes in usize; on the 64-bit machines it runs on, this is the overflow line. */
 const USIZE_LIMIT = 1n << 64n;
 
-/** Stable names of the validation rules, in the order the reader applies them (the per-entry rules, from
- * duplicate_key to integer_too_large, apply entry by entry in header order). */
+/**
+ * Stable names of the validation rules, in the order the reader applies them. The scan-time rules,
+ * header_not_json to integer_too_large, apply at the first offending byte in header order; the
+ * layout rules, offsets_misaligned on, once the whole header is read, tensor by tensor in offset order.
+ */
 export const SAFETENSORS_RULES = [
   'file_too_small', 'header_too_large', 'header_out_of_bounds', 'header_not_utf8', 'header_not_object',
   'header_not_json', 'nul_padding', 'duplicate_key', 'header_invalid_entry', 'metadata_not_string',
