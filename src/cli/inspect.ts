@@ -16,6 +16,11 @@ export interface TensorRow {
   bytes: number;
 }
 
+/** A row as the passes over the header see it; `numel` is not part of the report. */
+interface CountedRow extends TensorRow {
+  numel: number;
+}
+
 /** Everything in the report but the per-tensor list and the metadata. */
 interface Summary {
   format: 'safetensors';
@@ -37,14 +42,13 @@ export interface InspectReport extends Summary {
 /** A report whose rows are produced on demand (each iteration walks the header again). */
 interface ReportView {
   summary: Summary;
-  tensors: Iterable<TensorRow>;
+  tensors: Iterable<CountedRow>;
   metadata: Iterable<[string, string]> | null;
 }
 
+/** The header as a report view; `parameterCount` is left for the first pass over the rows. */
 async function readView(path: string): Promise<ReportView> {
   const header = await readSafetensorsHeader(path);
-  let parameterCount = 0;
-  for (const e of header.entries.values()) parameterCount += e.numel;
   return {
     summary: {
       format: 'safetensors',
@@ -52,7 +56,7 @@ async function readView(path: string): Promise<ReportView> {
       fileBytes: header.fileSize,
       headerBytes: header.headerLength,
       tensorCount: header.entries.size,
-      parameterCount,
+      parameterCount: 0,
       tensorBytes: header.fileSize - header.dataStart,
     },
     tensors: { [Symbol.iterator]: () => rows(header) },
@@ -60,14 +64,26 @@ async function readView(path: string): Promise<ReportView> {
   };
 }
 
-function* rows(header: SafetensorsHeader): Generator<TensorRow> {
+/** Sums the parameters in a pass over the rows, also handing each row to `visit`. */
+function countParameters(view: ReportView, visit: (t: CountedRow) => void = () => {}): void {
+  let n = 0;
+  for (const t of view.tensors) {
+    n += t.numel;
+    visit(t);
+  }
+  view.summary.parameterCount = n;
+}
+
+function* rows(header: SafetensorsHeader): Generator<CountedRow> {
   for (const e of header.entries.values()) // Each entry is built fresh for this iteration, so its shape array is ours to hand on.
-    yield { name: e.name, dtype: e.dtype, shape: e.shape as number[], bytes: e.byteLength };
+    yield { name: e.name, dtype: e.dtype, shape: e.shape as number[], bytes: e.byteLength, numel: e.numel };
 }
 
 export async function inspectReport(path: string): Promise<InspectReport> {
-  const { summary, tensors, metadata } = await readView(path);
-  return { ...summary, tensors: [...tensors], metadata: metadata ? Object.fromEntries(metadata) : null };
+  const view = await readView(path);
+  const tensors: TensorRow[] = [];
+  countParameters(view, ({ numel: _, ...row }) => tensors.push(row));
+  return { ...view.summary, tensors, metadata: view.metadata ? Object.fromEntries(view.metadata) : null };
 }
 
 /** Rows per chunk of output: big enough to write rarely, small enough to hold. */
@@ -93,9 +109,11 @@ function* mapIter<T, U>(items: Iterable<T>, f: (item: T) => U): Generator<U> {
 }
 
 /** The report as one line of JSON, in chunks: the same text JSON.stringify(report) gives. */
-function* jsonChunks({ summary, tensors, metadata }: ReportView): Generator<string> {
+function* jsonChunks(view: ReportView): Generator<string> {
+  const { summary, tensors, metadata } = view;
+  countParameters(view);
   yield `${JSON.stringify(summary).slice(0, -1)},"tensors":[`;
-  yield* chunked(mapIter(tensors, (t) => JSON.stringify(t)), ',');
+  yield* chunked(mapIter(tensors, ({ name, dtype, shape, bytes }) => JSON.stringify({ name, dtype, shape, bytes })), ',');
   if (metadata === null) {
     yield '],"metadata":null}\n';
     return;
@@ -135,11 +153,12 @@ function bytesHuman(n: number): string {
 }
 
 /** The human table, in chunks. Column widths take one pass over the rows, the lines another. */
-function* textChunks({ summary: r, tensors, metadata }: ReportView): Generator<string> {
+function* textChunks(view: ReportView): Generator<string> {
+  const { summary: r, tensors, metadata } = view;
   const cells = (t: TensorRow) => [printable(t.name), t.dtype, shapeCell(t.shape), grouped(t.bytes)];
   const head = ['name', 'dtype', 'shape', 'bytes'];
   const widths = head.map((h) => h.length);
-  for (const t of tensors) cells(t).forEach((c, i) => { widths[i] = Math.max(widths[i]!, c.length); });
+  countParameters(view, (t) => cells(t).forEach((c, i) => { widths[i] = Math.max(widths[i]!, c.length); }));
   const line = (row: string[]) => row.map((c, i) => (i === 3 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
   yield `${printable(r.path)}: ${r.format}, ${bytesHuman(r.fileBytes)} (header ${grouped(r.headerBytes)} bytes)\n`;
   yield `tensors: ${grouped(r.tensorCount)}  parameters: ${grouped(r.parameterCount)}  data: ${bytesHuman(r.tensorBytes)}\n`;
@@ -155,7 +174,8 @@ function* textChunks({ summary: r, tensors, metadata }: ReportView): Generator<s
 
 function viewOf(r: InspectReport): ReportView {
   const { tensors, metadata, ...summary } = r;
-  return { summary, tensors, metadata: metadata && Object.entries(metadata) };
+  const counted = tensors.map((t) => ({ ...t, numel: t.shape.reduce((a, b) => a * b, 1) }));
+  return { summary, tensors: counted, metadata: metadata && Object.entries(metadata) };
 }
 
 export function formatInspect(r: InspectReport): string {

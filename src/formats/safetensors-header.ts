@@ -292,8 +292,9 @@ class DeclaredHeader {
   entry(i: number): SafetensorsEntry {
     const start = this.at(i, SHAPE_START);
     const rank = this.at(i, RANK);
-    const shape: number[] = [];
-    for (let k = 0; k < rank; k++) shape.push(this.dims.at(start + k));
+    // Sized once: pushing 50 million dimensions would copy the array as it grows.
+    const shape = new Array<number>(rank);
+    for (let k = 0; k < rank; k++) shape[k] = this.dims.at(start + k);
     const begin = this.at(i, BEGIN);
     const end = this.at(i, END);
     return {
