@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { FormatError } from '../src/errors.js';
 import { tensor } from '../src/ops/index.js';
 import { readSafetensorsHeader, saveSafetensors } from '../src/formats/safetensors.js';
+import { formatInspect, inspectCommand, inspectReport } from '../src/cli/inspect.js';
 import { MAX_QUOTED_DIMS, parseSafetensorsHeader } from '../src/formats/safetensors-header.js';
 import { ChunkedList, IndexedMap, StringIndex } from '../src/formats/compact-tables.js';
 import { JsonNumber, JsonParseError, parseStrictJson } from '../src/formats/strict-json.js';
@@ -138,6 +139,27 @@ describe('compact tables', () => {
     for (let i = 0; i < 20_000; i++) list.push(i * 3);
     assert.equal(list.length, 20_000);
     assert.equal(list.at(0) + list.at(8191) + list.at(8192) + list.at(19_999), 3 * (8191 + 8192 + 19_999));
+  });
+});
+
+describe('knobs inspect writes in chunks what the report says', () => {
+  it('--json equals JSON.stringify(inspectReport) and the table equals formatInspect, over many chunks', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'knobs-bounds-'));
+    try {
+      const path = join(dir, 'many.safetensors');
+      const tensors = new Map(Array.from({ length: 9000 }, (_, i) => [`t${i}\u0007`, tensor(i % 3 === 0 ? [i] : [[i, 1]], { dtype: 'f32' })]));
+      await saveSafetensors(path, tensors, new Map([['format', 'pt'], ['note', 'a\nb']]));
+      const report = await inspectReport(path);
+      for (const [flags, expected] of [[['--json'], `${JSON.stringify(report)}\n`], [[], formatInspect(report)]] as const) {
+        const chunks: string[] = [];
+        await inspectCommand.run([path, ...flags], { stdout: (t) => chunks.push(t), stderr: () => {}, isTTY: false });
+        assert.ok(chunks.length > 3, `${chunks.length} chunks`);
+        assert.equal(chunks.join(''), expected);
+      }
+      assert.equal(report.parameterCount, 3000 + 6000 * 2);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
