@@ -12,13 +12,6 @@ import { KnobsError } from '../../src/errors.js';
 import { readSafetensorsHeader } from '../../src/formats/safetensors.js';
 import { inspectCommand } from '../../src/cli/inspect.js';
 
-const [path, mode = 'header'] = process.argv.slice(2);
-if (!path) throw new Error('usage: measure-header.js FILE [header|inspect|inspect-json]');
-
-/** Discards output but counts it, so the measured path does all of its formatting work. */
-let written = 0;
-const sink = new Writable({ write(chunk: Buffer, _enc, done) { written += chunk.byteLength; done(); } });
-
 /**
  * High-water RSS in KiB. On Linux, from /proc (VmHWM belongs to this program's address space);
  * getrusage's maxRSS would do elsewhere, but Linux carries it over from the parent across exec.
@@ -33,20 +26,30 @@ function peakKiB(): number {
   return process.resourceUsage().maxRSS;
 }
 
-const baselineKiB = peakKiB();
-const start = performance.now();
-let outcome = 'ok';
-let entries = -1;
-try {
-  if (mode === 'header') {
-    const header = await readSafetensorsHeader(path);
-    entries = header.entries.size + (header.metadata?.size ?? 0);
-  } else {
-    const io = { stdout: (t: string) => { sink.write(t); }, stderr: () => {}, isTTY: false };
-    await inspectCommand.run(mode === 'inspect-json' ? [path, '--json'] : [path], io);
+/** Discards output but counts it, so the measured path does all of its formatting work. */
+let written = 0;
+const sink = new Writable({ write(chunk: Buffer, _enc, done) { written += chunk.byteLength; done(); } });
+
+async function probe(path: string, mode: string): Promise<void> {
+  const baselineKiB = peakKiB();
+  const start = performance.now();
+  let outcome = 'ok';
+  let entries = -1;
+  try {
+    if (mode === 'header') {
+      const header = await readSafetensorsHeader(path);
+      entries = header.entries.size + (header.metadata?.size ?? 0);
+    } else {
+      const io = { stdout: (t: string) => { sink.write(t); }, stderr: () => {}, isTTY: false };
+      await inspectCommand.run(mode === 'inspect-json' ? [path, '--json'] : [path], io);
+    }
+  } catch (err) {
+    outcome = err instanceof KnobsError ? String(err.details['rule'] ?? err.code) : `crash: ${String(err).slice(0, 200)}`;
   }
-} catch (err) {
-  outcome = err instanceof KnobsError ? String(err.details['rule'] ?? err.code) : `crash: ${String(err).slice(0, 200)}`;
+  const ms = performance.now() - start;
+  process.stdout.write(`${JSON.stringify({ outcome, entries, written, baselineKiB, peakKiB: peakKiB(), ms: Math.round(ms) })}\n`);
 }
-const ms = performance.now() - start;
-process.stdout.write(`${JSON.stringify({ outcome, entries, written, baselineKiB, peakKiB: peakKiB(), ms: Math.round(ms) })}\n`);
+
+// `npm test` loads every file under dist/test/, this one too, without arguments: then it does nothing.
+const [path, mode = 'header'] = process.argv.slice(2);
+if (path) await probe(path, mode);
