@@ -15,7 +15,7 @@ import { tensor } from '../src/ops/index.js';
 import { readSafetensorsHeader, saveSafetensors } from '../src/formats/safetensors.js';
 import { formatInspect, inspectCommand, inspectReport } from '../src/cli/inspect.js';
 import { MAX_QUOTED_DIMS, parseSafetensorsHeader } from '../src/formats/safetensors-header.js';
-import { ChunkedList, IndexedMap, StringIndex } from '../src/formats/compact-tables.js';
+import { IndexedMap, StringIndex, StringList } from '../src/formats/compact-tables.js';
 import { JsonNumber, JsonParseError, parseStrictJson } from '../src/formats/strict-json.js';
 import { hostileFile } from './harness/hostile-headers.js';
 import { describeMeasured, measureHeader } from './harness/header-memory.js';
@@ -134,11 +134,12 @@ describe('compact tables', () => {
     }
   });
 
-  it('ChunkedList keeps order across chunks', () => {
-    const list = new ChunkedList<number>();
-    for (let i = 0; i < 20_000; i++) list.push(i * 3);
-    assert.equal(list.length, 20_000);
-    assert.equal(list.at(0) + list.at(8191) + list.at(8192) + list.at(19_999), 3 * (8191 + 8192 + 19_999));
+  it('StringList returns each string across full and pending chunks', () => {
+    const list = new StringList();
+    const strings = Array.from({ length: 20_000 }, (_, i) => (i % 7 === 0 ? '' : `s${i}${'é😀'.repeat(i % 3)}`));
+    for (const s of strings) list.push(s);
+    assert.equal(list.length, strings.length);
+    strings.forEach((s, i) => assert.equal(list.at(i), s));
   });
 });
 

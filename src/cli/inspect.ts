@@ -123,9 +123,16 @@ function* jsonChunks(view: ReportView): Generator<string> {
   yield '}}\n';
 }
 
-/** Names and metadata come from untrusted files: show control characters escaped, never raw. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+const CONTROLS = new RegExp(CONTROL.source, 'g');
+
+/**
+ * Names and metadata come from untrusted files: show control characters escaped, never raw.
+ * Most text has none, and then the text itself is returned (a replace would copy every line).
+ */
 function printable(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  if (!CONTROL.test(text)) return text;
+  return text.replace(CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** 1234567 → "1,234,567" (what toLocaleString('en-US') prints, without its cost per row). */

@@ -55,21 +55,39 @@ export class IntegerColumn {
 const LARGE = 0xffff_ffff;
 
 /**
- * An append-only list in fixed-size chunks: a JS array that grows by copying would, at the moment
- * it grows, hold its old and new backing stores (for 8 million keys, 64 MB and 96 MB) at once.
+ * An append-only list of strings kept as one joined string per chunk of CHUNK strings, plus each
+ * string's end offset: once a chunk is full, its strings cost their characters and 4 bytes,
+ * not a heap object each (millions of small strings also make every major GC copy them around).
+ * `at` returns a fresh string each time.
  */
-export class ChunkedList<T> {
-  private readonly chunks: T[][] = [];
-  length = 0;
+export class StringList {
+  private readonly joined: string[] = [];
+  /** The chunk being filled. */
+  private pending: string[] = [];
+  private pendingChars = 0;
+  /** End of each string within its chunk's joined string. */
+  private readonly ends = new IntegerColumn();
 
-  push(v: T): void {
-    if ((this.length & CHUNK_MASK) === 0) this.chunks.push([]);
-    this.chunks[this.chunks.length - 1]!.push(v);
-    this.length++;
+  get length(): number {
+    return this.ends.length;
   }
 
-  at(i: number): T {
-    return this.chunks[i >>> CHUNK_SHIFT]![i & CHUNK_MASK]!;
+  push(s: string): void {
+    this.pending.push(s);
+    this.pendingChars += s.length;
+    this.ends.push(this.pendingChars);
+    if (this.pending.length === CHUNK) {
+      this.joined.push(this.pending.join(''));
+      this.pending = [];
+      this.pendingChars = 0;
+    }
+  }
+
+  at(i: number): string {
+    const chunk = i >>> CHUNK_SHIFT;
+    if (chunk === this.joined.length) return this.pending[i & CHUNK_MASK]!;
+    const start = (i & CHUNK_MASK) === 0 ? 0 : this.ends.at(i - 1);
+    return this.joined[chunk]!.slice(start, this.ends.at(i));
   }
 }
 
@@ -82,7 +100,7 @@ export class ChunkedList<T> {
  * all land in one slot.
  */
 export class StringIndex {
-  private readonly keys = new ChunkedList<string>();
+  private readonly keys = new StringList();
   /** Pairs [key index + 1 (0 = empty), hash]. At most 3/4 full. */
   private slots = new Int32Array(2 * 16);
   private readonly seed = (Math.random() * 0x1_0000_0000) | 0;

@@ -23,7 +23,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { DType } from '../dtype.js';
 import { ArgumentError, FormatError } from '../errors.js';
-import { ChunkedList, IndexedMap, IntegerColumn, NumberColumn, StringIndex } from './compact-tables.js';
+import { IndexedMap, IntegerColumn, NumberColumn, StringIndex, StringList } from './compact-tables.js';
 import { Ch, JsonParseError, JsonScanner, type ScannedNumber, clip, scratchNumber } from './strict-json.js';
 
 /** Upstream's dtypes, in upstream's enum order (the writer sorts by it, largest alignment first). */
@@ -269,7 +269,7 @@ class DeclaredHeader {
   readonly dims = new IntegerColumn();
   sawMetadata = false;
   metadataKeys: StringIndex | null = null;
-  readonly metadataValues = new ChunkedList<string>();
+  readonly metadataValues = new StringList();
   private readonly counter = new ElementCounter();
 
   at(i: number, field: number): number {
