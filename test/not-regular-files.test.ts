@@ -128,4 +128,17 @@ describe('every CLI path that reads a file refuses them', () => {
     assert.equal(spawnSync('mkfifo', [join(weights, 'model.safetensors')]).status, 0);
     refused(await cliWithin(['generate', weights, '--prompt', 'In']), join(weights, 'model.safetensors'), /FIFO/);
   });
+
+  it('a Hugging Face directory whose model.safetensors is a FIFO (knobs eval --data)', async () => {
+    const hf = join(root, 'hf-fifo-weights');
+    await mkdir(hf);
+    const { cp } = await import('node:fs/promises');
+    const fixture = fileURLToPath(new URL('../../test/fixtures/hf/gpt2-tiny/', import.meta.url));
+    await cp(join(fixture, 'config.json'), join(hf, 'config.json'));
+    assert.equal(spawnSync('mkfifo', [join(hf, 'model.safetensors')]).status, 0);
+    // The directory loader refuses it (hf_bad_path) before the weights are opened.
+    const r = await cliWithin(['eval', hf, '--data', TEXT]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^knobs: error \[E_FORMAT\]: .*hf-fifo-weights\/model\.safetensors is not a regular file/);
+  });
 });

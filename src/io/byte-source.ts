@@ -4,9 +4,10 @@
  * formats take a ByteSource and read only the ranges they need, so a model loads tensor by tensor
  * without ever holding a whole file.
  */
-import { type FileHandle, open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { ArgumentError, FormatError } from '../errors.js';
 import { asIOError } from './atomic.js';
+import { openRegularFile } from './regular-file.js';
 
 export interface ByteSource {
   /** Names the bytes in messages: a file's path, or a label for memory. */
@@ -34,15 +35,13 @@ function checkOpen(closed: boolean, name: string): void {
   if (closed) throw new ArgumentError(`${name}: read after close()`);
 }
 
-/** A file, read by ranges through one handle (files over 2 GiB are fine). */
+/**
+ * A file, read by ranges through one handle (files over 2 GiB are fine). What is not a regular
+ * file (a FIFO, a device, a directory) is refused on the open handle, so reads never block.
+ */
 export async function openFileSource(path: string): Promise<ByteSource> {
-  let fh: FileHandle;
+  const fh: FileHandle = await openRegularFile(path, 'weights file');
   let size: number;
-  try {
-    fh = await open(path, 'r');
-  } catch (err) {
-    throw asIOError(err, path, 'open');
-  }
   try {
     size = (await fh.stat()).size;
   } catch (err) {
