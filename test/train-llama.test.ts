@@ -74,6 +74,35 @@ describe('knobs train (llama, qwen2)', { concurrency: false }, () => {
   }
 });
 
+describe('knobs train with a tokenizer.json', { concurrency: false }, () => {
+  it('trains on token ids, copies the tokenizer into the run, and scores bits per byte of text', async () => {
+    const tok = join(dir, 'tok.json');
+    const t = await cli(['tokenizer', 'train', TEXT, '--vocab-size', '320', '--out', tok, '--json']);
+    assert.equal(t.code, 0, t.stderr);
+    const vocab = JSON.parse(t.stdout).vocab_size as number;
+    const path = join(dir, 'bpe.json');
+    await writeFile(path, JSON.stringify({ ...recipe({ vocab_size: vocab }), tokenizer: tok }));
+    const out = join(dir, 'bpe');
+    const r = await cli(['train', path, '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const saved = JSON.parse(await readFile(join(out, 'recipe.json'), 'utf8'));
+    assert.equal(saved.tokenizer, tok);
+    assert.deepEqual(JSON.parse(await readFile(join(out, 'tokenizer.json'), 'utf8')), JSON.parse(await readFile(tok, 'utf8')));
+    const e = JSON.parse((await cli(['eval', out, '--json'])).stdout);
+    // A token covers several bytes, so bits per byte is below the loss in bits per token.
+    assert.ok(e.bits_per_byte < e.loss / Math.LN2 / 1.5, JSON.stringify(e));
+
+    await writeFile(path, JSON.stringify({ ...recipe({ vocab_size: 256 }), tokenizer: tok }));
+    const small = await cli(['train', path, '--out', join(dir, 'bpe-small')]);
+    assert.equal(small.code, 1);
+    assert.match(small.stderr, /\[E_FORMAT\].*produces token id \d+ but the recipe's model.vocab_size has vocab_size 256/);
+    await writeFile(path, JSON.stringify({ ...recipe({}), tokenizer: join(dir, 'missing.json') }));
+    const missing = await cli(['train', path, '--out', join(dir, 'bpe-missing')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /\[E_IO\].*missing\.json.*recipe field tokenizer/);
+  });
+});
+
 describe('llama recipes: bad sizes are typed errors naming the field', () => {
   const cases: [Record<string, unknown>, string, RegExp][] = [
     [{ num_key_value_heads: 3 }, 'model.num_key_value_heads', /must divide num_attention_heads/],
@@ -98,9 +127,11 @@ describe('llama recipes: bad sizes are typed errors naming the field', () => {
     });
   }
 
-  it('context longer than max_position_embeddings, and a tokenizer other than bytes', () => {
+  it('context longer than max_position_embeddings, an empty tokenizer, a tokenizer for a classifier', () => {
     assert.throws(() => parseRecipe({ ...recipe({}), context: 64 }, 'r.json'), /context: context must be at most the model's positions/);
-    assert.throws(() => parseRecipe({ ...recipe({}), tokenizer: 'tok.json' }, 'r.json'), /tokenizer: must be "bytes"/);
+    assert.throws(() => parseRecipe({ ...recipe({}), tokenizer: '' }, 'r.json'), /tokenizer: give "bytes" or the path of a tokenizer.json/);
+    const mlp = { name: 'm', model: { type: 'mlp', hidden: [8] }, data: { type: 'idx', train_images: 'a', train_labels: 'b', test_images: 'c', test_labels: 'd' }, optimizer: { type: 'sgd', lr: 0.1 }, batch_size: 2, steps: 1 };
+    assert.throws(() => parseRecipe({ ...mlp, tokenizer: 'tok.json' }, 'r.json'), /tokenizer: only language models/);
     assert.equal(parseRecipe(recipe({}), 'r.json').tokenizer, 'bytes');
   });
 });

@@ -21,6 +21,7 @@ import { join, resolve } from 'node:path';
 import { IOError, UsageError } from '../errors.js';
 import { saveSafetensors } from '../formats/safetensors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { tokenizerConfigJson } from '../tokenizer/config.js';
 import { byteLevelTokenizerFiles, writeTokenizerFiles } from '../tokenizer/export.js';
 import { mixSeed } from '../data/shuffle.js';
 import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
@@ -35,7 +36,7 @@ import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { type EvalRow, METRICS_NAME, MetricsLog, type TrainRow } from './metrics.js';
 import { type Recipe, isLanguageModel, modelPositions, parseRecipe } from './recipe.js';
 import { CONFIG_NAME, GENERATION_CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
-import { type TrainBatch, type TrainSource, openTrainSource, withDataPath } from './sources.js';
+import { type TrainBatch, type TrainSource, loadRecipeTokenizer, openTrainSource, withDataPath } from './sources.js';
 
 export const DEFAULT_KEEP_CHECKPOINTS = 3;
 /** Metadata Hugging Face transformers expects in a PyTorch-layout safetensors file. */
@@ -99,7 +100,8 @@ export function applyOverrides(recipe: Recipe, opts: Pick<TrainOptions, 'dataPat
   const source = opts.source ?? 'recipe';
   if (opts.steps !== undefined && opts.epochs !== undefined) throw new UsageError('give at most one of --steps and --epochs');
   const length = opts.steps !== undefined ? { steps: opts.steps, epochs: undefined } : opts.epochs !== undefined ? { epochs: opts.epochs, steps: undefined } : {};
-  const merged = { ...recipe, ...length, ...(opts.seed !== undefined ? { seed: opts.seed } : {}), data: withDataPath(recipe.data, opts.dataPath) };
+  const tokenizer = recipe.tokenizer === 'bytes' ? 'bytes' : resolve(recipe.tokenizer); // absolute, as the data paths
+  const merged = { ...recipe, ...length, ...(opts.seed !== undefined ? { seed: opts.seed } : {}), data: withDataPath(recipe.data, opts.dataPath), tokenizer };
   return parseRecipe(JSON.parse(JSON.stringify(merged)), source);
 }
 
@@ -138,7 +140,11 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
     const generation = generationConfigJson(model);
     if (generation) await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
-    if (isLanguageModel(recipe.model)) await writeTokenizerFiles(out, byteLevelTokenizerFiles(modelPositions(recipe.model).positions));
+    if (isLanguageModel(recipe.model)) {
+      const positions = modelPositions(recipe.model).positions;
+      const tokenizer = await loadRecipeTokenizer(recipe);
+      await writeTokenizerFiles(out, tokenizer ? { tokenizer: tokenizer.toJSON(), config: tokenizerConfigJson({ modelMaxLength: positions }) } : byteLevelTokenizerFiles(positions));
+    }
 
     // 3. Resume.
     const parts: RunParts = { model, optimizer, generator, data };
