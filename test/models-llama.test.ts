@@ -206,6 +206,8 @@ describe('Llama: names, config and cache', () => {
       assert.throws(() => llamaConfig({ ...tiny, ...change } as never), (err: unknown) => err instanceof k.ArgumentError && err.code === 'E_ARGUMENT' && message.test(err.message), JSON.stringify(change));
     }
     assert.equal(llamaConfig({ ...tiny, model_type: 'mistral', sliding_window: 12 }).sliding_window, 12, 'a window as long as the context never applies');
+    assert.equal(llamaConfig({ ...tiny, model_type: 'qwen2', sliding_window: 4 }).sliding_window, null, "Qwen2's window is off unless use_sliding_window");
+    assert.throws(() => llamaConfig({ ...tiny, model_type: 'qwen2', sliding_window: 4, use_sliding_window: true }), /sliding_window \(4\) is shorter/);
     assert.throws(() => llamaConfigFromHF({ model_type: 'llama', hidden_size: 16 }), /intermediate_size is missing/);
   });
 });

@@ -141,7 +141,8 @@ export function llamaConfig(input: LlamaConfigInput): LlamaConfig {
     bos_token_id: input.bos_token_id === undefined ? d.bos : input.bos_token_id,
     eos_token_id: input.eos_token_id === undefined ? d.eos : input.eos_token_id,
     initializer_range: input.initializer_range ?? 0.02,
-    sliding_window: input.use_sliding_window === false ? null : input.sliding_window ?? null,
+    // Qwen2 uses its sliding_window only with use_sliding_window true (default false), Mistral always.
+    sliding_window: (type === 'qwen2' ? input.use_sliding_window !== true : input.use_sliding_window === false) ? null : input.sliding_window ?? null,
   };
   for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'head_dim', 'max_position_embeddings'] as const) {
     if (!Number.isInteger(c[key]) || c[key] <= 0) fail(key, `must be a positive integer, got ${JSON.stringify(c[key])}`);
