@@ -4,7 +4,7 @@
  * size (process.resourceUsage().maxRSS); a fresh PyTorch peer runs the same steps and reports
  * ru_maxrss. Both numbers include the runtime itself (Node + addon + oneDNN; Python + torch).
  *
- * Unit MiB, lower is better: `ratio` = torch / knobs (design.md: > 1 means knobs is better), so
+ * Unit MiB, lower is better: `ratio` = torch / knobs (docs/design.md: > 1 means knobs is better), so
  * the issue's "knobs ≤ 1.5 × torch" is ratio ≥ 1/1.5 ≈ 0.67 (the row's target).
  */
 import { spawnSync } from 'node:child_process';

@@ -19,6 +19,9 @@ it reads one JSON request per line on stdin and answers one JSON line on stdout.
   {"op": "fashion", "model": "mlp" | "cnn", "batch": 128, "steps": N, "iters": 1}
                                                -> {"seconds": [seconds per N training steps]}
   {"op": "maxrss"}                             -> {"kib": peak resident set size of this process}
+  {"op": "save_pt", "safetensors": P, "out": Q} -> {} (the F32 tensors of safetensors file P, torch.save'd to Q)
+  {"op": "torch_load", "path": Q}              -> {"seconds", "rss_before_kib", "peak_kib"} of one torch.load(Q)
+                                                  (meant for a fresh peer, so the peak is this load's)
   {"op": "threads", "threads": N}              -> {"threads": N} (intra-op threads from now on)
 
 mlp and gpt_block build their model once per configuration and keep it, so warm-up happens once;
@@ -361,6 +364,39 @@ def fashion(kind, batch, steps, iters):
     return timed(lambda: run(steps), iters, warmup=0)[0]  # the bench's first request warms up
 
 
+def save_pt(safetensors_path, out):
+    """Reads an F32 safetensors file by hand (header, then each tensor's range) and torch.save()s the tensors."""
+    with open(safetensors_path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        tensors = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            assert info["dtype"] == "F32", info["dtype"]
+            begin, end = info["data_offsets"]
+            f.seek(8 + n + begin)
+            tensors[name] = torch.frombuffer(bytearray(f.read(end - begin)), dtype=torch.float32).reshape(info["shape"])
+    torch.save(tensors, out)
+
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def torch_load(path):
+    before = rss_kib()
+    t0 = time.perf_counter()
+    state = torch.load(path)
+    seconds = time.perf_counter() - t0
+    assert len(state) > 0
+    return {"seconds": seconds, "rss_before_kib": before, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
 def main():
     torch.set_grad_enabled(False)
     for line in sys.stdin:
@@ -396,6 +432,11 @@ def main():
             res = {"seconds": gpt_generate(int(req["prompt"]), int(req["tokens"]), int(req["iters"]))}
         elif op == "fashion":
             res = {"seconds": fashion(req["model"], int(req["batch"]), int(req["steps"]), int(req["iters"]))}
+        elif op == "save_pt":
+            save_pt(req["safetensors"], req["out"])
+            res = {}
+        elif op == "torch_load":
+            res = torch_load(req["path"])
         elif op == "maxrss":
             res = {"kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
         elif op == "quit":

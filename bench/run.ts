@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- NAME…] [-- --json]`: runs the benchmark suite (or the named benchmarks), each
  * on one core and on all cores, and prints a table — or, with --json, one JSON row per line in
- * the format of design.md ("Benchmarks"): {"bench", "cores", "unit", "knobs", "peer",
+ * the format of docs/design.md ("Benchmarks"): {"bench", "cores", "unit", "knobs", "peer",
  * "peer_value", "higher_is_better", "ratio", "target"}. Progress and notes go to stderr.
  *
  * Every row is measured against its peer in the same run, so a missing peer is an error: the run
@@ -10,22 +10,26 @@
  * KNOBS_BENCH_CORES=1|all limits the core settings. The default suite takes ~5–6 minutes on
  * 2 cores shared with other work (it must stay under 10).
  */
+import * as activationBackward from './activation-backward.js';
 import * as fashion from './fashion.js';
 import * as gemm from './gemm.js';
 import * as gptBlock from './gpt-block.js';
 import * as gptGenerate from './gpt-generate.js';
 import * as gptMemory from './gpt-memory.js';
 import * as gptTrain from './gpt-train.js';
+import * as hfLoad from './hf-load.js';
 import * as llamaTrain from './llama-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
+import * as tokenizer from './tokenizer.js';
 import type { BenchOptions, BenchRow } from './row.js';
 import { notes } from './train-step.js';
 
 const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>>> = {
   gemm: gemm.run,
   'op-overhead': opOverhead.run,
+  'activation-backward': activationBackward.run,
   mlp: mlp.run,
   'gpt-block': gptBlock.run,
   'gpt-train': gptTrain.run,
@@ -34,6 +38,8 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'gpt-generate': gptGenerate.run,
   'fashion-mlp': fashion.runMlp,
   'fashion-cnn': fashion.runCnn,
+  'hf-load': hfLoad.run,
+  tokenizer: tokenizer.run,
 };
 
 function usage(): string {

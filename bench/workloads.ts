@@ -13,6 +13,7 @@
 import { fileURLToPath } from 'node:url';
 import * as k from '../src/index.js';
 import type { Tensor } from '../src/index.js';
+import { buildModel } from '../src/train/build.js';
 
 export interface Workload {
   /** One timed unit of work (one training step, or one forward + backward). */
@@ -131,7 +132,7 @@ export function gptTrainWorkload(batch = KJV_BATCH): Workload {
  */
 export async function llamaTrainWorkload(): Promise<Workload & { config: k.LlamaConfig; batch: number }> {
   const recipe = await k.loadRecipe(fileURLToPath(new URL('../../recipes/kjv-llama.json', import.meta.url)));
-  const model = k.buildModel(recipe, new k.Generator(0));
+  const model = buildModel(recipe, new k.Generator(0));
   if (!(model instanceof k.Llama)) throw new Error('recipes/kjv-llama.json does not build a Llama');
   const batch = recipe.batch_size;
   const T = recipe.context ?? model.config.max_position_embeddings;

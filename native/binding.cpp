@@ -304,10 +304,11 @@ FN(js_unary) {
   BODY_END
 }
 
-FN(js_unary_backward) {
+FN(js_activation_backward) {
   BODY_BEGIN
   ARG_COUNT(5);
   int op = (int)INT(0, "op", 0, KN_UNARY_COUNT - 1);
+  CHECK(kn_is_activation((kn_unary_op)op), "op must be an activation (relu, gelu, gelu_tanh, silu)");
   Array x = F32(1, "x"), g = F32(2, "g"), out = F32(4, "out");
   MetaReader r(env, a.argv[3]);
   kn_view vx, vg;
@@ -315,7 +316,7 @@ FN(js_unary_backward) {
   r.view(g, &vg, "g");
   CHECK(same_shape(vx, vg), "x and g must have one shape");
   check_out(env, out, numel(vx), "out");
-  kn_unary_backward_f32((kn_unary_op)op, &vx, &vg, (float *)out.data);
+  kn_activation_backward_f32((kn_unary_op)op, &vx, &vg, (float *)out.data);
   return undefined(env);
   BODY_END
 }
@@ -697,6 +698,21 @@ FN(js_log_softmax) { return rows1(env, info, kn_log_softmax_f32); }
 FN(js_softmax_backward) { return rows2(env, info, kn_softmax_backward_f32); }
 FN(js_log_softmax_backward) { return rows2(env, info, kn_log_softmax_backward_f32); }
 
+/* cumsum(x, outer, n, inner, reverse, out): x contiguous, seen as [outer, n, inner] */
+FN(js_cumsum) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  int64_t outer = INT(1, "outer", 0, BIG), n = INT(2, "n", 0, BIG), inner = INT(3, "inner", 0, BIG);
+  CHECK((double)outer * (double)n * (double)inner < 4e15, "outer·n·inner is too large");
+  int64_t size = outer * n * inner;
+  const float *x = req_f32(env, a.argv[0], size, "x");
+  int reverse = (int)INT(4, "reverse", 0, 1);
+  float *out = req_f32(env, a.argv[5], size, "out");
+  kn_cumsum_f32(x, outer, n, inner, reverse, out);
+  return undefined(env);
+  BODY_END
+}
+
 /* layerNorm(x, w?, b?, rows, C, eps, y, mean?, rstd?) */
 FN(js_layer_norm) {
   BODY_BEGIN
@@ -847,13 +863,14 @@ NAPI_MODULE_INIT() {
       EXPORT("sgemm", js_sgemm),
       EXPORT("matmul", js_matmul),
       EXPORT("unary", js_unary),
-      EXPORT("unaryBackward", js_unary_backward),
+      EXPORT("activationBackward", js_activation_backward),
       EXPORT("binary", js_binary),
       EXPORT("where", js_where),
       EXPORT("assign", js_assign),
       EXPORT("cast", js_cast),
       EXPORT("reduce", js_reduce),
       EXPORT("argReduce", js_arg_reduce),
+      EXPORT("cumsum", js_cumsum),
       EXPORT("gatherRows", js_gather_rows),
       EXPORT("scatterAddRows", js_scatter_add_rows),
       EXPORT("conv2d", js_conv2d),

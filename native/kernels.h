@@ -67,8 +67,12 @@ typedef enum kn_binary_op {
 
 /* out[i] = f(x[i]); out has numel(x) floats. */
 void kn_unary_f32(kn_unary_op op, const kn_view *x, float *out);
-/* out[i] = g[i] · f'(x[i]) (relu'(0) = abs'(0) = sign' = 0, as PyTorch). x, g same shape. */
-void kn_unary_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out);
+/* Activations whose gradient has a fused kernel (the rest are composites in src/autograd/gradients.ts). */
+static inline int kn_is_activation(kn_unary_op op) {
+  return op == KN_RELU || op == KN_GELU || op == KN_GELU_TANH || op == KN_SILU;
+}
+/* out[i] = g[i] · f'(x[i]) for an activation op (relu'(0) = 0, as PyTorch). x, g same shape. */
+void kn_activation_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out);
 /* a ∘ b over one shape (a's). Arithmetic ops write floats; compare ops write 0/1 bytes. */
 void kn_binary_f32(kn_binary_op op, const kn_view *a, const kn_view *b, void *out);
 /* cond (bytes, nonzero = true) ? a : b. */
@@ -88,6 +92,9 @@ typedef enum kn_reduce_op { KN_SUM, KN_MAX, KN_MIN } kn_reduce_op;
 void kn_reduce_f32(kn_reduce_op op, const kn_view *x, uint32_t axis_mask, float *out);
 /* Index of the first max (is_min = 0) or min along axis; the first NaN counts as the extreme. */
 void kn_argreduce_f32(int is_min, const kn_view *x, int axis, int32_t *out);
+/* Running sums along the middle axis of contiguous x seen as [outer, n, inner] (from the end when
+   reverse ≠ 0), accumulated in double; out has x's size. */
+void kn_cumsum_f32(const float *x, int64_t outer, int64_t n, int64_t inner, int reverse, float *out);
 
 /* ---- matrix products ------------------------------------------------------------------------ */
 

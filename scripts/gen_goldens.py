@@ -81,6 +81,9 @@ COMMAND = "/usr/bin/python3 scripts/gen_goldens.py"
 
 rng = np.random.default_rng(SEED)
 torch.manual_seed(SEED)  # nothing here draws from torch's RNG; set anyway for safety
+# One thread: multithreaded f32 reductions may sum in another order from run to run, and a
+# regenerated file should differ only where its cases changed.
+torch.set_num_threads(1)
 
 # ----------------------------------------------------------------------------------------------
 # input builders (all float data is float32)
@@ -762,6 +765,25 @@ case(SH, "concat/same_leaf_twice", "concat", lambda *xs: torch.cat(xs, 0), [T(ra
      attrs={"axis": 0}, tol="exact", tags=["aliasing"])
 case(NN, "scaledDotProductAttention/self_attention_same_leaf", "scaledDotProductAttention", torch_sdpa(True), [T(randn(2, 4, 3)), Same(0), Same(0)],
      attrs={"causal": True}, tol="reduction", tags=["aliasing"])
+
+# cumsum (appended last: cases above keep their random inputs)
+
+
+def torch_cumsum(axis, reverse=False):
+    if not reverse:
+        return lambda x: torch.cumsum(x, dim=axis)
+    return lambda x: torch.flip(torch.cumsum(torch.flip(x, [axis]), dim=axis), [axis])
+
+
+case(RD, "cumsum/axis0", "cumsum", torch_cumsum(0), [T(randn(4, 3))], attrs={"axis": 0}, tol="reduction")
+case(RD, "cumsum/last_axis_long", "cumsum", torch_cumsum(-1), [T(randn(2, 300))], attrs={"axis": -1}, tol="reduction")
+case(RD, "cumsum/middle_axis_3d", "cumsum", torch_cumsum(1), [T(randn(2, 5, 3))], attrs={"axis": 1}, tol="reduction")
+case(RD, "cumsum/reverse", "cumsum", torch_cumsum(1, True), [T(randn(3, 6))], attrs={"axis": 1, "reverse": True}, tol="reduction")
+case(RD, "cumsum/transposed", "cumsum", torch_cumsum(1), [T(randn(5, 4), transpose=(0, 1))], attrs={"axis": 1}, tol="reduction", tags=["view"])
+case(RD, "cumsum/empty_axis", "cumsum", torch_cumsum(1), [T(randn(3, 0))], attrs={"axis": 1}, tol="reduction", tags=["empty"])
+case(RD, "cumsum/scalar", "cumsum", torch_cumsum(0), [T(randn())], attrs={"axis": 0}, tol="reduction", tags=["scalar"])
+case(RD, "cumsum/large_cancelling", "cumsum", torch_cumsum(0), [T(arr([1e7, 1, -1e7, 0.5, 3e7, -3e7, 0.25]))], attrs={"axis": 0},
+     tol="reduction", tags=["large"], gradcheck=False, why="huge magnitudes")
 
 # ----------------------------------------------------------------------------------------------
 

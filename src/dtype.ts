@@ -91,7 +91,7 @@ function storageView(dtype: DType, buffer: ArrayBufferLike, byteOffset: number, 
 export function storageFromBytes(dtype: DType, bytes: Uint8Array): Storage {
   const size = BYTES_PER_ELEMENT[dtype];
   if (bytes.byteLength % size !== 0) {
-    throw new DTypeError(`${bytes.byteLength} bytes is not a whole number of ${dtype} elements (${size} bytes each)`);
+    throw new DTypeError(`${bytes.byteLength} bytes is not a whole number of ${dtype} elements (${size} bytes each)`, { op: 'storageFromBytes', dtypes: [dtype], bytes: bytes.byteLength });
   }
   const aligned = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
   const n = aligned.byteLength / size;

@@ -24,16 +24,37 @@ export class KnobsError extends Error {
   }
 }
 
+/**
+ * What every ShapeError carries, so a program (the server, a test) can act on the fields instead
+ * of the message: the op, module or function that raised it, and the shapes involved in argument
+ * order (a requested shape counts: reshape's target, a module's expected input). More fields may
+ * follow (`axis`, `expected`, …).
+ */
+export interface ShapeDetails {
+  readonly op: string;
+  readonly shapes: readonly (readonly number[])[];
+  readonly [more: string]: unknown;
+}
+
+/** What every DTypeError carries: the op and the dtypes involved (names as given, even unknown ones). */
+export interface DTypeDetails {
+  readonly op: string;
+  readonly dtypes: readonly string[];
+  readonly [more: string]: unknown;
+}
+
 /** Shapes that do not fit together (broadcasting, matmul, reshape, axes). */
 export class ShapeError extends KnobsError {
-  constructor(message: string, details: Record<string, unknown> = {}) {
+  declare readonly details: ShapeDetails;
+  constructor(message: string, details: ShapeDetails) {
     super('E_SHAPE', message, details);
   }
 }
 
 /** A dtype an op cannot compute in, or two dtypes that do not mix. */
 export class DTypeError extends KnobsError {
-  constructor(message: string, details: Record<string, unknown> = {}) {
+  declare readonly details: DTypeDetails;
+  constructor(message: string, details: DTypeDetails) {
     super('E_DTYPE', message, details);
   }
 }

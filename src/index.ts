@@ -1,5 +1,10 @@
 /**
- * knobs — the public API. Everything a user imports comes from here, by name.
+ * knobs — the public API. Everything a user imports comes from here, by name; each name is a
+ * promise to keep it. Other entry points (package.json `exports`):
+ *   knobs/checkpoint   the crash-safe checkpoint store, for training loops of your own
+ *   knobs/cli          main(argv, io): the command line, callable in process
+ *   knobs/internal/*   any module by its path under src/ (e.g. knobs/internal/train/build), for
+ *                      tools, benchmarks and tests; no stability promise
  */
 export { Tensor, type NestedArray, type TensorOrScalar } from './tensor.js';
 export {
@@ -24,7 +29,7 @@ export {
   neg, exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, gelu, silu, sign,
   add, sub, mul, div, pow, maximum, minimum, eq, ne, lt, le, gt, ge, logicalAnd, logicalOr, where, clamp,
   // reductions
-  sum, mean, max, min, argmax, argmin, variance, variance as var,
+  sum, mean, max, min, argmax, argmin, variance, variance as var, cumsum,
   // linear algebra, shape ops, nn
   matmul, concat, stack, split, pad, triu, tril, causalMask,
   softmax, logSoftmax, crossEntropy, layerNorm, rmsNorm, embedding, dropout, scaledDotProductAttention,
@@ -33,7 +38,7 @@ export {
 } from './ops/index.js';
 export {
   loadSafetensors, saveSafetensors, encodeSafetensors, openSafetensors, readSafetensorsHeader, parseSafetensorsHeader, isRawTensor,
-  type RawTensor, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
+  type RawTensor, type SafetensorsInput, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
 } from './formats/safetensors.js';
 export * as nn from './nn/index.js';
 export {
@@ -47,7 +52,12 @@ export {
   type SamplingOptions,
   Llama, llamaConfig, llamaConfigFromHF, type LlamaConfig, type LlamaConfigInput, type RopeScaling, type CausalLM, type EosTokenId,
 } from './models/index.js';
-export { generateText, type GenerateTextOptions, type GenerateTextResult } from './models/generate-text.js';
+export {
+  loadHfModel, generateHfTokens, directoryFiles, memoryFiles, parseHfConfig, parseGenerationConfig,
+  loadHfTokenizer, tokenizerCodec, evaluateText, type TextEval,
+  type LoadedHfModel, type HfModel, type HfModelConfig, type HfModelType, type GenerationConfig, type ModelFiles,
+} from './models/hf/index.js';
+export { generateText, UTF8_BYTES, type GenerateTextOptions, type GenerateTextResult, type TextCodec } from './models/generate-text.js';
 export {
   Optimizer, SGD, Adam, AdamW, decayMatricesOnly, cosineSchedule, constantSchedule, clipGradNorm, accumulateGradients,
   type OptimizerState, type ParamGroupInput, type SGDOptions, type AdamOptions, type AdamWOptions, type Schedule,
@@ -65,19 +75,24 @@ export {
   type TextCorpusOptions, type TextBatch, type TextBatcherOptions, type TextBatcherState, type TextSplit,
 } from './data/text.js';
 export { writeFileAtomic, type AtomicWriteOptions } from './io/atomic.js';
-export {
-  saveCheckpoint, listCheckpoints, verifyCheckpoint, findLatestVerified, readCheckpointFile, readCheckpointJson,
-  loadCheckpointTensors, pruneCheckpoints, cleanStaging,
-  type Checkpoint, type CheckpointManifest, type SaveCheckpointOptions, type VerifyResult,
-} from './train/checkpoint.js';
+export { openFileSource, memorySource, type ByteSource } from './io/byte-source.js';
 export { parseRecipe, loadRecipe, recipeSchema, type Recipe } from './train/recipe.js';
-export {
-  train, applyOverrides, DEFAULT_KEEP_CHECKPOINTS, type TrainOptions, type TrainResult, type TrainEvent,
-} from './train/trainer.js';
-export { buildModel, buildOptimizer, buildSchedule, modelConfigJson, modelFromConfigJson, modelLoss, type TrainableModel } from './train/build.js';
+export { train, type TrainOptions, type TrainResult, type TrainEvent } from './train/trainer.js';
 export {
   evaluateClassifier, evaluateLanguageModel, type ClassifierEval, type LanguageModelEval, type ImageLayout,
 } from './train/evaluate.js';
 export { evaluateRun, type RunEval } from './train/eval-run.js';
-export { loadRun, defaultRunDir, CONFIG_NAME, RECIPE_NAME, MODEL_NAME, type LoadedRun } from './train/run-dir.js';
-export { MetricsLog, METRICS_NAME, type TrainRow, type EvalRow } from './train/metrics.js';
+export { loadRun, type LoadedRun } from './train/run-dir.js';
+export { type TrainRow, type EvalRow } from './train/metrics.js';
+export {
+  Tokenizer, DecodeStream, checkTokenizerFitsVocab, MAX_TOKENIZER_JSON_BYTES, type EncodeOptions, type DecodeOptions,
+} from './tokenizer/tokenizer.js';
+export type { Encoded } from './tokenizer/bpe.js';
+export {
+  loadTokenizerDir, parseTokenizerConfig, tokenizerConfigJson, TOKENIZER_NAME, TOKENIZER_CONFIG_NAME,
+  type TokenizerConfig, type TokenizerConfigOptions, type TokenizerDir,
+} from './tokenizer/config.js';
+export {
+  byteLevelTokenizerJson, byteLevelTokenizerFiles, writeTokenizerFiles, type TokenizerFiles,
+} from './tokenizer/export.js';
+export { trainByteLevelBpe, type TrainBpeOptions } from './tokenizer/train-bpe.js';

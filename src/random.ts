@@ -3,6 +3,8 @@
  * platforms and backends; its whole state is four 32-bit words, so checkpoints can save and
  * restore it exactly. It does not reproduce PyTorch's random streams.
  */
+import { ArgumentError } from './errors.js';
+
 export class Generator {
   private s = new Uint32Array(4);
   /** A cached second normal from Box–Muller, or null. Part of the state. */
@@ -73,10 +75,16 @@ export class Generator {
     return { words: Array.from(this.s), spareNormal: this.spareNormal };
   }
 
+  /** Restores a getState() result; anything else (it may come from a file) is an ArgumentError, and nothing changes. */
   setState(state: { words: readonly number[]; spareNormal: number | null }): void {
-    if (state.words.length !== 4) throw new RangeError('Generator state needs 4 words');
-    this.s.set(state.words.map((w) => w >>> 0));
-    this.spareNormal = state.spareNormal;
+    const words = state?.words;
+    const ok = Array.isArray(words) && words.length === 4 && words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff) && words.some((w) => w !== 0);
+    const spare = state?.spareNormal;
+    if (!ok || !(spare === null || (typeof spare === 'number' && Number.isFinite(spare)))) {
+      throw new ArgumentError('Generator.setState: expected {words: four 32-bit unsigned integers, not all zero, spareNormal: a finite number or null}, as getState() returns');
+    }
+    this.s.set(words);
+    this.spareNormal = spare;
   }
 }
 

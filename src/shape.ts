@@ -31,7 +31,7 @@ export function formatShape(shape: Shape): string {
 export function checkShape(shape: Shape, what: string): void {
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) {
-      throw new ShapeError(`${what}: shape ${formatShape(shape)} has an invalid dimension ${d}; dimensions are non-negative integers`);
+      throw new ShapeError(`${what}: shape ${formatShape(shape)} has an invalid dimension ${d}; dimensions are non-negative integers`, { op: what, shapes: [shape] });
     }
   }
 }

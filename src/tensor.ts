@@ -39,7 +39,7 @@ export class Tensor {
   /** Wraps a row-major storage of exactly numel(shape) elements (no copy). */
   static fromStorage(storage: Storage, shape: Shape, dtype: DType): Tensor {
     if (storage.length !== numel(shape)) {
-      throw new ShapeError(`fromStorage: ${storage.length} elements do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`);
+      throw new ShapeError(`fromStorage: ${storage.length} elements do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`, { op: 'fromStorage', shapes: [shape], elements: storage.length });
     }
     return new Tensor(storage, shape, dtype);
   }
@@ -93,19 +93,13 @@ export class Tensor {
 
   /** Values as nested arrays (a number for a 0-d tensor). */
   toArray(): NestedArray {
-    const flat = this.toFlatArray();
-    const build = (dim: number, start: number): NestedArray => {
-      if (dim === this.rank) return flat[start]!;
-      const inner = numel(this.shape.slice(dim + 1));
-      return Array.from({ length: this.shape[dim]! }, (_, i) => build(dim + 1, start + i * inner));
-    };
-    return build(0, 0);
+    return nestRows(this.toFlatArray(), this.shape, (rows) => rows);
   }
 
   /** The value of a one-element tensor. */
   item(): number {
     if (this.size !== 1) {
-      throw new ShapeError(`item() needs a tensor with one element, got shape ${formatShape(this.shape)}; reduce it first (e.g. sum or mean)`);
+      throw new ShapeError(`item() needs a tensor with one element, got shape ${formatShape(this.shape)}; reduce it first (e.g. sum or mean)`, { op: 'item', shapes: [this.shape] });
     }
     return readNumber(this.dtype, this.storage, this.offset);
   }
@@ -185,17 +179,28 @@ const MAX_PRINT = 1000;
 function formatTensor(t: Tensor): string {
   const header = `tensor(shape=${formatShape(t.shape)}, dtype=${t.dtype}${t.requiresGrad ? ', requiresGrad' : ''}${t.gradFn ? `, gradFn=${t.gradFn.op}` : ''})`;
   if (t.size > MAX_PRINT) return `${header} [${t.size} values]`;
-  const flat = t.toFlatArray();
   const isFloatType = t.dtype === 'f32' || t.dtype === 'f64' || t.dtype === 'f16' || t.dtype === 'bf16';
   const fmt = (v: number): string => (isFloatType ? formatFloat(v) : String(v));
-  const render = (dim: number, start: number, indent: string): string => {
-    if (dim === t.rank) return fmt(flat[start]!);
-    const inner = numel(t.shape.slice(dim + 1));
-    const parts = Array.from({ length: t.shape[dim]! }, (_, i) => render(dim + 1, start + i * inner, indent + ' '));
-    const sep = dim === t.rank - 1 ? ', ' : `,\n${indent} `;
-    return `[${parts.join(sep)}]`;
-  };
-  return `${header}\n${render(0, 0, '')}`;
+  const body = nestRows(t.toFlatArray().map(fmt), t.shape, (parts, dim) => `[${parts.join(dim === t.rank - 1 ? ', ' : `,\n${' '.repeat(dim + 1)}`)}]`);
+  return `${header}\n${body}`;
+}
+
+/**
+ * Groups row-major `flat` values into nested rows, innermost dimension first: `row(parts, dim)`
+ * turns the parts of one row along `dim` into a value. Iterative, so the rank is bounded by memory,
+ * not by the call stack (a valid tensor may have thousands of dimensions of size 1).
+ */
+function nestRows<T, R>(flat: readonly T[], shape: readonly number[], row: (parts: (T | R)[], dim: number) => R): T | R {
+  let level: (T | R)[] = [...flat];
+  let outer = flat.length; // rows at the current level = product of the dimensions before it
+  for (let dim = shape.length - 1; dim >= 0; dim--) {
+    const size = shape[dim]!;
+    outer = size === 0 ? shape.slice(0, dim).reduce((a, b) => a * b, 1) : outer / size;
+    const next: (T | R)[] = new Array(outer);
+    for (let i = 0; i < outer; i++) next[i] = row(level.slice(i * size, (i + 1) * size), dim);
+    level = next;
+  }
+  return level[0]!;
 }
 
 function formatFloat(v: number): string {

@@ -362,7 +362,7 @@ describe('cleanStaging', () => {
     assert.deepEqual(r.skipped, ['.staging-step-3-1']);
     assert.deepEqual((await readdir(dir)).sort(), [...foreign, LATEST_NAME, 'step-1', 'step-2', 'step-7'].sort());
     assert.equal((await findLatestVerified(run)).checkpoint?.step, 7);
-    assert.deepEqual(await cleanStaging(await freshRun()), { removed: [], restored: [], skipped: [] });
+    assert.deepEqual(await cleanStaging(await freshRun()), { removed: [], restored: [], skipped: [], warnings: [] });
   });
 });
 

@@ -5,15 +5,19 @@
  *   npx tsc -p tsconfig.json && node --test dist/test/conformance.test.js
  *
  * Each case runs in f32 (against torch float32) and in f64 (against torch float64) on each
- * backend in k.backends(); a backend that lacks a kernel falls back to js inside knobs, so the
- * same cases hold everywhere. KNOBS_CONFORMANCE_FILTER=substring runs only matching case ids.
+ * backend in k.backends(). A backend that lacks a kernel falls back to js inside knobs, so every
+ * case is traced: it fails unless the backend under test ran all its kernels or each fallback is
+ * allowed, with a reason, in test/harness/coverage.ts. The last test of each backend prints its
+ * coverage. KNOBS_CONFORMANCE_FILTER=substring runs only matching case ids.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as k from '../src/index.js';
+import { traceKernels } from '../src/backends/dispatch.js';
+import { coverageOf, CoverageReport } from './harness/coverage.js';
 import { assertClose, isClose, rms } from './harness/compare.js';
 import { type Encoded, type GoldenCase, loadCases, loadGoldenFiles } from './harness/fixtures.js';
-import { NON_DIFFERENTIABLE, OPS, REQUIRED_OPS } from './harness/ops.js';
+import { isOpName, NON_DIFFERENTIABLE, OP_NAMES } from './harness/ops.js';
 import { LARGE_CASES, type LargeCase } from './harness/large.js';
 import { checkCase, stridedCopy } from './harness/run.js';
 import { type RunDType, toleranceFor } from './harness/tolerance.js';
@@ -39,12 +43,12 @@ describe('golden fixtures', () => {
     for (const c of allCases) {
       assert.ok(!ids.has(c.id), `duplicate case id ${c.id}`);
       ids.add(c.id);
-      assert.ok(OPS[c.op], `${c.id}: no harness mapping for op ${c.op}`);
+      assert.ok(isOpName(c.op), `${c.id}: no harness mapping for op ${c.op} (add it to OP_NAMES and OPS in test/harness/ops.ts)`);
     }
   });
 
-  it('cover every required op, with gradients where the op has them', () => {
-    for (const op of REQUIRED_OPS) {
+  it('cover every op of the harness, with gradients where the op has them', () => {
+    for (const op of OP_NAMES) {
       const mine = allCases.filter((c) => c.op === op);
       assert.ok(mine.length > 0, `no golden case for ${op}`);
       if (!NON_DIFFERENTIABLE.has(op)) {
@@ -103,21 +107,45 @@ describe('harness self-check (a wrong answer must fail)', () => {
   });
 });
 
+describe('coverage check (a silent fallback must fail)', () => {
+  // A backend that is native in all but unary kernels, which it quietly leaves to js.
+  const native = availableBackends.includes('native') ? k.getBackend('native') : null;
+  it('fails a case whose kernels fell back to js without an allowed reason', { skip: native ? false : 'no native backend' }, () => {
+    k.registerBackend({ ...native!, name: 'native-without-unary', supports: (kernel, inputs) => kernel !== 'unary' && native!.supports(kernel, inputs) });
+    const c = allCases.find((x) => x.id === 'exp/basic')!;
+    const { runs } = traceKernels(() => k.withBackend('native-without-unary', () => checkCase(c, 'f32')));
+    assert.throws(() => coverageOf(c.id, 'native-without-unary', 'f32', runs), /did not run it: unary\(f32\) ran on js/);
+    const { runs: onNative } = traceKernels(() => k.withBackend('native', () => checkCase(c, 'f32')));
+    assert.deepEqual(coverageOf(c.id, 'native', 'f32', onNative).kind, 'ran');
+  });
+});
+
 for (const backend of availableBackends) {
   describe(`conformance on ${backend}`, () => {
+    const report = new CoverageReport();
+    const checkTraced = (id: string, dtype: RunDType, fn: () => void): void => {
+      const { runs } = traceKernels(() => k.withBackend(backend, fn));
+      report.add(coverageOf(id, backend, dtype, runs));
+    };
     for (const dtype of DTYPES) {
       describe(dtype, () => {
         for (const c of cases) {
-          it(c.id, () => k.withBackend(backend, () => checkCase(c, dtype)));
+          it(c.id, () => checkTraced(c.id, dtype, () => checkCase(c, dtype)));
         }
       });
     }
 
     if (backend !== 'js') {
       describe(`large tensors (past the threading grain): ${backend} agrees with js`, () => {
-        for (const lc of LARGE_CASES) it(lc.id, () => checkAgainstJs(lc, backend));
+        for (const lc of LARGE_CASES) it(lc.id, () => checkAgainstJs(lc, backend, report));
       });
     }
+
+    it(`reports its coverage, and every allowed fallback is still needed`, (t) => {
+      for (const line of report.lines(backend)) t.diagnostic(line);
+      if (filter) return; // a filtered run need not meet every fallback
+      assert.deepEqual(report.unused(backend).map((f) => f.name), [], `allowed fallbacks on ${backend} that no case needed: remove them`);
+    });
 
     describe('dropout (statistical; torch RNG is not reproducible)', () => {
       const on = <T>(fn: () => T): T => k.withBackend(backend, fn);
@@ -210,9 +238,10 @@ function runLarge(lc: LargeCase, backend: string): { out: k.Tensor; grads: (numb
  * gradients) normwise, relative to max(|e|, rms of the tensor): their rounding error scales with
  * the size of the summed terms, not with a result that happens to cancel to near zero.
  */
-function checkAgainstJs(lc: LargeCase, backend: string): void {
+function checkAgainstJs(lc: LargeCase, backend: string, report: CoverageReport): void {
   const ref = runLarge(lc, 'js');
-  const got = runLarge(lc, backend);
+  const { result: got, runs } = traceKernels(() => runLarge(lc, backend));
+  report.add(coverageOf(lc.id, backend, 'f32', runs));
   assert.equal(got.out.dtype, ref.out.dtype, `${lc.id}: dtype`);
   const refOut = ref.out.toFlatArray();
   const floor = lc.tol === 'reduction' ? rms(refOut) : 0;

@@ -1,5 +1,5 @@
 /**
- * Fused kernels against their composites (design.md decision 3): each op runs once on the js
+ * Fused kernels against their composites (docs/design.md, decision 3): each op runs once on the js
  * backend (no fused kernels: the composite of primitives) and once on the native backend (the
  * fused kernel, recorded as one primitive), on the same f32 inputs; outputs and every input
  * gradient must agree. Cases cover non-contiguous inputs, large magnitudes, ignore_index, the
@@ -11,6 +11,8 @@ import { describe, it } from 'node:test';
 import * as k from '../src/index.js';
 import type { Tensor } from '../src/index.js';
 import { loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
+import { ACTIVATION_OPS, type ActivationOp } from '../src/backends/backend.js';
+import { traceKernels } from '../src/backends/dispatch.js';
 
 const native = loadNativeBackend();
 const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
@@ -113,6 +115,31 @@ function check(c: Case): void {
 }
 
 describe('fused kernels match their composites', { skip }, () => {
+  describe('activation gradients (fused backward only; the forward is one kernel either way)', () => {
+    const forward: Readonly<Record<ActivationOp, (x: Tensor) => Tensor>> = {
+      relu: k.relu, gelu: (x) => k.gelu(x), gelu_tanh: (x) => k.gelu(x, 'tanh'), silu: k.silu,
+    };
+    const edges = Float32Array.of(0, -0, 1e-30, -1e-30, 0.5, -0.5, 3, -3, 9, -9, 20, -20, 88, -88, 1e4, -1e4);
+    for (const op of ACTIVATION_OPS) {
+      const cases: [string, Input][] = [
+        ['normal', { data: values(7 * 33, 30), shape: [7, 33] }],
+        ['wide, non-contiguous', { data: values(5 * 9, 31, 6), shape: [9, 5], transposed: true }],
+        ['edge values', { data: edges, shape: [edges.length] }],
+      ];
+      for (const [what, input] of cases) {
+        it(`${op}: ${what}`, () => {
+          const up = values(input.data.length, 32);
+          const composite = runOn('js', [input], forward[op], up);
+          const { result: fused, runs } = traceKernels(() => runOn('native', [input], forward[op], up));
+          assert.ok(runs.some((r) => r.kernel === 'activationBackward' && r.ran === 'native'), `${op}: the native backward did not use the fused kernel`);
+          assertClose(fused.grads[0]!, composite.grads[0]!, `${op} ${what} grad`, 2e-5, 2e-6);
+          const fallback = runOn('native', [input], forward[op], up, 'js');
+          assertClose(fallback.grads[0]!, composite.grads[0]!, `${op} ${what} fallback grad`, 2e-5, 2e-6);
+        });
+      }
+    }
+  });
+
   describe('softmax / logSoftmax', () => {
     const shapes = [[4, 7], [3, 5, 33], [2, 300], [0, 5], [1, 1]];
     for (const shape of shapes) {

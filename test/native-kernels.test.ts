@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { DType, Storage } from '../src/dtype.js';
-import { UNARY_OPS, type BinaryOp, type KernelView } from '../src/backends/backend.js';
+import { ACTIVATION_OPS, UNARY_OPS, type BinaryOp, type KernelView } from '../src/backends/backend.js';
 import { jsBackend } from '../src/backends/js/index.js';
 import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 
@@ -55,6 +55,12 @@ function makeView(shape: number[], layout: Layout, dtype: DType = 'f32', fill: (
   return { dtype, storage, shape, strides, offset };
 }
 
+function contiguousStrides(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length);
+  for (let i = shape.length - 1, s = 1; i >= 0; s *= shape[i]!, i--) strides[i] = s;
+  return strides;
+}
+
 function close(actual: Storage, expected: Storage, tol = 1e-5, what = ''): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
   for (let i = 0; i < actual.length; i++) {
@@ -72,15 +78,28 @@ function close(actual: Storage, expected: Storage, tol = 1e-5, what = ''): void 
 const SHAPES: number[][] = [[], [1], [0], [7], [3, 5], [2, 0, 3], [1, 1, 1], [2, 3, 4], [4, 1, 6], [33, 17]];
 
 describe('native backend vs js reference', { skip }, () => {
-  it('unary and unaryBackward, every op and layout', () => {
+  // The values of the fused activation gradients are checked against their composite rules in
+  // test/fused.test.ts; here, that every layout gives what the dense copy of the same view gives.
+  it('activationBackward, every op and layout', () => {
+    for (const op of ACTIVATION_OPS) {
+      for (const shape of SHAPES) {
+        for (const layout of LAYOUTS) {
+          const x = makeView(shape, layout);
+          const g = makeView(shape, layout === 'broadcast' ? 'contiguous' : layout);
+          const dense = (v: KernelView): KernelView => ({ ...v, storage: jsBackend.cast(v, 'f32'), strides: contiguousStrides(shape), offset: 0 });
+          close(native!.fused!.activationBackward(op, x, g), native!.fused!.activationBackward(op, dense(x), dense(g)), 0, `${op}' ${layout} [${shape}]`);
+        }
+      }
+    }
+  });
+
+  it('unary, every op and layout', () => {
     for (const op of UNARY_OPS) {
       for (const shape of SHAPES) {
         for (const layout of LAYOUTS) {
           const positive = op === 'log' || op === 'sqrt' || op === 'rsqrt';
           const x = makeView(shape, layout, 'f32', positive ? () => 0.1 + rand() * 3 : () => randn() * 3);
-          const g = makeView(shape, layout === 'broadcast' ? 'contiguous' : layout);
           close(native!.unary(op, x), jsBackend.unary(op, x), 2e-6, `${op} ${layout} [${shape}]`);
-          close(native!.unaryBackward(op, x, g), jsBackend.unaryBackward(op, x, g), 2e-6, `${op}' ${layout} [${shape}]`);
         }
       }
     }

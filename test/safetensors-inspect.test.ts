@@ -15,7 +15,7 @@ import { saveSafetensors } from '../src/formats/safetensors.js';
 import { formatInspect, inspectCommand, inspectReport } from '../src/cli/inspect.js';
 import type { CliIO } from '../src/cli/command.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const MAIN = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 const TORCH_FILE = fileURLToPath(new URL('../../test/fixtures/safetensors/torch_basic.safetensors', import.meta.url));
 const run = promisify(execFile);
 

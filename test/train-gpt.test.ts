@@ -67,7 +67,7 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
     assert.equal(result.interrupted, false);
     assert.match(r.stderr, /step 5 loss/); // plain progress lines when stderr is not a terminal
 
-    assert.deepEqual((await readdir(reference)).sort(), ['checkpoints', 'config.json', 'generation_config.json', 'metrics.jsonl', 'model.safetensors', 'recipe.json', 'tokenizer.json', 'tokenizer_config.json']);
+    assert.deepEqual((await readdir(reference)).sort(), ['checkpoints', 'config.json', 'generation_config.json', 'metrics.jsonl', 'model.safetensors', 'recipe.json', 'tokenizer.json', 'tokenizer_config.json', 'training-data.json']);
     const { tokenizer } = await loadTokenizerDir(reference);
     assert.deepEqual(tokenizer.encode('Gé 1').ids, [...Buffer.from('Gé 1')], 'the byte-level tokenizer: id = byte');
     const config = JSON.parse(await readFile(join(reference, 'config.json'), 'utf8'));

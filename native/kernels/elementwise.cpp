@@ -1,4 +1,4 @@
-/* Elementwise kernels: unary ops and their gradients, binary arithmetic and compare, where, assign, cast. */
+/* Elementwise kernels: unary ops and the fused activation gradients, binary arithmetic and compare, where, assign, cast. */
 #include <math.h>
 #include <string.h>
 
@@ -31,18 +31,13 @@ KN_INLINE float unary1(float x) {
   }
 }
 
-/* f'(x), PyTorch's conventions at kinks. */
+/*
+ * f'(x) of the activations with a fused backward (test/fused.test.ts checks each against its
+ * composite rule in src/autograd/gradients.ts); PyTorch's convention at the kink: relu'(0) = 0.
+ */
 template <int OP>
 KN_INLINE float deriv1(float x) {
   switch (OP) {
-    case KN_NEG: return -1.0f;
-    case KN_EXP: return expf_fast(x);
-    case KN_LOG: return 1.0f / x;
-    case KN_SQRT: return 0.5f / sqrtf(x);
-    case KN_RSQRT: return -0.5f / (x * sqrtf(x));
-    case KN_ABS: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : (x != x ? x : 0.0f));
-    case KN_TANH: { float t = tanhf_fast(x); return 1.0f - t * t; }
-    case KN_SIGMOID: { float s = sigmoidf_fast(x); return s * (1.0f - s); }
     case KN_RELU: return x > 0.0f ? 1.0f : 0.0f;
     case KN_GELU: return 0.5f * (1.0f + erff(x * INV_SQRT_2)) + x * INV_SQRT_2PI * expf_fast(-0.5f * x * x);
     case KN_GELU_TANH: {
@@ -50,8 +45,7 @@ KN_INLINE float deriv1(float x) {
       float s = sigmoidf_fast(2.0f * SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x));
       return s + 2.0f * x * s * (1.0f - s) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_TANH_COEF * x * x);
     }
-    case KN_SILU: { float s = sigmoidf_fast(x); return s * (1.0f + x * (1.0f - s)); }
-    default: return 0.0f;
+    default: /* silu */ { float s = sigmoidf_fast(x); return s * (1.0f + x * (1.0f - s)); }
   }
 }
 
@@ -73,15 +67,17 @@ void unary_row(int op, const float *x, int64_t s, float *y, int64_t n) {
   }
 }
 
+#define ACTIVATION_CASES(M) M(KN_RELU) M(KN_GELU) M(KN_GELU_TANH) M(KN_SILU)
+
 KN_CLONES
-void unary_backward_row(int op, const float *x, int64_t sx, const float *g, int64_t sg, float *y, int64_t n) {
+void activation_backward_row(int op, const float *x, int64_t sx, const float *g, int64_t sg, float *y, int64_t n) {
   switch (op) {
 #define M(OP)                                                                          \
   case OP:                                                                             \
     if (sx == 1 && sg == 1) for (int64_t i = 0; i < n; i++) y[i] = g[i] * deriv1<OP>(x[i]); \
     else for (int64_t i = 0; i < n; i++) y[i] = g[i * sg] * deriv1<OP>(x[i * sx]);         \
     return;
-    UNARY_CASES(M)
+    ACTIVATION_CASES(M)
 #undef M
   }
 }
@@ -256,12 +252,12 @@ void kn_unary_f32(kn_unary_op op, const kn_view *x, float *out) {
   });
 }
 
-void kn_unary_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out) {
+void kn_activation_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out) {
   kn_view o = contiguous_like(x, out);
   const kn_view *v[3] = {x, g, &o};
   const float *X = (const float *)x->data, *G = (const float *)g->data;
   for_segments(v, 3, [&](const int64_t *off, int64_t n, const int64_t *inner, int64_t) {
-    unary_backward_row(op, X + off[0], inner[0], G + off[1], inner[1], out + off[2], n);
+    activation_backward_row(op, X + off[0], inner[0], G + off[1], inner[1], out + off[2], n);
   });
 }
 

@@ -1,4 +1,4 @@
-/* Reductions: sum/max/min over any set of axes, argmax/argmin along one axis. */
+/* Reductions: sum/max/min over any set of axes, argmax/argmin and cumsum along one axis. */
 #include <math.h>
 
 #include <vector>
@@ -142,6 +142,29 @@ void kn_argreduce_f32(int is_min, const kn_view *x, int axis, int32_t *out) {
         out[off[1] + j * so] = bi;
       }
     });
+  });
+}
+
+void kn_cumsum_f32(const float *x, int64_t outer, int64_t n, int64_t inner, int reverse, float *out) {
+  if (outer == 0 || n == 0 || inner == 0) return;
+  /* threads own whole [n, inner] blocks; one double accumulator per column (as PyTorch's CPU
+     kernel accumulates floats), so the inner loop runs along contiguous memory */
+  parallel_for(outer, GRAIN / (n * inner) + 1, [&](int64_t o0, int64_t o1) {
+    std::vector<double> acc((size_t)inner);
+    for (int64_t o = o0; o < o1; o++) {
+      for (int64_t j = 0; j < inner; j++) acc[(size_t)j] = 0.0;
+      const float *xo = x + o * n * inner;
+      float *yo = out + o * n * inner;
+      for (int64_t t = 0; t < n; t++) {
+        int64_t i = reverse ? n - 1 - t : t;
+        const float *xr = xo + i * inner;
+        float *yr = yo + i * inner;
+        for (int64_t j = 0; j < inner; j++) {
+          acc[(size_t)j] += xr[j];
+          yr[j] = (float)acc[(size_t)j];
+        }
+      }
+    }
   });
 }
 

@@ -26,10 +26,10 @@ export function backward(root: Tensor, grad?: Tensor): void {
     }
   } else {
     if (!shapesEqual(grad.shape, root.shape)) {
-      throw new ShapeError(`backward(): gradient shape ${formatShape(grad.shape)} does not match the tensor's ${formatShape(root.shape)}`);
+      throw new ShapeError(`backward(): gradient shape ${formatShape(grad.shape)} does not match the tensor's ${formatShape(root.shape)}`, { op: 'backward', shapes: [grad.shape, root.shape] });
     }
     if (grad.dtype !== root.dtype) {
-      throw new DTypeError(`backward(): gradient dtype ${grad.dtype} does not match the tensor's ${root.dtype}`);
+      throw new DTypeError(`backward(): gradient dtype ${grad.dtype} does not match the tensor's ${root.dtype}`, { op: 'backward', dtypes: [grad.dtype, root.dtype] });
     }
   }
 

@@ -7,8 +7,9 @@
  * input, null where no gradient flows. Broadcasting is undone by the `expand` rule, so binary
  * rules see operands of the output's shape.
  */
-import type { Conv2dParams, Pool2dParams, UnaryOp } from '../backends/backend.js';
+import type { ActivationOp, Conv2dParams, Pool2dParams } from '../backends/backend.js';
 import { fusedFor, kernelFor } from '../backends/dispatch.js';
+import { GELU_TANH_COEF, SQRT_2_OVER_PI } from '../backends/js/math.js';
 import type { DType } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 import { Tensor as TensorClass } from '../tensor.js';
@@ -25,6 +26,7 @@ export interface GradContexts {
   sum: { axes: readonly number[] };
   max: { axes: readonly number[] };
   min: { axes: readonly number[] };
+  cumsum: { axis: number; reverse: boolean };
   matmul: None;
   reshape: { xShape: readonly number[] };
   permute: { dims: readonly number[] };
@@ -55,9 +57,43 @@ export type PrimitiveName = keyof GradContexts;
 type Grads = readonly (Tensor | null)[];
 type Rule<K extends PrimitiveName> = (g: Tensor, inputs: readonly (Tensor | null)[], ctx: GradContexts[K], out: Tensor) => Grads;
 
-/** g · f'(x) through the backend's fused kernel. */
-function unaryRule(op: UnaryOp): Rule<PrimitiveName> {
-  return (g, [x]) => [new TensorClass(kernelFor('unaryBackward', [x!, g]).unaryBackward(op, x!, g), x!.shape, x!.dtype)];
+/**
+ * An activation's rule: the composite `grad(g, x, out)` written from primitives (the spec), or the
+ * backend's fused one-pass kernel when it has one for these tensors (test/fused.test.ts holds the
+ * two together). MLP blocks spend a training step's elementwise time here, hence the fusion.
+ */
+function activationRule(op: ActivationOp, grad: (g: Tensor, x: Tensor, out: Tensor) => Tensor): Rule<ActivationOp> {
+  return (g, [x], _ctx, out) => {
+    const fused = fusedFor('activationBackward', [x!, g]);
+    return [fused ? new TensorClass(fused.activationBackward(op, x!, g), x!.shape, x!.dtype) : grad(g, x!, out)];
+  };
+}
+
+const INV_SQRT_2PI = 0.3989422804014327;
+
+/**
+ * gelu'(x) = Φ(x) + x·φ(x). Φ(x) = gelu(x)/x (gelu(0)/0 → Φ(0) = ½), which spares erf a primitive
+ * of its own: the forward output already holds it, to the output's relative precision.
+ */
+function geluGrad(g: Tensor, x: Tensor, out: Tensor): Tensor {
+  const cdf = ops.where(ops.eq(x, 0), 0.5, ops.div(out, x));
+  const pdf = ops.mul(ops.exp(ops.mul(ops.mul(x, x), -0.5)), INV_SQRT_2PI);
+  return ops.mul(g, ops.add(cdf, ops.mul(x, pdf)));
+}
+
+/** gelu_tanh(x) = ½x(1 + t), t = tanh(√(2/π)(x + κx³)): ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3κx²) (PyTorch's form). */
+function geluTanhGrad(g: Tensor, x: Tensor): Tensor {
+  const x2 = ops.mul(x, x);
+  const t = ops.tanh(ops.mul(ops.add(x, ops.mul(ops.mul(x2, x), GELU_TANH_COEF)), SQRT_2_OVER_PI));
+  const innerGrad = ops.mul(ops.add(ops.mul(x2, 3 * GELU_TANH_COEF), 1), SQRT_2_OVER_PI);
+  const right = ops.mul(ops.mul(ops.mul(x, 0.5), ops.sub(1, ops.mul(t, t))), innerGrad);
+  return ops.mul(g, ops.add(ops.mul(ops.add(t, 1), 0.5), right));
+}
+
+/** silu'(x) = σ(x)·(1 + x·(1 − σ(x))). */
+function siluGrad(g: Tensor, x: Tensor): Tensor {
+  const s = ops.sigmoid(x);
+  return ops.mul(g, ops.mul(s, ops.add(ops.mul(x, ops.sub(1, s)), 1)));
 }
 
 /**
@@ -105,20 +141,24 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   minimum: (g, [a, b]) => [ops.mul(g, extremumShare(a!, b!, ops.lt)), ops.mul(g, extremumShare(b!, a!, ops.lt))],
   neg: (g) => [ops.neg(g)],
   exp: (g, _i, _c, out) => [ops.mul(g, out)],
-  log: unaryRule('log'),
-  sqrt: unaryRule('sqrt'),
-  rsqrt: unaryRule('rsqrt'),
-  abs: unaryRule('abs'),
-  tanh: unaryRule('tanh'),
-  sigmoid: unaryRule('sigmoid'),
-  relu: unaryRule('relu'),
-  gelu: unaryRule('gelu'),
-  gelu_tanh: unaryRule('gelu_tanh'),
-  silu: unaryRule('silu'),
+  // The unary rules follow PyTorch's derivatives.yaml, from the output where it has the answer.
+  log: (g, [x]) => [ops.div(g, x!)],
+  sqrt: (g, _i, _c, out) => [ops.div(g, ops.mul(out, 2))],
+  rsqrt: (g, _i, _c, out) => [ops.mul(ops.mul(g, -0.5), ops.mul(out, ops.mul(out, out)))],
+  abs: (g, [x]) => [ops.mul(g, ops.sign(x!))],
+  tanh: (g, _i, _c, out) => [ops.mul(g, ops.sub(1, ops.mul(out, out)))],
+  sigmoid: (g, _i, _c, out) => [ops.mul(g, ops.mul(ops.sub(1, out), out))],
+  // relu'(0) = 0; where, not g·mask, so an infinite g does not become NaN where the mask is 0.
+  relu: activationRule('relu', (g, _x, out) => ops.where(ops.le(out, 0), 0, g)),
+  gelu: activationRule('gelu', geluGrad),
+  gelu_tanh: activationRule('gelu_tanh', geluTanhGrad),
+  silu: activationRule('silu', siluGrad),
   where: (g, _i, { cond }) => [ops.where(cond, g, 0), ops.where(cond, 0, g)],
   sum: (g, [x]) => [back(g, x!)],
   max: (g, [x], { axes }, out) => extremumReduceGrad(g, x!, out, axes),
   min: (g, [x], { axes }, out) => extremumReduceGrad(g, x!, out, axes),
+  // Each x feeds every output at or after it (before it, reversed): the running sum the other way.
+  cumsum: (g, _i, { axis, reverse }) => [ops.cumsum(g, axis, { reverse: !reverse })],
   matmul: (g, [a, b]) => [
     a!.requiresGrad ? ops.batchedMatmul(g, ops.transpose(b!, -2, -1)) : null,
     b!.requiresGrad ? matmulGradB(a!, b!, g) : null,

@@ -48,9 +48,19 @@ export interface Pool2dParams {
   readonly padding: readonly [number, number];
 }
 
+/**
+ * Activations whose gradient a backend may fuse into one pass (`FusedKernels.activationBackward`):
+ * the ones in a model's MLP block, where the composite rule's several passes over the activations
+ * cost a training step measurable time. Every other unary gradient is a composite only.
+ */
+export type ActivationOp = 'relu' | 'gelu' | 'gelu_tanh' | 'silu';
+export const ACTIVATION_OPS: readonly ActivationOp[] = ['relu', 'gelu', 'gelu_tanh', 'silu'];
+
 /** Optional fused kernels (see `FusedKernels`); a name covers the forward and its backward. */
-export type FusedKernelName = 'softmax' | 'layerNorm' | 'rmsNorm' | 'crossEntropy' | 'causalAttention' | 'adam';
-export const FUSED_KERNELS: readonly FusedKernelName[] = ['softmax', 'layerNorm', 'rmsNorm', 'crossEntropy', 'causalAttention', 'adam'];
+export type FusedKernelName = 'softmax' | 'layerNorm' | 'rmsNorm' | 'crossEntropy' | 'causalAttention' | 'adam' | 'activationBackward';
+export const FUSED_KERNELS: readonly FusedKernelName[] = [
+  'softmax', 'layerNorm', 'rmsNorm', 'crossEntropy', 'causalAttention', 'adam', 'activationBackward',
+];
 
 /** Hyperparameters of one Adam/AdamW update (src/optim/adam.ts `adamUpdate` is the reference). */
 export interface AdamStep {
@@ -67,7 +77,7 @@ export interface AdamStep {
 
 /** Every kernel name, for `supports()` and for `knobs info`. */
 export type KernelName =
-  | 'unary' | 'unaryBackward' | 'binary' | 'where' | 'reduce' | 'argReduce' | 'matmul'
+  | 'unary' | 'binary' | 'where' | 'reduce' | 'argReduce' | 'cumsum' | 'matmul'
   | 'assign' | 'cast' | 'gatherRows' | 'scatterAddRows'
   | 'conv2d' | 'conv2dBackwardInput' | 'conv2dBackwardWeight'
   | 'maxPool2d' | 'maxPool2dBackward' | 'avgPool2d' | 'avgPool2dBackward'
@@ -124,6 +134,8 @@ export interface FusedKernels {
    * the two moment buffers), as src/optim/adam.ts `adamUpdate` (the optimizer's reference).
    */
   adam(param: Float32Array, grad: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamStep): void;
+  /** g · f'(x) in one pass, for `x` and `g` of one shape; must match the composite rule in src/autograd/gradients.ts. */
+  activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage;
 }
 
 export interface Backend {
@@ -140,8 +152,6 @@ export interface Backend {
 
   /** Elementwise f(x), same dtype (f32/f64). */
   unary(op: UnaryOp, x: KernelView): Storage;
-  /** g · f'(x) elementwise: the gradient of a unary op. `x` and `g` have the same shape. */
-  unaryBackward(op: UnaryOp, x: KernelView, g: KernelView): Storage;
   /** a ∘ b; `a` and `b` already have the output's shape (broadcast via stride-0 views). Compare ops give bool. */
   binary(op: BinaryOp, a: KernelView, b: KernelView): Storage;
   /** cond ? a : b, all three already of the output's shape; `cond` is bool. */
@@ -154,6 +164,8 @@ export interface Backend {
   reduce(op: ReduceOp, x: KernelView, axes: readonly number[]): Storage;
   /** Index of the max/min along `axis` (first one on ties), i32, keepdim shape. */
   argReduce(op: ArgReduceOp, x: KernelView, axis: number): Storage;
+  /** Running sums along `axis` (from the end when `reverse`), x's shape and dtype, contiguous. */
+  cumsum(x: KernelView, axis: number, reverse: boolean): Storage;
   /**
    * Batched matrix product: a [...batch, M, K] · b [...batch, K, N] → [...batch, M, N].
    * Batch dims already agree (broadcast via stride-0 views). Inner dims may be transposed views.

@@ -3,6 +3,7 @@
  * to the js reference backend when it says no. The backends available and the default come from
  * ./registry.ts, on first use.
  */
+import type { DType } from '../dtype.js';
 import { BackendError } from '../errors.js';
 import type { Backend, FusedKernelName, FusedKernels, KernelName, KernelView } from './backend.js';
 import { jsBackend } from './js/index.js';
@@ -57,10 +58,42 @@ export function withBackend<T>(name: string, fn: () => T): T {
   }
 }
 
+/** One kernel dispatch: which kernel, on which dtypes, which backend was current and which ran it. */
+export interface KernelRun {
+  readonly kernel: KernelName;
+  readonly dtypes: readonly DType[];
+  readonly current: string;
+  readonly ran: string;
+}
+
+let tracing: KernelRun[] | null = null;
+
+/**
+ * Runs `fn` and lists every kernel dispatch it made, so a test can prove which backend did the
+ * work (a fallback to js is otherwise invisible: the answer is still right). Nesting is not
+ * supported: an inner trace would hide its runs from the outer one, so it throws.
+ */
+export function traceKernels<T>(fn: () => T): { result: T; runs: KernelRun[] } {
+  if (tracing) throw new Error('traceKernels: already tracing (traces do not nest)');
+  const runs: KernelRun[] = [];
+  tracing = runs;
+  try {
+    return { result: fn(), runs };
+  } finally {
+    tracing = null;
+  }
+}
+
+function record(kernel: KernelName, inputs: readonly KernelView[], active: Backend, ran: Backend): void {
+  tracing!.push({ kernel, dtypes: inputs.map((v) => v.dtype), current: active.name, ran: ran.name });
+}
+
 /** The backend that runs `kernel` on `inputs`: the current one if it supports them, else js. */
 export function kernelFor(kernel: KernelName, inputs: readonly KernelView[]): Backend {
   const active = current ?? ready();
-  return active === jsBackend || active.supports(kernel, inputs) ? active : jsBackend;
+  const chosen = active === jsBackend || active.supports(kernel, inputs) ? active : jsBackend;
+  if (tracing) record(kernel, inputs, active, chosen);
+  return chosen;
 }
 
 /**
@@ -69,5 +102,8 @@ export function kernelFor(kernel: KernelName, inputs: readonly KernelView[]): Ba
  */
 export function fusedFor(kernel: FusedKernelName, inputs: readonly KernelView[]): FusedKernels | null {
   const active = current ?? ready();
-  return active.fused && active.supports(kernel, inputs) ? active.fused : null;
+  const fused = active.fused && active.supports(kernel, inputs) ? active.fused : null;
+  // A fused kernel declined is no fallback: the composite's primitives then dispatch (and are traced) one by one.
+  if (fused && tracing) record(kernel, inputs, active, active);
+  return fused;
 }

@@ -1,12 +1,20 @@
 /** Numeric flag values: parseArgs gives strings; a bad one is a usage error naming the flag. */
 import { UsageError } from '../errors.js';
 
-/** An integer ≥ min (default 1). */
-export function positiveInt(value: unknown, flag: string, min = 1): number {
+/** An integer ≥ min (default 1), and ≤ max when given (`why` says where the bound comes from). */
+export function positiveInt(value: unknown, flag: string, min = 1, max?: { value: number; why: string }): number {
   const n = typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag} needs an integer >= ${min}, got ${String(value)}`);
+  if (max !== undefined && n > max.value) throw new UsageError(`${flag} is at most ${max.value} (${max.why}), got ${String(value)}`);
   return n;
 }
+
+/**
+ * Most new tokens one `knobs generate` call produces. Past the context the model slides its window
+ * and recomputes it for every token, so a larger count only runs for hours; continue a longer text
+ * by calling generate again with its end as the prompt.
+ */
+export const MAX_GENERATE_TOKENS = 65_536;
 
 /** A finite number in [min, max], or (min, max] when `minExclusive`. */
 export function numberIn(value: unknown, flag: string, min: number, max: number, opts: { minExclusive?: boolean } = {}): number {

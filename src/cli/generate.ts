@@ -1,10 +1,14 @@
 /** `knobs generate DIR --prompt TEXT`: continues a prompt with a run's language model, streaming. */
 import { UsageError } from '../errors.js';
-import { generateText } from '../models/generate-text.js';
+import { type GenerateTextOptions, generateText } from '../models/generate-text.js';
+import { samplingDefaults } from '../models/hf/generate.js';
+import { loadHfModel } from '../models/hf/load.js';
+import { loadHfTokenizer, tokenizerCodec } from '../models/hf/text.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { isLanguageModelInstance } from '../train/build.js';
-import { loadRun } from '../train/run-dir.js';
+import { isRunDir, loadRun } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
-import { numberIn, positiveInt } from './flags.js';
+import { MAX_GENERATE_TOKENS, numberIn, positiveInt } from './flags.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -12,21 +16,28 @@ export const generateCommand: Command = {
   help: `Usage: knobs generate DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
                       [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--json]
 
-Loads the language model (GPT-2, Llama or Qwen2) in DIR (config.json + model.safetensors) and continues TEXT, streaming the
-prompt and the new text to stdout as it is produced (to stderr with --json).
+Loads the language model in DIR and continues TEXT, streaming the prompt and the new text to
+stdout as it is produced (to stderr with --json). DIR is a run directory made by 'knobs train'
+(byte-level), or a Hugging Face model directory — GPT-2, Llama, Mistral or Qwen2: config.json,
+model.safetensors or shards, tokenizer.json, optional generation_config.json (docs/hf-models.md).
 
-  --max-tokens N     most new tokens (bytes), default 256
+  --max-tokens N     most new tokens, default 256 (or generation_config.json's max_new_tokens), at most 65536
   --temperature T    0 is greedy (deterministic); default 1
   --top-k K          sample from the K most likely tokens (0: all; default 0)
   --top-p P          sample from the smallest set reaching probability P (default 1)
+                     For a Hugging Face directory these four default to generation_config.json
+                     as in transformers: greedy unless do_sample is true (then temperature,
+                     top_k (50), top_p), max_new_tokens when set
   --seed S           sampler seed (default 0)
   --stop STR         stop when the text contains STR (repeatable); STR is not printed
-  --ignore-eos       keep going past config.json's eos_token_id. Byte-level models that knobs
-                     trains have eos_token_id null: they stop at --stop or --max-tokens
+  --ignore-eos       keep going past the eos token(s) (generation_config.json's eos_token_id, else
+                     config.json's). Byte-level models that knobs trains have eos_token_id null:
+                     they stop at --stop or --max-tokens
   --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length"}
 
 Example:
-  knobs generate runs/tiny --prompt 'And God said' --max-tokens 200 --temperature 0.8`,
+  knobs generate runs/tiny --prompt 'And God said' --max-tokens 200 --temperature 0.8
+  knobs generate models/TinyLlama-1.1B --prompt 'The capital of France is' --temperature 0`,
   async run(argv, io) {
     const { values, positionals } = parse(argv, {
       prompt: { type: 'string' },
@@ -39,25 +50,52 @@ Example:
       'ignore-eos': { type: 'boolean' },
       json: { type: 'boolean' },
     }, 'generate');
-    if (positionals.length !== 1) throw new UsageError(`generate takes one run DIR, got ${positionals.length}; see 'knobs generate --help'`);
+    if (positionals.length !== 1) throw new UsageError(`generate takes one DIR, got ${positionals.length}; see 'knobs generate --help'`);
     if (typeof values.prompt !== 'string') throw new UsageError("generate needs --prompt TEXT; see 'knobs generate --help'");
-    const options = {
-      maxTokens: values['max-tokens'] === undefined ? 256 : positiveInt(values['max-tokens'], '--max-tokens', 0),
-      temperature: values.temperature === undefined ? 1 : numberIn(values.temperature, '--temperature', 0, 100),
-      topK: values['top-k'] === undefined ? 0 : positiveInt(values['top-k'], '--top-k', 0),
-      topP: values['top-p'] === undefined ? 1 : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
+    const given = {
+      maxTokens: values['max-tokens'] === undefined ? undefined : positiveInt(values['max-tokens'], '--max-tokens', 0, { value: MAX_GENERATE_TOKENS, why: 'for longer texts, generate again from the end of this one' }),
+      temperature: values.temperature === undefined ? undefined : numberIn(values.temperature, '--temperature', 0, 100),
+      topK: values['top-k'] === undefined ? undefined : positiveInt(values['top-k'], '--top-k', 0),
+      topP: values['top-p'] === undefined ? undefined : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
       seed: values.seed === undefined ? 0 : positiveInt(values.seed, '--seed', 0),
+    };
+    const { model, textOptions, defaults } = await loadLanguageModel(positionals[0]!);
+    const options = {
+      maxTokens: given.maxTokens ?? defaults.maxNewTokens ?? 256,
+      temperature: given.temperature ?? defaults.temperature,
+      topK: given.topK ?? defaults.topK,
+      topP: given.topP ?? defaults.topP,
+      seed: given.seed,
       stop: (values.stop as string[] | undefined) ?? [],
       ignoreEos: values['ignore-eos'] === true,
     };
-    const { model, dir } = await loadRun(positionals[0]!);
-    if (!isLanguageModelInstance(model)) throw new UsageError(`${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`);
     const json = values.json === true;
     const stream = json ? io.stderr : io.stdout;
     stream(values.prompt);
-    const result = generateText(model, values.prompt, { ...options, onText: stream });
+    const result = generateText(model, values.prompt, { ...options, ...textOptions, onText: stream });
     stream('\n');
     emit(io, json, { prompt_ids: result.promptIds, ids: result.ids, text: result.text, finish_reason: result.finishReason }, () => '');
     return 0;
   },
 };
+
+type SamplingDefaults = ReturnType<typeof samplingDefaults>;
+
+/**
+ * A run directory's byte-level model (sampling at temperature 1 by default), or a Hugging Face
+ * directory's model with its tokenizer, eos ids and generation_config.json's sampling defaults.
+ */
+async function loadLanguageModel(dir: string): Promise<{ model: CausalLM; textOptions: GenerateTextOptions; defaults: SamplingDefaults }> {
+  if (await isRunDir(dir)) {
+    const { model } = await loadRun(dir);
+    if (!isLanguageModelInstance(model)) throw new UsageError(`${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`);
+    return { model, textOptions: {}, defaults: { temperature: 1, topK: 0, topP: 1 } };
+  }
+  const loaded = await loadHfModel(dir);
+  const tokenizer = await loadHfTokenizer(dir, loaded.config.vocab_size);
+  return {
+    model: loaded.model,
+    textOptions: { codec: tokenizerCodec(tokenizer), eosTokenId: loaded.generationConfig.eosTokenIds },
+    defaults: samplingDefaults(loaded.generationConfig),
+  };
+}

@@ -1,6 +1,7 @@
 /** `knobs inspect FILE`: what a weights file holds, from its header alone (no tensor data is read). */
 import { UsageError } from '../errors.js';
 import { readSafetensorsHeader } from '../formats/safetensors.js';
+import { checkRegularFile } from '../io/regular-file.js';
 import { type Command, emit, parse } from './command.js';
 
 export interface InspectReport {
@@ -18,6 +19,8 @@ export interface InspectReport {
 }
 
 export async function inspectReport(path: string): Promise<InspectReport> {
+  // A FIFO or a device would block the reader or never end: refuse it before reading.
+  await checkRegularFile(path, 'safetensors file');
   const header = await readSafetensorsHeader(path);
   const tensors = [...header.entries.values()].map((e) => ({ name: e.name, dtype: e.dtype, shape: [...e.shape], bytes: e.byteLength }));
   let parameterCount = 0;

@@ -1,11 +1,14 @@
-#!/usr/bin/env node
-/** The `knobs` command line: picks a command, runs it, and turns errors into exit codes. */
+/**
+ * The `knobs` command line: picks a command, runs it, and turns errors into exit codes. Importing
+ * this module runs nothing (tests call `main()` in process); the executable is ./bin.ts.
+ */
 import { KnobsError, UsageError } from '../errors.js';
 import type { CliIO, Command } from './command.js';
 import { infoCommand } from './info.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
+import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
@@ -26,30 +29,15 @@ function usage(): string {
   ].join('\n');
 }
 
-/**
- * Takes the global `--threads N` out of argv and applies it through KNOBS_THREADS, which the
- * native backend reads when it loads (on the first op).
- */
-function applyThreads(argv: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const inline = arg.startsWith('--threads=') ? arg.slice('--threads='.length) : undefined;
-    if (arg !== '--threads' && inline === undefined) {
-      out.push(arg);
-      continue;
-    }
-    const value = inline ?? argv[++i];
-    if (value === undefined || !/^[1-9][0-9]*$/.test(value)) throw new UsageError(`--threads needs a positive integer, got ${value ?? 'nothing'}`);
-    process.env.KNOBS_THREADS = value;
-  }
-  return out;
-}
-
 export async function main(rawArgv: string[], io: CliIO): Promise<number> {
   let argv: string[];
   try {
-    argv = applyThreads(rawArgv);
+    // The global --threads (or KNOBS_THREADS), checked and capped at the CPUs available, goes to
+    // the native backend through KNOBS_THREADS, which it reads when it loads (on the first op).
+    const choice = chooseThreads(rawArgv, process.env);
+    for (const message of choice.warnings) io.stderr(`knobs: warning: ${message}\n`);
+    if (choice.threads !== undefined) process.env.KNOBS_THREADS = String(choice.threads);
+    argv = choice.argv;
   } catch (err) {
     io.stderr(`knobs: error [E_USAGE]: ${(err as Error).message}\n`);
     return 2;
@@ -82,18 +70,11 @@ export async function main(rawArgv: string[], io: CliIO): Promise<number> {
   }
 }
 
-const io: CliIO = {
-  stdout: (t) => process.stdout.write(t),
-  stderr: (t) => process.stderr.write(t),
-  isTTY: process.stderr.isTTY === true,
-};
-
-main(process.argv.slice(2), io).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`knobs: internal error: ${String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+/** The process's own streams, for the executable. */
+export function processIO(): CliIO {
+  return {
+    stdout: (t) => process.stdout.write(t),
+    stderr: (t) => process.stderr.write(t),
+    isTTY: process.stderr.isTTY === true,
+  };
+}

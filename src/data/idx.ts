@@ -17,11 +17,11 @@
  * the buffer is allocated; a gzip stream is inflated into that one buffer and stopped as soon as
  * it produces more than the header declared.
  */
-import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { FormatError, IOError, KnobsError } from '../errors.js';
+import { openRegularFile } from '../io/regular-file.js';
 
 /** Largest element buffer the reader allocates (Fashion-MNIST train is 47 MB). */
 export const IDX_MAX_BYTES = 1 << 30;
@@ -89,9 +89,9 @@ function parseHeader(bytes: Uint8Array, path: string, maxBytes: number): IdxHead
 /** Reads an IDX file, raw or gzip (detected by its first two bytes, 1f 8b). */
 export async function readIdx(path: string, opts: { maxBytes?: number } = {}): Promise<IdxArray> {
   const maxBytes = opts.maxBytes ?? IDX_MAX_BYTES;
-  let fh: fsp.FileHandle;
+  let fh: fsp.FileHandle | null;
   try {
-    fh = await fsp.open(path, 'r');
+    fh = await openRegularFile(path, 'IDX file');
   } catch (err) {
     throw ioError(err, path);
   }
@@ -102,8 +102,9 @@ export async function readIdx(path: string, opts: { maxBytes?: number } = {}): P
     prefix = new Uint8Array(Math.min(size, 4 + 4 * IDX_MAX_RANK));
     await readFully(fh, prefix, 0, path);
     if (prefix[0] === 0x1f && prefix[1] === 0x8b) {
-      await fh.close();
-      return await readGzip(path, size, maxBytes);
+      const opened = fh;
+      fh = null; // the stream closes it
+      return await readGzip(path, size, maxBytes, opened);
     }
     if (size === 0) throw idxError('empty', path, 'the file is empty');
     if (size < 4) throw idxError('truncated', path, `the file is ${size} bytes; the header alone needs at least 4`, { fileSize: size });
@@ -120,7 +121,7 @@ export async function readIdx(path: string, opts: { maxBytes?: number } = {}): P
     await readFully(fh, data, header.headerBytes, path);
     return { dtype: 'u8', shape: header.shape, data };
   } finally {
-    await fh.close().catch(() => undefined);
+    await fh?.close().catch(() => undefined);
   }
 }
 
@@ -137,7 +138,8 @@ export function parseIdx(bytes: Uint8Array, path = '(bytes)', opts: { maxBytes?:
   return { dtype: 'u8', shape: header.shape, data: bytes.slice(header.headerBytes) };
 }
 
-async function readGzip(path: string, compressedSize: number, maxBytes: number): Promise<IdxArray> {
+/** Inflates the gzip file open as `handle` (which the stream closes). */
+async function readGzip(path: string, compressedSize: number, maxBytes: number, handle: fsp.FileHandle): Promise<IdxArray> {
   // Header bytes accumulate here until parseHeader can decide; then `data` is allocated once.
   let head = new Uint8Array(0);
   let header: IdxHeader | null = null;
@@ -169,7 +171,8 @@ async function readGzip(path: string, compressedSize: number, maxBytes: number):
   // pipeline() reports an error thrown by the consumer as a generic abort; keep ours to rethrow.
   let rejected: unknown = null;
   try {
-    await pipeline(createReadStream(path), createGunzip(), async (source: AsyncIterable<Buffer>) => {
+    // From the handle already opened and checked as a regular file, not the name again.
+    await pipeline(handle.createReadStream({ start: 0 }), createGunzip(), async (source: AsyncIterable<Buffer>) => {
       for await (const chunk of source) {
         try {
           feed(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));

@@ -11,6 +11,7 @@
  */
 import * as fsp from 'node:fs/promises';
 import { ArgumentError, FormatError, IOError, KnobsError } from '../errors.js';
+import { openRegularFile } from '../io/regular-file.js';
 import { Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
 
@@ -77,14 +78,12 @@ export class ByteTextCorpus implements TextCorpus {
     if (!(limit >= 0)) throw new ArgumentError(`inMemoryLimit must be >= 0, got ${limit}`);
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(path, 'r');
+      fh = await openRegularFile(path, 'text file');
     } catch (err) {
       throw ioError(err, path, 'open');
     }
     try {
-      const st = await fh.stat();
-      if (!st.isFile()) throw new ArgumentError(`${path} is not a regular file`);
-      const size = st.size;
+      const size = (await fh.stat()).size;
       if (size === 0) throw emptyError(path);
       if (size > limit) return new ByteTextCorpus(path, size, fraction, null, fh);
       const bytes = new Uint8Array(size);

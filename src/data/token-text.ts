@@ -21,7 +21,10 @@ export class TokenTextCorpus implements TextCorpus {
 
   /** Encodes both splits of `corpus` with `encode` (text → ids); `corpus` may be closed afterwards. */
   static async encode(corpus: ByteTextCorpus, encode: (text: string) => ArrayLike<number>): Promise<TokenTextCorpus> {
-    if (corpus.streaming) throw new ArgumentError(`${corpus.path} is too large to tokenize in memory (${corpus.size} bytes)`, { path: corpus.path });
+    if (corpus.streaming)
+      throw new ArgumentError(`${corpus.path} is too large to tokenize in memory (${corpus.size} bytes)`, {
+        path: corpus.path,
+      });
     const decoder = new TextDecoder('utf-8');
     const parts: ArrayLike<number>[] = [];
     const bytes = { train: 0, validation: 0 };
@@ -41,8 +44,16 @@ export class TokenTextCorpus implements TextCorpus {
   }
 
   async read(start: number, length: number): Promise<Int32Array> {
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > this.ids.length) {
-      throw new ArgumentError(`${this.path}: read of ${length} tokens at ${start} is outside the corpus (${this.ids.length} tokens)`);
+    if (
+      !Number.isSafeInteger(start) ||
+      !Number.isSafeInteger(length) ||
+      start < 0 ||
+      length < 0 ||
+      start + length > this.ids.length
+    ) {
+      throw new ArgumentError(
+        `${this.path}: read of ${length} tokens at ${start} is outside the corpus (${this.ids.length} tokens)`,
+      );
     }
     return this.ids.subarray(start, start + length);
   }

@@ -7,15 +7,16 @@
  *   [8, 8 + N)        JSON header: {"__metadata__"?: {str: str}, name: {dtype, shape, data_offsets}}
  *   [8 + N, EOF)      byte buffer; tensor `name` lives at [8 + N + begin, 8 + N + end)
  *
- * Nothing here reads a whole file at once: files over 2 GiB cannot go through fs.readFile, and a
- * header (at most 100 MB) plus one tensor at a time is all a caller ever needs in memory.
+ * Nothing here reads a whole file at once: reads go through a ByteSource (a file, or bytes in
+ * memory) by range — files over 2 GiB cannot go through fs.readFile, and a header (at most
+ * 100 MB) plus one tensor at a time is all a caller ever needs in memory.
  * Dtypes knobs has (F32, F64, F16, BF16, I32, I64, U8, I8, BOOL) load as Tensors; the others
  * (I16, U16, U32, U64, C64, F8_*, F6_*, F4) load as RawTensors whose bytes write back unchanged.
  */
-import { type FileHandle, open } from 'node:fs/promises';
 import { storageBytes, storageFromBytes } from '../dtype.js';
 import { ArgumentError, FormatError } from '../errors.js';
 import { asIOError, writeFileAtomic } from '../io/atomic.js';
+import { type ByteSource, openFileSource } from '../io/byte-source.js';
 import { Tensor } from '../tensor.js';
 import {
   type EntryToWrite,
@@ -60,12 +61,15 @@ export interface RawTensor {
 export type SafetensorsValue = Tensor | RawTensor;
 
 export interface SafetensorsFile {
+  /** The path, or the source's name. */
   readonly path: string;
   readonly header: SafetensorsHeader;
   readonly entries: ReadonlyMap<string, SafetensorsEntry>;
   readonly metadata: ReadonlyMap<string, string> | null;
   /** The tensor's bytes, read from its range of the file only. */
   readBytes(name: string): Promise<Uint8Array>;
+  /** Reads the tensor's bytes into `target` (exactly its byte length): no intermediate copy. */
+  readInto(name: string, target: Uint8Array): Promise<void>;
   /** A Tensor for knobs' dtypes, else a RawTensor. */
   read(name: string): Promise<SafetensorsValue>;
   close(): Promise<void>;
@@ -77,33 +81,37 @@ export interface LoadedSafetensors {
   readonly metadata: Map<string, string> | null;
 }
 
-/** fs reads and writes take at most 2^31 − 1 bytes per call; stay well under. */
-const IO_CHUNK = 1 << 30;
-
 export function isRawTensor(value: unknown): value is RawTensor {
   return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'raw';
 }
 
 // ---- reading ---------------------------------------------------------------------------------
 
-/** Reads and validates only the header (8 + N bytes) of a file. */
-export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
-  const fh = await openFile(path);
+/** A file path, or any ByteSource (bytes in memory, …). */
+export type SafetensorsInput = string | ByteSource;
+
+/** Reads and validates only the header (8 + N bytes). A path is opened and closed; a source is left open. */
+export async function readSafetensorsHeader(input: SafetensorsInput): Promise<SafetensorsHeader> {
+  const source = typeof input === 'string' ? await openFileSource(input) : input;
   try {
-    return await readHeader(fh, path);
+    return await readHeader(source);
   } finally {
-    await fh.close();
+    if (typeof input === 'string') await source.close();
   }
 }
 
-/** Opens a file for reading tensors one at a time. Call close() when done. */
-export async function openSafetensors(path: string): Promise<SafetensorsFile> {
-  const fh = await openFile(path);
+/**
+ * Opens safetensors bytes for reading tensors one at a time, from a path or a ByteSource. The
+ * returned file owns the source: its close() closes the source.
+ */
+export async function openSafetensors(input: SafetensorsInput): Promise<SafetensorsFile> {
+  const source = typeof input === 'string' ? await openFileSource(input) : input;
+  const path = source.name;
   let header: SafetensorsHeader;
   try {
-    header = await readHeader(fh, path);
+    header = await readHeader(source);
   } catch (err) {
-    await fh.close();
+    await source.close();
     throw err;
   }
   let closed = false;
@@ -116,9 +124,10 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
     }
     return entry;
   };
+  // A private copy: a memory source's reads are views of its buffer.
   const bytesOf = async (entry: SafetensorsEntry): Promise<Uint8Array> => {
     const bytes = new Uint8Array(entry.byteLength);
-    await readExactly(fh, bytes, header.dataStart + entry.dataOffsets[0], path);
+    await source.readInto(bytes, header.dataStart + entry.dataOffsets[0]);
     return bytes;
   };
   return {
@@ -127,6 +136,13 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
     entries: header.entries,
     metadata: header.metadata,
     readBytes: (name) => bytesOf(entryOf(name)),
+    async readInto(name, target) {
+      const entry = entryOf(name);
+      if (target.byteLength !== entry.byteLength) {
+        throw new ArgumentError(`${path}: tensor ${JSON.stringify(name)} has ${entry.byteLength} bytes; the target has ${target.byteLength}`);
+      }
+      await source.readInto(target, header.dataStart + entry.dataOffsets[0]);
+    },
     async read(name) {
       const entry = entryOf(name);
       return toValue(entry, await bytesOf(entry));
@@ -134,14 +150,14 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
     async close() {
       if (closed) return;
       closed = true;
-      await fh.close();
+      await source.close();
     },
   };
 }
 
 /** Reads every tensor. Validates the whole header before reading any tensor bytes. */
-export async function loadSafetensors(path: string): Promise<LoadedSafetensors> {
-  const file = await openSafetensors(path);
+export async function loadSafetensors(input: SafetensorsInput): Promise<LoadedSafetensors> {
+  const file = await openSafetensors(input);
   try {
     const tensors = new Map<string, SafetensorsValue>();
     for (const name of file.entries.keys()) tensors.set(name, await file.read(name));
@@ -158,37 +174,24 @@ function toValue(entry: SafetensorsEntry, bytes: Uint8Array): SafetensorsValue {
   return Tensor.fromStorage(storageFromBytes(dtype, bytes), entry.shape, dtype);
 }
 
-async function readHeader(fh: FileHandle, path: string): Promise<SafetensorsHeader> {
+async function readHeader(source: ByteSource): Promise<SafetensorsHeader> {
+  const path = source.name;
   try {
-    const size = (await fh.stat()).size;
+    const size = source.size;
     const first = new Uint8Array(Math.min(8, size));
-    await readExactly(fh, first, 0, path);
+    await source.readInto(first, 0);
     // Checks N against the limit and the file size before the header buffer is allocated.
     const headerLength = readHeaderLength(first, size);
     const bytes = new Uint8Array(8 + headerLength);
     bytes.set(first);
-    await readExactly(fh, bytes.subarray(8), 8, path);
+    await source.readInto(bytes.subarray(8), 8);
     return parseSafetensorsHeader(bytes, size);
   } catch (err) {
-    if (err instanceof FormatError) {
+    if (err instanceof FormatError && !err.message.startsWith(`${path}: `)) {
       throw new FormatError(err.rule, `${path}: ${err.message}`, { ...err.details, path });
     }
+    if (err instanceof FormatError) throw err;
     throw asIOError(err, path, 'read');
-  }
-}
-
-/** Fills `target` from `position`, looping over short reads; a file that shrank is truncated. */
-async function readExactly(fh: FileHandle, target: Uint8Array, position: number, path: string): Promise<void> {
-  let done = 0;
-  while (done < target.byteLength) {
-    const length = Math.min(target.byteLength - done, IO_CHUNK);
-    const { bytesRead } = await fh.read(target, done, length, position + done).catch((err: unknown) => {
-      throw asIOError(err, path, 'read');
-    });
-    if (bytesRead === 0) {
-      throw new FormatError('truncated', `${path}: invalid safetensors file (truncated): the file ended at byte ${position + done} while ${target.byteLength - done} more bytes were expected; it changed or was cut short while being read`, { path, position: position + done });
-    }
-    done += bytesRead;
   }
 }
 
@@ -263,14 +266,3 @@ function checkText(text: string, what: string): void {
     throw new ArgumentError(`saveSafetensors: ${what} ${JSON.stringify(text)} is not well-formed Unicode text (it has a lone surrogate)`);
   }
 }
-
-// ---- errors ----------------------------------------------------------------------------------
-
-async function openFile(path: string): Promise<FileHandle> {
-  try {
-    return await open(path, 'r');
-  } catch (err) {
-    throw asIOError(err, path, 'open');
-  }
-}
-

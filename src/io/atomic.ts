@@ -134,20 +134,42 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string | 
     await fs.rename(temp, path);
   } catch (err) {
     await file?.close().catch(() => undefined);
-    await fs.remove(temp).catch(() => undefined);
-    throw asIOError(err, path, 'write');
+    const stuck = await fs.remove(temp).then(() => null, (e: unknown) => e);
+    const typed = asIOError(err, path, 'write');
+    if (stuck === null) throw typed;
+    throw new IOError(`${typed.message}; the temporary file ${temp} could not be removed either (${(stuck as Error)?.message ?? String(stuck)}): remove it by hand`, { ...typed.details, leftover: temp });
   }
-  if (opts.syncParent !== false) await fs.syncDir(dirname(path));
+  if (opts.syncParent !== false) {
+    await fs.syncDir(dirname(path)).catch((err: unknown) => {
+      throw asIOError(err, dirname(path), 'fsync the directory');
+    });
+  }
 }
 
-/** Wraps a Node error as an IOError naming the path and the action; KnobsErrors pass through. */
+/** What a file-system errno means for the user, and what to do about it. */
+const ERRNO_HINTS: Readonly<Record<string, string>> = {
+  ENOSPC: 'the disk is full; free space and retry',
+  EDQUOT: 'disk quota exceeded; free space and retry',
+  EACCES: 'permission denied; check the owner and mode of the path and its directories (ls -ld), or run as a user who may access it',
+  EPERM: 'operation not permitted; check the permissions and attributes of the path (ls -ld, lsattr), or run as a user who may change it',
+  EROFS: 'the file system is read-only; choose a path on a writable one',
+  ENOENT: 'no such file or directory; check the path',
+  ENOTDIR: 'a part of the path is a file, not a directory; choose another path',
+  EISDIR: 'it is a directory; give a file',
+  ENAMETOOLONG: 'the path is too long; choose a shorter one',
+  ELOOP: 'too many symbolic links; check the path',
+  EMFILE: 'too many open files; raise the limit (ulimit -n) or close other programs',
+  ENFILE: 'too many open files in the system; retry later',
+  EIO: 'an I/O error from the device; check the disk',
+  EBUSY: 'the path is busy (a mount point, or in use); retry or choose another path',
+  ENXIO: 'no device or reader behind it (a socket or a FIFO); give a regular file',
+};
+
+/** Wraps a Node error as an IOError naming the path, the action and what to do; KnobsErrors pass through. */
 export function asIOError(err: unknown, path: string, action: string): KnobsError {
   if (err instanceof KnobsError) return err;
   const e = err as NodeJS.ErrnoException;
   const code = typeof e?.code === 'string' ? e.code : undefined;
-  const hint = code === 'ENOSPC' ? ' (the disk is full; free space and retry)'
-    : code === 'EACCES' || code === 'EPERM' ? ' (permission denied)'
-      : code === 'ENOENT' ? ' (no such file or directory)'
-        : code === 'EDQUOT' ? ' (disk quota exceeded)' : '';
+  const hint = code !== undefined && Object.hasOwn(ERRNO_HINTS, code) ? ` (${ERRNO_HINTS[code]})` : '';
   return new IOError(`cannot ${action} ${path}: ${e?.message ?? String(err)}${hint}`, { path, action, ...(code ? { errno: code } : {}) });
 }

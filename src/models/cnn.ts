@@ -100,7 +100,7 @@ export class CNNClassifier extends Module implements Layer {
     const { in_channels: C, image_size: S } = this.config;
     let h = x.rank === 2 && C === 1 && x.shape[1] === S * S ? x.reshape([x.shape[0]!, 1, S, S]) : x; // [B, C, S, S]
     if (h.rank !== 4 || h.shape[1] !== C || h.shape[2] !== S || h.shape[3] !== S) {
-      throw new ShapeError(`CNNClassifier: input must be [B, ${C}, ${S}, ${S}], got ${formatShape(x.shape)}`);
+      throw new ShapeError(`CNNClassifier: input must be [B, ${C}, ${S}, ${S}], got ${formatShape(x.shape)}`, { op: 'CNNClassifier', shapes: [x.shape], expected: ['B', C, S, S] });
     }
     for (const conv of this.convs) h = maxPool2d(relu(conv.forward(h)), 2); // [B, Ci, Si, Si]
     h = flatten(h, 1); // [B, F]

@@ -1,14 +1,15 @@
 /**
- * Text generation for byte-level causal language models (GPT or Llama) (vocabulary 256: token = UTF-8 byte), with stop
- * strings and streaming. Text is streamed as soon as it can no longer turn into a stop string,
- * and never in the middle of a UTF-8 character.
+ * Text generation for causal language models (GPT or Llama), with stop strings and streaming:
+ * through a tokenizer (a TextCodec), or byte-level (vocabulary 256: token = UTF-8 byte). Text is
+ * streamed as soon as it can no longer turn into a stop string, and never in the middle of a
+ * character.
  *
  * End of text: generation stops at config.eos_token_id (any of them, when it is a list) as Hugging Face
  * does, unless ignoreEos. Byte-level models trained by knobs have eos_token_id null (no byte
  * marks the end of a text), so they stop at a stop string or after maxTokens.
  */
 import { ArgumentError } from '../errors.js';
-import { type CausalLM, eosSet } from './causal-lm.js';
+import { type CausalLM, type EosTokenId, eosSet } from './causal-lm.js';
 import type { SamplingOptions } from './sampling.js';
 
 export interface GenerateTextOptions extends SamplingOptions {
@@ -21,7 +22,27 @@ export interface GenerateTextOptions extends SamplingOptions {
   ignoreEos?: boolean;
   /** Receives the text as it is produced (concatenated, it is `text`). */
   onText?: (text: string) => void;
+  /** Text ↔ token ids (default: UTF-8 bytes, for byte-level models with vocab_size 256). */
+  codec?: TextCodec;
+  /** The ids that end the text (default: the model's config.eos_token_id). */
+  eosTokenId?: EosTokenId;
 }
+
+/** How text becomes token ids and back. */
+export interface TextCodec {
+  encode(text: string): number[];
+  /** A streaming decoder: the new text after each id, never ending inside a character; flush() ends it. */
+  decoder(): { step(id: number): string; flush(): string };
+}
+
+/** Byte-level models: token = one UTF-8 byte. */
+export const UTF8_BYTES: TextCodec = {
+  encode: (text) => [...new TextEncoder().encode(text)],
+  decoder() {
+    const d = new TextDecoder('utf-8');
+    return { step: (id) => d.decode(new Uint8Array([id]), { stream: true }), flush: () => d.decode() };
+  },
+};
 
 export interface GenerateTextResult {
   promptIds: number[];
@@ -48,12 +69,13 @@ function pendingStopPrefix(text: string, stops: readonly string[]): number {
 }
 
 export function generateText(model: CausalLM, prompt: string, opts: GenerateTextOptions = {}): GenerateTextResult {
-  if (model.config.vocab_size !== 256) {
-    throw new ArgumentError(`generate: only byte-level models (vocab_size 256) can turn tokens into text for now; this model has vocab_size ${model.config.vocab_size}`);
+  if (!opts.codec && model.config.vocab_size !== 256) {
+    throw new ArgumentError(`generate: without a tokenizer, only byte-level models (vocab_size 256) can turn tokens into text; this model has vocab_size ${model.config.vocab_size}`);
   }
+  const codec = opts.codec ?? UTF8_BYTES;
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
-  const promptIds = [...new TextEncoder().encode(prompt)];
-  const decoder = new TextDecoder('utf-8');
+  const promptIds = codec.encode(prompt);
+  const decoder = codec.decoder();
   let full = ''; // decoded so far
   let emitted = 0; // characters of `full` passed to onText
   let cut = -1; // where a stop string begins, once found
@@ -61,15 +83,17 @@ export function generateText(model: CausalLM, prompt: string, opts: GenerateText
     if (end > emitted) opts.onText?.(full.slice(emitted, end));
     emitted = Math.max(emitted, end);
   };
-  const eos = eosSet(opts.ignoreEos ? null : model.config.eos_token_id);
+  const eosTokenId = opts.eosTokenId === undefined ? model.config.eos_token_id : opts.eosTokenId;
+  const eos = eosSet(opts.ignoreEos ? null : eosTokenId);
   const { tokens, finishReason } = model.generate(promptIds, {
     ...opts,
+    eosTokenId,
     maxNewTokens: opts.maxTokens ?? 256,
     seed: opts.seed ?? 0,
     ignoreEos: opts.ignoreEos ?? false,
     onToken: (id) => {
       if (eos.has(id)) return;
-      full += decoder.decode(new Uint8Array([id]), { stream: true });
+      full += decoder.step(id);
       // Text before `emitted` cannot begin a stop string: it was held back while it could.
       for (const s of stops) {
         const at = full.indexOf(s, emitted);
@@ -83,7 +107,7 @@ export function generateText(model: CausalLM, prompt: string, opts: GenerateText
     },
   });
   if (cut < 0) {
-    full += decoder.decode();
+    full += decoder.flush();
     emitUpTo(full.length);
   }
   return { promptIds, ids: tokens, text: full.slice(0, cut >= 0 ? cut : full.length), finishReason: finishReason === 'length' ? 'length' : 'stop' };

@@ -225,12 +225,12 @@ export class GPT extends Module implements CausalLM {
 
   /** The hidden states after ln_f: ids [B, T] → [B, T, C]. `cache` (inference) supplies past positions. */
   hidden(ids: Tensor, cache?: KVCache): Tensor {
-    if (ids.rank !== 2) throw new ShapeError(`GPT: ids must be [B, T], got ${formatShape(ids.shape)}`);
-    if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`GPT: ids must be i32 or i64 token ids, got ${ids.dtype}`);
+    if (ids.rank !== 2) throw new ShapeError(`GPT: ids must be [B, T], got ${formatShape(ids.shape)}`, { op: 'GPT', shapes: [ids.shape] });
+    if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`GPT: ids must be i32 or i64 token ids, got ${ids.dtype}`, { op: 'GPT', dtypes: [ids.dtype] });
     const T = ids.shape[1]!;
     const past = cache?.length ?? 0;
     if (past + T > this.config.n_positions) {
-      throw new ShapeError(`GPT: ${past + T} positions exceed n_positions ${this.config.n_positions}; crop the context to the last ${this.config.n_positions} tokens`);
+      throw new ShapeError(`GPT: ${past + T} positions exceed n_positions ${this.config.n_positions}; crop the context to the last ${this.config.n_positions} tokens`, { op: 'GPT', shapes: [ids.shape], positions: past + T, nPositions: this.config.n_positions });
     }
     const tok = this.wte.forward(ids); // [B, T, C]
     const pos = this.wpe.forward(arange(past, past + T)); // [T, C]
@@ -254,7 +254,7 @@ export class GPT extends Module implements CausalLM {
   loss(ids: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
     const logits = this.forward(ids); // [B, T, V]
     if (targets.rank !== 2 || targets.shape[0] !== ids.shape[0] || targets.shape[1] !== ids.shape[1]) {
-      throw new ShapeError(`GPT.loss: targets must have the shape of ids ${formatShape(ids.shape)}, got ${formatShape(targets.shape)}`);
+      throw new ShapeError(`GPT.loss: targets must have the shape of ids ${formatShape(ids.shape)}, got ${formatShape(targets.shape)}`, { op: 'GPT.loss', shapes: [ids.shape, targets.shape] });
     }
     const V = this.config.vocab_size;
     return crossEntropy(reshape(logits, [-1, V]), reshape(targets, [-1]), opts); // [B·T, V] vs [B·T]
@@ -272,7 +272,7 @@ export class GPT extends Module implements CausalLM {
    */
   forwardWithCache(ids: Tensor, cache: KVCache): Tensor {
     if (ids.rank === 2 && cache.batch !== ids.shape[0]) {
-      throw new ShapeError(`GPT.forwardWithCache: the cache was made for batch ${cache.batch}, ids are ${formatShape(ids.shape)}`);
+      throw new ShapeError(`GPT.forwardWithCache: the cache was made for batch ${cache.batch}, ids are ${formatShape(ids.shape)}`, { op: 'GPT.forwardWithCache', shapes: [ids.shape], cacheBatch: cache.batch });
     }
     return stepWithCache(cache, ids.shape[1]!, () => this.head(this.hidden(ids, cache)));
   }

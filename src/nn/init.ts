@@ -39,7 +39,7 @@ export interface XavierOptions extends InitOptions {
 
 /** The writable float storage behind a contiguous tensor (initialisers write through it). */
 function floatData(op: string, t: Tensor): Float32Array | Float64Array {
-  if (t.dtype !== 'f32' && t.dtype !== 'f64') throw new DTypeError(`${op}: needs an f32 or f64 tensor, got ${t.dtype}`);
+  if (t.dtype !== 'f32' && t.dtype !== 'f64') throw new DTypeError(`${op}: needs an f32 or f64 tensor, got ${t.dtype}`, { op, dtypes: [t.dtype] });
   if (!t.isContiguous()) throw new ArgumentError(`${op}: needs a contiguous tensor (initialise the parameter, not a view of it)`);
   return (t.storage as Float32Array | Float64Array).subarray(t.offset, t.offset + t.size);
 }
@@ -47,7 +47,7 @@ function floatData(op: string, t: Tensor): Float32Array | Float64Array {
 /** fanIn/fanOut of a weight [out, in, ...receptive field] (PyTorch's _calculate_fan_in_and_fan_out). */
 export function computeFans(shape: readonly number[]): Fans {
   if (shape.length < 2) {
-    throw new ShapeError(`fan in/out needs a tensor with at least 2 dimensions, got ${formatShape(shape)}`);
+    throw new ShapeError(`fan in/out needs a tensor with at least 2 dimensions, got ${formatShape(shape)}`, { op: 'computeFans', shapes: [shape] });
   }
   let receptive = 1;
   for (let i = 2; i < shape.length; i++) receptive *= shape[i]!;
@@ -68,8 +68,26 @@ export function calculateGain(nonlinearity: Nonlinearity, param?: number): numbe
   }
 }
 
+/** Depth of withoutInit calls in progress; while > 0 the initialisers leave tensors as they are. */
+let skipping = 0;
+
+/**
+ * Runs `build` with every initialiser here a no-op (PyTorch's `skip_init`): for a model whose
+ * every parameter is about to be overwritten by loaded weights, where initialising would cost
+ * time and touch every page twice. Parameters keep the zeros they were allocated with.
+ */
+export function withoutInit<T>(build: () => T): T {
+  skipping++;
+  try {
+    return build();
+  } finally {
+    skipping--;
+  }
+}
+
 export function constant_<T extends Tensor>(t: T, value: number): T {
-  floatData('constant_', t).fill(value);
+  const data = floatData('constant_', t);
+  if (skipping === 0) data.fill(value);
   return t;
 }
 
@@ -81,6 +99,7 @@ export function uniform_<T extends Tensor>(t: T, low = 0, high = 1, opts: InitOp
   if (!(high >= low)) throw new ArgumentError(`uniform_: need low ≤ high, got ${low}, ${high}`);
   const g = opts.generator ?? getDefaultGenerator();
   const data = floatData('uniform_', t);
+  if (skipping > 0) return t;
   const width = high - low;
   for (let i = 0; i < data.length; i++) data[i] = low + width * g.random();
   return t;
@@ -91,6 +110,7 @@ export function normal_<T extends Tensor>(t: T, mean = 0, std = 1, opts: InitOpt
   if (!(std >= 0)) throw new ArgumentError(`normal_: std must be ≥ 0, got ${std}`);
   const g = opts.generator ?? getDefaultGenerator();
   const data = floatData('normal_', t);
+  if (skipping > 0) return t;
   for (let i = 0; i < data.length; i++) data[i] = mean + std * g.normal();
   return t;
 }
@@ -98,7 +118,7 @@ export function normal_<T extends Tensor>(t: T, mean = 0, std = 1, opts: InitOpt
 function kaimingStd(t: Tensor, opts: KaimingOptions): number {
   const fans = opts.fans ?? computeFans(t.shape);
   const fan = (opts.mode ?? 'fanIn') === 'fanIn' ? fans.fanIn : fans.fanOut;
-  if (fan === 0) throw new ShapeError(`kaiming init: fan is 0 for shape ${formatShape(t.shape)}`);
+  if (fan === 0) throw new ShapeError(`kaiming init: fan is 0 for shape ${formatShape(t.shape)}`, { op: 'kaiming', shapes: [t.shape] });
   const gain = calculateGain(opts.nonlinearity ?? 'leaky_relu', opts.a ?? 0);
   return gain / Math.sqrt(fan);
 }

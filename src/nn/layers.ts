@@ -257,7 +257,7 @@ export class Flatten extends Module implements Layer {
   }
 
   forward(x: Tensor): Tensor {
-    if (x.rank <= this.startAxis) throw new ShapeError(`Flatten: input ${formatShape(x.shape)} has no axis ${this.startAxis}`);
+    if (x.rank <= this.startAxis) throw new ShapeError(`Flatten: input ${formatShape(x.shape)} has no axis ${this.startAxis}`, { op: 'Flatten', shapes: [x.shape], axis: this.startAxis });
     return flatten(x, this.startAxis, this.endAxis);
   }
 }

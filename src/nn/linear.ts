@@ -87,7 +87,7 @@ export class Linear extends Module implements Layer {
   /** x [..., in] → [..., out] without the adapter. */
   base(x: Tensor): Tensor {
     if (x.rank === 0 || x.shape[x.rank - 1] !== this.inFeatures) {
-      throw new ShapeError(`${this.constructor.name}(${this.inFeatures} → ${this.outFeatures}): input must end in ${this.inFeatures} features, got ${formatShape(x.shape)}`);
+      throw new ShapeError(`${this.constructor.name}(${this.inFeatures} → ${this.outFeatures}): input must end in ${this.inFeatures} features, got ${formatShape(x.shape)}`, { op: this.constructor.name, shapes: [x.shape], inFeatures: this.inFeatures });
     }
     const y = matmul(x, this.weightInOut());
     const b = this.bias;

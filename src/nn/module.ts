@@ -4,7 +4,7 @@
  * Registration is explicit: a layer calls `registerParameter`, `registerBuffer` and
  * `registerModule` in its constructor, in the order its checkpoint lists them. Dotted names
  * (`h.0.attn.c_attn.weight`) come from the registration names along the path, so a model's
- * `stateDict()` keys are exactly its checkpoint's names (design.md, decision 6).
+ * `stateDict()` keys are exactly its checkpoint's names (docs/design.md, decision 6).
  *
  * Parameters are ordinary leaf tensors with `requiresGrad = true`. Loading a state dict copies
  * values into their storage, so a parameter keeps its identity (optimizers hold on to it).
@@ -80,7 +80,7 @@ export abstract class Module {
     checkLocalName('parameter', name);
     if (this.#children.has(name) || this.#buffers.has(name)) throw new ArgumentError(`'${name}' is already a child module or buffer of ${this.constructor.name}`);
     if (t) {
-      if (t.dtype !== 'f32' && t.dtype !== 'f64') throw new DTypeError(`parameter '${name}' must be f32 or f64, got ${t.dtype}`);
+      if (t.dtype !== 'f32' && t.dtype !== 'f64') throw new DTypeError(`parameter '${name}' must be f32 or f64, got ${t.dtype}`, { op: 'Module', dtypes: [t.dtype], name });
       if (t.gradFn) throw new ArgumentError(`parameter '${name}' must be a leaf tensor; pass x.detach() to make one from a computed value`);
       t.requiresGrad = true;
     }
@@ -269,11 +269,15 @@ export abstract class Module {
     const missing = [...targets.keys()].filter((k) => !entries.has(k));
     const unexpected = [...entries.keys()].filter((k) => !targets.has(k));
     const misshaped: string[] = [];
+    const misshapedShapes: (readonly number[])[] = []; // checkpoint, model, per mis-shaped key
     const badDtype: string[] = [];
     for (const [key, target] of targets) {
       const src = entries.get(key);
       if (!src) continue;
-      if (!shapesEqual(src.shape, target.shape)) misshaped.push(`${key}: checkpoint ${formatShape(src.shape)}, model ${formatShape(target.shape)}`);
+      if (!shapesEqual(src.shape, target.shape)) {
+        misshaped.push(`${key}: checkpoint ${formatShape(src.shape)}, model ${formatShape(target.shape)}`);
+        misshapedShapes.push(src.shape, target.shape);
+      }
       else if ((target.dtype === 'f32' || target.dtype === 'f64') && !['f32', 'f64', 'f16', 'bf16'].includes(src.dtype)) badDtype.push(`${key}: ${src.dtype}`);
     }
     const keyProblems = strict && (missing.length > 0 || unexpected.length > 0);
@@ -289,7 +293,7 @@ export abstract class Module {
           : 'Check that the model config (sizes, vocabulary, layers) matches the checkpoint\'s config.',
       );
       const details = { missing: strict ? missing : [], unexpected: strict ? unexpected : [], misshaped, badDtype };
-      throw keyProblems || badDtype.length ? new ArgumentError(lines.join('\n'), details) : new ShapeError(lines.join('\n'), details);
+      throw keyProblems || badDtype.length ? new ArgumentError(lines.join('\n'), details) : new ShapeError(lines.join('\n'), { op: 'loadStateDict', shapes: misshapedShapes, ...details });
     }
     noGrad(() => {
       for (const [key, target] of targets) {

@@ -2,7 +2,7 @@
 import { record } from '../autograd/tape.js';
 import type { Conv2dParams, Pool2dParams } from '../backends/backend.js';
 import { kernelFor } from '../backends/dispatch.js';
-import { ArgumentError, ShapeError } from '../errors.js';
+import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
 import { convOutSize, formatShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { add } from './elementwise.js';
@@ -31,7 +31,7 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, opts: Conv2dO
   requireFloat('conv2d', x);
   requireFloat('conv2d', w);
   if (x.rank !== 4 || w.rank !== 4) {
-    throw new ShapeError(`conv2d: input must be [N, C, H, W] and weight [Cout, Cin/groups, kH, kW], got ${formatShape(x.shape)} and ${formatShape(w.shape)}`);
+    throw new ShapeError(`conv2d: input must be [N, C, H, W] and weight [Cout, Cin/groups, kH, kW], got ${formatShape(x.shape)} and ${formatShape(w.shape)}`, { op: 'conv2d', shapes: [x.shape, w.shape] });
   }
   const groups = opts.groups ?? 1;
   const p: Conv2dParams = {
@@ -45,18 +45,19 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, opts: Conv2dO
   if (!Number.isInteger(groups) || groups < 1 || Cin !== cinPerGroup * groups || Cout % groups !== 0) {
     throw new ShapeError(
       `conv2d: input has ${Cin} channels but weight ${formatShape(w.shape)} with groups=${groups} expects ${cinPerGroup * groups} (and Cout divisible by groups)`,
+      { op: 'conv2d', shapes: [x.shape, w.shape], groups },
     );
   }
   const Ho = convOutSize(H, kH, p.stride[0], p.padding[0], p.dilation[0]);
   const Wo = convOutSize(W, kW, p.stride[1], p.padding[1], p.dilation[1]);
   if (Ho <= 0 || Wo <= 0) {
-    throw new ShapeError(`conv2d: kernel ${kH}×${kW} (dilation ${p.dilation.join('×')}) is larger than the padded input ${H}×${W}`);
+    throw new ShapeError(`conv2d: kernel ${kH}×${kW} (dilation ${p.dilation.join('×')}) is larger than the padded input ${H}×${W}`, { op: 'conv2d', shapes: [x.shape, w.shape] });
   }
-  if (x.dtype !== w.dtype) throw new ShapeError(`conv2d: input is ${x.dtype} but weight is ${w.dtype}; convert one with .to()`);
+  if (x.dtype !== w.dtype) throw new DTypeError(`conv2d: input is ${x.dtype} but weight is ${w.dtype}; convert one with .to()`, { op: 'conv2d', dtypes: [x.dtype, w.dtype] });
   const out = new Tensor(kernelFor('conv2d', [x, w]).conv2d(x, w, p), [N, Cout, Ho, Wo], x.dtype);
   const y = record('conv2d', out, [x, w], { params: p });
   if (!bias) return y;
-  if (bias.rank !== 1 || bias.shape[0] !== Cout) throw new ShapeError(`conv2d: bias must be [${Cout}], got ${formatShape(bias.shape)}`);
+  if (bias.rank !== 1 || bias.shape[0] !== Cout) throw new ShapeError(`conv2d: bias must be [${Cout}], got ${formatShape(bias.shape)}`, { op: 'conv2d', shapes: [x.shape, w.shape, bias.shape] });
   return add(y, reshape(bias, [1, Cout, 1, 1]));
 }
 
@@ -68,7 +69,7 @@ export interface Pool2dOptions {
 
 function poolParams(op: string, x: Tensor, kernelSize: Pair, opts: Pool2dOptions): Pool2dParams {
   requireFloat(op, x);
-  if (x.rank !== 4) throw new ShapeError(`${op}: input must be [N, C, H, W], got ${formatShape(x.shape)}`);
+  if (x.rank !== 4) throw new ShapeError(`${op}: input must be [N, C, H, W], got ${formatShape(x.shape)}`, { op, shapes: [x.shape] });
   const kernel = pair(op, 'kernelSize', kernelSize, 1);
   const p: Pool2dParams = { kernel, stride: pair(op, 'stride', opts.stride ?? kernel, 1), padding: pair(op, 'padding', opts.padding ?? 0, 0) };
   if (p.padding[0] * 2 > kernel[0] || p.padding[1] * 2 > kernel[1]) {
@@ -76,7 +77,7 @@ function poolParams(op: string, x: Tensor, kernelSize: Pair, opts: Pool2dOptions
   }
   const Ho = convOutSize(x.shape[2]!, kernel[0], p.stride[0], p.padding[0]);
   const Wo = convOutSize(x.shape[3]!, kernel[1], p.stride[1], p.padding[1]);
-  if (Ho <= 0 || Wo <= 0) throw new ShapeError(`${op}: kernel ${kernel.join('×')} is larger than the padded input ${formatShape(x.shape)}`);
+  if (Ho <= 0 || Wo <= 0) throw new ShapeError(`${op}: kernel ${kernel.join('×')} is larger than the padded input ${formatShape(x.shape)}`, { op, shapes: [x.shape], kernel });
   return p;
 }
 

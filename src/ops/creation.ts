@@ -17,7 +17,7 @@ export interface RandomOptions extends CreateOptions {
 function finish(t: Tensor, opts: CreateOptions | undefined): Tensor {
   if (opts?.requiresGrad) {
     if (t.dtype !== 'f32' && t.dtype !== 'f64') {
-      throw new DTypeError(`only floating tensors (f32, f64) can require grad, got ${t.dtype}`);
+      throw new DTypeError(`only floating tensors (f32, f64) can require grad, got ${t.dtype}`, { op: 'requiresGrad', dtypes: [t.dtype] });
     }
     t.requiresGrad = true;
   }
@@ -26,7 +26,7 @@ function finish(t: Tensor, opts: CreateOptions | undefined): Tensor {
 
 function dtypeOf(opts: CreateOptions | undefined, fallback: DType = 'f32'): DType {
   const d = opts?.dtype ?? fallback;
-  if (!isDType(d)) throw new DTypeError(`unknown dtype '${String(d)}'; use one of f32, f64, f16, bf16, i32, i64, u8, i8, bool`);
+  if (!isDType(d)) throw new DTypeError(`unknown dtype '${String(d)}'; use one of f32, f64, f16, bf16, i32, i64, u8, i8, bool`, { op: 'dtype', dtypes: [String(d)] });
   return d;
 }
 
@@ -35,7 +35,7 @@ export function fromArray(data: ArrayLike<number> | ArrayLike<bigint>, shape: re
   checkShape(shape, 'fromArray');
   const dtype = dtypeOf(opts);
   if (data.length !== numel(shape)) {
-    throw new ShapeError(`fromArray: ${data.length} values do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`);
+    throw new ShapeError(`fromArray: ${data.length} values do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`, { op: 'fromArray', shapes: [shape], values: data.length });
   }
   const storage = allocate(dtype, data.length);
   for (let i = 0; i < data.length; i++) {
@@ -55,17 +55,17 @@ export function tensor(data: NestedArray, opts?: CreateOptions): Tensor {
   while (Array.isArray(probe)) {
     shape.push(probe.length);
     probe = probe[0] ?? 0;
-    if (shape.length > 64) throw new ShapeError('tensor(): nesting deeper than 64 levels');
+    if (shape.length > 64) throw new ShapeError('tensor(): nesting deeper than 64 levels', { op: 'tensor', shapes: [shape] });
   }
   const flat: number[] = [];
   const walk = (x: NestedArray, dim: number): void => {
     if (dim === shape.length) {
-      if (typeof x !== 'number') throw new ShapeError('tensor(): expected a number at the innermost level');
+      if (typeof x !== 'number') throw new ShapeError('tensor(): expected a number at the innermost level', { op: 'tensor', shapes: [shape] });
       flat.push(x);
       return;
     }
     if (!Array.isArray(x) || x.length !== shape[dim]) {
-      throw new ShapeError(`tensor(): ragged nested array at depth ${dim}: expected ${shape[dim]} elements; every row must have the same length`);
+      throw new ShapeError(`tensor(): ragged nested array at depth ${dim}: expected ${shape[dim]} elements; every row must have the same length`, { op: 'tensor', shapes: [shape], depth: dim });
     }
     for (const item of x) walk(item, dim + 1);
   };
@@ -106,7 +106,7 @@ export function arange(start: number, end?: number, step = 1, opts?: CreateOptio
 function randomFill(shape: readonly number[], opts: RandomOptions | undefined, sample: (g: Generator) => number): Tensor {
   checkShape(shape, 'random');
   const dtype = dtypeOf(opts);
-  if (dtype !== 'f32' && dtype !== 'f64') throw new DTypeError(`random values need a floating dtype (f32, f64), got ${dtype}`);
+  if (dtype !== 'f32' && dtype !== 'f64') throw new DTypeError(`random values need a floating dtype (f32, f64), got ${dtype}`, { op: 'random', dtypes: [dtype] });
   const g = opts?.generator ?? getDefaultGenerator();
   const storage: Storage = allocate(dtype, numel(shape));
   const data = storage as Float32Array | Float64Array;

@@ -41,7 +41,7 @@ export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
  */
 export function broadcastPair(op: string, a: TensorOrScalar, b: TensorOrScalar): [Tensor, Tensor] {
   if (typeof a === 'number' && typeof b === 'number') {
-    throw new DTypeError(`${op}: at least one operand must be a tensor`);
+    throw new DTypeError(`${op}: at least one operand must be a tensor`, { op, dtypes: [] });
   }
   let ta = typeof a === 'number' ? asTensor(a, b as Tensor) : a;
   let tb = typeof b === 'number' ? asTensor(b, ta) : b;
@@ -87,7 +87,7 @@ export const gt = (a: TensorOrScalar, b: TensorOrScalar): Tensor => compare('gt'
 export const ge = (a: TensorOrScalar, b: TensorOrScalar): Tensor => compare('ge', a, b);
 
 function logical(op: string, a: Tensor, b: Tensor, kernelOp: 'mul' | 'maximum'): Tensor {
-  if (a.dtype !== 'bool' || b.dtype !== 'bool') throw new DTypeError(`${op}: needs bool tensors, got ${a.dtype} and ${b.dtype}`);
+  if (a.dtype !== 'bool' || b.dtype !== 'bool') throw new DTypeError(`${op}: needs bool tensors, got ${a.dtype} and ${b.dtype}`, { op, dtypes: [a.dtype, b.dtype] });
   const [x, y] = broadcastPair(op, a, b);
   return new Tensor(kernelFor('binary', [x, y]).binary(kernelOp, x, y), x.shape, 'bool');
 }
@@ -100,7 +100,7 @@ export const logicalOr = (a: Tensor, b: Tensor): Tensor => logical('logicalOr', 
 /** cond ? a : b elementwise, broadcasting all three; `cond` is a bool tensor. */
 export function where(cond: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tensor {
   if (cond.dtype !== 'bool') {
-    throw new DTypeError(`where: the condition must be a bool tensor, got ${cond.dtype}; build it with a comparison such as gt(x, 0)`);
+    throw new DTypeError(`where: the condition must be a bool tensor, got ${cond.dtype}; build it with a comparison such as gt(x, 0)`, { op: 'where', dtypes: [cond.dtype] });
   }
   let [x, y] = broadcastPair('where', a, b);
   const shape = broadcastShapes('where', cond.shape, x.shape);

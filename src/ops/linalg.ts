@@ -18,7 +18,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   requireFloat('matmul', a);
   requireFloat('matmul', b);
   if (a.rank === 0 || b.rank === 0) {
-    throw new ShapeError(`matmul: both operands need at least one dimension, got ${formatShape(a.shape)} and ${formatShape(b.shape)}; use mul for scalars`);
+    throw new ShapeError(`matmul: both operands need at least one dimension, got ${formatShape(a.shape)} and ${formatShape(b.shape)}; use mul for scalars`, { op: 'matmul', shapes: [a.shape, b.shape] });
   }
   const dtype = promote(a.dtype, b.dtype);
   let x = cast(a, dtype);
@@ -32,7 +32,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     const hint = y.shape[y.rank - 1] === K ? '; did you mean to transpose the second operand?' : '';
     throw new ShapeError(
       `matmul: inner dimensions differ: ${formatShape(a.shape)} · ${formatShape(b.shape)} (${K} vs ${y.shape[y.rank - 2]})${hint}`,
-      { op: 'matmul', a: a.shape, b: b.shape },
+      { op: 'matmul', shapes: [a.shape, b.shape] },
     );
   }
   let out: Tensor;

@@ -6,7 +6,7 @@
  * kernel instead when the current backend has one for the inputs (`fusedFor`); the result is then
  * recorded as one primitive of that name, whose gradient rule calls the fused backward. The
  * composites stay the definition: each fused kernel must match its composite (test/fused.test.ts,
- * design.md decision 3).
+ * docs/design.md, decision 3).
  */
 import { needsGrad, noGrad, record } from '../autograd/tape.js';
 import { fusedFor, kernelFor } from '../backends/dispatch.js';
@@ -60,14 +60,14 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const { ignoreIndex = -100, labelSmoothing = 0, reduction = 'mean' } = opts;
   requireFloat('crossEntropy', logits);
   if (logits.rank !== 2) {
-    throw new ShapeError(`crossEntropy: logits must be [N, C], got ${formatShape(logits.shape)}; flatten leading axes, e.g. logits.reshape([-1, C])`);
+    throw new ShapeError(`crossEntropy: logits must be [N, C], got ${formatShape(logits.shape)}; flatten leading axes, e.g. logits.reshape([-1, C])`, { op: 'crossEntropy', shapes: [logits.shape] });
   }
   const [N, C] = logits.shape as [number, number];
   if (targets.dtype !== 'i32' && targets.dtype !== 'i64') {
-    throw new DTypeError(`crossEntropy: targets must be class indices (i32 or i64), got ${targets.dtype}`);
+    throw new DTypeError(`crossEntropy: targets must be class indices (i32 or i64), got ${targets.dtype}`, { op: 'crossEntropy', dtypes: [logits.dtype, targets.dtype] });
   }
   if (targets.rank !== 1 || targets.shape[0] !== N) {
-    throw new ShapeError(`crossEntropy: targets must be [${N}] for logits ${formatShape(logits.shape)}, got ${formatShape(targets.shape)}`);
+    throw new ShapeError(`crossEntropy: targets must be [${N}] for logits ${formatShape(logits.shape)}, got ${formatShape(targets.shape)}`, { op: 'crossEntropy', shapes: [logits.shape, targets.shape] });
   }
   if (!(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new ArgumentError(`crossEntropy: labelSmoothing must be in [0, 1], got ${labelSmoothing}`);
   const ids = targets.toFlatArray();
@@ -117,11 +117,11 @@ export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight?
   requireFloat('layerNorm', x);
   const k = normalizedShape.length;
   if (k === 0 || k > x.rank || normalizedShape.some((d, i) => d !== x.shape[x.rank - k + i])) {
-    throw new ShapeError(`layerNorm: normalizedShape ${formatShape(normalizedShape)} must match the trailing dims of ${formatShape(x.shape)}`);
+    throw new ShapeError(`layerNorm: normalizedShape ${formatShape(normalizedShape)} must match the trailing dims of ${formatShape(x.shape)}`, { op: 'layerNorm', shapes: [x.shape, normalizedShape] });
   }
   for (const [name, p] of [['weight', weight], ['bias', bias]] as const) {
     if (p && (p.rank !== k || p.shape.some((d, i) => d !== normalizedShape[i]))) {
-      throw new ShapeError(`layerNorm: ${name} has shape ${formatShape(p.shape)}, expected ${formatShape(normalizedShape)}`);
+      throw new ShapeError(`layerNorm: ${name} has shape ${formatShape(p.shape)}, expected ${formatShape(normalizedShape)}`, { op: 'layerNorm', shapes: [x.shape, p.shape], expected: normalizedShape });
     }
   }
   const C = numel(normalizedShape);
@@ -144,10 +144,10 @@ export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight?
 /** RMS norm over the last axis: x / sqrt(mean(x²) + eps) · weight (Llama's RMSNorm). */
 export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
   requireFloat('rmsNorm', x);
-  if (x.rank === 0) throw new ShapeError('rmsNorm: needs at least one dimension');
+  if (x.rank === 0) throw new ShapeError('rmsNorm: needs at least one dimension', { op: 'rmsNorm', shapes: [x.shape] });
   const C = x.shape[x.rank - 1]!;
   if (weight && (weight.rank !== 1 || weight.shape[0] !== C)) {
-    throw new ShapeError(`rmsNorm: weight has shape ${formatShape(weight.shape)}, expected [${C}] for input ${formatShape(x.shape)}`);
+    throw new ShapeError(`rmsNorm: weight has shape ${formatShape(weight.shape)}, expected [${C}] for input ${formatShape(x.shape)}`, { op: 'rmsNorm', shapes: [x.shape, weight.shape] });
   }
   const fused = fusedFor('rmsNorm', weight ? [x, weight] : [x]);
   if (fused) {
@@ -161,8 +161,8 @@ export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
 
 /** Rows of `weight` [V, C] picked by integer `ids` of any shape → [...ids.shape, C]. */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {
-  if (weight.rank !== 2) throw new ShapeError(`embedding: weight must be [V, C], got ${formatShape(weight.shape)}`);
-  if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`embedding: ids must be i32 or i64, got ${ids.dtype}`);
+  if (weight.rank !== 2) throw new ShapeError(`embedding: weight must be [V, C], got ${formatShape(weight.shape)}`, { op: 'embedding', shapes: [ids.shape, weight.shape] });
+  if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`embedding: ids must be i32 or i64, got ${ids.dtype}`, { op: 'embedding', dtypes: [ids.dtype] });
   const [V, C] = weight.shape as [number, number];
   const flat = ids.toFlatArray();
   const bad = flat.findIndex((id) => id < 0 || id >= V);
@@ -200,7 +200,7 @@ export interface AttentionOptions {
 /** softmax(q·kᵀ·scale [+ causal mask]) · v for q [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv]. */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   if (q.rank < 2 || k.rank < 2 || v.rank < 2) {
-    throw new ShapeError(`scaledDotProductAttention: q, k, v need shape [..., T, D], got ${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`);
+    throw new ShapeError(`scaledDotProductAttention: q, k, v need shape [..., T, D], got ${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`, { op: 'scaledDotProductAttention', shapes: [q.shape, k.shape, v.shape] });
   }
   const D = q.shape[q.rank - 1]!;
   const scale = opts.scale ?? 1 / Math.sqrt(D);

@@ -1,4 +1,4 @@
-/** Reductions: sum, mean, max, min, var over axes (keepdim optional); argmax/argmin. */
+/** Reductions: sum, mean, max, min, var over axes (keepdim optional); argmax/argmin; cumsum. */
 import { record } from '../autograd/tape.js';
 import type { ReduceOp } from '../backends/backend.js';
 import { kernelFor } from '../backends/dispatch.js';
@@ -70,6 +70,20 @@ function argReduce(op: 'argmax' | 'argmin', x: Tensor, axis: number | undefined,
 /** Index of the largest value (first on ties; NaN counts as largest), i32. */
 export const argmax = (x: Tensor, axis?: number, keepdim = false): Tensor => argReduce('argmax', x, axis, keepdim);
 export const argmin = (x: Tensor, axis?: number, keepdim = false): Tensor => argReduce('argmin', x, axis, keepdim);
+
+/**
+ * Running sums along `axis`: out[…, i, …] = Σ_{j ≤ i} x[…, j, …] (Σ_{j ≥ i} with `reverse`), the
+ * shape of `x`. Bools and small ints are summed as i32, as `sum` does.
+ */
+export function cumsum(x: Tensor, axis: number, opts: { reverse?: boolean } = {}): Tensor {
+  requireArithmetic('cumsum', x);
+  const reverse = opts.reverse ?? false;
+  const src = x.dtype === 'bool' || x.dtype === 'u8' || x.dtype === 'i8' ? cast(x, 'i32') : x;
+  if (src.rank === 0) return cumsum(reshape(src, [1]), 0, opts).reshape([]);
+  const ax = normalizeAxis('cumsum', axis, src.rank);
+  const out = new Tensor(kernelFor('cumsum', [src]).cumsum(src, ax, reverse), src.shape, src.dtype);
+  return record('cumsum', out, [src], { axis: ax, reverse });
+}
 
 /** Sums a broadcast gradient back down to `shape` (the inverse of broadcasting). */
 export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {

@@ -8,7 +8,7 @@ export function requireFloat(op: string, t: Tensor): void {
   if (!isComputeFloat(t.dtype)) {
     throw new DTypeError(
       `${op}: needs a floating tensor (f32 or f64), got ${t.dtype}; convert it first, e.g. x.to('f32')`,
-      { op, dtype: t.dtype },
+      { op, dtypes: [t.dtype] },
     );
   }
 }
@@ -19,7 +19,7 @@ export function requireArithmetic(op: string, t: Tensor): void {
     const to = t.dtype === 'i64' ? 'i32' : 'f32';
     throw new DTypeError(
       `${op}: ${t.dtype} is a storage dtype and does not compute; convert it first with x.to('${to}')`,
-      { op, dtype: t.dtype },
+      { op, dtypes: [t.dtype] },
     );
   }
 }

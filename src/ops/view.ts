@@ -18,18 +18,19 @@ function resolveShape(x: Tensor, shape: readonly number[]): number[] {
   const out = [...shape];
   const unknown = out.indexOf(-1);
   if (out.some((d, i) => (d < 0 && i !== unknown) || !Number.isInteger(d)) || out.lastIndexOf(-1) !== unknown) {
-    throw new ShapeError(`reshape: invalid target shape ${formatShape(shape)}; use non-negative sizes and at most one -1`);
+    throw new ShapeError(`reshape: invalid target shape ${formatShape(shape)}; use non-negative sizes and at most one -1`, { op: 'reshape', shapes: [x.shape, shape] });
   }
   if (unknown >= 0) {
     const known = numel(out.filter((_, i) => i !== unknown));
     if (known === 0 || x.size % known !== 0) {
-      throw new ShapeError(`reshape: cannot infer -1 in ${formatShape(shape)} for ${x.size} elements (shape ${formatShape(x.shape)})`);
+      throw new ShapeError(`reshape: cannot infer -1 in ${formatShape(shape)} for ${x.size} elements (shape ${formatShape(x.shape)})`, { op: 'reshape', shapes: [x.shape, shape] });
     }
     out[unknown] = x.size / known;
   }
   if (numel(out) !== x.size) {
     throw new ShapeError(
       `reshape: shape ${formatShape(x.shape)} has ${x.size} elements and cannot become ${formatShape(shape)} (${numel(out)} elements)`,
+      { op: 'reshape', shapes: [x.shape, shape] },
     );
   }
   return out;
@@ -54,7 +55,7 @@ export function flatten(x: Tensor, startAxis = 0, endAxis = -1): Tensor {
 
 export function permute(x: Tensor, dims: readonly number[]): Tensor {
   if (dims.length !== x.rank) {
-    throw new ShapeError(`permute: ${dims.length} dims given for a tensor of rank ${x.rank} (shape ${formatShape(x.shape)})`);
+    throw new ShapeError(`permute: ${dims.length} dims given for a tensor of rank ${x.rank} (shape ${formatShape(x.shape)})`, { op: 'permute', shapes: [x.shape], dims });
   }
   const norm = dims.map((d) => normalizeAxis('permute', d, x.rank));
   if (new Set(norm).size !== norm.length) throw new ArgumentError(`permute: dims ${JSON.stringify(dims)} repeat an axis`);
@@ -92,7 +93,7 @@ export function slice(x: Tensor, axis: number, start: number, end?: number, step
 /** Broadcasts to `shape` without copying (new leading axes and size-1 axes get stride 0). -1 keeps a size. */
 export function expand(x: Tensor, shape: readonly number[]): Tensor {
   if (shape.length < x.rank) {
-    throw new ShapeError(`expand: cannot expand shape ${formatShape(x.shape)} to fewer dimensions ${formatShape(shape)}`);
+    throw new ShapeError(`expand: cannot expand shape ${formatShape(x.shape)} to fewer dimensions ${formatShape(shape)}`, { op: 'expand', shapes: [x.shape, shape] });
   }
   const lead = shape.length - x.rank;
   const target = shape.map((d, i) => (d === -1 && i >= lead ? x.shape[i - lead]! : d));
@@ -104,6 +105,7 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
     if (own === 1) return 0;
     throw new ShapeError(
       `expand: shape ${formatShape(x.shape)} cannot expand to ${formatShape(shape)}: dimension ${i} is ${own}, only size-1 dimensions expand`,
+      { op: 'expand', shapes: [x.shape, shape], axis: i },
     );
   });
   const out = viewOf(x, target, strides, x.offset);
@@ -143,7 +145,7 @@ export function clone(x: Tensor): Tensor {
 
 /** Converts to another dtype (a copy; returns x itself when the dtype already matches). */
 export function cast(x: Tensor, dtype: DType): Tensor {
-  if (!isDType(dtype)) throw new DTypeError(`to(): unknown dtype '${String(dtype)}'`);
+  if (!isDType(dtype)) throw new DTypeError(`to(): unknown dtype '${String(dtype)}'`, { op: 'cast', dtypes: [x.dtype, String(dtype)] });
   if (dtype === x.dtype) return x;
   const out = new Tensor(kernelFor('cast', [x]).cast(x, dtype), x.shape, dtype);
   // Gradients flow only between floating compute dtypes.

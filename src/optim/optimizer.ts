@@ -108,7 +108,7 @@ export abstract class Optimizer<O extends BaseOptions> {
         if (this.#names.has(name) || [...this.#names.values()].includes(p)) {
           throw new ArgumentError(`${this.constructor.name}: parameter '${name}' appears twice; each parameter belongs to one group`);
         }
-        if (p.dtype !== 'f32' && p.dtype !== 'f64') throw new DTypeError(`${this.constructor.name}: parameter '${name}' is ${p.dtype}; only f32/f64 parameters can be optimized`);
+        if (p.dtype !== 'f32' && p.dtype !== 'f64') throw new DTypeError(`${this.constructor.name}: parameter '${name}' is ${p.dtype}; only f32/f64 parameters can be optimized`, { op: this.constructor.name, dtypes: [p.dtype], name });
         if (!p.isContiguous()) throw new ArgumentError(`${this.constructor.name}: parameter '${name}' is a non-contiguous view; optimize the tensor that owns the storage`);
         this.#names.set(name, p);
       }
@@ -134,7 +134,7 @@ export abstract class Optimizer<O extends BaseOptions> {
           const g = p.grad;
           if (!g) return;
           if (!shapesEqual(g.shape, p.shape)) {
-            throw new ShapeError(`${this.constructor.name}: gradient of '${group.names[i]}' has shape ${formatShape(g.shape)}, parameter ${formatShape(p.shape)}`);
+            throw new ShapeError(`${this.constructor.name}: gradient of '${group.names[i]}' has shape ${formatShape(g.shape)}, parameter ${formatShape(p.shape)}`, { op: this.constructor.name, shapes: [g.shape, p.shape], name: group.names[i] });
           }
           const grad = (g.dtype === p.dtype ? g : cast(g, p.dtype)).contiguousStorage() as FloatStorage;
           const state = this.stateOf(p, group.options);

@@ -35,6 +35,8 @@ import { dirname, join } from 'node:path';
 import { ArgumentError, FormatError, IOError, KnobsError } from '../errors.js';
 import { type LoadedSafetensors, type SafetensorsValue, encodeSafetensors, loadSafetensors } from '../formats/safetensors.js';
 import { type WriteFs, asIOError, atomicTempPid, nodeWriteFs, writeAll, writeFileAtomic } from '../io/atomic.js';
+import { MAX_JSON_DEPTH, jsonDepth, parseJsonFile } from '../io/json.js';
+import { hashRegularFile, readRegularFile, readRegularText } from '../io/regular-file.js';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const MANIFEST_NAME = 'manifest.json';
@@ -47,7 +49,6 @@ export const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
 export const MAX_CHECKPOINT_FILES = 10_000;
 /** readCheckpointFile reads whole files; larger ones go through loadCheckpointTensors (by ranges). */
 const MAX_WHOLE_FILE = 2 ** 31 - 1;
-const HASH_CHUNK = 4 * 1024 * 1024;
 
 /**
  * What a checkpoint file can hold: raw bytes, UTF-8 text (e.g. JSON.stringify of trainer state),
@@ -86,6 +87,11 @@ export interface SaveCheckpointOptions {
   fs?: WriteFs;
   /** After the commit, prune to this many verified checkpoints (see pruneCheckpoints). */
   keep?: number;
+  /**
+   * Problems after the commit that do not undo it (an old directory that could not be removed,
+   * a prune that could not delete): each message names the path and what to do.
+   */
+  onWarning?: (message: string) => void;
 }
 
 export type VerifyMode = 'sha256' | 'size';
@@ -104,6 +110,16 @@ export interface LatestResult {
   readonly warnings: readonly string[];
 }
 
+export interface FindLatestOptions {
+  mode?: VerifyMode;
+  /**
+   * Called with each checkpoint that verifies, newest first, to load it (the trainer validates and
+   * applies trainer.json and the tensors here). Throwing rejects it like a corrupt one: a warning
+   * names it and the reason, and the search goes on with the next older checkpoint.
+   */
+  accept?: (checkpoint: Checkpoint) => Promise<void>;
+}
+
 export interface PruneResult {
   readonly deleted: readonly string[];
   readonly kept: readonly string[];
@@ -117,6 +133,8 @@ export interface CleanResult {
   readonly restored: readonly string[];
   /** Leftovers of a process that is still running, left alone. */
   readonly skipped: readonly string[];
+  /** Leftovers that could not be removed or restored, each naming the path and what to do; they never block resuming. */
+  readonly warnings: readonly string[];
 }
 
 // ---- names -----------------------------------------------------------------------------------
@@ -247,19 +265,25 @@ export async function saveCheckpoint(
     await fs.remove(staging).catch(() => undefined);
     throw await saveFailed(runDir, name, err);
   }
+  const warn = opts.onWarning ?? (() => undefined);
+  // Committed. The old copy of a replaced step is garbage now: one that cannot be removed is a
+  // warning (cleanStaging retries on the next start), never a reason to skip LATEST.
+  if (movedAside) {
+    await fs.remove(aside).catch((err: unknown) => {
+      warn(`checkpoint ${name} was committed, but its replaced copy ${aside} could not be removed (${errMessage(err)}); remove it by hand (rm -rf ${aside}), it is not needed`);
+    });
+  }
   try {
     await fs.syncDir(ckDir);
-    if (movedAside) {
-      await fs.remove(aside);
-      await fs.syncDir(ckDir);
-    }
     await writeFileAtomic(join(ckDir, LATEST_NAME), `${name}\n`, { fs });
   } catch (err) {
     const cause = err instanceof KnobsError ? err.message : String(err);
-    throw new IOError(`checkpoint ${name} in ${ckDir} was committed and verifies, but updating ${LATEST_NAME} failed: ${cause}. Resuming still finds ${name}; fix the disk before saving again`, { path: ckDir, step, committed: true, ...errnoOf(err) });
+    throw new IOError(`checkpoint ${name} in ${ckDir} was committed and verifies, but updating ${LATEST_NAME} failed: ${cause}. Resuming still finds ${name}; fix that before saving again`, { path: ckDir, step, committed: true, ...errnoOf(err) });
   }
   const checkpoint: Checkpoint = { step, name, dir: target, manifest };
-  if (opts.keep !== undefined) await pruneCheckpoints(runDir, opts.keep);
+  if (opts.keep !== undefined) {
+    for (const message of (await pruneCheckpoints(runDir, opts.keep, { fs })).warnings) warn(message);
+  }
   return checkpoint;
 }
 
@@ -289,7 +313,9 @@ async function saveFailed(runDir: string, name: string, err: unknown): Promise<I
   const steps = await listCheckpoints(runDir).catch(() => []);
   const newest = steps.at(-1);
   const previous = newest ? `the previous checkpoints are intact (newest: ${newest.name})` : 'there is no previous checkpoint';
-  const cause = err instanceof KnobsError ? err.message : err instanceof Error ? err.message : String(err);
+  // A raw Node error names its path and syscall; asIOError adds what to do about its errno.
+  const e = err as NodeJS.ErrnoException;
+  const cause = asIOError(err, typeof e?.path === 'string' ? e.path : ckDir, typeof e?.syscall === 'string' ? e.syscall : 'write').message;
   return new IOError(`saving checkpoint ${name} in ${ckDir} failed, nothing was committed and ${previous}: ${cause}`, {
     path: ckDir, checkpoint: name, previous: newest?.name ?? null, ...errnoOf(err),
   });
@@ -389,18 +415,25 @@ async function readManifest(path: string, expectedStep: number | null): Promise<
   }
   if (!st!.isFile()) bad('manifest_missing', 'is not a regular file');
   if (st!.size > MAX_MANIFEST_BYTES) bad('manifest_too_large', `is ${st!.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit`);
+  let bytes: Uint8Array;
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(await fsp.readFile(path));
+    bytes = await readRegularFile(path, MAX_MANIFEST_BYTES, MANIFEST_NAME);
+  } catch (err) {
+    return bad('manifest_missing', `cannot be read: ${errMessage(err)}`);
+  }
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
     return bad('manifest_not_json', 'is not UTF-8 text');
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(text!);
+    raw = jsonDepth(text!) > MAX_JSON_DEPTH ? undefined : JSON.parse(text!);
   } catch {
     return bad('manifest_not_json', 'is not valid JSON (truncated or corrupted)');
   }
+  if (raw === undefined) return bad('manifest_not_json', `is nested more than ${MAX_JSON_DEPTH} levels deep`);
   const m = raw as Record<string, unknown>;
   if (typeof m !== 'object' || m === null || Array.isArray(m)) return bad('manifest_invalid', 'is not a JSON object');
   if (m.format !== CHECKPOINT_FORMAT || m.version !== CHECKPOINT_VERSION) {
@@ -428,21 +461,7 @@ async function readManifest(path: string, expectedStep: number | null): Promise<
 
 /** SHA-256 of a file, read in chunks (works for files of any size). */
 export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  const fh = await fsp.open(path, 'r');
-  try {
-    const buf = new Uint8Array(HASH_CHUNK);
-    let position = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.byteLength, position);
-      if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-      position += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
-  return hash.digest('hex');
+  return (await hashRegularFile(path)).sha256;
 }
 
 function errMessage(err: unknown): string {
@@ -451,9 +470,7 @@ function errMessage(err: unknown): string {
 
 async function readLatestPointer(ckDir: string): Promise<string | null> {
   try {
-    const st = await fsp.lstat(join(ckDir, LATEST_NAME));
-    if (!st.isFile() || st.size > 256) return null;
-    return (await fsp.readFile(join(ckDir, LATEST_NAME), 'utf8')).trim();
+    return (await readRegularText(join(ckDir, LATEST_NAME), 256)).trim();
   } catch {
     return null;
   }
@@ -464,25 +481,31 @@ async function readLatestPointer(ckDir: string): Promise<string | null> {
  * are skipped, each with a warning that names it and says why; LATEST disagreeing with the result
  * is noted too. Returns `checkpoint: null` when nothing verifies (a fresh run, or total loss).
  */
-export async function findLatestVerified(runDir: string, opts: { mode?: VerifyMode } = {}): Promise<LatestResult> {
+export async function findLatestVerified(runDir: string, opts: FindLatestOptions = {}): Promise<LatestResult> {
   const ckDir = checkpointsDir(runDir);
   const all = await listCheckpoints(runDir);
   const warnings: string[] = [];
   let found: Checkpoint | null = null;
-  for (let i = all.length - 1; i >= 0; i--) {
+  for (let i = all.length - 1; i >= 0 && !found; i--) {
     const c = all[i]!;
     const result = await verifyCheckpoint(c.dir, opts);
-    if (result.ok && result.manifest) {
-      found = { step: c.step, name: c.name, dir: c.dir, manifest: result.manifest };
-      break;
+    if (!result.ok || !result.manifest) {
+      warnings.push(`skipping ${c.name} in ${ckDir}: ${result.problems.join('; ')}`);
+      continue;
     }
-    warnings.push(`skipping ${c.name} in ${ckDir}: ${result.problems.join('; ')}`);
+    const candidate: Checkpoint = { step: c.step, name: c.name, dir: c.dir, manifest: result.manifest };
+    try {
+      await opts.accept?.(candidate);
+      found = candidate;
+    } catch (err) {
+      warnings.push(`skipping ${c.name} in ${ckDir}: ${errMessage(err)}`);
+    }
   }
   const latest = await readLatestPointer(ckDir);
   if (found && latest !== null && latest !== found.name) {
     warnings.push(`${LATEST_NAME} names ${JSON.stringify(latest)} but the newest checkpoint that verifies is ${found.name}; resuming from ${found.name}`);
   }
-  if (!found && all.length > 0) warnings.push(`no checkpoint in ${ckDir} verifies; starting from scratch would lose ${all.length} damaged checkpoint(s)`);
+  if (!found && all.length > 0) warnings.push(`no checkpoint in ${ckDir} verifies and loads; starting from scratch would lose ${all.length} damaged checkpoint(s)`);
   return { checkpoint: found, warnings };
 }
 
@@ -503,7 +526,7 @@ export async function readCheckpointFile(checkpoint: Checkpoint, name: string): 
   const path = join(checkpoint.dir, name);
   let bytes: Uint8Array;
   try {
-    bytes = new Uint8Array(await fsp.readFile(path));
+    bytes = await readRegularFile(path, MAX_WHOLE_FILE);
   } catch (err) {
     throw asIOError(err, path, 'read');
   }
@@ -516,12 +539,7 @@ export async function readCheckpointFile(checkpoint: Checkpoint, name: string): 
 
 /** A text file of the checkpoint, parsed as JSON. */
 export async function readCheckpointJson(checkpoint: Checkpoint, name: string): Promise<unknown> {
-  const text = new TextDecoder().decode(await readCheckpointFile(checkpoint, name));
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new FormatError('not_json', `${join(checkpoint.dir, name)} is not JSON: ${errMessage(err)}`, { path: join(checkpoint.dir, name) });
-  }
+  return parseJsonFile(new TextDecoder().decode(await readCheckpointFile(checkpoint, name)), join(checkpoint.dir, name), 'not_json');
 }
 
 /** A tensors file of the checkpoint, through the safetensors reader (by byte ranges). */
@@ -569,12 +587,15 @@ export async function pruneCheckpoints(runDir: string, keep: number, opts: { mod
     try {
       await fs.remove(doomed);
       await fs.rename(c.dir, doomed);
-      await fs.syncDir(ckDir);
-      await fs.remove(doomed);
-      deleted.push(c.name);
     } catch (err) {
-      warnings.push(`could not delete ${c.name}: ${errMessage(err)}`);
+      warnings.push(`could not delete ${c.dir} (${errMessage(err)}); it is an old checkpoint, remove it by hand if you need the space`);
+      continue;
     }
+    deleted.push(c.name);
+    await fs.syncDir(ckDir).catch(() => undefined);
+    await fs.remove(doomed).catch((err: unknown) => {
+      warnings.push(`could not remove ${doomed} (${errMessage(err)}); remove it by hand (rm -rf ${doomed}), it is not needed`);
+    });
   }
   const remaining = all.filter((c) => !deleted.includes(c.name)).map((c) => c.name);
   return { deleted, kept: remaining, warnings };
@@ -605,12 +626,13 @@ export async function cleanStaging(runDir: string, opts: { fs?: WriteFs } = {}):
   try {
     names = await fsp.readdir(ckDir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removed: [], restored: [], skipped: [] };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removed: [], restored: [], skipped: [], warnings: [] };
     throw asIOError(err, ckDir, 'list');
   }
   const removed: string[] = [];
   const restored: string[] = [];
   const skipped: string[] = [];
+  const warnings: string[] = [];
   for (const name of names.sort()) {
     const m = LEFTOVER.exec(name);
     const tempPid = name.startsWith(`.${LATEST_NAME}.`) ? atomicTempPid(name) : null;
@@ -621,17 +643,26 @@ export async function cleanStaging(runDir: string, opts: { fs?: WriteFs } = {}):
       continue;
     }
     const path = join(ckDir, name);
-    if (m && m[1] === 'replaced') {
-      const target = join(ckDir, `step-${m[2]}`);
-      if (!(await exists(target))) {
-        await fs.rename(path, target);
-        restored.push(name);
-        continue;
+    let restoring = false;
+    try {
+      if (m && m[1] === 'replaced') {
+        const target = join(ckDir, `step-${m[2]}`);
+        restoring = !(await exists(target));
+        if (restoring) {
+          await fs.rename(path, target);
+          restored.push(name);
+          continue;
+        }
       }
+      await fs.remove(path);
+      removed.push(name);
+    } catch (err) {
+      const what = restoring
+        ? `it holds the only copy of step-${m![2]}: fix its permissions and rerun, or move it back to step-${m![2]} by hand`
+        : `remove it by hand (rm -rf ${path}); it is a leftover of an interrupted save or prune`;
+      warnings.push(`cannot clean up ${path} (${errMessage(err)}); ${what}. Resuming goes on without it`);
     }
-    await fs.remove(path);
-    removed.push(name);
   }
-  if (removed.length > 0 || restored.length > 0) await fs.syncDir(ckDir);
-  return { removed, restored, skipped };
+  if (removed.length > 0 || restored.length > 0) await fs.syncDir(ckDir).catch(() => undefined);
+  return { removed, restored, skipped, warnings };
 }

@@ -5,6 +5,7 @@
  */
 import * as fsp from 'node:fs/promises';
 import { asIOError } from '../io/atomic.js';
+import { IOError } from '../errors.js';
 
 export const METRICS_NAME = 'metrics.jsonl';
 
@@ -41,7 +42,12 @@ export class MetricsLog {
     let handle: fsp.FileHandle;
     try {
       handle = await fsp.open(path, 'a+');
-      const size = (await handle.stat()).size;
+      const st = await handle.stat();
+      if (!st.isFile()) {
+        await handle.close();
+        throw new IOError(`${path} is not a regular file; move it away, or train into another --out`, { path });
+      }
+      const size = st.size;
       // A file shorter than the checkpoint says was edited by hand; keep what is there.
       const length = Math.min(size, keepBytes);
       if (size > length) await handle.truncate(length);

@@ -3,9 +3,13 @@
  * the logging, evaluation and checkpoint intervals. Validated with zod; every error names the
  * file and the exact field (`optimizer.betas[1]`), and unknown fields are rejected.
  */
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { FormatError, IOError } from '../errors.js';
+import { FormatError, IOError, KnobsError } from '../errors.js';
+import { parseJsonFile } from '../io/json.js';
+import { readRegularText } from '../io/regular-file.js';
+
+/** A recipe is a page of JSON; anything larger is the wrong file. */
+export const MAX_RECIPE_BYTES = 1024 * 1024;
 
 const positiveInt = z.number().int().positive();
 
@@ -198,7 +202,7 @@ export const recipeSchema = z
 export type Recipe = z.output<typeof recipeSchema>;
 
 /** Formats zod's issue path the way a user writes it: optimizer.betas[1]. */
-function fieldPath(path: readonly PropertyKey[]): string {
+export function fieldPath(path: readonly PropertyKey[]): string {
   return path.reduce<string>((acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)), '') || '(top level)';
 }
 
@@ -216,15 +220,10 @@ export function parseRecipe(json: unknown, source = 'recipe'): Recipe {
 export async function loadRecipe(path: string): Promise<Recipe> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readRegularText(path, MAX_RECIPE_BYTES, 'recipe');
   } catch (err) {
+    if (err instanceof KnobsError) throw err;
     throw new IOError(`cannot read recipe ${path}: ${(err as Error).message}`, { path });
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new FormatError('recipe_not_json', `${path}: not valid JSON (${(err as Error).message})`, { file: path });
-  }
-  return parseRecipe(json, path);
+  return parseRecipe(parseJsonFile(text, path, 'recipe_not_json'), path);
 }

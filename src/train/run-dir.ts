@@ -12,11 +12,15 @@
  */
 import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
-import { FormatError, IOError, UsageError } from '../errors.js';
+import { FormatError, IOError, type KnobsError, UsageError } from '../errors.js';
 import { loadSafetensors } from '../formats/safetensors.js';
+import { asIOError } from '../io/atomic.js';
+import { parseJsonFile } from '../io/json.js';
+import { checkDirectory, checkRegularFile, readRegularText } from '../io/regular-file.js';
 import { Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
 import { type TrainableModel, modelFromConfigJson } from './build.js';
+import { checkRunConfigFits } from './limits.js';
 import { type Recipe, parseRecipe } from './recipe.js';
 
 export const CONFIG_NAME = 'config.json';
@@ -30,6 +34,15 @@ export function defaultRunDir(name: string, now = new Date()): string {
 }
 
 /** What is in the output directory before a run starts. */
+/**
+ * True for a knobs run directory (it has recipe.json), false for any other model directory (a
+ * Hugging Face one); an IOError when `dir` is not a directory at all.
+ */
+export async function isRunDir(dir: string): Promise<boolean> {
+  await checkDirectory(dir, 'model directory');
+  return fsp.access(join(dir, RECIPE_NAME)).then(() => true, () => false);
+}
+
 export type RunDirState = 'missing' | 'empty' | 'used';
 
 export async function runDirState(dir: string): Promise<RunDirState> {
@@ -39,24 +52,24 @@ export async function runDirState(dir: string): Promise<RunDirState> {
     return (await fsp.readdir(dir)).length === 0 ? 'empty' : 'used';
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
-    throw err;
+    // ENOTDIR (a part of the path is a regular file), EACCES, ELOOP, …
+    throw asIOError(err, dir, 'use as the run directory');
   }
 }
+
+/** config.json and recipe.json are small; a larger one is the wrong file. */
+const MAX_RUN_JSON_BYTES = 16 * 1024 * 1024;
 
 async function readJson(path: string): Promise<unknown> {
   let text: string;
   try {
-    text = await fsp.readFile(path, 'utf8');
+    text = await readRegularText(path, MAX_RUN_JSON_BYTES);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const what = e.code === 'ENOENT' ? `${path} is missing; is this a knobs run directory (made by 'knobs train')?` : `cannot read ${path}: ${e.message}`;
-    throw new IOError(what, { path, ...(e.code ? { errno: e.code } : {}) });
+    const e = err as KnobsError;
+    if (e.details?.errno === 'ENOENT') throw new IOError(`${path} is missing; is this a knobs run directory (made by 'knobs train')?`, { ...e.details });
+    throw err;
   }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new FormatError('not_json', `${path} is not JSON: ${(err as Error).message}`, { path });
-  }
+  return parseJsonFile(text, path, 'not_json');
 }
 
 /** A run's config.json, as an object. */
@@ -101,9 +114,10 @@ export interface LoadedRun {
 export async function loadRun(dir: string): Promise<LoadedRun> {
   const config = await readRunConfig(dir);
   const recipe = await readRunRecipe(dir);
+  checkRunConfigFits(config, join(dir, CONFIG_NAME));
   const model = modelFromConfigJson(config, join(dir, CONFIG_NAME), new Generator(0));
   const weights = join(dir, MODEL_NAME);
-  const { tensors } = await loadSafetensors(weights).catch((err: unknown) => {
+  const { tensors } = await checkRegularFile(weights, 'weights file').then(() => loadSafetensors(weights)).catch((err: unknown) => {
     if ((err as { details?: { errno?: string } }).details?.errno === 'ENOENT') {
       throw new IOError(`${weights} is missing: the run has not finished or checkpointed yet`, { path: weights });
     }

@@ -3,9 +3,12 @@
  *
  * Order of work, so that a failed start leaves nothing behind and a crash loses nothing committed:
  *   1. validate: recipe (with overrides), data files, model, optimizer, schedule, output directory;
- *   2. only then create the run directory and write config.json and recipe.json (atomically);
- *   3. resume from the newest checkpoint that verifies, when asked: weights, optimizer state,
- *      the generator behind init and dropout, the data loader position, and metrics.jsonl cut
+ *   2. resume, in memory, from the newest checkpoint that verifies and whose trainer.json is valid,
+ *      when asked: weights, optimizer state, the generator behind init and dropout, the data loader
+ *      position (a checkpoint that fails any check is skipped, and the parts are rebuilt, so none
+ *      is half-applied); a run with weights but nothing to resume from is refused;
+ *   3. only then create the run directory, write config.json, recipe.json and training-data.json
+ *      (the SHA-256 and size of every data file, hashed before) atomically, and cut metrics.jsonl
  *      back to the checkpoint's rows;
  *   4. each step: lr from the schedule, grad_accum_steps micro-batches, clip, update; then
  *      log / eval / checkpoint rows at their intervals (eval and checkpoints are not counted in
@@ -18,9 +21,9 @@
  */
 import { access, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { IOError, UsageError } from '../errors.js';
+import { FormatError, UsageError } from '../errors.js';
 import { saveSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { asIOError, writeFileAtomic } from '../io/atomic.js';
 import { tokenizerConfigJson } from '../tokenizer/config.js';
 import { byteLevelTokenizerFiles, writeTokenizerFiles } from '../tokenizer/export.js';
 import { mixSeed } from '../data/shuffle.js';
@@ -35,6 +38,9 @@ import { type TrainableModel, buildModel, buildOptimizer, buildSchedule, generat
 import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { type EvalRow, METRICS_NAME, MetricsLog, type TrainRow } from './metrics.js';
 import { type Recipe, isLanguageModel, modelPositions, parseRecipe } from './recipe.js';
+import { type TrainerState, parseTrainerState } from './trainer-state.js';
+import { hashTrainingData, recordTrainingData } from './training-data.js';
+import { checkRecipeFits } from './limits.js';
 import { CONFIG_NAME, GENERATION_CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
 import { type TrainBatch, type TrainSource, loadRecipeTokenizer, openTrainSource, withDataPath } from './sources.js';
 
@@ -85,16 +91,6 @@ export interface TrainResult {
   lastEval: EvalRow | null;
 }
 
-/** What trainer.json in a checkpoint holds besides the tensors. */
-interface TrainerState {
-  step: number;
-  optimizer: { type: string; step: number };
-  generator: { words: number[]; spareNormal: number | null };
-  data: unknown;
-  metricsBytes: number;
-  elapsedS: number;
-}
-
 /** The recipe with the options' overrides applied and validated again (so errors name the field). */
 export function applyOverrides(recipe: Recipe, opts: Pick<TrainOptions, 'dataPath' | 'steps' | 'epochs' | 'seed' | 'source'>): Recipe {
   const source = opts.source ?? 'recipe';
@@ -118,27 +114,42 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
   const keep = opts.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS;
   if (!Number.isSafeInteger(keep) || keep < 1) throw new UsageError(`--keep-checkpoints must be an integer >= 1, got ${keep}`);
   const recipe = applyOverrides(recipeIn, opts);
+  checkRecipeFits(recipe, source);
   const out = resolve(opts.out ?? defaultRunDir(recipe.name));
 
   // 1. Validate everything before the run directory exists.
   const data = await openTrainSource(recipe);
   let metrics: MetricsLog | null = null;
   try {
-    const generator = new Generator(mixSeed(recipe.seed, 1));
-    const model = buildModel(recipe, generator);
-    const optimizer = buildOptimizer(recipe, model);
+    const build = (): RunParts => {
+      const generator = new Generator(mixSeed(recipe.seed, 1));
+      const model = buildModel(recipe, generator);
+      return { model, optimizer: buildOptimizer(recipe, model), generator, data };
+    };
+    let parts = build();
     const totalSteps = recipe.steps ?? Math.ceil((recipe.epochs! * data.batchesPerEpoch) / recipe.grad_accum_steps);
     const schedule = buildSchedule(recipe, totalSteps, source);
-    const config = modelConfigJson(model);
-    const checkpoint = await existingCheckpoint(out, opts.resume === true, config, source, log);
+    const config = modelConfigJson(parts.model);
 
-    // 2. Create the run directory.
+    // 2. Resume, in memory: a checkpoint rejected part-way leaves fresh parts for the next one.
+    const resumed = await resumePoint(out, opts.resume === true, config, source, log, async (checkpoint) => {
+      try {
+        return await restore(checkpoint, parts);
+      } catch (err) {
+        parts = build();
+        throw err;
+      }
+    });
+    const dataFiles = await hashTrainingData(recipe.data);
+
+    // 3. Create the run directory.
     await mkdir(out, { recursive: true }).catch((err: unknown) => {
-      throw new IOError(`cannot create the run directory ${out}: ${(err as Error).message}`, { path: out });
+      throw asIOError(err, out, 'create the run directory');
     });
     await writeFileAtomic(join(out, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
     await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
-    const generation = generationConfigJson(model);
+    for (const message of await recordTrainingData(out, dataFiles)) log({ type: 'warning', message });
+    const generation = generationConfigJson(parts.model);
     if (generation) await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
     if (isLanguageModel(recipe.model)) {
       const positions = modelPositions(recipe.model).positions;
@@ -146,12 +157,10 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
       await writeTokenizerFiles(out, tokenizer ? { tokenizer: tokenizer.toJSON(), config: tokenizerConfigJson({ modelMaxLength: positions }) } : byteLevelTokenizerFiles(positions));
     }
 
-    // 3. Resume.
-    const parts: RunParts = { model, optimizer, generator, data };
-    const restored = checkpoint ? await restore(checkpoint, parts) : null;
+    const restored = resumed?.state ?? null;
     let step = restored?.step ?? 0;
     const startStep = step;
-    const resumedFrom = checkpoint?.step ?? null;
+    const resumedFrom = resumed?.checkpoint.step ?? null;
     const rows = await MetricsLog.open(join(out, METRICS_NAME), restored?.metricsBytes ?? 0);
     metrics = rows;
     log({ type: 'start', out, step, totalSteps, resumedFrom, unit: data.unit });
@@ -163,6 +172,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     let lastEval: EvalRow | null = null;
     let windowSeconds = 0;
     let windowCount = 0;
+    const { model } = parts;
     model.train();
     while (step < totalSteps) {
       const t0 = performance.now();
@@ -188,7 +198,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
       }
       const stopping = opts.signal?.aborted === true;
       if ((recipe.checkpoint_every !== undefined && step % recipe.checkpoint_every === 0) || step === totalSteps || stopping) {
-        const ck = await saveRun(out, step, parts, rows, elapsed(), keep);
+        const ck = await saveRun(out, step, parts, rows, elapsed(), keep, (message) => log({ type: 'warning', message }));
         log({ type: 'checkpoint', step, dir: ck.dir });
       }
       if (stopping && step < totalSteps) return { out, step, totalSteps, interrupted: true, resumedFrom, lastTrain, lastEval };
@@ -225,22 +235,30 @@ async function trainStep(parts: RunParts, recipe: Recipe, lr: number): Promise<{
   return { loss, gradNorm, count: batches.reduce((n, b) => n + b.count, 0) };
 }
 
-/** Loads a checkpoint into the parts; returns its trainer state. */
+/**
+ * Loads a checkpoint into the parts; returns its trainer state. Everything is read and trainer.json
+ * validated before anything is applied; the data position goes last, as the only part that is not
+ * rebuilt when a later one fails (each loadStateDict/setState checks before it changes anything).
+ */
 async function restore(checkpoint: Checkpoint, parts: RunParts): Promise<TrainerState> {
   const tensors = async (name: string): Promise<Map<string, Tensor>> => tensorsOnly((await loadCheckpointTensors(checkpoint, name)).tensors, join(checkpoint.dir, name));
-  const state = (await readCheckpointJson(checkpoint, TRAINER_STATE)) as TrainerState;
-  parts.model.loadStateDict(await tensors(MODEL_NAME));
-  parts.optimizer.loadStateDict({ ...state.optimizer, tensors: await tensors(OPTIMIZER_STATE) });
+  const state = parseTrainerState(await readCheckpointJson(checkpoint, TRAINER_STATE), join(checkpoint.dir, TRAINER_STATE), {
+    step: checkpoint.step, optimizer: parts.optimizer.type,
+  });
+  const weights = await tensors(MODEL_NAME);
+  const moments = await tensors(OPTIMIZER_STATE);
+  parts.model.loadStateDict(weights);
+  parts.optimizer.loadStateDict({ ...state.optimizer, tensors: moments });
   parts.generator.setState(state.generator);
   parts.data.setState(state.data);
   return state;
 }
 
 /** Commits checkpoint `step` (metrics made durable first, so its recorded length holds), then replaces model.safetensors. */
-async function saveRun(out: string, step: number, parts: RunParts, metrics: MetricsLog, elapsedS: number, keep: number): Promise<Checkpoint> {
+async function saveRun(out: string, step: number, parts: RunParts, metrics: MetricsLog, elapsedS: number, keep: number, onWarning: (message: string) => void): Promise<Checkpoint> {
   const { model, optimizer, generator, data } = parts;
   await metrics.sync();
-  const state: TrainerState = {
+  const state = {
     step,
     optimizer: { type: optimizer.type, step: optimizer.stepCount },
     generator: generator.getState(),
@@ -252,30 +270,46 @@ async function saveRun(out: string, step: number, parts: RunParts, metrics: Metr
     [MODEL_NAME]: model.stateDict(),
     [OPTIMIZER_STATE]: optimizer.stateDict().tensors,
     [TRAINER_STATE]: JSON.stringify(state),
-  }, { keep });
+  }, { keep, onWarning });
   await saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA);
   return checkpoint;
 }
 
 /**
- * Checks the output directory and finds the checkpoint to resume from (null: start fresh).
- * A used directory needs `resume`; resuming needs the same architecture; checkpoints that exist
- * but none of which verifies stop the run rather than be overwritten.
+ * Checks the output directory and loads the checkpoint to resume from through `load` (null: start
+ * fresh). A used directory needs `resume`; resuming needs the same architecture. Starting over is
+ * allowed only when it loses nothing: a run killed before its first checkpoint (it never wrote
+ * model.safetensors; a deterministic rerun rewrites the same rows). Checkpoints that exist but none
+ * of which loads, or weights with no checkpoint at all, stop the run rather than be overwritten.
  */
-async function existingCheckpoint(out: string, resume: boolean, config: Record<string, unknown>, source: string, log: (e: TrainEvent) => void): Promise<Checkpoint | null> {
+async function resumePoint(
+  out: string, resume: boolean, config: Record<string, unknown>, source: string, log: (e: TrainEvent) => void,
+  load: (checkpoint: Checkpoint) => Promise<TrainerState>,
+): Promise<{ checkpoint: Checkpoint; state: TrainerState } | null> {
   const state = await runDirState(out);
   if (state !== 'used') return null;
   if (!resume) throw new UsageError(`${out} already holds files; pass --resume to continue that run, or choose another --out`, { path: out });
   // Killed before config.json was written: nothing to resume, nothing to lose.
   if (!(await exists(join(out, CONFIG_NAME))) && !(await exists(join(out, CHECKPOINTS_DIR)))) return null;
   checkSameArchitecture(out, await readRunConfig(out), config, source);
-  await cleanStaging(out);
-  const { checkpoint, warnings } = await findLatestVerified(out);
+  const cleaned = await cleanStaging(out);
+  for (const message of cleaned.warnings) log({ type: 'warning', message });
+  const loaded: { state?: TrainerState } = {};
+  const { checkpoint, warnings } = await findLatestVerified(out, {
+    accept: async (c) => {
+      loaded.state = await load(c);
+    },
+  });
   for (const message of warnings) log({ type: 'warning', message });
-  if (!checkpoint && warnings.length > 0) {
-    throw new IOError(`cannot resume ${out}: no checkpoint verifies (${warnings.join('; ')}); move the directory away to start over`, { path: out });
+  if (checkpoint && loaded.state) return { checkpoint, state: loaded.state };
+  const startOver = `to start over, move ${out} away (or delete it) or train into another --out`;
+  if (warnings.length > 0) {
+    throw new FormatError('nothing_to_resume', `cannot resume ${out}: no checkpoint can be resumed from (${warnings.join('; ')}); ${startOver}`, { path: out });
   }
-  return checkpoint;
+  if (await exists(join(out, MODEL_NAME))) {
+    throw new FormatError('nothing_to_resume', `cannot resume ${out}: it holds trained weights (${MODEL_NAME}) but no checkpoint to resume them from (${CHECKPOINTS_DIR}/ is missing or empty), and starting from step 0 would overwrite them; ${startOver}`, { path: out });
+  }
+  return null;
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -1,8 +1,9 @@
-/** Runs the built CLI (dist/src/cli/main.js) as a child process, as a user would. */
+/** Runs the CLI: the built executable (dist/src/cli/bin.js) as a child process, as a user would, or main() in process. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { main } from '../../src/cli/main.js';
 
-export const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+export const MAIN = fileURLToPath(new URL('../../src/cli/bin.js', import.meta.url));
 
 export interface CliRun {
   code: number | null;
@@ -27,4 +28,12 @@ export function startCli(args: readonly string[], onStderr?: (text: string, chil
 
 export function cli(args: readonly string[], opts: { cwd?: string } = {}): Promise<CliRun> {
   return startCli(args, undefined, opts).done;
+}
+
+/** Runs `knobs ARGS` in this process through main(), collecting what it prints. */
+export async function cliInProcess(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await main([...args], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), isTTY: false });
+  return { code, stdout, stderr };
 }

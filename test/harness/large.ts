@@ -106,6 +106,12 @@ export const LARGE_CASES: readonly LargeCase[] = [
     inputs: () => [gen(8).randn([R, C])],
     fn: ([x]) => k[op](x!, axis),
   })),
+  ...([[0, false], [1, false], [1, true]] as const).map(([axis, reverse]): LargeCase => ({
+    id: `cumsum/large_axis_${axis}${reverse ? '_reverse' : ''}`,
+    tol: 'reduction',
+    inputs: () => [gen(10).randn([R, C])],
+    fn: ([x]) => k.cumsum(x!, axis, { reverse }),
+  })),
   {
     id: 'sum/large_transposed',
     tol: 'reduction',

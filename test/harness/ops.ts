@@ -6,6 +6,23 @@
 import * as k from '../../src/index.js';
 import type { Tensor } from '../../src/index.js';
 
+/**
+ * Every op the golden fixtures name (`op` of a case). The table below must map each one (the
+ * compiler checks), and the suite checks each has golden cases, with gradients where it has them.
+ */
+export const OP_NAMES = [
+  'add', 'sub', 'mul', 'div', 'neg', 'pow', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'tanh', 'sigmoid', 'relu', 'gelu', 'silu',
+  'maximum', 'minimum', 'clamp', 'where', 'eq', 'ne', 'lt', 'le', 'gt', 'ge',
+  'sum', 'mean', 'max', 'min', 'argmax', 'var', 'cumsum',
+  'matmul', 'softmax', 'logSoftmax', 'crossEntropy', 'layerNorm', 'rmsNorm', 'embedding',
+  'concat', 'stack', 'split', 'pad', 'triu', 'tril', 'scaledDotProductAttention', 'conv2d', 'maxPool2d', 'avgPool2d',
+] as const;
+export type OpName = (typeof OP_NAMES)[number];
+
+export function isOpName(op: string): op is OpName {
+  return (OP_NAMES as readonly string[]).includes(op);
+}
+
 export type Attrs = Record<string, unknown>;
 export type OpFn = (inputs: Tensor[], attrs: Attrs) => Tensor | Tensor[];
 
@@ -43,7 +60,7 @@ function optional(rest: Tensor[], attrs: Attrs, names: string[]): (Tensor | unde
   return names.map((n) => (attrs[n] ? rest[i++] : undefined));
 }
 
-export const OPS: Readonly<Record<string, OpFn>> = {
+export const OPS: { readonly [Op in OpName]: OpFn } = {
   add: binary((a, b) => k.add(a, b)),
   sub: binary((a, b) => k.sub(a, b)),
   mul: binary((a, b) => k.mul(a, b)),
@@ -79,6 +96,7 @@ export const OPS: Readonly<Record<string, OpFn>> = {
   min: reduction((x, axis, keepdim) => k.min(x, axis, keepdim)),
   argmax: ([x], attrs) => k.argmax(x!, axisOf(attrs) as number | undefined, Boolean(attrs.keepdim)),
   var: ([x], attrs) => k.var(x!, axisOf(attrs), { correction: attrs.correction as number, keepdim: Boolean(attrs.keepdim) }),
+  cumsum: ([x], attrs) => k.cumsum(x!, attrs.axis as number, { reverse: Boolean(attrs.reverse) }),
   matmul: ([a, b]) => k.matmul(a!, b!),
   softmax: ([x], attrs) => k.softmax(x!, attrs.axis as number),
   logSoftmax: ([x], attrs) => k.logSoftmax(x!, attrs.axis as number),
@@ -128,14 +146,5 @@ function poolOpts(attrs: Attrs): k.Pool2dOptions {
   return opts;
 }
 
-/** Every op the brief requires a golden for (the suite checks each has cases). */
-export const REQUIRED_OPS: readonly string[] = [
-  'add', 'sub', 'mul', 'div', 'neg', 'pow', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'tanh', 'sigmoid', 'relu', 'gelu', 'silu',
-  'maximum', 'minimum', 'clamp', 'where', 'eq', 'ne', 'lt', 'le', 'gt', 'ge',
-  'sum', 'mean', 'max', 'min', 'argmax', 'var',
-  'matmul', 'softmax', 'logSoftmax', 'crossEntropy', 'layerNorm', 'rmsNorm', 'embedding',
-  'concat', 'stack', 'split', 'pad', 'triu', 'tril', 'scaledDotProductAttention', 'conv2d', 'maxPool2d', 'avgPool2d',
-];
-
 /** Ops with no gradient (integer/bool results). Every other required op must have gradient goldens. */
-export const NON_DIFFERENTIABLE: ReadonlySet<string> = new Set(['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'argmax']);
+export const NON_DIFFERENTIABLE: ReadonlySet<OpName> = new Set<OpName>(['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'argmax']);

@@ -1,8 +1,11 @@
-/** Elementwise kernels of the js backend: unary ops and their gradients, binary ops, where, cast. */
+/**
+ * Elementwise kernels of the js backend: unary ops, binary ops, where, cast. (Unary gradients are
+ * composites in src/autograd/gradients.ts, the one gradient table.)
+ */
 import { type DType, type NumericStorage, type Storage, allocate, readNumber, writeNumber } from '../../dtype.js';
 import { numel } from '../../shape.js';
 import type { BinaryOp, KernelView, UnaryOp } from '../backend.js';
-import { erf, gelu, geluGrad, geluTanh, geluTanhGrad, sigmoid } from './math.js';
+import { erf, gelu, geluTanh, sigmoid } from './math.js';
 import { dense, forEachRow, denseOperand } from './strided.js';
 
 type Fn1 = (x: number) => number;
@@ -22,32 +25,6 @@ const UNARY: Readonly<Record<UnaryOp, Fn1>> = {
   gelu_tanh: geluTanh,
   silu: (x) => x * sigmoid(x),
   sign: Math.sign,
-};
-
-/** f'(x) for each unary op (PyTorch's conventions at kinks: relu'(0) = 0, abs'(0) = 0). */
-const DERIVATIVE: Readonly<Record<UnaryOp, Fn1>> = {
-  neg: () => -1,
-  exp: Math.exp,
-  log: (x) => 1 / x,
-  sqrt: (x) => 0.5 / Math.sqrt(x),
-  rsqrt: (x) => -0.5 / (x * Math.sqrt(x)),
-  abs: Math.sign,
-  tanh: (x) => {
-    const t = Math.tanh(x);
-    return 1 - t * t;
-  },
-  sigmoid: (x) => {
-    const s = sigmoid(x);
-    return s * (1 - s);
-  },
-  relu: (x) => (x > 0 ? 1 : 0),
-  gelu: geluGrad,
-  gelu_tanh: geluTanhGrad,
-  silu: (x) => {
-    const s = sigmoid(x);
-    return s * (1 + x * (1 - s));
-  },
-  sign: () => 0,
 };
 
 const nanAware = (pick: (a: number, b: number) => boolean): Fn2 => (a, b) => (a !== a || b !== b ? NaN : pick(a, b) ? a : b);
@@ -75,15 +52,6 @@ export function unary(op: UnaryOp, x: KernelView): Storage {
   const src = dense(x) as NumericStorage;
   const out = allocate(x.dtype, src.length) as NumericStorage;
   for (let i = 0; i < src.length; i++) out[i] = f(src[i]!);
-  return out;
-}
-
-export function unaryBackward(op: UnaryOp, x: KernelView, g: KernelView): Storage {
-  const df = DERIVATIVE[op];
-  const xs = dense(x) as NumericStorage;
-  const gs = dense(g) as NumericStorage;
-  const out = allocate(x.dtype, xs.length) as NumericStorage;
-  for (let i = 0; i < xs.length; i++) out[i] = gs[i]! * df(xs[i]!);
   return out;
 }
 

@@ -4,20 +4,20 @@
  */
 import type { Backend } from '../backend.js';
 import { conv2d, conv2dBackwardInput, conv2dBackwardWeight, maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward } from './conv.js';
-import { assign, binary, cast, unary, unaryBackward, where } from './elementwise.js';
+import { assign, binary, cast, unary, where } from './elementwise.js';
 import { gatherRows, matmul, scatterAddRows } from './matmul.js';
-import { argReduce, reduce } from './reduce.js';
+import { argReduce, cumsum, reduce } from './reduce.js';
 
 export const jsBackend: Backend = {
   name: 'js',
   describe: () => ({ name: 'js', description: 'reference TypeScript kernels', threads: 1, dtypes: ['f32', 'f64'] }),
   supports: () => true,
   unary,
-  unaryBackward,
   binary,
   where,
   reduce,
   argReduce,
+  cumsum,
   matmul,
   assign,
   cast,

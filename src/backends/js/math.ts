@@ -49,7 +49,6 @@ function erfcContinuedFraction(x: number): number {
 export const SQRT_2_OVER_PI = 0.7978845608028654;
 export const GELU_TANH_COEF = 0.044715;
 const INV_SQRT_2 = 0.7071067811865476;
-const INV_SQRT_2PI = 0.3989422804014327;
 
 export function sigmoid(x: number): number {
   return 1 / (1 + Math.exp(-x));
@@ -59,16 +58,6 @@ export function gelu(x: number): number {
   return 0.5 * x * (1 + erf(x * INV_SQRT_2));
 }
 
-/** d/dx gelu(x) = Φ(x) + x·φ(x). */
-export function geluGrad(x: number): number {
-  return 0.5 * (1 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
-}
-
 export function geluTanh(x: number): number {
   return 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x)));
-}
-
-export function geluTanhGrad(x: number): number {
-  const t = Math.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x));
-  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_COEF * x * x);
 }

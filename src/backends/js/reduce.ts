@@ -1,4 +1,4 @@
-/** Reductions of the js backend: sum/max/min over axes, argmax/argmin along one axis. */
+/** Reductions of the js backend: sum/max/min over axes, argmax/argmin and cumsum along one axis. */
 import { type NumericStorage, type Storage, allocate } from '../../dtype.js';
 import { numel } from '../../shape.js';
 import type { ArgReduceOp, KernelView, ReduceOp } from '../backend.js';
@@ -50,6 +50,26 @@ export function argReduce(op: ArgReduceOp, x: KernelView, axis: number): Storage
         }
       }
       out[o * inner + j] = bestIndex;
+    }
+  }
+  return out;
+}
+
+export function cumsum(x: KernelView, axis: number, reverse: boolean): Storage {
+  const src = dense(x) as NumericStorage;
+  const len = x.shape[axis]!;
+  const outer = numel(x.shape.slice(0, axis));
+  const inner = numel(x.shape.slice(axis + 1));
+  const out = allocate(x.dtype, src.length) as NumericStorage;
+  for (let o = 0; o < outer; o++) {
+    for (let j = 0; j < inner; j++) {
+      const base = o * len * inner + j;
+      let acc = 0; // f64 whatever the dtype, rounded once per element
+      for (let t = 0; t < len; t++) {
+        const at = base + (reverse ? len - 1 - t : t) * inner;
+        acc += src[at]!;
+        out[at] = acc;
+      }
     }
   }
   return out;

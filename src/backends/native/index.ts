@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { allocateUnfilled, type DType, type Storage } from '../../dtype.js';
 import type {
-  ArgReduceOp, Backend, BinaryOp, Conv2dParams, FusedKernels, KernelName, KernelView, NormGradsWanted, Pool2dParams,
+  ActivationOp, ArgReduceOp, Backend, BinaryOp, Conv2dParams, FusedKernels, KernelName, KernelView, NormGradsWanted, Pool2dParams,
   ReduceOp, UnaryOp,
 } from '../backend.js';
 import { jsBackend } from '../js/index.js';
@@ -34,13 +34,15 @@ export interface NativeAddon {
   sgemm(transA: 0 | 1, transB: 0 | 1, M: number, N: number, K: number, A: F32, B: F32, C: F32): void;
   matmul(a: F32, b: F32, meta: Float64Array, out: F32): void;
   unary(op: number, x: F32, meta: Float64Array, out: F32): void;
-  unaryBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
+  /** g · f'(x) for the activation ops (UNARY_CODE) only. */
+  activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
   where(cond: Uint8Array, a: F32, b: F32, meta: Float64Array, out: F32): void;
   assign(dst: Storage, src: Storage, meta: Float64Array): void;
   cast(x: Storage, meta: Float64Array, out: Storage, outIsBool: boolean): void;
   reduce(op: number, x: F32, meta: Float64Array, axisMask: number, out: F32): void;
   argReduce(isMin: 0 | 1, x: F32, meta: Float64Array, axis: number, out: Int32Array): void;
+  cumsum(x: F32, outer: number, n: number, inner: number, reverse: 0 | 1, out: F32): void;
   gatherRows(table: F32, meta: Float64Array, ids: Ids, out: F32): void;
   scatterAddRows(src: F32, meta: Float64Array, ids: Ids, rows: number, out: F32): void;
   conv2d(x: F32, w: F32, params: Float64Array, out: F32): void;
@@ -66,14 +68,14 @@ export interface NativeAddon {
   causalAttentionBackward(q: F32, k: F32, v: F32, out: F32, lse: F32, g: F32, BH: number, T: number, D: number, scale: number, dq: F32, dk: F32, dv: F32): void;
 }
 
-// Kernel enums, in the order of native/kernels.h.
-const UNARY_CODE: Readonly<Record<UnaryOp, number>> = {
+// Kernel enums, in the order of native/kernels.h (test/native-op-codes.test.ts holds them in step).
+export const UNARY_CODE: Readonly<Record<UnaryOp, number>> = {
   neg: 0, exp: 1, log: 2, sqrt: 3, rsqrt: 4, abs: 5, tanh: 6, sigmoid: 7, relu: 8, gelu: 9, gelu_tanh: 10, silu: 11, sign: 12,
 };
-const BINARY_CODE: Readonly<Record<BinaryOp, number>> = {
+export const BINARY_CODE: Readonly<Record<BinaryOp, number>> = {
   add: 0, sub: 1, mul: 2, div: 3, pow: 4, maximum: 5, minimum: 6, eq: 7, ne: 8, lt: 9, le: 10, gt: 11, ge: 12,
 };
-const REDUCE_CODE: Readonly<Record<ReduceOp, number>> = { sum: 0, max: 1, min: 2 };
+export const REDUCE_CODE: Readonly<Record<ReduceOp, number>> = { sum: 0, max: 1, min: 2 };
 const MAX_DIMS = 16;
 /** dtypes the addon's cast reads and writes. */
 const CAST_DTYPES = new Set<DType>(['f32', 'f64', 'i32', 'i8', 'u8', 'bool']);
@@ -300,6 +302,11 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       if (n > 0) addon.causalAttentionBackward(dense(q), dense(k), dense(v), dense(out), dense(lse), dense(g), BH, T, D, scale, dq, dk, dv);
       return { dq, dk, dv };
     },
+    activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage {
+      const out = allocF32(numel(x.shape));
+      addon.activationBackward(UNARY_CODE[op], f32(x), f32(g), pack(x, g), out);
+      return out;
+    },
     adam(param, grad, expAvg, expAvgSq, h) {
       if (param.length > 0) addon.adamw(param, grad, expAvg, expAvgSq, h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step, h.decoupled ? 1 : 0);
     },
@@ -340,11 +347,6 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       addon.unary(UNARY_CODE[op], f32(x), pack(x), out);
       return out;
     },
-    unaryBackward(op: UnaryOp, x: KernelView, g: KernelView): Storage {
-      const out = allocF32(numel(x.shape));
-      addon.unaryBackward(UNARY_CODE[op], f32(x), f32(g), pack(x, g), out);
-      return out;
-    },
     binary(op: BinaryOp, a: KernelView, b: KernelView): Storage {
       const code = BINARY_CODE[op];
       const n = numel(a.shape);
@@ -367,6 +369,11 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     argReduce(op: ArgReduceOp, x: KernelView, axis: number): Storage {
       const out = allocI32(numel(x.shape.map((d, i) => (i === axis ? 1 : d))));
       addon.argReduce(op === 'argmin' ? 1 : 0, f32(x), pack(x), axis, out);
+      return out;
+    },
+    cumsum(x: KernelView, axis: number, reverse: boolean): Storage {
+      const out = allocF32(numel(x.shape));
+      addon.cumsum(dense(x), numel(x.shape.slice(0, axis)), x.shape[axis]!, numel(x.shape.slice(axis + 1)), reverse ? 1 : 0, out);
       return out;
     },
     matmul(a: KernelView, b: KernelView): Storage {
