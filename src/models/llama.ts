@@ -147,6 +147,18 @@ function ropeScaling(input: LlamaConfigInput['rope_scaling']): RopeScaling {
   return fail('rope_scaling.rope_type', `'${String(kind)}' is not supported; knobs implements 'linear' and 'llama3'`);
 }
 
+/** The integer sizes of a LlamaConfig, each a positive integer. */
+const SIZE_FIELDS = [
+  'vocab_size',
+  'hidden_size',
+  'intermediate_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'head_dim',
+  'max_position_embeddings',
+] as const;
+
 /** Fills Hugging Face's defaults for `model_type` (default 'llama') and validates every size. */
 export function llamaConfig(input: LlamaConfigInput): LlamaConfig {
   const type = input.model_type ?? 'llama';
@@ -176,16 +188,7 @@ export function llamaConfig(input: LlamaConfigInput): LlamaConfig {
       ? null
       : (input.sliding_window ?? null),
   };
-  for (const key of [
-    'vocab_size',
-    'hidden_size',
-    'intermediate_size',
-    'num_hidden_layers',
-    'num_attention_heads',
-    'num_key_value_heads',
-    'head_dim',
-    'max_position_embeddings',
-  ] as const) {
+  for (const key of SIZE_FIELDS) {
     if (!Number.isInteger(c[key]) || c[key] <= 0)
       fail(key, `must be a positive integer, got ${JSON.stringify(c[key])}`);
   }
@@ -600,18 +603,11 @@ export function llamaConfigFromHF(json: Record<string, unknown>): LlamaConfig {
     if (typeof json[key] !== 'number') fail(key, `is missing from config.json (got ${JSON.stringify(json[key])})`);
   }
   const known: readonly string[] = [
+    ...SIZE_FIELDS,
     'model_type',
-    'vocab_size',
-    'hidden_size',
-    'intermediate_size',
-    'num_hidden_layers',
-    'num_attention_heads',
-    'num_key_value_heads',
-    'head_dim',
     'rms_norm_eps',
     'rope_theta',
     'rope_scaling',
-    'max_position_embeddings',
     'tie_word_embeddings',
     'hidden_act',
     'bos_token_id',
