@@ -129,6 +129,24 @@ describe('knobs train with a tokenizer.json', { concurrency: false }, () => {
     const e = JSON.parse((await cli(['eval', out, '--json'])).stdout);
     // A token covers several bytes, so bits per byte is below the loss in bits per token.
     assert.ok(e.bits_per_byte < e.loss / Math.LN2 / 1.5, JSON.stringify(e));
+    const g = await cli([
+      'generate',
+      out,
+      '--prompt',
+      'And God said',
+      '--max-tokens',
+      '4',
+      '--temperature',
+      '0',
+      '--json',
+    ]);
+    assert.equal(g.code, 0, g.stderr);
+    const generated = JSON.parse(g.stdout);
+    assert.equal(generated.ids.length, 4);
+    assert.ok(
+      generated.prompt_ids.length < 'And God said'.length,
+      "the prompt is encoded with the run's tokenizer, not as bytes",
+    );
 
     await writeFile(path, JSON.stringify({ ...recipe({ vocab_size: 256 }), tokenizer: tok }));
     const small = await cli(['train', path, '--out', join(dir, 'bpe-small')]);
