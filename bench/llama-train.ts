@@ -13,15 +13,24 @@ import { llamaTrainWorkload } from './workloads.js';
 export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   const probe = await llamaTrainWorkload();
   const c = probe.config;
-  return runTrainBench({
-    name: `llama_train_step_kjv_l${c.num_hidden_layers}_h${c.num_attention_heads}_kv${c.num_key_value_heads}_c${c.hidden_size}_t${probe.items / probe.batch}_b${probe.batch}`,
-    unit: 'tokens/s',
-    target: 1,
-    make: () => probe,
-    peerRequest: (iters) => ({ op: 'llama_train', config: c, batch: probe.batch, context: probe.items / probe.batch, iters }),
-    iters: 1,
-    warmup: 2,
-    rounds: 5,
-    probe: 1,
-  }, opts);
+  return runTrainBench(
+    {
+      name: `llama_train_step_kjv_l${c.num_hidden_layers}_h${c.num_attention_heads}_kv${c.num_key_value_heads}_c${c.hidden_size}_t${probe.items / probe.batch}_b${probe.batch}`,
+      unit: 'tokens/s',
+      target: 1,
+      make: () => probe,
+      peerRequest: (iters) => ({
+        op: 'llama_train',
+        config: c,
+        batch: probe.batch,
+        context: probe.items / probe.batch,
+        iters,
+      }),
+      iters: 1,
+      warmup: 2,
+      rounds: 5,
+      probe: 1,
+    },
+    opts,
+  );
 }

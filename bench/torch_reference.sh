@@ -3,9 +3,9 @@
 # bench/results/torch-<recipe>.jsonl (one torch_train.py summary per line, per seed) plus each
 # run's metrics.jsonl under bench/results/torch-<recipe>-s<seed>/.
 #
-#   sh bench/torch_reference.sh [mlp] [cnn] [gpt]      (default: all three)
+#   sh bench/torch_reference.sh [mlp] [cnn] [gpt] [llama]      (default: all four)
 #
-# Needs /usr/bin/python3 with python3-torch, dataset-fashion-mnist, and for gpt kjv.txt in the
+# Needs /usr/bin/python3 with python3-torch, dataset-fashion-mnist, and for gpt and llama kjv.txt in the
 # current directory (bible 'Gen1:1-Rev22:21' > kjv.txt; package bible-kjv).
 # THREADS (default 1) sets torch's threads; NICE (default 10) the niceness.
 set -eu
@@ -15,7 +15,7 @@ THREADS=${THREADS:-1}
 NICE=${NICE:-10}
 RES=bench/results
 mkdir -p "$RES"
-what=${*:-mlp cnn gpt}
+what=${*:-mlp cnn gpt llama}
 
 classifier() { # recipe name
   out="$RES/torch-$1.jsonl"
@@ -28,17 +28,20 @@ classifier() { # recipe name
   done
 }
 
+language_model() { # recipe name
+  [ -f kjv.txt ] || { echo "kjv.txt missing: bible 'Gen1:1-Rev22:21' > kjv.txt" >&2; exit 2; }
+  nice -n "$NICE" $PY bench/torch_train.py "recipes/$1.json" --seed 0 --threads "$THREADS" --quiet \
+    --out "$RES/torch-$1-s0" > "$RES/torch-$1.jsonl"
+  rm -f "$RES/torch-$1-s0/summary.json"
+  $PY -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["recipe"], [(e["step"], round(e["eval_loss"], 4)) for e in s["evals"]], "wall_s", s["wall_s"])' "$RES/torch-$1.jsonl"
+}
+
 for w in $what; do
   case $w in
     mlp) classifier fashion-mlp ;;
     cnn) classifier fashion-cnn ;;
-    gpt)
-      [ -f kjv.txt ] || { echo "kjv.txt missing: bible 'Gen1:1-Rev22:21' > kjv.txt" >&2; exit 2; }
-      nice -n "$NICE" $PY bench/torch_train.py recipes/kjv-gpt.json --seed 0 --threads "$THREADS" --quiet \
-        --out "$RES/torch-kjv-gpt-s0" > "$RES/torch-kjv-gpt.jsonl"
-      rm -f "$RES/torch-kjv-gpt-s0/summary.json"
-      $PY -c 'import json,sys; s=json.load(open(sys.argv[1])); print("kjv-gpt", [(e["step"], round(e["eval_loss"], 4)) for e in s["evals"]], "wall_s", s["wall_s"])' "$RES/torch-kjv-gpt.jsonl"
-      ;;
-    *) echo "unknown: $w (mlp, cnn, gpt)" >&2; exit 2 ;;
+    gpt) language_model kjv-gpt ;;
+    llama) language_model kjv-llama ;;
+    *) echo "unknown: $w (mlp, cnn, gpt, llama)" >&2; exit 2 ;;
   esac
 done

@@ -72,8 +72,9 @@ export {
 } from './data/images.js';
 export {
   ByteTextCorpus, TextBatcher, sequentialTextBatches, encodeBytes, decodeBytes, BYTE_VOCAB_SIZE,
-  type TextCorpusOptions, type TextBatch, type TextBatcherOptions, type TextBatcherState, type TextSplit,
+  type TextCorpus, type TextCorpusOptions, type TextBatch, type TextBatcherOptions, type TextBatcherState, type TextSplit,
 } from './data/text.js';
+export { TokenTextCorpus } from './data/token-text.js';
 export { writeFileAtomic, type AtomicWriteOptions } from './io/atomic.js';
 export { openFileSource, memorySource, type ByteSource } from './io/byte-source.js';
 export { parseRecipe, loadRecipe, recipeSchema, type Recipe } from './train/recipe.js';

@@ -82,14 +82,16 @@ Example:
 type SamplingDefaults = ReturnType<typeof samplingDefaults>;
 
 /**
- * A run directory's byte-level model (sampling at temperature 1 by default), or a Hugging Face
+ * A run directory's model (its recipe's tokenizer, or bytes; sampling at temperature 1 by default), or a Hugging Face
  * directory's model with its tokenizer, eos ids and generation_config.json's sampling defaults.
  */
 async function loadLanguageModel(dir: string): Promise<{ model: CausalLM; textOptions: GenerateTextOptions; defaults: SamplingDefaults }> {
   if (await isRunDir(dir)) {
-    const { model } = await loadRun(dir);
+    const { model, recipe } = await loadRun(dir);
     if (!isLanguageModelInstance(model)) throw new UsageError(`${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`);
-    return { model, textOptions: {}, defaults: { temperature: 1, topK: 0, topP: 1 } };
+    // A run trained with a tokenizer.json has it copied into the directory; byte-level runs need none.
+    const textOptions = recipe.tokenizer === 'bytes' ? {} : { codec: tokenizerCodec(await loadHfTokenizer(dir, model.config.vocab_size)) };
+    return { model, textOptions, defaults: { temperature: 1, topK: 0, topP: 1 } };
   }
   const loaded = await loadHfModel(dir);
   const tokenizer = await loadHfTokenizer(dir, loaded.config.vocab_size);

@@ -53,7 +53,7 @@ function reporter(io: CliIO): (e: TrainEvent) => void {
 
 export const trainCommand: Command = {
   name: 'train',
-  summary: 'train a recipe (MLP/CNN on IDX images, GPT on text) into a run directory',
+  summary: 'train a recipe (MLP/CNN on IDX images, GPT/Llama/Qwen2 on text) into a run directory',
   help: `Usage: knobs train RECIPE.json [--out DIR] [--data PATH] [--steps N | --epochs N] [--seed S]
                    [--resume] [--keep-checkpoints N] [--json]
 

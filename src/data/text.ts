@@ -35,8 +35,22 @@ export interface ByteRange {
   readonly end: number;
 }
 
+/**
+ * What batching reads: a sequence of token ids (bytes for ByteTextCorpus) split into train and
+ * validation ranges. `bytesPerToken` converts a loss per token into bits per byte.
+ */
+export interface TextCorpus {
+  readonly path: string;
+  range(split: TextSplit): ByteRange;
+  /** `length` token ids from absolute position `start`. */
+  read(start: number, length: number): Promise<ArrayLike<number>>;
+  /** Bytes of text per token in `split` (1 for bytes). */
+  bytesPerToken(split: TextSplit): number;
+  close(): Promise<void>;
+}
+
 /** A text corpus split into train and validation byte ranges, read from memory or by offset. */
-export class ByteTextCorpus {
+export class ByteTextCorpus implements TextCorpus {
   readonly path: string;
   readonly size: number;
   readonly train: ByteRange;
@@ -91,6 +105,10 @@ export class ByteTextCorpus {
 
   range(split: TextSplit): ByteRange {
     return split === 'train' ? this.train : this.validation;
+  }
+
+  bytesPerToken(): number {
+    return 1;
   }
 
   /** `length` bytes from absolute offset `start` (within the file). */
@@ -169,13 +187,13 @@ export interface TextBatcherState {
  * generator's state is the whole position: save getState() in the checkpoint, setState() on resume.
  */
 export class TextBatcher {
-  readonly corpus: ByteTextCorpus;
+  readonly corpus: TextCorpus;
   readonly split: TextSplit;
   readonly batchSize: number;
   readonly blockSize: number;
   private readonly gen: Generator;
 
-  constructor(corpus: ByteTextCorpus, opts: TextBatcherOptions) {
+  constructor(corpus: TextCorpus, opts: TextBatcherOptions) {
     const { batchSize, blockSize } = opts;
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new ArgumentError(`TextBatcher: batchSize must be an integer >= 1, got ${batchSize}`);
     if (!Number.isSafeInteger(blockSize) || blockSize < 1) throw new ArgumentError(`TextBatcher: blockSize must be an integer >= 1, got ${blockSize}`);
@@ -216,7 +234,7 @@ export class TextBatcher {
   }
 }
 
-function toBatch(windows: readonly Uint8Array[], offsets: readonly number[], T: number): TextBatch {
+function toBatch(windows: readonly ArrayLike<number>[], offsets: readonly number[], T: number): TextBatch {
   const B = windows.length;
   const x = new Int32Array(B * T); // [B, T]
   const y = new Int32Array(B * T); // [B, T]
@@ -235,7 +253,7 @@ function toBatch(windows: readonly Uint8Array[], offsets: readonly number[], T: 
  * (each byte is predicted once), B at a time, at most `maxBatches` batches (default: all).
  */
 export async function* sequentialTextBatches(
-  corpus: ByteTextCorpus,
+  corpus: TextCorpus,
   opts: { split?: TextSplit; batchSize: number; blockSize: number; maxBatches?: number },
 ): AsyncGenerator<TextBatch> {
   const { batchSize: B, blockSize: T } = opts;

@@ -78,12 +78,19 @@ export function eosSet(eos: EosTokenId): ReadonlySet<number> {
 export function generateTokens(model: CausalLM, prompt: readonly number[], opts: GenerateOptions = {}): GenerateResult {
   const { maxNewTokens = 32 } = opts;
   checkSamplingOptions(opts);
-  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ArgumentError(`generate: maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
-  if (prompt.length === 0) throw new ArgumentError('generate: the prompt needs at least one token (e.g. the bos token)');
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
+    throw new ArgumentError(`generate: maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
+  if (prompt.length === 0)
+    throw new ArgumentError('generate: the prompt needs at least one token (e.g. the bos token)');
   const V = model.config.vocab_size;
   const bad = prompt.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= V);
-  if (bad >= 0) throw new ArgumentError(`generate: prompt token ${prompt[bad]} at position ${bad} is outside the vocabulary [0, ${V})`);
-  const eos = eosSet(opts.ignoreEos ? null : opts.eosTokenId === undefined ? model.config.eos_token_id : opts.eosTokenId);
+  if (bad >= 0)
+    throw new ArgumentError(
+      `generate: prompt token ${prompt[bad]} at position ${bad} is outside the vocabulary [0, ${V})`,
+    );
+  const eos = eosSet(
+    opts.ignoreEos ? null : opts.eosTokenId === undefined ? model.config.eos_token_id : opts.eosTokenId,
+  );
   const generator = opts.generator ?? new Generator(opts.seed ?? 0);
   const P = model.contextLength;
   const wasTraining = model.training;

@@ -41,8 +41,21 @@ import { causalAttentionAfter, KVCache, type LayerCache } from '../nn/attention.
 import { normal_, ones_, zeros_ } from '../nn/init.js';
 import { Embedding, RMSNorm } from '../nn/layers.js';
 import { Linear } from '../nn/linear.js';
-import { type LoadStateDictOptions, type LoadStateDictResult, Module, ModuleList, type StateDictInput } from '../nn/module.js';
-import { type CausalLM, type EosTokenId, type GenerateOptions, type GenerateResult, generateTokens, stepWithCache } from './causal-lm.js';
+import {
+  type LoadStateDictOptions,
+  type LoadStateDictResult,
+  Module,
+  ModuleList,
+  type StateDictInput,
+} from '../nn/module.js';
+import {
+  type CausalLM,
+  type EosTokenId,
+  type GenerateOptions,
+  type GenerateResult,
+  generateTokens,
+  stepWithCache,
+} from './causal-lm.js';
 
 export type LlamaModelType = 'llama' | 'mistral' | 'qwen2';
 
@@ -50,7 +63,13 @@ export type LlamaModelType = 'llama' | 'mistral' | 'qwen2';
 export type RopeScaling =
   | null
   | { rope_type: 'linear'; factor: number }
-  | { rope_type: 'llama3'; factor: number; low_freq_factor: number; high_freq_factor: number; original_max_position_embeddings: number };
+  | {
+      rope_type: 'llama3';
+      factor: number;
+      low_freq_factor: number;
+      high_freq_factor: number;
+      original_max_position_embeddings: number;
+    };
 
 /** Llama / Mistral / Qwen2 hyperparameters, named as Hugging Face's LlamaConfig. */
 export interface LlamaConfig {
@@ -85,7 +104,10 @@ export type LlamaConfigInput = Partial<LlamaConfig> &
   };
 
 /** Hugging Face's per-architecture defaults for the fields a config may leave out. */
-const DEFAULTS: Record<LlamaModelType, { vocab_size: number; max_position_embeddings: number; bos: number | null; eos: number | null; tie: boolean }> = {
+const DEFAULTS: Record<
+  LlamaModelType,
+  { vocab_size: number; max_position_embeddings: number; bos: number | null; eos: number | null; tie: boolean }
+> = {
   llama: { vocab_size: 32000, max_position_embeddings: 2048, bos: 1, eos: 2, tie: false },
   mistral: { vocab_size: 32000, max_position_embeddings: 4096 * 32, bos: 1, eos: 2, tie: false },
   qwen2: { vocab_size: 151936, max_position_embeddings: 32768, bos: null, eos: null, tie: false },
@@ -101,21 +123,41 @@ function ropeScaling(input: LlamaConfigInput['rope_scaling']): RopeScaling {
   const kind = input.rope_type ?? (input as { type?: string }).type;
   const num = (k: string): number => {
     const v = (input as Record<string, unknown>)[k];
-    if (typeof v !== 'number' || !(v > 0)) fail(`rope_scaling.${k}`, `must be a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !(v > 0))
+      fail(`rope_scaling.${k}`, `must be a positive number, got ${JSON.stringify(v)}`);
     return v;
   };
   if (kind === 'linear') return { rope_type: 'linear', factor: num('factor') };
   if (kind === 'llama3') {
     const s = {
-      rope_type: 'llama3' as const, factor: num('factor'), low_freq_factor: num('low_freq_factor'),
-      high_freq_factor: num('high_freq_factor'), original_max_position_embeddings: num('original_max_position_embeddings'),
+      rope_type: 'llama3' as const,
+      factor: num('factor'),
+      low_freq_factor: num('low_freq_factor'),
+      high_freq_factor: num('high_freq_factor'),
+      original_max_position_embeddings: num('original_max_position_embeddings'),
     };
-    if (!(s.high_freq_factor > s.low_freq_factor)) fail('rope_scaling.high_freq_factor', `(${s.high_freq_factor}) must be above low_freq_factor (${s.low_freq_factor})`);
+    if (!(s.high_freq_factor > s.low_freq_factor))
+      fail(
+        'rope_scaling.high_freq_factor',
+        `(${s.high_freq_factor}) must be above low_freq_factor (${s.low_freq_factor})`,
+      );
     return s;
   }
   if (kind === 'default') return null;
   return fail('rope_scaling.rope_type', `'${String(kind)}' is not supported; knobs implements 'linear' and 'llama3'`);
 }
+
+/** The integer sizes of a LlamaConfig, each a positive integer. */
+const SIZE_FIELDS = [
+  'vocab_size',
+  'hidden_size',
+  'intermediate_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'head_dim',
+  'max_position_embeddings',
+] as const;
 
 /** Fills Hugging Face's defaults for `model_type` (default 'llama') and validates every size. */
 export function llamaConfig(input: LlamaConfigInput): LlamaConfig {
@@ -141,47 +183,82 @@ export function llamaConfig(input: LlamaConfigInput): LlamaConfig {
     bos_token_id: input.bos_token_id === undefined ? d.bos : input.bos_token_id,
     eos_token_id: input.eos_token_id === undefined ? d.eos : input.eos_token_id,
     initializer_range: input.initializer_range ?? 0.02,
-    sliding_window: input.use_sliding_window === false ? null : input.sliding_window ?? null,
+    // Qwen2 uses its sliding_window only with use_sliding_window true (default false), Mistral always.
+    sliding_window: (type === 'qwen2' ? input.use_sliding_window !== true : input.use_sliding_window === false)
+      ? null
+      : (input.sliding_window ?? null),
   };
-  for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'head_dim', 'max_position_embeddings'] as const) {
-    if (!Number.isInteger(c[key]) || c[key] <= 0) fail(key, `must be a positive integer, got ${JSON.stringify(c[key])}`);
+  for (const key of SIZE_FIELDS) {
+    if (!Number.isInteger(c[key]) || c[key] <= 0)
+      fail(key, `must be a positive integer, got ${JSON.stringify(c[key])}`);
   }
   if (c.num_attention_heads % c.num_key_value_heads !== 0) {
-    fail('num_key_value_heads', `(${c.num_key_value_heads}) must divide num_attention_heads (${c.num_attention_heads}): each key/value head serves a whole group of query heads`);
+    fail(
+      'num_key_value_heads',
+      `(${c.num_key_value_heads}) must divide num_attention_heads (${c.num_attention_heads}): each key/value head serves a whole group of query heads`,
+    );
   }
   if (c.head_dim * c.num_attention_heads !== c.hidden_size) {
-    fail('head_dim', `(${c.head_dim}) must equal hidden_size / num_attention_heads (${c.hidden_size} / ${c.num_attention_heads}); knobs does not implement a head_dim of another size`);
+    fail(
+      'head_dim',
+      `(${c.head_dim}) must equal hidden_size / num_attention_heads (${c.hidden_size} / ${c.num_attention_heads}); knobs does not implement a head_dim of another size`,
+    );
   }
-  if (c.head_dim % 2 !== 0) fail('head_dim', `(${c.head_dim}) must be even: rotary embeddings rotate pairs of channels`);
-  if (c.hidden_act !== 'silu') fail('hidden_act', `'${String(c.hidden_act)}' is not supported; Llama's MLP uses 'silu'`);
+  if (c.head_dim % 2 !== 0)
+    fail('head_dim', `(${c.head_dim}) must be even: rotary embeddings rotate pairs of channels`);
+  if (c.hidden_act !== 'silu')
+    fail('hidden_act', `'${String(c.hidden_act)}' is not supported; Llama's MLP uses 'silu'`);
   if (!(c.rms_norm_eps > 0)) fail('rms_norm_eps', `must be > 0, got ${c.rms_norm_eps}`);
   if (!(c.rope_theta > 0)) fail('rope_theta', `must be > 0, got ${c.rope_theta}`);
   if (!(c.initializer_range >= 0)) fail('initializer_range', `must be >= 0, got ${c.initializer_range}`);
-  if (typeof c.tie_word_embeddings !== 'boolean') fail('tie_word_embeddings', `must be true or false, got ${JSON.stringify(c.tie_word_embeddings)}`);
-  if (c.sliding_window !== null && !(Number.isInteger(c.sliding_window) && c.sliding_window >= c.max_position_embeddings)) {
-    fail('sliding_window', `(${c.sliding_window}) is shorter than the context (max_position_embeddings ${c.max_position_embeddings}); knobs does not implement sliding-window attention`);
+  if (typeof c.tie_word_embeddings !== 'boolean')
+    fail('tie_word_embeddings', `must be true or false, got ${JSON.stringify(c.tie_word_embeddings)}`);
+  if (
+    c.sliding_window !== null &&
+    !(Number.isInteger(c.sliding_window) && c.sliding_window >= c.max_position_embeddings)
+  ) {
+    fail(
+      'sliding_window',
+      `(${c.sliding_window}) is shorter than the context (max_position_embeddings ${c.max_position_embeddings}); knobs does not implement sliding-window attention`,
+    );
   }
   for (const key of ['attention_bias', 'mlp_bias'] as const) {
-    if (input[key] === true) fail(key, `true is not supported; knobs' ${type} has no biases there${type === 'qwen2' ? ' (Qwen2 has q/k/v biases only)' : ''}`);
+    if (input[key] === true)
+      fail(
+        key,
+        `true is not supported; knobs' ${type} has no biases there${type === 'qwen2' ? ' (Qwen2 has q/k/v biases only)' : ''}`,
+      );
   }
-  if (c.bos_token_id !== null && !validId(c.bos_token_id, c.vocab_size)) fail('bos_token_id', `${JSON.stringify(c.bos_token_id)} is outside the vocabulary [0, ${c.vocab_size}); use null for none`);
+  if (c.bos_token_id !== null && !validId(c.bos_token_id, c.vocab_size))
+    fail(
+      'bos_token_id',
+      `${JSON.stringify(c.bos_token_id)} is outside the vocabulary [0, ${c.vocab_size}); use null for none`,
+    );
   const eos = c.eos_token_id;
-  if (eos !== null && !(typeof eos === 'number' ? validId(eos, c.vocab_size) : Array.isArray(eos) && eos.every((e) => validId(e, c.vocab_size)))) {
+  if (
+    eos !== null &&
+    !(typeof eos === 'number'
+      ? validId(eos, c.vocab_size)
+      : Array.isArray(eos) && eos.every((e) => validId(e, c.vocab_size)))
+  ) {
     fail('eos_token_id', `${JSON.stringify(eos)} must be an id in [0, ${c.vocab_size}), a list of such ids, or null`);
   }
   return c;
 }
 
-const validId = (id: unknown, vocab: number): boolean => Number.isInteger(id) && (id as number) >= 0 && (id as number) < vocab;
+const validId = (id: unknown, vocab: number): boolean =>
+  Number.isInteger(id) && (id as number) >= 0 && (id as number) < vocab;
 
 /**
  * RoPE's inverse frequencies θ^(−2j/D) for j < D/2, rescaled as rope_scaling says (transformers'
  * _compute_default_rope_parameters, _compute_linear_scaling_rope_parameters and
  * _compute_llama3_parameters), rounded to float32 as transformers keeps them.
  */
-export function ropeInverseFrequencies(config: Pick<LlamaConfig, 'head_dim' | 'rope_theta' | 'rope_scaling'>): Float32Array {
+export function ropeInverseFrequencies(
+  config: Pick<LlamaConfig, 'head_dim' | 'rope_theta' | 'rope_scaling'>,
+): Float32Array {
   const D = config.head_dim;
-  const inv = Float32Array.from({ length: D / 2 }, (_, j) => 1 / config.rope_theta ** (Math.fround((2 * j) / D)));
+  const inv = Float32Array.from({ length: D / 2 }, (_, j) => 1 / config.rope_theta ** Math.fround((2 * j) / D));
   const s = config.rope_scaling;
   if (s?.rope_type === 'linear') return inv.map((f) => f / s.factor);
   if (s?.rope_type === 'llama3') {
@@ -191,7 +268,8 @@ export function ropeInverseFrequencies(config: Pick<LlamaConfig, 'head_dim' | 'r
       const wavelen = (2 * Math.PI) / f;
       if (wavelen < highFreqWavelen) return f; // high frequencies: unchanged
       if (wavelen > lowFreqWavelen) return f / s.factor; // low frequencies: stretched
-      const smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+      const smooth =
+        (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
       return (1 - smooth) * (f / s.factor) + smooth * f;
     });
   }
@@ -199,7 +277,12 @@ export function ropeInverseFrequencies(config: Pick<LlamaConfig, 'head_dim' | 'r
 }
 
 /** cos and sin [T, D] of positions start..start+T−1; each frequency appears twice (the two halves). */
-export function ropeTables(invFreq: Float32Array, start: number, T: number, dtype: Extract<DType, 'f32' | 'f64'>): { cos: Tensor; sin: Tensor } {
+export function ropeTables(
+  invFreq: Float32Array,
+  start: number,
+  T: number,
+  dtype: Extract<DType, 'f32' | 'f64'>,
+): { cos: Tensor; sin: Tensor } {
   const half = invFreq.length;
   const D = 2 * half;
   const cos = new Float64Array(T * D);
@@ -310,7 +393,10 @@ export class LlamaDecoderLayer extends Module {
     this.self_attn = this.registerModule('self_attn', new LlamaAttention(config, opts));
     this.mlp = this.registerModule('mlp', new LlamaMLP(config, opts));
     this.input_layernorm = this.registerModule('input_layernorm', new RMSNorm(config.hidden_size, norm));
-    this.post_attention_layernorm = this.registerModule('post_attention_layernorm', new RMSNorm(config.hidden_size, norm));
+    this.post_attention_layernorm = this.registerModule(
+      'post_attention_layernorm',
+      new RMSNorm(config.hidden_size, norm),
+    );
   }
 
   forward(x: Tensor, cos: Tensor, sin: Tensor, cache?: LayerCache): Tensor {
@@ -328,8 +414,14 @@ export class LlamaModel extends Module {
   constructor(config: LlamaConfig, opts: LayerOptions) {
     super();
     this.embed_tokens = this.registerModule('embed_tokens', new Embedding(config.vocab_size, config.hidden_size, opts));
-    this.layers = this.registerModule('layers', new ModuleList(Array.from({ length: config.num_hidden_layers }, () => new LlamaDecoderLayer(config, opts))));
-    this.norm = this.registerModule('norm', new RMSNorm(config.hidden_size, { eps: config.rms_norm_eps, dtype: opts.dtype }));
+    this.layers = this.registerModule(
+      'layers',
+      new ModuleList(Array.from({ length: config.num_hidden_layers }, () => new LlamaDecoderLayer(config, opts))),
+    );
+    this.norm = this.registerModule(
+      'norm',
+      new RMSNorm(config.hidden_size, { eps: config.rms_norm_eps, dtype: opts.dtype }),
+    );
   }
 }
 
@@ -356,7 +448,9 @@ export class Llama extends Module implements CausalLM {
     const generator = opts.generator ?? new Generator(opts.seed ?? 0);
     const mod = { dtype: this.dtype, generator };
     this.model = this.registerModule('model', new LlamaModel(c, mod));
-    this.lm_head = c.tie_word_embeddings ? null : this.registerModule('lm_head', new Linear(c.hidden_size, c.vocab_size, { bias: false, ...mod }));
+    this.lm_head = c.tie_word_embeddings
+      ? null
+      : this.registerModule('lm_head', new Linear(c.hidden_size, c.vocab_size, { bias: false, ...mod }));
     this.invFreq = ropeInverseFrequencies(c);
     this.initWeights(generator);
   }
@@ -376,15 +470,30 @@ export class Llama extends Module implements CausalLM {
 
   /** The hidden states after the final norm: ids [B, T] → [B, T, C]. `cache` (inference) supplies past positions. */
   hidden(ids: Tensor, cache?: KVCache): Tensor {
-    if (ids.rank !== 2) throw new ShapeError(`Llama: ids must be [B, T], got ${formatShape(ids.shape)}`, { op: 'Llama', shapes: [ids.shape] });
-    if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`Llama: ids must be i32 or i64 token ids, got ${ids.dtype}`, { op: 'Llama', dtypes: [ids.dtype] });
+    if (ids.rank !== 2)
+      throw new ShapeError(`Llama: ids must be [B, T], got ${formatShape(ids.shape)}`, {
+        op: 'Llama',
+        shapes: [ids.shape],
+      });
+    if (ids.dtype !== 'i32' && ids.dtype !== 'i64')
+      throw new DTypeError(`Llama: ids must be i32 or i64 token ids, got ${ids.dtype}`, {
+        op: 'Llama',
+        dtypes: [ids.dtype],
+      });
     const T = ids.shape[1]!;
     const past = cache?.length ?? 0;
     if (past + T > this.contextLength) {
-      throw new ShapeError(`Llama: ${past + T} positions exceed max_position_embeddings ${this.contextLength}; crop the context to the last ${this.contextLength} tokens`, { op: 'Llama', shapes: [ids.shape], past });
+      throw new ShapeError(
+        `Llama: ${past + T} positions exceed max_position_embeddings ${this.contextLength}; crop the context to the last ${this.contextLength} tokens`,
+        { op: 'Llama', shapes: [ids.shape], past },
+      );
     }
     if (cache && cache.batch !== ids.shape[0]) {
-      throw new ShapeError(`Llama: the cache was made for batch ${cache.batch}, ids are ${formatShape(ids.shape)}`, { op: 'Llama', shapes: [ids.shape], cacheBatch: cache.batch });
+      throw new ShapeError(`Llama: the cache was made for batch ${cache.batch}, ids are ${formatShape(ids.shape)}`, {
+        op: 'Llama',
+        shapes: [ids.shape],
+        cacheBatch: cache.batch,
+      });
     }
     const { cos, sin } = ropeTables(this.invFreq, past, T, this.dtype); // [T, D] each
     let x = this.model.embed_tokens.forward(ids); // [B, T, C]
@@ -406,7 +515,10 @@ export class Llama extends Module implements CausalLM {
   /** Mean next-token cross-entropy of ids [B, T] against targets [B, T] (ignoreIndex −100 skips positions). */
   loss(ids: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
     if (targets.rank !== 2 || targets.shape[0] !== ids.shape[0] || targets.shape[1] !== ids.shape[1]) {
-      throw new ShapeError(`Llama.loss: targets must have the shape of ids ${formatShape(ids.shape)}, got ${formatShape(targets.shape)}`, { op: 'Llama.loss', shapes: [ids.shape, targets.shape] });
+      throw new ShapeError(
+        `Llama.loss: targets must have the shape of ids ${formatShape(ids.shape)}, got ${formatShape(targets.shape)}`,
+        { op: 'Llama.loss', shapes: [ids.shape, targets.shape] },
+      );
     }
     const logits = this.forward(ids); // [B, T, V]
     return crossEntropy(reshape(logits, [-1, this.config.vocab_size]), reshape(targets, [-1]), opts); // [B·T, V] vs [B·T]
@@ -415,7 +527,14 @@ export class Llama extends Module implements CausalLM {
   /** A cache of K key/value heads per layer for batch B and every position. */
   createCache(batch = 1): KVCache {
     const c = this.config;
-    return new KVCache({ layers: c.num_hidden_layers, batch, heads: c.num_key_value_heads, headDim: c.head_dim, maxLength: c.max_position_embeddings, dtype: this.dtype });
+    return new KVCache({
+      layers: c.num_hidden_layers,
+      batch,
+      heads: c.num_key_value_heads,
+      headDim: c.head_dim,
+      maxLength: c.max_position_embeddings,
+      dtype: this.dtype,
+    });
   }
 
   /** Inference step: ids [B, T] after the cache's positions → logits [B, T, V]; advances the cache. */
@@ -430,7 +549,9 @@ export class Llama extends Module implements CausalLM {
   /** The config.json content transformers reads (LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM). */
   toHFConfig(): Record<string, unknown> {
     const c = this.config;
-    const architecture = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[c.model_type];
+    const architecture = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[
+      c.model_type
+    ];
     return {
       architectures: [architecture],
       model_type: c.model_type,
@@ -465,7 +586,8 @@ export class Llama extends Module implements CausalLM {
    * buffers (knobs computes them from the config).
    */
   override loadStateDict(state: StateDictInput, opts: LoadStateDictOptions = {}): LoadStateDictResult {
-    const entries: Iterable<[string, Tensor]> = state instanceof Map ? (state as Map<string, Tensor>) : Object.entries(state);
+    const entries: Iterable<[string, Tensor]> =
+      state instanceof Map ? (state as Map<string, Tensor>) : Object.entries(state);
     const kept = new Map<string, Tensor>();
     for (const [key, t] of entries) {
       if ((key === 'lm_head.weight' && this.lm_head === null) || /\.rotary_emb\.inv_freq$/.test(key)) continue;
@@ -481,9 +603,20 @@ export function llamaConfigFromHF(json: Record<string, unknown>): LlamaConfig {
     if (typeof json[key] !== 'number') fail(key, `is missing from config.json (got ${JSON.stringify(json[key])})`);
   }
   const known: readonly string[] = [
-    'model_type', 'vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads',
-    'head_dim', 'rms_norm_eps', 'rope_theta', 'rope_scaling', 'max_position_embeddings', 'tie_word_embeddings', 'hidden_act',
-    'bos_token_id', 'eos_token_id', 'initializer_range', 'sliding_window', 'use_sliding_window', 'attention_bias', 'mlp_bias',
+    ...SIZE_FIELDS,
+    'model_type',
+    'rms_norm_eps',
+    'rope_theta',
+    'rope_scaling',
+    'tie_word_embeddings',
+    'hidden_act',
+    'bos_token_id',
+    'eos_token_id',
+    'initializer_range',
+    'sliding_window',
+    'use_sliding_window',
+    'attention_bias',
+    'mlp_bias',
   ];
   const input: Record<string, unknown> = {};
   for (const key of known) if (json[key] !== undefined) input[key] = json[key];

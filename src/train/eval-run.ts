@@ -6,7 +6,7 @@ import type { LanguageModel } from './build.js';
 import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { evaluateClassifier, evaluateLanguageModel } from './evaluate.js';
 import { loadRun } from './run-dir.js';
-import { contextOf, openImageSplit, openTextData, withDataPath } from './sources.js';
+import { contextOf, loadRecipeTokenizer, openImageSplit, openTextData, withDataPath } from './sources.js';
 
 export type RunEval = ClassifierEval | LanguageModelEval;
 
@@ -23,7 +23,7 @@ export async function evaluateRun(dir: string, opts: { dataPath?: string } = {})
   }
   const context = contextOf(recipe);
   const whole = opts.dataPath !== undefined;
-  const corpus = await openTextData(data, context, whole ? 0 : data.validation_fraction);
+  const corpus = await openTextData(data, context, whole ? 0 : data.validation_fraction, await loadRecipeTokenizer(recipe));
   try {
     return await evaluateLanguageModel(model as LanguageModel, corpus, { split: whole ? 'train' : 'validation', batchSize: recipe.batch_size, blockSize: context });
   } finally {

@@ -5,7 +5,7 @@
  */
 import { noGrad } from '../autograd/tape.js';
 import { type ImageDataset, ImageLoader, FASHION_MNIST_NORMALIZE } from '../data/images.js';
-import { type ByteTextCorpus, type TextSplit, sequentialTextBatches } from '../data/text.js';
+import { type TextCorpus, type TextSplit, sequentialTextBatches } from '../data/text.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import { argmax } from '../ops/reduce.js';
 import type { CNNClassifier } from '../models/cnn.js';
@@ -20,7 +20,7 @@ export interface ClassifierEval {
 
 export interface LanguageModelEval {
   loss: number;
-  /** Loss in bits per byte of text (tokens are bytes): loss / ln 2. */
+  /** Loss in bits per byte of text: loss / (ln 2 · bytes per token); for byte-level models loss / ln 2. */
   bits_per_byte: number;
   tokens: number;
 }
@@ -68,10 +68,10 @@ export function evaluateClassifier(model: MLPClassifier | CNNClassifier, dataset
   });
 }
 
-/** Mean next-byte loss over consecutive windows of `split` (at most `maxBatches` batches). */
+/** Mean next-token loss over consecutive windows of `split` (at most `maxBatches` batches). */
 export function evaluateLanguageModel(
   model: CausalLM,
-  corpus: ByteTextCorpus,
+  corpus: TextCorpus,
   opts: { split: TextSplit; batchSize: number; blockSize: number; maxBatches?: number },
 ): Promise<LanguageModelEval> {
   return withEvalMode(model, async () => {
@@ -83,6 +83,6 @@ export function evaluateLanguageModel(
       tokens += t;
     }
     const loss = lossSum / tokens;
-    return { loss, bits_per_byte: loss / Math.LN2, tokens };
+    return { loss, bits_per_byte: loss / (Math.LN2 * corpus.bytesPerToken(opts.split)), tokens };
   });
 }

@@ -141,8 +141,8 @@ export const recipeSchema = z
     name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, dot, dash and underscore'),
     description: z.string().optional(),
     model: z.discriminatedUnion('type', [mlpModel, cnnModel, gptModel, llamaModel]),
-    /** How text becomes token ids: "bytes" (each UTF-8 byte is its id, vocabulary 256). */
-    tokenizer: z.literal('bytes', { error: 'must be "bytes" (tokenizer.json files are not supported in recipes yet)' }).default('bytes'),
+    /** How text becomes token ids: "bytes" (each UTF-8 byte is its id, vocabulary 256) or the path of a tokenizer.json. */
+    tokenizer: z.string().min(1, 'give "bytes" or the path of a tokenizer.json').default('bytes'),
     data: z.discriminatedUnion('type', [idxData, textData]),
     optimizer,
     schedule: schedule.default({ type: 'constant', warmup_steps: 0 }),
@@ -161,6 +161,10 @@ export const recipeSchema = z
     checkpoint_every: positiveInt.optional(),
   })
   .refine((r) => (r.steps === undefined) !== (r.epochs === undefined), { message: 'give exactly one of "steps" or "epochs"', path: ['steps'] })
+  .refine((r) => r.tokenizer === 'bytes' || isLanguageModel(r.model), {
+    message: 'only language models (gpt, llama, qwen2) take a tokenizer',
+    path: ['tokenizer'],
+  })
   .refine((r) => isLanguageModel(r.model) === (r.data.type === 'text'), {
     message: 'gpt, llama and qwen2 models train on text data; mlp and cnn models on idx data',
     path: ['data', 'type'],
@@ -185,8 +189,8 @@ export const recipeSchema = z
     message: 'context must be at most the model\'s positions (n_positions, or max_position_embeddings)',
     path: ['context'],
   })
-  // Text is read as bytes: every token id 0..255 must be in the vocabulary.
-  .refine((r) => !isLanguageModel(r.model) || r.model.vocab_size >= 256, {
+  // Text read as bytes: every token id 0..255 must be in the vocabulary (a tokenizer.json is checked when loaded).
+  .refine((r) => !isLanguageModel(r.model) || r.tokenizer !== 'bytes' || r.model.vocab_size >= 256, {
     message: 'byte-level text needs vocab_size >= 256',
     path: ['model', 'vocab_size'],
   })

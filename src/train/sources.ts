@@ -8,7 +8,9 @@
 import { basename, join, resolve } from 'node:path';
 import { ArgumentError, FormatError, IOError } from '../errors.js';
 import { type ImageDataset, type ImageLoaderState, loadIdxDataset } from '../data/images.js';
-import { ByteTextCorpus, TextBatcher, type TextBatcherState } from '../data/text.js';
+import { ByteTextCorpus, type TextCorpus, TextBatcher, type TextBatcherState } from '../data/text.js';
+import { TokenTextCorpus } from '../data/token-text.js';
+import { Tokenizer, checkTokenizerFitsVocab } from '../tokenizer/tokenizer.js';
 import { mixSeed } from '../data/shuffle.js';
 import type { Tensor } from '../tensor.js';
 import type { LanguageModel, TrainableModel } from './build.js';
@@ -76,15 +78,39 @@ export async function openImageSplit(recipe: Recipe, data: Extract<DataSection, 
   return ds;
 }
 
-/** The text corpus, checked to hold at least one context window in each split. */
-export async function openTextData(data: Extract<DataSection, { type: 'text' }>, context: number, validationFraction = data.validation_fraction): Promise<ByteTextCorpus> {
-  const corpus = await opening(data, 'path', () => ByteTextCorpus.open(data.path, { validationFraction }));
+/**
+ * The recipe's tokenizer: null for "bytes", else its tokenizer.json, checked to fit the model's
+ * vocabulary (rule `tokenizer_vocab_mismatch`); a missing file names the recipe field.
+ */
+export async function loadRecipeTokenizer(recipe: Recipe): Promise<Tokenizer | null> {
+  if (recipe.tokenizer === 'bytes' || !isLanguageModel(recipe.model)) return null;
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = await Tokenizer.fromFile(recipe.tokenizer);
+  } catch (err) {
+    if (err instanceof IOError) throw new IOError(`${err.message} (recipe field tokenizer)`, { ...err.details, field: 'tokenizer' });
+    throw err;
+  }
+  checkTokenizerFitsVocab(tokenizer, recipe.model.vocab_size, 'the recipe\'s model.vocab_size');
+  return tokenizer;
+}
+
+/**
+ * The text corpus (token ids of `tokenizer`, or bytes when it is null), checked to hold at least
+ * one context window in each split.
+ */
+export async function openTextData(
+  data: Extract<DataSection, { type: 'text' }>, context: number, validationFraction = data.validation_fraction, tokenizer: Tokenizer | null = null,
+): Promise<TextCorpus> {
+  const bytes = await opening(data, 'path', () => ByteTextCorpus.open(data.path, { validationFraction }));
+  const corpus: TextCorpus = tokenizer ? await TokenTextCorpus.encode(bytes, (text) => tokenizer.encode(text, { addSpecialTokens: false }).ids).finally(() => bytes.close()) : bytes;
+  const unit = tokenizer ? 'tokens' : 'bytes';
   for (const split of ['train', 'validation'] as const) {
     if (validationFraction === 0 && split === 'validation') continue;
     const r = corpus.range(split);
     if (r.end - r.start < context + 1) {
       await corpus.close();
-      throw new FormatError('too_short', `${data.path}: the ${split} split has ${r.end - r.start} bytes, fewer than context + 1 = ${context + 1}; use a longer text, a smaller context${split === 'validation' ? ' or a larger data.validation_fraction' : ''}`, {
+      throw new FormatError('too_short', `${data.path}: the ${split} split has ${r.end - r.start} ${unit}, fewer than context + 1 = ${context + 1}; use a longer text, a smaller context${split === 'validation' ? ' or a larger data.validation_fraction' : ''}`, {
         path: data.path, field: split === 'validation' ? 'data.validation_fraction' : 'context',
       });
     }
@@ -120,7 +146,7 @@ export async function openTrainSource(recipe: Recipe): Promise<TrainSource> {
     };
   }
   const context = contextOf(recipe);
-  const corpus = await openTextData(data, context);
+  const corpus = await openTextData(data, context, data.validation_fraction, await loadRecipeTokenizer(recipe));
   const batcher = new TextBatcher(corpus, { split: 'train', batchSize: recipe.batch_size, blockSize: context, seed });
   const r = corpus.range('train');
   return {

@@ -24,6 +24,7 @@ import { join, resolve } from 'node:path';
 import { FormatError, UsageError } from '../errors.js';
 import { saveSafetensors } from '../formats/safetensors.js';
 import { asIOError, writeFileAtomic } from '../io/atomic.js';
+import { tokenizerConfigJson } from '../tokenizer/config.js';
 import { byteLevelTokenizerFiles, writeTokenizerFiles } from '../tokenizer/export.js';
 import { mixSeed } from '../data/shuffle.js';
 import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
@@ -41,7 +42,7 @@ import { type TrainerState, parseTrainerState } from './trainer-state.js';
 import { hashTrainingData, recordTrainingData } from './training-data.js';
 import { checkRecipeFits } from './limits.js';
 import { CONFIG_NAME, GENERATION_CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
-import { type TrainBatch, type TrainSource, openTrainSource, withDataPath } from './sources.js';
+import { type TrainBatch, type TrainSource, loadRecipeTokenizer, openTrainSource, withDataPath } from './sources.js';
 
 export const DEFAULT_KEEP_CHECKPOINTS = 3;
 /** Metadata Hugging Face transformers expects in a PyTorch-layout safetensors file. */
@@ -95,7 +96,8 @@ export function applyOverrides(recipe: Recipe, opts: Pick<TrainOptions, 'dataPat
   const source = opts.source ?? 'recipe';
   if (opts.steps !== undefined && opts.epochs !== undefined) throw new UsageError('give at most one of --steps and --epochs');
   const length = opts.steps !== undefined ? { steps: opts.steps, epochs: undefined } : opts.epochs !== undefined ? { epochs: opts.epochs, steps: undefined } : {};
-  const merged = { ...recipe, ...length, ...(opts.seed !== undefined ? { seed: opts.seed } : {}), data: withDataPath(recipe.data, opts.dataPath) };
+  const tokenizer = recipe.tokenizer === 'bytes' ? 'bytes' : resolve(recipe.tokenizer); // absolute, as the data paths
+  const merged = { ...recipe, ...length, ...(opts.seed !== undefined ? { seed: opts.seed } : {}), data: withDataPath(recipe.data, opts.dataPath), tokenizer };
   return parseRecipe(JSON.parse(JSON.stringify(merged)), source);
 }
 
@@ -149,7 +151,11 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     for (const message of await recordTrainingData(out, dataFiles)) log({ type: 'warning', message });
     const generation = generationConfigJson(parts.model);
     if (generation) await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
-    if (isLanguageModel(recipe.model)) await writeTokenizerFiles(out, byteLevelTokenizerFiles(modelPositions(recipe.model).positions));
+    if (isLanguageModel(recipe.model)) {
+      const positions = modelPositions(recipe.model).positions;
+      const tokenizer = await loadRecipeTokenizer(recipe);
+      await writeTokenizerFiles(out, tokenizer ? { tokenizer: tokenizer.toJSON(), config: tokenizerConfigJson({ modelMaxLength: positions }) } : byteLevelTokenizerFiles(positions));
+    }
 
     const restored = resumed?.state ?? null;
     let step = restored?.step ?? 0;
