@@ -59,6 +59,13 @@ export function tensorStats(values: TensorValues): StatsResult {
       const d = block[i]! - blockMean;
       if (d - d === 0) blockM2 += d * d;
     }
+    if (count === 0) {
+      // The first block: no merge (its 0 × ∞ would be NaN for values near the f64 limit).
+      mean = blockMean;
+      m2 = blockM2;
+      count = n;
+      continue;
+    }
     const total = count + n;
     const delta = blockMean - mean;
     mean += (delta * n) / total;
