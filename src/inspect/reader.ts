@@ -147,6 +147,7 @@ function fromSafetensors(
     }
   }
   const first = files[0]?.file.metadata;
+  const largest = tensors.reduce((m, t) => (isNumericDType(t.dtype) ? Math.max(m, t.bytes) : m), 0);
   let scratch = new ArrayBuffer(0);
   return {
     format,
@@ -160,7 +161,9 @@ function fromSafetensors(
       if (!loc) throw new ArgumentError(`${path} has no tensor ${JSON.stringify(name)}`, { path, tensor: name });
       const { tensor, file } = loc;
       if (!isNumericDType(tensor.dtype)) return null;
-      if (scratch.byteLength < tensor.bytes) scratch = new ArrayBuffer(tensor.bytes);
+      // Sized once for the largest tensor: growing step by step would leave the smaller
+      // buffers to the garbage collector, and memory would hold several at once.
+      if (scratch.byteLength < tensor.bytes) scratch = new ArrayBuffer(largest);
       const bytes = new Uint8Array(scratch, 0, tensor.bytes);
       await file.readInto(tensor.sourceName, bytes);
       return { dtype: tensor.dtype, numel: tensor.numel, blocks: () => valueBlocks(tensor.dtype, bytes) };

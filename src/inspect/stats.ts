@@ -19,7 +19,7 @@ export interface TensorStats {
   nonfinite: number;
 }
 
-/** Bins of the histogram, equal widths over [min, max], the last one closed (numpy's np.histogram). */
+/** Bins of the histogram, equal widths over [min, max], the last one closed (as numpy's np.histogram). */
 export const HISTOGRAM_BINS = 16;
 
 export interface StatsResult {
@@ -88,13 +88,29 @@ export function tensorStats(values: TensorValues): StatsResult {
   return { stats, histogram };
 }
 
+/**
+ * Counts as np.histogram(x, bins=16, range=(min, max)) does, edge cases included: the bin from
+ * (x − min) / (max − min) · 16, then moved by one where x falls on the other side of the edge
+ * np.linspace would give (k · step + min, the last edge exactly max).
+ */
 function fillHistogram(values: TensorValues, min: number, max: number, counts: number[]): void {
-  const scale = max > min ? HISTOGRAM_BINS / (max - min) : 0;
+  const n = HISTOGRAM_BINS;
+  if (!(max > min)) {
+    // One value throughout: numpy widens the range to [v − 0.5, v + 0.5], so it lands mid-way.
+    for (const block of values.blocks())
+      for (let i = 0; i < block.length; i++) if (block[i]! - block[i]! === 0) counts[n / 2]!++;
+    return;
+  }
+  const span = max - min;
+  const step = span / n;
+  const edge = (k: number): number => (k === n ? max : k * step + min);
   for (const block of values.blocks()) {
     for (let i = 0; i < block.length; i++) {
       const x = block[i]!;
       if (x - x !== 0) continue;
-      const bin = Math.min(HISTOGRAM_BINS - 1, Math.floor((x - min) * scale));
+      let bin = Math.min(n - 1, Math.floor(((x - min) / span) * n));
+      if (x < edge(bin)) bin--;
+      else if (bin !== n - 1 && x >= edge(bin + 1)) bin++;
       counts[bin]!++;
     }
   }
