@@ -4,12 +4,8 @@
  */
 import { UsageError } from '../errors.js';
 import { type ModelDiff, diff } from '../inspect/diff.js';
-import { Progress } from '../train/progress.js';
 import { type Command, parse } from './command.js';
-import { numberCell, printable, shapeCell, table } from './inspect.js';
-
-/** Data above this size gets a progress line on stderr. */
-const PROGRESS_BYTES = 64 << 20;
+import { byteProgress, numberCell, printable, shapeCell, table } from './inspect.js';
 
 export function formatDiff(d: ModelDiff): string {
   const sideText = (s: ModelDiff['a']): string =>
@@ -72,24 +68,9 @@ Example:
     if (atolText !== undefined && (atolText.trim() === '' || !Number.isFinite(atol) || atol < 0)) {
       throw new UsageError(`--atol needs a number ≥ 0, got ${JSON.stringify(atolText)}`);
     }
-    let progress: Progress | null = null;
-    let done = 0;
-    const result = await diff(positionals[0]!, positionals[1]!, {
-      atol,
-      onProgress(doneBytes, totalBytes) {
-        done++;
-        if (totalBytes < PROGRESS_BYTES) return;
-        progress ??= new Progress({
-          total: Math.ceil(totalBytes / 2 ** 20),
-          label: 'diff MiB',
-          write: io.stderr,
-          isTTY: io.isTTY,
-          plainEvery: 20,
-        });
-        progress.update(Math.floor(doneBytes / 2 ** 20), { tensors: done });
-      },
-    });
-    (progress as Progress | null)?.finish();
+    const progress = byteProgress('diff', io);
+    const result = await diff(positionals[0]!, positionals[1]!, { atol, onProgress: progress.report });
+    progress.finish();
     io.stdout(values.json === true ? `${JSON.stringify(result)}\n` : formatDiff(result));
     return 0;
   },

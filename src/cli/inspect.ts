@@ -198,24 +198,25 @@ export function formatInspect(r: InspectReport): string {
   return [...textChunks(viewOf(r))].join('');
 }
 
-/** Data above this size gets a progress line on stderr while --stats reads it. */
+/** Data above this size gets a progress line on stderr while it is read. */
 const PROGRESS_BYTES = 64 << 20;
 
-/** A model's report through the library, with progress on stderr for a large model. */
-async function inspectModel(path: string, stats: boolean, io: CliIO): Promise<ModelInspection> {
+/**
+ * Progress of reading a model tensor by tensor (inspect --stats, diff), in MiB, on stderr; silent
+ * for models under PROGRESS_BYTES. `report` goes to the library's onProgress; `finish` ends the line.
+ */
+export function byteProgress(label: string, io: CliIO): { report: (doneBytes: number, totalBytes: number) => void; finish: () => void } {
   let progress: Progress | null = null;
-  let done = 0;
-  const report = await inspect(path, {
-    stats,
-    onProgress(doneBytes, totalBytes) {
-      done++;
+  let tensors = 0;
+  return {
+    report(doneBytes, totalBytes) {
+      tensors++;
       if (totalBytes < PROGRESS_BYTES) return;
-      progress ??= new Progress({ total: Math.ceil(totalBytes / 2 ** 20), label: 'inspect MiB', write: io.stderr, isTTY: io.isTTY, plainEvery: 20 });
-      progress.update(Math.floor(doneBytes / 2 ** 20), { tensors: done });
+      progress ??= new Progress({ total: Math.ceil(totalBytes / 2 ** 20), label: `${label} MiB`, write: io.stderr, isTTY: io.isTTY, plainEvery: 20 });
+      progress.update(Math.floor(doneBytes / 2 ** 20), { tensors: String(tensors) });
     },
-  });
-  (progress as Progress | null)?.finish();
-  return report;
+    finish: () => progress?.finish(),
+  };
 }
 
 /** Eight levels, lowest to highest; an empty bin is a space. */
@@ -300,7 +301,9 @@ Examples:
       for (const chunk of json ? jsonChunks(view) : textChunks(view)) io.stdout(chunk);
       return 0;
     }
-    const report = await inspectModel(path, stats, io);
+    const progress = byteProgress('inspect', io);
+    const report = await inspect(path, { stats, onProgress: progress.report });
+    progress.finish();
     io.stdout(json ? `${JSON.stringify(report)}\n` : formatModelInspection(report));
     return 0;
   },

@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { encodeSafetensorsHeader } from '../../src/formats/safetensors-header.js';
 
 const CHILD = fileURLToPath(new URL('./inspect-rss.js', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/bin.js', import.meta.url));
 const WARM = fileURLToPath(new URL('../../../test/fixtures/inspect/nonfinite.safetensors', import.meta.url));
 
 type Dtype = 'F32' | 'F16' | 'BF16';
@@ -63,8 +64,11 @@ export interface InspectMemory {
   total: number;
 }
 
-/** Writes a model of `largestMiB`, inspects it in a child and asserts growth ≤ 1.2 × largest. */
-export async function checkInspectMemory(largestMiB: number): Promise<InspectMemory> {
+/**
+ * Writes a model of `largestMiB`, inspects it in a child and asserts growth ≤ 1.2 × largest; then
+ * runs `knobs inspect --stats --json` on it and returns what it wrote on stderr (progress).
+ */
+export async function checkInspectMemory(largestMiB: number): Promise<InspectMemory & { progress: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'knobs-inspect-rss-'));
   try {
     const path = join(dir, 'model.safetensors');
@@ -78,7 +82,10 @@ export async function checkInspectMemory(largestMiB: number): Promise<InspectMem
       growth <= 1.2 * m.largest,
       `peak RSS grew ${mib(growth)} MiB over the baseline; the bound is 1.2 × the largest tensor = ${mib(1.2 * m.largest)} MiB (model ${mib(m.total)} MiB)`,
     );
-    return m;
+    // The command line on the same model: one JSON object on stdout, progress lines on stderr.
+    const cli = await promisify(execFile)(process.execPath, [MAIN, 'inspect', path, '--stats', '--json']);
+    assert.equal((JSON.parse(cli.stdout) as { tensorBytes: number }).tensorBytes, m.total);
+    return { ...m, progress: cli.stderr };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
