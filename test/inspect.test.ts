@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { FormatError } from '../src/errors.js';
 import { loadSafetensors, saveSafetensors, type SafetensorsValue } from '../src/formats/safetensors.js';
 import { diff, inspect, type ModelDiff, type ModelInspection, type TensorStats } from '../src/index.js';
-import { mul } from '../src/ops/index.js';
+import { mul, tensor } from '../src/ops/index.js';
 import { Tensor } from '../src/tensor.js';
 import { cliInProcess } from './harness/cli.js';
 
@@ -175,6 +175,28 @@ describe('diff', () => {
     assert.ok(Math.abs(loose.tensors.find((t) => t.name === target)!.rel_l2! - 0.5) < 1e-6);
   });
 
+  it('a Llama saved from the bare LlamaModel (no model. prefix) matches its LlamaForCausalLM copy', async () => {
+    const llama = at('test/fixtures/hf/llama-gqa-bf16-llama3');
+    const { tensors } = await loadSafetensors(join(llama, 'model.safetensors'));
+    const bare = join(dir, 'llama-bare');
+    await mkdir(bare);
+    const renamed = new Map(
+      [...tensors].filter(([n]) => n !== 'lm_head.weight').map(([n, t]) => [n.replace(/^model\./, ''), t]),
+    );
+    assert.ok(
+      renamed.has('layers.0.self_attn.q_proj.weight') &&
+        renamed.has('embed_tokens.weight') &&
+        renamed.has('norm.weight'),
+    );
+    await saveSafetensors(join(bare, 'model.safetensors'), renamed);
+    await copyFile(join(llama, 'config.json'), join(bare, 'config.json'));
+    const d = await diff(llama, bare);
+    assert.deepEqual(
+      d.tensors.filter((t) => t.status !== 'same').map((t) => [t.name, t.status]),
+      [['lm_head.weight', 'removed']],
+    );
+  });
+
   it('different architectures: says what does not match, compares what it can', async () => {
     const d = await diff(at('test/fixtures/hf/mistral-gqa-shards'), at('test/fixtures/hf/llama-gqa-bf16-llama3'));
     assert.match(d.notes[0]!, /architectures differ: a is mistral, b is llama/);
@@ -219,6 +241,16 @@ describe('inspect and diff: bad input', () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /E_FORMAT.*truncated/);
     assert.equal(r.stdout, '');
+  });
+
+  it('two tensors that map to one canonical name: a FormatError naming it', async () => {
+    const twice = join(dir, 'twice.safetensors');
+    await saveSafetensors(twice, { 'h.0.w': tensor([1, 2]), 'transformer.h.0.w': tensor([1, 2]) });
+    await assert.rejects(
+      inspect(twice),
+      (e: unknown) =>
+        e instanceof FormatError && e.rule === 'inspect_duplicate_name' && e.details['tensor'] === 'h.0.w',
+    );
   });
 
   it('a missing path is an IOError; a bad --atol a usage error', async () => {

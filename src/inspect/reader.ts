@@ -98,15 +98,15 @@ async function openModelDirectory(dir: string): Promise<WeightsReader> {
     () => false,
   );
   const weights = await openModelWeights(files);
-  const opened = new Map<SafetensorsFile, string>();
-  for (const loc of weights.tensors.values())
-    if (!opened.has(loc.file)) opened.set(loc.file, weights.fileNames[opened.size]!);
+  // The shards in the order their tensors come, each named by its file name in the directory.
+  const opened = new Set<SafetensorsFile>();
+  for (const loc of weights.tensors.values()) opened.add(loc.file);
   try {
     const reader = fromSafetensors(
       isRun ? 'knobs-run' : 'hf-directory',
       dir,
       architecture,
-      [...opened].map(([file, name]) => ({ name, file })),
+      [...opened].map((file) => ({ name: basename(file.path), file })),
     );
     return { ...reader, close: () => weights.close() };
   } catch (err) {
