@@ -243,6 +243,26 @@ describe('inspect and diff: bad input', () => {
     assert.equal(r.stdout, '');
   });
 
+  it('NaN and Inf in a diff: the same non-finite values have not moved, a new NaN has', async () => {
+    const same = await diff(NONFINITE, NONFINITE);
+    assert.ok(
+      same.tensors.every((t) => t.status === 'same' && t.rel_l2 === 0),
+      JSON.stringify(same.tensors.filter((t) => t.status !== 'same')),
+    );
+    const { tensors } = await loadSafetensors(NONFINITE);
+    const mixed = tensors.get('mixed') as Tensor;
+    const values = new Float32Array(mixed.contiguousStorage() as Float32Array);
+    values[0] = NaN;
+    tensors.set('mixed', Tensor.fromStorage(values, mixed.shape, 'f32'));
+    const changed = join(dir, 'nan-added.safetensors');
+    await saveSafetensors(changed, tensors);
+    const d = await diff(NONFINITE, changed);
+    const row = d.tensors.find((t) => t.name === 'mixed')!;
+    assert.equal(row.status, 'changed');
+    assert.equal(row.moved_fraction, 1 / 100);
+    assert.ok(d.tensors.filter((t) => t.name !== 'mixed').every((t) => t.status === 'same'));
+  });
+
   it('two tensors that map to one canonical name: a FormatError naming it', async () => {
     const twice = join(dir, 'twice.safetensors');
     await saveSafetensors(twice, { 'h.0.w': tensor([1, 2]), 'transformer.h.0.w': tensor([1, 2]) });
