@@ -31,7 +31,7 @@ const ALLOWED = {
   optim: ENGINE,
   models: [...ENGINE, 'nn', 'tokenizer'],
   'models/hf': [...ENGINE, 'nn', 'tokenizer', 'io', 'formats', 'models'],
-  inspect: [...ENGINE, 'io', 'formats'],
+  inspect: [...ENGINE, 'io', 'formats', 'models'],
   guard: [...CORE, 'io', 'formats'],
   finetune: MODELLING,
   train: [...MODELLING, 'finetune'],

@@ -97,3 +97,8 @@ export {
   byteLevelTokenizerJson, byteLevelTokenizerFiles, writeTokenizerFiles, type TokenizerFiles,
 } from './tokenizer/export.js';
 export { trainByteLevelBpe, type TrainBpeOptions } from './tokenizer/train-bpe.js';
+export {
+  inspect, diff, HISTOGRAM_BINS,
+  type InspectOptions, type InspectedTensor, type ModelInspection, type DiffOptions, type DiffStatus, type TensorDiff,
+  type LayerDiff, type DiffSide, type ModelDiff, type TensorStats,
+} from './inspect/index.js';

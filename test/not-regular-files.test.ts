@@ -98,7 +98,11 @@ describe('every CLI path that reads a file refuses them', () => {
     const pathOf = () => kinds().find((k) => k[0] === what)![1];
 
     it(`knobs inspect (${what})`, async () => {
-      refused(await cliWithin(['inspect', pathOf()]), pathOf(), kind);
+      if (what !== 'a directory') return refused(await cliWithin(['inspect', pathOf()]), pathOf(), kind);
+      // A directory is a model directory to inspect (docs/inspect.md): this one has no weights.
+      const r = await cliWithin(['inspect', pathOf()]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^knobs: error \[E_FORMAT\]: .* has no model\.safetensors and no model\.safetensors\.index\.json/);
     });
 
     it(`knobs eval --data (${what})`, async () => {

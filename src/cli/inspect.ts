@@ -1,14 +1,20 @@
 /**
- * `knobs inspect FILE`: what a weights file holds, from its header alone (no tensor data is read).
+ * `knobs inspect PATH`: what a weights file or model directory holds. A safetensors file without
+ * --stats is listed from its header alone (no tensor data is read, fast at any size); a model
+ * directory, or --stats, goes through the library's `inspect` (src/inspect/), which reads each
+ * tensor in turn for its statistics.
  *
  * A header can list millions of tensors, so the command never builds the whole report: it makes
  * two passes over the validated header (sizes and totals, then rows) and writes its output in
  * chunks of rows. `inspectReport` still builds the report object for library callers.
  */
+import { stat } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import { type SafetensorsHeader, readSafetensorsHeader } from '../formats/safetensors.js';
+import { type InspectedTensor, type ModelInspection, inspect } from '../inspect/inspect.js';
 import { checkRegularFile } from '../io/regular-file.js';
-import { type Command, parse } from './command.js';
+import { Progress } from '../train/progress.js';
+import { type CliIO, type Command, parse } from './command.js';
 
 export interface TensorRow {
   name: string;
@@ -133,25 +139,25 @@ const CONTROLS = new RegExp(CONTROL.source, 'g');
  * Names and metadata come from untrusted files: show control characters escaped, never raw.
  * Most text has none, and then the text itself is returned (a replace would copy every line).
  */
-function printable(text: string): string {
+export function printable(text: string): string {
   if (!CONTROL.test(text)) return text;
   return text.replace(CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** 1234567 → "1,234,567" (what toLocaleString('en-US') prints, without its cost per row). */
-function grouped(n: number): string {
+export function grouped(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 }
 
 /** Dimensions the table shows of one shape; --json has them all. */
 const TABLE_DIMS = 16;
 
-function shapeCell(shape: number[]): string {
+export function shapeCell(shape: number[]): string {
   if (shape.length <= TABLE_DIMS) return `[${shape.join(', ')}]`;
   return `[${shape.slice(0, TABLE_DIMS).join(', ')}, … (${grouped(shape.length)} dimensions)]`;
 }
 
-function bytesHuman(n: number): string {
+export function bytesHuman(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = n;
   let u = 0;
@@ -192,24 +198,113 @@ export function formatInspect(r: InspectReport): string {
   return [...textChunks(viewOf(r))].join('');
 }
 
+/** Data above this size gets a progress line on stderr while it is read. */
+const PROGRESS_BYTES = 64 << 20;
+
+/**
+ * Progress of reading a model tensor by tensor (inspect --stats, diff), in MiB, on stderr; silent
+ * for models under PROGRESS_BYTES. `report` goes to the library's onProgress; `finish` ends the line.
+ */
+export function byteProgress(label: string, io: CliIO): { report: (doneBytes: number, totalBytes: number) => void; finish: () => void } {
+  let progress: Progress | null = null;
+  let tensors = 0;
+  return {
+    report(doneBytes, totalBytes) {
+      tensors++;
+      if (totalBytes < PROGRESS_BYTES) return;
+      progress ??= new Progress({ total: Math.ceil(totalBytes / 2 ** 20), label: `${label} MiB`, write: io.stderr, isTTY: io.isTTY, plainEvery: 20 });
+      progress.update(Math.floor(doneBytes / 2 ** 20), { tensors: String(tensors) });
+    },
+    finish: () => progress?.finish(),
+  };
+}
+
+/** Eight levels, lowest to highest; an empty bin is a space. */
+const BARS = '▁▂▃▄▅▆▇█';
+
+/** The histogram as one character per bin, scaled to its fullest bin. */
+export function sparkline(counts: readonly number[]): string {
+  const top = Math.max(...counts);
+  if (top === 0) return '';
+  return counts.map((c) => (c === 0 ? ' ' : BARS[Math.min(BARS.length - 1, Math.floor((c / top) * BARS.length))]!)).join('');
+}
+
+/** A statistic in a table cell: 4 significant digits, exponent when very large or small. */
+export function numberCell(v: number | null | undefined): string {
+  if (v === null || v === undefined) return '-';
+  if (!Number.isFinite(v)) return String(v);
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  return a >= 1e5 || a < 1e-3 ? v.toExponential(3) : String(Number(v.toPrecision(4)));
+}
+
+function statCells(t: InspectedTensor): string[] {
+  const s = t.stats;
+  if (!s) return ['-', '-', '-', '-', '-', '-', '(not numeric)'];
+  return [numberCell(s.mean), numberCell(s.std), numberCell(s.min), numberCell(s.max), numberCell(s.zero_fraction), String(s.nonfinite), `|${sparkline(t.histogram ?? [])}|`];
+}
+
+/** Lines of cells, each column padded to its widest cell; numeric columns right-aligned. */
+export function table(head: string[], rows: string[][], rightAligned: ReadonlySet<number>): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (row: string[]): string => row.map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [head, ...rows].map(line).join('\n') + '\n';
+}
+
+/** The human report of a model (directory, or --stats). */
+export function formatModelInspection(r: ModelInspection): string {
+  const stats = r.tensors.some((t) => t.stats !== undefined);
+  const what = [r.format, r.architecture, r.files.length > 1 ? `${r.files.length} files` : null].filter((x) => x !== null).join(', ');
+  let out = `${printable(r.path)}: ${what}\n`;
+  out += `tensors: ${grouped(r.tensorCount)}  parameters: ${grouped(r.parameterCount)}  data: ${bytesHuman(r.tensorBytes)}\n`;
+  if (r.tensorCount > 0) {
+    const head = ['name', 'dtype', 'shape', 'bytes', ...(stats ? ['mean', 'std', 'min', 'max', 'zeros', 'nonfinite', 'histogram'] : [])];
+    const rows = r.tensors.map((t) => [printable(t.name), t.dtype, shapeCell(t.shape), grouped(t.bytes), ...(stats ? statCells(t) : [])]);
+    out += `\n${table(head, rows, new Set(stats ? [3, 4, 5, 6, 7, 8, 9] : [3]))}`;
+  }
+  if (r.metadata) {
+    out += '\nmetadata:\n';
+    for (const [k, v] of Object.entries(r.metadata)) out += `  ${printable(k)}: ${printable(v)}\n`;
+  }
+  return out;
+}
+
 export const inspectCommand: Command = {
   name: 'inspect',
-  summary: 'list the tensors, dtypes, shapes and metadata of a weights file',
-  help: `Usage: knobs inspect FILE [--json]
+  summary: 'list the tensors of a weights file or model directory, with --stats their statistics',
+  help: `Usage: knobs inspect PATH [--stats] [--json]
 
-Reads only the header of a safetensors file, validates it, and lists every tensor (name, dtype,
-shape, bytes) in file order, the parameter count and the metadata. An invalid file is reported
-with the rule it breaks (see docs/formats.md) and exit code 1.
+PATH is a safetensors file, a Hugging Face model directory (model.safetensors or shards listed by
+model.safetensors.index.json) or a knobs run directory. Lists the format, the architecture
+(config.json's model_type), every tensor (canonical Hugging Face name, dtype, shape, bytes), the
+parameter count and the metadata, from the headers alone. An invalid file is reported with the
+rule it breaks (see docs/formats.md) and exit code 1.
 
-Example:
-  knobs inspect model.safetensors --json`,
+  --stats  also read every tensor, one at a time, for its mean, std, min, max, fraction of zeros,
+           count of NaN/Inf and a 16-bin histogram (progress on stderr for models over 64 MiB)
+  --json   one JSON object (docs/inspect.md)
+
+Examples:
+  knobs inspect model.safetensors --json
+  knobs inspect ./gpt2 --stats`,
   async run(argv, io) {
-    const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, 'inspect');
+    const { values, positionals } = parse(argv, { json: { type: 'boolean' }, stats: { type: 'boolean' } }, 'inspect');
     if (positionals.length !== 1) {
-      throw new UsageError(`inspect takes one FILE, got ${positionals.length}; see 'knobs inspect --help'`);
+      throw new UsageError(`inspect takes one PATH, got ${positionals.length}; see 'knobs inspect --help'`);
     }
-    const view = await readView(positionals[0]!);
-    for (const chunk of values.json === true ? jsonChunks(view) : textChunks(view)) io.stdout(chunk);
+    const path = positionals[0]!;
+    const json = values.json === true;
+    const stats = values.stats === true;
+    const isDirectory = await stat(path).then((st) => st.isDirectory(), () => false);
+    if (!stats && !isDirectory) {
+      const view = await readView(path);
+      for (const chunk of json ? jsonChunks(view) : textChunks(view)) io.stdout(chunk);
+      return 0;
+    }
+    const progress = byteProgress('inspect', io);
+    const report = await inspect(path, { stats, onProgress: progress.report });
+    progress.finish();
+    io.stdout(json ? `${JSON.stringify(report)}\n` : formatModelInspection(report));
     return 0;
   },
 };

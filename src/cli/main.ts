@@ -8,12 +8,13 @@ import { infoCommand } from './info.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
+import { diffCommand } from './diff.js';
 import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
 
-const COMMANDS: readonly Command[] = [infoCommand, inspectCommand, trainCommand, evalCommand, generateCommand, tokenizeCommand, tokenizerCommand];
+const COMMANDS: readonly Command[] = [infoCommand, inspectCommand, diffCommand, trainCommand, evalCommand, generateCommand, tokenizeCommand, tokenizerCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,0 +1,175 @@
+/**
+ * One reader interface over every weights format knobs reads: the tensors of a model by canonical
+ * name (canonical.ts), from headers alone, and each tensor's values block by block. A safetensors
+ * file, a Hugging Face model directory (one file or shards), and a knobs run directory read
+ * through here today; a GGUF reader plugs in as another `open…` behind `openWeights`, its
+ * quantized blocks dequantized in `values`.
+ *
+ * Memory: a reader holds one buffer, grown to the largest tensor read so far, and reads each
+ * tensor into it; `values` results are valid until the next call. So going over a model needs its
+ * largest tensor plus one block, never the model.
+ */
+import { stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { ArgumentError, FormatError } from '../errors.js';
+import { type SafetensorsFile, openSafetensors } from '../formats/safetensors.js';
+import { asIOError } from '../io/atomic.js';
+import { checkRegularFile } from '../io/regular-file.js';
+import { directoryFiles, parseJsonObject, readTextFile } from '../models/hf/files.js';
+import { openModelWeights } from '../models/hf/weights.js';
+import { type Block, isNumericDType, valueBlocks } from './blocks.js';
+import { canonicalName } from './canonical.js';
+
+export type WeightsFormat = 'safetensors' | 'hf-directory' | 'knobs-run';
+
+export interface WeightsTensor {
+  /** The canonical (Hugging Face) name. */
+  readonly name: string;
+  /** The name in the file, when it differs from the canonical one. */
+  readonly sourceName: string;
+  /** The file's dtype name (F32, BF16, …). */
+  readonly dtype: string;
+  readonly shape: readonly number[];
+  readonly numel: number;
+  readonly bytes: number;
+  /** The file that holds it, relative to the reader's path ('' for a single file). */
+  readonly file: string;
+}
+
+export interface TensorValues {
+  readonly dtype: string;
+  readonly numel: number;
+  /** The values in order, BLOCK_ELEMENTS at a time; each block is valid until the next. */
+  blocks(): Generator<Block>;
+}
+
+export interface WeightsReader {
+  readonly format: WeightsFormat;
+  readonly path: string;
+  /** config.json's model_type, or null when the files do not say. */
+  readonly architecture: string | null;
+  /** The weight files, relative to `path` (a single file: its own name). */
+  readonly files: readonly string[];
+  /** The (first) weight file's string metadata, or null. */
+  readonly metadata: Readonly<Record<string, string>> | null;
+  /** In file order (shard by shard). */
+  readonly tensors: readonly WeightsTensor[];
+  /**
+   * Reads one tensor; null for a dtype without numeric values (F8, F4, complex). The result is
+   * valid until the next `values` call on this reader.
+   */
+  values(name: string): Promise<TensorValues | null>;
+  close(): Promise<void>;
+}
+
+/** What knows where a tensor's bytes are. */
+interface Located {
+  readonly tensor: WeightsTensor;
+  readonly file: SafetensorsFile;
+}
+
+/** Opens PATH as whatever it is: a directory (run or Hugging Face) or a safetensors file. */
+export async function openWeights(path: string): Promise<WeightsReader> {
+  let isDirectory: boolean;
+  try {
+    isDirectory = (await stat(path)).isDirectory();
+  } catch (err) {
+    throw asIOError(err, path, 'open');
+  }
+  if (isDirectory) return openModelDirectory(path);
+  // A FIFO or a device would block the reader or never end: refuse it before reading.
+  await checkRegularFile(path, 'weights file');
+  const file = await openSafetensors(path);
+  try {
+    return fromSafetensors('safetensors', path, null, [{ name: basename(path), file }]);
+  } catch (err) {
+    await file.close();
+    throw err;
+  }
+}
+
+async function openModelDirectory(dir: string): Promise<WeightsReader> {
+  const files = directoryFiles(dir);
+  const config = await readTextFile(files, 'config.json');
+  const modelType = config ? parseJsonObject(config.text, config.path).model_type : undefined;
+  const architecture = typeof modelType === 'string' ? modelType : null;
+  const isRun = await stat(join(dir, 'recipe.json')).then(
+    () => true,
+    () => false,
+  );
+  const weights = await openModelWeights(files);
+  // The shards in the order their tensors come, each named by its file name in the directory.
+  const opened = new Set<SafetensorsFile>();
+  for (const loc of weights.tensors.values()) opened.add(loc.file);
+  try {
+    const reader = fromSafetensors(
+      isRun ? 'knobs-run' : 'hf-directory',
+      dir,
+      architecture,
+      [...opened].map((file) => ({ name: basename(file.path), file })),
+    );
+    return { ...reader, close: () => weights.close() };
+  } catch (err) {
+    await weights.close();
+    throw err;
+  }
+}
+
+function fromSafetensors(
+  format: WeightsFormat,
+  path: string,
+  architecture: string | null,
+  files: { name: string; file: SafetensorsFile }[],
+): WeightsReader {
+  const byName = new Map<string, Located>();
+  const tensors: WeightsTensor[] = [];
+  for (const { name: fileName, file } of files) {
+    for (const e of file.entries.values()) {
+      const name = canonicalName(e.name, architecture);
+      if (byName.has(name)) {
+        throw new FormatError(
+          'inspect_duplicate_name',
+          `${path}: tensors ${JSON.stringify(byName.get(name)!.tensor.sourceName)} and ${JSON.stringify(e.name)} both map to ${JSON.stringify(name)}; a model holds each tensor once`,
+          { path, tensor: name },
+        );
+      }
+      const tensor: WeightsTensor = {
+        name,
+        sourceName: e.name,
+        dtype: e.dtype,
+        shape: e.shape,
+        numel: e.numel,
+        bytes: e.byteLength,
+        file: format === 'safetensors' ? '' : fileName,
+      };
+      tensors.push(tensor);
+      byName.set(name, { tensor, file });
+    }
+  }
+  const first = files[0]?.file.metadata;
+  const largest = tensors.reduce((m, t) => (isNumericDType(t.dtype) ? Math.max(m, t.bytes) : m), 0);
+  let scratch = new ArrayBuffer(0);
+  return {
+    format,
+    path,
+    architecture,
+    files: files.map((f) => f.name),
+    metadata: first ? Object.fromEntries(first) : null,
+    tensors,
+    async values(name) {
+      const loc = byName.get(name);
+      if (!loc) throw new ArgumentError(`${path} has no tensor ${JSON.stringify(name)}`, { path, tensor: name });
+      const { tensor, file } = loc;
+      if (!isNumericDType(tensor.dtype)) return null;
+      // Sized once for the largest tensor: growing step by step would leave the smaller
+      // buffers to the garbage collector, and memory would hold several at once.
+      if (scratch.byteLength < tensor.bytes) scratch = new ArrayBuffer(largest);
+      const bytes = new Uint8Array(scratch, 0, tensor.bytes);
+      await file.readInto(tensor.sourceName, bytes);
+      return { dtype: tensor.dtype, numel: tensor.numel, blocks: () => valueBlocks(tensor.dtype, bytes) };
+    },
+    async close() {
+      for (const f of files) await f.file.close();
+    },
+  };
+}
