@@ -3,6 +3,9 @@ torch computes for base + adapter (test/fixtures/lora/<case>/).
 
 Run: /usr/bin/python3 scripts/gen_lora_fixtures.py   (torch 1.13; PEFT is not installed, so its
 rules are applied here in plain torch and Python's own `re`, independently of knobs' code.)
+With --verify it checks the other direction instead: the adapters knobs trained and wrote
+(test/fixtures/lora-knobs/, from scripts/gen_knobs_lora.mjs) applied here by PEFT's rules must
+give knobs' logits; the result goes to test/fixtures/lora-knobs/verified.json.
 
 PEFT's rules, from huggingface/peft at commit 5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40:
   target matching   src/peft/tuners/tuners_utils.py check_target_module_exists: a list matches a
@@ -108,10 +111,19 @@ def linear_modules(cfg):
     return [(f"model.layers.{i}.{n}", a, b, False) for i in range(cfg["num_hidden_layers"]) for n, a, b in per]
 
 
-def is_target(targets, key):
+def is_target(conf, key):
+    targets = conf["target_modules"]
     if isinstance(targets, str):
         return re.fullmatch(targets, key) is not None
-    return key in targets or any(key.endswith(f".{t}") for t in targets)
+    if key in targets:
+        return True
+    if not any(key.endswith(f".{t}") for t in targets):
+        return False
+    layers = conf.get("layers_to_transform")
+    if layers is None or layers == []:
+        return True
+    m = re.match(r".*?\.[^.]*\.(\d+)\.", key)  # layers_pattern unset: the first numbered segment
+    return m is not None and (int(m.group(1)) == layers if isinstance(layers, int) else int(m.group(1)) in layers)
 
 
 def pattern_value(patterns, key, default):
@@ -126,24 +138,33 @@ def knobs_name(cfg, path):
     return path[len("transformer."):] if cfg["model_type"] == "gpt2" else path
 
 
-def build(name, base, seed0, lcfg):
+def load_base(base):
     cfg = json.load(open(os.path.join(HF, base, "config.json")))
     stored = read_safetensors(os.path.join(HF, base, "model.safetensors"))
     ref = {n: t.to(torch.float64) for n, t in stored.items()}
     logits_of = (lambda w: lambda ids: hf.gpt2_logits(w, cfg, ids)) if cfg["model_type"] == "gpt2" else (lambda w: lambda ids: hf.llama_logits(w, cfg, ids))
+    return cfg, ref, logits_of
+
+
+def scaling_of(conf, path):
+    r = pattern_value(conf["rank_pattern"], path, conf["r"])
+    alpha = pattern_value(conf["alpha_pattern"], path, conf["lora_alpha"])
+    return r, (alpha / math.sqrt(r) if conf["use_rslora"] else alpha / r)
+
+
+def build(name, base, seed0, lcfg):
+    cfg, ref, logits_of = load_base(base)
     eos = cfg["eos_token_id"]
     eos = set(eos if isinstance(eos, list) else [eos])
     base_tokens, _ = hf.greedy(logits_of(ref), hf.PROMPT, eos)
     conf = dict(CONFIG_DEFAULTS, task_type="CAUSAL_LM", base_model_name_or_path=f"test/fixtures/hf/{base}", **lcfg)
-    targets = [m for m in linear_modules(cfg) if is_target(conf["target_modules"], m[0])]
+    targets = [m for m in linear_modules(cfg) if is_target(conf, m[0])]
     assert targets, name
     for seed in range(seed0, seed0 + 200):
         g = torch.Generator().manual_seed(seed)
         tensors, merged = {}, dict(ref)
         for path, fin, fout, conv1d in targets:
-            r = pattern_value(conf["rank_pattern"], path, conf["r"])
-            alpha = pattern_value(conf["alpha_pattern"], path, conf["lora_alpha"])
-            scaling = alpha / math.sqrt(r) if conf["use_rslora"] else alpha / r
+            r, scaling = scaling_of(conf, path)
             bound = 1 / math.sqrt(fin)  # kaiming_uniform(a=sqrt(5)) bound for lora_A
             A = (torch.rand(r, fin, generator=g) * 2 - 1) * bound
             B = torch.randn(fout, r, generator=g) * 0.3  # a trained adapter: B is no longer zero
@@ -158,6 +179,43 @@ def build(name, base, seed0, lcfg):
             continue
         return seed, conf, tensors, fn, tokens, margins, [t[0] for t in targets]
     raise SystemExit(f"{name}: no seed gives a top-2 margin >= {MIN_MARGIN} and tokens unlike the base's")
+
+
+def verify():
+    """The other direction: adapters knobs trained and wrote (scripts/gen_knobs_lora.mjs), applied
+    here by PEFT's rules; their keys must be exactly the ones the rules imply, with the config's
+    ranks, and the logits must match knobs' (|a - b| <= 1e-4 + 1e-4 |b|)."""
+    root = os.path.join(HERE, "..", "test", "fixtures", "lora-knobs")
+    report = {}
+    for name in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
+        d = os.path.join(root, name)
+        conf = json.load(open(os.path.join(d, "adapter_config.json")))
+        assert set(conf) == set(CONFIG_DEFAULTS), f"{name}: fields {set(conf) ^ set(CONFIG_DEFAULTS)}"
+        knobs = json.load(open(os.path.join(d, "knobs_logits.json")))
+        cfg, ref, logits_of = load_base(knobs["base"])
+        tensors = read_safetensors(os.path.join(d, "adapter_model.safetensors"))
+        targets = [m for m in linear_modules(cfg) if is_target(conf, m[0])]
+        wanted = {f"base_model.model.{p}.lora_{x}.weight" for p, *_ in targets for x in "AB"}
+        assert set(tensors) == wanted, f"{name}: keys {set(tensors) ^ wanted}"
+        merged = dict(ref)
+        for path, fin, fout, conv1d in targets:
+            r, scaling = scaling_of(conf, path)
+            A, B = tensors[f"base_model.model.{path}.lora_A.weight"], tensors[f"base_model.model.{path}.lora_B.weight"]
+            assert tuple(A.shape) == (r, fin) and tuple(B.shape) == (fout, r), f"{name}: {path} shapes"
+            delta = (B.to(torch.float64) @ A.to(torch.float64)) * scaling
+            w = knobs_name(cfg, path) + ".weight"
+            merged[w] = merged[w] + (delta.T if conv1d else delta)
+        ours = logits_of(merged)(knobs["ids"])
+        theirs = torch.tensor(knobs["logits"], dtype=torch.float64)
+        excess = float(((ours - theirs).abs() - (1e-4 + 1e-4 * theirs.abs())).max())
+        worst = float((ours - theirs).abs().max())
+        assert excess <= 0, f"{name}: logits differ by up to {worst}"
+        report[name] = {"modules": len(targets), "max_abs_diff": float(f"{worst:.3g}")}
+        print(f"{name}: {len(targets)} modules, max |torch - knobs| = {worst:.3g}")
+    hf.write_json(os.path.join(root, "verified.json"), {
+        "verifier": "scripts/gen_lora_fixtures.py --verify", "torch_version": torch.__version__,
+        "peft_commit": PEFT_COMMIT, "cases": report,
+    })
 
 
 def main():
@@ -185,4 +243,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    verify() if "--verify" in sys.argv else main()

@@ -180,6 +180,39 @@ describe('PEFT adapters written by PyTorch load in knobs', () => {
   }
 });
 
+describe("adapters knobs wrote, applied by PyTorch with PEFT's rules", () => {
+  // scripts/gen_knobs_lora.mjs trained and wrote them; scripts/gen_lora_fixtures.py --verify applied
+  // them in torch and recorded the agreement in verified.json. Here: knobs still reads them to the
+  // logits it wrote then, so a change to the writer or the reader shows up against torch's check.
+  const KNOBS_DIR = join(ROOT, 'test', 'fixtures', 'lora-knobs');
+  const verified = JSON.parse(readFileSync(join(KNOBS_DIR, 'verified.json'), 'utf8')) as {
+    cases: Record<string, { max_abs_diff: number }>;
+  };
+  const written = readdirSync(KNOBS_DIR, { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
+
+  it('every case was verified by the script within 1e-4', () => {
+    assert.deepEqual(Object.keys(verified.cases).sort(), written);
+    for (const c of written) assert.ok(verified.cases[c]!.max_abs_diff <= 1e-4, c);
+  });
+
+  for (const name of written) {
+    it(`${name}: knobs reads its own adapter to the logits torch verified`, async () => {
+      const knobs = JSON.parse(readFileSync(join(KNOBS_DIR, name, 'knobs_logits.json'), 'utf8')) as {
+        base: string;
+        ids: number[];
+        logits: number[][];
+      };
+      const loaded = await loadHfModel(join(HF_DIR, knobs.base));
+      await loadLoraAdapter(join(KNOBS_DIR, name), loaded.model);
+      loaded.model.eval();
+      assertClose(logitsOf(loaded.model, knobs.ids), knobs.logits.flat(), 1e-5, 1e-5, name);
+    });
+  }
+});
+
 describe('LoRA rules', () => {
   const config = (over: Record<string, unknown>): ReturnType<typeof parseLoraConfig> => parseLoraConfig(over);
 
@@ -401,9 +434,13 @@ describe('training LoRA', () => {
     const before = new Map(
       [...model.stateDict()].map(([n, t]) => [n, Float32Array.from(t.contiguousStorage() as Float32Array)]),
     );
-    const adapter = applyLora(model, parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: ['c_attn', 'c_proj'] }), {
-      generator: new k.Generator(1),
-    });
+    const adapter = applyLora(
+      model,
+      parseLoraConfig({ r: 4, lora_alpha: 8, lora_dropout: 0.1, target_modules: ['c_attn', 'c_proj'] }),
+      {
+        generator: new k.Generator(1),
+      },
+    );
     model.train();
     const trainable = model
       .namedParameters()
