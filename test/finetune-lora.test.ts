@@ -90,16 +90,26 @@ describe('PEFT adapters written by PyTorch load in knobs', () => {
 
   for (const name of cases) {
     const expected = expectedOf(name);
-    it(`${name}: logits and greedy tokens equal torch's`, async () => {
-      const loaded = await loadHfModel(join(HF_DIR, expected.base));
-      const { adapter, recordedDigest } = await loadLoraAdapter(join(LORA_DIR, name), loaded.model);
-      assert.equal(recordedDigest, null, 'PEFT files carry no knobs digest');
-      assert.deepEqual([...adapter.layers.keys()], expected.modules, 'targeted modules');
-      loaded.model.eval();
-      assertClose(logitsOf(loaded.model, expected.logits_ids), expected.logits.flat(), 1e-4, 1e-4, name);
-      const result = generateHfTokens(loaded, expected.prompt, { greedy: true, maxNewTokens: 8 });
-      assert.deepEqual(result.tokens, expected.greedy);
-    });
+    for (const backend of k.backends()) {
+      it(`${name} on ${backend}: logits and greedy tokens equal torch's`, async () => {
+        const loaded = await loadHfModel(join(HF_DIR, expected.base));
+        const { adapter, recordedDigest } = await loadLoraAdapter(join(LORA_DIR, name), loaded.model);
+        assert.equal(recordedDigest, null, 'PEFT files carry no knobs digest');
+        assert.deepEqual([...adapter.layers.keys()], expected.modules, 'targeted modules');
+        loaded.model.eval();
+        k.withBackend(backend, () => {
+          assertClose(
+            logitsOf(loaded.model, expected.logits_ids),
+            expected.logits.flat(),
+            1e-4,
+            1e-4,
+            `${name}/${backend}`,
+          );
+          const result = generateHfTokens(loaded, expected.prompt, { greedy: true, maxNewTokens: 8 });
+          assert.deepEqual(result.tokens, expected.greedy);
+        });
+      });
+    }
 
     it(`${name}: merged logits equal base + adapter; unmerge restores the base`, async () => {
       const loaded = await loadHfModel(join(HF_DIR, expected.base));
