@@ -428,6 +428,23 @@ describe('adapter files: bad input', () => {
     await assert.rejects(loadLoraAdapter(d, model), rule('lora_no_config'));
   });
 
+  it('a new adapter directory appears whole; a failed write leaves nothing behind', async () => {
+    const loaded = await loadHfModel(base);
+    const adapter = applyLora(loaded.model, parseLoraConfig({ r: 2, target_modules: ['q_proj'] }));
+    const parent = await tmp();
+    await saveLoraAdapter(join(parent, 'a'), loaded.model, adapter);
+    assert.deepEqual(readdirSync(parent), ['a']);
+    assert.deepEqual(readdirSync(join(parent, 'a')).sort(), [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]);
+    await saveLoraAdapter(join(parent, 'a'), loaded.model, adapter); // over an existing one: files replaced
+    assert.deepEqual(readdirSync(join(parent, 'a')).sort(), [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]);
+    await writeFile(join(parent, 'file'), 'x');
+    await assert.rejects(
+      saveLoraAdapter(join(parent, 'file', 'b'), loaded.model, adapter),
+      (e: k.KnobsError) => e.code === 'E_IO',
+    );
+    assert.deepEqual(readdirSync(parent).sort(), ['a', 'file']);
+  });
+
   it('loraConfigDict emits the fields PEFT emits', () => {
     const fixture = JSON.parse(readFileSync(join(LORA_DIR, name, ADAPTER_CONFIG_NAME), 'utf8')) as Record<
       string,

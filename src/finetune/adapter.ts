@@ -14,11 +14,12 @@
  * adapter loaded onto another base is refused unless the caller allows it.
  */
 import { createHash } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { FormatError } from '../errors.js';
 import { isRawTensor, loadSafetensors, saveSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { asIOError, atomicTempName, syncDir, writeFileAtomic } from '../io/atomic.js';
 import { directoryFiles, parseJsonObject, readTextFile } from '../models/hf/files.js';
 import type { Module } from '../nn/module.js';
 import { cast, contiguous } from '../ops/view.js';
@@ -127,8 +128,10 @@ export interface SaveAdapterOptions {
 }
 
 /**
- * Writes `adapter` (attached to `model`) as a PEFT adapter directory. The weights file is written
- * before the config, each atomically, so a reader never sees a config without its tensors.
+ * Writes `adapter` (attached to `model`) as a PEFT adapter directory. A new directory is staged
+ * under a temporary name next to it and renamed into place whole; an existing one has its files
+ * replaced one at a time, each atomically, the weights before the config, so a reader never sees a
+ * config without its tensors. Either way no half-written file is left.
  */
 export async function saveLoraAdapter(
   dir: string,
@@ -146,9 +149,24 @@ export async function saveLoraAdapter(
   const digest = opts.baseDigest ?? baseDigest(model);
   const tensors = new Map<string, Tensor>();
   for (const [name, t] of adapter.namedParameters()) tensors.set(KEY_PREFIX + name, cast(t, 'f32'));
-  await mkdir(dir, { recursive: true });
-  await saveSafetensors(join(dir, ADAPTER_WEIGHTS_NAME), tensors, { format: 'pt', [BASE_DIGEST_KEY]: digest });
-  await writeFileAtomic(join(dir, ADAPTER_CONFIG_NAME), `${stringifySorted(loraConfigDict(adapter.config))}\n`);
+  const write = async (into: string): Promise<void> => {
+    await saveSafetensors(join(into, ADAPTER_WEIGHTS_NAME), tensors, { format: 'pt', [BASE_DIGEST_KEY]: digest });
+    await writeFileAtomic(join(into, ADAPTER_CONFIG_NAME), `${stringifySorted(loraConfigDict(adapter.config))}\n`);
+  };
+  if (existsSync(dir)) return write(dir);
+  await mkdir(dirname(resolve(dir)), { recursive: true }).catch((err: unknown) => {
+    throw asIOError(err, dir, 'create the parent of');
+  });
+  const staging = atomicTempName(resolve(dir));
+  try {
+    await mkdir(staging);
+    await write(staging);
+    await rename(staging, dir);
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    throw asIOError(err, dir, 'write');
+  }
+  await syncDir(dirname(resolve(dir)));
 }
 
 export interface LoadAdapterOptions {
