@@ -171,7 +171,7 @@ function numberMap(v: unknown, field: string, integer: boolean): Record<string, 
 /** A Python regex as a JS RegExp anchored at both ends (re.fullmatch); a pattern JS cannot compile is an error naming the field. */
 function compileRegex(source: string, field: string, wrap = (s: string): string => `^(?:${s})$`): RegExp {
   try {
-    return new RegExp(wrap(source), 'u');
+    return new RegExp(wrap(source));
   } catch (e) {
     throw bad(
       field,
@@ -342,7 +342,7 @@ export function isTargetModule(config: LoraConfig, key: string): boolean {
         ? [config.layers_pattern]
         : config.layers_pattern;
   let m: RegExpExecArray | null = null;
-  if (patterns === null) m = /^.*?\.[^.]*\.(\d+)\./u.exec(key);
+  if (patterns === null) m = /^.*?\.[^.]*\.(\d+)\./.exec(key);
   else
     for (const p of patterns)
       if ((m = compileRegex(p, 'layers_pattern', (s) => `^.*?\\.${s}\\.(\\d+)\\.`).exec(key))) break;
