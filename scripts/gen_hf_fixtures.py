@@ -55,9 +55,9 @@ def tensor_bytes(t):
     return flat.numpy().tobytes()
 
 
-def write_safetensors(path, named):
+def write_safetensors(path, named, metadata=None):
     """named: list of (name, tensor), written in that order, contiguous, header space-padded to 8."""
-    header, offset, blobs = {}, 0, []
+    header, offset, blobs = ({"__metadata__": metadata} if metadata else {}), 0, []
     for name, t in named:
         data = tensor_bytes(t)
         header[name] = {"dtype": ST_DTYPE[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}

@@ -77,6 +77,11 @@ export {
 export { TokenTextCorpus } from './data/token-text.js';
 export { writeFileAtomic, type AtomicWriteOptions } from './io/atomic.js';
 export { openFileSource, memorySource, type ByteSource } from './io/byte-source.js';
+export {
+  applyFreeze, applyLora, parseLoraConfig, LoraAdapter, saveLoraAdapter, loadLoraAdapter, baseDigest,
+  type FreezeSpec, type FreezeResult, type LoraConfig, type ApplyLoraOptions, type SaveAdapterOptions,
+  type LoadAdapterOptions, type LoadedAdapter,
+} from './finetune/index.js';
 export { parseRecipe, loadRecipe, recipeSchema, type Recipe } from './train/recipe.js';
 export { train, type TrainOptions, type TrainResult, type TrainEvent } from './train/trainer.js';
 export {

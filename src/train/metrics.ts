@@ -21,6 +21,12 @@ export interface TrainRow {
   elapsed_s: number;
 }
 
+/** A step whose gradient had a NaN or Inf: the update was skipped. */
+export interface SkippedRow {
+  step: number;
+  skipped: 'nonfinite_grad';
+}
+
 /** An evaluation row: classifiers report accuracy, language models bits_per_byte. */
 export interface EvalRow {
   step: number;
@@ -62,7 +68,7 @@ export class MetricsLog {
     return this.length;
   }
 
-  async append(row: TrainRow | EvalRow): Promise<void> {
+  async append(row: TrainRow | EvalRow | SkippedRow): Promise<void> {
     const line = Buffer.from(`${JSON.stringify(row)}\n`);
     try {
       await this.handle.write(line);

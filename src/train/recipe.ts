@@ -153,6 +153,8 @@ export const recipeSchema = z
     epochs: positiveInt.optional(),
     grad_accum_steps: positiveInt.default(1),
     clip_grad_norm: z.number().positive().optional(),
+    /** Consecutive steps with a NaN/Inf gradient (each skipped) after which the run stops. */
+    max_nonfinite_steps: z.number().int().min(0).default(10),
     seed: z.number().int().min(0).default(0),
     log_every: positiveInt.default(10),
     eval_every: positiveInt.optional(),

@@ -172,6 +172,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     let lastEval: EvalRow | null = null;
     let windowSeconds = 0;
     let windowCount = 0;
+    let nonfinite = 0;
     const { model } = parts;
     model.train();
     while (step < totalSteps) {
@@ -179,6 +180,14 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
       const lr = schedule(step);
       const { loss, gradNorm, count } = await trainStep(parts, recipe, lr);
       step++;
+      if (!Number.isFinite(gradNorm)) {
+        nonfinite++;
+        await rows.append({ step, skipped: 'nonfinite_grad' });
+        log({ type: 'warning', message: `step ${step}: the gradient has a NaN or Inf (norm ${gradNorm}); the update was skipped (${nonfinite} in a row)` });
+        if (nonfinite > recipe.max_nonfinite_steps) {
+          throw new FormatError('nonfinite_grad', `${nonfinite} steps in a row (up to step ${step}) had a NaN or Inf gradient, more than max_nonfinite_steps = ${recipe.max_nonfinite_steps}; the run stopped and its last checkpoint is kept. Lower the learning rate, set clip_grad_norm, or check the data`, { step, consecutive: nonfinite, limit: recipe.max_nonfinite_steps });
+        }
+      } else nonfinite = 0;
       windowSeconds += (performance.now() - t0) / 1000;
       windowCount += count;
       log({ type: 'step', step, totalSteps, loss, lr });
@@ -231,7 +240,11 @@ async function trainStep(parts: RunParts, recipe: Recipe, lr: number): Promise<{
   const loss = accumulateGradients(batches.length, (i) => modelLoss(model, batches[i]!.inputs, batches[i]!.targets));
   // Infinity never clips, and still measures the norm for the log.
   const gradNorm = clipGradNorm(model, recipe.clip_grad_norm ?? Infinity);
-  optimizer.step();
+  // A NaN/Inf gradient would poison the weights and the optimizer's moments: skip the update.
+  // The step still counts (trainer.json keeps one optimizer step per step); no parameter's own
+  // update count moves, so Adam's bias correction is unaffected.
+  if (Number.isFinite(gradNorm)) optimizer.step();
+  else optimizer.stepCount++;
   return { loss, gradNorm, count: batches.reduce((n, b) => n + b.count, 0) };
 }
 

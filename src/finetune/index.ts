@@ -1,0 +1,30 @@
+/** Fine-tuning: freezing by name, LoRA as PEFT defines it, PEFT adapter directories (docs/finetune.md). */
+export { applyFreeze, type FreezeSpec, type FreezeResult } from './freeze.js';
+export {
+  applyLora,
+  planLora,
+  parseLoraConfig,
+  isTargetModule,
+  resolveTargets,
+  LoraAdapter,
+  LoraLayer,
+  LORA_DEFAULTS,
+  PEFT_COMMIT,
+  type LoraConfig,
+  type LoraPlan,
+  type LoraTarget,
+  type ApplyLoraOptions,
+} from './lora.js';
+export {
+  saveLoraAdapter,
+  loadLoraAdapter,
+  readAdapterConfig,
+  loraConfigDict,
+  baseDigest,
+  ADAPTER_CONFIG_NAME,
+  ADAPTER_WEIGHTS_NAME,
+  BASE_DIGEST_KEY,
+  type SaveAdapterOptions,
+  type LoadAdapterOptions,
+  type LoadedAdapter,
+} from './adapter.js';

@@ -1,0 +1,596 @@
+/**
+ * LoRA as PEFT defines it, carried by the layers: `applyLora(model, config)` attaches to every
+ * targeted Linear (weight [out, in]) and GPT-2 Conv1D (weight [in, out], PEFT's `fan_in_fan_out`)
+ * a delta `scaling · lora_B(lora_A(dropout(x)))`, registered on the layer as the children
+ * `lora_A`, `lora_B` and `lora_dropout`, so the base's parameter names do not change and the
+ * adapter's are `<layer>.lora_A.weight` / `<layer>.lora_B.weight`, as PEFT saves them.
+ *
+ * Each rule follows PEFT's source, huggingface/peft at commit
+ * 5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40 (the `PEFT_COMMIT` below):
+ *  - target matching: src/peft/tuners/tuners_utils.py `check_target_module_exists` (a list
+ *    matches a module whose full name equals an entry or ends with `.` + entry, then
+ *    `layers_to_transform` keeps layers whose index — the first number segment after at least two
+ *    name segments, or after a `layers_pattern` segment — is listed; a string is a regex matched with
+ *    `re.fullmatch` via src/peft/utils/other.py `match_target_against_key`; `exclude_modules` is
+ *    checked first, the same two ways);
+ *  - `all-linear`: tuners_utils.py `_maybe_include_all_linear_layers` (every nn.Linear/Conv1D
+ *    except the model's output embeddings; the config then lists those full names);
+ *  - default targets when `target_modules` is null: src/peft/utils/constants.py
+ *    `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING` (gpt2: c_attn; llama/mistral/qwen2: q_proj, v_proj);
+ *  - `rank_pattern` / `alpha_pattern`: src/peft/tuners/lora/model.py `_create_and_replace` with
+ *    src/peft/utils/other.py `get_pattern_key` (the first key, in order, for which
+ *    `re.match(rf"(.*\.)?({key})$", name)` holds);
+ *  - scaling `lora_alpha / r`, or `lora_alpha / √r` with `use_rslora`; `r > 0`; dropout an
+ *    nn.Dropout before lora_A when `lora_dropout > 0`: src/peft/tuners/lora/layer.py `update_layer`;
+ *  - init: lora_A kaiming_uniform(a=√5) (nn.Linear's default), `"gaussian"` N(0, 1/r); lora_B
+ *    zeros, so an untrained adapter changes nothing: layer.py `reset_lora_parameters`;
+ *  - `fan_in_fan_out` follows the layer type (True for Conv1D, False for Linear, whatever the
+ *    config says): layer.py `dispatch_default`;
+ *  - delta weight `transpose(B @ A, fan_in_fan_out) · scaling`: layer.py `Linear.get_delta_weight`;
+ *  - the config fields and their defaults: src/peft/tuners/lora/config.py `LoraConfig` and
+ *    src/peft/config.py `PeftConfigMixin` / `PeftConfig`, with the checks of `__post_init__`.
+ * knobs adds one check PEFT lacks: a rank larger than the layer (min(in, out)) is an error.
+ */
+import { noGrad } from '../autograd/tape.js';
+import { FormatError } from '../errors.js';
+import { add, mul, sub } from '../ops/elementwise.js';
+import { matmul } from '../ops/linalg.js';
+import { transpose } from '../ops/view.js';
+import { GPT } from '../models/gpt.js';
+import { Llama } from '../models/llama.js';
+import { normal_, zeros_ } from '../nn/init.js';
+import { Dropout } from '../nn/layers.js';
+import { Linear } from '../nn/linear.js';
+import type { Module } from '../nn/module.js';
+import type { Generator } from '../random.js';
+import type { Tensor } from '../tensor.js';
+
+export const PEFT_REPOSITORY = 'huggingface/peft';
+export const PEFT_COMMIT = '5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40';
+
+/** The LoRA fields knobs implements, with PEFT's names (they are written to adapter_config.json as they are). */
+export interface LoraConfig {
+  r: number;
+  lora_alpha: number;
+  lora_dropout: number;
+  /** Name suffixes, a regex string (re.fullmatch), or `"all-linear"`; null: the architecture's default. */
+  target_modules: string[] | string | null;
+  exclude_modules: string[] | string | null;
+  use_rslora: boolean;
+  rank_pattern: Record<string, number>;
+  alpha_pattern: Record<string, number>;
+  layers_to_transform: number[] | number | null;
+  layers_pattern: string[] | string | null;
+  /** true: PEFT's default init; false: lora_B random too (debugging); "gaussian": lora_A N(0, 1/r). */
+  init_lora_weights: boolean | 'gaussian';
+  fan_in_fan_out: boolean;
+  task_type: string | null;
+  base_model_name_or_path: string | null;
+  revision: string | null;
+  inference_mode: boolean;
+}
+
+export const LORA_DEFAULTS: LoraConfig = {
+  r: 8,
+  lora_alpha: 8,
+  lora_dropout: 0,
+  target_modules: null,
+  exclude_modules: null,
+  use_rslora: false,
+  rank_pattern: {},
+  alpha_pattern: {},
+  layers_to_transform: null,
+  layers_pattern: null,
+  init_lora_weights: true,
+  fan_in_fan_out: false,
+  task_type: 'CAUSAL_LM',
+  base_model_name_or_path: null,
+  revision: null,
+  inference_mode: false,
+};
+
+/**
+ * Every other field `LoraConfig.to_dict()` emits, with its default: knobs does not implement them,
+ * so a value other than this default is an error naming the field. (`runtime_config` is dropped by
+ * to_dict; `megatron_core` and `qalora_group_size` only matter with megatron_config / use_qalora.)
+ */
+export const UNIMPLEMENTED_DEFAULTS: Readonly<Record<string, unknown>> = {
+  modules_to_save: null,
+  bias: 'none',
+  megatron_config: null,
+  trainable_token_indices: null,
+  loftq_config: {},
+  eva_config: null,
+  corda_config: null,
+  lora_ga_config: null,
+  use_dora: false,
+  velora_config: null,
+  alora_invocation_tokens: null,
+  use_qalora: false,
+  monteclora_config: null,
+  layer_replication: null,
+  lora_bias: false,
+  target_parameters: null,
+  use_bdlora: null,
+  arrow_config: null,
+  kasa_config: null,
+  ensure_weight_tying: false,
+};
+
+/** Fields whose value does not change the math (any value is accepted and kept). */
+export const INFORMATIONAL_FIELDS: Readonly<Record<string, unknown>> = {
+  peft_type: 'LORA',
+  auto_mapping: null,
+  peft_version: null,
+  megatron_core: 'megatron.core',
+  qalora_group_size: 16,
+};
+
+const ALL_LINEAR = 'all-linear';
+
+function bad(field: string, message: string, extra: Record<string, unknown> = {}): FormatError {
+  return new FormatError('lora_invalid_config', `LoRA config field ${field}: ${message}`, { field, ...extra });
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function deepEqual(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function stringList(v: unknown, field: string): string[] {
+  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string' || s === ''))
+    throw bad(field, 'must be a list of non-empty strings or a string');
+  return [...(v as string[])];
+}
+
+function intList(v: unknown, field: string): number[] | number {
+  if (Number.isInteger(v) && (v as number) >= 0) return v as number;
+  if (!Array.isArray(v) || v.some((n) => !Number.isInteger(n) || n < 0))
+    throw bad(field, 'must be a layer index or a list of layer indices (integers ≥ 0)');
+  return [...(v as number[])];
+}
+
+function numberMap(v: unknown, field: string, integer: boolean): Record<string, number> {
+  if (!isPlainObject(v)) throw bad(field, 'must be an object {pattern: value}');
+  for (const [k, n] of Object.entries(v)) {
+    if (typeof n !== 'number' || !Number.isFinite(n) || (integer && (!Number.isInteger(n) || n <= 0))) {
+      throw bad(
+        field,
+        `${JSON.stringify(k)} maps to ${JSON.stringify(n)}; values must be ${integer ? 'positive integers' : 'finite numbers'}`,
+        { key: k },
+      );
+    }
+    compileRegex(k, field);
+  }
+  return { ...(v as Record<string, number>) };
+}
+
+/** A Python regex as a JS RegExp anchored at both ends (re.fullmatch); a pattern JS cannot compile is an error naming the field. */
+function compileRegex(source: string, field: string, wrap = (s: string): string => `^(?:${s})$`): RegExp {
+  try {
+    return new RegExp(wrap(source));
+  } catch (e) {
+    throw bad(
+      field,
+      `${JSON.stringify(source)} is not a regular expression knobs can compile (${(e as Error).message}); use the common subset of Python's and JavaScript's syntax`,
+    );
+  }
+}
+
+/**
+ * Validates a LoRA config as PEFT's LoraConfig would (plus knobs' limits) and fills in defaults.
+ * Accepts the fields of adapter_config.json or of a tune recipe's `lora` section.
+ */
+export function parseLoraConfig(input: unknown): LoraConfig {
+  if (!isPlainObject(input))
+    throw new FormatError('lora_invalid_config', 'a LoRA config must be a JSON object', { field: '(root)' });
+  for (const [field, value] of Object.entries(input)) {
+    if (field in LORA_DEFAULTS || field in INFORMATIONAL_FIELDS || field === 'runtime_config') continue;
+    if (field in UNIMPLEMENTED_DEFAULTS) {
+      if (!deepEqual(value, UNIMPLEMENTED_DEFAULTS[field])) {
+        throw new FormatError(
+          'lora_unsupported',
+          `LoRA config field ${field} = ${JSON.stringify(value)} is not implemented by knobs; only ${JSON.stringify(UNIMPLEMENTED_DEFAULTS[field])} (PEFT's default) is supported`,
+          { field, value },
+        );
+      }
+      continue;
+    }
+    // A field from a newer PEFT: harmless when it is off, an error otherwise.
+    if (value === null || value === false || deepEqual(value, {}) || deepEqual(value, [])) continue;
+    throw new FormatError(
+      'lora_unsupported',
+      `LoRA config field ${field} = ${JSON.stringify(value)} is unknown to knobs (PEFT ${PEFT_COMMIT.slice(0, 7)}); remove it or set it to its default`,
+      { field, value },
+    );
+  }
+  if (input.peft_type !== undefined && input.peft_type !== 'LORA') {
+    throw new FormatError(
+      'lora_unsupported',
+      `peft_type is ${JSON.stringify(input.peft_type)}; knobs reads LoRA adapters (peft_type "LORA") only`,
+      { field: 'peft_type', value: input.peft_type },
+    );
+  }
+  const c: LoraConfig = { ...LORA_DEFAULTS, rank_pattern: {}, alpha_pattern: {} };
+  const v = (k: keyof LoraConfig): unknown => input[k];
+  if (v('r') !== undefined) {
+    if (!Number.isInteger(v('r')) || (v('r') as number) <= 0)
+      throw bad('r', `must be a positive integer, got ${JSON.stringify(v('r'))}`);
+    c.r = v('r') as number;
+  }
+  for (const k of ['lora_alpha', 'lora_dropout'] as const) {
+    if (v(k) === undefined) continue;
+    if (typeof v(k) !== 'number' || !Number.isFinite(v(k)))
+      throw bad(k, `must be a finite number, got ${JSON.stringify(v(k))}`);
+    c[k] = v(k) as number;
+  }
+  if (!(c.lora_dropout >= 0 && c.lora_dropout < 1))
+    throw bad('lora_dropout', `must be in [0, 1), got ${c.lora_dropout}`);
+  for (const k of ['use_rslora', 'fan_in_fan_out', 'inference_mode'] as const) {
+    if (v(k) === undefined) continue;
+    if (typeof v(k) !== 'boolean') throw bad(k, `must be true or false, got ${JSON.stringify(v(k))}`);
+    c[k] = v(k) as boolean;
+  }
+  for (const k of ['target_modules', 'exclude_modules', 'layers_pattern'] as const) {
+    const x = v(k);
+    if (x === undefined || x === null) continue;
+    c[k] = typeof x === 'string' ? x : stringList(x, k);
+  }
+  if (typeof c.target_modules === 'string' && c.target_modules.toLowerCase() !== ALL_LINEAR)
+    compileRegex(c.target_modules, 'target_modules');
+  if (typeof c.exclude_modules === 'string') compileRegex(c.exclude_modules, 'exclude_modules');
+  if (v('layers_to_transform') !== undefined && v('layers_to_transform') !== null)
+    c.layers_to_transform = intList(v('layers_to_transform'), 'layers_to_transform');
+  if (v('rank_pattern') !== undefined && v('rank_pattern') !== null)
+    c.rank_pattern = numberMap(v('rank_pattern'), 'rank_pattern', true);
+  if (v('alpha_pattern') !== undefined && v('alpha_pattern') !== null)
+    c.alpha_pattern = numberMap(v('alpha_pattern'), 'alpha_pattern', false);
+  const init = v('init_lora_weights');
+  if (init !== undefined) {
+    if (init !== true && init !== false && init !== 'gaussian') {
+      throw new FormatError(
+        'lora_unsupported',
+        `LoRA config field init_lora_weights = ${JSON.stringify(init)} is not implemented by knobs; use true (PEFT's default), false or "gaussian"`,
+        { field: 'init_lora_weights', value: init },
+      );
+    }
+    c.init_lora_weights = init;
+  }
+  for (const k of ['task_type', 'base_model_name_or_path', 'revision'] as const) {
+    const x = v(k);
+    if (x === undefined) continue;
+    if (x !== null && typeof x !== 'string') throw bad(k, `must be a string or null, got ${JSON.stringify(x)}`);
+    c[k] = x as string | null;
+  }
+  if (c.task_type !== null && c.task_type !== 'CAUSAL_LM') {
+    throw new FormatError(
+      'lora_unsupported',
+      `LoRA config field task_type = ${JSON.stringify(c.task_type)}: knobs applies adapters to causal language models only (CAUSAL_LM)`,
+      { field: 'task_type', value: c.task_type },
+    );
+  }
+  // LoraConfig.__post_init__'s consistency checks.
+  if (typeof c.target_modules === 'string' && c.layers_to_transform !== null)
+    throw bad('layers_to_transform', 'cannot be used when target_modules is a regex string (PEFT rejects it too)');
+  if (typeof c.target_modules === 'string' && c.layers_pattern !== null)
+    throw bad('layers_pattern', 'cannot be used when target_modules is a regex string (PEFT rejects it too)');
+  if (c.layers_pattern !== null && c.layers_pattern.length > 0 && c.layers_to_transform === null)
+    throw bad('layers_pattern', 'needs layers_to_transform as well');
+  return c;
+}
+
+// ---- which modules are targeted ----------------------------------------------------------------
+
+/**
+ * The prefix that turns knobs' module paths into the module paths of the Hugging Face causal-LM
+ * class (GPT2LMHeadModel keeps the blocks under `transformer.`; knobs' Llama names already match
+ * LlamaForCausalLM's), and the output head `all-linear` leaves out.
+ */
+function architectureOf(model: Module): { prefix: string; outputHead: string | null; modelType: string | null } {
+  if (model instanceof GPT) return { prefix: 'transformer.', outputHead: 'lm_head', modelType: 'gpt2' };
+  if (model instanceof Llama)
+    return { prefix: '', outputHead: 'lm_head', modelType: model.config.model_type ?? 'llama' };
+  return { prefix: '', outputHead: null, modelType: null };
+}
+
+const DEFAULT_TARGETS: Readonly<Record<string, string[]>> = {
+  gpt2: ['c_attn'],
+  llama: ['q_proj', 'v_proj'],
+  mistral: ['q_proj', 'v_proj'],
+  qwen2: ['q_proj', 'v_proj'],
+};
+
+/** Every module of `model` under its Hugging Face path. */
+export function hfModules(model: Module): [string, Module][] {
+  const { prefix } = architectureOf(model);
+  return model
+    .namedModules()
+    .filter(([path]) => path !== '')
+    .map(([path, m]) => [prefix + path, m]);
+}
+
+/** The knobs path of a Hugging Face module path (inverse of hfModules' naming). */
+export function knobsPath(model: Module, hfPath: string): string {
+  const { prefix } = architectureOf(model);
+  return hfPath.startsWith(prefix) ? hfPath.slice(prefix.length) : hfPath;
+}
+
+function endsWithTarget(key: string, targets: readonly string[]): boolean {
+  return targets.some((t) => key === t || key.endsWith(`.${t}`));
+}
+
+/** tuners_utils.py check_target_module_exists, for a config whose all-linear has been resolved. */
+export function isTargetModule(config: LoraConfig, key: string): boolean {
+  const ex = config.exclude_modules;
+  if (ex !== null) {
+    if (typeof ex === 'string' ? compileRegex(ex, 'exclude_modules').test(key) : endsWithTarget(key, ex)) return false;
+  }
+  const targets = config.target_modules;
+  if (targets === null) return false;
+  if (typeof targets === 'string') return compileRegex(targets, 'target_modules').test(key);
+  if (targets.includes(key)) return true;
+  if (!endsWithTarget(key, targets)) return false;
+  const indexes = config.layers_to_transform;
+  if (indexes === null || (Array.isArray(indexes) && indexes.length === 0)) return true;
+  const patterns =
+    config.layers_pattern === null || config.layers_pattern.length === 0
+      ? null
+      : typeof config.layers_pattern === 'string'
+        ? [config.layers_pattern]
+        : config.layers_pattern;
+  let m: RegExpExecArray | null = null;
+  if (patterns === null) m = /^.*?\.[^.]*\.(\d+)\./.exec(key);
+  else
+    for (const p of patterns)
+      if ((m = compileRegex(p, 'layers_pattern', (s) => `^.*?\\.${s}\\.(\\d+)\\.`).exec(key))) break;
+  if (!m) return false;
+  const index = Number(m[1]);
+  return typeof indexes === 'number' ? index === indexes : indexes.includes(index);
+}
+
+/** other.py get_pattern_key: the first pattern key that matches the end of `key` at a segment boundary. */
+function patternValue(patterns: Record<string, number>, field: string, key: string, fallback: number): number {
+  for (const [p, value] of Object.entries(patterns)) {
+    if (compileRegex(p, field, (s) => `^(?:.*\\.)?(?:${s})$`).test(key)) return value;
+  }
+  return fallback;
+}
+
+/**
+ * Resolves `target_modules` for `model` as PEFT does before attaching: null becomes the
+ * architecture's default list and `all-linear` the full names of every Linear/Conv1D but the head.
+ */
+export function resolveTargets(model: Module, config: LoraConfig): LoraConfig {
+  const arch = architectureOf(model);
+  let targets = config.target_modules;
+  if (targets === null) {
+    const fallback = arch.modelType === null ? undefined : DEFAULT_TARGETS[arch.modelType];
+    if (!fallback)
+      throw bad(
+        'target_modules',
+        'is required for this model (PEFT has no default list for it); name the layers, e.g. ["q_proj", "v_proj"], or use "all-linear"',
+      );
+    targets = [...fallback];
+  } else if (typeof targets === 'string' && targets.toLowerCase() === ALL_LINEAR) {
+    targets = hfModules(model)
+      .filter(([path, m]) => m instanceof Linear && path !== arch.outputHead)
+      .map(([path]) => path);
+  }
+  return { ...config, target_modules: targets };
+}
+
+// ---- the layer ---------------------------------------------------------------------------------
+
+/** One LoRA delta on one Linear/Conv1D. */
+export class LoraLayer {
+  readonly layer: Linear;
+  /** The module's Hugging Face path (`model.layers.0.self_attn.q_proj`). */
+  readonly path: string;
+  readonly r: number;
+  readonly alpha: number;
+  readonly scaling: number;
+  readonly lora_A: Linear;
+  readonly lora_B: Linear;
+  readonly dropout: Dropout;
+  #merged = false;
+
+  constructor(
+    layer: Linear,
+    path: string,
+    opts: {
+      r: number;
+      alpha: number;
+      rslora: boolean;
+      dropout: number;
+      init: LoraConfig['init_lora_weights'];
+      generator?: Generator;
+    },
+  ) {
+    const { inFeatures, outFeatures } = layer;
+    this.layer = layer;
+    this.path = path;
+    this.r = opts.r;
+    this.alpha = opts.alpha;
+    this.scaling = opts.rslora ? opts.alpha / Math.sqrt(opts.r) : opts.alpha / opts.r;
+    const dtype = layer.weight.dtype as 'f32' | 'f64';
+    const gen = opts.generator === undefined ? {} : { generator: opts.generator };
+    // nn.Linear's own init is PEFT's lora_A init (kaiming_uniform, a = √5).
+    this.lora_A = layer.registerModule('lora_A', new Linear(inFeatures, opts.r, { bias: false, dtype, ...gen }));
+    this.lora_B = layer.registerModule('lora_B', new Linear(opts.r, outFeatures, { bias: false, dtype, ...gen }));
+    this.dropout = layer.registerModule('lora_dropout', new Dropout(opts.dropout, gen));
+    if (opts.init === 'gaussian') normal_(this.lora_A.weight, 0, 1 / opts.r, gen);
+    if (opts.init !== false) zeros_(this.lora_B.weight);
+    for (const m of [this.lora_A, this.lora_B, this.dropout]) m.train(layer.training);
+    layer.adapter = (x) => this.forward(x);
+  }
+
+  /** scaling · B(A(dropout(x))). */
+  forward(x: Tensor): Tensor {
+    return mul(this.lora_B.forward(this.lora_A.forward(this.dropout.forward(x))), this.scaling);
+  }
+
+  get merged(): boolean {
+    return this.#merged;
+  }
+
+  /** The weight delta in the layer's storage layout: scaling · B·A ([out, in]), transposed for Conv1D. */
+  deltaWeight(): Tensor {
+    return noGrad(() => {
+      const ba = matmul(this.lora_B.weight, this.lora_A.weight);
+      return mul(this.layer.fanInFanOut ? transpose(ba, 0, 1) : ba, this.scaling);
+    });
+  }
+
+  /** Adds the delta into the base weight (and stops adding it on the fly). */
+  merge(): void {
+    if (this.#merged) return;
+    this.#write(add);
+    this.layer.adapter = null;
+    this.#merged = true;
+  }
+
+  /** Subtracts the delta again: the base weight comes back to within f32 rounding. */
+  unmerge(): void {
+    if (!this.#merged) return;
+    this.#write(sub);
+    this.layer.adapter = (x) => this.forward(x);
+    this.#merged = false;
+  }
+
+  #write(op: (a: Tensor, b: Tensor) => Tensor): void {
+    noGrad(() => {
+      const w = this.layer.weight;
+      const next = op(w, this.deltaWeight()).contiguousStorage();
+      (w.storage as Float32Array | Float64Array).set(next as Float32Array | Float64Array);
+    });
+  }
+}
+
+/** The LoRA layers attached to one model, by Hugging Face module path. */
+export class LoraAdapter {
+  readonly config: LoraConfig;
+  readonly layers: Map<string, LoraLayer>;
+
+  constructor(config: LoraConfig, layers: Map<string, LoraLayer>) {
+    this.config = config;
+    this.layers = layers;
+  }
+
+  /** The trainable tensors under PEFT's saved names (`<hf path>.lora_A.weight`, without the `base_model.model.` prefix). */
+  namedParameters(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [path, l] of this.layers)
+      out.push([`${path}.lora_A.weight`, l.lora_A.weight], [`${path}.lora_B.weight`, l.lora_B.weight]);
+    return out;
+  }
+
+  /** Elements in the adapter's tensors. */
+  numParameters(): number {
+    return this.namedParameters().reduce((n, [, t]) => n + t.size, 0);
+  }
+
+  merge(): void {
+    for (const l of this.layers.values()) l.merge();
+  }
+
+  unmerge(): void {
+    for (const l of this.layers.values()) l.unmerge();
+  }
+}
+
+export interface ApplyLoraOptions {
+  /** Where lora_A's initial values (and dropout masks) come from; the default generator when absent. */
+  generator?: Generator;
+}
+
+/** One module a config targets, with its rank and alpha. */
+export interface LoraTarget {
+  path: string;
+  layer: Linear;
+  r: number;
+  alpha: number;
+}
+
+/** What a config does to a model, worked out (and checked) before anything changes. */
+export interface LoraPlan {
+  config: LoraConfig;
+  targets: LoraTarget[];
+}
+
+/**
+ * The modules `input` targets on `model`, with their ranks and alphas. Errors: a target that
+ * matches no module, or one that is not a Linear/Conv1D, or a rank larger than a layer.
+ */
+export function planLora(model: Module, input: LoraConfig): LoraPlan {
+  const config = resolveTargets(model, input);
+  const targets: LoraTarget[] = [];
+  for (const [path, m] of hfModules(model)) {
+    if (!isTargetModule(config, path)) continue;
+    if (!(m instanceof Linear)) {
+      throw new FormatError(
+        'lora_unsupported_module',
+        `target_modules ${JSON.stringify(config.target_modules)} selects ${path} (${m.constructor.name}); knobs attaches LoRA to Linear and Conv1D layers only — name those, e.g. q_proj or c_attn`,
+        { module: path, type: m.constructor.name },
+      );
+    }
+    const r = patternValue(config.rank_pattern, 'rank_pattern', path, config.r);
+    const alpha = patternValue(config.alpha_pattern, 'alpha_pattern', path, config.lora_alpha);
+    if (r > Math.min(m.inFeatures, m.outFeatures)) {
+      throw new FormatError(
+        'lora_rank_too_large',
+        `LoRA rank ${r} on ${path} is larger than the layer (${m.inFeatures} → ${m.outFeatures}); a rank above min(in, out) = ${Math.min(m.inFeatures, m.outFeatures)} adds parameters without adding expressiveness — lower r or its rank_pattern entry`,
+        { module: path, r, shape: [m.outFeatures, m.inFeatures] },
+      );
+    }
+    if (m.namedChildren().some(([n]) => n === 'lora_A')) {
+      throw new FormatError(
+        'lora_already_applied',
+        `${path} already carries a LoRA adapter; merge it or load the base again`,
+        { module: path },
+      );
+    }
+    targets.push({ path, layer: m, r, alpha });
+  }
+  if (targets.length === 0) {
+    const names = hfModules(model)
+      .filter(([, m]) => m instanceof Linear)
+      .map(([p]) => p)
+      .slice(0, 6)
+      .join(', ');
+    throw new FormatError(
+      'lora_no_target',
+      `target_modules ${JSON.stringify(config.target_modules)} matches no module of the model; its linear layers are named like ${names}`,
+      { field: 'target_modules', targets: config.target_modules },
+    );
+  }
+  return { config: { ...config, fan_in_fan_out: targets.some((t) => t.layer.fanInFanOut) }, targets };
+}
+
+/**
+ * Attaches LoRA to every module the config targets (see planLora), freezes every base parameter
+ * and leaves only lora_A / lora_B trainable (PEFT's mark_only_lora_as_trainable, bias "none").
+ */
+export function applyLora(model: Module, input: LoraConfig | LoraPlan, opts: ApplyLoraOptions = {}): LoraAdapter {
+  const plan = 'targets' in input ? input : planLora(model, input);
+  model.requiresGrad_(false);
+  const { config } = plan;
+  const gen = opts.generator ? { generator: opts.generator } : {};
+  const layers = new Map<string, LoraLayer>();
+  for (const { path, layer, r, alpha } of plan.targets) {
+    layers.set(
+      path,
+      new LoraLayer(layer, path, {
+        r,
+        alpha,
+        rslora: config.use_rslora,
+        dropout: config.lora_dropout,
+        init: config.init_lora_weights,
+        ...gen,
+      }),
+    );
+  }
+  return new LoraAdapter(config, layers);
+}
