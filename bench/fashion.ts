@@ -22,23 +22,35 @@ const STEPS_PER_EPOCH = Math.floor(TRAIN_IMAGES / BATCH);
 
 let data: Promise<ImageDataset> | null = null;
 
-function fashion(kind: 'mlp' | 'cnn', steps: number, iters: number, rounds: number, opts: BenchOptions): Promise<BenchRow[]> {
+function fashion(
+  kind: 'mlp' | 'cnn',
+  steps: number,
+  iters: number,
+  rounds: number,
+  opts: BenchOptions,
+): Promise<BenchRow[]> {
   data ??= loadFashionMnist('train');
-  if (steps !== STEPS_PER_EPOCH) notes.push(`fashion_${kind} cores=${opts.cores}: epoch time = median of ${rounds}×${iters} timings of ${steps} steps, scaled to ${STEPS_PER_EPOCH} steps`);
-  return runTrainBench({
-    name: `fashion_mnist_${kind === 'mlp' ? 'mlp_784_256_128_10' : 'cnn_c32_c64_fc128'}_adam_b${BATCH}_epoch`,
-    unit: 's/epoch',
-    target: 1,
-    make: async () => fashionWorkload(kind, await data!, BATCH, steps),
-    peerRequest: (n) => ({ op: 'fashion', model: kind, batch: BATCH, steps, iters: n }),
-    iters,
-    warmup: 1,
-    rounds,
-    probe: 1,
-    probeReps: 1,
-    value: (secondsPerStep) => secondsPerStep * (STEPS_PER_EPOCH / steps),
-    higherIsBetter: false,
-  }, opts);
+  if (steps !== STEPS_PER_EPOCH)
+    notes.push(
+      `fashion_${kind} cores=${opts.cores}: epoch time = median of ${rounds}×${iters} timings of ${steps} steps, scaled to ${STEPS_PER_EPOCH} steps`,
+    );
+  return runTrainBench(
+    {
+      name: `fashion_mnist_${kind === 'mlp' ? 'mlp_784_256_128_10' : 'cnn_c32_c64_fc128'}_adam_b${BATCH}_epoch`,
+      unit: 's/epoch',
+      target: 1,
+      make: async () => fashionWorkload(kind, await data!, BATCH, steps),
+      peerRequest: (n) => ({ op: 'fashion', model: kind, batch: BATCH, steps, iters: n }),
+      iters,
+      warmup: 1,
+      rounds,
+      probe: 1,
+      probeReps: 1,
+      value: (secondsPerStep) => secondsPerStep * (STEPS_PER_EPOCH / steps),
+      higherIsBetter: false,
+    },
+    opts,
+  );
 }
 
 export const runMlp = (opts: BenchOptions) => fashion('mlp', 117, 2, 3, opts);

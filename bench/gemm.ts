@@ -18,7 +18,14 @@ function itersFor(n: number): number {
   return n >= 2048 ? 2 : n >= 1024 ? 4 : 12;
 }
 
-function timeKnobs(addon: NativeAddon, n: number, a: Float32Array, b: Float32Array, c: Float32Array, iters: number): number[] {
+function timeKnobs(
+  addon: NativeAddon,
+  n: number,
+  a: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  iters: number,
+): number[] {
   const out: number[] = [];
   for (let i = 0; i < iters; i++) {
     const t0 = process.hrtime.bigint();
@@ -35,7 +42,9 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
     const threadsBefore = addon.info().threads;
     addon.setThreads(opts.cores === 1 ? 1 : cpus().length);
     const peer = await TorchPeer.start(opts.cores);
-    const libs = (process.env.KNOBS_BENCH_GEMM_LIBS ?? addon.info().gemm).split(',').filter((l) => addon.info().gemmLibraries.includes(l));
+    const libs = (process.env.KNOBS_BENCH_GEMM_LIBS ?? addon.info().gemm)
+      .split(',')
+      .filter((l) => addon.info().gemmLibraries.includes(l));
     const original = addon.info().gemm;
     const rows: BenchRow[] = [];
     try {
@@ -61,7 +70,18 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
         const torchGflops = flops / median(torchTimes) / 1e9;
         for (const lib of libs) {
           const name = libs.length > 1 || lib !== original ? `gemm_f32_${n} (${lib})` : `gemm_f32_${n}`;
-          rows.push(makeRow(name, opts.cores, 'GFLOP/s', flops / median(knobsTimes.get(lib)!) / 1e9, peer.version, torchGflops, true, GEMM_TARGET));
+          rows.push(
+            makeRow(
+              name,
+              opts.cores,
+              'GFLOP/s',
+              flops / median(knobsTimes.get(lib)!) / 1e9,
+              peer.version,
+              torchGflops,
+              true,
+              GEMM_TARGET,
+            ),
+          );
         }
       }
     } finally {

@@ -9,14 +9,17 @@ import { GPT_BLOCK, gptBlockWorkload } from './workloads.js';
 
 export function run(opts: BenchOptions): Promise<BenchRow[]> {
   const { batch, context, width, heads } = GPT_BLOCK;
-  return runTrainBench({
-    name: `gpt2_block_fwd_bwd_c${width}_h${heads}_t${context}_b${batch}`,
-    unit: 'tokens/s',
-    target: 1,
-    make: () => gptBlockWorkload(GPT_BLOCK),
-    peerRequest: (iters) => ({ op: 'gpt_block', batch, context, width, heads, iters }),
-    iters: 3,
-    warmup: 12,
-    rounds: 7,
-  }, opts);
+  return runTrainBench(
+    {
+      name: `gpt2_block_fwd_bwd_c${width}_h${heads}_t${context}_b${batch}`,
+      unit: 'tokens/s',
+      target: 1,
+      make: () => gptBlockWorkload(GPT_BLOCK),
+      peerRequest: (iters) => ({ op: 'gpt_block', batch, context, width, heads, iters }),
+      iters: 3,
+      warmup: 12,
+      rounds: 7,
+    },
+    opts,
+  );
 }

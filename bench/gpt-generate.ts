@@ -13,15 +13,18 @@ const PROMPT = 16;
 const TOKENS = 256;
 
 export function run(opts: BenchOptions): Promise<BenchRow[]> {
-  return runTrainBench({
-    name: `gpt_generate_kv_greedy_kjv_p${PROMPT}_n${TOKENS}_b1`,
-    unit: 'tokens/s',
-    target: 1,
-    make: () => gptGenerateWorkload(PROMPT, TOKENS),
-    peerRequest: (iters) => ({ op: 'gpt_generate', prompt: PROMPT, tokens: TOKENS, iters }),
-    iters: 1,
-    warmup: 2,
-    rounds: 5,
-    probe: 1,
-  }, opts);
+  return runTrainBench(
+    {
+      name: `gpt_generate_kv_greedy_kjv_p${PROMPT}_n${TOKENS}_b1`,
+      unit: 'tokens/s',
+      target: 1,
+      make: () => gptGenerateWorkload(PROMPT, TOKENS),
+      peerRequest: (iters) => ({ op: 'gpt_generate', prompt: PROMPT, tokens: TOKENS, iters }),
+      iters: 1,
+      warmup: 2,
+      rounds: 5,
+      probe: 1,
+    },
+    opts,
+  );
 }

@@ -46,8 +46,12 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   } finally {
     peer.close();
   }
-  notes.push(`gpt_train_peak_rss cores=${opts.cores}: peak RSS of a fresh process over ${STEPS} kjv-gpt training steps, runtime included; lower is better, ratio = torch/knobs, target 0.67 = knobs ≤ 1.5× torch`);
-  return [makeRow(`gpt_train_peak_rss_kjv_b${KJV_BATCH}`, opts.cores, 'MiB', knobsMiB, peer.version, torchMiB, false, 0.67)];
+  notes.push(
+    `gpt_train_peak_rss cores=${opts.cores}: peak RSS of a fresh process over ${STEPS} kjv-gpt training steps, runtime included; lower is better, ratio = torch/knobs, target 0.67 = knobs ≤ 1.5× torch`,
+  );
+  return [
+    makeRow(`gpt_train_peak_rss_kjv_b${KJV_BATCH}`, opts.cores, 'MiB', knobsMiB, peer.version, torchMiB, false, 0.67),
+  ];
 }
 
 if (process.argv[2] === '--child') child(Number(process.argv[3]));

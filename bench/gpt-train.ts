@@ -12,15 +12,18 @@ import { gptTrainWorkload, KJV_BATCH, KJV_GPT } from './workloads.js';
 
 export function run(opts: BenchOptions): Promise<BenchRow[]> {
   const { n_layer, n_head, n_embd, n_positions } = KJV_GPT;
-  return runTrainBench({
-    name: `gpt_train_step_kjv_l${n_layer}_h${n_head}_c${n_embd}_t${n_positions}_b${KJV_BATCH}`,
-    unit: 'tokens/s',
-    target: 1,
-    make: () => gptTrainWorkload(KJV_BATCH),
-    peerRequest: (iters) => ({ op: 'gpt_train', batch: KJV_BATCH, iters }),
-    iters: 1,
-    warmup: 2,
-    rounds: 5,
-    probe: 1,
-  }, opts);
+  return runTrainBench(
+    {
+      name: `gpt_train_step_kjv_l${n_layer}_h${n_head}_c${n_embd}_t${n_positions}_b${KJV_BATCH}`,
+      unit: 'tokens/s',
+      target: 1,
+      make: () => gptTrainWorkload(KJV_BATCH),
+      peerRequest: (iters) => ({ op: 'gpt_train', batch: KJV_BATCH, iters }),
+      iters: 1,
+      warmup: 2,
+      rounds: 5,
+      probe: 1,
+    },
+    opts,
+  );
 }

@@ -26,8 +26,17 @@ import { type BenchOptions, type BenchRow, makeRow, median } from './row.js';
 import { notes } from './train-step.js';
 
 const CONFIG = {
-  model_type: 'gpt2', vocab_size: 32000, n_positions: 1024, n_embd: 768, n_layer: 7, n_head: 12,
-  layer_norm_epsilon: 1e-5, activation_function: 'gelu_new', tie_word_embeddings: true, bos_token_id: 0, eos_token_id: 0,
+  model_type: 'gpt2',
+  vocab_size: 32000,
+  n_positions: 1024,
+  n_embd: 768,
+  n_layer: 7,
+  n_head: 12,
+  layer_norm_epsilon: 1e-5,
+  activation_function: 'gelu_new',
+  tie_word_embeddings: true,
+  bos_token_id: 0,
+  eos_token_id: 0,
 };
 const ROUNDS = 3;
 
@@ -134,10 +143,28 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
     }
     const gbps = (s: LoadSample): number => bytes / s.seconds / 1e9;
     const growth = (s: LoadSample): number => ((s.peak_kib - s.rss_before_kib) * 1024) / bytes;
-    notes.push(`hf_load cores=${opts.cores}: ${(bytes / 1e6).toFixed(0)} MB f32 GPT-2 directory, warm page cache, fresh process per load; issue bars: ≥ 1 GB/s and peak RSS growth ≤ 1.2× the weights`);
+    notes.push(
+      `hf_load cores=${opts.cores}: ${(bytes / 1e6).toFixed(0)} MB f32 GPT-2 directory, warm page cache, fresh process per load; issue bars: ≥ 1 GB/s and peak RSS growth ≤ 1.2× the weights`,
+    );
     return [
-      makeRow(`hf_load_gpt2_${Math.round(bytes / 1e6)}mb_f32`, opts.cores, 'GB/s', median(knobs.map(gbps)), version, median(torch.map(gbps)), true),
-      makeRow(`hf_load_gpt2_${Math.round(bytes / 1e6)}mb_f32_rss_growth`, opts.cores, 'x weights', median(knobs.map(growth)), version, median(torch.map(growth)), false),
+      makeRow(
+        `hf_load_gpt2_${Math.round(bytes / 1e6)}mb_f32`,
+        opts.cores,
+        'GB/s',
+        median(knobs.map(gbps)),
+        version,
+        median(torch.map(gbps)),
+        true,
+      ),
+      makeRow(
+        `hf_load_gpt2_${Math.round(bytes / 1e6)}mb_f32_rss_growth`,
+        opts.cores,
+        'x weights',
+        median(knobs.map(growth)),
+        version,
+        median(torch.map(growth)),
+        false,
+      ),
     ];
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -10,14 +10,17 @@ import { mlpWorkload } from './workloads.js';
 const BATCH = 128;
 
 export function run(opts: BenchOptions): Promise<BenchRow[]> {
-  return runTrainBench({
-    name: `mlp_step_784_512_512_10_b${BATCH}`,
-    unit: 'samples/s',
-    target: 1,
-    make: () => mlpWorkload(BATCH),
-    peerRequest: (iters) => ({ op: 'mlp', batch: BATCH, iters }),
-    iters: 20,
-    warmup: 20,
-    rounds: 7,
-  }, opts);
+  return runTrainBench(
+    {
+      name: `mlp_step_784_512_512_10_b${BATCH}`,
+      unit: 'samples/s',
+      target: 1,
+      make: () => mlpWorkload(BATCH),
+      peerRequest: (iters) => ({ op: 'mlp', batch: BATCH, iters }),
+      iters: 20,
+      warmup: 20,
+      rounds: 7,
+    },
+    opts,
+  );
 }

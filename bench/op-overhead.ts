@@ -43,8 +43,16 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
       peer.close();
     }
     return [
-      makeRow(`add_f32_${N}_overhead`, opts.cores, 'µs/op', median(knobsTimes) * 1e6, peer.version,
-        median(torchTimes) * 1e6, false, null),
+      makeRow(
+        `add_f32_${N}_overhead`,
+        opts.cores,
+        'µs/op',
+        median(knobsTimes) * 1e6,
+        peer.version,
+        median(torchTimes) * 1e6,
+        false,
+        null,
+      ),
     ];
   };
   return opts.cores === 1 ? pinnedToCore0(body) : body();

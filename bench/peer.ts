@@ -68,7 +68,9 @@ export class TorchPeer {
     const queue: ((line: string) => void)[] = [];
     lines.on('line', (l) => queue.shift()?.(l));
     const threads = cores === 1 ? 1 : cpus().length;
-    const hello = new Promise<{ torch: string }>((resolve) => queue.push((l) => resolve(JSON.parse(l) as { torch: string })));
+    const hello = new Promise<{ torch: string }>((resolve) =>
+      queue.push((l) => resolve(JSON.parse(l) as { torch: string })),
+    );
     proc.stdin.on('error', () => {}); // a peer that died before reading: reported through `failed`
     proc.stdin.write(JSON.stringify({ op: 'hello', threads }) + '\n');
     const first = await Promise.race([hello, failed]);

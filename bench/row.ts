@@ -26,9 +26,20 @@ export function median(xs: readonly number[]): number {
 }
 
 export function makeRow(
-  bench: string, cores: 1 | 'all', unit: string, knobs: number, peer: string | null, peerValue: number | null,
-  higherIsBetter: boolean, target: number | null = null,
+  bench: string,
+  cores: 1 | 'all',
+  unit: string,
+  knobs: number,
+  peer: string | null,
+  peerValue: number | null,
+  higherIsBetter: boolean,
+  target: number | null = null,
 ): BenchRow {
-  const ratio = peerValue === null || peerValue === 0 || knobs === 0 ? null : higherIsBetter ? knobs / peerValue : peerValue / knobs;
+  const ratio =
+    peerValue === null || peerValue === 0 || knobs === 0
+      ? null
+      : higherIsBetter
+        ? knobs / peerValue
+        : peerValue / knobs;
   return { bench, cores, unit, knobs, peer, peer_value: peerValue, higher_is_better: higherIsBetter, ratio, target };
 }

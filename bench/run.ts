@@ -54,11 +54,22 @@ function fmt(v: number | null): string {
 function table(rows: readonly BenchRow[]): string {
   const head = ['bench', 'cores', 'unit', 'knobs', 'peer', 'peer value', 'ratio', 'target', ''];
   const body = rows.map((r) => [
-    r.bench, String(r.cores), r.unit, fmt(r.knobs), r.peer ?? '—', fmt(r.peer_value), r.ratio === null ? '—' : r.ratio.toFixed(2),
-    r.target === null ? '—' : `≥ ${r.target}`, r.ratio !== null && r.target !== null && r.ratio < r.target ? 'below target' : '',
+    r.bench,
+    String(r.cores),
+    r.unit,
+    fmt(r.knobs),
+    r.peer ?? '—',
+    fmt(r.peer_value),
+    r.ratio === null ? '—' : r.ratio.toFixed(2),
+    r.target === null ? '—' : `≥ ${r.target}`,
+    r.ratio !== null && r.target !== null && r.ratio < r.target ? 'below target' : '',
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i >= 3 && i <= 7 && i !== 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i >= 3 && i <= 7 && i !== 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
 }
 

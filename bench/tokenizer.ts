@@ -21,7 +21,10 @@ interface RustTokenizer {
 
 function kjv(): string {
   const r = spawnSync('bible', ['Gen1:1-Rev22:21'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
-  if (r.status !== 0 || !r.stdout) throw new Error("the tokenizer bench needs the KJV text from Debian's bible-kjv: apt-get install bible-kjv (scripts/setup.sh installs it)");
+  if (r.status !== 0 || !r.stdout)
+    throw new Error(
+      "the tokenizer bench needs the KJV text from Debian's bible-kjv: apt-get install bible-kjv (scripts/setup.sh installs it)",
+    );
   return r.stdout;
 }
 
@@ -45,8 +48,20 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
       t0 = performance.now();
       const b = (await peer.encode(text)).getIds();
       rust.push(megabytes / ((performance.now() - t0) / 1000));
-      if (a.length !== b.length || a.some((id, i) => id !== b[i])) throw new Error('knobs and Hugging Face tokenizers disagree on the KJV ids');
+      if (a.length !== b.length || a.some((id, i) => id !== b[i]))
+        throw new Error('knobs and Hugging Face tokenizers disagree on the KJV ids');
     }
-    return [makeRow(`tokenizer_encode_kjv_bpe${VOCAB}`, 1, 'MB/s', median(ours), `tokenizers 0.22.2 (Rust, @anush008/tokenizers ${version})`, median(rust), true, null)];
+    return [
+      makeRow(
+        `tokenizer_encode_kjv_bpe${VOCAB}`,
+        1,
+        'MB/s',
+        median(ours),
+        `tokenizers 0.22.2 (Rust, @anush008/tokenizers ${version})`,
+        median(rust),
+        true,
+        null,
+      ),
+    ];
   });
 }

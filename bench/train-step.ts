@@ -80,22 +80,31 @@ export async function runTrainBench(b: TrainBench, opts: BenchOptions): Promise<
         const knobsBest = new Map<number, number>();
         const torchBest = new Map<number, number>();
         await peer.request(b.peerRequest(1)); // the peer builds and warms its model
-        for (let rep = 0; rep < (choices.length > 1 ? b.probeReps ?? 2 : 0); rep++) {
+        for (let rep = 0; rep < (choices.length > 1 ? (b.probeReps ?? 2) : 0); rep++) {
           for (const t of choices) {
             addon.setThreads(t);
             await settle();
             knobsBest.set(t, Math.min(knobsBest.get(t) ?? Infinity, median(timeSteps(w, probe))));
             await peer.request({ op: 'threads', threads: t });
             await settle();
-            torchBest.set(t, Math.min(torchBest.get(t) ?? Infinity, median((await peer.request<{ seconds: number[] }>(b.peerRequest(probe))).seconds)));
+            torchBest.set(
+              t,
+              Math.min(
+                torchBest.get(t) ?? Infinity,
+                median((await peer.request<{ seconds: number[] }>(b.peerRequest(probe))).seconds),
+              ),
+            );
           }
         }
-        const fastest = (m: Map<number, number>) => [...m].reduce((a, c) => (c[1] < a[1] ? c : a), [choices[0]!, Infinity])[0];
+        const fastest = (m: Map<number, number>) =>
+          [...m].reduce((a, c) => (c[1] < a[1] ? c : a), [choices[0]!, Infinity])[0];
         const knobsThreads = fastest(knobsBest);
         const torchThreads = fastest(torchBest);
         addon.setThreads(knobsThreads);
         await peer.request({ op: 'threads', threads: torchThreads });
-        notes.push(`${b.name} cores=${opts.cores}: knobs ${knobsThreads} thread(s), ${peer.version} ${torchThreads} thread(s)`);
+        notes.push(
+          `${b.name} cores=${opts.cores}: knobs ${knobsThreads} thread(s), ${peer.version} ${torchThreads} thread(s)`,
+        );
         const knobsTimes: number[] = [];
         const torchTimes: number[] = [];
         for (let r = 0; r < b.rounds; r++) {
@@ -105,7 +114,18 @@ export async function runTrainBench(b: TrainBench, opts: BenchOptions): Promise<
           torchTimes.push(...(await peer.request<{ seconds: number[] }>(b.peerRequest(b.iters))).seconds);
         }
         const value = (times: number[]) => (b.value ?? ((s, items) => items / s))(median(times), w.items);
-        return [makeRow(b.name, opts.cores, b.unit, value(knobsTimes), peer.version, value(torchTimes), b.higherIsBetter ?? true, b.target)];
+        return [
+          makeRow(
+            b.name,
+            opts.cores,
+            b.unit,
+            value(knobsTimes),
+            peer.version,
+            value(torchTimes),
+            b.higherIsBetter ?? true,
+            b.target,
+          ),
+        ];
       });
     } finally {
       addon.setThreads(threadsBefore);

@@ -58,7 +58,12 @@ export function mlpWorkload(batch = 128): Workload {
   };
 }
 
-export interface GptBlockConfig { batch: number; context: number; width: number; heads: number }
+export interface GptBlockConfig {
+  batch: number;
+  context: number;
+  width: number;
+  heads: number;
+}
 export const GPT_BLOCK: GptBlockConfig = { batch: 16, context: 128, width: 256, heads: 4 };
 
 export function gptBlockWorkload(cfg: GptBlockConfig = GPT_BLOCK): Workload {
@@ -68,12 +73,18 @@ export function gptBlockWorkload(cfg: GptBlockConfig = GPT_BLOCK): Workload {
   const ones = () => k.ones([C]).requiresGrad_();
   const zeros = (n: number) => k.zeros([n]).requiresGrad_();
   const p = {
-    ln1w: ones(), ln1b: zeros(C),
-    wqkv: param([C, 3 * C], 0.02, g), bqkv: zeros(3 * C),
-    wproj: param([C, C], 0.02, g), bproj: zeros(C),
-    ln2w: ones(), ln2b: zeros(C),
-    wfc: param([C, 4 * C], 0.02, g), bfc: zeros(4 * C),
-    wfc2: param([4 * C, C], 0.02, g), bfc2: zeros(C),
+    ln1w: ones(),
+    ln1b: zeros(C),
+    wqkv: param([C, 3 * C], 0.02, g),
+    bqkv: zeros(3 * C),
+    wproj: param([C, C], 0.02, g),
+    bproj: zeros(C),
+    ln2w: ones(),
+    ln2b: zeros(C),
+    wfc: param([C, 4 * C], 0.02, g),
+    bfc: zeros(4 * C),
+    wfc2: param([4 * C, C], 0.02, g),
+    bfc2: zeros(C),
   };
   const x0 = k.randn([B, T, C], { generator: g }).requiresGrad_();
   const upstream = k.randn([B, T, C], { generator: g });
@@ -160,7 +171,10 @@ export async function llamaTrainWorkload(): Promise<Workload & { config: k.Llama
 /** Greedy generation with the KV cache: `prompt` tokens in, `tokens` new ones out (batch 1). */
 export function gptGenerateWorkload(promptLength = 16, tokens = 256): Workload & { model: k.GPT } {
   // n_positions must hold prompt + generated tokens so the cache is never cropped
-  const model = new k.GPT({ ...KJV_GPT, n_positions: Math.max(KJV_GPT.n_positions, promptLength + tokens) }, { seed: 0 });
+  const model = new k.GPT(
+    { ...KJV_GPT, n_positions: Math.max(KJV_GPT.n_positions, promptLength + tokens) },
+    { seed: 0 },
+  );
   const prompt = Array.from({ length: promptLength }, (_, i) => (i * 37 + 11) % KJV_GPT.vocab_size);
   return {
     model,
@@ -179,9 +193,16 @@ export function gptGenerateWorkload(promptLength = 16, tokens = 256): Workload &
  * fc 128), crossEntropy, backward, Adam.
  */
 export function fashionWorkload(kind: 'mlp' | 'cnn', data: k.ImageDataset, batch: number, steps: number): Workload {
-  const model = kind === 'mlp' ? new k.MLPClassifier({ hidden: [256, 128] }, { seed: 0 }) : new k.CNNClassifier({}, { seed: 0 });
+  const model =
+    kind === 'mlp' ? new k.MLPClassifier({ hidden: [256, 128] }, { seed: 0 }) : new k.CNNClassifier({}, { seed: 0 });
   model.train();
-  const loader = new k.ImageLoader(data, { batchSize: batch, seed: 0, dropLast: true, normalize: { mean: 0.2860, std: 0.3530 }, layout: kind === 'mlp' ? 'flat' : 'nchw' });
+  const loader = new k.ImageLoader(data, {
+    batchSize: batch,
+    seed: 0,
+    dropLast: true,
+    normalize: { mean: 0.286, std: 0.353 },
+    layout: kind === 'mlp' ? 'flat' : 'nchw',
+  });
   const opt = new k.Adam(model, { lr: 1e-3 });
   return {
     items: steps * batch,

@@ -66,40 +66,89 @@ if (!probe('int main() { return 0; }\n', [])) finish(false, `no working C++ comp
 function findNodeDir() {
   const candidates = [process.env.npm_config_nodedir, join(dirname(process.execPath), '..'), '/usr', '/usr/local'];
   for (const dir of candidates) {
-    if (dir && existsSync(join(dir, 'include', 'node', 'node_api.h')) && existsSync(join(dir, 'include', 'node', 'common.gypi'))) return dir;
+    if (
+      dir &&
+      existsSync(join(dir, 'include', 'node', 'node_api.h')) &&
+      existsSync(join(dir, 'include', 'node', 'common.gypi'))
+    )
+      return dir;
   }
   return undefined;
 }
 const nodedir = findNodeDir();
 if (!nodedir) finish(false, 'Node headers not found (install the nodejs headers or set npm_config_nodedir)');
 
-const haveOpenblas = probe('#include <cblas.h>\nint main() { openblas_set_num_threads(1); float a = 1, c = 0;\n' +
-  ' cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, 1, 1, 1.f, &a, 1, &a, 1, 0.f, &c, 1); return c == 1 ? 0 : 1; }\n', ['-lopenblas']);
-const haveDnnl = probe('#include <dnnl.h>\nint main() { float a = 1, c = 0;\n' +
-  ' return dnnl_sgemm(\'N\', \'N\', 1, 1, 1, 1.f, &a, 1, &a, 1, 0.f, &c, 1) == dnnl_success ? 0 : 1; }\n', ['-ldnnl']);
+const haveOpenblas = probe(
+  '#include <cblas.h>\nint main() { openblas_set_num_threads(1); float a = 1, c = 0;\n' +
+    ' cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, 1, 1, 1.f, &a, 1, &a, 1, 0.f, &c, 1); return c == 1 ? 0 : 1; }\n',
+  ['-lopenblas'],
+);
+const haveDnnl = probe(
+  '#include <dnnl.h>\nint main() { float a = 1, c = 0;\n' +
+    " return dnnl_sgemm('N', 'N', 1, 1, 1, 1.f, &a, 1, &a, 1, 0.f, &c, 1) == dnnl_success ? 0 : 1; }\n",
+  ['-ldnnl'],
+);
 
 const choice = process.env.KNOBS_GEMM || 'auto';
 let useOpenblas = false;
 let useDnnl = false;
 let prefer = 'onednn';
 switch (choice) {
-  case 'auto': useDnnl = haveDnnl; useOpenblas = !haveDnnl && haveOpenblas; break;
-  case 'openblas': useOpenblas = haveOpenblas; prefer = 'openblas'; break;
-  case 'onednn': useDnnl = haveDnnl; break;
-  case 'both': useDnnl = haveDnnl; useOpenblas = haveOpenblas; break;
-  case 'builtin': break;
-  default: finish(false, `unknown KNOBS_GEMM=${choice} (auto, openblas, onednn, both, builtin)`);
+  case 'auto':
+    useDnnl = haveDnnl;
+    useOpenblas = !haveDnnl && haveOpenblas;
+    break;
+  case 'openblas':
+    useOpenblas = haveOpenblas;
+    prefer = 'openblas';
+    break;
+  case 'onednn':
+    useDnnl = haveDnnl;
+    break;
+  case 'both':
+    useDnnl = haveDnnl;
+    useOpenblas = haveOpenblas;
+    break;
+  case 'builtin':
+    break;
+  default:
+    finish(false, `unknown KNOBS_GEMM=${choice} (auto, openblas, onednn, both, builtin)`);
 }
 if ((choice === 'openblas' && !haveOpenblas) || (choice === 'onednn' && !haveDnnl)) {
-  finish(false, `KNOBS_GEMM=${choice} but that library was not found (headers + -l${choice === 'openblas' ? 'openblas' : 'dnnl'})`);
+  finish(
+    false,
+    `KNOBS_GEMM=${choice} but that library was not found (headers + -l${choice === 'openblas' ? 'openblas' : 'dnnl'})`,
+  );
 }
 
 /** npm's bundled node-gyp (no extra dependency), else one on the PATH. */
 function nodeGypCommand() {
   const tries = [
     () => require.resolve('node-gyp/bin/node-gyp.js'),
-    () => join(dirname(require.resolve('npm/package.json', { paths: [dirname(process.execPath), '/usr/lib/node_modules', '/usr/local/lib/node_modules'] })), 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
-    () => join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    () =>
+      join(
+        dirname(
+          require.resolve('npm/package.json', {
+            paths: [dirname(process.execPath), '/usr/lib/node_modules', '/usr/local/lib/node_modules'],
+          }),
+        ),
+        'node_modules',
+        'node-gyp',
+        'bin',
+        'node-gyp.js',
+      ),
+    () =>
+      join(
+        dirname(process.execPath),
+        '..',
+        'lib',
+        'node_modules',
+        'npm',
+        'node_modules',
+        'node-gyp',
+        'bin',
+        'node-gyp.js',
+      ),
     () => '/usr/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js',
     () => '/usr/share/nodejs/node-gyp/bin/node-gyp.js',
   ];
@@ -107,7 +156,9 @@ function nodeGypCommand() {
     try {
       const p = t();
       if (existsSync(p)) return [process.execPath, p];
-    } catch { /* next */ }
+    } catch {
+      /* next */
+    }
   }
   return undefined;
 }
@@ -115,13 +166,26 @@ const gyp = nodeGypCommand();
 if (!gyp) finish(false, 'node-gyp not found (it ships with npm)');
 
 const args = [
-  ...gyp.slice(1), 'rebuild', `--nodedir=${nodedir}`, `--jobs=max`, '--',
-  `-Dknobs_openblas=${useOpenblas ? 1 : 0}`, `-Dknobs_dnnl=${useDnnl ? 1 : 0}`, `-Dknobs_prefer=${prefer}`,
+  ...gyp.slice(1),
+  'rebuild',
+  `--nodedir=${nodedir}`,
+  `--jobs=max`,
+  '--',
+  `-Dknobs_openblas=${useOpenblas ? 1 : 0}`,
+  `-Dknobs_dnnl=${useDnnl ? 1 : 0}`,
+  `-Dknobs_prefer=${prefer}`,
 ];
 const r = spawnSync(gyp[0], args, { cwd: root, encoding: 'utf8', stdio: verbose ? 'inherit' : 'pipe' });
 if (r.status !== 0) {
   const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
-  if (!verbose) process.stderr.write(out.split('\n').filter((l) => /error|Error/.test(l)).slice(0, 20).join('\n') + '\n');
+  if (!verbose)
+    process.stderr.write(
+      out
+        .split('\n')
+        .filter((l) => /error|Error/.test(l))
+        .slice(0, 20)
+        .join('\n') + '\n',
+    );
   finish(false, `node-gyp failed (exit ${r.status}); rerun with KNOBS_NATIVE_VERBOSE=1 for the full log`);
 }
 const libs = [useOpenblas && 'OpenBLAS', useDnnl && 'oneDNN'].filter(Boolean);

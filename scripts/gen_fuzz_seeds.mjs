@@ -19,11 +19,19 @@ function write(name, header, dataBytes) {
   writeFileSync(`${dir}${name}`, Buffer.concat([length, padded, data]));
 }
 
-write('edge.safetensors', `{ "u8" : {"dtype":"U8","shape":[3],"data_offsets":[9,12]},
+write(
+  'edge.safetensors',
+  `{ "u8" : {"dtype":"U8","shape":[3],"data_offsets":[9,12]},
  "__metadata__": {"format": "pt", "__proto__": "x", "note": "caf\\u00e9"},
  "s": {"shape": [], "dtype": "F32", "data_offsets": [0, 4]},
  "e": {"dtype":"I64","shape":[0,3],"data_offsets":[4,4]},
  "f4": {"dtype":"F4","shape":[4],"data_offsets":[4,6]},
- "a\\u00e9\\n": {"dtype":"F6_E2M3","shape":[4],"data_offsets":[6,9]}}`, 12);
-write('null-metadata.safetensors', '{"__metadata__":null,"x":{"data_offsets":[0,4],"shape":[1,2],"dtype":"BF16"},"y":{"dtype":"BOOL","shape":[2,1,1],"data_offsets":[4,6]}}', 6);
+ "a\\u00e9\\n": {"dtype":"F6_E2M3","shape":[4],"data_offsets":[6,9]}}`,
+  12,
+);
+write(
+  'null-metadata.safetensors',
+  '{"__metadata__":null,"x":{"data_offsets":[0,4],"shape":[1,2],"dtype":"BF16"},"y":{"dtype":"BOOL","shape":[2,1,1],"data_offsets":[4,6]}}',
+  6,
+);
 write('no-tensors.safetensors', '{}', 0);

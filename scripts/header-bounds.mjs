@@ -34,13 +34,25 @@ try {
     const count = small ? Math.floor(c.count / 10) : c.count;
     const path = join(dir, `${name}.safetensors`);
     const bytes = await writeHostileFile(path, { kind: c.kind, count });
-    const r = JSON.parse(execFileSync(process.execPath, [probe, path, c.mode], { encoding: 'utf8', maxBuffer: 1 << 20 }));
+    const r = JSON.parse(
+      execFileSync(process.execPath, [probe, path, c.mode], { encoding: 'utf8', maxBuffer: 1 << 20 }),
+    );
     rmSync(path);
     const extraMB = (r.peakKiB - r.baselineKiB) / 1024;
-    console.log(JSON.stringify({
-      case: name, count, mode: c.mode, fileMB: +(bytes / 1e6).toFixed(1), outcome: r.outcome, expected: expectedOutcome(c.kind),
-      peakAboveBaselineMB: +extraMB.toFixed(0), timesHeader: +((extraMB * 1024 * 1024) / bytes).toFixed(2), baselineMB: +(r.baselineKiB / 1024).toFixed(0), ms: r.ms,
-    }));
+    console.log(
+      JSON.stringify({
+        case: name,
+        count,
+        mode: c.mode,
+        fileMB: +(bytes / 1e6).toFixed(1),
+        outcome: r.outcome,
+        expected: expectedOutcome(c.kind),
+        peakAboveBaselineMB: +extraMB.toFixed(0),
+        timesHeader: +((extraMB * 1024 * 1024) / bytes).toFixed(2),
+        baselineMB: +(r.baselineKiB / 1024).toFixed(0),
+        ms: r.ms,
+      }),
+    );
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });

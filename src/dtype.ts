@@ -29,7 +29,15 @@ export type NumericStorage = Exclude<Storage, BigInt64Array>;
 export type FloatStorage = Float32Array | Float64Array;
 
 export const BYTES_PER_ELEMENT: Readonly<Record<DType, number>> = {
-  f32: 4, f64: 8, f16: 2, bf16: 2, i32: 4, i64: 8, u8: 1, i8: 1, bool: 1,
+  f32: 4,
+  f64: 8,
+  f16: 2,
+  bf16: 2,
+  i32: 4,
+  i64: 8,
+  u8: 1,
+  i8: 1,
+  bool: 1,
 };
 
 export function isDType(name: string): name is DType {
@@ -48,13 +56,22 @@ export function isFloat(d: DType): boolean {
 export function allocate<D extends DType>(dtype: D, length: number): StorageOf[D];
 export function allocate(dtype: DType, length: number): Storage {
   switch (dtype) {
-    case 'f32': return new Float32Array(length);
-    case 'f64': return new Float64Array(length);
-    case 'f16': case 'bf16': return new Uint16Array(length);
-    case 'i32': return new Int32Array(length);
-    case 'i64': return new BigInt64Array(length);
-    case 'u8': case 'bool': return new Uint8Array(length);
-    case 'i8': return new Int8Array(length);
+    case 'f32':
+      return new Float32Array(length);
+    case 'f64':
+      return new Float64Array(length);
+    case 'f16':
+    case 'bf16':
+      return new Uint16Array(length);
+    case 'i32':
+      return new Int32Array(length);
+    case 'i64':
+      return new BigInt64Array(length);
+    case 'u8':
+    case 'bool':
+      return new Uint8Array(length);
+    case 'i8':
+      return new Int8Array(length);
   }
 }
 
@@ -77,13 +94,22 @@ export function allocateUnfilled(dtype: DType, length: number): Storage {
 /** `n` elements of `dtype` over `buffer` from `byteOffset` (aligned for the dtype). */
 function storageView(dtype: DType, buffer: ArrayBufferLike, byteOffset: number, n: number): Storage {
   switch (dtype) {
-    case 'f32': return new Float32Array(buffer, byteOffset, n);
-    case 'f64': return new Float64Array(buffer, byteOffset, n);
-    case 'f16': case 'bf16': return new Uint16Array(buffer, byteOffset, n);
-    case 'i32': return new Int32Array(buffer, byteOffset, n);
-    case 'i64': return new BigInt64Array(buffer, byteOffset, n);
-    case 'u8': case 'bool': return new Uint8Array(buffer, byteOffset, n);
-    case 'i8': return new Int8Array(buffer, byteOffset, n);
+    case 'f32':
+      return new Float32Array(buffer, byteOffset, n);
+    case 'f64':
+      return new Float64Array(buffer, byteOffset, n);
+    case 'f16':
+    case 'bf16':
+      return new Uint16Array(buffer, byteOffset, n);
+    case 'i32':
+      return new Int32Array(buffer, byteOffset, n);
+    case 'i64':
+      return new BigInt64Array(buffer, byteOffset, n);
+    case 'u8':
+    case 'bool':
+      return new Uint8Array(buffer, byteOffset, n);
+    case 'i8':
+      return new Int8Array(buffer, byteOffset, n);
   }
 }
 
@@ -91,7 +117,11 @@ function storageView(dtype: DType, buffer: ArrayBufferLike, byteOffset: number, 
 export function storageFromBytes(dtype: DType, bytes: Uint8Array): Storage {
   const size = BYTES_PER_ELEMENT[dtype];
   if (bytes.byteLength % size !== 0) {
-    throw new DTypeError(`${bytes.byteLength} bytes is not a whole number of ${dtype} elements (${size} bytes each)`, { op: 'storageFromBytes', dtypes: [dtype], bytes: bytes.byteLength });
+    throw new DTypeError(`${bytes.byteLength} bytes is not a whole number of ${dtype} elements (${size} bytes each)`, {
+      op: 'storageFromBytes',
+      dtypes: [dtype],
+      bytes: bytes.byteLength,
+    });
   }
   const aligned = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
   const n = aligned.byteLength / size;
@@ -165,10 +195,14 @@ export function bf16BitsToF32(bits: number): number {
 /** Reads element i of a storage as a JS number (i64 → Number, may lose precision above 2^53). */
 export function readNumber(dtype: DType, storage: Storage, i: number): number {
   switch (dtype) {
-    case 'f16': return f16BitsToF32((storage as Uint16Array)[i]!);
-    case 'bf16': return bf16BitsToF32((storage as Uint16Array)[i]!);
-    case 'i64': return Number((storage as BigInt64Array)[i]!);
-    default: return (storage as NumericStorage)[i]!;
+    case 'f16':
+      return f16BitsToF32((storage as Uint16Array)[i]!);
+    case 'bf16':
+      return bf16BitsToF32((storage as Uint16Array)[i]!);
+    case 'i64':
+      return Number((storage as BigInt64Array)[i]!);
+    default:
+      return (storage as NumericStorage)[i]!;
   }
 }
 
@@ -187,10 +221,19 @@ export function convertStorage(from: DType, src: Storage, to: DType): Storage {
 /** Writes a JS number into element i, converting as PyTorch does (truncation toward zero for ints, wrap-around). */
 export function writeNumber(dtype: DType, storage: Storage, i: number, v: number): void {
   switch (dtype) {
-    case 'f16': (storage as Uint16Array)[i] = f32ToF16Bits(v); return;
-    case 'bf16': (storage as Uint16Array)[i] = f32ToBF16Bits(v); return;
-    case 'i64': (storage as BigInt64Array)[i] = Number.isFinite(v) ? BigInt(Math.trunc(v)) : 0n; return;
-    case 'bool': (storage as Uint8Array)[i] = v !== 0 ? 1 : 0; return;
-    default: (storage as NumericStorage)[i] = v;
+    case 'f16':
+      (storage as Uint16Array)[i] = f32ToF16Bits(v);
+      return;
+    case 'bf16':
+      (storage as Uint16Array)[i] = f32ToBF16Bits(v);
+      return;
+    case 'i64':
+      (storage as BigInt64Array)[i] = Number.isFinite(v) ? BigInt(Math.trunc(v)) : 0n;
+      return;
+    case 'bool':
+      (storage as Uint8Array)[i] = v !== 0 ? 1 : 0;
+      return;
+    default:
+      (storage as NumericStorage)[i] = v;
   }
 }

@@ -4,14 +4,7 @@
  * machine-readable `details`.
  */
 export type ErrorCode =
-  | 'E_SHAPE'
-  | 'E_DTYPE'
-  | 'E_ARGUMENT'
-  | 'E_AUTOGRAD'
-  | 'E_BACKEND'
-  | 'E_FORMAT'
-  | 'E_IO'
-  | 'E_USAGE';
+  'E_SHAPE' | 'E_DTYPE' | 'E_ARGUMENT' | 'E_AUTOGRAD' | 'E_BACKEND' | 'E_FORMAT' | 'E_IO' | 'E_USAGE';
 
 export class KnobsError extends Error {
   readonly code: ErrorCode;

@@ -78,10 +78,16 @@ export class Generator {
   /** Restores a getState() result; anything else (it may come from a file) is an ArgumentError, and nothing changes. */
   setState(state: { words: readonly number[]; spareNormal: number | null }): void {
     const words = state?.words;
-    const ok = Array.isArray(words) && words.length === 4 && words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff) && words.some((w) => w !== 0);
+    const ok =
+      Array.isArray(words) &&
+      words.length === 4 &&
+      words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff) &&
+      words.some((w) => w !== 0);
     const spare = state?.spareNormal;
     if (!ok || !(spare === null || (typeof spare === 'number' && Number.isFinite(spare)))) {
-      throw new ArgumentError('Generator.setState: expected {words: four 32-bit unsigned integers, not all zero, spareNormal: a finite number or null}, as getState() returns');
+      throw new ArgumentError(
+        'Generator.setState: expected {words: four 32-bit unsigned integers, not all zero, spareNormal: a finite number or null}, as getState() returns',
+      );
     }
     this.s.set(words);
     this.spareNormal = spare;

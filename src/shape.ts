@@ -31,7 +31,10 @@ export function formatShape(shape: Shape): string {
 export function checkShape(shape: Shape, what: string): void {
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) {
-      throw new ShapeError(`${what}: shape ${formatShape(shape)} has an invalid dimension ${d}; dimensions are non-negative integers`, { op: what, shapes: [shape] });
+      throw new ShapeError(
+        `${what}: shape ${formatShape(shape)} has an invalid dimension ${d}; dimensions are non-negative integers`,
+        { op: what, shapes: [shape] },
+      );
     }
   }
 }
@@ -61,7 +64,10 @@ export function broadcastShapes(op: string, ...shapes: Shape[]): number[] {
 /** Normalises a possibly negative axis into [0, rank). */
 export function normalizeAxis(op: string, axis: number, rank: number): number {
   if (!Number.isInteger(axis) || axis < -Math.max(rank, 1) || axis >= Math.max(rank, 1)) {
-    throw new ArgumentError(`${op}: axis ${axis} is out of range for a tensor of rank ${rank} (valid: ${-rank}..${rank - 1})`, { op, axis, rank });
+    throw new ArgumentError(
+      `${op}: axis ${axis} is out of range for a tensor of rank ${rank} (valid: ${-rank}..${rank - 1})`,
+      { op, axis, rank },
+    );
   }
   return axis < 0 ? axis + rank : axis;
 }
@@ -71,7 +77,8 @@ export function normalizeAxes(op: string, axes: number | readonly number[] | und
   if (axes === undefined) return Array.from({ length: rank }, (_, i) => i);
   const list = typeof axes === 'number' ? [axes] : axes;
   const out = [...new Set(list.map((a) => normalizeAxis(op, a, rank)))].sort((a, b) => a - b);
-  if (out.length !== list.length) throw new ArgumentError(`${op}: repeated axis in ${JSON.stringify(list)}`, { op, axes: list });
+  if (out.length !== list.length)
+    throw new ArgumentError(`${op}: repeated axis in ${JSON.stringify(list)}`, { op, axes: list });
   return out;
 }
 

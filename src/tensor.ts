@@ -39,7 +39,10 @@ export class Tensor {
   /** Wraps a row-major storage of exactly numel(shape) elements (no copy). */
   static fromStorage(storage: Storage, shape: Shape, dtype: DType): Tensor {
     if (storage.length !== numel(shape)) {
-      throw new ShapeError(`fromStorage: ${storage.length} elements do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`, { op: 'fromStorage', shapes: [shape], elements: storage.length });
+      throw new ShapeError(
+        `fromStorage: ${storage.length} elements do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`,
+        { op: 'fromStorage', shapes: [shape], elements: storage.length },
+      );
     }
     return new Tensor(storage, shape, dtype);
   }
@@ -58,7 +61,8 @@ export class Tensor {
 
   /** Marks a leaf as requiring gradients (in place) and returns it. */
   requiresGrad_(value = true): this {
-    if (this.gradFn && !value) throw new ArgumentError('requiresGrad_(false) on a tensor computed from others; use detach()');
+    if (this.gradFn && !value)
+      throw new ArgumentError('requiresGrad_(false) on a tensor computed from others; use detach()');
     this.requiresGrad = value;
     return this;
   }
@@ -99,7 +103,10 @@ export class Tensor {
   /** The value of a one-element tensor. */
   item(): number {
     if (this.size !== 1) {
-      throw new ShapeError(`item() needs a tensor with one element, got shape ${formatShape(this.shape)}; reduce it first (e.g. sum or mean)`, { op: 'item', shapes: [this.shape] });
+      throw new ShapeError(
+        `item() needs a tensor with one element, got shape ${formatShape(this.shape)}; reduce it first (e.g. sum or mean)`,
+        { op: 'item', shapes: [this.shape] },
+      );
     }
     return readNumber(this.dtype, this.storage, this.offset);
   }
@@ -113,58 +120,150 @@ export class Tensor {
   }
 
   // ---- views ----
-  reshape(shape: readonly number[]): Tensor { return ops.reshape(this, shape); }
-  view(shape: readonly number[]): Tensor { return ops.reshape(this, shape); }
-  flatten(startAxis = 0, endAxis = -1): Tensor { return ops.flatten(this, startAxis, endAxis); }
-  transpose(a: number, b: number): Tensor { return ops.transpose(this, a, b); }
-  permute(dims: readonly number[]): Tensor { return ops.permute(this, dims); }
-  slice(axis: number, start: number, end?: number, step = 1): Tensor { return ops.slice(this, axis, start, end, step); }
-  expand(shape: readonly number[]): Tensor { return ops.expand(this, shape); }
-  unsqueeze(axis: number): Tensor { return ops.unsqueeze(this, axis); }
-  squeeze(axis?: number): Tensor { return ops.squeeze(this, axis); }
-  contiguous(): Tensor { return ops.contiguous(this); }
-  to(dtype: DType): Tensor { return ops.cast(this, dtype); }
+  reshape(shape: readonly number[]): Tensor {
+    return ops.reshape(this, shape);
+  }
+  view(shape: readonly number[]): Tensor {
+    return ops.reshape(this, shape);
+  }
+  flatten(startAxis = 0, endAxis = -1): Tensor {
+    return ops.flatten(this, startAxis, endAxis);
+  }
+  transpose(a: number, b: number): Tensor {
+    return ops.transpose(this, a, b);
+  }
+  permute(dims: readonly number[]): Tensor {
+    return ops.permute(this, dims);
+  }
+  slice(axis: number, start: number, end?: number, step = 1): Tensor {
+    return ops.slice(this, axis, start, end, step);
+  }
+  expand(shape: readonly number[]): Tensor {
+    return ops.expand(this, shape);
+  }
+  unsqueeze(axis: number): Tensor {
+    return ops.unsqueeze(this, axis);
+  }
+  squeeze(axis?: number): Tensor {
+    return ops.squeeze(this, axis);
+  }
+  contiguous(): Tensor {
+    return ops.contiguous(this);
+  }
+  to(dtype: DType): Tensor {
+    return ops.cast(this, dtype);
+  }
 
   // ---- arithmetic ----
-  add(o: TensorOrScalar): Tensor { return ops.add(this, o); }
-  sub(o: TensorOrScalar): Tensor { return ops.sub(this, o); }
-  mul(o: TensorOrScalar): Tensor { return ops.mul(this, o); }
-  div(o: TensorOrScalar): Tensor { return ops.div(this, o); }
-  pow(o: TensorOrScalar): Tensor { return ops.pow(this, o); }
-  neg(): Tensor { return ops.neg(this); }
-  exp(): Tensor { return ops.exp(this); }
-  log(): Tensor { return ops.log(this); }
-  sqrt(): Tensor { return ops.sqrt(this); }
-  rsqrt(): Tensor { return ops.rsqrt(this); }
-  abs(): Tensor { return ops.abs(this); }
-  tanh(): Tensor { return ops.tanh(this); }
-  sigmoid(): Tensor { return ops.sigmoid(this); }
-  relu(): Tensor { return ops.relu(this); }
-  gelu(approximate: 'none' | 'tanh' = 'none'): Tensor { return ops.gelu(this, approximate); }
-  silu(): Tensor { return ops.silu(this); }
-  maximum(o: TensorOrScalar): Tensor { return ops.maximum(this, o); }
-  minimum(o: TensorOrScalar): Tensor { return ops.minimum(this, o); }
-  clamp(min?: number, max?: number): Tensor { return ops.clamp(this, min, max); }
-  eq(o: TensorOrScalar): Tensor { return ops.eq(this, o); }
-  ne(o: TensorOrScalar): Tensor { return ops.ne(this, o); }
-  lt(o: TensorOrScalar): Tensor { return ops.lt(this, o); }
-  le(o: TensorOrScalar): Tensor { return ops.le(this, o); }
-  gt(o: TensorOrScalar): Tensor { return ops.gt(this, o); }
-  ge(o: TensorOrScalar): Tensor { return ops.ge(this, o); }
+  add(o: TensorOrScalar): Tensor {
+    return ops.add(this, o);
+  }
+  sub(o: TensorOrScalar): Tensor {
+    return ops.sub(this, o);
+  }
+  mul(o: TensorOrScalar): Tensor {
+    return ops.mul(this, o);
+  }
+  div(o: TensorOrScalar): Tensor {
+    return ops.div(this, o);
+  }
+  pow(o: TensorOrScalar): Tensor {
+    return ops.pow(this, o);
+  }
+  neg(): Tensor {
+    return ops.neg(this);
+  }
+  exp(): Tensor {
+    return ops.exp(this);
+  }
+  log(): Tensor {
+    return ops.log(this);
+  }
+  sqrt(): Tensor {
+    return ops.sqrt(this);
+  }
+  rsqrt(): Tensor {
+    return ops.rsqrt(this);
+  }
+  abs(): Tensor {
+    return ops.abs(this);
+  }
+  tanh(): Tensor {
+    return ops.tanh(this);
+  }
+  sigmoid(): Tensor {
+    return ops.sigmoid(this);
+  }
+  relu(): Tensor {
+    return ops.relu(this);
+  }
+  gelu(approximate: 'none' | 'tanh' = 'none'): Tensor {
+    return ops.gelu(this, approximate);
+  }
+  silu(): Tensor {
+    return ops.silu(this);
+  }
+  maximum(o: TensorOrScalar): Tensor {
+    return ops.maximum(this, o);
+  }
+  minimum(o: TensorOrScalar): Tensor {
+    return ops.minimum(this, o);
+  }
+  clamp(min?: number, max?: number): Tensor {
+    return ops.clamp(this, min, max);
+  }
+  eq(o: TensorOrScalar): Tensor {
+    return ops.eq(this, o);
+  }
+  ne(o: TensorOrScalar): Tensor {
+    return ops.ne(this, o);
+  }
+  lt(o: TensorOrScalar): Tensor {
+    return ops.lt(this, o);
+  }
+  le(o: TensorOrScalar): Tensor {
+    return ops.le(this, o);
+  }
+  gt(o: TensorOrScalar): Tensor {
+    return ops.gt(this, o);
+  }
+  ge(o: TensorOrScalar): Tensor {
+    return ops.ge(this, o);
+  }
 
   // ---- reductions ----
-  sum(axis?: number | readonly number[], keepdim = false): Tensor { return ops.sum(this, axis, keepdim); }
-  mean(axis?: number | readonly number[], keepdim = false): Tensor { return ops.mean(this, axis, keepdim); }
-  max(axis?: number | readonly number[], keepdim = false): Tensor { return ops.max(this, axis, keepdim); }
-  min(axis?: number | readonly number[], keepdim = false): Tensor { return ops.min(this, axis, keepdim); }
-  argmax(axis?: number, keepdim = false): Tensor { return ops.argmax(this, axis, keepdim); }
-  argmin(axis?: number, keepdim = false): Tensor { return ops.argmin(this, axis, keepdim); }
-  var(axis?: number | readonly number[], opts?: { correction?: number; keepdim?: boolean }): Tensor { return ops.variance(this, axis, opts); }
+  sum(axis?: number | readonly number[], keepdim = false): Tensor {
+    return ops.sum(this, axis, keepdim);
+  }
+  mean(axis?: number | readonly number[], keepdim = false): Tensor {
+    return ops.mean(this, axis, keepdim);
+  }
+  max(axis?: number | readonly number[], keepdim = false): Tensor {
+    return ops.max(this, axis, keepdim);
+  }
+  min(axis?: number | readonly number[], keepdim = false): Tensor {
+    return ops.min(this, axis, keepdim);
+  }
+  argmax(axis?: number, keepdim = false): Tensor {
+    return ops.argmax(this, axis, keepdim);
+  }
+  argmin(axis?: number, keepdim = false): Tensor {
+    return ops.argmin(this, axis, keepdim);
+  }
+  var(axis?: number | readonly number[], opts?: { correction?: number; keepdim?: boolean }): Tensor {
+    return ops.variance(this, axis, opts);
+  }
 
   // ---- linear algebra and nn ----
-  matmul(o: Tensor): Tensor { return ops.matmul(this, o); }
-  softmax(axis = -1): Tensor { return ops.softmax(this, axis); }
-  logSoftmax(axis = -1): Tensor { return ops.logSoftmax(this, axis); }
+  matmul(o: Tensor): Tensor {
+    return ops.matmul(this, o);
+  }
+  softmax(axis = -1): Tensor {
+    return ops.softmax(this, axis);
+  }
+  logSoftmax(axis = -1): Tensor {
+    return ops.logSoftmax(this, axis);
+  }
 }
 
 export type NestedArray = number | NestedArray[];
@@ -181,7 +280,11 @@ function formatTensor(t: Tensor): string {
   if (t.size > MAX_PRINT) return `${header} [${t.size} values]`;
   const isFloatType = t.dtype === 'f32' || t.dtype === 'f64' || t.dtype === 'f16' || t.dtype === 'bf16';
   const fmt = (v: number): string => (isFloatType ? formatFloat(v) : String(v));
-  const body = nestRows(t.toFlatArray().map(fmt), t.shape, (parts, dim) => `[${parts.join(dim === t.rank - 1 ? ', ' : `,\n${' '.repeat(dim + 1)}`)}]`);
+  const body = nestRows(
+    t.toFlatArray().map(fmt),
+    t.shape,
+    (parts, dim) => `[${parts.join(dim === t.rank - 1 ? ', ' : `,\n${' '.repeat(dim + 1)}`)}]`,
+  );
   return `${header}\n${body}`;
 }
 
@@ -190,7 +293,11 @@ function formatTensor(t: Tensor): string {
  * turns the parts of one row along `dim` into a value. Iterative, so the rank is bounded by memory,
  * not by the call stack (a valid tensor may have thousands of dimensions of size 1).
  */
-function nestRows<T, R>(flat: readonly T[], shape: readonly number[], row: (parts: (T | R)[], dim: number) => R): T | R {
+function nestRows<T, R>(
+  flat: readonly T[],
+  shape: readonly number[],
+  row: (parts: (T | R)[], dim: number) => R,
+): T | R {
   let level: (T | R)[] = [...flat];
   let outer = flat.length; // rows at the current level = product of the dimensions before it
   for (let dim = shape.length - 1; dim >= 0; dim--) {

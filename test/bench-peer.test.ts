@@ -30,11 +30,17 @@ describe('bench peers', () => {
     const python = spawnSync('/bin/sh', ['-c', 'command -v python3'], { encoding: 'utf8' }).stdout.trim();
     assert.ok(python, 'python3 is installed by scripts/setup.sh');
     const wrapper = `${process.env.TMPDIR ?? '/tmp'}/knobs-no-torch-${process.pid}.sh`;
-    spawnSync('/bin/sh', ['-c', `printf '#!/bin/sh\\nexec ${python} -S -I "$@"\\n' > ${wrapper} && chmod +x ${wrapper}`]);
+    spawnSync('/bin/sh', [
+      '-c',
+      `printf '#!/bin/sh\\nexec ${python} -S -I "$@"\\n' > ${wrapper} && chmod +x ${wrapper}`,
+    ]);
     try {
       const out = bench(wrapper);
       assert.equal(out.status, 1);
-      assert.match(out.stderr, /the Python module '(numpy|torch)' .* is not installed for .*scripts\/setup\.sh --bench/);
+      assert.match(
+        out.stderr,
+        /the Python module '(numpy|torch)' .* is not installed for .*scripts\/setup\.sh --bench/,
+      );
     } finally {
       spawnSync('rm', ['-f', wrapper]);
     }

@@ -23,15 +23,29 @@ after(async () => {
 
 async function sources(): Promise<[string, ByteSource][]> {
   const path = join(dir, 'w.safetensors');
-  await saveSafetensors(path, { a: tensor([1, 2, 3]), b: tensor([[4, 5], [6, 7]]).to('bf16') });
-  return [['file', await openFileSource(path)], ['memory', memorySource(new Uint8Array(await readFile(path)), 'mem.safetensors')]];
+  await saveSafetensors(path, {
+    a: tensor([1, 2, 3]),
+    b: tensor([
+      [4, 5],
+      [6, 7],
+    ]).to('bf16'),
+  });
+  return [
+    ['file', await openFileSource(path)],
+    ['memory', memorySource(new Uint8Array(await readFile(path)), 'mem.safetensors')],
+  ];
 }
 
 describe('ByteSource', () => {
   it('file and memory sources read the same ranges', async () => {
     const [[, file], [, memory]] = await sources();
     assert.equal(file.size, memory.size);
-    for (const [offset, length] of [[0, 8], [3, 17], [file.size - 5, 5], [file.size, 0]] as const) {
+    for (const [offset, length] of [
+      [0, 8],
+      [3, 17],
+      [file.size - 5, 5],
+      [file.size, 0],
+    ] as const) {
       assert.deepEqual(await file.read(offset, length), await memory.read(offset, length));
       const a = new Uint8Array(length);
       const b = new Uint8Array(length);
@@ -45,7 +59,11 @@ describe('ByteSource', () => {
 
   it('a range past the end, a negative offset and a read after close are ArgumentErrors', async () => {
     for (const [name, source] of await sources()) {
-      await assert.rejects(source.read(source.size - 2, 3), (e: unknown) => e instanceof ArgumentError && e.message.includes(`${source.size} bytes`), name);
+      await assert.rejects(
+        source.read(source.size - 2, 3),
+        (e: unknown) => e instanceof ArgumentError && e.message.includes(`${source.size} bytes`),
+        name,
+      );
       await assert.rejects(source.read(-1, 1), ArgumentError, name);
       await assert.rejects(source.readInto(new Uint8Array(source.size + 1), 0), ArgumentError, name);
       await source.close();
@@ -80,6 +98,10 @@ describe('ByteSource', () => {
   it('an invalid header from memory is a FormatError naming the source', async () => {
     const bytes = new Uint8Array(16);
     new DataView(bytes.buffer).setBigUint64(0, 100n, true);
-    await assert.rejects(openSafetensors(memorySource(bytes, 'sealed.safetensors')), (e: unknown) => e instanceof FormatError && e.rule === 'header_out_of_bounds' && e.message.startsWith('sealed.safetensors: '));
+    await assert.rejects(
+      openSafetensors(memorySource(bytes, 'sealed.safetensors')),
+      (e: unknown) =>
+        e instanceof FormatError && e.rule === 'header_out_of_bounds' && e.message.startsWith('sealed.safetensors: '),
+    );
   });
 });

@@ -29,7 +29,10 @@ async function freshRun(): Promise<string> {
   return dir;
 }
 
-const files = (step: number) => ({ 'trainer.json': JSON.stringify({ step }), 'weights.bin': new Uint8Array(100).fill(step) });
+const files = (step: number) => ({
+  'trainer.json': JSON.stringify({ step }),
+  'weights.bin': new Uint8Array(100).fill(step),
+});
 
 function errno(code: string, syscall: string, path: string): Error {
   return Object.assign(new Error(`${code}: ${syscall} failed, ${syscall} '${path}'`), { code });
@@ -57,10 +60,16 @@ describe('a leftover that cannot be removed never blocks resuming', () => {
     const run = await freshRun();
     await saveCheckpoint(run, 1, files(1));
     const warnings: string[] = [];
-    const saved = await saveCheckpoint(run, 1, files(1), { fs: stuckFs((p) => p.includes('.replaced-')), onWarning: (m) => warnings.push(m) });
+    const saved = await saveCheckpoint(run, 1, files(1), {
+      fs: stuckFs((p) => p.includes('.replaced-')),
+      onWarning: (m) => warnings.push(m),
+    });
     assert.equal(saved.step, 1);
     assert.equal(warnings.length, 1);
-    assert.match(warnings[0]!, new RegExp(`\\.replaced-step-1-${process.pid} could not be removed .*EACCES.*remove it by hand`));
+    assert.match(
+      warnings[0]!,
+      new RegExp(`\\.replaced-step-1-${process.pid} could not be removed .*EACCES.*remove it by hand`),
+    );
     assert.equal(await readFile(join(ckDir(run), LATEST_NAME), 'utf8'), 'step-1\n');
 
     // The next start cannot remove it either: a warning naming it, and the checkpoint still resumes.
@@ -76,7 +85,8 @@ describe('a leftover that cannot be removed never blocks resuming', () => {
   it('stuck staging and deleting leftovers are warnings; a stuck .replaced whose step is missing says it may be the only copy', async () => {
     const run = await freshRun();
     await saveCheckpoint(run, 2, files(2));
-    for (const name of ['.staging-step-3-999999999', '.deleting-step-1-999999999', '.replaced-step-5-999999999']) await mkdir(join(ckDir(run), name));
+    for (const name of ['.staging-step-3-999999999', '.deleting-step-1-999999999', '.replaced-step-5-999999999'])
+      await mkdir(join(ckDir(run), name));
     const cleaned = await cleanStaging(run, { fs: stuckFs((p) => /\.(staging|deleting|replaced)-/.test(p)) });
     assert.equal(cleaned.warnings.length, 3);
     assert.match(cleaned.warnings.join('\n'), /\.replaced-step-5-999999999 .*holds the only copy of step-5/);
@@ -89,8 +99,14 @@ describe('a failed LATEST update leaves no leftover', () => {
   it('rename of the new LATEST fails: committed, typed error, no temp file and no moved-aside copy', async () => {
     const run = await freshRun();
     await saveCheckpoint(run, 1, files(1));
-    for (const step of [2, 1]) { // a new step, and a replacement (which moves the old copy aside first)
-      const err = await saveCheckpoint(run, step, files(step), { fs: stuckFs(() => false, { failRenameTo: (to) => to.endsWith(LATEST_NAME) }) }).then(() => null, (e: unknown) => e);
+    for (const step of [2, 1]) {
+      // a new step, and a replacement (which moves the old copy aside first)
+      const err = await saveCheckpoint(run, step, files(step), {
+        fs: stuckFs(() => false, { failRenameTo: (to) => to.endsWith(LATEST_NAME) }),
+      }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       assert.ok(err instanceof IOError, String(err));
       assert.equal(err.details.committed, true);
       assert.match(err.message, /was committed and verifies, but updating LATEST failed/);
@@ -103,9 +119,15 @@ describe('a failed LATEST update leaves no leftover', () => {
     const run = await freshRun();
     const target = join(run, 'LATEST');
     const fs = stuckFs((p) => p.endsWith('.tmp'), { failRenameTo: (to) => to === target });
-    const err = await writeFileAtomic(target, 'step-1\n', { fs }).then(() => null, (e: unknown) => e);
+    const err = await writeFileAtomic(target, 'step-1\n', { fs }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof IOError);
-    assert.match(err.message, /temporary file .*\.LATEST\.\d+\.[0-9a-f]{12}\.tmp could not be removed either .*remove it by hand/);
+    assert.match(
+      err.message,
+      /temporary file .*\.LATEST\.\d+\.[0-9a-f]{12}\.tmp could not be removed either .*remove it by hand/,
+    );
     assert.match(String(err.details.leftover), /\.tmp$/);
     // cleanStaging removes such temp files of dead processes on the next start (see checkpoint.test.ts).
   });
@@ -137,16 +159,25 @@ describe('file-system errors are typed and say what to do', () => {
         throw Object.assign(errno('EACCES', 'mkdir', path), { path, syscall: 'mkdir' });
       },
     };
-    const err = await saveCheckpoint(run, 1, files(1), { fs }).then(() => null, (e: unknown) => e);
+    const err = await saveCheckpoint(run, 1, files(1), { fs }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof IOError);
     assert.equal(err.details.errno, 'EACCES');
-    assert.match(err.message, /nothing was committed .*: cannot mkdir \S*\.staging-step-1-\d+: .*check the owner and mode/);
+    assert.match(
+      err.message,
+      /nothing was committed .*: cannot mkdir \S*\.staging-step-1-\d+: .*check the owner and mode/,
+    );
   });
 
   it('a run directory under a regular file: saveCheckpoint fails with a typed error', async () => {
     const run = await freshRun();
     const { writeFile } = await import('node:fs/promises');
     await writeFile(join(run, 'file'), '');
-    await assert.rejects(saveCheckpoint(join(run, 'file', 'run'), 1, files(1)), (e: unknown) => e instanceof IOError && e.details.errno === 'ENOTDIR' && /not a directory/.test(e.message));
+    await assert.rejects(
+      saveCheckpoint(join(run, 'file', 'run'), 1, files(1)),
+      (e: unknown) => e instanceof IOError && e.details.errno === 'ENOTDIR' && /not a directory/.test(e.message),
+    );
   });
 });

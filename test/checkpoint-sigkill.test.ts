@@ -59,52 +59,77 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-it('survives SIGKILL at random moments: the newest verified checkpoint is always complete and never behind a reported commit', { timeout: 60_000 }, async (t) => {
-  const script = join(dir, 'child.mjs');
-  await writeFile(script, CHILD(pathToFileURL(fileURLToPath(new URL('../src/train/checkpoint.js', import.meta.url))).href));
-  const run = join(dir, 'run');
-  const gen = new Generator(20240611);
-  const started = Date.now();
-  let lastCommitted = 0;
-  let leftoversSeen = 0;
-  let iterations = 0;
+it(
+  'survives SIGKILL at random moments: the newest verified checkpoint is always complete and never behind a reported commit',
+  { timeout: 60_000 },
+  async (t) => {
+    const script = join(dir, 'child.mjs');
+    await writeFile(
+      script,
+      CHILD(pathToFileURL(fileURLToPath(new URL('../src/train/checkpoint.js', import.meta.url))).href),
+    );
+    const run = join(dir, 'run');
+    const gen = new Generator(20240611);
+    const started = Date.now();
+    let lastCommitted = 0;
+    let leftoversSeen = 0;
+    let iterations = 0;
 
-  for (let i = 0; i < ITERATIONS && Date.now() - started < BUDGET_MS; i++) {
-    iterations++;
-    const child = spawn(process.execPath, [script, run], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-    // Wait until the child is saving (module loading takes a while), then a random 0–250 ms more.
-    await new Promise<void>((resolve) => {
-      const check = (): void => {
-        if (out.includes('ready') || child.exitCode !== null) resolve();
-        else setTimeout(check, 5);
-      };
-      check();
-    });
-    await new Promise((r) => setTimeout(r, gen.integer(250)));
-    child.kill('SIGKILL');
-    const { signal } = await exited;
-    assert.equal(signal, 'SIGKILL', `iteration ${i}: the child died on its own: ${err}`);
+    for (let i = 0; i < ITERATIONS && Date.now() - started < BUDGET_MS; i++) {
+      iterations++;
+      const child = spawn(process.execPath, [script, run], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.on('exit', (code, signal) => resolve({ code, signal })),
+      );
+      // Wait until the child is saving (module loading takes a while), then a random 0–250 ms more.
+      await new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (out.includes('ready') || child.exitCode !== null) resolve();
+          else setTimeout(check, 5);
+        };
+        check();
+      });
+      await new Promise((r) => setTimeout(r, gen.integer(250)));
+      child.kill('SIGKILL');
+      const { signal } = await exited;
+      assert.equal(signal, 'SIGKILL', `iteration ${i}: the child died on its own: ${err}`);
 
-    for (const m of out.matchAll(/committed (\d+)/g)) lastCommitted = Math.max(lastCommitted, Number(m[1]));
-    const names = await readdir(join(run, 'checkpoints')).catch(() => [] as string[]);
-    if (names.some((n) => n.startsWith('.'))) leftoversSeen++;
+      for (const m of out.matchAll(/committed (\d+)/g)) lastCommitted = Math.max(lastCommitted, Number(m[1]));
+      const names = await readdir(join(run, 'checkpoints')).catch(() => [] as string[]);
+      if (names.some((n) => n.startsWith('.'))) leftoversSeen++;
 
-    const { checkpoint, warnings } = await findLatestVerified(run);
-    if (lastCommitted === 0 && !checkpoint) continue;
-    assert.ok(checkpoint, `iteration ${i}: nothing verifies after a commit of step ${lastCommitted}: ${warnings.join('; ')}`);
-    assert.ok(checkpoint.step >= lastCommitted, `iteration ${i}: resumed at step ${checkpoint.step}, behind reported commit ${lastCommitted}`);
-    assert.deepEqual(await readCheckpointJson(checkpoint, 'trainer.json'), { step: checkpoint.step });
-    assert.deepEqual(await readCheckpointFile(checkpoint, 'optimizer.bin'), payload(checkpoint.step), `iteration ${i}: step ${checkpoint.step} bytes`);
-    // Committed directories are never damaged by a kill: every step-N verifies.
-    assert.deepEqual(warnings.filter((w) => w.startsWith('skipping')), [], `iteration ${i}`);
-  }
-  const names = await readdir(join(run, 'checkpoints'));
-  t.diagnostic(`${iterations} kills in ${Date.now() - started} ms; last committed step ${lastCommitted}; leftovers after ${leftoversSeen} kills; final: ${names.join(' ')}`);
-  assert.ok(lastCommitted >= 1, 'the children committed checkpoints between kills');
-  assert.ok(names.filter((n) => n.startsWith('step-')).length <= 3, 'pruning kept the directory small');
-});
+      const { checkpoint, warnings } = await findLatestVerified(run);
+      if (lastCommitted === 0 && !checkpoint) continue;
+      assert.ok(
+        checkpoint,
+        `iteration ${i}: nothing verifies after a commit of step ${lastCommitted}: ${warnings.join('; ')}`,
+      );
+      assert.ok(
+        checkpoint.step >= lastCommitted,
+        `iteration ${i}: resumed at step ${checkpoint.step}, behind reported commit ${lastCommitted}`,
+      );
+      assert.deepEqual(await readCheckpointJson(checkpoint, 'trainer.json'), { step: checkpoint.step });
+      assert.deepEqual(
+        await readCheckpointFile(checkpoint, 'optimizer.bin'),
+        payload(checkpoint.step),
+        `iteration ${i}: step ${checkpoint.step} bytes`,
+      );
+      // Committed directories are never damaged by a kill: every step-N verifies.
+      assert.deepEqual(
+        warnings.filter((w) => w.startsWith('skipping')),
+        [],
+        `iteration ${i}`,
+      );
+    }
+    const names = await readdir(join(run, 'checkpoints'));
+    t.diagnostic(
+      `${iterations} kills in ${Date.now() - started} ms; last committed step ${lastCommitted}; leftovers after ${leftoversSeen} kills; final: ${names.join(' ')}`,
+    );
+    assert.ok(lastCommitted >= 1, 'the children committed checkpoints between kills');
+    assert.ok(names.filter((n) => n.startsWith('step-')).length <= 3, 'pruning kept the directory small');
+  },
+);

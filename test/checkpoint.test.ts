@@ -49,7 +49,10 @@ async function freshRun(): Promise<string> {
 function files(step: number): Record<string, Uint8Array | string | Record<string, Tensor>> {
   const w = new Float32Array(12).map((_, i) => step + i / 8);
   return {
-    'model.safetensors': { 'layer.weight': Tensor.fromStorage(w, [3, 4], 'f32'), 'layer.bias': Tensor.fromStorage(new Int32Array([step, -step]), [2], 'i32') },
+    'model.safetensors': {
+      'layer.weight': Tensor.fromStorage(w, [3, 4], 'f32'),
+      'layer.bias': Tensor.fromStorage(new Int32Array([step, -step]), [2], 'i32'),
+    },
     'optimizer.bin': Uint8Array.from({ length: 3000 + step }, (_, i) => (i * 7 + step) & 0xff),
     'trainer.json': JSON.stringify({ step, loader: { epoch: 1, index: 64 } }),
   };
@@ -95,7 +98,10 @@ describe('saveCheckpoint and findLatestVerified', () => {
     assert.deepEqual(warnings, []);
     assert.ok(checkpoint);
     assert.equal(checkpoint.step, 100);
-    assert.deepEqual(await readCheckpointJson(checkpoint, 'trainer.json'), { step: 100, loader: { epoch: 1, index: 64 } });
+    assert.deepEqual(await readCheckpointJson(checkpoint, 'trainer.json'), {
+      step: 100,
+      loader: { epoch: 1, index: 64 },
+    });
     assert.deepEqual(await readCheckpointFile(checkpoint, 'optimizer.bin'), files(100)['optimizer.bin']);
     const { tensors } = await loadCheckpointTensors(checkpoint, 'model.safetensors');
     const w = tensors.get('layer.weight') as Tensor;
@@ -124,7 +130,10 @@ describe('saveCheckpoint and findLatestVerified', () => {
     await truncate(ckpt(run, 2, 'optimizer.bin'), 1000);
     const { checkpoint, warnings } = await findLatestVerified(run);
     assert.equal(checkpoint?.step, 1);
-    assert.match(warnings[0]!, /skipping step-2 .*optimizer\.bin is 1000 bytes but the manifest says 3002 \(truncated\)/);
+    assert.match(
+      warnings[0]!,
+      /skipping step-2 .*optimizer\.bin is 1000 bytes but the manifest says 3002 \(truncated\)/,
+    );
     assert.equal((await verifyCheckpoint(ckpt(run, 2))).ok, false);
     assert.equal((await verifyCheckpoint(ckpt(run, 1))).ok, true);
   });
@@ -185,7 +194,10 @@ describe('saveCheckpoint and findLatestVerified', () => {
     await assert.rejects(saveCheckpoint(run, -1, {}), ArgumentError);
     await assert.rejects(saveCheckpoint(run, 1.5, {}), ArgumentError);
     await assert.rejects(saveCheckpoint(run, 1, { 'a.bin': 42 as unknown as string }), ArgumentError);
-    await assert.rejects(saveCheckpoint(run, 1, { 'm.safetensors': { w: [1, 2] as unknown as Tensor } }), ArgumentError);
+    await assert.rejects(
+      saveCheckpoint(run, 1, { 'm.safetensors': { w: [1, 2] as unknown as Tensor } }),
+      ArgumentError,
+    );
     assert.deepEqual(await readdir(run), []);
   });
 
@@ -199,11 +211,17 @@ describe('saveCheckpoint and findLatestVerified', () => {
 });
 
 /** A WriteFs that fails on demand, or writes at most `maxChunk` bytes per call. */
-function faultyFs(opts: { failAfterBytes?: number; failRename?: (from: string, to: string) => boolean; failCreate?: (path: string) => boolean; maxChunk?: number }): WriteFs & { written: number } {
+function faultyFs(opts: {
+  failAfterBytes?: number;
+  failRename?: (from: string, to: string) => boolean;
+  failCreate?: (path: string) => boolean;
+  maxChunk?: number;
+}): WriteFs & { written: number } {
   const fs = {
     written: 0,
     async create(path: string): Promise<WritableFile> {
-      if (opts.failCreate?.(path)) throw Object.assign(new Error(`ENOSPC: no space left on device, open '${path}'`), { code: 'ENOSPC' });
+      if (opts.failCreate?.(path))
+        throw Object.assign(new Error(`ENOSPC: no space left on device, open '${path}'`), { code: 'ENOSPC' });
       const real = await nodeWriteFs.create(path);
       return {
         write: async (buffer, offset, length, position) => {
@@ -220,7 +238,8 @@ function faultyFs(opts: { failAfterBytes?: number; failRename?: (from: string, t
       };
     },
     async rename(from: string, to: string) {
-      if (opts.failRename?.(from, to)) throw Object.assign(new Error(`EIO: i/o error, rename '${from}'`), { code: 'EIO' });
+      if (opts.failRename?.(from, to))
+        throw Object.assign(new Error(`EIO: i/o error, rename '${from}'`), { code: 'EIO' });
       return nodeWriteFs.rename(from, to);
     },
     mkdir: nodeWriteFs.mkdir,
@@ -235,9 +254,15 @@ describe('failed saves', () => {
     const run = await freshRun();
     await saveSteps(run, [1]);
     for (const failAfterBytes of [0, 500, 3500]) {
-      const err = await saveCheckpoint(run, 2, files(2), { fs: faultyFs({ failAfterBytes }) }).then(() => null, (e: unknown) => e);
+      const err = await saveCheckpoint(run, 2, files(2), { fs: faultyFs({ failAfterBytes }) }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       assert.ok(err instanceof IOError, String(err));
-      assert.match(err.message, /saving checkpoint step-2 .* failed, nothing was committed and the previous checkpoints are intact \(newest: step-1\)/);
+      assert.match(
+        err.message,
+        /saving checkpoint step-2 .* failed, nothing was committed and the previous checkpoints are intact \(newest: step-1\)/,
+      );
       assert.match(err.message, /disk is full/);
       assert.equal(err.details.errno, 'ENOSPC');
       assert.equal(err.details.previous, 'step-1');
@@ -250,23 +275,37 @@ describe('failed saves', () => {
   it('a failed commit rename, and a failure on the very first save, leave nothing behind', async () => {
     const run = await freshRun();
     await saveSteps(run, [1]);
-    await assert.rejects(saveCheckpoint(run, 2, files(2), { fs: faultyFs({ failRename: () => true }) }), /nothing was committed .* \(newest: step-1\)/);
+    await assert.rejects(
+      saveCheckpoint(run, 2, files(2), { fs: faultyFs({ failRename: () => true }) }),
+      /nothing was committed .* \(newest: step-1\)/,
+    );
     assert.deepEqual((await readdir(join(run, 'checkpoints'))).sort(), [LATEST_NAME, 'step-1']);
     // Replacing an existing step: step-1 is moved aside, the commit rename fails, step-1 is put back.
     const stale = await readFile(ckpt(run, 1, 'manifest.json'), 'utf8');
-    await assert.rejects(saveCheckpoint(run, 1, files(1), { fs: faultyFs({ failRename: (from) => from.includes('.staging-') }) }), IOError);
+    await assert.rejects(
+      saveCheckpoint(run, 1, files(1), { fs: faultyFs({ failRename: (from) => from.includes('.staging-') }) }),
+      IOError,
+    );
     assert.deepEqual((await readdir(join(run, 'checkpoints'))).sort(), [LATEST_NAME, 'step-1']);
     assert.equal(await readFile(ckpt(run, 1, 'manifest.json'), 'utf8'), stale);
     assert.equal((await findLatestVerified(run)).checkpoint?.step, 1);
 
     const empty = await freshRun();
-    await assert.rejects(saveCheckpoint(empty, 1, files(1), { fs: faultyFs({ failAfterBytes: 10 }) }), /there is no previous checkpoint/);
+    await assert.rejects(
+      saveCheckpoint(empty, 1, files(1), { fs: faultyFs({ failAfterBytes: 10 }) }),
+      /there is no previous checkpoint/,
+    );
     assert.deepEqual(await readdir(join(empty, 'checkpoints')), []);
   });
 
   it('a failed LATEST update says the checkpoint itself was committed', async () => {
     const run = await freshRun();
-    const err = await saveCheckpoint(run, 1, files(1), { fs: faultyFs({ failCreate: (p) => p.includes('.LATEST.') }) }).then(() => null, (e: unknown) => e);
+    const err = await saveCheckpoint(run, 1, files(1), {
+      fs: faultyFs({ failCreate: (p) => p.includes('.LATEST.') }),
+    }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof IOError);
     assert.equal(err.details.committed, true);
     assert.match(err.message, /step-1 .* was committed and verifies, but updating LATEST failed/);
@@ -290,7 +329,10 @@ describe('pruneCheckpoints', () => {
     await saveSteps(run, [1, 2, 3, 4, 5]);
     const r = await pruneCheckpoints(run, 2);
     assert.deepEqual([...r.deleted].sort(), ['step-1', 'step-2', 'step-3']);
-    assert.deepEqual((await listCheckpoints(run)).map((c) => c.step), [4, 5]);
+    assert.deepEqual(
+      (await listCheckpoints(run)).map((c) => c.step),
+      [4, 5],
+    );
     assert.deepEqual((await readdir(join(run, 'checkpoints'))).sort(), [LATEST_NAME, 'step-4', 'step-5']);
   });
 
@@ -303,7 +345,10 @@ describe('pruneCheckpoints', () => {
     // Verified: 4, 2 → keep them; delete 1; 3 (damaged, between) and 5 (damaged, newest) stay.
     assert.deepEqual(r.deleted, ['step-1']);
     assert.equal(r.warnings.length, 2);
-    assert.deepEqual((await listCheckpoints(run)).map((c) => c.step), [2, 3, 4, 5]);
+    assert.deepEqual(
+      (await listCheckpoints(run)).map((c) => c.step),
+      [2, 3, 4, 5],
+    );
 
     // Only one verified checkpoint and keep = 2: nothing is deleted.
     const lone = await freshRun();
@@ -319,10 +364,16 @@ describe('pruneCheckpoints', () => {
   it('saveCheckpoint({keep}) prunes only after the new checkpoint is committed; LATEST target is never deleted', async () => {
     const run = await freshRun();
     for (let s = 1; s <= 4; s++) await saveCheckpoint(run, s, files(s), { keep: 2 });
-    assert.deepEqual((await listCheckpoints(run)).map((c) => c.step), [3, 4]);
+    assert.deepEqual(
+      (await listCheckpoints(run)).map((c) => c.step),
+      [3, 4],
+    );
     // A failed save with keep does not prune anything.
     await assert.rejects(saveCheckpoint(run, 5, files(5), { keep: 1, fs: faultyFs({ failAfterBytes: 100 }) }), IOError);
-    assert.deepEqual((await listCheckpoints(run)).map((c) => c.step), [3, 4]);
+    assert.deepEqual(
+      (await listCheckpoints(run)).map((c) => c.step),
+      [3, 4],
+    );
     await writeFile(join(run, 'checkpoints', LATEST_NAME), 'step-3\n');
     const r = await pruneCheckpoints(run, 1);
     assert.deepEqual(r.deleted, []);
@@ -336,9 +387,7 @@ describe('cleanStaging', () => {
     await saveSteps(run, [1, 2]);
     const dir = join(run, 'checkpoints');
     const dead = deadPid();
-    const leftovers = [
-      `.staging-step-3-${process.pid}`, `.staging-step-3-${dead}`, `.deleting-step-0-${dead}`,
-    ];
+    const leftovers = [`.staging-step-3-${process.pid}`, `.staging-step-3-${dead}`, `.deleting-step-0-${dead}`];
     for (const d of leftovers) {
       await mkdir(join(dir, d));
       await writeFile(join(dir, d, 'optimizer.bin'), 'partial');
@@ -370,8 +419,12 @@ describe('resuming training data through a checkpoint', () => {
   it('loader position, text generator state and an RNG restore to the same next batches', async () => {
     const run = await freshRun();
     const images: ImageDataset = {
-      count: 50, height: 2, width: 2, numClasses: 10,
-      pixels: Uint8Array.from({ length: 200 }, (_, i) => i & 0xff), labels: Uint8Array.from({ length: 50 }, (_, i) => i % 10),
+      count: 50,
+      height: 2,
+      width: 2,
+      numClasses: 10,
+      pixels: Uint8Array.from({ length: 200 }, (_, i) => i & 0xff),
+      labels: Uint8Array.from({ length: 50 }, (_, i) => i % 10),
     };
     const corpus = ByteTextCorpus.fromBytes('In the beginning God created the heaven and the earth. '.repeat(20));
     const loader = new ImageLoader(images, { batchSize: 8, seed: 5 });
@@ -389,7 +442,9 @@ describe('resuming training data through a checkpoint', () => {
 
     const { checkpoint } = await findLatestVerified(run);
     const state = (await readCheckpointJson(checkpoint!, 'trainer.json')) as {
-      loader: ImageLoaderState; text: TextBatcherState; rng: { words: number[]; spareNormal: number | null };
+      loader: ImageLoaderState;
+      text: TextBatcherState;
+      rng: { words: number[]; spareNormal: number | null };
     };
     const loader2 = new ImageLoader(images, { batchSize: 8, seed: 5 });
     loader2.setState(state.loader);
@@ -397,7 +452,10 @@ describe('resuming training data through a checkpoint', () => {
     text2.setState(state.text);
     const rng2 = new Generator(0);
     rng2.setState(state.rng);
-    assert.deepEqual({ images: [...loader2.next().indices], text: [...(await text2.next()).offsets], rng: rng2.normal() }, expected);
+    assert.deepEqual(
+      { images: [...loader2.next().indices], text: [...(await text2.next()).offsets], rng: rng2.normal() },
+      expected,
+    );
   });
 });
 
@@ -408,7 +466,10 @@ describe('writeFileAtomic', () => {
     await writeFileAtomic(path, '{"a":1}');
     await writeFileAtomic(path, [new TextEncoder().encode('{"a":'), new TextEncoder().encode('2}')]);
     assert.equal(await readFile(path, 'utf8'), '{"a":2}');
-    await assert.rejects(writeFileAtomic(path, 'x'.repeat(1000), { fs: faultyFs({ failAfterBytes: 10 }) }), (e: unknown) => e instanceof IOError && /disk is full/.test(e.message));
+    await assert.rejects(
+      writeFileAtomic(path, 'x'.repeat(1000), { fs: faultyFs({ failAfterBytes: 10 }) }),
+      (e: unknown) => e instanceof IOError && /disk is full/.test(e.message),
+    );
     assert.equal(await readFile(path, 'utf8'), '{"a":2}');
     assert.deepEqual(await readdir(run), ['config.json']);
     await writeFileAtomic(path, 'y'.repeat(1000), { fs: faultyFs({ maxChunk: 3 }) });

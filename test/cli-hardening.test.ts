@@ -94,8 +94,21 @@ describe('no internal errors: tensors of high rank', () => {
     assert.equal(Tensor.fromStorage(new Float32Array([2]), [], 'f32').toArray(), 2);
     assert.deepEqual(Tensor.fromStorage(new Float32Array(0), [2, 0, 3], 'f32').toArray(), [[], []]);
     assert.deepEqual(Tensor.fromStorage(new Float32Array(0), [0, 3], 'f32').toArray(), []);
-    const t = Tensor.fromStorage(new Int32Array(8).map((_, i) => i), [2, 2, 2], 'i32');
-    assert.deepEqual(t.toArray(), [[[0, 1], [2, 3]], [[4, 5], [6, 7]]]);
+    const t = Tensor.fromStorage(
+      new Int32Array(8).map((_, i) => i),
+      [2, 2, 2],
+      'i32',
+    );
+    assert.deepEqual(t.toArray(), [
+      [
+        [0, 1],
+        [2, 3],
+      ],
+      [
+        [4, 5],
+        [6, 7],
+      ],
+    ]);
     assert.equal(t.toString(), 'tensor(shape=[2, 2, 2], dtype=i32)\n[[[0, 1],\n  [2, 3]],\n [[4, 5],\n  [6, 7]]]');
   });
 });
@@ -118,13 +131,21 @@ describe('--threads: checked, and capped at the CPUs available', () => {
       assert.throws(() => chooseThreads(['--threads', bad], {}, 4), UsageError);
     }
     assert.throws(() => chooseThreads(['--threads'], {}, 4), UsageError);
-    assert.throws(() => chooseThreads([], { KNOBS_THREADS: 'many' }, 4), (e: unknown) => e instanceof UsageError && /KNOBS_THREADS/.test(e.message));
+    assert.throws(
+      () => chooseThreads([], { KNOBS_THREADS: 'many' }, 4),
+      (e: unknown) => e instanceof UsageError && /KNOBS_THREADS/.test(e.message),
+    );
   });
 
   it('knobs --threads 999 info: a warning, and the backend uses the available CPUs', async () => {
     const r = await cli(['--threads', '999', 'info', '--json']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, new RegExp(`^knobs: warning: --threads 999 is more than the ${cpus} CPUs available to this process; using ${cpus}\\n$`));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^knobs: warning: --threads 999 is more than the ${cpus} CPUs available to this process; using ${cpus}\\n$`,
+      ),
+    );
     const native = JSON.parse(r.stdout).backends.find((b: { name: string }) => b.name === 'native');
     if (native) assert.equal(native.threads, cpus);
     typed(await cli(['--threads', 'lots', 'info']), 'E_USAGE', 2, /--threads needs a positive integer/);
@@ -135,7 +156,12 @@ describe('--max-tokens is bounded', () => {
   it(`more than ${MAX_GENERATE_TOKENS} is a usage error, before the model is loaded`, async () => {
     const r = await cli(['generate', run, '--prompt', 'In', '--max-tokens', '1000000000000']);
     typed(r, 'E_USAGE', 2, new RegExp(`--max-tokens is at most ${MAX_GENERATE_TOKENS} .*generate again`));
-    typed(await cli(['generate', join(root, 'no-run'), '--prompt', 'In', '--max-tokens', String(MAX_GENERATE_TOKENS + 1)]), 'E_USAGE', 2, /--max-tokens/);
+    typed(
+      await cli(['generate', join(root, 'no-run'), '--prompt', 'In', '--max-tokens', String(MAX_GENERATE_TOKENS + 1)]),
+      'E_USAGE',
+      2,
+      /--max-tokens/,
+    );
     const ok = await cli(['generate', run, '--prompt', 'In', '--max-tokens', '3', '--temperature', '0', '--json']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(JSON.parse(ok.stdout).ids.length, 3);
@@ -144,9 +170,17 @@ describe('--max-tokens is bounded', () => {
 
 describe('sizes no machine can hold are refused before allocating', () => {
   const cases: Array<[string, (r: Record<string, any>) => void, RegExp]> = [
-    ['batch_size 1e9 (aborted V8)', (r) => void (r.batch_size = 1e9), /tensor of .* elements \(batch_size × context × model\.vocab_size\)/],
+    [
+      'batch_size 1e9 (aborted V8)',
+      (r) => void (r.batch_size = 1e9),
+      /tensor of .* elements \(batch_size × context × model\.vocab_size\)/,
+    ],
     ['vocab_size 1e10', (r) => void (r.model.vocab_size = 1e10), /more than the 4294967295 a tensor can hold/],
-    ['n_layer 1e9 (1e6 allocated until killed)', (r) => void (r.model.n_layer = 1e9), /needs at least .* GiB of memory, more than the .* GiB this machine has; reduce model\.n_embd, model\.n_layer/],
+    [
+      'n_layer 1e9 (1e6 allocated until killed)',
+      (r) => void (r.model.n_layer = 1e9),
+      /needs at least .* GiB of memory, more than the .* GiB this machine has; reduce model\.n_embd, model\.n_layer/,
+    ],
     ['n_embd 2^20', (r) => void ((r.model.n_embd = 2 ** 20), (r.model.n_head = 1)), /GiB of memory/],
     ['grad_accum_steps 1e12', (r) => void (r.grad_accum_steps = 1e12), /GiB of memory/],
   ];
@@ -165,7 +199,10 @@ describe('sizes no machine can hold are refused before allocating', () => {
   it('checkRecipeFits is a lower bound: the real recipes fit in 256 MiB, and the budget is what is compared', () => {
     const r = parseRecipe(RECIPE);
     checkRecipeFits(r, 'r.json', 2 ** 28);
-    assert.throws(() => checkRecipeFits(r, 'r.json', 1000), (e: unknown) => e instanceof FormatError && e.rule === 'too_large' && e.details.limit === 1000);
+    assert.throws(
+      () => checkRecipeFits(r, 'r.json', 1000),
+      (e: unknown) => e instanceof FormatError && e.rule === 'too_large' && e.details.limit === 1000,
+    );
   });
 
   it("a run's config.json asking for a huge model: eval and generate refuse it", async () => {
@@ -187,14 +224,30 @@ describe('JSON nested deeper than anything knobs reads is refused (was a stack o
     assert.equal(jsonDepth('3'), 0);
   });
 
-  it("--resume with a config.json nested 200,000 deep, and such a recipe", async () => {
+  it('--resume with a config.json nested 200,000 deep, and such a recipe', async () => {
     const deep = join(root, 'deep-run');
     await cp(run, deep, { recursive: true });
-    const config = (await readFile(join(deep, 'config.json'), 'utf8')).replace('"n_embd": 16', `"n_embd": ${'['.repeat(200_000)}${']'.repeat(200_000)}`);
+    const config = (await readFile(join(deep, 'config.json'), 'utf8')).replace(
+      '"n_embd": 16',
+      `"n_embd": ${'['.repeat(200_000)}${']'.repeat(200_000)}`,
+    );
     await writeFile(join(deep, 'config.json'), config);
-    typed(await cli(['train', '--resume', '--out', deep]), 'E_FORMAT', 1, new RegExp(`config\\.json: JSON nested 200001 levels deep, more than the ${MAX_JSON_DEPTH}`));
+    typed(
+      await cli(['train', '--resume', '--out', deep]),
+      'E_FORMAT',
+      1,
+      new RegExp(`config\\.json: JSON nested 200001 levels deep, more than the ${MAX_JSON_DEPTH}`),
+    );
     const recipePath = join(root, 'deep-recipe.json');
-    await writeFile(recipePath, JSON.stringify({ ...RECIPE, description: 'x' }).replace('"x"', `${'['.repeat(200_000)}${']'.repeat(200_000)}`));
-    typed(await cli(['train', recipePath, '--out', join(root, 'never-deep')]), 'E_FORMAT', 1, /JSON nested 200001 levels deep/);
+    await writeFile(
+      recipePath,
+      JSON.stringify({ ...RECIPE, description: 'x' }).replace('"x"', `${'['.repeat(200_000)}${']'.repeat(200_000)}`),
+    );
+    typed(
+      await cli(['train', recipePath, '--out', join(root, 'never-deep')]),
+      'E_FORMAT',
+      1,
+      /JSON nested 200001 levels deep/,
+    );
   });
 });

@@ -43,7 +43,10 @@ describe('golden fixtures', () => {
     for (const c of allCases) {
       assert.ok(!ids.has(c.id), `duplicate case id ${c.id}`);
       ids.add(c.id);
-      assert.ok(isOpName(c.op), `${c.id}: no harness mapping for op ${c.op} (add it to OP_NAMES and OPS in test/harness/ops.ts)`);
+      assert.ok(
+        isOpName(c.op),
+        `${c.id}: no harness mapping for op ${c.op} (add it to OP_NAMES and OPS in test/harness/ops.ts)`,
+      );
     }
   });
 
@@ -52,19 +55,41 @@ describe('golden fixtures', () => {
       const mine = allCases.filter((c) => c.op === op);
       assert.ok(mine.length > 0, `no golden case for ${op}`);
       if (!NON_DIFFERENTIABLE.has(op)) {
-        assert.ok(mine.some((c) => c.inputs.some((i) => i.requires_grad)), `no gradient golden for ${op}`);
+        assert.ok(
+          mine.some((c) => c.inputs.some((i) => i.requires_grad)),
+          `no gradient golden for ${op}`,
+        );
       }
     }
   });
 
   it('cover the edge cases: broadcasting, empty dims, views, large values, non-finite values, ties', () => {
-    for (const tag of ['broadcast', 'scalar', 'rank_mismatch', 'empty', 'view', 'large', 'nonfinite', 'ties', 'aliasing']) {
-      assert.ok(allCases.some((c) => c.tags.includes(tag)), `no case tagged ${tag}`);
+    for (const tag of [
+      'broadcast',
+      'scalar',
+      'rank_mismatch',
+      'empty',
+      'view',
+      'large',
+      'nonfinite',
+      'ties',
+      'aliasing',
+    ]) {
+      assert.ok(
+        allCases.some((c) => c.tags.includes(tag)),
+        `no case tagged ${tag}`,
+      );
     }
     for (const kind of ['transpose', 'permute', 'slice', 'expand']) {
-      assert.ok(allCases.some((c) => c.inputs.some((i) => i.view?.kind === kind)), `no input with a ${kind} view`);
+      assert.ok(
+        allCases.some((c) => c.inputs.some((i) => i.view?.kind === kind)),
+        `no input with a ${kind} view`,
+      );
     }
-    assert.ok(allCases.some((c) => c.inputs.some((i) => i.view?.kind === 'slice' && (i.view.step ?? 1) > 1)), 'no strided slice view');
+    assert.ok(
+      allCases.some((c) => c.inputs.some((i) => i.view?.kind === 'slice' && (i.view.step ?? 1) > 1)),
+      'no strided slice view',
+    );
   });
 });
 
@@ -110,14 +135,25 @@ describe('harness self-check (a wrong answer must fail)', () => {
 describe('coverage check (a silent fallback must fail)', () => {
   // A backend that is native in all but unary kernels, which it quietly leaves to js.
   const native = availableBackends.includes('native') ? k.getBackend('native') : null;
-  it('fails a case whose kernels fell back to js without an allowed reason', { skip: native ? false : 'no native backend' }, () => {
-    k.registerBackend({ ...native!, name: 'native-without-unary', supports: (kernel, inputs) => kernel !== 'unary' && native!.supports(kernel, inputs) });
-    const c = allCases.find((x) => x.id === 'exp/basic')!;
-    const { runs } = traceKernels(() => k.withBackend('native-without-unary', () => checkCase(c, 'f32')));
-    assert.throws(() => coverageOf(c.id, 'native-without-unary', 'f32', runs), /did not run it: unary\(f32\) ran on js/);
-    const { runs: onNative } = traceKernels(() => k.withBackend('native', () => checkCase(c, 'f32')));
-    assert.deepEqual(coverageOf(c.id, 'native', 'f32', onNative).kind, 'ran');
-  });
+  it(
+    'fails a case whose kernels fell back to js without an allowed reason',
+    { skip: native ? false : 'no native backend' },
+    () => {
+      k.registerBackend({
+        ...native!,
+        name: 'native-without-unary',
+        supports: (kernel, inputs) => kernel !== 'unary' && native!.supports(kernel, inputs),
+      });
+      const c = allCases.find((x) => x.id === 'exp/basic')!;
+      const { runs } = traceKernels(() => k.withBackend('native-without-unary', () => checkCase(c, 'f32')));
+      assert.throws(
+        () => coverageOf(c.id, 'native-without-unary', 'f32', runs),
+        /did not run it: unary\(f32\) ran on js/,
+      );
+      const { runs: onNative } = traceKernels(() => k.withBackend('native', () => checkCase(c, 'f32')));
+      assert.deepEqual(coverageOf(c.id, 'native', 'f32', onNative).kind, 'ran');
+    },
+  );
 });
 
 for (const backend of availableBackends) {
@@ -144,7 +180,11 @@ for (const backend of availableBackends) {
     it(`reports its coverage, and every allowed fallback is still needed`, (t) => {
       for (const line of report.lines(backend)) t.diagnostic(line);
       if (filter) return; // a filtered run need not meet every fallback
-      assert.deepEqual(report.unused(backend).map((f) => f.name), [], `allowed fallbacks on ${backend} that no case needed: remove them`);
+      assert.deepEqual(
+        report.unused(backend).map((f) => f.name),
+        [],
+        `allowed fallbacks on ${backend} that no case needed: remove them`,
+      );
     });
 
     describe('dropout (statistical; torch RNG is not reproducible)', () => {
@@ -161,7 +201,8 @@ for (const backend of availableBackends) {
               const sigma = Math.sqrt((p * (1 - p)) / n);
               assert.ok(Math.abs(zeros / n - p) < 6 * sigma, `p=${p}: zeroed fraction ${zeros / n}`);
               const scale = dtype === 'f32' ? Math.fround(1 / (1 - p)) : 1 / (1 - p);
-              for (const v of y) if (v !== 0) assert.ok(Math.abs(v - scale) <= 1e-6 * scale, `p=${p}: survivor ${v}, expected ${scale}`);
+              for (const v of y)
+                if (v !== 0) assert.ok(Math.abs(v - scale) <= 1e-6 * scale, `p=${p}: survivor ${v}, expected ${scale}`);
             }
           }));
       }
@@ -181,7 +222,12 @@ for (const backend of availableBackends) {
           const x = k.randn([5, 6], { generator: new k.Generator(1) });
           assert.deepEqual(k.dropout(x, 0.5, { training: false }).toFlatArray(), x.toFlatArray());
           assert.deepEqual(k.dropout(x, 0, { generator: new k.Generator(2) }).toFlatArray(), x.toFlatArray());
-          assert.ok(k.dropout(x, 1, { generator: new k.Generator(3) }).toFlatArray().every((v) => v === 0));
+          assert.ok(
+            k
+              .dropout(x, 1, { generator: new k.Generator(3) })
+              .toFlatArray()
+              .every((v) => v === 0),
+          );
         }));
 
       it('works on non-contiguous input', () =>
@@ -191,7 +237,9 @@ for (const backend of availableBackends) {
           const y = k.dropout(xt, 0.5, { generator: new k.Generator(9) });
           assert.deepEqual(y.shape, [6, 8]);
           const xs = xt.toFlatArray();
-          y.toFlatArray().forEach((v, i) => assert.ok(v === 0 || Math.abs(v - 2 * xs[i]!) <= 1e-6 * Math.abs(xs[i]!) + 1e-7));
+          y.toFlatArray().forEach((v, i) =>
+            assert.ok(v === 0 || Math.abs(v - 2 * xs[i]!) <= 1e-6 * Math.abs(xs[i]!) + 1e-7),
+          );
         }));
 
       for (const dtype of DTYPES) {
@@ -210,7 +258,10 @@ for (const backend of availableBackends) {
             ys.forEach((v, i) => {
               const kept = v !== 0;
               const want = kept ? gs[i]! * scale : 0;
-              assert.ok(Math.abs(grad[i]! - want) <= tol * (1 + Math.abs(want)), `element ${i}: grad ${grad[i]}, expected ${want}`);
+              assert.ok(
+                Math.abs(grad[i]! - want) <= tol * (1 + Math.abs(want)),
+                `element ${i}: grad ${grad[i]}, expected ${want}`,
+              );
               if (kept) assert.ok(Math.abs(v - xs[i]! * scale) <= tol * (1 + Math.abs(v)));
             });
           }));
@@ -245,11 +296,27 @@ function checkAgainstJs(lc: LargeCase, backend: string, report: CoverageReport):
   assert.equal(got.out.dtype, ref.out.dtype, `${lc.id}: dtype`);
   const refOut = ref.out.toFlatArray();
   const floor = lc.tol === 'reduction' ? rms(refOut) : 0;
-  assertClose(`${lc.id} on ${backend} vs js: output`, got.out.toFlatArray(), got.out.shape, refOut, ref.out.shape, toleranceFor('f32', lc.tol), { floor });
+  assertClose(
+    `${lc.id} on ${backend} vs js: output`,
+    got.out.toFlatArray(),
+    got.out.shape,
+    refOut,
+    ref.out.shape,
+    toleranceFor('f32', lc.tol),
+    { floor },
+  );
   ref.grads.forEach((g, i) => {
     const mine = got.grads[i];
     if (g === null) return assert.equal(mine, null, `${lc.id}: input ${i} gradient presence`);
     assert.ok(mine, `${lc.id}: input ${i} got no gradient on ${backend}`);
-    assertClose(`${lc.id} on ${backend} vs js: grad of input ${i}`, mine, [mine.length], g, [g.length], toleranceFor('f32', 'gradient'), { floor: rms(g) });
+    assertClose(
+      `${lc.id} on ${backend} vs js: grad of input ${i}`,
+      mine,
+      [mine.length],
+      g,
+      [g.length],
+      toleranceFor('f32', 'gradient'),
+      { floor: rms(g) },
+    );
   });
 }

@@ -69,58 +69,68 @@ function tiny(): { images: Uint8Array; labels: Uint8Array } {
 
 const haveFashion = existsSync(join(FASHION_MNIST_DIR, 'train-images-idx3-ubyte.gz'));
 
-describe('Fashion-MNIST (real files)', { skip: haveFashion ? false : `${FASHION_MNIST_DIR} is not installed (apt install dataset-fashion-mnist)` }, () => {
-  let train: ImageDataset;
-  let test: ImageDataset;
-  before(async () => {
-    [train, test] = await Promise.all([loadFashionMnist('train'), loadFashionMnist('test')]);
-  });
+describe(
+  'Fashion-MNIST (real files)',
+  { skip: haveFashion ? false : `${FASHION_MNIST_DIR} is not installed (apt install dataset-fashion-mnist)` },
+  () => {
+    let train: ImageDataset;
+    let test: ImageDataset;
+    before(async () => {
+      [train, test] = await Promise.all([loadFashionMnist('train'), loadFashionMnist('test')]);
+    });
 
-  it('has 60000 train and 10000 test images of 28×28 with labels 0..9', () => {
-    assert.equal(train.count, 60000);
-    assert.equal(test.count, 10000);
-    for (const d of [train, test]) {
-      assert.equal(d.height, 28);
-      assert.equal(d.width, 28);
-      assert.equal(d.pixels.length, d.count * 784);
-      const seen = new Set(d.labels);
-      assert.deepEqual([...seen].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    }
-    // Balanced: 6000 / 1000 per class.
-    const perClass = new Array(10).fill(0);
-    for (const l of train.labels) perClass[l]++;
-    assert.deepEqual(perClass, new Array(10).fill(6000));
-  });
+    it('has 60000 train and 10000 test images of 28×28 with labels 0..9', () => {
+      assert.equal(train.count, 60000);
+      assert.equal(test.count, 10000);
+      for (const d of [train, test]) {
+        assert.equal(d.height, 28);
+        assert.equal(d.width, 28);
+        assert.equal(d.pixels.length, d.count * 784);
+        const seen = new Set(d.labels);
+        assert.deepEqual(
+          [...seen].sort((a, b) => a - b),
+          [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        );
+      }
+      // Balanced: 6000 / 1000 per class.
+      const perClass = new Array(10).fill(0);
+      for (const l of train.labels) perClass[l]++;
+      assert.deepEqual(perClass, new Array(10).fill(6000));
+    });
 
-  it('starts with an ankle boot (label 9) in both splits', () => {
-    assert.equal(train.labels[0], 9);
-    assert.equal(FASHION_MNIST_CLASSES[train.labels[0]!], 'Ankle boot');
-    assert.equal(test.labels[0], 9);
-  });
+    it('starts with an ankle boot (label 9) in both splits', () => {
+      assert.equal(train.labels[0], 9);
+      assert.equal(FASHION_MNIST_CLASSES[train.labels[0]!], 'Ankle boot');
+      assert.equal(test.labels[0], 9);
+    });
 
-  it('gives normalised f32 batches [B, 784] and [B, 1, 28, 28] with i32 labels', () => {
-    const loader = new ImageLoader(train, { batchSize: 32, shuffle: false });
-    const batch = loader.next();
-    assert.deepEqual(batch.inputs.shape, [32, 784]);
-    assert.equal(batch.inputs.dtype, 'f32');
-    assert.deepEqual(batch.labels.shape, [32]);
-    assert.equal(batch.labels.dtype, 'i32');
-    const x = batch.inputs.storage as Float32Array;
-    for (let p = 0; p < 784; p++) assert.equal(x[p], Math.fround(train.pixels[p]! / 255));
-    assert.equal((batch.labels.storage as Int32Array)[0], 9);
-    const nchw = new ImageLoader(test, { batchSize: 7, layout: 'nchw', normalize: { mean: 0.5, std: 0.5 } }).next();
-    assert.deepEqual(nchw.inputs.shape, [7, 1, 28, 28]);
-    const v = nchw.inputs.storage as Float32Array;
-    assert.ok(v.every((e) => e >= -1 && e <= 1));
-  });
+    it('gives normalised f32 batches [B, 784] and [B, 1, 28, 28] with i32 labels', () => {
+      const loader = new ImageLoader(train, { batchSize: 32, shuffle: false });
+      const batch = loader.next();
+      assert.deepEqual(batch.inputs.shape, [32, 784]);
+      assert.equal(batch.inputs.dtype, 'f32');
+      assert.deepEqual(batch.labels.shape, [32]);
+      assert.equal(batch.labels.dtype, 'i32');
+      const x = batch.inputs.storage as Float32Array;
+      for (let p = 0; p < 784; p++) assert.equal(x[p], Math.fround(train.pixels[p]! / 255));
+      assert.equal((batch.labels.storage as Int32Array)[0], 9);
+      const nchw = new ImageLoader(test, { batchSize: 7, layout: 'nchw', normalize: { mean: 0.5, std: 0.5 } }).next();
+      assert.deepEqual(nchw.inputs.shape, [7, 1, 28, 28]);
+      const v = nchw.inputs.storage as Float32Array;
+      assert.ok(v.every((e) => e >= -1 && e <= 1));
+    });
 
-  it('reads the same data from the raw (gunzipped) files', async () => {
-    const { gunzipSync } = await import('node:zlib');
-    const { readFile } = await import('node:fs/promises');
-    const raw = await put('t10k-labels-idx1-ubyte', gunzipSync(await readFile(join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz'))));
-    assert.deepEqual(await readIdxLabels(raw), test.labels);
-  });
-});
+    it('reads the same data from the raw (gunzipped) files', async () => {
+      const { gunzipSync } = await import('node:zlib');
+      const { readFile } = await import('node:fs/promises');
+      const raw = await put(
+        't10k-labels-idx1-ubyte',
+        gunzipSync(await readFile(join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz'))),
+      );
+      assert.deepEqual(await readIdxLabels(raw), test.labels);
+    });
+  },
+);
 
 describe('IDX reader: malformed files', () => {
   it('reads a well-formed raw and gzip file alike', async () => {
@@ -130,7 +140,7 @@ describe('IDX reader: malformed files', () => {
     assert.deepEqual(raw.shape, [5, 2, 3]);
     assert.deepEqual(gz, raw);
     assert.deepEqual(parseIdx(images), raw);
-    assert.deepEqual([...await readIdxLabels(await put('ok-labels', labels))], [0, 1, 2, 3, 4]);
+    assert.deepEqual([...(await readIdxLabels(await put('ok-labels', labels)))], [0, 1, 2, 3, 4]);
   });
 
   it('rejects a bad magic number', async () => {
@@ -164,7 +174,10 @@ describe('IDX reader: malformed files', () => {
       await rejectsRule(readIdx(raw), rule, raw);
       const gz = await put(`${name}.gz`, gzipSync(bytes));
       await rejectsRule(readIdx(gz), rule, gz);
-      assert.throws(() => parseIdx(bytes, name), (e: unknown) => e instanceof FormatError && e.rule === rule);
+      assert.throws(
+        () => parseIdx(bytes, name),
+        (e: unknown) => e instanceof FormatError && e.rule === rule,
+      );
     }
   });
 
@@ -174,11 +187,19 @@ describe('IDX reader: malformed files', () => {
   });
 
   it('rejects a truncated or corrupt gzip stream', async () => {
-    const gz = gzipSync(idx([100, 10, 10], Uint8Array.from({ length: 10000 }, (_, i) => (i * 31) & 0xff)));
+    const gz = gzipSync(
+      idx(
+        [100, 10, 10],
+        Uint8Array.from({ length: 10000 }, (_, i) => (i * 31) & 0xff),
+      ),
+    );
     await rejectsRule(readIdx(await put('cut.gz', gz.subarray(0, gz.length - 100))), 'truncated');
     const flipped = Uint8Array.from(gz);
     flipped[gz.length >> 1] ^= 0xff;
-    await assert.rejects(readIdx(await put('flip.gz', flipped)), (e: unknown) => e instanceof FormatError && ['gzip_corrupt', 'truncated', 'trailing_bytes'].includes(e.rule));
+    await assert.rejects(
+      readIdx(await put('flip.gz', flipped)),
+      (e: unknown) => e instanceof FormatError && ['gzip_corrupt', 'truncated', 'trailing_bytes'].includes(e.rule),
+    );
   });
 
   it('checks declared sizes before allocating: huge dims in a tiny file', async () => {
@@ -191,7 +212,10 @@ describe('IDX reader: malformed files', () => {
     await rejectsRule(readIdx(await put('big', big)), 'truncated');
     // A 100 MB claim in a ~40-byte gzip cannot be true (deflate inflates at most ~1032×).
     await rejectsRule(readIdx(await put('big.gz', gzipSync(big))), 'truncated');
-    await rejectsRule(readIdx(await put('small-limit', idx([10, 10], new Uint8Array(100))), { maxBytes: 99 }), 'too_large');
+    await rejectsRule(
+      readIdx(await put('small-limit', idx([10, 10], new Uint8Array(100))), { maxBytes: 99 }),
+      'too_large',
+    );
   });
 
   it('tells image and label files apart, and checks labels against the images', async () => {
@@ -216,7 +240,10 @@ describe('IDX reader: malformed files', () => {
 describe('ImageLoader', () => {
   /** 10 images 1×2 whose pixels encode the index; label = index % 3. */
   const ds: ImageDataset = {
-    count: 10, height: 1, width: 2, numClasses: 3,
+    count: 10,
+    height: 1,
+    width: 2,
+    numClasses: 3,
     pixels: Uint8Array.from({ length: 20 }, (_, k) => Math.floor(k / 2) * 20 + (k % 2)),
     labels: Uint8Array.from({ length: 10 }, (_, i) => i % 3),
   };
@@ -226,7 +253,10 @@ describe('ImageLoader', () => {
     assert.deepEqual(a, epochPermutation(1000, 7, 3));
     assert.notDeepEqual(a, epochPermutation(1000, 7, 4));
     assert.notDeepEqual(a, epochPermutation(1000, 8, 3));
-    assert.deepEqual([...a].sort((x, y) => x - y), Array.from({ length: 1000 }, (_, i) => i));
+    assert.deepEqual(
+      [...a].sort((x, y) => x - y),
+      Array.from({ length: 1000 }, (_, i) => i),
+    );
   });
 
   it('covers every image once per epoch, with a short last batch, then moves to the next epoch', () => {
@@ -247,14 +277,20 @@ describe('ImageLoader', () => {
       });
     }
     assert.deepEqual(sizes, [4, 4, 2]);
-    assert.deepEqual(seen.sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.deepEqual(
+      seen.sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    );
     assert.deepEqual(loader.position, { epoch: 0, index: 10 });
     assert.equal(loader.next().epoch, 1);
   });
 
   it('dropLast drops the partial batch', () => {
     const loader = new ImageLoader(ds, { batchSize: 4, dropLast: true });
-    assert.deepEqual([...loader.epoch()].map((b) => b.indices.length), [4, 4]);
+    assert.deepEqual(
+      [...loader.epoch()].map((b) => b.indices.length),
+      [4, 4],
+    );
     assert.deepEqual(loader.next().index, 0);
   });
 
@@ -265,7 +301,10 @@ describe('ImageLoader', () => {
     const expected = Array.from({ length: 9 }, () => [...a.next().indices]);
     const b = new ImageLoader(ds, { batchSize: 3, seed: 42 });
     b.setState(state);
-    assert.deepEqual(Array.from({ length: 9 }, () => [...b.next().indices]), expected);
+    assert.deepEqual(
+      Array.from({ length: 9 }, () => [...b.next().indices]),
+      expected,
+    );
     assert.throws(() => new ImageLoader(ds, { batchSize: 3, seed: 43 }).setState(state), { code: 'E_ARGUMENT' });
     assert.throws(() => b.setPosition({ epoch: 0, index: 11 }), { code: 'E_ARGUMENT' });
   });

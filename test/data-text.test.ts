@@ -20,14 +20,19 @@ import {
 } from '../src/data/text.js';
 import { FormatError } from '../src/errors.js';
 
-const FALLBACK = 'In the beginning God created the heaven and the earth.\n'
-  + 'And the earth was without form, and void; and darkness was upon the face of the deep.\n'
-  + 'And the Spirit of God moved upon the face of the waters. And God said, Let there be light: and there was light. '
-  + 'Ünïcödé bytes too: “quotes” — and 🌍.\n';
+const FALLBACK =
+  'In the beginning God created the heaven and the earth.\n' +
+  'And the earth was without form, and void; and darkness was upon the face of the deep.\n' +
+  'And the Spirit of God moved upon the face of the waters. And God said, Let there be light: and there was light. ' +
+  'Ünïcödé bytes too: “quotes” — and 🌍.\n';
 
 function sampleText(): string {
   try {
-    const text = execFileSync('bible', ['Gen1:1-Gen3:24'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+    const text = execFileSync('bible', ['Gen1:1-Gen3:24'], {
+      encoding: 'utf8',
+      timeout: 5000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     if (text.length > 1000) return text;
   } catch {
     // bible-kjv not installed
@@ -61,13 +66,20 @@ describe('ByteTextCorpus', () => {
     assert.deepEqual(await c.read(c.validation.start, 5), bytes.subarray(c.validation.start, c.validation.start + 5));
     const none = ByteTextCorpus.fromBytes(bytes, { validationFraction: 0 });
     assert.equal(none.validation.end - none.validation.start, 0);
-    assert.throws(() => new TextBatcher(none, { split: 'validation', batchSize: 1, blockSize: 8 }), /validation split .* has 0 bytes/);
+    assert.throws(
+      () => new TextBatcher(none, { split: 'validation', batchSize: 1, blockSize: 8 }),
+      /validation split .* has 0 bytes/,
+    );
   });
 
   it('rejects an empty file with a clear FormatError, and bad options', async () => {
     const empty = join(dir, 'empty.txt');
     await writeFile(empty, '');
-    await assert.rejects(ByteTextCorpus.open(empty), (e: unknown) => e instanceof FormatError && e.rule === 'empty' && e.message.includes(empty) && /is empty/.test(e.message));
+    await assert.rejects(
+      ByteTextCorpus.open(empty),
+      (e: unknown) =>
+        e instanceof FormatError && e.rule === 'empty' && e.message.includes(empty) && /is empty/.test(e.message),
+    );
     assert.throws(() => ByteTextCorpus.fromBytes(''), { code: 'E_FORMAT' });
     await assert.rejects(ByteTextCorpus.open(join(dir, 'missing.txt')), { code: 'E_IO' });
     await assert.rejects(ByteTextCorpus.open(path, { validationFraction: 1 }), { code: 'E_ARGUMENT' });
@@ -75,7 +87,10 @@ describe('ByteTextCorpus', () => {
 
   it('a text shorter than blockSize + 1 is refused with the numbers', () => {
     const c = ByteTextCorpus.fromBytes('short', { validationFraction: 0 });
-    assert.throws(() => new TextBatcher(c, { batchSize: 2, blockSize: 5 }), /has 5 bytes; a window needs blockSize \+ 1 = 6/);
+    assert.throws(
+      () => new TextBatcher(c, { batchSize: 2, blockSize: 5 }),
+      /has 5 bytes; a window needs blockSize \+ 1 = 6/,
+    );
     new TextBatcher(c, { batchSize: 2, blockSize: 4 }); // exactly one window fits
     assert.throws(() => new TextBatcher(c, { batchSize: 2, blockSize: 4, seed: 1.5 }), { code: 'E_ARGUMENT' });
     assert.throws(() => new TextBatcher(c, { batchSize: 0, blockSize: 4 }), { code: 'E_ARGUMENT' });
@@ -150,7 +165,10 @@ describe('TextBatcher', () => {
   });
 
   it('sequential evaluation batches cover the split once, in order', async () => {
-    const c = ByteTextCorpus.fromBytes(Uint8Array.from({ length: 1001 }, (_, i) => i & 0xff), { validationFraction: 0.5 });
+    const c = ByteTextCorpus.fromBytes(
+      Uint8Array.from({ length: 1001 }, (_, i) => i & 0xff),
+      { validationFraction: 0.5 },
+    );
     const seen: number[] = [];
     let batches = 0;
     for await (const b of sequentialTextBatches(c, { batchSize: 3, blockSize: 10 })) {
@@ -162,7 +180,10 @@ describe('TextBatcher', () => {
     // Validation is [501, 1001): 500 bytes → 49 windows of 10 (+1 target byte), 17 batches of ≤ 3.
     assert.equal(seen.length, 49);
     assert.equal(batches, 17);
-    assert.deepEqual(seen, Array.from({ length: 49 }, (_, k) => 501 + 10 * k));
+    assert.deepEqual(
+      seen,
+      Array.from({ length: 49 }, (_, k) => 501 + 10 * k),
+    );
     let limited = 0;
     for await (const _ of sequentialTextBatches(c, { batchSize: 3, blockSize: 10, maxBatches: 2 })) limited++;
     assert.equal(limited, 2);

@@ -16,7 +16,8 @@ import { traceKernels } from '../src/backends/dispatch.js';
 
 const native = loadNativeBackend();
 const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
-if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1') throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
+if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1')
+  throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
 if (native && !k.backends().includes('native')) k.registerBackend(native);
 
 /** Deterministic values: n normal-ish numbers times `scale` plus `shift`. */
@@ -52,7 +53,13 @@ interface Run {
 }
 
 /** Runs fn on fresh leaves under `backend`, backpropagates `upstream` (or the scalar) and collects. */
-function runOn(backend: string, inputs: Input[], fn: (...xs: Tensor[]) => Tensor, upstream?: Float32Array, backwardOn = backend): Run {
+function runOn(
+  backend: string,
+  inputs: Input[],
+  fn: (...xs: Tensor[]) => Tensor,
+  upstream?: Float32Array,
+  backwardOn = backend,
+): Run {
   return k.withBackend(backend, () => {
     const built = inputs.map(build);
     const out = fn(...built.map((b) => b.used));
@@ -74,12 +81,16 @@ function assertClose(actual: Tensor | null, expected: Tensor | null, what: strin
   let scale = 0;
   for (const v of e) if (Number.isFinite(v)) scale = Math.max(scale, Math.abs(v));
   for (let i = 0; i < a.length; i++) {
-    const x = a[i]!, y = e[i]!;
+    const x = a[i]!,
+      y = e[i]!;
     if (Number.isNaN(y) || !Number.isFinite(y)) {
       assert.ok(Object.is(x, y), `${what}[${i}]: fused ${x}, composite ${y}`);
       continue;
     }
-    assert.ok(Math.abs(x - y) <= atol * Math.max(1, scale) + rtol * Math.abs(y), `${what}[${i}]: fused ${x}, composite ${y} (scale ${scale})`);
+    assert.ok(
+      Math.abs(x - y) <= atol * Math.max(1, scale) + rtol * Math.abs(y),
+      `${what}[${i}]: fused ${x}, composite ${y} (scale ${scale})`,
+    );
   }
 }
 
@@ -106,7 +117,8 @@ function check(c: Case): void {
     assert.equal(fused.op, c.fusedOp, `${c.name}: the native run records ${fused.op}, expected ${c.fusedOp}`);
     assert.notEqual(composite.op, c.fusedOp, `${c.name}: the js run must be the composite`);
   }
-  const rtol = c.rtol ?? 2e-5, atol = c.atol ?? 2e-6;
+  const rtol = c.rtol ?? 2e-5,
+    atol = c.atol ?? 2e-6;
   assertClose(fused.out, composite.out, `${c.name} output`, rtol, atol);
   fused.grads.forEach((g, i) => assertClose(g, composite.grads[i]!, `${c.name} grad ${i}`, rtol, atol * 5));
   // The rules' own fallback (tape from native, backward on js) must give the same gradients.
@@ -117,7 +129,10 @@ function check(c: Case): void {
 describe('fused kernels match their composites', { skip }, () => {
   describe('activation gradients (fused backward only; the forward is one kernel either way)', () => {
     const forward: Readonly<Record<ActivationOp, (x: Tensor) => Tensor>> = {
-      relu: k.relu, gelu: (x) => k.gelu(x), gelu_tanh: (x) => k.gelu(x, 'tanh'), silu: k.silu,
+      relu: k.relu,
+      gelu: (x) => k.gelu(x),
+      gelu_tanh: (x) => k.gelu(x, 'tanh'),
+      silu: k.silu,
     };
     const edges = Float32Array.of(0, -0, 1e-30, -1e-30, 0.5, -0.5, 3, -3, 9, -9, 20, -20, 88, -88, 1e4, -1e4);
     for (const op of ACTIVATION_OPS) {
@@ -131,7 +146,10 @@ describe('fused kernels match their composites', { skip }, () => {
           const up = values(input.data.length, 32);
           const composite = runOn('js', [input], forward[op], up);
           const { result: fused, runs } = traceKernels(() => runOn('native', [input], forward[op], up));
-          assert.ok(runs.some((r) => r.kernel === 'activationBackward' && r.ran === 'native'), `${op}: the native backward did not use the fused kernel`);
+          assert.ok(
+            runs.some((r) => r.kernel === 'activationBackward' && r.ran === 'native'),
+            `${op}: the native backward did not use the fused kernel`,
+          );
           assertClose(fused.grads[0]!, composite.grads[0]!, `${op} ${what} grad`, 2e-5, 2e-6);
           const fallback = runOn('native', [input], forward[op], up, 'js');
           assertClose(fallback.grads[0]!, composite.grads[0]!, `${op} ${what} fallback grad`, 2e-5, 2e-6);
@@ -141,15 +159,36 @@ describe('fused kernels match their composites', { skip }, () => {
   });
 
   describe('softmax / logSoftmax', () => {
-    const shapes = [[4, 7], [3, 5, 33], [2, 300], [0, 5], [1, 1]];
+    const shapes = [
+      [4, 7],
+      [3, 5, 33],
+      [2, 300],
+      [0, 5],
+      [1, 1],
+    ];
     for (const shape of shapes) {
       const n = shape.reduce((a, b) => a * b, 1);
-      for (const [scale, shift] of [[1, 0], [1e4, 0], [3, 1e4]] as const) {
+      for (const [scale, shift] of [
+        [1, 0],
+        [1e4, 0],
+        [3, 1e4],
+      ] as const) {
         it(`softmax ${JSON.stringify(shape)} scale ${scale} shift ${shift}`, () => {
-          check({ name: 'softmax', inputs: [{ data: values(n, 1, scale, shift), shape }], fn: (x) => k.softmax(x), fusedOp: 'softmax' });
+          check({
+            name: 'softmax',
+            inputs: [{ data: values(n, 1, scale, shift), shape }],
+            fn: (x) => k.softmax(x),
+            fusedOp: 'softmax',
+          });
         });
         it(`logSoftmax ${JSON.stringify(shape)} scale ${scale} shift ${shift}`, () => {
-          check({ name: 'logSoftmax', inputs: [{ data: values(n, 2, scale, shift), shape }], fn: (x) => k.logSoftmax(x), fusedOp: 'logSoftmax', atol: 1e-6 * Math.max(1, scale / 1e3) });
+          check({
+            name: 'logSoftmax',
+            inputs: [{ data: values(n, 2, scale, shift), shape }],
+            fn: (x) => k.logSoftmax(x),
+            fusedOp: 'logSoftmax',
+            atol: 1e-6 * Math.max(1, scale / 1e3),
+          });
         });
       }
     }
@@ -157,11 +196,26 @@ describe('fused kernels match their composites', { skip }, () => {
       const data = values(6 * 9, 3);
       data[4] = -Infinity;
       data[20] = -Infinity;
-      check({ name: 'softmax T', inputs: [{ data, shape: [9, 6], transposed: true }], fn: (x) => k.softmax(x), fusedOp: 'softmax' });
-      check({ name: 'logSoftmax T', inputs: [{ data: values(54, 4), shape: [9, 6], transposed: true }], fn: (x) => k.logSoftmax(x), fusedOp: 'logSoftmax' });
+      check({
+        name: 'softmax T',
+        inputs: [{ data, shape: [9, 6], transposed: true }],
+        fn: (x) => k.softmax(x),
+        fusedOp: 'softmax',
+      });
+      check({
+        name: 'logSoftmax T',
+        inputs: [{ data: values(54, 4), shape: [9, 6], transposed: true }],
+        fn: (x) => k.logSoftmax(x),
+        fusedOp: 'logSoftmax',
+      });
     });
     it('a non-last axis stays the composite', () => {
-      check({ name: 'softmax axis 0', inputs: [{ data: values(12, 5), shape: [3, 4] }], fn: (x) => k.softmax(x, 0), composite: true });
+      check({
+        name: 'softmax axis 0',
+        inputs: [{ data: values(12, 5), shape: [3, 4] }],
+        fn: (x) => k.softmax(x, 0),
+        composite: true,
+      });
     });
   });
 
@@ -172,97 +226,213 @@ describe('fused kernels match their composites', { skip }, () => {
       for (const reduction of ['mean', 'sum'] as const) {
         it(`logits ×${scale}, ignore_index, reduction ${reduction}`, () => {
           check({
-            name: `crossEntropy ${reduction}`, inputs: [{ data: values(12 * 10, 6, scale), shape: [12, 10] }],
-            fn: (x) => k.crossEntropy(x, targetsOf(ids), { reduction }), fusedOp: 'crossEntropy', rtol: 1e-5, atol: 1e-6,
+            name: `crossEntropy ${reduction}`,
+            inputs: [{ data: values(12 * 10, 6, scale), shape: [12, 10] }],
+            fn: (x) => k.crossEntropy(x, targetsOf(ids), { reduction }),
+            fusedOp: 'crossEntropy',
+            rtol: 1e-5,
+            atol: 1e-6,
           });
         });
       }
     }
     it('i64 targets, a custom ignoreIndex, non-contiguous logits', () => {
       const t = k.fromArray([1, 4, 4, 0, 2, 3].map(BigInt), [6], { dtype: 'i64' });
-      check({ name: 'crossEntropy i64', inputs: [{ data: values(30, 7), shape: [6, 5], transposed: true }], fn: (x) => k.crossEntropy(x, t, { ignoreIndex: 4 }), fusedOp: 'crossEntropy' });
+      check({
+        name: 'crossEntropy i64',
+        inputs: [{ data: values(30, 7), shape: [6, 5], transposed: true }],
+        fn: (x) => k.crossEntropy(x, t, { ignoreIndex: 4 }),
+        fusedOp: 'crossEntropy',
+      });
     });
     it('no rows: NaN mean, as the composite', () => {
-      check({ name: 'crossEntropy empty', inputs: [{ data: new Float32Array(0), shape: [0, 4] }], fn: (x) => k.crossEntropy(x, targetsOf([])), fusedOp: 'crossEntropy' });
+      check({
+        name: 'crossEntropy empty',
+        inputs: [{ data: new Float32Array(0), shape: [0, 4] }],
+        fn: (x) => k.crossEntropy(x, targetsOf([])),
+        fusedOp: 'crossEntropy',
+      });
     });
     it('label smoothing and reduction none stay the composite', () => {
       const t = targetsOf([1, 2, 0]);
-      check({ name: 'ls', inputs: [{ data: values(12, 8), shape: [3, 4] }], fn: (x) => k.crossEntropy(x, t, { labelSmoothing: 0.1 }), composite: true });
-      check({ name: 'none', inputs: [{ data: values(12, 8), shape: [3, 4] }], fn: (x) => k.crossEntropy(x, t, { reduction: 'none' }), composite: true });
+      check({
+        name: 'ls',
+        inputs: [{ data: values(12, 8), shape: [3, 4] }],
+        fn: (x) => k.crossEntropy(x, t, { labelSmoothing: 0.1 }),
+        composite: true,
+      });
+      check({
+        name: 'none',
+        inputs: [{ data: values(12, 8), shape: [3, 4] }],
+        fn: (x) => k.crossEntropy(x, t, { reduction: 'none' }),
+        composite: true,
+      });
     });
   });
 
   describe('layerNorm / rmsNorm', () => {
     const C = 32;
-    for (const [scale, shift] of [[1, 0], [1e3, 0], [1, 1e3]] as const) {
+    for (const [scale, shift] of [
+      [1, 0],
+      [1e3, 0],
+      [1, 1e3],
+    ] as const) {
       it(`layerNorm with weight and bias, scale ${scale} shift ${shift}`, () => {
         check({
-          name: 'layerNorm', fusedOp: 'layerNorm', rtol: 1e-4, atol: 1e-5,
-          inputs: [{ data: values(4 * 6 * C, 10, scale, shift), shape: [4, 6, C] }, { data: values(C, 11, 0.5, 1), shape: [C] }, { data: values(C, 12), shape: [C] }],
+          name: 'layerNorm',
+          fusedOp: 'layerNorm',
+          rtol: 1e-4,
+          atol: 1e-5,
+          inputs: [
+            { data: values(4 * 6 * C, 10, scale, shift), shape: [4, 6, C] },
+            { data: values(C, 11, 0.5, 1), shape: [C] },
+            { data: values(C, 12), shape: [C] },
+          ],
           fn: (x, w, b) => k.layerNorm(x, [C], w, b),
         });
       });
       it(`rmsNorm with weight, scale ${scale} shift ${shift}`, () => {
         check({
-          name: 'rmsNorm', fusedOp: 'rmsNorm', rtol: 1e-4, atol: 1e-5,
-          inputs: [{ data: values(5 * C, 13, scale, shift), shape: [5, C] }, { data: values(C, 14, 0.5, 1), shape: [C] }],
+          name: 'rmsNorm',
+          fusedOp: 'rmsNorm',
+          rtol: 1e-4,
+          atol: 1e-5,
+          inputs: [
+            { data: values(5 * C, 13, scale, shift), shape: [5, C] },
+            { data: values(C, 14, 0.5, 1), shape: [C] },
+          ],
           fn: (x, w) => k.rmsNorm(x, w),
         });
       });
     }
     it('layerNorm without affine, over two trailing axes, non-contiguous', () => {
-      check({ name: 'layerNorm plain', fusedOp: 'layerNorm', inputs: [{ data: values(3 * 8 * 5, 15), shape: [3, 8, 5], transposed: true }], fn: (x) => k.layerNorm(x, [8, 5]), rtol: 1e-4, atol: 1e-5 });
       check({
-        name: 'layerNorm 2-D affine', fusedOp: 'layerNorm', rtol: 1e-4, atol: 1e-5,
-        inputs: [{ data: values(2 * 4 * 6, 16), shape: [2, 4, 6] }, { data: values(24, 17), shape: [4, 6] }, { data: values(24, 18), shape: [4, 6], grad: false }],
+        name: 'layerNorm plain',
+        fusedOp: 'layerNorm',
+        inputs: [{ data: values(3 * 8 * 5, 15), shape: [3, 8, 5], transposed: true }],
+        fn: (x) => k.layerNorm(x, [8, 5]),
+        rtol: 1e-4,
+        atol: 1e-5,
+      });
+      check({
+        name: 'layerNorm 2-D affine',
+        fusedOp: 'layerNorm',
+        rtol: 1e-4,
+        atol: 1e-5,
+        inputs: [
+          { data: values(2 * 4 * 6, 16), shape: [2, 4, 6] },
+          { data: values(24, 17), shape: [4, 6] },
+          { data: values(24, 18), shape: [4, 6], grad: false },
+        ],
         fn: (x, w, b) => k.layerNorm(x, [4, 6], w, b),
       });
     });
     it('rmsNorm without weight; frozen input', () => {
-      check({ name: 'rmsNorm plain', fusedOp: 'rmsNorm', inputs: [{ data: values(7 * 9, 19), shape: [7, 9] }], fn: (x) => k.rmsNorm(x), rtol: 1e-4, atol: 1e-5 });
       check({
-        name: 'rmsNorm frozen x', fusedOp: 'rmsNorm', rtol: 1e-4, atol: 1e-5,
-        inputs: [{ data: values(4 * 6, 20), shape: [4, 6], grad: false }, { data: values(6, 21), shape: [6] }], fn: (x, w) => k.rmsNorm(x, w),
+        name: 'rmsNorm plain',
+        fusedOp: 'rmsNorm',
+        inputs: [{ data: values(7 * 9, 19), shape: [7, 9] }],
+        fn: (x) => k.rmsNorm(x),
+        rtol: 1e-4,
+        atol: 1e-5,
+      });
+      check({
+        name: 'rmsNorm frozen x',
+        fusedOp: 'rmsNorm',
+        rtol: 1e-4,
+        atol: 1e-5,
+        inputs: [
+          { data: values(4 * 6, 20), shape: [4, 6], grad: false },
+          { data: values(6, 21), shape: [6] },
+        ],
+        fn: (x, w) => k.rmsNorm(x, w),
       });
     });
     it('empty rows', () => {
       check({
-        name: 'layerNorm empty', fusedOp: 'layerNorm',
-        inputs: [{ data: new Float32Array(0), shape: [0, 3, C] }, { data: values(C, 22), shape: [C] }, { data: values(C, 23), shape: [C] }],
+        name: 'layerNorm empty',
+        fusedOp: 'layerNorm',
+        inputs: [
+          { data: new Float32Array(0), shape: [0, 3, C] },
+          { data: values(C, 22), shape: [C] },
+          { data: values(C, 23), shape: [C] },
+        ],
         fn: (x, w, b) => k.layerNorm(x, [C], w, b),
       });
-      check({ name: 'rmsNorm empty', fusedOp: 'rmsNorm', inputs: [{ data: new Float32Array(0), shape: [0, C] }, { data: values(C, 24), shape: [C] }], fn: (x, w) => k.rmsNorm(x, w) });
+      check({
+        name: 'rmsNorm empty',
+        fusedOp: 'rmsNorm',
+        inputs: [
+          { data: new Float32Array(0), shape: [0, C] },
+          { data: values(C, 24), shape: [C] },
+        ],
+        fn: (x, w) => k.rmsNorm(x, w),
+      });
     });
   });
 
   describe('scaledDotProductAttention causal', () => {
-    const heads = (t: Tensor, B: number, T: number, H: number, D: number) => k.transpose(k.reshape(t, [B, T, H, D]), 1, 2);
-    for (const [T, D, scale] of [[17, 8, 1], [1, 4, 1], [40, 16, 1], [24, 8, 30], [130, 8, 1]] as const) {
+    const heads = (t: Tensor, B: number, T: number, H: number, D: number) =>
+      k.transpose(k.reshape(t, [B, T, H, D]), 1, 2);
+    for (const [T, D, scale] of [
+      [17, 8, 1],
+      [1, 4, 1],
+      [40, 16, 1],
+      [24, 8, 30],
+      [130, 8, 1],
+    ] as const) {
       it(`[2, 3, ${T}, ${D}] ×${scale}`, () => {
         const n = 2 * 3 * T * D;
         check({
-          name: `attention T=${T}`, fusedOp: 'causalAttention', rtol: 1e-4, atol: 1e-5,
-          inputs: [{ data: values(n, 30, scale), shape: [2, T, 3 * D] }, { data: values(n, 31, scale), shape: [2, T, 3 * D] }, { data: values(n, 32), shape: [2, T, 3 * D] }],
-          fn: (q, kk, v) => k.scaledDotProductAttention(heads(q, 2, T, 3, D), heads(kk, 2, T, 3, D), heads(v, 2, T, 3, D), { causal: true }),
+          name: `attention T=${T}`,
+          fusedOp: 'causalAttention',
+          rtol: 1e-4,
+          atol: 1e-5,
+          inputs: [
+            { data: values(n, 30, scale), shape: [2, T, 3 * D] },
+            { data: values(n, 31, scale), shape: [2, T, 3 * D] },
+            { data: values(n, 32), shape: [2, T, 3 * D] },
+          ],
+          fn: (q, kk, v) =>
+            k.scaledDotProductAttention(heads(q, 2, T, 3, D), heads(kk, 2, T, 3, D), heads(v, 2, T, 3, D), {
+              causal: true,
+            }),
         });
       });
     }
     it('custom scale, rank 3, frozen v', () => {
       check({
-        name: 'attention rank 3', fusedOp: 'causalAttention', rtol: 1e-4, atol: 1e-5,
-        inputs: [{ data: values(60, 33), shape: [2, 6, 5] }, { data: values(60, 34), shape: [2, 6, 5] }, { data: values(60, 35), shape: [2, 6, 5], grad: false }],
+        name: 'attention rank 3',
+        fusedOp: 'causalAttention',
+        rtol: 1e-4,
+        atol: 1e-5,
+        inputs: [
+          { data: values(60, 33), shape: [2, 6, 5] },
+          { data: values(60, 34), shape: [2, 6, 5] },
+          { data: values(60, 35), shape: [2, 6, 5], grad: false },
+        ],
         fn: (q, kk, v) => k.scaledDotProductAttention(q, kk, v, { causal: true, scale: 0.7 }),
       });
     });
     it('different key length or non-causal stays the composite', () => {
       check({
-        name: 'cross', composite: true,
-        inputs: [{ data: values(12, 36), shape: [3, 4] }, { data: values(20, 37), shape: [5, 4] }, { data: values(20, 38), shape: [5, 4] }],
+        name: 'cross',
+        composite: true,
+        inputs: [
+          { data: values(12, 36), shape: [3, 4] },
+          { data: values(20, 37), shape: [5, 4] },
+          { data: values(20, 38), shape: [5, 4] },
+        ],
         fn: (q, kk, v) => k.scaledDotProductAttention(q, kk, v, { causal: true }),
       });
       check({
-        name: 'non-causal', composite: true,
-        inputs: [{ data: values(12, 39), shape: [3, 4] }, { data: values(12, 40), shape: [3, 4] }, { data: values(12, 41), shape: [3, 4] }],
+        name: 'non-causal',
+        composite: true,
+        inputs: [
+          { data: values(12, 39), shape: [3, 4] },
+          { data: values(12, 40), shape: [3, 4] },
+          { data: values(12, 41), shape: [3, 4] },
+        ],
         fn: (q, kk, v) => k.scaledDotProductAttention(q, kk, v),
       });
     });
@@ -278,7 +448,11 @@ describe('native output allocation', { skip }, () => {
         const n = 1 + ((i * 37) % 1000); // 4 B … 4 KiB: every size the slab serves
         kept.push({ t: k.add(k.zeros([n]), i), v: i });
       }
-      for (const { t, v } of kept) assert.ok(t.toFlatArray().every((x) => x === v), `tensor filled with ${v} was overwritten`);
+      for (const { t, v } of kept)
+        assert.ok(
+          t.toFlatArray().every((x) => x === v),
+          `tensor filled with ${v} was overwritten`,
+        );
     });
   });
 });

@@ -29,7 +29,9 @@ function lossOf(c: GoldenCase): { fn: (...leaves: Tensor[]) => Tensor; leaves: T
   const { leaves } = buildInputs(c, 'f64');
   const upstream = c.upstream.map((u) => (u ? decodeF32(u) : null));
   // Own float leaves only; an input with same_as reuses that leaf (whatever gradcheck passes in).
-  const floatIdx = c.inputs.map((inp, i) => (inp.dtype === 'float' && inp.same_as === undefined ? i : -1)).filter((i) => i >= 0);
+  const floatIdx = c.inputs
+    .map((inp, i) => (inp.dtype === 'float' && inp.same_as === undefined ? i : -1))
+    .filter((i) => i >= 0);
   const fn = (...floats: Tensor[]): Tensor => {
     const current = [...leaves];
     floatIdx.forEach((i, j) => (current[i] = floats[j]!));
@@ -48,7 +50,10 @@ describe('gradcheck (f64, js backend, central differences)', () => {
   it('covers every differentiable op', () => {
     for (const op of OP_NAMES) {
       if (NON_DIFFERENTIABLE.has(op)) continue;
-      assert.ok(checked.some((c) => c.op === op), `no finite-difference check for ${op}`);
+      assert.ok(
+        checked.some((c) => c.op === op),
+        `no finite-difference check for ${op}`,
+      );
     }
   });
 
@@ -59,7 +64,9 @@ describe('gradcheck (f64, js backend, central differences)', () => {
         const r = k.gradcheck(fn, leaves, GRADCHECK);
         if (!r.ok) {
           const w = r.worst!;
-          assert.fail(`${c.id}: input ${w.input} element ${w.element}: autograd ${w.analytic}, finite differences ${w.numeric} (|error| ${w.error.toExponential(3)})`);
+          assert.fail(
+            `${c.id}: input ${w.input} element ${w.element}: autograd ${w.analytic}, finite differences ${w.numeric} (|error| ${w.error.toExponential(3)})`,
+          );
         }
       }),
     );

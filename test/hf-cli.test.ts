@@ -16,24 +16,56 @@ const FIXTURE = join(repoRoot(), 'test', 'fixtures', 'hf', 'llama-gqa-bf16-llama
 /** id 0 <unk>, 1 <s>, 2 </s>, then these characters from id 3: exactly the fixture's 64 ids. */
 const CHARS = [...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,012345'];
 
-interface Expected { prompt: number[]; greedy: number[]; logits_ids: number[]; logits: number[][] }
+interface Expected {
+  prompt: number[];
+  greedy: number[];
+  logits_ids: number[];
+  logits: number[][];
+}
 
 function tokenizerJson(chars: readonly string[]): Record<string, unknown> {
-  const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const special = (id: number, content: string) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   const vocab: Record<string, number> = { '<unk>': 0, '<s>': 1, '</s>': 2 };
-  chars.forEach((c, i) => { vocab[c] = i + 3; });
+  chars.forEach((c, i) => {
+    vocab[c] = i + 3;
+  });
   return {
-    version: '1.0', truncation: null, padding: null,
+    version: '1.0',
+    truncation: null,
+    padding: null,
     added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
-    normalizer: null, pre_tokenizer: null,
+    normalizer: null,
+    pre_tokenizer: null,
     post_processor: {
       type: 'TemplateProcessing',
       single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      pair: [
+        { SpecialToken: { id: '<s>', type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+      ],
       special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
     },
     decoder: { type: 'Fuse' },
-    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges: [] },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<unk>',
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      vocab,
+      merges: [],
+    },
   };
 }
 
@@ -66,7 +98,7 @@ describe('knobs generate / eval on a Hugging Face directory', () => {
     assert.equal(r.stderr, prompt + out.text + '\n', 'the text streams to stderr with --json');
   });
 
-  it('eval: loss per token and bits per byte of a text equal those of torch\'s logits', async () => {
+  it("eval: loss per token and bits per byte of a text equal those of torch's logits", async () => {
     const ids = expected.logits_ids;
     const text = textOf(ids.slice(1));
     await writeFile(join(tmp, 'text.txt'), text);
@@ -82,12 +114,19 @@ describe('knobs generate / eval on a Hugging Face directory', () => {
     const out = JSON.parse(r.stdout) as { loss: number; bits_per_byte: number; tokens: number; bytes: number };
     assert.equal(out.tokens, ids.length - 1);
     assert.equal(out.bytes, text.length);
-    assert.ok(Math.abs(out.loss - nats / out.tokens) <= 1e-4 * (1 + nats / out.tokens), `loss ${out.loss} vs torch ${nats / out.tokens}`);
+    assert.ok(
+      Math.abs(out.loss - nats / out.tokens) <= 1e-4 * (1 + nats / out.tokens),
+      `loss ${out.loss} vs torch ${nats / out.tokens}`,
+    );
     assert.ok(Math.abs(out.bits_per_byte - nats / Math.LN2 / text.length) <= 1e-4, `bits/byte ${out.bits_per_byte}`);
 
     const windows = await cli(['eval', dir, '--data', join(tmp, 'text.txt'), '--context', '4', '--json']);
     assert.equal(windows.code, 0, windows.stderr);
-    assert.equal((JSON.parse(windows.stdout) as { tokens: number }).tokens, ids.length - 1, 'windows of 4 still predict every token once');
+    assert.equal(
+      (JSON.parse(windows.stdout) as { tokens: number }).tokens,
+      ids.length - 1,
+      'windows of 4 still predict every token once',
+    );
     const human = await cli(['eval', dir, '--data', join(tmp, 'text.txt')]);
     assert.match(human.stdout, /^loss \d+\.\d{4} {2}bits\/byte \d+\.\d{4} {2}\(11 tokens, 11 bytes\)\n$/);
   });
@@ -114,6 +153,9 @@ describe('knobs generate / eval on a Hugging Face directory', () => {
     await writeFile(join(big, 'tokenizer.json'), JSON.stringify(tokenizerJson([...CHARS, '6', '7'])));
     const misfit = await cli(['generate', big, '--prompt', 'abc']);
     assert.equal(misfit.code, 1);
-    assert.match(misfit.stderr, /^knobs: error \[E_FORMAT\]: .*tokenizer\.json produces token id 65 but .*config\.json has vocab_size 64/);
+    assert.match(
+      misfit.stderr,
+      /^knobs: error \[E_FORMAT\]: .*tokenizer\.json produces token id 65 but .*config\.json has vocab_size 64/,
+    );
   });
 });

@@ -33,8 +33,15 @@ interface GptFixture {
   batches: number[][][];
   step0: { loss: number; logits: number[]; grads_f32_b64: Record<string, string> };
   adamw: {
-    lr: number; betas: [number, number]; eps: number; weight_decay: number; clip: number;
-    losses: number[]; grad_norms: number[]; final_loss: number; final_checksums: Record<string, [number, number]>;
+    lr: number;
+    betas: [number, number];
+    eps: number;
+    weight_decay: number;
+    clip: number;
+    losses: number[];
+    grad_norms: number[];
+    final_loss: number;
+    final_checksums: Record<string, [number, number]>;
   };
   greedy: { prompt: number[]; tokens: number[] };
 }
@@ -49,13 +56,17 @@ function decodeF32(b64: string): Float32Array {
 }
 
 function close(actual: number, expected: number, rtol: number, atol: number, what: string): void {
-  assert.ok(Math.abs(actual - expected) <= atol + rtol * Math.abs(expected), `${what}: ${actual} vs torch ${expected} (rtol ${rtol}, atol ${atol})`);
+  assert.ok(
+    Math.abs(actual - expected) <= atol + rtol * Math.abs(expected),
+    `${what}: ${actual} vs torch ${expected} (rtol ${rtol}, atol ${atol})`,
+  );
 }
 
 function fixtureModel(): GPT {
   const model = new GPT({ ...fixture.config, dropout: 0 } as never);
   const state = new Map<string, k.Tensor>();
-  for (const [name, w] of Object.entries(fixture.weights)) state.set(name, k.Tensor.fromStorage(decodeF32(w.f32_b64), w.shape, 'f32'));
+  for (const [name, w] of Object.entries(fixture.weights))
+    state.set(name, k.Tensor.fromStorage(decodeF32(w.f32_b64), w.shape, 'f32'));
   model.loadStateDict(state);
   return model;
 }
@@ -66,8 +77,18 @@ function batch(s: number): { x: k.Tensor; y: k.Tensor } {
 }
 
 const GPT2_NAMES_PER_LAYER = [
-  'ln_1.weight', 'ln_1.bias', 'attn.c_attn.weight', 'attn.c_attn.bias', 'attn.c_proj.weight', 'attn.c_proj.bias',
-  'ln_2.weight', 'ln_2.bias', 'mlp.c_fc.weight', 'mlp.c_fc.bias', 'mlp.c_proj.weight', 'mlp.c_proj.bias',
+  'ln_1.weight',
+  'ln_1.bias',
+  'attn.c_attn.weight',
+  'attn.c_attn.bias',
+  'attn.c_proj.weight',
+  'attn.c_proj.bias',
+  'ln_2.weight',
+  'ln_2.bias',
+  'mlp.c_fc.weight',
+  'mlp.c_fc.bias',
+  'mlp.c_proj.weight',
+  'mlp.c_proj.bias',
 ];
 
 describe('GPT: GPT-2 names, layouts and config', () => {
@@ -77,15 +98,27 @@ describe('GPT: GPT-2 names, layouts and config', () => {
     const expected = ['wte.weight [64,32]', 'wpe.weight [16,32]'];
     for (let i = 0; i < 2; i++) {
       const shapes: Record<string, number[]> = {
-        'ln_1.weight': [32], 'ln_1.bias': [32], 'attn.c_attn.weight': [32, 96], 'attn.c_attn.bias': [96],
-        'attn.c_proj.weight': [32, 32], 'attn.c_proj.bias': [32], 'ln_2.weight': [32], 'ln_2.bias': [32],
-        'mlp.c_fc.weight': [32, 128], 'mlp.c_fc.bias': [128], 'mlp.c_proj.weight': [128, 32], 'mlp.c_proj.bias': [32],
+        'ln_1.weight': [32],
+        'ln_1.bias': [32],
+        'attn.c_attn.weight': [32, 96],
+        'attn.c_attn.bias': [96],
+        'attn.c_proj.weight': [32, 32],
+        'attn.c_proj.bias': [32],
+        'ln_2.weight': [32],
+        'ln_2.bias': [32],
+        'mlp.c_fc.weight': [32, 128],
+        'mlp.c_fc.bias': [128],
+        'mlp.c_proj.weight': [128, 32],
+        'mlp.c_proj.bias': [32],
       };
       for (const n of GPT2_NAMES_PER_LAYER) expected.push(`h.${i}.${n} ${JSON.stringify(shapes[n])}`);
     }
     expected.push('ln_f.weight [32]', 'ln_f.bias [32]');
     assert.deepEqual(names, expected);
-    assert.deepEqual([...m.stateDict().keys()], expected.map((e) => e.split(' ')[0]));
+    assert.deepEqual(
+      [...m.stateDict().keys()],
+      expected.map((e) => e.split(' ')[0]),
+    );
     // nanoGPT's count: 2·(12·C² + 13·C) + V·C + P·C + 2C
     assert.equal(m.numParameters(), 2 * (12 * 32 * 32 + 13 * 32) + 64 * 32 + 16 * 32 + 64);
     assert.equal(m.numParameters({ nonEmbedding: true }), m.numParameters() - 16 * 32);
@@ -102,7 +135,11 @@ describe('GPT: GPT-2 names, layouts and config', () => {
     assert.equal(hf.eos_token_id, 50256);
     assert.equal(hf.resid_pdrop, 0);
     assert.deepEqual(gptConfigFromHF(JSON.parse(JSON.stringify(hf))), m.config);
-    assert.equal(gptConfig({ n_positions: 8, n_embd: 16, n_layer: 1, n_head: 2 }).attn_pdrop, 0.1, 'HF default dropout');
+    assert.equal(
+      gptConfig({ n_positions: 8, n_embd: 16, n_layer: 1, n_head: 2 }).attn_pdrop,
+      0.1,
+      'HF default dropout',
+    );
     assert.throws(() => gptConfig({ n_positions: 8, n_embd: 10, n_layer: 1, n_head: 3 }), /divisible by n_head/);
     assert.throws(() => gptConfigFromHF({ model_type: 'llama' }), /expected 'gpt2'/);
   });
@@ -119,10 +156,24 @@ describe('GPT: GPT-2 names, layouts and config', () => {
     close(std(sd.get('h.0.mlp.c_fc.weight')!), 0.02, 0.05, 0, 'c_fc std');
     close(std(sd.get('h.1.attn.c_proj.weight')!), 0.02 / Math.sqrt(8), 0.05, 0, 'attn.c_proj std');
     close(std(sd.get('h.2.mlp.c_proj.weight')!), 0.02 / Math.sqrt(8), 0.05, 0, 'mlp.c_proj std');
-    assert.ok(sd.get('h.0.attn.c_attn.bias')!.toFlatArray().every((v) => v === 0));
-    assert.ok(sd.get('ln_f.weight')!.toFlatArray().every((v) => v === 1));
+    assert.ok(
+      sd
+        .get('h.0.attn.c_attn.bias')!
+        .toFlatArray()
+        .every((v) => v === 0),
+    );
+    assert.ok(
+      sd
+        .get('ln_f.weight')!
+        .toFlatArray()
+        .every((v) => v === 1),
+    );
     const again = new GPT({ vocab_size: 128, n_positions: 32, n_embd: 64, n_layer: 4, n_head: 4 }, { seed: 3 });
-    assert.deepEqual(again.stateDict().get('h.3.mlp.c_fc.weight')!.toFlatArray(), sd.get('h.3.mlp.c_fc.weight')!.toFlatArray(), 'seeded init');
+    assert.deepEqual(
+      again.stateDict().get('h.3.mlp.c_fc.weight')!.toFlatArray(),
+      sd.get('h.3.mlp.c_fc.weight')!.toFlatArray(),
+      'seeded init',
+    );
   });
 
   it('loads GPT2LMHeadModel-style state dicts (transformer. prefix, lm_head, attn.bias buffers)', () => {
@@ -134,7 +185,10 @@ describe('GPT: GPT-2 names, layouts and config', () => {
     hf.set('h.0.attn.masked_bias', k.tensor(-1e4));
     const dst = new GPT({ vocab_size: 32, n_positions: 8, n_embd: 16, n_layer: 1, n_head: 2 }, { seed: 2 });
     dst.loadStateDict(hf);
-    assert.deepEqual(dst.stateDict().get('h.0.mlp.c_fc.weight')!.toFlatArray(), src.stateDict().get('h.0.mlp.c_fc.weight')!.toFlatArray());
+    assert.deepEqual(
+      dst.stateDict().get('h.0.mlp.c_fc.weight')!.toFlatArray(),
+      src.stateDict().get('h.0.mlp.c_fc.weight')!.toFlatArray(),
+    );
   });
 });
 
@@ -188,21 +242,40 @@ describe('GPT vs PyTorch (torch ' + fixture.torch_version + ')', () => {
     for (const [name, p] of model.namedParameters()) {
       const v = p.toFlatArray();
       const [sum, sumsq] = a.final_checksums[name]!;
-      close(v.reduce((acc, e) => acc + e * e, 0), sumsq, 1e-4, 1e-5, `${name} Σw²`);
-      close(v.reduce((acc, e) => acc + e, 0), sum, 1e-3, 1e-4, `${name} Σw`);
+      close(
+        v.reduce((acc, e) => acc + e * e, 0),
+        sumsq,
+        1e-4,
+        1e-5,
+        `${name} Σw²`,
+      );
+      close(
+        v.reduce((acc, e) => acc + e, 0),
+        sum,
+        1e-3,
+        1e-4,
+        `${name} Σw`,
+      );
     }
   });
 
   it('greedy generation with the KV cache (and the crop past n_positions) matches full recomputation in torch', () => {
     const model = fixtureModel();
-    const out = model.generate(fixture.greedy.prompt, { greedy: true, maxNewTokens: fixture.greedy.tokens.length, eosTokenId: null });
+    const out = model.generate(fixture.greedy.prompt, {
+      greedy: true,
+      maxNewTokens: fixture.greedy.tokens.length,
+      eosTokenId: null,
+    });
     assert.deepEqual(out.tokens, fixture.greedy.tokens);
     assert.equal(out.finishReason, 'length');
   });
 });
 
 describe('GPT inference', () => {
-  const model = new GPT({ vocab_size: 40, n_positions: 12, n_embd: 16, n_layer: 2, n_head: 4, dropout: 0 }, { seed: 5 });
+  const model = new GPT(
+    { vocab_size: 40, n_positions: 12, n_embd: 16, n_layer: 2, n_head: 4, dropout: 0 },
+    { seed: 5 },
+  );
   const ids = [3, 17, 5, 9, 30, 1, 22, 8];
 
   it('forwardWithCache (prefill + one token at a time) equals the full forward', () => {
@@ -210,32 +283,77 @@ describe('GPT inference', () => {
     const cache = model.createCache(1);
     const parts = [model.forwardWithCache(k.tensor([ids.slice(0, 3)], { dtype: 'i32' }), cache)];
     parts.push(model.forwardWithCache(k.tensor([ids.slice(3, 5)], { dtype: 'i32' }), cache)); // T > 1 with a past
-    for (let t = 5; t < ids.length; t++) parts.push(model.forwardWithCache(k.tensor([[ids[t]!]], { dtype: 'i32' }), cache));
+    for (let t = 5; t < ids.length; t++)
+      parts.push(model.forwardWithCache(k.tensor([[ids[t]!]], { dtype: 'i32' }), cache));
     assert.equal(cache.length, ids.length);
     const cached = k.concat(parts, 1).toFlatArray();
     full.forEach((v, i) => close(cached[i]!, v, 0, 1e-5, `logit ${i}`));
-    assert.throws(() => model.forwardWithCache(k.tensor([[1, 2, 3, 4, 5]], { dtype: 'i32' }), cache), /exceed n_positions 12/);
+    assert.throws(
+      () => model.forwardWithCache(k.tensor([[1, 2, 3, 4, 5]], { dtype: 'i32' }), cache),
+      /exceed n_positions 12/,
+    );
   });
 
   it('generate: seeded sampling is reproducible, stops at eos, honours onToken', () => {
-    const a = model.generate([1, 2], { temperature: 0.9, topK: 10, topP: 0.9, seed: 7, maxNewTokens: 10, eosTokenId: null });
-    const b = model.generate([1, 2], { temperature: 0.9, topK: 10, topP: 0.9, seed: 7, maxNewTokens: 10, eosTokenId: null });
+    const a = model.generate([1, 2], {
+      temperature: 0.9,
+      topK: 10,
+      topP: 0.9,
+      seed: 7,
+      maxNewTokens: 10,
+      eosTokenId: null,
+    });
+    const b = model.generate([1, 2], {
+      temperature: 0.9,
+      topK: 10,
+      topP: 0.9,
+      seed: 7,
+      maxNewTokens: 10,
+      eosTokenId: null,
+    });
     assert.deepEqual(a.tokens, b.tokens);
     assert.equal(a.tokens.length, 10);
     const eos = a.tokens[3]!;
-    const stopped = model.generate([1, 2], { temperature: 0.9, topK: 10, topP: 0.9, seed: 7, maxNewTokens: 10, eosTokenId: eos });
+    const stopped = model.generate([1, 2], {
+      temperature: 0.9,
+      topK: 10,
+      topP: 0.9,
+      seed: 7,
+      maxNewTokens: 10,
+      eosTokenId: eos,
+    });
     assert.equal(stopped.finishReason, 'eos');
     assert.equal(stopped.tokens[stopped.tokens.length - 1], eos);
     assert.ok(stopped.tokens.length <= 4);
-    const ignored = model.generate([1, 2], { temperature: 0.9, topK: 10, topP: 0.9, seed: 7, maxNewTokens: 10, eosTokenId: eos, ignoreEos: true });
+    const ignored = model.generate([1, 2], {
+      temperature: 0.9,
+      topK: 10,
+      topP: 0.9,
+      seed: 7,
+      maxNewTokens: 10,
+      eosTokenId: eos,
+      ignoreEos: true,
+    });
     assert.deepEqual(ignored.tokens, a.tokens);
     const seen: number[] = [];
-    const cb = model.generate([1, 2], { greedy: true, maxNewTokens: 10, eosTokenId: null, onToken: (t) => { seen.push(t); return seen.length < 3; } });
+    const cb = model.generate([1, 2], {
+      greedy: true,
+      maxNewTokens: 10,
+      eosTokenId: null,
+      onToken: (t) => {
+        seen.push(t);
+        return seen.length < 3;
+      },
+    });
     assert.equal(cb.finishReason, 'stop');
     assert.deepEqual(cb.tokens, seen);
     assert.equal(seen.length, 3);
     const topK1 = model.generate([1, 2], { temperature: 1, topK: 1, seed: 3, maxNewTokens: 5, eosTokenId: null });
-    assert.deepEqual(topK1.tokens, model.generate([1, 2], { greedy: true, maxNewTokens: 5, eosTokenId: null }).tokens, 'top-k 1 is greedy');
+    assert.deepEqual(
+      topK1.tokens,
+      model.generate([1, 2], { greedy: true, maxNewTokens: 5, eosTokenId: null }).tokens,
+      'top-k 1 is greedy',
+    );
     assert.throws(() => model.generate([99]), /outside the vocabulary/);
     assert.throws(() => model.generate([1], { topP: 0 }), /topP/);
   });

@@ -14,7 +14,8 @@ import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/back
 const native = loadNativeBackend();
 const addon = native ? loadNativeAddon() : null;
 const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
-if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1') throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
+if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1')
+  throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
 
 let seed = 12345;
 function rand(): number {
@@ -86,8 +87,18 @@ describe('native backend vs js reference', { skip }, () => {
         for (const layout of LAYOUTS) {
           const x = makeView(shape, layout);
           const g = makeView(shape, layout === 'broadcast' ? 'contiguous' : layout);
-          const dense = (v: KernelView): KernelView => ({ ...v, storage: jsBackend.cast(v, 'f32'), strides: contiguousStrides(shape), offset: 0 });
-          close(native!.fused!.activationBackward(op, x, g), native!.fused!.activationBackward(op, dense(x), dense(g)), 0, `${op}' ${layout} [${shape}]`);
+          const dense = (v: KernelView): KernelView => ({
+            ...v,
+            storage: jsBackend.cast(v, 'f32'),
+            strides: contiguousStrides(shape),
+            offset: 0,
+          });
+          close(
+            native!.fused!.activationBackward(op, x, g),
+            native!.fused!.activationBackward(op, dense(x), dense(g)),
+            0,
+            `${op}' ${layout} [${shape}]`,
+          );
         }
       }
     }
@@ -106,7 +117,24 @@ describe('native backend vs js reference', { skip }, () => {
   });
 
   it('unary edge values: NaN, ±Inf, ±0, large', () => {
-    const vals = Float32Array.of(NaN, Infinity, -Infinity, 0, -0, 1e30, -1e30, 88.5, -88.5, 88.72, -87.5, -95, 100, -100, -104, 1e-30);
+    const vals = Float32Array.of(
+      NaN,
+      Infinity,
+      -Infinity,
+      0,
+      -0,
+      1e30,
+      -1e30,
+      88.5,
+      -88.5,
+      88.72,
+      -87.5,
+      -95,
+      100,
+      -100,
+      -104,
+      1e-30,
+    );
     const x: KernelView = { dtype: 'f32', storage: vals, shape: [vals.length], strides: [1], offset: 0 };
     for (const op of UNARY_OPS) {
       close(native!.unary(op, x), jsBackend.unary(op, x), 2e-6, op);
@@ -114,7 +142,21 @@ describe('native backend vs js reference', { skip }, () => {
   });
 
   it('binary arithmetic and compare, strided and broadcast', () => {
-    const ops: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
+    const ops: BinaryOp[] = [
+      'add',
+      'sub',
+      'mul',
+      'div',
+      'pow',
+      'maximum',
+      'minimum',
+      'eq',
+      'ne',
+      'lt',
+      'le',
+      'gt',
+      'ge',
+    ];
     for (const op of ops) {
       for (const shape of SHAPES) {
         for (const la of LAYOUTS) {
@@ -129,7 +171,13 @@ describe('native backend vs js reference', { skip }, () => {
     // row and scalar broadcast fast paths
     const a = makeView([64, 300], 'contiguous');
     const row: KernelView = { ...makeView([300], 'contiguous'), shape: [64, 300], strides: [0, 1] };
-    const scalar: KernelView = { dtype: 'f32', storage: Float32Array.of(NaN, 2.5), shape: [64, 300], strides: [0, 0], offset: 1 };
+    const scalar: KernelView = {
+      dtype: 'f32',
+      storage: Float32Array.of(NaN, 2.5),
+      shape: [64, 300],
+      strides: [0, 0],
+      offset: 1,
+    };
     close(native!.binary('add', a, row), jsBackend.binary('add', a, row), 1e-6, 'row broadcast');
     close(native!.binary('mul', scalar, a), jsBackend.binary('mul', scalar, a), 1e-6, 'scalar broadcast');
     const nan = makeView([5], 'contiguous', 'f32', () => NaN);
@@ -155,8 +203,15 @@ describe('native backend vs js reference', { skip }, () => {
         }
       }
     }
-    const odd: KernelView = { dtype: 'f32', storage: Float32Array.of(NaN, Infinity, -Infinity, 3e9, -2.7, 255.9, -129), shape: [7], strides: [1], offset: 0 };
-    for (const to of ['i32', 'u8', 'i8', 'bool'] as DType[]) close(native!.cast(odd, to), jsBackend.cast(odd, to), 0, `cast odd→${to}`);
+    const odd: KernelView = {
+      dtype: 'f32',
+      storage: Float32Array.of(NaN, Infinity, -Infinity, 3e9, -2.7, 255.9, -129),
+      shape: [7],
+      strides: [1],
+      offset: 0,
+    };
+    for (const to of ['i32', 'u8', 'i8', 'bool'] as DType[])
+      close(native!.cast(odd, to), jsBackend.cast(odd, to), 0, `cast odd→${to}`);
   });
 
   it('reduce over every axis subset; argReduce along each axis', () => {
@@ -168,7 +223,12 @@ describe('native backend vs js reference', { skip }, () => {
           const axes = [...Array(r).keys()].filter((i) => (mask >> i) & 1);
           for (const op of ['sum', 'max', 'min'] as const) {
             if (op !== 'sum' && axes.some((a) => shape[a] === 0)) continue;
-            close(native!.reduce(op, x, axes), jsBackend.reduce(op, x, axes), 1e-5, `${op} [${shape}] axes ${axes} ${layout}`);
+            close(
+              native!.reduce(op, x, axes),
+              jsBackend.reduce(op, x, axes),
+              1e-5,
+              `${op} [${shape}] axes ${axes} ${layout}`,
+            );
           }
         }
         for (let axis = 0; axis < r; axis++) {
@@ -179,14 +239,26 @@ describe('native backend vs js reference', { skip }, () => {
         }
       }
     }
-    const withNaN: KernelView = { dtype: 'f32', storage: Float32Array.of(1, NaN, 5, 2, 7, NaN), shape: [2, 3], strides: [3, 1], offset: 0 };
+    const withNaN: KernelView = {
+      dtype: 'f32',
+      storage: Float32Array.of(1, NaN, 5, 2, 7, NaN),
+      shape: [2, 3],
+      strides: [3, 1],
+      offset: 0,
+    };
     close(native!.reduce('max', withNaN, [1]), jsBackend.reduce('max', withNaN, [1]), 0, 'max NaN');
     close(native!.argReduce('argmax', withNaN, 1), jsBackend.argReduce('argmax', withNaN, 1), 0, 'argmax NaN');
   });
 
   it('matmul: batched, transposed, sliced, broadcast batch, empty', () => {
     const cases: [number[], number, number, number][] = [
-      [[], 3, 4, 5], [[2], 1, 7, 1], [[3, 2], 5, 6, 4], [[], 0, 3, 2], [[2], 3, 0, 4], [[], 130, 70, 90], [[4], 33, 65, 17],
+      [[], 3, 4, 5],
+      [[2], 1, 7, 1],
+      [[3, 2], 5, 6, 4],
+      [[], 0, 3, 2],
+      [[2], 3, 0, 4],
+      [[], 130, 70, 90],
+      [[4], 33, 65, 17],
     ];
     for (const [batch, M, K, N] of cases) {
       for (const la of LAYOUTS) {
@@ -207,13 +279,29 @@ describe('native backend vs js reference', { skip }, () => {
   it('gatherRows / scatterAddRows with i32 and i64 ids, duplicates, strided tables', () => {
     for (const layout of ['contiguous', 'transposed', 'sliced'] as Layout[]) {
       const table = makeView([10, 6], layout);
-      const ids32: KernelView = { dtype: 'i32', storage: Int32Array.of(3, 0, 9, 3, 3), shape: [5], strides: [1], offset: 0 };
+      const ids32: KernelView = {
+        dtype: 'i32',
+        storage: Int32Array.of(3, 0, 9, 3, 3),
+        shape: [5],
+        strides: [1],
+        offset: 0,
+      };
       const ids64: KernelView = { ...ids32, dtype: 'i64', storage: BigInt64Array.of(3n, 0n, 9n, 3n, 3n) };
       close(native!.gatherRows(table, ids32), jsBackend.gatherRows(table, ids32), 0, `gather ${layout}`);
       close(native!.gatherRows(table, ids64), jsBackend.gatherRows(table, ids64), 0, `gather64 ${layout}`);
       const src = makeView([5, 6], layout);
-      close(native!.scatterAddRows(src, ids32, 10), jsBackend.scatterAddRows(src, ids32, 10), 1e-6, `scatter ${layout}`);
-      close(native!.scatterAddRows(src, ids64, 10), jsBackend.scatterAddRows(src, ids64, 10), 1e-6, `scatter64 ${layout}`);
+      close(
+        native!.scatterAddRows(src, ids32, 10),
+        jsBackend.scatterAddRows(src, ids32, 10),
+        1e-6,
+        `scatter ${layout}`,
+      );
+      close(
+        native!.scatterAddRows(src, ids64, 10),
+        jsBackend.scatterAddRows(src, ids64, 10),
+        1e-6,
+        `scatter64 ${layout}`,
+      );
     }
     const empty: KernelView = { dtype: 'i32', storage: new Int32Array(0), shape: [0], strides: [1], offset: 0 };
     close(native!.gatherRows(makeView([4, 3], 'contiguous'), empty), new Float32Array(0), 0, 'empty gather');
@@ -235,8 +323,18 @@ describe('native backend vs js reference', { skip }, () => {
       const Ho = out.length / (c.x[0] * c.w[0] || 1);
       const gShape = [c.x[0], c.w[0], ...(Ho > 0 && c.x[0] > 0 ? inferHW(c.x, c.w, c.p) : [0, 0])];
       const g = makeView(gShape, 'contiguous');
-      close(native!.conv2dBackwardInput(g, w, [...c.x], c.p), jsBackend.conv2dBackwardInput(g, w, [...c.x], c.p), 1e-4, 'conv dx');
-      close(native!.conv2dBackwardWeight(g, x, [...c.w], c.p), jsBackend.conv2dBackwardWeight(g, x, [...c.w], c.p), 1e-4, 'conv dw');
+      close(
+        native!.conv2dBackwardInput(g, w, [...c.x], c.p),
+        jsBackend.conv2dBackwardInput(g, w, [...c.x], c.p),
+        1e-4,
+        'conv dx',
+      );
+      close(
+        native!.conv2dBackwardWeight(g, x, [...c.w], c.p),
+        jsBackend.conv2dBackwardWeight(g, x, [...c.w], c.p),
+        1e-4,
+        'conv dw',
+      );
     }
     const pools = [
       { kernel: [2, 2], stride: [2, 2], padding: [0, 0] },
@@ -244,7 +342,11 @@ describe('native backend vs js reference', { skip }, () => {
       { kernel: [1, 1], stride: [1, 1], padding: [0, 0] },
     ] as const;
     for (const p of pools) {
-      for (const shape of [[2, 3, 6, 5], [1, 1, 1, 1], [0, 2, 4, 4]]) {
+      for (const shape of [
+        [2, 3, 6, 5],
+        [1, 1, 1, 1],
+        [0, 2, 4, 4],
+      ]) {
         const x = makeView(shape, 'sliced');
         const js = jsBackend.maxPool2d(x, p);
         const nv = native!.maxPool2d(x, p);
@@ -252,8 +354,19 @@ describe('native backend vs js reference', { skip }, () => {
         close(nv.indices, js.indices, 0, 'maxpool indices');
         const gShape = [shape[0]!, shape[1]!, ...poolHW(shape, p)];
         const g = makeView(gShape, 'contiguous');
-        const idx: KernelView = { dtype: 'i32', storage: js.indices, shape: gShape, strides: strides(gShape), offset: 0 };
-        close(native!.maxPool2dBackward(g, idx, shape), jsBackend.maxPool2dBackward(g, idx, shape), 1e-6, 'maxpool back');
+        const idx: KernelView = {
+          dtype: 'i32',
+          storage: js.indices,
+          shape: gShape,
+          strides: strides(gShape),
+          offset: 0,
+        };
+        close(
+          native!.maxPool2dBackward(g, idx, shape),
+          jsBackend.maxPool2dBackward(g, idx, shape),
+          1e-6,
+          'maxpool back',
+        );
         close(native!.avgPool2d(x, p), jsBackend.avgPool2d(x, p), 1e-6, 'avgpool');
         close(native!.avgPool2dBackward(g, shape, p), jsBackend.avgPool2dBackward(g, shape, p), 1e-6, 'avgpool back');
       }
@@ -278,14 +391,27 @@ describe('native backend vs js reference', { skip }, () => {
       const w = makeView([16, 8, 3, 3], 'contiguous');
       const g = makeView([N, 16, 20, 20], 'contiguous');
       close(native!.conv2d(x, w, p), jsBackend.conv2d(x, w, p), 1e-4, 'big conv');
-      close(native!.conv2dBackwardInput(g, w, x.shape, p), jsBackend.conv2dBackwardInput(g, w, x.shape, p), 1e-4, 'big conv dx');
-      close(native!.conv2dBackwardWeight(g, x, w.shape, p), jsBackend.conv2dBackwardWeight(g, x, w.shape, p), 1e-4, 'big conv dw');
+      close(
+        native!.conv2dBackwardInput(g, w, x.shape, p),
+        jsBackend.conv2dBackwardInput(g, w, x.shape, p),
+        1e-4,
+        'big conv dx',
+      );
+      close(
+        native!.conv2dBackwardWeight(g, x, w.shape, p),
+        jsBackend.conv2dBackwardWeight(g, x, w.shape, p),
+        1e-4,
+        'big conv dw',
+      );
     }
   });
 
   it('rejects layouts that reach past the storage, with file:line', () => {
     const x: KernelView = { dtype: 'f32', storage: new Float32Array(4), shape: [2, 3], strides: [3, 1], offset: 0 };
-    assert.throws(() => native!.unary('exp', x), (e: unknown) => (e as { code?: string }).code === 'E_BACKEND' && /binding\.cpp:\d+/.test((e as Error).message));
+    assert.throws(
+      () => native!.unary('exp', x),
+      (e: unknown) => (e as { code?: string }).code === 'E_BACKEND' && /binding\.cpp:\d+/.test((e as Error).message),
+    );
     const ids: KernelView = { dtype: 'i32', storage: Int32Array.of(4), shape: [1], strides: [1], offset: 0 };
     assert.throws(() => native!.gatherRows(makeView([4, 2], 'contiguous'), ids), /outside \[0, 4\)/);
   });
@@ -300,10 +426,19 @@ function strides(shape: readonly number[]): number[] {
   }
   return s;
 }
-function inferHW(x: readonly number[], w: readonly number[], p: { stride: readonly number[]; padding: readonly number[]; dilation: readonly number[] }): number[] {
-  return [0, 1].map((i) => Math.floor((x[2 + i]! + 2 * p.padding[i]! - p.dilation[i]! * (w[2 + i]! - 1) - 1) / p.stride[i]!) + 1);
+function inferHW(
+  x: readonly number[],
+  w: readonly number[],
+  p: { stride: readonly number[]; padding: readonly number[]; dilation: readonly number[] },
+): number[] {
+  return [0, 1].map(
+    (i) => Math.floor((x[2 + i]! + 2 * p.padding[i]! - p.dilation[i]! * (w[2 + i]! - 1) - 1) / p.stride[i]!) + 1,
+  );
 }
-function poolHW(x: readonly number[], p: { kernel: readonly number[]; stride: readonly number[]; padding: readonly number[] }): number[] {
+function poolHW(
+  x: readonly number[],
+  p: { kernel: readonly number[]; stride: readonly number[]; padding: readonly number[] },
+): number[] {
   return [0, 1].map((i) => Math.floor((x[2 + i]! + 2 * p.padding[i]! - p.kernel[i]!) / p.stride[i]!) + 1);
 }
 
@@ -409,11 +544,23 @@ describe('native fused kernels vs naive loops', { skip }, () => {
       if (t[r] === -100) continue;
       const p = naiveSoftmax(x.subarray(r * C, (r + 1) * C));
       sum -= Math.log(p[t[r]!]!);
-      for (let j = 0; j < C; j++) assert.ok(Math.abs(d[r * C + j]! - (p[j]! - (j === t[r] ? 1 : 0)) / (rows - 1)) < 1e-6);
+      for (let j = 0; j < C; j++)
+        assert.ok(Math.abs(d[r * C + j]! - (p[j]! - (j === t[r] ? 1 : 0)) / (rows - 1)) < 1e-6);
     }
     assert.ok(Math.abs(loss - sum / (rows - 1)) < 1e-5);
     assert.ok([...d.subarray(2 * C, 3 * C)].every((v) => v === 0));
-    assert.throws(() => addon!.crossEntropy(x, Int32Array.from({ length: rows }, () => C), rows, C, -100, null), /outside/);
+    assert.throws(
+      () =>
+        addon!.crossEntropy(
+          x,
+          Int32Array.from({ length: rows }, () => C),
+          rows,
+          C,
+          -100,
+          null,
+        ),
+      /outside/,
+    );
   });
 
   it('adamw matches the PyTorch update rule', () => {
@@ -462,7 +609,10 @@ describe('native fused kernels vs naive loops', { skip }, () => {
     for (let h = 0; h < BH; h++) {
       const at = (a: Float32Array, i: number, d: number) => a[(h * T + i) * D + d]!;
       for (let i = 0; i < T; i++) {
-        const s = Array.from({ length: i + 1 }, (_, j) => scale * Array.from({ length: D }, (_, d) => at(q, i, d) * at(k, j, d)).reduce((a, b) => a + b, 0));
+        const s = Array.from(
+          { length: i + 1 },
+          (_, j) => scale * Array.from({ length: D }, (_, d) => at(q, i, d) * at(k, j, d)).reduce((a, b) => a + b, 0),
+        );
         const m = Math.max(...s);
         const e = s.map((x) => Math.exp(x - m));
         const z = e.reduce((a, b) => a + b, 0);
@@ -471,7 +621,9 @@ describe('native fused kernels vs naive loops', { skip }, () => {
           const o = P.reduce((a, p, j) => a + p * at(v, j, d), 0);
           assert.ok(Math.abs(out[(h * T + i) * D + d]! - o) < 1e-5, 'attn out');
         }
-        const dP = P.map((_, j) => Array.from({ length: D }, (_, d) => at(go, i, d) * at(v, j, d)).reduce((a, b) => a + b, 0));
+        const dP = P.map((_, j) =>
+          Array.from({ length: D }, (_, d) => at(go, i, d) * at(v, j, d)).reduce((a, b) => a + b, 0),
+        );
         const Di = P.reduce((a, p, j) => a + p * dP[j]!, 0);
         P.forEach((p, j) => {
           const ds = p * (dP[j]! - Di) * scale;

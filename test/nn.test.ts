@@ -3,8 +3,24 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as k from '../src/index.js';
 import {
-  AvgPool2d, CausalSelfAttention, Conv1D, Conv2d, Dropout, Embedding, Flatten, GELU, LayerNorm, Linear, MaxPool2d, Module,
-  ModuleList, ReLU, RMSNorm, Sequential, init, nameMatcher,
+  AvgPool2d,
+  CausalSelfAttention,
+  Conv1D,
+  Conv2d,
+  Dropout,
+  Embedding,
+  Flatten,
+  GELU,
+  LayerNorm,
+  Linear,
+  MaxPool2d,
+  Module,
+  ModuleList,
+  ReLU,
+  RMSNorm,
+  Sequential,
+  init,
+  nameMatcher,
 } from '../src/nn/index.js';
 import { CNNClassifier, MLPClassifier, cnnConfig } from '../src/models/index.js';
 import { SGD } from '../src/optim/index.js';
@@ -49,19 +65,47 @@ class Net extends Module {
 describe('Module', () => {
   it('names parameters by dotted path in registration order; stateDict adds persistent buffers (PyTorch order)', () => {
     const net = new Net();
-    assert.deepEqual(net.namedParameters().map(([n]) => n), [
-      'blocks.0.fc.weight', 'blocks.0.fc.bias', 'blocks.0.norm.weight', 'blocks.0.norm.bias',
-      'blocks.1.fc.weight', 'blocks.1.fc.bias', 'blocks.1.norm.weight', 'blocks.1.norm.bias', 'head.weight',
-    ]);
-    assert.deepEqual([...net.stateDict().keys()], [
-      'blocks.0.scale', 'blocks.0.fc.weight', 'blocks.0.fc.bias', 'blocks.0.norm.weight', 'blocks.0.norm.bias',
-      'blocks.1.scale', 'blocks.1.fc.weight', 'blocks.1.fc.bias', 'blocks.1.norm.weight', 'blocks.1.norm.bias', 'head.weight',
-    ]);
-    assert.deepEqual(net.namedBuffers().map(([n]) => n), ['blocks.0.scale', 'blocks.0.scratch', 'blocks.1.scale', 'blocks.1.scratch']);
+    assert.deepEqual(
+      net.namedParameters().map(([n]) => n),
+      [
+        'blocks.0.fc.weight',
+        'blocks.0.fc.bias',
+        'blocks.0.norm.weight',
+        'blocks.0.norm.bias',
+        'blocks.1.fc.weight',
+        'blocks.1.fc.bias',
+        'blocks.1.norm.weight',
+        'blocks.1.norm.bias',
+        'head.weight',
+      ],
+    );
+    assert.deepEqual(
+      [...net.stateDict().keys()],
+      [
+        'blocks.0.scale',
+        'blocks.0.fc.weight',
+        'blocks.0.fc.bias',
+        'blocks.0.norm.weight',
+        'blocks.0.norm.bias',
+        'blocks.1.scale',
+        'blocks.1.fc.weight',
+        'blocks.1.fc.bias',
+        'blocks.1.norm.weight',
+        'blocks.1.norm.bias',
+        'head.weight',
+      ],
+    );
+    assert.deepEqual(
+      net.namedBuffers().map(([n]) => n),
+      ['blocks.0.scale', 'blocks.0.scratch', 'blocks.1.scale', 'blocks.1.scratch'],
+    );
     assert.equal(net.numParameters(), 2 * (12 + 3 + 3 + 3) + 6);
     assert.ok(net.parameters().every((p) => p.requiresGrad));
     assert.equal(net.getModule('blocks.1.fc'), net.blocks.at(1).fc);
-    assert.deepEqual(net.namedModules().map(([n]) => n), ['', 'blocks', 'blocks.0', 'blocks.0.fc', 'blocks.0.norm', 'blocks.1', 'blocks.1.fc', 'blocks.1.norm', 'head']);
+    assert.deepEqual(
+      net.namedModules().map(([n]) => n),
+      ['', 'blocks', 'blocks.0', 'blocks.0.fc', 'blocks.0.norm', 'blocks.1', 'blocks.1.fc', 'blocks.1.norm', 'head'],
+    );
     assert.throws(() => net.registerParameter('a.b', k.zeros([1])), /contain no '\.'/);
     assert.throws(() => net.registerParameter('head', k.zeros([1])), /already a child module/);
   });
@@ -70,7 +114,10 @@ describe('Module', () => {
     const m = new Sequential(new Embedding(5, 3), new Linear(3, 5, { bias: false }));
     const emb = m.layers[0] as Embedding;
     (m.layers[1] as Linear).registerParameter('weight', emb.weight);
-    assert.deepEqual(m.namedParameters().map(([n]) => n), ['0.weight']);
+    assert.deepEqual(
+      m.namedParameters().map(([n]) => n),
+      ['0.weight'],
+    );
     assert.equal(m.numParameters(), 15);
     assert.deepEqual([...m.stateDict().keys()], ['0.weight', '1.weight']);
   });
@@ -117,7 +164,10 @@ describe('Module', () => {
     }
     assert.deepEqual(flat(net.head.weight), before, 'nothing written');
     // non-strict: missing/unexpected are reported, shapes still must match
-    assert.throws(() => net.loadStateDict(bad, { strict: false }), (e: unknown) => e instanceof k.ShapeError && /mis-shaped/.test((e as Error).message));
+    assert.throws(
+      () => net.loadStateDict(bad, { strict: false }),
+      (e: unknown) => e instanceof k.ShapeError && /mis-shaped/.test((e as Error).message),
+    );
     bad.set('blocks.1.fc.weight', good.get('blocks.1.fc.weight')!);
     const r = net.loadStateDict(bad, { strict: false });
     assert.deepEqual(r, { missing: ['blocks.0.fc.bias', 'head.weight'], unexpected: ['blocks.0.extra'] });
@@ -135,7 +185,10 @@ describe('Module', () => {
     assert.ok(net.namedModules().every(([, m]) => !m.training));
     net.train();
     assert.ok(net.namedModules().every(([, m]) => m.training));
-    net.forward(k.ones([1, 4])).sum().backward();
+    net
+      .forward(k.ones([1, 4]))
+      .sum()
+      .backward();
     assert.ok(net.parameters().every((p) => p.grad !== null));
     net.zeroGrad();
     assert.ok(net.parameters().every((p) => p.grad === null));
@@ -143,15 +196,31 @@ describe('Module', () => {
 
   it('freezes and unfreezes by name pattern (glob, RegExp, predicate)', () => {
     const net = new Net();
-    assert.deepEqual(net.freeze('blocks.*.fc.*'), ['blocks.0.fc.weight', 'blocks.0.fc.bias', 'blocks.1.fc.weight', 'blocks.1.fc.bias']);
+    assert.deepEqual(net.freeze('blocks.*.fc.*'), [
+      'blocks.0.fc.weight',
+      'blocks.0.fc.bias',
+      'blocks.1.fc.weight',
+      'blocks.1.fc.bias',
+    ]);
     assert.equal(net.numParameters({ trainableOnly: true }), net.numParameters() - 30);
-    net.forward(k.ones([1, 4])).sum().backward();
+    net
+      .forward(k.ones([1, 4]))
+      .sum()
+      .backward();
     assert.equal(net.blocks.at(0).fc.weight.grad, null);
     assert.notEqual(net.head.weight.grad, null);
-    assert.deepEqual(net.unfreeze(/^blocks\.1\./), ['blocks.1.fc.weight', 'blocks.1.fc.bias', 'blocks.1.norm.weight', 'blocks.1.norm.bias']);
+    assert.deepEqual(net.unfreeze(/^blocks\.1\./), [
+      'blocks.1.fc.weight',
+      'blocks.1.fc.bias',
+      'blocks.1.norm.weight',
+      'blocks.1.norm.bias',
+    ]);
     assert.deepEqual(net.setRequiresGrad((n) => n.endsWith('.bias'), false).length, 4);
     assert.deepEqual(net.freeze('**').length, 9);
-    assert.throws(() => net.freeze('block.*'), (e: unknown) => e instanceof k.ArgumentError && /no parameter matches block\.\*/.test((e as Error).message));
+    assert.throws(
+      () => net.freeze('block.*'),
+      (e: unknown) => e instanceof k.ArgumentError && /no parameter matches block\.\*/.test((e as Error).message),
+    );
     assert.ok(nameMatcher('h.*.attn.**')('h.11.attn.c_attn.weight'));
     assert.ok(!nameMatcher('h.*.attn.*')('h.11.attn.c_attn.weight'));
   });
@@ -161,10 +230,16 @@ describe('layers', () => {
   it('Linear is x·Wᵀ + b with W [out, in]; Conv1D stores [in, out]; the adapter hook adds a delta', () => {
     const lin = new Linear(3, 2, { generator: new k.Generator(1) });
     assert.deepEqual(lin.weight.shape, [2, 3]);
-    const x = k.tensor([[1, 2, 3], [-1, 0, 0.5]]);
+    const x = k.tensor([
+      [1, 2, 3],
+      [-1, 0, 0.5],
+    ]);
     const w = lin.weight.toArray() as number[][];
     const b = flat(lin.bias!);
-    const expected = [[1, 2, 3], [-1, 0, 0.5]].flatMap((row) => [0, 1].map((o) => row.reduce((s, v, i) => s + v * w[o]![i]!, b[o]!)));
+    const expected = [
+      [1, 2, 3],
+      [-1, 0, 0.5],
+    ].flatMap((row) => [0, 1].map((o) => row.reduce((s, v, i) => s + v * w[o]![i]!, b[o]!)));
     assertClose(flat(lin.forward(x)), expected, 1e-6, 'linear');
     const conv1d = new Conv1D(3, 2);
     assert.deepEqual(conv1d.weight.shape, [3, 2]);
@@ -172,19 +247,29 @@ describe('layers', () => {
     conv1d.loadStateDict({ weight: lin.weight.transpose(0, 1).contiguous(), bias: lin.bias! });
     assertClose(flat(conv1d.forward(x)), expected, 1e-6, 'conv1d');
     lin.adapter = (input) => k.mul(k.sum(input, -1, true), 10);
-    assertClose(flat(lin.forward(x)), expected.map((v, i) => v + 10 * [6, 6, -0.5, -0.5][i]!), 1e-5, 'adapter');
+    assertClose(
+      flat(lin.forward(x)),
+      expected.map((v, i) => v + 10 * [6, 6, -0.5, -0.5][i]!),
+      1e-5,
+      'adapter',
+    );
     assert.throws(() => lin.forward(k.ones([2, 4])), /must end in 3 features/);
   });
 
   it("PyTorch's default init bounds: Linear and Conv2d weights and biases within ±1/√fanIn", () => {
     const lin = new Linear(50, 40, { generator: new k.Generator(2) });
     const bound = 1 / Math.sqrt(50);
-    assert.ok(flat(lin.weight).every((v) => Math.abs(v) <= bound) && flat(lin.bias!).every((v) => Math.abs(v) <= bound));
+    assert.ok(
+      flat(lin.weight).every((v) => Math.abs(v) <= bound) && flat(lin.bias!).every((v) => Math.abs(v) <= bound),
+    );
     assert.ok(Math.max(...flat(lin.weight).map(Math.abs)) > 0.95 * bound, 'fills the range');
     const conv = new Conv2d(3, 8, 3, { generator: new k.Generator(3) });
     const cb = 1 / Math.sqrt(27);
     assert.ok(flat(conv.weight).every((v) => Math.abs(v) <= cb) && flat(conv.bias!).every((v) => Math.abs(v) <= cb));
-    assert.deepEqual(flat(new Linear(4, 4, { generator: new k.Generator(9) }).weight), flat(new Linear(4, 4, { generator: new k.Generator(9) }).weight));
+    assert.deepEqual(
+      flat(new Linear(4, 4, { generator: new k.Generator(9) }).weight),
+      flat(new Linear(4, 4, { generator: new k.Generator(9) }).weight),
+    );
   });
 
   it('initialisers: kaiming/xavier statistics and fans', () => {
@@ -209,7 +294,13 @@ describe('layers', () => {
 
   it('Embedding, LayerNorm, RMSNorm, activations, Flatten, pools and Sequential', () => {
     const emb = new Embedding(10, 4, { generator: new k.Generator(1) });
-    const ids = k.tensor([[1, 2], [3, 1]], { dtype: 'i32' });
+    const ids = k.tensor(
+      [
+        [1, 2],
+        [3, 1],
+      ],
+      { dtype: 'i32' },
+    );
     const e = emb.forward(ids);
     assert.deepEqual(e.shape, [2, 2, 4]);
     assert.deepEqual(flat(e.slice(1, 1, 2).slice(0, 1, 2)), flat(emb.weight.slice(0, 1, 2)));
@@ -221,9 +312,19 @@ describe('layers', () => {
     const img = k.arange(32, undefined, 1, { dtype: 'f32' }).reshape([1, 2, 4, 4]);
     assert.deepEqual(new MaxPool2d(2).forward(img).shape, [1, 2, 2, 2]);
     assert.deepEqual(flat(new AvgPool2d(2).forward(img)).slice(0, 2), [2.5, 4.5]);
-    const net = new Sequential(new Conv2d(2, 3, 3, { padding: 1, generator: new k.Generator(1) }), new ReLU(), new MaxPool2d(2), new Flatten(), new Linear(12, 5), new GELU('tanh'));
+    const net = new Sequential(
+      new Conv2d(2, 3, 3, { padding: 1, generator: new k.Generator(1) }),
+      new ReLU(),
+      new MaxPool2d(2),
+      new Flatten(),
+      new Linear(12, 5),
+      new GELU('tanh'),
+    );
     assert.deepEqual(net.forward(img).shape, [1, 5]);
-    assert.deepEqual(net.namedParameters().map(([n]) => n), ['0.weight', '0.bias', '4.weight', '4.bias']);
+    assert.deepEqual(
+      net.namedParameters().map(([n]) => n),
+      ['0.weight', '0.bias', '4.weight', '4.bias'],
+    );
   });
 
   it('Dropout: seeded masks in training mode, identity in eval mode', () => {
@@ -241,9 +342,10 @@ describe('layers', () => {
 
   it('CausalSelfAttention: position t depends only on positions ≤ t', () => {
     const attn = new CausalSelfAttention(8, 2, { generator: new k.Generator(1) });
-    assert.deepEqual(attn.namedParameters().map(([n, p]) => `${n}${JSON.stringify(p.shape)}`), [
-      'c_attn.weight[24,8]', 'c_attn.bias[24]', 'c_proj.weight[8,8]', 'c_proj.bias[8]',
-    ]);
+    assert.deepEqual(
+      attn.namedParameters().map(([n, p]) => `${n}${JSON.stringify(p.shape)}`),
+      ['c_attn.weight[24,8]', 'c_attn.bias[24]', 'c_proj.weight[8,8]', 'c_proj.bias[8]'],
+    );
     const x = k.randn([1, 5, 8], { generator: new k.Generator(2) });
     const y = flat(attn.forward(x));
     const x2 = k.concat([x.slice(1, 0, 3), k.randn([1, 2, 8], { generator: new k.Generator(3) })], 1);
@@ -252,7 +354,7 @@ describe('layers', () => {
     assert.notDeepEqual(y2.slice(24), y.slice(24));
   });
 
-  it('CausalSelfAttention: the explicit path (attention dropout) has the fused path\'s values and gradients', () => {
+  it("CausalSelfAttention: the explicit path (attention dropout) has the fused path's values and gradients", () => {
     const x = k.randn([2, 4, 8], { generator: new k.Generator(2), dtype: 'f64' });
     const run = (attnDropout: number): number[][] => {
       const attn = new CausalSelfAttention(8, 2, { generator: new k.Generator(1), attnDropout, dtype: 'f64' });
@@ -270,9 +372,17 @@ describe('layers', () => {
 describe('classifier models', () => {
   it('MLP classifier: names, shapes, flattening, and a few SGD steps lower the loss', () => {
     const m = new MLPClassifier({ input: 12, hidden: [16, 8], classes: 3, dropout: 0.1 }, { seed: 1 });
-    assert.deepEqual(m.namedParameters().map(([n, p]) => `${n}${JSON.stringify(p.shape)}`), [
-      'layers.0.weight[16,12]', 'layers.0.bias[16]', 'layers.1.weight[8,16]', 'layers.1.bias[8]', 'head.weight[3,8]', 'head.bias[3]',
-    ]);
+    assert.deepEqual(
+      m.namedParameters().map(([n, p]) => `${n}${JSON.stringify(p.shape)}`),
+      [
+        'layers.0.weight[16,12]',
+        'layers.0.bias[16]',
+        'layers.1.weight[8,16]',
+        'layers.1.bias[8]',
+        'head.weight[3,8]',
+        'head.bias[3]',
+      ],
+    );
     const x = k.randn([6, 1, 3, 4], { generator: new k.Generator(2) });
     const y = k.tensor([0, 1, 2, 0, 1, 2], { dtype: 'i32' });
     assert.deepEqual(m.forward(x).shape, [6, 3]);
@@ -291,11 +401,23 @@ describe('classifier models', () => {
   });
 
   it('CNN classifier: names, shapes, flat input, config validation', () => {
-    const m = new CNNClassifier({ in_channels: 1, image_size: 8, channels: [4, 6], kernel_size: 3, hidden: 10, classes: 3 }, { seed: 1 });
-    assert.deepEqual(m.namedParameters().map(([n, p]) => `${n}${JSON.stringify(p.shape)}`), [
-      'convs.0.weight[4,1,3,3]', 'convs.0.bias[4]', 'convs.1.weight[6,4,3,3]', 'convs.1.bias[6]',
-      'fc.weight[10,24]', 'fc.bias[10]', 'head.weight[3,10]', 'head.bias[3]',
-    ]);
+    const m = new CNNClassifier(
+      { in_channels: 1, image_size: 8, channels: [4, 6], kernel_size: 3, hidden: 10, classes: 3 },
+      { seed: 1 },
+    );
+    assert.deepEqual(
+      m.namedParameters().map(([n, p]) => `${n}${JSON.stringify(p.shape)}`),
+      [
+        'convs.0.weight[4,1,3,3]',
+        'convs.0.bias[4]',
+        'convs.1.weight[6,4,3,3]',
+        'convs.1.bias[6]',
+        'fc.weight[10,24]',
+        'fc.bias[10]',
+        'head.weight[3,10]',
+        'head.bias[3]',
+      ],
+    );
     const x = k.randn([2, 1, 8, 8], { generator: new k.Generator(2) });
     const out = m.forward(x);
     assert.deepEqual(out.shape, [2, 3]);

@@ -78,7 +78,10 @@ const kinds = (): Array<[string, string, RegExp]> => [
 describe('openRegularFile refuses what is not a regular file', () => {
   it('FIFO, socket, device, directory: an IOError naming the path and the kind, at once', async () => {
     for (const [, path, kind] of kinds()) {
-      await assert.rejects(openRegularFile(path), (e: unknown) => e instanceof IOError && e.message.startsWith(path) && kind.test(e.message));
+      await assert.rejects(
+        openRegularFile(path),
+        (e: unknown) => e instanceof IOError && e.message.startsWith(path) && kind.test(e.message),
+      );
       await assert.rejects(checkRegularFile(path), IOError);
     }
     const fh = await openRegularFile(TEXT);
@@ -88,13 +91,21 @@ describe('openRegularFile refuses what is not a regular file', () => {
   it('readRegularFile bounds the size before reading', async () => {
     const big = join(root, 'big.json');
     await writeFile(big, 'x'.repeat(100));
-    await assert.rejects(readRegularFile(big, 99, 'recipe'), (e: unknown) => e instanceof IOError && /100 bytes, more than the 99 a recipe may have/.test(e.message));
+    await assert.rejects(
+      readRegularFile(big, 99, 'recipe'),
+      (e: unknown) => e instanceof IOError && /100 bytes, more than the 99 a recipe may have/.test(e.message),
+    );
     assert.equal((await readRegularFile(big, 100)).byteLength, 100);
   });
 });
 
 describe('every CLI path that reads a file refuses them', () => {
-  for (const [what, , kind] of [['a FIFO', '', /FIFO/], ['a socket', '', /socket/], ['a character device', '', /character device/], ['a directory', '', /directory/]] as const) {
+  for (const [what, , kind] of [
+    ['a FIFO', '', /FIFO/],
+    ['a socket', '', /socket/],
+    ['a character device', '', /character device/],
+    ['a directory', '', /directory/],
+  ] as const) {
     const pathOf = () => kinds().find((k) => k[0] === what)![1];
 
     it(`knobs inspect (${what})`, async () => {
@@ -102,7 +113,10 @@ describe('every CLI path that reads a file refuses them', () => {
       // A directory is a model directory to inspect (docs/inspect.md): this one has no weights.
       const r = await cliWithin(['inspect', pathOf()]);
       assert.equal(r.code, 1, r.stderr);
-      assert.match(r.stderr, /^knobs: error \[E_FORMAT\]: .* has no model\.safetensors and no model\.safetensors\.index\.json/);
+      assert.match(
+        r.stderr,
+        /^knobs: error \[E_FORMAT\]: .* has no model\.safetensors and no model\.safetensors\.index\.json/,
+      );
     });
 
     it(`knobs eval --data (${what})`, async () => {
@@ -117,7 +131,7 @@ describe('every CLI path that reads a file refuses them', () => {
     });
   }
 
-  it("a run directory whose config.json or model.safetensors is a FIFO (knobs eval, knobs generate)", async () => {
+  it('a run directory whose config.json or model.safetensors is a FIFO (knobs eval, knobs generate)', async () => {
     const broken = join(root, 'broken-run');
     await mkdir(broken);
     for (const name of ['config.json', 'recipe.json']) await writeFile(join(broken, name), '{}');

@@ -11,7 +11,15 @@ import { fileURLToPath } from 'node:url';
 import * as k from '../src/index.js';
 import { Linear, Sequential, LayerNorm } from '../src/nn/index.js';
 import {
-  Adam, AdamW, SGD, accumulateGradients, clipGradNorm, constantSchedule, cosineSchedule, type Optimizer, type BaseOptions,
+  Adam,
+  AdamW,
+  SGD,
+  accumulateGradients,
+  clipGradNorm,
+  constantSchedule,
+  cosineSchedule,
+  type Optimizer,
+  type BaseOptions,
 } from '../src/optim/index.js';
 
 function repoRoot(): string {
@@ -23,7 +31,13 @@ function repoRoot(): string {
 interface OptimFixture {
   torch_version: string;
   problem: { W: number[]; b: number[]; X: number[]; Y: number[] };
-  runs: { name: string; optimizer: 'sgd' | 'adam' | 'adamw'; options: Record<string, unknown>; params_after: [number[], number[]][]; losses: number[] }[];
+  runs: {
+    name: string;
+    optimizer: 'sgd' | 'adam' | 'adamw';
+    options: Record<string, unknown>;
+    params_after: [number[], number[]][];
+    losses: number[];
+  }[];
   cosine: { lr: number; eta_min: number; t_max: number; lrs: number[] };
 }
 
@@ -40,7 +54,13 @@ function problem(): { W: k.Tensor; b: k.Tensor; loss: () => k.Tensor } {
 
 function makeOptimizer(kind: string, params: [string, k.Tensor][], o: Record<string, unknown>): Optimizer<BaseOptions> {
   const common = { lr: o.lr as number, weightDecay: (o.weight_decay as number | undefined) ?? 0 };
-  if (kind === 'sgd') return new SGD(params, { ...common, momentum: (o.momentum as number) ?? 0, dampening: (o.dampening as number) ?? 0, nesterov: (o.nesterov as boolean) ?? false });
+  if (kind === 'sgd')
+    return new SGD(params, {
+      ...common,
+      momentum: (o.momentum as number) ?? 0,
+      dampening: (o.dampening as number) ?? 0,
+      nesterov: (o.nesterov as boolean) ?? false,
+    });
   const adam = { ...common, betas: o.betas as [number, number], eps: o.eps as number };
   // torch's fixture passes one group, so every parameter decays: say so explicitly
   return kind === 'adam' ? new Adam(params, adam) : new AdamW(params, { ...adam, decay: () => true });
@@ -52,7 +72,14 @@ describe(`optimizers vs torch.optim (torch ${fixture.torch_version})`, () => {
   for (const run of fixture.runs) {
     it(`${run.name} ${JSON.stringify(run.options)}: 5 steps`, () => {
       const { W, b, loss } = problem();
-      const opt = makeOptimizer(run.optimizer, [['W', W], ['b', b]], run.options);
+      const opt = makeOptimizer(
+        run.optimizer,
+        [
+          ['W', W],
+          ['b', b],
+        ],
+        run.options,
+      );
       const storage = W.storage;
       for (let s = 0; s < 5; s++) {
         opt.zeroGrad();
@@ -61,8 +88,12 @@ describe(`optimizers vs torch.optim (torch ${fixture.torch_version})`, () => {
         l.backward();
         opt.step();
         const [eW, eb] = run.params_after[s]!;
-        W.toFlatArray().forEach((v, i) => assert.ok(within(v, Math.fround(eW[i]!)), `${run.name} step ${s} W[${i}]: ${v} vs ${eW[i]}`));
-        b.toFlatArray().forEach((v, i) => assert.ok(within(v, Math.fround(eb[i]!)), `${run.name} step ${s} b[${i}]: ${v} vs ${eb[i]}`));
+        W.toFlatArray().forEach((v, i) =>
+          assert.ok(within(v, Math.fround(eW[i]!)), `${run.name} step ${s} W[${i}]: ${v} vs ${eW[i]}`),
+        );
+        b.toFlatArray().forEach((v, i) =>
+          assert.ok(within(v, Math.fround(eb[i]!)), `${run.name} step ${s} b[${i}]: ${v} vs ${eb[i]}`),
+        );
       }
       assert.equal(W.storage, storage, 'updated in place');
       assert.equal(opt.stepCount, 5);
@@ -72,7 +103,11 @@ describe(`optimizers vs torch.optim (torch ${fixture.torch_version})`, () => {
 
 describe('optimizer state and groups', () => {
   function model(seed: number): Sequential {
-    return new Sequential(new Linear(4, 8, { generator: new k.Generator(seed) }), new LayerNorm(8), new Linear(8, 2, { generator: new k.Generator(seed + 1) }));
+    return new Sequential(
+      new Linear(4, 8, { generator: new k.Generator(seed) }),
+      new LayerNorm(8),
+      new Linear(8, 2, { generator: new k.Generator(seed + 1) }),
+    );
   }
   const x = k.randn([6, 4], { generator: new k.Generator(11) });
   const lossOf = (m: Sequential): k.Tensor => k.mean(k.pow(m.forward(x), 2));
@@ -87,12 +122,27 @@ describe('optimizer state and groups', () => {
   it('AdamW decays only rank ≥ 2 tensors by default; explicit groups are kept as given', () => {
     const m = model(1);
     const opt = new AdamW(m, { lr: 1e-2, weightDecay: 0.1 });
-    assert.deepEqual(opt.groups.map((g) => [g.names, g.options.weightDecay]), [
-      [['0.weight', '2.weight'], 0.1],
-      [['0.bias', '1.weight', '1.bias', '2.bias'], 0],
-    ]);
-    const groups = new AdamW([{ params: [['0.weight', m.layers[0]!.parameters()[0]!]] as [string, k.Tensor][], lr: 0.5 }, { params: [['2.bias', m.parameters()[5]!]] as [string, k.Tensor][] }], { lr: 1e-3 });
-    assert.deepEqual(groups.groups.map((g) => [g.options.lr, g.options.weightDecay]), [[0.5, 0.01], [1e-3, 0.01]]);
+    assert.deepEqual(
+      opt.groups.map((g) => [g.names, g.options.weightDecay]),
+      [
+        [['0.weight', '2.weight'], 0.1],
+        [['0.bias', '1.weight', '1.bias', '2.bias'], 0],
+      ],
+    );
+    const groups = new AdamW(
+      [
+        { params: [['0.weight', m.layers[0]!.parameters()[0]!]] as [string, k.Tensor][], lr: 0.5 },
+        { params: [['2.bias', m.parameters()[5]!]] as [string, k.Tensor][] },
+      ],
+      { lr: 1e-3 },
+    );
+    assert.deepEqual(
+      groups.groups.map((g) => [g.options.lr, g.options.weightDecay]),
+      [
+        [0.5, 0.01],
+        [1e-3, 0.01],
+      ],
+    );
     assert.equal(new AdamW(m, { lr: 1, weightDecay: 0 }).groups.length, 1);
     assert.throws(() => new AdamW([m.parameters()[0]!, m.parameters()[0]!], { lr: 1 }), /appears twice/);
     m.freeze('**');
@@ -123,7 +173,11 @@ describe('optimizer state and groups', () => {
       train(first, o2, 3);
       const saved = o2.stateDict();
       const weights = new Map([...first.stateDict()].map(([n, t]) => [n, k.clone(t)]));
-      const copy = { type: saved.type, step: saved.step, tensors: new Map([...saved.tensors].map(([n, t]) => [n, k.clone(t)])) };
+      const copy = {
+        type: saved.type,
+        step: saved.step,
+        tensors: new Map([...saved.tensors].map(([n, t]) => [n, k.clone(t)])),
+      };
       if (name !== 'SGD') assert.ok(copy.tensors.has('0.weight.exp_avg') && copy.tensors.has('0.weight.exp_avg_sq'));
       else assert.ok(copy.tensors.has('0.weight.momentum_buffer'));
       assert.equal(copy.tensors.get('0.weight.step')!.item(), 3);
@@ -135,7 +189,10 @@ describe('optimizer state and groups', () => {
       o3.loadStateDict(copy);
       assert.equal(o3.stepCount, 3);
       train(resumed, o3, 2);
-      assert.deepEqual(resumed.parameters().map((p) => p.toFlatArray()), straight.parameters().map((p) => p.toFlatArray()));
+      assert.deepEqual(
+        resumed.parameters().map((p) => p.toFlatArray()),
+        straight.parameters().map((p) => p.toFlatArray()),
+      );
     });
   }
 

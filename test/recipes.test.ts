@@ -36,7 +36,9 @@ it('recipes/tiny.json: a missing kjv.txt says how to make it; with the text it t
   await copyFile(TEXT, join(dir, 'kjv.txt'));
   const r = await cli(['train', join(RECIPES, 'tiny.json'), '--out', 'runs/tiny', '--steps', '3'], { cwd: dir });
   assert.equal(r.code, 0, r.stderr);
-  const g = await cli(['generate', 'runs/tiny', '--prompt', 'And God said', '--max-tokens', '5', '--json'], { cwd: dir });
+  const g = await cli(['generate', 'runs/tiny', '--prompt', 'And God said', '--max-tokens', '5', '--json'], {
+    cwd: dir,
+  });
   assert.equal(g.code, 0, g.stderr);
   assert.equal(JSON.parse(g.stdout).ids.length, 5);
 });

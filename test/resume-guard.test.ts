@@ -57,7 +57,11 @@ async function copyOfReference(): Promise<string> {
 /** Resumes `out`; returns the result and the warnings. */
 async function resume(out: string): Promise<{ resumedFrom: number | null; warnings: string[] }> {
   const warnings: string[] = [];
-  const r = await train(recipe, { out, resume: true, onLog: (e: TrainEvent) => e.type === 'warning' && warnings.push(e.message) });
+  const r = await train(recipe, {
+    out,
+    resume: true,
+    onLog: (e: TrainEvent) => e.type === 'warning' && warnings.push(e.message),
+  });
   return { resumedFrom: r.resumedFrom, warnings };
 }
 
@@ -85,10 +89,17 @@ describe('--resume with nothing to resume from', () => {
       const run = await copyOfReference();
       await rm(join(run, 'checkpoints'), { recursive: true });
       if (damage !== 'checkpoints/ deleted') await mkdir(join(run, 'checkpoints'));
-      if (damage === 'only leftovers in checkpoints/') await mkdir(join(run, 'checkpoints', '.staging-step-2-999999999'));
+      if (damage === 'only leftovers in checkpoints/')
+        await mkdir(join(run, 'checkpoints', '.staging-step-2-999999999'));
       const before = await snapshot(run);
-      await assert.rejects(resume(run), (e: unknown) => e instanceof FormatError && e.rule === 'nothing_to_resume'
-        && /model\.safetensors/.test(e.message) && /to start over, move .* away/.test(e.message));
+      await assert.rejects(
+        resume(run),
+        (e: unknown) =>
+          e instanceof FormatError &&
+          e.rule === 'nothing_to_resume' &&
+          /model\.safetensors/.test(e.message) &&
+          /to start over, move .* away/.test(e.message),
+      );
       assert.deepEqual(await snapshot(run), before);
     });
   }
@@ -107,14 +118,21 @@ describe('--resume with nothing to resume from', () => {
     const run = await copyOfReference();
     for (const step of [2, 4, 6]) await forge(run, step, 'trainer.json', new TextEncoder().encode('{"step":"x"}'));
     const before = await snapshot(run);
-    await assert.rejects(resume(run), (e: unknown) => e instanceof FormatError && e.rule === 'nothing_to_resume'
-      && /skipping step-6/.test(e.message) && /skipping step-2/.test(e.message));
+    await assert.rejects(
+      resume(run),
+      (e: unknown) =>
+        e instanceof FormatError &&
+        e.rule === 'nothing_to_resume' &&
+        /skipping step-6/.test(e.message) &&
+        /skipping step-2/.test(e.message),
+    );
     assert.deepEqual(await snapshot(run), before);
   });
 });
 
 describe('checkpoint metadata is validated; an invalid checkpoint is skipped like a corrupt one', () => {
-  const state = async (run: string): Promise<Record<string, any>> => JSON.parse(await readFile(join(run, 'checkpoints', 'step-6', 'trainer.json'), 'utf8'));
+  const state = async (run: string): Promise<Record<string, any>> =>
+    JSON.parse(await readFile(join(run, 'checkpoints', 'step-6', 'trainer.json'), 'utf8'));
   const cases: Array<[string, (s: Record<string, any>) => void, RegExp]> = [
     ['a generator state of the wrong size', (s) => void s.generator.words.push(1), /generator\.words/],
     ['an all-zero generator state', (s) => void (s.generator.words = [0, 0, 0, 0]), /generator\.words/],
@@ -139,9 +157,19 @@ describe('checkpoint metadata is validated; an invalid checkpoint is skipped lik
       assert.equal(r.resumedFrom, 4);
       const warning = r.warnings.find((w) => w.startsWith('skipping step-6'));
       assert.ok(warning && /invalid trainer state/.test(warning) && mention.test(warning), r.warnings.join('\n'));
-      assert.ok((await readFile(join(run, 'model.safetensors'))).equals(referenceWeights), 'same weights as the uninterrupted run');
-      const rows = (await readFile(join(run, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
-      assert.deepEqual(rows.filter((row) => 'loss' in row).map((row) => row.step), [2, 4, 6], 'metrics.jsonl cut back to step 4, then continued');
+      assert.ok(
+        (await readFile(join(run, 'model.safetensors'))).equals(referenceWeights),
+        'same weights as the uninterrupted run',
+      );
+      const rows = (await readFile(join(run, 'metrics.jsonl'), 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      assert.deepEqual(
+        rows.filter((row) => 'loss' in row).map((row) => row.step),
+        [2, 4, 6],
+        'metrics.jsonl cut back to step 4, then continued',
+      );
     });
   }
 
@@ -189,7 +217,10 @@ describe('a real leftover that cannot be removed does not block --resume', () =>
       const r = await cli(['train', '--resume', '--out', run, '--steps', '8', '--json']);
       assert.equal(r.code, 0, r.stderr);
       assert.doesNotMatch(r.stderr, /internal error/);
-      assert.match(r.stderr, new RegExp(`knobs: warning: cannot clean up \\S*\\.replaced-step-4-${dead} \\(E[A-Z]+: .*rm -rf`));
+      assert.match(
+        r.stderr,
+        new RegExp(`knobs: warning: cannot clean up \\S*\\.replaced-step-4-${dead} \\(E[A-Z]+: .*rm -rf`),
+      );
       assert.equal(JSON.parse(r.stdout).resumedFrom, 6);
     } finally {
       await undo();
@@ -201,8 +232,17 @@ describe('Generator.setState validates what it restores', () => {
   it('rejects wrong sizes and values with a typed error, changing nothing', () => {
     const g = new Generator(3);
     const before = g.getState();
-    for (const bad of [{ words: [1, 2, 3], spareNormal: null }, { words: [1, 2, 3, 2 ** 32], spareNormal: null }, { words: [0, 0, 0, 0], spareNormal: null }, { words: [1, 2, 3, 4], spareNormal: Number.NaN }, null]) {
-      assert.throws(() => g.setState(bad as never), (e: unknown) => e instanceof Error && (e as { code?: string }).code === 'E_ARGUMENT');
+    for (const bad of [
+      { words: [1, 2, 3], spareNormal: null },
+      { words: [1, 2, 3, 2 ** 32], spareNormal: null },
+      { words: [0, 0, 0, 0], spareNormal: null },
+      { words: [1, 2, 3, 4], spareNormal: Number.NaN },
+      null,
+    ]) {
+      assert.throws(
+        () => g.setState(bad as never),
+        (e: unknown) => e instanceof Error && (e as { code?: string }).code === 'E_ARGUMENT',
+      );
     }
     assert.deepEqual(g.getState(), before);
   });

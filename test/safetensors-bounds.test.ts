@@ -36,7 +36,8 @@ describe('safetensors header: numbers and messages stay bounded', () => {
     // Any conversion of a long digit string (BigInt(text), the old path) trips this.
     globalThis.BigInt = new Proxy(real, {
       apply(target, thisArg, args: unknown[]) {
-        if (typeof args[0] === 'string' && args[0].length > 32) throw new Error(`BigInt of a ${args[0].length}-character string`);
+        if (typeof args[0] === 'string' && args[0].length > 32)
+          throw new Error(`BigInt of a ${args[0].length}-character string`);
         return Reflect.apply(target, thisArg, args);
       },
     });
@@ -107,7 +108,14 @@ describe('compact tables', () => {
     const index = new StringIndex();
     for (const k of ['x', 'y', 'z']) index.add(k);
     const map = new IndexedMap(index, (i) => i * 10, Uint32Array.from([2, 0, 1]));
-    assert.deepEqual([...map], [['z', 20], ['x', 0], ['y', 10]]);
+    assert.deepEqual(
+      [...map],
+      [
+        ['z', 20],
+        ['x', 0],
+        ['y', 10],
+      ],
+    );
     assert.deepEqual([...map.keys()], ['z', 'x', 'y']);
     assert.deepEqual([...map.values()], [20, 0, 10]);
     assert.equal(map.get('y'), 10);
@@ -116,19 +124,39 @@ describe('compact tables', () => {
     const seen: string[] = [];
     map.forEach((v, k) => seen.push(`${k}${v}`));
     assert.deepEqual(seen, ['z20', 'x0', 'y10']);
-    assert.deepEqual(new Map(map), new Map([['z', 20], ['x', 0], ['y', 10]]));
+    assert.deepEqual(
+      new Map(map),
+      new Map([
+        ['z', 20],
+        ['x', 0],
+        ['y', 10],
+      ]),
+    );
   });
 
   it("a header's maps are Maps: read-only, and its metadata saves back as it is", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'knobs-bounds-'));
     try {
       const path = join(dir, 'a.safetensors');
-      await saveSafetensors(path, { w: tensor([1, 2]) }, new Map([['format', 'pt'], ['__proto__', 'x']]));
+      await saveSafetensors(
+        path,
+        { w: tensor([1, 2]) },
+        new Map([
+          ['format', 'pt'],
+          ['__proto__', 'x'],
+        ]),
+      );
       const header = await readSafetensorsHeader(path);
       assert.ok(header.metadata instanceof Map && header.entries instanceof Map);
       assert.throws(() => (header.metadata as Map<string, string>).set('k', 'v'), TypeError);
       await saveSafetensors(join(dir, 'b.safetensors'), { w: tensor([1, 2]) }, header.metadata);
-      assert.deepEqual([...(await readSafetensorsHeader(join(dir, 'b.safetensors'))).metadata!], [['format', 'pt'], ['__proto__', 'x']]);
+      assert.deepEqual(
+        [...(await readSafetensorsHeader(join(dir, 'b.safetensors'))).metadata!],
+        [
+          ['format', 'pt'],
+          ['__proto__', 'x'],
+        ],
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -148,10 +176,22 @@ describe('knobs inspect writes in chunks what the report says', () => {
     const dir = await mkdtemp(join(tmpdir(), 'knobs-bounds-'));
     try {
       const path = join(dir, 'many.safetensors');
-      const tensors = new Map(Array.from({ length: 9000 }, (_, i) => [`t${i}\u0007`, tensor(i % 3 === 0 ? [i] : [[i, 1]], { dtype: 'f32' })]));
-      await saveSafetensors(path, tensors, new Map([['format', 'pt'], ['note', 'a\nb']]));
+      const tensors = new Map(
+        Array.from({ length: 9000 }, (_, i) => [`t${i}\u0007`, tensor(i % 3 === 0 ? [i] : [[i, 1]], { dtype: 'f32' })]),
+      );
+      await saveSafetensors(
+        path,
+        tensors,
+        new Map([
+          ['format', 'pt'],
+          ['note', 'a\nb'],
+        ]),
+      );
       const report = await inspectReport(path);
-      for (const [flags, expected] of [[['--json'], `${JSON.stringify(report)}\n`], [[], formatInspect(report)]] as const) {
+      for (const [flags, expected] of [
+        [['--json'], `${JSON.stringify(report)}\n`],
+        [[], formatInspect(report)],
+      ] as const) {
         const chunks: string[] = [];
         await inspectCommand.run([path, ...flags], { stdout: (t) => chunks.push(t), stderr: () => {}, isTTY: false });
         assert.ok(chunks.length > 3, `${chunks.length} chunks`);
@@ -166,9 +206,18 @@ describe('knobs inspect writes in chunks what the report says', () => {
 
 describe('strict JSON over bytes', () => {
   it('parseStrictJson still reports positions in characters and refuses raw lone surrogates', () => {
-    assert.throws(() => parseStrictJson('{"é😀":1,}', 4), (e: unknown) => e instanceof JsonParseError && e.position === 9 && /character 9$/.test(e.message));
+    assert.throws(
+      () => parseStrictJson('{"é😀":1,}', 4),
+      (e: unknown) => e instanceof JsonParseError && e.position === 9 && /character 9$/.test(e.message),
+    );
     assert.throws(() => parseStrictJson('"\ud800"', 4), JsonParseError);
-    assert.deepEqual(parseStrictJson('{"a":[1,{"b":null}],"é":"\\u00e9"}', 4), new Map<string, unknown>([['a', [new JsonNumber('1'), new Map([['b', null]])]], ['é', 'é']]));
+    assert.deepEqual(
+      parseStrictJson('{"a":[1,{"b":null}],"é":"\\u00e9"}', 4),
+      new Map<string, unknown>([
+        ['a', [new JsonNumber('1'), new Map([['b', null]])]],
+        ['é', 'é'],
+      ]),
+    );
   });
 });
 

@@ -17,7 +17,9 @@ import { judgeSafetensors } from './harness/safetensors-spec.js';
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/safetensors/', import.meta.url));
 const SEEDS = [
   ...['torch_basic.safetensors', 'knobs_written.safetensors'].map((f) => `${FIXTURES}${f}`),
-  ...readdirSync(`${FIXTURES}seeds`).sort().map((f) => `${FIXTURES}seeds/${f}`),
+  ...readdirSync(`${FIXTURES}seeds`)
+    .sort()
+    .map((f) => `${FIXTURES}seeds/${f}`),
 ].map((path) => ({ path, bytes: new Uint8Array(readFileSync(path)) }));
 const MUTANTS_PER_SEED = 700;
 
@@ -44,9 +46,50 @@ function join({ header, data }: Parts, length?: bigint): Uint8Array {
   return out;
 }
 
-const NUMBERS = ['0', '1', '2', '3', '4', '8', '9007199254740991', '9007199254740992', '9007199254740993',
-  '18446744073709551615', '18446744073709551616', '9'.repeat(40), '-1', '1.0', '1e3', '01', '4294967296', '-0', '1E0'];
-const CHARS = ['{', '}', '[', ']', '"', ':', ',', '0', '9', '-', '.', 'e', ' ', '\n', '\\', '\\u0000', '\0', 'é', '\u{1F600}', '\\ud800', 'null'];
+const NUMBERS = [
+  '0',
+  '1',
+  '2',
+  '3',
+  '4',
+  '8',
+  '9007199254740991',
+  '9007199254740992',
+  '9007199254740993',
+  '18446744073709551615',
+  '18446744073709551616',
+  '9'.repeat(40),
+  '-1',
+  '1.0',
+  '1e3',
+  '01',
+  '4294967296',
+  '-0',
+  '1E0',
+];
+const CHARS = [
+  '{',
+  '}',
+  '[',
+  ']',
+  '"',
+  ':',
+  ',',
+  '0',
+  '9',
+  '-',
+  '.',
+  'e',
+  ' ',
+  '\n',
+  '\\',
+  '\\u0000',
+  '\0',
+  'é',
+  '\u{1F600}',
+  '\\ud800',
+  'null',
+];
 
 /** Token-level and structural edits of the header text: most stay valid JSON. */
 const TEXT_MUTATIONS: Array<(h: string, r: Rng) => string> = [
@@ -58,7 +101,11 @@ const TEXT_MUTATIONS: Array<(h: string, r: Rng) => string> = [
     return h.slice(0, m.index) + r.pick(NUMBERS) + h.slice(m.index! + m[0].length);
   },
   // change a dtype (often to one of the same width, which stays valid)
-  (h, r) => h.replace(/"(BOOL|U8|I8|I16|U16|F16|BF16|I32|U32|F32|F64|I64|U64|C64|F8_\w+|F6_\w+|F4)"/, () => `"${r.next() < 0.9 ? r.pick(SAFETENSORS_DTYPES) : r.pick(['f32', 'F128', 'U4', ''])}"`),
+  (h, r) =>
+    h.replace(
+      /"(BOOL|U8|I8|I16|U16|F16|BF16|I32|U32|F32|F64|I64|U64|C64|F8_\w+|F6_\w+|F4)"/,
+      () => `"${r.next() < 0.9 ? r.pick(SAFETENSORS_DTYPES) : r.pick(['f32', 'F128', 'U4', ''])}"`,
+    ),
   // insert a character or short token
   (h, r) => {
     const at = r.int(h.length + 1);
@@ -74,9 +121,15 @@ const TEXT_MUTATIONS: Array<(h: string, r: Rng) => string> = [
   // NUL or space padding at the end
   (h, r) => `${h.trimEnd()}${r.pick(['\0', '\0\0\0\0', '    ', ' \0', '\t'])}`,
   // escape a character of a key (same name, valid)
-  (h, r) => h.replace(/"([a-z])/, (_m, c: string) => (r.next() < 0.5 ? `"\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}` : `"\\u00${c.charCodeAt(0).toString(16).toUpperCase()}`)),
+  (h, r) =>
+    h.replace(/"([a-z])/, (_m, c: string) =>
+      r.next() < 0.5
+        ? `"\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
+        : `"\\u00${c.charCodeAt(0).toString(16).toUpperCase()}`,
+    ),
   // add an unknown field, or repeat one
-  (h, r) => h.replace(/"dtype"/, r.pick(['"extra":1,"dtype"', '"dtype":"U8","dtype"', '"DTYPE"', '"offsets":[0,0],"dtype"'])),
+  (h, r) =>
+    h.replace(/"dtype"/, r.pick(['"extra":1,"dtype"', '"dtype":"U8","dtype"', '"DTYPE"', '"offsets":[0,0],"dtype"'])),
   // add a tensor (empty, so often valid), or repeat a name
   (h, r) => {
     const name = r.next() < 0.5 ? 'zz_new' : (/"([^"\\]+)":\{"dtype"/.exec(h)?.[1] ?? 'zz_new');
@@ -84,11 +137,19 @@ const TEXT_MUTATIONS: Array<(h: string, r: Rng) => string> = [
     return h.replace(/^\{\s*/, (open) => `${open}${extra}${h.trim() === '{}' ? '' : ','}`);
   },
   // metadata shapes
-  (h, r) => h.replace(/^\{/, `{"__metadata__":${r.pick(['null', '{}', '{"k":"v"}', '{"k":1}', '[]', '"x"', '{"k":null}', '{"a":"1","a":"2"}'])}${h.trim() === '{}' ? '' : ','}`),
+  (h, r) =>
+    h.replace(
+      /^\{/,
+      `{"__metadata__":${r.pick(['null', '{}', '{"k":"v"}', '{"k":1}', '[]', '"x"', '{"k":null}', '{"a":"1","a":"2"}'])}${h.trim() === '{}' ? '' : ','}`,
+    ),
   // swap two dimensions of a shape (same element count, valid)
   (h) => h.replace(/"shape":\s*\[(\d+),\s*(\d+)\]/, '"shape":[$2,$1]'),
   // nest or unwrap a value
-  (h, r) => h.replace(r.pick([/"shape":\s*\[/, /"data_offsets":\s*\[/, /"dtype":\s*/]), (m) => `${m}${r.pick(['[', '{', '"'])}`),
+  (h, r) =>
+    h.replace(
+      r.pick([/"shape":\s*\[/, /"data_offsets":\s*\[/, /"dtype":\s*/]),
+      (m) => `${m}${r.pick(['[', '{', '"'])}`,
+    ),
 ];
 
 /** Byte-level edits of the whole file, including the length prefix and the data. */
@@ -113,7 +174,11 @@ const BYTE_MUTATIONS: Array<(f: Uint8Array, r: Rng) => Uint8Array> = [
     const out = f.slice();
     const view = new DataView(out.buffer);
     const n = view.getBigUint64(0, true);
-    view.setBigUint64(0, r.pick([n + 1n, n - 1n, n + 8n, 0n, 100_000_001n, 2n ** 64n - 1n, BigInt(f.length - 8)]) & (2n ** 64n - 1n), true);
+    view.setBigUint64(
+      0,
+      r.pick([n + 1n, n - 1n, n + 8n, 0n, 100_000_001n, 2n ** 64n - 1n, BigInt(f.length - 8)]) & (2n ** 64n - 1n),
+      true,
+    );
     return out;
   },
 ];
@@ -129,7 +194,11 @@ function mutate(seed: Uint8Array, r: Rng): Uint8Array {
     } else {
       file = r.pick(BYTE_MUTATIONS)(file, r);
     }
-    if (file.length < 8 || Number(new DataView(file.buffer, file.byteOffset, 8).getBigUint64(0, true)) > file.length - 8) break;
+    if (
+      file.length < 8 ||
+      Number(new DataView(file.buffer, file.byteOffset, 8).getBigUint64(0, true)) > file.length - 8
+    )
+      break;
   }
   return file;
 }
@@ -163,10 +232,16 @@ describe('safetensors seeded fuzz against an independent validator', () => {
           rules.add(err.rule);
           continue;
         }
-        assert.ok(verdict.ok, `${where}: knobs accepted a file the validator refuses (${verdict.ok ? '' : verdict.reason})`);
+        assert.ok(
+          verdict.ok,
+          `${where}: knobs accepted a file the validator refuses (${verdict.ok ? '' : verdict.reason})`,
+        );
         counts.accepted++;
-        assert.deepEqual([...header.entries.values()].map((e) => [e.name, e.dtype, e.shape, e.dataOffsets]),
-          verdict.tensors.map((t) => [t.name, t.dtype, t.shape.map(Number), [Number(t.begin), Number(t.end)]]), where);
+        assert.deepEqual(
+          [...header.entries.values()].map((e) => [e.name, e.dtype, e.shape, e.dataOffsets]),
+          verdict.tensors.map((t) => [t.name, t.dtype, t.shape.map(Number), [Number(t.begin), Number(t.end)]]),
+          where,
+        );
         assert.deepEqual(header.metadata && [...header.metadata], verdict.metadata, where);
       }
     });

@@ -25,11 +25,18 @@ let bad: string;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'knobs-inspect-'));
   good = join(dir, 'model.safetensors');
-  await saveSafetensors(good, {
-    'h.0.w': tensor([[1, 2, 3], [4, 5, 6]]),
-    'h.0.b': tensor([1, 2, 3], { dtype: 'f16' }),
-    'evil\u001b[31m': { kind: 'raw', dtype: 'F8_E4M3', shape: [4], bytes: new Uint8Array(4) },
-  }, { format: 'pt' });
+  await saveSafetensors(
+    good,
+    {
+      'h.0.w': tensor([
+        [1, 2, 3],
+        [4, 5, 6],
+      ]),
+      'h.0.b': tensor([1, 2, 3], { dtype: 'f16' }),
+      'evil\u001b[31m': { kind: 'raw', dtype: 'F8_E4M3', shape: [4], bytes: new Uint8Array(4) },
+    },
+    { format: 'pt' },
+  );
   bad = join(dir, 'bad.safetensors');
   const header = Buffer.from('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}    ');
   const len = Buffer.alloc(8);
@@ -43,16 +50,33 @@ after(async () => {
 function capture(): { io: CliIO; out: () => string; err: () => string } {
   let out = '';
   let err = '';
-  return { io: { stdout: (t) => { out += t; }, stderr: (t) => { err += t; }, isTTY: false }, out: () => out, err: () => err };
+  return {
+    io: {
+      stdout: (t) => {
+        out += t;
+      },
+      stderr: (t) => {
+        err += t;
+      },
+      isTTY: false,
+    },
+    out: () => out,
+    err: () => err,
+  };
 }
 
 describe('knobs inspect (in process)', () => {
   it('reports format, tensors in file order, parameter count and metadata', async () => {
     const r = await inspectReport(good);
     assert.equal(r.format, 'safetensors');
-    assert.deepEqual(r.tensors.map((t) => [t.name, t.dtype, t.shape, t.bytes]), [
-      ['h.0.w', 'F32', [2, 3], 24], ['h.0.b', 'F16', [3], 6], ['evil\u001b[31m', 'F8_E4M3', [4], 4],
-    ]);
+    assert.deepEqual(
+      r.tensors.map((t) => [t.name, t.dtype, t.shape, t.bytes]),
+      [
+        ['h.0.w', 'F32', [2, 3], 24],
+        ['h.0.b', 'F16', [3], 6],
+        ['evil\u001b[31m', 'F8_E4M3', [4], 4],
+      ],
+    );
     assert.equal(r.tensorCount, 3);
     assert.equal(r.parameterCount, 13);
     assert.equal(r.tensorBytes, 34);
@@ -92,7 +116,10 @@ describe('knobs inspect (in process)', () => {
   });
 
   it('throws FormatError for an invalid file and UsageError without exactly one FILE', async () => {
-    await assert.rejects(inspectCommand.run([bad], capture().io), (e: unknown) => e instanceof FormatError && e.rule === 'truncated');
+    await assert.rejects(
+      inspectCommand.run([bad], capture().io),
+      (e: unknown) => e instanceof FormatError && e.rule === 'truncated',
+    );
     await assert.rejects(inspectCommand.run([], capture().io), UsageError);
     await assert.rejects(inspectCommand.run([good, good], capture().io), UsageError);
   });
@@ -114,11 +141,14 @@ describe('knobs inspect (end to end)', async () => {
   });
 
   it('an invalid file: E_FORMAT on stderr, exit 1, stdout empty', { skip }, async () => {
-    await assert.rejects(run(process.execPath, [MAIN, 'inspect', bad]), (e: { code: number; stdout: string; stderr: string }) => {
-      assert.equal(e.code, 1);
-      assert.equal(e.stdout, '');
-      assert.match(e.stderr, /^knobs: error \[E_FORMAT\]: .*invalid safetensors file \(truncated\)/);
-      return true;
-    });
+    await assert.rejects(
+      run(process.execPath, [MAIN, 'inspect', bad]),
+      (e: { code: number; stdout: string; stderr: string }) => {
+        assert.equal(e.code, 1);
+        assert.equal(e.stdout, '');
+        assert.match(e.stderr, /^knobs: error \[E_FORMAT\]: .*invalid safetensors file \(truncated\)/);
+        return true;
+      },
+    );
   });
 });

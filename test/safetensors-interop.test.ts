@@ -61,7 +61,7 @@ after(async () => {
 });
 
 describe('safetensors files PyTorch produced', () => {
-  it('read with torch\'s exact values, dtypes, shapes and bytes', async () => {
+  it("read with torch's exact values, dtypes, shapes and bytes", async () => {
     const expected = await readJson<Expected>('torch_basic.expected.json');
     const { tensors, metadata } = await loadSafetensors(fixture('torch_basic.safetensors'));
     assert.deepEqual(Object.fromEntries(metadata!), expected.metadata);
@@ -77,7 +77,7 @@ describe('safetensors files PyTorch produced', () => {
     }
   });
 
-  it('re-write byte for byte (both follow upstream\'s layout)', async () => {
+  it("re-write byte for byte (both follow upstream's layout)", async () => {
     const original = await readFile(fixture('torch_basic.safetensors'));
     const { tensors, metadata } = await loadSafetensors(fixture('torch_basic.safetensors'));
     const copy = join(dir, 'copy.safetensors');
@@ -90,7 +90,12 @@ function fromRecipe(recipe: Recipe): Map<string, SafetensorsValue> {
   const out = new Map<string, SafetensorsValue>();
   for (const t of recipe.tensors) {
     if (t.hex !== undefined) {
-      out.set(t.name, { kind: 'raw', dtype: t.dtype, shape: t.shape, bytes: Uint8Array.from(Buffer.from(t.hex, 'hex')) });
+      out.set(t.name, {
+        kind: 'raw',
+        dtype: t.dtype,
+        shape: t.shape,
+        bytes: Uint8Array.from(Buffer.from(t.hex, 'hex')),
+      });
       continue;
     }
     const dtype = knobsDTypeOf(t.dtype) as DType;
@@ -111,12 +116,19 @@ describe('safetensors files knobs writes', () => {
     const provenance = await readJson<Provenance>('provenance.json');
     const record = provenance.files['knobs_written.safetensors'];
     assert.ok(record?.verified_by, 'provenance.json records no --verify run for knobs_written.safetensors');
-    assert.equal(record.sha256, sha256(written), 'knobs_written.safetensors changed since it was verified; rerun --verify');
+    assert.equal(
+      record.sha256,
+      sha256(written),
+      'knobs_written.safetensors changed since it was verified; rerun --verify',
+    );
   });
 
   it('the provenance names the torch version and matches the torch-made file', async () => {
     const provenance = await readJson<Provenance>('provenance.json');
     assert.match(provenance.torch_version, /^\d+\.\d+/);
-    assert.equal(provenance.files['torch_basic.safetensors']!.sha256, sha256(await readFile(fixture('torch_basic.safetensors'))));
+    assert.equal(
+      provenance.files['torch_basic.safetensors']!.sha256,
+      sha256(await readFile(fixture('torch_basic.safetensors'))),
+    );
   });
 });

@@ -11,7 +11,11 @@ import { storageBytes } from '../src/dtype.js';
 import { ArgumentError, FormatError, IOError } from '../src/errors.js';
 import { arange, tensor } from '../src/ops/index.js';
 import { Tensor } from '../src/tensor.js';
-import { SAFETENSORS_DTYPES, SAFETENSORS_DTYPE_BITS, type SafetensorsDType } from '../src/formats/safetensors-header.js';
+import {
+  SAFETENSORS_DTYPES,
+  SAFETENSORS_DTYPE_BITS,
+  type SafetensorsDType,
+} from '../src/formats/safetensors-header.js';
 import {
   type RawTensor,
   type SafetensorsValue,
@@ -33,7 +37,10 @@ after(async () => {
 /** A raw tensor of `dtype` with 12 elements (whole bytes for 4-, 6- and 8-bit dtypes) and patterned bytes. */
 function patterned(dtype: SafetensorsDType, seed: number): RawTensor {
   const shape = [3, 4];
-  const bytes = Uint8Array.from({ length: (12 * SAFETENSORS_DTYPE_BITS[dtype]) / 8 }, (_, i) => (i * 37 + seed * 11 + 5) & 0xff);
+  const bytes = Uint8Array.from(
+    { length: (12 * SAFETENSORS_DTYPE_BITS[dtype]) / 8 },
+    (_, i) => (i * 37 + seed * 11 + 5) & 0xff,
+  );
   return { kind: 'raw', dtype, shape, bytes };
 }
 
@@ -42,7 +49,15 @@ function bytesOf(v: SafetensorsValue): Uint8Array {
 }
 
 const KNOBS_OF: Partial<Record<SafetensorsDType, string>> = {
-  F32: 'f32', F64: 'f64', F16: 'f16', BF16: 'bf16', I32: 'i32', I64: 'i64', U8: 'u8', I8: 'i8', BOOL: 'bool',
+  F32: 'f32',
+  F64: 'f64',
+  F16: 'f16',
+  BF16: 'bf16',
+  I32: 'i32',
+  I64: 'i64',
+  U8: 'u8',
+  I8: 'i8',
+  BOOL: 'bool',
 };
 
 describe('safetensors round trips', () => {
@@ -65,7 +80,13 @@ describe('safetensors round trips', () => {
       assert.deepEqual([...got.shape], [3, 4]);
       assert.deepEqual(bytesOf(got), (original as RawTensor).bytes, name);
     }
-    assert.deepEqual([...loaded.metadata!], [['format', 'pt'], ['note', 'every dtype']]);
+    assert.deepEqual(
+      [...loaded.metadata!],
+      [
+        ['format', 'pt'],
+        ['note', 'every dtype'],
+      ],
+    );
     const second = join(dir, 'all-dtypes-again.safetensors');
     await saveSafetensors(second, loaded.tensors, loaded.metadata);
     assert.deepEqual(await readFile(second), await readFile(first));
@@ -76,7 +97,13 @@ describe('safetensors round trips', () => {
     const w = arange(6, undefined, 1, { dtype: 'f32' }).reshape([2, 3]);
     const tensors = {
       'w.T': w.transpose(0, 1),
-      ids: tensor([[1, -2], [3, 4]], { dtype: 'i64' }),
+      ids: tensor(
+        [
+          [1, -2],
+          [3, 4],
+        ],
+        { dtype: 'i64' },
+      ),
       mask: tensor([1, 0, 1], { dtype: 'bool' }),
       half: tensor([0.5, -2, 65504], { dtype: 'f16' }),
       brain: tensor([1.5, -3.25], { dtype: 'bf16' }),
@@ -92,14 +119,25 @@ describe('safetensors round trips', () => {
       assert.deepEqual(got.shape, t.shape, name);
       assert.deepEqual(got.toFlatArray(), t.toFlatArray(), name);
     }
-    assert.deepEqual((back.get('w.T') as Tensor).toArray(), [[0, 3], [1, 4], [2, 5]]);
+    assert.deepEqual((back.get('w.T') as Tensor).toArray(), [
+      [0, 3],
+      [1, 4],
+      [2, 5],
+    ]);
   });
 
   it('writes in upstream order (dtype by size, largest first, then name), header padded with spaces', async () => {
     const path = join(dir, 'order.safetensors');
-    await saveSafetensors(path, new Map<string, SafetensorsValue>([
-      ['b', patterned('U8', 1)], ['a', patterned('U8', 2)], ['h', patterned('F16', 3)], ['x', patterned('F4', 4)], ['d', patterned('F64', 5)],
-    ]));
+    await saveSafetensors(
+      path,
+      new Map<string, SafetensorsValue>([
+        ['b', patterned('U8', 1)],
+        ['a', patterned('U8', 2)],
+        ['h', patterned('F16', 3)],
+        ['x', patterned('F4', 4)],
+        ['d', patterned('F64', 5)],
+      ]),
+    );
     const header = await readSafetensorsHeader(path);
     assert.deepEqual([...header.entries.keys()], ['d', 'h', 'a', 'b', 'x']);
     assert.equal(header.dataStart % 8, 0);
@@ -112,7 +150,9 @@ describe('safetensors round trips', () => {
   it('stores __proto__ and friends as ordinary tensor names and metadata keys', async () => {
     const path = join(dir, 'proto.safetensors');
     const tensors = new Map<string, SafetensorsValue>([
-      ['__proto__', patterned('U8', 1)], ['constructor', patterned('I8', 2)], ['prototype', patterned('F32', 3)],
+      ['__proto__', patterned('U8', 1)],
+      ['constructor', patterned('I8', 2)],
+      ['prototype', patterned('F32', 3)],
     ]);
     await saveSafetensors(path, tensors, new Map([['__proto__', 'polluted?']]));
     const loaded = await loadSafetensors(path);
@@ -133,7 +173,7 @@ describe('safetensors round trips', () => {
   it('writes and reads a file with no tensors', async () => {
     const path = join(dir, 'nothing.safetensors');
     await saveSafetensors(path, {});
-    assert.deepEqual([...await readFile(path)], [8, 0, 0, 0, 0, 0, 0, 0, 123, 125, 32, 32, 32, 32, 32, 32]);
+    assert.deepEqual([...(await readFile(path))], [8, 0, 0, 0, 0, 0, 0, 0, 123, 125, 32, 32, 32, 32, 32, 32]);
     assert.equal((await loadSafetensors(path)).tensors.size, 0);
   });
 });
@@ -147,9 +187,12 @@ describe('safetensors reading by range', () => {
       assert.deepEqual([...file.entries.keys()], ['a', 'b']);
       assert.deepEqual(file.entries.get('a')!.dataOffsets, [0, 12]);
       assert.equal(file.metadata!.get('k'), 'v');
-      assert.deepEqual((await file.read('a') as Tensor).toFlatArray(), [1, 2, 3]);
+      assert.deepEqual(((await file.read('a')) as Tensor).toFlatArray(), [1, 2, 3]);
       assert.deepEqual(await file.readBytes('b'), patterned('F8_E4M3', 1).bytes);
-      await assert.rejects(file.read('missing'), (e: unknown) => e instanceof ArgumentError && /no tensor named "missing"/.test(e.message));
+      await assert.rejects(
+        file.read('missing'),
+        (e: unknown) => e instanceof ArgumentError && /no tensor named "missing"/.test(e.message),
+      );
     } finally {
       await file.close();
     }
@@ -162,7 +205,9 @@ describe('safetensors files over 2 GiB', () => {
   it('reads a tensor that lies past 3 GiB without reading the rest (sparse file)', async () => {
     const path = join(dir, 'big.safetensors');
     const big = 3 * 2 ** 30;
-    const header = Buffer.from(`{"big":{"dtype":"U8","shape":[${big}],"data_offsets":[0,${big}]},"small":{"dtype":"F32","shape":[2],"data_offsets":[${big},${big + 8}]}}`);
+    const header = Buffer.from(
+      `{"big":{"dtype":"U8","shape":[${big}],"data_offsets":[0,${big}]},"small":{"dtype":"F32","shape":[2],"data_offsets":[${big},${big + 8}]}}`,
+    );
     const padded = Buffer.concat([header, Buffer.alloc((8 - (header.byteLength % 8)) % 8, 0x20)]);
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(padded.byteLength));
@@ -176,7 +221,7 @@ describe('safetensors files over 2 GiB', () => {
     try {
       assert.equal(file.header.fileSize, dataStart + big + 8);
       assert.equal(file.entries.get('big')!.byteLength, big);
-      assert.deepEqual((await file.read('small') as Tensor).toFlatArray(), [1.5, -2]);
+      assert.deepEqual(((await file.read('small')) as Tensor).toFlatArray(), [1.5, -2]);
     } finally {
       await file.close();
     }
@@ -203,7 +248,17 @@ describe('safetensors file errors', () => {
 
   it('every truncation of a written file is a FormatError', async () => {
     const whole = join(dir, 'whole.safetensors');
-    await saveSafetensors(whole, { w: tensor([[1, 2], [3, 4]]), n: patterned('F4', 1) }, { format: 'pt' });
+    await saveSafetensors(
+      whole,
+      {
+        w: tensor([
+          [1, 2],
+          [3, 4],
+        ]),
+        n: patterned('F4', 1),
+      },
+      { format: 'pt' },
+    );
     const bytes = await readFile(whole);
     const cut = join(dir, 'cut.safetensors');
     for (let k = 0; k < bytes.byteLength; k++) {
@@ -218,7 +273,10 @@ describe('safetensors file errors', () => {
     bytes.writeBigUInt64LE(1n << 60n);
     await writeFile(path, bytes);
     const before = process.memoryUsage().arrayBuffers;
-    await assert.rejects(readSafetensorsHeader(path), (e: unknown) => e instanceof FormatError && e.rule === 'header_too_large');
+    await assert.rejects(
+      readSafetensorsHeader(path),
+      (e: unknown) => e instanceof FormatError && e.rule === 'header_too_large',
+    );
     assert.ok(process.memoryUsage().arrayBuffers - before < 1 << 20);
   });
 
@@ -236,7 +294,10 @@ describe('safetensors file errors', () => {
 
   it('a missing file is E_IO with the path', async () => {
     const path = join(dir, 'nope.safetensors');
-    await assert.rejects(loadSafetensors(path), (e: unknown) => e instanceof IOError && e.code === 'E_IO' && e.message.includes(path));
+    await assert.rejects(
+      loadSafetensors(path),
+      (e: unknown) => e instanceof IOError && e.code === 'E_IO' && e.message.includes(path),
+    );
   });
 });
 
@@ -261,7 +322,11 @@ describe('safetensors writer safety', () => {
     ];
     for (const [what, tensors, metadata] of bad) {
       await assert.rejects(
-        saveSafetensors(path, tensors as Record<string, SafetensorsValue>, metadata as Record<string, string> | undefined),
+        saveSafetensors(
+          path,
+          tensors as Record<string, SafetensorsValue>,
+          metadata as Record<string, string> | undefined,
+        ),
         ArgumentError,
         what,
       );

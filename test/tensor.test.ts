@@ -4,15 +4,24 @@ import * as k from '../src/index.js';
 
 describe('tensor basics', () => {
   it('creates from nested arrays and reads back', () => {
-    const t = k.tensor([[1, 2, 3], [4, 5, 6]]);
+    const t = k.tensor([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
     assert.deepEqual(t.shape, [2, 3]);
     assert.equal(t.dtype, 'f32');
-    assert.deepEqual(t.toArray(), [[1, 2, 3], [4, 5, 6]]);
+    assert.deepEqual(t.toArray(), [
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
     assert.equal(k.tensor(7).item(), 7);
   });
 
   it('rejects ragged arrays and bad shapes with typed errors', () => {
-    assert.throws(() => k.tensor([[1, 2], [3]]), (e: unknown) => e instanceof k.ShapeError && e.code === 'E_SHAPE');
+    assert.throws(
+      () => k.tensor([[1, 2], [3]]),
+      (e: unknown) => e instanceof k.ShapeError && e.code === 'E_SHAPE',
+    );
     assert.throws(() => k.fromArray([1, 2, 3], [2, 2]), /do not fill shape \[2, 2\]/);
     assert.throws(() => k.zeros([2, -1]), k.ShapeError);
   });
@@ -22,15 +31,25 @@ describe('tensor basics', () => {
     const tt = t.transpose(0, 1);
     assert.equal(tt.storage, t.storage);
     assert.equal(tt.isContiguous(), false);
-    assert.deepEqual(tt.toArray(), [[0, 3], [1, 4], [2, 5]]);
+    assert.deepEqual(tt.toArray(), [
+      [0, 3],
+      [1, 4],
+      [2, 5],
+    ]);
     const c = tt.contiguous();
     assert.notEqual(c.storage, t.storage);
     assert.deepEqual(c.toFlatArray(), [0, 3, 1, 4, 2, 5]);
     const s = t.slice(1, 0, 3, 2);
-    assert.deepEqual(s.toArray(), [[0, 2], [3, 5]]);
+    assert.deepEqual(s.toArray(), [
+      [0, 2],
+      [3, 5],
+    ]);
     const e = k.tensor([1, 2]).reshape([2, 1]).expand([2, 3]);
     assert.deepEqual(e.strides, [1, 0]);
-    assert.deepEqual(e.toArray(), [[1, 1, 1], [2, 2, 2]]);
+    assert.deepEqual(e.toArray(), [
+      [1, 1, 1],
+      [2, 2, 2],
+    ]);
   });
 
   it('converts between every storage dtype', () => {
@@ -59,14 +78,22 @@ describe('tensor basics', () => {
   });
 
   it('prints readably', () => {
-    const s = k.tensor([[1, 2], [3, 4]]).toString();
+    const s = k
+      .tensor([
+        [1, 2],
+        [3, 4],
+      ])
+      .toString();
     assert.match(s, /shape=\[2, 2\], dtype=f32/);
     assert.match(s, /\[\[1\.0000, 2\.0000\],\n \[3\.0000, 4\.0000\]\]/);
   });
 
   it('reports shape mismatches naming the op and both shapes', () => {
     assert.throws(() => k.add(k.zeros([2, 3]), k.zeros([4])), /add: shapes \[2, 3\] and \[4\] do not broadcast/);
-    assert.throws(() => k.matmul(k.zeros([2, 3]), k.zeros([2, 3])), /matmul: inner dimensions differ: \[2, 3\] · \[2, 3\].*transpose/);
+    assert.throws(
+      () => k.matmul(k.zeros([2, 3]), k.zeros([2, 3])),
+      /matmul: inner dimensions differ: \[2, 3\] · \[2, 3\].*transpose/,
+    );
   });
 });
 
@@ -88,7 +115,10 @@ describe('autograd', () => {
 
   it('needs a gradient for a non-scalar, and a tensor that requires grad', () => {
     const x = k.ones([2], { requiresGrad: true });
-    assert.throws(() => k.mul(x, 2).backward(), (e: unknown) => e instanceof k.AutogradError && /not a scalar/.test(e.message));
+    assert.throws(
+      () => k.mul(x, 2).backward(),
+      (e: unknown) => e instanceof k.AutogradError && /not a scalar/.test(e.message),
+    );
     assert.throws(() => k.ones([1]).backward(), /does not require grad/);
     const y = k.mul(x, 3);
     y.backward(k.tensor([1, 2]));

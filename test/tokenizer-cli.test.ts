@@ -31,7 +31,11 @@ describe('knobs tokenizer train', () => {
     assert.equal(summary.vocab_size, 500);
     assert.equal(summary.merges, 500 - 256 - 1);
     assert.match(r.stderr, /merges 243\/243/);
-    assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('.')), [], 'no temporary file left');
+    assert.deepEqual(
+      (await readdir(dir)).filter((f) => f.startsWith('.')),
+      [],
+      'no temporary file left',
+    );
     const json = JSON.parse(await readFile(out, 'utf8'));
     const ours = Tokenizer.fromJSON(json);
     const rust = judge(json);
@@ -42,7 +46,10 @@ describe('knobs tokenizer train', () => {
       assert.deepEqual(e.ids, (await rust.encode(t)).getIds(), JSON.stringify(t.slice(0, 40)));
       assert.equal(await rust.decode(e.ids, false), t);
     }
-    assert.ok(ours.encode(text).ids.length < Buffer.byteLength(text) / 2.5, 'merges compress the text it was trained on');
+    assert.ok(
+      ours.encode(text).ids.length < Buffer.byteLength(text) / 2.5,
+      'merges compress the text it was trained on',
+    );
   });
 
   it('bad usage is a usage error, and nothing is written', async () => {
@@ -75,7 +82,7 @@ describe('knobs tokenize', () => {
     const plain = await cli(['tokenize', SP, '--text', 'Hello', '--no-special']);
     assert.equal(plain.code, 0, plain.stderr);
     assert.doesNotMatch(plain.stdout, /<s>/);
-    assert.match(plain.stdout, /^ *\d+  "▁"  = ""$/m, "a first ▁ adds no space");
+    assert.match(plain.stdout, /^ *\d+  "▁"  = ""$/m, 'a first ▁ adds no space');
     assert.match(plain.stdout, /\d+ tokens\n$/);
   });
 
@@ -88,7 +95,10 @@ describe('knobs tokenize', () => {
     const r = await cli(['tokenize', model, '--file', TEXT_FIXTURE, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const { ids } = JSON.parse(r.stdout);
-    assert.equal(Tokenizer.fromJSON(JSON.parse(await readFile(join(dir, 'tk.json'), 'utf8'))).decode(ids), await readFile(TEXT_FIXTURE, 'utf8'));
+    assert.equal(
+      Tokenizer.fromJSON(JSON.parse(await readFile(join(dir, 'tk.json'), 'utf8'))).decode(ids),
+      await readFile(TEXT_FIXTURE, 'utf8'),
+    );
   });
 
   it('a broken or unsupported tokenizer.json is an E_FORMAT error naming the component', async () => {

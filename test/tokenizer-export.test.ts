@@ -43,22 +43,35 @@ describe('tokenizer files of model directories', () => {
       assert.equal(tokenizer.decode(bytes), text);
     }
     checkTokenizerFitsVocab(tokenizer, 256, 'config.json');
-    assert.throws(() => checkTokenizerFitsVocab(tokenizer, 200, 'model/config.json'), (err: Error & { code?: string; details?: { rule?: string } }) => {
-      assert.equal(err.code, 'E_FORMAT');
-      assert.equal(err.details?.rule, 'tokenizer_vocab_mismatch');
-      assert.match(err.message, /tokenizer\.json produces token id 255 but model\/config\.json has vocab_size 200/);
-      return true;
-    });
+    assert.throws(
+      () => checkTokenizerFitsVocab(tokenizer, 200, 'model/config.json'),
+      (err: Error & { code?: string; details?: { rule?: string } }) => {
+        assert.equal(err.code, 'E_FORMAT');
+        assert.equal(err.details?.rule, 'tokenizer_vocab_mismatch');
+        assert.match(err.message, /tokenizer\.json produces token id 255 but model\/config\.json has vocab_size 200/);
+        return true;
+      },
+    );
   });
 
   it('tokenizer_config.json: special tokens as strings or AddedToken objects, chat templates as a string or a list', () => {
     const c = parseTokenizerConfig({
       bos_token: '<s>',
-      eos_token: { __type: 'AddedToken', content: '</s>', lstrip: false, normalized: false, rstrip: false, single_word: false },
+      eos_token: {
+        __type: 'AddedToken',
+        content: '</s>',
+        lstrip: false,
+        normalized: false,
+        rstrip: false,
+        single_word: false,
+      },
       unk_token: null,
       add_bos_token: true,
       add_eos_token: false,
-      chat_template: [{ name: 'default', template: '{{ messages }}' }, { name: 'tool_use', template: '{{ tools }}' }],
+      chat_template: [
+        { name: 'default', template: '{{ messages }}' },
+        { name: 'tool_use', template: '{{ tools }}' },
+      ],
       model_max_length: 1000000000000000019884624838656,
       legacy: false,
     });
@@ -71,14 +84,23 @@ describe('tokenizer files of model directories', () => {
     assert.equal(c.chatTemplate, '{{ messages }}');
     assert.deepEqual(Object.keys(c.chatTemplates), ['default', 'tool_use']);
     assert.equal(c.raw.legacy, false);
-    assert.equal(parseTokenizerConfig({ chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}' }).chatTemplate, '{% for m in messages %}{{ m.content }}{% endfor %}');
-    assert.throws(() => parseTokenizerConfig({ eos_token: 5 }, 'dir/tokenizer_config.json'), /dir\/tokenizer_config\.json: eos_token must be an object/);
+    assert.equal(
+      parseTokenizerConfig({ chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}' }).chatTemplate,
+      '{% for m in messages %}{{ m.content }}{% endfor %}',
+    );
+    assert.throws(
+      () => parseTokenizerConfig({ eos_token: 5 }, 'dir/tokenizer_config.json'),
+      /dir\/tokenizer_config\.json: eos_token must be an object/,
+    );
     assert.throws(() => parseTokenizerConfig({ add_bos_token: 'yes' }), /add_bos_token must be true or false/);
   });
 
   it('loadTokenizerDir: tokenizer_config.json is optional, tokenizer.json is not', async () => {
     const dir = await tempDir();
-    await assert.rejects(loadTokenizerDir(dir), (err: Error & { code?: string }) => err.code === 'E_IO' && /tokenizer\.json/.test(err.message));
+    await assert.rejects(
+      loadTokenizerDir(dir),
+      (err: Error & { code?: string }) => err.code === 'E_IO' && /tokenizer\.json/.test(err.message),
+    );
     await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(byteLevelTokenizerFiles(8).tokenizer));
     assert.equal((await loadTokenizerDir(dir)).config, null);
     await writeFile(join(dir, 'tokenizer_config.json'), '{not json');

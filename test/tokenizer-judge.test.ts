@@ -12,10 +12,22 @@ import { CORPUS, TEXT_FIXTURE, byteLevelVariants, judge } from './harness/tokeni
 
 /** Strings that hit the added tokens of the variants, and the regexes' corner cases. */
 const EXTRA = [
-  'Hello<|endoftext|>world', ' <|endoftext|> x<|endoftext|><|endoftext|>', 'a <mask> b  <mask>c\n<mask>', '[R]   x [LR]  y  [LR]z[R]',
-  'word words sword word. word_x (word)', 'A <Norm> B <norm> <NORM> <Raw> <raw>', 'the theme The THE', '<mask>x <mask>y',
-  '<|begin_of_text|>hi<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello', '<|im_start|>user\nHi<|im_end|>\n',
-  'price $5, #tag! ok? yes.', 'a <mask> b [LR] c word\u00a0<mask>  '.repeat(300), "it'ſ IT'S we'LL x'Ss x'K 'd 'D'll", 'a\u0085b c\ufeffd x\u2028y', ' zqxw zqxwz zqxw', '  \u0085 \t\u000b\u000c end',
+  'Hello<|endoftext|>world',
+  ' <|endoftext|> x<|endoftext|><|endoftext|>',
+  'a <mask> b  <mask>c\n<mask>',
+  '[R]   x [LR]  y  [LR]z[R]',
+  'word words sword word. word_x (word)',
+  'A <Norm> B <norm> <NORM> <Raw> <raw>',
+  'the theme The THE',
+  '<mask>x <mask>y',
+  '<|begin_of_text|>hi<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello',
+  '<|im_start|>user\nHi<|im_end|>\n',
+  'price $5, #tag! ok? yes.',
+  'a <mask> b [LR] c word\u00a0<mask>  '.repeat(300),
+  "it'ſ IT'S we'LL x'Ss x'K 'd 'D'll",
+  'a\u0085b c\ufeffd x\u2028y',
+  ' zqxw zqxwz zqxw',
+  '  \u0085 \t\u000b\u000c end',
 ];
 const TEXTS = [...CORPUS, ...EXTRA];
 
@@ -29,10 +41,18 @@ describe('tokenizer.json against Hugging Face tokenizers (Rust)', () => {
         for (const addSpecialTokens of [true, false]) {
           const e = ours.encode(text, { addSpecialTokens });
           const j = await rust.encode(text, null, { addSpecialTokens });
-          assert.deepEqual(e.ids, j.getIds(), `${name} ${JSON.stringify(text)} ids (add_special_tokens ${addSpecialTokens})`);
+          assert.deepEqual(
+            e.ids,
+            j.getIds(),
+            `${name} ${JSON.stringify(text)} ids (add_special_tokens ${addSpecialTokens})`,
+          );
           assert.deepEqual(e.tokens, j.getTokens(), `${name} ${JSON.stringify(text)} tokens`);
           for (const skipSpecialTokens of [false, true]) {
-            assert.equal(ours.decode(e.ids, { skipSpecialTokens }), await rust.decode(e.ids, skipSpecialTokens), `${name} decode ${JSON.stringify(text)}`);
+            assert.equal(
+              ours.decode(e.ids, { skipSpecialTokens }),
+              await rust.decode(e.ids, skipSpecialTokens),
+              `${name} decode ${JSON.stringify(text)}`,
+            );
           }
         }
       }
@@ -43,8 +63,15 @@ describe('tokenizer.json against Hugging Face tokenizers (Rust)', () => {
     for (const [name, json] of Object.entries(byteLevelVariants())) {
       if (json.normalizer) continue; // the judge's preTokenizeString skips the normalizer
       const ours = Tokenizer.fromJSON(json, name);
-      const rust = (judge(json) as unknown as { getPreTokenizer(): { preTokenizeString(s: string): [string, unknown][] } }).getPreTokenizer();
-      for (const text of TEXTS) assert.deepEqual(ours.preTokenize(text), rust.preTokenizeString(text).map((p) => p[0]), `${name} ${JSON.stringify(text)}`);
+      const rust = (
+        judge(json) as unknown as { getPreTokenizer(): { preTokenizeString(s: string): [string, unknown][] } }
+      ).getPreTokenizer();
+      for (const text of TEXTS)
+        assert.deepEqual(
+          ours.preTokenize(text),
+          rust.preTokenizeString(text).map((p) => p[0]),
+          `${name} ${JSON.stringify(text)}`,
+        );
     }
   });
 
@@ -66,7 +93,11 @@ describe('tokenizer.json against Hugging Face tokenizers (Rust)', () => {
       const stream = ours.decodeStream();
       const parts = ids.map((id) => stream.step(id));
       assert.equal(parts.join(''), ours.decode(ids), JSON.stringify(text));
-      for (const p of parts) assert.ok(!p.includes('\ufffd') || text.includes('\ufffd'), `${JSON.stringify(text)}: part ${JSON.stringify(p)}`);
+      for (const p of parts)
+        assert.ok(
+          !p.includes('\ufffd') || text.includes('\ufffd'),
+          `${JSON.stringify(text)}: part ${JSON.stringify(p)}`,
+        );
     }
   });
 });

@@ -19,29 +19,67 @@ const metaspace = read('sp-bpe.metaspace.tokenizer.json');
 
 /** Metaspace with each prepend_scheme and split, the legacy normalizer form, and added-token flags. */
 function variants(): Record<string, Record<string, unknown>> {
-  const withPre = (pre: Record<string, unknown>) => ({ ...structuredClone(metaspace), pre_tokenizer: { type: 'Metaspace', replacement: '▁', ...pre } });
+  const withPre = (pre: Record<string, unknown>) => ({
+    ...structuredClone(metaspace),
+    pre_tokenizer: { type: 'Metaspace', replacement: '▁', ...pre },
+  });
   const decoder = { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true };
   return {
     legacy: structuredClone(legacy),
     'metaspace-first': structuredClone(metaspace),
-    'metaspace-always-split': { ...withPre({ prepend_scheme: 'always', split: true }), decoder: { type: 'Sequence', decoders: [{ type: 'ByteFallback' }, decoder] } },
+    'metaspace-always-split': {
+      ...withPre({ prepend_scheme: 'always', split: true }),
+      decoder: { type: 'Sequence', decoders: [{ type: 'ByteFallback' }, decoder] },
+    },
     'metaspace-never': withPre({ prepend_scheme: 'never', split: true }),
-    'metaspace-add-prefix-space-false': { ...withPre({ add_prefix_space: false, prepend_scheme: 'never', split: false }), decoder: { ...decoder, prepend_scheme: 'never' } },
-    'unk-fused-no-byte-fallback': { ...structuredClone(legacy), model: { ...(legacy.model as object), byte_fallback: false, fuse_unk: true } },
-    'unk-unfused-no-byte-fallback': { ...structuredClone(legacy), model: { ...(legacy.model as object), byte_fallback: false, fuse_unk: false } },
+    'metaspace-add-prefix-space-false': {
+      ...withPre({ add_prefix_space: false, prepend_scheme: 'never', split: false }),
+      decoder: { ...decoder, prepend_scheme: 'never' },
+    },
+    'unk-fused-no-byte-fallback': {
+      ...structuredClone(legacy),
+      model: { ...(legacy.model as object), byte_fallback: false, fuse_unk: true },
+    },
+    'unk-unfused-no-byte-fallback': {
+      ...structuredClone(legacy),
+      model: { ...(legacy.model as object), byte_fallback: false, fuse_unk: false },
+    },
     'legacy-added-flags': {
       ...structuredClone(legacy),
       added_tokens: [
         ...(legacy.added_tokens as unknown[]),
         { id: 600, content: '<pad>', single_word: false, lstrip: true, rstrip: true, normalized: false, special: true },
-        { id: 601, content: '▁God', single_word: false, lstrip: false, rstrip: false, normalized: true, special: false },
-        { id: 602, content: 'light', single_word: true, lstrip: false, rstrip: false, normalized: true, special: false },
+        {
+          id: 601,
+          content: '▁God',
+          single_word: false,
+          lstrip: false,
+          rstrip: false,
+          normalized: true,
+          special: false,
+        },
+        {
+          id: 602,
+          content: 'light',
+          single_word: true,
+          lstrip: false,
+          rstrip: false,
+          normalized: true,
+          special: false,
+        },
       ],
     },
   };
 }
 
-const SPECIAL_TEXTS = ['<s>Hello</s>', 'a <s> b </s> c', '  <s>  x', '<pad> light lights God said <pad>x', 'God<s>God', '</s>'];
+const SPECIAL_TEXTS = [
+  '<s>Hello</s>',
+  'a <s> b </s> c',
+  '  <s>  x',
+  '<pad> light lights God said <pad>x',
+  'God<s>God',
+  '</s>',
+];
 
 describe('SentencePiece BPE (Llama-2 style)', () => {
   it('the legacy conversion encodes every case exactly as sentencepiece does', () => {
@@ -72,7 +110,12 @@ describe('SentencePiece BPE (Llama-2 style)', () => {
           const j = await rust.encode(text, null, { addSpecialTokens });
           assert.deepEqual(e.tokens, j.getTokens(), `${name} ${JSON.stringify(text)} tokens`);
           assert.deepEqual(e.ids, j.getIds(), `${name} ${JSON.stringify(text)} ids`);
-          for (const skip of [false, true]) assert.equal(ours.decode(e.ids, { skipSpecialTokens: skip }), await rust.decode(e.ids, skip), `${name} decode ${JSON.stringify(text)}`);
+          for (const skip of [false, true])
+            assert.equal(
+              ours.decode(e.ids, { skipSpecialTokens: skip }),
+              await rust.decode(e.ids, skip),
+              `${name} decode ${JSON.stringify(text)}`,
+            );
         }
       }
     });
@@ -95,7 +138,10 @@ describe('SentencePiece BPE (Llama-2 style)', () => {
     const t = Tokenizer.fromJSON(legacy);
     const text = 'unseen: ǅ ★ 👨‍👩‍👧';
     const { tokens, ids } = t.encode(text, { addSpecialTokens: false });
-    assert.ok(tokens.some((tok) => /^<0x[0-9A-F]{2}>$/.test(tok)), tokens.join(' '));
+    assert.ok(
+      tokens.some((tok) => /^<0x[0-9A-F]{2}>$/.test(tok)),
+      tokens.join(' '),
+    );
     assert.equal(t.decode(ids), text);
   });
 });

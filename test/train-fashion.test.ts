@@ -25,13 +25,22 @@ function idx(dims: number[], data: Uint8Array): Buffer {
 
 let dir: string;
 let data: string;
-const files = { train_images: 'train-images-idx3-ubyte', train_labels: 'train-labels-idx1-ubyte', test_images: 't10k-images-idx3-ubyte', test_labels: 't10k-labels-idx1-ubyte' };
+const files = {
+  train_images: 'train-images-idx3-ubyte',
+  train_labels: 'train-labels-idx1-ubyte',
+  test_images: 't10k-images-idx3-ubyte',
+  test_labels: 't10k-labels-idx1-ubyte',
+};
 
 function recipe(model: Record<string, unknown>, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     name: 'e2e-fashion',
     model,
-    data: { type: 'idx', ...Object.fromEntries(Object.entries(files).map(([k, f]) => [k, join(data, f)])), layout: model.type === 'cnn' ? 'image' : 'flat' },
+    data: {
+      type: 'idx',
+      ...Object.fromEntries(Object.entries(files).map(([k, f]) => [k, join(data, f)])),
+      layout: model.type === 'cnn' ? 'image' : 'flat',
+    },
     optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true },
     schedule: { type: 'constant', warmup_steps: 2 },
     batch_size: 32,
@@ -74,11 +83,21 @@ describe('knobs train (classifiers)', { concurrency: false }, () => {
     // 2 epochs × 16 batches of 32, 2 batches per step.
     assert.equal(result.totalSteps, 16);
     assert.ok(result.lastEval.accuracy > 0.5, `accuracy ${result.lastEval.accuracy}`);
-    const rows = (await readFile(join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const rows = (await readFile(join(out, 'metrics.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     assert.ok(rows.filter((row) => 'loss' in row).every((row) => row.samples_per_s > 0));
 
     const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
-    assert.deepEqual(config, { model_type: 'knobs-mlp', architectures: ['MLPClassifier'], input: 784, hidden: [64], classes: 10, dropout: 0.1 });
+    assert.deepEqual(config, {
+      model_type: 'knobs-mlp',
+      architectures: ['MLPClassifier'],
+      input: 784,
+      hidden: [64],
+      classes: 10,
+      dropout: 0.1,
+    });
 
     const e = await cli(['eval', out, '--json']);
     assert.equal(e.code, 0, e.stderr);
@@ -89,7 +108,13 @@ describe('knobs train (classifiers)', { concurrency: false }, () => {
   });
 
   it('CNN on [B, 1, 28, 28] images', async () => {
-    const path = await writeRecipe('cnn.json', recipe({ type: 'cnn', channels: [4], hidden: 16 }, { epochs: undefined, steps: 6, grad_accum_steps: 1, optimizer: { type: 'adam', lr: 0.003 } }));
+    const path = await writeRecipe(
+      'cnn.json',
+      recipe(
+        { type: 'cnn', channels: [4], hidden: 16 },
+        { epochs: undefined, steps: 6, grad_accum_steps: 1, optimizer: { type: 'adam', lr: 0.003 } },
+      ),
+    );
     const out = join(dir, 'cnn');
     const r = await cli(['train', path, '--out', out, '--json']);
     assert.equal(r.code, 0, r.stderr);

@@ -67,7 +67,17 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
     assert.equal(result.interrupted, false);
     assert.match(r.stderr, /step 5 loss/); // plain progress lines when stderr is not a terminal
 
-    assert.deepEqual((await readdir(reference)).sort(), ['checkpoints', 'config.json', 'generation_config.json', 'metrics.jsonl', 'model.safetensors', 'recipe.json', 'tokenizer.json', 'tokenizer_config.json', 'training-data.json']);
+    assert.deepEqual((await readdir(reference)).sort(), [
+      'checkpoints',
+      'config.json',
+      'generation_config.json',
+      'metrics.jsonl',
+      'model.safetensors',
+      'recipe.json',
+      'tokenizer.json',
+      'tokenizer_config.json',
+      'training-data.json',
+    ]);
     const { tokenizer } = await loadTokenizerDir(reference);
     assert.deepEqual(tokenizer.encode('Gé 1').ids, [...Buffer.from('Gé 1')], 'the byte-level tokenizer: id = byte');
     const config = JSON.parse(await readFile(join(reference, 'config.json'), 'utf8'));
@@ -83,11 +93,20 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
     assert.equal(saved.data.path, TEXT);
     assert.equal(saved.steps, STEPS);
 
-    const rows = (await readFile(join(reference, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const rows = (await readFile(join(reference, 'metrics.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const trainRows = rows.filter((row) => 'loss' in row);
     const evalRows = rows.filter((row) => 'eval_loss' in row);
-    assert.deepEqual(trainRows.map((row) => row.step), [5, 10, 15, 20, 25, 30]);
-    assert.deepEqual(evalRows.map((row) => row.step), [10, 20, 30]);
+    assert.deepEqual(
+      trainRows.map((row) => row.step),
+      [5, 10, 15, 20, 25, 30],
+    );
+    assert.deepEqual(
+      evalRows.map((row) => row.step),
+      [10, 20, 30],
+    );
     for (const row of trainRows) {
       assert.deepEqual(Object.keys(row).sort(), ['elapsed_s', 'grad_norm', 'loss', 'lr', 'step', 'tokens_per_s']);
       assert.ok(row.tokens_per_s > 0 && row.grad_norm > 0);
@@ -95,7 +114,12 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
     assert.ok(trainRows.at(-1).loss < trainRows[0].loss, 'the loss goes down');
     assert.ok(Math.abs(evalRows.at(-1).bits_per_byte - evalRows.at(-1).eval_loss / Math.LN2) < 1e-9);
 
-    assert.deepEqual((await readdir(join(reference, 'checkpoints'))).sort(), ['LATEST', 'step-20', 'step-25', 'step-30']);
+    assert.deepEqual((await readdir(join(reference, 'checkpoints'))).sort(), [
+      'LATEST',
+      'step-20',
+      'step-25',
+      'step-30',
+    ]);
     assert.equal(await readFile(join(reference, 'checkpoints', 'LATEST'), 'utf8'), 'step-30\n');
     referenceWeights = await readFile(join(reference, 'model.safetensors'));
   });
@@ -110,7 +134,17 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
   });
 
   it('generate: greedy is deterministic, stops at --max-tokens or a stop string, streams to stdout', async () => {
-    const args = ['generate', reference, '--prompt', 'And God said', '--temperature', '0', '--max-tokens', '40', '--json'];
+    const args = [
+      'generate',
+      reference,
+      '--prompt',
+      'And God said',
+      '--temperature',
+      '0',
+      '--max-tokens',
+      '40',
+      '--json',
+    ];
     const [a, b] = await Promise.all([cli(args), cli(args)]);
     assert.equal(a.code, 0, a.stderr);
     const ga = JSON.parse(a.stdout);
@@ -122,7 +156,18 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
     assert.equal(a.stderr, `And God said${ga.text}\n`); // --json streams to stderr
 
     const stop = ga.text.slice(5, 7);
-    const s = await cli(['generate', reference, '--prompt', 'And God said', '--temperature', '0', '--max-tokens', '40', '--stop', stop]);
+    const s = await cli([
+      'generate',
+      reference,
+      '--prompt',
+      'And God said',
+      '--temperature',
+      '0',
+      '--max-tokens',
+      '40',
+      '--stop',
+      stop,
+    ]);
     assert.equal(s.code, 0, s.stderr);
     const cut = ga.text.indexOf(stop);
     assert.equal(s.stdout, `And God said${ga.text.slice(0, cut)}\n`);
@@ -134,33 +179,46 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
     assert.equal(model.config.eos_token_id, null, 'byte-level runs have no eos token');
   });
 
-  it('SIGKILL at random moments (also mid-checkpoint), then --resume: final weights bitwise identical', { timeout: 120_000 }, async () => {
-    const run = join(dir, 'killed');
-    const gen = new Generator(7);
-    let kills = 0;
-    for (let attempt = 0; attempt < 8; attempt++) {
-      // Kill once training has started, after a random 0–800 ms more (checkpoints come every 5 steps).
-      let timer: NodeJS.Timeout | undefined;
-      const delay = Math.floor(gen.random() * 800);
-      const { done } = startCli(['train', recipePath, '--out', run, '--resume'], (text, child) => {
-        if (timer === undefined && /training \d+ steps/.test(text)) timer = setTimeout(() => child.kill('SIGKILL'), delay);
-      });
-      const r = await done;
-      clearTimeout(timer);
-      if (r.signal !== 'SIGKILL') {
-        assert.equal(r.code, 0, r.stderr);
-        break;
+  it(
+    'SIGKILL at random moments (also mid-checkpoint), then --resume: final weights bitwise identical',
+    { timeout: 120_000 },
+    async () => {
+      const run = join(dir, 'killed');
+      const gen = new Generator(7);
+      let kills = 0;
+      for (let attempt = 0; attempt < 8; attempt++) {
+        // Kill once training has started, after a random 0–800 ms more (checkpoints come every 5 steps).
+        let timer: NodeJS.Timeout | undefined;
+        const delay = Math.floor(gen.random() * 800);
+        const { done } = startCli(['train', recipePath, '--out', run, '--resume'], (text, child) => {
+          if (timer === undefined && /training \d+ steps/.test(text))
+            timer = setTimeout(() => child.kill('SIGKILL'), delay);
+        });
+        const r = await done;
+        clearTimeout(timer);
+        if (r.signal !== 'SIGKILL') {
+          assert.equal(r.code, 0, r.stderr);
+          break;
+        }
+        kills++;
       }
-      kills++;
-    }
-    const last = await cli(['train', recipePath, '--out', run, '--resume', '--json']);
-    assert.equal(last.code, 0, last.stderr);
-    assert.ok(kills >= 1, 'at least one run was killed');
-    assert.ok((await readFile(join(run, 'model.safetensors'))).equals(referenceWeights), 'resumed weights equal the uninterrupted run');
-    // metrics.jsonl holds each step once: rows after a lost stretch were cut back at resume.
-    const steps = (await readFile(join(run, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l)).filter((row) => 'loss' in row).map((row) => row.step);
-    assert.deepEqual(steps, [5, 10, 15, 20, 25, 30]);
-  });
+      const last = await cli(['train', recipePath, '--out', run, '--resume', '--json']);
+      assert.equal(last.code, 0, last.stderr);
+      assert.ok(kills >= 1, 'at least one run was killed');
+      assert.ok(
+        (await readFile(join(run, 'model.safetensors'))).equals(referenceWeights),
+        'resumed weights equal the uninterrupted run',
+      );
+      // metrics.jsonl holds each step once: rows after a lost stretch were cut back at resume.
+      const steps = (await readFile(join(run, 'metrics.jsonl'), 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+        .filter((row) => 'loss' in row)
+        .map((row) => row.step);
+      assert.deepEqual(steps, [5, 10, 15, 20, 25, 30]);
+    },
+  );
 
   it('SIGINT finishes the step, writes a checkpoint and exits 130; --resume completes it identically', async () => {
     const run = join(dir, 'interrupted');
@@ -205,13 +263,18 @@ describe('knobs train (gpt)', { concurrency: false }, () => {
 });
 
 describe('knobs train (gpt): bad input fails clearly and leaves no run directory', { concurrency: false }, () => {
-  async function fails(recipe: string, expect: { code: number; error: string; mentions: (string | RegExp)[] }, extra: string[] = []): Promise<void> {
+  async function fails(
+    recipe: string,
+    expect: { code: number; error: string; mentions: (string | RegExp)[] },
+    extra: string[] = [],
+  ): Promise<void> {
     const out = join(dir, `never-${Math.random().toString(36).slice(2)}`);
     const r = await cli(['train', recipe, '--out', out, ...extra]);
     assert.equal(r.code, expect.code, r.stderr);
     assert.equal(r.stdout, '');
     assert.match(r.stderr, new RegExp(`^knobs: error \\[${expect.error}\\]: `));
-    for (const m of expect.mentions) assert.match(r.stderr, typeof m === 'string' ? new RegExp(m.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : m);
+    for (const m of expect.mentions)
+      assert.match(r.stderr, typeof m === 'string' ? new RegExp(m.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : m);
     assert.equal(existsSync(out), false, 'no run directory was created');
   }
 
@@ -241,7 +304,10 @@ describe('knobs train (gpt): bad input fails clearly and leaves no run directory
     const before = await readFile(join(reference, 'metrics.jsonl'));
     const r = await cli(['train', p, '--out', reference, '--resume']);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /^knobs: error \[E_FORMAT\]: cannot resume .*config\.json has n_embd 32 but .*wider\.json gives 64/);
+    assert.match(
+      r.stderr,
+      /^knobs: error \[E_FORMAT\]: cannot resume .*config\.json has n_embd 32 but .*wider\.json gives 64/,
+    );
     assert.ok((await readFile(join(reference, 'metrics.jsonl'))).equals(before), 'the run was not touched');
   });
 

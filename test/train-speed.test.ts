@@ -17,7 +17,8 @@ import { Adam, AdamW, adamUpdate, clipGradNorm } from '../src/optim/index.js';
 
 const native = loadNativeBackend();
 const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
-if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1') throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
+if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1')
+  throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
 if (native && !k.backends().includes('native')) k.registerBackend(native);
 
 function values(n: number, seed: number, scale = 1): Float32Array {
@@ -37,17 +38,20 @@ describe('fused Adam / AdamW (native) match adamUpdate', { skip }, () => {
   for (const decoupled of [false, true]) {
     for (const weightDecay of [0, 0.1]) {
       it(`${decoupled ? 'AdamW' : 'Adam'} wd ${weightDecay}: 3 steps, sizes ${sizes.join('/')}`, () => {
-        const make = (backend: string) => k.withBackend(backend, () => {
-          const params = sizes.map((n, i) => k.fromArray(values(n, i + 1), [n]).requiresGrad_());
-          const groups = [{ params, weightDecay }];
-          const opts = { lr: 1e-2, betas: [0.9, 0.95] as const, eps: 1e-8 };
-          const opt = decoupled ? new AdamW(groups, opts) : new Adam(groups, opts);
-          for (let step = 1; step <= 3; step++) {
-            params.forEach((p, i) => { p.grad = k.fromArray(values(p.size, 100 * step + i, step), [p.size]); });
-            opt.step();
-          }
-          return params.map((p) => p.toFlatArray());
-        });
+        const make = (backend: string) =>
+          k.withBackend(backend, () => {
+            const params = sizes.map((n, i) => k.fromArray(values(n, i + 1), [n]).requiresGrad_());
+            const groups = [{ params, weightDecay }];
+            const opts = { lr: 1e-2, betas: [0.9, 0.95] as const, eps: 1e-8 };
+            const opt = decoupled ? new AdamW(groups, opts) : new Adam(groups, opts);
+            for (let step = 1; step <= 3; step++) {
+              params.forEach((p, i) => {
+                p.grad = k.fromArray(values(p.size, 100 * step + i, step), [p.size]);
+              });
+              opt.step();
+            }
+            return params.map((p) => p.toFlatArray());
+          });
         const js = make('js');
         const nat = make('native');
         nat.forEach((a, i) => assertClose(a, js[i]!, `param ${i}`, 2e-6));
@@ -57,19 +61,29 @@ describe('fused Adam / AdamW (native) match adamUpdate', { skip }, () => {
 
   it('the js backend runs adamUpdate itself (no fused kernel)', () => {
     const p = Float32Array.of(1, -2, 3);
-    const m = new Float32Array(3), v = new Float32Array(3);
-    adamUpdate(p, Float32Array.of(0.5, 0.5, -1), m, v, { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, decoupled: true, step: 1 });
+    const m = new Float32Array(3),
+      v = new Float32Array(3);
+    adamUpdate(p, Float32Array.of(0.5, 0.5, -1), m, v, {
+      lr: 0.1,
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
+      weightDecay: 0,
+      decoupled: true,
+      step: 1,
+    });
     // first step of Adam moves every weight by lr·sign(g)
     assertClose(p, [0.9, -2.1, 3.1], 'p', 1e-6);
   });
 
   it('a non-contiguous gradient is made dense before the kernel', () => {
-    const run = (backend: string) => k.withBackend(backend, () => {
-      const w = k.fromArray(values(12, 5), [3, 4]).requiresGrad_();
-      w.grad = k.transpose(k.fromArray(values(12, 6), [4, 3]), 0, 1);
-      new AdamW([w], { lr: 0.01 }).step();
-      return w.toFlatArray();
-    });
+    const run = (backend: string) =>
+      k.withBackend(backend, () => {
+        const w = k.fromArray(values(12, 5), [3, 4]).requiresGrad_();
+        w.grad = k.transpose(k.fromArray(values(12, 6), [4, 3]), 0, 1);
+        new AdamW([w], { lr: 0.01 }).step();
+        return w.toFlatArray();
+      });
     assertClose(run('native'), run('js'), 'w', 2e-6);
   });
 });
@@ -77,12 +91,33 @@ describe('fused Adam / AdamW (native) match adamUpdate', { skip }, () => {
 describe('native assign: tiled transposed copies match js', { skip }, () => {
   const cases: { name: string; make: () => Tensor }[] = [
     { name: '2-D transpose 300×70', make: () => k.transpose(k.fromArray(values(300 * 70, 1), [70, 300]), 0, 1) },
-    { name: 'batched [3, 40, 33] transposed', make: () => k.transpose(k.fromArray(values(3 * 40 * 33, 2), [3, 33, 40]), 1, 2) },
-    { name: 'transposed slice (offset, step 2)', make: () => k.transpose(k.slice(k.fromArray(values(2 * 64 * 50, 3), [128, 50]), 0, 1, 128, 2), 0, 1) },
-    { name: 'heads [2, 64, 4, 16] → [2, 4, 64, 16]', make: () => k.transpose(k.fromArray(values(2 * 64 * 4 * 16, 4), [2, 64, 4, 16]), 1, 2) },
+    {
+      name: 'batched [3, 40, 33] transposed',
+      make: () => k.transpose(k.fromArray(values(3 * 40 * 33, 2), [3, 33, 40]), 1, 2),
+    },
+    {
+      name: 'transposed slice (offset, step 2)',
+      make: () => k.transpose(k.slice(k.fromArray(values(2 * 64 * 50, 3), [128, 50]), 0, 1, 128, 2), 0, 1),
+    },
+    {
+      name: 'heads [2, 64, 4, 16] → [2, 4, 64, 16]',
+      make: () => k.transpose(k.fromArray(values(2 * 64 * 4 * 16, 4), [2, 64, 4, 16]), 1, 2),
+    },
     { name: 'one row / one column', make: () => k.transpose(k.fromArray(values(1 * 2000, 5), [2000, 1]), 0, 1) },
     { name: 'empty', make: () => k.transpose(k.zeros([0, 40]), 0, 1) },
-    { name: 'f64 stays on js, i32 8-wide', make: () => k.transpose(k.fromArray(Int32Array.from({ length: 64 * 40 }, (_, i) => i), [64, 40], { dtype: 'i32' }), 0, 1) },
+    {
+      name: 'f64 stays on js, i32 8-wide',
+      make: () =>
+        k.transpose(
+          k.fromArray(
+            Int32Array.from({ length: 64 * 40 }, (_, i) => i),
+            [64, 40],
+            { dtype: 'i32' },
+          ),
+          0,
+          1,
+        ),
+    },
   ];
   for (const c of cases) {
     it(c.name, () => {
@@ -94,11 +129,12 @@ describe('native assign: tiled transposed copies match js', { skip }, () => {
     });
   }
   it('assignInto a transposed destination region', () => {
-    const run = (backend: string) => k.withBackend(backend, () => {
-      const dst = k.zeros([50, 60]);
-      assignInto(k.slice(dst, 0, 5, 45), k.transpose(k.fromArray(values(40 * 60, 9), [60, 40]), 0, 1));
-      return dst.toFlatArray();
-    });
+    const run = (backend: string) =>
+      k.withBackend(backend, () => {
+        const dst = k.zeros([50, 60]);
+        assignInto(k.slice(dst, 0, 5, 45), k.transpose(k.fromArray(values(40 * 60, 9), [60, 40]), 0, 1));
+        return dst.toFlatArray();
+      });
     assert.deepEqual(run('native'), run('js'));
   });
 });
@@ -164,10 +200,18 @@ describe('backward: leaves own their gradients', () => {
 
 describe('native conv2d / 2×2 max pooling match js', { skip }, () => {
   /** Runs fn on fresh leaves under `backend`, back-propagates a fixed upstream, returns output and grads. */
-  const run = (backend: string, shapes: number[][], fn: (...xs: Tensor[]) => Tensor, fill?: (i: number, v: Float32Array) => void) =>
+  const run = (
+    backend: string,
+    shapes: number[][],
+    fn: (...xs: Tensor[]) => Tensor,
+    fill?: (i: number, v: Float32Array) => void,
+  ) =>
     k.withBackend(backend, () => {
       const leaves = shapes.map((s, i) => {
-        const v = values(s.reduce((a, b) => a * b, 1), 10 + i);
+        const v = values(
+          s.reduce((a, b) => a * b, 1),
+          10 + i,
+        );
         fill?.(i, v);
         return k.fromArray(v, s).requiresGrad_();
       });
@@ -175,16 +219,23 @@ describe('native conv2d / 2×2 max pooling match js', { skip }, () => {
       out.backward(k.fromArray(values(out.size, 77), out.shape));
       return [out.toFlatArray(), ...leaves.map((l) => l.grad!.toFlatArray())];
     });
-  const same = (a: number[][], e: number[][], what: string) => a.forEach((x, i) => {
-    for (let j = 0; j < x.length; j++) {
-      const y = e[i]![j]!;
-      assert.ok(Object.is(x[j], y) || Math.abs(x[j]! - y) <= 1e-4 * (1 + Math.abs(y)), `${what} part ${i} [${j}]: ${x[j]} vs ${y}`);
-    }
-  });
+  const same = (a: number[][], e: number[][], what: string) =>
+    a.forEach((x, i) => {
+      for (let j = 0; j < x.length; j++) {
+        const y = e[i]![j]!;
+        assert.ok(
+          Object.is(x[j], y) || Math.abs(x[j]! - y) <= 1e-4 * (1 + Math.abs(y)),
+          `${what} part ${i} [${j}]: ${x[j]} vs ${y}`,
+        );
+      }
+    });
 
   for (const [name, opts] of [
-    ['same padding', { padding: 1 }], ['stride 2, padding 2', { stride: 2, padding: 2 }], ['dilation 2', { dilation: 2, padding: 1 }],
-    ['stride 3, no padding', { stride: 3 }], ['padding wider than the kernel reach', { padding: 3 }],
+    ['same padding', { padding: 1 }],
+    ['stride 2, padding 2', { stride: 2, padding: 2 }],
+    ['dilation 2', { dilation: 2, padding: 1 }],
+    ['stride 3, no padding', { stride: 3 }],
+    ['padding wider than the kernel reach', { padding: 3 }],
   ] as const) {
     it(`conv2d 3×3 ${name}`, () => {
       const f = (x: Tensor, w: Tensor, b: Tensor) => k.conv2d(x, w, b, opts);
@@ -193,7 +244,12 @@ describe('native conv2d / 2×2 max pooling match js', { skip }, () => {
     });
   }
 
-  for (const [H, W] of [[28, 28], [7, 9], [2, 2], [3, 2]]) {
+  for (const [H, W] of [
+    [28, 28],
+    [7, 9],
+    [2, 2],
+    [3, 2],
+  ]) {
     it(`maxPool2d 2×2 stride 2 on ${H}×${W} with ties, -Inf and NaN`, () => {
       const fill = (_: number, v: Float32Array) => {
         for (let i = 0; i < v.length; i += 5) v[i] = v[i + 1] ?? v[i]!; // ties

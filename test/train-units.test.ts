@@ -23,7 +23,13 @@ after(async () => {
 const idxRecipe = parseRecipe({
   name: 'u',
   model: { type: 'mlp', hidden: [4] },
-  data: { type: 'idx', train_images: 'd/train-images.gz', train_labels: 'd/train-labels.gz', test_images: 'd/t10k-images.gz', test_labels: 'd/t10k-labels.gz' },
+  data: {
+    type: 'idx',
+    train_images: 'd/train-images.gz',
+    train_labels: 'd/train-labels.gz',
+    test_images: 'd/t10k-images.gz',
+    test_labels: 'd/t10k-labels.gz',
+  },
   optimizer: { type: 'sgd', lr: 0.1 },
   batch_size: 2,
   epochs: 1,
@@ -46,13 +52,22 @@ describe('run directory and overrides', () => {
   });
 
   it('an override that breaks the recipe names the field', () => {
-    assert.throws(() => applyOverrides(idxRecipe, { steps: 0, source: 'r.json' }), (e: unknown) => e instanceof FormatError && e.rule === 'invalid_recipe' && /r\.json.*steps/.test(e.message));
+    assert.throws(
+      () => applyOverrides(idxRecipe, { steps: 0, source: 'r.json' }),
+      (e: unknown) => e instanceof FormatError && e.rule === 'invalid_recipe' && /r\.json.*steps/.test(e.message),
+    );
   });
 
   it('resume compares every config field and names the first that differs', () => {
     checkSameArchitecture('run', { a: 1, b: [2] }, { a: 1, b: [2] }, 'r.json');
-    assert.throws(() => checkSameArchitecture('run', { a: 1, b: [2] }, { a: 1, b: [3] }, 'r.json'), (e: unknown) => e instanceof FormatError && e.rule === 'resume_mismatch' && e.details.field === 'b');
-    assert.throws(() => checkSameArchitecture('run', { a: 1 }, { a: 1, c: 0 }, 'r.json'), /has c \(absent\) but r\.json gives 0/);
+    assert.throws(
+      () => checkSameArchitecture('run', { a: 1, b: [2] }, { a: 1, b: [3] }, 'r.json'),
+      (e: unknown) => e instanceof FormatError && e.rule === 'resume_mismatch' && e.details.field === 'b',
+    );
+    assert.throws(
+      () => checkSameArchitecture('run', { a: 1 }, { a: 1, c: 0 }, 'r.json'),
+      /has c \(absent\) but r\.json gives 0/,
+    );
   });
 });
 
@@ -67,12 +82,21 @@ describe('MetricsLog', () => {
     const again = await MetricsLog.open(path, kept);
     assert.equal(again.bytes, kept);
     await again.close();
-    assert.deepEqual((await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).step), [1]);
+    assert.deepEqual(
+      (await readFile(path, 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).step),
+      [1],
+    );
   });
 });
 
 describe('generateText', () => {
-  const model = new GPT({ vocab_size: 256, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2, dropout: 0 }, { seed: 3 });
+  const model = new GPT(
+    { vocab_size: 256, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2, dropout: 0 },
+    { seed: 3 },
+  );
 
   it('streams exactly the returned text, and a stop string ends it wherever the tokens split it', () => {
     const free = generateText(model, 'ab', { maxTokens: 24, temperature: 0 });
@@ -80,7 +104,12 @@ describe('generateText', () => {
     assert.equal(free.ids.length, 24);
     const stop = free.text.slice(3, 6);
     let streamed = '';
-    const stopped = generateText(model, 'ab', { maxTokens: 24, temperature: 0, stop: ['zzzz-never', stop], onText: (t) => (streamed += t) });
+    const stopped = generateText(model, 'ab', {
+      maxTokens: 24,
+      temperature: 0,
+      stop: ['zzzz-never', stop],
+      onText: (t) => (streamed += t),
+    });
     assert.equal(stopped.finishReason, 'stop');
     assert.equal(stopped.text, free.text.slice(0, free.text.indexOf(stop)));
     assert.equal(streamed, stopped.text, 'no part of the stop string was streamed');

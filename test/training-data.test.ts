@@ -37,7 +37,10 @@ function idx(dims: number[], fill: (i: number) => number): Buffer {
   const header = Buffer.alloc(4 + 4 * dims.length);
   header.writeUInt32BE(0x00000800 | dims.length, 0);
   dims.forEach((d, i) => header.writeUInt32BE(d, 4 + 4 * i));
-  return Buffer.concat([header, Buffer.from(Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => fill(i) & 0xff))]);
+  return Buffer.concat([
+    header,
+    Buffer.from(Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => fill(i) & 0xff)),
+  ]);
 }
 
 describe('training-data.json', () => {
@@ -46,14 +49,22 @@ describe('training-data.json', () => {
     const bytes = Buffer.alloc(9 * 1024 * 1024 + 7);
     for (let i = 0; i < bytes.length; i += 4093) bytes[i] = i & 0xff;
     await writeFile(path, bytes);
-    assert.deepEqual(await hashRegularFile(path), { size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') });
+    assert.deepEqual(await hashRegularFile(path), {
+      size: bytes.length,
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+    });
   });
 
   it('a text run records its file; resuming on other bytes warns and records both', async () => {
     const recipe = parseRecipe({
-      name: 'data-record', model: { type: 'gpt', n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2 },
-      data: { type: 'text', path: TEXT, validation_fraction: 0.1 }, optimizer: { type: 'adam', lr: 0.001 },
-      batch_size: 2, steps: 2, eval_batches: 1, checkpoint_every: 1,
+      name: 'data-record',
+      model: { type: 'gpt', n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2 },
+      data: { type: 'text', path: TEXT, validation_fraction: 0.1 },
+      optimizer: { type: 'adam', lr: 0.001 },
+      batch_size: 2,
+      steps: 2,
+      eval_batches: 1,
+      checkpoint_every: 1,
     });
     const run = join(root, 'text-run');
     await train(recipe, { out: run });
@@ -62,14 +73,25 @@ describe('training-data.json', () => {
 
     // Same data again: nothing new, no warning.
     const quiet: string[] = [];
-    await train(recipe, { out: run, resume: true, steps: 3, onLog: (e: TrainEvent) => e.type === 'warning' && quiet.push(e.message) });
+    await train(recipe, {
+      out: run,
+      resume: true,
+      steps: 3,
+      onLog: (e: TrainEvent) => e.type === 'warning' && quiet.push(e.message),
+    });
     assert.deepEqual(quiet, []);
     assert.deepEqual((await record(run)).files, [first]);
 
     const edited = join(root, 'genesis-edited.txt');
     await writeFile(edited, `${await readFile(TEXT, 'utf8')}\nAmen.\n`);
     const warnings: string[] = [];
-    await train(recipe, { out: run, resume: true, steps: 4, dataPath: edited, onLog: (e: TrainEvent) => e.type === 'warning' && warnings.push(e.message) });
+    await train(recipe, {
+      out: run,
+      resume: true,
+      steps: 4,
+      dataPath: edited,
+      onLog: (e: TrainEvent) => e.type === 'warning' && warnings.push(e.message),
+    });
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]!, /data\.path .*genesis-edited\.txt .* is not the data this run trained on so far/);
     assert.deepEqual((await record(run)).files, [first, await expected(edited, 'data.path')]);
@@ -79,15 +101,35 @@ describe('training-data.json', () => {
     const data = join(root, 'idx');
     const { mkdir } = await import('node:fs/promises');
     await mkdir(data);
-    const names = { train_images: 'train-images', train_labels: 'train-labels', test_images: 'test-images', test_labels: 'test-labels' };
-    await writeFile(join(data, names.train_images), idx([32, 4, 4], (i) => i * 7));
-    await writeFile(join(data, names.train_labels), idx([32], (i) => i % 3));
-    await writeFile(join(data, names.test_images), idx([8, 4, 4], (i) => i * 5));
-    await writeFile(join(data, names.test_labels), idx([8], (i) => i % 3));
+    const names = {
+      train_images: 'train-images',
+      train_labels: 'train-labels',
+      test_images: 'test-images',
+      test_labels: 'test-labels',
+    };
+    await writeFile(
+      join(data, names.train_images),
+      idx([32, 4, 4], (i) => i * 7),
+    );
+    await writeFile(
+      join(data, names.train_labels),
+      idx([32], (i) => i % 3),
+    );
+    await writeFile(
+      join(data, names.test_images),
+      idx([8, 4, 4], (i) => i * 5),
+    );
+    await writeFile(
+      join(data, names.test_labels),
+      idx([8], (i) => i % 3),
+    );
     const recipe = parseRecipe({
-      name: 'idx-record', model: { type: 'mlp', input: 16, hidden: [4], classes: 3 },
+      name: 'idx-record',
+      model: { type: 'mlp', input: 16, hidden: [4], classes: 3 },
       data: { type: 'idx', ...Object.fromEntries(Object.entries(names).map(([k, f]) => [k, join(data, f)])) },
-      optimizer: { type: 'sgd', lr: 0.1 }, batch_size: 8, steps: 1,
+      optimizer: { type: 'sgd', lr: 0.1 },
+      batch_size: 8,
+      steps: 1,
     });
     const run = join(root, 'idx-run');
     await train(recipe, { out: run });

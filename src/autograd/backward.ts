@@ -26,10 +26,16 @@ export function backward(root: Tensor, grad?: Tensor): void {
     }
   } else {
     if (!shapesEqual(grad.shape, root.shape)) {
-      throw new ShapeError(`backward(): gradient shape ${formatShape(grad.shape)} does not match the tensor's ${formatShape(root.shape)}`, { op: 'backward', shapes: [grad.shape, root.shape] });
+      throw new ShapeError(
+        `backward(): gradient shape ${formatShape(grad.shape)} does not match the tensor's ${formatShape(root.shape)}`,
+        { op: 'backward', shapes: [grad.shape, root.shape] },
+      );
     }
     if (grad.dtype !== root.dtype) {
-      throw new DTypeError(`backward(): gradient dtype ${grad.dtype} does not match the tensor's ${root.dtype}`, { op: 'backward', dtypes: [grad.dtype, root.dtype] });
+      throw new DTypeError(`backward(): gradient dtype ${grad.dtype} does not match the tensor's ${root.dtype}`, {
+        op: 'backward',
+        dtypes: [grad.dtype, root.dtype],
+      });
     }
   }
 
@@ -93,7 +99,13 @@ function topologicalOrder(root: Tensor): Tensor[] {
 function accumulateLeaf(leaf: Tensor, g: Tensor, taken: Set<unknown>): void {
   if (leaf.grad) {
     leaf.grad = add(leaf.grad, g);
-  } else if (!g.requiresGrad && g.offset === 0 && g.storage.length === g.size && g.isContiguous() && !taken.has(g.storage)) {
+  } else if (
+    !g.requiresGrad &&
+    g.offset === 0 &&
+    g.storage.length === g.size &&
+    g.isContiguous() &&
+    !taken.has(g.storage)
+  ) {
     leaf.grad = g;
   } else {
     leaf.grad = clone(g);

@@ -22,10 +22,15 @@ export interface GradcheckResult {
  * Checks d fn(inputs) / d inputs. `fn` must return a scalar tensor; inputs must be contiguous
  * f64 leaves with requiresGrad (their storage is perturbed in place and restored).
  */
-export function gradcheck(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[], opts: GradcheckOptions = {}): GradcheckResult {
+export function gradcheck(
+  fn: (...inputs: Tensor[]) => Tensor,
+  inputs: Tensor[],
+  opts: GradcheckOptions = {},
+): GradcheckResult {
   const { eps = 1e-6, rtol = 1e-5, atol = 1e-7 } = opts;
   for (const t of inputs) {
-    if (t.dtype !== 'f64' || !t.isContiguous()) throw new AutogradError('gradcheck: inputs must be contiguous f64 tensors');
+    if (t.dtype !== 'f64' || !t.isContiguous())
+      throw new AutogradError('gradcheck: inputs must be contiguous f64 tensors');
     t.grad = null;
   }
   const out = fn(...inputs);
@@ -49,7 +54,8 @@ export function gradcheck(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[],
       const error = Math.abs(analytic[e]! - numeric);
       const bad = !(error <= atol + rtol * Math.abs(numeric));
       if (bad) ok = false;
-      if (!worst || error > worst.error || (bad && Number.isNaN(error))) worst = { input: i, element: e, analytic: analytic[e]!, numeric, error };
+      if (!worst || error > worst.error || (bad && Number.isNaN(error)))
+        worst = { input: i, element: e, analytic: analytic[e]!, numeric, error };
     }
   });
   return { ok, worst };

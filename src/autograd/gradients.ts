@@ -19,9 +19,25 @@ import type { Node } from './tape.js';
 type None = Record<string, never>;
 
 export interface GradContexts {
-  add: None; sub: None; mul: None; div: None; pow: None; maximum: None; minimum: None;
-  neg: None; exp: None; log: None; sqrt: None; rsqrt: None; abs: None; tanh: None; sigmoid: None;
-  relu: None; gelu: None; gelu_tanh: None; silu: None;
+  add: None;
+  sub: None;
+  mul: None;
+  div: None;
+  pow: None;
+  maximum: None;
+  minimum: None;
+  neg: None;
+  exp: None;
+  log: None;
+  sqrt: None;
+  rsqrt: None;
+  abs: None;
+  tanh: None;
+  sigmoid: None;
+  relu: None;
+  gelu: None;
+  gelu_tanh: None;
+  silu: None;
   where: { cond: Tensor };
   sum: { axes: readonly number[] };
   max: { axes: readonly number[] };
@@ -55,7 +71,12 @@ export interface GradContexts {
 export type PrimitiveName = keyof GradContexts;
 
 type Grads = readonly (Tensor | null)[];
-type Rule<K extends PrimitiveName> = (g: Tensor, inputs: readonly (Tensor | null)[], ctx: GradContexts[K], out: Tensor) => Grads;
+type Rule<K extends PrimitiveName> = (
+  g: Tensor,
+  inputs: readonly (Tensor | null)[],
+  ctx: GradContexts[K],
+  out: Tensor,
+) => Grads;
 
 /**
  * An activation's rule: the composite `grad(g, x, out)` written from primitives (the spec), or the
@@ -134,7 +155,9 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
     // d/da a^b = b·a^(b−1), taken as 0 where b = 0 (PyTorch masks it so 0^0 does not give NaN).
     const da = ops.where(ops.eq(b!, 0), 0, ops.mul(b!, ops.pow(a!, ops.sub(b!, 1))));
     // d/db a^b = a^b·ln a, taken as 0 where a = 0 and b ≥ 0.
-    const db = b!.requiresGrad ? ops.where(ops.logicalAnd(ops.eq(a!, 0), ops.ge(b!, 0)), 0, ops.mul(out, ops.log(a!))) : null;
+    const db = b!.requiresGrad
+      ? ops.where(ops.logicalAnd(ops.eq(a!, 0), ops.ge(b!, 0)), 0, ops.mul(out, ops.log(a!)))
+      : null;
     return [ops.mul(g, da), db && ops.mul(g, db)];
   },
   maximum: (g, [a, b]) => [ops.mul(g, extremumShare(a!, b!, ops.gt)), ops.mul(g, extremumShare(b!, a!, ops.gt))],
@@ -176,16 +199,36 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   contiguous: (g) => [g],
   cast: (g, _i, { from }) => [ops.cast(g, from)],
   gatherRows: (g, [table], { ids, rows }) => [
-    new TensorClass(kernelFor('scatterAddRows', [g, ids]).scatterAddRows(g, ids, rows), [rows, table!.shape[1]!], g.dtype),
+    new TensorClass(
+      kernelFor('scatterAddRows', [g, ids]).scatterAddRows(g, ids, rows),
+      [rows, table!.shape[1]!],
+      g.dtype,
+    ),
   ],
   concat: (g, _i, { axis, sizes }) => ops.split(g, sizes, axis),
   pad: (g, [x], { starts }) => [starts.reduce((t, s, axis) => ops.slice(t, axis, s, s + x!.shape[axis]!), g)],
   conv2d: (g, [x, w], { params }) => [
-    x!.requiresGrad ? new TensorClass(kernelFor('conv2dBackwardInput', [g, w!]).conv2dBackwardInput(g, w!, x!.shape, params), x!.shape, x!.dtype) : null,
-    w!.requiresGrad ? new TensorClass(kernelFor('conv2dBackwardWeight', [g, x!]).conv2dBackwardWeight(g, x!, w!.shape, params), w!.shape, w!.dtype) : null,
+    x!.requiresGrad
+      ? new TensorClass(
+          kernelFor('conv2dBackwardInput', [g, w!]).conv2dBackwardInput(g, w!, x!.shape, params),
+          x!.shape,
+          x!.dtype,
+        )
+      : null,
+    w!.requiresGrad
+      ? new TensorClass(
+          kernelFor('conv2dBackwardWeight', [g, x!]).conv2dBackwardWeight(g, x!, w!.shape, params),
+          w!.shape,
+          w!.dtype,
+        )
+      : null,
   ],
   maxPool2d: (g, _i, { indices, xShape }) => [
-    new TensorClass(kernelFor('maxPool2dBackward', [g, indices]).maxPool2dBackward(g, indices, xShape), xShape, g.dtype),
+    new TensorClass(
+      kernelFor('maxPool2dBackward', [g, indices]).maxPool2dBackward(g, indices, xShape),
+      xShape,
+      g.dtype,
+    ),
   ],
   avgPool2d: (g, _i, { xShape, params }) => [
     new TensorClass(kernelFor('avgPool2dBackward', [g]).avgPool2dBackward(g, xShape, params), xShape, g.dtype),
@@ -220,7 +263,11 @@ function asRows(t: Tensor, C: number): Tensor {
   return ops.reshape(t, [C === 0 ? 0 : t.size / C, C]);
 }
 
-function layerNormGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { C, mean, rstd }: GradContexts['layerNorm']): Grads {
+function layerNormGrad(
+  g: Tensor,
+  [x, w, b]: readonly (Tensor | null)[],
+  { C, mean, rstd }: GradContexts['layerNorm'],
+): Grads {
   const wanted = { x: x!.requiresGrad, weight: !!w?.requiresGrad, bias: !!b?.requiresGrad };
   const fused = fusedFor('layerNorm', [x!, g, mean, rstd, ...(w ? [w] : [])]);
   if (fused) {
@@ -237,7 +284,13 @@ function layerNormGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { C, me
   const xhat = ops.mul(ops.sub(asRows(x!, C), ops.reshape(mean, [mean.size, 1])), rs);
   const dxhat = w ? ops.mul(g2, ops.reshape(w, [C])) : g2;
   const dx = wanted.x
-    ? ops.reshape(ops.mul(rs, ops.sub(ops.sub(dxhat, ops.mean(dxhat, -1, true)), ops.mul(xhat, ops.mean(ops.mul(dxhat, xhat), -1, true)))), x!.shape)
+    ? ops.reshape(
+        ops.mul(
+          rs,
+          ops.sub(ops.sub(dxhat, ops.mean(dxhat, -1, true)), ops.mul(xhat, ops.mean(ops.mul(dxhat, xhat), -1, true))),
+        ),
+        x!.shape,
+      )
     : null;
   return [
     dx,
@@ -251,7 +304,10 @@ function rmsNormGrad(g: Tensor, [x, w]: readonly (Tensor | null)[], { C, rstd }:
   const fused = fusedFor('rmsNorm', [x!, g, rstd, ...(w ? [w] : [])]);
   if (fused) {
     const r = fused.rmsNormBackward(x!, C, w, rstd, g, wanted);
-    return [r.dx && new TensorClass(r.dx, x!.shape, x!.dtype), r.dweight && new TensorClass(r.dweight, w!.shape, w!.dtype)];
+    return [
+      r.dx && new TensorClass(r.dx, x!.shape, x!.dtype),
+      r.dweight && new TensorClass(r.dweight, w!.shape, w!.dtype),
+    ];
   }
   // x̂ = x·r; dx = r·(dx̂ − x̂·mean(dx̂ ⊙ x̂)) with dx̂ = g ⊙ w; dw = Σrows g ⊙ x̂.
   const g2 = asRows(g, C);
@@ -259,16 +315,27 @@ function rmsNormGrad(g: Tensor, [x, w]: readonly (Tensor | null)[], { C, rstd }:
   const dxhat = w ? ops.mul(g2, w) : g2;
   const rs = ops.reshape(rstd, [rstd.size, 1]);
   return [
-    wanted.x ? ops.reshape(ops.mul(rs, ops.sub(dxhat, ops.mul(xhat, ops.mean(ops.mul(dxhat, xhat), -1, true)))), x!.shape) : null,
+    wanted.x
+      ? ops.reshape(ops.mul(rs, ops.sub(dxhat, ops.mul(xhat, ops.mean(ops.mul(dxhat, xhat), -1, true)))), x!.shape)
+      : null,
     wanted.weight ? ops.sum(ops.mul(g2, xhat), 0) : null,
   ];
 }
 
-function causalAttentionGrad(g: Tensor, [q, k, v]: readonly (Tensor | null)[], { scale, lse }: GradContexts['causalAttention'], out: Tensor): Grads {
+function causalAttentionGrad(
+  g: Tensor,
+  [q, k, v]: readonly (Tensor | null)[],
+  { scale, lse }: GradContexts['causalAttention'],
+  out: Tensor,
+): Grads {
   const fused = fusedFor('causalAttention', [q!, k!, v!, out, lse, g]);
   if (fused) {
     const r = fused.causalAttentionBackward(q!, k!, v!, out, lse, g, scale);
-    return [new TensorClass(r.dq, q!.shape, q!.dtype), new TensorClass(r.dk, k!.shape, k!.dtype), new TensorClass(r.dv, v!.shape, v!.dtype)];
+    return [
+      new TensorClass(r.dq, q!.shape, q!.dtype),
+      new TensorClass(r.dk, k!.shape, k!.dtype),
+      new TensorClass(r.dv, v!.shape, v!.dtype),
+    ];
   }
   // P = softmax(q·kᵀ·scale, masked causally); dv = Pᵀ·g; dS = P ⊙ (g·vᵀ − Σ g ⊙ out) · scale; dq = dS·k;
   // dk = dSᵀ·q. (P is recomputed from the scores, not from lse, so it is the composite's P exactly.)

@@ -21,10 +21,33 @@ export interface KernelView {
 }
 
 export type UnaryOp =
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'tanh' | 'sigmoid'
-  | 'relu' | 'gelu' | 'gelu_tanh' | 'silu' | 'sign';
+  | 'neg'
+  | 'exp'
+  | 'log'
+  | 'sqrt'
+  | 'rsqrt'
+  | 'abs'
+  | 'tanh'
+  | 'sigmoid'
+  | 'relu'
+  | 'gelu'
+  | 'gelu_tanh'
+  | 'silu'
+  | 'sign';
 export const UNARY_OPS: readonly UnaryOp[] = [
-  'neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'tanh', 'sigmoid', 'relu', 'gelu', 'gelu_tanh', 'silu', 'sign',
+  'neg',
+  'exp',
+  'log',
+  'sqrt',
+  'rsqrt',
+  'abs',
+  'tanh',
+  'sigmoid',
+  'relu',
+  'gelu',
+  'gelu_tanh',
+  'silu',
+  'sign',
 ];
 
 export type ArithmeticOp = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum';
@@ -57,9 +80,16 @@ export type ActivationOp = 'relu' | 'gelu' | 'gelu_tanh' | 'silu';
 export const ACTIVATION_OPS: readonly ActivationOp[] = ['relu', 'gelu', 'gelu_tanh', 'silu'];
 
 /** Optional fused kernels (see `FusedKernels`); a name covers the forward and its backward. */
-export type FusedKernelName = 'softmax' | 'layerNorm' | 'rmsNorm' | 'crossEntropy' | 'causalAttention' | 'adam' | 'activationBackward';
+export type FusedKernelName =
+  'softmax' | 'layerNorm' | 'rmsNorm' | 'crossEntropy' | 'causalAttention' | 'adam' | 'activationBackward';
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
-  'softmax', 'layerNorm', 'rmsNorm', 'crossEntropy', 'causalAttention', 'adam', 'activationBackward',
+  'softmax',
+  'layerNorm',
+  'rmsNorm',
+  'crossEntropy',
+  'causalAttention',
+  'adam',
+  'activationBackward',
 ];
 
 /** Hyperparameters of one Adam/AdamW update (src/optim/adam.ts `adamUpdate` is the reference). */
@@ -77,10 +107,24 @@ export interface AdamStep {
 
 /** Every kernel name, for `supports()` and for `knobs info`. */
 export type KernelName =
-  | 'unary' | 'binary' | 'where' | 'reduce' | 'argReduce' | 'cumsum' | 'matmul'
-  | 'assign' | 'cast' | 'gatherRows' | 'scatterAddRows'
-  | 'conv2d' | 'conv2dBackwardInput' | 'conv2dBackwardWeight'
-  | 'maxPool2d' | 'maxPool2dBackward' | 'avgPool2d' | 'avgPool2dBackward'
+  | 'unary'
+  | 'binary'
+  | 'where'
+  | 'reduce'
+  | 'argReduce'
+  | 'cumsum'
+  | 'matmul'
+  | 'assign'
+  | 'cast'
+  | 'gatherRows'
+  | 'scatterAddRows'
+  | 'conv2d'
+  | 'conv2dBackwardInput'
+  | 'conv2dBackwardWeight'
+  | 'maxPool2d'
+  | 'maxPool2dBackward'
+  | 'avgPool2d'
+  | 'avgPool2dBackward'
   | FusedKernelName;
 
 /** Which input gradients a fused backward should compute. */
@@ -106,28 +150,56 @@ export interface FusedKernels {
    * Layer norm over the trailing C elements (biased variance), optional affine weight/bias of C
    * elements. Also returns per-row mean and 1/sqrt(var + eps) for the backward.
    */
-  layerNorm(x: KernelView, C: number, weight: KernelView | null, bias: KernelView | null, eps: number): { y: Storage; mean: Storage; rstd: Storage };
+  layerNorm(
+    x: KernelView,
+    C: number,
+    weight: KernelView | null,
+    bias: KernelView | null,
+    eps: number,
+  ): { y: Storage; mean: Storage; rstd: Storage };
   layerNormBackward(
-    x: KernelView, C: number, weight: KernelView | null, mean: KernelView, rstd: KernelView, g: KernelView, wanted: NormGradsWanted,
+    x: KernelView,
+    C: number,
+    weight: KernelView | null,
+    mean: KernelView,
+    rstd: KernelView,
+    g: KernelView,
+    wanted: NormGradsWanted,
   ): { dx: Storage | null; dweight: Storage | null; dbias: Storage | null };
   /** RMS norm over the last C elements: x / sqrt(mean(x²) + eps) · weight; returns per-row rstd. */
   rmsNorm(x: KernelView, C: number, weight: KernelView | null, eps: number): { y: Storage; rstd: Storage };
   rmsNormBackward(
-    x: KernelView, C: number, weight: KernelView | null, rstd: KernelView, g: KernelView, wanted: NormGradsWanted,
+    x: KernelView,
+    C: number,
+    weight: KernelView | null,
+    rstd: KernelView,
+    g: KernelView,
+    wanted: NormGradsWanted,
   ): { dx: Storage | null; dweight: Storage | null };
   /**
    * Mean cross-entropy of logits [N, C] against class ids (already checked: in [0, C) or
    * `ignoreIndex`) over the rows not ignored (NaN when none), and, when `grad`, its gradient
    * with respect to the logits (zero on ignored rows).
    */
-  crossEntropy(logits: KernelView, targets: Int32Array, ignoreIndex: number, grad: boolean): { loss: number; dlogits: Storage | null };
+  crossEntropy(
+    logits: KernelView,
+    targets: Int32Array,
+    ignoreIndex: number,
+    grad: boolean,
+  ): { loss: number; dlogits: Storage | null };
   /**
    * Causal self-attention softmax(q·kᵀ·scale, masked to keys ≤ the query's position) · v for q, k,
    * v of one shape [..., T, D]; also the per-row log-sum-exp of the scores, for the backward.
    */
   causalAttention(q: KernelView, k: KernelView, v: KernelView, scale: number): { out: Storage; lse: Storage };
   causalAttentionBackward(
-    q: KernelView, k: KernelView, v: KernelView, out: KernelView, lse: KernelView, g: KernelView, scale: number,
+    q: KernelView,
+    k: KernelView,
+    v: KernelView,
+    out: KernelView,
+    lse: KernelView,
+    g: KernelView,
+    scale: number,
   ): { dq: Storage; dk: Storage; dv: Storage };
   /**
    * One Adam/AdamW update in place over dense f32 arrays of one length (param, its gradient and

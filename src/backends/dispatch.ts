@@ -37,7 +37,10 @@ export function getBackend(name?: string): Backend {
   if (name === undefined) return active;
   const b = registered.get(name);
   if (!b) {
-    throw new BackendError(`backend '${name}' is not available here (available: ${backends().join(', ')}); 'knobs info' says why`, { name });
+    throw new BackendError(
+      `backend '${name}' is not available here (available: ${backends().join(', ')}); 'knobs info' says why`,
+      { name },
+    );
   }
   return b;
 }

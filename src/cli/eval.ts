@@ -36,30 +36,55 @@ Examples:
   knobs eval runs/tiny --json
   knobs eval models/gpt2 --data kjv.txt --context 512`,
   async run(argv, io) {
-    const { values, positionals } = parse(argv, { data: { type: 'string' }, context: { type: 'string' }, json: { type: 'boolean' } }, 'eval');
-    if (positionals.length !== 1) throw new UsageError(`eval takes one DIR, got ${positionals.length}; see 'knobs eval --help'`);
+    const { values, positionals } = parse(
+      argv,
+      { data: { type: 'string' }, context: { type: 'string' }, json: { type: 'boolean' } },
+      'eval',
+    );
+    if (positionals.length !== 1)
+      throw new UsageError(`eval takes one DIR, got ${positionals.length}; see 'knobs eval --help'`);
     const dir = positionals[0]!;
     const data = values.data as string | undefined;
     if (!(await isRunDir(dir))) {
       const result = await evaluateHfDir(dir, data, values.context as string | undefined);
-      emit(io, values.json === true, result, () => `loss ${result.loss.toFixed(4)}  bits/byte ${result.bits_per_byte.toFixed(4)}  (${result.tokens} tokens, ${result.bytes} bytes)\n`);
+      emit(
+        io,
+        values.json === true,
+        result,
+        () =>
+          `loss ${result.loss.toFixed(4)}  bits/byte ${result.bits_per_byte.toFixed(4)}  (${result.tokens} tokens, ${result.bytes} bytes)\n`,
+      );
       return 0;
     }
-    if (values.context !== undefined) throw new UsageError('--context is for Hugging Face model directories; a run is evaluated with its recipe\'s context');
+    if (values.context !== undefined)
+      throw new UsageError(
+        "--context is for Hugging Face model directories; a run is evaluated with its recipe's context",
+      );
     const result = await evaluateRun(dir, data !== undefined ? { dataPath: data } : {});
-    emit(io, values.json === true, result, () => 'accuracy' in result
-      ? `accuracy ${(100 * result.accuracy).toFixed(2)}%  loss ${result.loss.toFixed(4)}  (${result.examples} examples)\n`
-      : `loss ${result.loss.toFixed(4)}  bits/byte ${result.bits_per_byte.toFixed(4)}  (${result.tokens} tokens)\n`);
+    emit(io, values.json === true, result, () =>
+      'accuracy' in result
+        ? `accuracy ${(100 * result.accuracy).toFixed(2)}%  loss ${result.loss.toFixed(4)}  (${result.examples} examples)\n`
+        : `loss ${result.loss.toFixed(4)}  bits/byte ${result.bits_per_byte.toFixed(4)}  (${result.tokens} tokens)\n`,
+    );
     return 0;
   },
 };
 
-async function evaluateHfDir(dir: string, data: string | undefined, contextFlag: string | undefined): Promise<TextEval> {
-  if (data === undefined) throw new UsageError(`${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`);
+async function evaluateHfDir(
+  dir: string,
+  data: string | undefined,
+  contextFlag: string | undefined,
+): Promise<TextEval> {
+  if (data === undefined)
+    throw new UsageError(
+      `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
+    );
   const loaded = await loadHfModel(dir);
   const limit = loaded.model.contextLength;
-  const context = contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);
-  if (context > limit) throw new UsageError(`--context ${context} is longer than the model's context (${limit} positions)`);
+  const context =
+    contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);
+  if (context > limit)
+    throw new UsageError(`--context ${context} is longer than the model's context (${limit} positions)`);
   const tokenizer = await loadHfTokenizer(dir, loaded.config.vocab_size);
   const text = await readFile(data, 'utf8').catch((err: unknown) => {
     throw asIOError(err, data, 'read');

@@ -4,8 +4,10 @@ import { UsageError } from '../errors.js';
 /** An integer ≥ min (default 1), and ≤ max when given (`why` says where the bound comes from). */
 export function positiveInt(value: unknown, flag: string, min = 1, max?: { value: number; why: string }): number {
   const n = typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag} needs an integer >= ${min}, got ${String(value)}`);
-  if (max !== undefined && n > max.value) throw new UsageError(`${flag} is at most ${max.value} (${max.why}), got ${String(value)}`);
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new UsageError(`${flag} needs an integer >= ${min}, got ${String(value)}`);
+  if (max !== undefined && n > max.value)
+    throw new UsageError(`${flag} is at most ${max.value} (${max.why}), got ${String(value)}`);
   return n;
 }
 
@@ -17,9 +19,18 @@ export function positiveInt(value: unknown, flag: string, min = 1, max?: { value
 export const MAX_GENERATE_TOKENS = 65_536;
 
 /** A finite number in [min, max], or (min, max] when `minExclusive`. */
-export function numberIn(value: unknown, flag: string, min: number, max: number, opts: { minExclusive?: boolean } = {}): number {
+export function numberIn(
+  value: unknown,
+  flag: string,
+  min: number,
+  max: number,
+  opts: { minExclusive?: boolean } = {},
+): number {
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
   const low = opts.minExclusive ? n <= min : n < min;
-  if (!Number.isFinite(n) || low || n > max) throw new UsageError(`${flag} needs a number in ${opts.minExclusive ? '(' : '['}${min}, ${max}], got ${String(value)}`);
+  if (!Number.isFinite(n) || low || n > max)
+    throw new UsageError(
+      `${flag} needs a number in ${opts.minExclusive ? '(' : '['}${min}, ${max}], got ${String(value)}`,
+    );
   return n;
 }

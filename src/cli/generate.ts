@@ -39,24 +39,37 @@ Example:
   knobs generate runs/tiny --prompt 'And God said' --max-tokens 200 --temperature 0.8
   knobs generate models/TinyLlama-1.1B --prompt 'The capital of France is' --temperature 0`,
   async run(argv, io) {
-    const { values, positionals } = parse(argv, {
-      prompt: { type: 'string' },
-      'max-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      seed: { type: 'string' },
-      stop: { type: 'string', multiple: true },
-      'ignore-eos': { type: 'boolean' },
-      json: { type: 'boolean' },
-    }, 'generate');
-    if (positionals.length !== 1) throw new UsageError(`generate takes one DIR, got ${positionals.length}; see 'knobs generate --help'`);
-    if (typeof values.prompt !== 'string') throw new UsageError("generate needs --prompt TEXT; see 'knobs generate --help'");
+    const { values, positionals } = parse(
+      argv,
+      {
+        prompt: { type: 'string' },
+        'max-tokens': { type: 'string' },
+        temperature: { type: 'string' },
+        'top-k': { type: 'string' },
+        'top-p': { type: 'string' },
+        seed: { type: 'string' },
+        stop: { type: 'string', multiple: true },
+        'ignore-eos': { type: 'boolean' },
+        json: { type: 'boolean' },
+      },
+      'generate',
+    );
+    if (positionals.length !== 1)
+      throw new UsageError(`generate takes one DIR, got ${positionals.length}; see 'knobs generate --help'`);
+    if (typeof values.prompt !== 'string')
+      throw new UsageError("generate needs --prompt TEXT; see 'knobs generate --help'");
     const given = {
-      maxTokens: values['max-tokens'] === undefined ? undefined : positiveInt(values['max-tokens'], '--max-tokens', 0, { value: MAX_GENERATE_TOKENS, why: 'for longer texts, generate again from the end of this one' }),
+      maxTokens:
+        values['max-tokens'] === undefined
+          ? undefined
+          : positiveInt(values['max-tokens'], '--max-tokens', 0, {
+              value: MAX_GENERATE_TOKENS,
+              why: 'for longer texts, generate again from the end of this one',
+            }),
       temperature: values.temperature === undefined ? undefined : numberIn(values.temperature, '--temperature', 0, 100),
       topK: values['top-k'] === undefined ? undefined : positiveInt(values['top-k'], '--top-k', 0),
-      topP: values['top-p'] === undefined ? undefined : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
+      topP:
+        values['top-p'] === undefined ? undefined : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
       seed: values.seed === undefined ? 0 : positiveInt(values.seed, '--seed', 0),
     };
     const { model, textOptions, defaults } = await loadLanguageModel(positionals[0]!);
@@ -74,7 +87,12 @@ Example:
     stream(values.prompt);
     const result = generateText(model, values.prompt, { ...options, ...textOptions, onText: stream });
     stream('\n');
-    emit(io, json, { prompt_ids: result.promptIds, ids: result.ids, text: result.text, finish_reason: result.finishReason }, () => '');
+    emit(
+      io,
+      json,
+      { prompt_ids: result.promptIds, ids: result.ids, text: result.text, finish_reason: result.finishReason },
+      () => '',
+    );
     return 0;
   },
 };
@@ -85,12 +103,20 @@ type SamplingDefaults = ReturnType<typeof samplingDefaults>;
  * A run directory's model (its recipe's tokenizer, or bytes; sampling at temperature 1 by default), or a Hugging Face
  * directory's model with its tokenizer, eos ids and generation_config.json's sampling defaults.
  */
-async function loadLanguageModel(dir: string): Promise<{ model: CausalLM; textOptions: GenerateTextOptions; defaults: SamplingDefaults }> {
+async function loadLanguageModel(
+  dir: string,
+): Promise<{ model: CausalLM; textOptions: GenerateTextOptions; defaults: SamplingDefaults }> {
   if (await isRunDir(dir)) {
     const { model, recipe } = await loadRun(dir);
-    if (!isLanguageModelInstance(model)) throw new UsageError(`${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`);
+    if (!isLanguageModelInstance(model))
+      throw new UsageError(
+        `${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`,
+      );
     // A run trained with a tokenizer.json has it copied into the directory; byte-level runs need none.
-    const textOptions = recipe.tokenizer === 'bytes' ? {} : { codec: tokenizerCodec(await loadHfTokenizer(dir, model.config.vocab_size)) };
+    const textOptions =
+      recipe.tokenizer === 'bytes'
+        ? {}
+        : { codec: tokenizerCodec(await loadHfTokenizer(dir, model.config.vocab_size)) };
     return { model, textOptions, defaults: { temperature: 1, topK: 0, topP: 1 } };
   }
   const loaded = await loadHfModel(dir);

@@ -26,7 +26,13 @@ Example:
       [
         `knobs ${report.version} (node ${report.node})`,
         `current backend: ${report.backend}`,
-        ...report.backends.map((b) => `  ${String(b.name)}: ${Object.entries(b).filter(([k]) => k !== 'name').map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : String(v)}`).join(' ')}`),
+        ...report.backends.map(
+          (b) =>
+            `  ${String(b.name)}: ${Object.entries(b)
+              .filter(([k]) => k !== 'name')
+              .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : String(v)}`)
+              .join(' ')}`,
+        ),
         `cpu: ${report.cpu.model} (${report.cpu.cores} cores, ${report.cpu.arch})`,
         '',
       ].join('\n'),

@@ -84,7 +84,8 @@ function countParameters(view: ReportView, visit: (t: CountedRow) => void = () =
 }
 
 function* rows(header: SafetensorsHeader): Generator<CountedRow> {
-  for (const e of header.entries.values()) // Each entry is built fresh for this iteration, so its shape array is ours to hand on.
+  for (const e of header.entries.values())
+    // Each entry is built fresh for this iteration, so its shape array is ours to hand on.
     yield { name: e.name, dtype: e.dtype, shape: e.shape as number[], bytes: e.byteLength, numel: e.numel };
 }
 
@@ -122,13 +123,19 @@ function* jsonChunks(view: ReportView): Generator<string> {
   const { summary, tensors, metadata } = view;
   countParameters(view);
   yield `${JSON.stringify(summary).slice(0, -1)},"tensors":[`;
-  yield* chunked(mapIter(tensors, ({ name, dtype, shape, bytes }) => JSON.stringify({ name, dtype, shape, bytes })), ',');
+  yield* chunked(
+    mapIter(tensors, ({ name, dtype, shape, bytes }) => JSON.stringify({ name, dtype, shape, bytes })),
+    ',',
+  );
   if (metadata === null) {
     yield '],"metadata":null}\n';
     return;
   }
   yield '],"metadata":{';
-  yield* chunked(mapIter(metadata, ([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`), ',');
+  yield* chunked(
+    mapIter(metadata, ([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`),
+    ',',
+  );
   yield '}}\n';
 }
 
@@ -174,17 +181,37 @@ function* textChunks(view: ReportView): Generator<string> {
   const cells = (t: TensorRow) => [printable(t.name), t.dtype, shapeCell(t.shape), grouped(t.bytes)];
   const head = ['name', 'dtype', 'shape', 'bytes'];
   const widths = head.map((h) => h.length);
-  countParameters(view, (t) => cells(t).forEach((c, i) => { widths[i] = Math.max(widths[i]!, c.length); }));
-  const line = (row: string[]) => row.map((c, i) => (i === 3 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  countParameters(view, (t) =>
+    cells(t).forEach((c, i) => {
+      widths[i] = Math.max(widths[i]!, c.length);
+    }),
+  );
+  const line = (row: string[]) =>
+    row
+      .map((c, i) => (i === 3 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   yield `${printable(r.path)}: ${r.format}, ${bytesHuman(r.fileBytes)} (header ${grouped(r.headerBytes)} bytes)\n`;
   yield `tensors: ${grouped(r.tensorCount)}  parameters: ${grouped(r.parameterCount)}  data: ${bytesHuman(r.tensorBytes)}\n`;
   if (r.tensorCount > 0) {
     yield `\n${line(head)}\n`;
-    yield* mapIter(chunked(mapIter(tensors, (t) => line(cells(t))), '\n'), (chunk) => `${chunk}\n`);
+    yield* mapIter(
+      chunked(
+        mapIter(tensors, (t) => line(cells(t))),
+        '\n',
+      ),
+      (chunk) => `${chunk}\n`,
+    );
   }
   if (metadata) {
     yield '\nmetadata:\n';
-    yield* mapIter(chunked(mapIter(metadata, ([k, v]) => `  ${printable(k)}: ${printable(v)}`), '\n'), (chunk) => `${chunk}\n`);
+    yield* mapIter(
+      chunked(
+        mapIter(metadata, ([k, v]) => `  ${printable(k)}: ${printable(v)}`),
+        '\n',
+      ),
+      (chunk) => `${chunk}\n`,
+    );
   }
 }
 
@@ -205,14 +232,23 @@ const PROGRESS_BYTES = 64 << 20;
  * Progress of reading a model tensor by tensor (inspect --stats, diff), in MiB, on stderr; silent
  * for models under PROGRESS_BYTES. `report` goes to the library's onProgress; `finish` ends the line.
  */
-export function byteProgress(label: string, io: CliIO): { report: (doneBytes: number, totalBytes: number) => void; finish: () => void } {
+export function byteProgress(
+  label: string,
+  io: CliIO,
+): { report: (doneBytes: number, totalBytes: number) => void; finish: () => void } {
   let progress: Progress | null = null;
   let tensors = 0;
   return {
     report(doneBytes, totalBytes) {
       tensors++;
       if (totalBytes < PROGRESS_BYTES) return;
-      progress ??= new Progress({ total: Math.ceil(totalBytes / 2 ** 20), label: `${label} MiB`, write: io.stderr, isTTY: io.isTTY, plainEvery: 20 });
+      progress ??= new Progress({
+        total: Math.ceil(totalBytes / 2 ** 20),
+        label: `${label} MiB`,
+        write: io.stderr,
+        isTTY: io.isTTY,
+        plainEvery: 20,
+      });
       progress.update(Math.floor(doneBytes / 2 ** 20), { tensors: String(tensors) });
     },
     finish: () => progress?.finish(),
@@ -226,7 +262,9 @@ const BARS = '▁▂▃▄▅▆▇█';
 export function sparkline(counts: readonly number[]): string {
   const top = Math.max(...counts);
   if (top === 0) return '';
-  return counts.map((c) => (c === 0 ? ' ' : BARS[Math.min(BARS.length - 1, Math.floor((c / top) * BARS.length))]!)).join('');
+  return counts
+    .map((c) => (c === 0 ? ' ' : BARS[Math.min(BARS.length - 1, Math.floor((c / top) * BARS.length))]!))
+    .join('');
 }
 
 /** A statistic in a table cell: 4 significant digits, exponent when very large or small. */
@@ -241,25 +279,51 @@ export function numberCell(v: number | null | undefined): string {
 function statCells(t: InspectedTensor): string[] {
   const s = t.stats;
   if (!s) return ['-', '-', '-', '-', '-', '-', '(not numeric)'];
-  return [numberCell(s.mean), numberCell(s.std), numberCell(s.min), numberCell(s.max), numberCell(s.zero_fraction), String(s.nonfinite), `|${sparkline(t.histogram ?? [])}|`];
+  return [
+    numberCell(s.mean),
+    numberCell(s.std),
+    numberCell(s.min),
+    numberCell(s.max),
+    numberCell(s.zero_fraction),
+    String(s.nonfinite),
+    `|${sparkline(t.histogram ?? [])}|`,
+  ];
 }
 
 /** Lines of cells, each column padded to its widest cell; numeric columns right-aligned. */
 export function table(head: string[], rows: string[][], rightAligned: ReadonlySet<number>): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (row: string[]): string => row.map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (row: string[]): string =>
+    row
+      .map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [head, ...rows].map(line).join('\n') + '\n';
 }
 
 /** The human report of a model (directory, or --stats). */
 export function formatModelInspection(r: ModelInspection): string {
   const stats = r.tensors.some((t) => t.stats !== undefined);
-  const what = [r.format, r.architecture, r.files.length > 1 ? `${r.files.length} files` : null].filter((x) => x !== null).join(', ');
+  const what = [r.format, r.architecture, r.files.length > 1 ? `${r.files.length} files` : null]
+    .filter((x) => x !== null)
+    .join(', ');
   let out = `${printable(r.path)}: ${what}\n`;
   out += `tensors: ${grouped(r.tensorCount)}  parameters: ${grouped(r.parameterCount)}  data: ${bytesHuman(r.tensorBytes)}\n`;
   if (r.tensorCount > 0) {
-    const head = ['name', 'dtype', 'shape', 'bytes', ...(stats ? ['mean', 'std', 'min', 'max', 'zeros', 'nonfinite', 'histogram'] : [])];
-    const rows = r.tensors.map((t) => [printable(t.name), t.dtype, shapeCell(t.shape), grouped(t.bytes), ...(stats ? statCells(t) : [])]);
+    const head = [
+      'name',
+      'dtype',
+      'shape',
+      'bytes',
+      ...(stats ? ['mean', 'std', 'min', 'max', 'zeros', 'nonfinite', 'histogram'] : []),
+    ];
+    const rows = r.tensors.map((t) => [
+      printable(t.name),
+      t.dtype,
+      shapeCell(t.shape),
+      grouped(t.bytes),
+      ...(stats ? statCells(t) : []),
+    ]);
     out += `\n${table(head, rows, new Set(stats ? [3, 4, 5, 6, 7, 8, 9] : [3]))}`;
   }
   if (r.metadata) {
@@ -295,7 +359,10 @@ Examples:
     const path = positionals[0]!;
     const json = values.json === true;
     const stats = values.stats === true;
-    const isDirectory = await stat(path).then((st) => st.isDirectory(), () => false);
+    const isDirectory = await stat(path).then(
+      (st) => st.isDirectory(),
+      () => false,
+    );
     if (!stats && !isDirectory) {
       const view = await readView(path);
       for (const chunk of json ? jsonChunks(view) : textChunks(view)) io.stdout(chunk);

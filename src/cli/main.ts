@@ -14,7 +14,16 @@ import { trainCommand } from './train.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
 
-const COMMANDS: readonly Command[] = [infoCommand, inspectCommand, diffCommand, trainCommand, evalCommand, generateCommand, tokenizeCommand, tokenizerCommand];
+const COMMANDS: readonly Command[] = [
+  infoCommand,
+  inspectCommand,
+  diffCommand,
+  trainCommand,
+  evalCommand,
+  generateCommand,
+  tokenizeCommand,
+  tokenizerCommand,
+];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -18,7 +18,11 @@ export interface ThreadChoice {
 }
 
 /** Takes `--threads N` (or `--threads=N`) out of argv; falls back to `env.KNOBS_THREADS`. */
-export function chooseThreads(argv: readonly string[], env: Readonly<Record<string, string | undefined>>, cpus = availableParallelism()): ThreadChoice {
+export function chooseThreads(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  cpus = availableParallelism(),
+): ThreadChoice {
   const rest: string[] = [];
   let value: string | undefined;
   let source = 'KNOBS_THREADS';
@@ -42,10 +46,16 @@ export function chooseThreads(argv: readonly string[], env: Readonly<Record<stri
   const text = value.trim();
   const n = /^[1-9][0-9]*$/.test(text) ? Number(text) : NaN;
   if (Number.isNaN(n)) {
-    throw new UsageError(`${source} needs a positive integer (at most the ${cpus} CPUs available), got ${JSON.stringify(value)}`);
+    throw new UsageError(
+      `${source} needs a positive integer (at most the ${cpus} CPUs available), got ${JSON.stringify(value)}`,
+    );
   }
   if (n > cpus) {
-    return { argv: rest, threads: cpus, warnings: [`${source} ${text} is more than the ${cpus} CPUs available to this process; using ${cpus}`] };
+    return {
+      argv: rest,
+      threads: cpus,
+      warnings: [`${source} ${text} is more than the ${cpus} CPUs available to this process; using ${cpus}`],
+    };
   }
   return { argv: rest, threads: n, warnings: [] };
 }

@@ -23,14 +23,22 @@ the model directory given, and prints each token with its id.
 Example:
   knobs tokenize runs/tiny --text 'In the beginning' --json`,
   async run(argv, io) {
-    const { values, positionals } = parse(argv, {
-      text: { type: 'string' },
-      file: { type: 'string' },
-      'no-special': { type: 'boolean' },
-      json: { type: 'boolean' },
-    }, 'tokenize');
-    if (positionals.length !== 1) throw new UsageError(`tokenize takes one TOKENIZER_OR_MODEL, got ${positionals.length}; see 'knobs tokenize --help'`);
-    if ((values.text === undefined) === (values.file === undefined)) throw new UsageError("tokenize needs exactly one of --text T or --file PATH; see 'knobs tokenize --help'");
+    const { values, positionals } = parse(
+      argv,
+      {
+        text: { type: 'string' },
+        file: { type: 'string' },
+        'no-special': { type: 'boolean' },
+        json: { type: 'boolean' },
+      },
+      'tokenize',
+    );
+    if (positionals.length !== 1)
+      throw new UsageError(
+        `tokenize takes one TOKENIZER_OR_MODEL, got ${positionals.length}; see 'knobs tokenize --help'`,
+      );
+    if ((values.text === undefined) === (values.file === undefined))
+      throw new UsageError("tokenize needs exactly one of --text T or --file PATH; see 'knobs tokenize --help'");
     const tokenizer = await Tokenizer.fromFile(await tokenizerPath(positionals[0]!));
     const text = typeof values.text === 'string' ? values.text : await readText(values.file as string);
     const { ids, tokens } = tokenizer.encode(text, { addSpecialTokens: values['no-special'] !== true });
@@ -64,7 +72,8 @@ export async function tokenizerPath(path: string): Promise<string> {
 export async function readText(path: string): Promise<string> {
   try {
     const { size } = await stat(path);
-    if (size > MAX_TEXT_BYTES) throw new UsageError(`${path} is ${size} bytes; knobs reads text files up to ${MAX_TEXT_BYTES} bytes at once`);
+    if (size > MAX_TEXT_BYTES)
+      throw new UsageError(`${path} is ${size} bytes; knobs reads text files up to ${MAX_TEXT_BYTES} bytes at once`);
     return await readFile(path, 'utf8');
   } catch (err) {
     throw asIOError(err, path, 'read');

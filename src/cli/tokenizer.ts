@@ -27,27 +27,40 @@ merges in order, then the special tokens. Progress goes to stderr.
 Example:
   knobs tokenizer train kjv.txt --vocab-size 4096 --out kjv-tokenizer.json`,
   async run(argv, io) {
-    const { values, positionals } = parse(argv, {
-      'vocab-size': { type: 'string' },
-      out: { type: 'string' },
-      special: { type: 'string', multiple: true },
-      'min-frequency': { type: 'string' },
-      json: { type: 'boolean' },
-    }, 'tokenizer');
+    const { values, positionals } = parse(
+      argv,
+      {
+        'vocab-size': { type: 'string' },
+        out: { type: 'string' },
+        special: { type: 'string', multiple: true },
+        'min-frequency': { type: 'string' },
+        json: { type: 'boolean' },
+      },
+      'tokenizer',
+    );
     const [sub, ...rest] = positionals;
-    if (sub !== 'train') throw new UsageError(`unknown tokenizer subcommand ${JSON.stringify(sub ?? '')}; the one there is: train. See 'knobs tokenizer --help'`);
-    if (rest.length !== 1) throw new UsageError(`tokenizer train takes one TEXT file, got ${rest.length}; see 'knobs tokenizer --help'`);
-    if (values['vocab-size'] === undefined) throw new UsageError("tokenizer train needs --vocab-size N; see 'knobs tokenizer --help'");
-    if (typeof values.out !== 'string') throw new UsageError("tokenizer train needs --out PATH; see 'knobs tokenizer --help'");
+    if (sub !== 'train')
+      throw new UsageError(
+        `unknown tokenizer subcommand ${JSON.stringify(sub ?? '')}; the one there is: train. See 'knobs tokenizer --help'`,
+      );
+    if (rest.length !== 1)
+      throw new UsageError(`tokenizer train takes one TEXT file, got ${rest.length}; see 'knobs tokenizer --help'`);
+    if (values['vocab-size'] === undefined)
+      throw new UsageError("tokenizer train needs --vocab-size N; see 'knobs tokenizer --help'");
+    if (typeof values.out !== 'string')
+      throw new UsageError("tokenizer train needs --out PATH; see 'knobs tokenizer --help'");
     const vocabSize = positiveInt(values['vocab-size'], '--vocab-size', 257);
-    const minFrequency = values['min-frequency'] === undefined ? 2 : positiveInt(values['min-frequency'], '--min-frequency');
+    const minFrequency =
+      values['min-frequency'] === undefined ? 2 : positiveInt(values['min-frequency'], '--min-frequency');
     const specialTokens = (values.special as string[] | undefined) ?? ['<|endoftext|>'];
     const text = await readText(rest[0]!);
     const started = performance.now();
     let progress: Progress | null = null;
     let lastShown = 0;
     const json = trainByteLevelBpe(text, {
-      vocabSize, specialTokens, minFrequency,
+      vocabSize,
+      specialTokens,
+      minFrequency,
       onProgress: (done, total) => {
         // About 100 updates in all (10 lines when stderr is a log), however many merges.
         progress ??= new Progress({ total, label: 'merges', write: io.stderr, isTTY: io.isTTY, plainEvery: 10 });
@@ -60,8 +73,19 @@ Example:
     (progress as Progress | null)?.finish();
     const merges = (json.model as { merges: unknown[] }).merges.length;
     await writeFileAtomic(values.out, `${JSON.stringify(json)}\n`);
-    const summary = { out: values.out, vocab_size: 256 + merges + specialTokens.length, merges, seconds: (performance.now() - started) / 1000 };
-    emit(io, values.json === true, summary, () => `wrote ${summary.out}: ${summary.vocab_size} tokens (${merges} merges) in ${summary.seconds.toFixed(1)} s\n`);
+    const summary = {
+      out: values.out,
+      vocab_size: 256 + merges + specialTokens.length,
+      merges,
+      seconds: (performance.now() - started) / 1000,
+    };
+    emit(
+      io,
+      values.json === true,
+      summary,
+      () =>
+        `wrote ${summary.out}: ${summary.vocab_size} tokens (${merges} merges) in ${summary.seconds.toFixed(1)} s\n`,
+    );
     return 0;
   },
 };

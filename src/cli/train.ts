@@ -23,19 +23,33 @@ function reporter(io: CliIO): (e: TrainEvent) => void {
     switch (e.type) {
       case 'start':
         unit = e.unit;
-        io.stderr(`training ${e.totalSteps} steps into ${e.out}${e.resumedFrom !== null ? ` (resuming from step ${e.resumedFrom})` : ''}\n`);
-        progress = new Progress({ total: e.totalSteps, label: 'train', write: io.stderr, isTTY: io.isTTY, plainEvery: Number.MAX_SAFE_INTEGER });
+        io.stderr(
+          `training ${e.totalSteps} steps into ${e.out}${e.resumedFrom !== null ? ` (resuming from step ${e.resumedFrom})` : ''}\n`,
+        );
+        progress = new Progress({
+          total: e.totalSteps,
+          label: 'train',
+          write: io.stderr,
+          isTTY: io.isTTY,
+          plainEvery: Number.MAX_SAFE_INTEGER,
+        });
         break;
       case 'step':
         if (io.isTTY) progress?.update(e.step, { loss: e.loss, lr: e.lr });
         break;
       case 'metrics': {
         const rate = e.row.tokens_per_s ?? e.row.samples_per_s;
-        if (!io.isTTY) io.stderr(`step ${e.row.step} loss ${fmt(e.row.loss)} lr ${fmt(e.row.lr)} grad_norm ${fmt(e.row.grad_norm)} ${unit}/s ${fmt(rate)} elapsed ${formatDuration(e.row.elapsed_s)}\n`);
+        if (!io.isTTY)
+          io.stderr(
+            `step ${e.row.step} loss ${fmt(e.row.loss)} lr ${fmt(e.row.lr)} grad_norm ${fmt(e.row.grad_norm)} ${unit}/s ${fmt(rate)} elapsed ${formatDuration(e.row.elapsed_s)}\n`,
+          );
         break;
       }
       case 'eval': {
-        const extra = e.row.accuracy !== undefined ? `accuracy ${fmt(e.row.accuracy)}` : `bits_per_byte ${fmt(e.row.bits_per_byte)}`;
+        const extra =
+          e.row.accuracy !== undefined
+            ? `accuracy ${fmt(e.row.accuracy)}`
+            : `bits_per_byte ${fmt(e.row.bits_per_byte)}`;
         progress?.finish();
         io.stderr(`eval step ${e.row.step} loss ${fmt(e.row.eval_loss)} ${extra}\n`);
         break;
@@ -78,19 +92,24 @@ kills at once (the last checkpoint is still intact).
 Example:
   bible 'Gen1:1-Rev22:21' > kjv.txt && knobs train recipes/tiny.json --out runs/tiny`,
   async run(argv, io) {
-    const { values, positionals } = parse(argv, {
-      out: { type: 'string' },
-      data: { type: 'string' },
-      steps: { type: 'string' },
-      epochs: { type: 'string' },
-      seed: { type: 'string' },
-      resume: { type: 'boolean' },
-      'keep-checkpoints': { type: 'string' },
-      json: { type: 'boolean' },
-    }, 'train');
+    const { values, positionals } = parse(
+      argv,
+      {
+        out: { type: 'string' },
+        data: { type: 'string' },
+        steps: { type: 'string' },
+        epochs: { type: 'string' },
+        seed: { type: 'string' },
+        resume: { type: 'boolean' },
+        'keep-checkpoints': { type: 'string' },
+        json: { type: 'boolean' },
+      },
+      'train',
+    );
     const out = values.out as string | undefined;
     const resume = values.resume === true;
-    if (positionals.length > 1) throw new UsageError(`train takes one RECIPE, got ${positionals.length}; see 'knobs train --help'`);
+    if (positionals.length > 1)
+      throw new UsageError(`train takes one RECIPE, got ${positionals.length}; see 'knobs train --help'`);
     if (resume && out === undefined) throw new UsageError('--resume needs --out DIR (the run to continue)');
     const recipePath = positionals[0] ?? (resume ? join(out!, RECIPE_NAME) : undefined);
     if (recipePath === undefined) throw new UsageError("train needs a RECIPE.json; see 'knobs train --help'");
@@ -111,14 +130,20 @@ Example:
         ...(values.steps !== undefined ? { steps: positiveInt(values.steps, '--steps') } : {}),
         ...(values.epochs !== undefined ? { epochs: positiveInt(values.epochs, '--epochs') } : {}),
         ...(values.seed !== undefined ? { seed: positiveInt(values.seed, '--seed', 0) } : {}),
-        ...(values['keep-checkpoints'] !== undefined ? { keepCheckpoints: positiveInt(values['keep-checkpoints'], '--keep-checkpoints') } : {}),
+        ...(values['keep-checkpoints'] !== undefined
+          ? { keepCheckpoints: positiveInt(values['keep-checkpoints'], '--keep-checkpoints') }
+          : {}),
         resume,
         onLog: reporter(io),
         signal: controller.signal,
       });
       emit(io, values.json === true, result, () => {
         const ev = result.lastEval;
-        const score = ev ? (ev.accuracy !== undefined ? `, accuracy ${fmt(ev.accuracy)}` : `, bits_per_byte ${fmt(ev.bits_per_byte)}`) : '';
+        const score = ev
+          ? ev.accuracy !== undefined
+            ? `, accuracy ${fmt(ev.accuracy)}`
+            : `, bits_per_byte ${fmt(ev.bits_per_byte)}`
+          : '';
         return result.interrupted
           ? `stopped at step ${result.step}/${result.totalSteps}; continue with: knobs train --resume --out ${result.out}\n`
           : `trained ${result.step} steps into ${result.out}${ev ? ` (eval loss ${fmt(ev.eval_loss)}${score})` : ''}\n`;

@@ -30,12 +30,28 @@ export const IDX_MAX_RANK = 8;
 const DEFLATE_MAX_RATIO = 1032;
 
 export const IDX_RULES = [
-  'bad_magic', 'unsupported_type', 'bad_rank', 'too_large', 'truncated', 'trailing_bytes', 'gzip_corrupt',
-  'wrong_rank', 'count_mismatch', 'label_out_of_range', 'empty',
+  'bad_magic',
+  'unsupported_type',
+  'bad_rank',
+  'too_large',
+  'truncated',
+  'trailing_bytes',
+  'gzip_corrupt',
+  'wrong_rank',
+  'count_mismatch',
+  'label_out_of_range',
+  'empty',
 ] as const;
 export type IdxRule = (typeof IDX_RULES)[number];
 
-const TYPE_NAMES: Record<number, string> = { 0x08: 'u8', 0x09: 'i8', 0x0b: 'i16', 0x0c: 'i32', 0x0d: 'f32', 0x0e: 'f64' };
+const TYPE_NAMES: Record<number, string> = {
+  0x08: 'u8',
+  0x09: 'i8',
+  0x0b: 'i16',
+  0x0c: 'i32',
+  0x0d: 'f32',
+  0x0e: 'f64',
+};
 
 /** A decoded IDX file: u8 elements in row-major order. */
 export interface IdxArray {
@@ -44,7 +60,12 @@ export interface IdxArray {
   readonly data: Uint8Array;
 }
 
-export function idxError(rule: IdxRule, path: string, message: string, details: Record<string, unknown> = {}): FormatError {
+export function idxError(
+  rule: IdxRule,
+  path: string,
+  message: string,
+  details: Record<string, unknown> = {},
+): FormatError {
   return new FormatError(rule, `${path}: invalid IDX file (${rule}): ${message}`, { path, ...details });
 }
 
@@ -62,14 +83,25 @@ function parseHeader(bytes: Uint8Array, path: string, maxBytes: number): IdxHead
   if (bytes.byteLength < 4) return null;
   if (bytes[0] !== 0 || bytes[1] !== 0) {
     const magic = ((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0;
-    throw idxError('bad_magic', path, `magic number 0x${magic.toString(16).padStart(8, '0')} does not start with two zero bytes; expected 0x00000803 (images) or 0x00000801 (labels). Is this an IDX file${bytes[0] === 0x1f && bytes[1] === 0x8b ? ' (it looks gzip-compressed twice)' : ''}?`, { magic });
+    throw idxError(
+      'bad_magic',
+      path,
+      `magic number 0x${magic.toString(16).padStart(8, '0')} does not start with two zero bytes; expected 0x00000803 (images) or 0x00000801 (labels). Is this an IDX file${bytes[0] === 0x1f && bytes[1] === 0x8b ? ' (it looks gzip-compressed twice)' : ''}?`,
+      { magic },
+    );
   }
   const type = bytes[2]!;
   if (type !== 0x08) {
-    throw idxError('unsupported_type', path, `element type 0x${type.toString(16).padStart(2, '0')} (${TYPE_NAMES[type] ?? 'unknown'}) is not supported; knobs reads u8 IDX files (type 0x08)`, { type });
+    throw idxError(
+      'unsupported_type',
+      path,
+      `element type 0x${type.toString(16).padStart(2, '0')} (${TYPE_NAMES[type] ?? 'unknown'}) is not supported; knobs reads u8 IDX files (type 0x08)`,
+      { type },
+    );
   }
   const rank = bytes[3]!;
-  if (rank < 1 || rank > IDX_MAX_RANK) throw idxError('bad_rank', path, `rank ${rank} is outside 1..${IDX_MAX_RANK}`, { rank });
+  if (rank < 1 || rank > IDX_MAX_RANK)
+    throw idxError('bad_rank', path, `rank ${rank} is outside 1..${IDX_MAX_RANK}`, { rank });
   const headerBytes = 4 + 4 * rank;
   if (bytes.byteLength < headerBytes) return null;
   const view = new DataView(bytes.buffer, bytes.byteOffset, headerBytes);
@@ -81,7 +113,12 @@ function parseHeader(bytes: Uint8Array, path: string, maxBytes: number): IdxHead
     total *= d; // a double: exact while it stays under 2^53, and the limit below is far under that
   }
   if (total > maxBytes) {
-    throw idxError('too_large', path, `dims [${shape.join(', ')}] declare ${total} bytes, over the ${maxBytes}-byte limit (IDX_MAX_BYTES)`, { shape, declared: total, limit: maxBytes });
+    throw idxError(
+      'too_large',
+      path,
+      `dims [${shape.join(', ')}] declare ${total} bytes, over the ${maxBytes}-byte limit (IDX_MAX_BYTES)`,
+      { shape, declared: total, limit: maxBytes },
+    );
   }
   return { shape, headerBytes, dataBytes: total };
 }
@@ -107,15 +144,34 @@ export async function readIdx(path: string, opts: { maxBytes?: number } = {}): P
       return await readGzip(path, size, maxBytes, opened);
     }
     if (size === 0) throw idxError('empty', path, 'the file is empty');
-    if (size < 4) throw idxError('truncated', path, `the file is ${size} bytes; the header alone needs at least 4`, { fileSize: size });
+    if (size < 4)
+      throw idxError('truncated', path, `the file is ${size} bytes; the header alone needs at least 4`, {
+        fileSize: size,
+      });
     const header = parseHeader(prefix, path, maxBytes);
-    if (!header) throw idxError('truncated', path, `the file is ${size} bytes, shorter than its header (${4 + 4 * prefix[3]!} bytes)`, { fileSize: size });
+    if (!header)
+      throw idxError(
+        'truncated',
+        path,
+        `the file is ${size} bytes, shorter than its header (${4 + 4 * prefix[3]!} bytes)`,
+        { fileSize: size },
+      );
     const expected = header.headerBytes + header.dataBytes;
     if (size < expected) {
-      throw idxError('truncated', path, `dims [${header.shape.join(', ')}] need ${expected} bytes but the file has ${size}`, { shape: header.shape, expected, fileSize: size });
+      throw idxError(
+        'truncated',
+        path,
+        `dims [${header.shape.join(', ')}] need ${expected} bytes but the file has ${size}`,
+        { shape: header.shape, expected, fileSize: size },
+      );
     }
     if (size > expected) {
-      throw idxError('trailing_bytes', path, `dims [${header.shape.join(', ')}] need ${expected} bytes but the file has ${size} (${size - expected} extra)`, { shape: header.shape, expected, fileSize: size });
+      throw idxError(
+        'trailing_bytes',
+        path,
+        `dims [${header.shape.join(', ')}] need ${expected} bytes but the file has ${size} (${size - expected} extra)`,
+        { shape: header.shape, expected, fileSize: size },
+      );
     }
     const data = new Uint8Array(header.dataBytes);
     await readFully(fh, data, header.headerBytes, path);
@@ -133,13 +189,23 @@ export function parseIdx(bytes: Uint8Array, path = '(bytes)', opts: { maxBytes?:
   const expected = header.headerBytes + header.dataBytes;
   if (bytes.byteLength !== expected) {
     const rule = bytes.byteLength < expected ? 'truncated' : 'trailing_bytes';
-    throw idxError(rule, path, `dims [${header.shape.join(', ')}] need ${expected} bytes but there are ${bytes.byteLength}`, { shape: header.shape, expected, size: bytes.byteLength });
+    throw idxError(
+      rule,
+      path,
+      `dims [${header.shape.join(', ')}] need ${expected} bytes but there are ${bytes.byteLength}`,
+      { shape: header.shape, expected, size: bytes.byteLength },
+    );
   }
   return { dtype: 'u8', shape: header.shape, data: bytes.slice(header.headerBytes) };
 }
 
 /** Inflates the gzip file open as `handle` (which the stream closes). */
-async function readGzip(path: string, compressedSize: number, maxBytes: number, handle: fsp.FileHandle): Promise<IdxArray> {
+async function readGzip(
+  path: string,
+  compressedSize: number,
+  maxBytes: number,
+  handle: fsp.FileHandle,
+): Promise<IdxArray> {
   // Header bytes accumulate here until parseHeader can decide; then `data` is allocated once.
   let head = new Uint8Array(0);
   let header: IdxHeader | null = null;
@@ -157,13 +223,23 @@ async function readGzip(path: string, compressedSize: number, maxBytes: number, 
       }
       const bound = compressedSize * DEFLATE_MAX_RATIO + 1024;
       if (header.dataBytes > bound) {
-        throw idxError('truncated', path, `dims [${header.shape.join(', ')}] declare ${header.dataBytes} bytes, more than a ${compressedSize}-byte gzip file can hold`, { shape: header.shape, declared: header.dataBytes, fileSize: compressedSize });
+        throw idxError(
+          'truncated',
+          path,
+          `dims [${header.shape.join(', ')}] declare ${header.dataBytes} bytes, more than a ${compressedSize}-byte gzip file can hold`,
+          { shape: header.shape, declared: header.dataBytes, fileSize: compressedSize },
+        );
       }
       data = new Uint8Array(header.dataBytes);
       chunk = joined.subarray(header.headerBytes);
     }
     if (filled + chunk.byteLength > data!.byteLength) {
-      throw idxError('trailing_bytes', path, `the decompressed data is longer than the ${header.headerBytes + header.dataBytes} bytes dims [${header.shape.join(', ')}] declare`, { shape: header.shape });
+      throw idxError(
+        'trailing_bytes',
+        path,
+        `the decompressed data is longer than the ${header.headerBytes + header.dataBytes} bytes dims [${header.shape.join(', ')}] declare`,
+        { shape: header.shape },
+      );
     }
     data!.set(chunk, filled);
     filled += chunk.byteLength;
@@ -186,8 +262,12 @@ async function readGzip(path: string, compressedSize: number, maxBytes: number, 
     if (rejected !== null) throw rejected;
     if (err instanceof KnobsError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'Z_BUF_ERROR') throw idxError('truncated', path, 'the gzip stream ends early (the download was cut short?)', { fileSize: compressedSize });
-    if (typeof code === 'string' && code.startsWith('Z_')) throw idxError('gzip_corrupt', path, `the gzip stream is corrupt: ${(err as Error).message}`, { zlib: code });
+    if (code === 'Z_BUF_ERROR')
+      throw idxError('truncated', path, 'the gzip stream ends early (the download was cut short?)', {
+        fileSize: compressedSize,
+      });
+    if (typeof code === 'string' && code.startsWith('Z_'))
+      throw idxError('gzip_corrupt', path, `the gzip stream is corrupt: ${(err as Error).message}`, { zlib: code });
     throw ioError(err, path);
   }
   const h = header as IdxHeader | null;
@@ -196,7 +276,12 @@ async function readGzip(path: string, compressedSize: number, maxBytes: number, 
     throw idxError('truncated', path, `the decompressed file is ${head.byteLength} bytes, shorter than its header`);
   }
   if (filled < h.dataBytes) {
-    throw idxError('truncated', path, `dims [${h.shape.join(', ')}] need ${h.headerBytes + h.dataBytes} bytes but the decompressed file has ${h.headerBytes + filled}`, { shape: h.shape, expected: h.headerBytes + h.dataBytes, size: h.headerBytes + filled });
+    throw idxError(
+      'truncated',
+      path,
+      `dims [${h.shape.join(', ')}] need ${h.headerBytes + h.dataBytes} bytes but the decompressed file has ${h.headerBytes + filled}`,
+      { shape: h.shape, expected: h.headerBytes + h.dataBytes, size: h.headerBytes + filled },
+    );
   }
   return { dtype: 'u8', shape: h.shape, data: data! };
 }
@@ -204,10 +289,13 @@ async function readGzip(path: string, compressedSize: number, maxBytes: number, 
 async function readFully(fh: fsp.FileHandle, target: Uint8Array, position: number, path: string): Promise<void> {
   let done = 0;
   while (done < target.byteLength) {
-    const { bytesRead } = await fh.read(target, done, target.byteLength - done, position + done).catch((err: unknown) => {
-      throw ioError(err, path);
-    });
-    if (bytesRead === 0) throw idxError('truncated', path, `the file ended at byte ${position + done} while being read (it shrank?)`);
+    const { bytesRead } = await fh
+      .read(target, done, target.byteLength - done, position + done)
+      .catch((err: unknown) => {
+        throw ioError(err, path);
+      });
+    if (bytesRead === 0)
+      throw idxError('truncated', path, `the file ended at byte ${position + done} while being read (it shrank?)`);
     done += bytesRead;
   }
 }
@@ -232,22 +320,40 @@ export interface IdxImages {
 export async function readIdxImages(path: string, opts: { maxBytes?: number } = {}): Promise<IdxImages> {
   const a = await readIdx(path, opts);
   if (a.shape.length !== 3) {
-    throw idxError('wrong_rank', path, `an image file has rank 3 [N, rows, cols] (magic 0x00000803); this one has rank ${a.shape.length} [${a.shape.join(', ')}]${a.shape.length === 1 ? ' — it looks like a label file' : ''}`, { shape: a.shape });
+    throw idxError(
+      'wrong_rank',
+      path,
+      `an image file has rank 3 [N, rows, cols] (magic 0x00000803); this one has rank ${a.shape.length} [${a.shape.join(', ')}]${a.shape.length === 1 ? ' — it looks like a label file' : ''}`,
+      { shape: a.shape },
+    );
   }
   const [count, height, width] = a.shape as [number, number, number];
   return { count, height, width, pixels: a.data };
 }
 
 /** Reads an IDX label file (magic 0x00000801, rank 1); checks labels < numClasses when given. */
-export async function readIdxLabels(path: string, opts: { maxBytes?: number; numClasses?: number } = {}): Promise<Uint8Array> {
+export async function readIdxLabels(
+  path: string,
+  opts: { maxBytes?: number; numClasses?: number } = {},
+): Promise<Uint8Array> {
   const a = await readIdx(path, opts);
   if (a.shape.length !== 1) {
-    throw idxError('wrong_rank', path, `a label file has rank 1 [N] (magic 0x00000801); this one has rank ${a.shape.length} [${a.shape.join(', ')}]${a.shape.length === 3 ? ' — it looks like an image file' : ''}`, { shape: a.shape });
+    throw idxError(
+      'wrong_rank',
+      path,
+      `a label file has rank 1 [N] (magic 0x00000801); this one has rank ${a.shape.length} [${a.shape.join(', ')}]${a.shape.length === 3 ? ' — it looks like an image file' : ''}`,
+      { shape: a.shape },
+    );
   }
   if (opts.numClasses !== undefined) {
     for (let i = 0; i < a.data.length; i++) {
       if (a.data[i]! >= opts.numClasses) {
-        throw idxError('label_out_of_range', path, `label ${a.data[i]} at index ${i} is outside 0..${opts.numClasses - 1}`, { index: i, label: a.data[i], numClasses: opts.numClasses });
+        throw idxError(
+          'label_out_of_range',
+          path,
+          `label ${a.data[i]} at index ${i} is outside 0..${opts.numClasses - 1}`,
+          { index: i, label: a.data[i], numClasses: opts.numClasses },
+        );
       }
     }
   }

@@ -26,21 +26,40 @@ export interface ImageDataset {
 /** Where Debian's `dataset-fashion-mnist` package installs the files. */
 export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
 export const FASHION_MNIST_CLASSES = [
-  'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot',
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
 ] as const;
 /** Mean and standard deviation of Fashion-MNIST train pixels on the [0, 1] scale. */
-export const FASHION_MNIST_NORMALIZE = { mean: 0.2860, std: 0.3530 } as const;
+export const FASHION_MNIST_NORMALIZE = { mean: 0.286, std: 0.353 } as const;
 
 /**
  * Loads an image file and its label file (IDX, raw or gzip) and checks they belong together:
  * the same count, and every label below numClasses.
  */
-export async function loadIdxDataset(imagesPath: string, labelsPath: string, opts: { numClasses?: number } = {}): Promise<ImageDataset> {
+export async function loadIdxDataset(
+  imagesPath: string,
+  labelsPath: string,
+  opts: { numClasses?: number } = {},
+): Promise<ImageDataset> {
   const numClasses = opts.numClasses ?? 10;
-  if (!Number.isInteger(numClasses) || numClasses < 1 || numClasses > 256) throw new ArgumentError(`numClasses must be in 1..256, got ${numClasses}`);
+  if (!Number.isInteger(numClasses) || numClasses < 1 || numClasses > 256)
+    throw new ArgumentError(`numClasses must be in 1..256, got ${numClasses}`);
   const [images, labels] = await Promise.all([readIdxImages(imagesPath), readIdxLabels(labelsPath, { numClasses })]);
   if (labels.length !== images.count) {
-    throw idxError('count_mismatch', labelsPath, `has ${labels.length} labels but ${imagesPath} has ${images.count} images; they must be the same split`, { labels: labels.length, images: images.count, imagesPath });
+    throw idxError(
+      'count_mismatch',
+      labelsPath,
+      `has ${labels.length} labels but ${imagesPath} has ${images.count} images; they must be the same split`,
+      { labels: labels.length, images: images.count, imagesPath },
+    );
   }
   if (images.count === 0) throw idxError('empty', imagesPath, 'has no images');
   return { count: images.count, height: images.height, width: images.width, numClasses, pixels: images.pixels, labels };
@@ -49,7 +68,9 @@ export async function loadIdxDataset(imagesPath: string, labelsPath: string, opt
 /** Fashion-MNIST's train (60,000) or test (10,000) split, from `dir` (default: the Debian package). */
 export function loadFashionMnist(split: 'train' | 'test', dir: string = FASHION_MNIST_DIR): Promise<ImageDataset> {
   const prefix = split === 'train' ? 'train' : 't10k';
-  return loadIdxDataset(join(dir, `${prefix}-images-idx3-ubyte.gz`), join(dir, `${prefix}-labels-idx1-ubyte.gz`), { numClasses: 10 });
+  return loadIdxDataset(join(dir, `${prefix}-images-idx3-ubyte.gz`), join(dir, `${prefix}-labels-idx1-ubyte.gz`), {
+    numClasses: 10,
+  });
 }
 
 export interface LoaderPosition {
@@ -110,14 +131,18 @@ export class ImageLoader {
 
   constructor(dataset: ImageDataset, opts: ImageLoaderOptions) {
     const { batchSize } = opts;
-    if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new ArgumentError(`ImageLoader: batchSize must be an integer >= 1, got ${batchSize}`);
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1)
+      throw new ArgumentError(`ImageLoader: batchSize must be an integer >= 1, got ${batchSize}`);
     if (opts.dropLast && batchSize > dataset.count) {
-      throw new ArgumentError(`ImageLoader: batchSize ${batchSize} with dropLast leaves no batch from ${dataset.count} images`);
+      throw new ArgumentError(
+        `ImageLoader: batchSize ${batchSize} with dropLast leaves no batch from ${dataset.count} images`,
+      );
     }
     const seed = opts.seed ?? 0;
     if (!Number.isSafeInteger(seed)) throw new ArgumentError(`ImageLoader: seed must be an integer, got ${seed}`);
     const { mean, std } = opts.normalize ?? { mean: 0, std: 1 };
-    if (!(std > 0) || !Number.isFinite(mean)) throw new ArgumentError(`ImageLoader: normalize needs a finite mean and std > 0, got mean ${mean}, std ${std}`);
+    if (!(std > 0) || !Number.isFinite(mean))
+      throw new ArgumentError(`ImageLoader: normalize needs a finite mean and std > 0, got mean ${mean}, std ${std}`);
     this.dataset = dataset;
     this.batchSize = batchSize;
     this.seed = seed;
@@ -145,8 +170,16 @@ export class ImageLoader {
 
   setPosition(pos: LoaderPosition): void {
     const { epoch, index } = pos;
-    if (!Number.isSafeInteger(epoch) || epoch < 0 || !Number.isSafeInteger(index) || index < 0 || index > this.epochLength) {
-      throw new ArgumentError(`ImageLoader: position {epoch: ${epoch}, index: ${index}} is outside this dataset (index 0..${this.epochLength})`);
+    if (
+      !Number.isSafeInteger(epoch) ||
+      epoch < 0 ||
+      !Number.isSafeInteger(index) ||
+      index < 0 ||
+      index > this.epochLength
+    ) {
+      throw new ArgumentError(
+        `ImageLoader: position {epoch: ${epoch}, index: ${index}} is outside this dataset (index 0..${this.epochLength})`,
+      );
     }
     this.epochNo = epoch;
     this.indexNo = index;
@@ -159,7 +192,9 @@ export class ImageLoader {
   /** Restores a saved state; refuses one made with another seed or dataset size. */
   setState(state: ImageLoaderState): void {
     if (state.seed !== this.seed || state.count !== this.dataset.count) {
-      throw new ArgumentError(`ImageLoader: saved state is for seed ${state.seed} and ${state.count} images, this loader has seed ${this.seed} and ${this.dataset.count}; the batches would not match`);
+      throw new ArgumentError(
+        `ImageLoader: saved state is for seed ${state.seed} and ${state.count} images, this loader has seed ${this.seed} and ${this.dataset.count}; the batches would not match`,
+      );
     }
     this.setPosition(state);
   }

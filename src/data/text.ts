@@ -60,7 +60,13 @@ export class ByteTextCorpus implements TextCorpus {
   private readonly bytes: Uint8Array | null;
   private handle: fsp.FileHandle | null;
 
-  private constructor(path: string, size: number, fraction: number, bytes: Uint8Array | null, handle: fsp.FileHandle | null) {
+  private constructor(
+    path: string,
+    size: number,
+    fraction: number,
+    bytes: Uint8Array | null,
+    handle: fsp.FileHandle | null,
+  ) {
     this.path = path;
     this.size = size;
     const validationBytes = Math.floor(size * fraction);
@@ -113,8 +119,16 @@ export class ByteTextCorpus implements TextCorpus {
 
   /** `length` bytes from absolute offset `start` (within the file). */
   async read(start: number, length: number): Promise<Uint8Array> {
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > this.size) {
-      throw new ArgumentError(`${this.path}: read of ${length} bytes at ${start} is outside the corpus (${this.size} bytes)`);
+    if (
+      !Number.isSafeInteger(start) ||
+      !Number.isSafeInteger(length) ||
+      start < 0 ||
+      length < 0 ||
+      start + length > this.size
+    ) {
+      throw new ArgumentError(
+        `${this.path}: read of ${length} bytes at ${start} is outside the corpus (${this.size} bytes)`,
+      );
     }
     if (this.bytes) return this.bytes.subarray(start, start + length);
     if (!this.handle) throw new ArgumentError(`${this.path}: read after close()`);
@@ -138,17 +152,24 @@ function checkFraction(f: number | undefined): number {
 }
 
 function emptyError(path: string): FormatError {
-  return new FormatError('empty', `${path} is empty; a text corpus needs at least blockSize + 1 bytes of text`, { path });
+  return new FormatError('empty', `${path} is empty; a text corpus needs at least blockSize + 1 bytes of text`, {
+    path,
+  });
 }
 
 async function readAt(fh: fsp.FileHandle, target: Uint8Array, position: number, path: string): Promise<void> {
   let done = 0;
   while (done < target.byteLength) {
-    const { bytesRead } = await fh.read(target, done, target.byteLength - done, position + done).catch((err: unknown) => {
-      throw ioError(err, path, 'read');
-    });
+    const { bytesRead } = await fh
+      .read(target, done, target.byteLength - done, position + done)
+      .catch((err: unknown) => {
+        throw ioError(err, path, 'read');
+      });
     if (bytesRead === 0) {
-      throw new IOError(`${path} ended at byte ${position + done} while reading; the file shrank after it was opened`, { path, position: position + done });
+      throw new IOError(`${path} ended at byte ${position + done} while reading; the file shrank after it was opened`, {
+        path,
+        position: position + done,
+      });
     }
     done += bytesRead;
   }
@@ -195,8 +216,10 @@ export class TextBatcher {
 
   constructor(corpus: TextCorpus, opts: TextBatcherOptions) {
     const { batchSize, blockSize } = opts;
-    if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new ArgumentError(`TextBatcher: batchSize must be an integer >= 1, got ${batchSize}`);
-    if (!Number.isSafeInteger(blockSize) || blockSize < 1) throw new ArgumentError(`TextBatcher: blockSize must be an integer >= 1, got ${blockSize}`);
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1)
+      throw new ArgumentError(`TextBatcher: batchSize must be an integer >= 1, got ${batchSize}`);
+    if (!Number.isSafeInteger(blockSize) || blockSize < 1)
+      throw new ArgumentError(`TextBatcher: blockSize must be an integer >= 1, got ${blockSize}`);
     const seed = opts.seed ?? 0;
     if (!Number.isSafeInteger(seed)) throw new ArgumentError(`TextBatcher: seed must be an integer, got ${seed}`);
     if (opts.split !== undefined && opts.split !== 'train' && opts.split !== 'validation') {
@@ -205,7 +228,10 @@ export class TextBatcher {
     this.split = opts.split ?? 'train';
     const r = corpus.range(this.split);
     if (r.end - r.start < blockSize + 1) {
-      throw new ArgumentError(`TextBatcher: the ${this.split} split of ${corpus.path} has ${r.end - r.start} bytes; a window needs blockSize + 1 = ${blockSize + 1}. Use a longer text, a smaller blockSize${this.split === 'validation' ? ' or a larger validationFraction' : ''}`, { split: this.split, bytes: r.end - r.start, blockSize });
+      throw new ArgumentError(
+        `TextBatcher: the ${this.split} split of ${corpus.path} has ${r.end - r.start} bytes; a window needs blockSize + 1 = ${blockSize + 1}. Use a longer text, a smaller blockSize${this.split === 'validation' ? ' or a larger validationFraction' : ''}`,
+        { split: this.split, bytes: r.end - r.start, blockSize },
+      );
     }
     this.corpus = corpus;
     this.batchSize = batchSize;
@@ -229,7 +255,8 @@ export class TextBatcher {
   }
 
   setState(state: TextBatcherState): void {
-    if (!state || !state.generator) throw new ArgumentError('TextBatcher.setState: expected {generator: {words, spareNormal}}');
+    if (!state || !state.generator)
+      throw new ArgumentError('TextBatcher.setState: expected {generator: {words, spareNormal}}');
     this.gen.setState(state.generator);
   }
 }
@@ -257,7 +284,8 @@ export async function* sequentialTextBatches(
   opts: { split?: TextSplit; batchSize: number; blockSize: number; maxBatches?: number },
 ): AsyncGenerator<TextBatch> {
   const { batchSize: B, blockSize: T } = opts;
-  if (!Number.isSafeInteger(B) || B < 1 || !Number.isSafeInteger(T) || T < 1) throw new ArgumentError(`sequentialTextBatches: batchSize and blockSize must be integers >= 1, got ${B} and ${T}`);
+  if (!Number.isSafeInteger(B) || B < 1 || !Number.isSafeInteger(T) || T < 1)
+    throw new ArgumentError(`sequentialTextBatches: batchSize and blockSize must be integers >= 1, got ${B} and ${T}`);
   const r = corpus.range(opts.split ?? 'validation');
   const windows = Math.floor((r.end - r.start - 1) / T);
   const maxBatches = opts.maxBatches ?? Infinity;
@@ -280,7 +308,8 @@ export function decodeBytes(tokens: ArrayLike<number>): string {
   const bytes = new Uint8Array(tokens.length);
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;
-    if (!(t >= 0 && t < BYTE_VOCAB_SIZE)) throw new ArgumentError(`decodeBytes: token ${t} at ${i} is not a byte (0..255)`);
+    if (!(t >= 0 && t < BYTE_VOCAB_SIZE))
+      throw new ArgumentError(`decodeBytes: token ${t} at ${i} is not a byte (0..255)`);
     bytes[i] = t;
   }
   return new TextDecoder('utf-8').decode(bytes);

@@ -28,24 +28,79 @@ import { Ch, JsonParseError, JsonScanner, type ScannedNumber, clip, scratchNumbe
 
 /** Upstream's dtypes, in upstream's enum order (the writer sorts by it, largest alignment first). */
 export const SAFETENSORS_DTYPES = [
-  'BOOL', 'F4', 'F6_E2M3', 'F6_E3M2', 'U8', 'I8', 'F8_E5M2', 'F8_E4M3', 'F8_E8M0', 'F8_E4M3FNUZ',
-  'F8_E5M2FNUZ', 'I16', 'U16', 'F16', 'BF16', 'I32', 'U32', 'F32', 'C64', 'F64', 'I64', 'U64',
+  'BOOL',
+  'F4',
+  'F6_E2M3',
+  'F6_E3M2',
+  'U8',
+  'I8',
+  'F8_E5M2',
+  'F8_E4M3',
+  'F8_E8M0',
+  'F8_E4M3FNUZ',
+  'F8_E5M2FNUZ',
+  'I16',
+  'U16',
+  'F16',
+  'BF16',
+  'I32',
+  'U32',
+  'F32',
+  'C64',
+  'F64',
+  'I64',
+  'U64',
 ] as const;
 export type SafetensorsDType = (typeof SAFETENSORS_DTYPES)[number];
 
 /** Bits per element. */
 export const SAFETENSORS_DTYPE_BITS: Readonly<Record<SafetensorsDType, number>> = {
-  BOOL: 8, F4: 4, F6_E2M3: 6, F6_E3M2: 6, U8: 8, I8: 8, F8_E5M2: 8, F8_E4M3: 8, F8_E8M0: 8,
-  F8_E4M3FNUZ: 8, F8_E5M2FNUZ: 8, I16: 16, U16: 16, F16: 16, BF16: 16, I32: 32, U32: 32, F32: 32,
-  C64: 64, F64: 64, I64: 64, U64: 64,
+  BOOL: 8,
+  F4: 4,
+  F6_E2M3: 6,
+  F6_E3M2: 6,
+  U8: 8,
+  I8: 8,
+  F8_E5M2: 8,
+  F8_E4M3: 8,
+  F8_E8M0: 8,
+  F8_E4M3FNUZ: 8,
+  F8_E5M2FNUZ: 8,
+  I16: 16,
+  U16: 16,
+  F16: 16,
+  BF16: 16,
+  I32: 32,
+  U32: 32,
+  F32: 32,
+  C64: 64,
+  F64: 64,
+  I64: 64,
+  U64: 64,
 };
 
 /** The safetensors dtypes knobs materialises as tensors; the rest stay raw bytes. */
 const TO_KNOBS: Partial<Record<SafetensorsDType, DType>> = {
-  BOOL: 'bool', U8: 'u8', I8: 'i8', F16: 'f16', BF16: 'bf16', I32: 'i32', F32: 'f32', F64: 'f64', I64: 'i64',
+  BOOL: 'bool',
+  U8: 'u8',
+  I8: 'i8',
+  F16: 'f16',
+  BF16: 'bf16',
+  I32: 'i32',
+  F32: 'f32',
+  F64: 'f64',
+  I64: 'i64',
 };
 const FROM_KNOBS: Readonly<Record<DType, SafetensorsDType>> = {
-  bool: 'BOOL', u8: 'U8', i8: 'I8', f16: 'F16', bf16: 'BF16', i32: 'I32', f32: 'F32', f64: 'F64', i64: 'I64',
+  bool: 'BOOL',
+  u8: 'U8',
+  i8: 'I8',
+  f16: 'F16',
+  bf16: 'BF16',
+  i32: 'I32',
+  f32: 'F32',
+  f64: 'F64',
+  i64: 'I64',
 };
 
 export function isSafetensorsDType(name: string): name is SafetensorsDType {
@@ -79,10 +134,25 @@ const USIZE_LIMIT = 1n << 64n;
  * layout rules, offsets_misaligned on, once the whole header is read, tensor by tensor in offset order.
  */
 export const SAFETENSORS_RULES = [
-  'file_too_small', 'header_too_large', 'header_out_of_bounds', 'header_not_utf8', 'header_not_object',
-  'header_not_json', 'nul_padding', 'duplicate_key', 'header_invalid_entry', 'metadata_not_string',
-  'unknown_field', 'unknown_dtype', 'integer_too_large', 'offsets_misaligned', 'shape_overflow',
-  'subbyte_misaligned', 'size_mismatch', 'truncated', 'trailing_bytes',
+  'file_too_small',
+  'header_too_large',
+  'header_out_of_bounds',
+  'header_not_utf8',
+  'header_not_object',
+  'header_not_json',
+  'nul_padding',
+  'duplicate_key',
+  'header_invalid_entry',
+  'metadata_not_string',
+  'unknown_field',
+  'unknown_dtype',
+  'integer_too_large',
+  'offsets_misaligned',
+  'shape_overflow',
+  'subbyte_misaligned',
+  'size_mismatch',
+  'truncated',
+  'trailing_bytes',
 ] as const;
 export type SafetensorsRule = (typeof SAFETENSORS_RULES)[number];
 
@@ -136,16 +206,28 @@ function toSafeSize(size: number | bigint, what: string): number {
 export function readHeaderLength(prefix: Uint8Array, fileSize: number | bigint): number {
   const size = toSafeSize(fileSize, 'fileSize');
   if (size < 8) {
-    fail('file_too_small', `the file is ${size} bytes; a safetensors file starts with an 8-byte header length. ${REPAIR}`, { fileSize: size });
+    fail(
+      'file_too_small',
+      `the file is ${size} bytes; a safetensors file starts with an 8-byte header length. ${REPAIR}`,
+      { fileSize: size },
+    );
   }
   if (prefix.byteLength < 8) throw new ArgumentError('readHeaderLength needs the first 8 bytes of the file');
   const n = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(MAX_HEADER_LENGTH)) {
-    fail('header_too_large', `the header length field says ${n} bytes, over the limit of ${MAX_HEADER_LENGTH}; this is not a safetensors file or its first 8 bytes are damaged`, { headerLength: n.toString(), limit: MAX_HEADER_LENGTH });
+    fail(
+      'header_too_large',
+      `the header length field says ${n} bytes, over the limit of ${MAX_HEADER_LENGTH}; this is not a safetensors file or its first 8 bytes are damaged`,
+      { headerLength: n.toString(), limit: MAX_HEADER_LENGTH },
+    );
   }
   const length = Number(n);
   if (8 + length > size) {
-    fail('header_out_of_bounds', `the header length field says ${length} bytes, but the file has only ${size - 8} bytes after it. ${REPAIR}`, { headerLength: length, fileSize: size });
+    fail(
+      'header_out_of_bounds',
+      `the header length field says ${length} bytes, but the file has only ${size - 8} bytes after it. ${REPAIR}`,
+      { headerLength: length, fileSize: size },
+    );
   }
   return length;
 }
@@ -159,20 +241,31 @@ export function readHeaderLength(prefix: Uint8Array, fileSize: number | bigint):
  */
 export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number | bigint): SafetensorsHeader {
   const size = toSafeSize(fileSize, 'fileSize');
-  if (bytes.byteLength > size) throw new ArgumentError(`parseSafetensorsHeader: ${bytes.byteLength} bytes given for a file of ${size}`);
+  if (bytes.byteLength > size)
+    throw new ArgumentError(`parseSafetensorsHeader: ${bytes.byteLength} bytes given for a file of ${size}`);
   const headerLength = readHeaderLength(bytes, size);
   const dataStart = 8 + headerLength;
   if (bytes.byteLength < dataStart) {
-    throw new ArgumentError(`parseSafetensorsHeader needs the first ${dataStart} bytes of the file, got ${bytes.byteLength}`);
+    throw new ArgumentError(
+      `parseSafetensorsHeader needs the first ${dataStart} bytes of the file, got ${bytes.byteLength}`,
+    );
   }
   const declared = scanHeader(bytes.subarray(8, dataStart));
   const { order, bufferEnd } = checkLayout(declared);
   const expected = dataStart + bufferEnd;
   if (expected > size) {
-    fail('truncated', `the tensors end at byte ${expected} but the file is ${size} bytes (${expected - size} missing); the file was cut short — download or copy it again`, { expectedSize: expected, fileSize: size });
+    fail(
+      'truncated',
+      `the tensors end at byte ${expected} but the file is ${size} bytes (${expected - size} missing); the file was cut short — download or copy it again`,
+      { expectedSize: expected, fileSize: size },
+    );
   }
   if (expected < size) {
-    fail('trailing_bytes', `the tensors end at byte ${expected} but the file is ${size} bytes (${size - expected} extra bytes after the last tensor). ${REPAIR}`, { expectedSize: expected, fileSize: size });
+    fail(
+      'trailing_bytes',
+      `the tensors end at byte ${expected} but the file is ${size} bytes (${size - expected} extra bytes after the last tensor). ${REPAIR}`,
+      { expectedSize: expected, fileSize: size },
+    );
   }
   return {
     headerLength,
@@ -205,9 +298,16 @@ const ENTRY_FIELDS = ['dtype', 'shape', 'data_offsets'] as const;
 const MAX_SAFE_DIGITS = String(Number.MAX_SAFE_INTEGER);
 
 // Per tensor, in header order, FIELDS numbers in DeclaredHeader.fields:
-const DTYPE = 0, SHAPE_START = 1, RANK = 2, BEGIN = 3, END = 4, NEEDED = 5, FIELDS = 6;
+const DTYPE = 0,
+  SHAPE_START = 1,
+  RANK = 2,
+  BEGIN = 3,
+  END = 4,
+  NEEDED = 5,
+  FIELDS = 6;
 // NEEDED is the byte count the shape needs, Infinity above 2^53 − 1 (no range can match), or:
-const OVERFLOW = -1, SUBBYTE = -2;
+const OVERFLOW = -1,
+  SUBBYTE = -2;
 
 /**
  * product(shape) as upstream's checked multiplication computes it: a double while it stays below
@@ -298,8 +398,12 @@ class DeclaredHeader {
     const begin = this.at(i, BEGIN);
     const end = this.at(i, END);
     return {
-      name: this.names.key(i), dtype: this.dtypeOf(i), shape, dataOffsets: [begin, end],
-      byteLength: end - begin, numel: Number(this.elementsOf(i)),
+      name: this.names.key(i),
+      dtype: this.dtypeOf(i),
+      shape,
+      dataOffsets: [begin, end],
+      byteLength: end - begin,
+      numel: Number(this.elementsOf(i)),
     };
   }
 
@@ -314,7 +418,9 @@ class DeclaredHeader {
 
   shapeText(i: number): string {
     const { shape, rank } = this.quotedShape(i);
-    return rank > shape.length ? `[${shape.join(', ')}, … (${rank.toLocaleString('en-US')} dimensions)]` : `[${shape.join(', ')}]`;
+    return rank > shape.length
+      ? `[${shape.join(', ')}, … (${rank.toLocaleString('en-US')} dimensions)]`
+      : `[${shape.join(', ')}]`;
   }
 }
 
@@ -351,7 +457,11 @@ class HeaderReader {
     if (!s.atEnd) {
       const at = s.pos;
       if (s.bytes.subarray(at).includes(0)) {
-        fail('nul_padding', `the header is padded with NUL bytes after the JSON (from byte ${at}); safetensors pads with spaces. ${REPAIR}`, { position: at });
+        fail(
+          'nul_padding',
+          `the header is padded with NUL bytes after the JSON (from byte ${at}); safetensors pads with spaces. ${REPAIR}`,
+          { position: at },
+        );
       }
       s.fail('unexpected text after the JSON value', at, 'trailing_text');
     }
@@ -371,7 +481,11 @@ class HeaderReader {
   }
 
   private duplicate(key: string): never {
-    fail('duplicate_key', `duplicate key ${quote(key)} at byte ${this.keyAt}; JSON readers disagree on which copy wins, so the file is refused. ${REPAIR}`, { position: this.keyAt });
+    fail(
+      'duplicate_key',
+      `duplicate key ${quote(key)} at byte ${this.keyAt}; JSON readers disagree on which copy wins, so the file is refused. ${REPAIR}`,
+      { position: this.keyAt },
+    );
   }
 
   private member(): void {
@@ -420,7 +534,11 @@ class HeaderReader {
       const key = this.readKey();
       if (keys.add(key) < 0) this.duplicate(key);
       if (s.peek() !== Ch.Quote) {
-        fail('metadata_not_string', `"__metadata__" value for key ${quote(key)} is ${this.describeValue()}; metadata values must be strings (encode numbers and lists as text). ${REPAIR}`, { key });
+        fail(
+          'metadata_not_string',
+          `"__metadata__" value for key ${quote(key)} is ${this.describeValue()}; metadata values must be strings (encode numbers and lists as text). ${REPAIR}`,
+          { key },
+        );
       }
       this.out.metadataValues.push(s.readString());
     } while (s.nextElement(Ch.CloseBrace));
@@ -430,7 +548,11 @@ class HeaderReader {
     const s = this.s;
     const out = this.out;
     if (s.peek() !== Ch.OpenBrace) {
-      fail('header_invalid_entry', `tensor ${quote(name)} must be an object with dtype, shape and data_offsets, got ${this.describeValue()}. ${REPAIR}`, { tensor: name });
+      fail(
+        'header_invalid_entry',
+        `tensor ${quote(name)} must be an object with dtype, shape and data_offsets, got ${this.describeValue()}. ${REPAIR}`,
+        { tensor: name },
+      );
     }
     let seen = 0; // one bit per ENTRY_FIELDS
     let dtype = 0;
@@ -448,12 +570,20 @@ class HeaderReader {
           this.counter.reset();
           rank = this.integers(name, 'shape');
         } else if (this.integers(name, 'data_offsets') !== 2) {
-          fail('header_invalid_entry', `tensor ${quote(name)}: data_offsets must be [begin, end], got ${this.offsetCount} numbers. ${REPAIR}`, { tensor: name });
+          fail(
+            'header_invalid_entry',
+            `tensor ${quote(name)}: data_offsets must be [begin, end], got ${this.offsetCount} numbers. ${REPAIR}`,
+            { tensor: name },
+          );
         }
       } while (s.nextElement(Ch.CloseBrace));
     }
     for (let f = 0; f < ENTRY_FIELDS.length; f++) {
-      if (!(seen & (1 << f))) fail('header_invalid_entry', `tensor ${quote(name)} has no "${ENTRY_FIELDS[f]}" field. ${REPAIR}`, { tensor: name, field: ENTRY_FIELDS[f] });
+      if (!(seen & (1 << f)))
+        fail('header_invalid_entry', `tensor ${quote(name)} has no "${ENTRY_FIELDS[f]}" field. ${REPAIR}`, {
+          tensor: name,
+          field: ENTRY_FIELDS[f],
+        });
     }
     const fields = out.fields;
     fields.push(dtype);
@@ -476,7 +606,11 @@ class HeaderReader {
       const field = s.readString();
       f = (ENTRY_FIELDS as readonly string[]).indexOf(field);
       if (f < 0) {
-        fail('unknown_field', `tensor ${quote(name)} has an unknown field ${quote(field)}; an entry has exactly dtype, shape and data_offsets. ${REPAIR}`, { tensor: name, field: clip(field) });
+        fail(
+          'unknown_field',
+          `tensor ${quote(name)} has an unknown field ${quote(field)}; an entry has exactly dtype, shape and data_offsets. ${REPAIR}`,
+          { tensor: name, field: clip(field) },
+        );
       }
     }
     s.expect(Ch.Colon, "':'");
@@ -487,13 +621,21 @@ class HeaderReader {
   private dtype(name: string): number {
     const s = this.s;
     if (s.peek() !== Ch.Quote) {
-      fail('header_invalid_entry', `tensor ${quote(name)}: dtype must be a string, got ${this.describeValue()}. ${REPAIR}`, { tensor: name });
+      fail(
+        'header_invalid_entry',
+        `tensor ${quote(name)}: dtype must be a string, got ${this.describeValue()}. ${REPAIR}`,
+        { tensor: name },
+      );
     }
     const code = s.matchWord(SAFETENSORS_DTYPES);
     if (code >= 0) return code;
     const dtype = s.readString();
     if (isSafetensorsDType(dtype)) return SAFETENSORS_DTYPES.indexOf(dtype); // spelled with escapes
-    fail('unknown_dtype', `tensor ${quote(name)} has unknown dtype ${quote(dtype)}; known dtypes are ${SAFETENSORS_DTYPES.join(', ')}. The file may come from a newer safetensors version.`, { tensor: name, dtype: clip(dtype) });
+    fail(
+      'unknown_dtype',
+      `tensor ${quote(name)} has unknown dtype ${quote(dtype)}; known dtypes are ${SAFETENSORS_DTYPES.join(', ')}. The file may come from a newer safetensors version.`,
+      { tensor: name, dtype: clip(dtype) },
+    );
   }
 
   /**
@@ -503,20 +645,32 @@ class HeaderReader {
   private integers(name: string, field: 'shape' | 'data_offsets'): number {
     const s = this.s;
     if (s.peek() !== Ch.OpenBracket) {
-      fail('header_invalid_entry', `tensor ${quote(name)}: ${field} must be a list of integers, got ${this.describeValue()}. ${REPAIR}`, { tensor: name, field });
+      fail(
+        'header_invalid_entry',
+        `tensor ${quote(name)}: ${field} must be a list of integers, got ${this.describeValue()}. ${REPAIR}`,
+        { tensor: name, field },
+      );
     }
     let count = 0;
     if (s.enter(Ch.OpenBracket, Ch.CloseBracket)) {
       do {
         s.skipWhitespace();
         if (field === 'data_offsets' && count === 2) {
-          fail('header_invalid_entry', `tensor ${quote(name)}: data_offsets must be [begin, end], got more than 2 numbers. ${REPAIR}`, { tensor: name, field });
+          fail(
+            'header_invalid_entry',
+            `tensor ${quote(name)}: data_offsets must be [begin, end], got more than 2 numbers. ${REPAIR}`,
+            { tensor: name, field },
+          );
         }
         const c = s.peek();
         const n = c === Ch.Minus || isDigit(c) ? s.scanNumber(this.num) : null;
         if (!n || n.negative || n.hasFraction || n.hasExponent) {
           const got = n ? `the number ${this.numberText(n)}` : this.describeValue();
-          fail('header_invalid_entry', `tensor ${quote(name)}: ${field} must hold non-negative integers written without sign, fraction or exponent, got ${got}. ${REPAIR}`, { tensor: name, field });
+          fail(
+            'header_invalid_entry',
+            `tensor ${quote(name)}: ${field} must hold non-negative integers written without sign, fraction or exponent, got ${got}. ${REPAIR}`,
+            { tensor: name, field },
+          );
         }
         const v = this.integerValue(n, name, field);
         if (field === 'shape') {
@@ -548,7 +702,11 @@ class HeaderReader {
     }
     if (tooLarge) {
       const text = this.numberText(n);
-      fail('integer_too_large', `tensor ${quote(name)}: ${field} holds ${text} (${n.integerDigits.toLocaleString('en-US')} digits), above 2^53 − 1, which cannot be represented exactly. ${REPAIR}`, { tensor: name, field, value: text, digits: n.integerDigits });
+      fail(
+        'integer_too_large',
+        `tensor ${quote(name)}: ${field} holds ${text} (${n.integerDigits.toLocaleString('en-US')} digits), above 2^53 − 1, which cannot be represented exactly. ${REPAIR}`,
+        { tensor: name, field, value: text, digits: n.integerDigits },
+      );
     }
     let v = 0;
     for (let p = n.start; p < n.end; p++) v = v * 10 + (b[p]! - Ch.Digit0);
@@ -598,12 +756,17 @@ function checkLayout(h: DeclaredHeader): { order: Uint32Array | null; bufferEnd:
     const where = () => `tensor ${quote(name)} (data_offsets [${begin}, ${end}])`;
     if (begin !== position || end < begin) {
       const problem = end < begin ? 'reversed' : begin > position ? 'gap' : 'overlap';
-      const what = problem === 'reversed'
-        ? 'ends before it begins'
-        : problem === 'gap'
-          ? `leaves a gap of ${begin - position} bytes after the previous tensor, which ended at ${position}`
-          : `overlaps the previous tensor, which ended at ${position}`;
-      fail('offsets_misaligned', `${where()} ${what}; tensors must tile the byte buffer in order with no gaps or overlaps. ${REPAIR}`, { tensor: name, dataOffsets: [begin, end], expectedBegin: position, problem });
+      const what =
+        problem === 'reversed'
+          ? 'ends before it begins'
+          : problem === 'gap'
+            ? `leaves a gap of ${begin - position} bytes after the previous tensor, which ended at ${position}`
+            : `overlaps the previous tensor, which ended at ${position}`;
+      fail(
+        'offsets_misaligned',
+        `${where()} ${what}; tensors must tile the byte buffer in order with no gaps or overlaps. ${REPAIR}`,
+        { tensor: name, dataOffsets: [begin, end], expectedBegin: position, problem },
+      );
     }
     position = end;
     const needed = h.at(i, NEEDED);
@@ -615,9 +778,17 @@ function checkLayout(h: DeclaredHeader): { order: Uint32Array | null; bufferEnd:
     }
     const bits = h.elementsOf(i) * BigInt(SAFETENSORS_DTYPE_BITS[dtype]);
     if (needed === SUBBYTE) {
-      fail('subbyte_misaligned', `${where()}: ${h.elementsOf(i)} elements of ${dtype} are ${bits} bits, not a whole number of bytes. ${REPAIR}`, details);
+      fail(
+        'subbyte_misaligned',
+        `${where()}: ${h.elementsOf(i)} elements of ${dtype} are ${bits} bits, not a whole number of bytes. ${REPAIR}`,
+        details,
+      );
     }
-    fail('size_mismatch', `${where()} spans ${end - begin} bytes, but shape ${h.shapeText(i)} of ${dtype} needs ${bits / 8n}. ${REPAIR}`, { ...details, expectedBytes: (bits / 8n).toString() });
+    fail(
+      'size_mismatch',
+      `${where()} spans ${end - begin} bytes, but shape ${h.shapeText(i)} of ${dtype} needs ${bits / 8n}. ${REPAIR}`,
+      { ...details, expectedBytes: (bits / 8n).toString() },
+    );
   }
   return { order, bufferEnd: position };
 }
@@ -642,7 +813,11 @@ function compareBytes(x: Uint8Array, y: Uint8Array): number {
 
 /** The write order: dtype rank descending (largest alignment first), then name. */
 export function sortForWriting<T extends EntryToWrite>(entries: readonly T[]): T[] {
-  const keyed = entries.map((e) => ({ e, rank: SAFETENSORS_DTYPES.indexOf(e.dtype), utf8: UTF8_ENCODER.encode(e.name) }));
+  const keyed = entries.map((e) => ({
+    e,
+    rank: SAFETENSORS_DTYPES.indexOf(e.dtype),
+    utf8: UTF8_ENCODER.encode(e.name),
+  }));
   keyed.sort((a, b) => b.rank - a.rank || compareBytes(a.utf8, b.utf8));
   return keyed.map((k) => k.e);
 }
@@ -651,7 +826,10 @@ export function sortForWriting<T extends EntryToWrite>(entries: readonly T[]): T
  * The 8-byte length and the space-padded JSON header for entries already in write order, exactly
  * as upstream's serializer lays them out (compact JSON, `__metadata__` first when given).
  */
-export function encodeSafetensorsHeader(entries: readonly EntryToWrite[], metadata: ReadonlyMap<string, string> | null): Uint8Array {
+export function encodeSafetensorsHeader(
+  entries: readonly EntryToWrite[],
+  metadata: ReadonlyMap<string, string> | null,
+): Uint8Array {
   const parts: string[] = [];
   if (metadata) {
     const fields = [...metadata].map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`);
@@ -659,13 +837,17 @@ export function encodeSafetensorsHeader(entries: readonly EntryToWrite[], metada
   }
   let offset = 0;
   for (const e of entries) {
-    parts.push(`${JSON.stringify(e.name)}:{"dtype":"${e.dtype}","shape":[${e.shape.join(',')}],"data_offsets":[${offset},${offset + e.byteLength}]}`);
+    parts.push(
+      `${JSON.stringify(e.name)}:{"dtype":"${e.dtype}","shape":[${e.shape.join(',')}],"data_offsets":[${offset},${offset + e.byteLength}]}`,
+    );
     offset += e.byteLength;
   }
   const json = UTF8_ENCODER.encode(`{${parts.join(',')}}`);
   const padded = Math.ceil(json.byteLength / 8) * 8;
   if (padded > MAX_HEADER_LENGTH) {
-    throw new ArgumentError(`the safetensors header would be ${padded} bytes, over the ${MAX_HEADER_LENGTH}-byte limit readers enforce; split the tensors over several files (shards)`);
+    throw new ArgumentError(
+      `the safetensors header would be ${padded} bytes, over the ${MAX_HEADER_LENGTH}-byte limit readers enforce; split the tensors over several files (shards)`,
+    );
   }
   const out = new Uint8Array(8 + padded).fill(0x20, 8 + json.byteLength);
   new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);

@@ -119,8 +119,13 @@ export async function openSafetensors(input: SafetensorsInput): Promise<Safetens
     if (closed) throw new ArgumentError(`${path}: read after close()`);
     const entry = header.entries.get(name);
     if (!entry) {
-      const some = [...header.entries.keys()].slice(0, 5).map((n) => JSON.stringify(n)).join(', ');
-      throw new ArgumentError(`${path} has no tensor named ${JSON.stringify(name)}; it has ${header.entries.size} tensors${some ? ` (${some}${header.entries.size > 5 ? ', …' : ''})` : ''}`);
+      const some = [...header.entries.keys()]
+        .slice(0, 5)
+        .map((n) => JSON.stringify(n))
+        .join(', ');
+      throw new ArgumentError(
+        `${path} has no tensor named ${JSON.stringify(name)}; it has ${header.entries.size} tensors${some ? ` (${some}${header.entries.size > 5 ? ', …' : ''})` : ''}`,
+      );
     }
     return entry;
   };
@@ -139,7 +144,9 @@ export async function openSafetensors(input: SafetensorsInput): Promise<Safetens
     async readInto(name, target) {
       const entry = entryOf(name);
       if (target.byteLength !== entry.byteLength) {
-        throw new ArgumentError(`${path}: tensor ${JSON.stringify(name)} has ${entry.byteLength} bytes; the target has ${target.byteLength}`);
+        throw new ArgumentError(
+          `${path}: tensor ${JSON.stringify(name)} has ${entry.byteLength} bytes; the target has ${target.byteLength}`,
+        );
       }
       await source.readInto(target, header.dataStart + entry.dataOffsets[0]);
     },
@@ -215,7 +222,10 @@ export function encodeSafetensors(
   const meta = metadata == null ? null : new Map(metadata instanceof Map ? metadata : Object.entries(metadata));
   if (meta) {
     for (const [k, v] of meta) {
-      if (typeof v !== 'string') throw new ArgumentError(`saveSafetensors: metadata value for ${JSON.stringify(k)} is ${typeof v}; safetensors metadata values are strings`);
+      if (typeof v !== 'string')
+        throw new ArgumentError(
+          `saveSafetensors: metadata value for ${JSON.stringify(k)} is ${typeof v}; safetensors metadata values are strings`,
+        );
       checkText(k, 'metadata key');
       checkText(v, `metadata value for ${JSON.stringify(k)}`);
     }
@@ -245,17 +255,27 @@ function prepare(name: string, value: SafetensorsValue): Prepared {
     return { name, dtype: safetensorsDTypeOf(value.dtype), shape: value.shape, byteLength: bytes.byteLength, bytes };
   }
   if (!isRawTensor(value)) {
-    throw new ArgumentError(`saveSafetensors: tensor ${JSON.stringify(name)} is neither a Tensor nor a RawTensor ({kind: 'raw', dtype, shape, bytes})`);
+    throw new ArgumentError(
+      `saveSafetensors: tensor ${JSON.stringify(name)} is neither a Tensor nor a RawTensor ({kind: 'raw', dtype, shape, bytes})`,
+    );
   }
   const { dtype, shape, bytes } = value;
-  if (!isSafetensorsDType(dtype)) throw new ArgumentError(`saveSafetensors: tensor ${JSON.stringify(name)} has unknown dtype ${JSON.stringify(dtype)}`);
+  if (!isSafetensorsDType(dtype))
+    throw new ArgumentError(
+      `saveSafetensors: tensor ${JSON.stringify(name)} has unknown dtype ${JSON.stringify(dtype)}`,
+    );
   let bits = BigInt(SAFETENSORS_DTYPE_BITS[dtype]);
   for (const d of shape) {
-    if (!Number.isSafeInteger(d) || d < 0) throw new ArgumentError(`saveSafetensors: tensor ${JSON.stringify(name)} has an invalid dimension ${d} in shape [${shape.join(', ')}]`);
+    if (!Number.isSafeInteger(d) || d < 0)
+      throw new ArgumentError(
+        `saveSafetensors: tensor ${JSON.stringify(name)} has an invalid dimension ${d} in shape [${shape.join(', ')}]`,
+      );
     bits *= BigInt(d);
   }
   if (bits % 8n !== 0n || BigInt(bytes.byteLength) !== bits / 8n) {
-    throw new ArgumentError(`saveSafetensors: tensor ${JSON.stringify(name)}: shape [${shape.join(', ')}] of ${dtype} is ${bits} bits, which needs ${bits % 8n === 0n ? `${bits / 8n} bytes` : 'whole bytes'}, but ${bytes.byteLength} bytes were given`);
+    throw new ArgumentError(
+      `saveSafetensors: tensor ${JSON.stringify(name)}: shape [${shape.join(', ')}] of ${dtype} is ${bits} bits, which needs ${bits % 8n === 0n ? `${bits / 8n} bytes` : 'whole bytes'}, but ${bytes.byteLength} bytes were given`,
+    );
   }
   return { name, dtype, shape, byteLength: bytes.byteLength, bytes };
 }
@@ -263,6 +283,8 @@ function prepare(name: string, value: SafetensorsValue): Prepared {
 /** Text must survive UTF-8: a lone surrogate would be replaced, and the name would change. */
 function checkText(text: string, what: string): void {
   if (typeof text !== 'string' || /\p{Surrogate}/u.test(text)) {
-    throw new ArgumentError(`saveSafetensors: ${what} ${JSON.stringify(text)} is not well-formed Unicode text (it has a lone surrogate)`);
+    throw new ArgumentError(
+      `saveSafetensors: ${what} ${JSON.stringify(text)} is not well-formed Unicode text (it has a lone surrogate)`,
+    );
   }
 }

@@ -40,10 +40,25 @@ export class JsonParseError extends Error {
 }
 
 export const enum Ch {
-  Tab = 0x09, Newline = 0x0a, Return = 0x0d, Space = 0x20, Quote = 0x22, Comma = 0x2c,
-  Minus = 0x2d, Dot = 0x2e, Digit0 = 0x30, Digit9 = 0x39, Colon = 0x3a, OpenBracket = 0x5b,
-  Backslash = 0x5c, CloseBracket = 0x5d, LowerE = 0x65, UpperE = 0x45, Plus = 0x2b,
-  OpenBrace = 0x7b, CloseBrace = 0x7d,
+  Tab = 0x09,
+  Newline = 0x0a,
+  Return = 0x0d,
+  Space = 0x20,
+  Quote = 0x22,
+  Comma = 0x2c,
+  Minus = 0x2d,
+  Dot = 0x2e,
+  Digit0 = 0x30,
+  Digit9 = 0x39,
+  Colon = 0x3a,
+  OpenBracket = 0x5b,
+  Backslash = 0x5c,
+  CloseBracket = 0x5d,
+  LowerE = 0x65,
+  UpperE = 0x45,
+  Plus = 0x2b,
+  OpenBrace = 0x7b,
+  CloseBrace = 0x7d,
 }
 
 /** What `JsonScanner.scanNumber` learned about the number it passed over. */
@@ -254,15 +269,24 @@ export class JsonScanner {
     const e = b[at + 1];
     this.pos += 2;
     switch (e) {
-      case 0x22: return '"';
-      case 0x5c: return '\\';
-      case 0x2f: return '/';
-      case 0x62: return '\b';
-      case 0x66: return '\f';
-      case 0x6e: return '\n';
-      case 0x72: return '\r';
-      case 0x74: return '\t';
-      case 0x75: { // u
+      case 0x22:
+        return '"';
+      case 0x5c:
+        return '\\';
+      case 0x2f:
+        return '/';
+      case 0x62:
+        return '\b';
+      case 0x66:
+        return '\f';
+      case 0x6e:
+        return '\n';
+      case 0x72:
+        return '\r';
+      case 0x74:
+        return '\t';
+      case 0x75: {
+        // u
         const hi = this.hex4(at);
         if (hi >= 0xdc00 && hi <= 0xdfff) this.fail('lone low surrogate escape', at);
         if (hi < 0xd800 || hi > 0xdbff) return String.fromCharCode(hi);
@@ -329,7 +353,11 @@ export class JsonScanner {
   }
 }
 
-const LITERALS = [['true', true], ['false', false], ['null', null]] as const;
+const LITERALS = [
+  ['true', true],
+  ['false', false],
+  ['null', null],
+] as const;
 
 export function scratchNumber(): ScannedNumber {
   return { start: 0, end: 0, negative: false, integerDigits: 0, hasFraction: false, hasExponent: false };

@@ -55,7 +55,12 @@ const IO_CHUNK = 1 << 30;
  * Writes all of `bytes` at `position`, looping over short writes. Returns the end position.
  * A write that makes no progress at all is treated as a full disk rather than looping forever.
  */
-export async function writeAll(file: WritableFile, bytes: Uint8Array, position: number, path = '(file)'): Promise<number> {
+export async function writeAll(
+  file: WritableFile,
+  bytes: Uint8Array,
+  position: number,
+  path = '(file)',
+): Promise<number> {
   let done = 0;
   while (done < bytes.byteLength) {
     const length = Math.min(bytes.byteLength - done, IO_CHUNK);
@@ -66,7 +71,10 @@ export async function writeAll(file: WritableFile, bytes: Uint8Array, position: 
       throw asIOError(err, path, 'write');
     }
     if (!(written > 0)) {
-      throw new IOError(`${path}: write made no progress at byte ${position + done} (${bytes.byteLength - done} bytes left); the disk may be full`, { path, position: position + done });
+      throw new IOError(
+        `${path}: write made no progress at byte ${position + done} (${bytes.byteLength - done} bytes left); the disk may be full`,
+        { path, position: position + done },
+      );
     }
     done += written;
   }
@@ -118,9 +126,14 @@ export interface AtomicWriteOptions {
  * Writes `data` (bytes, a UTF-8 string, or a list of byte chunks written back to back) to `path`
  * atomically. Throws IOError (with `details.path`) on failure, leaving any existing file intact.
  */
-export async function writeFileAtomic(path: string, data: Uint8Array | string | readonly Uint8Array[], opts: AtomicWriteOptions = {}): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: Uint8Array | string | readonly Uint8Array[],
+  opts: AtomicWriteOptions = {},
+): Promise<void> {
   const fs = opts.fs ?? nodeWriteFs;
-  const chunks = typeof data === 'string' ? [new TextEncoder().encode(data)] : data instanceof Uint8Array ? [data] : data;
+  const chunks =
+    typeof data === 'string' ? [new TextEncoder().encode(data)] : data instanceof Uint8Array ? [data] : data;
   const temp = atomicTempName(path);
   let file: WritableFile | null = null;
   try {
@@ -134,10 +147,16 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string | 
     await fs.rename(temp, path);
   } catch (err) {
     await file?.close().catch(() => undefined);
-    const stuck = await fs.remove(temp).then(() => null, (e: unknown) => e);
+    const stuck = await fs.remove(temp).then(
+      () => null,
+      (e: unknown) => e,
+    );
     const typed = asIOError(err, path, 'write');
     if (stuck === null) throw typed;
-    throw new IOError(`${typed.message}; the temporary file ${temp} could not be removed either (${(stuck as Error)?.message ?? String(stuck)}): remove it by hand`, { ...typed.details, leftover: temp });
+    throw new IOError(
+      `${typed.message}; the temporary file ${temp} could not be removed either (${(stuck as Error)?.message ?? String(stuck)}): remove it by hand`,
+      { ...typed.details, leftover: temp },
+    );
   }
   if (opts.syncParent !== false) {
     await fs.syncDir(dirname(path)).catch((err: unknown) => {
@@ -150,8 +169,10 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string | 
 const ERRNO_HINTS: Readonly<Record<string, string>> = {
   ENOSPC: 'the disk is full; free space and retry',
   EDQUOT: 'disk quota exceeded; free space and retry',
-  EACCES: 'permission denied; check the owner and mode of the path and its directories (ls -ld), or run as a user who may access it',
-  EPERM: 'operation not permitted; check the permissions and attributes of the path (ls -ld, lsattr), or run as a user who may change it',
+  EACCES:
+    'permission denied; check the owner and mode of the path and its directories (ls -ld), or run as a user who may access it',
+  EPERM:
+    'operation not permitted; check the permissions and attributes of the path (ls -ld, lsattr), or run as a user who may change it',
   EROFS: 'the file system is read-only; choose a path on a writable one',
   ENOENT: 'no such file or directory; check the path',
   ENOTDIR: 'a part of the path is a file, not a directory; choose another path',
@@ -171,5 +192,9 @@ export function asIOError(err: unknown, path: string, action: string): KnobsErro
   const e = err as NodeJS.ErrnoException;
   const code = typeof e?.code === 'string' ? e.code : undefined;
   const hint = code !== undefined && Object.hasOwn(ERRNO_HINTS, code) ? ` (${ERRNO_HINTS[code]})` : '';
-  return new IOError(`cannot ${action} ${path}: ${e?.message ?? String(err)}${hint}`, { path, action, ...(code ? { errno: code } : {}) });
+  return new IOError(`cannot ${action} ${path}: ${e?.message ?? String(err)}${hint}`, {
+    path,
+    action,
+    ...(code ? { errno: code } : {}),
+  });
 }

@@ -26,8 +26,17 @@ export interface ByteSource {
 const IO_CHUNK = 1 << 30;
 
 function checkRange(source: { name: string; size: number }, offset: number, length: number): void {
-  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > source.size) {
-    throw new ArgumentError(`${source.name}: cannot read ${length} bytes at offset ${offset}; it has ${source.size} bytes`, { name: source.name, offset, length, size: source.size });
+  if (
+    !Number.isSafeInteger(offset) ||
+    !Number.isSafeInteger(length) ||
+    offset < 0 ||
+    length < 0 ||
+    offset + length > source.size
+  ) {
+    throw new ArgumentError(
+      `${source.name}: cannot read ${length} bytes at offset ${offset}; it has ${source.size} bytes`,
+      { name: source.name, offset, length, size: source.size },
+    );
   }
 }
 
@@ -105,7 +114,11 @@ async function readExactly(fh: FileHandle, target: Uint8Array, position: number,
       throw asIOError(err, path, 'read');
     });
     if (bytesRead === 0) {
-      throw new FormatError('truncated', `${path}: the file ended at byte ${position + done} while ${target.byteLength - done} more bytes were expected; it changed or was cut short while being read`, { path, position: position + done });
+      throw new FormatError(
+        'truncated',
+        `${path}: the file ended at byte ${position + done} while ${target.byteLength - done} more bytes were expected; it changed or was cut short while being read`,
+        { path, position: position + done },
+      );
     }
     done += bytesRead;
   }

@@ -17,7 +17,8 @@ export function jsonDepth(text: string): number {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x5b || c === 0x7b) max = Math.max(max, ++depth);
@@ -33,7 +34,11 @@ export function jsonDepth(text: string): number {
 export function parseJsonFile(text: string, file: string, rule: string): unknown {
   const depth = jsonDepth(text);
   if (depth > MAX_JSON_DEPTH) {
-    throw new FormatError(rule, `${file}: JSON nested ${depth} levels deep, more than the ${MAX_JSON_DEPTH} knobs reads; is it the right file?`, { file, path: file, depth });
+    throw new FormatError(
+      rule,
+      `${file}: JSON nested ${depth} levels deep, more than the ${MAX_JSON_DEPTH} knobs reads; is it the right file?`,
+      { file, path: file, depth },
+    );
   }
   try {
     return JSON.parse(text);

@@ -63,7 +63,11 @@ export async function checkDirectory(path: string, what = 'directory'): Promise<
   } catch (err) {
     throw asIOError(err, path, 'stat');
   }
-  if (!st.isDirectory()) throw new IOError(`${path} is ${st.isFile() ? 'a file' : kindOf(st)}, not a directory; give the path of a ${what}`, { path });
+  if (!st.isDirectory())
+    throw new IOError(
+      `${path} is ${st.isFile() ? 'a file' : kindOf(st)}, not a directory; give the path of a ${what}`,
+      { path },
+    );
 }
 
 /** Refuses (IOError) a path that is not a regular file, without reading it; for readers that open by name themselves. */
@@ -80,7 +84,10 @@ export async function readRegularFile(path: string, maxBytes: number, what = 'fi
   try {
     const { size } = await fh.stat();
     if (size > maxBytes) {
-      throw new IOError(`${path} is ${size} bytes, more than the ${maxBytes} a ${what} may have; is it the right file?`, { path, size, maxBytes });
+      throw new IOError(
+        `${path} is ${size} bytes, more than the ${maxBytes} a ${what} may have; is it the right file?`,
+        { path, size, maxBytes },
+      );
     }
     const bytes = new Uint8Array(size);
     let done = 0;

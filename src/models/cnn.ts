@@ -48,14 +48,23 @@ export function cnnConfig(input: Partial<CNNConfig> = {}): CNNConfig {
     dropout: input.dropout ?? 0,
   };
   const ints: [string, number][] = [
-    ['in_channels', c.in_channels], ['image_size', c.image_size], ['kernel_size', c.kernel_size], ['hidden', c.hidden], ['classes', c.classes],
+    ['in_channels', c.in_channels],
+    ['image_size', c.image_size],
+    ['kernel_size', c.kernel_size],
+    ['hidden', c.hidden],
+    ['classes', c.classes],
     ...c.channels.map((ch, i): [string, number] => [`channels[${i}]`, ch]),
   ];
-  for (const [name, v] of ints) if (!Number.isInteger(v) || v <= 0) throw new ArgumentError(`CNN config: ${name} must be a positive integer, got ${v}`);
+  for (const [name, v] of ints)
+    if (!Number.isInteger(v) || v <= 0)
+      throw new ArgumentError(`CNN config: ${name} must be a positive integer, got ${v}`);
   if (c.channels.length === 0) throw new ArgumentError('CNN config: channels needs at least one conv layer');
-  if (!(c.dropout >= 0 && c.dropout <= 1)) throw new ArgumentError(`CNN config: dropout must be in [0, 1], got ${c.dropout}`);
+  if (!(c.dropout >= 0 && c.dropout <= 1))
+    throw new ArgumentError(`CNN config: dropout must be in [0, 1], got ${c.dropout}`);
   if (cnnFeatureSize(c) <= 0) {
-    throw new ArgumentError(`CNN config: ${c.channels.length} conv+pool stages shrink a ${c.image_size}×${c.image_size} image to nothing; use fewer channels entries or larger images`);
+    throw new ArgumentError(
+      `CNN config: ${c.channels.length} conv+pool stages shrink a ${c.image_size}×${c.image_size} image to nothing; use fewer channels entries or larger images`,
+    );
   }
   return c;
 }
@@ -89,7 +98,10 @@ export class CNNClassifier extends Module implements Layer {
     const layer = { dtype: opts.dtype, generator };
     const ins = [c.in_channels, ...c.channels];
     const padding = Math.floor(c.kernel_size / 2);
-    this.convs = this.registerModule('convs', new ModuleList(c.channels.map((ch, i) => new Conv2d(ins[i]!, ch, c.kernel_size, { ...layer, padding }))));
+    this.convs = this.registerModule(
+      'convs',
+      new ModuleList(c.channels.map((ch, i) => new Conv2d(ins[i]!, ch, c.kernel_size, { ...layer, padding }))),
+    );
     this.fc = this.registerModule('fc', new Linear(cnnFeatureSize(c), c.hidden, layer));
     this.drop = this.registerModule('drop', new Dropout(c.dropout, { generator }));
     this.head = this.registerModule('head', new Linear(c.hidden, c.classes, layer));
@@ -100,7 +112,11 @@ export class CNNClassifier extends Module implements Layer {
     const { in_channels: C, image_size: S } = this.config;
     let h = x.rank === 2 && C === 1 && x.shape[1] === S * S ? x.reshape([x.shape[0]!, 1, S, S]) : x; // [B, C, S, S]
     if (h.rank !== 4 || h.shape[1] !== C || h.shape[2] !== S || h.shape[3] !== S) {
-      throw new ShapeError(`CNNClassifier: input must be [B, ${C}, ${S}, ${S}], got ${formatShape(x.shape)}`, { op: 'CNNClassifier', shapes: [x.shape], expected: ['B', C, S, S] });
+      throw new ShapeError(`CNNClassifier: input must be [B, ${C}, ${S}, ${S}], got ${formatShape(x.shape)}`, {
+        op: 'CNNClassifier',
+        shapes: [x.shape],
+        expected: ['B', C, S, S],
+      });
     }
     for (const conv of this.convs) h = maxPool2d(relu(conv.forward(h)), 2); // [B, Ci, Si, Si]
     h = flatten(h, 1); // [B, F]

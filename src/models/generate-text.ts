@@ -70,7 +70,9 @@ function pendingStopPrefix(text: string, stops: readonly string[]): number {
 
 export function generateText(model: CausalLM, prompt: string, opts: GenerateTextOptions = {}): GenerateTextResult {
   if (!opts.codec && model.config.vocab_size !== 256) {
-    throw new ArgumentError(`generate: without a tokenizer, only byte-level models (vocab_size 256) can turn tokens into text; this model has vocab_size ${model.config.vocab_size}`);
+    throw new ArgumentError(
+      `generate: without a tokenizer, only byte-level models (vocab_size 256) can turn tokens into text; this model has vocab_size ${model.config.vocab_size}`,
+    );
   }
   const codec = opts.codec ?? UTF8_BYTES;
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
@@ -110,5 +112,10 @@ export function generateText(model: CausalLM, prompt: string, opts: GenerateText
     full += decoder.flush();
     emitUpTo(full.length);
   }
-  return { promptIds, ids: tokens, text: full.slice(0, cut >= 0 ? cut : full.length), finishReason: finishReason === 'length' ? 'length' : 'stop' };
+  return {
+    promptIds,
+    ids: tokens,
+    text: full.slice(0, cut >= 0 ? cut : full.length),
+    finishReason: finishReason === 'length' ? 'length' : 'stop',
+  };
 }

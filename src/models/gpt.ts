@@ -33,8 +33,20 @@ import { CausalSelfAttention, KVCache, type LayerCache } from '../nn/attention.j
 import { normal_, ones_, zeros_ } from '../nn/init.js';
 import { Dropout, Embedding, GELU, LayerNorm } from '../nn/layers.js';
 import { Conv1D } from '../nn/linear.js';
-import { type LoadStateDictOptions, type LoadStateDictResult, Module, ModuleList, type StateDictInput } from '../nn/module.js';
-import { type CausalLM, type GenerateOptions, type GenerateResult, generateTokens, stepWithCache } from './causal-lm.js';
+import {
+  type LoadStateDictOptions,
+  type LoadStateDictResult,
+  Module,
+  ModuleList,
+  type StateDictInput,
+} from '../nn/module.js';
+import {
+  type CausalLM,
+  type GenerateOptions,
+  type GenerateResult,
+  generateTokens,
+  stepWithCache,
+} from './causal-lm.js';
 
 export type { GenerateOptions, GenerateResult } from './causal-lm.js';
 
@@ -61,7 +73,8 @@ export interface GPTConfig {
 }
 
 /** What gptConfig accepts: the required sizes, any other field, and `dropout` as a shorthand for all three dropouts. */
-export type GPTConfigInput = Partial<GPTConfig> & Pick<GPTConfig, 'n_positions' | 'n_embd' | 'n_layer' | 'n_head'> & { dropout?: number };
+export type GPTConfigInput = Partial<GPTConfig> &
+  Pick<GPTConfig, 'n_positions' | 'n_embd' | 'n_layer' | 'n_head'> & { dropout?: number };
 
 /** Fills GPT2Config's defaults (vocab 50257, dropouts 0.1, eps 1e-5, init 0.02, bos/eos 50256) and validates. */
 export function gptConfig(input: GPTConfigInput): GPTConfig {
@@ -84,18 +97,24 @@ export function gptConfig(input: GPTConfigInput): GPTConfig {
     eos_token_id: input.eos_token_id === undefined ? special : input.eos_token_id,
   };
   for (const key of ['vocab_size', 'n_positions', 'n_embd', 'n_layer', 'n_head'] as const) {
-    if (!Number.isInteger(c[key]) || c[key] <= 0) throw new ArgumentError(`GPT config: ${key} must be a positive integer, got ${c[key]}`);
+    if (!Number.isInteger(c[key]) || c[key] <= 0)
+      throw new ArgumentError(`GPT config: ${key} must be a positive integer, got ${c[key]}`);
   }
-  if (c.n_embd % c.n_head !== 0) throw new ArgumentError(`GPT config: n_embd (${c.n_embd}) must be divisible by n_head (${c.n_head})`);
-  if (c.n_inner !== null && (!Number.isInteger(c.n_inner) || c.n_inner <= 0)) throw new ArgumentError(`GPT config: n_inner must be a positive integer or null, got ${c.n_inner}`);
+  if (c.n_embd % c.n_head !== 0)
+    throw new ArgumentError(`GPT config: n_embd (${c.n_embd}) must be divisible by n_head (${c.n_head})`);
+  if (c.n_inner !== null && (!Number.isInteger(c.n_inner) || c.n_inner <= 0))
+    throw new ArgumentError(`GPT config: n_inner must be a positive integer or null, got ${c.n_inner}`);
   for (const key of ['embd_pdrop', 'attn_pdrop', 'resid_pdrop'] as const) {
     if (!(c[key] >= 0 && c[key] <= 1)) throw new ArgumentError(`GPT config: ${key} must be in [0, 1], got ${c[key]}`);
   }
-  if (!(c.layer_norm_epsilon > 0)) throw new ArgumentError(`GPT config: layer_norm_epsilon must be > 0, got ${c.layer_norm_epsilon}`);
+  if (!(c.layer_norm_epsilon > 0))
+    throw new ArgumentError(`GPT config: layer_norm_epsilon must be > 0, got ${c.layer_norm_epsilon}`);
   for (const key of ['bos_token_id', 'eos_token_id'] as const) {
     const id = c[key];
     if (id !== null && (!Number.isInteger(id) || id < 0 || id >= c.vocab_size)) {
-      throw new ArgumentError(`GPT config: ${key} ${id} is outside the vocabulary [0, ${c.vocab_size}); use null for none`);
+      throw new ArgumentError(
+        `GPT config: ${key} ${id} is outside the vocabulary [0, ${c.vocab_size}); use null for none`,
+      );
     }
   }
   return c;
@@ -108,17 +127,37 @@ export function gptConfigFromHF(json: Record<string, unknown>): GPTConfig {
   }
   const act = json.activation_function ?? 'gelu_new';
   if (act !== 'gelu_new' && act !== 'gelu_pytorch_tanh') {
-    throw new ArgumentError(`GPT config: activation_function '${String(act)}' is not supported; knobs' GPT uses the tanh GELU (gelu_new)`);
+    throw new ArgumentError(
+      `GPT config: activation_function '${String(act)}' is not supported; knobs' GPT uses the tanh GELU (gelu_new)`,
+    );
   }
-  if (json.tie_word_embeddings === false) throw new ArgumentError('GPT config: tie_word_embeddings=false is not supported; GPT-2 ties lm_head to wte');
+  if (json.tie_word_embeddings === false)
+    throw new ArgumentError('GPT config: tie_word_embeddings=false is not supported; GPT-2 ties lm_head to wte');
   const num = (k: string): number | undefined => (typeof json[k] === 'number' ? (json[k] as number) : undefined);
   const idOrNull = (k: string): number | null | undefined => (json[k] === null ? null : num(k));
   const positions = num('n_positions') ?? num('n_ctx');
-  if (positions === undefined || num('n_embd') === undefined || num('n_layer') === undefined || num('n_head') === undefined) {
+  if (
+    positions === undefined ||
+    num('n_embd') === undefined ||
+    num('n_layer') === undefined ||
+    num('n_head') === undefined
+  ) {
     throw new ArgumentError('GPT config: config.json needs n_positions (or n_ctx), n_embd, n_layer and n_head');
   }
-  const input: GPTConfigInput = { n_positions: positions, n_embd: num('n_embd')!, n_layer: num('n_layer')!, n_head: num('n_head')! };
-  const optional = ['vocab_size', 'layer_norm_epsilon', 'embd_pdrop', 'attn_pdrop', 'resid_pdrop', 'initializer_range'] as const;
+  const input: GPTConfigInput = {
+    n_positions: positions,
+    n_embd: num('n_embd')!,
+    n_layer: num('n_layer')!,
+    n_head: num('n_head')!,
+  };
+  const optional = [
+    'vocab_size',
+    'layer_norm_epsilon',
+    'embd_pdrop',
+    'attn_pdrop',
+    'resid_pdrop',
+    'initializer_range',
+  ] as const;
   for (const k of optional) if (num(k) !== undefined) input[k] = num(k)!;
   if (json.n_inner !== undefined) input.n_inner = (json.n_inner as number | null) ?? null;
   if (idOrNull('bos_token_id') !== undefined) input.bos_token_id = idOrNull('bos_token_id')!;
@@ -164,9 +203,16 @@ export class Block extends Module {
     super();
     const ln = { eps: config.layer_norm_epsilon, dtype: opts.dtype };
     this.ln_1 = this.registerModule('ln_1', new LayerNorm(config.n_embd, ln));
-    this.attn = this.registerModule('attn', new CausalSelfAttention(config.n_embd, config.n_head, {
-      layout: 'in_out', attnDropout: config.attn_pdrop, residDropout: config.resid_pdrop, dtype: opts.dtype, generator: opts.generator,
-    }));
+    this.attn = this.registerModule(
+      'attn',
+      new CausalSelfAttention(config.n_embd, config.n_head, {
+        layout: 'in_out',
+        attnDropout: config.attn_pdrop,
+        residDropout: config.resid_pdrop,
+        dtype: opts.dtype,
+        generator: opts.generator,
+      }),
+    );
     this.ln_2 = this.registerModule('ln_2', new LayerNorm(config.n_embd, ln));
     this.mlp = this.registerModule('mlp', new MLP(config, opts));
   }
@@ -225,12 +271,23 @@ export class GPT extends Module implements CausalLM {
 
   /** The hidden states after ln_f: ids [B, T] → [B, T, C]. `cache` (inference) supplies past positions. */
   hidden(ids: Tensor, cache?: KVCache): Tensor {
-    if (ids.rank !== 2) throw new ShapeError(`GPT: ids must be [B, T], got ${formatShape(ids.shape)}`, { op: 'GPT', shapes: [ids.shape] });
-    if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`GPT: ids must be i32 or i64 token ids, got ${ids.dtype}`, { op: 'GPT', dtypes: [ids.dtype] });
+    if (ids.rank !== 2)
+      throw new ShapeError(`GPT: ids must be [B, T], got ${formatShape(ids.shape)}`, {
+        op: 'GPT',
+        shapes: [ids.shape],
+      });
+    if (ids.dtype !== 'i32' && ids.dtype !== 'i64')
+      throw new DTypeError(`GPT: ids must be i32 or i64 token ids, got ${ids.dtype}`, {
+        op: 'GPT',
+        dtypes: [ids.dtype],
+      });
     const T = ids.shape[1]!;
     const past = cache?.length ?? 0;
     if (past + T > this.config.n_positions) {
-      throw new ShapeError(`GPT: ${past + T} positions exceed n_positions ${this.config.n_positions}; crop the context to the last ${this.config.n_positions} tokens`, { op: 'GPT', shapes: [ids.shape], positions: past + T, nPositions: this.config.n_positions });
+      throw new ShapeError(
+        `GPT: ${past + T} positions exceed n_positions ${this.config.n_positions}; crop the context to the last ${this.config.n_positions} tokens`,
+        { op: 'GPT', shapes: [ids.shape], positions: past + T, nPositions: this.config.n_positions },
+      );
     }
     const tok = this.wte.forward(ids); // [B, T, C]
     const pos = this.wpe.forward(arange(past, past + T)); // [T, C]
@@ -254,7 +311,10 @@ export class GPT extends Module implements CausalLM {
   loss(ids: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
     const logits = this.forward(ids); // [B, T, V]
     if (targets.rank !== 2 || targets.shape[0] !== ids.shape[0] || targets.shape[1] !== ids.shape[1]) {
-      throw new ShapeError(`GPT.loss: targets must have the shape of ids ${formatShape(ids.shape)}, got ${formatShape(targets.shape)}`, { op: 'GPT.loss', shapes: [ids.shape, targets.shape] });
+      throw new ShapeError(
+        `GPT.loss: targets must have the shape of ids ${formatShape(ids.shape)}, got ${formatShape(targets.shape)}`,
+        { op: 'GPT.loss', shapes: [ids.shape, targets.shape] },
+      );
     }
     const V = this.config.vocab_size;
     return crossEntropy(reshape(logits, [-1, V]), reshape(targets, [-1]), opts); // [B·T, V] vs [B·T]
@@ -263,7 +323,14 @@ export class GPT extends Module implements CausalLM {
   /** A cache sized for this model (batch B, all n_positions). */
   createCache(batch = 1): KVCache {
     const c = this.config;
-    return new KVCache({ layers: c.n_layer, batch, heads: c.n_head, headDim: c.n_embd / c.n_head, maxLength: c.n_positions, dtype: this.dtype });
+    return new KVCache({
+      layers: c.n_layer,
+      batch,
+      heads: c.n_head,
+      headDim: c.n_embd / c.n_head,
+      maxLength: c.n_positions,
+      dtype: this.dtype,
+    });
   }
 
   /**
@@ -272,7 +339,10 @@ export class GPT extends Module implements CausalLM {
    */
   forwardWithCache(ids: Tensor, cache: KVCache): Tensor {
     if (ids.rank === 2 && cache.batch !== ids.shape[0]) {
-      throw new ShapeError(`GPT.forwardWithCache: the cache was made for batch ${cache.batch}, ids are ${formatShape(ids.shape)}`, { op: 'GPT.forwardWithCache', shapes: [ids.shape], cacheBatch: cache.batch });
+      throw new ShapeError(
+        `GPT.forwardWithCache: the cache was made for batch ${cache.batch}, ids are ${formatShape(ids.shape)}`,
+        { op: 'GPT.forwardWithCache', shapes: [ids.shape], cacheBatch: cache.batch },
+      );
     }
     return stepWithCache(cache, ids.shape[1]!, () => this.head(this.hidden(ids, cache)));
   }
@@ -324,7 +394,8 @@ export class GPT extends Module implements CausalLM {
 
 /** GPT-2 checkpoint names → knobs' names (see GPT.loadStateDict). */
 export function normalizeGPT2Keys(state: StateDictInput): Map<string, Tensor> {
-  const entries: Iterable<[string, Tensor]> = state instanceof Map ? (state as Map<string, Tensor>) : Object.entries(state);
+  const entries: Iterable<[string, Tensor]> =
+    state instanceof Map ? (state as Map<string, Tensor>) : Object.entries(state);
   const out = new Map<string, Tensor>();
   for (const [rawKey, t] of entries) {
     const key = rawKey.startsWith('transformer.') ? rawKey.slice('transformer.'.length) : rawKey;

@@ -36,11 +36,22 @@ export interface ModelOptions {
 }
 
 export function mlpConfig(input: Partial<MLPConfig> & Pick<MLPConfig, 'hidden'>): MLPConfig {
-  const c: MLPConfig = { input: input.input ?? 784, hidden: [...input.hidden], classes: input.classes ?? 10, dropout: input.dropout ?? 0 };
-  for (const [name, v] of [['input', c.input], ['classes', c.classes], ...c.hidden.map((h, i) => [`hidden[${i}]`, h] as const)] as const) {
-    if (!Number.isInteger(v) || v <= 0) throw new ArgumentError(`MLP config: ${name} must be a positive integer, got ${v}`);
+  const c: MLPConfig = {
+    input: input.input ?? 784,
+    hidden: [...input.hidden],
+    classes: input.classes ?? 10,
+    dropout: input.dropout ?? 0,
+  };
+  for (const [name, v] of [
+    ['input', c.input],
+    ['classes', c.classes],
+    ...c.hidden.map((h, i) => [`hidden[${i}]`, h] as const),
+  ] as const) {
+    if (!Number.isInteger(v) || v <= 0)
+      throw new ArgumentError(`MLP config: ${name} must be a positive integer, got ${v}`);
   }
-  if (!(c.dropout >= 0 && c.dropout <= 1)) throw new ArgumentError(`MLP config: dropout must be in [0, 1], got ${c.dropout}`);
+  if (!(c.dropout >= 0 && c.dropout <= 1))
+    throw new ArgumentError(`MLP config: dropout must be in [0, 1], got ${c.dropout}`);
   return c;
 }
 

@@ -18,8 +18,10 @@ export interface SamplingOptions {
 
 export function checkSamplingOptions(opts: SamplingOptions): void {
   const { temperature = 1, topK = 0, topP = 1 } = opts;
-  if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new ArgumentError(`sampling: temperature must be a finite number ≥ 0, got ${temperature}`);
-  if (!Number.isInteger(topK) || topK < 0) throw new ArgumentError(`sampling: topK must be a non-negative integer, got ${topK}`);
+  if (!(temperature >= 0) || !Number.isFinite(temperature))
+    throw new ArgumentError(`sampling: temperature must be a finite number ≥ 0, got ${temperature}`);
+  if (!Number.isInteger(topK) || topK < 0)
+    throw new ArgumentError(`sampling: topK must be a non-negative integer, got ${topK}`);
   if (!(topP > 0 && topP <= 1)) throw new ArgumentError(`sampling: topP must be in (0, 1], got ${topP}`);
 }
 

@@ -78,7 +78,11 @@ export class CausalSelfAttention extends Module {
    */
   forward(x: Tensor, cache?: LayerCache): Tensor {
     if (x.rank !== 3 || x.shape[2] !== this.nEmbd) {
-      throw new ShapeError(`CausalSelfAttention: input must be [B, T, ${this.nEmbd}], got ${formatShape(x.shape)}`, { op: 'CausalSelfAttention', shapes: [x.shape], expected: ['B', 'T', this.nEmbd] });
+      throw new ShapeError(`CausalSelfAttention: input must be [B, T, ${this.nEmbd}], got ${formatShape(x.shape)}`, {
+        op: 'CausalSelfAttention',
+        shapes: [x.shape],
+        expected: ['B', 'T', this.nEmbd],
+      });
     }
     const [B, T, C] = x.shape as [number, number, number];
     const H = this.nHead;
@@ -94,7 +98,10 @@ export class CausalSelfAttention extends Module {
       past = cache.past;
       const max = cache.keys.shape[2]!;
       if (cache.keys.shape[0] !== B || past + T > max) {
-        throw new ShapeError(`CausalSelfAttention: the cache holds batch ${cache.keys.shape[0]} and ${max} positions; cannot add ${T} positions of batch ${B} after ${past}`, { op: 'CausalSelfAttention', shapes: [x.shape, cache.keys.shape], past });
+        throw new ShapeError(
+          `CausalSelfAttention: the cache holds batch ${cache.keys.shape[0]} and ${max} positions; cannot add ${T} positions of batch ${B} after ${past}`,
+          { op: 'CausalSelfAttention', shapes: [x.shape, cache.keys.shape], past },
+        );
       }
       noGrad(() => {
         assignInto(slice(cache.keys, 2, past, past + T), k);

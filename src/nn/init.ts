@@ -39,15 +39,20 @@ export interface XavierOptions extends InitOptions {
 
 /** The writable float storage behind a contiguous tensor (initialisers write through it). */
 function floatData(op: string, t: Tensor): Float32Array | Float64Array {
-  if (t.dtype !== 'f32' && t.dtype !== 'f64') throw new DTypeError(`${op}: needs an f32 or f64 tensor, got ${t.dtype}`, { op, dtypes: [t.dtype] });
-  if (!t.isContiguous()) throw new ArgumentError(`${op}: needs a contiguous tensor (initialise the parameter, not a view of it)`);
+  if (t.dtype !== 'f32' && t.dtype !== 'f64')
+    throw new DTypeError(`${op}: needs an f32 or f64 tensor, got ${t.dtype}`, { op, dtypes: [t.dtype] });
+  if (!t.isContiguous())
+    throw new ArgumentError(`${op}: needs a contiguous tensor (initialise the parameter, not a view of it)`);
   return (t.storage as Float32Array | Float64Array).subarray(t.offset, t.offset + t.size);
 }
 
 /** fanIn/fanOut of a weight [out, in, ...receptive field] (PyTorch's _calculate_fan_in_and_fan_out). */
 export function computeFans(shape: readonly number[]): Fans {
   if (shape.length < 2) {
-    throw new ShapeError(`fan in/out needs a tensor with at least 2 dimensions, got ${formatShape(shape)}`, { op: 'computeFans', shapes: [shape] });
+    throw new ShapeError(`fan in/out needs a tensor with at least 2 dimensions, got ${formatShape(shape)}`, {
+      op: 'computeFans',
+      shapes: [shape],
+    });
   }
   let receptive = 1;
   for (let i = 2; i < shape.length; i++) receptive *= shape[i]!;
@@ -57,14 +62,20 @@ export function computeFans(shape: readonly number[]): Fans {
 /** PyTorch's calculate_gain. */
 export function calculateGain(nonlinearity: Nonlinearity, param?: number): number {
   switch (nonlinearity) {
-    case 'linear': case 'conv2d': case 'sigmoid': return 1;
-    case 'tanh': return 5 / 3;
-    case 'relu': return Math.SQRT2;
+    case 'linear':
+    case 'conv2d':
+    case 'sigmoid':
+      return 1;
+    case 'tanh':
+      return 5 / 3;
+    case 'relu':
+      return Math.SQRT2;
     case 'leaky_relu': {
       const slope = param ?? 0.01;
       return Math.sqrt(2 / (1 + slope * slope));
     }
-    case 'selu': return 3 / 4;
+    case 'selu':
+      return 3 / 4;
   }
 }
 
@@ -118,7 +129,11 @@ export function normal_<T extends Tensor>(t: T, mean = 0, std = 1, opts: InitOpt
 function kaimingStd(t: Tensor, opts: KaimingOptions): number {
   const fans = opts.fans ?? computeFans(t.shape);
   const fan = (opts.mode ?? 'fanIn') === 'fanIn' ? fans.fanIn : fans.fanOut;
-  if (fan === 0) throw new ShapeError(`kaiming init: fan is 0 for shape ${formatShape(t.shape)}`, { op: 'kaiming', shapes: [t.shape] });
+  if (fan === 0)
+    throw new ShapeError(`kaiming init: fan is 0 for shape ${formatShape(t.shape)}`, {
+      op: 'kaiming',
+      shapes: [t.shape],
+    });
   const gain = calculateGain(opts.nonlinearity ?? 'leaky_relu', opts.a ?? 0);
   return gain / Math.sqrt(fan);
 }

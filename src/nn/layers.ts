@@ -142,15 +142,23 @@ export class Conv2d extends Module implements Layer {
   readonly kernelSize: readonly [number, number];
   readonly options: Conv2dOptions;
 
-  constructor(inChannels: number, outChannels: number, kernelSize: number | readonly [number, number], opts: Conv2dLayerOptions = {}) {
+  constructor(
+    inChannels: number,
+    outChannels: number,
+    kernelSize: number | readonly [number, number],
+    opts: Conv2dLayerOptions = {},
+  ) {
     super();
     positiveInt('Conv2d', 'inChannels', inChannels);
     positiveInt('Conv2d', 'outChannels', outChannels);
     const groups = opts.groups ?? 1;
     if (inChannels % groups !== 0 || outChannels % groups !== 0) {
-      throw new ArgumentError(`Conv2d: inChannels ${inChannels} and outChannels ${outChannels} must both be divisible by groups ${groups}`);
+      throw new ArgumentError(
+        `Conv2d: inChannels ${inChannels} and outChannels ${outChannels} must both be divisible by groups ${groups}`,
+      );
     }
-    const k: [number, number] = typeof kernelSize === 'number' ? [kernelSize, kernelSize] : [kernelSize[0], kernelSize[1]];
+    const k: [number, number] =
+      typeof kernelSize === 'number' ? [kernelSize, kernelSize] : [kernelSize[0], kernelSize[1]];
     k.forEach((d) => positiveInt('Conv2d', 'kernelSize', d));
     this.inChannels = inChannels;
     this.outChannels = outChannels;
@@ -189,7 +197,10 @@ export class Conv2d extends Module implements Layer {
 type Pair = number | readonly [number, number];
 
 export class MaxPool2d extends Module implements Layer {
-  constructor(readonly kernelSize: Pair, readonly options: Pool2dOptions = {}) {
+  constructor(
+    readonly kernelSize: Pair,
+    readonly options: Pool2dOptions = {},
+  ) {
     super();
   }
 
@@ -200,7 +211,10 @@ export class MaxPool2d extends Module implements Layer {
 
 /** Average pooling (zero padding counts toward the divisor, as PyTorch's default). */
 export class AvgPool2d extends Module implements Layer {
-  constructor(readonly kernelSize: Pair, readonly options: Pool2dOptions = {}) {
+  constructor(
+    readonly kernelSize: Pair,
+    readonly options: Pool2dOptions = {},
+  ) {
     super();
   }
 
@@ -252,12 +266,20 @@ export class Identity extends Module implements Layer {
 
 /** Merges axes startAxis..endAxis (default 1..−1: everything but the batch axis). */
 export class Flatten extends Module implements Layer {
-  constructor(readonly startAxis = 1, readonly endAxis = -1) {
+  constructor(
+    readonly startAxis = 1,
+    readonly endAxis = -1,
+  ) {
     super();
   }
 
   forward(x: Tensor): Tensor {
-    if (x.rank <= this.startAxis) throw new ShapeError(`Flatten: input ${formatShape(x.shape)} has no axis ${this.startAxis}`, { op: 'Flatten', shapes: [x.shape], axis: this.startAxis });
+    if (x.rank <= this.startAxis)
+      throw new ShapeError(`Flatten: input ${formatShape(x.shape)} has no axis ${this.startAxis}`, {
+        op: 'Flatten',
+        shapes: [x.shape],
+        axis: this.startAxis,
+      });
     return flatten(x, this.startAxis, this.endAxis);
   }
 }

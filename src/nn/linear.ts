@@ -39,8 +39,12 @@ export class Linear extends Module implements Layer {
 
   constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
     super();
-    for (const [name, v] of [['inFeatures', inFeatures], ['outFeatures', outFeatures]] as const) {
-      if (!Number.isInteger(v) || v <= 0) throw new ArgumentError(`${new.target.name}: ${name} must be a positive integer, got ${v}`);
+    for (const [name, v] of [
+      ['inFeatures', inFeatures],
+      ['outFeatures', outFeatures],
+    ] as const) {
+      if (!Number.isInteger(v) || v <= 0)
+        throw new ArgumentError(`${new.target.name}: ${name} must be a positive integer, got ${v}`);
     }
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
@@ -87,7 +91,10 @@ export class Linear extends Module implements Layer {
   /** x [..., in] → [..., out] without the adapter. */
   base(x: Tensor): Tensor {
     if (x.rank === 0 || x.shape[x.rank - 1] !== this.inFeatures) {
-      throw new ShapeError(`${this.constructor.name}(${this.inFeatures} → ${this.outFeatures}): input must end in ${this.inFeatures} features, got ${formatShape(x.shape)}`, { op: this.constructor.name, shapes: [x.shape], inFeatures: this.inFeatures });
+      throw new ShapeError(
+        `${this.constructor.name}(${this.inFeatures} → ${this.outFeatures}): input must end in ${this.inFeatures} features, got ${formatShape(x.shape)}`,
+        { op: this.constructor.name, shapes: [x.shape], inFeatures: this.inFeatures },
+      );
     }
     const y = matmul(x, this.weightInOut());
     const b = this.bias;

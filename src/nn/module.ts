@@ -41,7 +41,9 @@ function listKeys(keys: readonly string[]): string {
 
 function checkLocalName(what: string, name: string): void {
   if (name === '' || name.includes('.')) {
-    throw new ArgumentError(`${what} name '${name}' must be non-empty and contain no '.'; dots join the names of nested modules`);
+    throw new ArgumentError(
+      `${what} name '${name}' must be non-empty and contain no '.'; dots join the names of nested modules`,
+    );
   }
 }
 
@@ -78,10 +80,19 @@ export abstract class Module {
    */
   registerParameter<T extends Tensor | null>(name: string, t: T): T {
     checkLocalName('parameter', name);
-    if (this.#children.has(name) || this.#buffers.has(name)) throw new ArgumentError(`'${name}' is already a child module or buffer of ${this.constructor.name}`);
+    if (this.#children.has(name) || this.#buffers.has(name))
+      throw new ArgumentError(`'${name}' is already a child module or buffer of ${this.constructor.name}`);
     if (t) {
-      if (t.dtype !== 'f32' && t.dtype !== 'f64') throw new DTypeError(`parameter '${name}' must be f32 or f64, got ${t.dtype}`, { op: 'Module', dtypes: [t.dtype], name });
-      if (t.gradFn) throw new ArgumentError(`parameter '${name}' must be a leaf tensor; pass x.detach() to make one from a computed value`);
+      if (t.dtype !== 'f32' && t.dtype !== 'f64')
+        throw new DTypeError(`parameter '${name}' must be f32 or f64, got ${t.dtype}`, {
+          op: 'Module',
+          dtypes: [t.dtype],
+          name,
+        });
+      if (t.gradFn)
+        throw new ArgumentError(
+          `parameter '${name}' must be a leaf tensor; pass x.detach() to make one from a computed value`,
+        );
       t.requiresGrad = true;
     }
     this.#params.set(name, t);
@@ -91,7 +102,8 @@ export abstract class Module {
   /** Adds a non-trainable tensor (running statistics, masks). Persistent buffers are part of stateDict(). */
   registerBuffer(name: string, t: Tensor, persistent = true): Tensor {
     checkLocalName('buffer', name);
-    if (this.#children.has(name) || this.#params.has(name)) throw new ArgumentError(`'${name}' is already a child module or parameter of ${this.constructor.name}`);
+    if (this.#children.has(name) || this.#params.has(name))
+      throw new ArgumentError(`'${name}' is already a child module or parameter of ${this.constructor.name}`);
     this.#buffers.set(name, { tensor: t, persistent });
     return t;
   }
@@ -99,7 +111,8 @@ export abstract class Module {
   /** Adds (or replaces) a child module. Returns it. */
   registerModule<M extends Module>(name: string, m: M): M {
     checkLocalName('module', name);
-    if (this.#params.has(name) || this.#buffers.has(name)) throw new ArgumentError(`'${name}' is already a parameter or buffer of ${this.constructor.name}`);
+    if (this.#params.has(name) || this.#buffers.has(name))
+      throw new ArgumentError(`'${name}' is already a parameter or buffer of ${this.constructor.name}`);
     this.#children.set(name, m);
     return m;
   }
@@ -225,7 +238,10 @@ export abstract class Module {
     }
     if (matched.length === 0) {
       const names = this.namedParameters().map(([n]) => n);
-      throw new ArgumentError(`setRequiresGrad: no parameter matches ${list.map(String).join(', ')}; parameters are named like ${listKeys(names.slice(0, 6))}`, { patterns: list.map(String) });
+      throw new ArgumentError(
+        `setRequiresGrad: no parameter matches ${list.map(String).join(', ')}; parameters are named like ${listKeys(names.slice(0, 6))}`,
+        { patterns: list.map(String) },
+      );
     }
     return matched;
   }
@@ -264,7 +280,8 @@ export abstract class Module {
    */
   loadStateDict(state: StateDictInput, opts: LoadStateDictOptions = {}): LoadStateDictResult {
     const strict = opts.strict ?? true;
-    const entries: Map<string, Tensor> = state instanceof Map ? (state as Map<string, Tensor>) : new Map(Object.entries(state));
+    const entries: Map<string, Tensor> =
+      state instanceof Map ? (state as Map<string, Tensor>) : new Map(Object.entries(state));
     const targets = this.stateDict();
     const missing = [...targets.keys()].filter((k) => !entries.has(k));
     const unexpected = [...entries.keys()].filter((k) => !targets.has(k));
@@ -277,8 +294,11 @@ export abstract class Module {
       if (!shapesEqual(src.shape, target.shape)) {
         misshaped.push(`${key}: checkpoint ${formatShape(src.shape)}, model ${formatShape(target.shape)}`);
         misshapedShapes.push(src.shape, target.shape);
-      }
-      else if ((target.dtype === 'f32' || target.dtype === 'f64') && !['f32', 'f64', 'f16', 'bf16'].includes(src.dtype)) badDtype.push(`${key}: ${src.dtype}`);
+      } else if (
+        (target.dtype === 'f32' || target.dtype === 'f64') &&
+        !['f32', 'f64', 'f16', 'bf16'].includes(src.dtype)
+      )
+        badDtype.push(`${key}: ${src.dtype}`);
     }
     const keyProblems = strict && (missing.length > 0 || unexpected.length > 0);
     if (keyProblems || misshaped.length > 0 || badDtype.length > 0) {
@@ -286,19 +306,22 @@ export abstract class Module {
       if (strict && missing.length) lines.push(`  missing keys (${missing.length}): ${listKeys(missing)}`);
       if (strict && unexpected.length) lines.push(`  unexpected keys (${unexpected.length}): ${listKeys(unexpected)}`);
       if (misshaped.length) lines.push(`  mis-shaped keys (${misshaped.length}): ${listKeys(misshaped)}`);
-      if (badDtype.length) lines.push(`  non-floating values for floating parameters (${badDtype.length}): ${listKeys(badDtype)}`);
+      if (badDtype.length)
+        lines.push(`  non-floating values for floating parameters (${badDtype.length}): ${listKeys(badDtype)}`);
       lines.push(
         keyProblems
           ? 'Check that the checkpoint was made for this architecture and config; pass { strict: false } to load the matching keys only (shapes must still match).'
-          : 'Check that the model config (sizes, vocabulary, layers) matches the checkpoint\'s config.',
+          : "Check that the model config (sizes, vocabulary, layers) matches the checkpoint's config.",
       );
       const details = { missing: strict ? missing : [], unexpected: strict ? unexpected : [], misshaped, badDtype };
-      throw keyProblems || badDtype.length ? new ArgumentError(lines.join('\n'), details) : new ShapeError(lines.join('\n'), { op: 'loadStateDict', shapes: misshapedShapes, ...details });
+      throw keyProblems || badDtype.length
+        ? new ArgumentError(lines.join('\n'), details)
+        : new ShapeError(lines.join('\n'), { op: 'loadStateDict', shapes: misshapedShapes, ...details });
     }
     noGrad(() => {
       for (const [key, target] of targets) {
         const src = entries.get(key);
-        if (!src || src.storage === target.storage && src.offset === target.offset) continue;
+        if (!src || (src.storage === target.storage && src.offset === target.offset)) continue;
         assignInto(target, cast(src.detach(), target.dtype));
       }
     });

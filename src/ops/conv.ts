@@ -31,7 +31,10 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, opts: Conv2dO
   requireFloat('conv2d', x);
   requireFloat('conv2d', w);
   if (x.rank !== 4 || w.rank !== 4) {
-    throw new ShapeError(`conv2d: input must be [N, C, H, W] and weight [Cout, Cin/groups, kH, kW], got ${formatShape(x.shape)} and ${formatShape(w.shape)}`, { op: 'conv2d', shapes: [x.shape, w.shape] });
+    throw new ShapeError(
+      `conv2d: input must be [N, C, H, W] and weight [Cout, Cin/groups, kH, kW], got ${formatShape(x.shape)} and ${formatShape(w.shape)}`,
+      { op: 'conv2d', shapes: [x.shape, w.shape] },
+    );
   }
   const groups = opts.groups ?? 1;
   const p: Conv2dParams = {
@@ -51,13 +54,24 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, opts: Conv2dO
   const Ho = convOutSize(H, kH, p.stride[0], p.padding[0], p.dilation[0]);
   const Wo = convOutSize(W, kW, p.stride[1], p.padding[1], p.dilation[1]);
   if (Ho <= 0 || Wo <= 0) {
-    throw new ShapeError(`conv2d: kernel ${kH}×${kW} (dilation ${p.dilation.join('×')}) is larger than the padded input ${H}×${W}`, { op: 'conv2d', shapes: [x.shape, w.shape] });
+    throw new ShapeError(
+      `conv2d: kernel ${kH}×${kW} (dilation ${p.dilation.join('×')}) is larger than the padded input ${H}×${W}`,
+      { op: 'conv2d', shapes: [x.shape, w.shape] },
+    );
   }
-  if (x.dtype !== w.dtype) throw new DTypeError(`conv2d: input is ${x.dtype} but weight is ${w.dtype}; convert one with .to()`, { op: 'conv2d', dtypes: [x.dtype, w.dtype] });
+  if (x.dtype !== w.dtype)
+    throw new DTypeError(`conv2d: input is ${x.dtype} but weight is ${w.dtype}; convert one with .to()`, {
+      op: 'conv2d',
+      dtypes: [x.dtype, w.dtype],
+    });
   const out = new Tensor(kernelFor('conv2d', [x, w]).conv2d(x, w, p), [N, Cout, Ho, Wo], x.dtype);
   const y = record('conv2d', out, [x, w], { params: p });
   if (!bias) return y;
-  if (bias.rank !== 1 || bias.shape[0] !== Cout) throw new ShapeError(`conv2d: bias must be [${Cout}], got ${formatShape(bias.shape)}`, { op: 'conv2d', shapes: [x.shape, w.shape, bias.shape] });
+  if (bias.rank !== 1 || bias.shape[0] !== Cout)
+    throw new ShapeError(`conv2d: bias must be [${Cout}], got ${formatShape(bias.shape)}`, {
+      op: 'conv2d',
+      shapes: [x.shape, w.shape, bias.shape],
+    });
   return add(y, reshape(bias, [1, Cout, 1, 1]));
 }
 
@@ -69,21 +83,34 @@ export interface Pool2dOptions {
 
 function poolParams(op: string, x: Tensor, kernelSize: Pair, opts: Pool2dOptions): Pool2dParams {
   requireFloat(op, x);
-  if (x.rank !== 4) throw new ShapeError(`${op}: input must be [N, C, H, W], got ${formatShape(x.shape)}`, { op, shapes: [x.shape] });
+  if (x.rank !== 4)
+    throw new ShapeError(`${op}: input must be [N, C, H, W], got ${formatShape(x.shape)}`, { op, shapes: [x.shape] });
   const kernel = pair(op, 'kernelSize', kernelSize, 1);
-  const p: Pool2dParams = { kernel, stride: pair(op, 'stride', opts.stride ?? kernel, 1), padding: pair(op, 'padding', opts.padding ?? 0, 0) };
+  const p: Pool2dParams = {
+    kernel,
+    stride: pair(op, 'stride', opts.stride ?? kernel, 1),
+    padding: pair(op, 'padding', opts.padding ?? 0, 0),
+  };
   if (p.padding[0] * 2 > kernel[0] || p.padding[1] * 2 > kernel[1]) {
-    throw new ArgumentError(`${op}: padding ${p.padding.join('×')} must be at most half the kernel ${kernel.join('×')}`);
+    throw new ArgumentError(
+      `${op}: padding ${p.padding.join('×')} must be at most half the kernel ${kernel.join('×')}`,
+    );
   }
   const Ho = convOutSize(x.shape[2]!, kernel[0], p.stride[0], p.padding[0]);
   const Wo = convOutSize(x.shape[3]!, kernel[1], p.stride[1], p.padding[1]);
-  if (Ho <= 0 || Wo <= 0) throw new ShapeError(`${op}: kernel ${kernel.join('×')} is larger than the padded input ${formatShape(x.shape)}`, { op, shapes: [x.shape], kernel });
+  if (Ho <= 0 || Wo <= 0)
+    throw new ShapeError(`${op}: kernel ${kernel.join('×')} is larger than the padded input ${formatShape(x.shape)}`, {
+      op,
+      shapes: [x.shape],
+      kernel,
+    });
   return p;
 }
 
 function pooledShape(x: Tensor, p: Pool2dParams): number[] {
   return [
-    x.shape[0]!, x.shape[1]!,
+    x.shape[0]!,
+    x.shape[1]!,
     convOutSize(x.shape[2]!, p.kernel[0], p.stride[0], p.padding[0]),
     convOutSize(x.shape[3]!, p.kernel[1], p.stride[1], p.padding[1]),
   ];
@@ -93,7 +120,10 @@ export function maxPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {})
   const p = poolParams('maxPool2d', x, kernelSize, opts);
   const shape = pooledShape(x, p);
   const { out, indices } = kernelFor('maxPool2d', [x]).maxPool2d(x, p);
-  return record('maxPool2d', new Tensor(out, shape, x.dtype), [x], { indices: new Tensor(indices, shape, 'i32'), xShape: x.shape });
+  return record('maxPool2d', new Tensor(out, shape, x.dtype), [x], {
+    indices: new Tensor(indices, shape, 'i32'),
+    xShape: x.shape,
+  });
 }
 
 /** Average pooling; zero padding counts toward the divisor (count_include_pad=True). */

@@ -17,7 +17,10 @@ export interface RandomOptions extends CreateOptions {
 function finish(t: Tensor, opts: CreateOptions | undefined): Tensor {
   if (opts?.requiresGrad) {
     if (t.dtype !== 'f32' && t.dtype !== 'f64') {
-      throw new DTypeError(`only floating tensors (f32, f64) can require grad, got ${t.dtype}`, { op: 'requiresGrad', dtypes: [t.dtype] });
+      throw new DTypeError(`only floating tensors (f32, f64) can require grad, got ${t.dtype}`, {
+        op: 'requiresGrad',
+        dtypes: [t.dtype],
+      });
     }
     t.requiresGrad = true;
   }
@@ -26,16 +29,27 @@ function finish(t: Tensor, opts: CreateOptions | undefined): Tensor {
 
 function dtypeOf(opts: CreateOptions | undefined, fallback: DType = 'f32'): DType {
   const d = opts?.dtype ?? fallback;
-  if (!isDType(d)) throw new DTypeError(`unknown dtype '${String(d)}'; use one of f32, f64, f16, bf16, i32, i64, u8, i8, bool`, { op: 'dtype', dtypes: [String(d)] });
+  if (!isDType(d))
+    throw new DTypeError(`unknown dtype '${String(d)}'; use one of f32, f64, f16, bf16, i32, i64, u8, i8, bool`, {
+      op: 'dtype',
+      dtypes: [String(d)],
+    });
   return d;
 }
 
 /** A tensor from a flat list of values and a shape (the values are copied). */
-export function fromArray(data: ArrayLike<number> | ArrayLike<bigint>, shape: readonly number[], opts?: CreateOptions): Tensor {
+export function fromArray(
+  data: ArrayLike<number> | ArrayLike<bigint>,
+  shape: readonly number[],
+  opts?: CreateOptions,
+): Tensor {
   checkShape(shape, 'fromArray');
   const dtype = dtypeOf(opts);
   if (data.length !== numel(shape)) {
-    throw new ShapeError(`fromArray: ${data.length} values do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`, { op: 'fromArray', shapes: [shape], values: data.length });
+    throw new ShapeError(
+      `fromArray: ${data.length} values do not fill shape ${formatShape(shape)} (${numel(shape)} elements)`,
+      { op: 'fromArray', shapes: [shape], values: data.length },
+    );
   }
   const storage = allocate(dtype, data.length);
   for (let i = 0; i < data.length; i++) {
@@ -55,17 +69,22 @@ export function tensor(data: NestedArray, opts?: CreateOptions): Tensor {
   while (Array.isArray(probe)) {
     shape.push(probe.length);
     probe = probe[0] ?? 0;
-    if (shape.length > 64) throw new ShapeError('tensor(): nesting deeper than 64 levels', { op: 'tensor', shapes: [shape] });
+    if (shape.length > 64)
+      throw new ShapeError('tensor(): nesting deeper than 64 levels', { op: 'tensor', shapes: [shape] });
   }
   const flat: number[] = [];
   const walk = (x: NestedArray, dim: number): void => {
     if (dim === shape.length) {
-      if (typeof x !== 'number') throw new ShapeError('tensor(): expected a number at the innermost level', { op: 'tensor', shapes: [shape] });
+      if (typeof x !== 'number')
+        throw new ShapeError('tensor(): expected a number at the innermost level', { op: 'tensor', shapes: [shape] });
       flat.push(x);
       return;
     }
     if (!Array.isArray(x) || x.length !== shape[dim]) {
-      throw new ShapeError(`tensor(): ragged nested array at depth ${dim}: expected ${shape[dim]} elements; every row must have the same length`, { op: 'tensor', shapes: [shape], depth: dim });
+      throw new ShapeError(
+        `tensor(): ragged nested array at depth ${dim}: expected ${shape[dim]} elements; every row must have the same length`,
+        { op: 'tensor', shapes: [shape], depth: dim },
+      );
     }
     for (const item of x) walk(item, dim + 1);
   };
@@ -85,7 +104,8 @@ export const zeros = (shape: readonly number[], opts?: CreateOptions): Tensor =>
 export const ones = (shape: readonly number[], opts?: CreateOptions): Tensor => full(shape, 1, opts);
 export const zerosLike = (t: Tensor, opts?: CreateOptions): Tensor => full(t.shape, 0, { dtype: t.dtype, ...opts });
 export const onesLike = (t: Tensor, opts?: CreateOptions): Tensor => full(t.shape, 1, { dtype: t.dtype, ...opts });
-export const fullLike = (t: Tensor, value: number, opts?: CreateOptions): Tensor => full(t.shape, value, { dtype: t.dtype, ...opts });
+export const fullLike = (t: Tensor, value: number, opts?: CreateOptions): Tensor =>
+  full(t.shape, value, { dtype: t.dtype, ...opts });
 
 /**
  * Values start, start+step, … below end (arange(n) = 0..n-1). The dtype defaults to i32 when all
@@ -93,7 +113,8 @@ export const fullLike = (t: Tensor, value: number, opts?: CreateOptions): Tensor
  */
 export function arange(start: number, end?: number, step = 1, opts?: CreateOptions): Tensor {
   if (end === undefined) [start, end] = [0, start];
-  if (step === 0 || !Number.isFinite(step)) throw new ArgumentError(`arange: step must be a non-zero finite number, got ${step}`);
+  if (step === 0 || !Number.isFinite(step))
+    throw new ArgumentError(`arange: step must be a non-zero finite number, got ${step}`);
   const count = Math.max(0, Math.ceil((end - start) / step));
   if (count > 2 ** 31) throw new ArgumentError(`arange: ${count} values is too many`);
   const integral = Number.isInteger(start) && Number.isInteger(end) && Number.isInteger(step);
@@ -103,10 +124,18 @@ export function arange(start: number, end?: number, step = 1, opts?: CreateOptio
   return finish(new Tensor(storage, [count], dtype), opts);
 }
 
-function randomFill(shape: readonly number[], opts: RandomOptions | undefined, sample: (g: Generator) => number): Tensor {
+function randomFill(
+  shape: readonly number[],
+  opts: RandomOptions | undefined,
+  sample: (g: Generator) => number,
+): Tensor {
   checkShape(shape, 'random');
   const dtype = dtypeOf(opts);
-  if (dtype !== 'f32' && dtype !== 'f64') throw new DTypeError(`random values need a floating dtype (f32, f64), got ${dtype}`, { op: 'random', dtypes: [dtype] });
+  if (dtype !== 'f32' && dtype !== 'f64')
+    throw new DTypeError(`random values need a floating dtype (f32, f64), got ${dtype}`, {
+      op: 'random',
+      dtypes: [dtype],
+    });
   const g = opts?.generator ?? getDefaultGenerator();
   const storage: Storage = allocate(dtype, numel(shape));
   const data = storage as Float32Array | Float64Array;
@@ -115,9 +144,11 @@ function randomFill(shape: readonly number[], opts: RandomOptions | undefined, s
 }
 
 /** Uniform values in [0, 1). */
-export const rand = (shape: readonly number[], opts?: RandomOptions): Tensor => randomFill(shape, opts, (g) => g.random());
+export const rand = (shape: readonly number[], opts?: RandomOptions): Tensor =>
+  randomFill(shape, opts, (g) => g.random());
 /** Standard normal values. */
-export const randn = (shape: readonly number[], opts?: RandomOptions): Tensor => randomFill(shape, opts, (g) => g.normal());
+export const randn = (shape: readonly number[], opts?: RandomOptions): Tensor =>
+  randomFill(shape, opts, (g) => g.normal());
 
 /** Uniform integers in [low, high), i32. */
 export function randint(low: number, high: number, shape: readonly number[], opts?: { generator?: Generator }): Tensor {

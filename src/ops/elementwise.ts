@@ -87,7 +87,11 @@ export const gt = (a: TensorOrScalar, b: TensorOrScalar): Tensor => compare('gt'
 export const ge = (a: TensorOrScalar, b: TensorOrScalar): Tensor => compare('ge', a, b);
 
 function logical(op: string, a: Tensor, b: Tensor, kernelOp: 'mul' | 'maximum'): Tensor {
-  if (a.dtype !== 'bool' || b.dtype !== 'bool') throw new DTypeError(`${op}: needs bool tensors, got ${a.dtype} and ${b.dtype}`, { op, dtypes: [a.dtype, b.dtype] });
+  if (a.dtype !== 'bool' || b.dtype !== 'bool')
+    throw new DTypeError(`${op}: needs bool tensors, got ${a.dtype} and ${b.dtype}`, {
+      op,
+      dtypes: [a.dtype, b.dtype],
+    });
   const [x, y] = broadcastPair(op, a, b);
   return new Tensor(kernelFor('binary', [x, y]).binary(kernelOp, x, y), x.shape, 'bool');
 }
@@ -100,7 +104,10 @@ export const logicalOr = (a: Tensor, b: Tensor): Tensor => logical('logicalOr', 
 /** cond ? a : b elementwise, broadcasting all three; `cond` is a bool tensor. */
 export function where(cond: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tensor {
   if (cond.dtype !== 'bool') {
-    throw new DTypeError(`where: the condition must be a bool tensor, got ${cond.dtype}; build it with a comparison such as gt(x, 0)`, { op: 'where', dtypes: [cond.dtype] });
+    throw new DTypeError(
+      `where: the condition must be a bool tensor, got ${cond.dtype}; build it with a comparison such as gt(x, 0)`,
+      { op: 'where', dtypes: [cond.dtype] },
+    );
   }
   let [x, y] = broadcastPair('where', a, b);
   const shape = broadcastShapes('where', cond.shape, x.shape);

@@ -10,7 +10,11 @@ import { cast, expand, reshape, squeeze, unsqueeze } from './view.js';
 /** The matmul primitive: a [...B, M, K] · b [...B, K, N] with identical batch dims. */
 export function batchedMatmul(a: Tensor, b: Tensor): Tensor {
   const r = a.rank;
-  const out = new Tensor(kernelFor('matmul', [a, b]).matmul(a, b), [...a.shape.slice(0, r - 2), a.shape[r - 2]!, b.shape[r - 1]!], a.dtype);
+  const out = new Tensor(
+    kernelFor('matmul', [a, b]).matmul(a, b),
+    [...a.shape.slice(0, r - 2), a.shape[r - 2]!, b.shape[r - 1]!],
+    a.dtype,
+  );
   return record('matmul', out, [a, b], {});
 }
 
@@ -18,7 +22,10 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   requireFloat('matmul', a);
   requireFloat('matmul', b);
   if (a.rank === 0 || b.rank === 0) {
-    throw new ShapeError(`matmul: both operands need at least one dimension, got ${formatShape(a.shape)} and ${formatShape(b.shape)}; use mul for scalars`, { op: 'matmul', shapes: [a.shape, b.shape] });
+    throw new ShapeError(
+      `matmul: both operands need at least one dimension, got ${formatShape(a.shape)} and ${formatShape(b.shape)}; use mul for scalars`,
+      { op: 'matmul', shapes: [a.shape, b.shape] },
+    );
   }
   const dtype = promote(a.dtype, b.dtype);
   let x = cast(a, dtype);

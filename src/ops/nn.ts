@@ -28,7 +28,10 @@ export function softmax(x: Tensor, axis = -1): Tensor {
   // (An empty softmax axis goes to the composite, which rejects it.)
   const fused = ax === x.rank - 1 && x.shape[ax]! > 0 ? fusedFor('softmax', [x]) : null;
   if (fused) return record('softmax', new Tensor(fused.softmax(x, false), x.shape, x.dtype), [x], {});
-  const shifted = sub(x, noGrad(() => max(x, ax, true)));
+  const shifted = sub(
+    x,
+    noGrad(() => max(x, ax, true)),
+  );
   const e = exp(shifted);
   return div(e, sum(e, ax, true));
 }
@@ -40,7 +43,10 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
   // (An empty softmax axis goes to the composite, which rejects it.)
   const fused = ax === x.rank - 1 && x.shape[ax]! > 0 ? fusedFor('softmax', [x]) : null;
   if (fused) return record('logSoftmax', new Tensor(fused.softmax(x, true), x.shape, x.dtype), [x], {});
-  const shifted = sub(x, noGrad(() => max(x, ax, true)));
+  const shifted = sub(
+    x,
+    noGrad(() => max(x, ax, true)),
+  );
   return sub(shifted, log(sum(exp(shifted), ax, true)));
 }
 
@@ -60,31 +66,50 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const { ignoreIndex = -100, labelSmoothing = 0, reduction = 'mean' } = opts;
   requireFloat('crossEntropy', logits);
   if (logits.rank !== 2) {
-    throw new ShapeError(`crossEntropy: logits must be [N, C], got ${formatShape(logits.shape)}; flatten leading axes, e.g. logits.reshape([-1, C])`, { op: 'crossEntropy', shapes: [logits.shape] });
+    throw new ShapeError(
+      `crossEntropy: logits must be [N, C], got ${formatShape(logits.shape)}; flatten leading axes, e.g. logits.reshape([-1, C])`,
+      { op: 'crossEntropy', shapes: [logits.shape] },
+    );
   }
   const [N, C] = logits.shape as [number, number];
   if (targets.dtype !== 'i32' && targets.dtype !== 'i64') {
-    throw new DTypeError(`crossEntropy: targets must be class indices (i32 or i64), got ${targets.dtype}`, { op: 'crossEntropy', dtypes: [logits.dtype, targets.dtype] });
+    throw new DTypeError(`crossEntropy: targets must be class indices (i32 or i64), got ${targets.dtype}`, {
+      op: 'crossEntropy',
+      dtypes: [logits.dtype, targets.dtype],
+    });
   }
   if (targets.rank !== 1 || targets.shape[0] !== N) {
-    throw new ShapeError(`crossEntropy: targets must be [${N}] for logits ${formatShape(logits.shape)}, got ${formatShape(targets.shape)}`, { op: 'crossEntropy', shapes: [logits.shape, targets.shape] });
+    throw new ShapeError(
+      `crossEntropy: targets must be [${N}] for logits ${formatShape(logits.shape)}, got ${formatShape(targets.shape)}`,
+      { op: 'crossEntropy', shapes: [logits.shape, targets.shape] },
+    );
   }
-  if (!(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new ArgumentError(`crossEntropy: labelSmoothing must be in [0, 1], got ${labelSmoothing}`);
+  if (!(labelSmoothing >= 0 && labelSmoothing <= 1))
+    throw new ArgumentError(`crossEntropy: labelSmoothing must be in [0, 1], got ${labelSmoothing}`);
   const ids = targets.toFlatArray();
   const keep = new Float32Array(N);
   const picked = new Int32Array(N);
   ids.forEach((t, i) => {
     if (t === ignoreIndex) return;
     if (!Number.isInteger(t) || t < 0 || t >= C) {
-      throw new ArgumentError(`crossEntropy: target ${t} at position ${i} is outside [0, ${C}); targets must be class indices or ignoreIndex (${ignoreIndex})`);
+      throw new ArgumentError(
+        `crossEntropy: target ${t} at position ${i} is outside [0, ${C}); targets must be class indices or ignoreIndex (${ignoreIndex})`,
+      );
     }
     keep[i] = 1;
     picked[i] = i * C + t;
   });
   const count = keep.reduce((a, b) => a + b, 0);
   // The fused kernel computes the mean (and its gradient) in one pass; 'sum' is that times the count.
-  const fused = labelSmoothing === 0 && reduction !== 'none' && (reduction === 'mean' || count > 0) &&
-    Number.isInteger(ignoreIndex) && ignoreIndex >= -(2 ** 31) && ignoreIndex < 2 ** 31 ? fusedFor('crossEntropy', [logits]) : null;
+  const fused =
+    labelSmoothing === 0 &&
+    reduction !== 'none' &&
+    (reduction === 'mean' || count > 0) &&
+    Number.isInteger(ignoreIndex) &&
+    ignoreIndex >= -(2 ** 31) &&
+    ignoreIndex < 2 ** 31
+      ? fusedFor('crossEntropy', [logits])
+      : null;
   if (fused) {
     const ids32 = targets.dtype === 'i32' ? (targets.contiguousStorage() as Int32Array) : Int32Array.from(ids);
     const grad = needsGrad([logits]);
@@ -113,15 +138,30 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
 }
 
 /** Layer norm over the trailing `normalizedShape` axes (biased variance, as PyTorch). */
-export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+export function layerNorm(
+  x: Tensor,
+  normalizedShape: readonly number[],
+  weight?: Tensor | null,
+  bias?: Tensor | null,
+  eps = 1e-5,
+): Tensor {
   requireFloat('layerNorm', x);
   const k = normalizedShape.length;
   if (k === 0 || k > x.rank || normalizedShape.some((d, i) => d !== x.shape[x.rank - k + i])) {
-    throw new ShapeError(`layerNorm: normalizedShape ${formatShape(normalizedShape)} must match the trailing dims of ${formatShape(x.shape)}`, { op: 'layerNorm', shapes: [x.shape, normalizedShape] });
+    throw new ShapeError(
+      `layerNorm: normalizedShape ${formatShape(normalizedShape)} must match the trailing dims of ${formatShape(x.shape)}`,
+      { op: 'layerNorm', shapes: [x.shape, normalizedShape] },
+    );
   }
-  for (const [name, p] of [['weight', weight], ['bias', bias]] as const) {
+  for (const [name, p] of [
+    ['weight', weight],
+    ['bias', bias],
+  ] as const) {
     if (p && (p.rank !== k || p.shape.some((d, i) => d !== normalizedShape[i]))) {
-      throw new ShapeError(`layerNorm: ${name} has shape ${formatShape(p.shape)}, expected ${formatShape(normalizedShape)}`, { op: 'layerNorm', shapes: [x.shape, p.shape], expected: normalizedShape });
+      throw new ShapeError(
+        `layerNorm: ${name} has shape ${formatShape(p.shape)}, expected ${formatShape(normalizedShape)}`,
+        { op: 'layerNorm', shapes: [x.shape, p.shape], expected: normalizedShape },
+      );
     }
   }
   const C = numel(normalizedShape);
@@ -147,7 +187,10 @@ export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
   if (x.rank === 0) throw new ShapeError('rmsNorm: needs at least one dimension', { op: 'rmsNorm', shapes: [x.shape] });
   const C = x.shape[x.rank - 1]!;
   if (weight && (weight.rank !== 1 || weight.shape[0] !== C)) {
-    throw new ShapeError(`rmsNorm: weight has shape ${formatShape(weight.shape)}, expected [${C}] for input ${formatShape(x.shape)}`, { op: 'rmsNorm', shapes: [x.shape, weight.shape] });
+    throw new ShapeError(
+      `rmsNorm: weight has shape ${formatShape(weight.shape)}, expected [${C}] for input ${formatShape(x.shape)}`,
+      { op: 'rmsNorm', shapes: [x.shape, weight.shape] },
+    );
   }
   const fused = fusedFor('rmsNorm', weight ? [x, weight] : [x]);
   if (fused) {
@@ -161,13 +204,23 @@ export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
 
 /** Rows of `weight` [V, C] picked by integer `ids` of any shape → [...ids.shape, C]. */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {
-  if (weight.rank !== 2) throw new ShapeError(`embedding: weight must be [V, C], got ${formatShape(weight.shape)}`, { op: 'embedding', shapes: [ids.shape, weight.shape] });
-  if (ids.dtype !== 'i32' && ids.dtype !== 'i64') throw new DTypeError(`embedding: ids must be i32 or i64, got ${ids.dtype}`, { op: 'embedding', dtypes: [ids.dtype] });
+  if (weight.rank !== 2)
+    throw new ShapeError(`embedding: weight must be [V, C], got ${formatShape(weight.shape)}`, {
+      op: 'embedding',
+      shapes: [ids.shape, weight.shape],
+    });
+  if (ids.dtype !== 'i32' && ids.dtype !== 'i64')
+    throw new DTypeError(`embedding: ids must be i32 or i64, got ${ids.dtype}`, {
+      op: 'embedding',
+      dtypes: [ids.dtype],
+    });
   const [V, C] = weight.shape as [number, number];
   const flat = ids.toFlatArray();
   const bad = flat.findIndex((id) => id < 0 || id >= V);
   if (bad >= 0) {
-    throw new ArgumentError(`embedding: id ${flat[bad]} at position ${bad} is outside the table's ${V} rows; ids must be in [0, ${V})`);
+    throw new ArgumentError(
+      `embedding: id ${flat[bad]} at position ${bad} is outside the table's ${V} rows; ids must be in [0, ${V})`,
+    );
   }
   return reshape(gatherRows(weight, ids), [...ids.shape, C]);
 }
@@ -200,13 +253,22 @@ export interface AttentionOptions {
 /** softmax(q·kᵀ·scale [+ causal mask]) · v for q [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv]. */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   if (q.rank < 2 || k.rank < 2 || v.rank < 2) {
-    throw new ShapeError(`scaledDotProductAttention: q, k, v need shape [..., T, D], got ${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`, { op: 'scaledDotProductAttention', shapes: [q.shape, k.shape, v.shape] });
+    throw new ShapeError(
+      `scaledDotProductAttention: q, k, v need shape [..., T, D], got ${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`,
+      { op: 'scaledDotProductAttention', shapes: [q.shape, k.shape, v.shape] },
+    );
   }
   const D = q.shape[q.rank - 1]!;
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   // Causal self-attention with q, k, v of one shape (and dtype) runs fused: no [T, T] scores in memory.
-  const fused = opts.causal && q.dtype === k.dtype && q.dtype === v.dtype && shapesEqual(q.shape, k.shape) && shapesEqual(q.shape, v.shape)
-    ? fusedFor('causalAttention', [q, k, v]) : null;
+  const fused =
+    opts.causal &&
+    q.dtype === k.dtype &&
+    q.dtype === v.dtype &&
+    shapesEqual(q.shape, k.shape) &&
+    shapesEqual(q.shape, v.shape)
+      ? fusedFor('causalAttention', [q, k, v])
+      : null;
   if (fused) {
     const r = fused.causalAttention(q, k, v, scale);
     const ctx = { scale, lse: new Tensor(r.lse, q.shape.slice(0, -1), q.dtype) };
@@ -223,7 +285,10 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
 
 /** The embedding gather as a recorded primitive (used by embedding and crossEntropy). */
 export function gatherRows(table: Tensor, ids: Tensor): Tensor {
-  const out = new Tensor(kernelFor('gatherRows', [table, ids]).gatherRows(table, ids), [ids.size, table.shape[1]!], table.dtype);
+  const out = new Tensor(
+    kernelFor('gatherRows', [table, ids]).gatherRows(table, ids),
+    [ids.size, table.shape[1]!],
+    table.dtype,
+  );
   return record('gatherRows', out, [table], { ids, rows: table.shape[0]! });
 }
-

@@ -21,7 +21,9 @@ function reduceOp(op: ReduceOp, x: Tensor, axis: Axes, keepdim: boolean): Tensor
   // Sums of bools and small ints count past 255: accumulate them as i32, as PyTorch does (in i64).
   const src = op === 'sum' && (x.dtype === 'bool' || x.dtype === 'u8' || x.dtype === 'i8') ? cast(x, 'i32') : x;
   if (op !== 'sum' && axes.some((a) => src.shape[a] === 0)) {
-    throw new ArgumentError(`${op}: cannot reduce over an empty dimension (shape ${formatShape(src.shape)}); it has no ${op}imum`);
+    throw new ArgumentError(
+      `${op}: cannot reduce over an empty dimension (shape ${formatShape(src.shape)}); it has no ${op}imum`,
+    );
   }
   const kept = src.shape.map((d, i) => (axes.includes(i) ? 1 : d));
   const out = new Tensor(kernelFor('reduce', [src]).reduce(op, src, axes), kept, src.dtype);
@@ -57,11 +59,17 @@ function argReduce(op: 'argmax' | 'argmin', x: Tensor, axis: number | undefined,
   if (axis === undefined) {
     const flat = reshape(x, [x.size]);
     const r = argReduce(op, flat, 0, false);
-    return keepdim ? reshape(r, x.shape.map(() => 1)) : r;
+    return keepdim
+      ? reshape(
+          r,
+          x.shape.map(() => 1),
+        )
+      : r;
   }
   const ax = normalizeAxis(op, axis, Math.max(x.rank, 1));
   const src = x.rank === 0 ? reshape(x, [1]) : x;
-  if (src.shape[ax] === 0) throw new ArgumentError(`${op}: cannot reduce over an empty dimension (shape ${formatShape(src.shape)})`);
+  if (src.shape[ax] === 0)
+    throw new ArgumentError(`${op}: cannot reduce over an empty dimension (shape ${formatShape(src.shape)})`);
   const kept = src.shape.map((d, i) => (i === ax ? 1 : d));
   const out = new Tensor(kernelFor('argReduce', [src]).argReduce(op, src, ax), kept, 'i32');
   return keepdim ? out : reshape(out, dropAxes(src.shape, [ax]));

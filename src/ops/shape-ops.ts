@@ -15,12 +15,15 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   const ax = normalizeAxis('concat', axis, first.rank);
   for (const t of tensors) {
     if (t.dtype !== first.dtype) {
-      throw new DTypeError(`concat: dtypes differ (${first.dtype} and ${t.dtype}); convert them to one dtype with .to()`, { op: 'concat', dtypes: [first.dtype, t.dtype] });
+      throw new DTypeError(
+        `concat: dtypes differ (${first.dtype} and ${t.dtype}); convert them to one dtype with .to()`,
+        { op: 'concat', dtypes: [first.dtype, t.dtype] },
+      );
     }
     if (t.rank !== first.rank || t.shape.some((d, i) => i !== ax && d !== first.shape[i])) {
       throw new ShapeError(
         `concat: shapes ${formatShape(first.shape)} and ${formatShape(t.shape)} differ outside axis ${ax}; all other dimensions must match`,
-      { op: 'concat', shapes: [first.shape, t.shape], axis: ax },
+        { op: 'concat', shapes: [first.shape, t.shape], axis: ax },
       );
     }
   }
@@ -43,10 +46,16 @@ export function stack(tensors: readonly Tensor[], axis = 0): Tensor {
   const ax = normalizeAxis('stack', axis, tensors[0]!.rank + 1);
   for (const t of tensors) {
     if (t.rank !== tensors[0]!.rank || t.shape.some((d, i) => d !== tensors[0]!.shape[i])) {
-      throw new ShapeError(`stack: shapes ${formatShape(tensors[0]!.shape)} and ${formatShape(t.shape)} differ; stacked tensors must have one shape`, { op: 'stack', shapes: [tensors[0]!.shape, t.shape] });
+      throw new ShapeError(
+        `stack: shapes ${formatShape(tensors[0]!.shape)} and ${formatShape(t.shape)} differ; stacked tensors must have one shape`,
+        { op: 'stack', shapes: [tensors[0]!.shape, t.shape] },
+      );
     }
   }
-  return concat(tensors.map((t) => unsqueeze(t, ax)), ax);
+  return concat(
+    tensors.map((t) => unsqueeze(t, ax)),
+    ax,
+  );
 }
 
 /** Splits into chunks of `size` (the last may be smaller), or into the given sizes. Views, not copies. */
@@ -55,7 +64,8 @@ export function split(x: Tensor, sizeOrSizes: number | readonly number[], axis =
   const n = x.shape[ax]!;
   let sizes: number[];
   if (typeof sizeOrSizes === 'number') {
-    if (!Number.isInteger(sizeOrSizes) || sizeOrSizes <= 0) throw new ArgumentError(`split: chunk size must be a positive integer, got ${sizeOrSizes}`);
+    if (!Number.isInteger(sizeOrSizes) || sizeOrSizes <= 0)
+      throw new ArgumentError(`split: chunk size must be a positive integer, got ${sizeOrSizes}`);
     sizes = [];
     for (let s = 0; s < n; s += sizeOrSizes) sizes.push(Math.min(sizeOrSizes, n - s));
     if (n === 0) sizes = [0];
@@ -63,7 +73,10 @@ export function split(x: Tensor, sizeOrSizes: number | readonly number[], axis =
     sizes = [...sizeOrSizes];
     const total = sizes.reduce((a, b) => a + b, 0);
     if (sizes.some((s) => !Number.isInteger(s) || s < 0) || total !== n) {
-      throw new ShapeError(`split: sizes ${JSON.stringify(sizes)} must be non-negative integers summing to ${n} (axis ${ax} of ${formatShape(x.shape)})`, { op: 'split', shapes: [x.shape], sizes, axis: ax });
+      throw new ShapeError(
+        `split: sizes ${JSON.stringify(sizes)} must be non-negative integers summing to ${n} (axis ${ax} of ${formatShape(x.shape)})`,
+        { op: 'split', shapes: [x.shape], sizes, axis: ax },
+      );
     }
   }
   let start = 0;
@@ -80,7 +93,9 @@ export function split(x: Tensor, sizeOrSizes: number | readonly number[], axis =
  */
 export function pad(x: Tensor, pads: readonly number[], value = 0): Tensor {
   if (pads.length % 2 !== 0 || pads.length / 2 > x.rank) {
-    throw new ArgumentError(`pad: pads must be [before, after] pairs for at most ${x.rank} axes, got ${JSON.stringify(pads)}`);
+    throw new ArgumentError(
+      `pad: pads must be [before, after] pairs for at most ${x.rank} axes, got ${JSON.stringify(pads)}`,
+    );
   }
   if (pads.some((p) => !Number.isInteger(p) || p < 0)) {
     throw new ArgumentError(`pad: pads must be non-negative integers, got ${JSON.stringify(pads)}; to crop, use slice`);
@@ -100,7 +115,11 @@ export function pad(x: Tensor, pads: readonly number[], value = 0): Tensor {
 
 /** mask[i, j] = keep(j − i) over the last two axes of x, as a broadcastable bool tensor. */
 function diagonalMask(x: Tensor, keep: 'upper' | 'lower', diagonal: number): Tensor {
-  if (x.rank < 2) throw new ShapeError(`${keep === 'upper' ? 'triu' : 'tril'}: needs at least 2 dimensions, got ${formatShape(x.shape)}`, { op: keep === 'upper' ? 'triu' : 'tril', shapes: [x.shape] });
+  if (x.rank < 2)
+    throw new ShapeError(
+      `${keep === 'upper' ? 'triu' : 'tril'}: needs at least 2 dimensions, got ${formatShape(x.shape)}`,
+      { op: keep === 'upper' ? 'triu' : 'tril', shapes: [x.shape] },
+    );
   const rows = x.shape[x.rank - 2]!;
   const cols = x.shape[x.rank - 1]!;
   const offsetFromDiagonal = sub(reshape(arange(cols), [1, cols]), reshape(arange(rows), [rows, 1]));

@@ -24,7 +24,17 @@ export function requireArithmetic(op: string, t: Tensor): void {
   }
 }
 
-const RANK: Readonly<Record<DType, number>> = { bool: 0, u8: 1, i8: 1, i32: 2, i64: 3, f16: 4, bf16: 4, f32: 5, f64: 6 };
+const RANK: Readonly<Record<DType, number>> = {
+  bool: 0,
+  u8: 1,
+  i8: 1,
+  i32: 2,
+  i64: 3,
+  f16: 4,
+  bf16: 4,
+  f32: 5,
+  f64: 6,
+};
 
 /** The dtype of an arithmetic result of a and b (PyTorch's promotion, restricted to compute dtypes). */
 export function promote(a: DType, b: DType): DType {
@@ -42,7 +52,8 @@ export function scalarLike(value: number, like: Tensor): Tensor {
   let dtype: DType = like.dtype;
   if (!isComputeFloat(dtype) && !Number.isInteger(value)) dtype = 'f32';
   if (dtype === 'bool' || dtype === 'u8' || dtype === 'i8') dtype = Number.isInteger(value) ? 'i32' : 'f32';
-  const storage = dtype === 'f64' ? new Float64Array([value]) : dtype === 'i32' ? new Int32Array([value]) : new Float32Array([value]);
+  const storage =
+    dtype === 'f64' ? new Float64Array([value]) : dtype === 'i32' ? new Int32Array([value]) : new Float32Array([value]);
   return new Tensor(storage, [], dtype === 'f64' || dtype === 'i32' ? dtype : 'f32');
 }
 

@@ -18,12 +18,18 @@ function resolveShape(x: Tensor, shape: readonly number[]): number[] {
   const out = [...shape];
   const unknown = out.indexOf(-1);
   if (out.some((d, i) => (d < 0 && i !== unknown) || !Number.isInteger(d)) || out.lastIndexOf(-1) !== unknown) {
-    throw new ShapeError(`reshape: invalid target shape ${formatShape(shape)}; use non-negative sizes and at most one -1`, { op: 'reshape', shapes: [x.shape, shape] });
+    throw new ShapeError(
+      `reshape: invalid target shape ${formatShape(shape)}; use non-negative sizes and at most one -1`,
+      { op: 'reshape', shapes: [x.shape, shape] },
+    );
   }
   if (unknown >= 0) {
     const known = numel(out.filter((_, i) => i !== unknown));
     if (known === 0 || x.size % known !== 0) {
-      throw new ShapeError(`reshape: cannot infer -1 in ${formatShape(shape)} for ${x.size} elements (shape ${formatShape(x.shape)})`, { op: 'reshape', shapes: [x.shape, shape] });
+      throw new ShapeError(
+        `reshape: cannot infer -1 in ${formatShape(shape)} for ${x.size} elements (shape ${formatShape(x.shape)})`,
+        { op: 'reshape', shapes: [x.shape, shape] },
+      );
     }
     out[unknown] = x.size / known;
   }
@@ -55,12 +61,21 @@ export function flatten(x: Tensor, startAxis = 0, endAxis = -1): Tensor {
 
 export function permute(x: Tensor, dims: readonly number[]): Tensor {
   if (dims.length !== x.rank) {
-    throw new ShapeError(`permute: ${dims.length} dims given for a tensor of rank ${x.rank} (shape ${formatShape(x.shape)})`, { op: 'permute', shapes: [x.shape], dims });
+    throw new ShapeError(
+      `permute: ${dims.length} dims given for a tensor of rank ${x.rank} (shape ${formatShape(x.shape)})`,
+      { op: 'permute', shapes: [x.shape], dims },
+    );
   }
   const norm = dims.map((d) => normalizeAxis('permute', d, x.rank));
-  if (new Set(norm).size !== norm.length) throw new ArgumentError(`permute: dims ${JSON.stringify(dims)} repeat an axis`);
+  if (new Set(norm).size !== norm.length)
+    throw new ArgumentError(`permute: dims ${JSON.stringify(dims)} repeat an axis`);
   if (norm.every((d, i) => d === i)) return x;
-  const out = viewOf(x, norm.map((d) => x.shape[d]!), norm.map((d) => x.strides[d]!), x.offset);
+  const out = viewOf(
+    x,
+    norm.map((d) => x.shape[d]!),
+    norm.map((d) => x.strides[d]!),
+    x.offset,
+  );
   return record('permute', out, [x], { dims: norm });
 }
 
@@ -75,7 +90,8 @@ export function transpose(x: Tensor, a: number, b: number): Tensor {
 /** Elements start, start+step, … before end along one axis (Python slice semantics, step > 0). */
 export function slice(x: Tensor, axis: number, start: number, end?: number, step = 1): Tensor {
   const ax = normalizeAxis('slice', axis, x.rank);
-  if (!Number.isInteger(step) || step <= 0) throw new ArgumentError(`slice: step must be a positive integer, got ${step}`);
+  if (!Number.isInteger(step) || step <= 0)
+    throw new ArgumentError(`slice: step must be a positive integer, got ${step}`);
   const n = x.shape[ax]!;
   const clampIndex = (i: number): number => Math.min(Math.max(i < 0 ? i + n : i, 0), n);
   const s = clampIndex(start);
@@ -93,7 +109,10 @@ export function slice(x: Tensor, axis: number, start: number, end?: number, step
 /** Broadcasts to `shape` without copying (new leading axes and size-1 axes get stride 0). -1 keeps a size. */
 export function expand(x: Tensor, shape: readonly number[]): Tensor {
   if (shape.length < x.rank) {
-    throw new ShapeError(`expand: cannot expand shape ${formatShape(x.shape)} to fewer dimensions ${formatShape(shape)}`, { op: 'expand', shapes: [x.shape, shape] });
+    throw new ShapeError(
+      `expand: cannot expand shape ${formatShape(x.shape)} to fewer dimensions ${formatShape(shape)}`,
+      { op: 'expand', shapes: [x.shape, shape] },
+    );
   }
   const lead = shape.length - x.rank;
   const target = shape.map((d, i) => (d === -1 && i >= lead ? x.shape[i - lead]! : d));
@@ -119,10 +138,17 @@ export function unsqueeze(x: Tensor, axis: number): Tensor {
 
 /** Removes one size-1 axis, or all of them when no axis is given. */
 export function squeeze(x: Tensor, axis?: number): Tensor {
-  if (axis === undefined) return reshape(x, x.shape.filter((d) => d !== 1));
+  if (axis === undefined)
+    return reshape(
+      x,
+      x.shape.filter((d) => d !== 1),
+    );
   const ax = normalizeAxis('squeeze', axis, x.rank);
   if (x.shape[ax] !== 1) return x;
-  return reshape(x, x.shape.filter((_, i) => i !== ax));
+  return reshape(
+    x,
+    x.shape.filter((_, i) => i !== ax),
+  );
 }
 
 /** Copies `src`'s elements into a fresh row-major tensor. */
@@ -145,7 +171,8 @@ export function clone(x: Tensor): Tensor {
 
 /** Converts to another dtype (a copy; returns x itself when the dtype already matches). */
 export function cast(x: Tensor, dtype: DType): Tensor {
-  if (!isDType(dtype)) throw new DTypeError(`to(): unknown dtype '${String(dtype)}'`, { op: 'cast', dtypes: [x.dtype, String(dtype)] });
+  if (!isDType(dtype))
+    throw new DTypeError(`to(): unknown dtype '${String(dtype)}'`, { op: 'cast', dtypes: [x.dtype, String(dtype)] });
   if (dtype === x.dtype) return x;
   const out = new Tensor(kernelFor('cast', [x]).cast(x, dtype), x.shape, dtype);
   // Gradients flow only between floating compute dtypes.

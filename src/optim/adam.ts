@@ -18,14 +18,31 @@ export interface AdamOptions extends BaseOptions {
 
 export type AdamHyper = AdamStep;
 
-const flatView = (s: Float32Array): KernelView => ({ dtype: 'f32', storage: s, shape: [s.length], strides: [1], offset: 0 });
+const flatView = (s: Float32Array): KernelView => ({
+  dtype: 'f32',
+  storage: s,
+  shape: [s.length],
+  strides: [1],
+  offset: 0,
+});
 
 /**
  * One update in place: the current backend's fused kernel when it has one for f32 (native:
  * one pass, threaded), else `adamUpdate`.
  */
-export function adamStep(param: FloatStorage, grad: FloatStorage, expAvg: FloatStorage, expAvgSq: FloatStorage, h: AdamHyper): void {
-  if (param instanceof Float32Array && grad instanceof Float32Array && expAvg instanceof Float32Array && expAvgSq instanceof Float32Array) {
+export function adamStep(
+  param: FloatStorage,
+  grad: FloatStorage,
+  expAvg: FloatStorage,
+  expAvgSq: FloatStorage,
+  h: AdamHyper,
+): void {
+  if (
+    param instanceof Float32Array &&
+    grad instanceof Float32Array &&
+    expAvg instanceof Float32Array &&
+    expAvgSq instanceof Float32Array
+  ) {
     const fused = fusedFor('adam', [flatView(param)]);
     if (fused) return fused.adam(param, grad, expAvg, expAvgSq, h);
   }
@@ -37,7 +54,13 @@ export function adamStep(param: FloatStorage, grad: FloatStorage, expAvg: FloatS
  *   m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²
  *   p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
  */
-export function adamUpdate(param: FloatStorage, grad: FloatStorage, expAvg: FloatStorage, expAvgSq: FloatStorage, h: AdamHyper): void {
+export function adamUpdate(
+  param: FloatStorage,
+  grad: FloatStorage,
+  expAvg: FloatStorage,
+  expAvgSq: FloatStorage,
+  h: AdamHyper,
+): void {
   const { lr, beta1, beta2, eps, weightDecay, decoupled, step } = h;
   const stepSize = lr / (1 - beta1 ** step);
   const bc2Sqrt = Math.sqrt(1 - beta2 ** step);
@@ -59,12 +82,18 @@ export function adamUpdate(param: FloatStorage, grad: FloatStorage, expAvg: Floa
 }
 
 function adamDefaults(opts: Partial<AdamOptions> & { lr: number }, weightDecay: number): AdamOptions {
-  return { lr: opts.lr, betas: opts.betas ?? [0.9, 0.999], eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? weightDecay };
+  return {
+    lr: opts.lr,
+    betas: opts.betas ?? [0.9, 0.999],
+    eps: opts.eps ?? 1e-8,
+    weightDecay: opts.weightDecay ?? weightDecay,
+  };
 }
 
 function checkAdam(who: string, o: AdamOptions): void {
   const [b1, b2] = o.betas;
-  if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1)) throw new ArgumentError(`${who}: betas must be in [0, 1), got [${b1}, ${b2}]`);
+  if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1))
+    throw new ArgumentError(`${who}: betas must be in [0, 1), got [${b1}, ${b2}]`);
   if (!(o.eps >= 0)) throw new ArgumentError(`${who}: eps must be ≥ 0, got ${o.eps}`);
 }
 
@@ -84,7 +113,13 @@ abstract class AdamBase extends Optimizer<AdamOptions> {
 
   protected update(param: FloatStorage, grad: FloatStorage, state: ParamState, o: AdamOptions): void {
     adamStep(param, grad, state.buffers.exp_avg!, state.buffers.exp_avg_sq!, {
-      lr: o.lr, beta1: o.betas[0], beta2: o.betas[1], eps: o.eps, weightDecay: o.weightDecay, decoupled: this.decoupled, step: state.step,
+      lr: o.lr,
+      beta1: o.betas[0],
+      beta2: o.betas[1],
+      eps: o.eps,
+      weightDecay: o.weightDecay,
+      decoupled: this.decoupled,
+      step: state.step,
     });
   }
 }
@@ -94,7 +129,10 @@ export class Adam extends AdamBase {
   readonly type = 'adam';
   protected readonly decoupled = false;
 
-  constructor(params: ParamsInput | readonly ParamGroupInput<AdamOptions>[], opts: Partial<AdamOptions> & { lr: number }) {
+  constructor(
+    params: ParamsInput | readonly ParamGroupInput<AdamOptions>[],
+    opts: Partial<AdamOptions> & { lr: number },
+  ) {
     super(params, adamDefaults(opts, 0));
   }
 }

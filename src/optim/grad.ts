@@ -52,7 +52,8 @@ export function clipGradNorm(params: ParamsInput, maxNorm: number, opts: { normT
  *   clipGradNorm(model, 1.0); optimizer.step();
  */
 export function accumulateGradients(microSteps: number, lossOf: (micro: number) => Tensor): number {
-  if (!Number.isInteger(microSteps) || microSteps <= 0) throw new ArgumentError(`accumulateGradients: microSteps must be a positive integer, got ${microSteps}`);
+  if (!Number.isInteger(microSteps) || microSteps <= 0)
+    throw new ArgumentError(`accumulateGradients: microSteps must be a positive integer, got ${microSteps}`);
   let total = 0;
   for (let i = 0; i < microSteps; i++) {
     const loss = lossOf(i);

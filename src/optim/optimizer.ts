@@ -56,7 +56,14 @@ export interface OptimizerState {
 
 /** Whether an input is a list of groups rather than one parameter collection. */
 function isGroupList<O>(x: unknown): x is readonly ParamGroupInput<O>[] {
-  return Array.isArray(x) && x.length > 0 && !(x[0] instanceof Tensor) && !Array.isArray(x[0]) && typeof x[0] === 'object' && 'params' in (x[0] as object);
+  return (
+    Array.isArray(x) &&
+    x.length > 0 &&
+    !(x[0] instanceof Tensor) &&
+    !Array.isArray(x[0]) &&
+    typeof x[0] === 'object' &&
+    'params' in (x[0] as object)
+  );
 }
 
 /** [name, tensor] pairs of a ParamsInput; a module contributes only parameters that require grad. */
@@ -67,7 +74,8 @@ export function namedParamsOf(params: ParamsInput, counter = { next: 0 }): [stri
   const out: [string, Tensor][] = [];
   for (const item of params as Iterable<unknown>) {
     if (item instanceof Tensor) out.push([`param.${counter.next++}`, item]);
-    else if (Array.isArray(item) && typeof item[0] === 'string' && item[1] instanceof Tensor) out.push([item[0], item[1]]);
+    else if (Array.isArray(item) && typeof item[0] === 'string' && item[1] instanceof Tensor)
+      out.push([item[0], item[1]]);
     else throw new ArgumentError('optimizer: params must be a module, [name, tensor] pairs, or tensors');
   }
   return out;
@@ -86,13 +94,20 @@ export abstract class Optimizer<O extends BaseOptions> {
    * @param splitDecay when given and `params` is a single collection, parameters for which it
    *   returns false go into a second group with weightDecay 0 (AdamW: rank < 2 → biases, norms).
    */
-  protected constructor(params: ParamsInput | readonly ParamGroupInput<O>[], defaults: O, splitDecay?: (name: string, p: Tensor) => boolean) {
+  protected constructor(
+    params: ParamsInput | readonly ParamGroupInput<O>[],
+    defaults: O,
+    splitDecay?: (name: string, p: Tensor) => boolean,
+  ) {
     checkBase(this.constructor.name, defaults);
     this.defaults = defaults;
     const counter = { next: 0 };
     let inputs: { named: [string, Tensor][]; options: O }[];
     if (isGroupList<O>(params)) {
-      inputs = params.map(({ params: ps, ...overrides }) => ({ named: namedParamsOf(ps, counter), options: { ...defaults, ...(overrides as unknown as Partial<O>) } }));
+      inputs = params.map(({ params: ps, ...overrides }) => ({
+        named: namedParamsOf(ps, counter),
+        options: { ...defaults, ...(overrides as unknown as Partial<O>) },
+      }));
     } else {
       const named = namedParamsOf(params as ParamsInput, counter);
       if (splitDecay && defaults.weightDecay !== 0) {
@@ -106,15 +121,25 @@ export abstract class Optimizer<O extends BaseOptions> {
       this.checkOptions(options);
       for (const [name, p] of named) {
         if (this.#names.has(name) || [...this.#names.values()].includes(p)) {
-          throw new ArgumentError(`${this.constructor.name}: parameter '${name}' appears twice; each parameter belongs to one group`);
+          throw new ArgumentError(
+            `${this.constructor.name}: parameter '${name}' appears twice; each parameter belongs to one group`,
+          );
         }
-        if (p.dtype !== 'f32' && p.dtype !== 'f64') throw new DTypeError(`${this.constructor.name}: parameter '${name}' is ${p.dtype}; only f32/f64 parameters can be optimized`, { op: this.constructor.name, dtypes: [p.dtype], name });
-        if (!p.isContiguous()) throw new ArgumentError(`${this.constructor.name}: parameter '${name}' is a non-contiguous view; optimize the tensor that owns the storage`);
+        if (p.dtype !== 'f32' && p.dtype !== 'f64')
+          throw new DTypeError(
+            `${this.constructor.name}: parameter '${name}' is ${p.dtype}; only f32/f64 parameters can be optimized`,
+            { op: this.constructor.name, dtypes: [p.dtype], name },
+          );
+        if (!p.isContiguous())
+          throw new ArgumentError(
+            `${this.constructor.name}: parameter '${name}' is a non-contiguous view; optimize the tensor that owns the storage`,
+          );
         this.#names.set(name, p);
       }
       return { names: named.map(([n]) => n), params: named.map(([, p]) => p), options };
     });
-    if (this.#names.size === 0) throw new ArgumentError(`${this.constructor.name}: no parameters to optimize (are they all frozen?)`);
+    if (this.#names.size === 0)
+      throw new ArgumentError(`${this.constructor.name}: no parameters to optimize (are they all frozen?)`);
   }
 
   /** Names of the per-parameter state buffers this optimizer keeps (given its options). */
@@ -134,7 +159,10 @@ export abstract class Optimizer<O extends BaseOptions> {
           const g = p.grad;
           if (!g) return;
           if (!shapesEqual(g.shape, p.shape)) {
-            throw new ShapeError(`${this.constructor.name}: gradient of '${group.names[i]}' has shape ${formatShape(g.shape)}, parameter ${formatShape(p.shape)}`, { op: this.constructor.name, shapes: [g.shape, p.shape], name: group.names[i] });
+            throw new ShapeError(
+              `${this.constructor.name}: gradient of '${group.names[i]}' has shape ${formatShape(g.shape)}, parameter ${formatShape(p.shape)}`,
+              { op: this.constructor.name, shapes: [g.shape, p.shape], name: group.names[i] },
+            );
           }
           const grad = (g.dtype === p.dtype ? g : cast(g, p.dtype)).contiguousStorage() as FloatStorage;
           const state = this.stateOf(p, group.options);
@@ -158,7 +186,8 @@ export abstract class Optimizer<O extends BaseOptions> {
 
   /** Sets the learning rate of every group (call it each step with a schedule's value). */
   setLr(lr: number): void {
-    if (!(lr >= 0) || !Number.isFinite(lr)) throw new ArgumentError(`${this.constructor.name}: lr must be a finite number ≥ 0, got ${lr}`);
+    if (!(lr >= 0) || !Number.isFinite(lr))
+      throw new ArgumentError(`${this.constructor.name}: lr must be a finite number ≥ 0, got ${lr}`);
     for (const g of this.groups) g.options.lr = lr;
   }
 
@@ -167,7 +196,8 @@ export abstract class Optimizer<O extends BaseOptions> {
     let s = this.#state.get(p);
     if (!s) {
       s = { step: 0, buffers: {} };
-      for (const slot of this.slots(options)) s.buffers[slot] = p.dtype === 'f64' ? new Float64Array(p.size) : new Float32Array(p.size);
+      for (const slot of this.slots(options))
+        s.buffers[slot] = p.dtype === 'f64' ? new Float64Array(p.size) : new Float32Array(p.size);
       this.#state.set(p, s);
     }
     return s;
@@ -181,7 +211,8 @@ export abstract class Optimizer<O extends BaseOptions> {
         const s = this.#state.get(p);
         if (!s) return;
         const name = group.names[i]!;
-        for (const [slot, buf] of Object.entries(s.buffers)) tensors.set(`${name}.${slot}`, new Tensor(buf, p.shape, p.dtype));
+        for (const [slot, buf] of Object.entries(s.buffers))
+          tensors.set(`${name}.${slot}`, new Tensor(buf, p.shape, p.dtype));
         tensors.set(`${name}.step`, new Tensor(new Int32Array([s.step]), [], 'i32'));
       });
     }
@@ -194,8 +225,14 @@ export abstract class Optimizer<O extends BaseOptions> {
    * everything before changing anything; parameters absent from the state start fresh.
    */
   loadStateDict(state: OptimizerState): void {
-    if (state.type !== this.type) throw new ArgumentError(`${this.constructor.name}.loadStateDict: the state is from a '${state.type}' optimizer, not '${this.type}'`);
-    if (!Number.isInteger(state.step) || state.step < 0) throw new ArgumentError(`${this.constructor.name}.loadStateDict: step must be a non-negative integer, got ${state.step}`);
+    if (state.type !== this.type)
+      throw new ArgumentError(
+        `${this.constructor.name}.loadStateDict: the state is from a '${state.type}' optimizer, not '${this.type}'`,
+      );
+    if (!Number.isInteger(state.step) || state.step < 0)
+      throw new ArgumentError(
+        `${this.constructor.name}.loadStateDict: step must be a non-negative integer, got ${state.step}`,
+      );
     const problems: string[] = [];
     const plan: { p: Tensor; s: ParamState }[] = [];
     const used = new Set<string>();
@@ -207,7 +244,9 @@ export abstract class Optimizer<O extends BaseOptions> {
         const present = slots.filter((slot) => state.tensors.has(`${name}.${slot}`));
         if (!stepT && present.length === 0) return;
         if (!stepT || present.length !== slots.length) {
-          problems.push(`'${name}' has ${stepT ? '' : 'no step and '}slots [${present.join(', ')}] of [${slots.join(', ')}]`);
+          problems.push(
+            `'${name}' has ${stepT ? '' : 'no step and '}slots [${present.join(', ')}] of [${slots.join(', ')}]`,
+          );
           return;
         }
         used.add(`${name}.step`);
@@ -231,9 +270,13 @@ export abstract class Optimizer<O extends BaseOptions> {
       });
     }
     const unexpected = [...state.tensors.keys()].filter((k) => !used.has(k));
-    if (unexpected.length) problems.push(`unexpected entries: ${unexpected.slice(0, 12).join(', ')}${unexpected.length > 12 ? ', …' : ''}`);
+    if (unexpected.length)
+      problems.push(`unexpected entries: ${unexpected.slice(0, 12).join(', ')}${unexpected.length > 12 ? ', …' : ''}`);
     if (problems.length) {
-      throw new ArgumentError(`${this.constructor.name}.loadStateDict: the state does not fit these parameters:\n  ${problems.join('\n  ')}\nWas it saved for this model and optimizer configuration?`, { problems });
+      throw new ArgumentError(
+        `${this.constructor.name}.loadStateDict: the state does not fit these parameters:\n  ${problems.join('\n  ')}\nWas it saved for this model and optimizer configuration?`,
+        { problems },
+      );
     }
     this.#state.clear();
     for (const { p, s } of plan) this.#state.set(p, s);
@@ -242,7 +285,8 @@ export abstract class Optimizer<O extends BaseOptions> {
 }
 
 export function checkBase(who: string, o: BaseOptions): void {
-  if (!(o.lr >= 0) || !Number.isFinite(o.lr)) throw new ArgumentError(`${who}: lr must be a finite number ≥ 0, got ${o.lr}`);
+  if (!(o.lr >= 0) || !Number.isFinite(o.lr))
+    throw new ArgumentError(`${who}: lr must be a finite number ≥ 0, got ${o.lr}`);
   if (!(o.weightDecay >= 0)) throw new ArgumentError(`${who}: weightDecay must be ≥ 0, got ${o.weightDecay}`);
 }
 
@@ -250,4 +294,3 @@ function storageOf(p: Tensor): FloatStorage {
   const s = p.storage as FloatStorage;
   return p.offset === 0 && s.length === p.size ? s : (s.subarray(p.offset, p.offset + p.size) as FloatStorage);
 }
-

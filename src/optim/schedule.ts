@@ -18,7 +18,8 @@ export interface CosineScheduleOptions {
 }
 
 function checkSteps(who: string, warmup: number, total?: number): void {
-  if (!Number.isInteger(warmup) || warmup < 0) throw new ArgumentError(`${who}: warmupSteps must be a non-negative integer, got ${warmup}`);
+  if (!Number.isInteger(warmup) || warmup < 0)
+    throw new ArgumentError(`${who}: warmupSteps must be a non-negative integer, got ${warmup}`);
   if (total !== undefined && (!Number.isInteger(total) || total < warmup)) {
     throw new ArgumentError(`${who}: totalSteps must be an integer ≥ warmupSteps (${warmup}), got ${total}`);
   }
@@ -39,7 +40,8 @@ function warmupLr(maxLr: number, warmup: number, step: number): number | null {
 export function cosineSchedule(opts: CosineScheduleOptions): Schedule {
   const { maxLr, minLr = 0, warmupSteps = 0, totalSteps } = opts;
   checkSteps('cosineSchedule', warmupSteps, totalSteps);
-  if (!(maxLr >= 0 && minLr >= 0 && minLr <= maxLr)) throw new ArgumentError(`cosineSchedule: need 0 ≤ minLr ≤ maxLr, got minLr ${minLr}, maxLr ${maxLr}`);
+  if (!(maxLr >= 0 && minLr >= 0 && minLr <= maxLr))
+    throw new ArgumentError(`cosineSchedule: need 0 ≤ minLr ≤ maxLr, got minLr ${minLr}, maxLr ${maxLr}`);
   return (step) => {
     const w = warmupLr(maxLr, warmupSteps, step);
     if (w !== null) return w;

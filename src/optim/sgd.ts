@@ -42,8 +42,17 @@ export function sgdUpdate(param: FloatStorage, grad: FloatStorage, buf: FloatSto
 export class SGD extends Optimizer<SGDOptions> {
   readonly type = 'sgd';
 
-  constructor(params: ParamsInput | readonly ParamGroupInput<SGDOptions>[], opts: Partial<SGDOptions> & { lr: number }) {
-    super(params, { lr: opts.lr, momentum: opts.momentum ?? 0, dampening: opts.dampening ?? 0, nesterov: opts.nesterov ?? false, weightDecay: opts.weightDecay ?? 0 });
+  constructor(
+    params: ParamsInput | readonly ParamGroupInput<SGDOptions>[],
+    opts: Partial<SGDOptions> & { lr: number },
+  ) {
+    super(params, {
+      lr: opts.lr,
+      momentum: opts.momentum ?? 0,
+      dampening: opts.dampening ?? 0,
+      nesterov: opts.nesterov ?? false,
+      weightDecay: opts.weightDecay ?? 0,
+    });
   }
 
   protected slots(o: SGDOptions): readonly string[] {
@@ -52,7 +61,8 @@ export class SGD extends Optimizer<SGDOptions> {
 
   protected checkOptions(o: SGDOptions): void {
     if (!(o.momentum >= 0)) throw new ArgumentError(`SGD: momentum must be ≥ 0, got ${o.momentum}`);
-    if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) throw new ArgumentError('SGD: Nesterov momentum needs momentum > 0 and dampening 0');
+    if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0))
+      throw new ArgumentError('SGD: Nesterov momentum needs momentum > 0 and dampening 0');
   }
 
   protected update(param: FloatStorage, grad: FloatStorage, state: ParamState, o: SGDOptions): void {

@@ -123,7 +123,12 @@ export class AddedVocabulary {
     const out: Span[] = [];
     let offset = 0;
     const push = (start: number, end: number, id?: number) => {
-      if (end > start) out.push({ text: text.slice(start, end), first: span.first && start === 0, ...(id === undefined ? {} : { id }) });
+      if (end > start)
+        out.push({
+          text: text.slice(start, end),
+          first: span.first && start === 0,
+          ...(id === undefined ? {} : { id }),
+        });
     };
     for (const m of matcher.matches(text)) {
       let { start, end } = m;

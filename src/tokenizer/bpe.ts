@@ -28,20 +28,42 @@ export class BpeModel {
   constructor(
     vocab: Map<string, number>,
     merges: [string, string][],
-    readonly opts: { unkToken: string | null; byteFallback: boolean; ignoreMerges: boolean; fuseUnk: boolean; continuingSubwordPrefix: string | null; endOfWordSuffix: string | null },
+    readonly opts: {
+      unkToken: string | null;
+      byteFallback: boolean;
+      ignoreMerges: boolean;
+      fuseUnk: boolean;
+      continuingSubwordPrefix: string | null;
+      endOfWordSuffix: string | null;
+    },
     private readonly source: string,
   ) {
     this.vocab = vocab;
     this.vocabR = new Map();
     for (const [token, id] of vocab) {
-      if (id >= ID_LIMIT) throw invalidTokenizer(source, `model.vocab[${JSON.stringify(token)}]`, `is ${id}; knobs reads ids below ${ID_LIMIT}`);
+      if (id >= ID_LIMIT)
+        throw invalidTokenizer(
+          source,
+          `model.vocab[${JSON.stringify(token)}]`,
+          `is ${id}; knobs reads ids below ${ID_LIMIT}`,
+        );
       if (!this.vocabR.has(id)) this.vocabR.set(id, token);
     }
-    if (merges.length >= POS_LIMIT) throw invalidTokenizer(source, 'model.merges', `has ${merges.length} entries; knobs reads fewer than ${POS_LIMIT}`);
+    if (merges.length >= POS_LIMIT)
+      throw invalidTokenizer(
+        source,
+        'model.merges',
+        `has ${merges.length} entries; knobs reads fewer than ${POS_LIMIT}`,
+      );
     const prefixLength = opts.continuingSubwordPrefix?.length ?? 0;
     const idOf = (t: string, rank: number, a: string, b: string): number => {
       const id = vocab.get(t);
-      if (id === undefined) throw invalidTokenizer(source, `model.merges[${rank}]`, `(${JSON.stringify(a)} ${JSON.stringify(b)}) uses ${JSON.stringify(t)}, which is not in model.vocab`);
+      if (id === undefined)
+        throw invalidTokenizer(
+          source,
+          `model.merges[${rank}]`,
+          `(${JSON.stringify(a)} ${JSON.stringify(b)}) uses ${JSON.stringify(t)}, which is not in model.vocab`,
+        );
       return id;
     };
     for (let rank = 0; rank < merges.length; rank++) {
@@ -58,25 +80,40 @@ export class BpeModel {
     const vocab = new Map<string, number>();
     for (const [token, id] of Object.entries(vocabJson)) {
       // The field path is only formatted on error: 100k+ entries.
-      vocab.set(token, Number.isSafeInteger(id) && (id as number) >= 0 ? (id as number) : r.uint(id, `model.vocab[${JSON.stringify(token)}]`));
+      vocab.set(
+        token,
+        Number.isSafeInteger(id) && (id as number) >= 0
+          ? (id as number)
+          : r.uint(id, `model.vocab[${JSON.stringify(token)}]`),
+      );
     }
     // "#version" lines of a merges.txt pasted in as strings are skipped, as Hugging Face skips them.
-    const listed = r.array(o.merges ?? [], 'model.merges').filter((m) => !(typeof m === 'string' && m.startsWith('#version')));
+    const listed = r
+      .array(o.merges ?? [], 'model.merges')
+      .filter((m) => !(typeof m === 'string' && m.startsWith('#version')));
     const merges = listed.map((m, i): [string, string] => {
-      if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') return [m[0], m[1]];
+      if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string')
+        return [m[0], m[1]];
       const parts = typeof m === 'string' ? m.split(' ') : [];
-      if (parts.length !== 2) throw invalidTokenizer(r.source, `model.merges[${i}]`, `must be "a b" or ["a", "b"], got ${JSON.stringify(m)}`);
+      if (parts.length !== 2)
+        throw invalidTokenizer(r.source, `model.merges[${i}]`, `must be "a b" or ["a", "b"], got ${JSON.stringify(m)}`);
       return [parts[0]!, parts[1]!];
     });
-    if (o.dropout !== undefined && o.dropout !== null && o.dropout !== 0) throw unsupportedComponent(r.source, 'model.dropout', 'is random at encode time and not supported');
-    return new BpeModel(vocab, merges, {
-      unkToken: r.optionalString(o.unk_token, 'model.unk_token'),
-      byteFallback: r.bool(o.byte_fallback, 'model.byte_fallback', false),
-      ignoreMerges: r.bool(o.ignore_merges, 'model.ignore_merges', false),
-      fuseUnk: r.bool(o.fuse_unk, 'model.fuse_unk', false),
-      continuingSubwordPrefix: r.optionalString(o.continuing_subword_prefix, 'model.continuing_subword_prefix'),
-      endOfWordSuffix: r.optionalString(o.end_of_word_suffix, 'model.end_of_word_suffix'),
-    }, r.source);
+    if (o.dropout !== undefined && o.dropout !== null && o.dropout !== 0)
+      throw unsupportedComponent(r.source, 'model.dropout', 'is random at encode time and not supported');
+    return new BpeModel(
+      vocab,
+      merges,
+      {
+        unkToken: r.optionalString(o.unk_token, 'model.unk_token'),
+        byteFallback: r.bool(o.byte_fallback, 'model.byte_fallback', false),
+        ignoreMerges: r.bool(o.ignore_merges, 'model.ignore_merges', false),
+        fuseUnk: r.bool(o.fuse_unk, 'model.fuse_unk', false),
+        continuingSubwordPrefix: r.optionalString(o.continuing_subword_prefix, 'model.continuing_subword_prefix'),
+        endOfWordSuffix: r.optionalString(o.end_of_word_suffix, 'model.end_of_word_suffix'),
+      },
+      r.source,
+    );
   }
 
   /** Appends the ids and tokens of one pre-tokenized piece to `out`. */
@@ -117,7 +154,9 @@ export class BpeModel {
         return;
       }
       if (byteFallback) {
-        const ids = Array.from(encoder.encode(s), (b) => this.vocab.get(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`));
+        const ids = Array.from(encoder.encode(s), (b) =>
+          this.vocab.get(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`),
+        );
         if (ids.every((x) => x !== undefined)) {
           symbols.push(...(ids as number[]));
           return;
@@ -136,7 +175,12 @@ export class BpeModel {
   private unkId(): number {
     const id = this.vocab.get(this.opts.unkToken!);
     // Checked when first needed, as Hugging Face does: a file whose unk is never used still works.
-    if (id === undefined) throw invalidTokenizer(this.source, 'model.unk_token', `${JSON.stringify(this.opts.unkToken)} is not in model.vocab`);
+    if (id === undefined)
+      throw invalidTokenizer(
+        this.source,
+        'model.unk_token',
+        `${JSON.stringify(this.opts.unkToken)} is not in model.vocab`,
+      );
     return id;
   }
 
@@ -144,7 +188,11 @@ export class BpeModel {
   private mergeAll(symbols: number[]): number[] {
     const n = symbols.length;
     if (n < 2) return symbols;
-    if (n >= POS_LIMIT) throw new ArgumentError(`a pre-tokenized piece of ${n} symbols is longer than the ${POS_LIMIT} BPE encodes at once; split the text`, { symbols: n });
+    if (n >= POS_LIMIT)
+      throw new ArgumentError(
+        `a pre-tokenized piece of ${n} symbols is longer than the ${POS_LIMIT} BPE encodes at once; split the text`,
+        { symbols: n },
+      );
     const next = new Int32Array(n);
     const prev = new Int32Array(n);
     const alive = new Uint8Array(n).fill(1);

@@ -43,19 +43,34 @@ export function parseTokenizerConfig(json: unknown, source = TOKENIZER_CONFIG_NA
   else if (o.chat_template !== undefined && o.chat_template !== null) {
     r.array(o.chat_template, 'chat_template').forEach((t, i) => {
       const entry = r.object(t, `chat_template[${i}]`);
-      chatTemplates[r.string(entry.name, `chat_template[${i}].name`)] = r.string(entry.template, `chat_template[${i}].template`);
+      chatTemplates[r.string(entry.name, `chat_template[${i}].name`)] = r.string(
+        entry.template,
+        `chat_template[${i}].template`,
+      );
     });
     chatTemplate = chatTemplates.default ?? null;
   }
   let modelMaxLength: number | null = null;
   if (o.model_max_length !== undefined && o.model_max_length !== null) {
-    if (typeof o.model_max_length !== 'number' || !(o.model_max_length > 0)) throw invalidTokenizer(source, 'model_max_length', `must be a positive number, got ${JSON.stringify(o.model_max_length)}`);
+    if (typeof o.model_max_length !== 'number' || !(o.model_max_length > 0))
+      throw invalidTokenizer(
+        source,
+        'model_max_length',
+        `must be a positive number, got ${JSON.stringify(o.model_max_length)}`,
+      );
     modelMaxLength = o.model_max_length;
   }
   return {
-    bosToken: bosToken!, eosToken: eosToken!, unkToken: unkToken!, padToken: padToken!,
-    addBosToken: optionalBool('add_bos_token'), addEosToken: optionalBool('add_eos_token'),
-    chatTemplate, chatTemplates, modelMaxLength, raw: o,
+    bosToken: bosToken!,
+    eosToken: eosToken!,
+    unkToken: unkToken!,
+    padToken: padToken!,
+    addBosToken: optionalBool('add_bos_token'),
+    addEosToken: optionalBool('add_eos_token'),
+    chatTemplate,
+    chatTemplates,
+    modelMaxLength,
+    raw: o,
   };
 }
 

@@ -34,11 +34,12 @@ export function parseDecoder(json: unknown, r: JsonReader, at = 'decoder'): Deco
     case 'Metaspace': {
       const replacement = r.string(o.replacement, `${at}.replacement`);
       const scheme = metaspaceScheme(o, r, at);
-      return (tokens) => tokens.map((t, i) => {
-        // Every replacement character of the first token goes when a prefix may have been added.
-        const swap = i === 0 && scheme !== 'never' ? '' : ' ';
-        return t.split(replacement).join(swap);
-      });
+      return (tokens) =>
+        tokens.map((t, i) => {
+          // Every replacement character of the first token goes when a prefix may have been added.
+          const swap = i === 0 && scheme !== 'never' ? '' : ' ';
+          return t.split(replacement).join(swap);
+        });
     }
     case 'ByteFallback':
       return byteFallback;
@@ -48,19 +49,25 @@ export function parseDecoder(json: unknown, r: JsonReader, at = 'decoder'): Deco
       const content = r.string(o.content, `${at}.content`);
       const start = r.uint(o.start, `${at}.start`);
       const stop = r.uint(o.stop, `${at}.stop`);
-      return (tokens) => tokens.map((t) => {
-        const chars = Array.from(t);
-        let from = 0;
-        while (from < Math.min(start, chars.length) && chars[from] === content) from++;
-        let to = chars.length;
-        for (let i = 0; i < stop && to > from && chars[to - 1] === content; i++) to--;
-        return chars.slice(from, to).join('');
-      });
+      return (tokens) =>
+        tokens.map((t) => {
+          const chars = Array.from(t);
+          let from = 0;
+          while (from < Math.min(start, chars.length) && chars[from] === content) from++;
+          let to = chars.length;
+          for (let i = 0; i < stop && to > from && chars[to - 1] === content; i++) to--;
+          return chars.slice(from, to).join('');
+        });
     }
     case 'Replace': {
       const re = patternRegExp(o.pattern, r, `${at}.pattern`);
       const content = r.string(o.content, `${at}.content`);
-      return (tokens) => tokens.map((t) => findMatches(re, t).map((m) => (m.isMatch ? content : t.slice(m.start, m.end))).join(''));
+      return (tokens) =>
+        tokens.map((t) =>
+          findMatches(re, t)
+            .map((m) => (m.isMatch ? content : t.slice(m.start, m.end)))
+            .join(''),
+        );
     }
     default:
       throw unsupportedComponent(r.source, `${at} ${type}`, 'is not supported');

@@ -11,9 +11,14 @@ export function invalidTokenizer(source: string, field: string, what: string): F
 }
 
 export function unsupportedComponent(source: string, component: string, what: string): FormatError {
-  return new FormatError('tokenizer_unsupported', `${source}: ${component} ${what}; knobs reads the components listed in docs/tokenizers.md`, {
-    file: source, component,
-  });
+  return new FormatError(
+    'tokenizer_unsupported',
+    `${source}: ${component} ${what}; knobs reads the components listed in docs/tokenizers.md`,
+    {
+      file: source,
+      component,
+    },
+  );
 }
 
 /** Field readers for the JSON objects of tokenizer.json; `at` is the field path for messages. */
@@ -21,7 +26,8 @@ export class JsonReader {
   constructor(readonly source: string) {}
 
   object(value: unknown, at: string): Record<string, unknown> {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidTokenizer(this.source, at, `must be an object, got ${describe(value)}`);
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      throw invalidTokenizer(this.source, at, `must be an object, got ${describe(value)}`);
     return value as Record<string, unknown>;
   }
 
@@ -37,13 +43,15 @@ export class JsonReader {
 
   bool(value: unknown, at: string, fallback?: boolean): boolean {
     if (value === undefined && fallback !== undefined) return fallback;
-    if (typeof value !== 'boolean') throw invalidTokenizer(this.source, at, `must be true or false, got ${describe(value)}`);
+    if (typeof value !== 'boolean')
+      throw invalidTokenizer(this.source, at, `must be true or false, got ${describe(value)}`);
     return value;
   }
 
   /** A non-negative integer (token ids, counts). */
   uint(value: unknown, at: string): number {
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw invalidTokenizer(this.source, at, `must be a non-negative integer, got ${describe(value)}`);
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)
+      throw invalidTokenizer(this.source, at, `must be a non-negative integer, got ${describe(value)}`);
     return value;
   }
 

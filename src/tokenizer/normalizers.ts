@@ -12,7 +12,9 @@ export function parseNormalizer(json: unknown, r: JsonReader, at = 'normalizer')
   const type = r.string(o.type, `${at}.type`);
   switch (type) {
     case 'Sequence': {
-      const steps = r.array(o.normalizers, `${at}.normalizers`).map((n, i) => parseNormalizer(n, r, `${at}.normalizers[${i}]`));
+      const steps = r
+        .array(o.normalizers, `${at}.normalizers`)
+        .map((n, i) => parseNormalizer(n, r, `${at}.normalizers[${i}]`));
       return (text) => steps.reduce((t, step) => step(t), text);
     }
     case 'NFC':

@@ -13,7 +13,9 @@ export function parsePostProcessor(json: unknown, r: JsonReader, at = 'post_proc
   const type = r.string(o.type, `${at}.type`);
   switch (type) {
     case 'Sequence': {
-      const steps = r.array(o.processors, `${at}.processors`).map((p, i) => parsePostProcessor(p, r, `${at}.processors[${i}]`));
+      const steps = r
+        .array(o.processors, `${at}.processors`)
+        .map((p, i) => parsePostProcessor(p, r, `${at}.processors[${i}]`));
       return (e) => steps.reduce((acc, step) => step(acc), e);
     }
     case 'ByteLevel':
@@ -40,16 +42,36 @@ function templateProcessor(o: Record<string, unknown>, r: JsonReader, at: string
     const piece = r.object(p, where);
     if (piece.Sequence !== undefined) {
       const seq = r.string(r.object(piece.Sequence, `${where}.Sequence`).id, `${where}.Sequence.id`);
-      if (seq !== 'A') throw unsupportedComponent(r.source, `${where}.Sequence.id`, `${JSON.stringify(seq)} is for pairs; one sequence is "A"`);
+      if (seq !== 'A')
+        throw unsupportedComponent(
+          r.source,
+          `${where}.Sequence.id`,
+          `${JSON.stringify(seq)} is for pairs; one sequence is "A"`,
+        );
       return 'A';
     }
-    if (piece.SpecialToken === undefined) throw invalidTokenizer(r.source, where, 'must be {"SpecialToken": …} or {"Sequence": …}');
+    if (piece.SpecialToken === undefined)
+      throw invalidTokenizer(r.source, where, 'must be {"SpecialToken": …} or {"Sequence": …}');
     const name = r.string(r.object(piece.SpecialToken, `${where}.SpecialToken`).id, `${where}.SpecialToken.id`);
-    if (!Object.hasOwn(specials, name)) throw invalidTokenizer(r.source, `${at}.special_tokens`, `has no entry for ${JSON.stringify(name)}, which ${where} uses`);
+    if (!Object.hasOwn(specials, name))
+      throw invalidTokenizer(
+        r.source,
+        `${at}.special_tokens`,
+        `has no entry for ${JSON.stringify(name)}, which ${where} uses`,
+      );
     const special = r.object(specials[name], `${at}.special_tokens[${JSON.stringify(name)}]`);
-    const ids = r.array(special.ids, `${at}.special_tokens[${JSON.stringify(name)}].ids`).map((id, k) => r.uint(id, `${at}.special_tokens[${JSON.stringify(name)}].ids[${k}]`));
-    const tokens = r.array(special.tokens, `${at}.special_tokens[${JSON.stringify(name)}].tokens`).map((t, k) => r.string(t, `${at}.special_tokens[${JSON.stringify(name)}].tokens[${k}]`));
-    if (ids.length !== tokens.length) throw invalidTokenizer(r.source, `${at}.special_tokens[${JSON.stringify(name)}]`, `has ${ids.length} ids but ${tokens.length} tokens`);
+    const ids = r
+      .array(special.ids, `${at}.special_tokens[${JSON.stringify(name)}].ids`)
+      .map((id, k) => r.uint(id, `${at}.special_tokens[${JSON.stringify(name)}].ids[${k}]`));
+    const tokens = r
+      .array(special.tokens, `${at}.special_tokens[${JSON.stringify(name)}].tokens`)
+      .map((t, k) => r.string(t, `${at}.special_tokens[${JSON.stringify(name)}].tokens[${k}]`));
+    if (ids.length !== tokens.length)
+      throw invalidTokenizer(
+        r.source,
+        `${at}.special_tokens[${JSON.stringify(name)}]`,
+        `has ${ids.length} ids but ${tokens.length} tokens`,
+      );
     return { ids, tokens };
   });
   return (e) => {
@@ -70,8 +92,11 @@ export function postProcessorIds(json: unknown): number[] {
   if (!o || typeof o !== 'object') return [];
   if (o.type === 'Sequence' && Array.isArray(o.processors)) return o.processors.flatMap(postProcessorIds);
   if (o.type === 'TemplateProcessing' && o.special_tokens && typeof o.special_tokens === 'object') {
-    return Object.values(o.special_tokens as Record<string, { ids?: unknown }>).flatMap((s) => (Array.isArray(s.ids) ? (s.ids as number[]) : []));
+    return Object.values(o.special_tokens as Record<string, { ids?: unknown }>).flatMap((s) =>
+      Array.isArray(s.ids) ? (s.ids as number[]) : [],
+    );
   }
-  if (o.type === 'BertProcessing' || o.type === 'RobertaProcessing') return [o.cls, o.sep].flatMap((p) => (Array.isArray(p) && typeof p[1] === 'number' ? [p[1]] : []));
+  if (o.type === 'BertProcessing' || o.type === 'RobertaProcessing')
+    return [o.cls, o.sep].flatMap((p) => (Array.isArray(p) && typeof p[1] === 'number' ? [p[1]] : []));
   return [];
 }

@@ -21,20 +21,33 @@ export type PreTokenizer = (piece: Piece) => Piece[];
 export const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 export type SplitBehavior = 'Removed' | 'Isolated' | 'MergedWithPrevious' | 'MergedWithNext' | 'Contiguous';
-const BEHAVIORS: readonly SplitBehavior[] = ['Removed', 'Isolated', 'MergedWithPrevious', 'MergedWithNext', 'Contiguous'];
+const BEHAVIORS: readonly SplitBehavior[] = [
+  'Removed',
+  'Isolated',
+  'MergedWithPrevious',
+  'MergedWithNext',
+  'Contiguous',
+];
 
 export function parsePreTokenizer(json: unknown, r: JsonReader, at = 'pre_tokenizer'): PreTokenizer {
   const o = r.object(json, at);
   const type = r.string(o.type, `${at}.type`);
   switch (type) {
     case 'Sequence': {
-      const steps = r.array(o.pretokenizers, `${at}.pretokenizers`).map((p, i) => parsePreTokenizer(p, r, `${at}.pretokenizers[${i}]`));
+      const steps = r
+        .array(o.pretokenizers, `${at}.pretokenizers`)
+        .map((p, i) => parsePreTokenizer(p, r, `${at}.pretokenizers[${i}]`));
       return (piece) => steps.reduce<Piece[]>((pieces, step) => pieces.flatMap(step), [piece]);
     }
     case 'Split': {
       const re = patternRegExp(o.pattern, r, `${at}.pattern`);
       const behavior = r.string(o.behavior, `${at}.behavior`) as SplitBehavior;
-      if (!BEHAVIORS.includes(behavior)) throw unsupportedComponent(r.source, `${at}.behavior`, `${JSON.stringify(behavior)} is not one of ${BEHAVIORS.join(', ')}`);
+      if (!BEHAVIORS.includes(behavior))
+        throw unsupportedComponent(
+          r.source,
+          `${at}.behavior`,
+          `${JSON.stringify(behavior)} is not one of ${BEHAVIORS.join(', ')}`,
+        );
       const invert = r.bool(o.invert, `${at}.invert`, false);
       return (piece) => splitPiece(piece, re, behavior, invert);
     }
@@ -46,20 +59,23 @@ export function parsePreTokenizer(json: unknown, r: JsonReader, at = 'pre_tokeni
         if (!re) return text ? [{ text: bytesToChars(text), first: piece.first }] : [];
         const out: Piece[] = [];
         for (const m of findMatches(re, text)) {
-          if (m.end > m.start) out.push({ text: bytesToChars(text.slice(m.start, m.end)), first: piece.first && m.start === 0 });
+          if (m.end > m.start)
+            out.push({ text: bytesToChars(text.slice(m.start, m.end)), first: piece.first && m.start === 0 });
         }
         return out;
       };
     }
     case 'Metaspace': {
       const replacement = r.string(o.replacement, `${at}.replacement`);
-      if ([...replacement].length !== 1) throw unsupportedComponent(r.source, `${at}.replacement`, 'must be one character');
+      if ([...replacement].length !== 1)
+        throw unsupportedComponent(r.source, `${at}.replacement`, 'must be one character');
       const scheme = metaspaceScheme(o, r, at);
       const split = r.bool(o.split, `${at}.split`, true);
       const re = literalRegExp(replacement);
       return (piece) => {
         let text = piece.text.replaceAll(' ', replacement);
-        if (!text.startsWith(replacement) && (scheme === 'always' || (scheme === 'first' && piece.first))) text = replacement + text;
+        if (!text.startsWith(replacement) && (scheme === 'always' || (scheme === 'first' && piece.first)))
+          text = replacement + text;
         const p = { text, first: piece.first };
         return split ? splitPiece(p, re, 'MergedWithNext', false) : text ? [p] : [];
       };
@@ -79,9 +95,15 @@ export type PrependScheme = 'first' | 'always' | 'never';
 /** prepend_scheme (default "always"), and the older add_prefix_space: false meaning "never". */
 export function metaspaceScheme(o: Record<string, unknown>, r: JsonReader, at: string): PrependScheme {
   const scheme = o.prepend_scheme === undefined ? 'always' : r.string(o.prepend_scheme, `${at}.prepend_scheme`);
-  if (scheme !== 'first' && scheme !== 'always' && scheme !== 'never') throw unsupportedComponent(r.source, `${at}.prepend_scheme`, `${JSON.stringify(scheme)} is not first, always or never`);
+  if (scheme !== 'first' && scheme !== 'always' && scheme !== 'never')
+    throw unsupportedComponent(
+      r.source,
+      `${at}.prepend_scheme`,
+      `${JSON.stringify(scheme)} is not first, always or never`,
+    );
   if (o.add_prefix_space === false) {
-    if (scheme !== 'never' && o.prepend_scheme !== undefined) throw unsupportedComponent(r.source, `${at}.add_prefix_space`, 'false contradicts prepend_scheme');
+    if (scheme !== 'never' && o.prepend_scheme !== undefined)
+      throw unsupportedComponent(r.source, `${at}.add_prefix_space`, 'false contradicts prepend_scheme');
     return 'never';
   }
   return scheme;

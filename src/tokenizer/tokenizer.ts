@@ -48,19 +48,28 @@ export class Tokenizer {
     const r = new JsonReader(source);
     this.json = json;
     this.source = source;
-    if (json.version !== undefined && json.version !== '1.0') throw unsupportedComponent(source, 'version', `${JSON.stringify(json.version)} is not "1.0"`);
+    if (json.version !== undefined && json.version !== '1.0')
+      throw unsupportedComponent(source, 'version', `${JSON.stringify(json.version)} is not "1.0"`);
     for (const field of ['truncation', 'padding'] as const) {
-      if (json[field] !== undefined && json[field] !== null) throw unsupportedComponent(source, field, 'is set; knobs encodes one sequence without truncation or padding (set it to null)');
+      if (json[field] !== undefined && json[field] !== null)
+        throw unsupportedComponent(
+          source,
+          field,
+          'is set; knobs encodes one sequence without truncation or padding (set it to null)',
+        );
     }
     const model = r.object(json.model, 'model');
     const modelType = model.type === undefined ? 'BPE' : r.string(model.type, 'model.type');
-    if (modelType !== 'BPE') throw unsupportedComponent(source, `model ${modelType}`, 'is not supported (knobs reads BPE models)');
+    if (modelType !== 'BPE')
+      throw unsupportedComponent(source, `model ${modelType}`, 'is not supported (knobs reads BPE models)');
     this.model = BpeModel.fromJSON(model, r);
     this.normalizer = json.normalizer == null ? null : parseNormalizer(json.normalizer, r);
     this.preTokenizer = json.pre_tokenizer == null ? null : parsePreTokenizer(json.pre_tokenizer, r);
     this.postProcessor = json.post_processor == null ? null : parsePostProcessor(json.post_processor, r);
     this.decoder = json.decoder == null ? null : parseDecoder(json.decoder, r);
-    const added = r.array(json.added_tokens ?? [], 'added_tokens').map((t, i) => parseAddedToken(t, r, `added_tokens[${i}]`));
+    const added = r
+      .array(json.added_tokens ?? [], 'added_tokens')
+      .map((t, i) => parseAddedToken(t, r, `added_tokens[${i}]`));
     this.added = new AddedVocabulary(added, this.model.vocab, this.normalizer);
   }
 
@@ -77,7 +86,12 @@ export class Tokenizer {
     } catch (err) {
       throw asIOError(err, path, 'read');
     }
-    if (text.length > MAX_TOKENIZER_JSON_BYTES) throw new FormatError('too_large', `${path} is larger than ${MAX_TOKENIZER_JSON_BYTES} bytes; is it a tokenizer.json?`, { file: path });
+    if (text.length > MAX_TOKENIZER_JSON_BYTES)
+      throw new FormatError(
+        'too_large',
+        `${path} is larger than ${MAX_TOKENIZER_JSON_BYTES} bytes; is it a tokenizer.json?`,
+        { file: path },
+      );
     return Tokenizer.fromJSON(parseJson(text, path), path);
   }
 
@@ -158,9 +172,16 @@ export class Tokenizer {
 export function checkTokenizerFitsVocab(tokenizer: Tokenizer, vocabSize: number, modelSource: string): void {
   const max = tokenizer.maxId();
   if (max >= vocabSize) {
-    throw new FormatError('tokenizer_vocab_mismatch', `${tokenizer.source} produces token id ${max} but ${modelSource} has vocab_size ${vocabSize}; use the tokenizer that belongs to this model`, {
-      file: tokenizer.source, model: modelSource, maxId: max, vocabSize,
-    });
+    throw new FormatError(
+      'tokenizer_vocab_mismatch',
+      `${tokenizer.source} produces token id ${max} but ${modelSource} has vocab_size ${vocabSize}; use the tokenizer that belongs to this model`,
+      {
+        file: tokenizer.source,
+        model: modelSource,
+        maxId: max,
+        vocabSize,
+      },
+    );
   }
 }
 
@@ -172,7 +193,10 @@ export class DecodeStream {
   private ids: number[] = [];
   private prefix = '';
   private prefixIndex = 0;
-  constructor(private readonly tokenizer: Tokenizer, private readonly opts: DecodeOptions) {}
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    private readonly opts: DecodeOptions,
+  ) {}
 
   /** The new text after `id`, or '' when nothing printable is complete yet. */
   step(id: number): string {

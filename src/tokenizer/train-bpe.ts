@@ -24,14 +24,28 @@ export interface TrainBpeOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-export const BYTE_LEVEL_PRE_TOKENIZER = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } as const;
-export const BYTE_LEVEL_DECODER = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true } as const;
+export const BYTE_LEVEL_PRE_TOKENIZER = {
+  type: 'ByteLevel',
+  add_prefix_space: false,
+  trim_offsets: true,
+  use_regex: true,
+} as const;
+export const BYTE_LEVEL_DECODER = {
+  type: 'ByteLevel',
+  add_prefix_space: true,
+  trim_offsets: true,
+  use_regex: true,
+} as const;
 
 export function trainByteLevelBpe(text: string, opts: TrainBpeOptions): Record<string, unknown> {
   const specials = opts.specialTokens ?? ['<|endoftext|>'];
   const minFrequency = opts.minFrequency ?? 2;
   const wanted = opts.vocabSize - 256 - specials.length;
-  if (!Number.isSafeInteger(opts.vocabSize) || wanted < 0) throw new ArgumentError(`vocab size ${opts.vocabSize} is smaller than the 256 bytes plus ${specials.length} special tokens`, { vocabSize: opts.vocabSize });
+  if (!Number.isSafeInteger(opts.vocabSize) || wanted < 0)
+    throw new ArgumentError(
+      `vocab size ${opts.vocabSize} is smaller than the 256 bytes plus ${specials.length} special tokens`,
+      { vocabSize: opts.vocabSize },
+    );
 
   const { words, counts } = countWords(text);
   const tokens: string[] = [...BYTE_TO_CHAR];
@@ -57,14 +71,30 @@ export function trainByteLevelBpe(text: string, opts: TrainBpeOptions): Record<s
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: specials.map((content, i) => ({ id: tokens.length + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    added_tokens: specials.map((content, i) => ({
+      id: tokens.length + i,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
     normalizer: null,
     pre_tokenizer: { ...BYTE_LEVEL_PRE_TOKENIZER },
     post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
     decoder: { ...BYTE_LEVEL_DECODER },
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
     },
   };
 }
@@ -98,7 +128,10 @@ class PairStats {
   private readonly where = new Map<number, Set<number>>();
   private readonly heap = new MaxHeap();
 
-  constructor(private readonly words: number[][], private readonly freq: number[]) {
+  constructor(
+    private readonly words: number[][],
+    private readonly freq: number[],
+  ) {
     words.forEach((w, wi) => {
       for (let i = 0; i + 1 < w.length; i++) this.add(w[i]! * PAIR + w[i + 1]!, freq[wi]!, wi);
     });

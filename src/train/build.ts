@@ -22,7 +22,8 @@ export type TrainableModel = GPT | Llama | MLPClassifier | CNNClassifier;
 /** The language models among them (next-token loss, generation). */
 export type LanguageModel = GPT | Llama;
 
-export const isLanguageModelInstance = (m: TrainableModel): m is LanguageModel => m instanceof GPT || m instanceof Llama;
+export const isLanguageModelInstance = (m: TrainableModel): m is LanguageModel =>
+  m instanceof GPT || m instanceof Llama;
 
 /** knobs' own model_type values for the classifiers (GPT uses Hugging Face's "gpt2"). */
 export const MLP_MODEL_TYPE = 'knobs-mlp';
@@ -33,17 +34,36 @@ export function buildModel(recipe: Recipe, generator: Generator): TrainableModel
   const m = recipe.model;
   switch (m.type) {
     case 'mlp':
-      return new MLPClassifier({ input: m.input, hidden: m.hidden, classes: m.classes, dropout: m.dropout }, { generator });
+      return new MLPClassifier(
+        { input: m.input, hidden: m.hidden, classes: m.classes, dropout: m.dropout },
+        { generator },
+      );
     case 'cnn':
-      return new CNNClassifier({
-        in_channels: m.in_channels, image_size: m.image_size, channels: m.channels, kernel_size: m.kernel_size,
-        hidden: m.hidden, classes: m.classes, dropout: m.dropout,
-      }, { generator });
+      return new CNNClassifier(
+        {
+          in_channels: m.in_channels,
+          image_size: m.image_size,
+          channels: m.channels,
+          kernel_size: m.kernel_size,
+          hidden: m.hidden,
+          classes: m.classes,
+          dropout: m.dropout,
+        },
+        { generator },
+      );
     case 'gpt':
-      return new GPT({
-        vocab_size: m.vocab_size, n_positions: m.n_positions, n_embd: m.n_embd, n_layer: m.n_layer, n_head: m.n_head,
-        layer_norm_epsilon: m.layer_norm_epsilon, dropout: m.dropout,
-      }, { generator });
+      return new GPT(
+        {
+          vocab_size: m.vocab_size,
+          n_positions: m.n_positions,
+          n_embd: m.n_embd,
+          n_layer: m.n_layer,
+          n_head: m.n_head,
+          layer_norm_epsilon: m.layer_norm_epsilon,
+          dropout: m.dropout,
+        },
+        { generator },
+      );
     case 'llama':
     case 'qwen2': {
       const { type, ...config } = m;
@@ -59,7 +79,8 @@ export function buildModel(recipe: Recipe, generator: Generator): TrainableModel
  */
 export function modelConfigJson(model: TrainableModel): Record<string, unknown> {
   if (isLanguageModelInstance(model)) return model.toHFConfig();
-  if (model instanceof MLPClassifier) return { model_type: MLP_MODEL_TYPE, architectures: ['MLPClassifier'], ...model.config };
+  if (model instanceof MLPClassifier)
+    return { model_type: MLP_MODEL_TYPE, architectures: ['MLPClassifier'], ...model.config };
   return { model_type: CNN_MODEL_TYPE, architectures: ['CNNClassifier'], ...model.config };
 }
 
@@ -87,7 +108,11 @@ export function modelFromConfigJson(json: Record<string, unknown>, file: string,
   } catch (err) {
     throw new FormatError('invalid_model_config', `${file}: ${(err as Error).message}`, { file });
   }
-  throw new FormatError('invalid_model_config', `${file}: model_type ${JSON.stringify(json.model_type)} is not one knobs trains ("gpt2", "llama", "mistral", "qwen2", "${MLP_MODEL_TYPE}", "${CNN_MODEL_TYPE}")`, { file, field: 'model_type' });
+  throw new FormatError(
+    'invalid_model_config',
+    `${file}: model_type ${JSON.stringify(json.model_type)} is not one knobs trains ("gpt2", "llama", "mistral", "qwen2", "${MLP_MODEL_TYPE}", "${CNN_MODEL_TYPE}")`,
+    { file, field: 'model_type' },
+  );
 }
 
 /** The mean loss of one batch: next-token cross-entropy for language models, class cross-entropy otherwise. */
@@ -116,9 +141,19 @@ export function buildSchedule(recipe: Recipe, totalSteps: number, source = 'reci
   const s = recipe.schedule;
   if (s.type === 'constant') return constantSchedule({ lr: recipe.optimizer.lr, warmupSteps: s.warmup_steps });
   if (s.min_lr > recipe.optimizer.lr) {
-    throw new FormatError('invalid_recipe', `${source}: schedule.min_lr (${s.min_lr}) is above optimizer.lr (${recipe.optimizer.lr})`, {
-      file: source, issues: ['schedule.min_lr: above optimizer.lr'],
-    });
+    throw new FormatError(
+      'invalid_recipe',
+      `${source}: schedule.min_lr (${s.min_lr}) is above optimizer.lr (${recipe.optimizer.lr})`,
+      {
+        file: source,
+        issues: ['schedule.min_lr: above optimizer.lr'],
+      },
+    );
   }
-  return cosineSchedule({ maxLr: recipe.optimizer.lr, minLr: s.min_lr, warmupSteps: s.warmup_steps, totalSteps: Math.max(totalSteps, s.warmup_steps) });
+  return cosineSchedule({
+    maxLr: recipe.optimizer.lr,
+    minLr: s.min_lr,
+    warmupSteps: s.warmup_steps,
+    totalSteps: Math.max(totalSteps, s.warmup_steps),
+  });
 }

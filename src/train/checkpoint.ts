@@ -33,7 +33,12 @@ import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ArgumentError, FormatError, IOError, KnobsError } from '../errors.js';
-import { type LoadedSafetensors, type SafetensorsValue, encodeSafetensors, loadSafetensors } from '../formats/safetensors.js';
+import {
+  type LoadedSafetensors,
+  type SafetensorsValue,
+  encodeSafetensors,
+  loadSafetensors,
+} from '../formats/safetensors.js';
 import { type WriteFs, asIOError, atomicTempPid, nodeWriteFs, writeAll, writeFileAtomic } from '../io/atomic.js';
 import { MAX_JSON_DEPTH, jsonDepth, parseJsonFile } from '../io/json.js';
 import { hashRegularFile, readRegularFile, readRegularText } from '../io/regular-file.js';
@@ -55,10 +60,7 @@ const MAX_WHOLE_FILE = 2 ** 31 - 1;
  * or tensors (a Map or a plain object of Tensor / RawTensor), written as a safetensors file.
  */
 export type CheckpointFileData =
-  | Uint8Array
-  | string
-  | ReadonlyMap<string, SafetensorsValue>
-  | Readonly<Record<string, SafetensorsValue>>;
+  Uint8Array | string | ReadonlyMap<string, SafetensorsValue> | Readonly<Record<string, SafetensorsValue>>;
 
 export interface ManifestEntry {
   readonly size: number;
@@ -186,21 +188,30 @@ function prepareFile(name: string, data: CheckpointFileData): PreparedFile {
   checkFileName(name);
   if (data instanceof Uint8Array) return { name, chunks: [data] };
   if (typeof data === 'string') {
-    if (/\p{Surrogate}/u.test(data)) throw new ArgumentError(`checkpoint file ${JSON.stringify(name)}: text has a lone surrogate and would not survive UTF-8`);
+    if (/\p{Surrogate}/u.test(data))
+      throw new ArgumentError(
+        `checkpoint file ${JSON.stringify(name)}: text has a lone surrogate and would not survive UTF-8`,
+      );
     return { name, chunks: [new TextEncoder().encode(data)] };
   }
   if (data instanceof Map || (typeof data === 'object' && data !== null && !ArrayBuffer.isView(data))) {
     return { name, chunks: encodeTensors(name, data) };
   }
-  throw new ArgumentError(`checkpoint file ${JSON.stringify(name)}: expected bytes (Uint8Array), text (string) or tensors (a Map or object of Tensor), got ${typeof data}`);
+  throw new ArgumentError(
+    `checkpoint file ${JSON.stringify(name)}: expected bytes (Uint8Array), text (string) or tensors (a Map or object of Tensor), got ${typeof data}`,
+  );
 }
 
 /** Tensors → the chunks of a safetensors file, exactly as saveSafetensors writes them; errors name the checkpoint file. */
-function encodeTensors(file: string, tensors: ReadonlyMap<string, SafetensorsValue> | Readonly<Record<string, SafetensorsValue>>): Uint8Array[] {
+function encodeTensors(
+  file: string,
+  tensors: ReadonlyMap<string, SafetensorsValue> | Readonly<Record<string, SafetensorsValue>>,
+): Uint8Array[] {
   try {
     return encodeSafetensors(tensors);
   } catch (err) {
-    if (err instanceof ArgumentError) throw new ArgumentError(`checkpoint file ${JSON.stringify(file)}: ${err.message}`, err.details);
+    if (err instanceof ArgumentError)
+      throw new ArgumentError(`checkpoint file ${JSON.stringify(file)}: ${err.message}`, err.details);
     throw err;
   }
 }
@@ -224,7 +235,8 @@ export async function saveCheckpoint(
   }
   const fs = opts.fs ?? nodeWriteFs;
   const entries = files instanceof Map ? [...files] : Object.entries(files);
-  if (entries.length > MAX_CHECKPOINT_FILES) throw new ArgumentError(`saveCheckpoint: ${entries.length} files; at most ${MAX_CHECKPOINT_FILES}`);
+  if (entries.length > MAX_CHECKPOINT_FILES)
+    throw new ArgumentError(`saveCheckpoint: ${entries.length} files; at most ${MAX_CHECKPOINT_FILES}`);
   // Encode (and reject bad input) before touching the disk.
   const prepared = entries.map(([name, data]) => prepareFile(name, data));
 
@@ -243,8 +255,16 @@ export async function saveCheckpoint(
     // No prototype, so a file named __proto__ is just a key.
     const listed: Record<string, ManifestEntry> = Object.create(null) as Record<string, ManifestEntry>;
     for (const file of prepared) listed[file.name] = await writeHashed(fs, join(staging, file.name), file.chunks);
-    manifest = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, created: new Date().toISOString(), files: listed };
-    await writeHashed(fs, join(staging, MANIFEST_NAME), [new TextEncoder().encode(`${JSON.stringify(manifest, null, 2)}\n`)]);
+    manifest = {
+      format: CHECKPOINT_FORMAT,
+      version: CHECKPOINT_VERSION,
+      step,
+      created: new Date().toISOString(),
+      files: listed,
+    };
+    await writeHashed(fs, join(staging, MANIFEST_NAME), [
+      new TextEncoder().encode(`${JSON.stringify(manifest, null, 2)}\n`),
+    ]);
     await fs.syncDir(staging);
   } catch (err) {
     await fs.remove(staging).catch(() => undefined);
@@ -270,7 +290,9 @@ export async function saveCheckpoint(
   // warning (cleanStaging retries on the next start), never a reason to skip LATEST.
   if (movedAside) {
     await fs.remove(aside).catch((err: unknown) => {
-      warn(`checkpoint ${name} was committed, but its replaced copy ${aside} could not be removed (${errMessage(err)}); remove it by hand (rm -rf ${aside}), it is not needed`);
+      warn(
+        `checkpoint ${name} was committed, but its replaced copy ${aside} could not be removed (${errMessage(err)}); remove it by hand (rm -rf ${aside}), it is not needed`,
+      );
     });
   }
   try {
@@ -278,7 +300,10 @@ export async function saveCheckpoint(
     await writeFileAtomic(join(ckDir, LATEST_NAME), `${name}\n`, { fs });
   } catch (err) {
     const cause = err instanceof KnobsError ? err.message : String(err);
-    throw new IOError(`checkpoint ${name} in ${ckDir} was committed and verifies, but updating ${LATEST_NAME} failed: ${cause}. Resuming still finds ${name}; fix that before saving again`, { path: ckDir, step, committed: true, ...errnoOf(err) });
+    throw new IOError(
+      `checkpoint ${name} in ${ckDir} was committed and verifies, but updating ${LATEST_NAME} failed: ${cause}. Resuming still finds ${name}; fix that before saving again`,
+      { path: ckDir, step, committed: true, ...errnoOf(err) },
+    );
   }
   const checkpoint: Checkpoint = { step, name, dir: target, manifest };
   if (opts.keep !== undefined) {
@@ -312,12 +337,21 @@ async function saveFailed(runDir: string, name: string, err: unknown): Promise<I
   const ckDir = checkpointsDir(runDir);
   const steps = await listCheckpoints(runDir).catch(() => []);
   const newest = steps.at(-1);
-  const previous = newest ? `the previous checkpoints are intact (newest: ${newest.name})` : 'there is no previous checkpoint';
+  const previous = newest
+    ? `the previous checkpoints are intact (newest: ${newest.name})`
+    : 'there is no previous checkpoint';
   // A raw Node error names its path and syscall; asIOError adds what to do about its errno.
   const e = err as NodeJS.ErrnoException;
-  const cause = asIOError(err, typeof e?.path === 'string' ? e.path : ckDir, typeof e?.syscall === 'string' ? e.syscall : 'write').message;
+  const cause = asIOError(
+    err,
+    typeof e?.path === 'string' ? e.path : ckDir,
+    typeof e?.syscall === 'string' ? e.syscall : 'write',
+  ).message;
   return new IOError(`saving checkpoint ${name} in ${ckDir} failed, nothing was committed and ${previous}: ${cause}`, {
-    path: ckDir, checkpoint: name, previous: newest?.name ?? null, ...errnoOf(err),
+    path: ckDir,
+    checkpoint: name,
+    previous: newest?.name ?? null,
+    ...errnoOf(err),
   });
 }
 
@@ -364,7 +398,11 @@ export async function listCheckpoints(runDir: string): Promise<{ step: number; n
  */
 export async function verifyCheckpoint(dir: string, opts: { mode?: VerifyMode } = {}): Promise<VerifyResult> {
   const mode = opts.mode ?? 'sha256';
-  const base = dir.replace(/[/\\]+$/, '').split(/[/\\]/).at(-1) ?? dir;
+  const base =
+    dir
+      .replace(/[/\\]+$/, '')
+      .split(/[/\\]/)
+      .at(-1) ?? dir;
   const step = parseStepDir(base);
   let manifest: CheckpointManifest;
   try {
@@ -387,15 +425,19 @@ export async function verifyCheckpoint(dir: string, opts: { mode?: VerifyMode } 
       continue;
     }
     if (st.size !== entry.size) {
-      problems.push(`${name} is ${st.size} bytes but the manifest says ${entry.size} (${st.size < entry.size ? 'truncated' : 'grew'})`);
+      problems.push(
+        `${name} is ${st.size} bytes but the manifest says ${entry.size} (${st.size < entry.size ? 'truncated' : 'grew'})`,
+      );
       continue;
     }
     if (mode === 'sha256') {
       const digest = await sha256File(path).catch((err: unknown) => `unreadable: ${errMessage(err)}`);
       if (digest !== entry.sha256) {
-        problems.push(digest.startsWith('unreadable')
-          ? `${name} is ${digest}`
-          : `${name} has SHA-256 ${digest.slice(0, 16)}… but the manifest says ${entry.sha256.slice(0, 16)}… (its bytes changed: corruption)`);
+        problems.push(
+          digest.startsWith('unreadable')
+            ? `${name} is ${digest}`
+            : `${name} has SHA-256 ${digest.slice(0, 16)}… but the manifest says ${entry.sha256.slice(0, 16)}… (its bytes changed: corruption)`,
+        );
       }
     }
   }
@@ -414,7 +456,8 @@ async function readManifest(path: string, expectedStep: number | null): Promise<
     return bad('manifest_missing', 'is missing (the directory was not committed by saveCheckpoint)');
   }
   if (!st!.isFile()) bad('manifest_missing', 'is not a regular file');
-  if (st!.size > MAX_MANIFEST_BYTES) bad('manifest_too_large', `is ${st!.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit`);
+  if (st!.size > MAX_MANIFEST_BYTES)
+    bad('manifest_too_large', `is ${st!.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit`);
   let bytes: Uint8Array;
   let text: string;
   try {
@@ -437,26 +480,46 @@ async function readManifest(path: string, expectedStep: number | null): Promise<
   const m = raw as Record<string, unknown>;
   if (typeof m !== 'object' || m === null || Array.isArray(m)) return bad('manifest_invalid', 'is not a JSON object');
   if (m.format !== CHECKPOINT_FORMAT || m.version !== CHECKPOINT_VERSION) {
-    bad('manifest_invalid', `has format ${JSON.stringify(m.format)} version ${JSON.stringify(m.version)}; expected ${CHECKPOINT_FORMAT} version ${CHECKPOINT_VERSION}`);
+    bad(
+      'manifest_invalid',
+      `has format ${JSON.stringify(m.format)} version ${JSON.stringify(m.version)}; expected ${CHECKPOINT_FORMAT} version ${CHECKPOINT_VERSION}`,
+    );
   }
-  if (typeof m.step !== 'number' || !Number.isSafeInteger(m.step) || m.step < 0) bad('manifest_invalid', 'has no valid step');
-  if (expectedStep !== null && m.step !== expectedStep) bad('manifest_step_mismatch', `says step ${String(m.step)} but the directory is step-${expectedStep}`);
+  if (typeof m.step !== 'number' || !Number.isSafeInteger(m.step) || m.step < 0)
+    bad('manifest_invalid', 'has no valid step');
+  if (expectedStep !== null && m.step !== expectedStep)
+    bad('manifest_step_mismatch', `says step ${String(m.step)} but the directory is step-${expectedStep}`);
   if (typeof m.created !== 'string') bad('manifest_invalid', 'has no created time');
   const files = m.files as Record<string, unknown>;
-  if (typeof files !== 'object' || files === null || Array.isArray(files)) return bad('manifest_invalid', 'has no files object');
+  if (typeof files !== 'object' || files === null || Array.isArray(files))
+    return bad('manifest_invalid', 'has no files object');
   const names = Object.keys(files);
   if (names.length > MAX_CHECKPOINT_FILES) bad('manifest_invalid', `lists ${names.length} files`);
   const out: Record<string, ManifestEntry> = Object.create(null) as Record<string, ManifestEntry>;
   for (const name of names) {
-    if (!FILE_NAME.test(name) || name === MANIFEST_NAME || name.includes('..')) bad('manifest_invalid', `lists a file with a disallowed name ${JSON.stringify(name)}`);
+    if (!FILE_NAME.test(name) || name === MANIFEST_NAME || name.includes('..'))
+      bad('manifest_invalid', `lists a file with a disallowed name ${JSON.stringify(name)}`);
     const e = files[name] as Record<string, unknown>;
-    if (typeof e !== 'object' || e === null || typeof e.size !== 'number' || !Number.isSafeInteger(e.size) || e.size < 0
-      || typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) {
+    if (
+      typeof e !== 'object' ||
+      e === null ||
+      typeof e.size !== 'number' ||
+      !Number.isSafeInteger(e.size) ||
+      e.size < 0 ||
+      typeof e.sha256 !== 'string' ||
+      !/^[0-9a-f]{64}$/.test(e.sha256)
+    ) {
       bad('manifest_invalid', `has an invalid entry for ${JSON.stringify(name)} (needs size and a hex sha256)`);
     }
     out[name] = { size: e.size as number, sha256: e.sha256 as string };
   }
-  return { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step: m.step as number, created: m.created as string, files: out };
+  return {
+    format: CHECKPOINT_FORMAT,
+    version: CHECKPOINT_VERSION,
+    step: m.step as number,
+    created: m.created as string,
+    files: out,
+  };
 }
 
 /** SHA-256 of a file, read in chunks (works for files of any size). */
@@ -503,18 +566,31 @@ export async function findLatestVerified(runDir: string, opts: FindLatestOptions
   }
   const latest = await readLatestPointer(ckDir);
   if (found && latest !== null && latest !== found.name) {
-    warnings.push(`${LATEST_NAME} names ${JSON.stringify(latest)} but the newest checkpoint that verifies is ${found.name}; resuming from ${found.name}`);
+    warnings.push(
+      `${LATEST_NAME} names ${JSON.stringify(latest)} but the newest checkpoint that verifies is ${found.name}; resuming from ${found.name}`,
+    );
   }
-  if (!found && all.length > 0) warnings.push(`no checkpoint in ${ckDir} verifies and loads; starting from scratch would lose ${all.length} damaged checkpoint(s)`);
+  if (!found && all.length > 0)
+    warnings.push(
+      `no checkpoint in ${ckDir} verifies and loads; starting from scratch would lose ${all.length} damaged checkpoint(s)`,
+    );
   return { checkpoint: found, warnings };
 }
 
 // ---- reading files of a checkpoint -----------------------------------------------------------
 
 function entryOf(checkpoint: Checkpoint, name: string): ManifestEntry {
-  const entry = Object.prototype.hasOwnProperty.call(checkpoint.manifest.files, name) ? checkpoint.manifest.files[name] : undefined;
+  const entry = Object.prototype.hasOwnProperty.call(checkpoint.manifest.files, name)
+    ? checkpoint.manifest.files[name]
+    : undefined;
   if (!entry) {
-    throw new ArgumentError(`checkpoint ${checkpoint.name} has no file ${JSON.stringify(name)}; it has ${Object.keys(checkpoint.manifest.files).map((n) => JSON.stringify(n)).join(', ') || 'none'}`);
+    throw new ArgumentError(
+      `checkpoint ${checkpoint.name} has no file ${JSON.stringify(name)}; it has ${
+        Object.keys(checkpoint.manifest.files)
+          .map((n) => JSON.stringify(n))
+          .join(', ') || 'none'
+      }`,
+    );
   }
   return entry;
 }
@@ -522,7 +598,10 @@ function entryOf(checkpoint: Checkpoint, name: string): ManifestEntry {
 /** A file's bytes, checked against the manifest's size and SHA-256 again as they are read. */
 export async function readCheckpointFile(checkpoint: Checkpoint, name: string): Promise<Uint8Array> {
   const entry = entryOf(checkpoint, name);
-  if (entry.size > MAX_WHOLE_FILE) throw new ArgumentError(`${name} is ${entry.size} bytes; read tensors with loadCheckpointTensors, which reads by ranges`);
+  if (entry.size > MAX_WHOLE_FILE)
+    throw new ArgumentError(
+      `${name} is ${entry.size} bytes; read tensors with loadCheckpointTensors, which reads by ranges`,
+    );
   const path = join(checkpoint.dir, name);
   let bytes: Uint8Array;
   try {
@@ -532,14 +611,22 @@ export async function readCheckpointFile(checkpoint: Checkpoint, name: string): 
   }
   const digest = createHash('sha256').update(bytes).digest('hex');
   if (bytes.byteLength !== entry.size || digest !== entry.sha256) {
-    throw new FormatError('checksum_mismatch', `${path} no longer matches its checkpoint manifest (size ${bytes.byteLength} vs ${entry.size}, or SHA-256 differs); it changed after the checkpoint was verified`, { path });
+    throw new FormatError(
+      'checksum_mismatch',
+      `${path} no longer matches its checkpoint manifest (size ${bytes.byteLength} vs ${entry.size}, or SHA-256 differs); it changed after the checkpoint was verified`,
+      { path },
+    );
   }
   return bytes;
 }
 
 /** A text file of the checkpoint, parsed as JSON. */
 export async function readCheckpointJson(checkpoint: Checkpoint, name: string): Promise<unknown> {
-  return parseJsonFile(new TextDecoder().decode(await readCheckpointFile(checkpoint, name)), join(checkpoint.dir, name), 'not_json');
+  return parseJsonFile(
+    new TextDecoder().decode(await readCheckpointFile(checkpoint, name)),
+    join(checkpoint.dir, name),
+    'not_json',
+  );
 }
 
 /** A tensors file of the checkpoint, through the safetensors reader (by byte ranges). */
@@ -558,8 +645,13 @@ export async function loadCheckpointTensors(checkpoint: Checkpoint, name: string
  * A directory is renamed to `.deleting-step-N-PID` before it is removed, so a crash mid-delete
  * never leaves a half-deleted `step-N`.
  */
-export async function pruneCheckpoints(runDir: string, keep: number, opts: { mode?: VerifyMode; fs?: WriteFs } = {}): Promise<PruneResult> {
-  if (!Number.isSafeInteger(keep) || keep < 1) throw new ArgumentError(`pruneCheckpoints: keep must be an integer >= 1, got ${keep}`);
+export async function pruneCheckpoints(
+  runDir: string,
+  keep: number,
+  opts: { mode?: VerifyMode; fs?: WriteFs } = {},
+): Promise<PruneResult> {
+  if (!Number.isSafeInteger(keep) || keep < 1)
+    throw new ArgumentError(`pruneCheckpoints: keep must be an integer >= 1, got ${keep}`);
   const fs = opts.fs ?? nodeWriteFs;
   const ckDir = checkpointsDir(runDir);
   const all = await listCheckpoints(runDir);
@@ -588,13 +680,17 @@ export async function pruneCheckpoints(runDir: string, keep: number, opts: { mod
       await fs.remove(doomed);
       await fs.rename(c.dir, doomed);
     } catch (err) {
-      warnings.push(`could not delete ${c.dir} (${errMessage(err)}); it is an old checkpoint, remove it by hand if you need the space`);
+      warnings.push(
+        `could not delete ${c.dir} (${errMessage(err)}); it is an old checkpoint, remove it by hand if you need the space`,
+      );
       continue;
     }
     deleted.push(c.name);
     await fs.syncDir(ckDir).catch(() => undefined);
     await fs.remove(doomed).catch((err: unknown) => {
-      warnings.push(`could not remove ${doomed} (${errMessage(err)}); remove it by hand (rm -rf ${doomed}), it is not needed`);
+      warnings.push(
+        `could not remove ${doomed} (${errMessage(err)}); remove it by hand (rm -rf ${doomed}), it is not needed`,
+      );
     });
   }
   const remaining = all.filter((c) => !deleted.includes(c.name)).map((c) => c.name);
@@ -626,7 +722,8 @@ export async function cleanStaging(runDir: string, opts: { fs?: WriteFs } = {}):
   try {
     names = await fsp.readdir(ckDir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removed: [], restored: [], skipped: [], warnings: [] };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      return { removed: [], restored: [], skipped: [], warnings: [] };
     throw asIOError(err, ckDir, 'list');
   }
   const removed: string[] = [];

@@ -19,13 +19,25 @@ export async function evaluateRun(dir: string, opts: { dataPath?: string } = {})
   const data = withDataPath(recipe.data, opts.dataPath);
   if (data.type === 'idx') {
     const test = await openImageSplit(recipe, data, 'test');
-    return evaluateClassifier(model as Exclude<typeof model, LanguageModel>, test, { batchSize: recipe.batch_size, layout: data.layout });
+    return evaluateClassifier(model as Exclude<typeof model, LanguageModel>, test, {
+      batchSize: recipe.batch_size,
+      layout: data.layout,
+    });
   }
   const context = contextOf(recipe);
   const whole = opts.dataPath !== undefined;
-  const corpus = await openTextData(data, context, whole ? 0 : data.validation_fraction, await loadRecipeTokenizer(recipe));
+  const corpus = await openTextData(
+    data,
+    context,
+    whole ? 0 : data.validation_fraction,
+    await loadRecipeTokenizer(recipe),
+  );
   try {
-    return await evaluateLanguageModel(model as LanguageModel, corpus, { split: whole ? 'train' : 'validation', batchSize: recipe.batch_size, blockSize: context });
+    return await evaluateLanguageModel(model as LanguageModel, corpus, {
+      split: whole ? 'train' : 'validation',
+      batchSize: recipe.batch_size,
+      blockSize: context,
+    });
   } finally {
     await corpus.close();
   }

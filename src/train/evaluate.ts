@@ -29,7 +29,10 @@ export interface LanguageModelEval {
 export type ImageLayout = 'flat' | 'image';
 
 /** Pixels are scaled to [0, 1] and normalised with Fashion-MNIST's mean and std, in training and evaluation alike. */
-export function imageLoader(dataset: ImageDataset, opts: { batchSize: number; layout: ImageLayout; seed?: number; shuffle?: boolean }): ImageLoader {
+export function imageLoader(
+  dataset: ImageDataset,
+  opts: { batchSize: number; layout: ImageLayout; seed?: number; shuffle?: boolean },
+): ImageLoader {
   return new ImageLoader(dataset, {
     batchSize: opts.batchSize,
     seed: opts.seed ?? 0,
@@ -41,13 +44,20 @@ export function imageLoader(dataset: ImageDataset, opts: { batchSize: number; la
   });
 }
 
-function withEvalMode<T>(model: { training: boolean; train(mode?: boolean): unknown }, fn: () => Promise<T>): Promise<T> {
+function withEvalMode<T>(
+  model: { training: boolean; train(mode?: boolean): unknown },
+  fn: () => Promise<T>,
+): Promise<T> {
   const was = model.training;
   model.train(false);
   return fn().finally(() => model.train(was));
 }
 
-export function evaluateClassifier(model: MLPClassifier | CNNClassifier, dataset: ImageDataset, opts: { batchSize: number; layout: ImageLayout }): Promise<ClassifierEval> {
+export function evaluateClassifier(
+  model: MLPClassifier | CNNClassifier,
+  dataset: ImageDataset,
+  opts: { batchSize: number; layout: ImageLayout },
+): Promise<ClassifierEval> {
   return withEvalMode(model, async () => {
     const loader = imageLoader(dataset, { ...opts, shuffle: false });
     let lossSum = 0;

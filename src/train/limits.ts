@@ -36,23 +36,38 @@ interface Need {
   fields: string;
 }
 
-function gptNeed(V: number, P: number, E: number, L: number, H: number, batch: { B: number; T: number; accum: number } | null): Need {
+function gptNeed(
+  V: number,
+  P: number,
+  E: number,
+  L: number,
+  H: number,
+  batch: { B: number; T: number; accum: number } | null,
+): Need {
   const params = V * E + P * E + L * (12 * E * E + 13 * E) + 2 * E;
   // Training: weights, gradients, two moments; per micro-batch the logits and their gradient
   // (B·T·V each), and per layer a dozen B·T·E activations and the B·H·T·T attention weights.
   const act = batch ? batch.B * batch.T * (2 * V + L * (12 * E + 2 * H * batch.T)) : 0;
   const tokens = batch ? batch.accum * batch.B * batch.T * 2 : 0;
-  const largest = batch && batch.B * batch.T * V > V * E
-    ? { elements: batch.B * batch.T * V, fields: 'batch_size × context × model.vocab_size' }
-    : { elements: V * E, fields: 'model.vocab_size × model.n_embd' };
+  const largest =
+    batch && batch.B * batch.T * V > V * E
+      ? { elements: batch.B * batch.T * V, fields: 'batch_size × context × model.vocab_size' }
+      : { elements: V * E, fields: 'model.vocab_size × model.n_embd' };
   return {
     largest,
     bytes: FLOAT_BYTES * ((batch ? 4 : 1) * params + act + tokens),
-    fields: batch ? 'model.n_embd, model.n_layer, model.vocab_size, batch_size, context or grad_accum_steps' : 'n_embd, n_layer, vocab_size',
+    fields: batch
+      ? 'model.n_embd, model.n_layer, model.vocab_size, batch_size, context or grad_accum_steps'
+      : 'n_embd, n_layer, vocab_size',
   };
 }
 
-function mlpNeed(input: number, hidden: readonly number[], classes: number, batch: { B: number; accum: number } | null): Need {
+function mlpNeed(
+  input: number,
+  hidden: readonly number[],
+  classes: number,
+  batch: { B: number; accum: number } | null,
+): Need {
   const widths = [input, ...hidden, classes];
   let params = 0;
   let largest = 0;
@@ -69,19 +84,35 @@ function mlpNeed(input: number, hidden: readonly number[], classes: number, batc
   };
 }
 
-function cnnNeed(c: { in_channels: number; image_size: number; channels: readonly number[]; kernel_size: number; hidden: number; classes: number }, batch: { B: number; accum: number } | null): Need {
+function cnnNeed(
+  c: {
+    in_channels: number;
+    image_size: number;
+    channels: readonly number[];
+    kernel_size: number;
+    hidden: number;
+    classes: number;
+  },
+  batch: { B: number; accum: number } | null,
+): Need {
   const ins = [c.in_channels, ...c.channels];
   let params = 0;
-  for (let i = 0; i < c.channels.length; i++) params += c.kernel_size * c.kernel_size * ins[i]! * ins[i + 1]! + ins[i + 1]!;
+  for (let i = 0; i < c.channels.length; i++)
+    params += c.kernel_size * c.kernel_size * ins[i]! * ins[i + 1]! + ins[i + 1]!;
   const features = cnnFeatureSize(c as never);
   params += features * c.hidden + c.hidden * c.classes;
   const pixels = c.image_size * c.image_size;
   const act = batch ? batch.B * pixels * (c.in_channels + c.channels[0]!) * 2 : 0;
   const images = batch ? batch.accum * batch.B * pixels * c.in_channels : 0;
   return {
-    largest: { elements: Math.max(features * c.hidden, batch ? batch.B * pixels * c.channels[0]! : 0), fields: 'model.channels, model.image_size, model.hidden, batch_size' },
+    largest: {
+      elements: Math.max(features * c.hidden, batch ? batch.B * pixels * c.channels[0]! : 0),
+      fields: 'model.channels, model.image_size, model.hidden, batch_size',
+    },
     bytes: FLOAT_BYTES * ((batch ? 4 : 1) * params + act + images),
-    fields: batch ? 'model.channels, model.hidden, model.image_size, batch_size or grad_accum_steps' : 'channels, hidden, image_size',
+    fields: batch
+      ? 'model.channels, model.hidden, model.image_size, batch_size or grad_accum_steps'
+      : 'channels, hidden, image_size',
   };
 }
 
@@ -92,14 +123,26 @@ function gib(bytes: number): string {
 function check(need: Need | null, file: string, what: string, budget: number): void {
   if (need === null) return;
   if (!(need.largest.elements <= MAX_TENSOR_ELEMENTS)) {
-    throw new FormatError('too_large', `${file}: ${what} needs a tensor of ${need.largest.elements.toExponential(2)} elements (${need.largest.fields}), more than the ${MAX_TENSOR_ELEMENTS} a tensor can hold; reduce ${need.fields}`, {
-      file, elements: need.largest.elements, limit: MAX_TENSOR_ELEMENTS,
-    });
+    throw new FormatError(
+      'too_large',
+      `${file}: ${what} needs a tensor of ${need.largest.elements.toExponential(2)} elements (${need.largest.fields}), more than the ${MAX_TENSOR_ELEMENTS} a tensor can hold; reduce ${need.fields}`,
+      {
+        file,
+        elements: need.largest.elements,
+        limit: MAX_TENSOR_ELEMENTS,
+      },
+    );
   }
   if (!(need.bytes <= budget)) {
-    throw new FormatError('too_large', `${file}: ${what} needs at least ${gib(need.bytes)} of memory, more than the ${gib(budget)} this machine has; reduce ${need.fields}`, {
-      file, bytes: need.bytes, limit: budget,
-    });
+    throw new FormatError(
+      'too_large',
+      `${file}: ${what} needs at least ${gib(need.bytes)} of memory, more than the ${gib(budget)} this machine has; reduce ${need.fields}`,
+      {
+        file,
+        bytes: need.bytes,
+        limit: budget,
+      },
+    );
   }
 }
 
@@ -110,7 +153,11 @@ export function checkRecipeFits(recipe: Recipe, source: string, budget = memoryB
   let need: Need | null = null;
   if (m.type === 'gpt') {
     const g = m as Extract<Recipe['model'], { type: 'gpt' }>;
-    need = gptNeed(g.vocab_size, g.n_positions, g.n_embd, g.n_layer, g.n_head, { B: recipe.batch_size, T: recipe.context ?? g.n_positions, accum });
+    need = gptNeed(g.vocab_size, g.n_positions, g.n_embd, g.n_layer, g.n_head, {
+      B: recipe.batch_size,
+      T: recipe.context ?? g.n_positions,
+      accum,
+    });
   } else if (m.type === 'mlp') {
     const c = m as Extract<Recipe['model'], { type: 'mlp' }>;
     need = mlpNeed(c.input, c.hidden, c.classes, { B: recipe.batch_size, accum });
@@ -122,13 +169,28 @@ export function checkRecipeFits(recipe: Recipe, source: string, budget = memoryB
 
 /** Refuses a run's config.json whose model cannot fit in `budget` bytes, before the model is built. */
 export function checkRunConfigFits(config: Record<string, unknown>, file: string, budget = memoryBudget()): void {
-  const n = (k: string, fallback = 0): number => (typeof config[k] === 'number' && Number.isFinite(config[k]) ? (config[k] as number) : fallback);
-  const list = (k: string): number[] => (Array.isArray(config[k]) ? (config[k] as unknown[]).map((v) => (typeof v === 'number' && Number.isFinite(v) ? v : 0)) : []);
+  const n = (k: string, fallback = 0): number =>
+    typeof config[k] === 'number' && Number.isFinite(config[k]) ? (config[k] as number) : fallback;
+  const list = (k: string): number[] =>
+    Array.isArray(config[k])
+      ? (config[k] as unknown[]).map((v) => (typeof v === 'number' && Number.isFinite(v) ? v : 0))
+      : [];
   let need: Need | null = null;
-  if (config.model_type === 'gpt2') need = gptNeed(n('vocab_size', 50257), n('n_positions', n('n_ctx')), n('n_embd'), n('n_layer'), n('n_head'), null);
+  if (config.model_type === 'gpt2')
+    need = gptNeed(n('vocab_size', 50257), n('n_positions', n('n_ctx')), n('n_embd'), n('n_layer'), n('n_head'), null);
   else if (config.model_type === 'knobs-mlp') need = mlpNeed(n('input'), list('hidden'), n('classes'), null);
   else if (config.model_type === 'knobs-cnn' && list('channels').length > 0) {
-    need = cnnNeed({ in_channels: n('in_channels'), image_size: n('image_size'), channels: list('channels'), kernel_size: n('kernel_size'), hidden: n('hidden'), classes: n('classes') }, null);
+    need = cnnNeed(
+      {
+        in_channels: n('in_channels'),
+        image_size: n('image_size'),
+        channels: list('channels'),
+        kernel_size: n('kernel_size'),
+        hidden: n('hidden'),
+        classes: n('classes'),
+      },
+      null,
+    );
   }
   check(need, file, 'this model', budget);
 }

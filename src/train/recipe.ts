@@ -78,19 +78,29 @@ const llamaModel = z.strictObject({
   tie_word_embeddings: z.boolean().default(false),
   initializer_range: z.number().min(0).default(0.02),
   bos_token_id: tokenId.nullable().default(null),
-  eos_token_id: z.union([tokenId, z.array(tokenId).min(1)]).nullable().default(null),
+  eos_token_id: z
+    .union([tokenId, z.array(tokenId).min(1)])
+    .nullable()
+    .default(null),
 });
 
 type ModelSection = z.output<typeof gptModel> | z.output<typeof llamaModel> | { type: 'mlp' | 'cnn' };
 
 /** GPT and Llama-family models train on text; the classifiers on images. */
-export const isLanguageModel = (m: ModelSection): m is z.output<typeof gptModel> | z.output<typeof llamaModel> => m.type !== 'mlp' && m.type !== 'cnn';
+export const isLanguageModel = (m: ModelSection): m is z.output<typeof gptModel> | z.output<typeof llamaModel> =>
+  m.type !== 'mlp' && m.type !== 'cnn';
 
-const llamaOf = (m: ModelSection): z.output<typeof llamaModel> | null => (m.type === 'llama' || m.type === 'qwen2' ? m as z.output<typeof llamaModel> : null);
+const llamaOf = (m: ModelSection): z.output<typeof llamaModel> | null =>
+  m.type === 'llama' || m.type === 'qwen2' ? (m as z.output<typeof llamaModel>) : null;
 
 /** The longest context the recipe's language model holds, and the field that says so. */
-export function modelPositions(m: z.output<typeof gptModel> | z.output<typeof llamaModel>): { field: string; positions: number } {
-  return m.type === 'gpt' ? { field: 'n_positions', positions: m.n_positions } : { field: 'max_position_embeddings', positions: m.max_position_embeddings };
+export function modelPositions(m: z.output<typeof gptModel> | z.output<typeof llamaModel>): {
+  field: string;
+  positions: number;
+} {
+  return m.type === 'gpt'
+    ? { field: 'n_positions', positions: m.n_positions }
+    : { field: 'max_position_embeddings', positions: m.max_position_embeddings };
 }
 
 const idxData = z.strictObject({
@@ -133,7 +143,11 @@ const optimizer = z.discriminatedUnion('type', [
 
 const schedule = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('constant'), warmup_steps: z.number().int().min(0).default(0) }),
-  z.strictObject({ type: z.literal('cosine'), warmup_steps: z.number().int().min(0).default(0), min_lr: z.number().min(0).default(0) }),
+  z.strictObject({
+    type: z.literal('cosine'),
+    warmup_steps: z.number().int().min(0).default(0),
+    min_lr: z.number().min(0).default(0),
+  }),
 ]);
 
 export const recipeSchema = z
@@ -162,7 +176,10 @@ export const recipeSchema = z
     eval_batches: positiveInt.default(20),
     checkpoint_every: positiveInt.optional(),
   })
-  .refine((r) => (r.steps === undefined) !== (r.epochs === undefined), { message: 'give exactly one of "steps" or "epochs"', path: ['steps'] })
+  .refine((r) => (r.steps === undefined) !== (r.epochs === undefined), {
+    message: 'give exactly one of "steps" or "epochs"',
+    path: ['steps'],
+  })
   .refine((r) => r.tokenizer === 'bytes' || isLanguageModel(r.model), {
     message: 'only language models (gpt, llama, qwen2) take a tokenizer',
     path: ['tokenizer'],
@@ -175,37 +192,70 @@ export const recipeSchema = z
     message: 'n_embd must be divisible by n_head',
     path: ['model', 'n_head'],
   })
-  .refine((r) => { const m = llamaOf(r.model); return !m || m.num_attention_heads % (m.num_key_value_heads ?? m.num_attention_heads) === 0; }, {
-    message: 'num_key_value_heads must divide num_attention_heads (each key/value head serves a whole group of query heads)',
-    path: ['model', 'num_key_value_heads'],
-  })
-  .refine((r) => { const m = llamaOf(r.model); return !m || m.hidden_size % m.num_attention_heads === 0; }, {
-    message: 'hidden_size must be divisible by num_attention_heads',
-    path: ['model', 'num_attention_heads'],
-  })
-  .refine((r) => { const m = llamaOf(r.model); return !m || m.head_dim === undefined || m.head_dim * m.num_attention_heads === m.hidden_size; }, {
-    message: 'head_dim must equal hidden_size / num_attention_heads (knobs implements no other head size)',
-    path: ['model', 'head_dim'],
-  })
-  .refine((r) => !isLanguageModel(r.model) || r.context === undefined || r.context <= modelPositions(r.model).positions, {
-    message: 'context must be at most the model\'s positions (n_positions, or max_position_embeddings)',
-    path: ['context'],
-  })
+  .refine(
+    (r) => {
+      const m = llamaOf(r.model);
+      return !m || m.num_attention_heads % (m.num_key_value_heads ?? m.num_attention_heads) === 0;
+    },
+    {
+      message:
+        'num_key_value_heads must divide num_attention_heads (each key/value head serves a whole group of query heads)',
+      path: ['model', 'num_key_value_heads'],
+    },
+  )
+  .refine(
+    (r) => {
+      const m = llamaOf(r.model);
+      return !m || m.hidden_size % m.num_attention_heads === 0;
+    },
+    {
+      message: 'hidden_size must be divisible by num_attention_heads',
+      path: ['model', 'num_attention_heads'],
+    },
+  )
+  .refine(
+    (r) => {
+      const m = llamaOf(r.model);
+      return !m || m.head_dim === undefined || m.head_dim * m.num_attention_heads === m.hidden_size;
+    },
+    {
+      message: 'head_dim must equal hidden_size / num_attention_heads (knobs implements no other head size)',
+      path: ['model', 'head_dim'],
+    },
+  )
+  .refine(
+    (r) => !isLanguageModel(r.model) || r.context === undefined || r.context <= modelPositions(r.model).positions,
+    {
+      message: "context must be at most the model's positions (n_positions, or max_position_embeddings)",
+      path: ['context'],
+    },
+  )
   // Text read as bytes: every token id 0..255 must be in the vocabulary (a tokenizer.json is checked when loaded).
   .refine((r) => !isLanguageModel(r.model) || r.tokenizer !== 'bytes' || r.model.vocab_size >= 256, {
     message: 'byte-level text needs vocab_size >= 256',
     path: ['model', 'vocab_size'],
   })
-  .refine((r) => { const m = llamaOf(r.model); return !m || [m.bos_token_id, m.eos_token_id].flat().every((id) => id === null || id < m.vocab_size); }, {
-    message: 'bos_token_id and eos_token_id must be ids below vocab_size',
-    path: ['model', 'eos_token_id'],
-  });
+  .refine(
+    (r) => {
+      const m = llamaOf(r.model);
+      return !m || [m.bos_token_id, m.eos_token_id].flat().every((id) => id === null || id < m.vocab_size);
+    },
+    {
+      message: 'bos_token_id and eos_token_id must be ids below vocab_size',
+      path: ['model', 'eos_token_id'],
+    },
+  );
 
 export type Recipe = z.output<typeof recipeSchema>;
 
 /** Formats zod's issue path the way a user writes it: optimizer.betas[1]. */
 export function fieldPath(path: readonly PropertyKey[]): string {
-  return path.reduce<string>((acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)), '') || '(top level)';
+  return (
+    path.reduce<string>(
+      (acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)),
+      '',
+    ) || '(top level)'
+  );
 }
 
 /** Validates parsed JSON as a recipe; `source` names the file in error messages. */
@@ -213,7 +263,10 @@ export function parseRecipe(json: unknown, source = 'recipe'): Recipe {
   const result = recipeSchema.safeParse(json);
   if (!result.success) {
     const issues = result.error.issues.map((i) => `${fieldPath(i.path)}: ${i.message}`);
-    throw new FormatError('invalid_recipe', `${source}: invalid recipe — ${issues.join('; ')}`, { file: source, issues });
+    throw new FormatError('invalid_recipe', `${source}: invalid recipe — ${issues.join('; ')}`, {
+      file: source,
+      issues,
+    });
   }
   return result.data;
 }

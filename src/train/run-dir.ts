@@ -30,7 +30,13 @@ export const MODEL_NAME = 'model.safetensors';
 
 /** `runs/<name>-<UTC time>`, e.g. runs/tiny-20250101T120000Z. */
 export function defaultRunDir(name: string, now = new Date()): string {
-  return join('runs', `${name}-${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`);
+  return join(
+    'runs',
+    `${name}-${now
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d+Z$/, 'Z')}`,
+  );
 }
 
 /** What is in the output directory before a run starts. */
@@ -40,7 +46,10 @@ export function defaultRunDir(name: string, now = new Date()): string {
  */
 export async function isRunDir(dir: string): Promise<boolean> {
   await checkDirectory(dir, 'model directory');
-  return fsp.access(join(dir, RECIPE_NAME)).then(() => true, () => false);
+  return fsp.access(join(dir, RECIPE_NAME)).then(
+    () => true,
+    () => false,
+  );
 }
 
 export type RunDirState = 'missing' | 'empty' | 'used';
@@ -66,7 +75,8 @@ async function readJson(path: string): Promise<unknown> {
     text = await readRegularText(path, MAX_RUN_JSON_BYTES);
   } catch (err) {
     const e = err as KnobsError;
-    if (e.details?.errno === 'ENOENT') throw new IOError(`${path} is missing; is this a knobs run directory (made by 'knobs train')?`, { ...e.details });
+    if (e.details?.errno === 'ENOENT')
+      throw new IOError(`${path} is missing; is this a knobs run directory (made by 'knobs train')?`, { ...e.details });
     throw err;
   }
   return parseJsonFile(text, path, 'not_json');
@@ -76,7 +86,8 @@ async function readJson(path: string): Promise<unknown> {
 export async function readRunConfig(dir: string): Promise<Record<string, unknown>> {
   const path = join(dir, CONFIG_NAME);
   const json = await readJson(path);
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FormatError('invalid_model_config', `${path} must hold a JSON object`, { file: path });
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new FormatError('invalid_model_config', `${path} must hold a JSON object`, { file: path });
   return json as Record<string, unknown>;
 }
 
@@ -90,15 +101,27 @@ export async function readRunRecipe(dir: string): Promise<Recipe> {
  * Resuming needs the same architecture: the first config.json field that differs is named, with
  * both values. `source` names where the new config came from (the recipe file).
  */
-export function checkSameArchitecture(dir: string, saved: Record<string, unknown>, wanted: Record<string, unknown>, source: string): void {
+export function checkSameArchitecture(
+  dir: string,
+  saved: Record<string, unknown>,
+  wanted: Record<string, unknown>,
+  source: string,
+): void {
   const file = join(dir, CONFIG_NAME);
   for (const field of new Set([...Object.keys(saved), ...Object.keys(wanted)])) {
     const a = JSON.stringify(saved[field]);
     const b = JSON.stringify(wanted[field]);
     if (a !== b) {
-      throw new FormatError('resume_mismatch', `cannot resume ${dir}: ${file} has ${field} ${a ?? '(absent)'} but ${source} gives ${b ?? '(absent)'}; resume with the recipe the run started with, or train into a new --out`, {
-        file, field, saved: saved[field] ?? null, wanted: wanted[field] ?? null,
-      });
+      throw new FormatError(
+        'resume_mismatch',
+        `cannot resume ${dir}: ${file} has ${field} ${a ?? '(absent)'} but ${source} gives ${b ?? '(absent)'}; resume with the recipe the run started with, or train into a new --out`,
+        {
+          file,
+          field,
+          saved: saved[field] ?? null,
+          wanted: wanted[field] ?? null,
+        },
+      );
     }
   }
 }
@@ -117,12 +140,14 @@ export async function loadRun(dir: string): Promise<LoadedRun> {
   checkRunConfigFits(config, join(dir, CONFIG_NAME));
   const model = modelFromConfigJson(config, join(dir, CONFIG_NAME), new Generator(0));
   const weights = join(dir, MODEL_NAME);
-  const { tensors } = await checkRegularFile(weights, 'weights file').then(() => loadSafetensors(weights)).catch((err: unknown) => {
-    if ((err as { details?: { errno?: string } }).details?.errno === 'ENOENT') {
-      throw new IOError(`${weights} is missing: the run has not finished or checkpointed yet`, { path: weights });
-    }
-    throw err;
-  });
+  const { tensors } = await checkRegularFile(weights, 'weights file')
+    .then(() => loadSafetensors(weights))
+    .catch((err: unknown) => {
+      if ((err as { details?: { errno?: string } }).details?.errno === 'ENOENT') {
+        throw new IOError(`${weights} is missing: the run has not finished or checkpointed yet`, { path: weights });
+      }
+      throw err;
+    });
   model.loadStateDict(tensorsOnly(tensors, weights));
   model.eval();
   return { dir, config, recipe, model };
@@ -132,7 +157,12 @@ export async function loadRun(dir: string): Promise<LoadedRun> {
 export function tensorsOnly(tensors: ReadonlyMap<string, unknown>, file: string): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   for (const [name, t] of tensors) {
-    if (!(t instanceof Tensor)) throw new FormatError('unsupported_dtype', `${file}: tensor ${JSON.stringify(name)} has a dtype knobs does not load`, { file, tensor: name });
+    if (!(t instanceof Tensor))
+      throw new FormatError(
+        'unsupported_dtype',
+        `${file}: tensor ${JSON.stringify(name)} has a dtype knobs does not load`,
+        { file, tensor: name },
+      );
     out.set(name, t);
   }
   return out;

@@ -14,7 +14,13 @@ import { Tokenizer, checkTokenizerFitsVocab } from '../tokenizer/tokenizer.js';
 import { mixSeed } from '../data/shuffle.js';
 import type { Tensor } from '../tensor.js';
 import type { LanguageModel, TrainableModel } from './build.js';
-import { type ClassifierEval, type LanguageModelEval, evaluateClassifier, evaluateLanguageModel, imageLoader } from './evaluate.js';
+import {
+  type ClassifierEval,
+  type LanguageModelEval,
+  evaluateClassifier,
+  evaluateLanguageModel,
+  imageLoader,
+} from './evaluate.js';
 import { type Recipe, isLanguageModel, modelPositions } from './recipe.js';
 
 type DataSection = Recipe['data'];
@@ -44,7 +50,13 @@ export interface TrainSource {
 export function withDataPath(data: DataSection, path?: string): DataSection {
   if (data.type === 'text') return { ...data, path: resolve(path ?? data.path) };
   const at = (p: string): string => resolve(path === undefined ? p : join(path, basename(p)));
-  return { ...data, train_images: at(data.train_images), train_labels: at(data.train_labels), test_images: at(data.test_images), test_labels: at(data.test_labels) };
+  return {
+    ...data,
+    train_images: at(data.train_images),
+    train_labels: at(data.train_labels),
+    test_images: at(data.test_images),
+    test_labels: at(data.test_labels),
+  };
 }
 
 /** A missing data file names the recipe field and says how to get the data. */
@@ -53,8 +65,11 @@ async function opening<T>(data: DataSection, field: string, fn: () => Promise<T>
     return await fn();
   } catch (err) {
     if (err instanceof IOError && err.details.errno === 'ENOENT') {
-      const how = data.hint ?? "fix the path in the recipe or pass --data";
-      throw new IOError(`${err.message} (recipe field data.${field}); ${how}`, { ...err.details, field: `data.${field}` });
+      const how = data.hint ?? 'fix the path in the recipe or pass --data';
+      throw new IOError(`${err.message} (recipe field data.${field}); ${how}`, {
+        ...err.details,
+        field: `data.${field}`,
+      });
     }
     throw err;
   }
@@ -65,15 +80,24 @@ function mismatch(field: string, message: string): FormatError {
 }
 
 /** One split of the image data, checked against the classifier's input size and classes. */
-export async function openImageSplit(recipe: Recipe, data: Extract<DataSection, { type: 'idx' }>, split: 'train' | 'test'): Promise<ImageDataset> {
+export async function openImageSplit(
+  recipe: Recipe,
+  data: Extract<DataSection, { type: 'idx' }>,
+  split: 'train' | 'test',
+): Promise<ImageDataset> {
   const m = recipe.model;
   const numClasses = isLanguageModel(m) ? 256 : m.classes;
-  const [images, labels] = split === 'train' ? [data.train_images, data.train_labels] : [data.test_images, data.test_labels];
+  const [images, labels] =
+    split === 'train' ? [data.train_images, data.train_labels] : [data.test_images, data.test_labels];
   const ds = await opening(data, `${split}_images`, () => loadIdxDataset(images, labels, { numClasses }));
   const pixels = ds.height * ds.width;
-  if (m.type === 'mlp' && m.input !== pixels) throw mismatch('model.input', `${m.input}, but ${images} holds ${ds.height}×${ds.width} = ${pixels}-pixel images`);
+  if (m.type === 'mlp' && m.input !== pixels)
+    throw mismatch('model.input', `${m.input}, but ${images} holds ${ds.height}×${ds.width} = ${pixels}-pixel images`);
   if (m.type === 'cnn' && (m.image_size !== ds.height || m.image_size !== ds.width || m.in_channels !== 1)) {
-    throw mismatch('model.image_size', `${m.image_size}×${m.image_size} with ${m.in_channels} channel(s), but ${images} holds ${ds.height}×${ds.width} single-channel images`);
+    throw mismatch(
+      'model.image_size',
+      `${m.image_size}×${m.image_size} with ${m.in_channels} channel(s), but ${images} holds ${ds.height}×${ds.width} single-channel images`,
+    );
   }
   return ds;
 }
@@ -88,10 +112,11 @@ export async function loadRecipeTokenizer(recipe: Recipe): Promise<Tokenizer | n
   try {
     tokenizer = await Tokenizer.fromFile(recipe.tokenizer);
   } catch (err) {
-    if (err instanceof IOError) throw new IOError(`${err.message} (recipe field tokenizer)`, { ...err.details, field: 'tokenizer' });
+    if (err instanceof IOError)
+      throw new IOError(`${err.message} (recipe field tokenizer)`, { ...err.details, field: 'tokenizer' });
     throw err;
   }
-  checkTokenizerFitsVocab(tokenizer, recipe.model.vocab_size, 'the recipe\'s model.vocab_size');
+  checkTokenizerFitsVocab(tokenizer, recipe.model.vocab_size, "the recipe's model.vocab_size");
   return tokenizer;
 }
 
@@ -100,19 +125,31 @@ export async function loadRecipeTokenizer(recipe: Recipe): Promise<Tokenizer | n
  * one context window in each split.
  */
 export async function openTextData(
-  data: Extract<DataSection, { type: 'text' }>, context: number, validationFraction = data.validation_fraction, tokenizer: Tokenizer | null = null,
+  data: Extract<DataSection, { type: 'text' }>,
+  context: number,
+  validationFraction = data.validation_fraction,
+  tokenizer: Tokenizer | null = null,
 ): Promise<TextCorpus> {
   const bytes = await opening(data, 'path', () => ByteTextCorpus.open(data.path, { validationFraction }));
-  const corpus: TextCorpus = tokenizer ? await TokenTextCorpus.encode(bytes, (text) => tokenizer.encode(text, { addSpecialTokens: false }).ids).finally(() => bytes.close()) : bytes;
+  const corpus: TextCorpus = tokenizer
+    ? await TokenTextCorpus.encode(bytes, (text) => tokenizer.encode(text, { addSpecialTokens: false }).ids).finally(
+        () => bytes.close(),
+      )
+    : bytes;
   const unit = tokenizer ? 'tokens' : 'bytes';
   for (const split of ['train', 'validation'] as const) {
     if (validationFraction === 0 && split === 'validation') continue;
     const r = corpus.range(split);
     if (r.end - r.start < context + 1) {
       await corpus.close();
-      throw new FormatError('too_short', `${data.path}: the ${split} split has ${r.end - r.start} ${unit}, fewer than context + 1 = ${context + 1}; use a longer text, a smaller context${split === 'validation' ? ' or a larger data.validation_fraction' : ''}`, {
-        path: data.path, field: split === 'validation' ? 'data.validation_fraction' : 'context',
-      });
+      throw new FormatError(
+        'too_short',
+        `${data.path}: the ${split} split has ${r.end - r.start} ${unit}, fewer than context + 1 = ${context + 1}; use a longer text, a smaller context${split === 'validation' ? ' or a larger data.validation_fraction' : ''}`,
+        {
+          path: data.path,
+          field: split === 'validation' ? 'data.validation_fraction' : 'context',
+        },
+      );
     }
   }
   return corpus;
@@ -141,7 +178,11 @@ export async function openTrainSource(recipe: Recipe): Promise<TrainSource> {
       },
       getState: () => loader.getState(),
       setState: (state) => loader.setState(state as ImageLoaderState),
-      evaluate: (model) => evaluateClassifier(model as Exclude<TrainableModel, LanguageModel>, test, { batchSize: recipe.batch_size, layout: data.layout }),
+      evaluate: (model) =>
+        evaluateClassifier(model as Exclude<TrainableModel, LanguageModel>, test, {
+          batchSize: recipe.batch_size,
+          layout: data.layout,
+        }),
       close: async () => undefined,
     };
   }
@@ -158,7 +199,13 @@ export async function openTrainSource(recipe: Recipe): Promise<TrainSource> {
     },
     getState: () => batcher.getState(),
     setState: (state) => batcher.setState(state as TextBatcherState),
-    evaluate: (model) => evaluateLanguageModel(model as LanguageModel, corpus, { split: 'validation', batchSize: recipe.batch_size, blockSize: context, maxBatches: recipe.eval_batches }),
+    evaluate: (model) =>
+      evaluateLanguageModel(model as LanguageModel, corpus, {
+        split: 'validation',
+        batchSize: recipe.batch_size,
+        blockSize: context,
+        maxBatches: recipe.eval_batches,
+      }),
     close: () => corpus.close(),
   };
 }

@@ -16,7 +16,10 @@ const uint32 = z.number().int().min(0).max(0xffffffff);
 
 /** A Generator's state: four 32-bit words (not all zero: xoshiro never leaves that state) and a cached normal. */
 export const generatorStateSchema = z.strictObject({
-  words: z.array(uint32).length(4).refine((w) => w.some((x) => x !== 0), 'all four words are zero, which no generator reaches'),
+  words: z
+    .array(uint32)
+    .length(4)
+    .refine((w) => w.some((x) => x !== 0), 'all four words are zero, which no generator reaches'),
   spareNormal: z.number().nullable(),
 });
 
@@ -40,17 +43,28 @@ export type TrainerState = z.output<typeof trainerStateSchema>;
  * Validates trainer.json of checkpoint `step`: the schema, then agreement with the checkpoint
  * (its step) and the run (the optimizer type; one optimizer step per training step).
  */
-export function parseTrainerState(json: unknown, file: string, expected: { step: number; optimizer: string }): TrainerState {
+export function parseTrainerState(
+  json: unknown,
+  file: string,
+  expected: { step: number; optimizer: string },
+): TrainerState {
   const result = trainerStateSchema.safeParse(json);
   const issues = result.success ? [] : result.error.issues.map((i) => `${fieldPath(i.path)}: ${i.message}`);
   if (result.success) {
     const s = result.data;
     if (s.step !== expected.step) issues.push(`step: ${s.step}, but the checkpoint is step ${expected.step}`);
-    if (s.optimizer.step !== s.step) issues.push(`optimizer.step: ${s.optimizer.step}, but the trainer takes one optimizer step per step (${s.step})`);
-    if (s.optimizer.type !== expected.optimizer) issues.push(`optimizer.type: ${JSON.stringify(s.optimizer.type)}, but the run uses ${JSON.stringify(expected.optimizer)}`);
+    if (s.optimizer.step !== s.step)
+      issues.push(`optimizer.step: ${s.optimizer.step}, but the trainer takes one optimizer step per step (${s.step})`);
+    if (s.optimizer.type !== expected.optimizer)
+      issues.push(
+        `optimizer.type: ${JSON.stringify(s.optimizer.type)}, but the run uses ${JSON.stringify(expected.optimizer)}`,
+      );
   }
   if (issues.length > 0 || !result.success) {
-    throw new FormatError('invalid_trainer_state', `${file}: invalid trainer state — ${issues.join('; ')}`, { file, issues });
+    throw new FormatError('invalid_trainer_state', `${file}: invalid trainer state — ${issues.join('; ')}`, {
+      file,
+      issues,
+    });
   }
   return result.data;
 }

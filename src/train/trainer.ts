@@ -32,16 +32,40 @@ import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
 import { Generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import {
-  type Checkpoint, CHECKPOINTS_DIR, cleanStaging, findLatestVerified, loadCheckpointTensors, readCheckpointJson, saveCheckpoint,
+  type Checkpoint,
+  CHECKPOINTS_DIR,
+  cleanStaging,
+  findLatestVerified,
+  loadCheckpointTensors,
+  readCheckpointJson,
+  saveCheckpoint,
 } from './checkpoint.js';
-import { type TrainableModel, buildModel, buildOptimizer, buildSchedule, generationConfigJson, modelConfigJson, modelLoss } from './build.js';
+import {
+  type TrainableModel,
+  buildModel,
+  buildOptimizer,
+  buildSchedule,
+  generationConfigJson,
+  modelConfigJson,
+  modelLoss,
+} from './build.js';
 import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { type EvalRow, METRICS_NAME, MetricsLog, type TrainRow } from './metrics.js';
 import { type Recipe, isLanguageModel, modelPositions, parseRecipe } from './recipe.js';
 import { type TrainerState, parseTrainerState } from './trainer-state.js';
 import { hashTrainingData, recordTrainingData } from './training-data.js';
 import { checkRecipeFits } from './limits.js';
-import { CONFIG_NAME, GENERATION_CONFIG_NAME, MODEL_NAME, RECIPE_NAME, checkSameArchitecture, defaultRunDir, readRunConfig, runDirState, tensorsOnly } from './run-dir.js';
+import {
+  CONFIG_NAME,
+  GENERATION_CONFIG_NAME,
+  MODEL_NAME,
+  RECIPE_NAME,
+  checkSameArchitecture,
+  defaultRunDir,
+  readRunConfig,
+  runDirState,
+  tensorsOnly,
+} from './run-dir.js';
 import { type TrainBatch, type TrainSource, loadRecipeTokenizer, openTrainSource, withDataPath } from './sources.js';
 
 export const DEFAULT_KEEP_CHECKPOINTS = 3;
@@ -72,7 +96,14 @@ export interface TrainOptions {
 }
 
 export type TrainEvent =
-  | { type: 'start'; out: string; step: number; totalSteps: number; resumedFrom: number | null; unit: 'samples' | 'tokens' }
+  | {
+      type: 'start';
+      out: string;
+      step: number;
+      totalSteps: number;
+      resumedFrom: number | null;
+      unit: 'samples' | 'tokens';
+    }
   | { type: 'warning'; message: string }
   | { type: 'step'; step: number; totalSteps: number; loss: number; lr: number }
   | { type: 'metrics'; row: TrainRow }
@@ -92,12 +123,27 @@ export interface TrainResult {
 }
 
 /** The recipe with the options' overrides applied and validated again (so errors name the field). */
-export function applyOverrides(recipe: Recipe, opts: Pick<TrainOptions, 'dataPath' | 'steps' | 'epochs' | 'seed' | 'source'>): Recipe {
+export function applyOverrides(
+  recipe: Recipe,
+  opts: Pick<TrainOptions, 'dataPath' | 'steps' | 'epochs' | 'seed' | 'source'>,
+): Recipe {
   const source = opts.source ?? 'recipe';
-  if (opts.steps !== undefined && opts.epochs !== undefined) throw new UsageError('give at most one of --steps and --epochs');
-  const length = opts.steps !== undefined ? { steps: opts.steps, epochs: undefined } : opts.epochs !== undefined ? { epochs: opts.epochs, steps: undefined } : {};
+  if (opts.steps !== undefined && opts.epochs !== undefined)
+    throw new UsageError('give at most one of --steps and --epochs');
+  const length =
+    opts.steps !== undefined
+      ? { steps: opts.steps, epochs: undefined }
+      : opts.epochs !== undefined
+        ? { epochs: opts.epochs, steps: undefined }
+        : {};
   const tokenizer = recipe.tokenizer === 'bytes' ? 'bytes' : resolve(recipe.tokenizer); // absolute, as the data paths
-  const merged = { ...recipe, ...length, ...(opts.seed !== undefined ? { seed: opts.seed } : {}), data: withDataPath(recipe.data, opts.dataPath), tokenizer };
+  const merged = {
+    ...recipe,
+    ...length,
+    ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+    data: withDataPath(recipe.data, opts.dataPath),
+    tokenizer,
+  };
   return parseRecipe(JSON.parse(JSON.stringify(merged)), source);
 }
 
@@ -112,7 +158,8 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
   const source = opts.source ?? 'recipe';
   const log = opts.onLog ?? (() => undefined);
   const keep = opts.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS;
-  if (!Number.isSafeInteger(keep) || keep < 1) throw new UsageError(`--keep-checkpoints must be an integer >= 1, got ${keep}`);
+  if (!Number.isSafeInteger(keep) || keep < 1)
+    throw new UsageError(`--keep-checkpoints must be an integer >= 1, got ${keep}`);
   const recipe = applyOverrides(recipeIn, opts);
   checkRecipeFits(recipe, source);
   const out = resolve(opts.out ?? defaultRunDir(recipe.name));
@@ -150,11 +197,17 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
     for (const message of await recordTrainingData(out, dataFiles)) log({ type: 'warning', message });
     const generation = generationConfigJson(parts.model);
-    if (generation) await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
+    if (generation)
+      await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
     if (isLanguageModel(recipe.model)) {
       const positions = modelPositions(recipe.model).positions;
       const tokenizer = await loadRecipeTokenizer(recipe);
-      await writeTokenizerFiles(out, tokenizer ? { tokenizer: tokenizer.toJSON(), config: tokenizerConfigJson({ modelMaxLength: positions }) } : byteLevelTokenizerFiles(positions));
+      await writeTokenizerFiles(
+        out,
+        tokenizer
+          ? { tokenizer: tokenizer.toJSON(), config: tokenizerConfigJson({ modelMaxLength: positions }) }
+          : byteLevelTokenizerFiles(positions),
+      );
     }
 
     const restored = resumed?.state ?? null;
@@ -183,9 +236,16 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
       if (!Number.isFinite(gradNorm)) {
         nonfinite++;
         await rows.append({ step, skipped: 'nonfinite_grad' });
-        log({ type: 'warning', message: `step ${step}: the gradient has a NaN or Inf (norm ${gradNorm}); the update was skipped (${nonfinite} in a row)` });
+        log({
+          type: 'warning',
+          message: `step ${step}: the gradient has a NaN or Inf (norm ${gradNorm}); the update was skipped (${nonfinite} in a row)`,
+        });
         if (nonfinite > recipe.max_nonfinite_steps) {
-          throw new FormatError('nonfinite_grad', `${nonfinite} steps in a row (up to step ${step}) had a NaN or Inf gradient, more than max_nonfinite_steps = ${recipe.max_nonfinite_steps}; the run stopped and its last checkpoint is kept. Lower the learning rate, set clip_grad_norm, or check the data`, { step, consecutive: nonfinite, limit: recipe.max_nonfinite_steps });
+          throw new FormatError(
+            'nonfinite_grad',
+            `${nonfinite} steps in a row (up to step ${step}) had a NaN or Inf gradient, more than max_nonfinite_steps = ${recipe.max_nonfinite_steps}; the run stopped and its last checkpoint is kept. Lower the learning rate, set clip_grad_norm, or check the data`,
+            { step, consecutive: nonfinite, limit: recipe.max_nonfinite_steps },
+          );
         }
       } else nonfinite = 0;
       windowSeconds += (performance.now() - t0) / 1000;
@@ -194,7 +254,14 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
 
       if (step % recipe.log_every === 0 || step === totalSteps) {
         const rate = windowSeconds > 0 ? windowCount / windowSeconds : 0;
-        lastTrain = { step, loss, lr, grad_norm: gradNorm, [data.unit === 'tokens' ? 'tokens_per_s' : 'samples_per_s']: rate, elapsed_s: elapsed() };
+        lastTrain = {
+          step,
+          loss,
+          lr,
+          grad_norm: gradNorm,
+          [data.unit === 'tokens' ? 'tokens_per_s' : 'samples_per_s']: rate,
+          elapsed_s: elapsed(),
+        };
         await rows.append(lastTrain);
         log({ type: 'metrics', row: lastTrain });
         windowSeconds = 0;
@@ -206,11 +273,18 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
         log({ type: 'eval', row: lastEval });
       }
       const stopping = opts.signal?.aborted === true;
-      if ((recipe.checkpoint_every !== undefined && step % recipe.checkpoint_every === 0) || step === totalSteps || stopping) {
-        const ck = await saveRun(out, step, parts, rows, elapsed(), keep, (message) => log({ type: 'warning', message }));
+      if (
+        (recipe.checkpoint_every !== undefined && step % recipe.checkpoint_every === 0) ||
+        step === totalSteps ||
+        stopping
+      ) {
+        const ck = await saveRun(out, step, parts, rows, elapsed(), keep, (message) =>
+          log({ type: 'warning', message }),
+        );
         log({ type: 'checkpoint', step, dir: ck.dir });
       }
-      if (stopping && step < totalSteps) return { out, step, totalSteps, interrupted: true, resumedFrom, lastTrain, lastEval };
+      if (stopping && step < totalSteps)
+        return { out, step, totalSteps, interrupted: true, resumedFrom, lastTrain, lastEval };
     }
     // 5. The last step's checkpoint wrote the weights; a finished run resumed again only rewrites them.
     if (step === startStep) await saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA);
@@ -231,7 +305,11 @@ interface RunParts {
 }
 
 /** One optimizer step: grad_accum_steps micro-batches, clipping, the update. */
-async function trainStep(parts: RunParts, recipe: Recipe, lr: number): Promise<{ loss: number; gradNorm: number; count: number }> {
+async function trainStep(
+  parts: RunParts,
+  recipe: Recipe,
+  lr: number,
+): Promise<{ loss: number; gradNorm: number; count: number }> {
   const { model, optimizer, data } = parts;
   optimizer.setLr(lr);
   optimizer.zeroGrad();
@@ -254,10 +332,16 @@ async function trainStep(parts: RunParts, recipe: Recipe, lr: number): Promise<{
  * rebuilt when a later one fails (each loadStateDict/setState checks before it changes anything).
  */
 async function restore(checkpoint: Checkpoint, parts: RunParts): Promise<TrainerState> {
-  const tensors = async (name: string): Promise<Map<string, Tensor>> => tensorsOnly((await loadCheckpointTensors(checkpoint, name)).tensors, join(checkpoint.dir, name));
-  const state = parseTrainerState(await readCheckpointJson(checkpoint, TRAINER_STATE), join(checkpoint.dir, TRAINER_STATE), {
-    step: checkpoint.step, optimizer: parts.optimizer.type,
-  });
+  const tensors = async (name: string): Promise<Map<string, Tensor>> =>
+    tensorsOnly((await loadCheckpointTensors(checkpoint, name)).tensors, join(checkpoint.dir, name));
+  const state = parseTrainerState(
+    await readCheckpointJson(checkpoint, TRAINER_STATE),
+    join(checkpoint.dir, TRAINER_STATE),
+    {
+      step: checkpoint.step,
+      optimizer: parts.optimizer.type,
+    },
+  );
   const weights = await tensors(MODEL_NAME);
   const moments = await tensors(OPTIMIZER_STATE);
   parts.model.loadStateDict(weights);
@@ -268,7 +352,15 @@ async function restore(checkpoint: Checkpoint, parts: RunParts): Promise<Trainer
 }
 
 /** Commits checkpoint `step` (metrics made durable first, so its recorded length holds), then replaces model.safetensors. */
-async function saveRun(out: string, step: number, parts: RunParts, metrics: MetricsLog, elapsedS: number, keep: number, onWarning: (message: string) => void): Promise<Checkpoint> {
+async function saveRun(
+  out: string,
+  step: number,
+  parts: RunParts,
+  metrics: MetricsLog,
+  elapsedS: number,
+  keep: number,
+  onWarning: (message: string) => void,
+): Promise<Checkpoint> {
   const { model, optimizer, generator, data } = parts;
   await metrics.sync();
   const state = {
@@ -279,11 +371,16 @@ async function saveRun(out: string, step: number, parts: RunParts, metrics: Metr
     metricsBytes: metrics.bytes,
     elapsedS,
   };
-  const checkpoint = await saveCheckpoint(out, step, {
-    [MODEL_NAME]: model.stateDict(),
-    [OPTIMIZER_STATE]: optimizer.stateDict().tensors,
-    [TRAINER_STATE]: JSON.stringify(state),
-  }, { keep, onWarning });
+  const checkpoint = await saveCheckpoint(
+    out,
+    step,
+    {
+      [MODEL_NAME]: model.stateDict(),
+      [OPTIMIZER_STATE]: optimizer.stateDict().tensors,
+      [TRAINER_STATE]: JSON.stringify(state),
+    },
+    { keep, onWarning },
+  );
   await saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA);
   return checkpoint;
 }
@@ -296,12 +393,19 @@ async function saveRun(out: string, step: number, parts: RunParts, metrics: Metr
  * of which loads, or weights with no checkpoint at all, stop the run rather than be overwritten.
  */
 async function resumePoint(
-  out: string, resume: boolean, config: Record<string, unknown>, source: string, log: (e: TrainEvent) => void,
+  out: string,
+  resume: boolean,
+  config: Record<string, unknown>,
+  source: string,
+  log: (e: TrainEvent) => void,
   load: (checkpoint: Checkpoint) => Promise<TrainerState>,
 ): Promise<{ checkpoint: Checkpoint; state: TrainerState } | null> {
   const state = await runDirState(out);
   if (state !== 'used') return null;
-  if (!resume) throw new UsageError(`${out} already holds files; pass --resume to continue that run, or choose another --out`, { path: out });
+  if (!resume)
+    throw new UsageError(`${out} already holds files; pass --resume to continue that run, or choose another --out`, {
+      path: out,
+    });
   // Killed before config.json was written: nothing to resume, nothing to lose.
   if (!(await exists(join(out, CONFIG_NAME))) && !(await exists(join(out, CHECKPOINTS_DIR)))) return null;
   checkSameArchitecture(out, await readRunConfig(out), config, source);
@@ -317,14 +421,25 @@ async function resumePoint(
   if (checkpoint && loaded.state) return { checkpoint, state: loaded.state };
   const startOver = `to start over, move ${out} away (or delete it) or train into another --out`;
   if (warnings.length > 0) {
-    throw new FormatError('nothing_to_resume', `cannot resume ${out}: no checkpoint can be resumed from (${warnings.join('; ')}); ${startOver}`, { path: out });
+    throw new FormatError(
+      'nothing_to_resume',
+      `cannot resume ${out}: no checkpoint can be resumed from (${warnings.join('; ')}); ${startOver}`,
+      { path: out },
+    );
   }
   if (await exists(join(out, MODEL_NAME))) {
-    throw new FormatError('nothing_to_resume', `cannot resume ${out}: it holds trained weights (${MODEL_NAME}) but no checkpoint to resume them from (${CHECKPOINTS_DIR}/ is missing or empty), and starting from step 0 would overwrite them; ${startOver}`, { path: out });
+    throw new FormatError(
+      'nothing_to_resume',
+      `cannot resume ${out}: it holds trained weights (${MODEL_NAME}) but no checkpoint to resume them from (${CHECKPOINTS_DIR}/ is missing or empty), and starting from step 0 would overwrite them; ${startOver}`,
+      { path: out },
+    );
   }
   return null;
 }
 
 async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }

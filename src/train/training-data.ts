@@ -36,13 +36,17 @@ export type TrainingDataRecord = z.output<typeof recordSchema>;
 /** The data files a recipe's data section names (paths already absolute), with their fields. */
 export function dataFilesOf(data: Recipe['data']): Array<{ field: string; path: string }> {
   if (data.type === 'text') return [{ field: 'data.path', path: data.path }];
-  return (['train_images', 'train_labels', 'test_images', 'test_labels'] as const).map((f) => ({ field: `data.${f}`, path: data[f] }));
+  return (['train_images', 'train_labels', 'test_images', 'test_labels'] as const).map((f) => ({
+    field: `data.${f}`,
+    path: data[f],
+  }));
 }
 
 /** Hashes every data file of the recipe. */
 export async function hashTrainingData(data: Recipe['data']): Promise<TrainingDataFile[]> {
   const out: TrainingDataFile[] = [];
-  for (const { field, path } of dataFilesOf(data)) out.push({ field, path, ...(await hashRegularFile(path, 'data file')) });
+  for (const { field, path } of dataFilesOf(data))
+    out.push({ field, path, ...(await hashRegularFile(path, 'data file')) });
   return out;
 }
 
@@ -50,7 +54,9 @@ export async function hashTrainingData(data: Recipe['data']): Promise<TrainingDa
 async function readRecord(runDir: string): Promise<TrainingDataRecord | null> {
   try {
     const path = join(runDir, TRAINING_DATA_NAME);
-    const parsed = recordSchema.safeParse(parseJsonFile(await readRegularText(path, MAX_RECORD_BYTES), path, 'not_json'));
+    const parsed = recordSchema.safeParse(
+      parseJsonFile(await readRegularText(path, MAX_RECORD_BYTES), path, 'not_json'),
+    );
     return parsed.success ? parsed.data : null;
   } catch {
     return null;
@@ -68,9 +74,16 @@ export async function recordTrainingData(runDir: string, files: readonly Trainin
   for (const file of files) {
     const last = previous.filter((p) => p.field === file.field).at(-1);
     if (last && (last.sha256 !== file.sha256 || last.size !== file.size)) {
-      warnings.push(`${file.field} ${file.path} (${file.size} bytes, SHA-256 ${file.sha256.slice(0, 16)}…) is not the data this run trained on so far (${last.path}, ${last.size} bytes, SHA-256 ${last.sha256.slice(0, 16)}…); both are recorded in ${TRAINING_DATA_NAME}`);
+      warnings.push(
+        `${file.field} ${file.path} (${file.size} bytes, SHA-256 ${file.sha256.slice(0, 16)}…) is not the data this run trained on so far (${last.path}, ${last.size} bytes, SHA-256 ${last.sha256.slice(0, 16)}…); both are recorded in ${TRAINING_DATA_NAME}`,
+      );
     }
-    if (!listed.some((p) => p.field === file.field && p.path === file.path && p.sha256 === file.sha256 && p.size === file.size)) listed.push(file);
+    if (
+      !listed.some(
+        (p) => p.field === file.field && p.path === file.path && p.sha256 === file.sha256 && p.size === file.size,
+      )
+    )
+      listed.push(file);
   }
   const record: TrainingDataRecord = { format: FORMAT, version: 1, files: listed };
   await writeFileAtomic(join(runDir, TRAINING_DATA_NAME), `${JSON.stringify(record, null, 2)}\n`);

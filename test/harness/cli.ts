@@ -13,7 +13,11 @@ export interface CliRun {
 }
 
 /** Starts `knobs ARGS`; `onStderr` sees stderr as it arrives (to time signals). */
-export function startCli(args: readonly string[], onStderr?: (text: string, child: ChildProcess) => void, opts: { cwd?: string } = {}): { child: ChildProcess; done: Promise<CliRun> } {
+export function startCli(
+  args: readonly string[],
+  onStderr?: (text: string, child: ChildProcess) => void,
+  opts: { cwd?: string } = {},
+): { child: ChildProcess; done: Promise<CliRun> } {
   const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
   let stdout = '';
   let stderr = '';
@@ -22,7 +26,9 @@ export function startCli(args: readonly string[], onStderr?: (text: string, chil
     stderr += d.toString();
     onStderr?.(stderr, child);
   });
-  const done = new Promise<CliRun>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  const done = new Promise<CliRun>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
   return { child, done };
 }
 

@@ -84,7 +84,9 @@ let cache: GoldenFile[] | null = null;
 export function loadGoldenFiles(): GoldenFile[] {
   if (cache) return cache;
   const dir = GOLDENS_DIR();
-  const files = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort();
   cache = files.map((f) => {
     const parsed = JSON.parse(readFileSync(join(dir, f), 'utf8')) as GoldenFile;
     if (parsed.format !== 1) throw new Error(`${f}: unknown golden format ${parsed.format}`);

@@ -31,14 +31,22 @@ export interface Measured {
   allowedBytes: number;
 }
 
-export async function measureHeader(c: HostileCase, mode: 'header' | 'inspect' | 'inspect-json' = 'header'): Promise<Measured> {
+export async function measureHeader(
+  c: HostileCase,
+  mode: 'header' | 'inspect' | 'inspect-json' = 'header',
+): Promise<Measured> {
   const dir = await mkdtemp(join(tmpdir(), 'knobs-header-memory-'));
   try {
     const path = join(dir, 'hostile.safetensors');
     const fileBytes = await writeHostileFile(path, c);
     const { stdout } = await run(process.execPath, [PROBE, path, mode], { maxBuffer: 1 << 20 });
     const r = JSON.parse(stdout) as { outcome: string; peakKiB: number; baselineKiB: number };
-    return { outcome: r.outcome, fileBytes, extraBytes: (r.peakKiB - r.baselineKiB) * 1024, allowedBytes: BYTES_PER_HEADER_BYTE * fileBytes + FIXED_ALLOWANCE };
+    return {
+      outcome: r.outcome,
+      fileBytes,
+      extraBytes: (r.peakKiB - r.baselineKiB) * 1024,
+      allowedBytes: BYTES_PER_HEADER_BYTE * fileBytes + FIXED_ALLOWANCE,
+    };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -16,9 +16,12 @@ export interface HostileCase {
 /** The rule knobs must report for the case, or 'ok' for a valid file. */
 export function expectedOutcome(kind: HostileKind): string {
   switch (kind) {
-    case 'zero_dims': return 'size_mismatch';
-    case 'long_number': return 'integer_too_large';
-    default: return 'ok';
+    case 'zero_dims':
+      return 'size_mismatch';
+    case 'long_number':
+      return 'integer_too_large';
+    default:
+      return 'ok';
   }
 }
 
@@ -42,7 +45,8 @@ function headerText({ kind, count }: HostileCase): { json: string; data: number 
     // `count` empty tensors, all at offset 0: valid.
     case 'empty_tensors': {
       const parts: string[] = [];
-      for (let i = 0; i < count; i++) parts.push(`"t${i.toString(36)}":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}`);
+      for (let i = 0; i < count; i++)
+        parts.push(`"t${i.toString(36)}":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}`);
       return { json: `{${parts.join(',')}}`, data: 0 };
     }
     // `count` metadata keys with empty values: valid.

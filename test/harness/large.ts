@@ -27,7 +27,11 @@ function gen(seed: number) {
       const t = k.randn(shape, { generator: g });
       return scale === 1 ? t.requiresGrad_(grad) : k.mul(t, scale).detach().requiresGrad_(grad);
     },
-    positive: (shape: number[]): Tensor => k.add(k.rand(shape, { generator: g }), 0.25).detach().requiresGrad_(true),
+    positive: (shape: number[]): Tensor =>
+      k
+        .add(k.rand(shape, { generator: g }), 0.25)
+        .detach()
+        .requiresGrad_(true),
     ints: (shape: number[], n: number): Tensor => k.randint(0, n, shape, { generator: g }),
     mask: (shape: number[]): Tensor => k.lt(k.rand(shape, { generator: g }), 0.5),
   };
@@ -46,7 +50,9 @@ function unary(id: string, fn: (x: Tensor) => Tensor, positive = false): LargeCa
 }
 
 export const LARGE_CASES: readonly LargeCase[] = [
-  ...(['neg', 'exp', 'tanh', 'sigmoid', 'relu', 'silu', 'abs'] as const).map((op) => unary(`${op}/large`, (x) => k[op](x))),
+  ...(['neg', 'exp', 'tanh', 'sigmoid', 'relu', 'silu', 'abs'] as const).map((op) =>
+    unary(`${op}/large`, (x) => k[op](x)),
+  ),
   ...(['log', 'sqrt', 'rsqrt'] as const).map((op) => unary(`${op}/large`, (x) => k[op](x), true)),
   unary('gelu/none/large', (x) => k.gelu(x)),
   unary('gelu/tanh/large', (x) => k.gelu(x, 'tanh')),
@@ -98,15 +104,30 @@ export const LARGE_CASES: readonly LargeCase[] = [
     },
     fn: ([a, b]) => k.concat([k.lt(a!, b!), k.ge(a!, b!), k.eq(a!, a!)], 0).to('f32'),
   },
-  ...([
-    ['sum', undefined], ['sum', 0], ['sum', 1], ['mean', 1], ['max', 0], ['max', 1], ['min', undefined], ['max', undefined],
-  ] as const).map(([op, axis]): LargeCase => ({
+  ...(
+    [
+      ['sum', undefined],
+      ['sum', 0],
+      ['sum', 1],
+      ['mean', 1],
+      ['max', 0],
+      ['max', 1],
+      ['min', undefined],
+      ['max', undefined],
+    ] as const
+  ).map(([op, axis]): LargeCase => ({
     id: `${op}/large_axis_${axis ?? 'all'}`,
     tol: 'reduction',
     inputs: () => [gen(8).randn([R, C])],
     fn: ([x]) => k[op](x!, axis),
   })),
-  ...([[0, false], [1, false], [1, true]] as const).map(([axis, reverse]): LargeCase => ({
+  ...(
+    [
+      [0, false],
+      [1, false],
+      [1, true],
+    ] as const
+  ).map(([axis, reverse]): LargeCase => ({
     id: `cumsum/large_axis_${axis}${reverse ? '_reverse' : ''}`,
     tol: 'reduction',
     inputs: () => [gen(10).randn([R, C])],

@@ -28,7 +28,12 @@ function peakKiB(): number {
 
 /** Discards output but counts it, so the measured path does all of its formatting work. */
 let written = 0;
-const sink = new Writable({ write(chunk: Buffer, _enc, done) { written += chunk.byteLength; done(); } });
+const sink = new Writable({
+  write(chunk: Buffer, _enc, done) {
+    written += chunk.byteLength;
+    done();
+  },
+});
 
 async function probe(path: string, mode: string): Promise<void> {
   const baselineKiB = peakKiB();
@@ -40,14 +45,23 @@ async function probe(path: string, mode: string): Promise<void> {
       const header = await readSafetensorsHeader(path);
       entries = header.entries.size + (header.metadata?.size ?? 0);
     } else {
-      const io = { stdout: (t: string) => { sink.write(t); }, stderr: () => {}, isTTY: false };
+      const io = {
+        stdout: (t: string) => {
+          sink.write(t);
+        },
+        stderr: () => {},
+        isTTY: false,
+      };
       await inspectCommand.run(mode === 'inspect-json' ? [path, '--json'] : [path], io);
     }
   } catch (err) {
-    outcome = err instanceof KnobsError ? String(err.details['rule'] ?? err.code) : `crash: ${String(err).slice(0, 200)}`;
+    outcome =
+      err instanceof KnobsError ? String(err.details['rule'] ?? err.code) : `crash: ${String(err).slice(0, 200)}`;
   }
   const ms = performance.now() - start;
-  process.stdout.write(`${JSON.stringify({ outcome, entries, written, baselineKiB, peakKiB: peakKiB(), ms: Math.round(ms) })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ outcome, entries, written, baselineKiB, peakKiB: peakKiB(), ms: Math.round(ms) })}\n`,
+  );
 }
 
 // `npm test` loads every file under dist/test/, this one too, without arguments: then it does nothing.

@@ -11,11 +11,56 @@ import type { Tensor } from '../../src/index.js';
  * compiler checks), and the suite checks each has golden cases, with gradients where it has them.
  */
 export const OP_NAMES = [
-  'add', 'sub', 'mul', 'div', 'neg', 'pow', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'tanh', 'sigmoid', 'relu', 'gelu', 'silu',
-  'maximum', 'minimum', 'clamp', 'where', 'eq', 'ne', 'lt', 'le', 'gt', 'ge',
-  'sum', 'mean', 'max', 'min', 'argmax', 'var', 'cumsum',
-  'matmul', 'softmax', 'logSoftmax', 'crossEntropy', 'layerNorm', 'rmsNorm', 'embedding',
-  'concat', 'stack', 'split', 'pad', 'triu', 'tril', 'scaledDotProductAttention', 'conv2d', 'maxPool2d', 'avgPool2d',
+  'add',
+  'sub',
+  'mul',
+  'div',
+  'neg',
+  'pow',
+  'exp',
+  'log',
+  'sqrt',
+  'rsqrt',
+  'abs',
+  'tanh',
+  'sigmoid',
+  'relu',
+  'gelu',
+  'silu',
+  'maximum',
+  'minimum',
+  'clamp',
+  'where',
+  'eq',
+  'ne',
+  'lt',
+  'le',
+  'gt',
+  'ge',
+  'sum',
+  'mean',
+  'max',
+  'min',
+  'argmax',
+  'var',
+  'cumsum',
+  'matmul',
+  'softmax',
+  'logSoftmax',
+  'crossEntropy',
+  'layerNorm',
+  'rmsNorm',
+  'embedding',
+  'concat',
+  'stack',
+  'split',
+  'pad',
+  'triu',
+  'tril',
+  'scaledDotProductAttention',
+  'conv2d',
+  'maxPool2d',
+  'avgPool2d',
 ] as const;
 export type OpName = (typeof OP_NAMES)[number];
 
@@ -36,8 +81,10 @@ function args(inputs: Tensor[], attrs: Attrs): Arg[] {
   return out;
 }
 
-const axisOf = (attrs: Attrs): number | number[] | undefined => (attrs.axis === null || attrs.axis === undefined ? undefined : (attrs.axis as number | number[]));
-const pairOf = (v: unknown): number | [number, number] | undefined => (v === undefined ? undefined : (v as number | [number, number]));
+const axisOf = (attrs: Attrs): number | number[] | undefined =>
+  attrs.axis === null || attrs.axis === undefined ? undefined : (attrs.axis as number | number[]);
+const pairOf = (v: unknown): number | [number, number] | undefined =>
+  v === undefined ? undefined : (v as number | [number, number]);
 
 function binary(fn: (a: Arg, b: Arg) => Tensor): OpFn {
   return (inputs, attrs) => {
@@ -95,7 +142,8 @@ export const OPS: { readonly [Op in OpName]: OpFn } = {
   max: reduction((x, axis, keepdim) => k.max(x, axis, keepdim)),
   min: reduction((x, axis, keepdim) => k.min(x, axis, keepdim)),
   argmax: ([x], attrs) => k.argmax(x!, axisOf(attrs) as number | undefined, Boolean(attrs.keepdim)),
-  var: ([x], attrs) => k.var(x!, axisOf(attrs), { correction: attrs.correction as number, keepdim: Boolean(attrs.keepdim) }),
+  var: ([x], attrs) =>
+    k.var(x!, axisOf(attrs), { correction: attrs.correction as number, keepdim: Boolean(attrs.keepdim) }),
   cumsum: ([x], attrs) => k.cumsum(x!, attrs.axis as number, { reverse: Boolean(attrs.reverse) }),
   matmul: ([a, b]) => k.matmul(a!, b!),
   softmax: ([x], attrs) => k.softmax(x!, attrs.axis as number),

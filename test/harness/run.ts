@@ -46,7 +46,10 @@ export function buildInputs(c: GoldenCase, dtype: RunDType, opts: { grad?: boole
   const leaves: Tensor[] = [];
   for (const inp of c.inputs) {
     if (inp.same_as !== undefined) leaves.push(leaves[inp.same_as]!);
-    else if (inp.dtype === 'float') leaves.push(k.fromArray(decodeF32(inp.data!), baseShape(inp), { dtype, requiresGrad: grad && inp.requires_grad }));
+    else if (inp.dtype === 'float')
+      leaves.push(
+        k.fromArray(decodeF32(inp.data!), baseShape(inp), { dtype, requiresGrad: grad && inp.requires_grad }),
+      );
     else leaves.push(k.fromArray(decodeAll(inp.data!), baseShape(inp), { dtype: inp.dtype }));
   }
   const args = leaves.map((t, i) => applyView(t, c.inputs[i]!.view));
@@ -54,7 +57,8 @@ export function buildInputs(c: GoldenCase, dtype: RunDType, opts: { grad?: boole
 }
 
 export function callOp(c: GoldenCase, args: Tensor[]): Tensor[] {
-  if (!isOpName(c.op)) throw new Error(`${c.id}: the harness has no mapping for op '${c.op}' (add it to test/harness/ops.ts)`);
+  if (!isOpName(c.op))
+    throw new Error(`${c.id}: the harness has no mapping for op '${c.op}' (add it to test/harness/ops.ts)`);
   const out = OPS[c.op](args, c.attrs);
   return Array.isArray(out) ? out : [out];
 }
@@ -76,7 +80,12 @@ const expectedDType = (d: 'float' | 'i32' | 'bool', run: RunDType): string => (d
 /** The same values as `t` in a non-contiguous layout (last two axes stored transposed), when rank ≥ 2. */
 export function stridedCopy(t: Tensor): Tensor {
   if (t.rank < 2 || t.shape[t.rank - 1]! < 2 || t.shape[t.rank - 2]! < 2) return t;
-  return k.fromArray(t.transpose(-1, -2).toFlatArray(), [...t.shape.slice(0, -2), t.shape[t.rank - 1]!, t.shape[t.rank - 2]!], { dtype: t.dtype })
+  return k
+    .fromArray(
+      t.transpose(-1, -2).toFlatArray(),
+      [...t.shape.slice(0, -2), t.shape[t.rank - 1]!, t.shape[t.rank - 2]!],
+      { dtype: t.dtype },
+    )
     .transpose(-1, -2);
 }
 
@@ -87,14 +96,17 @@ export function checkCase(c: GoldenCase, dtype: RunDType): void {
   c.inputs.forEach((inp, i) => {
     const numel = inp.shape.reduce((a, b) => a * b, 1);
     if (inp.view && numel > 1 && args[i]!.isContiguous()) {
-      throw new Error(`${c.id}: input ${i} view '${inp.view.kind}' came out contiguous; the harness expected a strided view`);
+      throw new Error(
+        `${c.id}: input ${i} view '${inp.view.kind}' came out contiguous; the harness expected a strided view`,
+      );
     }
     if (args[i]!.shape.join() !== inp.shape.join()) {
       throw new Error(`${c.id}: input ${i} has shape [${args[i]!.shape}] after its view, expected [${inp.shape}]`);
     }
   });
   const outs = callOp(c, args);
-  if (outs.length !== c.outputs.length) throw new Error(`${c.id}: ${outs.length} outputs, expected ${c.outputs.length}`);
+  if (outs.length !== c.outputs.length)
+    throw new Error(`${c.id}: ${outs.length} outputs, expected ${c.outputs.length}`);
   const dec = decodeFor(dtype);
   outs.forEach((o, i) => {
     const spec = c.outputs[i]!;
@@ -102,7 +114,15 @@ export function checkCase(c: GoldenCase, dtype: RunDType): void {
     if (o.dtype !== want) throw new Error(`${c.id}: output ${i} has dtype ${o.dtype}, expected ${want}`);
     const expected = spec.dtype === 'float' ? dec(dtype === 'f64' ? spec.data64! : spec.data) : decodeAll(spec.data);
     const truth = spec.dtype === 'float' && dtype === 'f32' ? decodeAll(spec.data64!) : undefined;
-    assertClose(`${c.id} [${dtype}] output ${i}`, o.toFlatArray(), o.shape, expected, spec.shape, toleranceFor(dtype, c.tol), { truth });
+    assertClose(
+      `${c.id} [${dtype}] output ${i}`,
+      o.toFlatArray(),
+      o.shape,
+      expected,
+      spec.shape,
+      toleranceFor(dtype, c.tol),
+      { truth },
+    );
   });
 
   const wantsGrad = c.inputs.some((inp) => inp.requires_grad);
@@ -136,6 +156,14 @@ export function checkCase(c: GoldenCase, dtype: RunDType): void {
     }
     if (leaf.grad.dtype !== dtype) throw new Error(`${c.id} [${dtype}]: gradient ${i} has dtype ${leaf.grad.dtype}`);
     const truth = dtype === 'f32' ? decodeAll(c.grads64[i]!) : undefined;
-    assertClose(`${c.id} [${dtype}] grad of input ${i}`, leaf.grad.toFlatArray(), leaf.grad.shape, expected, shape, toleranceFor(dtype, 'gradient'), { truth });
+    assertClose(
+      `${c.id} [${dtype}] grad of input ${i}`,
+      leaf.grad.toFlatArray(),
+      leaf.grad.shape,
+      expected,
+      shape,
+      toleranceFor(dtype, 'gradient'),
+      { truth },
+    );
   });
 }

@@ -15,13 +15,31 @@ export interface SpecTensor {
 }
 
 export type SpecVerdict =
-  | { ok: true; tensors: SpecTensor[]; metadata: Array<[string, string]> | null }
-  | { ok: false; reason: string };
+  { ok: true; tensors: SpecTensor[]; metadata: Array<[string, string]> | null } | { ok: false; reason: string };
 
 const BITS: Record<string, number> = {
-  BOOL: 8, U8: 8, I8: 8, I16: 16, U16: 16, F16: 16, BF16: 16, I32: 32, U32: 32, F32: 32, F64: 64,
-  I64: 64, U64: 64, C64: 64, F8_E5M2: 8, F8_E4M3: 8, F8_E8M0: 8, F8_E4M3FNUZ: 8, F8_E5M2FNUZ: 8,
-  F6_E2M3: 6, F6_E3M2: 6, F4: 4,
+  BOOL: 8,
+  U8: 8,
+  I8: 8,
+  I16: 16,
+  U16: 16,
+  F16: 16,
+  BF16: 16,
+  I32: 32,
+  U32: 32,
+  F32: 32,
+  F64: 64,
+  I64: 64,
+  U64: 64,
+  C64: 64,
+  F8_E5M2: 8,
+  F8_E4M3: 8,
+  F8_E8M0: 8,
+  F8_E4M3FNUZ: 8,
+  F8_E5M2FNUZ: 8,
+  F6_E2M3: 6,
+  F6_E3M2: 6,
+  F4: 4,
 };
 const LIMIT_64 = 2n ** 64n;
 const LARGEST_EXACT = 2n ** 53n - 1n;
@@ -33,7 +51,12 @@ const reject = (reason: string): never => {
 
 // ---- a minimal strict JSON reader ----------------------------------------------------------
 
-type J = { t: 'str'; v: string } | { t: 'num'; raw: string } | { t: 'lit'; v: boolean | null } | { t: 'arr'; v: J[] } | { t: 'obj'; v: Array<[string, J]> };
+type J =
+  | { t: 'str'; v: string }
+  | { t: 'num'; raw: string }
+  | { t: 'lit'; v: boolean | null }
+  | { t: 'arr'; v: J[] }
+  | { t: 'obj'; v: Array<[string, J]> };
 
 function readJson(text: string): J {
   let i = 0;
@@ -58,7 +81,16 @@ function readJson(text: string): J {
       }
       const e = text[i + 1];
       i += 2;
-      const simple: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
+      const simple: Record<string, string> = {
+        '"': '"',
+        '\\': '\\',
+        '/': '/',
+        b: '\b',
+        f: '\f',
+        n: '\n',
+        r: '\r',
+        t: '\t',
+      };
       if (e !== undefined && e in simple) {
         out += simple[e];
         continue;
@@ -139,7 +171,11 @@ function readJson(text: string): J {
       if (num[0].length >= 400) reject('number too long for the judge');
       return { t: 'num', raw: num[0] };
     }
-    for (const [word, v] of [['true', true], ['false', false], ['null', null]] as const) {
+    for (const [word, v] of [
+      ['true', true],
+      ['false', false],
+      ['null', null],
+    ] as const) {
       if (text.startsWith(word, i)) {
         i += word.length;
         return { t: 'lit', v };
@@ -183,7 +219,9 @@ function judge(file: Uint8Array): SpecVerdict {
     if (key === '__metadata__') {
       if (value.t === 'lit' && value.v === null) continue;
       if (value.t !== 'obj') reject('metadata is not an object');
-      metadata = (value as { v: Array<[string, J]> }).v.map(([k, v]) => (v.t === 'str' ? [k, v.v] : reject('metadata value is not a string')));
+      metadata = (value as { v: Array<[string, J]> }).v.map(([k, v]) =>
+        v.t === 'str' ? [k, v.v] : reject('metadata value is not a string'),
+      );
       continue;
     }
     if (value.t !== 'obj') reject('entry is not an object');
@@ -192,7 +230,8 @@ function judge(file: Uint8Array): SpecVerdict {
     const dtype = fields.get('dtype');
     const shape = fields.get('shape');
     const offsets = fields.get('data_offsets');
-    if (dtype?.t !== 'str' || shape?.t !== 'arr' || offsets?.t !== 'arr') return reject('entry field missing or of the wrong type');
+    if (dtype?.t !== 'str' || shape?.t !== 'arr' || offsets?.t !== 'arr')
+      return reject('entry field missing or of the wrong type');
     if (!Object.hasOwn(BITS, dtype.v)) reject(`unknown dtype ${dtype.v}`);
     const dims = shape.v.map(plainInteger);
     const range = offsets.v.map(plainInteger);
@@ -200,8 +239,20 @@ function judge(file: Uint8Array): SpecVerdict {
     tensors.push({ name: key, dtype: dtype.v, shape: dims, begin: range[0]!, end: range[1]! });
   }
   // Upstream's layout rules, on the tensors sorted by [begin, end] (a stable sort).
-  const sorted = tensors.map((t, k) => ({ t, k })).sort((a, b) =>
-    a.t.begin !== b.t.begin ? (a.t.begin < b.t.begin ? -1 : 1) : a.t.end !== b.t.end ? (a.t.end < b.t.end ? -1 : 1) : a.k - b.k).map((x) => x.t);
+  const sorted = tensors
+    .map((t, k) => ({ t, k }))
+    .sort((a, b) =>
+      a.t.begin !== b.t.begin
+        ? a.t.begin < b.t.begin
+          ? -1
+          : 1
+        : a.t.end !== b.t.end
+          ? a.t.end < b.t.end
+            ? -1
+            : 1
+          : a.k - b.k,
+    )
+    .map((x) => x.t);
   let at = 0n;
   for (const t of sorted) {
     if (t.begin !== at || t.end < t.begin) reject('tensors do not tile the buffer');

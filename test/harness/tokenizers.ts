@@ -56,7 +56,7 @@ export const CORPUS: readonly string[] = [
   '\ufeffstarts with a byte order mark',
   'control\u0000chars\u0001\u007f and \u0085 nel',
   'mixed CASE Words And snake_case_names and camelCaseNames',
-  "!!!??? ... --- ___ *** ### $$$ %%% ^^^ &&& ((( ))) [[[ ]]]",
+  '!!!??? ... --- ___ *** ### $$$ %%% ^^^ &&& ((( ))) [[[ ]]]',
   'https://example.com/path?query=1&x=%20#frag user@example.com',
   'The quick brown fox jumps over the lazy dog. THE QUICK BROWN FOX.',
   'a\n\nb\n \nc \n d',
@@ -66,16 +66,38 @@ export const CORPUS: readonly string[] = [
 let base: Record<string, unknown> | null = null;
 /** A byte-level BPE (GPT-2 pre-tokenizer, 700 tokens) trained on Genesis 1–4 and the corpus. */
 export function baseByteLevel(): Record<string, unknown> {
-  base ??= trainByteLevelBpe(`${readFileSync(TEXT_FIXTURE, 'utf8')}\n${CORPUS.join('\n').repeat(3)}`, { vocabSize: 700, specialTokens: ['<|endoftext|>'] });
+  base ??= trainByteLevelBpe(`${readFileSync(TEXT_FIXTURE, 'utf8')}\n${CORPUS.join('\n').repeat(3)}`, {
+    vocabSize: 700,
+    specialTokens: ['<|endoftext|>'],
+  });
   return structuredClone(base);
 }
 
-export const LLAMA3_PATTERN = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-export const QWEN2_PATTERN = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+export const LLAMA3_PATTERN =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+export const QWEN2_PATTERN =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-function added(content: string, flags: Partial<{ special: boolean; lstrip: boolean; rstrip: boolean; single_word: boolean; normalized: boolean }> = {}) {
+function added(
+  content: string,
+  flags: Partial<{
+    special: boolean;
+    lstrip: boolean;
+    rstrip: boolean;
+    single_word: boolean;
+    normalized: boolean;
+  }> = {},
+) {
   const special = flags.special ?? true;
-  return { id: 0, content, single_word: flags.single_word ?? false, lstrip: flags.lstrip ?? false, rstrip: flags.rstrip ?? false, normalized: flags.normalized ?? !special, special };
+  return {
+    id: 0,
+    content,
+    single_word: flags.single_word ?? false,
+    lstrip: flags.lstrip ?? false,
+    rstrip: flags.rstrip ?? false,
+    normalized: flags.normalized ?? !special,
+    special,
+  };
 }
 
 function template(bos: [string, number] | null, eos: [string, number] | null) {
@@ -88,7 +110,12 @@ function template(bos: [string, number] | null, eos: [string, number] | null) {
   if (bos) single.push({ SpecialToken: { id: bos[0], type_id: 0 } });
   single.push({ Sequence: { id: 'A', type_id: 0 } });
   if (eos) single.push({ SpecialToken: { id: eos[0], type_id: 0 } });
-  return { type: 'TemplateProcessing', single, pair: [...single, { Sequence: { id: 'B', type_id: 1 } }], special_tokens };
+  return {
+    type: 'TemplateProcessing',
+    single,
+    pair: [...single, { Sequence: { id: 'B', type_id: 1 } }],
+    special_tokens,
+  };
 }
 
 const byteLevelSplit = (pattern: string) => ({
@@ -106,7 +133,10 @@ export function byteLevelVariants(): Record<string, Record<string, unknown>> {
   const v: Record<string, Record<string, unknown>> = {};
   v['gpt2'] = b;
   const legacy = baseByteLevel();
-  (legacy.model as { merges: unknown }).merges = ['#version: 0.2', ...((legacy.model as { merges: [string, string][] }).merges).map(([x, y]) => `${x} ${y}`)];
+  (legacy.model as { merges: unknown }).merges = [
+    '#version: 0.2',
+    ...(legacy.model as { merges: [string, string][] }).merges.map(([x, y]) => `${x} ${y}`),
+  ];
   legacy.pre_tokenizer = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true };
   v['gpt2-prefix-space-string-merges'] = legacy;
   // "Ġzqxw" is in the vocab but no merge builds it: only ignore_merges makes " zqxw" one token.
@@ -115,8 +145,20 @@ export function byteLevelVariants(): Record<string, Record<string, unknown>> {
   v['llama3'] = {
     ...baseByteLevel(),
     pre_tokenizer: byteLevelSplit(LLAMA3_PATTERN),
-    added_tokens: ['<|begin_of_text|>', '<|end_of_text|>', '<|eot_id|>', '<|start_header_id|>', '<|end_header_id|>'].map((t) => added(t)),
-    post_processor: { type: 'Sequence', processors: [{ type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true }, template(['<|begin_of_text|>', size + 1], null)] },
+    added_tokens: [
+      '<|begin_of_text|>',
+      '<|end_of_text|>',
+      '<|eot_id|>',
+      '<|start_header_id|>',
+      '<|end_header_id|>',
+    ].map((t) => added(t)),
+    post_processor: {
+      type: 'Sequence',
+      processors: [
+        { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
+        template(['<|begin_of_text|>', size + 1], null),
+      ],
+    },
     model: { ...llamaModel, ignore_merges: true },
   };
   v['qwen2'] = {
@@ -154,7 +196,14 @@ export function byteLevelVariants(): Record<string, Record<string, unknown>> {
         { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
       ],
     },
-    decoder: { type: 'Sequence', decoders: [{ type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true }, { type: 'Replace', pattern: { String: 'e' }, content: 'E' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+    decoder: {
+      type: 'Sequence',
+      decoders: [
+        { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+        { type: 'Replace', pattern: { String: 'e' }, content: 'E' },
+        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+      ],
+    },
   };
   return v;
 }

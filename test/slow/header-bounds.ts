@@ -13,7 +13,13 @@ import { describeMeasured, measureHeader } from '../harness/header-memory.js';
 import { seededRandom } from '../harness/rng.js';
 
 /** Bytes one unit of each kind adds to the header (dimension, digit, tensor, key), roughly. */
-const UNIT_BYTES: Record<HostileKind, number> = { zero_dims: 2, unit_dims: 2, long_number: 1, empty_tensors: 57, metadata_keys: 11 };
+const UNIT_BYTES: Record<HostileKind, number> = {
+  zero_dims: 2,
+  unit_dims: 2,
+  long_number: 1,
+  empty_tensors: 57,
+  metadata_keys: 11,
+};
 
 const REPRODUCERS: Array<{ c: HostileCase; mode: 'header' | 'inspect' | 'inspect-json' }> = [
   { c: { kind: 'zero_dims', count: 49_999_950 }, mode: 'header' },
@@ -47,7 +53,10 @@ describe('hostile headers at full size (slow)', { skip }, () => {
     const c: HostileCase = { kind, count: Math.max(1, Math.floor(bytes / UNIT_BYTES[kind])) };
     // `inspect --json` prints every dimension, so a shape of tens of millions of them is held
     // whole (about 16× the header, docs/formats.md); the other paths are bounded for every kind.
-    const modes = kind === 'unit_dims' || kind === 'zero_dims' ? (['header', 'inspect'] as const) : (['header', 'inspect', 'inspect-json'] as const);
+    const modes =
+      kind === 'unit_dims' || kind === 'zero_dims'
+        ? (['header', 'inspect'] as const)
+        : (['header', 'inspect', 'inspect-json'] as const);
     const mode = random.pick(modes);
     it(`property ${k}: ${mode}: ${kind} × ${c.count.toLocaleString('en-US')}`, () => check(c, mode));
   }

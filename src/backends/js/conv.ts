@@ -7,17 +7,32 @@ import type { Conv2dParams, KernelView, Pool2dParams } from '../backend.js';
 import { convOutSize } from '../../shape.js';
 import { dense } from './strided.js';
 
-
 interface ConvGeometry {
-  N: number; Cin: number; H: number; W: number;
-  Cout: number; cinPerGroup: number; coutPerGroup: number; kH: number; kW: number; Ho: number; Wo: number;
+  N: number;
+  Cin: number;
+  H: number;
+  W: number;
+  Cout: number;
+  cinPerGroup: number;
+  coutPerGroup: number;
+  kH: number;
+  kW: number;
+  Ho: number;
+  Wo: number;
 }
 
 function geometry(xShape: readonly number[], wShape: readonly number[], p: Conv2dParams): ConvGeometry {
   const [N, Cin, H, W] = xShape as [number, number, number, number];
   const [Cout, cinPerGroup, kH, kW] = wShape as [number, number, number, number];
   return {
-    N, Cin, H, W, Cout, cinPerGroup, kH, kW,
+    N,
+    Cin,
+    H,
+    W,
+    Cout,
+    cinPerGroup,
+    kH,
+    kW,
     coutPerGroup: Cout / p.groups,
     Ho: convOutSize(H, kH, p.stride[0], p.padding[0], p.dilation[0]),
     Wo: convOutSize(W, kW, p.stride[1], p.padding[1], p.dilation[1]),
@@ -67,7 +82,12 @@ export function conv2d(x: KernelView, w: KernelView, p: Conv2dParams): Storage {
   return out;
 }
 
-export function conv2dBackwardInput(gOut: KernelView, w: KernelView, xShape: readonly number[], p: Conv2dParams): Storage {
+export function conv2dBackwardInput(
+  gOut: KernelView,
+  w: KernelView,
+  xShape: readonly number[],
+  p: Conv2dParams,
+): Storage {
   const g = geometry(xShape, w.shape, p);
   const gs = dense(gOut) as NumericStorage;
   const ws = dense(w) as NumericStorage;
@@ -80,7 +100,12 @@ export function conv2dBackwardInput(gOut: KernelView, w: KernelView, xShape: rea
   return out;
 }
 
-export function conv2dBackwardWeight(gOut: KernelView, x: KernelView, wShape: readonly number[], p: Conv2dParams): Storage {
+export function conv2dBackwardWeight(
+  gOut: KernelView,
+  x: KernelView,
+  wShape: readonly number[],
+  p: Conv2dParams,
+): Storage {
   const g = geometry(x.shape, wShape, p);
   const gs = dense(gOut) as NumericStorage;
   const xs = dense(x) as NumericStorage;
@@ -94,7 +119,11 @@ export function conv2dBackwardWeight(gOut: KernelView, x: KernelView, wShape: re
 }
 
 /** Visits every pooling window: visit(plane, outIndex, taps) with taps = in-image (h·W + w) offsets. */
-function forEachWindow(shape: readonly number[], p: Pool2dParams, visit: (planeBase: number, oi: number, taps: number[]) => void): void {
+function forEachWindow(
+  shape: readonly number[],
+  p: Pool2dParams,
+  visit: (planeBase: number, oi: number, taps: number[]) => void,
+): void {
   const [N, C, H, W] = shape as [number, number, number, number];
   const Ho = convOutSize(H, p.kernel[0], p.stride[0], p.padding[0]);
   const Wo = convOutSize(W, p.kernel[1], p.stride[1], p.padding[1]);
@@ -119,7 +148,12 @@ function forEachWindow(shape: readonly number[], p: Pool2dParams, visit: (planeB
 
 function pooledSize(shape: readonly number[], p: Pool2dParams): number {
   const [N, C, H, W] = shape as [number, number, number, number];
-  return N * C * convOutSize(H, p.kernel[0], p.stride[0], p.padding[0]) * convOutSize(W, p.kernel[1], p.stride[1], p.padding[1]);
+  return (
+    N *
+    C *
+    convOutSize(H, p.kernel[0], p.stride[0], p.padding[0]) *
+    convOutSize(W, p.kernel[1], p.stride[1], p.padding[1])
+  );
 }
 
 export function maxPool2d(x: KernelView, p: Pool2dParams): { out: Storage; indices: Storage } {

@@ -27,7 +27,10 @@ const UNARY: Readonly<Record<UnaryOp, Fn1>> = {
   sign: Math.sign,
 };
 
-const nanAware = (pick: (a: number, b: number) => boolean): Fn2 => (a, b) => (a !== a || b !== b ? NaN : pick(a, b) ? a : b);
+const nanAware =
+  (pick: (a: number, b: number) => boolean): Fn2 =>
+  (a, b) =>
+    a !== a || b !== b ? NaN : pick(a, b) ? a : b;
 
 const BINARY: Readonly<Record<BinaryOp, Fn2>> = {
   add: (a, b) => a + b,
@@ -82,7 +85,8 @@ export function where(cond: KernelView, a: KernelView, b: KernelView): Storage {
     let ic = offs[0]!;
     let ia = offs[1]!;
     let ib = offs[2]!;
-    for (let i = 0; i < len; i++, ic += inner[0]!, ia += inner[1]!, ib += inner[2]!) out[o++] = cs[ic] ? as[ia]! : bs[ib]!;
+    for (let i = 0; i < len; i++, ic += inner[0]!, ia += inner[1]!, ib += inner[2]!)
+      out[o++] = cs[ic] ? as[ia]! : bs[ib]!;
   });
   return out;
 }
@@ -104,7 +108,10 @@ export function cast(x: KernelView, dtype: DType): Storage {
   const n = src.length;
   const out = allocate(dtype, n);
   if (x.dtype === dtype) {
-    assign({ ...denseOperand([n]), dtype, storage: out, shape: [n] }, { ...denseOperand([n]), dtype, storage: src, shape: [n] });
+    assign(
+      { ...denseOperand([n]), dtype, storage: out, shape: [n] },
+      { ...denseOperand([n]), dtype, storage: src, shape: [n] },
+    );
     return out;
   }
   const toInt = dtype === 'i32' || dtype === 'i8' || dtype === 'u8' || dtype === 'i64';

@@ -3,7 +3,15 @@
  * Obviously correct first; every faster backend is tested against it.
  */
 import type { Backend } from '../backend.js';
-import { conv2d, conv2dBackwardInput, conv2dBackwardWeight, maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward } from './conv.js';
+import {
+  conv2d,
+  conv2dBackwardInput,
+  conv2dBackwardWeight,
+  maxPool2d,
+  maxPool2dBackward,
+  avgPool2d,
+  avgPool2dBackward,
+} from './conv.js';
 import { assign, binary, cast, unary, where } from './elementwise.js';
 import { gatherRows, matmul, scatterAddRows } from './matmul.js';
 import { argReduce, cumsum, reduce } from './reduce.js';

@@ -95,5 +95,7 @@ export function dense(view: KernelView): Storage {
     expected *= view.shape[i]!;
   }
   if (!contiguous) return materialize(view);
-  return view.offset === 0 && view.storage.length === n ? view.storage : (view.storage.subarray(view.offset, view.offset + n) as Storage);
+  return view.offset === 0 && view.storage.length === n
+    ? view.storage
+    : (view.storage.subarray(view.offset, view.offset + n) as Storage);
 }

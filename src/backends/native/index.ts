@@ -17,8 +17,18 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { allocateUnfilled, type DType, type Storage } from '../../dtype.js';
 import type {
-  ActivationOp, ArgReduceOp, Backend, BinaryOp, Conv2dParams, FusedKernels, KernelName, KernelView, NormGradsWanted, Pool2dParams,
-  ReduceOp, UnaryOp,
+  ActivationOp,
+  ArgReduceOp,
+  Backend,
+  BinaryOp,
+  Conv2dParams,
+  FusedKernels,
+  KernelName,
+  KernelView,
+  NormGradsWanted,
+  Pool2dParams,
+  ReduceOp,
+  UnaryOp,
 } from '../backend.js';
 import { jsBackend } from '../js/index.js';
 
@@ -57,23 +67,111 @@ export interface NativeAddon {
   logSoftmax(x: F32, rows: number, C: number, out: F32): void;
   softmaxBackward(y: F32, g: F32, rows: number, C: number, dx: F32): void;
   logSoftmaxBackward(y: F32, g: F32, rows: number, C: number, dx: F32): void;
-  layerNorm(x: F32, w: Opt<F32>, b: Opt<F32>, rows: number, C: number, eps: number, y: F32, mean: Opt<F32>, rstd: Opt<F32>): void;
-  layerNormBackward(x: F32, w: Opt<F32>, mean: F32, rstd: F32, g: F32, rows: number, C: number, dx: Opt<F32>, dw: Opt<F32>, db: Opt<F32>): void;
+  layerNorm(
+    x: F32,
+    w: Opt<F32>,
+    b: Opt<F32>,
+    rows: number,
+    C: number,
+    eps: number,
+    y: F32,
+    mean: Opt<F32>,
+    rstd: Opt<F32>,
+  ): void;
+  layerNormBackward(
+    x: F32,
+    w: Opt<F32>,
+    mean: F32,
+    rstd: F32,
+    g: F32,
+    rows: number,
+    C: number,
+    dx: Opt<F32>,
+    dw: Opt<F32>,
+    db: Opt<F32>,
+  ): void;
   rmsNorm(x: F32, w: Opt<F32>, rows: number, C: number, eps: number, y: F32, rstd: Opt<F32>): void;
   rmsNormBackward(x: F32, w: Opt<F32>, rstd: F32, g: F32, rows: number, C: number, dx: Opt<F32>, dw: Opt<F32>): void;
-  crossEntropy(logits: F32, targets: Int32Array, rows: number, C: number, ignoreIndex: number, dlogits: Opt<F32>): number;
+  crossEntropy(
+    logits: F32,
+    targets: Int32Array,
+    rows: number,
+    C: number,
+    ignoreIndex: number,
+    dlogits: Opt<F32>,
+  ): number;
   /** decoupled (default 1): AdamW's weight decay; 0: Adam's (L2 added to the gradient). */
-  adamw(param: F32, grad: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, decoupled?: 0 | 1): void;
-  causalAttention(q: F32, k: F32, v: F32, BH: number, T: number, D: number, scale: number, out: F32, lse: Opt<F32>): void;
-  causalAttentionBackward(q: F32, k: F32, v: F32, out: F32, lse: F32, g: F32, BH: number, T: number, D: number, scale: number, dq: F32, dk: F32, dv: F32): void;
+  adamw(
+    param: F32,
+    grad: F32,
+    m: F32,
+    v: F32,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+    decoupled?: 0 | 1,
+  ): void;
+  causalAttention(
+    q: F32,
+    k: F32,
+    v: F32,
+    BH: number,
+    T: number,
+    D: number,
+    scale: number,
+    out: F32,
+    lse: Opt<F32>,
+  ): void;
+  causalAttentionBackward(
+    q: F32,
+    k: F32,
+    v: F32,
+    out: F32,
+    lse: F32,
+    g: F32,
+    BH: number,
+    T: number,
+    D: number,
+    scale: number,
+    dq: F32,
+    dk: F32,
+    dv: F32,
+  ): void;
 }
 
 // Kernel enums, in the order of native/kernels.h (test/native-op-codes.test.ts holds them in step).
 export const UNARY_CODE: Readonly<Record<UnaryOp, number>> = {
-  neg: 0, exp: 1, log: 2, sqrt: 3, rsqrt: 4, abs: 5, tanh: 6, sigmoid: 7, relu: 8, gelu: 9, gelu_tanh: 10, silu: 11, sign: 12,
+  neg: 0,
+  exp: 1,
+  log: 2,
+  sqrt: 3,
+  rsqrt: 4,
+  abs: 5,
+  tanh: 6,
+  sigmoid: 7,
+  relu: 8,
+  gelu: 9,
+  gelu_tanh: 10,
+  silu: 11,
+  sign: 12,
 };
 export const BINARY_CODE: Readonly<Record<BinaryOp, number>> = {
-  add: 0, sub: 1, mul: 2, div: 3, pow: 4, maximum: 5, minimum: 6, eq: 7, ne: 8, lt: 9, le: 10, gt: 11, ge: 12,
+  add: 0,
+  sub: 1,
+  mul: 2,
+  div: 3,
+  pow: 4,
+  maximum: 5,
+  minimum: 6,
+  eq: 7,
+  ne: 8,
+  lt: 9,
+  le: 10,
+  gt: 11,
+  ge: 12,
 };
 export const REDUCE_CODE: Readonly<Record<ReduceOp, number>> = { sum: 0, max: 1, min: 2 };
 const MAX_DIMS = 16;
@@ -208,21 +306,52 @@ export function createNativeBackend(addon: NativeAddon): Backend {
   /** The view's elements as contiguous f32 storage starting at 0 (a copy only when needed). */
   const dense = (v: KernelView): F32 => {
     const n = numel(v.shape);
-    if (isContiguous(v)) return v.offset === 0 && v.storage.length === n ? f32(v) : f32(v).subarray(v.offset, v.offset + n);
+    if (isContiguous(v))
+      return v.offset === 0 && v.storage.length === n ? f32(v) : f32(v).subarray(v.offset, v.offset + n);
     const out = allocF32(n);
     addon.assign(out, v.storage, pack(denseView(v.shape, out), v));
     return out;
   };
   const convParams = (xShape: readonly number[], wShape: readonly number[], p: Conv2dParams): Float64Array =>
     Float64Array.of(
-      xShape[0]!, xShape[1]!, xShape[2]!, xShape[3]!, wShape[0]!, wShape[1]!, wShape[2]!, wShape[3]!,
-      p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], p.groups,
+      xShape[0]!,
+      xShape[1]!,
+      xShape[2]!,
+      xShape[3]!,
+      wShape[0]!,
+      wShape[1]!,
+      wShape[2]!,
+      wShape[3]!,
+      p.stride[0],
+      p.stride[1],
+      p.padding[0],
+      p.padding[1],
+      p.dilation[0],
+      p.dilation[1],
+      p.groups,
     );
   const poolParams = (xShape: readonly number[], p: Pool2dParams): Float64Array =>
-    Float64Array.of(xShape[0]!, xShape[1]!, xShape[2]!, xShape[3]!, p.kernel[0], p.kernel[1], p.stride[0], p.stride[1], p.padding[0], p.padding[1]);
+    Float64Array.of(
+      xShape[0]!,
+      xShape[1]!,
+      xShape[2]!,
+      xShape[3]!,
+      p.kernel[0],
+      p.kernel[1],
+      p.stride[0],
+      p.stride[1],
+      p.padding[0],
+      p.padding[1],
+    );
   const pooled = (xShape: readonly number[], p: Pool2dParams): number => {
-    const o = (n: number, k: number, s: number, pad: number) => (n + 2 * pad < k ? 0 : Math.floor((n + 2 * pad - k) / s) + 1);
-    return xShape[0]! * xShape[1]! * o(xShape[2]!, p.kernel[0], p.stride[0], p.padding[0]) * o(xShape[3]!, p.kernel[1], p.stride[1], p.padding[1]);
+    const o = (n: number, k: number, s: number, pad: number) =>
+      n + 2 * pad < k ? 0 : Math.floor((n + 2 * pad - k) / s) + 1;
+    return (
+      xShape[0]! *
+      xShape[1]! *
+      o(xShape[2]!, p.kernel[0], p.stride[0], p.padding[0]) *
+      o(xShape[3]!, p.kernel[1], p.stride[1], p.padding[1])
+    );
   };
   const convOut = (n: number, k: number, s: number, pad: number, d: number) => {
     const span = d * (k - 1) + 1;
@@ -248,28 +377,58 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     layerNorm(x: KernelView, C: number, weight: KernelView | null, bias: KernelView | null, eps: number) {
       const n = numel(x.shape);
       const rows = C > 0 ? n / C : 0;
-      const y = allocF32(n), mean = allocF32(rows), rstd = allocF32(rows);
+      const y = allocF32(n),
+        mean = allocF32(rows),
+        rstd = allocF32(rows);
       if (n > 0) addon.layerNorm(dense(x), denseOpt(weight), denseOpt(bias), rows, C, eps, y, mean, rstd);
       return { y, mean, rstd };
     },
-    layerNormBackward(x: KernelView, C: number, weight: KernelView | null, mean: KernelView, rstd: KernelView, g: KernelView, wanted: NormGradsWanted) {
+    layerNormBackward(
+      x: KernelView,
+      C: number,
+      weight: KernelView | null,
+      mean: KernelView,
+      rstd: KernelView,
+      g: KernelView,
+      wanted: NormGradsWanted,
+    ) {
       const n = numel(x.shape);
       const rows = C > 0 ? n / C : 0;
       const dx = wanted.x ? allocF32(n) : null;
       const dweight = wanted.weight ? allocF32(C) : null;
       const dbias = wanted.bias ? allocF32(C) : null;
-      if (n > 0) addon.layerNormBackward(dense(x), denseOpt(weight), dense(mean), dense(rstd), dense(g), rows, C, dx, dweight, dbias);
+      if (n > 0)
+        addon.layerNormBackward(
+          dense(x),
+          denseOpt(weight),
+          dense(mean),
+          dense(rstd),
+          dense(g),
+          rows,
+          C,
+          dx,
+          dweight,
+          dbias,
+        );
       else for (const t of [dweight, dbias]) t?.fill(0);
       return { dx, dweight, dbias };
     },
     rmsNorm(x: KernelView, C: number, weight: KernelView | null, eps: number) {
       const n = numel(x.shape);
       const rows = C > 0 ? n / C : 0;
-      const y = allocF32(n), rstd = allocF32(rows);
+      const y = allocF32(n),
+        rstd = allocF32(rows);
       if (n > 0) addon.rmsNorm(dense(x), denseOpt(weight), rows, C, eps, y, rstd);
       return { y, rstd };
     },
-    rmsNormBackward(x: KernelView, C: number, weight: KernelView | null, rstd: KernelView, g: KernelView, wanted: NormGradsWanted) {
+    rmsNormBackward(
+      x: KernelView,
+      C: number,
+      weight: KernelView | null,
+      rstd: KernelView,
+      g: KernelView,
+      wanted: NormGradsWanted,
+    ) {
       const n = numel(x.shape);
       const rows = C > 0 ? n / C : 0;
       const dx = wanted.x ? allocF32(n) : null;
@@ -286,20 +445,48 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     },
     causalAttention(q: KernelView, k: KernelView, v: KernelView, scale: number) {
       const r = q.shape.length;
-      const T = q.shape[r - 2]!, D = q.shape[r - 1]!;
+      const T = q.shape[r - 2]!,
+        D = q.shape[r - 1]!;
       const n = numel(q.shape);
       const BH = T * D > 0 ? n / (T * D) : 0;
-      const out = allocF32(n), lse = allocF32(BH * T);
+      const out = allocF32(n),
+        lse = allocF32(BH * T);
       if (n > 0) addon.causalAttention(dense(q), dense(k), dense(v), BH, T, D, scale, out, lse);
       return { out, lse };
     },
-    causalAttentionBackward(q: KernelView, k: KernelView, v: KernelView, out: KernelView, lse: KernelView, g: KernelView, scale: number) {
+    causalAttentionBackward(
+      q: KernelView,
+      k: KernelView,
+      v: KernelView,
+      out: KernelView,
+      lse: KernelView,
+      g: KernelView,
+      scale: number,
+    ) {
       const r = q.shape.length;
-      const T = q.shape[r - 2]!, D = q.shape[r - 1]!;
+      const T = q.shape[r - 2]!,
+        D = q.shape[r - 1]!;
       const n = numel(q.shape);
       const BH = T * D > 0 ? n / (T * D) : 0;
-      const dq = allocF32(n), dk = allocF32(n), dv = allocF32(n);
-      if (n > 0) addon.causalAttentionBackward(dense(q), dense(k), dense(v), dense(out), dense(lse), dense(g), BH, T, D, scale, dq, dk, dv);
+      const dq = allocF32(n),
+        dk = allocF32(n),
+        dv = allocF32(n);
+      if (n > 0)
+        addon.causalAttentionBackward(
+          dense(q),
+          dense(k),
+          dense(v),
+          dense(out),
+          dense(lse),
+          dense(g),
+          BH,
+          T,
+          D,
+          scale,
+          dq,
+          dk,
+          dv,
+        );
       return { dq, dk, dv };
     },
     activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage {
@@ -308,7 +495,20 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       return out;
     },
     adam(param, grad, expAvg, expAvgSq, h) {
-      if (param.length > 0) addon.adamw(param, grad, expAvg, expAvgSq, h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step, h.decoupled ? 1 : 0);
+      if (param.length > 0)
+        addon.adamw(
+          param,
+          grad,
+          expAvg,
+          expAvgSq,
+          h.lr,
+          h.beta1,
+          h.beta2,
+          h.eps,
+          h.weightDecay,
+          h.step,
+          h.decoupled ? 1 : 0,
+        );
     },
   };
 
@@ -317,7 +517,14 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     fused,
     describe: () => {
       const i = addon.info();
-      return { name: 'native', gemm: i.gemm, gemmLibraries: i.gemmLibraries.split(','), isa: i.isa, threads: i.threads, dtypes: ['f32'] };
+      return {
+        name: 'native',
+        gemm: i.gemm,
+        gemmLibraries: i.gemmLibraries.split(','),
+        isa: i.isa,
+        threads: i.threads,
+        dtypes: ['f32'],
+      };
     },
 
     supports(kernel: KernelName, inputs: readonly KernelView[]): boolean {
@@ -335,8 +542,13 @@ export function createNativeBackend(addon: NativeAddon): Backend {
         case 'maxPool2dBackward':
           return inputs[0]!.dtype === 'f32' && inputs[1]!.dtype === 'i32';
         case 'matmul':
-          return inputs.length === 2 && inputs[0]!.dtype === 'f32' && inputs[1]!.dtype === 'f32' &&
-            inputs[0]!.shape.length >= 2 && inputs[0]!.shape.length === inputs[1]!.shape.length;
+          return (
+            inputs.length === 2 &&
+            inputs[0]!.dtype === 'f32' &&
+            inputs[1]!.dtype === 'f32' &&
+            inputs[0]!.shape.length >= 2 &&
+            inputs[0]!.shape.length === inputs[1]!.shape.length
+          );
         default:
           return inputs.every((v) => v.dtype === 'f32');
       }
@@ -373,7 +585,14 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     },
     cumsum(x: KernelView, axis: number, reverse: boolean): Storage {
       const out = allocF32(numel(x.shape));
-      addon.cumsum(dense(x), numel(x.shape.slice(0, axis)), x.shape[axis]!, numel(x.shape.slice(axis + 1)), reverse ? 1 : 0, out);
+      addon.cumsum(
+        dense(x),
+        numel(x.shape.slice(0, axis)),
+        x.shape[axis]!,
+        numel(x.shape.slice(axis + 1)),
+        reverse ? 1 : 0,
+        out,
+      );
       return out;
     },
     matmul(a: KernelView, b: KernelView): Storage {
@@ -389,13 +608,23 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       if (!CAST_DTYPES.has(dtype) || !CAST_DTYPES.has(x.dtype)) return jsBackend.cast(x, dtype);
       const n = numel(x.shape);
       const out: Storage =
-        dtype === 'f32' ? allocF32(n) : dtype === 'f64' ? new Float64Array(n) : dtype === 'i32' ? allocI32(n)
-          : dtype === 'i8' ? new Int8Array(n) : allocU8(n);
+        dtype === 'f32'
+          ? allocF32(n)
+          : dtype === 'f64'
+            ? new Float64Array(n)
+            : dtype === 'i32'
+              ? allocI32(n)
+              : dtype === 'i8'
+                ? new Int8Array(n)
+                : allocU8(n);
       addon.cast(x.storage, pack(x), out, dtype === 'bool');
       return out;
     },
     gatherRows(table: KernelView, ids: KernelView): Storage {
-      const idx = ids.dtype === 'i64' ? (denseAny(ids, addon, pack) as BigInt64Array) : (denseAny(ids, addon, pack) as Int32Array);
+      const idx =
+        ids.dtype === 'i64'
+          ? (denseAny(ids, addon, pack) as BigInt64Array)
+          : (denseAny(ids, addon, pack) as Int32Array);
       const out = allocF32(idx.length * table.shape[1]!);
       addon.gatherRows(f32(table), pack(table), idx, out);
       return out;
@@ -410,7 +639,12 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     conv2d(x: KernelView, w: KernelView, p: Conv2dParams): Storage {
       const [N, , H, W] = x.shape as [number, number, number, number];
       const [Cout, , kH, kW] = w.shape as [number, number, number, number];
-      const out = allocF32(N * Cout * convOut(H, kH, p.stride[0], p.padding[0], p.dilation[0]) * convOut(W, kW, p.stride[1], p.padding[1], p.dilation[1]));
+      const out = allocF32(
+        N *
+          Cout *
+          convOut(H, kH, p.stride[0], p.padding[0], p.dilation[0]) *
+          convOut(W, kW, p.stride[1], p.padding[1], p.dilation[1]),
+      );
       addon.conv2d(dense(x), dense(w), convParams(x.shape, w.shape, p), out);
       return out;
     },
@@ -464,7 +698,10 @@ function denseView(shape: readonly number[], storage: Storage): KernelView {
 /** Contiguous storage of any-dtype view (ids, indices). */
 function denseAny(v: KernelView, addon: NativeAddon, pack: (...views: KernelView[]) => Float64Array): Storage {
   const n = numel(v.shape);
-  if (isContiguous(v)) return v.offset === 0 && v.storage.length === n ? v.storage : (v.storage.subarray(v.offset, v.offset + n) as Storage);
+  if (isContiguous(v))
+    return v.offset === 0 && v.storage.length === n
+      ? v.storage
+      : (v.storage.subarray(v.offset, v.offset + n) as Storage);
   const Ctor = v.storage.constructor as new (n: number) => Storage;
   const out = new Ctor(n);
   addon.assign(out, v.storage, pack(denseView(v.shape, out), v));

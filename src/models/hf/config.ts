@@ -37,7 +37,10 @@ type Json = Record<string, unknown>;
 
 /** Reads fields of one JSON object, with errors naming the file and field. */
 class Fields {
-  constructor(readonly json: Json, readonly path: string) {}
+  constructor(
+    readonly json: Json,
+    readonly path: string,
+  ) {}
 
   has(field: string): boolean {
     return Object.hasOwn(this.json, field) && this.json[field] !== undefined;
@@ -49,11 +52,19 @@ class Fields {
 
   invalid(field: string, expected: string): never {
     const value = this.get(field);
-    throw new FormatError('hf_invalid_config', `${this.path}: ${field} is ${JSON.stringify(value) ?? 'missing'}; expected ${expected}`, { file: this.path, field, value: value ?? null, expected });
+    throw new FormatError(
+      'hf_invalid_config',
+      `${this.path}: ${field} is ${JSON.stringify(value) ?? 'missing'}; expected ${expected}`,
+      { file: this.path, field, value: value ?? null, expected },
+    );
   }
 
   unsupported(field: string, value: unknown, expected: string): never {
-    throw new FormatError('hf_unsupported_config', `${this.path}: ${field} is ${JSON.stringify(value)}, which knobs does not support; knobs computes this architecture with ${expected}`, { file: this.path, field, value, expected });
+    throw new FormatError(
+      'hf_unsupported_config',
+      `${this.path}: ${field} is ${JSON.stringify(value)}, which knobs does not support; knobs computes this architecture with ${expected}`,
+      { file: this.path, field, value, expected },
+    );
   }
 
   int(field: string, fallback: number | undefined, min = 1): number {
@@ -83,7 +94,8 @@ class Fields {
   /** A token id, or null. */
   tokenId(field: string, fallback: number | null, vocab: number): number | null {
     const v = this.get(field) ?? fallback;
-    if (v !== null && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v >= vocab)) this.invalid(field, `a token id in [0, ${vocab}) or null`);
+    if (v !== null && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v >= vocab))
+      this.invalid(field, `a token id in [0, ${vocab}) or null`);
     return v;
   }
 
@@ -92,7 +104,8 @@ class Fields {
     const v = this.get(field) ?? fallback;
     const list = v === null ? [] : Array.isArray(v) ? v : [v];
     for (const id of list) {
-      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0 || id >= vocab) this.invalid(field, `a token id in [0, ${vocab}), a list of them, or null`);
+      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0 || id >= vocab)
+        this.invalid(field, `a token id in [0, ${vocab}), a list of them, or null`);
     }
     return list as number[];
   }
@@ -112,9 +125,14 @@ export function parseHfConfig(json: Json, path: string): HfModelConfig {
 /** GPT2Config. */
 function parseGPT2(f: Fields): HfModelConfig {
   const act = f.json.activation_function ?? 'gelu_new';
-  if (act !== 'gelu_new' && act !== 'gelu_pytorch_tanh') f.unsupported('activation_function', act, "the tanh GELU ('gelu_new')");
+  if (act !== 'gelu_new' && act !== 'gelu_pytorch_tanh')
+    f.unsupported('activation_function', act, "the tanh GELU ('gelu_new')");
   f.require('scale_attn_weights', true, 'attention scores scaled by 1/√head_dim (scale_attn_weights true)');
-  f.require('scale_attn_by_inverse_layer_idx', false, 'no per-layer scaling of attention (scale_attn_by_inverse_layer_idx false)');
+  f.require(
+    'scale_attn_by_inverse_layer_idx',
+    false,
+    'no per-layer scaling of attention (scale_attn_by_inverse_layer_idx false)',
+  );
   f.require('reorder_and_upcast_attn', false, 'plain attention (reorder_and_upcast_attn false)');
   f.require('add_cross_attention', false, 'a decoder without cross-attention');
   f.require('tie_word_embeddings', true, 'the output head tied to wte (tie_word_embeddings true)');
@@ -142,7 +160,17 @@ function parseGPT2(f: Fields): HfModelConfig {
 }
 
 /** transformers' defaults for the fields that differ between the Llama-family config classes. */
-const FAMILY_DEFAULTS: Record<LlamaFamily, { vocab: number; intermediate: number; kvHeads: number | null; positions: number; bos: number | null; eos: number | null }> = {
+const FAMILY_DEFAULTS: Record<
+  LlamaFamily,
+  {
+    vocab: number;
+    intermediate: number;
+    kvHeads: number | null;
+    positions: number;
+    bos: number | null;
+    eos: number | null;
+  }
+> = {
   llama: { vocab: 32000, intermediate: 11008, kvHeads: null, positions: 2048, bos: 1, eos: 2 },
   mistral: { vocab: 32000, intermediate: 14336, kvHeads: 8, positions: 4096 * 32, bos: 1, eos: 2 },
   qwen2: { vocab: 151936, intermediate: 22016, kvHeads: 32, positions: 32768, bos: null, eos: null },
@@ -164,10 +192,16 @@ function parseLlamaFamily(f: Fields, type: LlamaFamily): HfModelConfig {
   if (hidden % heads !== 0) f.invalid('num_attention_heads', `a divisor of hidden_size (${hidden})`);
   if (heads % kvHeads !== 0) f.invalid('num_key_value_heads', `a divisor of num_attention_heads (${heads})`);
   const headDim = hidden / heads;
-  if (f.json.head_dim != null && f.json.head_dim !== headDim) f.unsupported('head_dim', f.json.head_dim, `head_dim = hidden_size / num_attention_heads = ${headDim}`);
+  if (f.json.head_dim != null && f.json.head_dim !== headDim)
+    f.unsupported('head_dim', f.json.head_dim, `head_dim = hidden_size / num_attention_heads = ${headDim}`);
   const positions = f.int('max_position_embeddings', d.positions);
   checkSlidingWindow(f, type, positions);
-  if (f.json.partial_rotary_factor != null && f.json.partial_rotary_factor !== 1) f.unsupported('partial_rotary_factor', f.json.partial_rotary_factor, 'rotary embeddings on the whole head (partial_rotary_factor 1)');
+  if (f.json.partial_rotary_factor != null && f.json.partial_rotary_factor !== 1)
+    f.unsupported(
+      'partial_rotary_factor',
+      f.json.partial_rotary_factor,
+      'rotary embeddings on the whole head (partial_rotary_factor 1)',
+    );
   const eos = f.tokenIds('eos_token_id', d.eos, vocab);
   const rawEos = f.json.eos_token_id === undefined ? d.eos : f.json.eos_token_id;
   const config = llamaConfig({
@@ -202,7 +236,11 @@ function checkSlidingWindow(f: Fields, type: LlamaFamily, positions: number): vo
   if (!used || f.json.sliding_window == null) return;
   const window = f.int('sliding_window', undefined);
   if (window < positions) {
-    f.unsupported('sliding_window', window, `full causal attention, which equals sliding-window attention only when sliding_window is null or ≥ max_position_embeddings (${positions})`);
+    f.unsupported(
+      'sliding_window',
+      window,
+      `full causal attention, which equals sliding-window attention only when sliding_window is null or ≥ max_position_embeddings (${positions})`,
+    );
   }
 }
 
@@ -219,8 +257,10 @@ function parseRopeScaling(f: Fields): RopeScaling {
     return v;
   };
   switch (kind) {
-    case 'default': return null;
-    case 'linear': return { rope_type: 'linear', factor: positive('factor') };
+    case 'default':
+      return null;
+    case 'linear':
+      return { rope_type: 'linear', factor: positive('factor') };
     case 'llama3': {
       const low = positive('low_freq_factor');
       const high = positive('high_freq_factor');
@@ -234,14 +274,25 @@ function parseRopeScaling(f: Fields): RopeScaling {
       };
     }
     default:
-      return f.unsupported(field('rope_type'), kind ?? null, "rope_scaling null or rope_type 'default', 'linear' or 'llama3'");
+      return f.unsupported(
+        field('rope_type'),
+        kind ?? null,
+        "rope_scaling null or rope_type 'default', 'linear' or 'llama3'",
+      );
   }
 }
 
 /** Parses generation_config.json; `fallback` supplies eos ids when it names none (as transformers). */
-export function parseGenerationConfig(json: Json, path: string, vocab: number, fallbackEos: number[]): GenerationConfig {
+export function parseGenerationConfig(
+  json: Json,
+  path: string,
+  vocab: number,
+  fallbackEos: number[],
+): GenerationConfig {
   const f = new Fields(json, path);
-  const out: GenerationConfig = { eosTokenIds: f.has('eos_token_id') ? f.tokenIds('eos_token_id', null, vocab) : fallbackEos };
+  const out: GenerationConfig = {
+    eosTokenIds: f.has('eos_token_id') ? f.tokenIds('eos_token_id', null, vocab) : fallbackEos,
+  };
   if (f.has('bos_token_id')) out.bosTokenId = f.tokenId('bos_token_id', null, vocab);
   if (f.has('max_new_tokens')) out.maxNewTokens = f.int('max_new_tokens', undefined, 0);
   if (f.has('do_sample')) out.doSample = f.bool('do_sample', false);

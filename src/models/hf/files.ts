@@ -23,14 +23,24 @@ export const MAX_JSON_FILE_BYTES = 64 << 20;
 
 /** Throws unless `name` is a bare file name. `listedIn` names the file that gave it. */
 export function checkBareName(name: string, label: string, listedIn: string): void {
-  const bad = name === '' ? 'is empty'
-    : name === '.' || name === '..' || name.includes('..') ? 'contains ..'
-    : name.startsWith('/') || /^[A-Za-z]:/.test(name) ? 'is an absolute path'
-    : /[/\\]/.test(name) ? 'has a directory part'
-    : name.includes('\0') ? 'contains a NUL character'
-    : null;
+  const bad =
+    name === ''
+      ? 'is empty'
+      : name === '.' || name === '..' || name.includes('..')
+        ? 'contains ..'
+        : name.startsWith('/') || /^[A-Za-z]:/.test(name)
+          ? 'is an absolute path'
+          : /[/\\]/.test(name)
+            ? 'has a directory part'
+            : name.includes('\0')
+              ? 'contains a NUL character'
+              : null;
   if (bad) {
-    throw new FormatError('hf_bad_path', `${join(label, listedIn)}: the shard name ${JSON.stringify(name)} ${bad}; shard names must be bare file names inside the model directory`, { file: join(label, listedIn), shard: name });
+    throw new FormatError(
+      'hf_bad_path',
+      `${join(label, listedIn)}: the shard name ${JSON.stringify(name)} ${bad}; shard names must be bare file names inside the model directory`,
+      { file: join(label, listedIn), shard: name },
+    );
   }
 }
 
@@ -44,7 +54,11 @@ export function directoryFiles(dir: string): ModelFiles {
       try {
         const st = await lstat(path);
         if (st.isSymbolicLink()) {
-          throw new FormatError('hf_bad_path', `${path} is a symbolic link; knobs reads only regular files inside the model directory (copy the directory with cp -rL to replace links with their files)`, { file: path });
+          throw new FormatError(
+            'hf_bad_path',
+            `${path} is a symbolic link; knobs reads only regular files inside the model directory (copy the directory with cp -rL to replace links with their files)`,
+            { file: path },
+          );
         }
         if (!st.isFile()) throw new FormatError('hf_bad_path', `${path} is not a regular file`, { file: path });
       } catch (err) {
@@ -75,7 +89,11 @@ export async function readTextFile(files: ModelFiles, name: string): Promise<{ p
   if (!source) return null;
   try {
     if (source.size > MAX_JSON_FILE_BYTES) {
-      throw new FormatError('hf_invalid_json', `${source.name} is ${source.size} bytes; JSON files of a model directory are at most ${MAX_JSON_FILE_BYTES} bytes`, { file: source.name });
+      throw new FormatError(
+        'hf_invalid_json',
+        `${source.name} is ${source.size} bytes; JSON files of a model directory are at most ${MAX_JSON_FILE_BYTES} bytes`,
+        { file: source.name },
+      );
     }
     const bytes = await source.read(0, source.size);
     let text: string;
@@ -99,7 +117,11 @@ export function parseJsonObject(text: string, path: string): Record<string, unkn
     throw new FormatError('hf_invalid_json', `${path} is not valid JSON: ${(err as Error).message}`, { file: path });
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new FormatError('hf_invalid_json', `${path} must hold a JSON object, got ${Array.isArray(value) ? 'an array' : typeof value}`, { file: path });
+    throw new FormatError(
+      'hf_invalid_json',
+      `${path} must hold a JSON object, got ${Array.isArray(value) ? 'an array' : typeof value}`,
+      { file: path },
+    );
   }
   return value as Record<string, unknown>;
 }

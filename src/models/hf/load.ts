@@ -15,7 +15,12 @@ import type { Tensor } from '../../tensor.js';
 import { GPT } from '../gpt.js';
 import { Llama } from '../llama.js';
 import {
-  CONFIG_NAME, GENERATION_CONFIG_NAME, type GenerationConfig, type HfModelConfig, parseGenerationConfig, parseHfConfig,
+  CONFIG_NAME,
+  GENERATION_CONFIG_NAME,
+  type GenerationConfig,
+  type HfModelConfig,
+  parseGenerationConfig,
+  parseHfConfig,
 } from './config.js';
 import { type ModelFiles, directoryFiles, parseJsonObject, readTextFile } from './files.js';
 import { LOADABLE_DTYPES, readTensorInto } from './tensor-copy.js';
@@ -33,7 +38,10 @@ export type LoadedHfModel = HfModelConfig & {
 const MAX_LISTED = 8;
 
 function list(names: readonly string[]): string {
-  const shown = names.slice(0, MAX_LISTED).map((n) => JSON.stringify(n)).join(', ');
+  const shown = names
+    .slice(0, MAX_LISTED)
+    .map((n) => JSON.stringify(n))
+    .join(', ');
   return names.length > MAX_LISTED ? `${shown}, … and ${names.length - MAX_LISTED} more` : shown;
 }
 
@@ -42,7 +50,11 @@ export async function loadHfModel(input: string | ModelFiles): Promise<LoadedHfM
   const files = typeof input === 'string' ? directoryFiles(input) : input;
   const configFile = await readTextFile(files, CONFIG_NAME);
   if (!configFile) {
-    throw new FormatError('hf_no_config', `${files.label} has no ${CONFIG_NAME}; a Hugging Face model directory names its architecture there`, { dir: files.label });
+    throw new FormatError(
+      'hf_no_config',
+      `${files.label} has no ${CONFIG_NAME}; a Hugging Face model directory names its architecture there`,
+      { dir: files.label },
+    );
   }
   const hf = parseHfConfig(parseJsonObject(configFile.text, configFile.path), configFile.path);
   const generationConfig = await readGenerationConfig(files, hf);
@@ -83,7 +95,12 @@ function modelName(hf: HfModelConfig, fileName: string): string | null {
 }
 
 /** Pairs every parameter with its tensor, or throws naming every tensor that does not fit. */
-function matchTensors(model: Module, weights: ModelWeights, hf: HfModelConfig, configPath: string): [Tensor, TensorLocation][] {
+function matchTensors(
+  model: Module,
+  weights: ModelWeights,
+  hf: HfModelConfig,
+  configPath: string,
+): [Tensor, TensorLocation][] {
   const byModelName = new Map<string, TensorLocation>();
   const unexpected: string[] = [];
   const targets = new Map<string, Tensor>();
@@ -98,29 +115,54 @@ function matchTensors(model: Module, weights: ModelWeights, hf: HfModelConfig, c
     if (name === null) continue;
     const other = byModelName.get(name);
     if (other) {
-      throw new FormatError('hf_duplicate_tensor', `tensor ${JSON.stringify(name)} is in the weights twice, as ${JSON.stringify(other.entry.name)} (${other.file.path}) and ${JSON.stringify(fileName)} (${location.file.path})`, { tensor: name });
+      throw new FormatError(
+        'hf_duplicate_tensor',
+        `tensor ${JSON.stringify(name)} is in the weights twice, as ${JSON.stringify(other.entry.name)} (${other.file.path}) and ${JSON.stringify(fileName)} (${location.file.path})`,
+        { tensor: name },
+      );
     }
     if (!targets.has(name)) unexpected.push(fileName);
     byModelName.set(name, location);
   }
   const missing = [...targets.keys()].filter((n) => !byModelName.has(n));
   if (missing.length > 0) {
-    throw new FormatError('hf_missing_tensor', `the weights (${weights.fileNames.join(', ')}) lack ${missing.length} tensor(s) that ${configPath} implies: ${list(missing)}; the config and the weights disagree (or a shard is incomplete)`, { tensors: missing, file: configPath });
+    throw new FormatError(
+      'hf_missing_tensor',
+      `the weights (${weights.fileNames.join(', ')}) lack ${missing.length} tensor(s) that ${configPath} implies: ${list(missing)}; the config and the weights disagree (or a shard is incomplete)`,
+      { tensors: missing, file: configPath },
+    );
   }
   if (unexpected.length > 0) {
-    throw new FormatError('hf_unexpected_tensor', `the weights (${weights.fileNames.join(', ')}) hold ${unexpected.length} tensor(s) that the model of ${configPath} has no place for: ${list(unexpected)}; the config and the weights disagree (check num_hidden_layers / n_layer and the architecture)`, { tensors: unexpected, file: configPath });
+    throw new FormatError(
+      'hf_unexpected_tensor',
+      `the weights (${weights.fileNames.join(', ')}) hold ${unexpected.length} tensor(s) that the model of ${configPath} has no place for: ${list(unexpected)}; the config and the weights disagree (check num_hidden_layers / n_layer and the architecture)`,
+      { tensors: unexpected, file: configPath },
+    );
   }
   const plan: [Tensor, TensorLocation][] = [];
   for (const [name, target] of targets) {
     const location = byModelName.get(name)!;
     const { entry, file } = location;
     if (!shapesEqual(entry.shape, target.shape)) {
-      throw new FormatError('hf_shape_mismatch', `${file.path}: tensor ${JSON.stringify(entry.name)} has shape ${formatShape(entry.shape)}, but ${configPath} implies ${formatShape(target.shape)}; the config and the weights disagree`, { file: file.path, tensor: entry.name, shape: entry.shape, expected: target.shape });
+      throw new FormatError(
+        'hf_shape_mismatch',
+        `${file.path}: tensor ${JSON.stringify(entry.name)} has shape ${formatShape(entry.shape)}, but ${configPath} implies ${formatShape(target.shape)}; the config and the weights disagree`,
+        { file: file.path, tensor: entry.name, shape: entry.shape, expected: target.shape },
+      );
     }
     if (!(LOADABLE_DTYPES as readonly string[]).includes(entry.dtype)) {
-      throw new FormatError('hf_unsupported_dtype', `${file.path}: tensor ${JSON.stringify(entry.name)} is ${entry.dtype}; knobs loads weights stored as ${LOADABLE_DTYPES.join(', ')}`, { file: file.path, tensor: entry.name, dtype: entry.dtype });
+      throw new FormatError(
+        'hf_unsupported_dtype',
+        `${file.path}: tensor ${JSON.stringify(entry.name)} is ${entry.dtype}; knobs loads weights stored as ${LOADABLE_DTYPES.join(', ')}`,
+        { file: file.path, tensor: entry.name, dtype: entry.dtype },
+      );
     }
-    if (target.dtype !== 'f32' || !target.isContiguous() || target.offset !== 0 || target.storage.length !== target.size) {
+    if (
+      target.dtype !== 'f32' ||
+      !target.isContiguous() ||
+      target.offset !== 0 ||
+      target.storage.length !== target.size
+    ) {
       throw new Error(`loadHfModel: parameter ${name} is not a whole contiguous f32 storage`);
     }
     plan.push([target, location]);

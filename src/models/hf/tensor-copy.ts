@@ -47,6 +47,8 @@ export async function readTensorInto(out: Float32Array, { file, entry }: TensorL
       out.set(new Float64Array(bytes.buffer, bytes.byteOffset, n));
       return;
     default:
-      throw new Error(`readTensorInto: ${entry.dtype} is not one of ${LOADABLE_DTYPES.join(', ')}; the caller checks dtypes first`);
+      throw new Error(
+        `readTensorInto: ${entry.dtype} is not one of ${LOADABLE_DTYPES.join(', ')}; the caller checks dtypes first`,
+      );
   }
 }

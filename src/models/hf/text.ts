@@ -18,7 +18,11 @@ export async function loadHfTokenizer(dir: string, vocabSize: number): Promise<T
   const path = join(dir, TOKENIZER_NAME);
   const tokenizer = await Tokenizer.fromFile(path).catch((err: unknown) => {
     if (err instanceof IOError && (err.details as { errno?: string }).errno === 'ENOENT') {
-      throw new FormatError('hf_no_tokenizer', `${dir} has no ${TOKENIZER_NAME}; knobs needs the model's tokenizer to turn text into tokens`, { dir });
+      throw new FormatError(
+        'hf_no_tokenizer',
+        `${dir} has no ${TOKENIZER_NAME}; knobs needs the model's tokenizer to turn text into tokens`,
+        { dir },
+      );
     }
     throw err;
   });
@@ -55,13 +59,21 @@ export interface TextEval {
  * (each window sees only its own tokens, as Hugging Face's perplexity with stride = context), the
  * last one shorter, so every token after the first is predicted exactly once.
  */
-export function evaluateText(model: CausalLM, tokenizer: Tokenizer, text: string, opts: { context: number; batchSize?: number }): TextEval {
+export function evaluateText(
+  model: CausalLM,
+  tokenizer: Tokenizer,
+  text: string,
+  opts: { context: number; batchSize?: number },
+): TextEval {
   const ids = tokenizer.encode(text).ids;
   const bytes = new TextEncoder().encode(text).byteLength;
   const T = opts.context;
   // Windows per forward pass: as many as keep the logits [B, T, V] under LOGITS_BUDGET elements.
   const B = opts.batchSize ?? Math.max(1, Math.min(8, Math.floor(LOGITS_BUDGET / (T * model.config.vocab_size))));
-  if (ids.length < 2) throw new FormatError('too_short', `the text gives ${ids.length} token(s); evaluation needs at least 2`, { tokens: ids.length });
+  if (ids.length < 2)
+    throw new FormatError('too_short', `the text gives ${ids.length} token(s); evaluation needs at least 2`, {
+      tokens: ids.length,
+    });
   const wasTraining = model.training;
   model.eval();
   let nats = 0;
@@ -70,14 +82,24 @@ export function evaluateText(model: CausalLM, tokenizer: Tokenizer, text: string
     const inputs = starts.flatMap((s) => ids.slice(s, s + length));
     const targets = starts.flatMap((s) => ids.slice(s + 1, s + length + 1));
     const n = starts.length * length;
-    const loss = noGrad(() => model.loss(fromArray(inputs, [starts.length, length], { dtype: 'i32' }), fromArray(targets, [starts.length, length], { dtype: 'i32' })).item());
+    const loss = noGrad(() =>
+      model
+        .loss(
+          fromArray(inputs, [starts.length, length], { dtype: 'i32' }),
+          fromArray(targets, [starts.length, length], { dtype: 'i32' }),
+        )
+        .item(),
+    );
     nats += loss * n;
     tokens += n;
   };
   try {
     const full = Math.floor((ids.length - 1) / T);
     for (let w = 0; w < full; w += B) {
-      score(Array.from({ length: Math.min(B, full - w) }, (_, k) => (w + k) * T), T);
+      score(
+        Array.from({ length: Math.min(B, full - w) }, (_, k) => (w + k) * T),
+        T,
+      );
     }
     const rest = ids.length - 1 - full * T;
     if (rest > 0) score([full * T], rest);
