@@ -40,6 +40,11 @@ export {
   loadSafetensors, saveSafetensors, encodeSafetensors, openSafetensors, readSafetensorsHeader, parseSafetensorsHeader, isRawTensor,
   type RawTensor, type SafetensorsInput, type SafetensorsValue, type SafetensorsEntry, type SafetensorsHeader, type SafetensorsDType,
 } from './formats/safetensors.js';
+export {
+  readGguf, readGgufTensor, dequantizeGguf, GGUF_RULES, GGML_TYPES,
+  type GgufFile, type GgufTensorInfo, type GgufValue, type GgufValueType, type GgufItemType, type GgufArrayItems, type GgmlType, type GgufRule,
+} from './formats/gguf.js';
+export { writeGguf, encodeGguf, quantizeQ8_0, quantizeQ4_0, type GgufWriteInput, type GgufWriteTensor, type GgufWriteType } from './formats/gguf-write.js';
 export * as nn from './nn/index.js';
 export {
   Module, ModuleList, Sequential, Linear, Conv1D, Embedding, LayerNorm, RMSNorm, Dropout, Conv2d, MaxPool2d, AvgPool2d,

@@ -4,12 +4,13 @@
  * reference quantizers (quantize_row_q8_0_ref / quantize_row_q4_0_ref) and block layouts.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { f16BitsToF32, f32ToBF16Bits, f32ToF16Bits } from '../src/dtype.js';
-import { ArgumentError } from '../src/errors.js';
+import { ArgumentError, FormatError, IOError } from '../src/errors.js';
+import { nodeWriteFs } from '../src/io/atomic.js';
 import { memorySource, openFileSource } from '../src/io/byte-source.js';
 import { GGML_TYPES, type GgufValue, dequantizeGguf, readGguf, readGgufTensor } from '../src/formats/gguf.js';
 import { encodeGguf, quantizeQ4_0, quantizeQ8_0, writeGguf } from '../src/formats/gguf-write.js';
@@ -243,5 +244,51 @@ describe('Q4_0 blocks (quantize_row_q4_0_ref)', () => {
     const flipped = Float32Array.from(x, (v) => v); // −16 before 16: d = +2
     flipped.set([-16, 16]);
     assert.equal(new DataView(quantizeQ4_0(flipped).buffer).getUint16(0, true), 0x4000);
+  });
+});
+
+describe('GGUF files', () => {
+  it('a failed write leaves the old file whole and no temporary file', async () => {
+    const sub = await mkdtemp(join(dir, 'atomic-'));
+    const path = join(sub, 'm.gguf');
+    await writeFile(path, 'old');
+    const full = {
+      ...nodeWriteFs,
+      create: async (p: string) => {
+        const file = await nodeWriteFs.create(p);
+        return {
+          ...file,
+          write: async () => Promise.reject(Object.assign(new Error('no space'), { code: 'ENOSPC' })),
+          sync: () => file.sync(),
+          close: () => file.close(),
+        };
+      },
+    };
+    const input = {
+      metadata: new Map<string, GgufValue>(),
+      tensors: [{ name: 'a', shape: [1], data: Float32Array.from([1]), type: 'F32' as const }],
+    };
+    await assert.rejects(writeGguf(path, input, { fs: full }), IOError);
+    assert.equal(await readFile(path, 'utf8'), 'old');
+    assert.deepEqual(await readdir(sub), ['m.gguf']);
+  });
+
+  it('a tensor of a type knobs lays out but does not decode (Q4_K) is named in a gguf_unsupported_type error', async () => {
+    const g = new GgufBytes()
+      .header(1, 0)
+      .tensorInfo('blk.0.ffn_down.weight', [256], 12, 0)
+      .pad()
+      .raw(new Uint8Array(144));
+    const source = memorySource(g.bytes(), 'k.gguf');
+    const file = await readGguf(source);
+    assert.equal(file.tensors[0]!.type.name, 'Q4_K');
+    assert.equal(file.tensors[0]!.byteLength, 144);
+    await assert.rejects(readGgufTensor(source, file, 'blk.0.ffn_down.weight'), (err: unknown) => {
+      assert.ok(err instanceof FormatError);
+      assert.equal(err.rule, 'gguf_unsupported_type');
+      assert.match(err.message, /k\.gguf: tensor 'blk\.0\.ffn_down\.weight' is Q4_K; .*Q8_0/);
+      return true;
+    });
+    await assert.rejects(readGgufTensor(source, file, 'missing'), ArgumentError);
   });
 });
