@@ -228,6 +228,9 @@ export function quantizeQ8_0(x: Float32Array): Uint8Array {
 /**
  * quantize_row_q4_0_ref: d = max/−8, where max is the first value of largest magnitude (with its
  * sign); q = min(15, trunc(x·(1/d) + 8.5)); element j in the low nibble of byte j, j + 16 in the high.
+ * `x·id` and `+ 8.5` are rounded to f32 separately, as the C source reads. A build of ggml that
+ * fuses them into one FMA (upstream gguf-py's quants.py notes this: "Q4_0's reference rounding is
+ * cursed and depends on FMA") can differ in a rare nibble: 1 element in 6.4 million random ones here.
  */
 export function quantizeQ4_0(x: Float32Array): Uint8Array {
   const blocks = x.length / QK;
