@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { f16BitsToF32, f32ToBF16Bits, f32ToF16Bits } from '../src/dtype.js';
 import { ArgumentError, FormatError, IOError } from '../src/errors.js';
 import { nodeWriteFs } from '../src/io/atomic.js';
-import { memorySource, openFileSource } from '../src/io/byte-source.js';
+import { type ByteSource, memorySource, openFileSource } from '../src/io/byte-source.js';
 import { GGML_TYPES, type GgufValue, dequantizeGguf, readGguf, readGgufTensor } from '../src/formats/gguf.js';
 import { encodeGguf, quantizeQ4_0, quantizeQ8_0, writeGguf } from '../src/formats/gguf-write.js';
 import { GgufBytes } from './harness/gguf-bytes.js';
@@ -290,5 +290,34 @@ describe('GGUF files', () => {
       return true;
     });
     await assert.rejects(readGgufTensor(source, file, 'missing'), ArgumentError);
+  });
+
+  it('a valid tensor of more than 2^32 elements is refused before any read, not with a RangeError', async () => {
+    const header = new GgufBytes()
+      .header(1, 0)
+      .tensorInfo('big', [2 ** 16, 2 ** 16, 2], 1, 0)
+      .pad()
+      .bytes();
+    const reads: number[] = [];
+    // 16 GiB of F16 data that is never there: only the header's bytes can be read.
+    const source: ByteSource = {
+      name: 'sparse.gguf',
+      size: header.length + 2 ** 34,
+      read: async (offset, length) => {
+        reads.push(length);
+        if (length > 1 << 16) assert.fail(`read of ${length} bytes`);
+        const out = new Uint8Array(length);
+        out.set(header.subarray(offset, offset + length));
+        return out;
+      },
+      readInto: async () => assert.fail('no readInto'),
+      close: async () => undefined,
+    };
+    const file = await readGguf(source);
+    await assert.rejects(
+      readGgufTensor(source, file, 'big'),
+      (err: unknown) => err instanceof FormatError && err.rule === 'gguf_tensor_too_large',
+    );
+    assert.ok(reads.length > 0);
   });
 });

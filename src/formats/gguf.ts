@@ -64,6 +64,7 @@ export const GGUF_RULES = [
   'gguf_offset_mismatch',
   'gguf_data_past_end',
   'gguf_unsupported_type',
+  'gguf_tensor_too_large',
 ] as const;
 export type GgufRule = (typeof GGUF_RULES)[number];
 
@@ -581,6 +582,9 @@ export function padTo(n: number, alignment: number): number {
   return Math.ceil(n / alignment) * alignment;
 }
 
+/** V8's limit on a typed array's length. */
+const MAX_DECODED_ELEMENTS = 2 ** 32;
+
 /** Reads one tensor's data and returns its values as f32 (F32, F16, BF16, Q8_0, Q4_0). */
 export async function readGgufTensor(source: ByteSource, file: GgufFile, name: string): Promise<Float32Array> {
   const info = file.tensors.find((t) => t.name === name);
@@ -592,6 +596,14 @@ export async function readGgufTensor(source: ByteSource, file: GgufFile, name: s
       'gguf_unsupported_type',
       `tensor '${name}' is ${info.type.name}; knobs turns ${GGUF_DEQUANTIZABLE.join(', ')} into values`,
       { tensor: name, type: info.type.name, supported: GGUF_DEQUANTIZABLE },
+    );
+  }
+  if (info.elements > MAX_DECODED_ELEMENTS) {
+    fail(
+      source,
+      'gguf_tensor_too_large',
+      `tensor '${name}' has ${info.elements} elements; one tensor is decoded into one Float32Array, which holds at most ${MAX_DECODED_ELEMENTS}`,
+      { tensor: name, elements: info.elements, limit: MAX_DECODED_ELEMENTS },
     );
   }
   const bytes = await source.read(file.dataOffset + info.offset, info.byteLength);
