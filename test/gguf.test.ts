@@ -190,6 +190,15 @@ function block(scaleBits: number, quants: number[]): Uint8Array {
   return Uint8Array.from([scaleBits & 0xff, scaleBits >> 8, ...quants.map((q) => q & 0xff)]);
 }
 
+describe('F16 decoding', () => {
+  it('decodes every one of the 65536 bit patterns as f16BitsToF32 does (±0, subnormals, ±Inf, NaN)', () => {
+    const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const got = dequantizeGguf(GGML_TYPES.get(1)!, new Uint8Array(bits.buffer), 65536);
+    for (let i = 0; i < 65536; i++)
+      assert.ok(Object.is(got[i], Math.fround(f16BitsToF32(i))), `bits 0x${i.toString(16)}`);
+  });
+});
+
 describe('Q8_0 blocks (quantize_row_q8_0_ref)', () => {
   it('amax 127: d = 1 (f16 0x3C00), q = roundf(x), halves away from zero', () => {
     const x = new Float32Array(32);

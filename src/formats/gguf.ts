@@ -610,17 +610,27 @@ export async function readGgufTensor(source: ByteSource, file: GgufFile, name: s
   return dequantizeGguf(info.type, bytes, info.elements);
 }
 
+let f16Values: Float32Array | null = null;
+/** Every f16 bit pattern's value (256 KiB, built on first use): a lookup beats decoding per element. */
+function f16Table(): Float32Array {
+  f16Values ??= Float32Array.from({ length: 65536 }, (_, bits) => f16BitsToF32(bits));
+  return f16Values;
+}
+
 /** Decodes `elements` values of a ggml type from `bytes` (exactly the tensor's bytes). */
 export function dequantizeGguf(type: GgmlType, bytes: Uint8Array, elements: number): Float32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(elements);
   switch (type.name) {
     case 'F32':
-      for (let i = 0; i < elements; i++) out[i] = view.getFloat32(4 * i, true);
+      // A byte copy: knobs runs on little-endian hosts only (as its safetensors reader does).
+      new Uint8Array(out.buffer).set(bytes.subarray(0, 4 * elements));
       return out;
-    case 'F16':
-      for (let i = 0; i < elements; i++) out[i] = f16BitsToF32(view.getUint16(2 * i, true));
+    case 'F16': {
+      const table = f16Table();
+      for (let i = 0; i < elements; i++) out[i] = table[view.getUint16(2 * i, true)]!;
       return out;
+    }
     case 'BF16':
       for (let i = 0; i < elements; i++) out[i] = bf16BitsToF32(view.getUint16(2 * i, true));
       return out;
