@@ -144,10 +144,29 @@ export {
   type SafetensorsDType,
 } from './formats/safetensors.js';
 export {
-  readGguf, readGgufTensor, dequantizeGguf, GGUF_RULES, GGML_TYPES,
-  type GgufFile, type GgufTensorInfo, type GgufValue, type GgufValueType, type GgufItemType, type GgufArrayItems, type GgmlType, type GgufRule,
+  readGguf,
+  readGgufTensor,
+  dequantizeGguf,
+  GGUF_RULES,
+  GGML_TYPES,
+  type GgufFile,
+  type GgufTensorInfo,
+  type GgufValue,
+  type GgufValueType,
+  type GgufItemType,
+  type GgufArrayItems,
+  type GgmlType,
+  type GgufRule,
 } from './formats/gguf.js';
-export { writeGguf, encodeGguf, quantizeQ8_0, quantizeQ4_0, type GgufWriteInput, type GgufWriteTensor, type GgufWriteType } from './formats/gguf-write.js';
+export {
+  writeGguf,
+  encodeGguf,
+  quantizeQ8_0,
+  quantizeQ4_0,
+  type GgufWriteInput,
+  type GgufWriteTensor,
+  type GgufWriteType,
+} from './formats/gguf-write.js';
 export * as nn from './nn/index.js';
 export {
   Module,
