@@ -7,7 +7,10 @@
  * Each measurement is a fresh process — a knobs child (this file with --child) running
  * loadHfModel, a fresh PyTorch peer running torch.load — so that peak RSS (maxRSS / ru_maxrss)
  * belongs to that one load: each reports its RSS just before loading, the load's wall time and
- * its peak RSS. Runs alternate (knobs, torch, knobs, torch, …); medians are reported. The files
+ * its peak RSS. The timed region is the same on both sides: the interpreter has started and the
+ * modules are imported before the clock starts; knobs times loadHfModel (config, headers, building
+ * the model's parameter storage, reading the tensors), torch times torch.load (allocating its
+ * storages, reading them, unpickling). Runs alternate (knobs, torch, knobs, torch, …); medians are reported. The files
  * are read once before the first run so the page cache is warm.
  *
  * Rows: GB/s (10⁹ bytes of weights per second, higher is better; the issue asks ≥ 1 GB/s) and
