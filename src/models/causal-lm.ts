@@ -4,15 +4,24 @@
  * `CausalLM`, so a new architecture only has to provide these members.
  */
 import { noGrad } from '../autograd/tape.js';
-import { ArgumentError } from '../errors.js';
+import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
 import { fromArray } from '../ops/creation.js';
 import type { CrossEntropyOptions } from '../ops/nn.js';
 import { slice } from '../ops/view.js';
 import { Generator } from '../random.js';
+import { formatShape } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import type { KVCache } from '../nn/attention.js';
 import type { Module } from '../nn/module.js';
 import { checkSamplingOptions, sampleToken, type SamplingOptions } from './sampling.js';
+
+/** Checks that `ids` are token ids [B, T] (i32 or i64); `op` names the model in the error. */
+export function checkTokenIds(ids: Tensor, op: string): void {
+  if (ids.rank !== 2)
+    throw new ShapeError(`${op}: ids must be [B, T], got ${formatShape(ids.shape)}`, { op, shapes: [ids.shape] });
+  if (ids.dtype !== 'i32' && ids.dtype !== 'i64')
+    throw new DTypeError(`${op}: ids must be i32 or i64 token ids, got ${ids.dtype}`, { op, dtypes: [ids.dtype] });
+}
 
 /** Hugging Face's eos_token_id: one id, a list (generation stops at any), or none. */
 export type EosTokenId = number | readonly number[] | null;

@@ -20,7 +20,7 @@
  * (attn.c_proj, mlp.c_proj) N(0, 0.02/√(2L)).
  */
 import type { DType } from '../dtype.js';
-import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
+import { ArgumentError, ShapeError } from '../errors.js';
 import { arange } from '../ops/creation.js';
 import { add } from '../ops/elementwise.js';
 import { matmul } from '../ops/linalg.js';
@@ -42,6 +42,7 @@ import {
 } from '../nn/module.js';
 import {
   type CausalLM,
+  checkTokenIds,
   type GenerateOptions,
   type GenerateResult,
   generateTokens,
@@ -271,16 +272,7 @@ export class GPT extends Module implements CausalLM {
 
   /** The hidden states after ln_f: ids [B, T] → [B, T, C]. `cache` (inference) supplies past positions. */
   hidden(ids: Tensor, cache?: KVCache): Tensor {
-    if (ids.rank !== 2)
-      throw new ShapeError(`GPT: ids must be [B, T], got ${formatShape(ids.shape)}`, {
-        op: 'GPT',
-        shapes: [ids.shape],
-      });
-    if (ids.dtype !== 'i32' && ids.dtype !== 'i64')
-      throw new DTypeError(`GPT: ids must be i32 or i64 token ids, got ${ids.dtype}`, {
-        op: 'GPT',
-        dtypes: [ids.dtype],
-      });
+    checkTokenIds(ids, 'GPT');
     const T = ids.shape[1]!;
     const past = cache?.length ?? 0;
     if (past + T > this.config.n_positions) {

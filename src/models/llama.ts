@@ -27,7 +27,7 @@
  */
 import type { DType } from '../dtype.js';
 import { noGrad } from '../autograd/tape.js';
-import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
+import { ArgumentError, ShapeError } from '../errors.js';
 import { fromArray } from '../ops/creation.js';
 import { add, mul, neg, silu } from '../ops/elementwise.js';
 import { matmul } from '../ops/linalg.js';
@@ -50,6 +50,7 @@ import {
 } from '../nn/module.js';
 import {
   type CausalLM,
+  checkTokenIds,
   type EosTokenId,
   type GenerateOptions,
   type GenerateResult,
@@ -470,16 +471,7 @@ export class Llama extends Module implements CausalLM {
 
   /** The hidden states after the final norm: ids [B, T] → [B, T, C]. `cache` (inference) supplies past positions. */
   hidden(ids: Tensor, cache?: KVCache): Tensor {
-    if (ids.rank !== 2)
-      throw new ShapeError(`Llama: ids must be [B, T], got ${formatShape(ids.shape)}`, {
-        op: 'Llama',
-        shapes: [ids.shape],
-      });
-    if (ids.dtype !== 'i32' && ids.dtype !== 'i64')
-      throw new DTypeError(`Llama: ids must be i32 or i64 token ids, got ${ids.dtype}`, {
-        op: 'Llama',
-        dtypes: [ids.dtype],
-      });
+    checkTokenIds(ids, 'Llama');
     const T = ids.shape[1]!;
     const past = cache?.length ?? 0;
     if (past + T > this.contextLength) {
