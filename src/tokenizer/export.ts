@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { BYTE_TO_CHAR } from './byte-level.js';
 import { TOKENIZER_CONFIG_NAME, TOKENIZER_NAME, tokenizerConfigJson } from './config.js';
-import { BYTE_LEVEL_DECODER } from './train-bpe.js';
+import { BYTE_LEVEL_DECODER, byteLevelBpeModel } from './train-bpe.js';
 
 export interface TokenizerFiles {
   /** tokenizer.json's object. */
@@ -32,18 +32,7 @@ export function byteLevelTokenizerJson(): Record<string, unknown> {
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
     post_processor: null,
     decoder: { ...BYTE_LEVEL_DECODER },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab,
-      merges: [],
-    },
+    model: byteLevelBpeModel(vocab, []),
   };
 }
 

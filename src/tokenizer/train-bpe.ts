@@ -30,6 +30,25 @@ export const BYTE_LEVEL_PRE_TOKENIZER = {
   trim_offsets: true,
   use_regex: true,
 } as const;
+/** tokenizer.json's `model` of a byte-level BPE: every option at Hugging Face's default. */
+export function byteLevelBpeModel(
+  vocab: Record<string, number>,
+  merges: readonly (string | readonly [string, string])[],
+) {
+  return {
+    type: 'BPE',
+    dropout: null,
+    unk_token: null,
+    continuing_subword_prefix: null,
+    end_of_word_suffix: null,
+    fuse_unk: false,
+    byte_fallback: false,
+    ignore_merges: false,
+    vocab,
+    merges,
+  };
+}
+
 export const BYTE_LEVEL_DECODER = {
   type: 'ByteLevel',
   add_prefix_space: true,
@@ -84,18 +103,7 @@ export function trainByteLevelBpe(text: string, opts: TrainBpeOptions): Record<s
     pre_tokenizer: { ...BYTE_LEVEL_PRE_TOKENIZER },
     post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
     decoder: { ...BYTE_LEVEL_DECODER },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab,
-      merges,
-    },
+    model: byteLevelBpeModel(vocab, merges),
   };
 }
 
