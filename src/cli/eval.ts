@@ -2,8 +2,8 @@
 import { readFile } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import { asIOError } from '../io/atomic.js';
-import { loadHfModel } from '../models/hf/load.js';
-import { type TextEval, evaluateText, loadHfTokenizer } from '../models/hf/text.js';
+import { openLanguageModel } from '../load/language-model.js';
+import { type TextEval, evaluateText } from '../models/hf/text.js';
 import { evaluateRun } from '../train/eval-run.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
@@ -79,15 +79,16 @@ async function evaluateHfDir(
     throw new UsageError(
       `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
     );
-  const loaded = await loadHfModel(dir);
-  const limit = loaded.model.contextLength;
+  const { model, tokenizer } = await openLanguageModel(dir);
+  const limit = model.contextLength;
   const context =
     contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);
   if (context > limit)
     throw new UsageError(`--context ${context} is longer than the model's context (${limit} positions)`);
-  const tokenizer = await loadHfTokenizer(dir, loaded.config.vocab_size);
   const text = await readFile(data, 'utf8').catch((err: unknown) => {
     throw asIOError(err, data, 'read');
   });
-  return evaluateText(loaded.model, tokenizer, text, { context });
+  // Not a run directory, so a Hugging Face one: it always has its tokenizer.
+  if (!tokenizer) throw new UsageError(`${dir} has no tokenizer to turn the text into tokens`);
+  return evaluateText(model, tokenizer, text, { context });
 }

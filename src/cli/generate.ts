@@ -1,12 +1,7 @@
 /** `knobs generate DIR --prompt TEXT`: continues a prompt with a run's language model, streaming. */
 import { UsageError } from '../errors.js';
-import { type GenerateTextOptions, generateText } from '../models/generate-text.js';
-import { samplingDefaults } from '../models/hf/generate.js';
-import { loadHfModel } from '../models/hf/load.js';
-import { loadHfTokenizer, tokenizerCodec } from '../models/hf/text.js';
-import type { CausalLM } from '../models/causal-lm.js';
-import { isLanguageModelInstance } from '../train/build.js';
-import { isRunDir, loadRun } from '../train/run-dir.js';
+import { generateText } from '../models/generate-text.js';
+import { openLanguageModel } from '../load/language-model.js';
 import { type Command, emit, parse } from './command.js';
 import { MAX_GENERATE_TOKENS, numberIn, positiveInt } from './flags.js';
 
@@ -72,7 +67,7 @@ Example:
         values['top-p'] === undefined ? undefined : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
       seed: values.seed === undefined ? 0 : positiveInt(values.seed, '--seed', 0),
     };
-    const { model, textOptions, defaults } = await loadLanguageModel(positionals[0]!);
+    const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!);
     const options = {
       maxTokens: given.maxTokens ?? defaults.maxNewTokens ?? 256,
       temperature: given.temperature ?? defaults.temperature,
@@ -96,34 +91,3 @@ Example:
     return 0;
   },
 };
-
-type SamplingDefaults = ReturnType<typeof samplingDefaults>;
-
-/**
- * A run directory's model (its recipe's tokenizer, or bytes; sampling at temperature 1 by default), or a Hugging Face
- * directory's model with its tokenizer, eos ids and generation_config.json's sampling defaults.
- */
-async function loadLanguageModel(
-  dir: string,
-): Promise<{ model: CausalLM; textOptions: GenerateTextOptions; defaults: SamplingDefaults }> {
-  if (await isRunDir(dir)) {
-    const { model, recipe } = await loadRun(dir);
-    if (!isLanguageModelInstance(model))
-      throw new UsageError(
-        `${dir} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`,
-      );
-    // A run trained with a tokenizer.json has it copied into the directory; byte-level runs need none.
-    const textOptions =
-      recipe.tokenizer === 'bytes'
-        ? {}
-        : { codec: tokenizerCodec(await loadHfTokenizer(dir, model.config.vocab_size)) };
-    return { model, textOptions, defaults: { temperature: 1, topK: 0, topP: 1 } };
-  }
-  const loaded = await loadHfModel(dir);
-  const tokenizer = await loadHfTokenizer(dir, loaded.config.vocab_size);
-  return {
-    model: loaded.model,
-    textOptions: { codec: tokenizerCodec(tokenizer), eosTokenId: loaded.generationConfig.eosTokenIds },
-    defaults: samplingDefaults(loaded.generationConfig),
-  };
-}
