@@ -282,20 +282,20 @@ describe('GGUF files', () => {
     assert.deepEqual(await readdir(sub), ['m.gguf']);
   });
 
-  it('a tensor of a type knobs lays out but does not decode (Q4_K) is named in a gguf_unsupported_type error', async () => {
+  it('a tensor of a type knobs lays out but does not decode (Q2_K) is named in a gguf_unsupported_type error', async () => {
     const g = new GgufBytes()
       .header(1, 0)
-      .tensorInfo('blk.0.ffn_down.weight', [256], 12, 0)
+      .tensorInfo('blk.0.ffn_down.weight', [256], 10, 0)
       .pad()
-      .raw(new Uint8Array(144));
+      .raw(new Uint8Array(84));
     const source = memorySource(g.bytes(), 'k.gguf');
     const file = await readGguf(source);
-    assert.equal(file.tensors[0]!.type.name, 'Q4_K');
-    assert.equal(file.tensors[0]!.byteLength, 144);
+    assert.equal(file.tensors[0]!.type.name, 'Q2_K');
+    assert.equal(file.tensors[0]!.byteLength, 84);
     await assert.rejects(readGgufTensor(source, file, 'blk.0.ffn_down.weight'), (err: unknown) => {
       assert.ok(err instanceof FormatError);
       assert.equal(err.rule, 'gguf_unsupported_type');
-      assert.match(err.message, /k\.gguf: tensor 'blk\.0\.ffn_down\.weight' is Q4_K; .*Q8_0/);
+      assert.match(err.message, /k\.gguf: tensor 'blk\.0\.ffn_down\.weight' is Q2_K; .*Q6_K/);
       return true;
     });
     await assert.rejects(readGgufTensor(source, file, 'missing'), ArgumentError);

@@ -54,6 +54,10 @@ class ByteWriter {
   private view = new DataView(this.buf.buffer);
   length = 0;
 
+  /**
+   * Makes room for `n` more bytes and returns where they start. It may replace `buf` and `view`, so
+   * callers take the offset first: `this.view.setX(this.room(n), …)` would write into the old view.
+   */
   private room(n: number): number {
     if (this.length + n > this.buf.byteLength) {
       const next = new Uint8Array(Math.max(this.buf.byteLength * 2, this.length + n));
@@ -66,37 +70,48 @@ class ByteWriter {
     return at;
   }
   u8(v: number): void {
-    this.view.setUint8(this.room(1), v);
+    const at = this.room(1);
+    this.view.setUint8(at, v);
   }
   i8(v: number): void {
-    this.view.setInt8(this.room(1), v);
+    const at = this.room(1);
+    this.view.setInt8(at, v);
   }
   u16(v: number): void {
-    this.view.setUint16(this.room(2), v, true);
+    const at = this.room(2);
+    this.view.setUint16(at, v, true);
   }
   i16(v: number): void {
-    this.view.setInt16(this.room(2), v, true);
+    const at = this.room(2);
+    this.view.setInt16(at, v, true);
   }
   u32(v: number): void {
-    this.view.setUint32(this.room(4), v, true);
+    const at = this.room(4);
+    this.view.setUint32(at, v, true);
   }
   i32(v: number): void {
-    this.view.setInt32(this.room(4), v, true);
+    const at = this.room(4);
+    this.view.setInt32(at, v, true);
   }
   f32(v: number): void {
-    this.view.setFloat32(this.room(4), v, true);
+    const at = this.room(4);
+    this.view.setFloat32(at, v, true);
   }
   f64(v: number): void {
-    this.view.setFloat64(this.room(8), v, true);
+    const at = this.room(8);
+    this.view.setFloat64(at, v, true);
   }
   u64(v: bigint): void {
-    this.view.setBigUint64(this.room(8), v, true);
+    const at = this.room(8);
+    this.view.setBigUint64(at, v, true);
   }
   i64(v: bigint): void {
-    this.view.setBigInt64(this.room(8), v, true);
+    const at = this.room(8);
+    this.view.setBigInt64(at, v, true);
   }
   bytes(b: Uint8Array): void {
-    this.buf.set(b, this.room(b.byteLength));
+    const at = this.room(b.byteLength);
+    this.buf.set(b, at);
   }
   string(s: string): void {
     const b = new TextEncoder().encode(s);
@@ -227,17 +242,27 @@ export function quantizeQ8_0(x: Float32Array): Uint8Array {
 
 /**
  * quantize_row_q4_0_ref: d = max/−8, where max is the first value of largest magnitude (with its
- * sign); q = min(15, trunc(x·(1/d) + 8.5)); element j in the low nibble of byte j, j + 16 in the high.
- * `x·id` and `+ 8.5` are rounded to f32 separately, as the C source reads. A build of ggml that
- * fuses them into one FMA (upstream gguf-py's quants.py notes this: "Q4_0's reference rounding is
- * cursed and depends on FMA") can differ in a rare nibble: 1 element in 6.4 million random ones here.
+ * sign); q = min(15, (int8_t)(x·(1/d) + 8.5)); element j in the low nibble of byte j, j + 16 in the high.
+ *
+ * Two details make this bit-exact with ggml (checked against its library in test/gguf-ggml.test.ts):
+ * - `x·id` and `+ 8.5` are rounded to f32 separately, as the C source reads. A build that fuses them
+ *   into one FMA could differ in a rare nibble (upstream gguf-py's quants.py: "Q4_0's reference rounding
+ *   is cursed and depends on FMA"). llama.cpp's x86-64 builds do not: the reference quantizers live in
+ *   libggml-base, compiled for baseline x86-64 without FMA or F16C (node-llama-cpp 3.21.1's prebuilt
+ *   libggml-base.so contains no vfmadd instruction), whatever CPU variant libggml-cpu is built for.
+ * - When |d| is so small (a block of f32 subnormals) that 1/d overflows to ∞, x·id is ±∞ or NaN; C's
+ *   float-to-int8 conversion is undefined there, and x86-64 (cvttps2dq) yields 0x80000000, whose low byte
+ *   is 0. knobs writes that 0 nibble, as x86-64 ggml does (an ARM build would saturate instead). The
+ *   f16 scale of such a block is 0, so every value decodes to 0 either way.
  */
 export function quantizeQ4_0(x: Float32Array): Uint8Array {
   const blocks = x.length / QK;
   const out = new Uint8Array(blocks * 18);
   const view = new DataView(out.buffer);
-  const nibble = (v: number, id: number): number =>
-    Math.min(15, Math.trunc(Math.fround(Math.fround(v * id) + 8.5))) & 0x0f;
+  const nibble = (v: number, id: number): number => {
+    const t = Math.fround(Math.fround(v * id) + 8.5);
+    return Number.isFinite(t) ? Math.min(15, Math.trunc(t)) : 0;
+  };
   for (let b = 0; b < blocks; b++) {
     let amax = 0;
     let max = 0;
