@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { ArgumentError } from '../src/errors.js';
+import { ArgumentError, FormatError } from '../src/errors.js';
 import {
   GGML_TYPES,
   GGUF_DEQUANTIZABLE,
@@ -23,7 +23,8 @@ import {
   readGgufTensor,
 } from '../src/formats/gguf.js';
 import { quantizeQ4_0, quantizeQ8_0 } from '../src/formats/gguf-write.js';
-import { memorySource, openFileSource } from '../src/io/byte-source.js';
+import { type ByteSource, memorySource, openFileSource } from '../src/io/byte-source.js';
+import { GgufBytes } from './harness/gguf-bytes.js';
 
 const DIR = fileURLToPath(new URL('../../test/fixtures/ggml/', import.meta.url));
 const manifest = JSON.parse(readFileSync(`${DIR}manifest.json`, 'utf8')) as {
@@ -163,5 +164,40 @@ describe("GGUF quantization against ggml's own library", () => {
     }
     await assert.rejects(readGgufRows(source, gguf, 'blk.0.attn_k.weight', 127, 2), ArgumentError);
     await assert.rejects(readGgufRows(source, gguf, 'blk.0.attn_k.weight', 0, 2, new Float32Array(511)), ArgumentError);
+  });
+
+  it('a Q6_K tensor of 2^33 values is refused whole but read row by row in bounded memory', async () => {
+    // 2^25 rows of 256: 7 GiB of data that is never there, and a source that refuses big reads.
+    const header = new GgufBytes()
+      .header(1, 0)
+      .tensorInfo('huge', [256, 2 ** 25], 14, 0)
+      .pad()
+      .bytes();
+    const block = file('Q6_K.blocks').subarray(0, 210);
+    const reads: number[] = [];
+    const source: ByteSource = {
+      name: 'huge.gguf',
+      size: header.length + 2 ** 25 * 210,
+      read: async (offset, length) => {
+        reads.push(length);
+        if (length > 1 << 16) assert.fail(`read of ${length} bytes`);
+        const out = new Uint8Array(length);
+        if (offset < header.length) out.set(header.subarray(offset, offset + length));
+        else for (let i = 0; i < length; i += 210) out.set(block, i);
+        return out;
+      },
+      readInto: async () => assert.fail('no readInto'),
+      close: async () => undefined,
+    };
+    const gguf = await readGguf(source);
+    await assert.rejects(
+      readGgufTensor(source, gguf, 'huge'),
+      (err: unknown) =>
+        err instanceof FormatError && err.rule === 'gguf_tensor_too_large' && /readGgufRows/.test(err.message),
+    );
+    const out = await readGgufRows(source, gguf, 'huge', 2 ** 25 - 3, 3);
+    const want = f32(file('Q6_K.dequant.f32')).subarray(0, 256);
+    for (let r = 0; r < 3; r++) assertSameBits(out.subarray(256 * r, 256 * (r + 1)), want, `row ${2 ** 25 - 3 + r}`);
+    assert.equal(reads.at(-1), 3 * 210);
   });
 });
