@@ -114,6 +114,23 @@ export function rawTensorOf(t: Tensor, dtype: HfOutType): RawTensor {
   return { kind: 'raw', dtype: dtype === 'f16' ? 'F16' : 'BF16', shape: t.shape, bytes: new Uint8Array(bits.buffer) };
 }
 
+/** A model's parameters as safetensors tensors of `dtype` (a tied weight once, under its first name). */
+export function hfTensorsOf(model: HfModel, dtype: HfOutType): Map<string, RawTensor> {
+  const tensors = new Map<string, RawTensor>();
+  const seen = new Set<unknown>();
+  for (const [name, t] of model.stateDict()) {
+    if (seen.has(t.storage)) continue;
+    seen.add(t.storage);
+    tensors.set(name, rawTensorOf(t, dtype));
+  }
+  return tensors;
+}
+
+/** config.json of a model stored as `dtype`. */
+export function hfConfigOf(model: HfModel, dtype: HfOutType): Record<string, unknown> {
+  return { ...model.toHFConfig(), torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[dtype] };
+}
+
 export interface HfDirFiles {
   config: Record<string, unknown>;
   tensors: Map<string, RawTensor>;
@@ -128,15 +145,8 @@ export function hfFilesFromGguf(loaded: LoadedGgufModel, dtype: HfOutType): HfDi
     throw new UsageError(
       `${loaded.dir}: its llama3 rope scaling is a ${ROPE_FREQS} tensor, which config.json cannot state (rope_scaling names llama3's parameters, not per-frequency factors); run the .gguf directly instead of converting it`,
     );
-  const tensors = new Map<string, RawTensor>();
-  const seen = new Set<unknown>();
-  for (const [name, t] of loaded.model.stateDict()) {
-    if (seen.has(t.storage)) continue;
-    seen.add(t.storage);
-    tensors.set(name, rawTensorOf(t, dtype));
-  }
-  const torchDtype = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[dtype];
-  const config = { ...loaded.model.toHFConfig(), torch_dtype: torchDtype };
+  const tensors = hfTensorsOf(loaded.model, dtype);
+  const config = hfConfigOf(loaded.model, dtype);
   const tokenizer = tokenizerJsonFromGguf(loaded.gguf, loaded.dir);
   const text = (id: number | null | undefined): string | null =>
     id === null || id === undefined || !loaded.tokenizer ? null : (loaded.tokenizer.idToToken(id) ?? null);

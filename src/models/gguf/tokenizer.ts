@@ -20,7 +20,8 @@
  * scores −r, so both directions keep the merge order.
  */
 import { FormatError } from '../../errors.js';
-import type { GgufFile, GgufValue } from '../../formats/gguf.js';
+import { type GgufFile, type GgufValue, readGguf } from '../../formats/gguf.js';
+import { openFileSource } from '../../io/byte-source.js';
 import { Tokenizer, checkTokenizerFitsVocab } from '../../tokenizer/tokenizer.js';
 import type { TokenizerConfig } from '../../tokenizer/config.js';
 import { gv, MetadataReader } from './metadata.js';
@@ -52,6 +53,17 @@ export function tokenizerFromGguf(file: GgufFile, path: string, vocabSize: numbe
   const tokenizer = Tokenizer.fromJSON(json, `${path} (tokenizer metadata)`);
   checkTokenizerFitsVocab(tokenizer, vocabSize, path);
   return tokenizer;
+}
+
+/** The tokenizer of a GGUF file on disk, from its header alone; null when it has none. */
+export async function loadGgufTokenizer(path: string): Promise<Tokenizer | null> {
+  const source = await openFileSource(path);
+  try {
+    const json = tokenizerJsonFromGguf(await readGguf(source), path);
+    return json === null ? null : Tokenizer.fromJSON(json, `${path} (tokenizer metadata)`);
+  } finally {
+    await source.close();
+  }
 }
 
 /** tokenizer.json's object for the file's tokenizer metadata, or null when it describes none. */
