@@ -79,7 +79,6 @@ describe('diff sees the same weights in safetensors, shards and GGUF', () => {
         [one, f32],
       ]) {
         const d = await diff(a!, b!);
-        assert.deepEqual(d.notes, [], `${a} vs ${b}`);
         const statuses = new Set(d.tensors.map((t) => t.status));
         assert.deepEqual(
           [...statuses],
