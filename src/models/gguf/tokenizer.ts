@@ -199,11 +199,12 @@ export function tokenizerJsonFromGguf(file: GgufFile, path: string): Json | null
 }
 
 function preName(pre: string | null, path: string): (typeof KNOWN_PRE)[number] {
-  const name = pre === null || pre === 'default' ? 'gpt-2' : (PRE_ALIASES[pre] ?? pre);
+  // A missing or 'default' pre means llama.cpp's own DEFAULT regexes, which no tokenizer.json has.
+  const name = pre === null ? 'default' : (PRE_ALIASES[pre] ?? pre);
   if (!(KNOWN_PRE as readonly string[]).includes(name))
     throw new FormatError(
       'gguf_tokenizer_unknown_pre',
-      `${path}: tokenizer.ggml.pre is '${pre}'; knobs knows the pre-tokenizers ${KNOWN_PRE.join(', ')} (GPT-2, Llama 3, Qwen2)`,
+      `${path}: tokenizer.ggml.pre is ${pre === null ? 'missing' : `'${pre}'`}; knobs knows the pre-tokenizers ${KNOWN_PRE.join(', ')} (GPT-2, Llama 3, Qwen2)`,
       { path, key: 'tokenizer.ggml.pre', value: pre, supported: KNOWN_PRE },
     );
   return name as (typeof KNOWN_PRE)[number];
