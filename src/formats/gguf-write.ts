@@ -1,5 +1,5 @@
 /**
- * GGUF writer: metadata and f32 values stored as F32, F16, Q8_0 or Q4_0, written atomically
+ * GGUF writer: metadata and f32 values stored as F32, F16, BF16, Q8_0 or Q4_0, written atomically
  * (src/io/atomic.ts). The layout is the one src/formats/gguf.ts documents and reads; version 3,
  * little-endian, each tensor's data padded to the alignment (`general.alignment`, default 32).
  *
@@ -9,7 +9,7 @@
  * ggml computes in C floats, so every intermediate here is rounded to f32 (Math.fround), and the
  * f16 scale is rounded to nearest even, as GGML_FP32_TO_FP16 does on x86 (F16C).
  */
-import { f32ToF16Bits } from '../dtype.js';
+import { f32ToBF16Bits, f32ToF16Bits } from '../dtype.js';
 import { ArgumentError } from '../errors.js';
 import { type AtomicWriteOptions, writeFileAtomic } from '../io/atomic.js';
 import {
@@ -24,7 +24,7 @@ import {
   padTo,
 } from './gguf.js';
 
-export type GgufWriteType = 'F32' | 'F16' | 'Q8_0' | 'Q4_0';
+export type GgufWriteType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
 
 export interface GgufWriteTensor {
   readonly name: string;
@@ -43,6 +43,7 @@ export interface GgufWriteInput {
 const TYPE_ID: Readonly<Record<GgufWriteType, number>> = {
   F32: GGML_TYPE.F32,
   F16: GGML_TYPE.F16,
+  BF16: GGML_TYPE.BF16,
   Q8_0: GGML_TYPE.Q8_0,
   Q4_0: GGML_TYPE.Q4_0,
 };
@@ -70,7 +71,7 @@ class ByteWriter {
     return at;
   }
   u8(v: number): void {
-    const at = this.room(1);
+    const at = this.room(1); // grow first: this.view changes when the buffer does
     this.view.setUint8(at, v);
   }
   i8(v: number): void {
@@ -193,7 +194,7 @@ function checkTensor(t: GgufWriteTensor, seen: Set<string>): void {
     });
   if (!(t.type in TYPE_ID))
     throw new ArgumentError(
-      `tensor '${t.name}': type ${String(t.type)} is not one the writer stores; use F32, F16, Q8_0 or Q4_0`,
+      `tensor '${t.name}': type ${String(t.type)} is not one the writer stores; use F32, F16, BF16, Q8_0 or Q4_0`,
       { tensor: t.name },
     );
   const row = t.shape[t.shape.length - 1] ?? 1;
@@ -212,6 +213,8 @@ export function encodeGgufTensorData(type: GgufWriteType, data: Float32Array): U
       return new Uint8Array(Float32Array.from(data).buffer);
     case 'F16':
       return new Uint8Array(Uint16Array.from(data, f32ToF16Bits).buffer);
+    case 'BF16':
+      return new Uint8Array(Uint16Array.from(data, f32ToBF16Bits).buffer);
     case 'Q8_0':
       return quantizeQ8_0(data);
     case 'Q4_0':
