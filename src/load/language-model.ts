@@ -13,6 +13,7 @@ import { loadHfTokenizer, tokenizerCodec } from '../models/hf/text.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { isLanguageModelInstance } from '../train/build.js';
 import { isRunDir, loadRun } from '../train/run-dir.js';
+import { openVerifiedLanguageModel } from './verified-model.js';
 
 export type SamplingDefaults = ReturnType<typeof samplingDefaults>;
 
@@ -29,7 +30,19 @@ export interface OpenedLanguageModel {
   defaults: SamplingDefaults;
 }
 
-export async function openLanguageModel(path: string): Promise<OpenedLanguageModel> {
+export interface OpenLanguageModelOptions {
+  /**
+   * The publisher's public key (SPKI PEM): `path` must then be a bundle signed by `knobs release`
+   * (or OpenSSF model-signing), and every file is checked against the signature as it is read.
+   */
+  publicKey?: string;
+}
+
+export async function openLanguageModel(
+  path: string,
+  options: OpenLanguageModelOptions = {},
+): Promise<OpenedLanguageModel> {
+  if (options.publicKey !== undefined) return openVerifiedLanguageModel(path, options.publicKey);
   if (await isRunDir(path)) {
     const { model, recipe } = await loadRun(path);
     if (!isLanguageModelInstance(model))
