@@ -108,11 +108,12 @@ function finalMetrics(text: string | null): Record<string, unknown> | 'unknown' 
   for (const line of text.split('\n')) {
     const row = jsonOrNull(line);
     if (!row) continue;
-    if ('loss' in row) train = row;
-    if (Object.keys(row).some((k) => k.startsWith('val'))) evaluation = row;
+    // metrics.jsonl rows: training steps carry `loss`, evaluations `eval_loss` (and their extras).
+    if (Object.keys(row).some((k) => /^(eval|val)_/.test(k))) evaluation = row;
+    else if ('loss' in row) train = row;
   }
   if (!train && !evaluation) return 'unknown';
-  return { ...(train ? { train } : {}), ...(evaluation && evaluation !== train ? { evaluation } : {}) };
+  return { ...(train ? { train } : {}), ...(evaluation ? { evaluation } : {}) };
 }
 
 async function directoryFacts(dir: string): Promise<ModelFacts> {
