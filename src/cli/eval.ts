@@ -15,7 +15,7 @@ const DEFAULT_HF_CONTEXT = 1024;
 export const evalCommand: Command = {
   name: 'eval',
   summary: "score a run's model on its test or validation data, or a Hugging Face model on a text",
-  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--json]
+  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--public-key KEY.pub] [--json]
 
 DIR is a run directory made by 'knobs train' (config.json, model.safetensors, recipe.json); the
 model is evaluated without gradients:
@@ -30,6 +30,9 @@ loss in bits / the file's UTF-8 bytes), tokens and bytes.
   --data PATH     other data: for classifiers a directory with the recipe's IDX file names,
                   for language models a text file, evaluated whole (required for Hugging Face)
   --context N     Hugging Face models: tokens per window (default min(${DEFAULT_HF_CONTEXT}, the model's context))
+  --public-key K  DIR is a bundle signed by 'knobs release' (a language model with a tokenizer.json):
+                  every file is checked against model.sig as it is read, and the model is scored
+                  on the text --data (required); a bundle that does not verify is refused
   --json          print one JSON object, e.g. {"loss":0.31,"accuracy":0.891,"examples":10000}
 
 Examples:
@@ -38,15 +41,21 @@ Examples:
   async run(argv, io) {
     const { values, positionals } = parse(
       argv,
-      { data: { type: 'string' }, context: { type: 'string' }, json: { type: 'boolean' } },
+      {
+        data: { type: 'string' },
+        context: { type: 'string' },
+        'public-key': { type: 'string' },
+        json: { type: 'boolean' },
+      },
       'eval',
     );
     if (positionals.length !== 1)
       throw new UsageError(`eval takes one DIR, got ${positionals.length}; see 'knobs eval --help'`);
     const dir = positionals[0]!;
     const data = values.data as string | undefined;
-    if (!(await isRunDir(dir))) {
-      const result = await evaluateHfDir(dir, data, values.context as string | undefined);
+    const publicKey = values['public-key'] as string | undefined;
+    if (publicKey !== undefined || !(await isRunDir(dir))) {
+      const result = await evaluateTextFile(dir, data, values.context as string | undefined, publicKey);
       emit(
         io,
         values.json === true,
@@ -70,16 +79,20 @@ Examples:
   },
 };
 
-async function evaluateHfDir(
+/** A language model (a Hugging Face directory, or any signed bundle) scored on the text file `data`. */
+async function evaluateTextFile(
   dir: string,
   data: string | undefined,
   contextFlag: string | undefined,
+  publicKey: string | undefined,
 ): Promise<TextEval> {
   if (data === undefined)
     throw new UsageError(
-      `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
+      publicKey !== undefined
+        ? `evaluating a signed bundle needs --data FILE (the text to score); see 'knobs eval --help'`
+        : `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
     );
-  const { model, tokenizer } = await openLanguageModel(dir);
+  const { model, tokenizer } = await openLanguageModel(dir, { publicKey });
   const limit = model.contextLength;
   const context =
     contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);
@@ -88,7 +101,10 @@ async function evaluateHfDir(
   const text = await readFile(data, 'utf8').catch((err: unknown) => {
     throw asIOError(err, data, 'read');
   });
-  // Not a run directory, so a Hugging Face one: it always has its tokenizer.
-  if (!tokenizer) throw new UsageError(`${dir} has no tokenizer to turn the text into tokens`);
+  // A Hugging Face directory always has its tokenizer; a signed byte-level run has none.
+  if (!tokenizer)
+    throw new UsageError(
+      `${dir} is a byte-level run: 'knobs eval --public-key' scores models with a tokenizer.json; use 'knobs verify' then 'knobs eval' without it`,
+    );
   return evaluateText(model, tokenizer, text, { context });
 }

@@ -9,7 +9,7 @@ export const generateCommand: Command = {
   name: 'generate',
   summary: "continue a prompt with a run's language model (KV cache, streamed)",
   help: `Usage: knobs generate DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
-                      [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--json]
+                      [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--public-key KEY.pub] [--json]
 
 Loads the language model in DIR and continues TEXT, streaming the prompt and the new text to
 stdout as it is produced (to stderr with --json). DIR is a run directory made by 'knobs train'
@@ -29,6 +29,9 @@ or a GGUF file (llama, qwen2, gpt2; docs/gguf.md).
   --ignore-eos       keep going past the eos token(s) (generation_config.json's eos_token_id, else
                      config.json's). Byte-level models that knobs trains have eos_token_id null:
                      they stop at --stop or --max-tokens
+  --public-key KEY   DIR is a bundle signed by 'knobs release': every file is checked against
+                     model.sig with this public key as it is read, and a bundle that does not
+                     verify is refused before the model runs (docs/release.md)
   --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length"}
 
 Example:
@@ -46,6 +49,7 @@ Example:
         seed: { type: 'string' },
         stop: { type: 'string', multiple: true },
         'ignore-eos': { type: 'boolean' },
+        'public-key': { type: 'string' },
         json: { type: 'boolean' },
       },
       'generate',
@@ -68,7 +72,9 @@ Example:
         values['top-p'] === undefined ? undefined : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
       seed: values.seed === undefined ? 0 : positiveInt(values.seed, '--seed', 0),
     };
-    const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!);
+    const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!, {
+      publicKey: values['public-key'] as string | undefined,
+    });
     const options = {
       maxTokens: given.maxTokens ?? defaults.maxNewTokens ?? 256,
       temperature: given.temperature ?? defaults.temperature,

@@ -14,6 +14,9 @@ import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
+import { signingKeyCommand } from './signing-key.js';
+import { releaseCommand } from './release.js';
+import { verifyCommand } from './verify.js';
 
 const COMMANDS: readonly Command[] = [
   infoCommand,
@@ -25,6 +28,9 @@ const COMMANDS: readonly Command[] = [
   generateCommand,
   tokenizeCommand,
   tokenizerCommand,
+  signingKeyCommand,
+  releaseCommand,
+  verifyCommand,
 ];
 
 function usage(): string {

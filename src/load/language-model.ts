@@ -14,6 +14,7 @@ import { loadGgufModel } from '../models/gguf/load.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { isLanguageModelInstance } from '../train/build.js';
 import { isRunDir, loadRun } from '../train/run-dir.js';
+import { openVerifiedLanguageModel } from './verified-model.js';
 
 export type SamplingDefaults = ReturnType<typeof samplingDefaults>;
 
@@ -35,7 +36,19 @@ export function isGgufPath(path: string): boolean {
   return path.toLowerCase().endsWith('.gguf');
 }
 
-export async function openLanguageModel(path: string): Promise<OpenedLanguageModel> {
+export interface OpenLanguageModelOptions {
+  /**
+   * The publisher's public key (SPKI PEM): `path` must then be a bundle signed by `knobs release`
+   * (or OpenSSF model-signing), and every file is checked against the signature as it is read.
+   */
+  publicKey?: string;
+}
+
+export async function openLanguageModel(
+  path: string,
+  options: OpenLanguageModelOptions = {},
+): Promise<OpenedLanguageModel> {
+  if (options.publicKey !== undefined) return openVerifiedLanguageModel(path, options.publicKey);
   if (isGgufPath(path)) {
     const loaded = await loadGgufModel(path);
     if (!loaded.tokenizer)
