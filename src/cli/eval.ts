@@ -5,6 +5,8 @@ import { asIOError } from '../io/atomic.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { type TextEval, evaluateText } from '../models/hf/text.js';
 import { evaluateRun } from '../train/eval-run.js';
+import { readMasterKey } from '../seal/keys.js';
+import { isSealedDir } from '../seal/open.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
 import { positiveInt } from './flags.js';
@@ -15,7 +17,7 @@ const DEFAULT_HF_CONTEXT = 1024;
 export const evalCommand: Command = {
   name: 'eval',
   summary: "score a run's model on its test or validation data, or a Hugging Face model on a text",
-  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--json]
+  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--master-key-file F] [--json]
 
 DIR is a run directory made by 'knobs train' (config.json, model.safetensors, recipe.json); the
 model is evaluated without gradients:
@@ -30,6 +32,8 @@ loss in bits / the file's UTF-8 bytes), tokens and bytes.
   --data PATH     other data: for classifiers a directory with the recipe's IDX file names,
                   for language models a text file, evaluated whole (required for Hugging Face)
   --context N     Hugging Face models: tokens per window (default min(${DEFAULT_HF_CONTEXT}, the model's context))
+  --master-key-file F  the master key of a sealed DIR (else KNOBS_MASTER_KEY; docs/sealing.md).
+                  A sealed model is decrypted into memory and scored on the text --data
   --json          print one JSON object, e.g. {"loss":0.31,"accuracy":0.891,"examples":10000}
 
 Examples:
@@ -38,15 +42,21 @@ Examples:
   async run(argv, io) {
     const { values, positionals } = parse(
       argv,
-      { data: { type: 'string' }, context: { type: 'string' }, json: { type: 'boolean' } },
+      {
+        data: { type: 'string' },
+        context: { type: 'string' },
+        'master-key-file': { type: 'string' },
+        json: { type: 'boolean' },
+      },
       'eval',
     );
     if (positionals.length !== 1)
       throw new UsageError(`eval takes one DIR, got ${positionals.length}; see 'knobs eval --help'`);
     const dir = positionals[0]!;
     const data = values.data as string | undefined;
-    if (!(await isRunDir(dir))) {
-      const result = await evaluateHfDir(dir, data, values.context as string | undefined);
+    const masterKey = await readMasterKey(values['master-key-file'] as string | undefined, process.env);
+    if ((await isSealedDir(dir)) || !(await isRunDir(dir))) {
+      const result = await evaluateHfDir(dir, data, values.context as string | undefined, masterKey);
       emit(
         io,
         values.json === true,
@@ -74,12 +84,15 @@ async function evaluateHfDir(
   dir: string,
   data: string | undefined,
   contextFlag: string | undefined,
+  masterKey: Uint8Array | null,
 ): Promise<TextEval> {
   if (data === undefined)
     throw new UsageError(
-      `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
+      (await isSealedDir(dir))
+        ? `${dir} is sealed: evaluating it needs --data FILE (a text to score); see 'knobs eval --help'`
+        : `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
     );
-  const { model, tokenizer } = await openLanguageModel(dir);
+  const { model, tokenizer } = await openLanguageModel(dir, { masterKey });
   const limit = model.contextLength;
   const context =
     contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);
@@ -88,7 +101,7 @@ async function evaluateHfDir(
   const text = await readFile(data, 'utf8').catch((err: unknown) => {
     throw asIOError(err, data, 'read');
   });
-  // Not a run directory, so a Hugging Face one: it always has its tokenizer.
+  // A Hugging Face directory always has its tokenizer; a sealed byte-level run has none.
   if (!tokenizer) throw new UsageError(`${dir} has no tokenizer to turn the text into tokens`);
   return evaluateText(model, tokenizer, text, { context });
 }

@@ -8,6 +8,7 @@ import { infoCommand } from './info.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
+import { sealCommand } from './seal.js';
 import { diffCommand } from './diff.js';
 import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
@@ -23,6 +24,7 @@ const COMMANDS: readonly Command[] = [
   generateCommand,
   tokenizeCommand,
   tokenizerCommand,
+  sealCommand,
 ];
 
 function usage(): string {
