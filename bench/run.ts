@@ -21,6 +21,7 @@ import * as hfLoad from './hf-load.js';
 import * as llamaTrain from './llama-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
+import * as seal from './seal.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
 import * as tokenizer from './tokenizer.js';
 import type { BenchOptions, BenchRow } from './row.js';
@@ -40,6 +41,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'fashion-cnn': fashion.runCnn,
   'hf-load': hfLoad.run,
   tokenizer: tokenizer.run,
+  seal: seal.run,
 };
 
 function usage(): string {
