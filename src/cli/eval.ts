@@ -2,12 +2,12 @@
 import { readFile } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import { asIOError } from '../io/atomic.js';
-import { openLanguageModel } from '../load/language-model.js';
+import { type OpenOptions, openLanguageModel } from '../load/language-model.js';
 import { type TextEval, evaluateText } from '../models/hf/text.js';
 import { evaluateRun } from '../train/eval-run.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
-import { positiveInt } from './flags.js';
+import { ADAPTER_FLAGS, ADAPTER_HELP, adapterOptions, positiveInt } from './flags.js';
 
 /** The context a Hugging Face model is scored with unless --context says otherwise (attention is T²). */
 const DEFAULT_HF_CONTEXT = 1024;
@@ -15,7 +15,7 @@ const DEFAULT_HF_CONTEXT = 1024;
 export const evalCommand: Command = {
   name: 'eval',
   summary: "score a run's model on its test or validation data, or a Hugging Face model on a text",
-  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--json]
+  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--json] [--adapter DIR]... [--allow-base-mismatch]
 
 DIR is a run directory made by 'knobs train' (config.json, model.safetensors, recipe.json); the
 model is evaluated without gradients:
@@ -31,14 +31,16 @@ loss in bits / the file's UTF-8 bytes), tokens and bytes.
                   for language models a text file, evaluated whole (required for Hugging Face)
   --context N     Hugging Face models: tokens per window (default min(${DEFAULT_HF_CONTEXT}, the model's context))
   --json          print one JSON object, e.g. {"loss":0.31,"accuracy":0.891,"examples":10000}
+${ADAPTER_HELP}
 
 Examples:
   knobs eval runs/tiny --json
+  knobs eval runs/tiny --adapter runs/tiny-lora --data other.txt
   knobs eval models/gpt2 --data kjv.txt --context 512`,
   async run(argv, io) {
     const { values, positionals } = parse(
       argv,
-      { data: { type: 'string' }, context: { type: 'string' }, json: { type: 'boolean' } },
+      { data: { type: 'string' }, context: { type: 'string' }, json: { type: 'boolean' }, ...ADAPTER_FLAGS },
       'eval',
     );
     if (positionals.length !== 1)
@@ -46,7 +48,7 @@ Examples:
     const dir = positionals[0]!;
     const data = values.data as string | undefined;
     if (!(await isRunDir(dir))) {
-      const result = await evaluateHfDir(dir, data, values.context as string | undefined);
+      const result = await evaluateHfDir(dir, data, values.context as string | undefined, adapterOptions(values));
       emit(
         io,
         values.json === true,
@@ -60,7 +62,10 @@ Examples:
       throw new UsageError(
         "--context is for Hugging Face model directories; a run is evaluated with its recipe's context",
       );
-    const result = await evaluateRun(dir, data !== undefined ? { dataPath: data } : {});
+    const result = await evaluateRun(dir, {
+      ...(data !== undefined ? { dataPath: data } : {}),
+      ...adapterOptions(values),
+    });
     emit(io, values.json === true, result, () =>
       'accuracy' in result
         ? `accuracy ${(100 * result.accuracy).toFixed(2)}%  loss ${result.loss.toFixed(4)}  (${result.examples} examples)\n`
@@ -74,12 +79,13 @@ async function evaluateHfDir(
   dir: string,
   data: string | undefined,
   contextFlag: string | undefined,
+  adapters: OpenOptions,
 ): Promise<TextEval> {
   if (data === undefined)
     throw new UsageError(
       `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
     );
-  const { model, tokenizer } = await openLanguageModel(dir);
+  const { model, tokenizer } = await openLanguageModel(dir, adapters);
   const limit = model.contextLength;
   const context =
     contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);

@@ -3,13 +3,14 @@ import { UsageError } from '../errors.js';
 import { generateText } from '../models/generate-text.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { type Command, emit, parse } from './command.js';
-import { MAX_GENERATE_TOKENS, numberIn, positiveInt } from './flags.js';
+import { ADAPTER_FLAGS, ADAPTER_HELP, MAX_GENERATE_TOKENS, adapterOptions, numberIn, positiveInt } from './flags.js';
 
 export const generateCommand: Command = {
   name: 'generate',
   summary: "continue a prompt with a run's language model (KV cache, streamed)",
   help: `Usage: knobs generate DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
                       [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--json]
+                      [--adapter DIR]... [--allow-base-mismatch]
 
 Loads the language model in DIR and continues TEXT, streaming the prompt and the new text to
 stdout as it is produced (to stderr with --json). DIR is a run directory made by 'knobs train'
@@ -29,9 +30,11 @@ model.safetensors or shards, tokenizer.json, optional generation_config.json (do
                      config.json's). Byte-level models that knobs trains have eos_token_id null:
                      they stop at --stop or --max-tokens
   --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length"}
+${ADAPTER_HELP}
 
 Example:
   knobs generate runs/tiny --prompt 'And God said' --max-tokens 200 --temperature 0.8
+  knobs generate runs/tiny --adapter runs/tiny-lora --prompt 'And God said' --temperature 0
   knobs generate models/TinyLlama-1.1B --prompt 'The capital of France is' --temperature 0`,
   async run(argv, io) {
     const { values, positionals } = parse(
@@ -46,6 +49,7 @@ Example:
         stop: { type: 'string', multiple: true },
         'ignore-eos': { type: 'boolean' },
         json: { type: 'boolean' },
+        ...ADAPTER_FLAGS,
       },
       'generate',
     );
@@ -67,7 +71,7 @@ Example:
         values['top-p'] === undefined ? undefined : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
       seed: values.seed === undefined ? 0 : positiveInt(values.seed, '--seed', 0),
     };
-    const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!);
+    const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!, adapterOptions(values));
     const options = {
       maxTokens: given.maxTokens ?? defaults.maxNewTokens ?? 256,
       temperature: given.temperature ?? defaults.temperature,

@@ -11,6 +11,7 @@ import { inspectCommand } from './inspect.js';
 import { diffCommand } from './diff.js';
 import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
+import { tuneCommand } from './tune.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
 
@@ -19,6 +20,7 @@ const COMMANDS: readonly Command[] = [
   inspectCommand,
   diffCommand,
   trainCommand,
+  tuneCommand,
   evalCommand,
   generateCommand,
   tokenizeCommand,

@@ -280,3 +280,17 @@ function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: strin
   }
   return out;
 }
+
+/**
+ * Loads each adapter directory onto `model`, in order (their targets must not overlap); a failure
+ * names the directory. For generate, eval and serve with --adapter.
+ */
+export async function loadAdapters(
+  model: Module,
+  dirs: readonly string[],
+  opts: LoadAdapterOptions = {},
+): Promise<LoraAdapter[]> {
+  const out: LoraAdapter[] = [];
+  for (const dir of dirs) out.push((await loadLoraAdapter(dir, model, opts)).adapter);
+  return out;
+}

@@ -5,6 +5,8 @@
  * (GGUF, sealed or signed bundles, adapters) is added once.
  */
 import { UsageError } from '../errors.js';
+import { type LoadAdapterOptions, loadAdapters } from '../finetune/adapter.js';
+import type { LoraAdapter } from '../finetune/lora.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
@@ -27,9 +29,22 @@ export interface OpenedLanguageModel {
   textOptions: Pick<GenerateTextOptions, 'codec' | 'eosTokenId'>;
   /** Sampling when the caller says nothing: generation_config.json's for Hugging Face, temperature 1 for runs. */
   defaults: SamplingDefaults;
+  /** The LoRA adapters attached (OpenOptions.adapters), in order. */
+  adapters: LoraAdapter[];
 }
 
-export async function openLanguageModel(path: string): Promise<OpenedLanguageModel> {
+export interface OpenOptions extends LoadAdapterOptions {
+  /** PEFT adapter directories to attach to the base (their targets must not overlap). */
+  adapters?: readonly string[];
+}
+
+export async function openLanguageModel(path: string, opts: OpenOptions = {}): Promise<OpenedLanguageModel> {
+  const opened = await openBase(path);
+  const adapters = await loadAdapters(opened.model, opts.adapters ?? [], opts);
+  return { ...opened, adapters };
+}
+
+async function openBase(path: string): Promise<Omit<OpenedLanguageModel, 'adapters'>> {
   if (await isRunDir(path)) {
     const { model, recipe } = await loadRun(path);
     if (!isLanguageModelInstance(model))
