@@ -1,5 +1,6 @@
 /** `knobs tune BASE RECIPE.json --out DIR`: fine-tunes a base (LoRA or freezing) on the trainer; Ctrl-C stops cleanly (exit 130). */
 import { UsageError } from '../errors.js';
+import { openLanguageModel } from '../load/language-model.js';
 import { loadTuneRecipe } from '../train/tune-recipe.js';
 import { TUNE_FILE, readTuneFile, tune } from '../train/tune.js';
 import { type Command, emit, parse } from './command.js';
@@ -57,7 +58,8 @@ Example:
       );
     }
     return onSigintStop(io, async (signal) => {
-      const result = await tune(base, recipe, { ...runOptions(values, io), source, signal });
+      const opened = await openLanguageModel(base);
+      const result = await tune(opened, recipe, { ...runOptions(values, io), source, signal });
       emit(io, values.json === true, result, () => {
         const ev = result.lastEval;
         const share = ((100 * result.trainableParameters) / result.totalParameters).toFixed(3);

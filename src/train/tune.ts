@@ -23,12 +23,13 @@ import { saveSafetensors } from '../formats/safetensors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { parseJsonFile } from '../io/json.js';
 import { readRegularText } from '../io/regular-file.js';
-import { openLanguageModel } from '../load/language-model.js';
 import { GPT } from '../models/gpt.js';
 import { Llama } from '../models/llama.js';
 import { Dropout } from '../nn/layers.js';
 import type { Generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { TOKENIZER_NAME } from '../tokenizer/config.js';
 import { type LanguageModel, type TrainableModel, modelConfigJson } from './build.js';
 import { type Recipe, parseRecipe } from './recipe.js';
@@ -135,14 +136,23 @@ export async function readTuneFile(out: string): Promise<TuneFile> {
   return { base: json.base, recipe: parseTuneRecipe(json.recipe, path) };
 }
 
+/** The base a tune starts from: what openLanguageModel (load/) returns for its path. */
+export interface TuneBase {
+  path: string;
+  model: CausalLM;
+  /** Its tokenizer (DIR/tokenizer.json); null for byte-level runs. */
+  tokenizer: Tokenizer | null;
+}
+
 /**
- * Fine-tunes `basePath` with `recipeIn` into `opts.out`. Everything (base, recipe, data, targets,
- * globs) is checked before the output directory is created, as in `train`.
+ * Fine-tunes `opened` with `recipeIn` into `opts.out`. Everything (recipe, data, targets, globs) is
+ * checked before the output directory is created, as in `train`. The base's model is changed in
+ * place (adapters attached, or parameters frozen and trained).
  */
-export async function tune(basePath: string, recipeIn: TuneRecipe, opts: TuneOptions = {}): Promise<TuneResult> {
+export async function tune(opened: TuneBase, recipeIn: TuneRecipe, opts: TuneOptions = {}): Promise<TuneResult> {
   const source = opts.source ?? 'recipe';
+  const basePath = opened.path;
   const base = resolve(basePath);
-  const opened = await openLanguageModel(base);
   const model = opened.model;
   if (!(model instanceof GPT || model instanceof Llama))
     throw new UsageError(
