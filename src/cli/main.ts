@@ -12,6 +12,8 @@ import { diffCommand } from './diff.js';
 import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
 import { tuneCommand } from './tune.js';
+import { mergeCommand } from './merge.js';
+import { extractLoraCommand } from './extract-lora.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
 
@@ -21,6 +23,8 @@ const COMMANDS: readonly Command[] = [
   diffCommand,
   trainCommand,
   tuneCommand,
+  mergeCommand,
+  extractLoraCommand,
   evalCommand,
   generateCommand,
   tokenizeCommand,
