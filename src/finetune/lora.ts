@@ -462,9 +462,14 @@ export class LoraLayer {
     this.layer.adapter = (x) => this.forward(x);
   }
 
-  /** scaling · B(A(dropout(x))). */
+  /**
+   * scaling · B(A(dropout(x))), computed as B(scaling · A(dropout(x))): the scale lands on the
+   * rank-r activation [..., r] instead of the layer's output [..., out], which saves a full-size
+   * multiply forward and backward (the same product up to f32 rounding).
+   */
   forward(x: Tensor): Tensor {
-    return mul(this.lora_B.forward(this.lora_A.forward(this.dropout.forward(x))), this.scaling);
+    const h = this.lora_A.forward(this.dropout.forward(x));
+    return this.lora_B.forward(this.scaling === 1 ? h : mul(h, this.scaling));
   }
 
   get merged(): boolean {
