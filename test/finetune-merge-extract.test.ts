@@ -33,7 +33,9 @@ interface SvdCase {
   best_error: number;
   energy_share: number;
 }
-const GOLDENS = JSON.parse(readFileSync(join(repoRoot(), 'test/fixtures/svd/svd.json'), 'utf8')) as { cases: SvdCase[] };
+const GOLDENS = JSON.parse(readFileSync(join(repoRoot(), 'test/fixtures/svd/svd.json'), 'utf8')) as {
+  cases: SvdCase[];
+};
 
 function orthonormalError(m: Matrix, byColumns: boolean): number {
   const g = byColumns ? matmulMatrix(m, m, true) : matmulMatrix(m, { rows: m.cols, cols: m.rows, data: transpose(m) });
@@ -155,6 +157,27 @@ describe('merge and extract-lora on a tuned base', () => {
       'h.1.attn.c_attn.weight',
       'h.1.mlp.c_fc.weight',
     ]);
+  });
+
+  it('inspect ADAPTER and diff BASE ADAPTER report each module; the effect equals what merging moves', async () => {
+    const ins = await cliInProcess(['inspect', path('lora'), '--json']);
+    assert.equal(ins.code, 0, ins.stderr);
+    const info = JSON.parse(ins.stdout);
+    assert.equal(info.modules.length, 4);
+    assert.ok(info.modules.every((m: { r: number; scaling: number }) => m.r === 4 && m.scaling === 4));
+    assert.match(info.base_digest, /^sha256:/);
+    const eff = await cliInProcess(['diff', path('base'), path('lora'), '--json']);
+    assert.equal(eff.code, 0, eff.stderr);
+    const d = await diff(join(path('base'), 'model.safetensors'), join(path('merged'), 'model.safetensors'));
+    for (const m of JSON.parse(eff.stdout).modules as { module: string; rel_change: number }[]) {
+      const moved = d.tensors.find((t) => `transformer.${t.name}` === `${m.module}.weight`)!;
+      assert.ok(
+        Math.abs(moved.rel_l2! - m.rel_change) <= 1e-5 * m.rel_change,
+        `${m.module}: ${moved.rel_l2} vs ${m.rel_change}`,
+      );
+    }
+    const text = await cliInProcess(['inspect', path('lora')]);
+    assert.match(text.stdout, /PEFT LoRA adapter, 4 modules/);
   });
 
   it('extract-lora at the adapter rank keeps all the energy and reproduces the merged model', async () => {

@@ -352,7 +352,7 @@ export function isTargetModule(config: LoraConfig, key: string): boolean {
 }
 
 /** other.py get_pattern_key: the first pattern key that matches the end of `key` at a segment boundary. */
-function patternValue(patterns: Record<string, number>, field: string, key: string, fallback: number): number {
+export function patternValue(patterns: Record<string, number>, field: string, key: string, fallback: number): number {
   for (const [p, value] of Object.entries(patterns)) {
     if (compileRegex(p, field, (s) => `^(?:.*\\.)?(?:${s})$`).test(key)) return value;
   }
