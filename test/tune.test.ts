@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { AdapterSet } from '../src/finetune/adapter-set.js';
+import { loadTuneRecipe } from '../src/train/tune-recipe.js';
 import { loadLoraAdapter } from '../src/finetune/adapter.js';
 import { loadSafetensors } from '../src/formats/safetensors.js';
 import { openLanguageModel } from '../src/load/language-model.js';
@@ -276,5 +277,37 @@ describe('the adapter loads with the library as PEFT would', () => {
     const { model } = await openLanguageModel(base);
     const { recordedDigest } = await loadLoraAdapter(path('lora'), model);
     assert.match(recordedDigest!, /^sha256:[0-9a-f]{64}$/);
+  });
+});
+
+describe('recipes/tune/', () => {
+  it('every tune recipe validates, and the regex of lora-attn targets attention on GPT-2 and Llama', async () => {
+    const root = fileURLToPath(new URL('../../recipes/tune/', import.meta.url));
+    const names = (await readdir(root)).filter((n) => n.endsWith('.json'));
+    assert.ok(names.length >= 2);
+    for (const n of names) await loadTuneRecipe(join(root, n));
+    // The base here holds 32 positions; the recipe's context is 128.
+    const json = JSON.parse(await readFile(join(root, 'lora-attn.json'), 'utf8'));
+    const lora = await recipe('lora-attn.json', { ...json, context: 32 });
+    const r = await cliInProcess([
+      'tune',
+      base,
+      lora,
+      '--out',
+      path('recipe-lora'),
+      '--data',
+      TEXT,
+      '--steps',
+      '2',
+      '--json',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(await readFile(path('recipe-lora/adapter_config.json'), 'utf8'));
+    assert.equal(config.r, 8);
+    const adapter = await tensors(path('recipe-lora/adapter_model.safetensors'));
+    assert.deepEqual([...adapter.keys()].filter((k) => k.includes('lora_A')).sort(), [
+      'base_model.model.transformer.h.0.attn.c_attn.lora_A.weight',
+      'base_model.model.transformer.h.1.attn.c_attn.lora_A.weight',
+    ]);
   });
 });

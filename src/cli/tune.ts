@@ -33,7 +33,7 @@ keep only what trains. Progress, checkpoints, --resume and Ctrl-C work as in 'kn
   --json                  print one JSON object with the result on stdout
 
 Example:
-  knobs tune runs/tiny recipes/tune-lora.json --out runs/tiny-lora --data fortunes.txt
+  knobs tune runs/tiny recipes/tune/lora-attn.json --out runs/tiny-lora --data fortunes.txt
   knobs generate runs/tiny --adapter runs/tiny-lora --prompt 'The '`,
   async run(argv, io) {
     const { values, positionals } = parse(argv, RUN_FLAGS, 'tune');
