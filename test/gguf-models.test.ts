@@ -176,6 +176,33 @@ describe('GGUF → Hugging Face directory, and safetensors dtypes', () => {
   });
 });
 
+describe('tokenizer metadata both ways', () => {
+  it('chat template, special tokens and add_bos travel from tokenizer_config.json to GGUF and back', async () => {
+    const dir = await fixtureWithTokenizer(join(HF_DIR, 'llama-tied-f16-linear'), join(tmp, 'chat-src'));
+    const template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}";
+    await writeFile(
+      join(dir, 'tokenizer_config.json'),
+      JSON.stringify({ bos_token: 'a', eos_token: 'b', add_bos_token: true, chat_template: template }),
+    );
+    const path = join(tmp, 'chat.gguf');
+    await convertModel({ input: dir, format: 'gguf', dtype: 'f16', out: path });
+    const file = await readGguf(await openFileSource(path));
+    assert.equal(readMeta(file, 'tokenizer.chat_template'), template);
+    assert.equal(readMeta(file, 'tokenizer.ggml.bos_token_id'), 2); // 'a' is the third tiny token
+    assert.equal(readMeta(file, 'tokenizer.ggml.eos_token_id'), 3);
+    assert.equal(readMeta(file, 'tokenizer.ggml.add_bos_token'), true);
+    assert.equal(readMeta(file, 'tokenizer.ggml.pre'), 'gpt-2');
+    const loaded = await loadGgufModel(path);
+    assert.deepEqual(loaded.tokenizer!.encode('ab').ids, [2, 2, 3]); // BOS, then a, b
+    const back = join(tmp, 'chat-back');
+    await convertModel({ input: path, format: 'safetensors', dtype: 'f32', out: back });
+    const config = JSON.parse(readFileSync(join(back, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(config.chat_template, template);
+    assert.equal(config.bos_token, 'a');
+    assert.equal(config.add_bos_token, true);
+  });
+});
+
 describe('bad input is a typed error', () => {
   it('invalid convert combinations list the valid ones; the output is never replaced', async () => {
     const path = await converted('gpt2-tiny', 'f32');
