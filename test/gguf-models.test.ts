@@ -285,11 +285,18 @@ describe('bad input is a typed error', () => {
 });
 
 describe('the CLI runs .gguf files', () => {
-  it('knobs generate, tokenize and convert', async () => {
+  it('knobs generate, eval, inspect, tokenize and convert', async () => {
     const path = await converted('qwen2-bias-tied', 'q8_0');
     const gen = await cliInProcess(['generate', path, '--prompt', 'abc', '--max-tokens', '4', '--temperature', '0']);
     assert.equal(gen.code, 0, gen.stderr);
     assert.match(gen.stdout, /^abc/);
+    const text = join(tmp, 'eval.txt');
+    await writeFile(text, 'the quick brown fox jumps over the lazy dog\n'.repeat(4));
+    const ev = await cliInProcess(['eval', path, '--data', text, '--context', '32', '--json']);
+    assert.equal(ev.code, 0, ev.stderr);
+    assert.equal(JSON.parse(ev.stdout).tokens, 175);
+    const listed = await cliInProcess(['inspect', path, '--json']);
+    assert.equal(JSON.parse(listed.stdout).format, 'gguf');
     const tok = await cliInProcess(['tokenize', path, '--text', 'hi there', '--json']);
     assert.deepEqual(JSON.parse(tok.stdout).ids, [9, 10, 1, 21, 9, 6, 19, 6]);
     const bad = await cliInProcess(['convert', path, '--format', 'gguf', '--out', join(tmp, 'z.gguf')]);

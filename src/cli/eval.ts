@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import { asIOError } from '../io/atomic.js';
-import { openLanguageModel } from '../load/language-model.js';
+import { isGgufPath, openLanguageModel } from '../load/language-model.js';
 import { type TextEval, evaluateText } from '../models/hf/text.js';
 import { evaluateRun } from '../train/eval-run.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
@@ -45,7 +45,7 @@ Examples:
       throw new UsageError(`eval takes one DIR, got ${positionals.length}; see 'knobs eval --help'`);
     const dir = positionals[0]!;
     const data = values.data as string | undefined;
-    if (!(await isRunDir(dir))) {
+    if (isGgufPath(dir) || !(await isRunDir(dir))) {
       const result = await evaluateHfDir(dir, data, values.context as string | undefined);
       emit(
         io,
