@@ -239,6 +239,22 @@ describe('bad input is a typed error', () => {
     assert.equal(existsSync(join(tmp, 'y.gguf')), false);
   });
 
+  it('a tensor of a ggml type knobs does not decode is named, with the supported types', async () => {
+    const bytes = new Uint8Array(readFileSync(await converted('gpt2-tiny', 'f32')));
+    // The info of output_norm.weight: name, n_dims 1, dims[0], then its type: F32 (0) → I32 (26), same size.
+    const name = new TextEncoder().encode('output_norm.weight');
+    const at = Buffer.from(bytes).indexOf(Buffer.from(name)) + name.length + 4 + 8;
+    new DataView(bytes.buffer).setUint32(at, 26, true);
+    const path = join(tmp, 'i32.gguf');
+    await writeFile(path, bytes);
+    await fails(
+      loadGgufModel(path),
+      'E_FORMAT',
+      'gguf_unsupported_type',
+      /output_norm\.weight' is I32.*Q8_0/,
+    );
+  });
+
   it('an unsupported architecture, a pre-tokenizer llama.cpp has no name for, a model too large', async () => {
     const path = await converted('gpt2-tiny', 'f32');
     const source = await openFileSource(path);
