@@ -247,12 +247,7 @@ describe('bad input is a typed error', () => {
     new DataView(bytes.buffer).setUint32(at, 26, true);
     const path = join(tmp, 'i32.gguf');
     await writeFile(path, bytes);
-    await fails(
-      loadGgufModel(path),
-      'E_FORMAT',
-      'gguf_unsupported_type',
-      /output_norm\.weight' is I32.*Q8_0/,
-    );
+    await fails(loadGgufModel(path), 'E_FORMAT', 'gguf_unsupported_type', /output_norm\.weight' is I32.*Q8_0/);
   });
 
   it('an unsupported architecture, a pre-tokenizer llama.cpp has no name for, a model too large', async () => {
