@@ -245,6 +245,34 @@ export {
   type ModelFiles,
 } from './models/hf/index.js';
 export {
+  loadGgufModel,
+  ggufTensorToModel,
+  ggufFromModel,
+  hfFilesFromGguf,
+  ggufTensorType,
+  ggufTokenizerMetadata,
+  tokenizerJsonFromGguf,
+  tokenizerFromGguf,
+  ggufTensorName,
+  hfTensorName,
+  GGUF_ARCHES,
+  GGUF_OUT_TYPES,
+  HF_OUT_TYPES,
+  KNOWN_PRE,
+  type LoadedGgufModel,
+  type LoadGgufOptions,
+  type GgufArch,
+  type GgufOutType,
+  type HfOutType,
+} from './models/gguf/index.js';
+export {
+  convertModel,
+  CONVERT_FORMATS,
+  type ConvertOptions,
+  type ConvertResult,
+  type ConvertFormat,
+} from './load/convert.js';
+export {
   generateText,
   UTF8_BYTES,
   type GenerateTextOptions,

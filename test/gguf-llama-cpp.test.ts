@@ -186,14 +186,16 @@ describe('llama.cpp tokenizes as knobs does, from the same GGUF', () => {
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
   const QWEN2 =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-  const sp = JSON.parse(
-    readFileSync(join(repoRoot(), 'test', 'fixtures', 'tokenizers', 'sp-bpe.legacy.tokenizer.json'), 'utf8'),
-  ) as unknown;
+  const spFile = (variant: string) =>
+    JSON.parse(
+      readFileSync(join(repoRoot(), 'test', 'fixtures', 'tokenizers', `sp-bpe.${variant}.tokenizer.json`), 'utf8'),
+    ) as unknown;
   const cases: [string, 'gpt2' | 'llama' | 'qwen2', unknown][] = [
     ['gpt-2', 'gpt2', bpe],
     ['llama-bpe', 'llama', { ...split(LLAMA3), model: { ...(bpe.model as object), ignore_merges: true } }],
     ['qwen2', 'qwen2', split(QWEN2)],
-    ['sentencepiece', 'llama', sp],
+    ['sentencepiece (normalizers)', 'llama', spFile('legacy')],
+    ['sentencepiece (Metaspace)', 'llama', spFile('metaspace')],
   ];
   for (const [label, kind, tokenizerJson] of cases) {
     it(`${label}: llama.cpp's tokens equal knobs'`, async () => {

@@ -176,6 +176,33 @@ describe('GGUF → Hugging Face directory, and safetensors dtypes', () => {
   });
 });
 
+describe('tokenizer metadata both ways', () => {
+  it('chat template, special tokens and add_bos travel from tokenizer_config.json to GGUF and back', async () => {
+    const dir = await fixtureWithTokenizer(join(HF_DIR, 'llama-tied-f16-linear'), join(tmp, 'chat-src'));
+    const template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}";
+    await writeFile(
+      join(dir, 'tokenizer_config.json'),
+      JSON.stringify({ bos_token: 'a', eos_token: 'b', add_bos_token: true, chat_template: template }),
+    );
+    const path = join(tmp, 'chat.gguf');
+    await convertModel({ input: dir, format: 'gguf', dtype: 'f16', out: path });
+    const file = await readGguf(await openFileSource(path));
+    assert.equal(readMeta(file, 'tokenizer.chat_template'), template);
+    assert.equal(readMeta(file, 'tokenizer.ggml.bos_token_id'), 2); // 'a' is the third tiny token
+    assert.equal(readMeta(file, 'tokenizer.ggml.eos_token_id'), 3);
+    assert.equal(readMeta(file, 'tokenizer.ggml.add_bos_token'), true);
+    assert.equal(readMeta(file, 'tokenizer.ggml.pre'), 'gpt-2');
+    const loaded = await loadGgufModel(path);
+    assert.deepEqual(loaded.tokenizer!.encode('ab').ids, [2, 2, 3]); // BOS, then a, b
+    const back = join(tmp, 'chat-back');
+    await convertModel({ input: path, format: 'safetensors', dtype: 'f32', out: back });
+    const config = JSON.parse(readFileSync(join(back, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(config.chat_template, template);
+    assert.equal(config.bos_token, 'a');
+    assert.equal(config.add_bos_token, true);
+  });
+});
+
 describe('bad input is a typed error', () => {
   it('invalid convert combinations list the valid ones; the output is never replaced', async () => {
     const path = await converted('gpt2-tiny', 'f32');
@@ -210,6 +237,17 @@ describe('bad input is a typed error', () => {
       /no tokenizer\.json/,
     );
     assert.equal(existsSync(join(tmp, 'y.gguf')), false);
+  });
+
+  it('a tensor of a ggml type knobs does not decode is named, with the supported types', async () => {
+    const bytes = new Uint8Array(readFileSync(await converted('gpt2-tiny', 'f32')));
+    // The info of output_norm.weight: name, n_dims 1, dims[0], then its type: F32 (0) → I32 (26), same size.
+    const name = new TextEncoder().encode('output_norm.weight');
+    const at = Buffer.from(bytes).indexOf(Buffer.from(name)) + name.length + 4 + 8;
+    new DataView(bytes.buffer).setUint32(at, 26, true);
+    const path = join(tmp, 'i32.gguf');
+    await writeFile(path, bytes);
+    await fails(loadGgufModel(path), 'E_FORMAT', 'gguf_unsupported_type', /output_norm\.weight' is I32.*Q8_0/);
   });
 
   it('an unsupported architecture, a pre-tokenizer llama.cpp has no name for, a model too large', async () => {
@@ -258,11 +296,18 @@ describe('bad input is a typed error', () => {
 });
 
 describe('the CLI runs .gguf files', () => {
-  it('knobs generate, tokenize and convert', async () => {
+  it('knobs generate, eval, inspect, tokenize and convert', async () => {
     const path = await converted('qwen2-bias-tied', 'q8_0');
     const gen = await cliInProcess(['generate', path, '--prompt', 'abc', '--max-tokens', '4', '--temperature', '0']);
     assert.equal(gen.code, 0, gen.stderr);
     assert.match(gen.stdout, /^abc/);
+    const text = join(tmp, 'eval.txt');
+    await writeFile(text, 'the quick brown fox jumps over the lazy dog\n'.repeat(4));
+    const ev = await cliInProcess(['eval', path, '--data', text, '--context', '32', '--json']);
+    assert.equal(ev.code, 0, ev.stderr);
+    assert.equal(JSON.parse(ev.stdout).tokens, 175);
+    const listed = await cliInProcess(['inspect', path, '--json']);
+    assert.equal(JSON.parse(listed.stdout).format, 'gguf');
     const tok = await cliInProcess(['tokenize', path, '--text', 'hi there', '--json']);
     assert.deepEqual(JSON.parse(tok.stdout).ids, [9, 10, 1, 21, 9, 6, 19, 6]);
     const bad = await cliInProcess(['convert', path, '--format', 'gguf', '--out', join(tmp, 'z.gguf')]);

@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import { asIOError } from '../io/atomic.js';
-import { type OpenLanguageModelOptions, openLanguageModel } from '../load/language-model.js';
+import { type OpenLanguageModelOptions, isGgufPath, openLanguageModel } from '../load/language-model.js';
 import { type TextEval, evaluateText } from '../models/hf/text.js';
 import { evaluateRun } from '../train/eval-run.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
@@ -64,8 +64,9 @@ Examples:
     const data = values.data as string | undefined;
     const publicKey = values['public-key'] as string | undefined;
     const masterKey = await readMasterKey(values['master-key-file'] as string | undefined, process.env);
+    // isRunDir looks inside a directory: a GGUF file is checked for first.
     const sealed = await isSealedDir(dir);
-    if (publicKey !== undefined || sealed || !(await isRunDir(dir))) {
+    if (publicKey !== undefined || sealed || isGgufPath(dir) || !(await isRunDir(dir))) {
       const result = await evaluateTextFile(dir, data, values.context as string | undefined, sealed, {
         publicKey,
         masterKey,

@@ -90,7 +90,9 @@ export function ggufFromModel(input: GgufFromModelInput): GgufWriteInput {
   }
   const outputHead = named.some(([, , g]) => g === 'output.weight') ? 'output.weight' : 'token_embd.weight';
   for (const [name, t, ggufName] of named) {
-    const values = Float32Array.from(t.contiguousStorage() as ArrayLike<number>);
+    // An f32 parameter's storage is used as is (the writer copies what it keeps).
+    const storage = t.contiguousStorage();
+    const values = storage instanceof Float32Array ? storage : Float32Array.from(storage as ArrayLike<number>);
     const laid = relayout(relayoutOf(arch, name, heads), values, t.shape, true);
     tensors.push({
       name: ggufName,

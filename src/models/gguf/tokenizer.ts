@@ -10,7 +10,8 @@
  *   tokenizer.ggml.merges       "a b" strings, by rank (gpt2)
  *   tokenizer.ggml.scores       f32 per token (llama): SentencePiece merges the pair whose result
  *                               scores highest
- *   tokenizer.ggml.{bos,eos,unknown,padding}_token_id, add_bos_token, add_eos_token
+ *   tokenizer.ggml.{bos,eos,unknown,padding}_token_id, add_bos_token, add_eos_token,
+ *   add_space_prefix (llama: whether a space is prepended, default true)
  *   tokenizer.chat_template     Jinja source
  *
  * Going to GGUF starts from a Hugging Face tokenizer.json (+ tokenizer_config.json); coming back
@@ -128,7 +129,8 @@ export function tokenizerJsonFromGguf(file: GgufFile, path: string): Json | null
       normalizer: {
         type: 'Sequence',
         normalizers: [
-          { type: 'Prepend', prepend: '▁' },
+          // llama.cpp prepends a space unless tokenizer.ggml.add_space_prefix says not to.
+          ...(m.bool('tokenizer.ggml.add_space_prefix') === false ? [] : [{ type: 'Prepend', prepend: '▁' }]),
           { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
         ],
       },
@@ -308,6 +310,7 @@ export function ggufTokenizerMetadata(
       ['tokenizer.ggml.scores', gv.f32s(scores)],
       ['tokenizer.ggml.token_type', gv.i32s(types)],
     );
+    if (!addsSpacePrefix(json)) out.push(['tokenizer.ggml.add_space_prefix', gv.bool(false)]);
   } else {
     out.push(
       ['tokenizer.ggml.model', gv.string('gpt2')],
@@ -340,6 +343,16 @@ export function ggufTokenizerMetadata(
 function isSentencePiece(json: Json): boolean {
   const text = JSON.stringify([json.normalizer, json.pre_tokenizer]);
   return text.includes('▁') && !text.includes('ByteLevel');
+}
+
+/** Whether a SentencePiece-style tokenizer.json puts "▁" before the text (Prepend, or Metaspace's prepend). */
+function addsSpacePrefix(json: Json): boolean {
+  const text = JSON.stringify([json.normalizer, json.pre_tokenizer]);
+  return (
+    text.includes('"Prepend"') ||
+    /"prepend_scheme":"(?:always|first)"/.test(text) ||
+    (text.includes('"Metaspace"') && !text.includes('"prepend_scheme"') && text.includes('"add_prefix_space":true'))
+  );
 }
 
 function preOf(json: Json, source: string): string {
