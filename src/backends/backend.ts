@@ -216,9 +216,10 @@ export interface Backend {
   describe(): Record<string, unknown>;
   /**
    * Whether this backend runs `kernel` on these inputs; if not, the js backend does (for a fused
-   * kernel: the ops layer runs the composite).
+   * kernel: the ops layer runs the composite). `outDtype` is the result's dtype where the
+   * inputs do not fix it (cast).
    */
-  supports(kernel: KernelName, inputs: readonly KernelView[]): boolean;
+  supports(kernel: KernelName, inputs: readonly KernelView[], outDtype?: DType): boolean;
   /** Fused kernels, when the backend has them (the js reference backend does not: its composites are the spec). */
   readonly fused?: FusedKernels;
 

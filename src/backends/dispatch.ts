@@ -7,6 +7,7 @@ import type { DType } from '../dtype.js';
 import { BackendError } from '../errors.js';
 import type { Backend, FusedKernelName, FusedKernels, KernelName, KernelView } from './backend.js';
 import { jsBackend } from './js/index.js';
+import { profiling, timedBackend, timedFused } from './profile.js';
 import { discoverBackends } from './registry.js';
 
 const registered = new Map<string, Backend>();
@@ -91,12 +92,15 @@ function record(kernel: KernelName, inputs: readonly KernelView[], active: Backe
   tracing!.push({ kernel, dtypes: inputs.map((v) => v.dtype), current: active.name, ran: ran.name });
 }
 
-/** The backend that runs `kernel` on `inputs`: the current one if it supports them, else js. */
-export function kernelFor(kernel: KernelName, inputs: readonly KernelView[]): Backend {
+/**
+ * The backend that runs `kernel` on `inputs`: the current one if it supports them, else js.
+ * `outDtype` is the result's dtype where it is not the inputs' (cast).
+ */
+export function kernelFor(kernel: KernelName, inputs: readonly KernelView[], outDtype?: DType): Backend {
   const active = current ?? ready();
-  const chosen = active === jsBackend || active.supports(kernel, inputs) ? active : jsBackend;
+  const chosen = active === jsBackend || active.supports(kernel, inputs, outDtype) ? active : jsBackend;
   if (tracing) record(kernel, inputs, active, chosen);
-  return chosen;
+  return profiling() ? timedBackend(chosen) : chosen;
 }
 
 /**
@@ -108,5 +112,5 @@ export function fusedFor(kernel: FusedKernelName, inputs: readonly KernelView[])
   const fused = active.fused && active.supports(kernel, inputs) ? active.fused : null;
   // A fused kernel declined is no fallback: the composite's primitives then dispatch (and are traced) one by one.
   if (fused && tracing) record(kernel, inputs, active, active);
-  return fused;
+  return fused && profiling() ? timedFused(fused) : fused;
 }

@@ -7,6 +7,7 @@ import { RECIPE_NAME } from '../train/run-dir.js';
 import { type TrainEvent, train } from '../train/trainer.js';
 import { type CliIO, type Command, emit, parse } from './command.js';
 import { positiveInt } from './flags.js';
+import { formatProfile } from './profile-table.js';
 
 /** Exit code after a clean stop on SIGINT (128 + 2, as shells report it). */
 export const EXIT_INTERRUPTED = 130;
@@ -69,7 +70,7 @@ export const trainCommand: Command = {
   name: 'train',
   summary: 'train a recipe (MLP/CNN on IDX images, GPT/Llama/Qwen2 on text) into a run directory',
   help: `Usage: knobs train RECIPE.json [--out DIR] [--data PATH] [--steps N | --epochs N] [--seed S]
-                   [--resume] [--keep-checkpoints N] [--json]
+                   [--resume] [--keep-checkpoints N] [--profile] [--json]
 
 Trains the model a recipe describes (see docs/training.md) and writes a run directory:
 config.json, recipe.json, model.safetensors, metrics.jsonl and checkpoints/. Everything is
@@ -83,6 +84,9 @@ checked (recipe, data files, output directory) before the directory is created.
                           left out: DIR/recipe.json is used); the result is bitwise identical
                           to an uninterrupted run
   --keep-checkpoints N    committed checkpoints to keep (default 3)
+  --profile               time every kernel of every step but the first and print, after the
+                          run, per op: calls and ms per step, share of the step, GFLOP/s
+                          (also KNOBS_PROFILE=1); with --json it is the result's "profile"
   --json                  print one JSON object with the result on stdout
 
 Progress goes to stderr (a live bar on a terminal, a line every log_every steps otherwise).
@@ -102,6 +106,7 @@ Example:
         seed: { type: 'string' },
         resume: { type: 'boolean' },
         'keep-checkpoints': { type: 'string' },
+        profile: { type: 'boolean' },
         json: { type: 'boolean' },
       },
       'train',
@@ -134,6 +139,7 @@ Example:
           ? { keepCheckpoints: positiveInt(values['keep-checkpoints'], '--keep-checkpoints') }
           : {}),
         resume,
+        profile: values.profile === true || process.env.KNOBS_PROFILE === '1',
         onLog: reporter(io),
         signal: controller.signal,
       });
@@ -144,9 +150,10 @@ Example:
             ? `, accuracy ${fmt(ev.accuracy)}`
             : `, bits_per_byte ${fmt(ev.bits_per_byte)}`
           : '';
-        return result.interrupted
+        const done = result.interrupted
           ? `stopped at step ${result.step}/${result.totalSteps}; continue with: knobs train --resume --out ${result.out}\n`
           : `trained ${result.step} steps into ${result.out}${ev ? ` (eval loss ${fmt(ev.eval_loss)}${score})` : ''}\n`;
+        return result.profile ? done + formatProfile(result.profile) : done;
       });
       return result.interrupted ? EXIT_INTERRUPTED : 0;
     } finally {

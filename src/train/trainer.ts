@@ -30,6 +30,7 @@ import { mixSeed } from '../data/shuffle.js';
 import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
 import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
 import { Generator } from '../random.js';
+import { type OpTime, mergeOpTimes, startProfile, stopProfile } from '../backends/profile.js';
 import type { Tensor } from '../tensor.js';
 import {
   type Checkpoint,
@@ -93,6 +94,21 @@ export interface TrainOptions {
   onLog?: (event: TrainEvent) => void;
   /** Aborting stops the run after the current step, with a checkpoint. */
   signal?: AbortSignal;
+  /**
+   * Time every kernel of every step after the first (which warms up) and return the sums in
+   * `TrainResult.profile` (`knobs train --profile`, KNOBS_PROFILE=1).
+   */
+  profile?: boolean;
+}
+
+/** Where the profiled steps' time went (see src/backends/profile.ts). */
+export interface StepProfile {
+  /** Steps profiled (every step but the run's first). */
+  steps: number;
+  /** Wall time of those steps (data, forward, backward, clipping, update). */
+  seconds: number;
+  /** Per kernel (and operation), slowest first. */
+  ops: OpTime[];
 }
 
 export type TrainEvent =
@@ -120,6 +136,8 @@ export interface TrainResult {
   resumedFrom: number | null;
   lastTrain: TrainRow | null;
   lastEval: EvalRow | null;
+  /** Only with `profile`. */
+  profile?: StepProfile;
 }
 
 /** The recipe with the options' overrides applied and validated again (so errors name the field). */
@@ -227,11 +245,30 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     let windowCount = 0;
     let nonfinite = 0;
     const { model } = parts;
+    const profiled = { steps: 0, seconds: 0, ops: new Map<string, OpTime>() };
+    const profileThis = (): boolean => opts.profile === true && step > startStep;
+    const withProfile = (): { profile?: StepProfile } =>
+      opts.profile === true
+        ? {
+            profile: {
+              steps: profiled.steps,
+              seconds: profiled.seconds,
+              ops: [...profiled.ops.values()].sort((a, b) => b.seconds - a.seconds),
+            },
+          }
+        : {};
     model.train();
     while (step < totalSteps) {
       const t0 = performance.now();
       const lr = schedule(step);
-      const { loss, gradNorm, count } = await trainStep(parts, recipe, lr);
+      const profiling = profileThis();
+      if (profiling) startProfile();
+      const { loss, gradNorm, count } = await trainStep(parts, recipe, lr).finally(() => {
+        if (!profiling) return;
+        mergeOpTimes(profiled.ops, stopProfile());
+        profiled.steps++;
+        profiled.seconds += (performance.now() - t0) / 1000;
+      });
       step++;
       if (!Number.isFinite(gradNorm)) {
         nonfinite++;
@@ -284,11 +321,11 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
         log({ type: 'checkpoint', step, dir: ck.dir });
       }
       if (stopping && step < totalSteps)
-        return { out, step, totalSteps, interrupted: true, resumedFrom, lastTrain, lastEval };
+        return { out, step, totalSteps, interrupted: true, resumedFrom, lastTrain, lastEval, ...withProfile() };
     }
     // 5. The last step's checkpoint wrote the weights; a finished run resumed again only rewrites them.
     if (step === startStep) await saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA);
-    return { out, step, totalSteps, interrupted: false, resumedFrom, lastTrain, lastEval };
+    return { out, step, totalSteps, interrupted: false, resumedFrom, lastTrain, lastEval, ...withProfile() };
   } finally {
     await metrics?.close();
     await data.close();

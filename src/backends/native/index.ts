@@ -30,7 +30,6 @@ import type {
   ReduceOp,
   UnaryOp,
 } from '../backend.js';
-import { jsBackend } from '../js/index.js';
 
 type F32 = Float32Array;
 type Ids = Int32Array | BigInt64Array;
@@ -527,13 +526,14 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       };
     },
 
-    supports(kernel: KernelName, inputs: readonly KernelView[]): boolean {
+    supports(kernel: KernelName, inputs: readonly KernelView[], outDtype?: DType): boolean {
       for (const v of inputs) if (v.shape.length > MAX_DIMS) return false;
       switch (kernel) {
         case 'assign':
           return true; // any dtype: the addon copies by element size
         case 'cast':
-          return CAST_DTYPES.has(inputs[0]!.dtype);
+          // both ends: a dtype the addon lacks (f16, bf16, i64 …) goes to js through the dispatcher, so traces see it
+          return CAST_DTYPES.has(inputs[0]!.dtype) && (outDtype === undefined || CAST_DTYPES.has(outDtype));
         case 'where':
           return inputs[0]!.dtype === 'bool' && inputs[1]!.dtype === 'f32' && inputs[2]!.dtype === 'f32';
         case 'gatherRows':
@@ -605,7 +605,6 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       addon.assign(dst.storage, src.storage, pack(dst, src));
     },
     cast(x: KernelView, dtype: DType): Storage {
-      if (!CAST_DTYPES.has(dtype) || !CAST_DTYPES.has(x.dtype)) return jsBackend.cast(x, dtype);
       const n = numel(x.shape);
       const out: Storage =
         dtype === 'f32'
