@@ -5,7 +5,7 @@
  */
 import type { DType } from '../dtype.js';
 import { BackendError } from '../errors.js';
-import type { Backend, FusedKernelName, FusedKernels, KernelName, KernelView } from './backend.js';
+import type { Backend, FusedKernelName, FusedKernels, KernelName, KernelView, MatmulPrecision } from './backend.js';
 import { jsBackend } from './js/index.js';
 import { profiling, timedBackend, timedFused } from './profile.js';
 import { discoverBackends } from './registry.js';
@@ -59,6 +59,45 @@ export function withBackend<T>(name: string, fn: () => T): T {
     return fn();
   } finally {
     current = previous;
+  }
+}
+
+let precision: MatmulPrecision = 'f32';
+
+/** The precision f32 matmuls run in now ('f32' unless set). */
+export function getMatmulPrecision(): MatmulPrecision {
+  return precision;
+}
+
+/**
+ * Makes f32 matmuls (forward and backward) run in `p`: 'bf16' = mixed precision (bf16 operands,
+ * f32 accumulation and results; everything else stays f32). 'bf16' is refused unless the current
+ * backend runs it natively here (native backend, oneDNN, a CPU with AVX512_BF16 or AMX).
+ */
+export function setMatmulPrecision(p: MatmulPrecision): void {
+  if (p !== 'f32' && p !== 'bf16')
+    throw new BackendError(`matmul precision must be 'f32' or 'bf16', got '${String(p)}'`, { precision: p });
+  if (p === 'bf16') {
+    const active = ready();
+    if (!(active.matmulPrecisions?.() ?? ['f32']).includes('bf16')) {
+      const d = active.describe();
+      throw new BackendError(
+        `bf16 precision needs bf16 matrix instructions (AVX512_BF16 or AMX) through the native backend's oneDNN; here the backend is '${active.name}'${d.onednnIsa ? ` and oneDNN's ISA is ${String(d.onednnIsa)}` : ''}. Use precision f32 ('knobs info' shows the ISA)`,
+        { precision: p, backend: active.name, isa: d.onednnIsa ?? null },
+      );
+    }
+  }
+  precision = p;
+}
+
+/** Runs `fn` with matmul precision `p` (checked as setMatmulPrecision), then restores the previous one. */
+export function withMatmulPrecision<T>(p: MatmulPrecision, fn: () => T): T {
+  const previous = precision;
+  setMatmulPrecision(p);
+  try {
+    return fn();
+  } finally {
+    precision = previous;
   }
 }
 

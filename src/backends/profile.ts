@@ -97,7 +97,11 @@ function timedCall(kernel: string, fn: (...a: unknown[]) => unknown, self: objec
     const result = fn.apply(self, args);
     const seconds = (performance.now() - t0) / 1000;
     if (open) {
-      const op = BY_OPERATION.has(kernel) ? `${kernel}:${String(args[0])}` : kernel;
+      const op = BY_OPERATION.has(kernel)
+        ? `${kernel}:${String(args[0])}`
+        : kernel === 'matmul' && args[2] === 'bf16'
+          ? 'matmul:bf16'
+          : kernel;
       let t = open.get(op);
       if (!t) open.set(op, (t = { op, calls: 0, seconds: 0, flops: 0 }));
       t.calls++;

@@ -70,7 +70,7 @@ export const trainCommand: Command = {
   name: 'train',
   summary: 'train a recipe (MLP/CNN on IDX images, GPT/Llama/Qwen2 on text) into a run directory',
   help: `Usage: knobs train RECIPE.json [--out DIR] [--data PATH] [--steps N | --epochs N] [--seed S]
-                   [--resume] [--keep-checkpoints N] [--profile] [--json]
+                   [--resume] [--keep-checkpoints N] [--precision f32|bf16] [--profile] [--json]
 
 Trains the model a recipe describes (see docs/training.md) and writes a run directory:
 config.json, recipe.json, model.safetensors, metrics.jsonl and checkpoints/. Everything is
@@ -84,6 +84,9 @@ checked (recipe, data files, output directory) before the directory is created.
                           left out: DIR/recipe.json is used); the result is bitwise identical
                           to an uninterrupted run
   --keep-checkpoints N    committed checkpoints to keep (default 3)
+  --precision P           matmul precision, overriding the recipe's "precision": f32, or bf16
+                          (bf16 products, f32 weights, optimizer state, norms and softmax);
+                          bf16 needs a CPU with AVX512_BF16 or AMX ('knobs info' shows it)
   --profile               time every kernel of every step but the first and print, after the
                           run, per op: calls and ms per step, share of the step, GFLOP/s
                           (also KNOBS_PROFILE=1); with --json it is the result's "profile"
@@ -107,6 +110,7 @@ Example:
         resume: { type: 'boolean' },
         'keep-checkpoints': { type: 'string' },
         profile: { type: 'boolean' },
+        precision: { type: 'string' },
         json: { type: 'boolean' },
       },
       'train',
@@ -119,6 +123,9 @@ Example:
     const recipePath = positionals[0] ?? (resume ? join(out!, RECIPE_NAME) : undefined);
     if (recipePath === undefined) throw new UsageError("train needs a RECIPE.json; see 'knobs train --help'");
     const recipe = await loadRecipe(recipePath);
+    const precision = values.precision as string | undefined;
+    if (precision !== undefined && precision !== 'f32' && precision !== 'bf16')
+      throw new UsageError(`--precision must be f32 or bf16, got '${precision}'`);
 
     const controller = new AbortController();
     const onSigint = (): void => {
@@ -138,6 +145,7 @@ Example:
         ...(values['keep-checkpoints'] !== undefined
           ? { keepCheckpoints: positiveInt(values['keep-checkpoints'], '--keep-checkpoints') }
           : {}),
+        ...(precision !== undefined ? { precision } : {}),
         resume,
         profile: values.profile === true || process.env.KNOBS_PROFILE === '1',
         onLog: reporter(io),

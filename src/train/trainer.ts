@@ -31,6 +31,8 @@ import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
 import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
 import { Generator } from '../random.js';
 import { type OpTime, mergeOpTimes, startProfile, stopProfile } from '../backends/profile.js';
+import type { MatmulPrecision } from '../backends/backend.js';
+import { getMatmulPrecision, setMatmulPrecision } from '../backends/dispatch.js';
 import type { Tensor } from '../tensor.js';
 import {
   type Checkpoint,
@@ -85,6 +87,8 @@ export interface TrainOptions {
   steps?: number;
   epochs?: number;
   seed?: number;
+  /** Overrides the recipe's matmul precision (`--precision`). */
+  precision?: MatmulPrecision;
   /** Continue from the newest checkpoint in `out` that verifies. */
   resume?: boolean;
   /** Committed checkpoints to keep (default 3). */
@@ -143,7 +147,7 @@ export interface TrainResult {
 /** The recipe with the options' overrides applied and validated again (so errors name the field). */
 export function applyOverrides(
   recipe: Recipe,
-  opts: Pick<TrainOptions, 'dataPath' | 'steps' | 'epochs' | 'seed' | 'source'>,
+  opts: Pick<TrainOptions, 'dataPath' | 'steps' | 'epochs' | 'seed' | 'source' | 'precision'>,
 ): Recipe {
   const source = opts.source ?? 'recipe';
   if (opts.steps !== undefined && opts.epochs !== undefined)
@@ -159,6 +163,7 @@ export function applyOverrides(
     ...recipe,
     ...length,
     ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+    ...(opts.precision !== undefined ? { precision: opts.precision } : {}),
     data: withDataPath(recipe.data, opts.dataPath),
     tokenizer,
   };
@@ -183,7 +188,12 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
   const out = resolve(opts.out ?? defaultRunDir(recipe.name));
 
   // 1. Validate everything before the run directory exists.
-  const data = await openTrainSource(recipe);
+  const previousPrecision = getMatmulPrecision();
+  setMatmulPrecision(recipe.precision ?? 'f32'); // bf16 is refused here where the CPU lacks it
+  const data = await openTrainSource(recipe).catch((err: unknown) => {
+    setMatmulPrecision(previousPrecision);
+    throw err;
+  });
   let metrics: MetricsLog | null = null;
   try {
     const build = (): RunParts => {
@@ -327,6 +337,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     if (step === startStep) await saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA);
     return { out, step, totalSteps, interrupted: false, resumedFrom, lastTrain, lastEval, ...withProfile() };
   } finally {
+    setMatmulPrecision(previousPrecision);
     await metrics?.close();
     await data.close();
   }
