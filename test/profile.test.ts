@@ -119,3 +119,18 @@ describe('knobs train --profile', () => {
     assert.match(r.stdout, /^step +[\d.]+ +100\.0/m);
   });
 });
+
+describe('model FLOPs per token (bench/gpt-share.ts)', () => {
+  it('6·(parameters − position embeddings) + 12·L·C·T, counted from a real GPT', async () => {
+    const { gptFlopsPerToken } = await import('../bench/gpt-share.js');
+    for (const cfg of [
+      { vocab_size: 256, n_positions: 128, n_embd: 256, n_layer: 4, n_head: 4 },
+      { vocab_size: 300, n_positions: 40, n_embd: 48, n_layer: 3, n_head: 6 },
+    ]) {
+      const model = new k.GPT(cfg, { seed: 0 });
+      let n = 0;
+      for (const [name, p] of model.namedParameters()) if (!name.endsWith('wpe.weight')) n += p.size;
+      assert.equal(gptFlopsPerToken(cfg), 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.n_positions);
+    }
+  });
+});
