@@ -88,6 +88,13 @@ describe('bf16 matmul: native against the js reference', { skip }, () => {
       () => [k.randn([300, 200], { generator: g }), k.randn([200, 260], { generator: g })],
     ],
     [
+      'a and b transposed, split across threads',
+      () => [
+        k.randn([200, 300], { generator: g }).transpose(0, 1),
+        k.randn([260, 200], { generator: g }).transpose(0, 1),
+      ],
+    ],
+    [
       'large values',
       () => [k.mul(k.randn([40, 30], { generator: g }), 1e4), k.mul(k.randn([30, 20], { generator: g }), 1e4)],
     ],

@@ -5,9 +5,11 @@
  * kn_bf16_available() says whether this build and CPU can run it.
  *
  * Threads as kn_sgemm: the pool splits C into row blocks and each block runs one primitive with
- * oneDNN's OpenMP team limited to the calling thread. Both operands are converted to bf16 once
- * (in parallel) before the split: A row-major [M, K], B in its own layout ([K, N], or [N, K] when
- * transposed), so every block reads plain, tightly strided memory.
+ * oneDNN's OpenMP team limited to the calling thread. B is converted to bf16 once (in parallel)
+ * before the split; each block converts its own rows of A on its thread. Both keep their stored
+ * layout (A [rows, K] or, transposed, [K, rows]; B [K, N] or [N, K]) with tight strides: oneDNN's
+ * AMX matmul (brg:avx512_core_amx_bf16) takes either as is, but not a transposed A with a wider
+ * leading dimension (it falls back to a slower kernel), hence the per-block conversion.
  *
  * Primitives are created once per shape (creation costs ~0.1–1 ms; a training step uses a handful
  * of shapes) and executed with a user-provided scratchpad, so concurrent blocks share nothing. A
@@ -50,31 +52,11 @@ void convert_rows(const float *src, int64_t ld, int64_t rows, int64_t cols, uint
   }
 }
 
-/* dst [rows, cols] row-major from src stored transposed (src[c * ld + r]), in 32 × 32 tiles. */
-void convert_transposed(const float *src, int64_t ld, int64_t r0, int64_t r1, int64_t cols, uint16_t *dst) {
-  const int64_t TILE = 32;
-  for (int64_t rb = r0; rb < r1; rb += TILE)
-    for (int64_t cb = 0; cb < cols; cb += TILE) {
-      int64_t re = rb + TILE < r1 ? rb + TILE : r1, ce = cb + TILE < cols ? cb + TILE : cols;
-      for (int64_t r = rb; r < re; r++)
-        for (int64_t c = cb; c < ce; c++) dst[r * cols + c] = to_bf16(src[c * ld + r]);
-    }
-}
-
-/* A [M, K] (stored transposed when ta) → row-major bf16, rows split across the pool. */
-void convert_a(int ta, int64_t M, int64_t K, const float *A, int64_t lda, uint16_t *out, bool threads) {
-  auto part = [&](int64_t r0, int64_t r1) {
-    if (ta) convert_transposed(A, lda, r0, r1, K, out);
-    else convert_rows(A + r0 * lda, lda, r1 - r0, K, out + r0 * K);
-  };
-  if (threads) kn::parallel_for(M, kn::GRAIN / (K > 0 ? K : 1) + 1, part);
-  else part(0, M);
-}
-
-/* B as stored ([K, N], or [N, K] when tb) → the same layout, tight, in bf16. */
-void convert_b(int tb, int64_t K, int64_t N, const float *B, int64_t ldb, uint16_t *out, bool threads) {
-  int64_t rows = tb ? N : K, cols = tb ? K : N;
-  auto part = [&](int64_t r0, int64_t r1) { convert_rows(B + r0 * ldb, ldb, r1 - r0, cols, out + r0 * cols); };
+/* An operand [R, Cc] as stored ([Cc, R] when trans) → the same layout, tight, in bf16; stored rows
+   split across the pool. */
+void convert(int trans, int64_t R, int64_t Cc, const float *X, int64_t ld, uint16_t *out, bool threads) {
+  int64_t rows = trans ? Cc : R, cols = trans ? R : Cc;
+  auto part = [&](int64_t r0, int64_t r1) { convert_rows(X + r0 * ld, ld, r1 - r0, cols, out + r0 * cols); };
   if (threads) kn::parallel_for(rows, kn::GRAIN / (cols > 0 ? cols : 1) + 1, part);
   else part(0, rows);
 }
@@ -97,19 +79,20 @@ struct Prim {
   const char *impl = "";
 };
 
-/* One primitive per (M, N, K, tb, ldc), created on first use and kept for the process. */
-const Prim *primitive(int64_t M, int64_t N, int64_t K, int tb, int64_t ldc) {
+/* One primitive per (M, N, K, ta, lda, tb, ldc), created on first use and kept for the process. A
+   transposed A block is stored [K, lda] (row stride 1, column stride lda; lda = its rows, as converted). */
+const Prim *primitive(int64_t M, int64_t N, int64_t K, int ta, int64_t lda, int tb, int64_t ldc) {
   static std::mutex mu;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, int, int64_t>, Prim> cache;
+  static std::map<std::tuple<int64_t, int64_t, int64_t, int, int64_t, int, int64_t>, Prim> cache;
   std::lock_guard<std::mutex> lock(mu);
-  auto key = std::make_tuple(M, N, K, tb, ldc);
+  auto key = std::make_tuple(M, N, K, ta, lda, tb, ldc);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.prim ? &it->second : nullptr;
   Prim &p = cache[key];
-  dnnl_dims_t da = {M, K}, sa = {K, 1};
+  dnnl_dims_t da = {M, K}, sa_plain = {K, 1}, sa_trans = {1, lda};
   dnnl_dims_t db = {K, N}, sb_plain = {N, 1}, sb_trans = {1, K};
   dnnl_dims_t dc = {M, N}, sc = {ldc, 1};
-  dnnl_memory_desc_init_by_strides(&p.a, 2, da, dnnl_bf16, sa);
+  dnnl_memory_desc_init_by_strides(&p.a, 2, da, dnnl_bf16, ta ? sa_trans : sa_plain);
   dnnl_memory_desc_init_by_strides(&p.b, 2, db, dnnl_bf16, tb ? sb_trans : sb_plain);
   dnnl_memory_desc_init_by_strides(&p.c, 2, dc, dnnl_f32, sc);
   dnnl_matmul_desc_t desc;
@@ -133,8 +116,9 @@ const Prim *primitive(int64_t M, int64_t N, int64_t K, int tb, int64_t ldc) {
 }
 
 /* Runs one cached primitive on the calling thread. Returns false when oneDNN refused the shape. */
-bool run_block(int64_t M, int64_t N, int64_t K, const uint16_t *A, const uint16_t *B, int tb, float *C, int64_t ldc) {
-  const Prim *p = primitive(M, N, K, tb, ldc);
+bool run_block(int64_t M, int64_t N, int64_t K, const uint16_t *A, int ta, int64_t lda, const uint16_t *B, int tb,
+               float *C, int64_t ldc) {
+  const Prim *p = primitive(M, N, K, ta, lda, tb, ldc);
   if (!p) return false;
   static thread_local std::vector<char> scratch;
   static thread_local dnnl_stream_t stream = nullptr;
@@ -199,7 +183,7 @@ const char *kn_onednn_isa(void) {
 const char *kn_bf16_impl(void) {
 #ifdef KN_HAVE_DNNL
   if (!kn_bf16_available()) return "none";
-  const Prim *p = primitive(256, 256, 256, 0, 256);
+  const Prim *p = primitive(256, 256, 256, 0, 256, 0, 256);
   return p ? p->impl : "none";
 #else
   return "none";
@@ -215,19 +199,22 @@ int kn_sgemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *
   }
 #ifdef KN_HAVE_DNNL
   if (!kn_bf16_available()) return -1;
-  /* Conversion buffers: one pair per calling thread (a batch of small products runs one per pool thread). */
-  static thread_local std::vector<uint16_t> abuf, bbuf;
-  abuf.resize((size_t)(M * K));
+  /* B's conversion buffer belongs to the calling thread (a batch of small products runs one product
+     per pool thread); each block's A buffer to the thread that runs the block. */
+  static thread_local std::vector<uint16_t> bbuf;
   bbuf.resize((size_t)(K * N));
   int T = threads ? kn_get_threads() : 1;
   double flops = 2.0 * (double)M * (double)N * (double)K;
   bool split = T > 1 && flops >= 2.0 * 96 * 96 * 96 && M >= 32;
-  convert_a(ta, M, K, A, lda, abuf.data(), split);
-  convert_b(tb, K, N, B, ldb, bbuf.data(), split);
-  const uint16_t *a = abuf.data(), *b = bbuf.data();
-  auto rows = [&](int64_t s, int64_t e) {
-    if (!run_block(e - s, N, K, a + s * K, b, tb, C + s * ldc, ldc))
-      kn::kn_sgemm_serial(ta, tb, e - s, N, K, 1.0f, ta ? A + s : A + s * lda, lda, B, ldb, 0.0f, C + s * ldc, ldc);
+  convert(tb, K, N, B, ldb, bbuf.data(), split);
+  const uint16_t *b = bbuf.data();
+  auto rows = [&](int64_t s, int64_t e) {  // rows s … e of op(A) and C
+    static thread_local std::vector<uint16_t> abuf;
+    abuf.resize((size_t)((e - s) * K));
+    const float *a = ta ? A + s : A + s * lda;
+    convert(ta, e - s, K, a, lda, abuf.data(), false);
+    if (!run_block(e - s, N, K, abuf.data(), ta, ta ? e - s : K, b, tb, C + s * ldc, ldc))
+      kn::kn_sgemm_serial(ta, tb, e - s, N, K, 1.0f, a, lda, B, ldb, 0.0f, C + s * ldc, ldc);
   };
   if (!split) {
     rows(0, M);
