@@ -58,6 +58,21 @@ def gemm(n, iters):
     return out
 
 
+def gemm_bf16(n, iters):
+    # CPU autocast to bfloat16: f32 operands in, cast to bf16 inside, as knobs' bf16 matmul does.
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(n, n, generator=g)
+    b = torch.rand(n, n, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.mm(a, b)  # warm-up
+        out = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            out.append(time.perf_counter() - t0)
+    return out
+
+
 def add(n, iters):
     a = torch.rand(n)
     b = torch.rand(n)
@@ -461,6 +476,8 @@ def main():
             res = {"torch": torch.__version__.split("+")[0], "threads": torch.get_num_threads()}
         elif op == "gemm":
             res = {"seconds": gemm(int(req["n"]), int(req["iters"]))}
+        elif op == "gemm_bf16":
+            res = {"seconds": gemm_bf16(int(req["n"]), int(req["iters"]))}
         elif op == "add":
             res = {"seconds": add(int(req["n"]), int(req["iters"]))}
         elif op == "threads":

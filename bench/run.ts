@@ -16,6 +16,7 @@ import * as gemm from './gemm.js';
 import * as gptBlock from './gpt-block.js';
 import * as gptGenerate from './gpt-generate.js';
 import * as gptMemory from './gpt-memory.js';
+import * as gptShare from './gpt-share.js';
 import * as gptTrain from './gpt-train.js';
 import * as hfLoad from './hf-load.js';
 import * as llamaTrain from './llama-train.js';
@@ -46,10 +47,15 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   tokenizer: tokenizer.run,
   verify: verify.run,
   seal: seal.run,
+  'gpt-share': gptShare.runKjv,
+  'gpt-share-wide': gptShare.runWide,
 };
 
+/** Benchmarks that run only when named (too slow for the default suite's 10 minutes). */
+const NAMED_ONLY = new Set(['gpt-share-wide']);
+
 function usage(): string {
-  return `usage: npm run bench [-- NAME…] [-- --json]\n  benchmarks: ${Object.keys(SUITE).join(', ')}\n  example: npm run bench -- mlp gpt-block --json`;
+  return `usage: npm run bench [-- NAME…] [-- --json]\n  benchmarks: ${Object.keys(SUITE).join(', ')} (${[...NAMED_ONLY].join(', ')}: only when named)\n  example: npm run bench -- mlp gpt-block --json`;
 }
 
 function fmt(v: number | null): string {
@@ -102,7 +108,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const rows: BenchRow[] = [];
   let failed = false;
-  for (const name of names.length > 0 ? names : Object.keys(SUITE)) {
+  for (const name of names.length > 0 ? names : Object.keys(SUITE).filter((n) => !NAMED_ONLY.has(n))) {
     for (const cores of coreSettings) {
       const t0 = Date.now();
       try {

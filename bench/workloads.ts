@@ -110,18 +110,21 @@ export function gptBlockWorkload(cfg: GptBlockConfig = GPT_BLOCK): Workload {
 /** The kjv-gpt recipe's model: byte vocabulary, 4 layers, 4 heads, width 256, context 128. */
 export const KJV_GPT = { vocab_size: 256, n_positions: 128, n_embd: 256, n_layer: 4, n_head: 4, dropout: 0 } as const;
 export const KJV_BATCH = 16;
+/** The wide shape of the speed issue: 4 layers, width 768, 12 heads, context 512 (batch 8). */
+export const WIDE_GPT = { vocab_size: 256, n_positions: 512, n_embd: 768, n_layer: 4, n_head: 12, dropout: 0 } as const;
+export const WIDE_BATCH = 8;
 
 /**
  * A full GPT training step through the public API: GPT.loss (embeddings, 4 blocks, ln_f, tied
  * head, cross-entropy), backward, clipGradNorm(1.0), AdamW (lr 1e-3, betas 0.9/0.95, wd 0.1 on
  * matrices only) — the kjv-gpt recipe on random bytes.
  */
-export function gptTrainWorkload(batch = KJV_BATCH): Workload {
-  const T = KJV_GPT.n_positions;
-  const model = new k.GPT(KJV_GPT, { seed: 0 });
+export function gptTrainWorkload(batch = KJV_BATCH, config: typeof KJV_GPT | typeof WIDE_GPT = KJV_GPT): Workload {
+  const T = config.n_positions;
+  const model = new k.GPT(config, { seed: 0 });
   model.train();
   const g = new k.Generator(1);
-  const ids = k.randint(0, KJV_GPT.vocab_size, [batch, T + 1], { generator: g });
+  const ids = k.randint(0, config.vocab_size, [batch, T + 1], { generator: g });
   const x = k.slice(ids, 1, 0, T).contiguous();
   const y = k.slice(ids, 1, 1, T + 1).contiguous();
   const opt = new k.AdamW(model, { lr: 1e-3, betas: [0.9, 0.95], weightDecay: 0.1 });

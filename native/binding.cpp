@@ -218,6 +218,10 @@ FN(js_info) {
   NAPI(napi_set_named_property(env, o, "gemm", string(env, kn_gemm_library())));
   NAPI(napi_set_named_property(env, o, "gemmLibraries", string(env, kn_gemm_libraries())));
   NAPI(napi_set_named_property(env, o, "isa", string(env, kn_cpu_isa())));
+  NAPI(napi_set_named_property(env, o, "onednnIsa", string(env, kn_onednn_isa())));
+  napi_value bf16;
+  NAPI(napi_get_boolean(env, kn_bf16_available() != 0, &bf16));
+  NAPI(napi_set_named_property(env, o, "bf16", bf16));
   NAPI(napi_set_named_property(env, o, "threads", number(env, kn_get_threads())));
   napi_value tuned;
   NAPI(napi_get_boolean(env, malloc_tuned_flag != 0, &tuned));
@@ -260,8 +264,33 @@ FN(js_sgemm) {
   BODY_END
 }
 
-/* matmul(a, b, meta, out) */
-FN(js_matmul) {
+/* sgemmBf16(transA, transB, M, N, K, A, B, C): js_sgemm with bf16 products (f32 accumulation). */
+FN(js_sgemm_bf16) {
+  BODY_BEGIN
+  ARG_COUNT(8);
+  int ta = (int)INT(0, "transA", 0, 1), tb = (int)INT(1, "transB", 0, 1);
+  int64_t M = INT(2, "M", 0, BIG), N = INT(3, "N", 0, BIG), K = INT(4, "K", 0, BIG);
+  Array A = F32(5, "A"), B = F32(6, "B"), C = F32(7, "C");
+  CHECK((double)M * K <= (double)A.length, "A holds %zu elements, needs M·K = %lld", A.length, (long long)(M * K));
+  CHECK((double)K * N <= (double)B.length, "B holds %zu elements, needs K·N = %lld", B.length, (long long)(K * N));
+  CHECK((double)M * N <= (double)C.length, "C holds %zu elements, needs M·N = %lld", C.length, (long long)(M * N));
+  CHECK(kn_bf16_available(), "bf16 GEMM needs oneDNN on a CPU with AVX512_BF16 or AMX (oneDNN ISA here: %s)",
+        kn_onednn_isa());
+  kn_sgemm_bf16(ta, tb, M, N, K, (const float *)A.data, ta ? (M > 0 ? M : 1) : (K > 0 ? K : 1),
+                (const float *)B.data, tb ? (K > 0 ? K : 1) : (N > 0 ? N : 1), (float *)C.data, N > 0 ? N : 1, 1);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_bf16_impl) {
+  BODY_BEGIN
+  (void)a;
+  return string(env, kn_bf16_impl());
+  BODY_END
+}
+
+/* matmul(a, b, meta, out) and matmulBf16(a, b, meta, out) */
+napi_value matmul_common(napi_env env, napi_callback_info info, bool bf16) {
   BODY_BEGIN
   ARG_COUNT(4);
   Array sa = F32(0, "a"), sb = F32(1, "b"), out = F32(3, "out");
@@ -282,10 +311,16 @@ FN(js_matmul) {
     for (int d = 0; d < nd - 1; d++) need *= va.shape[d];
   }
   check_out(env, out, need, "out");
-  kn_matmul_f32(&va, &vb, (float *)out.data);
+  if (bf16)
+    CHECK(kn_matmul_bf16(&va, &vb, (float *)out.data) == 0,
+          "bf16 matmul needs oneDNN on a CPU with AVX512_BF16 or AMX (oneDNN ISA here: %s)", kn_onednn_isa());
+  else kn_matmul_f32(&va, &vb, (float *)out.data);
   return undefined(env);
   BODY_END
 }
+
+FN(js_matmul) { return matmul_common(env, info, false); }
+FN(js_matmul_bf16) { return matmul_common(env, info, true); }
 
 
 /* ---- elementwise ------------------------------------------------------------------------- */
@@ -862,6 +897,9 @@ NAPI_MODULE_INIT() {
       EXPORT("selectGemm", js_select_gemm),
       EXPORT("sgemm", js_sgemm),
       EXPORT("matmul", js_matmul),
+      EXPORT("matmulBf16", js_matmul_bf16),
+      EXPORT("sgemmBf16", js_sgemm_bf16),
+      EXPORT("bf16Impl", js_bf16_impl),
       EXPORT("unary", js_unary),
       EXPORT("activationBackward", js_activation_backward),
       EXPORT("binary", js_binary),

@@ -105,6 +105,21 @@ void kn_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
    any strides: unit-stride rows or columns go to the BLAS directly, others are packed first). */
 void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out);
 
+/* ---- bf16 mixed precision (matmul_bf16.cpp; oneDNN builds only) ----------------------------- */
+
+/* 1 when this build and CPU run bf16 GEMMs (oneDNN reports AVX512_BF16 or AMX), else 0. */
+int kn_bf16_available(void);
+/* The ISA oneDNN's JIT uses ("avx512_core_amx", "avx512_core_bf16", …; "none" without oneDNN). */
+const char *kn_onednn_isa(void);
+/* oneDNN's implementation of the bf16 matmul (e.g. "brg:avx512_core_amx"), "none" when unavailable. */
+const char *kn_bf16_impl(void);
+/* C[M,N] (f32) = op(A)·op(B) with A, B rounded to bf16 and f32 accumulation; threads ≠ 0 splits C
+   across the pool. Returns -1 (C untouched) when kn_bf16_available() is 0. */
+int kn_sgemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float *C, int64_t ldc, int threads);
+/* kn_matmul_f32 with bf16 products (as kn_sgemm_bf16); -1 when unavailable. */
+int kn_matmul_bf16(const kn_view *a, const kn_view *b, float *out);
+
 /* table [V, C] (view) rows picked by ids (n contiguous i32, or i64 when ids64) → out [n, C]. */
 void kn_gather_rows_f32(const kn_view *table, const void *ids, int ids64, int64_t n, float *out);
 /* out [rows, C] = 0, then out[ids[i]] += src[i] for src [n, C] (view). */

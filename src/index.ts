@@ -34,6 +34,8 @@ export { Generator, manualSeed, getDefaultGenerator } from './random.js';
 export { noGrad, enableGrad, isGradEnabled } from './autograd/tape.js';
 export { gradcheck, type GradcheckOptions, type GradcheckResult } from './autograd/gradcheck.js';
 export { backends, getBackend, setBackend, withBackend, registerBackend } from './backends/dispatch.js';
+export { getMatmulPrecision, setMatmulPrecision, withMatmulPrecision } from './backends/dispatch.js';
+export type { MatmulPrecision } from './backends/backend.js';
 export type { Backend, KernelView, KernelName, UnaryOp, BinaryOp, ReduceOp } from './backends/backend.js';
 export {
   // creation

@@ -142,7 +142,7 @@ describe('coverage check (a silent fallback must fail)', () => {
       k.registerBackend({
         ...native!,
         name: 'native-without-unary',
-        supports: (kernel, inputs) => kernel !== 'unary' && native!.supports(kernel, inputs),
+        supports: (kernel, inputs, outDtype) => kernel !== 'unary' && native!.supports(kernel, inputs, outDtype),
       });
       const c = allCases.find((x) => x.id === 'exp/basic')!;
       const { runs } = traceKernels(() => k.withBackend('native-without-unary', () => checkCase(c, 'f32')));

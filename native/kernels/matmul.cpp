@@ -267,7 +267,10 @@ void pack(const float *src, int64_t R, int64_t Cc, int64_t sR, int64_t sC, float
 
 }  // namespace
 
-extern "C" void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out) {
+namespace {
+
+/* kn_matmul_f32 and kn_matmul_bf16: the same batching, the GEMM in f32 or bf16 (matmul_bf16.cpp). */
+void matmul_views(const kn_view *a, const kn_view *b, float *out, bool bf16) {
   int nd = a->ndim;
   int64_t M = a->shape[nd - 2], K = a->shape[nd - 1], N = b->shape[nd - 1];
   int64_t batch = 1;
@@ -293,7 +296,8 @@ extern "C" void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out) {
     if (ma.pack) { pack(A, M, K, sAM, sAK, s); A = s; s += M * K; }
     if (mb.pack) { pack(B, K, N, sBK, sBN, s); B = s; }
     float *C = out + p * M * N;
-    if (inner_parallel) kn_sgemm(ma.trans, mb.trans, M, N, K, 1.0f, A, ma.ld, B, mb.ld, 0.0f, C, N);
+    if (bf16) kn_sgemm_bf16(ma.trans, mb.trans, M, N, K, A, ma.ld, B, mb.ld, C, N, inner_parallel ? 1 : 0);
+    else if (inner_parallel) kn_sgemm(ma.trans, mb.trans, M, N, K, 1.0f, A, ma.ld, B, mb.ld, 0.0f, C, N);
     else gemm_serial(ma.trans, mb.trans, M, N, K, 1.0f, A, ma.ld, B, mb.ld, 0.0f, C, N);
   };
 
@@ -308,4 +312,14 @@ extern "C" void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out) {
     std::vector<float> scratch;
     for (int64_t p = 0; p < batch; p++) one(p, true, scratch);
   }
+}
+
+}  // namespace
+
+extern "C" void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out) { matmul_views(a, b, out, false); }
+
+extern "C" int kn_matmul_bf16(const kn_view *a, const kn_view *b, float *out) {
+  if (!kn_bf16_available()) return -1;
+  matmul_views(a, b, out, true);
+  return 0;
 }

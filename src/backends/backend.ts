@@ -105,6 +105,12 @@ export interface AdamStep {
   step: number;
 }
 
+/**
+ * How matmul multiplies f32 operands: 'f32', or 'bf16' mixed precision (operands rounded to
+ * bfloat16, products accumulated and returned in f32; docs/performance.md).
+ */
+export type MatmulPrecision = 'f32' | 'bf16';
+
 /** Every kernel name, for `supports()` and for `knobs info`. */
 export type KernelName =
   | 'unary'
@@ -216,11 +222,17 @@ export interface Backend {
   describe(): Record<string, unknown>;
   /**
    * Whether this backend runs `kernel` on these inputs; if not, the js backend does (for a fused
-   * kernel: the ops layer runs the composite).
+   * kernel: the ops layer runs the composite). `outDtype` is the result's dtype where the
+   * inputs do not fix it (cast).
    */
-  supports(kernel: KernelName, inputs: readonly KernelView[]): boolean;
+  supports(kernel: KernelName, inputs: readonly KernelView[], outDtype?: DType): boolean;
   /** Fused kernels, when the backend has them (the js reference backend does not: its composites are the spec). */
   readonly fused?: FusedKernels;
+  /**
+   * The matmul precisions this backend runs fast here (absent: f32 only). Every backend's matmul
+   * accepts 'bf16' (the js backend emulates it as the reference); this says where it is worth asking.
+   */
+  matmulPrecisions?(): readonly MatmulPrecision[];
 
   /** Elementwise f(x), same dtype (f32/f64). */
   unary(op: UnaryOp, x: KernelView): Storage;
@@ -241,8 +253,9 @@ export interface Backend {
   /**
    * Batched matrix product: a [...batch, M, K] · b [...batch, K, N] → [...batch, M, N].
    * Batch dims already agree (broadcast via stride-0 views). Inner dims may be transposed views.
+   * `precision` 'bf16' (f32 operands only): operands rounded to bf16, f32 accumulation and result.
    */
-  matmul(a: KernelView, b: KernelView): Storage;
+  matmul(a: KernelView, b: KernelView, precision?: MatmulPrecision): Storage;
   /** Copies `src` into `dst` element by element; both views have the same shape. Mutates dst's storage. */
   assign(dst: KernelView, src: KernelView): void;
   /** Converts to another dtype, contiguous output. */

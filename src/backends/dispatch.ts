@@ -5,8 +5,9 @@
  */
 import type { DType } from '../dtype.js';
 import { BackendError } from '../errors.js';
-import type { Backend, FusedKernelName, FusedKernels, KernelName, KernelView } from './backend.js';
+import type { Backend, FusedKernelName, FusedKernels, KernelName, KernelView, MatmulPrecision } from './backend.js';
 import { jsBackend } from './js/index.js';
+import { profiling, timedBackend, timedFused } from './profile.js';
 import { discoverBackends } from './registry.js';
 
 const registered = new Map<string, Backend>();
@@ -61,6 +62,45 @@ export function withBackend<T>(name: string, fn: () => T): T {
   }
 }
 
+let precision: MatmulPrecision = 'f32';
+
+/** The precision f32 matmuls run in now ('f32' unless set). */
+export function getMatmulPrecision(): MatmulPrecision {
+  return precision;
+}
+
+/**
+ * Makes f32 matmuls (forward and backward) run in `p`: 'bf16' = mixed precision (bf16 operands,
+ * f32 accumulation and results; everything else stays f32). 'bf16' is refused unless the current
+ * backend runs it natively here (native backend, oneDNN, a CPU with AVX512_BF16 or AMX).
+ */
+export function setMatmulPrecision(p: MatmulPrecision): void {
+  if (p !== 'f32' && p !== 'bf16')
+    throw new BackendError(`matmul precision must be 'f32' or 'bf16', got '${String(p)}'`, { precision: p });
+  if (p === 'bf16') {
+    const active = ready();
+    if (!(active.matmulPrecisions?.() ?? ['f32']).includes('bf16')) {
+      const d = active.describe();
+      throw new BackendError(
+        `bf16 precision needs bf16 matrix instructions (AVX512_BF16 or AMX) through the native backend's oneDNN; here the backend is '${active.name}'${d.onednnIsa ? ` and oneDNN's ISA is ${String(d.onednnIsa)}` : ''}. Use precision f32 ('knobs info' shows the ISA)`,
+        { precision: p, backend: active.name, isa: d.onednnIsa ?? null },
+      );
+    }
+  }
+  precision = p;
+}
+
+/** Runs `fn` with matmul precision `p` (checked as setMatmulPrecision), then restores the previous one. */
+export function withMatmulPrecision<T>(p: MatmulPrecision, fn: () => T): T {
+  const previous = precision;
+  setMatmulPrecision(p);
+  try {
+    return fn();
+  } finally {
+    precision = previous;
+  }
+}
+
 /** One kernel dispatch: which kernel, on which dtypes, which backend was current and which ran it. */
 export interface KernelRun {
   readonly kernel: KernelName;
@@ -91,12 +131,15 @@ function record(kernel: KernelName, inputs: readonly KernelView[], active: Backe
   tracing!.push({ kernel, dtypes: inputs.map((v) => v.dtype), current: active.name, ran: ran.name });
 }
 
-/** The backend that runs `kernel` on `inputs`: the current one if it supports them, else js. */
-export function kernelFor(kernel: KernelName, inputs: readonly KernelView[]): Backend {
+/**
+ * The backend that runs `kernel` on `inputs`: the current one if it supports them, else js.
+ * `outDtype` is the result's dtype where it is not the inputs' (cast).
+ */
+export function kernelFor(kernel: KernelName, inputs: readonly KernelView[], outDtype?: DType): Backend {
   const active = current ?? ready();
-  const chosen = active === jsBackend || active.supports(kernel, inputs) ? active : jsBackend;
+  const chosen = active === jsBackend || active.supports(kernel, inputs, outDtype) ? active : jsBackend;
   if (tracing) record(kernel, inputs, active, chosen);
-  return chosen;
+  return profiling() ? timedBackend(chosen) : chosen;
 }
 
 /**
@@ -108,5 +151,5 @@ export function fusedFor(kernel: FusedKernelName, inputs: readonly KernelView[])
   const fused = active.fused && active.supports(kernel, inputs) ? active.fused : null;
   // A fused kernel declined is no fallback: the composite's primitives then dispatch (and are traced) one by one.
   if (fused && tracing) record(kernel, inputs, active, active);
-  return fused;
+  return fused && profiling() ? timedFused(fused) : fused;
 }

@@ -7,6 +7,7 @@ import { RECIPE_NAME } from '../train/run-dir.js';
 import { type TrainEvent, type TrainOptions, train } from '../train/trainer.js';
 import { type CliIO, type Command, type Options, type Parsed, emit, parse } from './command.js';
 import { positiveInt } from './flags.js';
+import { formatProfile } from './profile-table.js';
 
 /** Exit code after a clean stop on SIGINT (128 + 2, as shells report it). */
 export const EXIT_INTERRUPTED = 130;
@@ -74,12 +75,17 @@ export const RUN_FLAGS: Options = {
   seed: { type: 'string' },
   resume: { type: 'boolean' },
   'keep-checkpoints': { type: 'string' },
+  profile: { type: 'boolean' },
+  precision: { type: 'string' },
   json: { type: 'boolean' },
 };
 
 /** The trainer options those flags set (the progress reporter included). */
 export function runOptions(values: Parsed['values'], io: CliIO): TrainOptions {
   const out = values.out as string | undefined;
+  const precision = values.precision as string | undefined;
+  if (precision !== undefined && precision !== 'f32' && precision !== 'bf16')
+    throw new UsageError(`--precision must be f32 or bf16, got '${precision}'`);
   return {
     ...(out !== undefined ? { out } : {}),
     ...(values.data !== undefined ? { dataPath: values.data as string } : {}),
@@ -89,7 +95,9 @@ export function runOptions(values: Parsed['values'], io: CliIO): TrainOptions {
     ...(values['keep-checkpoints'] !== undefined
       ? { keepCheckpoints: positiveInt(values['keep-checkpoints'], '--keep-checkpoints') }
       : {}),
+    ...(precision !== undefined ? { precision } : {}),
     resume: values.resume === true,
+    profile: values.profile === true || process.env.KNOBS_PROFILE === '1',
     onLog: reporter(io),
   };
 }
@@ -98,7 +106,7 @@ export const trainCommand: Command = {
   name: 'train',
   summary: 'train a recipe (MLP/CNN on IDX images, GPT/Llama/Qwen2 on text) into a run directory',
   help: `Usage: knobs train RECIPE.json [--out DIR] [--data PATH] [--steps N | --epochs N] [--seed S]
-                   [--resume] [--keep-checkpoints N] [--json]
+                   [--resume] [--keep-checkpoints N] [--precision f32|bf16] [--profile] [--json]
 
 Trains the model a recipe describes (see docs/training.md) and writes a run directory:
 config.json, recipe.json, model.safetensors, metrics.jsonl and checkpoints/. Everything is
@@ -112,6 +120,12 @@ checked (recipe, data files, output directory) before the directory is created.
                           left out: DIR/recipe.json is used); the result is bitwise identical
                           to an uninterrupted run
   --keep-checkpoints N    committed checkpoints to keep (default 3)
+  --precision P           matmul precision, overriding the recipe's "precision": f32, or bf16
+                          (bf16 products, f32 weights, optimizer state, norms and softmax);
+                          bf16 needs a CPU with AVX512_BF16 or AMX ('knobs info' shows it)
+  --profile               time every kernel of every step but the first and print, after the
+                          run, per op: calls and ms per step, share of the step, GFLOP/s
+                          (also KNOBS_PROFILE=1); with --json it is the result's "profile"
   --json                  print one JSON object with the result on stdout
 
 Progress goes to stderr (a live bar on a terminal, a line every log_every steps otherwise).
@@ -140,9 +154,10 @@ Example:
             ? `, accuracy ${fmt(ev.accuracy)}`
             : `, bits_per_byte ${fmt(ev.bits_per_byte)}`
           : '';
-        return result.interrupted
+        const done = result.interrupted
           ? `stopped at step ${result.step}/${result.totalSteps}; continue with: knobs train --resume --out ${result.out}\n`
           : `trained ${result.step} steps into ${result.out}${ev ? ` (eval loss ${fmt(ev.eval_loss)}${score})` : ''}\n`;
+        return result.profile ? done + formatProfile(result.profile) : done;
       });
       return result.interrupted ? EXIT_INTERRUPTED : 0;
     });

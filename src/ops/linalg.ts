@@ -1,6 +1,6 @@
 /** Matrix multiplication with PyTorch's matmul semantics (1-D operands, batch broadcasting). */
 import { record } from '../autograd/tape.js';
-import { kernelFor } from '../backends/dispatch.js';
+import { getMatmulPrecision, kernelFor } from '../backends/dispatch.js';
 import { ShapeError } from '../errors.js';
 import { broadcastShapes, formatShape, numel } from '../shape.js';
 import { Tensor } from '../tensor.js';
@@ -11,7 +11,7 @@ import { cast, expand, reshape, squeeze, unsqueeze } from './view.js';
 export function batchedMatmul(a: Tensor, b: Tensor): Tensor {
   const r = a.rank;
   const out = new Tensor(
-    kernelFor('matmul', [a, b]).matmul(a, b),
+    kernelFor('matmul', [a, b]).matmul(a, b, a.dtype === 'f32' ? getMatmulPrecision() : 'f32'),
     [...a.shape.slice(0, r - 2), a.shape[r - 2]!, b.shape[r - 1]!],
     a.dtype,
   );

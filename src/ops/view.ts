@@ -174,7 +174,7 @@ export function cast(x: Tensor, dtype: DType): Tensor {
   if (!isDType(dtype))
     throw new DTypeError(`to(): unknown dtype '${String(dtype)}'`, { op: 'cast', dtypes: [x.dtype, String(dtype)] });
   if (dtype === x.dtype) return x;
-  const out = new Tensor(kernelFor('cast', [x]).cast(x, dtype), x.shape, dtype);
+  const out = new Tensor(kernelFor('cast', [x], dtype).cast(x, dtype), x.shape, dtype);
   // Gradients flow only between floating compute dtypes.
   const floatPair = (x.dtype === 'f32' || x.dtype === 'f64') && (dtype === 'f32' || dtype === 'f64');
   return floatPair ? record('cast', out, [x], { from: x.dtype }) : out;

@@ -167,6 +167,8 @@ export const runFields = {
   epochs: positiveInt.optional(),
   grad_accum_steps: positiveInt.default(1),
   clip_grad_norm: z.number().positive().optional(),
+  /** Matmul precision: "f32" (default) or "bf16" mixed precision (bf16 products, f32 weights, optimizer and the rest). */
+  precision: z.enum(['f32', 'bf16']).optional(),
   /** Consecutive steps with a NaN/Inf gradient (each skipped) after which the run stops. */
   max_nonfinite_steps: z.number().int().min(0).default(10),
   seed: z.number().int().min(0).default(0),

@@ -30,6 +30,9 @@ import { mixSeed } from '../data/shuffle.js';
 import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
 import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
 import { Generator } from '../random.js';
+import { type OpTime, mergeOpTimes, startProfile, stopProfile } from '../backends/profile.js';
+import type { MatmulPrecision } from '../backends/backend.js';
+import { getMatmulPrecision, setMatmulPrecision } from '../backends/dispatch.js';
 import type { Tensor } from '../tensor.js';
 import {
   type Checkpoint,
@@ -84,6 +87,8 @@ export interface TrainOptions {
   steps?: number;
   epochs?: number;
   seed?: number;
+  /** Overrides the recipe's matmul precision (`--precision`). */
+  precision?: MatmulPrecision;
   /** Continue from the newest checkpoint in `out` that verifies. */
   resume?: boolean;
   /** Committed checkpoints to keep (default 3). */
@@ -93,6 +98,11 @@ export interface TrainOptions {
   onLog?: (event: TrainEvent) => void;
   /** Aborting stops the run after the current step, with a checkpoint. */
   signal?: AbortSignal;
+  /**
+   * Time every kernel of every step after the first (which warms up) and return the sums in
+   * `TrainResult.profile` (`knobs train --profile`, KNOBS_PROFILE=1).
+   */
+  profile?: boolean;
   /** What the run trains and writes; the default builds the recipe's model (`knobs tune` passes a base). */
   runModel?: RunModel;
 }
@@ -151,6 +161,16 @@ export async function writeModelFiles(out: string, recipe: Recipe, model: Traina
   }
 }
 
+/** Where the profiled steps' time went (see src/backends/profile.ts). */
+export interface StepProfile {
+  /** Steps profiled (every step but the run's first). */
+  steps: number;
+  /** Wall time of those steps (data, forward, backward, clipping, update). */
+  seconds: number;
+  /** Per kernel (and operation), slowest first. */
+  ops: OpTime[];
+}
+
 export type TrainEvent =
   | {
       type: 'start';
@@ -176,12 +196,14 @@ export interface TrainResult {
   resumedFrom: number | null;
   lastTrain: TrainRow | null;
   lastEval: EvalRow | null;
+  /** Only with `profile`. */
+  profile?: StepProfile;
 }
 
 /** The recipe with the options' overrides applied and validated again (so errors name the field). */
 export function applyOverrides(
   recipe: Recipe,
-  opts: Pick<TrainOptions, 'dataPath' | 'steps' | 'epochs' | 'seed' | 'source'>,
+  opts: Pick<TrainOptions, 'dataPath' | 'steps' | 'epochs' | 'seed' | 'source' | 'precision'>,
 ): Recipe {
   const source = opts.source ?? 'recipe';
   if (opts.steps !== undefined && opts.epochs !== undefined)
@@ -197,6 +219,7 @@ export function applyOverrides(
     ...recipe,
     ...length,
     ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+    ...(opts.precision !== undefined ? { precision: opts.precision } : {}),
     data: withDataPath(recipe.data, opts.dataPath),
     tokenizer,
   };
@@ -221,7 +244,12 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
   const out = resolve(opts.out ?? defaultRunDir(recipe.name));
 
   // 1. Validate everything before the run directory exists.
-  const data = await openTrainSource(recipe);
+  const previousPrecision = getMatmulPrecision();
+  setMatmulPrecision(recipe.precision ?? 'f32'); // bf16 is refused here where the CPU lacks it
+  const data = await openTrainSource(recipe).catch((err: unknown) => {
+    setMatmulPrecision(previousPrecision);
+    throw err;
+  });
   let metrics: MetricsLog | null = null;
   try {
     const runModel = opts.runModel ?? recipeRunModel(recipe);
@@ -280,11 +308,30 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     let windowCount = 0;
     let nonfinite = 0;
     const { model } = parts;
+    const profiled = { steps: 0, seconds: 0, ops: new Map<string, OpTime>() };
+    const profileThis = (): boolean => opts.profile === true && step > startStep;
+    const withProfile = (): { profile?: StepProfile } =>
+      opts.profile === true
+        ? {
+            profile: {
+              steps: profiled.steps,
+              seconds: profiled.seconds,
+              ops: [...profiled.ops.values()].sort((a, b) => b.seconds - a.seconds),
+            },
+          }
+        : {};
     model.train();
     while (step < totalSteps) {
       const t0 = performance.now();
       const lr = schedule(step);
-      const { loss, gradNorm, count } = await trainStep(parts, recipe, lr);
+      const profiling = profileThis();
+      if (profiling) startProfile();
+      const { loss, gradNorm, count } = await trainStep(parts, recipe, lr).finally(() => {
+        if (!profiling) return;
+        mergeOpTimes(profiled.ops, stopProfile());
+        profiled.steps++;
+        profiled.seconds += (performance.now() - t0) / 1000;
+      });
       step++;
       if (!Number.isFinite(gradNorm)) {
         nonfinite++;
@@ -337,12 +384,13 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
         log({ type: 'checkpoint', step, dir: ck.dir });
       }
       if (stopping && step < totalSteps)
-        return { out, step, totalSteps, interrupted: true, resumedFrom, lastTrain, lastEval };
+        return { out, step, totalSteps, interrupted: true, resumedFrom, lastTrain, lastEval, ...withProfile() };
     }
     // 5. The last step's checkpoint wrote the weights; a finished run resumed again only rewrites them.
     if (step === startStep) await runModel.writeResult(out, model);
-    return { out, step, totalSteps, interrupted: false, resumedFrom, lastTrain, lastEval };
+    return { out, step, totalSteps, interrupted: false, resumedFrom, lastTrain, lastEval, ...withProfile() };
   } finally {
+    setMatmulPrecision(previousPrecision);
     await metrics?.close();
     await data.close();
   }

@@ -16,7 +16,7 @@ export interface CliRun {
 export function startCli(
   args: readonly string[],
   onStderr?: (text: string, child: ChildProcess) => void,
-  opts: { cwd?: string } = {},
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
 ): { child: ChildProcess; done: Promise<CliRun> } {
   const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
   let stdout = '';
@@ -32,7 +32,7 @@ export function startCli(
   return { child, done };
 }
 
-export function cli(args: readonly string[], opts: { cwd?: string } = {}): Promise<CliRun> {
+export function cli(args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
   return startCli(args, undefined, opts).done;
 }
 

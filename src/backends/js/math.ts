@@ -61,3 +61,14 @@ export function gelu(x: number): number {
 export function geluTanh(x: number): number {
   return 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_COEF * x * x * x)));
 }
+
+const bf16Bits = new Uint32Array(1);
+const bf16Float = new Float32Array(bf16Bits.buffer);
+/** x rounded to the nearest bfloat16 (ties to even), as an f32; NaN stays NaN. */
+export function roundToBf16(x: number): number {
+  bf16Float[0] = x;
+  const u = bf16Bits[0]!;
+  if ((u & 0x7fffffff) > 0x7f800000) return NaN;
+  bf16Bits[0] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16;
+  return bf16Float[0]!;
+}

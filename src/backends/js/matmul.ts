@@ -1,17 +1,20 @@
 /** Batched matrix product and row gather/scatter for the js backend. */
 import { type NumericStorage, type Storage, allocate } from '../../dtype.js';
 import { numel } from '../../shape.js';
-import type { KernelView } from '../backend.js';
+import type { KernelView, MatmulPrecision } from '../backend.js';
+import { roundToBf16 } from './math.js';
 import { dense } from './strided.js';
 
-export function matmul(a: KernelView, b: KernelView): Storage {
+/** 'bf16' is the reference of mixed precision: each operand rounded to bf16, then the f32 product. */
+export function matmul(a: KernelView, b: KernelView, precision: MatmulPrecision = 'f32'): Storage {
   const r = a.shape.length;
   const M = a.shape[r - 2]!;
   const K = a.shape[r - 1]!;
   const N = b.shape[r - 1]!;
   const batch = numel(a.shape.slice(0, r - 2));
-  const as = dense(a) as NumericStorage;
-  const bs = dense(b) as NumericStorage;
+  const bf16 = precision === 'bf16' && a.dtype === 'f32';
+  const as = (bf16 ? Float32Array.from(dense(a) as Float32Array, roundToBf16) : dense(a)) as NumericStorage;
+  const bs = (bf16 ? Float32Array.from(dense(b) as Float32Array, roundToBf16) : dense(b)) as NumericStorage;
   const out = allocate(a.dtype, batch * M * N) as NumericStorage;
   const row = new Float64Array(N); // f64 accumulator for one output row
   for (let p = 0; p < batch; p++) {

@@ -25,12 +25,12 @@ import type {
   FusedKernels,
   KernelName,
   KernelView,
+  MatmulPrecision,
   NormGradsWanted,
   Pool2dParams,
   ReduceOp,
   UnaryOp,
 } from '../backend.js';
-import { jsBackend } from '../js/index.js';
 
 type F32 = Float32Array;
 type Ids = Int32Array | BigInt64Array;
@@ -38,11 +38,27 @@ type Opt<T> = T | null;
 
 /** The addon's exports (native/binding.cpp), one function per kernels.h entry. */
 export interface NativeAddon {
-  info(): { gemm: string; gemmLibraries: string; isa: string; threads: number; mallocTuned: boolean };
+  info(): {
+    gemm: string;
+    gemmLibraries: string;
+    isa: string;
+    /** The ISA oneDNN's JIT uses ("avx512_core_amx", …; "none" without oneDNN). */
+    onednnIsa: string;
+    /** Whether bf16 GEMMs run here (oneDNN with AVX512_BF16 or AMX). */
+    bf16: boolean;
+    threads: number;
+    mallocTuned: boolean;
+  };
+  /** oneDNN's implementation of the bf16 matmul, e.g. "brg:avx512_core_amx_bf16" ("none" when unavailable). */
+  bf16Impl(): string;
   setThreads(n: number): number;
   selectGemm(name: string): void;
   sgemm(transA: 0 | 1, transB: 0 | 1, M: number, N: number, K: number, A: F32, B: F32, C: F32): void;
   matmul(a: F32, b: F32, meta: Float64Array, out: F32): void;
+  /** matmul with bf16 operands, f32 accumulation (throws E_BACKEND where info().bf16 is false). */
+  matmulBf16(a: F32, b: F32, meta: Float64Array, out: F32): void;
+  /** sgemm with bf16 operands, f32 accumulation (as matmulBf16). */
+  sgemmBf16(transA: 0 | 1, transB: 0 | 1, M: number, N: number, K: number, A: F32, B: F32, C: F32): void;
   unary(op: number, x: F32, meta: Float64Array, out: F32): void;
   /** g · f'(x) for the activation ops (UNARY_CODE) only. */
   activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
@@ -303,6 +319,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     return meta;
   };
   const f32 = (v: KernelView): F32 => v.storage as F32;
+  const bf16 = addon.info().bf16;
   /** The view's elements as contiguous f32 storage starting at 0 (a copy only when needed). */
   const dense = (v: KernelView): F32 => {
     const n = numel(v.shape);
@@ -522,18 +539,21 @@ export function createNativeBackend(addon: NativeAddon): Backend {
         gemm: i.gemm,
         gemmLibraries: i.gemmLibraries.split(','),
         isa: i.isa,
+        onednnIsa: i.onednnIsa,
+        bf16: i.bf16 ? addon.bf16Impl() : false,
         threads: i.threads,
         dtypes: ['f32'],
       };
     },
 
-    supports(kernel: KernelName, inputs: readonly KernelView[]): boolean {
+    supports(kernel: KernelName, inputs: readonly KernelView[], outDtype?: DType): boolean {
       for (const v of inputs) if (v.shape.length > MAX_DIMS) return false;
       switch (kernel) {
         case 'assign':
           return true; // any dtype: the addon copies by element size
         case 'cast':
-          return CAST_DTYPES.has(inputs[0]!.dtype);
+          // both ends: a dtype the addon lacks (f16, bf16, i64 …) goes to js through the dispatcher, so traces see it
+          return CAST_DTYPES.has(inputs[0]!.dtype) && (outDtype === undefined || CAST_DTYPES.has(outDtype));
         case 'where':
           return inputs[0]!.dtype === 'bool' && inputs[1]!.dtype === 'f32' && inputs[2]!.dtype === 'f32';
         case 'gatherRows':
@@ -595,17 +615,17 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       );
       return out;
     },
-    matmul(a: KernelView, b: KernelView): Storage {
+    matmulPrecisions: () => (bf16 ? ['f32', 'bf16'] : ['f32']),
+    matmul(a: KernelView, b: KernelView, precision: MatmulPrecision = 'f32'): Storage {
       const r = a.shape.length;
       const out = allocF32(numel(a.shape.slice(0, r - 1)) * b.shape[r - 1]!);
-      addon.matmul(f32(a), f32(b), pack(a, b), out);
+      (precision === 'bf16' ? addon.matmulBf16 : addon.matmul)(f32(a), f32(b), pack(a, b), out);
       return out;
     },
     assign(dst: KernelView, src: KernelView): void {
       addon.assign(dst.storage, src.storage, pack(dst, src));
     },
     cast(x: KernelView, dtype: DType): Storage {
-      if (!CAST_DTYPES.has(dtype) || !CAST_DTYPES.has(x.dtype)) return jsBackend.cast(x, dtype);
       const n = numel(x.shape);
       const out: Storage =
         dtype === 'f32'
