@@ -22,8 +22,10 @@ import * as llamaTrain from './llama-train.js';
 import * as loraTrain from './lora-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
+import * as seal from './seal.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
 import * as tokenizer from './tokenizer.js';
+import * as verify from './verify.js';
 import type { BenchOptions, BenchRow } from './row.js';
 import { notes } from './train-step.js';
 
@@ -42,6 +44,8 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'fashion-cnn': fashion.runCnn,
   'hf-load': hfLoad.run,
   tokenizer: tokenizer.run,
+  verify: verify.run,
+  seal: seal.run,
 };
 
 function usage(): string {

@@ -8,7 +8,9 @@ import { infoCommand } from './info.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
+import { sealCommand } from './seal.js';
 import { diffCommand } from './diff.js';
+import { convertCommand } from './convert.js';
 import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
 import { tuneCommand } from './tune.js';
@@ -16,11 +18,15 @@ import { mergeCommand } from './merge.js';
 import { extractLoraCommand } from './extract-lora.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
+import { signingKeyCommand } from './signing-key.js';
+import { releaseCommand } from './release.js';
+import { verifyCommand } from './verify.js';
 
 const COMMANDS: readonly Command[] = [
   infoCommand,
   inspectCommand,
   diffCommand,
+  convertCommand,
   trainCommand,
   tuneCommand,
   mergeCommand,
@@ -29,6 +35,10 @@ const COMMANDS: readonly Command[] = [
   generateCommand,
   tokenizeCommand,
   tokenizerCommand,
+  signingKeyCommand,
+  releaseCommand,
+  verifyCommand,
+  sealCommand,
 ];
 
 function usage(): string {

@@ -1,26 +1,33 @@
 /**
  * Opens any language model knobs can run, by path, for generation, evaluation and serving: a run
- * directory made by `knobs train` (byte-level or with its tokenizer.json) or a Hugging Face model
- * directory. Every front end (generate, eval, serve) opens models here, so a new kind of source
- * (GGUF, sealed or signed bundles, adapters) is added once.
+ * directory made by `knobs train` (byte-level or with its tokenizer.json), a Hugging Face model
+ * directory, a GGUF file (`.gguf`: llama, qwen2, gpt2; its tokenizer from its metadata), a sealed
+ * directory (decrypted into memory) or a signed bundle (verified as it is read). Every front end
+ * (generate, eval, serve) opens models here, so a new kind of source is added once.
  */
-import { UsageError } from '../errors.js';
+import { KeyError, UsageError } from '../errors.js';
 import { type LoadAdapterOptions, loadAdapters } from '../finetune/adapter.js';
 import type { LoraAdapter } from '../finetune/lora.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
-import { loadHfModel } from '../models/hf/load.js';
+import { type ModelFiles, memoryFiles } from '../models/hf/files.js';
+import { type LoadedHfModel, loadHfModel } from '../models/hf/load.js';
 import { loadHfTokenizer, tokenizerCodec } from '../models/hf/text.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { isLanguageModelInstance } from '../train/build.js';
-import { isRunDir, loadRun } from '../train/run-dir.js';
+import { type LoadedRun, RECIPE_NAME, isRunDir, loadRun, loadRunFiles } from '../train/run-dir.js';
+import { MANIFEST_NAME } from '../seal/format.js';
+import { MASTER_KEY_ENV } from '../seal/keys.js';
+import { isSealedDir, openSealed } from '../seal/open.js';
+import { loadGgufModel } from '../models/gguf/load.js';
+import { openVerifiedLanguageModel } from './verified-model.js';
 
 export type SamplingDefaults = ReturnType<typeof samplingDefaults>;
 
 export interface OpenedLanguageModel {
-  /** Where it came from: a knobs run directory or a Hugging Face model directory. */
-  kind: 'run' | 'hf';
+  /** Where it came from: a knobs run directory, a Hugging Face model directory or a GGUF file. */
+  kind: 'run' | 'hf' | 'gguf';
   path: string;
   model: CausalLM;
   /** The model's tokenizer; null for byte-level runs (ids are UTF-8 bytes). */
@@ -29,41 +36,107 @@ export interface OpenedLanguageModel {
   textOptions: Pick<GenerateTextOptions, 'codec' | 'eosTokenId'>;
   /** Sampling when the caller says nothing: generation_config.json's for Hugging Face, temperature 1 for runs. */
   defaults: SamplingDefaults;
-  /** The LoRA adapters attached (OpenOptions.adapters), in order. */
-  adapters: LoraAdapter[];
 }
 
-export interface OpenOptions extends LoadAdapterOptions {
-  /** PEFT adapter directories to attach to the base (their targets must not overlap). */
+/** Whether `path` names a GGUF file (by its extension: a directory is never one). */
+export function isGgufPath(path: string): boolean {
+  return path.toLowerCase().endsWith('.gguf');
+}
+
+export interface OpenLanguageModelOptions {
+  /** The master key (32 bytes) of a sealed model; not needed for plain directories. */
+  masterKey?: Uint8Array | null;
+  /**
+   * The publisher's public key (SPKI PEM): `path` must then be a bundle signed by `knobs release`
+   * (or OpenSSF model-signing), and every file is checked against the signature as it is read.
+   */
+  publicKey?: string;
+}
+
+export interface OpenOptions extends OpenLanguageModelOptions, LoadAdapterOptions {
+  /** PEFT adapter directories to attach to the model (their targets must not overlap). */
   adapters?: readonly string[];
 }
 
-export async function openLanguageModel(path: string, opts: OpenOptions = {}): Promise<OpenedLanguageModel> {
-  const opened = await openBase(path);
-  const adapters = await loadAdapters(opened.model, opts.adapters ?? [], opts);
-  return { ...opened, adapters };
+/**
+ * Opens the model at `path`, with `opts.adapters` attached (`adapters` lists them, in order). A
+ * sealed directory (docs/sealing.md) is decrypted into memory with `masterKey` and then opened
+ * like the directory it was sealed from; nothing plaintext touches disk.
+ */
+export async function openLanguageModel(
+  path: string,
+  opts: OpenOptions = {},
+): Promise<OpenedLanguageModel & { adapters: LoraAdapter[] }> {
+  const opened = await openBase(path, opts);
+  return { ...opened, adapters: await loadAdapters(opened.model, opts.adapters ?? [], opts) };
 }
 
-async function openBase(path: string): Promise<Omit<OpenedLanguageModel, 'adapters'>> {
+async function openBase(path: string, opts: OpenLanguageModelOptions): Promise<OpenedLanguageModel> {
+  if (opts.publicKey !== undefined) return openVerifiedLanguageModel(path, opts.publicKey);
+  if (isGgufPath(path)) return openGgufLanguageModel(path);
+  if (await isSealedDir(path)) return openSealedLanguageModel(path, opts.masterKey ?? null);
   if (await isRunDir(path)) {
-    const { model, recipe } = await loadRun(path);
-    if (!isLanguageModelInstance(model))
-      throw new UsageError(
-        `${path} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`,
-      );
-    // A run trained with a tokenizer.json has it copied into the directory; byte-level runs need none.
-    const tokenizer = recipe.tokenizer === 'bytes' ? null : await loadHfTokenizer(path, model.config.vocab_size);
-    return {
-      kind: 'run',
-      path,
-      model,
-      tokenizer,
-      textOptions: tokenizer ? { codec: tokenizerCodec(tokenizer) } : {},
-      defaults: { temperature: 1, topK: 0, topP: 1 },
-    };
+    const run = await loadRun(path);
+    return fromRun(path, run, await runTokenizer(path, run));
   }
   const loaded = await loadHfModel(path);
-  const tokenizer = await loadHfTokenizer(path, loaded.config.vocab_size);
+  return fromHf(path, loaded, await loadHfTokenizer(path, loaded.config.vocab_size));
+}
+
+async function openGgufLanguageModel(path: string): Promise<OpenedLanguageModel> {
+  const loaded = await loadGgufModel(path);
+  if (!loaded.tokenizer)
+    throw new UsageError(
+      `${path} has no tokenizer in its metadata (tokenizer.ggml.model is none); knobs needs one to turn text into tokens`,
+    );
+  return {
+    kind: 'gguf',
+    path,
+    model: loaded.model,
+    tokenizer: loaded.tokenizer,
+    textOptions: { codec: tokenizerCodec(loaded.tokenizer), eosTokenId: loaded.eosTokenIds },
+    defaults: samplingDefaults(loaded.generationConfig),
+  };
+}
+
+async function openSealedLanguageModel(path: string, masterKey: Uint8Array | null): Promise<OpenedLanguageModel> {
+  if (!masterKey)
+    throw new KeyError(
+      `${path} is sealed (it has ${MANIFEST_NAME}); give its master key with --master-key-file FILE or ${MASTER_KEY_ENV}`,
+      { dir: path },
+    );
+  const files = memoryFiles(await openSealed(path, masterKey), path);
+  const recipe = await files.open(RECIPE_NAME);
+  if (recipe) {
+    await recipe.close();
+    const run = await loadRunFiles(files);
+    return fromRun(path, run, await runTokenizer(files, run));
+  }
+  const loaded = await loadHfModel(files);
+  return fromHf(path, loaded, await loadHfTokenizer(files, loaded.config.vocab_size));
+}
+
+/** A run trained with a tokenizer.json has it copied into the directory; byte-level runs need none. */
+function runTokenizer(dir: string | ModelFiles, run: LoadedRun): Promise<Tokenizer | null> | null {
+  if (!isLanguageModelInstance(run.model))
+    throw new UsageError(
+      `${run.dir} holds a ${run.model.constructor.name}, not a language model; use 'knobs eval' for classifiers`,
+    );
+  return run.recipe.tokenizer === 'bytes' ? null : loadHfTokenizer(dir, run.model.config.vocab_size);
+}
+
+function fromRun(path: string, run: LoadedRun, tokenizer: Tokenizer | null): OpenedLanguageModel {
+  return {
+    kind: 'run',
+    path,
+    model: run.model as CausalLM,
+    tokenizer,
+    textOptions: tokenizer ? { codec: tokenizerCodec(tokenizer) } : {},
+    defaults: { temperature: 1, topK: 0, topP: 1 },
+  };
+}
+
+function fromHf(path: string, loaded: LoadedHfModel, tokenizer: Tokenizer): OpenedLanguageModel {
   return {
     kind: 'hf',
     path,
