@@ -233,6 +233,23 @@ describe('knobs tune with frozen parameters', () => {
   });
 });
 
+describe('knobs tune on a Hugging Face model directory', () => {
+  it('tunes a LoRA adapter on an HF directory (made by knobs merge) and resumes a finished run without change', async () => {
+    const hf = path('hf-base');
+    const m = await cliInProcess(['merge', base, path('lora'), '--out', hf]);
+    assert.equal(m.code, 0, m.stderr);
+    assert.ok(!existsSync(join(hf, 'recipe.json')), 'a Hugging Face directory, not a run');
+    const out = path('hf-lora');
+    const r = await cliInProcess(['tune', hf, path('lora.json'), '--out', out, '--steps', '4', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const ev = await cliInProcess(['eval', hf, '--adapter', out, '--data', TEXT, '--context', '32', '--json']);
+    assert.equal(ev.code, 0, ev.stderr);
+    const again = await cliInProcess(['tune', '--resume', '--out', out, '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(JSON.parse(again.stdout).resumedFrom, 4);
+  });
+});
+
 describe('knobs tune refuses bad input before writing anything', () => {
   const cases: [string, Record<string, unknown>, RegExp][] = [
     [
