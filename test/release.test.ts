@@ -16,6 +16,8 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
+import { type GgufValue } from '../src/formats/gguf.js';
+import { writeGguf } from '../src/formats/gguf-write.js';
 import { openLanguageModel } from '../src/load/language-model.js';
 import { loadPrivateKey } from '../src/release/keys.js';
 import { createRelease } from '../src/release/release.js';
@@ -358,6 +360,28 @@ describe('knobs release: model cards and bad input', () => {
     assert.equal(front.parameters, 28544);
     assert.match(readme, /\n# Tiny GPT-2\n\nHand-written text\.\n$/);
     await fails(['release', GPT2, '--out', out, '--signing-key', p256], '', 2);
+  });
+});
+
+describe('knobs release of a GGUF file', () => {
+  it('copies the file, describes it in the card, and verifies', async () => {
+    const gguf = join(dir, 'tiny.gguf');
+    await writeGguf(gguf, {
+      metadata: new Map<string, GgufValue>([['general.architecture', { type: 'string', value: 'llama' }]]),
+      tensors: [
+        { name: 'a', shape: [4, 32], data: new Float32Array(128).fill(0.5), type: 'F32' },
+        { name: 'b', shape: [3], data: new Float32Array(3), type: 'F16' },
+      ],
+    });
+    const out = join(dir, 'gguf-bundle');
+    const r = await cliInProcess(['release', gguf, '--out', out, '--signing-key', p256, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((await readdir(out)).sort(), ['README.md', 'model.sig', 'tiny.gguf']);
+    const front = parseYaml(/^---\n([\s\S]*?)\n---\n/.exec(await readFile(join(out, 'README.md'), 'utf8'))![1]!);
+    assert.equal(front.architecture, 'llama');
+    assert.equal(front.parameters, 131);
+    assert.equal(front.training.data, 'unknown');
+    assert.equal((await cliInProcess(verifyArgs(out))).code, 0);
   });
 });
 
