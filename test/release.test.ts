@@ -464,6 +464,27 @@ describe('verify before use: a signed run loads through --public-key', () => {
   });
 
   it('eval --public-key scores a signed model that has a tokenizer; a byte-level one is a usage error', async () => {
+    // The run without recipe.json is a Hugging Face directory (config.json, weights, tokenizer.json).
+    const hf = await copyOf(run, 'as-hf');
+    await rm(join(hf, 'recipe.json'));
+    await rm(join(hf, 'checkpoints'), { recursive: true });
+    const hfSigned = join(dir, 'as-hf-signed');
+    assert.equal((await cliInProcess(['release', hf, '--out', hfSigned, '--signing-key', p256])).code, 0);
+    const plain = await cliInProcess(['eval', hf, '--data', TEXT, '--context', '16', '--json']);
+    assert.equal(plain.code, 0, plain.stderr);
+    const verified = await cliInProcess([
+      'eval',
+      hfSigned,
+      '--data',
+      TEXT,
+      '--context',
+      '16',
+      '--json',
+      '--public-key',
+      `${p256}.pub`,
+    ]);
+    assert.equal(verified.code, 0, verified.stderr);
+    assert.equal(verified.stdout, plain.stdout);
     await fails(['eval', signed, '--data', TEXT, '--public-key', `${p256}.pub`], '', 2);
     await fails(['eval', signed, '--public-key', `${p256}.pub`], '', 2);
   });
