@@ -463,7 +463,7 @@ describe('verify before use: a signed run loads through --public-key', () => {
     assert.equal(await files.open('notes.txt'), null);
   });
 
-  it('eval --public-key scores a signed model that has a tokenizer; a byte-level one is a usage error', async () => {
+  it('eval --public-key scores a signed model as eval scores the unsigned one (with a tokenizer, and byte-level)', async () => {
     // The run without recipe.json is a Hugging Face directory (config.json, weights, tokenizer.json).
     const hf = await copyOf(run, 'as-hf');
     await rm(join(hf, 'recipe.json'));
@@ -485,7 +485,15 @@ describe('verify before use: a signed run loads through --public-key', () => {
     ]);
     assert.equal(verified.code, 0, verified.stderr);
     assert.equal(verified.stdout, plain.stdout);
-    await fails(['eval', signed, '--data', TEXT, '--public-key', `${p256}.pub`], '', 2);
+    // A byte-level run: scored as 'knobs eval RUN --data FILE' scores it.
+    const runEval = await cliInProcess(['eval', run, '--data', TEXT, '--json']);
+    const bytesEval = await cliInProcess(['eval', signed, '--data', TEXT, '--json', '--public-key', `${p256}.pub`]);
+    assert.equal(bytesEval.code, 0, bytesEval.stderr);
+    const [a, b] = [JSON.parse(bytesEval.stdout), JSON.parse(runEval.stdout)];
+    assert.equal(a.tokens, b.tokens);
+    // The same windows in other batches: equal up to f32 summation order.
+    for (const k of ['loss', 'bits_per_byte'])
+      assert.ok(Math.abs(a[k] - b[k]) < 1e-6 * b[k], `${k}: ${a[k]} vs ${b[k]}`);
     await fails(['eval', signed, '--public-key', `${p256}.pub`], '', 2);
   });
 });
