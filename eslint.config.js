@@ -31,6 +31,7 @@ const ALLOWED = {
   optim: ENGINE,
   models: [...ENGINE, 'nn', 'tokenizer'],
   'models/hf': [...ENGINE, 'nn', 'tokenizer', 'io', 'formats', 'models'],
+  'models/gguf': [...ENGINE, 'nn', 'tokenizer', 'io', 'formats', 'models'],
   inspect: [...ENGINE, 'io', 'formats', 'models'],
   guard: [...CORE, 'io', 'formats'],
   finetune: MODELLING,

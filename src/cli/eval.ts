@@ -27,7 +27,7 @@ model is evaluated without gradients:
   language models   loss and bits per byte on the whole validation split of the text
 
 or a Hugging Face model directory (GPT-2, Llama, Mistral, Qwen2 with tokenizer.json; see
-docs/hf-models.md), scored on the text file --data: the text is tokenized whole and cut into
+docs/hf-models.md) or a GGUF file (docs/gguf.md), scored on the text file --data: the text is tokenized whole and cut into
 consecutive windows of N tokens; it reports the loss per token (nats), bits per byte (total
 loss in bits / the file's UTF-8 bytes), tokens and bytes.
 

@@ -14,7 +14,8 @@ export const generateCommand: Command = {
 Loads the language model in DIR and continues TEXT, streaming the prompt and the new text to
 stdout as it is produced (to stderr with --json). DIR is a run directory made by 'knobs train'
 (byte-level), or a Hugging Face model directory — GPT-2, Llama, Mistral or Qwen2: config.json,
-model.safetensors or shards, tokenizer.json, optional generation_config.json (docs/hf-models.md).
+model.safetensors or shards, tokenizer.json, optional generation_config.json (docs/hf-models.md),
+or a GGUF file (llama, qwen2, gpt2; docs/gguf.md).
 
   --max-tokens N     most new tokens, default 256 (or generation_config.json's max_new_tokens), at most 65536
   --temperature T    0 is greedy (deterministic); default 1

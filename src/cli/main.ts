@@ -9,6 +9,7 @@ import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { diffCommand } from './diff.js';
+import { convertCommand } from './convert.js';
 import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
 import { tokenizeCommand } from './tokenize.js';
@@ -21,6 +22,7 @@ const COMMANDS: readonly Command[] = [
   infoCommand,
   inspectCommand,
   diffCommand,
+  convertCommand,
   trainCommand,
   evalCommand,
   generateCommand,

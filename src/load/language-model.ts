@@ -1,7 +1,7 @@
 /**
  * Opens any language model knobs can run, by path, for generation, evaluation and serving: a run
- * directory made by `knobs train` (byte-level or with its tokenizer.json) or a Hugging Face model
- * directory. Every front end (generate, eval, serve) opens models here, so a new kind of source
+ * directory made by `knobs train` (byte-level or with its tokenizer.json), a Hugging Face model
+ * directory, or a GGUF file (`.gguf`: llama, qwen2, gpt2; its tokenizer from its metadata). Every front end (generate, eval, serve) opens models here, so a new kind of source
  * (GGUF, sealed or signed bundles, adapters) is added once.
  */
 import { UsageError } from '../errors.js';
@@ -10,6 +10,7 @@ import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
 import { loadHfModel } from '../models/hf/load.js';
 import { loadHfTokenizer, tokenizerCodec } from '../models/hf/text.js';
+import { loadGgufModel } from '../models/gguf/load.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { isLanguageModelInstance } from '../train/build.js';
 import { isRunDir, loadRun } from '../train/run-dir.js';
@@ -18,8 +19,8 @@ import { openVerifiedLanguageModel } from './verified-model.js';
 export type SamplingDefaults = ReturnType<typeof samplingDefaults>;
 
 export interface OpenedLanguageModel {
-  /** Where it came from: a knobs run directory or a Hugging Face model directory. */
-  kind: 'run' | 'hf';
+  /** Where it came from: a knobs run directory, a Hugging Face model directory or a GGUF file. */
+  kind: 'run' | 'hf' | 'gguf';
   path: string;
   model: CausalLM;
   /** The model's tokenizer; null for byte-level runs (ids are UTF-8 bytes). */
@@ -28,6 +29,11 @@ export interface OpenedLanguageModel {
   textOptions: Pick<GenerateTextOptions, 'codec' | 'eosTokenId'>;
   /** Sampling when the caller says nothing: generation_config.json's for Hugging Face, temperature 1 for runs. */
   defaults: SamplingDefaults;
+}
+
+/** Whether `path` names a GGUF file (by its extension: a directory is never one). */
+export function isGgufPath(path: string): boolean {
+  return path.toLowerCase().endsWith('.gguf');
 }
 
 export interface OpenLanguageModelOptions {
@@ -43,6 +49,21 @@ export async function openLanguageModel(
   options: OpenLanguageModelOptions = {},
 ): Promise<OpenedLanguageModel> {
   if (options.publicKey !== undefined) return openVerifiedLanguageModel(path, options.publicKey);
+  if (isGgufPath(path)) {
+    const loaded = await loadGgufModel(path);
+    if (!loaded.tokenizer)
+      throw new UsageError(
+        `${path} has no tokenizer in its metadata (tokenizer.ggml.model is none); knobs needs one to turn text into tokens`,
+      );
+    return {
+      kind: 'gguf',
+      path,
+      model: loaded.model,
+      tokenizer: loaded.tokenizer,
+      textOptions: { codec: tokenizerCodec(loaded.tokenizer), eosTokenId: loaded.eosTokenIds },
+      defaults: samplingDefaults(loaded.generationConfig),
+    };
+  }
   if (await isRunDir(path)) {
     const { model, recipe } = await loadRun(path);
     if (!isLanguageModelInstance(model))
