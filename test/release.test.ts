@@ -441,6 +441,20 @@ describe('verify before use: a signed run loads through --public-key', () => {
     assert.equal(verified.stdout, plain.stdout);
   });
 
+  it('a signed GGUF file generates as the file itself; a changed copy is refused', async () => {
+    const gguf = join(dir, 'run.gguf');
+    assert.equal((await cliInProcess(['convert', run, '--format', 'gguf', '--dtype', 'f32', '--out', gguf])).code, 0);
+    const out = join(dir, 'signed-gguf');
+    assert.equal((await cliInProcess(['release', gguf, '--out', out, '--signing-key', p256])).code, 0);
+    const args = ['--prompt', 'In the', '--max-tokens', '8', '--temperature', '0', '--json'];
+    const plain = await cliInProcess(['generate', gguf, ...args]);
+    const verified = await cliInProcess(['generate', out, ...args, '--public-key', `${p256}.pub`]);
+    assert.equal(verified.code, 0, verified.stderr);
+    assert.equal(verified.stdout, plain.stdout);
+    await flipByte(join(out, 'run.gguf'));
+    await fails(['generate', out, '--prompt', 'In', '--public-key', `${p256}.pub`], 'bundle_changed');
+  });
+
   it('a bundle verified, then loaded with a file swapped in between, is refused', async () => {
     const b = await copyOf(signed, 'swapped-run');
     assert.equal((await cliInProcess(verifyArgs(b))).code, 0);

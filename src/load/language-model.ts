@@ -10,10 +10,10 @@ import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
 import { loadHfModel } from '../models/hf/load.js';
 import { loadHfTokenizer, tokenizerCodec } from '../models/hf/text.js';
-import { loadGgufModel } from '../models/gguf/load.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { isLanguageModelInstance } from '../train/build.js';
 import { isRunDir, loadRun } from '../train/run-dir.js';
+import { openGgufLanguageModel } from './gguf-model.js';
 import { openVerifiedLanguageModel } from './verified-model.js';
 
 export type SamplingDefaults = ReturnType<typeof samplingDefaults>;
@@ -49,21 +49,7 @@ export async function openLanguageModel(
   options: OpenLanguageModelOptions = {},
 ): Promise<OpenedLanguageModel> {
   if (options.publicKey !== undefined) return openVerifiedLanguageModel(path, options.publicKey);
-  if (isGgufPath(path)) {
-    const loaded = await loadGgufModel(path);
-    if (!loaded.tokenizer)
-      throw new UsageError(
-        `${path} has no tokenizer in its metadata (tokenizer.ggml.model is none); knobs needs one to turn text into tokens`,
-      );
-    return {
-      kind: 'gguf',
-      path,
-      model: loaded.model,
-      tokenizer: loaded.tokenizer,
-      textOptions: { codec: tokenizerCodec(loaded.tokenizer), eosTokenId: loaded.eosTokenIds },
-      defaults: samplingDefaults(loaded.generationConfig),
-    };
-  }
+  if (isGgufPath(path)) return openGgufLanguageModel(path, path);
   if (await isRunDir(path)) {
     const { model, recipe } = await loadRun(path);
     if (!isLanguageModelInstance(model))
