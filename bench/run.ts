@@ -21,6 +21,7 @@ import * as hfLoad from './hf-load.js';
 import * as llamaTrain from './llama-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
+import * as seal from './seal.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
 import * as tokenizer from './tokenizer.js';
 import * as verify from './verify.js';
@@ -42,6 +43,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'hf-load': hfLoad.run,
   tokenizer: tokenizer.run,
   verify: verify.run,
+  seal: seal.run,
 };
 
 function usage(): string {

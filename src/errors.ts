@@ -4,7 +4,7 @@
  * machine-readable `details`.
  */
 export type ErrorCode =
-  'E_SHAPE' | 'E_DTYPE' | 'E_ARGUMENT' | 'E_AUTOGRAD' | 'E_BACKEND' | 'E_FORMAT' | 'E_IO' | 'E_USAGE';
+  'E_SHAPE' | 'E_DTYPE' | 'E_ARGUMENT' | 'E_AUTOGRAD' | 'E_BACKEND' | 'E_FORMAT' | 'E_IO' | 'E_USAGE' | 'E_KEY';
 
 export class KnobsError extends Error {
   readonly code: ErrorCode;
@@ -96,5 +96,15 @@ export class IOError extends KnobsError {
 export class UsageError extends KnobsError {
   constructor(message: string, details: Record<string, unknown> = {}) {
     super('E_USAGE', message, details);
+  }
+}
+
+/**
+ * A master key that is missing, malformed, or does not open a sealed model. Messages name where
+ * the key came from (a file, KNOBS_MASTER_KEY), never the key itself.
+ */
+export class KeyError extends KnobsError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('E_KEY', message, details);
   }
 }

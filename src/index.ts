@@ -27,6 +27,7 @@ export {
   FormatError,
   IOError,
   UsageError,
+  KeyError,
   type ErrorCode,
 } from './errors.js';
 export { Generator, manualSeed, getDefaultGenerator } from './random.js';
@@ -367,3 +368,6 @@ export {
   type ModelDiff,
   type TensorStats,
 } from './inspect/index.js';
+export { sealModel, rewrapSealed, type SealResult } from './seal/seal.js';
+export { openSealed, isSealedDir } from './seal/open.js';
+export { readMasterKey, parseMasterKey, writeNewKeyFile, MASTER_KEY_ENV } from './seal/keys.js';

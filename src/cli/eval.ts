@@ -12,6 +12,8 @@ import { openTextData } from '../train/sources.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
 import { positiveInt } from './flags.js';
+import { readMasterKey } from '../seal/keys.js';
+import { isSealedDir } from '../seal/open.js';
 
 /** The context a Hugging Face model is scored with unless --context says otherwise (attention is T²). */
 const DEFAULT_HF_CONTEXT = 1024;
@@ -19,7 +21,8 @@ const DEFAULT_HF_CONTEXT = 1024;
 export const evalCommand: Command = {
   name: 'eval',
   summary: "score a run's model on its test or validation data, or a Hugging Face model on a text",
-  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--public-key KEY.pub] [--json]
+  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--public-key KEY.pub]
+                      [--master-key-file F] [--json]
 
 DIR is a run directory made by 'knobs train' (config.json, model.safetensors, recipe.json); the
 model is evaluated without gradients:
@@ -37,6 +40,8 @@ loss in bits / the file's UTF-8 bytes), tokens and bytes.
   --public-key K  DIR is a language model in a bundle signed by 'knobs release': every file is
                   checked against model.sig as it is read, and the model is scored on the whole
                   text --data (required); a bundle that does not verify is refused
+  --master-key-file F  the master key of a sealed DIR (else KNOBS_MASTER_KEY; docs/sealing.md).
+                  A sealed model is decrypted into memory and scored on the text --data
   --json          print one JSON object, e.g. {"loss":0.31,"accuracy":0.891,"examples":10000}
 
 Examples:
@@ -49,6 +54,7 @@ Examples:
         data: { type: 'string' },
         context: { type: 'string' },
         'public-key': { type: 'string' },
+        'master-key-file': { type: 'string' },
         json: { type: 'boolean' },
       },
       'eval',
@@ -58,8 +64,14 @@ Examples:
     const dir = positionals[0]!;
     const data = values.data as string | undefined;
     const publicKey = values['public-key'] as string | undefined;
-    if (publicKey !== undefined || !(await isRunDir(dir))) {
-      const result = await evaluateTextFile(dir, data, values.context as string | undefined, publicKey);
+    const masterKey = await readMasterKey(values['master-key-file'] as string | undefined, process.env);
+    const sealed = await isSealedDir(dir);
+    if (publicKey !== undefined || sealed || !(await isRunDir(dir))) {
+      const result = await evaluateTextFile(dir, data, values.context as string | undefined, {
+        publicKey,
+        masterKey,
+        sealed,
+      });
       emit(
         io,
         values.json === true,
@@ -83,26 +95,28 @@ Examples:
   },
 };
 
-/** A language model (a Hugging Face directory, or any signed bundle) scored on the text file `data`. */
+/** A language model (a Hugging Face directory or GGUF file, or any signed bundle or sealed directory) scored on the text file `data`. */
 async function evaluateTextFile(
   dir: string,
   data: string | undefined,
   contextFlag: string | undefined,
-  publicKey: string | undefined,
+  { publicKey, masterKey, sealed }: { publicKey: string | undefined; masterKey: Uint8Array | null; sealed: boolean },
 ): Promise<TextEval | LanguageModelEval> {
   if (data === undefined)
     throw new UsageError(
       publicKey !== undefined
         ? `evaluating a signed bundle needs --data FILE (the text to score); see 'knobs eval --help'`
-        : `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
+        : sealed
+          ? `${dir} is sealed: evaluating it needs --data FILE (a text to score); see 'knobs eval --help'`
+          : `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
     );
-  const { model, tokenizer } = await openLanguageModel(dir, { publicKey });
+  const { model, tokenizer } = await openLanguageModel(dir, { publicKey, masterKey });
   const limit = model.contextLength;
   const context =
     contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);
   if (context > limit)
     throw new UsageError(`--context ${context} is longer than the model's context (${limit} positions)`);
-  // A Hugging Face directory always has its tokenizer; a signed byte-level run has none: its text
+  // A Hugging Face directory always has its tokenizer; a signed or sealed byte-level run has none: its text
   // is scored as `knobs eval RUN --data FILE` scores it, byte by byte, the whole file.
   if (!tokenizer) return evaluateBytes(model as LanguageModel, data, context);
   const text = await readFile(data, 'utf8').catch((err: unknown) => {

@@ -8,6 +8,7 @@ import { infoCommand } from './info.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
+import { sealCommand } from './seal.js';
 import { diffCommand } from './diff.js';
 import { convertCommand } from './convert.js';
 import { chooseThreads } from './threads.js';
@@ -31,6 +32,7 @@ const COMMANDS: readonly Command[] = [
   signingKeyCommand,
   releaseCommand,
   verifyCommand,
+  sealCommand,
 ];
 
 function usage(): string {

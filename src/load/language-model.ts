@@ -1,18 +1,23 @@
 /**
  * Opens any language model knobs can run, by path, for generation, evaluation and serving: a run
  * directory made by `knobs train` (byte-level or with its tokenizer.json), a Hugging Face model
- * directory, or a GGUF file (`.gguf`: llama, qwen2, gpt2; its tokenizer from its metadata). Every front end (generate, eval, serve) opens models here, so a new kind of source
- * (GGUF, sealed or signed bundles, adapters) is added once.
+ * directory, a GGUF file (`.gguf`: llama, qwen2, gpt2; its tokenizer from its metadata), a sealed
+ * directory (decrypted into memory) or a signed bundle (verified as it is read). Every front end
+ * (generate, eval, serve) opens models here, so a new kind of source is added once.
  */
-import { UsageError } from '../errors.js';
+import { KeyError, UsageError } from '../errors.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
-import { loadHfModel } from '../models/hf/load.js';
+import { type ModelFiles, memoryFiles } from '../models/hf/files.js';
+import { type LoadedHfModel, loadHfModel } from '../models/hf/load.js';
 import { loadHfTokenizer, tokenizerCodec } from '../models/hf/text.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { isLanguageModelInstance } from '../train/build.js';
-import { isRunDir, loadRun } from '../train/run-dir.js';
+import { type LoadedRun, RECIPE_NAME, isRunDir, loadRun, loadRunFiles } from '../train/run-dir.js';
+import { MANIFEST_NAME } from '../seal/format.js';
+import { MASTER_KEY_ENV } from '../seal/keys.js';
+import { isSealedDir, openSealed } from '../seal/open.js';
 import { openGgufLanguageModel } from './gguf-model.js';
 import { openVerifiedLanguageModel } from './verified-model.js';
 
@@ -37,6 +42,8 @@ export function isGgufPath(path: string): boolean {
 }
 
 export interface OpenLanguageModelOptions {
+  /** The master key (32 bytes) of a sealed model; not needed for plain directories. */
+  masterKey?: Uint8Array | null;
   /**
    * The publisher's public key (SPKI PEM): `path` must then be a bundle signed by `knobs release`
    * (or OpenSSF model-signing), and every file is checked against the signature as it is read.
@@ -44,31 +51,63 @@ export interface OpenLanguageModelOptions {
   publicKey?: string;
 }
 
+/**
+ * Opens the model at `path`. A sealed directory (docs/sealing.md) is decrypted into memory with
+ * `masterKey` and then opened like the directory it was sealed from; nothing plaintext touches disk.
+ */
 export async function openLanguageModel(
   path: string,
-  options: OpenLanguageModelOptions = {},
+  opts: OpenLanguageModelOptions = {},
 ): Promise<OpenedLanguageModel> {
-  if (options.publicKey !== undefined) return openVerifiedLanguageModel(path, options.publicKey);
+  if (opts.publicKey !== undefined) return openVerifiedLanguageModel(path, opts.publicKey);
   if (isGgufPath(path)) return openGgufLanguageModel(path, path);
+  if (await isSealedDir(path)) return openSealedLanguageModel(path, opts.masterKey ?? null);
   if (await isRunDir(path)) {
-    const { model, recipe } = await loadRun(path);
-    if (!isLanguageModelInstance(model))
-      throw new UsageError(
-        `${path} holds a ${model.constructor.name}, not a language model; use 'knobs eval' for classifiers`,
-      );
-    // A run trained with a tokenizer.json has it copied into the directory; byte-level runs need none.
-    const tokenizer = recipe.tokenizer === 'bytes' ? null : await loadHfTokenizer(path, model.config.vocab_size);
-    return {
-      kind: 'run',
-      path,
-      model,
-      tokenizer,
-      textOptions: tokenizer ? { codec: tokenizerCodec(tokenizer) } : {},
-      defaults: { temperature: 1, topK: 0, topP: 1 },
-    };
+    const run = await loadRun(path);
+    return fromRun(path, run, await runTokenizer(path, run));
   }
   const loaded = await loadHfModel(path);
-  const tokenizer = await loadHfTokenizer(path, loaded.config.vocab_size);
+  return fromHf(path, loaded, await loadHfTokenizer(path, loaded.config.vocab_size));
+}
+
+async function openSealedLanguageModel(path: string, masterKey: Uint8Array | null): Promise<OpenedLanguageModel> {
+  if (!masterKey)
+    throw new KeyError(
+      `${path} is sealed (it has ${MANIFEST_NAME}); give its master key with --master-key-file FILE or ${MASTER_KEY_ENV}`,
+      { dir: path },
+    );
+  const files = memoryFiles(await openSealed(path, masterKey), path);
+  const recipe = await files.open(RECIPE_NAME);
+  if (recipe) {
+    await recipe.close();
+    const run = await loadRunFiles(files);
+    return fromRun(path, run, await runTokenizer(files, run));
+  }
+  const loaded = await loadHfModel(files);
+  return fromHf(path, loaded, await loadHfTokenizer(files, loaded.config.vocab_size));
+}
+
+/** A run trained with a tokenizer.json has it copied into the directory; byte-level runs need none. */
+function runTokenizer(dir: string | ModelFiles, run: LoadedRun): Promise<Tokenizer | null> | null {
+  if (!isLanguageModelInstance(run.model))
+    throw new UsageError(
+      `${run.dir} holds a ${run.model.constructor.name}, not a language model; use 'knobs eval' for classifiers`,
+    );
+  return run.recipe.tokenizer === 'bytes' ? null : loadHfTokenizer(dir, run.model.config.vocab_size);
+}
+
+function fromRun(path: string, run: LoadedRun, tokenizer: Tokenizer | null): OpenedLanguageModel {
+  return {
+    kind: 'run',
+    path,
+    model: run.model as CausalLM,
+    tokenizer,
+    textOptions: tokenizer ? { codec: tokenizerCodec(tokenizer) } : {},
+    defaults: { temperature: 1, topK: 0, topP: 1 },
+  };
+}
+
+function fromHf(path: string, loaded: LoadedHfModel, tokenizer: Tokenizer): OpenedLanguageModel {
   return {
     kind: 'hf',
     path,

@@ -16,6 +16,7 @@ import { FormatError, IOError, type KnobsError, UsageError } from '../errors.js'
 import { loadSafetensors } from '../formats/safetensors.js';
 import { asIOError } from '../io/atomic.js';
 import { parseJsonFile } from '../io/json.js';
+import { type ModelFiles, readTextFile } from '../models/hf/files.js';
 import { checkDirectory, checkRegularFile, readRegularText } from '../io/regular-file.js';
 import { Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
@@ -137,17 +138,63 @@ export interface LoadedRun {
 export async function loadRun(dir: string): Promise<LoadedRun> {
   const config = await readRunConfig(dir);
   const recipe = await readRunRecipe(dir);
+  const weights = join(dir, MODEL_NAME);
+  return buildRun(dir, config, recipe, weights, () =>
+    checkRegularFile(weights, 'weights file')
+      .then(() => loadSafetensors(weights))
+      .catch((err: unknown) => {
+        if ((err as { details?: { errno?: string } }).details?.errno === 'ENOENT') {
+          throw new IOError(`${weights} is missing: the run has not finished or checkpointed yet`, { path: weights });
+        }
+        throw err;
+      }),
+  );
+}
+
+/**
+ * A run's model from its files opened by name (files in memory: a sealed run decrypted), with
+ * the same checks as loadRun.
+ */
+export async function loadRunFiles(files: ModelFiles): Promise<LoadedRun> {
+  const json = async (name: string): Promise<{ path: string; value: unknown }> => {
+    const file = await readTextFile(files, name);
+    const path = join(files.label, name);
+    if (!file)
+      throw new IOError(`${path} is missing; is this a knobs run directory (made by 'knobs train')?`, { path });
+    return { path, value: parseJsonFile(file.text, path, 'not_json') };
+  };
+  const configFile = await json(CONFIG_NAME);
+  const config = configFile.value;
+  if (typeof config !== 'object' || config === null || Array.isArray(config))
+    throw new FormatError('invalid_model_config', `${configFile.path} must hold a JSON object`, {
+      file: configFile.path,
+    });
+  const recipeFile = await json(RECIPE_NAME);
+  const recipe = parseRecipe(recipeFile.value, recipeFile.path);
+  const weights = join(files.label, MODEL_NAME);
+  return buildRun(files.label, config as Record<string, unknown>, recipe, weights, async () => {
+    const source = await files.open(MODEL_NAME);
+    if (!source)
+      throw new IOError(`${weights} is missing: the run has not finished or checkpointed yet`, { path: weights });
+    try {
+      return await loadSafetensors(source);
+    } finally {
+      await source.close();
+    }
+  });
+}
+
+/** Builds the run's model from its config (checked to fit first) and loads the weights `load` reads. */
+async function buildRun(
+  dir: string,
+  config: Record<string, unknown>,
+  recipe: Recipe,
+  weights: string,
+  load: () => Promise<{ tensors: ReadonlyMap<string, unknown> }>,
+): Promise<LoadedRun> {
   checkRunConfigFits(config, join(dir, CONFIG_NAME));
   const model = modelFromConfigJson(config, join(dir, CONFIG_NAME), new Generator(0));
-  const weights = join(dir, MODEL_NAME);
-  const { tensors } = await checkRegularFile(weights, 'weights file')
-    .then(() => loadSafetensors(weights))
-    .catch((err: unknown) => {
-      if ((err as { details?: { errno?: string } }).details?.errno === 'ENOENT') {
-        throw new IOError(`${weights} is missing: the run has not finished or checkpointed yet`, { path: weights });
-      }
-      throw err;
-    });
+  const { tensors } = await load();
   model.loadStateDict(tensorsOnly(tensors, weights));
   model.eval();
   return { dir, config, recipe, model };

@@ -12,20 +12,31 @@ import { Tokenizer, checkTokenizerFitsVocab } from '../../tokenizer/tokenizer.js
 import type { CausalLM } from '../causal-lm.js';
 import type { TextCodec } from '../generate-text.js';
 import { CONFIG_NAME } from './config.js';
+import { type ModelFiles, readTextFile } from './files.js';
 
-/** DIR/tokenizer.json, checked to produce only ids below `vocabSize`. */
-export async function loadHfTokenizer(dir: string, vocabSize: number): Promise<Tokenizer> {
-  const path = join(dir, TOKENIZER_NAME);
-  const tokenizer = await Tokenizer.fromFile(path).catch((err: unknown) => {
-    if (err instanceof IOError && (err.details as { errno?: string }).errno === 'ENOENT') {
-      throw new FormatError(
-        'hf_no_tokenizer',
-        `${dir} has no ${TOKENIZER_NAME}; knobs needs the model's tokenizer to turn text into tokens`,
-        { dir },
-      );
-    }
-    throw err;
-  });
+/**
+ * DIR/tokenizer.json (DIR a path, or files opened by name such as a sealed model decrypted into
+ * memory), checked to produce only ids below `vocabSize`.
+ */
+export async function loadHfTokenizer(input: string | ModelFiles, vocabSize: number): Promise<Tokenizer> {
+  const dir = typeof input === 'string' ? input : input.label;
+  const noTokenizer = () =>
+    new FormatError(
+      'hf_no_tokenizer',
+      `${dir} has no ${TOKENIZER_NAME}; knobs needs the model's tokenizer to turn text into tokens`,
+      { dir },
+    );
+  let tokenizer: Tokenizer;
+  if (typeof input === 'string') {
+    tokenizer = await Tokenizer.fromFile(join(dir, TOKENIZER_NAME)).catch((err: unknown) => {
+      if (err instanceof IOError && (err.details as { errno?: string }).errno === 'ENOENT') throw noTokenizer();
+      throw err;
+    });
+  } else {
+    const file = await readTextFile(input, TOKENIZER_NAME);
+    if (!file) throw noTokenizer();
+    tokenizer = Tokenizer.fromJSON(file.text, file.path);
+  }
   checkTokenizerFitsVocab(tokenizer, vocabSize, join(dir, CONFIG_NAME));
   return tokenizer;
 }
