@@ -16,6 +16,8 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
+import { type GgufValue } from '../src/formats/gguf.js';
+import { writeGguf } from '../src/formats/gguf-write.js';
 import { openLanguageModel } from '../src/load/language-model.js';
 import { loadPrivateKey } from '../src/release/keys.js';
 import { createRelease } from '../src/release/release.js';
@@ -361,6 +363,28 @@ describe('knobs release: model cards and bad input', () => {
   });
 });
 
+describe('knobs release of a GGUF file', () => {
+  it('copies the file, describes it in the card, and verifies', async () => {
+    const gguf = join(dir, 'tiny.gguf');
+    await writeGguf(gguf, {
+      metadata: new Map<string, GgufValue>([['general.architecture', { type: 'string', value: 'llama' }]]),
+      tensors: [
+        { name: 'a', shape: [4, 32], data: new Float32Array(128).fill(0.5), type: 'F32' },
+        { name: 'b', shape: [3], data: new Float32Array(3), type: 'F16' },
+      ],
+    });
+    const out = join(dir, 'gguf-bundle');
+    const r = await cliInProcess(['release', gguf, '--out', out, '--signing-key', p256, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((await readdir(out)).sort(), ['README.md', 'model.sig', 'tiny.gguf']);
+    const front = parseYaml(/^---\n([\s\S]*?)\n---\n/.exec(await readFile(join(out, 'README.md'), 'utf8'))![1]!);
+    assert.equal(front.architecture, 'llama');
+    assert.equal(front.parameters, 131);
+    assert.equal(front.training.data, 'unknown');
+    assert.equal((await cliInProcess(verifyArgs(out))).code, 0);
+  });
+});
+
 describe('verify before use: a signed run loads through --public-key', () => {
   let run: string;
   let signed: string;
@@ -417,6 +441,20 @@ describe('verify before use: a signed run loads through --public-key', () => {
     assert.equal(verified.stdout, plain.stdout);
   });
 
+  it('a signed GGUF file generates as the file itself; a changed copy is refused', async () => {
+    const gguf = join(dir, 'run.gguf');
+    assert.equal((await cliInProcess(['convert', run, '--format', 'gguf', '--dtype', 'f32', '--out', gguf])).code, 0);
+    const out = join(dir, 'signed-gguf');
+    assert.equal((await cliInProcess(['release', gguf, '--out', out, '--signing-key', p256])).code, 0);
+    const args = ['--prompt', 'In the', '--max-tokens', '8', '--temperature', '0', '--json'];
+    const plain = await cliInProcess(['generate', gguf, ...args]);
+    const verified = await cliInProcess(['generate', out, ...args, '--public-key', `${p256}.pub`]);
+    assert.equal(verified.code, 0, verified.stderr);
+    assert.equal(verified.stdout, plain.stdout);
+    await flipByte(join(out, 'run.gguf'));
+    await fails(['generate', out, '--prompt', 'In', '--public-key', `${p256}.pub`], 'bundle_changed');
+  });
+
   it('a bundle verified, then loaded with a file swapped in between, is refused', async () => {
     const b = await copyOf(signed, 'swapped-run');
     assert.equal((await cliInProcess(verifyArgs(b))).code, 0);
@@ -439,8 +477,37 @@ describe('verify before use: a signed run loads through --public-key', () => {
     assert.equal(await files.open('notes.txt'), null);
   });
 
-  it('eval --public-key scores a signed model that has a tokenizer; a byte-level one is a usage error', async () => {
-    await fails(['eval', signed, '--data', TEXT, '--public-key', `${p256}.pub`], '', 2);
+  it('eval --public-key scores a signed model as eval scores the unsigned one (with a tokenizer, and byte-level)', async () => {
+    // The run without recipe.json is a Hugging Face directory (config.json, weights, tokenizer.json).
+    const hf = await copyOf(run, 'as-hf');
+    await rm(join(hf, 'recipe.json'));
+    await rm(join(hf, 'checkpoints'), { recursive: true });
+    const hfSigned = join(dir, 'as-hf-signed');
+    assert.equal((await cliInProcess(['release', hf, '--out', hfSigned, '--signing-key', p256])).code, 0);
+    const plain = await cliInProcess(['eval', hf, '--data', TEXT, '--context', '16', '--json']);
+    assert.equal(plain.code, 0, plain.stderr);
+    const verified = await cliInProcess([
+      'eval',
+      hfSigned,
+      '--data',
+      TEXT,
+      '--context',
+      '16',
+      '--json',
+      '--public-key',
+      `${p256}.pub`,
+    ]);
+    assert.equal(verified.code, 0, verified.stderr);
+    assert.equal(verified.stdout, plain.stdout);
+    // A byte-level run: scored as 'knobs eval RUN --data FILE' scores it.
+    const runEval = await cliInProcess(['eval', run, '--data', TEXT, '--json']);
+    const bytesEval = await cliInProcess(['eval', signed, '--data', TEXT, '--json', '--public-key', `${p256}.pub`]);
+    assert.equal(bytesEval.code, 0, bytesEval.stderr);
+    const [a, b] = [JSON.parse(bytesEval.stdout), JSON.parse(runEval.stdout)];
+    assert.equal(a.tokens, b.tokens);
+    // The same windows in other batches: equal up to f32 summation order.
+    for (const k of ['loss', 'bits_per_byte'])
+      assert.ok(Math.abs(a[k] - b[k]) < 1e-6 * b[k], `${k}: ${a[k]} vs ${b[k]}`);
     await fails(['eval', signed, '--public-key', `${p256}.pub`], '', 2);
   });
 });

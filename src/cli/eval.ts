@@ -1,10 +1,14 @@
 /** `knobs eval DIR`: scores a run's model (accuracy and loss, or loss and bits per byte), or a Hugging Face model on a text. */
 import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { asIOError } from '../io/atomic.js';
 import { type OpenLanguageModelOptions, isGgufPath, openLanguageModel } from '../load/language-model.js';
 import { type TextEval, evaluateText } from '../models/hf/text.js';
+import type { LanguageModel } from '../train/build.js';
 import { evaluateRun } from '../train/eval-run.js';
+import { type LanguageModelEval, evaluateLanguageModel } from '../train/evaluate.js';
+import { openTextData } from '../train/sources.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
 import { ADAPTER_FLAGS, ADAPTER_HELP, adapterOptions, positiveInt } from './flags.js';
@@ -33,9 +37,9 @@ loss in bits / the file's UTF-8 bytes), tokens and bytes.
   --data PATH     other data: for classifiers a directory with the recipe's IDX file names,
                   for language models a text file, evaluated whole (required for Hugging Face)
   --context N     Hugging Face models: tokens per window (default min(${DEFAULT_HF_CONTEXT}, the model's context))
-  --public-key K  DIR is a bundle signed by 'knobs release' (a language model with a tokenizer.json):
-                  every file is checked against model.sig as it is read, and the model is scored
-                  on the text --data (required); a bundle that does not verify is refused
+  --public-key K  DIR is a language model in a bundle signed by 'knobs release': every file is
+                  checked against model.sig as it is read, and the model is scored on the whole
+                  text --data (required); a bundle that does not verify is refused
   --master-key-file F  the master key of a sealed DIR (else KNOBS_MASTER_KEY; docs/sealing.md).
                   A sealed model is decrypted into memory and scored on the text --data
   --json          print one JSON object, e.g. {"loss":0.31,"accuracy":0.891,"examples":10000}
@@ -77,7 +81,7 @@ Examples:
         values.json === true,
         result,
         () =>
-          `loss ${result.loss.toFixed(4)}  bits/byte ${result.bits_per_byte.toFixed(4)}  (${result.tokens} tokens, ${result.bytes} bytes)\n`,
+          `loss ${result.loss.toFixed(4)}  bits/byte ${result.bits_per_byte.toFixed(4)}  (${result.tokens} tokens${'bytes' in result ? `, ${result.bytes} bytes` : ''})\n`,
       );
       return 0;
     }
@@ -105,7 +109,7 @@ async function evaluateTextFile(
   contextFlag: string | undefined,
   sealed: boolean,
   options: OpenLanguageModelOptions,
-): Promise<TextEval> {
+): Promise<TextEval | LanguageModelEval> {
   if (data === undefined)
     throw new UsageError(
       options.publicKey !== undefined
@@ -120,13 +124,27 @@ async function evaluateTextFile(
     contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);
   if (context > limit)
     throw new UsageError(`--context ${context} is longer than the model's context (${limit} positions)`);
+  // A Hugging Face directory always has its tokenizer; a signed or sealed byte-level run has none: its text
+  // is scored as `knobs eval RUN --data FILE` scores it, byte by byte, the whole file.
+  if (!tokenizer) return evaluateBytes(model as LanguageModel, data, context);
   const text = await readFile(data, 'utf8').catch((err: unknown) => {
     throw asIOError(err, data, 'read');
   });
-  // A Hugging Face directory always has its tokenizer; a signed or sealed byte-level run has none.
-  if (!tokenizer)
-    throw new UsageError(
-      `${dir} is a byte-level run: 'knobs eval' scores signed or sealed models that have a tokenizer.json; verify or unseal it, then run 'knobs eval' on the plain run`,
-    );
   return evaluateText(model, tokenizer, text, { context });
+}
+
+/** Windows per batch for a byte-level model scored without its recipe (only the summation order depends on it). */
+const BYTE_EVAL_BATCH = 8;
+
+async function evaluateBytes(model: LanguageModel, data: string, context: number): Promise<LanguageModelEval> {
+  const corpus = await openTextData({ type: 'text', path: resolve(data), validation_fraction: 0.05 }, context, 0);
+  try {
+    return await evaluateLanguageModel(model, corpus, {
+      split: 'train',
+      batchSize: BYTE_EVAL_BATCH,
+      blockSize: context,
+    });
+  } finally {
+    await corpus.close();
+  }
 }

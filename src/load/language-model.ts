@@ -20,7 +20,7 @@ import { type LoadedRun, RECIPE_NAME, isRunDir, loadRun, loadRunFiles } from '..
 import { MANIFEST_NAME } from '../seal/format.js';
 import { MASTER_KEY_ENV } from '../seal/keys.js';
 import { isSealedDir, openSealed } from '../seal/open.js';
-import { loadGgufModel } from '../models/gguf/load.js';
+import { openGgufLanguageModel } from './gguf-model.js';
 import { openVerifiedLanguageModel } from './verified-model.js';
 
 export type SamplingDefaults = ReturnType<typeof samplingDefaults>;
@@ -76,7 +76,7 @@ export async function openLanguageModel(
 
 async function openBase(path: string, opts: OpenLanguageModelOptions): Promise<OpenedBase> {
   if (opts.publicKey !== undefined) return openVerifiedLanguageModel(path, opts.publicKey);
-  if (isGgufPath(path)) return openGgufLanguageModel(path);
+  if (isGgufPath(path)) return openGgufLanguageModel(path, path);
   if (await isSealedDir(path)) return openSealedLanguageModel(path, opts.masterKey ?? null);
   if (await isRunDir(path)) {
     const run = await loadRun(path);
@@ -84,22 +84,6 @@ async function openBase(path: string, opts: OpenLanguageModelOptions): Promise<O
   }
   const loaded = await loadHfModel(path);
   return fromHf(path, loaded, await loadHfTokenizer(path, loaded.config.vocab_size));
-}
-
-async function openGgufLanguageModel(path: string): Promise<OpenedBase> {
-  const loaded = await loadGgufModel(path);
-  if (!loaded.tokenizer)
-    throw new UsageError(
-      `${path} has no tokenizer in its metadata (tokenizer.ggml.model is none); knobs needs one to turn text into tokens`,
-    );
-  return {
-    kind: 'gguf',
-    path,
-    model: loaded.model,
-    tokenizer: loaded.tokenizer,
-    textOptions: { codec: tokenizerCodec(loaded.tokenizer), eosTokenId: loaded.eosTokenIds },
-    defaults: samplingDefaults(loaded.generationConfig),
-  };
 }
 
 async function openSealedLanguageModel(path: string, masterKey: Uint8Array | null): Promise<OpenedBase> {

@@ -3,6 +3,7 @@
  * through openVerifiedBundle, which hands over a file's bytes only when they hash to the signed
  * digest (see src/release/verified-files.ts). A bundle made from a knobs run (it holds recipe.json)
  * behaves as the run would: byte-level runs need no tokenizer, sampling defaults to temperature 1.
+ * A bundle made from a GGUF file (the only model file it holds is one .gguf) loads that file.
  */
 import { parseJsonFile } from '../io/json.js';
 import { parseJsonObject, readTextFile } from '../models/hf/files.js';
@@ -15,10 +16,17 @@ import { Tokenizer, checkTokenizerFitsVocab } from '../tokenizer/tokenizer.js';
 import { FormatError } from '../errors.js';
 import { RECIPE_NAME } from '../train/run-dir.js';
 import { parseRecipe } from '../train/recipe.js';
+import { openGgufLanguageModel } from './gguf-model.js';
 import type { OpenedBase } from './language-model.js';
 
 export async function openVerifiedLanguageModel(path: string, publicKey: string): Promise<OpenedBase> {
   const files = await openVerifiedBundle(path, publicKey);
+  const signed = [...files.listing.digests.keys()];
+  const gguf = signed.filter((name) => name.toLowerCase().endsWith('.gguf'));
+  if (gguf.length === 1 && !signed.includes('config.json')) {
+    const source = (await files.open(gguf[0]!))!;
+    return openGgufLanguageModel(source, path);
+  }
   const loaded = await loadHfModel(files);
   const recipeFile = await readTextFile(files, RECIPE_NAME);
   const recipe = recipeFile

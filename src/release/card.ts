@@ -89,7 +89,7 @@ async function ggufFacts(path: string): Promise<ModelFacts> {
     const file = await readGguf(source);
     const arch = file.metadata.get('general.architecture');
     return {
-      architecture: typeof arch === 'string' ? arch : 'unknown',
+      architecture: arch?.type === 'string' ? String(arch.value) : 'unknown',
       parameters: file.tensors.reduce((n, t) => n + t.elements, 0),
       recipe: 'unknown',
       data: 'unknown',
