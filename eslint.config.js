@@ -11,7 +11,7 @@ const ENGINE = [...CORE, 'backends', 'tensor', 'ops', 'autograd'];
 /** Everything a training or fine-tuning loop builds on. */
 const MODELLING = [...ENGINE, 'io', 'formats', 'tokenizer', 'data', 'nn', 'optim', 'models'];
 /** The whole library, below its front ends (the index, the server, the CLI). */
-const LIBRARY = [...MODELLING, 'finetune', 'train', 'inspect', 'guard', 'seal', 'load'];
+const LIBRARY = [...MODELLING, 'finetune', 'train', 'inspect', 'guard', 'release', 'seal', 'load'];
 
 /** What each layer of src/ may import, besides itself. Anything in LAYERS not listed is forbidden. */
 const ALLOWED = {
@@ -31,12 +31,14 @@ const ALLOWED = {
   optim: ENGINE,
   models: [...ENGINE, 'nn', 'tokenizer'],
   'models/hf': [...ENGINE, 'nn', 'tokenizer', 'io', 'formats', 'models'],
+  'models/gguf': [...ENGINE, 'nn', 'tokenizer', 'io', 'formats', 'models'],
   inspect: [...ENGINE, 'io', 'formats', 'models'],
   guard: [...CORE, 'io', 'formats'],
   seal: [...CORE, 'io'],
   finetune: MODELLING,
   train: [...MODELLING, 'finetune'],
-  load: [...MODELLING, 'finetune', 'train', 'inspect', 'guard', 'seal'],
+  release: [...CORE, 'io', 'formats', 'models'],
+  load: [...MODELLING, 'finetune', 'train', 'inspect', 'guard', 'release', 'seal'],
   index: LIBRARY,
   server: [...LIBRARY, 'index'],
   cli: [...LIBRARY, 'server', 'index'],

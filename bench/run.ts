@@ -24,6 +24,7 @@ import * as opOverhead from './op-overhead.js';
 import * as seal from './seal.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
 import * as tokenizer from './tokenizer.js';
+import * as verify from './verify.js';
 import type { BenchOptions, BenchRow } from './row.js';
 import { notes } from './train-step.js';
 
@@ -41,6 +42,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'fashion-cnn': fashion.runCnn,
   'hf-load': hfLoad.run,
   tokenizer: tokenizer.run,
+  verify: verify.run,
   seal: seal.run,
 };
 

@@ -147,7 +147,11 @@ export {
 export {
   readGguf,
   readGgufTensor,
+  readGgufRows,
+  ggufRows,
   dequantizeGguf,
+  dequantizeBlocks,
+  GGUF_DEQUANTIZABLE,
   GGUF_RULES,
   GGML_TYPES,
   type GgufFile,

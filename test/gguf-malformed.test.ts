@@ -13,6 +13,9 @@ import { GgufBytes } from './harness/gguf-bytes.js';
 const U64_MAX = 2n ** 64n - 1n;
 const F32 = 0;
 const Q8_0 = 8;
+const Q4_K = 12;
+const Q5_K = 13;
+const Q6_K = 14;
 
 /** A header with one key/value before the given tensor infos. */
 const withKv = (nTensors: number, kv: (g: GgufBytes) => GgufBytes): GgufBytes =>
@@ -146,6 +149,13 @@ const CORPUS: [string, Uint8Array, GgufRule][] = [
   ['data past the end', oneTensor([64], F32, 0, 100), 'gguf_data_past_end'],
   ['a huge tensor in a small file', oneTensor([2n ** 20n, 2n ** 20n], F32, 0), 'gguf_data_past_end'],
   ['2^52 F32 elements: 2^54 bytes', oneTensor([2n ** 26n, 2n ** 26n], F32, 0), 'gguf_dims_overflow'],
+  // K-quants: super-blocks of 256 values (Q4_K 144 bytes, Q5_K 176, Q6_K 210).
+  ['Q4_K block cut short by one byte', oneTensor([256], Q4_K, 0, 143), 'gguf_data_past_end'],
+  ['Q6_K second row cut short', oneTensor([256, 2], Q6_K, 0, 419), 'gguf_data_past_end'],
+  ['Q5_K row of 255', oneTensor([255, 4], Q5_K, 0), 'gguf_block_mismatch'],
+  ['Q4_K row of 32 (a Q4_0 block, not a super-block)', oneTensor([32], Q4_K, 0), 'gguf_block_mismatch'],
+  ['Q6_K of 2^40 rows in a small file', oneTensor([256, 2n ** 40n], Q6_K, 0), 'gguf_data_past_end'],
+  ['Q5_K of 2^53 elements', oneTensor([256, 2n ** 45n], Q5_K, 0), 'gguf_dims_overflow'],
 ];
 
 /** A ByteSource that records the largest single read, to show that claimed sizes are never requested. */
@@ -199,7 +209,7 @@ describe('malformed GGUF corpus', () => {
 describe('truncated GGUF', () => {
   // key/value, array, tensor infos, padding and data: a cut anywhere must be refused.
   const whole = new GgufBytes()
-    .header(2, 2)
+    .header(3, 2)
     .kvString('general.architecture', 'llama')
     .str('tokenizer.ggml.tokens')
     .u32(9)
@@ -209,8 +219,9 @@ describe('truncated GGUF', () => {
     .str('bc')
     .tensorInfo('a', [8], F32, 0)
     .tensorInfo('b', [32, 2], Q8_0, 32)
+    .tensorInfo('c', [256], Q4_K, 128)
     .pad()
-    .raw(new Uint8Array(32 + 68))
+    .raw(new Uint8Array(32 + 96 + 144))
     .bytes();
   /** The rules a cut-short file may meet: each one's message says the file may be truncated. */
   const ENDS_EARLY = new Set(['gguf_truncated', 'gguf_count_too_large', 'gguf_string_too_long', 'gguf_data_past_end']);
@@ -219,7 +230,7 @@ describe('truncated GGUF', () => {
     const file = await readGguf(memorySource(whole));
     assert.deepEqual(
       file.tensors.map((t) => t.name),
-      ['a', 'b'],
+      ['a', 'b', 'c'],
     );
   });
   it('is refused when cut at any byte, with a rule that says it ended early', async () => {

@@ -161,6 +161,27 @@ describe('GGUF round trip', () => {
     assert.deepEqual(await readGgufTensor(source, file, 'b'), Float32Array.from([4, 5]));
   });
 
+  it('a header that outgrows the writer buffer at every kind of field reads back whole', async () => {
+    // The header buffer starts at 1 KiB and doubles: numbers, strings and tensor infos each land
+    // on a growth boundary somewhere in here (a number written into the old buffer was lost once).
+    for (let pad = 0; pad < 16; pad++) {
+      const metadata = new Map<string, GgufValue>([['k', { type: 'string', value: 'x'.repeat(1000 + pad) }]]);
+      for (let i = 0; i < 40; i++)
+        metadata.set(`n${i}`, { type: i % 2 ? 'u32' : 'u64', value: i % 2 ? i : BigInt(i) } as GgufValue);
+      const tensors = Array.from({ length: 60 }, (_, i) => ({
+        name: `t${i}`,
+        shape: [2],
+        data: Float32Array.from([i, -i]),
+        type: 'F32' as const,
+      }));
+      const source = memorySource(concat(encodeGguf({ metadata, tensors })));
+      const file = await readGguf(source);
+      assert.deepEqual(file.metadata.get('n39'), { type: 'u32', value: 39 });
+      assert.deepEqual(file.metadata.get('n38'), { type: 'u64', value: 38n });
+      assert.deepEqual(await readGgufTensor(source, file, 't59'), Float32Array.from([59, -59]));
+    }
+  });
+
   it('reads a BF16 tensor and a version 2 file built by hand', async () => {
     const vals = [1.5, -2, 3.25, 0];
     const g = new GgufBytes().header(1, 0, 2).tensorInfo('x', [4], 30, 0).pad();
@@ -282,20 +303,20 @@ describe('GGUF files', () => {
     assert.deepEqual(await readdir(sub), ['m.gguf']);
   });
 
-  it('a tensor of a type knobs lays out but does not decode (Q4_K) is named in a gguf_unsupported_type error', async () => {
+  it('a tensor of a type knobs lays out but does not decode (Q2_K) is named in a gguf_unsupported_type error', async () => {
     const g = new GgufBytes()
       .header(1, 0)
-      .tensorInfo('blk.0.ffn_down.weight', [256], 12, 0)
+      .tensorInfo('blk.0.ffn_down.weight', [256], 10, 0)
       .pad()
-      .raw(new Uint8Array(144));
+      .raw(new Uint8Array(84));
     const source = memorySource(g.bytes(), 'k.gguf');
     const file = await readGguf(source);
-    assert.equal(file.tensors[0]!.type.name, 'Q4_K');
-    assert.equal(file.tensors[0]!.byteLength, 144);
+    assert.equal(file.tensors[0]!.type.name, 'Q2_K');
+    assert.equal(file.tensors[0]!.byteLength, 84);
     await assert.rejects(readGgufTensor(source, file, 'blk.0.ffn_down.weight'), (err: unknown) => {
       assert.ok(err instanceof FormatError);
       assert.equal(err.rule, 'gguf_unsupported_type');
-      assert.match(err.message, /k\.gguf: tensor 'blk\.0\.ffn_down\.weight' is Q4_K; .*Q8_0/);
+      assert.match(err.message, /k\.gguf: tensor 'blk\.0\.ffn_down\.weight' is Q2_K; .*Q6_K/);
       return true;
     });
     await assert.rejects(readGgufTensor(source, file, 'missing'), ArgumentError);

@@ -5,11 +5,11 @@ import { asIOError } from '../io/atomic.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { type TextEval, evaluateText } from '../models/hf/text.js';
 import { evaluateRun } from '../train/eval-run.js';
-import { readMasterKey } from '../seal/keys.js';
-import { isSealedDir } from '../seal/open.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
 import { positiveInt } from './flags.js';
+import { readMasterKey } from '../seal/keys.js';
+import { isSealedDir } from '../seal/open.js';
 
 /** The context a Hugging Face model is scored with unless --context says otherwise (attention is T²). */
 const DEFAULT_HF_CONTEXT = 1024;
@@ -17,7 +17,8 @@ const DEFAULT_HF_CONTEXT = 1024;
 export const evalCommand: Command = {
   name: 'eval',
   summary: "score a run's model on its test or validation data, or a Hugging Face model on a text",
-  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--master-key-file F] [--json]
+  help: `Usage: knobs eval DIR [--data PATH] [--context N] [--public-key KEY.pub]
+                      [--master-key-file F] [--json]
 
 DIR is a run directory made by 'knobs train' (config.json, model.safetensors, recipe.json); the
 model is evaluated without gradients:
@@ -25,13 +26,16 @@ model is evaluated without gradients:
   language models   loss and bits per byte on the whole validation split of the text
 
 or a Hugging Face model directory (GPT-2, Llama, Mistral, Qwen2 with tokenizer.json; see
-docs/hf-models.md), scored on the text file --data: the text is tokenized whole and cut into
+docs/hf-models.md) or a GGUF file (docs/gguf.md), scored on the text file --data: the text is tokenized whole and cut into
 consecutive windows of N tokens; it reports the loss per token (nats), bits per byte (total
 loss in bits / the file's UTF-8 bytes), tokens and bytes.
 
   --data PATH     other data: for classifiers a directory with the recipe's IDX file names,
                   for language models a text file, evaluated whole (required for Hugging Face)
   --context N     Hugging Face models: tokens per window (default min(${DEFAULT_HF_CONTEXT}, the model's context))
+  --public-key K  DIR is a bundle signed by 'knobs release' (a language model with a tokenizer.json):
+                  every file is checked against model.sig as it is read, and the model is scored
+                  on the text --data (required); a bundle that does not verify is refused
   --master-key-file F  the master key of a sealed DIR (else KNOBS_MASTER_KEY; docs/sealing.md).
                   A sealed model is decrypted into memory and scored on the text --data
   --json          print one JSON object, e.g. {"loss":0.31,"accuracy":0.891,"examples":10000}
@@ -45,6 +49,7 @@ Examples:
       {
         data: { type: 'string' },
         context: { type: 'string' },
+        'public-key': { type: 'string' },
         'master-key-file': { type: 'string' },
         json: { type: 'boolean' },
       },
@@ -54,9 +59,15 @@ Examples:
       throw new UsageError(`eval takes one DIR, got ${positionals.length}; see 'knobs eval --help'`);
     const dir = positionals[0]!;
     const data = values.data as string | undefined;
+    const publicKey = values['public-key'] as string | undefined;
     const masterKey = await readMasterKey(values['master-key-file'] as string | undefined, process.env);
-    if ((await isSealedDir(dir)) || !(await isRunDir(dir))) {
-      const result = await evaluateHfDir(dir, data, values.context as string | undefined, masterKey);
+    const sealed = await isSealedDir(dir);
+    if (publicKey !== undefined || sealed || !(await isRunDir(dir))) {
+      const result = await evaluateTextFile(dir, data, values.context as string | undefined, {
+        publicKey,
+        masterKey,
+        sealed,
+      });
       emit(
         io,
         values.json === true,
@@ -80,19 +91,22 @@ Examples:
   },
 };
 
-async function evaluateHfDir(
+/** A language model (a Hugging Face directory or GGUF file, or any signed bundle or sealed directory) scored on the text file `data`. */
+async function evaluateTextFile(
   dir: string,
   data: string | undefined,
   contextFlag: string | undefined,
-  masterKey: Uint8Array | null,
+  { publicKey, masterKey, sealed }: { publicKey: string | undefined; masterKey: Uint8Array | null; sealed: boolean },
 ): Promise<TextEval> {
   if (data === undefined)
     throw new UsageError(
-      (await isSealedDir(dir))
-        ? `${dir} is sealed: evaluating it needs --data FILE (a text to score); see 'knobs eval --help'`
+      publicKey !== undefined
+        ? `evaluating a signed bundle needs --data FILE (the text to score); see 'knobs eval --help'`
+        : sealed
+          ? `${dir} is sealed: evaluating it needs --data FILE (a text to score); see 'knobs eval --help'`
         : `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
     );
-  const { model, tokenizer } = await openLanguageModel(dir, { masterKey });
+  const { model, tokenizer } = await openLanguageModel(dir, { publicKey, masterKey });
   const limit = model.contextLength;
   const context =
     contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);
@@ -101,7 +115,10 @@ async function evaluateHfDir(
   const text = await readFile(data, 'utf8').catch((err: unknown) => {
     throw asIOError(err, data, 'read');
   });
-  // A Hugging Face directory always has its tokenizer; a sealed byte-level run has none.
-  if (!tokenizer) throw new UsageError(`${dir} has no tokenizer to turn the text into tokens`);
+  // A Hugging Face directory always has its tokenizer; a signed or sealed byte-level run has none.
+  if (!tokenizer)
+    throw new UsageError(
+      `${dir} is a byte-level run: 'knobs eval' scores signed or sealed models that have a tokenizer.json; verify or unseal it, then run 'knobs eval' on the plain run`,
+    );
   return evaluateText(model, tokenizer, text, { context });
 }

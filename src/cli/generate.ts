@@ -10,14 +10,15 @@ export const generateCommand: Command = {
   name: 'generate',
   summary: "continue a prompt with a run's language model (KV cache, streamed)",
   help: `Usage: knobs generate DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
-                      [--top-p P] [--seed S] [--stop STR]... [--ignore-eos]
+                      [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--public-key KEY.pub]
                       [--master-key-file F] [--json]
 
 Loads the language model in DIR and continues TEXT, streaming the prompt and the new text to
 stdout as it is produced (to stderr with --json). DIR is a run directory made by 'knobs train'
 (byte-level), or a Hugging Face model directory — GPT-2, Llama, Mistral or Qwen2: config.json,
 model.safetensors or shards, tokenizer.json, optional generation_config.json (docs/hf-models.md),
-or either of them sealed by 'knobs seal' (decrypted into memory; docs/sealing.md).
+or a GGUF file (llama, qwen2, gpt2; docs/gguf.md); a directory may be sealed by 'knobs seal'
+(decrypted into memory; docs/sealing.md).
 
   --max-tokens N     most new tokens, default 256 (or generation_config.json's max_new_tokens), at most 65536
   --temperature T    0 is greedy (deterministic); default 1
@@ -31,6 +32,9 @@ or either of them sealed by 'knobs seal' (decrypted into memory; docs/sealing.md
   --ignore-eos       keep going past the eos token(s) (generation_config.json's eos_token_id, else
                      config.json's). Byte-level models that knobs trains have eos_token_id null:
                      they stop at --stop or --max-tokens
+  --public-key KEY   DIR is a bundle signed by 'knobs release': every file is checked against
+                     model.sig with this public key as it is read, and a bundle that does not
+                     verify is refused before the model runs (docs/release.md)
   --master-key-file F  the master key of a sealed DIR (else the environment variable KNOBS_MASTER_KEY)
   --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length"}
 
@@ -49,6 +53,7 @@ Example:
         seed: { type: 'string' },
         stop: { type: 'string', multiple: true },
         'ignore-eos': { type: 'boolean' },
+        'public-key': { type: 'string' },
         'master-key-file': { type: 'string' },
         json: { type: 'boolean' },
       },
@@ -73,7 +78,10 @@ Example:
       seed: values.seed === undefined ? 0 : positiveInt(values.seed, '--seed', 0),
     };
     const masterKey = await readMasterKey(values['master-key-file'] as string | undefined, process.env);
-    const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!, { masterKey });
+    const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!, {
+      masterKey,
+      publicKey: values['public-key'] as string | undefined,
+    });
     const options = {
       maxTokens: given.maxTokens ?? defaults.maxNewTokens ?? 256,
       temperature: given.temperature ?? defaults.temperature,

@@ -339,7 +339,8 @@ export const inspectCommand: Command = {
   help: `Usage: knobs inspect PATH [--stats] [--json]
 
 PATH is a safetensors file, a Hugging Face model directory (model.safetensors or shards listed by
-model.safetensors.index.json) or a knobs run directory. Lists the format, the architecture
+model.safetensors.index.json), a knobs run directory or a GGUF file (llama, qwen2 and gpt2
+tensors under their Hugging Face names and shapes, quantized ones dequantized for --stats). Lists the format, the architecture
 (config.json's model_type), every tensor (canonical Hugging Face name, dtype, shape, bytes), the
 parameter count and the metadata, from the headers alone. An invalid file is reported with the
 rule it breaks (see docs/formats.md) and exit code 1.
@@ -363,7 +364,7 @@ Examples:
       (st) => st.isDirectory(),
       () => false,
     );
-    if (!stats && !isDirectory) {
+    if (!stats && !isDirectory && !path.toLowerCase().endsWith('.gguf')) {
       const view = await readView(path);
       for (const chunk of json ? jsonChunks(view) : textChunks(view)) io.stdout(chunk);
       return 0;

@@ -10,20 +10,28 @@ import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { sealCommand } from './seal.js';
 import { diffCommand } from './diff.js';
+import { convertCommand } from './convert.js';
 import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
+import { signingKeyCommand } from './signing-key.js';
+import { releaseCommand } from './release.js';
+import { verifyCommand } from './verify.js';
 
 const COMMANDS: readonly Command[] = [
   infoCommand,
   inspectCommand,
   diffCommand,
+  convertCommand,
   trainCommand,
   evalCommand,
   generateCommand,
   tokenizeCommand,
   tokenizerCommand,
+  signingKeyCommand,
+  releaseCommand,
+  verifyCommand,
   sealCommand,
 ];
 

@@ -5,15 +5,18 @@ import { UsageError } from '../errors.js';
 import { asIOError } from '../io/atomic.js';
 import { TOKENIZER_NAME } from '../tokenizer/config.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
+import { isGgufPath } from '../load/language-model.js';
+import { loadGgufTokenizer } from '../models/gguf/tokenizer.js';
 import { type Command, emit, parse } from './command.js';
 
 export const tokenizeCommand: Command = {
   name: 'tokenize',
-  summary: 'encode text with a tokenizer.json (or a model directory holding one)',
+  summary: 'encode text with a tokenizer.json (or a model directory holding one, or a .gguf)',
   help: `Usage: knobs tokenize TOKENIZER_OR_MODEL (--text T | --file PATH) [--no-special] [--json]
 
-Encodes the text as Hugging Face tokenizers does with the tokenizer.json given, or the one in
-the model directory given, and prints each token with its id.
+Encodes the text as Hugging Face tokenizers does with the tokenizer.json given, the one in the
+model directory given, or the one a GGUF file's metadata describes (as llama.cpp would tokenize),
+and prints each token with its id.
 
   --text T        the text to encode
   --file PATH     encode a file's contents instead (UTF-8)
@@ -39,7 +42,7 @@ Example:
       );
     if ((values.text === undefined) === (values.file === undefined))
       throw new UsageError("tokenize needs exactly one of --text T or --file PATH; see 'knobs tokenize --help'");
-    const tokenizer = await Tokenizer.fromFile(await tokenizerPath(positionals[0]!));
+    const tokenizer = await openTokenizer(positionals[0]!);
     const text = typeof values.text === 'string' ? values.text : await readText(values.file as string);
     const { ids, tokens } = tokenizer.encode(text, { addSpecialTokens: values['no-special'] !== true });
     emit(io, values.json === true, { ids, tokens }, () => {
@@ -58,6 +61,14 @@ Example:
     return 0;
   },
 };
+
+/** The tokenizer of a tokenizer.json, a model directory, or a GGUF file's metadata. */
+async function openTokenizer(path: string): Promise<Tokenizer> {
+  if (!isGgufPath(path)) return Tokenizer.fromFile(await tokenizerPath(path));
+  const tokenizer = await loadGgufTokenizer(path);
+  if (!tokenizer) throw new UsageError(`${path} has no tokenizer in its metadata (tokenizer.ggml.model is none)`);
+  return tokenizer;
+}
 
 /** A tokenizer.json file, or the tokenizer.json inside a directory. */
 export async function tokenizerPath(path: string): Promise<string> {

@@ -1,5 +1,5 @@
 /**
- * GGUF writer: metadata and f32 values stored as F32, F16, Q8_0 or Q4_0, written atomically
+ * GGUF writer: metadata and f32 values stored as F32, F16, BF16, Q8_0 or Q4_0, written atomically
  * (src/io/atomic.ts). The layout is the one src/formats/gguf.ts documents and reads; version 3,
  * little-endian, each tensor's data padded to the alignment (`general.alignment`, default 32).
  *
@@ -9,7 +9,7 @@
  * ggml computes in C floats, so every intermediate here is rounded to f32 (Math.fround), and the
  * f16 scale is rounded to nearest even, as GGML_FP32_TO_FP16 does on x86 (F16C).
  */
-import { f32ToF16Bits } from '../dtype.js';
+import { f32ToBF16Bits, f32ToF16Bits } from '../dtype.js';
 import { ArgumentError } from '../errors.js';
 import { type AtomicWriteOptions, writeFileAtomic } from '../io/atomic.js';
 import {
@@ -24,7 +24,7 @@ import {
   padTo,
 } from './gguf.js';
 
-export type GgufWriteType = 'F32' | 'F16' | 'Q8_0' | 'Q4_0';
+export type GgufWriteType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
 
 export interface GgufWriteTensor {
   readonly name: string;
@@ -43,6 +43,7 @@ export interface GgufWriteInput {
 const TYPE_ID: Readonly<Record<GgufWriteType, number>> = {
   F32: GGML_TYPE.F32,
   F16: GGML_TYPE.F16,
+  BF16: GGML_TYPE.BF16,
   Q8_0: GGML_TYPE.Q8_0,
   Q4_0: GGML_TYPE.Q4_0,
 };
@@ -54,6 +55,10 @@ class ByteWriter {
   private view = new DataView(this.buf.buffer);
   length = 0;
 
+  /**
+   * Makes room for `n` more bytes and returns where they start. It may replace `buf` and `view`, so
+   * callers take the offset first: `this.view.setX(this.room(n), …)` would write into the old view.
+   */
   private room(n: number): number {
     if (this.length + n > this.buf.byteLength) {
       const next = new Uint8Array(Math.max(this.buf.byteLength * 2, this.length + n));
@@ -66,37 +71,48 @@ class ByteWriter {
     return at;
   }
   u8(v: number): void {
-    this.view.setUint8(this.room(1), v);
+    const at = this.room(1); // grow first: this.view changes when the buffer does
+    this.view.setUint8(at, v);
   }
   i8(v: number): void {
-    this.view.setInt8(this.room(1), v);
+    const at = this.room(1);
+    this.view.setInt8(at, v);
   }
   u16(v: number): void {
-    this.view.setUint16(this.room(2), v, true);
+    const at = this.room(2);
+    this.view.setUint16(at, v, true);
   }
   i16(v: number): void {
-    this.view.setInt16(this.room(2), v, true);
+    const at = this.room(2);
+    this.view.setInt16(at, v, true);
   }
   u32(v: number): void {
-    this.view.setUint32(this.room(4), v, true);
+    const at = this.room(4);
+    this.view.setUint32(at, v, true);
   }
   i32(v: number): void {
-    this.view.setInt32(this.room(4), v, true);
+    const at = this.room(4);
+    this.view.setInt32(at, v, true);
   }
   f32(v: number): void {
-    this.view.setFloat32(this.room(4), v, true);
+    const at = this.room(4);
+    this.view.setFloat32(at, v, true);
   }
   f64(v: number): void {
-    this.view.setFloat64(this.room(8), v, true);
+    const at = this.room(8);
+    this.view.setFloat64(at, v, true);
   }
   u64(v: bigint): void {
-    this.view.setBigUint64(this.room(8), v, true);
+    const at = this.room(8);
+    this.view.setBigUint64(at, v, true);
   }
   i64(v: bigint): void {
-    this.view.setBigInt64(this.room(8), v, true);
+    const at = this.room(8);
+    this.view.setBigInt64(at, v, true);
   }
   bytes(b: Uint8Array): void {
-    this.buf.set(b, this.room(b.byteLength));
+    const at = this.room(b.byteLength);
+    this.buf.set(b, at);
   }
   string(s: string): void {
     const b = new TextEncoder().encode(s);
@@ -178,7 +194,7 @@ function checkTensor(t: GgufWriteTensor, seen: Set<string>): void {
     });
   if (!(t.type in TYPE_ID))
     throw new ArgumentError(
-      `tensor '${t.name}': type ${String(t.type)} is not one the writer stores; use F32, F16, Q8_0 or Q4_0`,
+      `tensor '${t.name}': type ${String(t.type)} is not one the writer stores; use F32, F16, BF16, Q8_0 or Q4_0`,
       { tensor: t.name },
     );
   const row = t.shape[t.shape.length - 1] ?? 1;
@@ -197,6 +213,8 @@ export function encodeGgufTensorData(type: GgufWriteType, data: Float32Array): U
       return new Uint8Array(Float32Array.from(data).buffer);
     case 'F16':
       return new Uint8Array(Uint16Array.from(data, f32ToF16Bits).buffer);
+    case 'BF16':
+      return new Uint8Array(Uint16Array.from(data, f32ToBF16Bits).buffer);
     case 'Q8_0':
       return quantizeQ8_0(data);
     case 'Q4_0':
@@ -227,17 +245,27 @@ export function quantizeQ8_0(x: Float32Array): Uint8Array {
 
 /**
  * quantize_row_q4_0_ref: d = max/−8, where max is the first value of largest magnitude (with its
- * sign); q = min(15, trunc(x·(1/d) + 8.5)); element j in the low nibble of byte j, j + 16 in the high.
- * `x·id` and `+ 8.5` are rounded to f32 separately, as the C source reads. A build of ggml that
- * fuses them into one FMA (upstream gguf-py's quants.py notes this: "Q4_0's reference rounding is
- * cursed and depends on FMA") can differ in a rare nibble: 1 element in 6.4 million random ones here.
+ * sign); q = min(15, (int8_t)(x·(1/d) + 8.5)); element j in the low nibble of byte j, j + 16 in the high.
+ *
+ * Two details make this bit-exact with ggml (checked against its library in test/gguf-ggml.test.ts):
+ * - `x·id` and `+ 8.5` are rounded to f32 separately, as the C source reads. A build that fuses them
+ *   into one FMA could differ in a rare nibble (upstream gguf-py's quants.py: "Q4_0's reference rounding
+ *   is cursed and depends on FMA"). llama.cpp's x86-64 builds do not: the reference quantizers live in
+ *   libggml-base, compiled for baseline x86-64 without FMA or F16C (node-llama-cpp 3.21.1's prebuilt
+ *   libggml-base.so contains no vfmadd instruction), whatever CPU variant libggml-cpu is built for.
+ * - When |d| is so small (a block of f32 subnormals) that 1/d overflows to ∞, x·id is ±∞ or NaN; C's
+ *   float-to-int8 conversion is undefined there, and x86-64 (cvttps2dq) yields 0x80000000, whose low byte
+ *   is 0. knobs writes that 0 nibble, as x86-64 ggml does (an ARM build would saturate instead). The
+ *   f16 scale of such a block is 0, so every value decodes to 0 either way.
  */
 export function quantizeQ4_0(x: Float32Array): Uint8Array {
   const blocks = x.length / QK;
   const out = new Uint8Array(blocks * 18);
   const view = new DataView(out.buffer);
-  const nibble = (v: number, id: number): number =>
-    Math.min(15, Math.trunc(Math.fround(Math.fround(v * id) + 8.5))) & 0x0f;
+  const nibble = (v: number, id: number): number => {
+    const t = Math.fround(Math.fround(v * id) + 8.5);
+    return Number.isFinite(t) ? Math.min(15, Math.trunc(t)) : 0;
+  };
   for (let b = 0; b < blocks; b++) {
     let amax = 0;
     let max = 0;

@@ -21,17 +21,18 @@
  *   9 array (u32 item type, u64 length, items; arrays of arrays are refused, as gguf.cpp does),
  *   10 u64, 11 i64, 12 f64.
  *
- * Block layouts (ggml-common.h): Q8_0 is 32 values as an f16 scale d then 32 int8 q (value q·d);
- * Q4_0 is 32 values as an f16 scale d then 16 bytes whose low nibbles are elements 0..15 and high
- * nibbles elements 16..31 (value (q − 8)·d).
+ * Block layouts and their decoding: src/formats/gguf-quants.ts. A tensor's data is rows of dims[0]
+ * values, each row a whole number of blocks.
  *
  * Bounds: every count and length is checked against the bytes that remain before anything is
  * allocated for it, so a hostile header costs at most about its own size. Every failure is a
  * FormatError whose `rule` is one of GGUF_RULES.
  */
-import { bf16BitsToF32, f16BitsToF32 } from '../dtype.js';
 import { ArgumentError, FormatError } from '../errors.js';
 import type { ByteSource } from '../io/byte-source.js';
+import { GGUF_DEQUANTIZABLE, dequantizeBlocks } from './gguf-quants.js';
+
+export { GGUF_DEQUANTIZABLE, dequantizeBlocks };
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 export const GGUF_DEFAULT_ALIGNMENT = 32;
@@ -140,9 +141,7 @@ const TYPE_LIST: readonly GgmlType[] = [
   { id: 30, name: 'BF16', blockSize: 1, typeSize: 2 },
 ];
 export const GGML_TYPES: ReadonlyMap<number, GgmlType> = new Map(TYPE_LIST.map((t) => [t.id, t]));
-export const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, BF16: 30 } as const;
-/** The types `readGgufTensor` turns into f32 values. */
-export const GGUF_DEQUANTIZABLE: readonly string[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'];
+export const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
 
 export interface GgufTensorInfo {
   readonly name: string;
@@ -585,8 +584,7 @@ export function padTo(n: number, alignment: number): number {
 /** V8's limit on a typed array's length. */
 const MAX_DECODED_ELEMENTS = 2 ** 32;
 
-/** Reads one tensor's data and returns its values as f32 (F32, F16, BF16, Q8_0, Q4_0). */
-export async function readGgufTensor(source: ByteSource, file: GgufFile, name: string): Promise<Float32Array> {
+function findTensor(source: ByteSource, file: GgufFile, name: string): GgufTensorInfo {
   const info = file.tensors.find((t) => t.name === name);
   if (info === undefined)
     throw new ArgumentError(`${source.name}: has no tensor '${name}'`, { path: source.name, tensor: name });
@@ -598,65 +596,66 @@ export async function readGgufTensor(source: ByteSource, file: GgufFile, name: s
       { tensor: name, type: info.type.name, supported: GGUF_DEQUANTIZABLE },
     );
   }
+  return info;
+}
+
+/** A tensor's rows: a row is dims[0] values (the last axis of `shape`), a whole number of blocks. */
+export function ggufRows(info: GgufTensorInfo): { rows: number; rowLength: number; rowBytes: number } {
+  const rowLength = info.dims[0] ?? 1;
+  const rows = rowLength === 0 ? 0 : info.elements / rowLength;
+  return { rows, rowLength, rowBytes: (rowLength / info.type.blockSize) * info.type.typeSize };
+}
+
+/** Reads one tensor's data and returns its values as f32 (the types in GGUF_DEQUANTIZABLE). */
+export async function readGgufTensor(source: ByteSource, file: GgufFile, name: string): Promise<Float32Array> {
+  const info = findTensor(source, file, name);
   if (info.elements > MAX_DECODED_ELEMENTS) {
     fail(
       source,
       'gguf_tensor_too_large',
-      `tensor '${name}' has ${info.elements} elements; one tensor is decoded into one Float32Array, which holds at most ${MAX_DECODED_ELEMENTS}`,
+      `tensor '${name}' has ${info.elements} elements; one tensor is decoded into one Float32Array, which holds at most ${MAX_DECODED_ELEMENTS}; read it a few rows at a time with readGgufRows`,
       { tensor: name, elements: info.elements, limit: MAX_DECODED_ELEMENTS },
     );
   }
-  const bytes = await source.read(file.dataOffset + info.offset, info.byteLength);
-  return dequantizeGguf(info.type, bytes, info.elements);
+  return readGgufRows(source, file, name, 0, ggufRows(info).rows);
 }
 
-let f16Values: Float32Array | null = null;
-/** Every f16 bit pattern's value (256 KiB, built on first use): a lookup beats decoding per element. */
-function f16Table(): Float32Array {
-  f16Values ??= Float32Array.from({ length: 65536 }, (_, bits) => f16BitsToF32(bits));
-  return f16Values;
+/**
+ * Reads rows [firstRow, firstRow + rowCount) of a tensor and decodes them into `out` from `outOffset`
+ * on (a new Float32Array of rowCount × rowLength values when `out` is not given). Only those rows'
+ * bytes are read, so a large or quantized tensor can be walked block by block in a fixed buffer.
+ */
+export async function readGgufRows(
+  source: ByteSource,
+  file: GgufFile,
+  name: string,
+  firstRow: number,
+  rowCount: number,
+  out?: Float32Array,
+  outOffset = 0,
+): Promise<Float32Array> {
+  const info = findTensor(source, file, name);
+  const { rows, rowLength, rowBytes } = ggufRows(info);
+  if (
+    !Number.isSafeInteger(firstRow) ||
+    !Number.isSafeInteger(rowCount) ||
+    firstRow < 0 ||
+    rowCount < 0 ||
+    firstRow + rowCount > rows
+  )
+    throw new ArgumentError(
+      `${source.name}: rows ${firstRow}..${firstRow + rowCount} are outside tensor '${name}', which has ${rows} rows of ${rowLength} values`,
+      { path: source.name, tensor: name, firstRow, rowCount, rows },
+    );
+  const target = out ?? new Float32Array(rowCount * rowLength);
+  const bytes = await source.read(file.dataOffset + info.offset + firstRow * rowBytes, rowCount * rowBytes);
+  dequantizeBlocks(info.type, bytes, target, outOffset);
+  return target;
 }
 
 /** Decodes `elements` values of a ggml type from `bytes` (exactly the tensor's bytes). */
 export function dequantizeGguf(type: GgmlType, bytes: Uint8Array, elements: number): Float32Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(elements);
-  switch (type.name) {
-    case 'F32':
-      // A byte copy: knobs runs on little-endian hosts only (as its safetensors reader does).
-      new Uint8Array(out.buffer).set(bytes.subarray(0, 4 * elements));
-      return out;
-    case 'F16': {
-      const table = f16Table();
-      for (let i = 0; i < elements; i++) out[i] = table[view.getUint16(2 * i, true)]!;
-      return out;
-    }
-    case 'BF16':
-      for (let i = 0; i < elements; i++) out[i] = bf16BitsToF32(view.getUint16(2 * i, true));
-      return out;
-    case 'Q8_0':
-      for (let b = 0; b < elements / 32; b++) {
-        const base = 34 * b;
-        const d = f16BitsToF32(view.getUint16(base, true));
-        for (let j = 0; j < 32; j++) out[32 * b + j] = view.getInt8(base + 2 + j) * d;
-      }
-      return out;
-    case 'Q4_0':
-      for (let b = 0; b < elements / 32; b++) {
-        const base = 18 * b;
-        const d = f16BitsToF32(view.getUint16(base, true));
-        for (let j = 0; j < 16; j++) {
-          const q = bytes[base + 2 + j]!;
-          out[32 * b + j] = ((q & 0x0f) - 8) * d;
-          out[32 * b + j + 16] = ((q >> 4) - 8) * d;
-        }
-      }
-      return out;
-    default:
-      throw new FormatError(
-        'gguf_unsupported_type',
-        `ggml type ${type.name} is not one knobs decodes; supported: ${GGUF_DEQUANTIZABLE.join(', ')}`,
-        { type: type.name, supported: GGUF_DEQUANTIZABLE },
-      );
-  }
+  dequantizeBlocks(type, bytes.subarray(0, (elements / type.blockSize) * type.typeSize), out);
+  return out;
 }

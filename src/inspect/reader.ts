@@ -1,9 +1,8 @@
 /**
  * One reader interface over every weights format knobs reads: the tensors of a model by canonical
  * name (canonical.ts), from headers alone, and each tensor's values block by block. A safetensors
- * file, a Hugging Face model directory (one file or shards), and a knobs run directory read
- * through here today; a GGUF reader plugs in as another `open…` behind `openWeights`, its
- * quantized blocks dequantized in `values`.
+ * file, a Hugging Face model directory (one file or shards), a knobs run directory and a GGUF
+ * file (gguf-reader.ts: quantized tensors dequantized in `values`) read through here.
  *
  * Memory: a reader holds one buffer, grown to the largest tensor read so far, and reads each
  * tensor into it; `values` results are valid until the next call. So going over a model needs its
@@ -19,8 +18,9 @@ import { directoryFiles, parseJsonObject, readTextFile } from '../models/hf/file
 import { openModelWeights } from '../models/hf/weights.js';
 import { type Block, isNumericDType, valueBlocks } from './blocks.js';
 import { canonicalName } from './canonical.js';
+import { openGgufWeights } from './gguf-reader.js';
 
-export type WeightsFormat = 'safetensors' | 'hf-directory' | 'knobs-run';
+export type WeightsFormat = 'safetensors' | 'hf-directory' | 'knobs-run' | 'gguf';
 
 export interface WeightsTensor {
   /** The canonical (Hugging Face) name. */
@@ -79,6 +79,7 @@ export async function openWeights(path: string): Promise<WeightsReader> {
   if (isDirectory) return openModelDirectory(path);
   // A FIFO or a device would block the reader or never end: refuse it before reading.
   await checkRegularFile(path, 'weights file');
+  if (path.toLowerCase().endsWith('.gguf')) return openGgufWeights(path);
   const file = await openSafetensors(path);
   try {
     return fromSafetensors('safetensors', path, null, [{ name: basename(path), file }]);

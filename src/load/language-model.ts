@@ -1,8 +1,9 @@
 /**
  * Opens any language model knobs can run, by path, for generation, evaluation and serving: a run
- * directory made by `knobs train` (byte-level or with its tokenizer.json) or a Hugging Face model
- * directory. Every front end (generate, eval, serve) opens models here, so a new kind of source
- * (GGUF, signed bundles, adapters) is added once; sealed directories are opened here.
+ * directory made by `knobs train` (byte-level or with its tokenizer.json), a Hugging Face model
+ * directory, a GGUF file (`.gguf`: llama, qwen2, gpt2; its tokenizer from its metadata), a sealed
+ * directory (decrypted into memory) or a signed bundle (verified as it is read). Every front end
+ * (generate, eval, serve) opens models here, so a new kind of source is added once.
  */
 import { KeyError, UsageError } from '../errors.js';
 import type { CausalLM } from '../models/causal-lm.js';
@@ -17,12 +18,14 @@ import { type LoadedRun, RECIPE_NAME, isRunDir, loadRun, loadRunFiles } from '..
 import { MANIFEST_NAME } from '../seal/format.js';
 import { MASTER_KEY_ENV } from '../seal/keys.js';
 import { isSealedDir, openSealed } from '../seal/open.js';
+import { loadGgufModel } from '../models/gguf/load.js';
+import { openVerifiedLanguageModel } from './verified-model.js';
 
 export type SamplingDefaults = ReturnType<typeof samplingDefaults>;
 
 export interface OpenedLanguageModel {
-  /** Where it came from: a knobs run directory or a Hugging Face model directory. */
-  kind: 'run' | 'hf';
+  /** Where it came from: a knobs run directory, a Hugging Face model directory or a GGUF file. */
+  kind: 'run' | 'hf' | 'gguf';
   path: string;
   model: CausalLM;
   /** The model's tokenizer; null for byte-level runs (ids are UTF-8 bytes). */
@@ -33,9 +36,19 @@ export interface OpenedLanguageModel {
   defaults: SamplingDefaults;
 }
 
+/** Whether `path` names a GGUF file (by its extension: a directory is never one). */
+export function isGgufPath(path: string): boolean {
+  return path.toLowerCase().endsWith('.gguf');
+}
+
 export interface OpenLanguageModelOptions {
   /** The master key (32 bytes) of a sealed model; not needed for plain directories. */
   masterKey?: Uint8Array | null;
+  /**
+   * The publisher's public key (SPKI PEM): `path` must then be a bundle signed by `knobs release`
+   * (or OpenSSF model-signing), and every file is checked against the signature as it is read.
+   */
+  publicKey?: string;
 }
 
 /**
@@ -46,6 +59,8 @@ export async function openLanguageModel(
   path: string,
   opts: OpenLanguageModelOptions = {},
 ): Promise<OpenedLanguageModel> {
+  if (opts.publicKey !== undefined) return openVerifiedLanguageModel(path, opts.publicKey);
+  if (isGgufPath(path)) return openGgufLanguageModel(path);
   if (await isSealedDir(path)) return openSealedLanguageModel(path, opts.masterKey ?? null);
   if (await isRunDir(path)) {
     const run = await loadRun(path);
@@ -53,6 +68,22 @@ export async function openLanguageModel(
   }
   const loaded = await loadHfModel(path);
   return fromHf(path, loaded, await loadHfTokenizer(path, loaded.config.vocab_size));
+}
+
+async function openGgufLanguageModel(path: string): Promise<OpenedLanguageModel> {
+  const loaded = await loadGgufModel(path);
+  if (!loaded.tokenizer)
+    throw new UsageError(
+      `${path} has no tokenizer in its metadata (tokenizer.ggml.model is none); knobs needs one to turn text into tokens`,
+    );
+  return {
+    kind: 'gguf',
+    path,
+    model: loaded.model,
+    tokenizer: loaded.tokenizer,
+    textOptions: { codec: tokenizerCodec(loaded.tokenizer), eosTokenId: loaded.eosTokenIds },
+    defaults: samplingDefaults(loaded.generationConfig),
+  };
 }
 
 async function openSealedLanguageModel(path: string, masterKey: Uint8Array | null): Promise<OpenedLanguageModel> {

@@ -431,6 +431,11 @@ export interface LlamaOptions {
   generator?: Generator;
   seed?: number;
   dtype?: Extract<DType, 'f32' | 'f64'>;
+  /**
+   * Divisors of the rotary inverse frequencies, one per frequency (D/2): llama.cpp's
+   * `rope_freqs.weight`, which is how a GGUF file stores llama3 rope scaling.
+   */
+  ropeFreqFactors?: Float32Array;
 }
 
 /** LlamaForCausalLM: LlamaModel and the output head (lm_head, or embed_tokens when tied). */
@@ -439,7 +444,7 @@ export class Llama extends Module implements CausalLM {
   readonly model: LlamaModel;
   readonly lm_head: Linear | null;
   readonly dtype: Extract<DType, 'f32' | 'f64'>;
-  private readonly invFreq: Float32Array;
+  private invFreq: Float32Array;
 
   constructor(config: LlamaConfigInput | LlamaConfig, opts: LlamaOptions = {}) {
     super();
@@ -453,6 +458,15 @@ export class Llama extends Module implements CausalLM {
       ? null
       : this.registerModule('lm_head', new Linear(c.hidden_size, c.vocab_size, { bias: false, ...mod }));
     this.invFreq = ropeInverseFrequencies(c);
+    const factors = opts.ropeFreqFactors;
+    if (factors !== undefined) {
+      if (factors.length !== this.invFreq.length)
+        throw new ArgumentError(
+          `Llama: ropeFreqFactors has ${factors.length} values; head_dim ${c.head_dim} needs ${this.invFreq.length}`,
+          { field: 'ropeFreqFactors' },
+        );
+      this.invFreq = this.invFreq.map((f, j) => f / factors[j]!);
+    }
     this.initWeights(generator);
   }
 

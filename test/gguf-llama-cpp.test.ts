@@ -1,0 +1,222 @@
+/**
+ * llama.cpp judges knobs' GGUF files (node-llama-cpp 3.21.1's prebuilt CPU llama.cpp, one
+ * thread, F32 KV cache, no flash attention):
+ *
+ * - The PyTorch fixtures of test/fixtures/hf/ (GPT-2, Llama with GQA and llama3 rope, Llama tied
+ *   with linear rope, Mistral, Qwen2 with biases; scripts/gen_hf_fixtures.py, with a tiny
+ *   tokenizer added) converted by `knobs convert` to F32 and Q8_0: llama.cpp's greedy tokens equal
+ *   knobs' from the same file (and, for F32, PyTorch's), and its next-token probabilities equal
+ *   knobs' within 1e-3 (F32) and 2e-2 (Q8_0; see TOLERANCE).
+ * - Tokenizers: a byte-level BPE under the GPT-2, Llama 3 and Qwen2 pre-tokenizers and a
+ *   SentencePiece BPE, each in a GGUF written by `knobs convert`: llama.cpp's tokens for a varied
+ *   text equal knobs' from the same GGUF, and knobs' from the original tokenizer.json.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type Llama as LlamaCpp, LlamaLogLevel, getLlama } from 'node-llama-cpp';
+import { noGrad } from '../src/autograd/tape.js';
+import { saveSafetensors } from '../src/formats/safetensors.js';
+import { convertModel } from '../src/load/convert.js';
+import { GPT } from '../src/models/gpt.js';
+import { loadGgufModel } from '../src/models/gguf/load.js';
+import { Llama } from '../src/models/llama.js';
+import { fromArray } from '../src/ops/creation.js';
+import { Tokenizer } from '../src/tokenizer/tokenizer.js';
+import { trainByteLevelBpe } from '../src/tokenizer/train-bpe.js';
+import { repoRoot } from './harness/fixtures.js';
+import { fixtureWithTokenizer } from './harness/tiny-vocab.js';
+
+const HF_DIR = join(repoRoot(), 'test', 'fixtures', 'hf');
+const CASES = [
+  'gpt2-tiny',
+  'gpt2-prefix-f16-shards',
+  'llama-gqa-bf16-llama3',
+  'llama-tied-f16-linear',
+  'mistral-gqa-shards',
+  'qwen2-bias-tied',
+];
+/**
+ * Measured worst differences: F32 3e-7 (Llama family) and 9e-5 (GPT-2: ggml's GELU is a table of
+ * f16 values); Q8_0 0.006 to 0.016, because ggml also rounds the activations to Q8_0 blocks before
+ * each q8_0 dot product, which knobs (dequantized weights, f32 activations) does not.
+ */
+const TOLERANCE = { f32: 1e-3, q8_0: 2e-2 } as const;
+
+interface Expected {
+  prompt: number[];
+  greedy: number[];
+}
+
+let llama: LlamaCpp;
+let tmp: string;
+
+before(async () => {
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  tmp = await mkdtemp(join(tmpdir(), 'knobs-gguf-judge-'));
+});
+after(async () => {
+  await llama.dispose();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+async function openInLlamaCpp(path: string) {
+  const model = await llama.loadModel({ modelPath: path });
+  const context = await model.createContext({
+    threads: 1,
+    contextSize: 64,
+    flashAttention: false,
+    experimentalKvCacheKeyType: 'F32',
+    experimentalKvCacheValueType: 'F32',
+  });
+  return { model, context };
+}
+
+/** llama.cpp's greedy continuation of `prompt` (up to `n` tokens) with each step's next-token probabilities. */
+async function llamaCppGreedy(path: string, prompt: number[], n: number) {
+  const { model, context } = await openInLlamaCpp(path);
+  try {
+    const tokens: number[] = [];
+    const probabilities: Map<number, number>[] = [];
+    const steps = context
+      .getSequence()
+      .evaluateWithMetadata(prompt as never[], { probabilities: true }, { temperature: 0 });
+    for await (const step of steps) {
+      tokens.push(step.token as unknown as number);
+      probabilities.push(step.probabilities as unknown as Map<number, number>);
+      if (tokens.length >= n) break;
+    }
+    return { tokens, probabilities };
+  } finally {
+    await context.dispose();
+    await model.dispose();
+  }
+}
+
+function softmaxRow(logits: Float32Array, row: number, V: number): Float64Array {
+  const x = logits.subarray(row * V, (row + 1) * V);
+  const max = Math.max(...x);
+  const e = Float64Array.from(x, (v) => Math.exp(v - max));
+  const sum = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / sum);
+}
+
+describe('llama.cpp runs the GGUF files knobs convert writes', () => {
+  for (const name of CASES) {
+    const expected = JSON.parse(readFileSync(join(HF_DIR, name, 'expected.json'), 'utf8')) as Expected;
+    for (const dtype of ['f32', 'q8_0'] as const) {
+      it(`${name} ${dtype}: greedy tokens and next-token probabilities`, async () => {
+        const dir = await fixtureWithTokenizer(join(HF_DIR, name), join(tmp, `${name}-${dtype}`));
+        const path = join(tmp, `${name}.${dtype}.gguf`);
+        await convertModel({ input: dir, format: 'gguf', dtype, out: path });
+        const loaded = await loadGgufModel(path);
+        const n = expected.greedy.length;
+        const ours = loaded.model.generate(expected.prompt, { maxNewTokens: n, temperature: 0 }).tokens;
+        const theirs = await llamaCppGreedy(path, expected.prompt, n);
+        // llama.cpp stops at the file's eos id; knobs' list ends there too.
+        assert.deepEqual(theirs.tokens, ours.slice(0, theirs.tokens.length), `${name} ${dtype}: llama.cpp vs knobs`);
+        if (dtype === 'f32') assert.deepEqual(ours, expected.greedy, `${name}: knobs from GGUF vs PyTorch`);
+        const ids = [...expected.prompt, ...ours];
+        const logits = noGrad(() => loaded.model.forward(fromArray(ids, [1, ids.length], { dtype: 'i32' })));
+        const V = logits.shape[2]!;
+        const all = logits.contiguousStorage() as Float32Array;
+        let worst = 0;
+        theirs.probabilities.forEach((probs, step) => {
+          const p = softmaxRow(all, expected.prompt.length - 1 + step, V);
+          for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs((probs.get(v) ?? 0) - p[v]!));
+        });
+        assert.ok(worst <= TOLERANCE[dtype], `${name} ${dtype}: probabilities differ by up to ${worst}`);
+      });
+    }
+  }
+});
+
+const TEXT = [
+  'In the beginning God created the heaven and the earth.\n\nAnd the earth was without form, and void;',
+  "It's 2024: WE'LL test 12345678 numbers, can't won't DON'T.   Spaces\tand\ttabs\r\n",
+  'naïve café — “quotes” … 😀 日本語のテキスト Привет мир  trailing  ',
+].join(' ');
+
+/** A random-weight model of vocabulary `vocab` written as a Hugging Face directory with `tokenizer`. */
+async function modelDir(
+  dir: string,
+  kind: 'gpt2' | 'llama' | 'qwen2',
+  vocab: number,
+  tokenizer: unknown,
+): Promise<string> {
+  const model =
+    kind === 'gpt2'
+      ? new GPT({ vocab_size: vocab, n_positions: 64, n_embd: 32, n_layer: 1, n_head: 2 })
+      : new Llama({
+          model_type: kind,
+          vocab_size: vocab,
+          hidden_size: 32,
+          intermediate_size: 64,
+          num_hidden_layers: 1,
+          num_attention_heads: 2,
+          num_key_value_heads: 1,
+          max_position_embeddings: 64,
+          bos_token_id: 1,
+          eos_token_id: 2,
+        });
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'config.json'), JSON.stringify(model.toHFConfig()));
+  await saveSafetensors(join(dir, 'model.safetensors'), model.stateDict());
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  return dir;
+}
+
+describe('llama.cpp tokenizes as knobs does, from the same GGUF', () => {
+  const genesis = readFileSync(join(repoRoot(), 'test', 'fixtures', 'text', 'genesis-1-4.txt'), 'utf8');
+  const bpe = trainByteLevelBpe(genesis, { vocabSize: 600 });
+  const split = (regex: string) => ({
+    ...bpe,
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        { type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false },
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+  });
+  const LLAMA3 =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  const QWEN2 =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  const sp = JSON.parse(
+    readFileSync(join(repoRoot(), 'test', 'fixtures', 'tokenizers', 'sp-bpe.legacy.tokenizer.json'), 'utf8'),
+  ) as unknown;
+  const cases: [string, 'gpt2' | 'llama' | 'qwen2', unknown][] = [
+    ['gpt-2', 'gpt2', bpe],
+    ['llama-bpe', 'llama', { ...split(LLAMA3), model: { ...(bpe.model as object), ignore_merges: true } }],
+    ['qwen2', 'qwen2', split(QWEN2)],
+    ['sentencepiece', 'llama', sp],
+  ];
+  for (const [label, kind, tokenizerJson] of cases) {
+    it(`${label}: llama.cpp's tokens equal knobs'`, async () => {
+      const original = Tokenizer.fromJSON(tokenizerJson);
+      const dir = await modelDir(join(tmp, `tok-${label}`), kind, original.vocabSize, tokenizerJson);
+      const path = join(tmp, `tok-${label}.gguf`);
+      await convertModel({ input: dir, format: 'gguf', dtype: 'f32', out: path });
+      const fromGguf = (await loadGgufModel(path)).tokenizer!;
+      const { model, context } = await openInLlamaCpp(path);
+      try {
+        const theirs = model.tokenize(TEXT) as unknown as number[];
+        const ours = fromGguf.encode(TEXT, { addSpecialTokens: false }).ids;
+        assert.ok(ours.length > 40, `${label}: a real tokenization`);
+        assert.deepEqual(theirs, ours, `${label}: llama.cpp vs knobs (from the GGUF)`);
+        assert.deepEqual(
+          original.encode(TEXT, { addSpecialTokens: false }).ids,
+          ours,
+          `${label}: tokenizer.json vs GGUF`,
+        );
+      } finally {
+        await context.dispose();
+        await model.dispose();
+      }
+    });
+  }
+});
