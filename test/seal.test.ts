@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -260,6 +260,22 @@ describe('knobs seal: keys', () => {
     } finally {
       if (saved !== undefined) process.env[MASTER_KEY_ENV] = saved;
     }
+    assert.deepEqual(
+      (await readdir(root)).filter((n) => n.startsWith('.')),
+      [],
+      'no temporary directory left',
+    );
+  });
+
+  it('a symbolic link in the model directory is refused, and nothing is left behind', async () => {
+    const linked = join(root, 'linked');
+    await cp(hf, linked, { recursive: true });
+    await symlink(join(hf, 'config.json'), join(linked, 'zz-link.json'));
+    const out = join(root, 'linked-sealed');
+    const r = await knobs(['seal', linked, '--out', out, '--master-key-file', key1]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^knobs: error \[E_FORMAT\]: .*zz-link\.json is a symbolic link; .*cp -rL/);
+    await assert.rejects(stat(out), /ENOENT/);
     assert.deepEqual(
       (await readdir(root)).filter((n) => n.startsWith('.')),
       [],
