@@ -11,6 +11,7 @@ it reads one JSON request per line on stdin and answers one JSON line on stdout.
   {"op": "gpt_block", "batch": 16, "context": 128, "width": 256, "heads": 4, "iters": 3}
                                                -> {"seconds": [per forward+backward seconds]}
   {"op": "gpt_train", "batch": 16, "iters": 3} -> {"seconds": [per training step seconds], "loss": float}
+  {"op": "gpt_lora_train", "batch": 16, "targets": "attn" | "all", "iters": 3} -> the same, a LoRA step (r 8, alpha 16)
   {"op": "llama_train", "config": {LlamaConfig fields}, "batch": 16, "context": 128, "iters": 3}
                                                -> {"seconds": [per training step seconds], "loss": float}
                                                   (the model is bench/torch_train.py's Llama twin)
@@ -257,6 +258,55 @@ def gpt_train(batch, iters):
     return out, float(loss)
 
 
+class LoraLinear(nn.Module):
+    """PEFT's LoRA on an nn.Linear (peft src/peft/tuners/lora/layer.py Linear.forward, dropout 0):
+    base(x) + lora_B(lora_A(x)) * scaling; the base is frozen, lora_A kaiming-uniform, lora_B zero."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Linear(base.in_features, r, bias=False)
+        self.lora_B = nn.Linear(r, base.out_features, bias=False)
+        nn.init.zeros_(self.lora_B.weight)
+        self.scaling = alpha / r
+
+    def forward(self, x):
+        return self.base(x) + self.lora_B(self.lora_A(x)) * self.scaling
+
+
+def gpt_lora_train_model(batch, targets):
+    key = ("gpt_lora_train", batch, targets)
+    if key not in _models:
+        torch.manual_seed(0)
+        model = GPT(**KJV)
+        model.requires_grad_(False)
+        names = ["c_attn"] if targets == "attn" else ["c_attn", "c_proj", "c_fc", "mlp_proj"]
+        for block in model.h:
+            for n in names:
+                setattr(block, n, LoraLinear(getattr(block, n), 8, 16))
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trainable, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
+        ids = torch.randint(0, KJV["vocab"], (batch, KJV["positions"] + 1))
+        _models[key] = (model, opt, trainable, ids[:, :-1].contiguous(), ids[:, 1:].contiguous())
+    return _models[key]
+
+
+def gpt_lora_train(batch, targets, iters):
+    model, opt, trainable, x, y = gpt_lora_train_model(batch, targets)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        return loss
+
+    out, loss = timed(step, iters, warmup=0)
+    return out, float(loss)
+
+
 def llama_train(config, batch, context, iters):
     key = ("llama_train", json.dumps(config, sort_keys=True), batch, context)
     if key not in _models:
@@ -424,6 +474,9 @@ def main():
                                         int(req["iters"]))}
         elif op == "gpt_train":
             seconds, loss = gpt_train(int(req["batch"]), int(req["iters"]))
+            res = {"seconds": seconds, "loss": loss}
+        elif op == "gpt_lora_train":
+            seconds, loss = gpt_lora_train(int(req["batch"]), req["targets"], int(req["iters"]))
             res = {"seconds": seconds, "loss": loss}
         elif op == "llama_train":
             seconds, loss = llama_train(req["config"], int(req["batch"]), int(req["context"]), int(req["iters"]))

@@ -19,6 +19,7 @@ import * as gptMemory from './gpt-memory.js';
 import * as gptTrain from './gpt-train.js';
 import * as hfLoad from './hf-load.js';
 import * as llamaTrain from './llama-train.js';
+import * as loraTrain from './lora-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
 import * as seal from './seal.js';
@@ -36,6 +37,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'gpt-block': gptBlock.run,
   'gpt-train': gptTrain.run,
   'llama-train': llamaTrain.run,
+  'lora-train': loraTrain.run,
   'gpt-memory': gptMemory.run,
   'gpt-generate': gptGenerate.run,
   'fashion-mlp': fashion.runMlp,

@@ -307,6 +307,17 @@ export {
   saveLoraAdapter,
   loadLoraAdapter,
   baseDigest,
+  loadAdapters,
+  AdapterSet,
+  extractLora,
+  truncatedSvd,
+  exactSvd,
+  describeAdapter,
+  adapterEffect,
+  saveModelDirectory,
+  type ExtractOptions,
+  type ExtractResult,
+  type AdapterInfo,
   type FreezeSpec,
   type FreezeResult,
   type LoraConfig,
@@ -317,6 +328,8 @@ export {
 } from './finetune/index.js';
 export { parseRecipe, loadRecipe, recipeSchema, type Recipe } from './train/recipe.js';
 export { train, type TrainOptions, type TrainResult, type TrainEvent } from './train/trainer.js';
+export { tune, type TuneBase, type TuneOptions, type TuneResult } from './train/tune.js';
+export { parseTuneRecipe, loadTuneRecipe, tuneRecipeSchema, type TuneRecipe } from './train/tune-recipe.js';
 export {
   evaluateClassifier,
   evaluateLanguageModel,

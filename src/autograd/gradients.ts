@@ -149,8 +149,12 @@ const back = (t: Tensor, x: Tensor): Tensor => ops.expand(t, x.shape);
 const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   add: (g) => [g, g],
   sub: (g) => [g, ops.neg(g)],
-  mul: (g, [a, b]) => [ops.mul(g, b!), ops.mul(g, a!)],
-  div: (g, [a, b]) => [ops.div(g, b!), ops.neg(ops.div(ops.mul(g, a!), ops.mul(b!, b!)))],
+  // An input that needs no gradient (a frozen weight, a constant) gets none computed: null.
+  mul: (g, [a, b]) => [a!.requiresGrad ? ops.mul(g, b!) : null, b!.requiresGrad ? ops.mul(g, a!) : null],
+  div: (g, [a, b]) => [
+    a!.requiresGrad ? ops.div(g, b!) : null,
+    b!.requiresGrad ? ops.neg(ops.div(ops.mul(g, a!), ops.mul(b!, b!))) : null,
+  ],
   pow: (g, [a, b], _ctx, out) => {
     // d/da a^b = b·a^(b−1), taken as 0 where b = 0 (PyTorch masks it so 0^0 does not give NaN).
     const da = ops.where(ops.eq(b!, 0), 0, ops.mul(b!, ops.pow(a!, ops.sub(b!, 1))));

@@ -5,6 +5,7 @@
 import { UsageError } from '../errors.js';
 import { type ModelDiff, diff } from '../inspect/diff.js';
 import { type Command, parse } from './command.js';
+import { diffAdapter, isAdapterDir } from './adapter-views.js';
 import { byteProgress, numberCell, printable, shapeCell, table } from './inspect.js';
 
 export function formatDiff(d: ModelDiff): string {
@@ -54,11 +55,16 @@ and moved, the fraction of elements with |a − b| > atol + 1e-6·|a|. Then a su
 (h.{i}., model.layers.{i}.), most moved first. Models of different architectures: the notes say
 what does not match, and the tensors both hold are compared.
 
+When B is a PEFT adapter directory (adapter_config.json), A is its base model directory and the
+report is the adapter's effective change per targeted module: ‖ΔW‖ = ‖scaling·B·A‖, ‖W‖ and
+their ratio, largest first.
+
   --atol X  absolute tolerance of "moved" (default 0)
   --json    {"a", "b", "atol", "notes", "tensors": [...], "layers": [...]} (docs/inspect.md)
 
 Example:
-  knobs diff ./base ./runs/finetune-20250101T120000Z --atol 1e-4`,
+  knobs diff ./base ./runs/finetune-20250101T120000Z --atol 1e-4
+  knobs diff runs/tiny runs/tiny-lora`,
   async run(argv, io) {
     const { values, positionals } = parse(argv, { json: { type: 'boolean' }, atol: { type: 'string' } }, 'diff');
     if (positionals.length !== 2)
@@ -67,6 +73,10 @@ Example:
     const atol = atolText === undefined ? 0 : Number(atolText);
     if (atolText !== undefined && (atolText.trim() === '' || !Number.isFinite(atol) || atol < 0)) {
       throw new UsageError(`--atol needs a number ≥ 0, got ${JSON.stringify(atolText)}`);
+    }
+    if (isAdapterDir(positionals[1]!)) {
+      await diffAdapter(positionals[0]!, positionals[1]!, values.json === true, io);
+      return 0;
     }
     const progress = byteProgress('diff', io);
     const result = await diff(positionals[0]!, positionals[1]!, { atol, onProgress: progress.report });

@@ -2,12 +2,12 @@
 import { readFile } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import { asIOError } from '../io/atomic.js';
-import { openLanguageModel } from '../load/language-model.js';
+import { type OpenLanguageModelOptions, openLanguageModel } from '../load/language-model.js';
 import { type TextEval, evaluateText } from '../models/hf/text.js';
 import { evaluateRun } from '../train/eval-run.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
-import { positiveInt } from './flags.js';
+import { ADAPTER_FLAGS, ADAPTER_HELP, adapterOptions, positiveInt } from './flags.js';
 import { readMasterKey } from '../seal/keys.js';
 import { isSealedDir } from '../seal/open.js';
 
@@ -18,7 +18,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: "score a run's model on its test or validation data, or a Hugging Face model on a text",
   help: `Usage: knobs eval DIR [--data PATH] [--context N] [--public-key KEY.pub]
-                      [--master-key-file F] [--json]
+                      [--master-key-file F] [--adapter DIR]... [--allow-base-mismatch] [--json]
 
 DIR is a run directory made by 'knobs train' (config.json, model.safetensors, recipe.json); the
 model is evaluated without gradients:
@@ -39,9 +39,11 @@ loss in bits / the file's UTF-8 bytes), tokens and bytes.
   --master-key-file F  the master key of a sealed DIR (else KNOBS_MASTER_KEY; docs/sealing.md).
                   A sealed model is decrypted into memory and scored on the text --data
   --json          print one JSON object, e.g. {"loss":0.31,"accuracy":0.891,"examples":10000}
+${ADAPTER_HELP}
 
 Examples:
   knobs eval runs/tiny --json
+  knobs eval runs/tiny --adapter runs/tiny-lora --data other.txt
   knobs eval models/gpt2 --data kjv.txt --context 512`,
   async run(argv, io) {
     const { values, positionals } = parse(
@@ -52,6 +54,7 @@ Examples:
         'public-key': { type: 'string' },
         'master-key-file': { type: 'string' },
         json: { type: 'boolean' },
+        ...ADAPTER_FLAGS,
       },
       'eval',
     );
@@ -63,10 +66,10 @@ Examples:
     const masterKey = await readMasterKey(values['master-key-file'] as string | undefined, process.env);
     const sealed = await isSealedDir(dir);
     if (publicKey !== undefined || sealed || !(await isRunDir(dir))) {
-      const result = await evaluateTextFile(dir, data, values.context as string | undefined, {
+      const result = await evaluateTextFile(dir, data, values.context as string | undefined, sealed, {
         publicKey,
         masterKey,
-        sealed,
+        ...adapterOptions(values),
       });
       emit(
         io,
@@ -81,7 +84,10 @@ Examples:
       throw new UsageError(
         "--context is for Hugging Face model directories; a run is evaluated with its recipe's context",
       );
-    const result = await evaluateRun(dir, data !== undefined ? { dataPath: data } : {});
+    const result = await evaluateRun(dir, {
+      ...(data !== undefined ? { dataPath: data } : {}),
+      ...adapterOptions(values),
+    });
     emit(io, values.json === true, result, () =>
       'accuracy' in result
         ? `accuracy ${(100 * result.accuracy).toFixed(2)}%  loss ${result.loss.toFixed(4)}  (${result.examples} examples)\n`
@@ -96,17 +102,18 @@ async function evaluateTextFile(
   dir: string,
   data: string | undefined,
   contextFlag: string | undefined,
-  { publicKey, masterKey, sealed }: { publicKey: string | undefined; masterKey: Uint8Array | null; sealed: boolean },
+  sealed: boolean,
+  options: OpenLanguageModelOptions,
 ): Promise<TextEval> {
   if (data === undefined)
     throw new UsageError(
-      publicKey !== undefined
+      options.publicKey !== undefined
         ? `evaluating a signed bundle needs --data FILE (the text to score); see 'knobs eval --help'`
         : sealed
           ? `${dir} is sealed: evaluating it needs --data FILE (a text to score); see 'knobs eval --help'`
-        : `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
+          : `${dir} is not a knobs run (no ${RECIPE_NAME}): evaluating a Hugging Face model needs --data FILE; see 'knobs eval --help'`,
     );
-  const { model, tokenizer } = await openLanguageModel(dir, { publicKey, masterKey });
+  const { model, tokenizer } = await openLanguageModel(dir, options);
   const limit = model.contextLength;
   const context =
     contextFlag === undefined ? Math.min(DEFAULT_HF_CONTEXT, limit) : positiveInt(contextFlag, '--context', 1);

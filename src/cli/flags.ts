@@ -34,3 +34,23 @@ export function numberIn(
     );
   return n;
 }
+
+/** The flags that attach LoRA adapters to a base (generate, eval). */
+export const ADAPTER_FLAGS = {
+  adapter: { type: 'string', multiple: true },
+  'allow-base-mismatch': { type: 'boolean' },
+} as const;
+
+/** The openLanguageModel / evaluateRun options those flags set. */
+export function adapterOptions(values: Record<string, unknown>): { adapters: string[]; allowBaseMismatch: boolean } {
+  return {
+    adapters: (values.adapter as string[] | undefined) ?? [],
+    allowBaseMismatch: values['allow-base-mismatch'] === true,
+  };
+}
+
+export const ADAPTER_HELP = `  --adapter DIR      attach a LoRA adapter (a PEFT directory: adapter_config.json and
+                     adapter_model.safetensors, e.g. made by 'knobs tune'); repeatable when the
+                     adapters target different layers
+  --allow-base-mismatch  load an adapter that records another base's weight digest (the
+                     shapes must still fit)`;

@@ -4,14 +4,14 @@ import { generateText } from '../models/generate-text.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { readMasterKey } from '../seal/keys.js';
 import { type Command, emit, parse } from './command.js';
-import { MAX_GENERATE_TOKENS, numberIn, positiveInt } from './flags.js';
+import { ADAPTER_FLAGS, ADAPTER_HELP, MAX_GENERATE_TOKENS, adapterOptions, numberIn, positiveInt } from './flags.js';
 
 export const generateCommand: Command = {
   name: 'generate',
   summary: "continue a prompt with a run's language model (KV cache, streamed)",
   help: `Usage: knobs generate DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
                       [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--public-key KEY.pub]
-                      [--master-key-file F] [--json]
+                      [--master-key-file F] [--adapter DIR]... [--allow-base-mismatch] [--json]
 
 Loads the language model in DIR and continues TEXT, streaming the prompt and the new text to
 stdout as it is produced (to stderr with --json). DIR is a run directory made by 'knobs train'
@@ -37,9 +37,11 @@ or a GGUF file (llama, qwen2, gpt2; docs/gguf.md); a directory may be sealed by 
                      verify is refused before the model runs (docs/release.md)
   --master-key-file F  the master key of a sealed DIR (else the environment variable KNOBS_MASTER_KEY)
   --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length"}
+${ADAPTER_HELP}
 
 Example:
   knobs generate runs/tiny --prompt 'And God said' --max-tokens 200 --temperature 0.8
+  knobs generate runs/tiny --adapter runs/tiny-lora --prompt 'And God said' --temperature 0
   knobs generate models/TinyLlama-1.1B --prompt 'The capital of France is' --temperature 0`,
   async run(argv, io) {
     const { values, positionals } = parse(
@@ -56,6 +58,7 @@ Example:
         'public-key': { type: 'string' },
         'master-key-file': { type: 'string' },
         json: { type: 'boolean' },
+        ...ADAPTER_FLAGS,
       },
       'generate',
     );
@@ -81,6 +84,7 @@ Example:
     const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!, {
       masterKey,
       publicKey: values['public-key'] as string | undefined,
+      ...adapterOptions(values),
     });
     const options = {
       maxTokens: given.maxTokens ?? defaults.maxNewTokens ?? 256,

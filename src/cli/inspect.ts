@@ -15,6 +15,7 @@ import { type InspectedTensor, type ModelInspection, inspect } from '../inspect/
 import { checkRegularFile } from '../io/regular-file.js';
 import { Progress } from '../train/progress.js';
 import { type CliIO, type Command, parse } from './command.js';
+import { inspectAdapter, isAdapterDir } from './adapter-views.js';
 
 export interface TensorRow {
   name: string;
@@ -339,8 +340,10 @@ export const inspectCommand: Command = {
   help: `Usage: knobs inspect PATH [--stats] [--json]
 
 PATH is a safetensors file, a Hugging Face model directory (model.safetensors or shards listed by
-model.safetensors.index.json), a knobs run directory or a GGUF file (llama, qwen2 and gpt2
-tensors under their Hugging Face names and shapes, quantized ones dequantized for --stats). Lists the format, the architecture
+model.safetensors.index.json), a knobs run directory, a GGUF file (llama, qwen2 and gpt2 tensors
+under their Hugging Face names and shapes, quantized ones dequantized for --stats), or a PEFT
+adapter directory (its config, and per module the rank, alpha, scaling, shapes and
+‖ΔW‖ = ‖scaling·B·A‖). Lists the format, the architecture
 (config.json's model_type), every tensor (canonical Hugging Face name, dtype, shape, bytes), the
 parameter count and the metadata, from the headers alone. An invalid file is reported with the
 rule it breaks (see docs/formats.md) and exit code 1.
@@ -364,6 +367,10 @@ Examples:
       (st) => st.isDirectory(),
       () => false,
     );
+    if (isDirectory && isAdapterDir(path)) {
+      await inspectAdapter(path, json, io);
+      return 0;
+    }
     if (!stats && !isDirectory && !path.toLowerCase().endsWith('.gguf')) {
       const view = await readView(path);
       for (const chunk of json ? jsonChunks(view) : textChunks(view)) io.stdout(chunk);

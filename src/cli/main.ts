@@ -13,6 +13,9 @@ import { diffCommand } from './diff.js';
 import { convertCommand } from './convert.js';
 import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
+import { tuneCommand } from './tune.js';
+import { mergeCommand } from './merge.js';
+import { extractLoraCommand } from './extract-lora.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { signingKeyCommand } from './signing-key.js';
@@ -25,6 +28,9 @@ const COMMANDS: readonly Command[] = [
   diffCommand,
   convertCommand,
   trainCommand,
+  tuneCommand,
+  mergeCommand,
+  extractLoraCommand,
   evalCommand,
   generateCommand,
   tokenizeCommand,

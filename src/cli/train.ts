@@ -4,19 +4,19 @@ import { UsageError } from '../errors.js';
 import { formatDuration, Progress } from '../train/progress.js';
 import { loadRecipe } from '../train/recipe.js';
 import { RECIPE_NAME } from '../train/run-dir.js';
-import { type TrainEvent, train } from '../train/trainer.js';
-import { type CliIO, type Command, emit, parse } from './command.js';
+import { type TrainEvent, type TrainOptions, train } from '../train/trainer.js';
+import { type CliIO, type Command, type Options, type Parsed, emit, parse } from './command.js';
 import { positiveInt } from './flags.js';
 
 /** Exit code after a clean stop on SIGINT (128 + 2, as shells report it). */
 export const EXIT_INTERRUPTED = 130;
 
-function fmt(v: number | undefined): string {
+export function fmt(v: number | undefined): string {
   return v === undefined ? '-' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(4);
 }
 
 /** Turns trainer events into a live bar on a terminal, plain lines in a log; all on stderr. */
-function reporter(io: CliIO): (e: TrainEvent) => void {
+export function reporter(io: CliIO): (e: TrainEvent) => void {
   let progress: Progress | null = null;
   let unit = 'samples';
   return (e) => {
@@ -65,6 +65,35 @@ function reporter(io: CliIO): (e: TrainEvent) => void {
   };
 }
 
+/** The flags `train` and `tune` share. */
+export const RUN_FLAGS: Options = {
+  out: { type: 'string' },
+  data: { type: 'string' },
+  steps: { type: 'string' },
+  epochs: { type: 'string' },
+  seed: { type: 'string' },
+  resume: { type: 'boolean' },
+  'keep-checkpoints': { type: 'string' },
+  json: { type: 'boolean' },
+};
+
+/** The trainer options those flags set (the progress reporter included). */
+export function runOptions(values: Parsed['values'], io: CliIO): TrainOptions {
+  const out = values.out as string | undefined;
+  return {
+    ...(out !== undefined ? { out } : {}),
+    ...(values.data !== undefined ? { dataPath: values.data as string } : {}),
+    ...(values.steps !== undefined ? { steps: positiveInt(values.steps, '--steps') } : {}),
+    ...(values.epochs !== undefined ? { epochs: positiveInt(values.epochs, '--epochs') } : {}),
+    ...(values.seed !== undefined ? { seed: positiveInt(values.seed, '--seed', 0) } : {}),
+    ...(values['keep-checkpoints'] !== undefined
+      ? { keepCheckpoints: positiveInt(values['keep-checkpoints'], '--keep-checkpoints') }
+      : {}),
+    resume: values.resume === true,
+    onLog: reporter(io),
+  };
+}
+
 export const trainCommand: Command = {
   name: 'train',
   summary: 'train a recipe (MLP/CNN on IDX images, GPT/Llama/Qwen2 on text) into a run directory',
@@ -92,20 +121,7 @@ kills at once (the last checkpoint is still intact).
 Example:
   bible 'Gen1:1-Rev22:21' > kjv.txt && knobs train recipes/tiny.json --out runs/tiny`,
   async run(argv, io) {
-    const { values, positionals } = parse(
-      argv,
-      {
-        out: { type: 'string' },
-        data: { type: 'string' },
-        steps: { type: 'string' },
-        epochs: { type: 'string' },
-        seed: { type: 'string' },
-        resume: { type: 'boolean' },
-        'keep-checkpoints': { type: 'string' },
-        json: { type: 'boolean' },
-      },
-      'train',
-    );
+    const { values, positionals } = parse(argv, RUN_FLAGS, 'train');
     const out = values.out as string | undefined;
     const resume = values.resume === true;
     if (positionals.length > 1)
@@ -115,28 +131,8 @@ Example:
     if (recipePath === undefined) throw new UsageError("train needs a RECIPE.json; see 'knobs train --help'");
     const recipe = await loadRecipe(recipePath);
 
-    const controller = new AbortController();
-    const onSigint = (): void => {
-      io.stderr('\nknobs: stopping after this step (Ctrl-C again to kill)\n');
-      controller.abort();
-      process.off('SIGINT', onSigint); // the next Ctrl-C takes Node's default: exit at once
-    };
-    process.on('SIGINT', onSigint);
-    try {
-      const result = await train(recipe, {
-        source: recipePath,
-        ...(out !== undefined ? { out } : {}),
-        ...(values.data !== undefined ? { dataPath: values.data as string } : {}),
-        ...(values.steps !== undefined ? { steps: positiveInt(values.steps, '--steps') } : {}),
-        ...(values.epochs !== undefined ? { epochs: positiveInt(values.epochs, '--epochs') } : {}),
-        ...(values.seed !== undefined ? { seed: positiveInt(values.seed, '--seed', 0) } : {}),
-        ...(values['keep-checkpoints'] !== undefined
-          ? { keepCheckpoints: positiveInt(values['keep-checkpoints'], '--keep-checkpoints') }
-          : {}),
-        resume,
-        onLog: reporter(io),
-        signal: controller.signal,
-      });
+    return onSigintStop(io, async (signal) => {
+      const result = await train(recipe, { ...runOptions(values, io), source: recipePath, signal });
       emit(io, values.json === true, result, () => {
         const ev = result.lastEval;
         const score = ev
@@ -149,8 +145,22 @@ Example:
           : `trained ${result.step} steps into ${result.out}${ev ? ` (eval loss ${fmt(ev.eval_loss)}${score})` : ''}\n`;
       });
       return result.interrupted ? EXIT_INTERRUPTED : 0;
-    } finally {
-      process.off('SIGINT', onSigint);
-    }
+    });
   },
 };
+
+/** Runs `fn` with a signal that the first Ctrl-C aborts (stop after this step); a second Ctrl-C kills. */
+export async function onSigintStop<T>(io: CliIO, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  const onSigint = (): void => {
+    io.stderr('\nknobs: stopping after this step (Ctrl-C again to kill)\n');
+    controller.abort();
+    process.off('SIGINT', onSigint); // the next Ctrl-C takes Node's default: exit at once
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await fn(controller.signal);
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}

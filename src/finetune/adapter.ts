@@ -15,11 +15,10 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { FormatError } from '../errors.js';
 import { isRawTensor, loadSafetensors, saveSafetensors } from '../formats/safetensors.js';
-import { asIOError, atomicTempName, syncDir, writeFileAtomic } from '../io/atomic.js';
+import { writeDirectoryAtomic, writeFileAtomic } from '../io/atomic.js';
 import { directoryFiles, parseJsonObject, readTextFile } from '../models/hf/files.js';
 import type { Module } from '../nn/module.js';
 import { cast, contiguous } from '../ops/view.js';
@@ -154,19 +153,7 @@ export async function saveLoraAdapter(
     await writeFileAtomic(join(into, ADAPTER_CONFIG_NAME), `${stringifySorted(loraConfigDict(adapter.config))}\n`);
   };
   if (existsSync(dir)) return write(dir);
-  await mkdir(dirname(resolve(dir)), { recursive: true }).catch((err: unknown) => {
-    throw asIOError(err, dir, 'create the parent of');
-  });
-  const staging = atomicTempName(resolve(dir));
-  try {
-    await mkdir(staging);
-    await write(staging);
-    await rename(staging, dir);
-  } catch (err) {
-    await rm(staging, { recursive: true, force: true });
-    throw asIOError(err, dir, 'write');
-  }
-  await syncDir(dirname(resolve(dir)));
+  await writeDirectoryAtomic(dir, write);
 }
 
 export interface LoadAdapterOptions {
@@ -278,5 +265,19 @@ function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: strin
     }
     out.push([[module, which], tensor]);
   }
+  return out;
+}
+
+/**
+ * Loads each adapter directory onto `model`, in order (their targets must not overlap); a failure
+ * names the directory. For generate, eval and serve with --adapter.
+ */
+export async function loadAdapters(
+  model: Module,
+  dirs: readonly string[],
+  opts: LoadAdapterOptions = {},
+): Promise<LoraAdapter[]> {
+  const out: LoraAdapter[] = [];
+  for (const dir of dirs) out.push((await loadLoraAdapter(dir, model, opts)).adapter);
   return out;
 }

@@ -28,3 +28,15 @@ export {
   type LoadAdapterOptions,
   type LoadedAdapter,
 } from './adapter.js';
+export { AdapterSet } from './adapter-set.js';
+export { loadAdapters } from './adapter.js';
+export { extractLora, type ExtractOptions, type ExtractResult, type ExtractedLayer } from './extract.js';
+export { truncatedSvd, exactSvd, type Matrix, type Svd, type TruncatedSvd, type TruncatedSvdOptions } from './svd.js';
+export {
+  describeAdapter,
+  adapterEffect,
+  type AdapterInfo,
+  type AdapterModuleInfo,
+  type AdapterEffect,
+} from './adapter-info.js';
+export { saveModelDirectory } from './model-dir.js';

@@ -15,7 +15,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { IOError, KnobsError } from '../errors.js';
 
 /** The part of a FileHandle the writers use. */
@@ -197,4 +197,26 @@ export function asIOError(err: unknown, path: string, action: string): KnobsErro
     action,
     ...(code ? { errno: code } : {}),
   });
+}
+
+/**
+ * Creates the new directory `dir` whole: `fill` writes into a staging directory next to it, which
+ * is then renamed into place (and the parent fsynced). On failure the staging directory is
+ * removed and nothing is left at `dir`. `dir` must not exist yet.
+ */
+export async function writeDirectoryAtomic(dir: string, fill: (staging: string) => Promise<void>): Promise<void> {
+  const target = resolve(dir);
+  await fsp.mkdir(dirname(target), { recursive: true }).catch((err: unknown) => {
+    throw asIOError(err, dir, 'create the parent of');
+  });
+  const staging = atomicTempName(target);
+  try {
+    await fsp.mkdir(staging);
+    await fill(staging);
+    await fsp.rename(staging, target);
+  } catch (err) {
+    await fsp.rm(staging, { recursive: true, force: true });
+    throw asIOError(err, dir, 'write');
+  }
+  await syncDir(dirname(target));
 }

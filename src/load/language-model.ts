@@ -6,6 +6,8 @@
  * (generate, eval, serve) opens models here, so a new kind of source is added once.
  */
 import { KeyError, UsageError } from '../errors.js';
+import { type LoadAdapterOptions, loadAdapters } from '../finetune/adapter.js';
+import type { LoraAdapter } from '../finetune/lora.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
@@ -34,6 +36,8 @@ export interface OpenedLanguageModel {
   textOptions: Pick<GenerateTextOptions, 'codec' | 'eosTokenId'>;
   /** Sampling when the caller says nothing: generation_config.json's for Hugging Face, temperature 1 for runs. */
   defaults: SamplingDefaults;
+  /** The LoRA adapters attached (OpenLanguageModelOptions.adapters), in order. */
+  adapters: LoraAdapter[];
 }
 
 /** Whether `path` names a GGUF file (by its extension: a directory is never one). */
@@ -41,7 +45,10 @@ export function isGgufPath(path: string): boolean {
   return path.toLowerCase().endsWith('.gguf');
 }
 
-export interface OpenLanguageModelOptions {
+/** A model as its source gives it, before adapters are attached. */
+export type OpenedBase = Omit<OpenedLanguageModel, 'adapters'>;
+
+export interface OpenLanguageModelOptions extends LoadAdapterOptions {
   /** The master key (32 bytes) of a sealed model; not needed for plain directories. */
   masterKey?: Uint8Array | null;
   /**
@@ -49,17 +56,26 @@ export interface OpenLanguageModelOptions {
    * (or OpenSSF model-signing), and every file is checked against the signature as it is read.
    */
   publicKey?: string;
+  /** PEFT adapter directories to attach to the base (their targets must not overlap). */
+  adapters?: readonly string[];
 }
 
 /**
- * Opens the model at `path`. A sealed directory (docs/sealing.md) is opened with `masterKey` like
- * the directory it was sealed from, its files decrypted chunk by chunk as the loaders read them;
+ * Opens the model at `path`, then attaches `opts.adapters`. A sealed directory (docs/sealing.md) is
+ * opened with `masterKey` like the directory it was sealed from, its files decrypted chunk by chunk
+ * as the loaders read them;
  * nothing plaintext touches disk.
  */
 export async function openLanguageModel(
   path: string,
   opts: OpenLanguageModelOptions = {},
 ): Promise<OpenedLanguageModel> {
+  const opened = await openBase(path, opts);
+  const adapters = await loadAdapters(opened.model, opts.adapters ?? [], opts);
+  return { ...opened, adapters };
+}
+
+async function openBase(path: string, opts: OpenLanguageModelOptions): Promise<OpenedBase> {
   if (opts.publicKey !== undefined) return openVerifiedLanguageModel(path, opts.publicKey);
   if (isGgufPath(path)) return openGgufLanguageModel(path);
   if (await isSealedDir(path)) return openSealedLanguageModel(path, opts.masterKey ?? null);
@@ -71,7 +87,7 @@ export async function openLanguageModel(
   return fromHf(path, loaded, await loadHfTokenizer(path, loaded.config.vocab_size));
 }
 
-async function openGgufLanguageModel(path: string): Promise<OpenedLanguageModel> {
+async function openGgufLanguageModel(path: string): Promise<OpenedBase> {
   const loaded = await loadGgufModel(path);
   if (!loaded.tokenizer)
     throw new UsageError(
@@ -87,7 +103,7 @@ async function openGgufLanguageModel(path: string): Promise<OpenedLanguageModel>
   };
 }
 
-async function openSealedLanguageModel(path: string, masterKey: Uint8Array | null): Promise<OpenedLanguageModel> {
+async function openSealedLanguageModel(path: string, masterKey: Uint8Array | null): Promise<OpenedBase> {
   if (!masterKey)
     throw new KeyError(
       `${path} is sealed (it has ${MANIFEST_NAME}); give its master key with --master-key-file FILE or ${MASTER_KEY_ENV}`,
@@ -113,7 +129,7 @@ function runTokenizer(dir: string | ModelFiles, run: LoadedRun): Promise<Tokeniz
   return run.recipe.tokenizer === 'bytes' ? null : loadHfTokenizer(dir, run.model.config.vocab_size);
 }
 
-function fromRun(path: string, run: LoadedRun, tokenizer: Tokenizer | null): OpenedLanguageModel {
+function fromRun(path: string, run: LoadedRun, tokenizer: Tokenizer | null): OpenedBase {
   return {
     kind: 'run',
     path,
@@ -124,7 +140,7 @@ function fromRun(path: string, run: LoadedRun, tokenizer: Tokenizer | null): Ope
   };
 }
 
-function fromHf(path: string, loaded: LoadedHfModel, tokenizer: Tokenizer): OpenedLanguageModel {
+function fromHf(path: string, loaded: LoadedHfModel, tokenizer: Tokenizer): OpenedBase {
   return {
     kind: 'hf',
     path,

@@ -15,9 +15,9 @@ import { Tokenizer, checkTokenizerFitsVocab } from '../tokenizer/tokenizer.js';
 import { FormatError } from '../errors.js';
 import { RECIPE_NAME } from '../train/run-dir.js';
 import { parseRecipe } from '../train/recipe.js';
-import type { OpenedLanguageModel } from './language-model.js';
+import type { OpenedBase } from './language-model.js';
 
-export async function openVerifiedLanguageModel(path: string, publicKey: string): Promise<OpenedLanguageModel> {
+export async function openVerifiedLanguageModel(path: string, publicKey: string): Promise<OpenedBase> {
   const files = await openVerifiedBundle(path, publicKey);
   const loaded = await loadHfModel(files);
   const recipeFile = await readTextFile(files, RECIPE_NAME);

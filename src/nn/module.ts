@@ -117,6 +117,13 @@ export abstract class Module {
     return m;
   }
 
+  /** Removes the child module `name` (an adapter being detached) and returns it; null when there is none. */
+  removeModule(name: string): Module | null {
+    const m = this.#children.get(name) ?? null;
+    this.#children.delete(name);
+    return m;
+  }
+
   /** This module's own parameter `name` (throws if it was never registered or is absent). */
   protected param(name: string): Tensor {
     const p = this.#params.get(name);

@@ -2,6 +2,7 @@
  * Evaluating a finished (or checkpointed) run directory: classifiers on the whole IDX test split,
  * language models on the whole validation split of the recipe's text, or on a whole other file.
  */
+import { type LoadAdapterOptions, loadAdapters } from '../finetune/adapter.js';
 import type { LanguageModel } from './build.js';
 import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { evaluateClassifier, evaluateLanguageModel } from './evaluate.js';
@@ -14,8 +15,12 @@ export type RunEval = ClassifierEval | LanguageModelEval;
  * `dataPath` replaces the recipe's data: for idx runs a directory with the recipe's file names
  * (only the test files are evaluated); for text runs a file evaluated whole.
  */
-export async function evaluateRun(dir: string, opts: { dataPath?: string } = {}): Promise<RunEval> {
+export async function evaluateRun(
+  dir: string,
+  opts: { dataPath?: string; adapters?: readonly string[] } & LoadAdapterOptions = {},
+): Promise<RunEval> {
   const { model, recipe } = await loadRun(dir);
+  await loadAdapters(model, opts.adapters ?? [], opts);
   const data = withDataPath(recipe.data, opts.dataPath);
   if (data.type === 'idx') {
     const test = await openImageSplit(recipe, data, 'test');

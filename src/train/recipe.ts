@@ -150,31 +150,41 @@ const schedule = z.discriminatedUnion('type', [
   }),
 ]);
 
+/**
+ * The fields of a recipe besides `name`, `description`, `model` and `tokenizer`: data, optimizer, schedule, length,
+ * batching and the intervals. A tune recipe (tune-recipe.ts) shares them.
+ */
+export const runName = z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, dot, dash and underscore');
+
+export const runFields = {
+  data: z.discriminatedUnion('type', [idxData, textData]),
+  optimizer,
+  schedule: schedule.default({ type: 'constant', warmup_steps: 0 }),
+  batch_size: positiveInt,
+  /** Sequence length for language models (defaults to the model's n_positions). */
+  context: positiveInt.optional(),
+  steps: positiveInt.optional(),
+  epochs: positiveInt.optional(),
+  grad_accum_steps: positiveInt.default(1),
+  clip_grad_norm: z.number().positive().optional(),
+  /** Consecutive steps with a NaN/Inf gradient (each skipped) after which the run stops. */
+  max_nonfinite_steps: z.number().int().min(0).default(10),
+  seed: z.number().int().min(0).default(0),
+  log_every: positiveInt.default(10),
+  eval_every: positiveInt.optional(),
+  /** Batches per evaluation (language models; classifiers evaluate the whole test split). */
+  eval_batches: positiveInt.default(20),
+  checkpoint_every: positiveInt.optional(),
+};
+
 export const recipeSchema = z
   .strictObject({
-    name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, dot, dash and underscore'),
+    name: runName,
     description: z.string().optional(),
     model: z.discriminatedUnion('type', [mlpModel, cnnModel, gptModel, llamaModel]),
     /** How text becomes token ids: "bytes" (each UTF-8 byte is its id, vocabulary 256) or the path of a tokenizer.json. */
     tokenizer: z.string().min(1, 'give "bytes" or the path of a tokenizer.json').default('bytes'),
-    data: z.discriminatedUnion('type', [idxData, textData]),
-    optimizer,
-    schedule: schedule.default({ type: 'constant', warmup_steps: 0 }),
-    batch_size: positiveInt,
-    /** Sequence length for language models (defaults to the model's n_positions). */
-    context: positiveInt.optional(),
-    steps: positiveInt.optional(),
-    epochs: positiveInt.optional(),
-    grad_accum_steps: positiveInt.default(1),
-    clip_grad_norm: z.number().positive().optional(),
-    /** Consecutive steps with a NaN/Inf gradient (each skipped) after which the run stops. */
-    max_nonfinite_steps: z.number().int().min(0).default(10),
-    seed: z.number().int().min(0).default(0),
-    log_every: positiveInt.default(10),
-    eval_every: positiveInt.optional(),
-    /** Batches per evaluation (language models; classifiers evaluate the whole test split). */
-    eval_batches: positiveInt.default(20),
-    checkpoint_every: positiveInt.optional(),
+    ...runFields,
   })
   .refine((r) => (r.steps === undefined) !== (r.epochs === undefined), {
     message: 'give exactly one of "steps" or "epochs"',

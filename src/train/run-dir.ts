@@ -84,8 +84,8 @@ async function readJson(path: string): Promise<unknown> {
 }
 
 /** A run's config.json, as an object. */
-export async function readRunConfig(dir: string): Promise<Record<string, unknown>> {
-  const path = join(dir, CONFIG_NAME);
+export async function readRunConfig(dir: string, name = CONFIG_NAME): Promise<Record<string, unknown>> {
+  const path = join(dir, name);
   const json = await readJson(path);
   if (typeof json !== 'object' || json === null || Array.isArray(json))
     throw new FormatError('invalid_model_config', `${path} must hold a JSON object`, { file: path });
@@ -107,8 +107,9 @@ export function checkSameArchitecture(
   saved: Record<string, unknown>,
   wanted: Record<string, unknown>,
   source: string,
+  name = CONFIG_NAME,
 ): void {
-  const file = join(dir, CONFIG_NAME);
+  const file = join(dir, name);
   for (const field of new Set([...Object.keys(saved), ...Object.keys(wanted)])) {
     const a = JSON.stringify(saved[field]);
     const b = JSON.stringify(wanted[field]);

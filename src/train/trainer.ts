@@ -93,6 +93,62 @@ export interface TrainOptions {
   onLog?: (event: TrainEvent) => void;
   /** Aborting stops the run after the current step, with a checkpoint. */
   signal?: AbortSignal;
+  /** What the run trains and writes; the default builds the recipe's model (`knobs tune` passes a base). */
+  runModel?: RunModel;
+}
+
+/**
+ * What a run trains and the files it writes around the loop. `train` uses `recipeRunModel`;
+ * `knobs tune` (tune.ts) starts from a loaded base with adapters attached or parameters frozen,
+ * and keeps only what trains in its checkpoints.
+ */
+export interface RunModel {
+  /** A fresh model; called again when a checkpoint fails to load part-way. */
+  build(generator: Generator): TrainableModel;
+  /** The file (config.json for train) whose JSON identifies the architecture; resuming checks it. */
+  configFile: string;
+  config(model: TrainableModel): Record<string, unknown>;
+  /** The recipe as run, written to `recipeFile` (recipe.json for train). */
+  recipeFile: string;
+  recipeJson: unknown;
+  /** Files written once when the run directory is created (tokenizer, generation config). */
+  writeStatic(out: string, model: TrainableModel): Promise<void>;
+  /** The tensors a checkpoint holds (what training changes), and how they go back in. */
+  weights(model: TrainableModel): Map<string, Tensor>;
+  loadWeights(model: TrainableModel, tensors: Map<string, Tensor>): void;
+  /** Writes the run's result, after each checkpoint and at the end (model.safetensors for train). */
+  writeResult(out: string, model: TrainableModel): Promise<void>;
+}
+
+/** The run model of `knobs train`: the recipe's model, all its weights, a run directory. */
+export function recipeRunModel(recipe: Recipe): RunModel {
+  return {
+    build: (generator) => buildModel(recipe, generator),
+    configFile: CONFIG_NAME,
+    config: modelConfigJson,
+    recipeFile: RECIPE_NAME,
+    recipeJson: recipe,
+    writeStatic: (out, model) => writeModelFiles(out, recipe, model),
+    weights: (model) => model.stateDict(),
+    loadWeights: (model, tensors) => void model.loadStateDict(tensors),
+    writeResult: (out, model) => saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA),
+  };
+}
+
+/** generation_config.json and the tokenizer files of a language model's run (nothing for classifiers). */
+export async function writeModelFiles(out: string, recipe: Recipe, model: TrainableModel): Promise<void> {
+  const generation = generationConfigJson(model);
+  if (generation) await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
+  if (isLanguageModel(recipe.model)) {
+    const positions = modelPositions(recipe.model).positions;
+    const tokenizer = await loadRecipeTokenizer(recipe);
+    await writeTokenizerFiles(
+      out,
+      tokenizer
+        ? { tokenizer: tokenizer.toJSON(), config: tokenizerConfigJson({ modelMaxLength: positions }) }
+        : byteLevelTokenizerFiles(positions),
+    );
+  }
 }
 
 export type TrainEvent =
@@ -168,47 +224,44 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
   const data = await openTrainSource(recipe);
   let metrics: MetricsLog | null = null;
   try {
+    const runModel = opts.runModel ?? recipeRunModel(recipe);
     const build = (): RunParts => {
       const generator = new Generator(mixSeed(recipe.seed, 1));
-      const model = buildModel(recipe, generator);
-      return { model, optimizer: buildOptimizer(recipe, model), generator, data };
+      const model = runModel.build(generator);
+      return { model, optimizer: buildOptimizer(recipe, model), generator, data, runModel };
     };
     let parts = build();
     const totalSteps = recipe.steps ?? Math.ceil((recipe.epochs! * data.batchesPerEpoch) / recipe.grad_accum_steps);
     const schedule = buildSchedule(recipe, totalSteps, source);
-    const config = modelConfigJson(parts.model);
+    const config = runModel.config(parts.model);
 
     // 2. Resume, in memory: a checkpoint rejected part-way leaves fresh parts for the next one.
-    const resumed = await resumePoint(out, opts.resume === true, config, source, log, async (checkpoint) => {
-      try {
-        return await restore(checkpoint, parts);
-      } catch (err) {
-        parts = build();
-        throw err;
-      }
-    });
+    const resumed = await resumePoint(
+      out,
+      opts.resume === true,
+      runModel.configFile,
+      config,
+      source,
+      log,
+      async (checkpoint) => {
+        try {
+          return await restore(checkpoint, parts);
+        } catch (err) {
+          parts = build();
+          throw err;
+        }
+      },
+    );
     const dataFiles = await hashTrainingData(recipe.data);
 
     // 3. Create the run directory.
     await mkdir(out, { recursive: true }).catch((err: unknown) => {
       throw asIOError(err, out, 'create the run directory');
     });
-    await writeFileAtomic(join(out, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
-    await writeFileAtomic(join(out, RECIPE_NAME), `${JSON.stringify(recipe, null, 2)}\n`);
+    await writeFileAtomic(join(out, runModel.configFile), `${JSON.stringify(config, null, 2)}\n`);
+    await writeFileAtomic(join(out, runModel.recipeFile), `${JSON.stringify(runModel.recipeJson, null, 2)}\n`);
     for (const message of await recordTrainingData(out, dataFiles)) log({ type: 'warning', message });
-    const generation = generationConfigJson(parts.model);
-    if (generation)
-      await writeFileAtomic(join(out, GENERATION_CONFIG_NAME), `${JSON.stringify(generation, null, 2)}\n`);
-    if (isLanguageModel(recipe.model)) {
-      const positions = modelPositions(recipe.model).positions;
-      const tokenizer = await loadRecipeTokenizer(recipe);
-      await writeTokenizerFiles(
-        out,
-        tokenizer
-          ? { tokenizer: tokenizer.toJSON(), config: tokenizerConfigJson({ modelMaxLength: positions }) }
-          : byteLevelTokenizerFiles(positions),
-      );
-    }
+    await runModel.writeStatic(out, parts.model);
 
     const restored = resumed?.state ?? null;
     let step = restored?.step ?? 0;
@@ -287,7 +340,7 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
         return { out, step, totalSteps, interrupted: true, resumedFrom, lastTrain, lastEval };
     }
     // 5. The last step's checkpoint wrote the weights; a finished run resumed again only rewrites them.
-    if (step === startStep) await saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA);
+    if (step === startStep) await runModel.writeResult(out, model);
     return { out, step, totalSteps, interrupted: false, resumedFrom, lastTrain, lastEval };
   } finally {
     await metrics?.close();
@@ -302,6 +355,7 @@ interface RunParts {
   /** Draws the init and the dropout masks. */
   generator: Generator;
   data: TrainSource;
+  runModel: RunModel;
 }
 
 /** One optimizer step: grad_accum_steps micro-batches, clipping, the update. */
@@ -344,7 +398,7 @@ async function restore(checkpoint: Checkpoint, parts: RunParts): Promise<Trainer
   );
   const weights = await tensors(MODEL_NAME);
   const moments = await tensors(OPTIMIZER_STATE);
-  parts.model.loadStateDict(weights);
+  parts.runModel.loadWeights(parts.model, weights);
   parts.optimizer.loadStateDict({ ...state.optimizer, tensors: moments });
   parts.generator.setState(state.generator);
   parts.data.setState(state.data);
@@ -361,7 +415,7 @@ async function saveRun(
   keep: number,
   onWarning: (message: string) => void,
 ): Promise<Checkpoint> {
-  const { model, optimizer, generator, data } = parts;
+  const { model, optimizer, generator, data, runModel } = parts;
   await metrics.sync();
   const state = {
     step,
@@ -375,13 +429,13 @@ async function saveRun(
     out,
     step,
     {
-      [MODEL_NAME]: model.stateDict(),
+      [MODEL_NAME]: runModel.weights(model),
       [OPTIMIZER_STATE]: optimizer.stateDict().tensors,
       [TRAINER_STATE]: JSON.stringify(state),
     },
     { keep, onWarning },
   );
-  await saveSafetensors(join(out, MODEL_NAME), model.stateDict(), HF_METADATA);
+  await runModel.writeResult(out, model);
   return checkpoint;
 }
 
@@ -395,6 +449,7 @@ async function saveRun(
 async function resumePoint(
   out: string,
   resume: boolean,
+  configFile: string,
   config: Record<string, unknown>,
   source: string,
   log: (e: TrainEvent) => void,
@@ -407,8 +462,8 @@ async function resumePoint(
       path: out,
     });
   // Killed before config.json was written: nothing to resume, nothing to lose.
-  if (!(await exists(join(out, CONFIG_NAME))) && !(await exists(join(out, CHECKPOINTS_DIR)))) return null;
-  checkSameArchitecture(out, await readRunConfig(out), config, source);
+  if (!(await exists(join(out, configFile))) && !(await exists(join(out, CHECKPOINTS_DIR)))) return null;
+  checkSameArchitecture(out, await readRunConfig(out, configFile), config, source, configFile);
   const cleaned = await cleanStaging(out);
   for (const message of cleaned.warnings) log({ type: 'warning', message });
   const loaded: { state?: TrainerState } = {};
