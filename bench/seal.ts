@@ -9,8 +9,8 @@
  *   blocks (the system's libcrypto, with AES-NI where the CPU has it): on the machine this was
  *   written on, node's bundled OpenSSL decrypts at ~0.2 GB/s, as openssl speed does with AES-NI
  *   masked off (OPENSSL_ia32cap), against ~3.5 GB/s with it — the gap is node's crypto, not sealing.
- * - seal_load: loadHfModel of a sealed GPT-2 directory (decrypted into memory, then loaded from
- *   memory) against the plain directory on disk, in seconds: what sealing costs a model's start.
+ * - seal_load: loadHfModel of a sealed GPT-2 directory (each tensor decrypted chunk by chunk as it is
+ *   read) against the plain directory on disk, in seconds: what sealing costs a model's start.
  *
  * node:crypto runs on the calling thread, so both sides use one core whatever the setting; the
  * rows are reported once, for cores=all. Runs alternate (knobs, peer, …); medians are reported.
@@ -21,11 +21,10 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { saveSafetensors } from '../src/formats/safetensors.js';
-import { memoryFiles } from '../src/models/hf/files.js';
 import { loadHfModel } from '../src/models/hf/load.js';
 import { GPT } from '../src/models/gpt.js';
 import { withoutInit } from '../src/nn/init.js';
-import { openSealed } from '../src/seal/open.js';
+import { openSealed, sealedFiles } from '../src/seal/open.js';
 import { sealModel } from '../src/seal/seal.js';
 import { type BenchOptions, type BenchRow, makeRow, median } from './row.js';
 import { notes } from './train-step.js';
@@ -111,7 +110,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
     const weights = withoutInit(() => new GPT(CONFIG).stateDict());
     await saveSafetensors(join(model, 'model.safetensors'), Object.fromEntries(weights));
     await sealModel(model, join(root, 'gpt2-sealed'), key);
-    const loadSealed = async () => loadHfModel(memoryFiles(await openSealed(join(root, 'gpt2-sealed'), key)));
+    const loadSealed = async () => loadHfModel(await sealedFiles(join(root, 'gpt2-sealed'), key));
     await loadSealed();
     await loadHfModel(model);
     const knobsLoad: number[] = [];

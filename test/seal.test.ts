@@ -7,15 +7,16 @@
  * plaintext weights nor the key are anywhere in the temporary directory.
  */
 import assert from 'node:assert/strict';
-import { randomInt } from 'node:crypto';
-import { cp, mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { randomBytes, randomInt } from 'node:crypto';
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { KeyError } from '../src/errors.js';
 import { MANIFEST_NAME, blobName } from '../src/seal/format.js';
 import { MASTER_KEY_ENV, readMasterKey } from '../src/seal/keys.js';
-import { openSealed } from '../src/seal/open.js';
+import { openSealed, sealedFiles } from '../src/seal/open.js';
+import { sealModel } from '../src/seal/seal.js';
 import { parseRecipe } from '../src/train/recipe.js';
 import { train } from '../src/train/trainer.js';
 import { CHARS, tokenizerJson } from './harness/char-tokenizer.js';
@@ -145,6 +146,40 @@ describe('knobs seal: round trips', () => {
   });
 });
 
+describe('sealed files as ByteSources', () => {
+  it('reads of any range, across chunk boundaries, give the plaintext; empty, one-chunk and ragged files too', async () => {
+    const plain = join(root, 'sizes');
+    await mkdir(plain);
+    const contents = new Map<string, Buffer>();
+    for (const size of [0, 1, CHUNK, CHUNK + 1, 5 * CHUNK - 7]) {
+      contents.set(`f${size}`, randomBytes(size));
+      await writeFile(join(plain, `f${size}`), contents.get(`f${size}`)!);
+    }
+    const sealed = join(root, 'sizes-sealed');
+    const key = (await readMasterKey(key1, {}))!;
+    await sealModel(plain, sealed, key, { chunkSize: CHUNK });
+    const files = await sealedFiles(sealed, key);
+    assert.deepEqual([...files.names].sort(), [...contents.keys()].sort());
+    assert.equal(await files.open('absent'), null);
+    for (const [name, bytes] of contents) {
+      const source = (await files.open(name))!;
+      try {
+        assert.equal(source.size, bytes.byteLength);
+        assert.deepEqual(await source.read(0, source.size), new Uint8Array(bytes), name);
+        for (let k = 0; k < 20 && bytes.byteLength > 0; k++) {
+          const offset = randomInt(0, bytes.byteLength);
+          const length = randomInt(0, bytes.byteLength - offset + 1);
+          assert.deepEqual(await source.read(offset, length), new Uint8Array(bytes.subarray(offset, offset + length)));
+        }
+        await assert.rejects(source.read(0, bytes.byteLength + 1), /cannot read/);
+      } finally {
+        await source.close();
+      }
+      await assert.rejects(source.read(0, 0), /read after close/);
+    }
+  });
+});
+
 describe('knobs seal: keys', () => {
   it('a sealed model without a key, or with the wrong one: E_KEY, saying what to do, no key material', async () => {
     const none = await knobs(['generate', sealedHf, '--prompt', 'a']);
@@ -225,6 +260,22 @@ describe('knobs seal: keys', () => {
     } finally {
       if (saved !== undefined) process.env[MASTER_KEY_ENV] = saved;
     }
+    assert.deepEqual(
+      (await readdir(root)).filter((n) => n.startsWith('.')),
+      [],
+      'no temporary directory left',
+    );
+  });
+
+  it('a symbolic link in the model directory is refused, and nothing is left behind', async () => {
+    const linked = join(root, 'linked');
+    await cp(hf, linked, { recursive: true });
+    await symlink(join(hf, 'config.json'), join(linked, 'zz-link.json'));
+    const out = join(root, 'linked-sealed');
+    const r = await knobs(['seal', linked, '--out', out, '--master-key-file', key1]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^knobs: error \[E_FORMAT\]: .*zz-link\.json is a symbolic link; .*cp -rL/);
+    await assert.rejects(stat(out), /ENOENT/);
     assert.deepEqual(
       (await readdir(root)).filter((n) => n.startsWith('.')),
       [],

@@ -25,7 +25,8 @@ export interface ByteSource {
 /** fs reads take at most 2^31 − 1 bytes per call; stay well under. */
 const IO_CHUNK = 1 << 30;
 
-function checkRange(source: { name: string; size: number }, offset: number, length: number): void {
+/** Throws (ArgumentError) unless [offset, offset + length) lies within the source. */
+export function checkRange(source: { name: string; size: number }, offset: number, length: number): void {
   if (
     !Number.isSafeInteger(offset) ||
     !Number.isSafeInteger(length) ||

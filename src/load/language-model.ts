@@ -11,7 +11,7 @@ import type { LoraAdapter } from '../finetune/lora.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
-import { type ModelFiles, memoryFiles } from '../models/hf/files.js';
+import type { ModelFiles } from '../models/hf/files.js';
 import { type LoadedHfModel, loadHfModel } from '../models/hf/load.js';
 import { loadHfTokenizer, tokenizerCodec } from '../models/hf/text.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -19,7 +19,7 @@ import { isLanguageModelInstance } from '../train/build.js';
 import { type LoadedRun, RECIPE_NAME, isRunDir, loadRun, loadRunFiles } from '../train/run-dir.js';
 import { MANIFEST_NAME } from '../seal/format.js';
 import { MASTER_KEY_ENV } from '../seal/keys.js';
-import { isSealedDir, openSealed } from '../seal/open.js';
+import { isSealedDir, sealedFiles } from '../seal/open.js';
 import { openGgufLanguageModel } from './gguf-model.js';
 import { openVerifiedLanguageModel } from './verified-model.js';
 
@@ -62,7 +62,8 @@ export interface OpenLanguageModelOptions extends LoadAdapterOptions {
 
 /**
  * Opens the model at `path`, then attaches `opts.adapters`. A sealed directory (docs/sealing.md) is
- * decrypted into memory with `masterKey` and then opened like the directory it was sealed from;
+ * opened with `masterKey` like the directory it was sealed from, its files decrypted chunk by chunk
+ * as the loaders read them;
  * nothing plaintext touches disk.
  */
 export async function openLanguageModel(
@@ -92,7 +93,7 @@ async function openSealedLanguageModel(path: string, masterKey: Uint8Array | nul
       `${path} is sealed (it has ${MANIFEST_NAME}); give its master key with --master-key-file FILE or ${MASTER_KEY_ENV}`,
       { dir: path },
     );
-  const files = memoryFiles(await openSealed(path, masterKey), path);
+  const files = await sealedFiles(path, masterKey);
   const recipe = await files.open(RECIPE_NAME);
   if (recipe) {
     await recipe.close();
