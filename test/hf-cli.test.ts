@@ -11,62 +11,15 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { cli } from './harness/cli.js';
 import { repoRoot } from './harness/fixtures.js';
+import { CHARS, tokenizerJson } from './harness/char-tokenizer.js';
 
 const FIXTURE = join(repoRoot(), 'test', 'fixtures', 'hf', 'llama-gqa-bf16-llama3');
-/** id 0 <unk>, 1 <s>, 2 </s>, then these characters from id 3: exactly the fixture's 64 ids. */
-const CHARS = [...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,012345'];
 
 interface Expected {
   prompt: number[];
   greedy: number[];
   logits_ids: number[];
   logits: number[][];
-}
-
-function tokenizerJson(chars: readonly string[]): Record<string, unknown> {
-  const special = (id: number, content: string) => ({
-    id,
-    content,
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  });
-  const vocab: Record<string, number> = { '<unk>': 0, '<s>': 1, '</s>': 2 };
-  chars.forEach((c, i) => {
-    vocab[c] = i + 3;
-  });
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
-    normalizer: null,
-    pre_tokenizer: null,
-    post_processor: {
-      type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [
-        { SpecialToken: { id: '<s>', type_id: 0 } },
-        { Sequence: { id: 'A', type_id: 0 } },
-        { Sequence: { id: 'B', type_id: 1 } },
-      ],
-      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
-    },
-    decoder: { type: 'Fuse' },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: '<unk>',
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      vocab,
-      merges: [],
-    },
-  };
 }
 
 const textOf = (ids: readonly number[]): string => ids.map((id) => CHARS[id - 3]!).join('');

@@ -13,6 +13,8 @@ import { chooseThreads } from './threads.js';
 import { trainCommand } from './train.js';
 import { tokenizeCommand } from './tokenize.js';
 import { tokenizerCommand } from './tokenizer.js';
+import { serveCommand } from './serve.js';
+import { keysCommand } from './keys.js';
 
 const COMMANDS: readonly Command[] = [
   infoCommand,
@@ -23,6 +25,8 @@ const COMMANDS: readonly Command[] = [
   generateCommand,
   tokenizeCommand,
   tokenizerCommand,
+  serveCommand,
+  keysCommand,
 ];
 
 function usage(): string {

@@ -9,7 +9,14 @@
  * marks the end of a text), so they stop at a stop string or after maxTokens.
  */
 import { ArgumentError } from '../errors.js';
-import { type CausalLM, type EosTokenId, type TokenStep, eosSet, tokenSteps } from './causal-lm.js';
+import {
+  type CausalLM,
+  type EosTokenId,
+  type GenerateOptions,
+  type TokenStep,
+  eosSet,
+  tokenSteps,
+} from './causal-lm.js';
 import type { SamplingOptions } from './sampling.js';
 
 export interface GenerateTextOptions extends SamplingOptions {
@@ -26,6 +33,8 @@ export interface GenerateTextOptions extends SamplingOptions {
   codec?: TextCodec;
   /** The ids that end the text (default: the model's config.eos_token_id). */
   eosTokenId?: EosTokenId;
+  /** See GenerateOptions.adjustLogits (logit biases, repetition penalties). */
+  adjustLogits?: GenerateOptions['adjustLogits'];
 }
 
 /** How text becomes token ids and back. */
