@@ -165,10 +165,10 @@ export class SqliteKeyStore implements KeyStore {
         if (key.tokensPerDay !== null) {
           const used = db
             .prepare(
-              `SELECT (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage WHERE key = ?1 AND day = ?2)
-                    + (SELECT COALESCE(SUM(tokens), 0) FROM reservations WHERE key = ?1 AND day = ?2) AS used`,
+              `SELECT (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage WHERE key = @key AND day = @day)
+                    + (SELECT COALESCE(SUM(tokens), 0) FROM reservations WHERE key = @key AND day = @day) AS used`,
             )
-            .get(key.name, day) as { used: number };
+            .get({ key: key.name, day }) as { used: number };
           if (used.used + tokens > key.tokensPerDay)
             return {
               ok: false,
