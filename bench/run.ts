@@ -23,6 +23,7 @@ import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
 import * as tokenizer from './tokenizer.js';
+import * as serve from './serve.js';
 import type { BenchOptions, BenchRow } from './row.js';
 import { notes } from './train-step.js';
 
@@ -40,6 +41,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'fashion-cnn': fashion.runCnn,
   'hf-load': hfLoad.run,
   tokenizer: tokenizer.run,
+  serve: serve.run,
 };
 
 function usage(): string {
