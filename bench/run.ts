@@ -27,6 +27,7 @@ import * as seal from './seal.js';
 import { PeerMissingError, TorchPeer } from './peer.js';
 import * as tokenizer from './tokenizer.js';
 import * as verify from './verify.js';
+import * as serve from './serve.js';
 import type { BenchOptions, BenchRow } from './row.js';
 import { notes } from './train-step.js';
 
@@ -49,6 +50,7 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   seal: seal.run,
   'gpt-share': gptShare.runKjv,
   'gpt-share-wide': gptShare.runWide,
+  serve: serve.run,
 };
 
 /** Benchmarks that run only when named (too slow for the default suite's 10 minutes). */

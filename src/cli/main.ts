@@ -21,6 +21,8 @@ import { tokenizerCommand } from './tokenizer.js';
 import { signingKeyCommand } from './signing-key.js';
 import { releaseCommand } from './release.js';
 import { verifyCommand } from './verify.js';
+import { serveCommand } from './serve.js';
+import { keysCommand } from './keys.js';
 
 const COMMANDS: readonly Command[] = [
   infoCommand,
@@ -39,6 +41,8 @@ const COMMANDS: readonly Command[] = [
   releaseCommand,
   verifyCommand,
   sealCommand,
+  serveCommand,
+  keysCommand,
 ];
 
 function usage(): string {

@@ -8,7 +8,7 @@ import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
 import { fromArray } from '../ops/creation.js';
 import type { CrossEntropyOptions } from '../ops/nn.js';
 import { slice } from '../ops/view.js';
-import { Generator } from '../random.js';
+import { Generator as Random } from '../random.js';
 import { formatShape } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import type { KVCache } from '../nn/attention.js';
@@ -31,13 +31,24 @@ export interface GenerateOptions extends SamplingOptions {
   maxNewTokens?: number;
   /** Seeds the sampler (ignored when `generator` is given). Default 0. */
   seed?: number;
-  generator?: Generator;
+  generator?: Random;
   /** Stop at this token, or at any of these (default: config.eos_token_id); null never stops early. */
   eosTokenId?: EosTokenId;
   /** Keep going past eos (default false, as Hugging Face). */
   ignoreEos?: boolean;
   /** Called with each new token; return false to stop. */
   onToken?: (id: number) => boolean | void;
+  /**
+   * Changes a row of logits before sampling (the server's logit_bias and penalties); receives the
+   * tokens produced so far and returns the row to sample from (it may edit and return its argument).
+   */
+  adjustLogits?: (logits: Float32Array | Float64Array, produced: readonly number[]) => ArrayLike<number>;
+}
+
+/** One produced token, and the model's logits [V] it was drawn from (before adjustLogits). */
+export interface TokenStep {
+  id: number;
+  logits: Float32Array | Float64Array;
 }
 
 export interface GenerateResult {
@@ -85,6 +96,29 @@ export function eosSet(eos: EosTokenId): ReadonlySet<number> {
  * previous mode.
  */
 export function generateTokens(model: CausalLM, prompt: readonly number[], opts: GenerateOptions = {}): GenerateResult {
+  const tokens: number[] = [];
+  const steps = tokenSteps(model, prompt, opts);
+  for (let step = steps.next(); ; step = steps.next()) {
+    if (step.done) return { tokens, finishReason: step.value };
+    tokens.push(step.value.id);
+    if (opts.onToken?.(step.value.id) === false) {
+      steps.return('length');
+      return { tokens, finishReason: 'stop' };
+    }
+  }
+}
+
+/**
+ * generateTokens one token at a time: each `next()` computes and yields one token (an eos token
+ * included), so a caller can pause between tokens (the server yields to its event loop, notices a
+ * client that left and calls `return()`). Returns 'eos' or 'length' when it ends by itself. Checks
+ * its options on the first `next()`.
+ */
+export function* tokenSteps(
+  model: CausalLM,
+  prompt: readonly number[],
+  opts: GenerateOptions = {},
+): Generator<TokenStep, 'eos' | 'length', void> {
   const { maxNewTokens = 32 } = opts;
   checkSamplingOptions(opts);
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
@@ -100,7 +134,7 @@ export function generateTokens(model: CausalLM, prompt: readonly number[], opts:
   const eos = eosSet(
     opts.ignoreEos ? null : opts.eosTokenId === undefined ? model.config.eos_token_id : opts.eosTokenId,
   );
-  const generator = opts.generator ?? new Generator(opts.seed ?? 0);
+  const generator = opts.generator ?? new Random(opts.seed ?? 0);
   const P = model.contextLength;
   const wasTraining = model.training;
   model.eval();
@@ -114,26 +148,20 @@ export function generateTokens(model: CausalLM, prompt: readonly number[], opts:
       return last.contiguousStorage() as Float32Array | Float64Array;
     };
     let logits = feed(context.length > P ? context.slice(-P) : context);
-    let finishReason: GenerateResult['finishReason'] = 'length';
     for (let n = 0; n < maxNewTokens; n++) {
-      const next = sampleToken(logits, opts, generator);
+      const row = opts.adjustLogits ? opts.adjustLogits(logits.slice(), tokens) : logits;
+      const next = sampleToken(row, opts, generator);
       tokens.push(next);
       context.push(next);
-      if (opts.onToken?.(next) === false) {
-        finishReason = 'stop';
-        break;
-      }
-      if (eos.has(next)) {
-        finishReason = 'eos';
-        break;
-      }
+      yield { id: next, logits };
+      if (eos.has(next)) return 'eos';
       if (n === maxNewTokens - 1) break;
       if (cache.length >= P) {
         cache.reset();
         logits = feed(context.slice(-P));
       } else logits = feed([next]);
     }
-    return { tokens, finishReason };
+    return 'length';
   } finally {
     model.train(wasTraining);
   }

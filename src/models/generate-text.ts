@@ -9,7 +9,14 @@
  * marks the end of a text), so they stop at a stop string or after maxTokens.
  */
 import { ArgumentError } from '../errors.js';
-import { type CausalLM, type EosTokenId, eosSet } from './causal-lm.js';
+import {
+  type CausalLM,
+  type EosTokenId,
+  type GenerateOptions,
+  type TokenStep,
+  eosSet,
+  tokenSteps,
+} from './causal-lm.js';
 import type { SamplingOptions } from './sampling.js';
 
 export interface GenerateTextOptions extends SamplingOptions {
@@ -26,6 +33,8 @@ export interface GenerateTextOptions extends SamplingOptions {
   codec?: TextCodec;
   /** The ids that end the text (default: the model's config.eos_token_id). */
   eosTokenId?: EosTokenId;
+  /** See GenerateOptions.adjustLogits (logit biases, repetition penalties). */
+  adjustLogits?: GenerateOptions['adjustLogits'];
 }
 
 /** How text becomes token ids and back. */
@@ -68,7 +77,34 @@ function pendingStopPrefix(text: string, stops: readonly string[]): number {
   return hold;
 }
 
+/** One generated token and the text it let out (often '', while a character or a possible stop string is incomplete). */
+export interface TextStep {
+  token: TokenStep;
+  text: string;
+}
+
 export function generateText(model: CausalLM, prompt: string, opts: GenerateTextOptions = {}): GenerateTextResult {
+  const steps = textSteps(model, prompt, opts);
+  for (let step = steps.next(); ; step = steps.next()) {
+    if (step.done) {
+      const { tail, ...result } = step.value;
+      if (tail) opts.onText?.(tail);
+      return result;
+    }
+    if (step.value.text) opts.onText?.(step.value.text);
+  }
+}
+
+/**
+ * generateText one token at a time (see tokenSteps): yields each token except an eos one, with the
+ * text it lets out; the text a final flush lets out is in `tail` of the result. `prompt` is text,
+ * or token ids as they are. `opts.onText` is not called: the caller passes each step's text on.
+ */
+export function* textSteps(
+  model: CausalLM,
+  prompt: string | readonly number[],
+  opts: GenerateTextOptions = {},
+): Generator<TextStep, GenerateTextResult & { tail: string }, void> {
   if (!opts.codec && model.config.vocab_size !== 256) {
     throw new ArgumentError(
       `generate: without a tokenizer, only byte-level models (vocab_size 256) can turn tokens into text; this model has vocab_size ${model.config.vocab_size}`,
@@ -76,25 +112,36 @@ export function generateText(model: CausalLM, prompt: string, opts: GenerateText
   }
   const codec = opts.codec ?? UTF8_BYTES;
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
-  const promptIds = codec.encode(prompt);
+  const promptIds = typeof prompt === 'string' ? codec.encode(prompt) : [...prompt];
   const decoder = codec.decoder();
   let full = ''; // decoded so far
-  let emitted = 0; // characters of `full` passed to onText
+  let emitted = 0; // characters of `full` let out
   let cut = -1; // where a stop string begins, once found
-  const emitUpTo = (end: number): void => {
-    if (end > emitted) opts.onText?.(full.slice(emitted, end));
+  const emitUpTo = (end: number): string => {
+    const text = end > emitted ? full.slice(emitted, end) : '';
     emitted = Math.max(emitted, end);
+    return text;
   };
   const eosTokenId = opts.eosTokenId === undefined ? model.config.eos_token_id : opts.eosTokenId;
   const eos = eosSet(opts.ignoreEos ? null : eosTokenId);
-  const { tokens, finishReason } = model.generate(promptIds, {
+  const ids: number[] = [];
+  const tokens = tokenSteps(model, promptIds, {
     ...opts,
     eosTokenId,
     maxNewTokens: opts.maxTokens ?? 256,
     seed: opts.seed ?? 0,
     ignoreEos: opts.ignoreEos ?? false,
-    onToken: (id) => {
-      if (eos.has(id)) return;
+  });
+  let finishReason: 'eos' | 'length' | 'stop' = 'stop';
+  try {
+    for (let step = tokens.next(); ; step = tokens.next()) {
+      if (step.done) {
+        finishReason = step.value;
+        break;
+      }
+      const id = step.value.id;
+      ids.push(id);
+      if (eos.has(id)) continue;
       full += decoder.step(id);
       // Text before `emitted` cannot begin a stop string: it was held back while it could.
       for (const s of stops) {
@@ -102,20 +149,24 @@ export function generateText(model: CausalLM, prompt: string, opts: GenerateText
         if (at >= 0 && (cut < 0 || at < cut)) cut = at;
       }
       if (cut >= 0) {
-        emitUpTo(cut);
-        return false;
+        yield { token: step.value, text: emitUpTo(cut) };
+        break;
       }
-      emitUpTo(full.length - pendingStopPrefix(full, stops));
-    },
-  });
+      yield { token: step.value, text: emitUpTo(full.length - pendingStopPrefix(full, stops)) };
+    }
+  } finally {
+    tokens.return('length');
+  }
+  let tail = '';
   if (cut < 0) {
     full += decoder.flush();
-    emitUpTo(full.length);
+    tail = emitUpTo(full.length);
   }
   return {
     promptIds,
-    ids: tokens,
+    ids,
     text: full.slice(0, cut >= 0 ? cut : full.length),
     finishReason: finishReason === 'length' ? 'length' : 'stop',
+    tail,
   };
 }

@@ -1,10 +1,15 @@
 /**
- * A small character-level tokenizer.json (BPE without merges): id 0 <unk>, 1 <s>, 2 </s>, then one
- * id per character. With CHARS its ids are exactly the 64 of the Llama fixture of test/fixtures/hf,
- * so text round-trips through the fixture's token ids.
+ * A character-level tokenizer.json whose ids are those of the Llama fixture of test/fixtures/hf
+ * (64 ids), so the fixture runs as a text model: `knobs generate`, `eval` and `serve` tests.
  */
-/** Characters from id 3: exactly the Llama fixture's 64 ids. */
+import { cp, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { repoRoot } from './fixtures.js';
+
+/** id 0 <unk>, 1 <s>, 2 </s>, then these characters from id 3: exactly the fixture's 64 ids. */
 export const CHARS = [...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,012345'];
+
+export const LLAMA_FIXTURE = join(repoRoot(), 'test', 'fixtures', 'hf', 'llama-gqa-bf16-llama3');
 
 export function tokenizerJson(chars: readonly string[]): Record<string, unknown> {
   const special = (id: number, content: string) => ({
@@ -50,4 +55,15 @@ export function tokenizerJson(chars: readonly string[]): Record<string, unknown>
       merges: [],
     },
   };
+}
+
+/** The Llama fixture copied to `dir` with the character tokenizer (and, when given, a chat template). */
+export async function tinyTextModel(dir: string, chatTemplate?: string): Promise<void> {
+  await cp(LLAMA_FIXTURE, dir, { recursive: true });
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson(CHARS)));
+  if (chatTemplate !== undefined)
+    await writeFile(
+      join(dir, 'tokenizer_config.json'),
+      JSON.stringify({ bos_token: '<s>', eos_token: '</s>', chat_template: chatTemplate }),
+    );
 }

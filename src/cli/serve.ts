@@ -1,0 +1,117 @@
+/** `knobs serve MODEL`: an authenticated OpenAI-compatible HTTP API for one language model (docs/server.md). */
+import { basename, resolve } from 'node:path';
+import { UsageError } from '../errors.js';
+import { openLanguageModel } from '../load/language-model.js';
+import { loadChatTemplate } from '../server/chat-template.js';
+import { ModelGenerator } from '../server/generation.js';
+import { SERVER_DEFAULTS, createApiServer } from '../server/server.js';
+import { SqliteKeyStore } from '../server/sqlite-keys.js';
+import { type Command, parse } from './command.js';
+import { positiveInt } from './flags.js';
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
+export const serveCommand: Command = {
+  name: 'serve',
+  summary: 'serve a language model over an authenticated OpenAI-compatible HTTP API',
+  help: `Usage: knobs serve MODEL [--name ID] [--host HOST] [--port N] [--keys FILE | --insecure-no-auth]
+                   [--max-concurrency N] [--queue N] [--max-tokens N] [--max-body BYTES] [--max-n N]
+                   [--deadline-ms MS]
+
+Serves MODEL (a run directory or a Hugging Face model directory, as 'knobs generate') at
+/v1/models, /v1/completions and /v1/chat/completions, OpenAI's API (docs/server.md). When ready it
+prints {"url": ...} on stdout; logs are JSON lines on stderr. SIGTERM (or Ctrl-C) stops accepting
+requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
+
+  --name ID            the model id clients send (default: MODEL's directory name)
+  --host HOST          address to listen on (default 127.0.0.1)
+  --port N             port (default 8080; 0 picks a free one)
+  --keys FILE          the key file 'knobs keys create' makes; every request needs one of its keys
+  --insecure-no-auth   serve without keys (only on a loopback host)
+  --max-concurrency N  generations at once (default ${SERVER_DEFAULTS.maxConcurrency})
+  --queue N            requests that may wait for a slot (default ${SERVER_DEFAULTS.maxQueue}); beyond: 503 at once
+  --max-tokens N       most max_tokens one request may ask for (default ${SERVER_DEFAULTS.maxTokens}); over it: 400
+  --max-body BYTES     request body limit (default ${SERVER_DEFAULTS.maxBody}); over it: 413
+  --max-n N            most choices per request (default ${SERVER_DEFAULTS.maxN})
+  --deadline-ms MS     most time one request may take, queueing included (default ${SERVER_DEFAULTS.deadlineMs})
+
+Example:
+  knobs keys create --keys keys.db --name alice --rpm 60 --tokens-per-day 100000
+  knobs serve models/TinyLlama-1.1B --keys keys.db --port 8080`,
+  async run(argv, io) {
+    const { values, positionals } = parse(
+      argv,
+      {
+        name: { type: 'string' },
+        host: { type: 'string' },
+        port: { type: 'string' },
+        keys: { type: 'string' },
+        'insecure-no-auth': { type: 'boolean' },
+        'max-concurrency': { type: 'string' },
+        queue: { type: 'string' },
+        'max-tokens': { type: 'string' },
+        'max-body': { type: 'string' },
+        'max-n': { type: 'string' },
+        'deadline-ms': { type: 'string' },
+      },
+      'serve',
+    );
+    if (positionals.length !== 1)
+      throw new UsageError(`serve takes one MODEL, got ${positionals.length}; see 'knobs serve --help'`);
+    const host = (values.host as string | undefined) ?? '127.0.0.1';
+    const keysPath = values.keys as string | undefined;
+    const insecure = values['insecure-no-auth'] === true;
+    if (keysPath !== undefined && insecure) throw new UsageError('give --keys FILE or --insecure-no-auth, not both');
+    if (keysPath === undefined && !insecure)
+      throw new UsageError(
+        "serve needs --keys FILE (make one with 'knobs keys create --keys FILE --name NAME'), or --insecure-no-auth on a loopback host",
+      );
+    if (insecure && !LOOPBACK.test(host))
+      throw new UsageError(
+        `--insecure-no-auth serves only on a loopback host (127.0.0.1, ::1, localhost), not ${host}; use --keys`,
+      );
+    const int = (flag: string, fallback: number, min = 1): number =>
+      values[flag] === undefined ? fallback : positiveInt(values[flag], `--${flag}`, min);
+    const port = int('port', 8080, 0);
+    if (port > 65535) throw new UsageError(`--port is at most 65535, got ${port}`);
+    const limits = {
+      maxConcurrency: int('max-concurrency', SERVER_DEFAULTS.maxConcurrency),
+      maxQueue: int('queue', SERVER_DEFAULTS.maxQueue, 0),
+      maxTokens: int('max-tokens', SERVER_DEFAULTS.maxTokens),
+      maxBody: int('max-body', SERVER_DEFAULTS.maxBody),
+      maxN: int('max-n', SERVER_DEFAULTS.maxN),
+      deadlineMs: int('deadline-ms', SERVER_DEFAULTS.deadlineMs),
+    };
+    const path = positionals[0]!;
+    // Sealed models (a master key) are opened here too once openLanguageModel takes one: the seam is
+    // this call, and the server never sees anything but the opened model.
+    const opened = await openLanguageModel(path);
+    const keys = keysPath === undefined ? null : SqliteKeyStore.open(keysPath, { create: false });
+    keys?.clearReservations();
+    const tokenizerAddsBos = (opened.textOptions.codec?.encode('').length ?? 0) > 0;
+    const api = createApiServer({
+      ...SERVER_DEFAULTS,
+      ...limits,
+      keys,
+      models: [
+        {
+          id: (values.name as string | undefined) ?? basename(resolve(path)),
+          created: Math.floor(Date.now() / 1000),
+          generator: new ModelGenerator(opened),
+          chat: await loadChatTemplate(path, tokenizerAddsBos),
+        },
+      ],
+      log: (entry) => io.stderr(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`),
+    });
+    const url = await api.listen(port, host);
+    io.stdout(`${JSON.stringify({ url })}\n`);
+    const signal = await new Promise<NodeJS.Signals>((done) => {
+      process.once('SIGTERM', () => done('SIGTERM'));
+      process.once('SIGINT', () => done('SIGINT'));
+    });
+    io.stderr(`${JSON.stringify({ time: new Date().toISOString(), event: 'draining', signal })}\n`);
+    await api.drain();
+    await keys?.close();
+    return signal === 'SIGINT' ? 130 : 0;
+  },
+};

@@ -1,0 +1,42 @@
+/** The server's counters, written in Prometheus' text format for GET /metrics (admin keys only). */
+export class Metrics {
+  private readonly requests = new Map<string, number>();
+  promptTokens = 0;
+  completionTokens = 0;
+  cancelled = 0;
+  durationSum = 0;
+  durationCount = 0;
+
+  countRequest(route: string, status: number, seconds: number): void {
+    const label = `route="${route}",status="${status}"`;
+    this.requests.set(label, (this.requests.get(label) ?? 0) + 1);
+    this.durationSum += seconds;
+    this.durationCount++;
+  }
+
+  render(gauges: { active: number; queued: number }): string {
+    const lines = [
+      '# HELP knobs_requests_total HTTP requests answered, by route and status.',
+      '# TYPE knobs_requests_total counter',
+      ...[...this.requests].map(([labels, n]) => `knobs_requests_total{${labels}} ${n}`),
+      '# HELP knobs_request_duration_seconds Time from request to the end of the response.',
+      '# TYPE knobs_request_duration_seconds summary',
+      `knobs_request_duration_seconds_sum ${this.durationSum}`,
+      `knobs_request_duration_seconds_count ${this.durationCount}`,
+      '# HELP knobs_tokens_total Tokens processed.',
+      '# TYPE knobs_tokens_total counter',
+      `knobs_tokens_total{kind="prompt"} ${this.promptTokens}`,
+      `knobs_tokens_total{kind="completion"} ${this.completionTokens}`,
+      '# HELP knobs_generations_cancelled_total Generations stopped by a client leaving or a deadline.',
+      '# TYPE knobs_generations_cancelled_total counter',
+      `knobs_generations_cancelled_total ${this.cancelled}`,
+      '# HELP knobs_generations_active Generations running now.',
+      '# TYPE knobs_generations_active gauge',
+      `knobs_generations_active ${gauges.active}`,
+      '# HELP knobs_generations_queued Requests waiting for a slot.',
+      '# TYPE knobs_generations_queued gauge',
+      `knobs_generations_queued ${gauges.queued}`,
+    ];
+    return lines.join('\n') + '\n';
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * A served tiny model on loopback for the server tests, soak and bench: the Llama fixture with the
+ * character tokenizer, its max_position_embeddings raised (rotary positions have no weights) so
+ * that generations can run long enough to be interrupted.
+ */
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openLanguageModel } from '../../src/load/language-model.js';
+import { loadChatTemplate } from '../../src/server/chat-template.js';
+import { ModelGenerator } from '../../src/server/generation.js';
+import { type ApiServer, SERVER_DEFAULTS, type ServerOptions, createApiServer } from '../../src/server/server.js';
+import { tinyTextModel } from './char-tokenizer.js';
+
+export const CHAT_TEMPLATE =
+  '{{ bos_token }}{% for m in messages %}{{ m.role }} {{ m.content }}.{% endfor %}{% if add_generation_prompt %}assistant {% endif %}';
+
+/** Makes the model directory in a new temporary directory; `context` sets max_position_embeddings. */
+export async function makeServedModelDir(context = 4096): Promise<{ tmp: string; dir: string }> {
+  const tmp = await mkdtemp(join(tmpdir(), 'knobs-serve-'));
+  const dir = join(tmp, 'tiny');
+  await tinyTextModel(dir, CHAT_TEMPLATE);
+  const configPath = join(dir, 'config.json');
+  const config = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
+  await writeFile(configPath, JSON.stringify({ ...config, max_position_embeddings: context }));
+  return { tmp, dir };
+}
+
+export interface Served {
+  api: ApiServer;
+  url: string;
+  logs: Record<string, unknown>[];
+  close(): Promise<void>;
+}
+
+/** Serves `dir` as model "tiny" on 127.0.0.1 with a free port. */
+export async function serveTiny(dir: string, opts: Partial<ServerOptions> = {}): Promise<Served> {
+  const opened = await openLanguageModel(dir);
+  const logs: Record<string, unknown>[] = [];
+  const api = createApiServer({
+    ...SERVER_DEFAULTS,
+    keys: null,
+    models: [
+      { id: 'tiny', created: 0, generator: new ModelGenerator(opened), chat: await loadChatTemplate(dir, true) },
+    ],
+    log: (e) => logs.push(e),
+    ...opts,
+  });
+  const url = await api.listen(0, '127.0.0.1');
+  return { api, url, logs, close: () => api.drain() };
+}
