@@ -53,7 +53,9 @@ function assertSameBits(got: Float32Array, want: Float32Array, what: string): vo
     new Uint8Array(g.buffer, g.byteOffset, g.byteLength),
     new Uint8Array(w.buffer, w.byteOffset, w.byteLength),
   );
-  assert.equal(i, -1, `${what}: value ${i >> 2} is ${got[i >> 2]}, ggml has ${want[i >> 2]}`);
+  const k = i >> 2;
+  const bits = (a: Uint32Array) => `0x${a[k]!.toString(16).padStart(8, '0')}`;
+  assert.equal(i, -1, `${what}: value ${k} is ${got[k]} (${bits(g)}), ggml has ${want[k]} (${bits(w)})`);
 }
 
 describe("GGUF quantization against ggml's own library", () => {
