@@ -7,11 +7,14 @@
 //      blocks), then random values of several distributions. No NaN or infinity.
 //   2. scripts/ggml_quant_fixtures.c, compiled with gcc against node-llama-cpp's prebuilt
 //      libggml-base.so and libllama.v0.4.0.so (declarations in scripts/ggml-abi/ggml_abi.h),
-//      quantizes them with ggml's quantize_row_{q8_0,q4_0,q4_K,q5_K,q6_K}_ref and dequantizes the
+//      quantizes them with ggml's quantize_row_{q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K}_ref and dequantizes the
 //      blocks with dequantize_row_*: <TYPE>.blocks and <TYPE>.dequant.f32.
-//   3. A tiny Llama (1 layer, width 256, GQA 4/2 heads, seeded weights) written as F32 GGUF by
-//      knobs' writer, turned into Q4_K_M, Q5_K_M and Q6_K by llama_model_quantize; every tensor of
-//      those files dequantized by ggml, recorded as a SHA-256 of its f32 bytes in manifest.json.
+//   3. A tiny Llama (2 layers, width 256, feed-forward 160, 4 query heads sharing 1 key/value head,
+//      vocabulary 32, seeded weights) written as F32 GGUF by knobs' writer, turned into Q4_K_M,
+//      Q5_K_M and Q6_K by llama_model_quantize; every tensor of those files dequantized by ggml,
+//      recorded as a SHA-256 of its f32 bytes in manifest.json. ffn_down's rows (160 values) are not
+//      whole super-blocks, so llama.cpp falls back as it does for real models (Q4_K → Q5_0,
+//      Q5_K → Q5_1, Q6_K → Q8_0): the files hold those types too.
 //
 // Needs gcc and `npm install` (node-llama-cpp is a devDependency); the tests need neither.
 // Run after `npx tsc -p tsconfig.json`: `node scripts/gen_ggml_fixtures.mjs`.
@@ -84,25 +87,29 @@ function rowValues() {
 
 /** A tiny Llama with llama.cpp's tensor names and enough metadata for its loader; ggml dims are multiples of 256. */
 async function writeTinyLlama(path) {
-  const V = 256; // vocabulary
+  const V = 32; // vocabulary
   const C = 256; // width
-  const F = 256; // feed-forward
+  const F = 160; // feed-forward: ffn_down's rows are 160 values, not whole super-blocks
   const H = 4; // query heads
-  const KV = 2; // key/value heads
+  const KV = 1; // key/value heads
+  const L = 2; // layers: llama.cpp's Q4_K_M/Q5_K_M give the layers' ffn_down different types
   const hd = C / H;
   const weights = (n, scale) => Float32Array.from({ length: n }, () => gauss() * scale);
   const ones = (n) => Float32Array.from({ length: n }, () => 1 + gauss() * 0.1);
+  const layer = (i) => [
+    [`blk.${i}.attn_norm.weight`, [C], ones(C)],
+    [`blk.${i}.attn_q.weight`, [C, C], weights(C * C, 0.06)],
+    [`blk.${i}.attn_k.weight`, [KV * hd, C], weights(KV * hd * C, 0.06)],
+    [`blk.${i}.attn_v.weight`, [KV * hd, C], weights(KV * hd * C, 0.06)],
+    [`blk.${i}.attn_output.weight`, [C, C], weights(C * C, 0.04)],
+    [`blk.${i}.ffn_norm.weight`, [C], ones(C)],
+    [`blk.${i}.ffn_gate.weight`, [F, C], weights(F * C, 0.06)],
+    [`blk.${i}.ffn_up.weight`, [F, C], weights(F * C, 0.06)],
+    [`blk.${i}.ffn_down.weight`, [C, F], weights(C * F, 0.04)],
+  ];
   const tensors = [
     ['token_embd.weight', [V, C], weights(V * C, 1)],
-    ['blk.0.attn_norm.weight', [C], ones(C)],
-    ['blk.0.attn_q.weight', [C, C], weights(C * C, 0.06)],
-    ['blk.0.attn_k.weight', [KV * hd, C], weights(KV * hd * C, 0.06)],
-    ['blk.0.attn_v.weight', [KV * hd, C], weights(KV * hd * C, 0.06)],
-    ['blk.0.attn_output.weight', [C, C], weights(C * C, 0.04)],
-    ['blk.0.ffn_norm.weight', [C], ones(C)],
-    ['blk.0.ffn_gate.weight', [F, C], weights(F * C, 0.06)],
-    ['blk.0.ffn_up.weight', [F, C], weights(F * C, 0.06)],
-    ['blk.0.ffn_down.weight', [C, F], weights(C * F, 0.04)],
+    ...Array.from({ length: L }, (_, i) => layer(i)).flat(),
     ['output_norm.weight', [C], ones(C)],
     ['output.weight', [V, C], weights(V * C, 0.06)],
   ].map(([name, shape, data]) => ({ name, shape, data, type: 'F32' }));
@@ -114,7 +121,7 @@ async function writeTinyLlama(path) {
     ['llama.vocab_size', u32(V)],
     ['llama.context_length', u32(128)],
     ['llama.embedding_length', u32(C)],
-    ['llama.block_count', u32(1)],
+    ['llama.block_count', u32(L)],
     ['llama.feed_forward_length', u32(F)],
     ['llama.attention.head_count', u32(H)],
     ['llama.attention.head_count_kv', u32(KV)],
@@ -183,7 +190,12 @@ try {
       libllama_sha256: sha256(readFileSync(join(libs, 'libllama.v0.4.0.so'))),
     },
     gcc: execFileSync('gcc', ['--version'], { encoding: 'utf8' }).split('\n')[0],
-    rows: { file: 'rows.f32', values: rows.length, seed: SEED, types: ['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'] },
+    rows: {
+      file: 'rows.f32',
+      values: rows.length,
+      seed: SEED,
+      types: ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'],
+    },
     models,
   };
   writeFileSync(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);

@@ -4,7 +4,7 @@
  * scripts/gen_ggml_fixtures.mjs (see there). Three commands:
  *
  *   rows IN.f32 OUTDIR            quantizes the f32 values in IN.f32 with ggml's reference quantizers
- *                                 (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) and writes, per type, the blocks
+ *                                 (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) and writes, per type, the blocks
  *                                 (OUTDIR/<type>.blocks) and their dequantization (<type>.dequant.f32)
  *   quantize IN.gguf OUT.gguf FT  llama_model_quantize with ftype FT (Q4_K_M, Q5_K_M or Q6_K)
  *   dequant IN.gguf OUTDIR        every tensor of IN.gguf, dequantized by ggml, as OUTDIR/<i>.f32;
@@ -27,6 +27,9 @@ static const struct {
 } TYPES[] = {
     {"Q8_0", GGML_TYPE_Q8_0, quantize_row_q8_0_ref, dequantize_row_q8_0},
     {"Q4_0", GGML_TYPE_Q4_0, quantize_row_q4_0_ref, dequantize_row_q4_0},
+    {"Q4_1", GGML_TYPE_Q4_1, quantize_row_q4_1_ref, dequantize_row_q4_1},
+    {"Q5_0", GGML_TYPE_Q5_0, quantize_row_q5_0_ref, dequantize_row_q5_0},
+    {"Q5_1", GGML_TYPE_Q5_1, quantize_row_q5_1_ref, dequantize_row_q5_1},
     {"Q4_K", GGML_TYPE_Q4_K, quantize_row_q4_K_ref, dequantize_row_q4_K},
     {"Q5_K", GGML_TYPE_Q5_K, quantize_row_q5_K_ref, dequantize_row_q5_K},
     {"Q6_K", GGML_TYPE_Q6_K, quantize_row_q6_K_ref, dequantize_row_q6_K},

@@ -7,8 +7,15 @@
 // the dequantized weights go into a copy of the run, and `knobs eval COPY --json` scores it on the
 // run's whole validation split. F32 (the same path, unquantized) is the reference.
 //
+// With --llama-quantize EXE (scripts/ggml_quant_fixtures.c compiled as scripts/gen_ggml_fixtures.mjs
+// compiles it), also llama.cpp's K-quant mixes: `knobs convert RUN --format gguf --dtype f32`, then
+// llama_model_quantize to Q4_K_M, Q5_K_M and Q6_K, then `knobs convert` back to safetensors (knobs
+// decodes the K-quants) and the same `knobs eval`. Their GGUF bytes include the tokenizer metadata.
+//
 // Usage, after `npx tsc -p tsconfig.json`:
-//   node scripts/gguf_quant_quality.mjs RUN_DIR... [--json]
+//   node scripts/gguf_quant_quality.mjs RUN_DIR... [--json] [--llama-quantize EXE] [--types T,T…]
+// --types picks rows (default F32,Q8_0,Q4_0 and, with --llama-quantize, Q4_K_M,Q5_K_M,Q6_K); the
+// "vs f32" column needs F32 among them.
 // e.g. knobs train recipes/kjv-gpt.json --out runs/kjv-gpt --steps 300; then this script on runs/kjv-gpt.
 // Prints a Markdown table (or one JSON object per line with --json). Set KNOBS_THREADS to pin threads.
 import { execFileSync } from 'node:child_process';
@@ -24,9 +31,15 @@ import { openFileSource } from '../dist/src/io/byte-source.js';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = join(root, 'dist/src/cli/bin.js');
 const TYPES = ['F32', 'Q8_0', 'Q4_0'];
+const K_MIXES = ['Q4_K_M', 'Q5_K_M', 'Q6_K'];
 const args = process.argv.slice(2);
 const json = args.includes('--json');
-const runs = args.filter((a) => a !== '--json');
+const exeAt = args.indexOf('--llama-quantize');
+const llamaQuantize = exeAt >= 0 ? args[exeAt + 1] : undefined;
+const typesAt = args.indexOf('--types');
+const chosen = typesAt >= 0 ? args[typesAt + 1].split(',') : undefined;
+const flagged = [exeAt, typesAt].filter((i) => i >= 0).flatMap((i) => [i, i + 1]);
+const runs = args.filter((a, i) => a !== '--json' && !flagged.includes(i));
 if (runs.length === 0) {
   console.error('usage: node scripts/gguf_quant_quality.mjs RUN_DIR... [--json]');
   process.exit(2);
@@ -53,19 +66,34 @@ async function roundTrip(weights, type, dir) {
   return { values: back, bytes: statSync(path).size, quantized, tensors: tensors.length };
 }
 
+const knobs = (...argv) => execFileSync(process.execPath, [bin, ...argv], { encoding: 'utf8' });
+
+/** llama.cpp's `mix` of the run, decoded back by knobs: the values and the GGUF's size. */
+async function llamaCppRoundTrip(run, mix, dir) {
+  const f32 = join(dir, 'f32.gguf');
+  const quantized = join(dir, `${mix}.gguf`);
+  knobs('convert', run, '--format', 'gguf', '--dtype', 'f32', '--out', f32);
+  execFileSync(llamaQuantize, ['quantize', f32, quantized, mix], { stdio: 'ignore' });
+  knobs('convert', quantized, '--format', 'safetensors', '--dtype', 'f32', '--out', join(dir, 'back'));
+  const { tensors } = await loadSafetensors(join(dir, 'back', 'model.safetensors'));
+  return { values: tensors, bytes: statSync(quantized).size, quantized: 'mix', tensors: tensors.size };
+}
+
 const rows = [];
 for (const run of runs) {
   const { tensors: weights } = await loadSafetensors(join(run, 'model.safetensors'));
   const params = [...weights.values()].reduce((n, t) => n + t.size, 0);
   let reference = null;
-  for (const type of TYPES) {
+  for (const type of chosen ?? (llamaQuantize ? [...TYPES, ...K_MIXES] : TYPES)) {
     const copy = mkdtempSync(join(tmpdir(), 'knobs-quality-'));
     try {
       for (const f of readdirSync(run)) if (statSync(join(run, f)).isFile()) copyFileSync(join(run, f), join(copy, f));
-      const { values, bytes, quantized, tensors } = await roundTrip(weights, type, copy);
+      const { values, bytes, quantized, tensors } = K_MIXES.includes(type)
+        ? await llamaCppRoundTrip(run, type, copy)
+        : await roundTrip(weights, type, copy);
       await saveSafetensors(join(copy, 'model.safetensors'), values);
-      const result = JSON.parse(execFileSync(process.execPath, [bin, 'eval', copy, '--json'], { encoding: 'utf8' }));
-      reference ??= result.bits_per_byte;
+      const result = JSON.parse(knobs('eval', copy, '--json'));
+      if (type === 'F32') reference = result.bits_per_byte;
       const row = {
         model: basename(run),
         params,
@@ -73,7 +101,7 @@ for (const run of runs) {
         matrices: `${quantized}/${tensors}`,
         gguf_bytes: bytes,
         bits_per_byte: result.bits_per_byte,
-        vs_f32_percent: (100 * (result.bits_per_byte - reference)) / reference,
+        vs_f32_percent: reference === null ? null : (100 * (result.bits_per_byte - reference)) / reference,
       };
       rows.push(row);
       if (json) console.log(JSON.stringify(row));
@@ -87,6 +115,6 @@ if (!json) {
   console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: |');
   for (const r of rows)
     console.log(
-      `| ${r.model} | ${r.params} | ${r.type} | ${r.matrices} | ${r.gguf_bytes} | ${r.bits_per_byte.toFixed(4)} | ${r.type === 'F32' ? '—' : `${r.vs_f32_percent >= 0 ? '+' : ''}${r.vs_f32_percent.toFixed(2)} %`} |`,
+      `| ${r.model} | ${r.params} | ${r.type} | ${r.matrices} | ${r.gguf_bytes} | ${r.bits_per_byte.toFixed(4)} | ${r.type === 'F32' || r.vs_f32_percent === null ? '—' : `${r.vs_f32_percent >= 0 ? '+' : ''}${r.vs_f32_percent.toFixed(2)} %`} |`,
     );
 }

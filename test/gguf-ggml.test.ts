@@ -53,13 +53,16 @@ function assertSameBits(got: Float32Array, want: Float32Array, what: string): vo
     new Uint8Array(g.buffer, g.byteOffset, g.byteLength),
     new Uint8Array(w.buffer, w.byteOffset, w.byteLength),
   );
-  assert.equal(i, -1, `${what}: value ${i >> 2} is ${got[i >> 2]}, ggml has ${want[i >> 2]}`);
+  if (i === -1) return;
+  const k = i >> 2;
+  const bits = (a: Uint32Array) => `0x${a[k]!.toString(16).padStart(8, '0')}`;
+  assert.fail(`${what}: value ${k} is ${got[k]} (${bits(g)}), ggml has ${want[k]} (${bits(w)})`);
 }
 
 describe("GGUF quantization against ggml's own library", () => {
   it('the fixtures cover every type the brief names, with edge cases and no NaN', () => {
     assert.equal(rows.length, manifest.rows.values);
-    assert.deepEqual(manifest.rows.types, ['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K']);
+    assert.deepEqual(manifest.rows.types, ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K']);
     assert.ok(rows.every(Number.isFinite));
     assert.ok(
       rows.subarray(0, 32).every((v) => v === 0),
@@ -93,7 +96,9 @@ describe("GGUF quantization against ggml's own library", () => {
       const want = f32(file(`${name}.dequant.f32`));
       assertSameBits(dequantizeGguf(type, file(`${name}.blocks`), rows.length), want, name);
       // The values are close to the inputs: a wrong block layout would not be.
-      const tolerance = { Q8_0: 0.01, Q4_0: 0.2, Q4_K: 0.2, Q5_K: 0.1, Q6_K: 0.05 }[name]!;
+      const tolerance = { Q8_0: 0.01, Q4_0: 0.2, Q4_1: 0.2, Q5_0: 0.1, Q5_1: 0.1, Q4_K: 0.2, Q5_K: 0.1, Q6_K: 0.05 }[
+        name
+      ]!;
       let err = 0;
       let norm = 0;
       for (let i = 7 * 256; i < rows.length; i++) {
@@ -149,11 +154,14 @@ describe("GGUF quantization against ggml's own library", () => {
       read: (offset: number, length: number) => (reads.push(length), inner.read(offset, length)),
     };
     const gguf = await readGguf(source);
-    for (const name of ['blk.0.attn_k.weight', 'blk.0.ffn_down.weight']) {
+    for (const [name, type, length] of [
+      ['blk.0.attn_k.weight', 'Q4_K', 256],
+      ['blk.0.ffn_down.weight', 'Q5_0', 160],
+    ] as const) {
       const whole = await readGgufTensor(source, gguf, name);
       const info = gguf.tensors.find((t) => t.name === name)!;
       const { rows: n, rowLength, rowBytes } = ggufRows(info);
-      assert.equal(rowLength, 256);
+      assert.deepEqual([info.type.name, rowLength], [type, length]);
       const out = new Float32Array(2 * rowLength);
       reads.length = 0;
       for (let r = 0; r < n; r += 2) {
@@ -162,7 +170,7 @@ describe("GGUF quantization against ggml's own library", () => {
       }
       assert.deepEqual(new Set(reads), new Set([2 * rowBytes]));
     }
-    await assert.rejects(readGgufRows(source, gguf, 'blk.0.attn_k.weight', 127, 2), ArgumentError);
+    await assert.rejects(readGgufRows(source, gguf, 'blk.0.attn_k.weight', 63, 2), ArgumentError);
     await assert.rejects(readGgufRows(source, gguf, 'blk.0.attn_k.weight', 0, 2, new Float32Array(511)), ArgumentError);
   });
 

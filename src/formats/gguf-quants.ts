@@ -1,5 +1,7 @@
 /**
- * Decoding ggml tensor data into f32, block by block: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K.
+ * Decoding ggml tensor data into f32, block by block: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q4_K, Q5_K, Q6_K (llama.cpp's K-quant files hold Q5_0, Q5_1 and Q8_0 where a row is not a whole
+ * number of 256-value super-blocks).
  *
  * Block layouts are ggml's (ggml/src/ggml-common.h), the arithmetic is ggml's dequantize_row_* (ggml/src/
  * ggml-quants.c), both of llama.cpp release v0.4.0 as node-llama-cpp 3.21.1 bundles it (squashed commit
@@ -8,6 +10,10 @@
  *   Q8_0  32 values, 34 bytes: f16 d · int8 q[32]                               value q·d
  *   Q4_0  32 values, 18 bytes: f16 d · u8 qs[16]; element j is the low nibble of qs[j], element
  *         j + 16 its high nibble                                                value (q − 8)·d
+ *   Q4_1  32 values, 20 bytes: f16 d · f16 m · u8 qs[16] (nibbles as Q4_0)       value q·d + m
+ *   Q5_0  32 values, 22 bytes: f16 d · u32 qh · u8 qs[16]; bit j of qh is element j's fifth bit
+ *         (nibbles as Q4_0)                                                     value (q − 16)·d
+ *   Q5_1  32 values, 24 bytes: f16 d · f16 m · u32 qh · u8 qs[16] (as Q5_0)      value q·d + m
  *   Q4_K  256 values (8 sub-blocks of 32), 144 bytes: f16 d · f16 dmin · u8 scales[12] · u8 qs[128]
  *   Q5_K  256 values (8 sub-blocks of 32), 176 bytes: f16 d · f16 dmin · u8 scales[12] · u8 qh[32] ·
  *         u8 qs[128]
@@ -32,7 +38,19 @@ import { ArgumentError, FormatError } from '../errors.js';
 import type { GgmlType } from './gguf.js';
 
 /** The ggml types knobs turns into f32 values. */
-export const GGUF_DEQUANTIZABLE: readonly string[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'];
+export const GGUF_DEQUANTIZABLE: readonly string[] = [
+  'F32',
+  'F16',
+  'BF16',
+  'Q8_0',
+  'Q4_0',
+  'Q4_1',
+  'Q5_0',
+  'Q5_1',
+  'Q4_K',
+  'Q5_K',
+  'Q6_K',
+];
 
 let f16Values: Float32Array | null = null;
 /** Every f16 bit pattern's value (256 KiB, built on first use): a lookup beats decoding per element. */
@@ -60,14 +78,26 @@ const decodeQ8_0: BlockDecoder = (_b, view, p, out, o) => {
   for (let j = 0; j < 32; j++) out[o + j] = view.getInt8(p + 2 + j) * d;
 };
 
-const decodeQ4_0: BlockDecoder = (b, view, p, out, o) => {
-  const d = f16Table()[view.getUint16(p, true)]!;
+/**
+ * The 32-value types but Q8_0: `m` is the byte offset of the f16 min (−1: none, the values are centred
+ * instead), `qh` that of the u32 of fifth bits (−1: none).
+ */
+function decode32(b: Uint8Array, view: DataView, p: number, out: Float32Array, o: number, m: number, qh: number): void {
+  const table = f16Table();
+  const d = table[view.getUint16(p, true)]!;
+  const min = m < 0 ? 0 : table[view.getUint16(p + m, true)]!;
+  const high = qh < 0 ? 0 : view.getUint32(p + qh, true);
+  const centre = m >= 0 ? 0 : qh < 0 ? 8 : 16;
+  const qs = p + (qh < 0 ? 4 : 8) - (m < 0 ? 2 : 0);
   for (let j = 0; j < 16; j++) {
-    const q = b[p + 2 + j]!;
-    out[o + j] = ((q & 0x0f) - 8) * d;
-    out[o + j + 16] = ((q >> 4) - 8) * d;
+    const q = b[qs + j]!;
+    const x0 = ((q & 0x0f) | (((high >>> j) << 4) & 0x10)) - centre;
+    const x1 = ((q >> 4) | ((high >>> (j + 12)) & 0x10)) - centre;
+    // Without a min, no + 0: it would turn ggml's −0 (0 · a negative d) into +0.
+    out[o + j] = m < 0 ? x0 * d : x0 * d + min;
+    out[o + j + 16] = m < 0 ? x1 * d : x1 * d + min;
   }
-};
+}
 
 /** Q4_K and Q5_K differ only in the fifth bit; `qh` is its byte offset in the block, or −1 for Q4_K. */
 function decodeK4(b: Uint8Array, view: DataView, p: number, out: Float32Array, o: number, qh: number): void {
@@ -130,7 +160,10 @@ const DECODERS: Readonly<Record<string, BlockDecoder>> = {
     out[o] = bf16BitsToF32(view.getUint16(p, true));
   },
   Q8_0: decodeQ8_0,
-  Q4_0: decodeQ4_0,
+  Q4_0: (b, view, p, out, o) => decode32(b, view, p, out, o, -1, -1),
+  Q4_1: (b, view, p, out, o) => decode32(b, view, p, out, o, 2, -1),
+  Q5_0: (b, view, p, out, o) => decode32(b, view, p, out, o, -1, 2),
+  Q5_1: (b, view, p, out, o) => decode32(b, view, p, out, o, 2, 4),
   Q4_K: decodeQ4_K,
   Q5_K: decodeQ5_K,
   Q6_K: decodeQ6_K,
