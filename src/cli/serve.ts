@@ -8,6 +8,7 @@ import { SERVER_DEFAULTS, createApiServer } from '../server/server.js';
 import { SqliteKeyStore } from '../server/sqlite-keys.js';
 import { type Command, parse } from './command.js';
 import { positiveInt } from './flags.js';
+import { readMasterKey } from '../seal/keys.js';
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
@@ -16,9 +17,10 @@ export const serveCommand: Command = {
   summary: 'serve a language model over an authenticated OpenAI-compatible HTTP API',
   help: `Usage: knobs serve MODEL [--name ID] [--host HOST] [--port N] [--keys FILE | --insecure-no-auth]
                    [--max-concurrency N] [--queue N] [--max-tokens N] [--max-body BYTES] [--max-n N]
-                   [--deadline-ms MS]
+                   [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
 
-Serves MODEL (a run directory or a Hugging Face model directory, as 'knobs generate') at
+Serves MODEL (a run directory, a Hugging Face model directory or a GGUF file, plain, sealed or
+signed, as 'knobs generate' opens it) at
 /v1/models, /v1/completions and /v1/chat/completions, OpenAI's API (docs/server.md). When ready it
 prints {"url": ...} on stdout; logs are JSON lines on stderr. SIGTERM (or Ctrl-C) stops accepting
 requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
@@ -34,6 +36,10 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
   --max-body BYTES     request body limit (default ${SERVER_DEFAULTS.maxBody}); over it: 413
   --max-n N            most choices per request (default ${SERVER_DEFAULTS.maxN})
   --deadline-ms MS     most time one request may take, queueing included (default ${SERVER_DEFAULTS.deadlineMs})
+  --master-key-file F  the master key of a sealed MODEL (else KNOBS_MASTER_KEY): decrypted into
+                       memory only (docs/sealing.md)
+  --public-key KEY     MODEL is a bundle signed by 'knobs release': refused unless every file
+                       verifies as it is read (docs/release.md)
 
 Example:
   knobs keys create --keys keys.db --name alice --rpm 60 --tokens-per-day 100000
@@ -53,6 +59,8 @@ Example:
         'max-body': { type: 'string' },
         'max-n': { type: 'string' },
         'deadline-ms': { type: 'string' },
+        'master-key-file': { type: 'string' },
+        'public-key': { type: 'string' },
       },
       'serve',
     );
@@ -83,9 +91,11 @@ Example:
       deadlineMs: int('deadline-ms', SERVER_DEFAULTS.deadlineMs),
     };
     const path = positionals[0]!;
-    // Sealed models (a master key) are opened here too once openLanguageModel takes one: the seam is
-    // this call, and the server never sees anything but the opened model.
-    const opened = await openLanguageModel(path);
+    // The server never sees anything but the opened model: sealed weights stay in memory.
+    const opened = await openLanguageModel(path, {
+      masterKey: await readMasterKey(values['master-key-file'] as string | undefined, process.env),
+      publicKey: values['public-key'] as string | undefined,
+    });
     const keys = keysPath === undefined ? null : SqliteKeyStore.open(keysPath, { create: false });
     keys?.clearReservations();
     const tokenizerAddsBos = (opened.textOptions.codec?.encode('').length ?? 0) > 0;
