@@ -13,6 +13,15 @@ export {
 } from './module.js';
 export { Linear, Conv1D, type LinearOptions, type WeightLayout } from './linear.js';
 export {
+  QuantizedLinear,
+  quantizeModel,
+  quantizeMatrix,
+  QUANT_TYPES,
+  type QuantType,
+  type QuantizedMatrix,
+  type QuantizeModelResult,
+} from './quantized-linear.js';
+export {
   Embedding,
   LayerNorm,
   RMSNorm,
