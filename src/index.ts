@@ -177,6 +177,7 @@ export {
   Conv1D,
   QuantizedLinear,
   quantizeModel,
+  weightKinds,
   type QuantType,
   type QuantizedMatrix,
   Embedding,

@@ -10,7 +10,11 @@
  * The native cases are skipped when the addon is not built, unless KNOBS_REQUIRE_NATIVE=1.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
 import * as k from '../src/index.js';
 import type { QuantizedMatrix, QuantType } from '../src/backends/backend.js';
 import { QK, qmatmul, qmatmulBackward, quantizeActivationRow, quantizeBlocks } from '../src/backends/js/qmatmul.js';
@@ -18,6 +22,9 @@ import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/back
 import { dequantizeGguf, GGML_TYPE, GGML_TYPES } from '../src/formats/gguf.js';
 import { quantizeQ4_0, quantizeQ8_0 } from '../src/formats/gguf-write.js';
 import { quantizeMatrix } from '../src/nn/quantized-linear.js';
+import { parseRecipe } from '../src/train/recipe.js';
+import { train } from '../src/train/trainer.js';
+import { cli } from './harness/cli.js';
 
 const native = loadNativeBackend();
 const addon = native ? loadNativeAddon() : null;
@@ -307,5 +314,45 @@ describe('QuantizedLinear and quantizeModel', () => {
     assert.deepEqual(r.kept, [{ name: '0', reason: 'input size 20 is not a multiple of 32' }]);
     assert.ok(model.layers[1] instanceof k.QuantizedLinear);
     assert.deepEqual(model.forward(k.zeros([2, 20])).shape, [2, 3]);
+  });
+});
+
+describe('knobs generate --quantize … --json', () => {
+  let root: string;
+  let run: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'knobs-qmatmul-'));
+    run = join(root, 'run');
+    const text = fileURLToPath(new URL('../../test/fixtures/text/genesis-1-4.txt', import.meta.url));
+    const recipe = {
+      name: 'qmatmul-cli',
+      model: { type: 'gpt', n_positions: 32, n_embd: 32, n_layer: 1, n_head: 2 },
+      data: { type: 'text', path: text, validation_fraction: 0.1 },
+      optimizer: { type: 'adam', lr: 0.001 },
+      batch_size: 2,
+      steps: 1,
+      eval_batches: 1,
+    };
+    await train(parseRecipe(recipe), { out: run });
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+
+  it('reports the weights per kind, load time and prompt / decode speeds', async () => {
+    const args = ['generate', run, '--prompt', 'In the', '--max-tokens', '4', '--temperature', '0', '--json'];
+    const f32 = await cli(args);
+    assert.equal(f32.code, 0, f32.stderr);
+    const a = JSON.parse(f32.stdout);
+    assert.deepEqual(a.weights, { f32: 16 });
+    const q = await cli([...args, '--quantize', 'q8_0']);
+    assert.equal(q.code, 0, q.stderr);
+    const b = JSON.parse(q.stdout);
+    assert.deepEqual(b.weights, { q8_0: 4, f32: 12 }); // c_attn, attn.c_proj, c_fc, mlp.c_proj; wte, wpe, norms, biases stay f32
+    assert.equal(b.ids.length, 4);
+    for (const r of [a, b]) {
+      for (const key of ['load_s', 'prompt_tokens_per_s', 'tokens_per_s']) assert.ok(r[key] > 0, `${key}: ${r[key]}`);
+    }
+    const bad = await cli([...args, '--quantize', 'q5_k']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /E_USAGE.*--quantize must be one of q8_0, q4_0, got 'q5_k'/);
   });
 });

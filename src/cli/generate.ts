@@ -2,6 +2,7 @@
 import { UsageError } from '../errors.js';
 import { generateText } from '../models/generate-text.js';
 import { openLanguageModel } from '../load/language-model.js';
+import { QUANT_TYPES, type QuantType, quantizeModel, weightKinds } from '../nn/quantized-linear.js';
 import { type Command, emit, parse } from './command.js';
 import { MAX_GENERATE_TOKENS, numberIn, positiveInt } from './flags.js';
 
@@ -9,7 +10,7 @@ export const generateCommand: Command = {
   name: 'generate',
   summary: "continue a prompt with a run's language model (KV cache, streamed)",
   help: `Usage: knobs generate DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
-                      [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--json]
+                      [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--quantize TYPE] [--json]
 
 Loads the language model in DIR and continues TEXT, streaming the prompt and the new text to
 stdout as it is produced (to stderr with --json). DIR is a run directory made by 'knobs train'
@@ -28,7 +29,11 @@ model.safetensors or shards, tokenizer.json, optional generation_config.json (do
   --ignore-eos       keep going past the eos token(s) (generation_config.json's eos_token_id, else
                      config.json's). Byte-level models that knobs trains have eos_token_id null:
                      they stop at --stop or --max-tokens
-  --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length"}
+  --quantize TYPE    q8_0 or q4_0: quantize the Linear layers at load and run them on int8 kernels
+                     (layers whose input size is not a multiple of 32 stay f32)
+  --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length",
+                     "weights":{"f32":n,"q8_0":m,…} (tensors per kind), "load_s",
+                     "prompt_tokens_per_s", "tokens_per_s" (decode, after the first new token)}
 
 Example:
   knobs generate runs/tiny --prompt 'And God said' --max-tokens 200 --temperature 0.8
@@ -45,6 +50,7 @@ Example:
         seed: { type: 'string' },
         stop: { type: 'string', multiple: true },
         'ignore-eos': { type: 'boolean' },
+        quantize: { type: 'string' },
         json: { type: 'boolean' },
       },
       'generate',
@@ -67,7 +73,13 @@ Example:
         values['top-p'] === undefined ? undefined : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
       seed: values.seed === undefined ? 0 : positiveInt(values.seed, '--seed', 0),
     };
+    const quantize = values.quantize as string | undefined;
+    if (quantize !== undefined && !(QUANT_TYPES as readonly string[]).includes(quantize))
+      throw new UsageError(`--quantize must be one of ${QUANT_TYPES.join(', ')}, got '${quantize}'`);
+    const loadStart = performance.now();
     const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!);
+    if (quantize !== undefined) quantizeModel(model, quantize as QuantType);
+    const loadSeconds = (performance.now() - loadStart) / 1000;
     const options = {
       maxTokens: given.maxTokens ?? defaults.maxNewTokens ?? 256,
       temperature: given.temperature ?? defaults.temperature,
@@ -85,9 +97,22 @@ Example:
     emit(
       io,
       json,
-      { prompt_ids: result.promptIds, ids: result.ids, text: result.text, finish_reason: result.finishReason },
+      {
+        prompt_ids: result.promptIds,
+        ids: result.ids,
+        text: result.text,
+        finish_reason: result.finishReason,
+        weights: weightKinds(model),
+        load_s: round(loadSeconds),
+        prompt_tokens_per_s: rate(result.promptIds.length, result.promptSeconds),
+        tokens_per_s: rate(result.ids.length - 1, result.decodeSeconds),
+      },
       () => '',
     );
     return 0;
   },
 };
+
+const round = (x: number): number => Number(x.toPrecision(4));
+/** n per second, or null when nothing was timed (no decode step after a single token). */
+const rate = (n: number, seconds: number): number | null => (n > 0 && seconds > 0 ? round(n / seconds) : null);

@@ -52,6 +52,10 @@ export interface GenerateTextResult {
   text: string;
   /** 'stop' at eos or a stop string, 'length' after maxTokens (OpenAI's names). */
   finishReason: 'stop' | 'length';
+  /** Seconds from the start to the first new token (the prompt's forward pass and one sample). */
+  promptSeconds: number;
+  /** Seconds from the first new token to the last (ids.length − 1 decode steps). */
+  decodeSeconds: number;
 }
 
 /** The length of the longest end of `text` that begins one of `stops` (text that must wait). */
@@ -87,6 +91,9 @@ export function generateText(model: CausalLM, prompt: string, opts: GenerateText
   };
   const eosTokenId = opts.eosTokenId === undefined ? model.config.eos_token_id : opts.eosTokenId;
   const eos = eosSet(opts.ignoreEos ? null : eosTokenId);
+  const start = performance.now();
+  let firstToken = 0;
+  let lastToken = 0;
   const { tokens, finishReason } = model.generate(promptIds, {
     ...opts,
     eosTokenId,
@@ -94,6 +101,8 @@ export function generateText(model: CausalLM, prompt: string, opts: GenerateText
     seed: opts.seed ?? 0,
     ignoreEos: opts.ignoreEos ?? false,
     onToken: (id) => {
+      lastToken = performance.now();
+      if (firstToken === 0) firstToken = lastToken;
       if (eos.has(id)) return;
       full += decoder.step(id);
       // Text before `emitted` cannot begin a stop string: it was held back while it could.
@@ -117,5 +126,7 @@ export function generateText(model: CausalLM, prompt: string, opts: GenerateText
     ids: tokens,
     text: full.slice(0, cut >= 0 ? cut : full.length),
     finishReason: finishReason === 'length' ? 'length' : 'stop',
+    promptSeconds: firstToken === 0 ? 0 : (firstToken - start) / 1000,
+    decodeSeconds: (lastToken - firstToken) / 1000,
   };
 }

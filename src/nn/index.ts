@@ -16,6 +16,7 @@ export {
   QuantizedLinear,
   quantizeModel,
   quantizeMatrix,
+  weightKinds,
   QUANT_TYPES,
   type QuantType,
   type QuantizedMatrix,

@@ -140,3 +140,16 @@ export function quantizeModel(model: Module, type: QuantType): QuantizeModelResu
   }
   return result;
 }
+
+/**
+ * How a model's weights are held, tensors per kind: {"q8_0": 85, "f32": 26} (`knobs generate --json`
+ * and `inspect` report it). Quantized layers count under their block type, parameters under
+ * their dtype, a tensor shared by two names (tied weights) once.
+ */
+export function weightKinds(model: Module): Record<string, number> {
+  const kinds: Record<string, number> = {};
+  const count = (kind: string): void => void (kinds[kind] = (kinds[kind] ?? 0) + 1);
+  for (const [, m] of model.namedModules()) if (m instanceof QuantizedLinear) count(m.weight.type);
+  for (const [, p] of model.namedParameters()) count(p.dtype);
+  return kinds;
+}
