@@ -18,6 +18,7 @@ import * as gptGenerate from './gpt-generate.js';
 import * as gptMemory from './gpt-memory.js';
 import * as gptTrain from './gpt-train.js';
 import * as hfLoad from './hf-load.js';
+import * as llamaDecode from './llama-decode.js';
 import * as llamaTrain from './llama-train.js';
 import * as mlp from './mlp.js';
 import * as opOverhead from './op-overhead.js';
@@ -40,7 +41,10 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'fashion-cnn': fashion.runCnn,
   'hf-load': hfLoad.run,
   tokenizer: tokenizer.run,
+  'llama-decode': llamaDecode.run,
 };
+/** Named groups: they run only when named (each takes minutes). */
+const GROUPS: ReadonlySet<string> = new Set(['llama-decode']);
 
 function usage(): string {
   return `usage: npm run bench [-- NAME…] [-- --json]\n  benchmarks: ${Object.keys(SUITE).join(', ')}\n  example: npm run bench -- mlp gpt-block --json`;
@@ -96,7 +100,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const rows: BenchRow[] = [];
   let failed = false;
-  for (const name of names.length > 0 ? names : Object.keys(SUITE)) {
+  for (const name of names.length > 0 ? names : Object.keys(SUITE).filter((n) => !GROUPS.has(n))) {
     for (const cores of coreSettings) {
       const t0 = Date.now();
       try {
