@@ -21,7 +21,12 @@ import { QK, qmatmul, qmatmulBackward, quantizeActivationRow, quantizeBlocks } f
 import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 import { dequantizeGguf, GGML_TYPE, GGML_TYPES } from '../src/formats/gguf.js';
 import { quantizeQ4_0, quantizeQ8_0 } from '../src/formats/gguf-write.js';
-import { quantizeMatrix } from '../src/nn/quantized-linear.js';
+import {
+  quantizeMatrix,
+  quantizedMatrixFromBlocks,
+  replaceLinear,
+  requantizeToQ8_0,
+} from '../src/nn/quantized-linear.js';
 import { parseRecipe } from '../src/train/recipe.js';
 import { train } from '../src/train/trainer.js';
 import { cli } from './harness/cli.js';
@@ -305,6 +310,37 @@ describe('QuantizedLinear and quantizeModel', () => {
     const a = k.noGrad(() => f32.forward(ids)).toFlatArray();
     const b = k.noGrad(() => q.forward(ids)).toFlatArray();
     assert.ok(maxRelDiff(b, a, 0.5) < 0.05);
+  });
+
+  it('loader hooks: file blocks with rows reordered, K-quant rows re-quantized to q8_0, the swap and its report', () => {
+    const [N, K] = [6, 64];
+    const W = values(N * K, 11);
+    const order = [3, 0, 5, 1, 4, 2];
+    const permuted = new Float32Array(N * K);
+    order.forEach((from, i) => permuted.set(W.subarray(from * K, (from + 1) * K), i * K));
+    const file = quantizeMatrix('q8_0', W, N, K);
+    assert.deepEqual(
+      quantizedMatrixFromBlocks('q8_0', file.blocks, N, K, order).blocks,
+      quantizeMatrix('q8_0', permuted, N, K).blocks,
+    );
+    assert.equal(quantizedMatrixFromBlocks('q8_0', file.blocks, N, K).blocks, file.blocks); // kept, not copied
+    assert.throws(() => quantizedMatrixFromBlocks('q4_0', file.blocks, N, K), /not a q4_0 matrix \[6, 64\]/);
+
+    // A "K-quant" stand-in: q4_0 rows decoded one at a time by the loader's dequantizer.
+    const q4 = quantizeMatrix('q4_0', W, N, K);
+    const decoded = dequantize(q4);
+    const seen: number[] = [];
+    const requantized = requantizeToQ8_0(N, K, (i) => (seen.push(i), decoded.slice(i * K, (i + 1) * K)));
+    assert.deepEqual(seen, [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(requantized.blocks, quantizeMatrix('q8_0', decoded, N, K).blocks);
+
+    const model = new k.Sequential(new k.Linear(K, N), new k.Linear(N, 2));
+    replaceLinear(model, '0', new k.QuantizedLinear(requantized, null, 'q4_K'));
+    assert.deepEqual(k.weightKinds(model), { q8_0: 1, f32: 2, requantized_from: { q4_K: 1 } }); // f32: 1's weight and bias
+    assert.throws(
+      () => replaceLinear(model, '1', new k.QuantizedLinear(requantized)),
+      (e: Error & { code?: string }) => e.code === 'E_SHAPE',
+    );
   });
 
   it('leaves a layer whose input is not a multiple of 32 in f32 and says so', () => {

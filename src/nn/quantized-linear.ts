@@ -38,11 +38,13 @@ export class QuantizedLinear extends Module implements Layer {
   /** The blocks hold rows of W [out, in], whatever layout the layer it replaced had. */
   readonly layout: WeightLayout = 'out_in';
   readonly weight: QuantizedMatrix;
+  /** The file's block type when the weight was re-quantized to q8_0 at load (e.g. 'q4_K'), else null. */
+  readonly requantizedFrom: string | null;
   /** LoRA (or any additive) delta on the output, as Linear.adapter. */
   adapter: ((x: Tensor) => Tensor) | null = null;
 
-  /** `weight` [out, in] in blocks; `bias` [out] (f32) or null. */
-  constructor(weight: QuantizedMatrix, bias: Tensor | null = null) {
+  /** `weight` [out, in] in blocks; `bias` [out] (f32) or null; `requantizedFrom` see the field. */
+  constructor(weight: QuantizedMatrix, bias: Tensor | null = null, requantizedFrom: string | null = null) {
     super();
     const need = (weight.rows * weight.cols * QUANT_BLOCK_BYTES[weight.type]) / QK;
     if (weight.cols % QK !== 0 || weight.blocks.length !== need)
@@ -55,6 +57,7 @@ export class QuantizedLinear extends Module implements Layer {
         shapes: [bias.shape],
       });
     this.weight = weight;
+    this.requantizedFrom = requantizedFrom;
     this.inFeatures = weight.cols;
     this.outFeatures = weight.rows;
     this.registerParameter('bias', bias);
@@ -131,11 +134,7 @@ export function quantizeModel(model: Module, type: QuantType): QuantizeModelResu
       result.kept.push({ name: path, reason: `input size ${m.inFeatures} is not a multiple of ${QK}` });
       continue;
     }
-    const dot = path.lastIndexOf('.');
-    const parent = model.getModule(dot < 0 ? '' : path.slice(0, dot));
-    const name = path.slice(dot + 1);
-    const q = QuantizedLinear.fromLinear(m, type);
-    swapChild(parent, name, m, q);
+    replaceLinear(model, path, QuantizedLinear.fromLinear(m, type));
     result.quantized.push(path);
   }
   return result;
@@ -144,12 +143,89 @@ export function quantizeModel(model: Module, type: QuantType): QuantizeModelResu
 /**
  * How a model's weights are held, tensors per kind: {"q8_0": 85, "f32": 26} (`knobs generate --json`
  * and `inspect` report it). Quantized layers count under their block type, parameters under
- * their dtype, a tensor shared by two names (tied weights) once.
+ * their dtype, a tensor shared by two names (tied weights) once; layers re-quantized at load add
+ * `requantized_from`: {"q4_K": 60, "q6_K": 25}.
  */
-export function weightKinds(model: Module): Record<string, number> {
+export function weightKinds(model: Module): Record<string, number | Record<string, number>> {
   const kinds: Record<string, number> = {};
-  const count = (kind: string): void => void (kinds[kind] = (kinds[kind] ?? 0) + 1);
-  for (const [, m] of model.namedModules()) if (m instanceof QuantizedLinear) count(m.weight.type);
-  for (const [, p] of model.namedParameters()) count(p.dtype);
-  return kinds;
+  const from: Record<string, number> = {};
+  const count = (table: Record<string, number>, kind: string): void => void (table[kind] = (table[kind] ?? 0) + 1);
+  for (const [, m] of model.namedModules()) {
+    if (!(m instanceof QuantizedLinear)) continue;
+    count(kinds, m.weight.type);
+    if (m.requantizedFrom) count(from, m.requantizedFrom);
+  }
+  for (const [, p] of model.namedParameters()) count(kinds, p.dtype);
+  return Object.keys(from).length > 0 ? { ...kinds, requantized_from: from } : kinds;
+}
+
+/*
+ * Hooks for a GGUF loader (src/models/gguf/load.ts reads each tensor through one function,
+ * dequantized; these let it keep the blocks instead). nn/ may not import formats/, so the loader
+ * passes bytes or a row decoder in.
+ */
+
+/**
+ * A q8_0 / q4_0 GGUF tensor's bytes as W [rows, cols] (ggml dims [cols, rows]), the rows reordered
+ * when `rowOrder` is given (row i of W = file row rowOrder[i]: llama.cpp's q/k permutation undone
+ * on whole block rows, without decoding them). The bytes are copied when reordered, else kept.
+ */
+export function quantizedMatrixFromBlocks(
+  type: QuantType,
+  bytes: Uint8Array,
+  rows: number,
+  cols: number,
+  rowOrder?: ArrayLike<number>,
+): QuantizedMatrix {
+  const rowBytes = (cols / QK) * QUANT_BLOCK_BYTES[type];
+  if (cols % QK !== 0 || bytes.length !== rows * rowBytes)
+    throw new ArgumentError(
+      `quantizedMatrixFromBlocks: ${bytes.length} bytes are not a ${type} matrix [${rows}, ${cols}] (${rows * rowBytes} bytes, cols a multiple of ${QK})`,
+    );
+  if (!rowOrder) return { type, rows, cols, blocks: bytes };
+  const blocks = new Uint8Array(bytes.length);
+  for (let i = 0; i < rows; i++) {
+    const from = rowOrder[i]!;
+    blocks.set(bytes.subarray(from * rowBytes, (from + 1) * rowBytes), i * rowBytes);
+  }
+  return { type, rows, cols, blocks };
+}
+
+/**
+ * Re-quantizes a matrix held in another block format (K-quants) to q8_0 one row at a time:
+ * `row(i)` returns row i of W decoded to f32 (the loader's dequantizer), so the whole matrix is
+ * never expanded. Pass the result to `new QuantizedLinear(w, bias, 'q4_K')`.
+ */
+export function requantizeToQ8_0(rows: number, cols: number, row: (i: number) => Float32Array): QuantizedMatrix {
+  if (cols % QK !== 0)
+    throw new ArgumentError(`requantizeToQ8_0: cols ${cols} is not a multiple of ${QK}; keep such a tensor in f32`);
+  const rowBytes = (cols / QK) * QUANT_BLOCK_BYTES.q8_0;
+  const blocks = new Uint8Array(rows * rowBytes);
+  for (let i = 0; i < rows; i++) {
+    const values = row(i);
+    if (values.length !== cols)
+      throw new ArgumentError(`requantizeToQ8_0: row ${i} has ${values.length} values, expected ${cols}`);
+    blocks.set(quantizeBlocks('q8_0', values), i * rowBytes);
+  }
+  return { type: 'q8_0', rows, cols, blocks };
+}
+
+/** Puts `layer` in place of the Linear at `path` of `model` (what quantizeModel does per layer). */
+export function replaceLinear(model: Module, path: string, layer: QuantizedLinear): void {
+  const old = model.getModule(path);
+  if (!(old instanceof Linear) && !(old instanceof QuantizedLinear))
+    throw new ArgumentError(`replaceLinear: ${path} is a ${old.constructor.name}, not a Linear`);
+  if (old.inFeatures !== layer.inFeatures || old.outFeatures !== layer.outFeatures)
+    throw new ShapeError(
+      `replaceLinear: ${path} maps ${old.inFeatures} → ${old.outFeatures}, the new layer ${layer.inFeatures} → ${layer.outFeatures}`,
+      {
+        op: 'replaceLinear',
+        shapes: [
+          [old.outFeatures, old.inFeatures],
+          [layer.outFeatures, layer.inFeatures],
+        ],
+      },
+    );
+  const dot = path.lastIndexOf('.');
+  swapChild(model.getModule(dot < 0 ? '' : path.slice(0, dot)), path.slice(dot + 1), old, layer);
 }
