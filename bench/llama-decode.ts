@@ -36,7 +36,7 @@ export const DECODE_CONFIG = {
   num_hidden_layers: 12,
   num_attention_heads: 12,
   num_key_value_heads: 4,
-  max_position_embeddings: PROMPT + TOKENS,
+  max_position_embeddings: 256, // llama.cpp rounds its context up to 256; the same on both sides
   rms_norm_eps: 1e-6,
   rope_theta: 10000,
   tie_word_embeddings: false,
@@ -89,7 +89,7 @@ async function loadCpp(
 ): Promise<CppModel> {
   const model = await llama.loadModel({ modelPath: path });
   const context = await model.createContext({
-    contextSize: PROMPT + TOKENS,
+    contextSize: DECODE_CONFIG.max_position_embeddings,
     threads,
     flashAttention: false,
     experimentalKvCacheKeyType: 'F32',
@@ -148,7 +148,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
           ['Q8_0', 'q8_0'],
           ['Q4_0', 'q4_0'],
         ];
-        const llama = await cpp.getLlama({ gpu: false, build: 'never' });
+        const llama = await cpp.getLlama({ gpu: false, build: 'never', logLevel: cpp.LlamaLogLevel.error });
         const sides: { name: string; knobs: k.Llama; cpp: CppModel }[] = [];
         for (const [fileType, quant] of types) {
           const path = join(dir, `llama-${fileType}.gguf`);

@@ -138,6 +138,16 @@ KN_VNNI inline __m512 pair_scales(const uint8_t *blk, int64_t stride, __m512i id
 }
 
 /*
+ * Rows are short (816 bytes at K = 768), too short for the hardware prefetcher to ramp up, so
+ * each step also asks for the same bytes of the next group of rows (a prefetch past the end of W
+ * is harmless: it never faults).
+ */
+KN_VNNI inline void prefetch_next_group(const uint8_t *p) {
+  _mm_prefetch((const char *)p, _MM_HINT_T0);
+  _mm_prefetch((const char *)p + 64, _MM_HINT_T0);
+}
+
+/*
  * R rows of q8_0 W (row_bytes apart) · one q8_0 activation row, two blocks per step:
  * |q_x| (u8) · (q_w with q_x's sign) (s8). The activation side (load, sign mask, magnitude, its
  * scales) is shared by the R rows; each row's arithmetic is the same whatever R, so a row's result
@@ -158,6 +168,7 @@ KN_VNNI void dot_q8_vnni(const uint8_t *w, int64_t row_bytes, const QRow &x, int
     __m512 xs = _mm512_insertf32x8(_mm512_set1_ps(x.d[b]), _mm256_set1_ps(x.d[b + 1]), 1);
     for (int r = 0; r < R; r++) {
       const uint8_t *b0 = w + r * row_bytes + b * 34;
+      prefetch_next_group(b0 + R * row_bytes);
       __m512i qw = _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
                                       _mm256_loadu_si256((const __m256i *)(b0 + 36)), 1);
       __m512i dot = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(qw, neg, zero, qw));
@@ -202,6 +213,7 @@ KN_VNNI void dot_q4_vnni(const uint8_t *w, int64_t row_bytes, const QRow &x, con
     __m512 xs = _mm512_insertf32x8(_mm512_castps256_ps512(xs2), xs2, 1);
     for (int r = 0; r < R; r++) {
       const uint8_t *b0 = w + r * row_bytes + b * 18;
+      prefetch_next_group(b0 + R * row_bytes);
       __m256i bytes = _mm256_inserti128_si256(_mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + 2))),
                                               _mm_loadu_si128((const __m128i *)(b0 + 20)), 1);
       __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
