@@ -22,6 +22,7 @@
         "native/kernels/norm.cpp",
         "native/kernels/attention.cpp",
         "native/kernels/optim.cpp",
+        "native/kernels/qmatmul.cpp",
       ],
       "include_dirs": ["native"],
       "cflags!": ["-O2", "-O0"],

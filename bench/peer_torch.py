@@ -17,6 +17,9 @@ it reads one JSON request per line on stdin and answers one JSON line on stdout.
                                                   (the model is bench/torch_train.py's Llama twin)
   {"op": "gpt_generate", "prompt": 16, "tokens": 256, "iters": 1}
                                                -> {"seconds": [per generate() call seconds]}
+  {"op": "llama_decode", "config": {LlamaConfig fields}, "prompt": 64, "tokens": 128}
+                                               -> {"prefill_s", "decode_s"} of one greedy generate
+                                                  (bench/llama_decode_torch.py, the twin of llama-decode.ts)
   {"op": "fashion", "model": "mlp" | "cnn", "batch": 128, "steps": N, "iters": 1}
                                                -> {"seconds": [seconds per N training steps]}
   {"op": "maxrss"}                             -> {"kib": peak resident set size of this process}
@@ -500,6 +503,9 @@ def main():
             res = {"seconds": seconds, "loss": loss}
         elif op == "gpt_generate":
             res = {"seconds": gpt_generate(int(req["prompt"]), int(req["tokens"]), int(req["iters"]))}
+        elif op == "llama_decode":
+            import llama_decode_torch  # beside this file
+            res = llama_decode_torch.llama_decode(req["config"], int(req["prompt"]), int(req["tokens"]))
         elif op == "fashion":
             res = {"seconds": fashion(req["model"], int(req["batch"]), int(req["steps"]), int(req["iters"]))}
         elif op == "save_pt":

@@ -19,6 +19,7 @@ import * as gptMemory from './gpt-memory.js';
 import * as gptShare from './gpt-share.js';
 import * as gptTrain from './gpt-train.js';
 import * as hfLoad from './hf-load.js';
+import * as llamaDecode from './llama-decode.js';
 import * as llamaTrain from './llama-train.js';
 import * as loraTrain from './lora-train.js';
 import * as mlp from './mlp.js';
@@ -51,10 +52,10 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'gpt-share': gptShare.runKjv,
   'gpt-share-wide': gptShare.runWide,
   serve: serve.run,
+  'llama-decode': llamaDecode.run,
 };
-
-/** Benchmarks that run only when named (too slow for the default suite's 10 minutes). */
-const NAMED_ONLY = new Set(['gpt-share-wide']);
+/** Benchmarks that run only when named (each takes minutes: too slow for the default suite's 10 minutes). */
+const NAMED_ONLY: ReadonlySet<string> = new Set(['gpt-share-wide', 'llama-decode', 'lora-train']);
 
 function usage(): string {
   return `usage: npm run bench [-- NAME…] [-- --json]\n  benchmarks: ${Object.keys(SUITE).join(', ')} (${[...NAMED_ONLY].join(', ')}: only when named)\n  example: npm run bench -- mlp gpt-block --json`;

@@ -884,6 +884,55 @@ FN(js_causal_attention_backward) {
   BODY_END
 }
 
+
+/* Quantized weights: a Uint8Array of N·K/32 ggml blocks of `type` (kn_qtype), checked against N and K. */
+const uint8_t *qweight(napi_env env, napi_value v, int type, int64_t N, int64_t K) {
+  Array w = typed(env, v, napi_uint8_array, "w (quantized blocks)");
+  CHECK(K % 32 == 0, "K = %lld is not a multiple of the 32-value block", (long long)K);
+  int64_t need = N * (K / 32) * (type == KN_Q8_0 ? 34 : 18);
+  CHECK((int64_t)w.length == need, "w holds %zu bytes but %lld×%lld in %s blocks take %lld", w.length, (long long)N,
+        (long long)K, type == KN_Q8_0 ? "q8_0" : "q4_0", (long long)need);
+  return (const uint8_t *)w.data;
+}
+
+/* qmatmul(type, x, M, K, w, N, y): y [M, N] = x [M, K] · Wᵀ */
+FN(js_qmatmul) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int type = (int)INT(0, "type", 0, 64);
+  CHECK(type == KN_Q8_0 || type == KN_Q4_0, "type %d is not q8_0 (8) or q4_0 (2)", type);
+  int64_t M = INT(2, "M", 0, BIG), K = INT(3, "K", 0, BIG), N = INT(5, "N", 0, BIG);
+  CHECK((double)M * (double)K < 4e15 && (double)M * (double)N < 4e15, "M·K or M·N is too large");
+  const float *x = req_f32(env, a.argv[1], M * K, "x");
+  const uint8_t *w = qweight(env, a.argv[4], type, N, K);
+  float *y = req_f32(env, a.argv[6], M * N, "y");
+  kn_qmatmul_f32(type, x, M, K, w, N, y);
+  return undefined(env);
+  BODY_END
+}
+
+/* qmatmulBackward(type, dy, M, N, w, K, dx): dx [M, K] = dy [M, N] · W */
+FN(js_qmatmul_backward) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int type = (int)INT(0, "type", 0, 64);
+  CHECK(type == KN_Q8_0 || type == KN_Q4_0, "type %d is not q8_0 (8) or q4_0 (2)", type);
+  int64_t M = INT(2, "M", 0, BIG), N = INT(3, "N", 0, BIG), K = INT(5, "K", 0, BIG);
+  CHECK((double)M * (double)K < 4e15 && (double)M * (double)N < 4e15, "M·K or M·N is too large");
+  const float *dy = req_f32(env, a.argv[1], M * N, "dy");
+  const uint8_t *w = qweight(env, a.argv[4], type, N, K);
+  float *dx = req_f32(env, a.argv[6], M * K, "dx");
+  kn_qmatmul_backward_f32(type, dy, M, N, w, K, dx);
+  return undefined(env);
+  BODY_END
+}
+
+FN(js_qmatmul_isa) {
+  BODY_BEGIN
+  (void)a;
+  return string(env, kn_qmatmul_isa());
+  BODY_END
+}
 }  // namespace
 
 #define EXPORT(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
@@ -930,6 +979,9 @@ NAPI_MODULE_INIT() {
       EXPORT("adamw", js_adamw),
       EXPORT("causalAttention", js_causal_attention),
       EXPORT("causalAttentionBackward", js_causal_attention_backward),
+      EXPORT("qmatmul", js_qmatmul),
+      EXPORT("qmatmulBackward", js_qmatmul_backward),
+      EXPORT("qmatmulIsa", js_qmatmul_isa),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -188,6 +188,19 @@ void kn_causal_attention_backward_f32(const float *q, const float *k, const floa
                                       const float *lse, const float *g, int64_t BH, int64_t T, int64_t D,
                                       float scale, float *dq, float *dk, float *dv);
 
+/* ---- quantized products (qmatmul.cpp) ------------------------------------------------------ */
+
+/* ggml block types, by their ggml type ids: 32 values per block (see qmatmul.cpp for the bytes). */
+typedef enum kn_qtype { KN_Q4_0 = 2, KN_Q8_0 = 8 } kn_qtype;
+/* y [M, N] = x [M, K] · Wᵀ for W [N, K] in blocks along K (K a multiple of 32; N·K/32 blocks).
+   Each x row is quantized to q8_0 first, as ggml does; a row's result is independent of M and of
+   the thread count. */
+void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *w, int64_t N, float *y);
+/* dx [M, K] = dy [M, N] · W, dequantizing W's blocks on the fly. */
+void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, const uint8_t *w, int64_t K, float *dx);
+/* "avx512_vnni" or "scalar": the path kn_qmatmul_f32 takes on this CPU (KNOBS_QMATMUL_SCALAR=1 forces scalar). */
+const char *kn_qmatmul_isa(void);
+
 #ifdef __cplusplus
 }
 #endif

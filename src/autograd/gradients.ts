@@ -7,7 +7,7 @@
  * input, null where no gradient flows. Broadcasting is undone by the `expand` rule, so binary
  * rules see operands of the output's shape.
  */
-import type { ActivationOp, Conv2dParams, Pool2dParams } from '../backends/backend.js';
+import type { ActivationOp, Conv2dParams, Pool2dParams, QuantizedMatrix } from '../backends/backend.js';
 import { fusedFor, kernelFor } from '../backends/dispatch.js';
 import { GELU_TANH_COEF, SQRT_2_OVER_PI } from '../backends/js/math.js';
 import type { DType } from '../dtype.js';
@@ -66,6 +66,8 @@ export interface GradContexts {
   crossEntropy: { dlogits: Tensor };
   /** lse: log Σ exp(scores) per query row, [..., T]. */
   causalAttention: { scale: number; lse: Tensor };
+  /** x · Wᵀ with W in ggml blocks (src/ops/quantized.ts); W is frozen, only x gets a gradient. */
+  quantizedMatmul: { w: QuantizedMatrix };
 }
 
 export type PrimitiveName = keyof GradContexts;
@@ -243,6 +245,7 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   rmsNorm: rmsNormGrad,
   crossEntropy: (g, _i, { dlogits }) => [ops.mul(dlogits, g)],
   causalAttention: causalAttentionGrad,
+  quantizedMatmul: (g, _i, { w }) => [ops.quantizedMatmulInputGrad(g, w)],
 };
 
 /*

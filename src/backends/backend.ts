@@ -81,7 +81,14 @@ export const ACTIVATION_OPS: readonly ActivationOp[] = ['relu', 'gelu', 'gelu_ta
 
 /** Optional fused kernels (see `FusedKernels`); a name covers the forward and its backward. */
 export type FusedKernelName =
-  'softmax' | 'layerNorm' | 'rmsNorm' | 'crossEntropy' | 'causalAttention' | 'adam' | 'activationBackward';
+  | 'softmax'
+  | 'layerNorm'
+  | 'rmsNorm'
+  | 'crossEntropy'
+  | 'causalAttention'
+  | 'adam'
+  | 'activationBackward'
+  | 'quantizedMatmul';
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'softmax',
   'layerNorm',
@@ -90,7 +97,22 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'causalAttention',
   'adam',
   'activationBackward',
+  'quantizedMatmul',
 ];
+
+/** ggml block formats a quantized weight can be held in (32 values per block). */
+export type QuantType = 'q8_0' | 'q4_0';
+
+/**
+ * A weight matrix W [rows, cols] kept as ggml blocks along each row (the bytes of a GGUF tensor
+ * with ggml dims [cols, rows], used as they are); cols is a multiple of 32.
+ */
+export interface QuantizedMatrix {
+  readonly type: QuantType;
+  readonly rows: number;
+  readonly cols: number;
+  readonly blocks: Uint8Array;
+}
 
 /** Hyperparameters of one Adam/AdamW update (src/optim/adam.ts `adamUpdate` is the reference). */
 export interface AdamStep {
@@ -214,6 +236,13 @@ export interface FusedKernels {
   adam(param: Float32Array, grad: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamStep): void;
   /** g · f'(x) in one pass, for `x` and `g` of one shape; must match the composite rule in src/autograd/gradients.ts. */
   activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage;
+  /**
+   * x [..., K] · Wᵀ → [..., N] for W [N, K] in blocks, x's rows quantized to q8_0 first; must
+   * match src/backends/js/qmatmul.ts (the reference). A row's result never depends on the batch.
+   */
+  quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage;
+  /** g [..., N] · W → [..., K] (the input gradient; W gets none). */
+  quantizedMatmulBackward(g: KernelView, w: QuantizedMatrix): Storage;
 }
 
 export interface Backend {

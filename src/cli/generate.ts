@@ -3,6 +3,7 @@ import { UsageError } from '../errors.js';
 import { generateText } from '../models/generate-text.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { readMasterKey } from '../seal/keys.js';
+import { QUANT_TYPES, type QuantType, quantizeModel, weightKinds } from '../nn/quantized-linear.js';
 import { type Command, emit, parse } from './command.js';
 import { ADAPTER_FLAGS, ADAPTER_HELP, MAX_GENERATE_TOKENS, adapterOptions, numberIn, positiveInt } from './flags.js';
 
@@ -11,7 +12,8 @@ export const generateCommand: Command = {
   summary: "continue a prompt with a run's language model (KV cache, streamed)",
   help: `Usage: knobs generate DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
                       [--top-p P] [--seed S] [--stop STR]... [--ignore-eos] [--public-key KEY.pub]
-                      [--master-key-file F] [--adapter DIR]... [--allow-base-mismatch] [--json]
+                      [--master-key-file F] [--adapter DIR]... [--allow-base-mismatch]
+                      [--quantize TYPE] [--json]
 
 Loads the language model in DIR and continues TEXT, streaming the prompt and the new text to
 stdout as it is produced (to stderr with --json). DIR is a run directory made by 'knobs train'
@@ -36,7 +38,11 @@ or a GGUF file (llama, qwen2, gpt2; docs/gguf.md); a directory may be sealed by 
                      model.sig with this public key as it is read, and a bundle that does not
                      verify is refused before the model runs (docs/release.md)
   --master-key-file F  the master key of a sealed DIR (else the environment variable KNOBS_MASTER_KEY)
-  --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length"}
+  --quantize TYPE    q8_0 or q4_0: quantize the Linear layers at load and run them on int8 kernels
+                     (layers whose input size is not a multiple of 32 stay f32)
+  --json             one object: {"prompt_ids","ids","text","finish_reason":"stop"|"length",
+                     "weights":{"f32":n,"q8_0":m,…} (tensors per kind), "load_s",
+                     "prompt_tokens_per_s", "tokens_per_s" (decode, after the first new token)}
 ${ADAPTER_HELP}
 
 Example:
@@ -57,6 +63,7 @@ Example:
         'ignore-eos': { type: 'boolean' },
         'public-key': { type: 'string' },
         'master-key-file': { type: 'string' },
+        quantize: { type: 'string' },
         json: { type: 'boolean' },
         ...ADAPTER_FLAGS,
       },
@@ -80,12 +87,18 @@ Example:
         values['top-p'] === undefined ? undefined : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
       seed: values.seed === undefined ? 0 : positiveInt(values.seed, '--seed', 0),
     };
+    const quantize = values.quantize as string | undefined;
+    if (quantize !== undefined && !(QUANT_TYPES as readonly string[]).includes(quantize))
+      throw new UsageError(`--quantize must be one of ${QUANT_TYPES.join(', ')}, got '${quantize}'`);
+    const loadStart = performance.now();
     const masterKey = await readMasterKey(values['master-key-file'] as string | undefined, process.env);
     const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!, {
       masterKey,
       publicKey: values['public-key'] as string | undefined,
       ...adapterOptions(values),
     });
+    if (quantize !== undefined) quantizeModel(model, quantize as QuantType);
+    const loadSeconds = (performance.now() - loadStart) / 1000;
     const options = {
       maxTokens: given.maxTokens ?? defaults.maxNewTokens ?? 256,
       temperature: given.temperature ?? defaults.temperature,
@@ -103,9 +116,22 @@ Example:
     emit(
       io,
       json,
-      { prompt_ids: result.promptIds, ids: result.ids, text: result.text, finish_reason: result.finishReason },
+      {
+        prompt_ids: result.promptIds,
+        ids: result.ids,
+        text: result.text,
+        finish_reason: result.finishReason,
+        weights: weightKinds(model),
+        load_s: round(loadSeconds),
+        prompt_tokens_per_s: rate(result.promptIds.length, result.promptSeconds),
+        tokens_per_s: rate(result.ids.length - 1, result.decodeSeconds),
+      },
       () => '',
     );
     return 0;
   },
 };
+
+const round = (x: number): number => Number(x.toPrecision(4));
+/** n per second, or null when nothing was timed (no decode step after a single token). */
+const rate = (n: number, seconds: number): number | null => (n > 0 && seconds > 0 ? round(n / seconds) : null);

@@ -61,6 +61,10 @@ export interface GenerateTextResult {
   text: string;
   /** 'stop' at eos or a stop string, 'length' after maxTokens (OpenAI's names). */
   finishReason: 'stop' | 'length';
+  /** Seconds from the start to the first new token (the prompt's forward pass and one sample). */
+  promptSeconds: number;
+  /** Seconds from the first new token to the last (ids.length − 1 decode steps). */
+  decodeSeconds: number;
 }
 
 /** The length of the longest end of `text` that begins one of `stops` (text that must wait). */
@@ -124,6 +128,9 @@ export function* textSteps(
   };
   const eosTokenId = opts.eosTokenId === undefined ? model.config.eos_token_id : opts.eosTokenId;
   const eos = eosSet(opts.ignoreEos ? null : eosTokenId);
+  const start = performance.now();
+  let firstToken = 0;
+  let lastToken = 0;
   const ids: number[] = [];
   const tokens = tokenSteps(model, promptIds, {
     ...opts,
@@ -141,6 +148,8 @@ export function* textSteps(
       }
       const id = step.value.id;
       ids.push(id);
+      lastToken = performance.now();
+      if (firstToken === 0) firstToken = lastToken;
       if (eos.has(id)) continue;
       full += decoder.step(id);
       // Text before `emitted` cannot begin a stop string: it was held back while it could.
@@ -168,5 +177,7 @@ export function* textSteps(
     text: full.slice(0, cut >= 0 ? cut : full.length),
     finishReason: finishReason === 'length' ? 'length' : 'stop',
     tail,
+    promptSeconds: firstToken === 0 ? 0 : (firstToken - start) / 1000,
+    decodeSeconds: (lastToken - firstToken) / 1000,
   };
 }

@@ -13,6 +13,19 @@ export {
 } from './module.js';
 export { Linear, Conv1D, type LinearOptions, type WeightLayout } from './linear.js';
 export {
+  QuantizedLinear,
+  quantizeModel,
+  quantizeMatrix,
+  weightKinds,
+  quantizedMatrixFromBlocks,
+  requantizeToQ8_0,
+  replaceLinear,
+  QUANT_TYPES,
+  type QuantType,
+  type QuantizedMatrix,
+  type QuantizeModelResult,
+} from './quantized-linear.js';
+export {
   Embedding,
   LayerNorm,
   RMSNorm,

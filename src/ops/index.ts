@@ -7,3 +7,4 @@ export * from './linalg.js';
 export * from './shape-ops.js';
 export * from './nn.js';
 export * from './conv.js';
+export * from './quantized.js';

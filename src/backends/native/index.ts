@@ -28,6 +28,7 @@ import type {
   MatmulPrecision,
   NormGradsWanted,
   Pool2dParams,
+  QuantizedMatrix,
   ReduceOp,
   UnaryOp,
 } from '../backend.js';
@@ -60,6 +61,11 @@ export interface NativeAddon {
   /** sgemm with bf16 operands, f32 accumulation (as matmulBf16). */
   sgemmBf16(transA: 0 | 1, transB: 0 | 1, M: number, N: number, K: number, A: F32, B: F32, C: F32): void;
   unary(op: number, x: F32, meta: Float64Array, out: F32): void;
+  /** y [M, N] = x [M, K] · Wᵀ, W in ggml blocks of `type` (8 = q8_0, 2 = q4_0); see native/kernels/qmatmul.cpp. */
+  qmatmul(type: number, x: F32, M: number, K: number, w: Uint8Array, N: number, y: F32): void;
+  qmatmulBackward(type: number, dy: F32, M: number, N: number, w: Uint8Array, K: number, dx: F32): void;
+  /** "avx512_vnni" or "scalar". */
+  qmatmulIsa(): string;
   /** g · f'(x) for the activation ops (UNARY_CODE) only. */
   activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
@@ -214,6 +220,9 @@ function findAddon(): string | undefined {
   }
   return undefined;
 }
+
+/** ggml's type ids, which the addon takes for a block format. */
+const GGML_TYPE_ID: Readonly<Record<QuantizedMatrix['type'], number>> = { q8_0: 8, q4_0: 2 };
 
 /** The raw addon (for fused kernels and benchmarks), or null; see nativeLoadError(). */
 export function loadNativeAddon(): NativeAddon | null {
@@ -510,6 +519,18 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       const out = allocF32(numel(x.shape));
       addon.activationBackward(UNARY_CODE[op], f32(x), f32(g), pack(x, g), out);
       return out;
+    },
+    quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage {
+      const M = numel(x.shape) / w.cols;
+      const y = allocF32(M * w.rows);
+      addon.qmatmul(GGML_TYPE_ID[w.type], dense(x), M, w.cols, w.blocks, w.rows, y);
+      return y;
+    },
+    quantizedMatmulBackward(g: KernelView, w: QuantizedMatrix): Storage {
+      const M = numel(g.shape) / w.rows;
+      const dx = allocF32(M * w.cols);
+      addon.qmatmulBackward(GGML_TYPE_ID[w.type], dense(g), M, w.rows, w.blocks, w.cols, dx);
+      return dx;
     },
     adam(param, grad, expAvg, expAvgSq, h) {
       if (param.length > 0)
