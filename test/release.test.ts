@@ -25,7 +25,7 @@ import { verifyModel } from '../src/release/verify.js';
 import type { Manifest } from '../src/release/manifest.js';
 import { signManifest } from '../src/release/signature.js';
 import { openVerifiedBundle } from '../src/release/verified-files.js';
-import { cliInProcess } from './harness/cli.js';
+import { cliInProcess, untimedGeneration } from './harness/cli.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/', import.meta.url));
 const VECTORS = join(FIXTURES, 'model-signing');
@@ -438,7 +438,7 @@ describe('verify before use: a signed run loads through --public-key', () => {
     const plain = await cliInProcess(['generate', run, ...args]);
     const verified = await cliInProcess(['generate', signed, ...args, '--public-key', `${p256}.pub`]);
     assert.equal(verified.code, 0, verified.stderr);
-    assert.equal(verified.stdout, plain.stdout);
+    assert.deepEqual(untimedGeneration(verified.stdout), untimedGeneration(plain.stdout));
   });
 
   it('a signed GGUF file generates as the file itself; a changed copy is refused', async () => {
@@ -450,7 +450,7 @@ describe('verify before use: a signed run loads through --public-key', () => {
     const plain = await cliInProcess(['generate', gguf, ...args]);
     const verified = await cliInProcess(['generate', out, ...args, '--public-key', `${p256}.pub`]);
     assert.equal(verified.code, 0, verified.stderr);
-    assert.equal(verified.stdout, plain.stdout);
+    assert.deepEqual(untimedGeneration(verified.stdout), untimedGeneration(plain.stdout));
     await flipByte(join(out, 'run.gguf'));
     await fails(['generate', out, '--prompt', 'In', '--public-key', `${p256}.pub`], 'bundle_changed');
   });

@@ -20,7 +20,7 @@ import { sealModel } from '../src/seal/seal.js';
 import { parseRecipe } from '../src/train/recipe.js';
 import { train } from '../src/train/trainer.js';
 import { CHARS, tokenizerJson } from './harness/char-tokenizer.js';
-import { cliInProcess } from './harness/cli.js';
+import { cliInProcess, untimedGeneration } from './harness/cli.js';
 import { repoRoot } from './harness/fixtures.js';
 
 const FIXTURE = join(repoRoot(), 'test', 'fixtures', 'hf', 'llama-gqa-bf16-llama3');
@@ -49,7 +49,7 @@ async function knobs(args: readonly string[]): Promise<{ code: number; stdout: s
 async function generate(dir: string, extra: readonly string[] = []): Promise<Generated> {
   const r = await knobs(['generate', dir, '--prompt', 'In the', '--max-tokens', '12', '--json', ...extra]);
   assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as Generated;
+  return untimedGeneration(r.stdout) as unknown as Generated;
 }
 
 /** The sealed file's entry of `name` in the manifest of `dir`. */

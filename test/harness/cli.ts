@@ -43,3 +43,9 @@ export async function cliInProcess(args: readonly string[]): Promise<{ code: num
   const code = await main([...args], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), isTTY: false });
   return { code, stdout, stderr };
 }
+
+/** `knobs generate --json` output without its timings (load_s, prompt_tokens_per_s, tokens_per_s): the deterministic rest. */
+export function untimedGeneration(stdout: string): Record<string, unknown> {
+  const result = JSON.parse(stdout) as Record<string, unknown>;
+  return Object.fromEntries(Object.entries(result).filter(([key]) => !/_s$|_per_s$/.test(key)));
+}
