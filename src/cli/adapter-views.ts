@@ -2,19 +2,12 @@
  * `knobs inspect ADAPTER_DIR` and `knobs diff BASE ADAPTER_DIR`: the text and JSON views of a PEFT
  * adapter (src/finetune/adapter-info.ts). inspect.ts and diff.ts hand adapter directories here.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { ADAPTER_CONFIG_NAME } from '../finetune/adapter.js';
 import { adapterEffect, describeAdapter } from '../finetune/adapter-info.js';
 import { openLanguageModel } from '../load/language-model.js';
 import type { CliIO } from './command.js';
 import { numberCell, printable, table } from './inspect.js';
 
 /** True for a directory holding adapter_config.json. */
-export function isAdapterDir(path: string): boolean {
-  return existsSync(join(path, ADAPTER_CONFIG_NAME));
-}
-
 export async function inspectAdapter(dir: string, json: boolean, io: CliIO): Promise<void> {
   const info = await describeAdapter(dir);
   if (json) return void io.stdout(`${JSON.stringify(info)}\n`);

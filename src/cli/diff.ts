@@ -5,7 +5,7 @@
 import { UsageError } from '../errors.js';
 import { type ModelDiff, diff } from '../inspect/diff.js';
 import { type Command, parse } from './command.js';
-import { diffAdapter, isAdapterDir } from './adapter-views.js';
+import { isAdapterDir } from '../finetune/adapter.js';
 import { byteProgress, numberCell, printable, shapeCell, table } from './inspect.js';
 
 export function formatDiff(d: ModelDiff): string {
@@ -75,7 +75,9 @@ Example:
       throw new UsageError(`--atol needs a number ≥ 0, got ${JSON.stringify(atolText)}`);
     }
     if (isAdapterDir(positionals[1]!)) {
-      await diffAdapter(positionals[0]!, positionals[1]!, values.json === true, io);
+      await (
+        await import('./adapter-views.js')
+      ).diffAdapter(positionals[0]!, positionals[1]!, values.json === true, io);
       return 0;
     }
     const progress = byteProgress('diff', io);

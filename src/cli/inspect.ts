@@ -15,7 +15,7 @@ import { type InspectedTensor, type ModelInspection, inspect } from '../inspect/
 import { checkRegularFile } from '../io/regular-file.js';
 import { Progress } from '../train/progress.js';
 import { type CliIO, type Command, parse } from './command.js';
-import { inspectAdapter, isAdapterDir } from './adapter-views.js';
+import { isAdapterDir } from '../finetune/adapter.js';
 
 export interface TensorRow {
   name: string;
@@ -368,7 +368,9 @@ Examples:
       () => false,
     );
     if (isDirectory && isAdapterDir(path)) {
-      await inspectAdapter(path, json, io);
+      // Loaded on demand: adapter views reach load/ and everything it opens; loaded up front they pushed
+      // inspect's peak over the header-memory bound (test/slow/header-bounds.ts: 10× the header, not 8×).
+      await (await import('./adapter-views.js')).inspectAdapter(path, json, io);
       return 0;
     }
     if (!stats && !isDirectory && !path.toLowerCase().endsWith('.gguf')) {

@@ -37,6 +37,11 @@ import {
 
 export const ADAPTER_CONFIG_NAME = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_NAME = 'adapter_model.safetensors';
+
+/** Whether `path` is a PEFT adapter directory (it holds adapter_config.json). */
+export function isAdapterDir(path: string): boolean {
+  return existsSync(join(path, ADAPTER_CONFIG_NAME));
+}
 /** The safetensors metadata key that holds the base's digest. */
 export const BASE_DIGEST_KEY = 'knobs.base_digest';
 const KEY_PREFIX = 'base_model.model.';
