@@ -62,17 +62,34 @@ export interface FileDigest {
   size: number;
 }
 
-/** SHA-256 of an open file, streamed from its start to its end. */
-export async function hashOpenFile(fh: fsp.FileHandle, path: string, buffer?: Uint8Array): Promise<FileDigest> {
+/**
+ * SHA-256 of an open file, streamed from its start to its end. Two buffers take turns: the next
+ * chunk is read (on libuv's thread pool) while this one is hashed, so reading costs no extra time.
+ * `buffers` lets a caller hashing many files reuse the pair.
+ */
+export async function hashOpenFile(
+  fh: fsp.FileHandle,
+  path: string,
+  buffers: [Uint8Array, Uint8Array] = [new Uint8Array(HASH_CHUNK_BYTES), new Uint8Array(HASH_CHUNK_BYTES)],
+): Promise<FileDigest> {
   const hash = createHash('sha256');
-  const buf = buffer ?? new Uint8Array(HASH_CHUNK_BYTES);
+  const readAt = (buf: Uint8Array, position: number): Promise<number> =>
+    fh.read(buf, 0, buf.byteLength, position).then(
+      (r) => r.bytesRead,
+      (err: unknown) => {
+        throw asIOError(err, path, 'read');
+      },
+    );
   let size = 0;
+  let turn = 0;
+  let pending = readAt(buffers[0], 0);
   for (;;) {
-    const { bytesRead } = await fh.read(buf, 0, buf.byteLength, size).catch((err: unknown) => {
-      throw asIOError(err, path, 'read');
-    });
+    const bytesRead = await pending;
     if (bytesRead === 0) break;
-    hash.update(buf.subarray(0, bytesRead));
+    const current = buffers[turn]!;
+    turn ^= 1;
+    pending = readAt(buffers[turn]!, size + bytesRead);
+    hash.update(current.subarray(0, bytesRead));
     size += bytesRead;
   }
   return { sha256: hash.digest('hex'), size };

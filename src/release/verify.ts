@@ -121,13 +121,13 @@ export async function verifyModel(
 ): Promise<VerifyResult> {
   const key = await loadPublicKey(publicKeyPath);
   const listing = await checkSignedListing(model, key, options);
-  const buffer = new Uint8Array(HASH_CHUNK_BYTES);
+  const buffers: [Uint8Array, Uint8Array] = [new Uint8Array(HASH_CHUNK_BYTES), new Uint8Array(HASH_CHUNK_BYTES)];
   const files: VerifiedFile[] = [];
   for (const r of listing.manifest.resources) {
     const path = listing.singleFile ? model : join(model, r.name);
     const fh = await openBundleFile(path, r.name);
     try {
-      const { sha256, size } = await hashOpenFile(fh, path, buffer);
+      const { sha256, size } = await hashOpenFile(fh, path, buffers);
       if (sha256 !== r.digest) throw changedError(path, r.name, r.digest, sha256);
       files.push({ name: r.name, sha256, size });
     } finally {
