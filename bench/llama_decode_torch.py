@@ -12,20 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class RMSNorm(nn.Module):
-    def __init__(self, C, eps):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(C))
-        self.eps = eps
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
-def rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+# The same RMSNorm and rotate-half as the training twin (beside this file).
+from torch_train import RMSNorm, rotate_half
 
 
 class Layer(nn.Module):
