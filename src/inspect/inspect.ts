@@ -52,8 +52,8 @@ export async function inspect(path: string, options: InspectOptions = {}): Promi
       if (t.sourceName !== t.name) row.sourceName = t.sourceName;
       if (t.file !== '') row.file = t.file;
       if (options.stats === true) {
-        const values = await reader.values(t.name);
-        const result = values && tensorStats(values);
+        const values = await reader.values(t.name, 'any');
+        const result = values && (await tensorStats(values));
         row.stats = result ? result.stats : null;
         if (result) row.histogram = result.histogram;
         doneBytes += t.bytes;

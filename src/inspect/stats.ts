@@ -28,8 +28,11 @@ export interface StatsResult {
   histogram: number[];
 }
 
-/** Two passes over the tensor's blocks: the moments and range, then the histogram over that range. */
-export function tensorStats(values: TensorValues): StatsResult {
+/**
+ * Two passes over the tensor's blocks (two reads of it from the file): the moments and range,
+ * then the histogram over that range. Nothing here depends on the order of the values.
+ */
+export async function tensorStats(values: TensorValues): Promise<StatsResult> {
   let count = 0;
   let mean = 0;
   let m2 = 0;
@@ -37,7 +40,7 @@ export function tensorStats(values: TensorValues): StatsResult {
   let max = -Infinity;
   let zeros = 0;
   let nonfinite = 0;
-  for (const block of values.blocks()) {
+  for await (const block of values.blocks()) {
     let n = 0;
     let sum = 0;
     for (let i = 0; i < block.length; i++) {
@@ -73,7 +76,7 @@ export function tensorStats(values: TensorValues): StatsResult {
     count = total;
   }
   const histogram = new Array<number>(HISTOGRAM_BINS).fill(0);
-  if (count > 0) fillHistogram(values, min, max, histogram);
+  if (count > 0) await fillHistogram(values, min, max, histogram);
   const stats: TensorStats =
     count > 0
       ? { mean, std: Math.sqrt(m2 / count), min, max, zero_fraction: zeros / values.numel, nonfinite }
@@ -93,18 +96,18 @@ export function tensorStats(values: TensorValues): StatsResult {
  * (x − min) / (max − min) · 16, then moved by one where x falls on the other side of the edge
  * np.linspace would give (k · step + min, the last edge exactly max).
  */
-function fillHistogram(values: TensorValues, min: number, max: number, counts: number[]): void {
+async function fillHistogram(values: TensorValues, min: number, max: number, counts: number[]): Promise<void> {
   const n = HISTOGRAM_BINS;
   if (!(max > min)) {
     // One value throughout: numpy widens the range to [v − 0.5, v + 0.5], so it lands mid-way.
-    for (const block of values.blocks())
+    for await (const block of values.blocks())
       for (let i = 0; i < block.length; i++) if (block[i]! - block[i]! === 0) counts[n / 2]!++;
     return;
   }
   const span = max - min;
   const step = span / n;
   const edge = (k: number): number => (k === n ? max : k * step + min);
-  for (const block of values.blocks()) {
+  for await (const block of values.blocks()) {
     for (let i = 0; i < block.length; i++) {
       const x = block[i]!;
       if (x - x !== 0) continue;
