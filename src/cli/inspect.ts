@@ -250,7 +250,9 @@ export function byteProgress(
         isTTY: io.isTTY,
         plainEvery: 20,
       });
-      progress.update(Math.floor(doneBytes / 2 ** 20), { tensors: String(tensors) });
+      // Whole MiB done, rounded down — but the total is rounded up, so the end must say so itself.
+      const doneMiB = doneBytes === totalBytes ? Math.ceil(totalBytes / 2 ** 20) : Math.floor(doneBytes / 2 ** 20);
+      progress.update(doneMiB, { tensors: String(tensors) });
     },
     finish: () => progress?.finish(),
   };
