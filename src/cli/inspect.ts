@@ -281,7 +281,7 @@ export function numberCell(v: number | null | undefined): string {
 
 function statCells(t: InspectedTensor): string[] {
   const s = t.stats;
-  if (!s) return ['-', '-', '-', '-', '-', '-', '(not numeric)'];
+  if (!s) return ['-', '-', '-', '-', '-', '-', '(not decoded)'];
   return [
     numberCell(s.mean),
     numberCell(s.std),

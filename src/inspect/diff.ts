@@ -6,7 +6,7 @@
  * max |a − b|, and moved_fraction, the share of elements with |a − b| > atol + 1e-6·|a|. Two NaN,
  * or the same infinity, at one position have not moved; any other non-finite pair has, and stays
  * out of the norms. Status: same (nothing moved), changed, added (only in b), removed (only in a),
- * reshaped (shapes differ; not compared), uncompared (a dtype without numeric values).
+ * reshaped (shapes differ; not compared), uncompared (a dtype knobs does not decode).
  */
 import { ArgumentError } from '../errors.js';
 import type { Block } from './blocks.js';
@@ -318,7 +318,7 @@ function notesOn(ra: WeightsReader, rb: WeightsReader, tensors: TensorDiff[]): s
     notes.push(`${reshaped} tensor${reshaped === 1 ? ' has' : 's have'} different shapes (reshaped, not compared)`);
   if (uncompared > 0)
     notes.push(
-      `${uncompared} tensor${uncompared === 1 ? ' has' : 's have'} a dtype without numeric values (not compared)`,
+      `${uncompared} tensor${uncompared === 1 ? ' has' : 's have'} a dtype knobs does not decode (not compared)`,
     );
   if (notes.length > 0)
     notes.push(`compared the ${count('same') + count('changed')} tensors both hold with the same shape`);

@@ -92,6 +92,8 @@ function fromGguf(path: string, source: ByteSource, file: GgufFile): WeightsRead
       const entry = byName.get(name);
       if (!entry) throw new ArgumentError(`${path} has no tensor ${JSON.stringify(name)}`, { path, tensor: name });
       const { tensor, info } = entry;
+      // A type knobs lays out but does not decode (Q2_K, IQ…): listed, not read, as safetensors' F8.
+      if (!GGUF_DEQUANTIZABLE.includes(info.type.name)) return null;
       const layout: Relayout =
         arch !== null && tensor.name !== info.name ? relayoutOf(arch, tensor.name, heads) : { kind: 'none' };
       if (order === 'any' || layout.kind === 'none')
@@ -123,12 +125,6 @@ class ChunkDecoder {
   /** The tensor's values in file order, as blocks valid until the next. */
   async *of(info: GgufTensorInfo): AsyncGenerator<Block> {
     const { type } = info;
-    if (!GGUF_DEQUANTIZABLE.includes(type.name))
-      throw new FormatError(
-        'gguf_unsupported_type',
-        `${this.source.name}: tensor '${info.name}' is ${type.name}; knobs turns ${GGUF_DEQUANTIZABLE.join(', ')} into values`,
-        { path: this.source.name, tensor: info.name, type: type.name, supported: GGUF_DEQUANTIZABLE },
-      );
     // Every ggml block size (1, 32, 256) divides CHUNK_ELEMENTS: a chunk is whole blocks.
     const perChunk = CHUNK_ELEMENTS / type.blockSize;
     const blockCount = info.elements / type.blockSize;

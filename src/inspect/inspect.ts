@@ -23,7 +23,7 @@ export interface InspectedTensor {
   bytes: number;
   /** The file holding it, for a model directory. */
   file?: string;
-  /** With `stats`: null for a dtype without numeric values (F8, F4, complex). */
+  /** With `stats`: null for a dtype knobs does not decode (F8, F4, complex; GGUF Q2_K, IQ…). */
   stats?: TensorStats | null;
   histogram?: number[];
 }

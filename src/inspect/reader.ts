@@ -66,8 +66,8 @@ export interface WeightsReader {
   /** In file order (shard by shard). */
   readonly tensors: readonly WeightsTensor[];
   /**
-   * One tensor's values (default order: canonical); null for a dtype without numeric values (F8,
-   * F4, complex). The result is valid until the next `values` call on this reader.
+   * One tensor's values (default order: canonical); null for a dtype knobs does not decode (F8,
+   * F4, complex; GGUF Q2_K, IQ…). The result is valid until the next `values` call on this reader.
    */
   values(name: string, order?: ValueOrder): Promise<TensorValues | null>;
   close(): Promise<void>;
