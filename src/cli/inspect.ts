@@ -350,8 +350,9 @@ adapter directory (its config, and per module the rank, alpha, scaling, shapes a
 parameter count and the metadata, from the headers alone. An invalid file is reported with the
 rule it breaks (see docs/formats.md) and exit code 1.
 
-  --stats  also read every tensor, one at a time, for its mean, std, min, max, fraction of zeros,
-           count of NaN/Inf and a 16-bin histogram (progress on stderr for models over 64 MiB)
+  --stats  also read every tensor, a chunk at a time (a few MiB of memory at any size), for its
+           mean, std, min, max, fraction of zeros, count of NaN/Inf and a 16-bin histogram
+           (progress on stderr for models over 64 MiB)
   --json   one JSON object (docs/inspect.md)
 
 Examples:
