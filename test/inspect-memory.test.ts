@@ -13,6 +13,8 @@ it('inspect --stats of a 72 MiB safetensors model stays under 1.2× its largest 
   assert.equal(m.total, 3 * m.largest);
   // Over 64 MiB of data: plain progress lines (stderr is not a terminal), the last one complete.
   assert.match(m.progress, /^inspect MiB 72\/72 tensors 6 eta /m);
+  // Progress moves within the model, chunk by chunk, not only at its end.
+  assert.match(m.progress, /^inspect MiB [1-9]\d?\/72 tensors [1-5] eta /m);
 });
 
 it('inspect --stats of a ~78 MiB Q8_0 GGUF stays under 1.2× its largest tensor over the baseline RSS', async () => {

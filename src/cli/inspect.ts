@@ -236,12 +236,15 @@ const PROGRESS_BYTES = 64 << 20;
 export function byteProgress(
   label: string,
   io: CliIO,
-): { report: (doneBytes: number, totalBytes: number) => void; finish: () => void } {
+): { report: (doneBytes: number, totalBytes: number, tensor: string) => void; finish: () => void } {
   let progress: Progress | null = null;
   let tensors = 0;
+  let current = '';
   return {
-    report(doneBytes, totalBytes) {
-      tensors++;
+    report(doneBytes, totalBytes, tensor) {
+      // Called per chunk of a tensor too: count each tensor once.
+      if (tensor !== current) tensors++;
+      current = tensor;
       if (totalBytes < PROGRESS_BYTES) return;
       progress ??= new Progress({
         total: Math.ceil(totalBytes / 2 ** 20),

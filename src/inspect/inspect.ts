@@ -3,13 +3,18 @@
  * dtype, shape, bytes), parameter count and metadata — from the headers alone; with
  * `{stats: true}` also each tensor's statistics and histogram, read one tensor at a time.
  */
-import { type WeightsFormat, openWeights } from './reader.js';
+import { CHUNK_ELEMENTS } from './blocks.js';
+import { type TensorValues, type WeightsFormat, openWeights } from './reader.js';
 import { type TensorStats, tensorStats } from './stats.js';
 
 export interface InspectOptions {
   /** Read every tensor and add `stats` and `histogram` (default false: headers only). */
   stats?: boolean;
-  /** Called after each tensor is read (with `stats`): bytes read so far, of `totalBytes`. */
+  /**
+   * Called as tensors are read (with `stats`): after each chunk of a tensor, and once more when it
+   * is done, with the bytes done so far (a tensor counts half done after its first pass) of the
+   * total.
+   */
   onProgress?: (doneBytes: number, totalBytes: number, tensor: string) => void;
 }
 
@@ -53,11 +58,16 @@ export async function inspect(path: string, options: InspectOptions = {}): Promi
       if (t.file !== '') row.file = t.file;
       if (options.stats === true) {
         const values = await reader.values(t.name, 'any');
-        const result = values && (await tensorStats(values));
+        const onProgress = options.onProgress;
+        const tracked =
+          values && onProgress
+            ? withProgress(values, (fraction) => onProgress(doneBytes + fraction * t.bytes, totalBytes, t.name))
+            : values;
+        const result = tracked && (await tensorStats(tracked));
         row.stats = result ? result.stats : null;
         if (result) row.histogram = result.histogram;
         doneBytes += t.bytes;
-        options.onProgress?.(doneBytes, totalBytes, t.name);
+        onProgress?.(doneBytes, totalBytes, t.name);
       }
       tensors.push(row);
     }
@@ -75,4 +85,27 @@ export async function inspect(path: string, options: InspectOptions = {}): Promi
   } finally {
     await reader.close();
   }
+}
+
+/**
+ * `values` whose reads report progress after each chunk: the fraction of the statistics' two
+ * passes done (a large tensor is minutes of work; progress per tensor would stand still).
+ */
+function withProgress(values: TensorValues, report: (fraction: number) => void): TensorValues {
+  let passes = 0;
+  return {
+    dtype: values.dtype,
+    numel: values.numel,
+    async *blocks() {
+      const pass = passes++;
+      let seen = 0;
+      for await (const block of values.blocks()) {
+        yield block;
+        seen += block.length;
+        // The end of the second pass is left to the caller's report that the tensor is done.
+        const fraction = (pass + seen / values.numel) / 2;
+        if (seen % CHUNK_ELEMENTS === 0 && fraction < 1) report(fraction);
+      }
+    },
+  };
 }
