@@ -274,7 +274,12 @@ describe('bad input is a typed error', () => {
       'gguf_tokenizer_unknown_pre',
       /'deepseek-llm'.*gpt-2, llama-bpe, qwen2/,
     );
-    await fails(loadGgufModel(path, { memoryLimit: 1000 }), 'E_FORMAT', 'gguf_model_too_large', /GiB as f32/);
+    await fails(
+      loadGgufModel(path, { memoryLimit: 1000 }),
+      'E_FORMAT',
+      'gguf_model_too_large',
+      /gpt2-tiny\.f32\.gguf: loading it needs .*\{"f32":\d+\}.*than the 0\.00 GiB \(1000 bytes\)/,
+    );
     // A tokenizer.json whose regex llama.cpp knows by no name knobs maps.
     const dir = await fixtureWithTokenizer(join(HF_DIR, 'gpt2-tiny'), join(tmp, 'odd-pre'));
     const tj = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;

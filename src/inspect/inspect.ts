@@ -3,7 +3,7 @@
  * dtype, shape, bytes), parameter count and metadata — from the headers alone; with
  * `{stats: true}` also each tensor's statistics and histogram, read one tensor at a time.
  */
-import { type WeightsFormat, openWeights } from './reader.js';
+import { type LoadedWeights, type WeightsFormat, openWeights } from './reader.js';
 import { type TensorStats, tensorStats } from './stats.js';
 
 export interface InspectOptions {
@@ -39,6 +39,8 @@ export interface ModelInspection {
   tensorBytes: number;
   tensors: InspectedTensor[];
   metadata: Record<string, string> | null;
+  /** A GGUF model: how loading it holds its weights (quantized matrices kept or re-quantized) and their bytes. */
+  loaded?: LoadedWeights;
 }
 
 export async function inspect(path: string, options: InspectOptions = {}): Promise<ModelInspection> {
@@ -71,6 +73,7 @@ export async function inspect(path: string, options: InspectOptions = {}): Promi
       tensorBytes: totalBytes,
       tensors,
       metadata: reader.metadata ? { ...reader.metadata } : null,
+      ...(reader.loaded ? { loaded: reader.loaded } : {}),
     };
   } finally {
     await reader.close();

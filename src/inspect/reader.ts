@@ -36,6 +36,12 @@ export interface WeightsTensor {
   readonly file: string;
 }
 
+export interface LoadedWeights {
+  /** Tensors per in-memory kind: {"q8_0": 60, "f32": 26, "requantized_from": {"q4_K": 40}}. */
+  readonly weights: Record<string, number | Record<string, number>>;
+  readonly bytes: number;
+}
+
 export interface TensorValues {
   readonly dtype: string;
   readonly numel: number;
@@ -54,6 +60,8 @@ export interface WeightsReader {
   readonly metadata: Readonly<Record<string, string>> | null;
   /** In file order (shard by shard). */
   readonly tensors: readonly WeightsTensor[];
+  /** A GGUF model: how `generate` would hold its weights (the kinds `weightKinds` reports) and their bytes. */
+  readonly loaded?: LoadedWeights;
   /**
    * Reads one tensor; null for a dtype without numeric values (F8, F4, complex). The result is
    * valid until the next `values` call on this reader.
