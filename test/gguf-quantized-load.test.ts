@@ -17,6 +17,7 @@ import { KnobsError } from '../src/errors.js';
 import { GGML_TYPE, GGML_TYPES, dequantizeGguf } from '../src/formats/gguf.js';
 import { inspect } from '../src/inspect/inspect.js';
 import { convertModel } from '../src/load/convert.js';
+import { openLanguageModel } from '../src/load/language-model.js';
 import { type LoadedGgufModel, loadGgufModel } from '../src/models/gguf/load.js';
 import { Linear } from '../src/nn/linear.js';
 import { type QuantizedMatrix, QuantizedLinear, quantizeMatrix, weightKinds } from '../src/nn/quantized-linear.js';
@@ -185,6 +186,19 @@ describe('quantized in memory vs dequantized (the load before)', () => {
       assert.ok(worst > 0 && worst <= TOLERANCE, `${dtype}: worst difference ${worst}`);
     });
   }
+});
+
+describe('opened as a language model', () => {
+  it('quantized, or dequantized when LoRA adapters are attached (they attach to Linear layers)', async () => {
+    const path = await converted('llama-gqa-bf16-llama3', 'q8_0');
+    const plain = await openLanguageModel(path);
+    assert.equal((weightKinds(plain.model) as Record<string, number>).q8_0, 13);
+    const adapted = await openLanguageModel(path, {
+      adapters: [join(repoRoot(), 'test', 'fixtures', 'lora', 'llama-gqa-qv')],
+    });
+    assert.equal(adapted.adapters.length, 1);
+    assert.equal(adapted.model.namedModules().filter(([, m]) => m instanceof QuantizedLinear).length, 0);
+  });
 });
 
 describe('a model that will not fit is refused before loading', () => {
