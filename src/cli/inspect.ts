@@ -353,7 +353,8 @@ export const inspectCommand: Command = {
 
 PATH is a safetensors file, a Hugging Face model directory (model.safetensors or shards listed by
 model.safetensors.index.json), a knobs run directory, a GGUF file (llama, qwen2 and gpt2 tensors
-under their Hugging Face names and shapes, quantized ones dequantized for --stats), or a PEFT
+under their Hugging Face names and shapes, quantized ones dequantized for --stats; a 'loaded as'
+line says which stay quantized when the model is loaded, and their bytes), or a PEFT
 adapter directory (its config, and per module the rank, alpha, scaling, shapes and
 ‖ΔW‖ = ‖scaling·B·A‖). Lists the format, the architecture
 (config.json's model_type), every tensor (canonical Hugging Face name, dtype, shape, bytes), the
