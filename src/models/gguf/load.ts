@@ -134,6 +134,9 @@ async function loadFrom(source: ByteSource, opts: LoadGgufOptions): Promise<Load
   const ropeInfo = file.tensors.find((t) => t.name === ROPE_FREQS);
   const ropeFreqFactors =
     ropeInfo && arch !== 'gpt2' ? await readRopeFactors(source, file, ropeInfo, hf, path) : undefined;
+  // The model is built with f32 Linear weights that are swapped for QuantizedLinear layers below before
+  // anything writes them: zero-filled buffers the program never touches take no resident memory (the
+  // RSS bound of test/slow/gguf-load-memory.ts holds), only address space.
   const model = withoutInit(() =>
     hf.kind === 'gpt2' ? new GPT(hf.config) : new Llama(hf.config, ropeFreqFactors ? { ropeFreqFactors } : {}),
   );
