@@ -307,6 +307,17 @@ export function table(head: string[], rows: string[][], rightAligned: ReadonlySe
   return [head, ...rows].map(line).join('\n') + '\n';
 }
 
+/** {"q8_0": 60, "f32": 26, "requantized_from": {"q4_K": 40}} → "q8_0 60, f32 26 (re-quantized to q8_0: q4_K 40)". */
+function loadedKinds(weights: Record<string, number | Record<string, number>>): string {
+  const list = (o: Record<string, number>): string =>
+    Object.entries(o)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+  const { requantized_from: from, ...kinds } = weights;
+  const plain = list(kinds as Record<string, number>);
+  return from && typeof from === 'object' ? `${plain} (re-quantized to q8_0: ${list(from)})` : plain;
+}
+
 /** The human report of a model (directory, or --stats). */
 export function formatModelInspection(r: ModelInspection): string {
   const stats = r.tensors.some((t) => t.stats !== undefined);
@@ -315,6 +326,7 @@ export function formatModelInspection(r: ModelInspection): string {
     .join(', ');
   let out = `${printable(r.path)}: ${what}\n`;
   out += `tensors: ${grouped(r.tensorCount)}  parameters: ${grouped(r.parameterCount)}  data: ${bytesHuman(r.tensorBytes)}\n`;
+  if (r.loaded) out += `loaded as: ${loadedKinds(r.loaded.weights)}  in memory: ${bytesHuman(r.loaded.bytes)}\n`;
   if (r.tensorCount > 0) {
     const head = [
       'name',
@@ -346,7 +358,8 @@ export const inspectCommand: Command = {
 
 PATH is a safetensors file, a Hugging Face model directory (model.safetensors or shards listed by
 model.safetensors.index.json), a knobs run directory, a GGUF file (llama, qwen2 and gpt2 tensors
-under their Hugging Face names and shapes, quantized ones dequantized for --stats), or a PEFT
+under their Hugging Face names and shapes, quantized ones dequantized for --stats; a 'loaded as'
+line says which stay quantized when the model is loaded, and their bytes), or a PEFT
 adapter directory (its config, and per module the rank, alpha, scaling, shapes and
 ‖ΔW‖ = ‖scaling·B·A‖). Lists the format, the architecture
 (config.json's model_type), every tensor (canonical Hugging Face name, dtype, shape, bytes), the

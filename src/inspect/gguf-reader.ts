@@ -21,6 +21,7 @@ import {
   readGgufTensor,
 } from '../formats/gguf.js';
 import { type ByteSource, openFileSource } from '../io/byte-source.js';
+import { ggufWeightsPlan } from '../models/gguf/holding.js';
 import { GGUF_ARCHES, type GgufArch, type Relayout, hfTensorName, relayout, relayoutOf } from '../models/gguf/names.js';
 import { type Block, CHUNK_ELEMENTS, valueBlocks } from './blocks.js';
 import type { WeightsReader, WeightsTensor } from './reader.js';
@@ -38,6 +39,12 @@ function headCounts(file: GgufFile, arch: string): { heads: number; kvHeads: num
   };
   const heads = num('attention.head_count') ?? 1;
   return { heads, kvHeads: num('attention.head_count_kv') ?? heads };
+}
+
+/** What loading the file with quantized weights holds (src/models/gguf/holding.ts), without the working copy. */
+function loadedWeights(arch: GgufArch, file: GgufFile, heads: { heads: number; kvHeads: number }) {
+  const plan = ggufWeightsPlan(arch, file, true, heads);
+  return { weights: plan.weights, bytes: plan.bytes };
 }
 
 export async function openGgufWeights(path: string): Promise<WeightsReader> {
@@ -88,6 +95,7 @@ function fromGguf(path: string, source: ByteSource, file: GgufFile): WeightsRead
     files: [path.split('/').pop()!],
     metadata: Object.fromEntries([...file.metadata].map(([k, v]) => [k, shown(v)])),
     tensors,
+    ...(arch === null ? {} : { loaded: loadedWeights(arch, file, heads) }),
     async values(name, order = 'canonical') {
       const entry = byName.get(name);
       if (!entry) throw new ArgumentError(`${path} has no tensor ${JSON.stringify(name)}`, { path, tensor: name });

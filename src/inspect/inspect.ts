@@ -4,7 +4,7 @@
  * `{stats: true}` also each tensor's statistics and histogram, read one tensor at a time.
  */
 import { CHUNK_ELEMENTS } from './blocks.js';
-import { type TensorValues, type WeightsFormat, openWeights } from './reader.js';
+import { type LoadedWeights, type TensorValues, type WeightsFormat, openWeights } from './reader.js';
 import { type TensorStats, tensorStats } from './stats.js';
 
 export interface InspectOptions {
@@ -44,6 +44,8 @@ export interface ModelInspection {
   tensorBytes: number;
   tensors: InspectedTensor[];
   metadata: Record<string, string> | null;
+  /** A GGUF model: how loading it holds its weights (quantized matrices kept or re-quantized) and their bytes. */
+  loaded?: LoadedWeights;
 }
 
 export async function inspect(path: string, options: InspectOptions = {}): Promise<ModelInspection> {
@@ -81,6 +83,7 @@ export async function inspect(path: string, options: InspectOptions = {}): Promi
       tensorBytes: totalBytes,
       tensors,
       metadata: reader.metadata ? { ...reader.metadata } : null,
+      ...(reader.loaded ? { loaded: reader.loaded } : {}),
     };
   } finally {
     await reader.close();

@@ -37,6 +37,12 @@ export interface WeightsTensor {
   readonly file: string;
 }
 
+export interface LoadedWeights {
+  /** Tensors per in-memory kind: {"q8_0": 60, "f32": 26, "requantized_from": {"q4_K": 40}}. */
+  readonly weights: Record<string, number | Record<string, number>>;
+  readonly bytes: number;
+}
+
 export interface TensorValues {
   readonly dtype: string;
   readonly numel: number;
@@ -65,6 +71,8 @@ export interface WeightsReader {
   readonly metadata: Readonly<Record<string, string>> | null;
   /** In file order (shard by shard). */
   readonly tensors: readonly WeightsTensor[];
+  /** A GGUF model: how `generate` would hold its weights (the kinds `weightKinds` reports) and their bytes. */
+  readonly loaded?: LoadedWeights;
   /**
    * One tensor's values (default order: canonical); null for a dtype knobs does not decode (F8,
    * F4, complex; GGUF Q2_K, IQ…). The result is valid until the next `values` call on this reader.

@@ -77,7 +77,9 @@ export async function openLanguageModel(
 
 async function openBase(path: string, opts: OpenLanguageModelOptions): Promise<OpenedBase> {
   if (opts.publicKey !== undefined) return openVerifiedLanguageModel(path, opts.publicKey);
-  if (isGgufPath(path)) return openGgufLanguageModel(path, path);
+  // LoRA attaches to Linear layers: a GGUF base with adapters loads dequantized (as before quantized loading).
+  if (isGgufPath(path))
+    return openGgufLanguageModel(path, path, (opts.adapters?.length ?? 0) > 0 ? 'f32' : 'quantized');
   if (await isSealedDir(path)) return openSealedLanguageModel(path, opts.masterKey ?? null);
   if (await isRunDir(path)) {
     const run = await loadRun(path);
