@@ -3,7 +3,7 @@ import { basename, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { loadChatTemplate } from '../server/chat-template.js';
-import { ModelGenerator } from '../server/generation.js';
+import { parseAdapterSpec, servedModels } from '../server/served-models.js';
 import { SERVER_DEFAULTS, createApiServer } from '../server/server.js';
 import { SqliteKeyStore } from '../server/sqlite-keys.js';
 import { type Command, parse } from './command.js';
@@ -18,6 +18,7 @@ export const serveCommand: Command = {
   help: `Usage: knobs serve MODEL [--name ID] [--host HOST] [--port N] [--keys FILE | --insecure-no-auth]
                    [--max-concurrency N] [--queue N] [--max-tokens N] [--max-body BYTES] [--max-n N]
                    [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
+                   [--adapter NAME=DIR]... [--allow-base-mismatch]
 
 Serves MODEL (a run directory, a Hugging Face model directory or a GGUF file, plain, sealed or
 signed, as 'knobs generate' opens it) at
@@ -40,10 +41,16 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
                        memory only (docs/sealing.md)
   --public-key KEY     MODEL is a bundle signed by 'knobs release': refused unless every file
                        verifies as it is read (docs/release.md)
+  --adapter NAME=DIR   also serve the LoRA adapter DIR (a PEFT directory, e.g. made by 'knobs tune')
+                       on MODEL as model id NAME; repeatable. Each adapter is its own model id
+                       (keys' --models apply per id), chosen per request, sharing MODEL's weights
+  --allow-base-mismatch  serve an adapter that records another base's weight digest (the shapes
+                       must still fit); without it such an adapter refuses to start
 
 Example:
   knobs keys create --keys keys.db --name alice --rpm 60 --tokens-per-day 100000
-  knobs serve models/TinyLlama-1.1B --keys keys.db --port 8080`,
+  knobs serve models/TinyLlama-1.1B --keys keys.db --port 8080
+  knobs serve runs/tiny --name tiny --adapter tiny-poems=runs/tiny-lora --keys keys.db`,
   async run(argv, io) {
     const { values, positionals } = parse(
       argv,
@@ -61,6 +68,8 @@ Example:
         'deadline-ms': { type: 'string' },
         'master-key-file': { type: 'string' },
         'public-key': { type: 'string' },
+        adapter: { type: 'string', multiple: true },
+        'allow-base-mismatch': { type: 'boolean' },
       },
       'serve',
     );
@@ -91,26 +100,27 @@ Example:
       deadlineMs: int('deadline-ms', SERVER_DEFAULTS.deadlineMs),
     };
     const path = positionals[0]!;
+    const id = (values.name as string | undefined) ?? basename(resolve(path));
+    const adapters = ((values.adapter as string[] | undefined) ?? []).map(parseAdapterSpec);
     // The server never sees anything but the opened model: sealed weights stay in memory.
     const opened = await openLanguageModel(path, {
       masterKey: await readMasterKey(values['master-key-file'] as string | undefined, process.env),
       publicKey: values['public-key'] as string | undefined,
     });
+    const tokenizerAddsBos = (opened.textOptions.codec?.encode('').length ?? 0) > 0;
+    const models = await servedModels(opened, {
+      id,
+      chat: await loadChatTemplate(path, tokenizerAddsBos),
+      adapters,
+      allowBaseMismatch: values['allow-base-mismatch'] === true,
+    });
     const keys = keysPath === undefined ? null : SqliteKeyStore.open(keysPath, { create: false });
     keys?.clearReservations();
-    const tokenizerAddsBos = (opened.textOptions.codec?.encode('').length ?? 0) > 0;
     const api = createApiServer({
       ...SERVER_DEFAULTS,
       ...limits,
       keys,
-      models: [
-        {
-          id: (values.name as string | undefined) ?? basename(resolve(path)),
-          created: Math.floor(Date.now() / 1000),
-          generator: new ModelGenerator(opened),
-          chat: await loadChatTemplate(path, tokenizerAddsBos),
-        },
-      ],
+      models,
       log: (entry) => io.stderr(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`),
     });
     const url = await api.listen(port, host);

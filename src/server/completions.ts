@@ -15,6 +15,8 @@ export interface ServedModel {
   created: number;
   generator: TextGenerator;
   chat: ChatTemplate;
+  /** For a LoRA adapter: the id of the base it runs on (absent for a base). */
+  parent?: string;
 }
 
 export type Kind = 'chat' | 'completion';

@@ -370,7 +370,20 @@ function routeOf(method: string, path: string): { name: string; model?: string }
   );
 }
 
-const modelObject = (m: ServedModel) => ({ id: m.id, object: 'model', created: m.created, owned_by: 'knobs' });
+/**
+ * OpenAI's model object plus vLLM's fields: `parent` names the base of an adapter (null for a base),
+ * `root` the base the weights come from (vLLM puts a file path there; a closed server does not),
+ * `max_model_len` the context.
+ */
+const modelObject = (m: ServedModel) => ({
+  id: m.id,
+  object: 'model',
+  created: m.created,
+  owned_by: 'knobs',
+  root: m.parent ?? m.id,
+  parent: m.parent ?? null,
+  max_model_len: m.generator.contextLength,
+});
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openLanguageModel } from '../../src/load/language-model.js';
 import { loadChatTemplate } from '../../src/server/chat-template.js';
-import { ModelGenerator } from '../../src/server/generation.js';
+import { type AdapterSpec, servedModels } from '../../src/server/served-models.js';
 import { type ApiServer, SERVER_DEFAULTS, type ServerOptions, createApiServer } from '../../src/server/server.js';
 import { tinyTextModel } from './char-tokenizer.js';
 
@@ -33,16 +33,18 @@ export interface Served {
   close(): Promise<void>;
 }
 
-/** Serves `dir` as model "tiny" on 127.0.0.1 with a free port. */
-export async function serveTiny(dir: string, opts: Partial<ServerOptions> = {}): Promise<Served> {
+/** Serves `dir` as model "tiny" (and `adapters` on it, each as its own id) on 127.0.0.1 with a free port. */
+export async function serveTiny(
+  dir: string,
+  opts: Partial<ServerOptions> = {},
+  adapters: readonly AdapterSpec[] = [],
+): Promise<Served> {
   const opened = await openLanguageModel(dir);
   const logs: Record<string, unknown>[] = [];
   const api = createApiServer({
     ...SERVER_DEFAULTS,
     keys: null,
-    models: [
-      { id: 'tiny', created: 0, generator: new ModelGenerator(opened), chat: await loadChatTemplate(dir, true) },
-    ],
+    models: await servedModels(opened, { id: 'tiny', chat: await loadChatTemplate(dir, true), adapters, created: 0 }),
     log: (e) => logs.push(e),
     ...opts,
   });
