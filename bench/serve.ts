@@ -6,7 +6,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { openLanguageModel } from '../src/load/language-model.js';
-import { loadChatTemplate } from '../src/server/chat-template.js';
+import { chatTemplateOf } from '../src/server/chat-template.js';
 import { ModelGenerator } from '../src/server/generation.js';
 import { makeServedModelDir, serveTiny } from '../test/harness/api-server.js';
 import { type BenchOptions, type BenchRow, makeRow, median } from './row.js';
@@ -22,8 +22,9 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   const served = await serveTiny(dir, { maxConcurrency: 4, maxQueue: 32 });
   const rows: BenchRow[] = [];
   try {
-    const peer = new ModelGenerator(await openLanguageModel(dir));
-    const prompt = (await loadChatTemplate(dir, true)).render([{ role: 'user', content: 'hello there' }]);
+    const opened = await openLanguageModel(dir);
+    const peer = new ModelGenerator(opened);
+    const prompt = chatTemplateOf(opened).render([{ role: 'user', content: 'hello there' }]);
     await httpLoad(served.url, 1, 0.5); // warm-up
     for (const clients of CLIENTS) {
       const http: LoadResult[] = [];

@@ -78,7 +78,7 @@ describe('serve: LoRA adapters as model ids', () => {
     const texts = new Set([...expected.values()].map((e) => e.text));
     assert.equal(texts.size, 3, `the base and both adapters generate differently: ${[...texts].join(' | ')}`);
 
-    const served = await serveTiny(base, { maxConcurrency: 8 }, specs());
+    const served = await serveTiny(base, { maxConcurrency: 8 }, { adapters: specs() });
     try {
       const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: 'unused', maxRetries: 0 });
       const list = await client.models.list();
@@ -130,7 +130,7 @@ describe('serve: LoRA adapters as model ids', () => {
 
   it("keys' --models allow-lists apply per model id, and usage is recorded per id", async () => {
     const store = SqliteKeyStore.open(join(tmp, 'keys.db'), { create: true });
-    const served = await serveTiny(base, { keys: store }, specs());
+    const served = await serveTiny(base, { keys: store }, { adapters: specs() });
     try {
       const none = { rpm: null, tokensPerDay: null, admin: false };
       const { key: poemsOnly } = await store.create({ ...none, name: 'poet', models: ['poems'] });

@@ -2,7 +2,7 @@
 import { basename, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { openLanguageModel } from '../load/language-model.js';
-import { loadChatTemplate } from '../server/chat-template.js';
+import { chatTemplateOf } from '../server/chat-template.js';
 import { parseAdapterSpec, servedModels } from '../server/served-models.js';
 import { SERVER_DEFAULTS, createApiServer } from '../server/server.js';
 import { SqliteKeyStore } from '../server/sqlite-keys.js';
@@ -17,7 +17,7 @@ export const serveCommand: Command = {
   summary: 'serve a language model over an authenticated OpenAI-compatible HTTP API',
   help: `Usage: knobs serve MODEL [--name ID] [--host HOST] [--port N] [--keys FILE | --insecure-no-auth]
                    [--max-concurrency N] [--queue N] [--max-tokens N] [--max-body BYTES] [--max-n N]
-                   [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
+                   [--max-choices N] [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
                    [--adapter NAME=DIR]... [--allow-base-mismatch]
 
 Serves MODEL (a run directory, a Hugging Face model directory or a GGUF file, plain, sealed or
@@ -35,7 +35,9 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
   --queue N            requests that may wait for a slot (default ${SERVER_DEFAULTS.maxQueue}); beyond: 503 at once
   --max-tokens N       most max_tokens one request may ask for (default ${SERVER_DEFAULTS.maxTokens}); over it: 400
   --max-body BYTES     request body limit (default ${SERVER_DEFAULTS.maxBody}); over it: 413
-  --max-n N            most choices per request (default ${SERVER_DEFAULTS.maxN})
+  --max-n N            most choices per prompt, OpenAI's n (default ${SERVER_DEFAULTS.maxN})
+  --max-choices N      most choices per request: prompts × n, for /v1/completions with several
+                       prompts (default ${SERVER_DEFAULTS.maxChoices} or --max-n if larger); they run one after another in the request's slot
   --deadline-ms MS     most time one request may take, queueing included (default ${SERVER_DEFAULTS.deadlineMs})
   --master-key-file F  the master key of a sealed MODEL (else KNOBS_MASTER_KEY): decrypted into
                        memory only (docs/sealing.md)
@@ -65,6 +67,7 @@ Example:
         'max-tokens': { type: 'string' },
         'max-body': { type: 'string' },
         'max-n': { type: 'string' },
+        'max-choices': { type: 'string' },
         'deadline-ms': { type: 'string' },
         'master-key-file': { type: 'string' },
         'public-key': { type: 'string' },
@@ -99,6 +102,8 @@ Example:
       maxN: int('max-n', SERVER_DEFAULTS.maxN),
       deadlineMs: int('deadline-ms', SERVER_DEFAULTS.deadlineMs),
     };
+    // A request with one prompt may always ask for --max-n choices.
+    const maxChoices = int('max-choices', Math.max(SERVER_DEFAULTS.maxChoices, limits.maxN));
     const path = positionals[0]!;
     const id = (values.name as string | undefined) ?? basename(resolve(path));
     const adapters = ((values.adapter as string[] | undefined) ?? []).map(parseAdapterSpec);
@@ -107,10 +112,9 @@ Example:
       masterKey: await readMasterKey(values['master-key-file'] as string | undefined, process.env),
       publicKey: values['public-key'] as string | undefined,
     });
-    const tokenizerAddsBos = (opened.textOptions.codec?.encode('').length ?? 0) > 0;
     const models = await servedModels(opened, {
       id,
-      chat: await loadChatTemplate(path, tokenizerAddsBos),
+      chat: chatTemplateOf(opened),
       adapters,
       allowBaseMismatch: values['allow-base-mismatch'] === true,
     });
@@ -119,6 +123,7 @@ Example:
     const api = createApiServer({
       ...SERVER_DEFAULTS,
       ...limits,
+      maxChoices,
       keys,
       models,
       log: (entry) => io.stderr(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`),

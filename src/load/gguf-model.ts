@@ -4,6 +4,7 @@ import type { ByteSource } from '../io/byte-source.js';
 import { loadGgufModel } from '../models/gguf/load.js';
 import { samplingDefaults } from '../models/hf/generate.js';
 import { tokenizerCodec } from '../models/hf/text.js';
+import { ggufChatTemplate } from './chat-template-source.js';
 import type { OpenedBase } from './language-model.js';
 
 /** `input` is the file's path or its bytes (a verified bundle's); `path` names it. */
@@ -20,5 +21,6 @@ export async function openGgufLanguageModel(input: string | ByteSource, path: st
     tokenizer: loaded.tokenizer,
     textOptions: { codec: tokenizerCodec(loaded.tokenizer), eosTokenId: loaded.eosTokenIds },
     defaults: samplingDefaults(loaded.generationConfig),
+    chatTemplate: ggufChatTemplate(loaded),
   };
 }

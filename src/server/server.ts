@@ -38,6 +38,7 @@ export const SERVER_DEFAULTS = {
   maxTokens: 1024,
   maxBody: DEFAULT_MAX_BODY,
   maxN: 1,
+  maxChoices: 16,
   deadlineMs: 120_000,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
