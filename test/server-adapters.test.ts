@@ -9,13 +9,10 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
-import { saveLoraAdapter } from '../src/finetune/adapter.js';
-import { applyLora, parseLoraConfig } from '../src/finetune/lora.js';
-import { openLanguageModel } from '../src/load/language-model.js';
 import { SqliteKeyStore } from '../src/server/sqlite-keys.js';
 import { makeServedModelDir, serveTiny } from './harness/api-server.js';
 import { cli, cliInProcess, startCli } from './harness/cli.js';
-import { seededRandom } from './harness/rng.js';
+import { makeRandomAdapter } from './harness/lora-adapter.js';
 
 let tmp: string;
 let base: string;
@@ -25,22 +22,10 @@ const ADAPTERS = [
   { name: 'legal', targets: ['o_proj', 'down_proj'], seed: 2 },
 ];
 
-/** A PEFT adapter on `base` with seeded random A and B (B is zero at init: the adapter would change nothing). */
-async function makeAdapter(out: string, targets: string[], seed: number, baseDigest?: string): Promise<void> {
-  const { model } = await openLanguageModel(base);
-  const adapter = applyLora(model, parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: targets }));
-  const random = seededRandom(seed);
-  for (const [, t] of adapter.namedParameters()) {
-    const values = t.storage as Float32Array;
-    for (let i = 0; i < values.length; i++) values[i] = (random.next() - 0.5) * 0.6;
-  }
-  await saveLoraAdapter(out, model, adapter, baseDigest === undefined ? {} : { baseDigest });
-}
-
 before(async () => {
   ({ tmp, dir: base } = await makeServedModelDir());
-  for (const a of ADAPTERS) await makeAdapter(adapterDir(a.name), a.targets, a.seed);
-  await makeAdapter(adapterDir('other-base'), ['q_proj'], 3, `sha256:${'0'.repeat(64)}`);
+  for (const a of ADAPTERS) await makeRandomAdapter(base, adapterDir(a.name), a.targets, a.seed);
+  await makeRandomAdapter(base, adapterDir('other-base'), ['q_proj'], 3, `sha256:${'0'.repeat(64)}`);
 });
 after(async () => {
   await rm(tmp, { recursive: true, force: true });
