@@ -2,8 +2,8 @@
 import { basename, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { openLanguageModel } from '../load/language-model.js';
-import { loadChatTemplate } from '../server/chat-template.js';
-import { ModelGenerator } from '../server/generation.js';
+import { chatTemplateOf } from '../server/chat-template.js';
+import { parseAdapterSpec, servedModels } from '../server/served-models.js';
 import { SERVER_DEFAULTS, createApiServer } from '../server/server.js';
 import { SqliteKeyStore } from '../server/sqlite-keys.js';
 import { type Command, parse } from './command.js';
@@ -17,7 +17,8 @@ export const serveCommand: Command = {
   summary: 'serve a language model over an authenticated OpenAI-compatible HTTP API',
   help: `Usage: knobs serve MODEL [--name ID] [--host HOST] [--port N] [--keys FILE | --insecure-no-auth]
                    [--max-concurrency N] [--queue N] [--max-tokens N] [--max-body BYTES] [--max-n N]
-                   [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
+                   [--max-choices N] [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
+                   [--adapter NAME=DIR]... [--allow-base-mismatch]
 
 Serves MODEL (a run directory, a Hugging Face model directory or a GGUF file, plain, sealed or
 signed, as 'knobs generate' opens it) at
@@ -34,16 +35,24 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
   --queue N            requests that may wait for a slot (default ${SERVER_DEFAULTS.maxQueue}); beyond: 503 at once
   --max-tokens N       most max_tokens one request may ask for (default ${SERVER_DEFAULTS.maxTokens}); over it: 400
   --max-body BYTES     request body limit (default ${SERVER_DEFAULTS.maxBody}); over it: 413
-  --max-n N            most choices per request (default ${SERVER_DEFAULTS.maxN})
+  --max-n N            most choices per prompt, OpenAI's n (default ${SERVER_DEFAULTS.maxN})
+  --max-choices N      most choices per request: prompts × n, for /v1/completions with several
+                       prompts (default ${SERVER_DEFAULTS.maxChoices} or --max-n if larger); they run one after another in the request's slot
   --deadline-ms MS     most time one request may take, queueing included (default ${SERVER_DEFAULTS.deadlineMs})
   --master-key-file F  the master key of a sealed MODEL (else KNOBS_MASTER_KEY): decrypted into
                        memory only (docs/sealing.md)
   --public-key KEY     MODEL is a bundle signed by 'knobs release': refused unless every file
                        verifies as it is read (docs/release.md)
+  --adapter NAME=DIR   also serve the LoRA adapter DIR (a PEFT directory, e.g. made by 'knobs tune')
+                       on MODEL as model id NAME; repeatable. Each adapter is its own model id
+                       (keys' --models apply per id), chosen per request, sharing MODEL's weights
+  --allow-base-mismatch  serve an adapter that records another base's weight digest (the shapes
+                       must still fit); without it such an adapter refuses to start
 
 Example:
   knobs keys create --keys keys.db --name alice --rpm 60 --tokens-per-day 100000
-  knobs serve models/TinyLlama-1.1B --keys keys.db --port 8080`,
+  knobs serve models/TinyLlama-1.1B --keys keys.db --port 8080
+  knobs serve runs/tiny --name tiny --adapter tiny-poems=runs/tiny-lora --keys keys.db`,
   async run(argv, io) {
     const { values, positionals } = parse(
       argv,
@@ -58,9 +67,12 @@ Example:
         'max-tokens': { type: 'string' },
         'max-body': { type: 'string' },
         'max-n': { type: 'string' },
+        'max-choices': { type: 'string' },
         'deadline-ms': { type: 'string' },
         'master-key-file': { type: 'string' },
         'public-key': { type: 'string' },
+        adapter: { type: 'string', multiple: true },
+        'allow-base-mismatch': { type: 'boolean' },
       },
       'serve',
     );
@@ -90,27 +102,30 @@ Example:
       maxN: int('max-n', SERVER_DEFAULTS.maxN),
       deadlineMs: int('deadline-ms', SERVER_DEFAULTS.deadlineMs),
     };
+    // A request with one prompt may always ask for --max-n choices.
+    const maxChoices = int('max-choices', Math.max(SERVER_DEFAULTS.maxChoices, limits.maxN));
     const path = positionals[0]!;
+    const id = (values.name as string | undefined) ?? basename(resolve(path));
+    const adapters = ((values.adapter as string[] | undefined) ?? []).map(parseAdapterSpec);
     // The server never sees anything but the opened model: sealed weights stay in memory.
     const opened = await openLanguageModel(path, {
       masterKey: await readMasterKey(values['master-key-file'] as string | undefined, process.env),
       publicKey: values['public-key'] as string | undefined,
     });
+    const models = await servedModels(opened, {
+      id,
+      chat: chatTemplateOf(opened),
+      adapters,
+      allowBaseMismatch: values['allow-base-mismatch'] === true,
+    });
     const keys = keysPath === undefined ? null : SqliteKeyStore.open(keysPath, { create: false });
     keys?.clearReservations();
-    const tokenizerAddsBos = (opened.textOptions.codec?.encode('').length ?? 0) > 0;
     const api = createApiServer({
       ...SERVER_DEFAULTS,
       ...limits,
+      maxChoices,
       keys,
-      models: [
-        {
-          id: (values.name as string | undefined) ?? basename(resolve(path)),
-          created: Math.floor(Date.now() / 1000),
-          generator: new ModelGenerator(opened),
-          chat: await loadChatTemplate(path, tokenizerAddsBos),
-        },
-      ],
+      models,
       log: (entry) => io.stderr(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`),
     });
     const url = await api.listen(port, host);

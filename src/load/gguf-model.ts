@@ -4,6 +4,7 @@ import type { ByteSource } from '../io/byte-source.js';
 import { type LoadGgufOptions, loadGgufModel } from '../models/gguf/load.js';
 import { samplingDefaults } from '../models/hf/generate.js';
 import { tokenizerCodec } from '../models/hf/text.js';
+import { ggufChatTemplate } from './chat-template-source.js';
 import type { OpenedBase } from './language-model.js';
 
 /**
@@ -27,5 +28,6 @@ export async function openGgufLanguageModel(
     tokenizer: loaded.tokenizer,
     textOptions: { codec: tokenizerCodec(loaded.tokenizer), eosTokenId: loaded.eosTokenIds },
     defaults: samplingDefaults(loaded.generationConfig),
+    chatTemplate: ggufChatTemplate(loaded),
   };
 }

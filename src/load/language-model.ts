@@ -20,6 +20,7 @@ import { type LoadedRun, RECIPE_NAME, isRunDir, loadRun, loadRunFiles } from '..
 import { MANIFEST_NAME } from '../seal/format.js';
 import { MASTER_KEY_ENV } from '../seal/keys.js';
 import { isSealedDir, sealedFiles } from '../seal/open.js';
+import { type ModelChatTemplate, readChatTemplate } from './chat-template-source.js';
 import { openGgufLanguageModel } from './gguf-model.js';
 import { openVerifiedLanguageModel } from './verified-model.js';
 
@@ -38,6 +39,8 @@ export interface OpenedLanguageModel {
   defaults: SamplingDefaults;
   /** The LoRA adapters attached (OpenLanguageModelOptions.adapters), in order. */
   adapters: LoraAdapter[];
+  /** The chat template, read through the same opened files as the weights (never from plaintext on disk). */
+  chatTemplate: ModelChatTemplate;
 }
 
 /** Whether `path` names a GGUF file (by its extension: a directory is never one). */
@@ -83,10 +86,10 @@ async function openBase(path: string, opts: OpenLanguageModelOptions): Promise<O
   if (await isSealedDir(path)) return openSealedLanguageModel(path, opts.masterKey ?? null);
   if (await isRunDir(path)) {
     const run = await loadRun(path);
-    return fromRun(path, run, await runTokenizer(path, run));
+    return fromRun(path, run, await runTokenizer(path, run), await readChatTemplate(path));
   }
   const loaded = await loadHfModel(path);
-  return fromHf(path, loaded, await loadHfTokenizer(path, loaded.config.vocab_size));
+  return fromHf(path, loaded, await loadHfTokenizer(path, loaded.config.vocab_size), await readChatTemplate(path));
 }
 
 async function openSealedLanguageModel(path: string, masterKey: Uint8Array | null): Promise<OpenedBase> {
@@ -100,10 +103,10 @@ async function openSealedLanguageModel(path: string, masterKey: Uint8Array | nul
   if (recipe) {
     await recipe.close();
     const run = await loadRunFiles(files);
-    return fromRun(path, run, await runTokenizer(files, run));
+    return fromRun(path, run, await runTokenizer(files, run), await readChatTemplate(files));
   }
   const loaded = await loadHfModel(files);
-  return fromHf(path, loaded, await loadHfTokenizer(files, loaded.config.vocab_size));
+  return fromHf(path, loaded, await loadHfTokenizer(files, loaded.config.vocab_size), await readChatTemplate(files));
 }
 
 /** A run trained with a tokenizer.json has it copied into the directory; byte-level runs need none. */
@@ -115,7 +118,12 @@ function runTokenizer(dir: string | ModelFiles, run: LoadedRun): Promise<Tokeniz
   return run.recipe.tokenizer === 'bytes' ? null : loadHfTokenizer(dir, run.model.config.vocab_size);
 }
 
-function fromRun(path: string, run: LoadedRun, tokenizer: Tokenizer | null): OpenedBase {
+function fromRun(
+  path: string,
+  run: LoadedRun,
+  tokenizer: Tokenizer | null,
+  chatTemplate: ModelChatTemplate,
+): OpenedBase {
   return {
     kind: 'run',
     path,
@@ -123,10 +131,16 @@ function fromRun(path: string, run: LoadedRun, tokenizer: Tokenizer | null): Ope
     tokenizer,
     textOptions: tokenizer ? { codec: tokenizerCodec(tokenizer) } : {},
     defaults: { temperature: 1, topK: 0, topP: 1 },
+    chatTemplate,
   };
 }
 
-function fromHf(path: string, loaded: LoadedHfModel, tokenizer: Tokenizer): OpenedBase {
+function fromHf(
+  path: string,
+  loaded: LoadedHfModel,
+  tokenizer: Tokenizer,
+  chatTemplate: ModelChatTemplate,
+): OpenedBase {
   return {
     kind: 'hf',
     path,
@@ -134,5 +148,6 @@ function fromHf(path: string, loaded: LoadedHfModel, tokenizer: Tokenizer): Open
     tokenizer,
     textOptions: { codec: tokenizerCodec(tokenizer), eosTokenId: loaded.generationConfig.eosTokenIds },
     defaults: samplingDefaults(loaded.generationConfig),
+    chatTemplate,
   };
 }

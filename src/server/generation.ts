@@ -6,6 +6,7 @@
  * and takes over the interleaving.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { AdapterSet } from '../finetune/adapter-set.js';
 import type { OpenedLanguageModel } from '../load/language-model.js';
 import { type TextCodec, UTF8_BYTES, textSteps } from '../models/generate-text.js';
 
@@ -65,15 +66,30 @@ export interface TextGenerator {
   ): Promise<GenerationResult>;
 }
 
+export interface ModelGeneratorOptions {
+  /**
+   * The LoRA adapters served on this base, and the one this generator runs with (null: the base
+   * alone). Every decoding step runs inside `set.use`, so sequences of different adapters
+   * interleave token by token and each step sees only its own delta. When a base has adapters,
+   * its own generator must go through the set too (name null), or it could run while one is attached.
+   */
+  adapters?: { set: AdapterSet; name: string | null };
+}
+
 export class ModelGenerator implements TextGenerator {
   readonly contextLength: number;
   readonly vocabSize: number;
   private readonly codec: TextCodec;
+  private readonly adapters: ModelGeneratorOptions['adapters'];
 
-  constructor(private readonly opened: OpenedLanguageModel) {
+  constructor(
+    private readonly opened: OpenedLanguageModel,
+    opts: ModelGeneratorOptions = {},
+  ) {
     this.contextLength = opened.model.contextLength;
     this.vocabSize = opened.model.config.vocab_size;
     this.codec = opened.textOptions.codec ?? UTF8_BYTES;
+    this.adapters = opts.adapters;
   }
 
   promptTokens(prompt: string | readonly number[]): number {
@@ -104,7 +120,7 @@ export class ModelGenerator implements TextGenerator {
         // Yield before each token: the prefill of a long prompt and every step let others in.
         await nextTurn();
         if (signal.aborted) return { text, finishReason: 'cancelled', promptTokens, completionTokens: produced };
-        const step = steps.next();
+        const step = this.adapters ? await this.adapters.set.use(this.adapters.name, () => steps.next()) : steps.next();
         if (step.done) {
           text += step.value.tail;
           if (step.value.tail) onChunk({ text: step.value.tail, logprob: null });

@@ -38,6 +38,7 @@ export const SERVER_DEFAULTS = {
   maxTokens: 1024,
   maxBody: DEFAULT_MAX_BODY,
   maxN: 1,
+  maxChoices: 16,
   deadlineMs: 120_000,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
@@ -370,7 +371,20 @@ function routeOf(method: string, path: string): { name: string; model?: string }
   );
 }
 
-const modelObject = (m: ServedModel) => ({ id: m.id, object: 'model', created: m.created, owned_by: 'knobs' });
+/**
+ * OpenAI's model object plus vLLM's fields: `parent` names the base of an adapter (null for a base),
+ * `root` the base the weights come from (vLLM puts a file path there; a closed server does not),
+ * `max_model_len` the context.
+ */
+const modelObject = (m: ServedModel) => ({
+  id: m.id,
+  object: 'model',
+  created: m.created,
+  owned_by: 'knobs',
+  root: m.parent ?? m.id,
+  parent: m.parent ?? null,
+  max_model_len: m.generator.contextLength,
+});
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
