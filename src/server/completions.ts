@@ -99,6 +99,7 @@ export function prepare(
       maxTokens != null && room >= 1 ? maxParam : kind === 'chat' ? 'messages' : 'prompt',
     );
   const max = Math.min(maxTokens ?? caps.maxTokens, room);
+  g.checkFits?.(promptTokens, max);
   const logitBias = new Map<number, number>();
   for (const [id, bias] of Object.entries(body.logit_bias ?? {})) {
     if (Number(id) >= g.vocabSize)
