@@ -332,6 +332,25 @@ describe('continuous batching', { skip }, () => {
     assert.equal(engine.kv.usedBlocks, 0);
   });
 
+  it('a callback that throws fails its own request only', async () => {
+    const engine = engineOf(model);
+    const base = { maxTokens: 5, sampling: { greedy: true }, seed: 0, eos: new Set<number>(), adapter: null };
+    const [bad, good] = await Promise.allSettled([
+      engine.submit({
+        ...base,
+        prompt: [1, 2, 3],
+        onToken: () => {
+          throw new Error('client bug');
+        },
+      }),
+      engine.submit({ ...base, prompt: [4, 5, 6] }),
+    ]);
+    assert.equal(bad.status, 'rejected');
+    assert.match(String((bad as PromiseRejectedResult).reason), /client bug/);
+    assert.equal(good.status === 'fulfilled' && good.value.tokens.length, 5);
+    assert.equal(engine.kv.usedBlocks, 0);
+  });
+
   it('an abort frees its blocks at once, running or waiting', async () => {
     const engine = engineOf(model, 1);
     const controllers = Array.from({ length: 40 }, () => new AbortController());

@@ -41,27 +41,46 @@ inline float lanes_sum(v16 v) {
   return a[0];
 }
 
-/* y[i, j] = x_i · w_j for an MR × NR tile; every (i, j) takes the same operations in any tile. */
+/* The same tree for sixteen sums at once: output i of the result is lanes_sum(v[i]), bit for bit
+   (level by level the same pairs are added: lanes j and j+8, then j and j+4, j+2, j+1). */
+inline v16 lanes_sum16(const v16 *v) {
+  v16 w[8], u[4], z[2];
+  for (int p = 0; p < 8; p++)
+    w[p] = __builtin_shufflevector(v[2 * p], v[2 * p + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(v[2 * p], v[2 * p + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  for (int q = 0; q < 4; q++)
+    u[q] = __builtin_shufflevector(w[2 * q], w[2 * q + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+           __builtin_shufflevector(w[2 * q], w[2 * q + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  for (int s = 0; s < 2; s++)
+    z[s] = __builtin_shufflevector(u[2 * s], u[2 * s + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+           __builtin_shufflevector(u[2 * s], u[2 * s + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  return __builtin_shufflevector(z[0], z[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(z[0], z[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
+/* y[i, j] = x_i · w_j for an MR × NR tile (MR·NR ≤ 16); every (i, j) takes the same operations in
+   any tile: the lanes of a missing output are zeros that never meet another output's lanes. */
 template <int MR, int NR>
 inline __attribute__((always_inline)) void dot_tile(const float *x, int64_t ldx, const float *w, int64_t ldw,
                                                     int64_t K, float *y, int64_t ldy) {
-  v16 acc[MR][NR];
-  for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NR; j++) acc[i][j] = v16{};
+  static_assert(MR * NR <= 16, "one lanes_sum16 per tile");
+  v16 acc[16];
+  for (int i = 0; i < 16; i++) acc[i] = v16{};
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
     v16 wv[NR];
     for (int j = 0; j < NR; j++) wv[j] = load16(w + j * ldw + k);
     for (int i = 0; i < MR; i++) {
       v16 xv = load16(x + i * ldx + k);
-      for (int j = 0; j < NR; j++) acc[i][j] += xv * wv[j];
+      for (int j = 0; j < NR; j++) acc[i * NR + j] += xv * wv[j];
     }
   }
+  v16 sums = lanes_sum16(acc);
   for (int i = 0; i < MR; i++)
     for (int j = 0; j < NR; j++) {
       float tail = 0.0f;
       for (int64_t t = k; t < K; t++) tail += x[i * ldx + t] * w[j * ldw + t];
-      y[i * ldy + j] = lanes_sum(acc[i][j]) + tail;
+      y[i * ldy + j] = sums[i * NR + j] + tail;
     }
 }
 
@@ -88,11 +107,15 @@ void matmul_columns(const float *x, int64_t M, int64_t K, const float *w, int64_
   }
 }
 
+/* One dot product, the matmul's order (lanes, then lanes_sum's tree, then the tail). */
 KN_CLONES
 float dot(const float *a, const float *b, int64_t n) {
-  float y;
-  dot_tile<1, 1>(a, n, b, n, n, &y, 1);
-  return y;
+  v16 acc = v16{};
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) acc += load16(a + k) * load16(b + k);
+  float tail = 0.0f;
+  for (int64_t t = k; t < n; t++) tail += a[t] * b[t];
+  return lanes_sum(acc) + tail;
 }
 
 KN_CLONES

@@ -266,11 +266,13 @@ export class BatchEngine {
   private sample(seq: Sequence, logits: Float32Array): void {
     if (seq.done) return; // cancelled while its row was in flight
     const { req } = seq;
-    const row = req.adjustLogits ? req.adjustLogits(logits.slice(), seq.produced) : logits;
-    const id = sampleToken(row, req.sampling, seq.generator);
-    seq.produced.push(id);
+    let id: number;
     let keep: boolean | void;
     try {
+      // A throwing callback (penalties, the text stream) fails its own sequence, never the engine.
+      const row = req.adjustLogits ? req.adjustLogits(logits.slice(), seq.produced) : logits;
+      id = sampleToken(row, req.sampling, seq.generator);
+      seq.produced.push(id);
       keep = req.onToken?.(id, logits);
     } catch (e) {
       seq.fail(e);
