@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
+import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 import { openLanguageModel } from '../src/load/language-model.js';
 import { loadChatTemplate } from '../src/server/chat-template.js';
 import { type ApiServer, SERVER_DEFAULTS, createApiServer } from '../src/server/server.js';
@@ -81,13 +81,21 @@ describe('serve with continuous batching', { skip }, () => {
     ...(i % 4 === 1 ? { stop: ['a'] } : {}),
   });
 
-  it('concurrent completions answer as each does alone', async () => {
-    const together = await Promise.all(Array.from({ length: 10 }, (_, i) => post(url, '/v1/completions', body(i))));
-    for (const [i, t] of together.entries()) {
-      assert.equal(t.status, 200, JSON.stringify(t.body));
-      const alone = await post(url, '/v1/completions', body(i));
-      const strip = (b: Record<string, unknown>): unknown => ({ choices: b.choices, usage: b.usage });
-      assert.deepEqual(strip(t.body), strip(alone.body), `request ${i}`);
+  it('concurrent completions answer as each does alone, at 2 threads and at 1', async () => {
+    const strip = (b: Record<string, unknown>): unknown => ({ choices: b.choices, usage: b.usage });
+    const addon = loadNativeAddon()!;
+    const threads = addon.setThreads(2);
+    let together: Answer[];
+    try {
+      together = await Promise.all(Array.from({ length: 10 }, (_, i) => post(url, '/v1/completions', body(i))));
+      addon.setThreads(1);
+      for (const [i, t] of together.entries()) {
+        assert.equal(t.status, 200, JSON.stringify(t.body));
+        const alone = await post(url, '/v1/completions', body(i));
+        assert.deepEqual(strip(t.body), strip(alone.body), `request ${i}`);
+      }
+    } finally {
+      addon.setThreads(threads);
     }
     const choice = (together[0]!.body.choices as { logprobs: { tokens: string[] } }[])[0]!;
     assert.equal(choice.logprobs.tokens.length, 12);
