@@ -302,6 +302,11 @@ describe('continuous batching', { skip }, () => {
     const engine = new BatchEngine(new BatchedLlama(model, addon!), { kvCacheBytes: 5 * blockBytes });
     assert.equal(engine.kv.totalBlocks, 5);
     assert.throws(
+      () => new PagedKvCache({ layers: 1, kvHeads: 64, headDim: 128 }, 2 ** 20),
+      (e: unknown) =>
+        e instanceof k.ArgumentError && /cannot allocate 1048576 blocks .*lower --kv-cache-mb/.test(e.message),
+    );
+    assert.throws(
       () =>
         engine.submit({
           prompt: [1, 2, 3],

@@ -32,8 +32,15 @@ export class PagedKvCache {
     this.shape = shape;
     this.totalBlocks = totalBlocks;
     const size = totalBlocks * shape.kvHeads * KV_BLOCK * shape.headDim;
-    this.keys = Array.from({ length: shape.layers }, () => new Float32Array(size));
-    this.values = Array.from({ length: shape.layers }, () => new Float32Array(size));
+    try {
+      this.keys = Array.from({ length: shape.layers }, () => new Float32Array(size));
+      this.values = Array.from({ length: shape.layers }, () => new Float32Array(size));
+    } catch (e) {
+      if (!(e instanceof RangeError)) throw e;
+      throw new ArgumentError(
+        `PagedKvCache: cannot allocate ${totalBlocks} blocks (${((totalBlocks * PagedKvCache.blockBytes(shape)) / 2 ** 20).toFixed(0)} MiB): ${e.message}; lower --kv-cache-mb`,
+      );
+    }
     // Popped from the end: block 0 first.
     this.#free = Array.from({ length: totalBlocks }, (_, i) => totalBlocks - 1 - i);
   }
