@@ -16,6 +16,7 @@ import { BatchGenerator } from '../src/serve/batch-generator.js';
 import type { BatchEngine } from '../src/serve/engine.js';
 import { openBatchEngine } from '../src/serve/open.js';
 import { makeServedModelDir } from './harness/api-server.js';
+import { startServe } from './harness/serve-cli.js';
 
 const skip = loadNativeBackend() ? false : `native backend not built: ${nativeLoadError()}`;
 
@@ -151,5 +152,27 @@ describe('serve with continuous batching', { skip }, () => {
     const metrics = await (await fetch(`${url}/metrics`)).text();
     assert.match(metrics, /knobs_kv_cache_blocks\{state="used"\} 0\n/);
     assert.match(metrics, new RegExp(`knobs_kv_cache_blocks\\{state="free"\\} ${engine.kv.totalBlocks}\\n`));
+  });
+
+  it('knobs serve batches by default; --no-batching runs the old path', async () => {
+    const made = await makeServedModelDir(512);
+    try {
+      for (const [flags, batched] of [
+        [['--kv-cache-mb', '8'], true],
+        [['--no-batching'], false],
+      ] as const) {
+        const server = await startServe([made.dir, ...flags]);
+        try {
+          const answer = await post(server.url, '/v1/completions', { model: 'tiny', prompt: 'abc', max_tokens: 4 });
+          assert.equal(answer.status, 200);
+          const metrics = await (await fetch(`${server.url}/metrics`)).text();
+          assert.equal(/knobs_kv_cache_blocks\{state="free"\}/.test(metrics), batched, metrics);
+        } finally {
+          await server.stop();
+        }
+      }
+    } finally {
+      await rm(made.tmp, { recursive: true, force: true });
+    }
   });
 });
