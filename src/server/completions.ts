@@ -151,7 +151,9 @@ export function prepare(
           '; shorten the prompt or lower the token count',
         maxTokens != null && room >= 1 ? maxParam : param,
       );
-    return { promptTokens, params: { ...shared, prompt, maxTokens: Math.min(maxTokens ?? caps.maxTokens, room) } };
+    const max = Math.min(maxTokens ?? caps.maxTokens, room);
+    g.checkFits?.(promptTokens, max);
+    return { promptTokens, params: { ...shared, prompt, maxTokens: max } };
   });
   return {
     kind,

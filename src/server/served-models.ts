@@ -9,7 +9,7 @@ import { AdapterSet } from '../finetune/adapter-set.js';
 import type { OpenedLanguageModel } from '../load/language-model.js';
 import type { ChatTemplate } from './chat-template.js';
 import type { ServedModel } from './completions.js';
-import { ModelGenerator } from './generation.js';
+import { ModelGenerator, type TextGenerator } from './generation.js';
 
 export interface AdapterSpec {
   /** The model id clients send. */
@@ -41,6 +41,12 @@ export interface ServedModelsOptions {
   /** Load adapters that record another base's weight digest (their shapes must still fit). */
   allowBaseMismatch?: boolean;
   created?: number;
+  /**
+   * How the model ids decode, given the adapters' set (null when there are none): a maker of each
+   * id's generator (name null: the base), or null to decode one sequence at a time (ModelGenerator).
+   * `knobs serve` passes its continuous-batching engine here.
+   */
+  batched?: (adapters: AdapterSet | null) => ((name: string | null) => TextGenerator) | null;
 }
 
 /**
@@ -58,13 +64,20 @@ export async function servedModels(opened: OpenedLanguageModel, opts: ServedMode
       );
     taken.add(name);
   }
-  if (specs.length === 0) return [{ id: opts.id, created, generator: new ModelGenerator(opened), chat: opts.chat }];
-  const set = new AdapterSet(opened.model);
-  for (const { name, dir } of specs) await set.load(name, dir, { allowBaseMismatch: opts.allowBaseMismatch === true });
+  let set: AdapterSet | null = null;
+  if (specs.length > 0) {
+    set = new AdapterSet(opened.model);
+    for (const { name, dir } of specs) await set.load(name, dir, { allowBaseMismatch: opts.allowBaseMismatch === true });
+  }
+  const adapters = set;
+  const generatorOf =
+    opts.batched?.(adapters) ??
+    ((name: string | null) =>
+      adapters === null ? new ModelGenerator(opened) : new ModelGenerator(opened, { adapters: { set: adapters, name } }));
   const served = (name: string | null): ServedModel => ({
     id: name ?? opts.id,
     created,
-    generator: new ModelGenerator(opened, { adapters: { set, name } }),
+    generator: generatorOf(name),
     chat: opts.chat,
     ...(name === null ? {} : { parent: opts.id }),
   });

@@ -28,6 +28,8 @@ export interface ServerOptions extends Caps {
   /** Most time to receive the headers, and the whole request (slow clients are cut off). */
   headersTimeoutMs: number;
   requestTimeoutMs: number;
+  /** The batching engine's KV cache blocks, for /metrics (absent without the engine). */
+  kvBlocks?: () => { used: number; free: number };
   /** One structured log entry per request (and per server event). */
   log: (entry: Record<string, unknown>) => void;
 }
@@ -164,7 +166,9 @@ export function createApiServer(opts: ServerOptions): ApiServer {
           '/metrics needs an admin key (knobs keys create --admin)',
         );
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-      return void res.end(metrics.render({ active: admission.active, queued: admission.queued }));
+      return void res.end(
+        metrics.render({ active: admission.active, queued: admission.queued, kvBlocks: opts.kvBlocks?.() }),
+      );
     }
     if (route.name === 'models')
       return send(res, 200, { object: 'list', data: visibleModels(ex.key).map(modelObject) });
