@@ -8,6 +8,7 @@
 import { KeyError, UsageError } from '../errors.js';
 import { type LoadAdapterOptions, loadAdapters } from '../finetune/adapter.js';
 import type { LoraAdapter } from '../finetune/lora.js';
+import { type QuantType, quantizeBase } from '../finetune/quantized-base.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
@@ -58,6 +59,12 @@ export interface OpenLanguageModelOptions extends LoadAdapterOptions {
   publicKey?: string;
   /** PEFT adapter directories to attach to the base (their targets must not overlap). */
   adapters?: readonly string[];
+  /**
+   * Quantize the base's float linear layers (q8_0 / q4_0) before the adapters attach, so an
+   * adapter tuned on that quantized base (`knobs tune --quantize`) finds its base digest, and the
+   * adapters stay on the layers that run (quantizing after attaching would drop them).
+   */
+  quantize?: QuantType;
 }
 
 /**
@@ -71,6 +78,7 @@ export async function openLanguageModel(
   opts: OpenLanguageModelOptions = {},
 ): Promise<OpenedLanguageModel> {
   const opened = await openBase(path, opts);
+  if (opts.quantize !== undefined) quantizeBase(opened.model, opts.quantize);
   const adapters = await loadAdapters(opened.model, opts.adapters ?? [], opts);
   return { ...opened, adapters };
 }

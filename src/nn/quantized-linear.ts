@@ -96,12 +96,12 @@ export class QuantizedLinear extends Module implements Layer {
  * or Sequential's layer list. A parent that reaches the layer some other way is refused rather
  * than left running the old one.
  */
-function swapChild(parent: Module, name: string, old: Module, next: Module): void {
+function swapChild(parent: Module, name: string, old: Module, next: Module & Layer): void {
   const fields = parent as unknown as Record<string, unknown>;
   if (parent instanceof Sequential) {
     const layers = parent.layers as Layer[];
     const i = layers.indexOf(old as unknown as Layer);
-    if (i >= 0) layers[i] = next as QuantizedLinear;
+    if (i >= 0) layers[i] = next;
   } else if (fields[name] === old) {
     Reflect.set(parent, name, next);
   } else {
@@ -210,8 +210,11 @@ export function requantizeToQ8_0(rows: number, cols: number, row: (i: number) =>
   return { type: 'q8_0', rows, cols, blocks };
 }
 
-/** Puts `layer` in place of the Linear at `path` of `model` (what quantizeModel does per layer). */
-export function replaceLinear(model: Module, path: string, layer: QuantizedLinear): void {
+/**
+ * Puts `layer` in place of the Linear at `path` of `model` (what quantizeModel does per layer; a
+ * Linear back in place of a QuantizedLinear is how finetune/ dequantizes a layer for merging).
+ */
+export function replaceLinear(model: Module, path: string, layer: QuantizedLinear | Linear): void {
   const old = model.getModule(path);
   if (!(old instanceof Linear) && !(old instanceof QuantizedLinear))
     throw new ArgumentError(`replaceLinear: ${path} is a ${old.constructor.name}, not a Linear`);
