@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { AdapterSet } from '../src/finetune/adapter-set.js';
 import { loadTuneRecipe } from '../src/train/tune-recipe.js';
 import { loadLoraAdapter } from '../src/finetune/adapter.js';
+import { dequantizeLayers } from '../src/finetune/quantized-base.js';
 import { loadSafetensors } from '../src/formats/safetensors.js';
 import { openLanguageModel } from '../src/load/language-model.js';
 import { fromArray } from '../src/ops/creation.js';
@@ -386,6 +387,49 @@ describe('knobs tune on a quantized base (QLoRA)', () => {
     const again = await cliInProcess(['tune', '--resume', '--out', out, '--steps', '6', '--json']);
     assert.equal(again.code, 0, again.stderr);
     assert.equal(JSON.parse(again.stdout).resumedFrom, 4);
+  });
+
+  it('merge into the quantized base: targeted layers dequantized and written as f16 (or --dtype), stderr says so; logits equal the decoded base + adapter', async () => {
+    const out = path('qmerged');
+    const r = await cliInProcess(['merge', base, path('qlora'), '--quantize', 'q8_0', '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /base is quantized; targeted layers \(6 q8_0\) were dequantized, merged and written as f16; the other quantized layers \(2 q8_0\) were written dequantized as f32/,
+    );
+    const result = JSON.parse(r.stdout);
+    assert.equal(result.dtype, 'f16');
+    const { tensors: written } = await loadSafetensors(join(out, 'model.safetensors'));
+    assert.equal((written.get('h.0.attn.c_attn.weight') as Tensor).dtype, 'f16');
+    assert.equal((written.get('h.0.mlp.c_fc.weight') as Tensor).dtype, 'f32');
+    const refused = await cliInProcess(['merge', base, path('qlora'), '--out', path('qmerged-f32base')]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /trained on another base/);
+    assert.ok(!existsSync(path('qmerged-f32base')));
+
+    const exact = path('qmerged-f32');
+    const e = await cliInProcess([
+      'merge',
+      base,
+      path('qlora'),
+      '--quantize',
+      'q8_0',
+      '--dtype',
+      'f32',
+      '--out',
+      exact,
+    ]);
+    assert.equal(e.code, 0, e.stderr);
+    const merged = await openLanguageModel(exact);
+    const reference = await openLanguageModel(base, { quantize: 'q8_0' });
+    dequantizeLayers(reference.model);
+    await loadLoraAdapter(path('qlora'), reference.model, { allowBaseMismatch: true });
+    const [got, want] = [logits(merged.model), logits(reference.model)];
+    for (let i = 0; i < want.length; i++)
+      assert.ok(
+        Math.abs(got[i]! - want[i]!) <= 1e-5 + 1e-5 * Math.abs(want[i]!),
+        `logit ${i}: ${got[i]} vs ${want[i]}`,
+      );
   });
 
   it('the recipe field "quantize": "q4_0" does the same; with freezing, or an unknown type, it is refused before writing', async () => {

@@ -6,7 +6,7 @@
  *    tune recipe's `"quantize"`); layers already quantized (a q8_0/q4_0 GGUF loaded as blocks) are
  *    left as they are.
  *  - `dequantizeLayers`: turns quantized layers back into f32 Linear / Conv1D layers, for merging an
- *    adapter into a quantized base (`knobs merge`): a delta cannot be added into blocks.
+ *    adapter into a quantized base (merge.ts `mergeAdapter`, `knobs merge`): a delta cannot be added into blocks.
  *  - `hashQuantizedLayers`: the part of the base digest (adapter.ts `baseDigest`) a quantized layer
  *    contributes — its block type, shape and block bytes, not dequantized values. So an adapter
  *    tuned on a q8_0 base records that base, and loading it onto the f32 model the blocks came from
@@ -73,6 +73,7 @@ export function dequantizedLayer(q: QuantizedLinear, conv1d: boolean): Linear {
     (layer.weight.storage as Float32Array).set(stored as Float32Array);
     if (q.bias) (layer.bias!.storage as Float32Array).set(q.bias.contiguousStorage() as Float32Array);
   });
+  layer.train(q.training); // an adapter attached later follows the layer's mode (its dropout)
   return layer;
 }
 

@@ -70,7 +70,9 @@ export class QuantizedLinear extends Module implements Layer {
       (w.storage as Float32Array | Float64Array).subarray(w.offset, w.offset + numel(w.shape)),
     );
     const bias = linear.bias ? cast(linear.bias.detach(), 'f32') : null;
-    return new QuantizedLinear(quantizeMatrix(type, values, linear.outFeatures, linear.inFeatures), bias);
+    const q = new QuantizedLinear(quantizeMatrix(type, values, linear.outFeatures, linear.inFeatures), bias);
+    q.train(linear.training); // the mode a LoRA attached later follows (its dropout)
+    return q;
   }
 
   get bias(): Tensor | null {
