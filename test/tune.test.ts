@@ -549,3 +549,30 @@ describe('knobs tune on a GGUF base', () => {
     assert.equal(adapters[0]!.layers.size, 6);
   });
 });
+
+describe('non-finite steps in knobs tune (the trainer loop: issue 11 item 6)', () => {
+  it('a LoRA tune skips NaN steps as {"step","skipped":"nonfinite_grad"} and stops after max_nonfinite_steps in a row', async () => {
+    const out = path('nonfinite-lora');
+    const json = {
+      ...LORA_RECIPE,
+      lora: { r: 4, lora_alpha: 8, target_modules: ['c_attn'], init_lora_weights: false },
+      optimizer: { type: 'sgd', lr: 1e30 },
+      steps: 20,
+      log_every: 1,
+      checkpoint_every: 1,
+      max_nonfinite_steps: 2,
+    };
+    const r = await cliInProcess(['tune', base, await recipe('nonfinite.json', json), '--out', out]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /max_nonfinite_steps = 2/);
+    const rows = (await readFile(join(out, 'metrics.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      rows.filter((row) => row.skipped === 'nonfinite_grad').map((row) => row.step),
+      [2, 3, 4],
+    );
+    assert.ok(existsSync(join(out, 'checkpoints', 'step-3')), 'the checkpoints before the stop are kept');
+  });
+});
