@@ -79,6 +79,9 @@ export async function openLanguageModel(
 ): Promise<OpenedLanguageModel> {
   const opened = await openBase(path, opts);
   if (opts.quantize !== undefined) quantizeBase(opened.model, opts.quantize);
+  // Opened for inference: every layer (a quantized one a loader swapped in included) in eval mode,
+  // so an adapter's dropout, which follows its layer's mode, is off.
+  opened.model.eval();
   const adapters = await loadAdapters(opened.model, opts.adapters ?? [], opts);
   return { ...opened, adapters };
 }
