@@ -8,6 +8,7 @@
 import { KeyError, UsageError } from '../errors.js';
 import { type LoadAdapterOptions, loadAdapters } from '../finetune/adapter.js';
 import type { LoraAdapter } from '../finetune/lora.js';
+import { type QuantType, quantizeBase } from '../finetune/quantized-base.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
@@ -61,6 +62,12 @@ export interface OpenLanguageModelOptions extends LoadAdapterOptions {
   publicKey?: string;
   /** PEFT adapter directories to attach to the base (their targets must not overlap). */
   adapters?: readonly string[];
+  /**
+   * Quantize the base's float linear layers (q8_0 / q4_0) before the adapters attach, so an
+   * adapter tuned on that quantized base (`knobs tune --quantize`) finds its base digest, and the
+   * adapters stay on the layers that run (quantizing after attaching would drop them).
+   */
+  quantize?: QuantType;
 }
 
 /**
@@ -74,6 +81,10 @@ export async function openLanguageModel(
   opts: OpenLanguageModelOptions = {},
 ): Promise<OpenedLanguageModel> {
   const opened = await openBase(path, opts);
+  if (opts.quantize !== undefined) quantizeBase(opened.model, opts.quantize);
+  // Opened for inference: every layer (a quantized one a loader swapped in included) in eval mode,
+  // so an adapter's dropout, which follows its layer's mode, is off.
+  opened.model.eval();
   const adapters = await loadAdapters(opened.model, opts.adapters ?? [], opts);
   return { ...opened, adapters };
 }
