@@ -8,7 +8,7 @@
 #                              no optional packages (node-llama-cpp's ~680 MB of llama.cpp binaries,
 #                              a test-only judge) and no install scripts (better-sqlite3's ~1.5 min
 #                              build from source, needed only by `knobs serve`/`keys`); knobs' own
-#                              addon and TypeScript are then built explicitly
+#                              addon and its TypeScript (src/ only) are then built explicitly
 #   scripts/setup.sh --bench   also the peers `npm run bench` measures against (PyTorch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,7 @@ fi
 if [ "$user" -eq 1 ]; then
   npm ci --omit=optional --ignore-scripts
   node scripts/build-native.mjs
-  npx tsc -p tsconfig.json
+  npx tsc -p tsconfig.src.json # the library and CLI only; `npm test` builds the tests too
 else
   npm ci
 fi
