@@ -201,6 +201,24 @@ void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, co
 /* "avx512_vnni" or "scalar": the path kn_qmatmul_f32 takes on this CPU (KNOBS_QMATMUL_SCALAR=1 forces scalar). */
 const char *kn_qmatmul_isa(void);
 
+/* ---- one decode step of one sequence (decode.cpp) ------------------------------------------- */
+
+/* y [N] = W [N, K] · x [K], W row-major; threads split rows, a row's result is the same whatever their number. */
+void kn_gemv_f32(const float *x, const float *W, int64_t N, int64_t K, float *y);
+/* x [C] += r (when r is not null), then y = rms_norm(x) · w, as kn_rms_norm_f32 on one row. */
+void kn_add_rms_norm_f32(float *x, const float *r, const float *w, int64_t C, float eps, float *y);
+/* out [n] = silu(g) · u. */
+void kn_swiglu_f32(const float *g, const float *u, int64_t n, float *out);
+/*
+ * Attention of one new position `pos` of one sequence: rotary (cos/sin [D], "half" pairs) applied
+ * in place to q [H·D] and k [KV·D], k and v [KV·D] written to the caches [KV, max_len, D] at pos,
+ * then for each query head h (served by key/value head h / (H/KV)) softmax(q·kᵀ·scale) · v over
+ * positions 0…pos into y [H·D].
+ */
+void kn_decode_attention_f32(float *q, float *k, const float *v, const float *cos, const float *sin, float *keys,
+                             float *values, int64_t H, int64_t KV, int64_t D, int64_t max_len, int64_t pos,
+                             float scale, float *y);
+
 #ifdef __cplusplus
 }
 #endif

@@ -22,6 +22,7 @@ import type {
   Backend,
   BinaryOp,
   Conv2dParams,
+  DecodeKernels,
   FusedKernels,
   KernelName,
   KernelView,
@@ -66,6 +67,26 @@ export interface NativeAddon {
   qmatmulBackward(type: number, dy: F32, M: number, N: number, w: Uint8Array, K: number, dx: F32): void;
   /** "avx512_vnni" or "scalar". */
   qmatmulIsa(): string;
+  /** Batch-1 decode kernels (native/kernels/decode.cpp); see DecodeKernels. */
+  gemv(x: F32, w: F32, N: number, K: number, y: F32): void;
+  addRmsNorm(x: F32, r: F32 | null, w: F32, C: number, eps: number, y: F32): void;
+  swiglu(g: F32, u: F32, n: number, out: F32): void;
+  decodeAttention(
+    q: F32,
+    k: F32,
+    v: F32,
+    cos: F32,
+    sin: F32,
+    keys: F32,
+    values: F32,
+    H: number,
+    KV: number,
+    D: number,
+    maxLen: number,
+    pos: number,
+    scale: number,
+    y: F32,
+  ): void;
   /** g · f'(x) for the activation ops (UNARY_CODE) only. */
   activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
@@ -550,9 +571,19 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     },
   };
 
+  const decode: DecodeKernels = {
+    gemv: (x, w, N, K, y) => addon.gemv(x, w, N, K, y),
+    qgemv: (x, w, y) => addon.qmatmul(GGML_TYPE_ID[w.type], x, 1, w.cols, w.blocks, w.rows, y),
+    addRmsNorm: (x, r, w, eps, y) => addon.addRmsNorm(x, r, w, x.length, eps, y),
+    swiglu: (g, u, out) => addon.swiglu(g, u, out.length, out),
+    decodeAttention: (q, k, v, cos, sin, keys, values, s, pos, scale, y) =>
+      addon.decodeAttention(q, k, v, cos, sin, keys, values, s.heads, s.kvHeads, s.headDim, s.maxLength, pos, scale, y),
+  };
+
   return {
     name: 'native',
     fused,
+    decode,
     describe: () => {
       const i = addon.info();
       return {
