@@ -927,6 +927,57 @@ FN(js_qmatmul_backward) {
   BODY_END
 }
 
+/* qrepackBytes(type, N, K): bytes of the packed layout, 0 when there is none here */
+FN(js_qrepack_bytes) {
+  BODY_BEGIN
+  ARG_COUNT(3);
+  int type = (int)INT(0, "type", 0, 64);
+  int64_t N = INT(1, "N", 0, BIG), K = INT(2, "K", 0, BIG);
+  CHECK((double)N * (double)K < 4e15, "N·K is too large");
+  napi_value out;
+  NAPI(napi_create_double(env, (double)kn_qrepack_bytes(type, N, K), &out));
+  return out;
+  BODY_END
+}
+
+/* Packed q8_0 bytes, checked against their size for N and K. */
+const uint8_t *packed_weight(napi_env env, napi_value v, int type, int64_t N, int64_t K, const char *what) {
+  Array p = typed(env, v, napi_uint8_array, what);
+  int64_t need = kn_qrepack_bytes(type, N, K);
+  CHECK(need > 0, "no packed layout for type %d here", type);
+  CHECK((int64_t)p.length == need, "%s holds %zu bytes but the packed %lld×%lld takes %lld", what, p.length,
+        (long long)N, (long long)K, (long long)need);
+  return (const uint8_t *)p.data;
+}
+
+/* qrepack(type, w, N, K, out): out = W in the packed layout */
+FN(js_qrepack) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  int type = (int)INT(0, "type", 0, 64);
+  int64_t N = INT(2, "N", 0, BIG), K = INT(3, "K", 0, BIG);
+  const uint8_t *w = qweight(env, a.argv[1], type, N, K);
+  uint8_t *out = (uint8_t *)packed_weight(env, a.argv[4], type, N, K, "out");
+  kn_qrepack(type, w, N, K, out);
+  return undefined(env);
+  BODY_END
+}
+
+/* qmatmulPacked(type, x, M, K, packed, N, y): qmatmul on the packed layout */
+FN(js_qmatmul_packed) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int type = (int)INT(0, "type", 0, 64);
+  int64_t M = INT(2, "M", 0, BIG), K = INT(3, "K", 0, BIG), N = INT(5, "N", 0, BIG);
+  CHECK((double)M * (double)K < 4e15 && (double)M * (double)N < 4e15, "M·K or M·N is too large");
+  const float *x = req_f32(env, a.argv[1], M * K, "x");
+  const uint8_t *p = packed_weight(env, a.argv[4], type, N, K, "packed");
+  float *y = req_f32(env, a.argv[6], M * N, "y");
+  kn_qmatmul_packed_f32(type, x, M, K, p, N, y);
+  return undefined(env);
+  BODY_END
+}
+
 /* gemv(x, W, N, K, y): y [N] = W [N, K] · x [K] */
 FN(js_gemv) {
   BODY_BEGIN
@@ -1041,6 +1092,9 @@ NAPI_MODULE_INIT() {
       EXPORT("qmatmul", js_qmatmul),
       EXPORT("qmatmulBackward", js_qmatmul_backward),
       EXPORT("qmatmulIsa", js_qmatmul_isa),
+      EXPORT("qrepackBytes", js_qrepack_bytes),
+      EXPORT("qrepack", js_qrepack),
+      EXPORT("qmatmulPacked", js_qmatmul_packed),
       EXPORT("gemv", js_gemv),
       EXPORT("addRmsNorm", js_add_rms_norm),
       EXPORT("swiglu", js_swiglu),

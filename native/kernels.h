@@ -198,6 +198,15 @@ typedef enum kn_qtype { KN_Q4_0 = 2, KN_Q8_0 = 8 } kn_qtype;
 void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *w, int64_t N, float *y);
 /* dx [M, K] = dy [M, N] · W, dequantizing W's blocks on the fly. */
 void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, const uint8_t *w, int64_t K, float *dx);
+/*
+ * A second layout of a q8_0 W for the product (qmatmul.cpp, "x16": 16 rows interleaved per block,
+ * ~1.06× the ggml bytes): kn_qrepack_bytes is its size, 0 when this CPU or type has none (then
+ * use kn_qmatmul_f32); kn_qrepack writes it from ggml blocks; kn_qmatmul_packed_f32 is
+ * kn_qmatmul_f32 on it (same integers per block; each row's value independent of M and threads).
+ */
+int64_t kn_qrepack_bytes(int type, int64_t N, int64_t K);
+void kn_qrepack(int type, const uint8_t *w, int64_t N, int64_t K, uint8_t *out);
+void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N, float *y);
 /* "avx512_vnni" or "scalar": the path kn_qmatmul_f32 takes on this CPU (KNOBS_QMATMUL_SCALAR=1 forces scalar). */
 const char *kn_qmatmul_isa(void);
 

@@ -260,6 +260,50 @@ KN_VNNI void rows_vnni(int type, const uint8_t *w, int64_t row_bytes, int64_t nb
   }
 }
 
+/*
+ * q8_0 repacked for batch-1 decode ("x16"): 16 rows interleaved per block, so one VNNI
+ * instruction multiplies 4 values of each of 16 rows by the same 4 activation values, and each
+ * row's exact int32 block sum lands in its own lane — no sign juggling, no horizontal sums, and
+ * one scale vector per block for 16 rows. Per group of 16 rows and block b (576 bytes):
+ *   f32 d[16]                         the rows' block scales (0 for padding rows)
+ *   u8  q[8][16][4]                   q[k4][r][i] = w[r][32b + 4k4 + i] + 128
+ * The +128 makes the weight the unsigned side of _mm512_dpbusd_epi32; starting the int32 sum at
+ * −128·Σ q_x undoes it exactly. Rows past N (the last group) are zero. Each row's value is
+ * Σ_b float(Σ q_w·q_x) · (d_w·d_x), summed over b in order: the same for every M and thread count.
+ */
+const int64_t X16_ROWS = 16;
+const int64_t X16_GROUP_BLOCK = 64 + 512;
+
+/* G groups (group_bytes apart) · one activation row: G × 2 independent int32 chains per block,
+   so the VNNI latency overlaps; each group's arithmetic is the same whatever G. */
+template <int G>
+KN_VNNI void x16_groups(const uint8_t *g, int64_t group_bytes, int64_t nb, const int8_t *q, const float *d,
+                        const int32_t *qsum, float *out) {
+  __m512 acc[G];
+  for (int i = 0; i < G; i++) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b++) {
+    const int32_t *xq = (const int32_t *)(q + b * QK);
+    const __m512i start = _mm512_set1_epi32(-128 * qsum[b]);
+    const __m512 xd = _mm512_set1_ps(d[b]);
+    __m512i s0[G], s1[G];
+    for (int i = 0; i < G; i++) s0[i] = start, s1[i] = _mm512_setzero_si512();
+    for (int k4 = 0; k4 < 8; k4 += 2) {
+      const __m512i x0 = _mm512_set1_epi32(xq[k4]), x1 = _mm512_set1_epi32(xq[k4 + 1]);
+      for (int i = 0; i < G; i++) {
+        const uint8_t *p = g + i * group_bytes + b * X16_GROUP_BLOCK;
+        s0[i] = _mm512_dpbusd_epi32(s0[i], _mm512_loadu_si512(p + 64 + 64 * k4), x0);
+        s1[i] = _mm512_dpbusd_epi32(s1[i], _mm512_loadu_si512(p + 128 + 64 * k4), x1);
+      }
+    }
+    for (int i = 0; i < G; i++) {
+      const uint8_t *p = g + i * group_bytes + b * X16_GROUP_BLOCK;
+      __m512 scale = _mm512_mul_ps(_mm512_loadu_ps((const float *)p), xd);
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[i], s1[i])), scale, acc[i]);
+    }
+  }
+  for (int i = 0; i < G; i++) _mm512_storeu_ps(out + i * X16_ROWS, acc[i]);
+}
+
 bool have_vnni() {
   static const bool yes = [] {
     if (getenv("KNOBS_QMATMUL_SCALAR")) return false;  // tests and benches compare the two paths
@@ -326,6 +370,68 @@ void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_
         y[m * N + n] = type == KN_Q8_0 ? dot_q8_scalar(wr, xr, nb) : dot_q4_scalar(wr, xr, nb);
       }
     }
+  });
+}
+
+int64_t kn_qrepack_bytes(int type, int64_t N, int64_t K) {
+  if (type != KN_Q8_0 || !have_vnni() || K % QK != 0) return 0;
+  return (N + X16_ROWS - 1) / X16_ROWS * (K / QK) * X16_GROUP_BLOCK;
+}
+
+void kn_qrepack(int type, const uint8_t *w, int64_t N, int64_t K, uint8_t *out) {
+  (void)type;
+  int64_t nb = K / QK, groups = (N + X16_ROWS - 1) / X16_ROWS;
+  for (int64_t g = 0; g < groups; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      uint8_t *p = out + (g * nb + b) * X16_GROUP_BLOCK;
+      float *d = (float *)p;  // memcpy below: out need not be 4-byte aligned
+      for (int64_t r = 0; r < X16_ROWS; r++) {
+        int64_t n = g * X16_ROWS + r;
+        float scale = n < N ? f16_to_f32(load_u16(w + (n * nb + b) * 34)) : 0.0f;
+        memcpy((uint8_t *)d + 4 * r, &scale, 4);
+        const int8_t *qw = n < N ? (const int8_t *)(w + (n * nb + b) * 34 + 2) : nullptr;
+        for (int k4 = 0; k4 < 8; k4++)
+          for (int i = 0; i < 4; i++) p[64 + 64 * k4 + 4 * r + i] = (uint8_t)((qw ? qw[4 * k4 + i] : 0) + 128);
+      }
+    }
+  }
+}
+
+void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N, float *y) {
+  (void)type;
+  if (M == 0 || N == 0) return;
+  int64_t nb = K / QK, groups = (N + X16_ROWS - 1) / X16_ROWS;
+  std::vector<int8_t> q((size_t)(M * K));
+  std::vector<float> d((size_t)(M * nb));
+  std::vector<int32_t> qsum((size_t)(M * nb));
+  for (int64_t m = 0; m < M; m++) {
+    quantize_row(x + m * K, K, q.data() + m * K, d.data() + m * nb);
+    for (int64_t b = 0; b < nb; b++) {
+      int32_t s = 0;
+      for (int j = 0; j < QK; j++) s += q[m * K + b * QK + j];
+      qsum[m * nb + b] = s;
+    }
+  }
+  parallel_for(groups, (int64_t)(GRAIN * 4 / (M * K * X16_ROWS)) + 1, [&](int64_t g0, int64_t g1) {
+#ifdef KN_QM_X86
+    float out[2 * X16_ROWS];
+    const int64_t group_bytes = nb * X16_GROUP_BLOCK;
+    for (int64_t g = g0; g < g1;) {
+      const int G = g1 - g >= 2 ? 2 : 1;
+      int64_t rows = N - g * X16_ROWS < G * X16_ROWS ? N - g * X16_ROWS : G * X16_ROWS;
+      for (int64_t m = 0; m < M; m++) {
+        const int8_t *qm = q.data() + m * K;
+        const float *dm = d.data() + m * nb;
+        const int32_t *sm = qsum.data() + m * nb;
+        if (G == 2) x16_groups<2>(packed + g * group_bytes, group_bytes, nb, qm, dm, sm, out);
+        else x16_groups<1>(packed + g * group_bytes, group_bytes, nb, qm, dm, sm, out);
+        memcpy(y + m * N + g * X16_ROWS, out, sizeof(float) * (size_t)rows);
+      }
+      g += G;
+    }
+#else
+    (void)g0, (void)g1;
+#endif
   });
 }
 

@@ -67,6 +67,11 @@ export interface NativeAddon {
   qmatmulBackward(type: number, dy: F32, M: number, N: number, w: Uint8Array, K: number, dx: F32): void;
   /** "avx512_vnni" or "scalar". */
   qmatmulIsa(): string;
+  /** Bytes of W's packed layout for the product ("x16", q8_0 with VNNI), 0 where there is none. */
+  qrepackBytes(type: number, N: number, K: number): number;
+  qrepack(type: number, w: Uint8Array, N: number, K: number, out: Uint8Array): void;
+  /** qmatmul on the packed layout: the same integers per block, each row's value independent of M and threads. */
+  qmatmulPacked(type: number, x: F32, M: number, K: number, packed: Uint8Array, N: number, y: F32): void;
   /** Batch-1 decode kernels (native/kernels/decode.cpp); see DecodeKernels. */
   gemv(x: F32, w: F32, N: number, K: number, y: F32): void;
   addRmsNorm(x: F32, r: F32 | null, w: F32, C: number, eps: number, y: F32): void;
@@ -406,6 +411,31 @@ export function createNativeBackend(addon: NativeAddon): Backend {
   };
 
   const denseOpt = (v: KernelView | null): F32 | null => (v ? dense(v) : null);
+  /*
+   * Each q8_0 weight's packed layout (native/kernels/qmatmul.cpp, "x16"), made on its first
+   * product and kept while the weight lives: ~1.06× its blocks' bytes more memory, for a product
+   * that no longer spends its time rearranging blocks (docs/performance.md, "Decode"). The ggml
+   * blocks stay as they are (the input gradient, GGUF export and the js reference read them).
+   */
+  const packedWeights = new WeakMap<QuantizedMatrix, Uint8Array | null>();
+  const packedOf = (w: QuantizedMatrix): Uint8Array | null => {
+    let packed = packedWeights.get(w);
+    if (packed === undefined) {
+      const type = GGML_TYPE_ID[w.type];
+      const bytes = addon.qrepackBytes(type, w.rows, w.cols);
+      packed = bytes > 0 ? new Uint8Array(bytes) : null;
+      if (packed) addon.qrepack(type, w.blocks, w.rows, w.cols, packed);
+      packedWeights.set(w, packed);
+    }
+    return packed;
+  };
+  /** y [M, N] = x [M, K] · Wᵀ on the packed layout when W has one, else on the blocks. */
+  const qmatmul = (x: F32, M: number, w: QuantizedMatrix, y: F32): void => {
+    const packed = packedOf(w);
+    if (packed) addon.qmatmulPacked(GGML_TYPE_ID[w.type], x, M, w.cols, packed, w.rows, y);
+    else addon.qmatmul(GGML_TYPE_ID[w.type], x, M, w.cols, w.blocks, w.rows, y);
+  };
+
   const fused: FusedKernels = {
     softmax(x: KernelView, log: boolean): Storage {
       const C = x.shape[x.shape.length - 1] ?? 1;
@@ -544,7 +574,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage {
       const M = numel(x.shape) / w.cols;
       const y = allocF32(M * w.rows);
-      addon.qmatmul(GGML_TYPE_ID[w.type], dense(x), M, w.cols, w.blocks, w.rows, y);
+      qmatmul(dense(x), M, w, y);
       return y;
     },
     quantizedMatmulBackward(g: KernelView, w: QuantizedMatrix): Storage {
@@ -573,7 +603,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
 
   const decode: DecodeKernels = {
     gemv: (x, w, N, K, y) => addon.gemv(x, w, N, K, y),
-    qgemv: (x, w, y) => addon.qmatmul(GGML_TYPE_ID[w.type], x, 1, w.cols, w.blocks, w.rows, y),
+    qgemv: (x, w, y) => qmatmul(x, 1, w, y),
     addRmsNorm: (x, r, w, eps, y) => addon.addRmsNorm(x, r, w, x.length, eps, y),
     swiglu: (g, u, out) => addon.swiglu(g, u, out.length, out),
     decodeAttention: (q, k, v, cos, sin, keys, values, s, pos, scale, y) =>
