@@ -199,8 +199,8 @@ void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_
 /* dx [M, K] = dy [M, N] · W, dequantizing W's blocks on the fly. */
 void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, const uint8_t *w, int64_t K, float *dx);
 /*
- * A second layout of a q8_0 W for the product (qmatmul.cpp, "x16": 16 rows interleaved per block,
- * ~1.06× the ggml bytes): kn_qrepack_bytes is its size, 0 when this CPU or type has none (then
+ * A second layout of a q8_0 / q4_0 W for the product (qmatmul.cpp, "x16": 16 rows interleaved per
+ * block; 1.06× / 1.11× the ggml bytes): kn_qrepack_bytes is its size, 0 when this CPU or type has none (then
  * use kn_qmatmul_f32); kn_qrepack writes it from ggml blocks; kn_qmatmul_packed_f32 is
  * kn_qmatmul_f32 on it (same integers per block; each row's value independent of M and threads).
  */

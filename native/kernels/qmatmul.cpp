@@ -39,6 +39,10 @@ const int64_t QK = 32;
 
 inline int64_t block_bytes(int type) { return type == KN_Q8_0 ? 34 : 18; }
 
+/* The packed layout's rows per group and bytes per group and block (see "x16" below). */
+const int64_t X16_ROWS = 16;
+inline int64_t x16_block_bytes(int type) { return type == KN_Q8_0 ? 64 + 512 : 64 + 256; }
+
 /* IEEE half → float, exact. */
 inline float f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
@@ -261,47 +265,72 @@ KN_VNNI void rows_vnni(int type, const uint8_t *w, int64_t row_bytes, int64_t nb
 }
 
 /*
- * q8_0 repacked for batch-1 decode ("x16"): 16 rows interleaved per block, so one VNNI
- * instruction multiplies 4 values of each of 16 rows by the same 4 activation values, and each
- * row's exact int32 block sum lands in its own lane — no sign juggling, no horizontal sums, and
- * one scale vector per block for 16 rows. Per group of 16 rows and block b (576 bytes):
- *   f32 d[16]                         the rows' block scales (0 for padding rows)
- *   u8  q[8][16][4]                   q[k4][r][i] = w[r][32b + 4k4 + i] + 128
- * The +128 makes the weight the unsigned side of _mm512_dpbusd_epi32; starting the int32 sum at
- * −128·Σ q_x undoes it exactly. Rows past N (the last group) are zero. Each row's value is
- * Σ_b float(Σ q_w·q_x) · (d_w·d_x), summed over b in order: the same for every M and thread count.
+ * The packed layout for the product ("x16"): 16 rows interleaved per block, so one VNNI
+ * instruction multiplies 4 values of each of 16 rows by the same 4 activation values and each
+ * row's exact int32 block sum lands in its own lane — no sign juggling, no horizontal sums, one
+ * scale vector per block for 16 rows. Per group of 16 rows and block b:
+ *   f32 d[16]                 the rows' block scales (0 for padding rows)
+ *   q8_0 (576 bytes):  u8 q[8][16][4],  q[k4][r][i] = w[r][32b + 4k4 + i] + 128
+ *   q4_0 (320 bytes):  u8 q[4][16][4],  low nibble of q[c][r][i] = u[r][8c + i], high = u[r][8c + 4 + i]
+ *                      with u the stored nibble (value = u − 8), still 4 bits a weight
+ * The weight is the unsigned side of _mm512_dpbusd_epi32; starting the int32 sum at −128·Σ q_x
+ * (q8_0) or −8·Σ q_x (q4_0) undoes the offset exactly. Rows past N (the last group) are zero.
+ * Each row's value is Σ_b float(Σ q_w·q_x) · (d_w·d_x), summed over b in order: the same for
+ * every M and thread count.
  */
-const int64_t X16_ROWS = 16;
-const int64_t X16_GROUP_BLOCK = 64 + 512;
-
 /* G groups (group_bytes apart) · one activation row: G × 2 independent int32 chains per block,
    so the VNNI latency overlaps; each group's arithmetic is the same whatever G. */
-template <int G>
+template <int TYPE, int G>
 KN_VNNI void x16_groups(const uint8_t *g, int64_t group_bytes, int64_t nb, const int8_t *q, const float *d,
                         const int32_t *qsum, float *out) {
+  const int64_t block = TYPE == KN_Q8_0 ? 64 + 512 : 64 + 256;
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
   __m512 acc[G];
   for (int i = 0; i < G; i++) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; b++) {
     const int32_t *xq = (const int32_t *)(q + b * QK);
-    const __m512i start = _mm512_set1_epi32(-128 * qsum[b]);
+    const __m512i start = _mm512_set1_epi32((TYPE == KN_Q8_0 ? -128 : -8) * qsum[b]);
     const __m512 xd = _mm512_set1_ps(d[b]);
     __m512i s0[G], s1[G];
     for (int i = 0; i < G; i++) s0[i] = start, s1[i] = _mm512_setzero_si512();
-    for (int k4 = 0; k4 < 8; k4 += 2) {
-      const __m512i x0 = _mm512_set1_epi32(xq[k4]), x1 = _mm512_set1_epi32(xq[k4 + 1]);
-      for (int i = 0; i < G; i++) {
-        const uint8_t *p = g + i * group_bytes + b * X16_GROUP_BLOCK;
-        s0[i] = _mm512_dpbusd_epi32(s0[i], _mm512_loadu_si512(p + 64 + 64 * k4), x0);
-        s1[i] = _mm512_dpbusd_epi32(s1[i], _mm512_loadu_si512(p + 128 + 64 * k4), x1);
+    if (TYPE == KN_Q8_0) {
+      for (int k4 = 0; k4 < 8; k4 += 2) {
+        const __m512i x0 = _mm512_set1_epi32(xq[k4]), x1 = _mm512_set1_epi32(xq[k4 + 1]);
+        for (int i = 0; i < G; i++) {
+          const uint8_t *p = g + i * group_bytes + b * block;
+          s0[i] = _mm512_dpbusd_epi32(s0[i], _mm512_loadu_si512(p + 64 + 64 * k4), x0);
+          s1[i] = _mm512_dpbusd_epi32(s1[i], _mm512_loadu_si512(p + 128 + 64 * k4), x1);
+        }
+      }
+    } else {
+      for (int c = 0; c < 4; c++) {
+        const __m512i x0 = _mm512_set1_epi32(xq[2 * c]), x1 = _mm512_set1_epi32(xq[2 * c + 1]);
+        for (int i = 0; i < G; i++) {
+          const __m512i v = _mm512_loadu_si512(g + i * group_bytes + b * block + 64 + 64 * c);
+          s0[i] = _mm512_dpbusd_epi32(s0[i], _mm512_and_si512(v, low4), x0);
+          s1[i] = _mm512_dpbusd_epi32(s1[i], _mm512_and_si512(_mm512_srli_epi16(v, 4), low4), x1);
+        }
       }
     }
     for (int i = 0; i < G; i++) {
-      const uint8_t *p = g + i * group_bytes + b * X16_GROUP_BLOCK;
+      const uint8_t *p = g + i * group_bytes + b * block;
       __m512 scale = _mm512_mul_ps(_mm512_loadu_ps((const float *)p), xd);
       acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[i], s1[i])), scale, acc[i]);
     }
   }
   for (int i = 0; i < G; i++) _mm512_storeu_ps(out + i * X16_ROWS, acc[i]);
+}
+
+/* One activation row against groups [g, g + G) of packed W, G = 2 or 1. */
+KN_VNNI void x16_dispatch(int type, int G, const uint8_t *g, int64_t group_bytes, int64_t nb, const int8_t *q,
+                          const float *d, const int32_t *qsum, float *out) {
+  if (type == KN_Q8_0) {
+    if (G == 2) x16_groups<KN_Q8_0, 2>(g, group_bytes, nb, q, d, qsum, out);
+    else x16_groups<KN_Q8_0, 1>(g, group_bytes, nb, q, d, qsum, out);
+  } else {
+    if (G == 2) x16_groups<KN_Q4_0, 2>(g, group_bytes, nb, q, d, qsum, out);
+    else x16_groups<KN_Q4_0, 1>(g, group_bytes, nb, q, d, qsum, out);
+  }
 }
 
 bool have_vnni() {
@@ -374,31 +403,36 @@ void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_
 }
 
 int64_t kn_qrepack_bytes(int type, int64_t N, int64_t K) {
-  if (type != KN_Q8_0 || !have_vnni() || K % QK != 0) return 0;
-  return (N + X16_ROWS - 1) / X16_ROWS * (K / QK) * X16_GROUP_BLOCK;
+  if ((type != KN_Q8_0 && type != KN_Q4_0) || !have_vnni() || K % QK != 0) return 0;
+  return (N + X16_ROWS - 1) / X16_ROWS * (K / QK) * x16_block_bytes(type);
 }
 
 void kn_qrepack(int type, const uint8_t *w, int64_t N, int64_t K, uint8_t *out) {
-  (void)type;
-  int64_t nb = K / QK, groups = (N + X16_ROWS - 1) / X16_ROWS;
+  int64_t nb = K / QK, groups = (N + X16_ROWS - 1) / X16_ROWS, bb = block_bytes(type), xb = x16_block_bytes(type);
+  memset(out, 0, (size_t)(groups * nb * xb));
   for (int64_t g = 0; g < groups; g++) {
     for (int64_t b = 0; b < nb; b++) {
-      uint8_t *p = out + (g * nb + b) * X16_GROUP_BLOCK;
-      float *d = (float *)p;  // memcpy below: out need not be 4-byte aligned
-      for (int64_t r = 0; r < X16_ROWS; r++) {
-        int64_t n = g * X16_ROWS + r;
-        float scale = n < N ? f16_to_f32(load_u16(w + (n * nb + b) * 34)) : 0.0f;
-        memcpy((uint8_t *)d + 4 * r, &scale, 4);
-        const int8_t *qw = n < N ? (const int8_t *)(w + (n * nb + b) * 34 + 2) : nullptr;
-        for (int k4 = 0; k4 < 8; k4++)
-          for (int i = 0; i < 4; i++) p[64 + 64 * k4 + 4 * r + i] = (uint8_t)((qw ? qw[4 * k4 + i] : 0) + 128);
+      uint8_t *p = out + (g * nb + b) * xb;
+      for (int64_t r = 0; r < X16_ROWS && g * X16_ROWS + r < N; r++) {
+        const uint8_t *blk = w + ((g * X16_ROWS + r) * nb + b) * bb;
+        float scale = f16_to_f32(load_u16(blk));
+        memcpy(p + 4 * r, &scale, 4);  // out need not be 4-byte aligned
+        uint8_t u[QK];                 // the block's 32 weights as unsigned (q + 128, or the nibble)
+        for (int j = 0; j < QK; j++)
+          u[j] = type == KN_Q8_0 ? (uint8_t)(((const int8_t *)(blk + 2))[j] + 128)
+                                 : (uint8_t)(j < 16 ? blk[2 + j] & 0x0f : blk[2 + j - 16] >> 4);
+        for (int i = 0; i < 4; i++) {
+          if (type == KN_Q8_0)
+            for (int k4 = 0; k4 < 8; k4++) p[64 + 64 * k4 + 4 * r + i] = u[4 * k4 + i];
+          else
+            for (int c = 0; c < 4; c++) p[64 + 64 * c + 4 * r + i] = (uint8_t)(u[8 * c + i] | (u[8 * c + 4 + i] << 4));
+        }
       }
     }
   }
 }
 
 void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N, float *y) {
-  (void)type;
   if (M == 0 || N == 0) return;
   int64_t nb = K / QK, groups = (N + X16_ROWS - 1) / X16_ROWS;
   std::vector<int8_t> q((size_t)(M * K));
@@ -415,7 +449,7 @@ void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const
   parallel_for(groups, (int64_t)(GRAIN * 4 / (M * K * X16_ROWS)) + 1, [&](int64_t g0, int64_t g1) {
 #ifdef KN_QM_X86
     float out[2 * X16_ROWS];
-    const int64_t group_bytes = nb * X16_GROUP_BLOCK;
+    const int64_t group_bytes = nb * x16_block_bytes(type);
     for (int64_t g = g0; g < g1;) {
       const int G = g1 - g >= 2 ? 2 : 1;
       int64_t rows = N - g * X16_ROWS < G * X16_ROWS ? N - g * X16_ROWS : G * X16_ROWS;
@@ -423,8 +457,7 @@ void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const
         const int8_t *qm = q.data() + m * K;
         const float *dm = d.data() + m * nb;
         const int32_t *sm = qsum.data() + m * nb;
-        if (G == 2) x16_groups<2>(packed + g * group_bytes, group_bytes, nb, qm, dm, sm, out);
-        else x16_groups<1>(packed + g * group_bytes, group_bytes, nb, qm, dm, sm, out);
+        x16_dispatch(type, G, packed + g * group_bytes, group_bytes, nb, qm, dm, sm, out);
         memcpy(y + m * N + g * X16_ROWS, out, sizeof(float) * (size_t)rows);
       }
       g += G;

@@ -67,7 +67,7 @@ export interface NativeAddon {
   qmatmulBackward(type: number, dy: F32, M: number, N: number, w: Uint8Array, K: number, dx: F32): void;
   /** "avx512_vnni" or "scalar". */
   qmatmulIsa(): string;
-  /** Bytes of W's packed layout for the product ("x16", q8_0 with VNNI), 0 where there is none. */
+  /** Bytes of W's packed layout for the product ("x16", q8_0 / q4_0 with VNNI), 0 where there is none. */
   qrepackBytes(type: number, N: number, K: number): number;
   qrepack(type: number, w: Uint8Array, N: number, K: number, out: Uint8Array): void;
   /** qmatmul on the packed layout: the same integers per block, each row's value independent of M and threads. */
@@ -412,8 +412,8 @@ export function createNativeBackend(addon: NativeAddon): Backend {
 
   const denseOpt = (v: KernelView | null): F32 | null => (v ? dense(v) : null);
   /*
-   * Each q8_0 weight's packed layout (native/kernels/qmatmul.cpp, "x16"), made on its first
-   * product and kept while the weight lives: ~1.06× its blocks' bytes more memory, for a product
+   * Each q8_0 / q4_0 weight's packed layout (native/kernels/qmatmul.cpp, "x16"), made on its first
+   * product and kept while the weight lives: 1.06× / 1.11× its blocks' bytes more memory, for a product
    * that no longer spends its time rearranging blocks (docs/performance.md, "Decode"). The ggml
    * blocks stay as they are (the input gradient, GGUF export and the js reference read them).
    */
