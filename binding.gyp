@@ -21,6 +21,7 @@
         "native/kernels/softmax.cpp",
         "native/kernels/norm.cpp",
         "native/kernels/attention.cpp",
+        "native/kernels/decode.cpp",
         "native/kernels/optim.cpp",
         "native/kernels/qmatmul.cpp",
         "native/kernels/bi_decode.cpp",

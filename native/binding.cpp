@@ -927,6 +927,116 @@ FN(js_qmatmul_backward) {
   BODY_END
 }
 
+/* qrepackBytes(type, N, K): bytes of the packed layout, 0 when there is none here */
+FN(js_qrepack_bytes) {
+  BODY_BEGIN
+  ARG_COUNT(3);
+  int type = (int)INT(0, "type", 0, 64);
+  int64_t N = INT(1, "N", 0, BIG), K = INT(2, "K", 0, BIG);
+  CHECK((double)N * (double)K < 4e15, "N·K is too large");
+  napi_value out;
+  NAPI(napi_create_double(env, (double)kn_qrepack_bytes(type, N, K), &out));
+  return out;
+  BODY_END
+}
+
+/* Packed q8_0 bytes, checked against their size for N and K. */
+const uint8_t *packed_weight(napi_env env, napi_value v, int type, int64_t N, int64_t K, const char *what) {
+  Array p = typed(env, v, napi_uint8_array, what);
+  int64_t need = kn_qrepack_bytes(type, N, K);
+  CHECK(need > 0, "no packed layout for type %d here", type);
+  CHECK((int64_t)p.length == need, "%s holds %zu bytes but the packed %lld×%lld takes %lld", what, p.length,
+        (long long)N, (long long)K, (long long)need);
+  return (const uint8_t *)p.data;
+}
+
+/* qrepack(type, w, N, K, out): out = W in the packed layout */
+FN(js_qrepack) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  int type = (int)INT(0, "type", 0, 64);
+  int64_t N = INT(2, "N", 0, BIG), K = INT(3, "K", 0, BIG);
+  const uint8_t *w = qweight(env, a.argv[1], type, N, K);
+  uint8_t *out = (uint8_t *)packed_weight(env, a.argv[4], type, N, K, "out");
+  kn_qrepack(type, w, N, K, out);
+  return undefined(env);
+  BODY_END
+}
+
+/* qmatmulPacked(type, x, M, K, packed, N, y): qmatmul on the packed layout */
+FN(js_qmatmul_packed) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int type = (int)INT(0, "type", 0, 64);
+  int64_t M = INT(2, "M", 0, BIG), K = INT(3, "K", 0, BIG), N = INT(5, "N", 0, BIG);
+  CHECK((double)M * (double)K < 4e15 && (double)M * (double)N < 4e15, "M·K or M·N is too large");
+  const float *x = req_f32(env, a.argv[1], M * K, "x");
+  const uint8_t *p = packed_weight(env, a.argv[4], type, N, K, "packed");
+  float *y = req_f32(env, a.argv[6], M * N, "y");
+  kn_qmatmul_packed_f32(type, x, M, K, p, N, y);
+  return undefined(env);
+  BODY_END
+}
+
+/* gemv(x, W, N, K, y): y [N] = W [N, K] · x [K] */
+FN(js_gemv) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  int64_t N = INT(2, "N", 0, BIG), K = INT(3, "K", 0, BIG);
+  CHECK((double)N * (double)K < 4e15, "N·K is too large");
+  const float *x = req_f32(env, a.argv[0], K, "x");
+  const float *w = req_f32(env, a.argv[1], N * K, "W");
+  float *y = req_f32(env, a.argv[4], N, "y");
+  kn_gemv_f32(x, w, N, K, y);
+  return undefined(env);
+  BODY_END
+}
+
+/* addRmsNorm(x, r?, w, C, eps, y): x += r; y = rms_norm(x) · w */
+FN(js_add_rms_norm) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  int64_t C = INT(3, "C", 0, BIG);
+  float *x = req_f32(env, a.argv[0], C, "x");
+  const float *r = opt_f32(env, a.argv[1], C, "r");
+  const float *w = req_f32(env, a.argv[2], C, "w");
+  float *y = req_f32(env, a.argv[5], C, "y");
+  kn_add_rms_norm_f32(x, r, w, C, (float)NUM(4, "eps"), y);
+  return undefined(env);
+  BODY_END
+}
+
+/* swiglu(g, u, n, out): out = silu(g) · u */
+FN(js_swiglu) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  int64_t n = INT(2, "n", 0, BIG);
+  const float *g = req_f32(env, a.argv[0], n, "g"), *u = req_f32(env, a.argv[1], n, "u");
+  float *out = req_f32(env, a.argv[3], n, "out");
+  kn_swiglu_f32(g, u, n, out);
+  return undefined(env);
+  BODY_END
+}
+
+/* decodeAttention(q, k, v, cos, sin, keys, values, H, KV, D, maxLen, pos, scale, y) */
+FN(js_decode_attention) {
+  BODY_BEGIN
+  ARG_COUNT(14);
+  int64_t H = INT(7, "H", 1, 1 << 20), KV = INT(8, "KV", 1, 1 << 20), D = INT(9, "D", 2, 1 << 20);
+  int64_t L = INT(10, "maxLen", 1, (int64_t)1 << 30), pos = INT(11, "pos", 0, L - 1);
+  CHECK(H % KV == 0, "H = %lld is not a multiple of KV = %lld", (long long)H, (long long)KV);
+  CHECK(D % 2 == 0, "D = %lld is odd", (long long)D);
+  CHECK((double)KV * (double)L * (double)D < 4e15, "KV·maxLen·D is too large");
+  float *q = req_f32(env, a.argv[0], H * D, "q"), *k = req_f32(env, a.argv[1], KV * D, "k");
+  const float *v = req_f32(env, a.argv[2], KV * D, "v");
+  const float *cs = req_f32(env, a.argv[3], D, "cos"), *sn = req_f32(env, a.argv[4], D, "sin");
+  float *keys = req_f32(env, a.argv[5], KV * L * D, "keys"), *values = req_f32(env, a.argv[6], KV * L * D, "values");
+  float *y = req_f32(env, a.argv[13], H * D, "y");
+  kn_decode_attention_f32(q, k, v, cs, sn, keys, values, H, KV, D, L, pos, (float)NUM(12, "scale"), y);
+  return undefined(env);
+  BODY_END
+}
+
 FN(js_qmatmul_isa) {
   BODY_BEGIN
   (void)a;
@@ -1061,6 +1171,13 @@ NAPI_MODULE_INIT() {
       EXPORT("biRmsNorm", js_bi_rms_norm),
       EXPORT("biPagedAttention", js_bi_paged_attention),
       EXPORT("biSwiglu", js_bi_swiglu),
+      EXPORT("qrepackBytes", js_qrepack_bytes),
+      EXPORT("qrepack", js_qrepack),
+      EXPORT("qmatmulPacked", js_qmatmul_packed),
+      EXPORT("gemv", js_gemv),
+      EXPORT("addRmsNorm", js_add_rms_norm),
+      EXPORT("swiglu", js_swiglu),
+      EXPORT("decodeAttention", js_decode_attention),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -198,6 +198,15 @@ typedef enum kn_qtype { KN_Q4_0 = 2, KN_Q8_0 = 8 } kn_qtype;
 void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *w, int64_t N, float *y);
 /* dx [M, K] = dy [M, N] · W, dequantizing W's blocks on the fly. */
 void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, const uint8_t *w, int64_t K, float *dx);
+/*
+ * A second layout of a q8_0 / q4_0 W for the product (qmatmul.cpp, "x16": 16 rows interleaved per
+ * block; 1.06× / 1.11× the ggml bytes): kn_qrepack_bytes is its size, 0 when this CPU or type has none (then
+ * use kn_qmatmul_f32); kn_qrepack writes it from ggml blocks; kn_qmatmul_packed_f32 is
+ * kn_qmatmul_f32 on it (same integers per block; each row's value independent of M and threads).
+ */
+int64_t kn_qrepack_bytes(int type, int64_t N, int64_t K);
+void kn_qrepack(int type, const uint8_t *w, int64_t N, int64_t K, uint8_t *out);
+void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N, float *y);
 /* "avx512_vnni" or "scalar": the path kn_qmatmul_f32 takes on this CPU (KNOBS_QMATMUL_SCALAR=1 forces scalar). */
 const char *kn_qmatmul_isa(void);
 
@@ -217,6 +226,23 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
                                int64_t table_stride, const int32_t *lens, float scale, float *out);
 /* out = silu(gate) · up, elementwise. */
 void kn_bi_swiglu_f32(const float *gate, const float *up, int64_t n, float *out);
+/* ---- one decode step of one sequence (decode.cpp) ------------------------------------------- */
+
+/* y [N] = W [N, K] · x [K], W row-major; threads split rows, a row's result is the same whatever their number. */
+void kn_gemv_f32(const float *x, const float *W, int64_t N, int64_t K, float *y);
+/* x [C] += r (when r is not null), then y = rms_norm(x) · w, as kn_rms_norm_f32 on one row. */
+void kn_add_rms_norm_f32(float *x, const float *r, const float *w, int64_t C, float eps, float *y);
+/* out [n] = silu(g) · u. */
+void kn_swiglu_f32(const float *g, const float *u, int64_t n, float *out);
+/*
+ * Attention of one new position `pos` of one sequence: rotary (cos/sin [D], "half" pairs) applied
+ * in place to q [H·D] and k [KV·D], k and v [KV·D] written to the caches [KV, max_len, D] at pos,
+ * then for each query head h (served by key/value head h / (H/KV)) softmax(q·kᵀ·scale) · v over
+ * positions 0…pos into y [H·D].
+ */
+void kn_decode_attention_f32(float *q, float *k, const float *v, const float *cos, const float *sin, float *keys,
+                             float *values, int64_t H, int64_t KV, int64_t D, int64_t max_len, int64_t pos,
+                             float scale, float *y);
 
 #ifdef __cplusplus
 }

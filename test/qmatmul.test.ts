@@ -195,6 +195,47 @@ describe('quantized matmul: the native kernel', { skip }, () => {
     });
   }
 
+  // The packed layout ("x16", made once per weight by the backend) where this CPU has one.
+  const packed = addon && addon.qrepackBytes(8, 16, 32) > 0;
+  const runPacked = (type: QuantType, x: Float32Array, M: number, w: QuantizedMatrix): Float32Array => {
+    const p = new Uint8Array(addon!.qrepackBytes(code[type], w.rows, w.cols));
+    addon!.qrepack(code[type], w.blocks, w.rows, w.cols, p);
+    const y = new Float32Array(M * w.rows);
+    addon!.qmatmulPacked(code[type], x, M, w.cols, p, w.rows, y);
+    return y;
+  };
+
+  for (const type of TYPES) {
+    it(`${type} packed: matches the js reference, whatever the batch and thread count`, { skip: !packed }, () => {
+      for (const [M, K, N] of SHAPES) {
+        const w = randomMatrix(type, N, K, 30 + K);
+        const x = values(M * K, 40 + N, 2);
+        const d = diffOverScale(runPacked(type, x, M, w), qmatmul(x, M, w));
+        assert.ok(d < 1e-5, `[${M},${K},${N}]: ${d}`);
+      }
+      const [M, K, N] = [7, 256, 300]; // 300 rows: the last group of 16 is partly padding
+      const w = randomMatrix(type, N, K, 5);
+      const x = values(M * K, 6);
+      const before = addon!.setThreads(1);
+      try {
+        const batch1 = runPacked(type, x, M, w);
+        addon!.setThreads(2);
+        assert.deepEqual(runPacked(type, x, M, w), batch1);
+        for (const m of [0, 3, 6])
+          assert.deepEqual(
+            runPacked(type, x.slice(m * K, (m + 1) * K), 1, w),
+            batch1.subarray(m * N, (m + 1) * N),
+            `row ${m}`,
+          );
+        // quantizedMatmul on the native backend runs the packed layout
+        const y = k.withBackend('native', () => k.quantizedMatmul(k.Tensor.fromStorage(x, [M, K], 'f32'), w));
+        assert.deepEqual(Float32Array.from(y.toFlatArray()), batch1);
+      } finally {
+        addon!.setThreads(before);
+      }
+    });
+  }
+
   it('rejects blocks that do not fit the shape, with the addon error', () => {
     const w = randomMatrix('q8_0', 4, 64, 1);
     assert.throws(

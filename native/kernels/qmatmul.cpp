@@ -9,11 +9,11 @@
  *
  * Forward, as ggml's vec_dot_q8_0_q8_0 / vec_dot_q4_0_q8_0: each activation row is quantized to
  * q8_0 per 32 values (quantize_row_q8_0_ref: dx = amax/127 kept as f16, q = roundf(x/dx)); each
- * block contributes (Σ q_w·q_x, an exact int32) · d_w · d_x to an f32 sum. The AVX-512 VNNI path
- * takes two blocks per instruction with _mm512_dpbusd_epi32 (u8 × s8): for q8_0 the activation's
- * magnitude is the u8 side and its sign moves onto the weight; for q4_0 the nibbles (0…15) are
- * the u8 side and the −8 offset starts the int32 accumulator at −8·Σ q_x. Other CPUs take the
- * scalar path (same integers, another f32 summation order).
+ * block contributes (Σ q_w·q_x, an exact int32) · d_w · d_x to an f32 sum. With AVX-512 VNNI the
+ * product runs on a packed copy of W ("x16" below: 16 rows interleaved per block, one
+ * _mm512_dpbusd_epi32 for 4 values of 16 rows), which the native backend makes once per weight;
+ * kn_qmatmul_f32 packs for the call. Other CPUs take the scalar path on the blocks (same integers,
+ * another f32 summation order).
  *
  * Threads split output rows only, and each (x row, W row) pair goes through the same code whatever
  * M or the thread count: a row's result never depends on the batch it came in (the serving issue
@@ -38,6 +38,10 @@ namespace {
 const int64_t QK = 32;
 
 inline int64_t block_bytes(int type) { return type == KN_Q8_0 ? 34 : 18; }
+
+/* The packed layout's rows per group and bytes per group and block (see "x16" below). */
+const int64_t X16_ROWS = 16;
+inline int64_t x16_block_bytes(int type) { return type == KN_Q8_0 ? 64 + 512 : 64 + 256; }
 
 /* IEEE half → float, exact. */
 inline float f16_to_f32(uint16_t h) {
@@ -131,132 +135,72 @@ float dot_q4_scalar(const uint8_t *w, const QRow &x, int64_t nb) {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #define KN_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,f16c,fma")))
 
-/* The f16 scales of two blocks `stride` bytes apart, as f32 lanes picked by idx (0 = first, 1 = second). */
-KN_VNNI inline __m512 pair_scales(const uint8_t *blk, int64_t stride, __m512i idx) {
-  __m128i h = _mm_insert_epi16(_mm_cvtsi32_si128(load_u16(blk)), load_u16(blk + stride), 1);
-  return _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(_mm_cvtph_ps(h)));
-}
-
 /*
- * Rows are short (816 bytes at K = 768), too short for the hardware prefetcher to ramp up, so
- * each step also asks for the same bytes of the next group of rows (a prefetch past the end of W
- * is harmless: it never faults).
+ * The packed layout for the product ("x16"): 16 rows interleaved per block, so one VNNI
+ * instruction multiplies 4 values of each of 16 rows by the same 4 activation values and each
+ * row's exact int32 block sum lands in its own lane — no sign juggling, no horizontal sums, one
+ * scale vector per block for 16 rows. Per group of 16 rows and block b:
+ *   f32 d[16]                 the rows' block scales (0 for padding rows)
+ *   q8_0 (576 bytes):  u8 q[8][16][4],  q[k4][r][i] = w[r][32b + 4k4 + i] + 128
+ *   q4_0 (320 bytes):  u8 q[4][16][4],  low nibble of q[c][r][i] = u[r][8c + i], high = u[r][8c + 4 + i]
+ *                      with u the stored nibble (value = u − 8), still 4 bits a weight
+ * The weight is the unsigned side of _mm512_dpbusd_epi32; starting the int32 sum at −128·Σ q_x
+ * (q8_0) or −8·Σ q_x (q4_0) undoes the offset exactly. Rows past N (the last group) are zero.
+ * Each row's value is Σ_b float(Σ q_w·q_x) · (d_w·d_x), summed over b in order: the same for
+ * every M and thread count.
  */
-KN_VNNI inline void prefetch_next_group(const uint8_t *p) {
-  _mm_prefetch((const char *)p, _MM_HINT_T0);
-  _mm_prefetch((const char *)p + 64, _MM_HINT_T0);
-}
-
-/*
- * R rows of q8_0 W (row_bytes apart) · one q8_0 activation row, two blocks per step:
- * |q_x| (u8) · (q_w with q_x's sign) (s8). The activation side (load, sign mask, magnitude, its
- * scales) is shared by the R rows; each row's arithmetic is the same whatever R, so a row's result
- * does not depend on which rows it was grouped with. A weight of −128 (which ggml's quantizer
- * never writes) would keep its sign; the scalar path differs then.
- */
-template <int R>
-KN_VNNI void dot_q8_vnni(const uint8_t *w, int64_t row_bytes, const QRow &x, int64_t nb, float *out) {
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  __m512 acc[R];
-  for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    __m512i qx = _mm512_loadu_si512(x.q + b * QK);
-    __mmask64 neg = _mm512_movepi8_mask(qx);
-    __m512i ax = _mm512_abs_epi8(qx);
-    __m512 xs = _mm512_insertf32x8(_mm512_set1_ps(x.d[b]), _mm256_set1_ps(x.d[b + 1]), 1);
-    for (int r = 0; r < R; r++) {
-      const uint8_t *b0 = w + r * row_bytes + b * 34;
-      prefetch_next_group(b0 + R * row_bytes);
-      __m512i qw = _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
-                                      _mm256_loadu_si256((const __m256i *)(b0 + 36)), 1);
-      __m512i dot = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(qw, neg, zero, qw));
-      __m512 scale = _mm512_mul_ps(pair_scales(b0, 34, halves), xs);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
-    }
-  }
-  if (b < nb) {  // an odd last block: the low half only (the high half is zero, so adds nothing)
-    __m512i qx = _mm512_maskz_loadu_epi8(0xffffffffULL, x.q + b * QK);
-    __mmask64 neg = _mm512_movepi8_mask(qx);
-    __m512i ax = _mm512_abs_epi8(qx);
-    __m512 xs = _mm512_insertf32x8(_mm512_set1_ps(x.d[b]), _mm256_setzero_ps(), 1);
-    for (int r = 0; r < R; r++) {
-      const uint8_t *b0 = w + r * row_bytes + b * 34;
-      __m512i qw = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2)));
-      __m512i dot = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(qw, neg, zero, qw));
-      __m512 scale = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(b0))), xs);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
-    }
-  }
-  for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
-}
-
-/*
- * R rows of q4_0 W · one q8_0 activation row, two blocks per step. The 2×16 nibble bytes give
- * [lo(b0) lo(b1) hi(b0) hi(b1)] (16 values each), so the activation row is stored in that order
- * per block pair (see reorder_for_q4), and the −8 offset enters as the accumulator's start,
- * −8·Σ q_x per int32 lane: int32 lanes 0–3 and 8–11 belong to block b, 4–7 and 12–15 to b+1.
- */
-template <int R>
-KN_VNNI void dot_q4_vnni(const uint8_t *w, int64_t row_bytes, const QRow &x, const int32_t *lane_bias, int64_t nb,
-                         float *out) {
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m512i quarters = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-  __m512 acc[R];
-  for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    __m512i qx = _mm512_loadu_si512(x.q + b * QK);
-    __m512i bias = _mm512_loadu_si512(lane_bias + b * 8);
-    __m256 xs2 = _mm256_setr_ps(x.d[b], x.d[b], x.d[b], x.d[b], x.d[b + 1], x.d[b + 1], x.d[b + 1], x.d[b + 1]);
-    __m512 xs = _mm512_insertf32x8(_mm512_castps256_ps512(xs2), xs2, 1);
-    for (int r = 0; r < R; r++) {
-      const uint8_t *b0 = w + r * row_bytes + b * 18;
-      prefetch_next_group(b0 + R * row_bytes);
-      __m256i bytes = _mm256_inserti128_si256(_mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + 2))),
-                                              _mm_loadu_si128((const __m128i *)(b0 + 20)), 1);
-      __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
-      __m512i qw = _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
-      __m512i dot = _mm512_dpbusd_epi32(bias, qw, qx);
-      __m512 scale = _mm512_mul_ps(pair_scales(b0, 18, quarters), xs);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
-    }
-  }
-  for (int r = 0; r < R; r++) {
-    float sum = _mm512_reduce_add_ps(acc[r]);
-    if (b < nb) {  // an odd last block, in natural order (reorder_for_q4 leaves it so)
-      const uint8_t *blk = w + r * row_bytes + b * 18;
-      const int8_t *qx = x.q + b * QK;
-      int32_t sumi = 0;
-      for (int j = 0; j < QK / 2; j++)
-        sumi += ((blk[2 + j] & 0x0f) - 8) * qx[j] + ((blk[2 + j] >> 4) - 8) * qx[j + QK / 2];
-      sum += (float)sumi * (_cvtsh_ss(load_u16(blk)) * x.d[b]);
-    }
-    out[r] = sum;
-  }
-}
-
-/* Rows [n0, n1) of y for every activation row: groups of 4 weight rows, then single rows. */
-KN_VNNI void rows_vnni(int type, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *q, const float *d,
-                       const int32_t *bias, int64_t M, int64_t N, int64_t n0, int64_t n1, float *y) {
-  float out[4];
-  int64_t K = nb * QK;
-  for (int64_t n = n0; n < n1;) {
-    int R = n1 - n >= 4 ? 4 : 1;
-    const uint8_t *wr = w + n * row_bytes;
-    for (int64_t m = 0; m < M; m++) {
-      QRow xr{q + m * K, d + m * nb};
-      if (type == KN_Q8_0) {
-        if (R == 4) dot_q8_vnni<4>(wr, row_bytes, xr, nb, out);
-        else dot_q8_vnni<1>(wr, row_bytes, xr, nb, out);
-      } else {
-        if (R == 4) dot_q4_vnni<4>(wr, row_bytes, xr, bias + m * nb * 8, nb, out);
-        else dot_q4_vnni<1>(wr, row_bytes, xr, bias + m * nb * 8, nb, out);
+/* G groups (group_bytes apart) · one activation row: G × 2 independent int32 chains per block,
+   so the VNNI latency overlaps; each group's arithmetic is the same whatever G. */
+template <int TYPE, int G>
+KN_VNNI void x16_groups(const uint8_t *g, int64_t group_bytes, int64_t nb, const int8_t *q, const float *d,
+                        const int32_t *qsum, float *out) {
+  const int64_t block = TYPE == KN_Q8_0 ? 64 + 512 : 64 + 256;
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  __m512 acc[G];
+  for (int i = 0; i < G; i++) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b++) {
+    const int32_t *xq = (const int32_t *)(q + b * QK);
+    const __m512i start = _mm512_set1_epi32((TYPE == KN_Q8_0 ? -128 : -8) * qsum[b]);
+    const __m512 xd = _mm512_set1_ps(d[b]);
+    __m512i s0[G], s1[G];
+    for (int i = 0; i < G; i++) s0[i] = start, s1[i] = _mm512_setzero_si512();
+    if (TYPE == KN_Q8_0) {
+      for (int k4 = 0; k4 < 8; k4 += 2) {
+        const __m512i x0 = _mm512_set1_epi32(xq[k4]), x1 = _mm512_set1_epi32(xq[k4 + 1]);
+        for (int i = 0; i < G; i++) {
+          const uint8_t *p = g + i * group_bytes + b * block;
+          s0[i] = _mm512_dpbusd_epi32(s0[i], _mm512_loadu_si512(p + 64 + 64 * k4), x0);
+          s1[i] = _mm512_dpbusd_epi32(s1[i], _mm512_loadu_si512(p + 128 + 64 * k4), x1);
+        }
       }
-      for (int r = 0; r < R; r++) y[m * N + n + r] = out[r];
+    } else {
+      for (int c = 0; c < 4; c++) {
+        const __m512i x0 = _mm512_set1_epi32(xq[2 * c]), x1 = _mm512_set1_epi32(xq[2 * c + 1]);
+        for (int i = 0; i < G; i++) {
+          const __m512i v = _mm512_loadu_si512(g + i * group_bytes + b * block + 64 + 64 * c);
+          s0[i] = _mm512_dpbusd_epi32(s0[i], _mm512_and_si512(v, low4), x0);
+          s1[i] = _mm512_dpbusd_epi32(s1[i], _mm512_and_si512(_mm512_srli_epi16(v, 4), low4), x1);
+        }
+      }
     }
-    n += R;
+    for (int i = 0; i < G; i++) {
+      const uint8_t *p = g + i * group_bytes + b * block;
+      __m512 scale = _mm512_mul_ps(_mm512_loadu_ps((const float *)p), xd);
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[i], s1[i])), scale, acc[i]);
+    }
+  }
+  for (int i = 0; i < G; i++) _mm512_storeu_ps(out + i * X16_ROWS, acc[i]);
+}
+
+/* One activation row against groups [g, g + G) of packed W, G = 2 or 1. */
+KN_VNNI void x16_dispatch(int type, int G, const uint8_t *g, int64_t group_bytes, int64_t nb, const int8_t *q,
+                          const float *d, const int32_t *qsum, float *out) {
+  if (type == KN_Q8_0) {
+    if (G == 2) x16_groups<KN_Q8_0, 2>(g, group_bytes, nb, q, d, qsum, out);
+    else x16_groups<KN_Q8_0, 1>(g, group_bytes, nb, q, d, qsum, out);
+  } else {
+    if (G == 2) x16_groups<KN_Q4_0, 2>(g, group_bytes, nb, q, d, qsum, out);
+    else x16_groups<KN_Q4_0, 1>(g, group_bytes, nb, q, d, qsum, out);
   }
 }
 
@@ -274,24 +218,6 @@ bool have_vnni() {
 bool have_vnni() { return false; }
 #endif
 
-/*
- * For the q4_0 VNNI path: each full block pair's 64 activation bytes as [b0 0–15, b1 0–15,
- * b0 16–31, b1 16–31], and per int32 lane (4 bytes) −8 × the sum of its 4 values.
- */
-void reorder_for_q4(int8_t *q, int64_t K, int32_t *lane_bias) {
-  int64_t nb = K / QK;
-  int8_t tmp[64];
-  for (int64_t b = 0; b + 2 <= nb; b += 2) {
-    int8_t *p = q + b * QK;
-    memcpy(tmp, p, 16);
-    memcpy(tmp + 16, p + 32, 16);
-    memcpy(tmp + 32, p + 16, 16);
-    memcpy(tmp + 48, p + 48, 16);
-    memcpy(p, tmp, 64);
-    for (int l = 0; l < 16; l++) lane_bias[b * 8 + l] = -8 * (p[4 * l] + p[4 * l + 1] + p[4 * l + 2] + p[4 * l + 3]);
-  }
-}
-
 }  // namespace
 
 extern "C" {
@@ -305,20 +231,16 @@ void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_
     memset(y, 0, sizeof(float) * (size_t)(M * N));
     return;
   }
-  const bool vnni = have_vnni();
+  if (int64_t bytes = kn_qrepack_bytes(type, N, K)) {  // VNNI: the packed layout, made for this call
+    std::vector<uint8_t> packed((size_t)bytes);
+    kn_qrepack(type, w, N, K, packed.data());
+    return kn_qmatmul_packed_f32(type, x, M, K, packed.data(), N, y);
+  }
   std::vector<int8_t> q((size_t)(M * K));
   std::vector<float> d((size_t)(M * nb));
-  std::vector<int32_t> bias(type == KN_Q4_0 && vnni ? (size_t)(M * nb * 8) : 0);
-  for (int64_t m = 0; m < M; m++) {
-    quantize_row(x + m * K, K, q.data() + m * K, d.data() + m * nb);
-    if (!bias.empty()) reorder_for_q4(q.data() + m * K, K, bias.data() + m * nb * 8);
-  }
+  for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, q.data() + m * K, d.data() + m * nb);
   /* work per output row ≈ M·K multiply-adds; small products stay on the calling thread */
-  int64_t grain = (int64_t)(GRAIN * 4 / (M * K)) + 1;
-  parallel_for(N, grain, [&](int64_t n0, int64_t n1) {
-#ifdef KN_QM_X86
-    if (vnni) return rows_vnni(type, w, nb * bb, nb, q.data(), d.data(), bias.data(), M, N, n0, n1, y);
-#endif
+  parallel_for(N, (int64_t)(GRAIN * 4 / (M * K)) + 1, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; n++) {
       const uint8_t *wr = w + n * nb * bb;
       for (int64_t m = 0; m < M; m++) {
@@ -326,6 +248,72 @@ void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_
         y[m * N + n] = type == KN_Q8_0 ? dot_q8_scalar(wr, xr, nb) : dot_q4_scalar(wr, xr, nb);
       }
     }
+  });
+}
+
+int64_t kn_qrepack_bytes(int type, int64_t N, int64_t K) {
+  if ((type != KN_Q8_0 && type != KN_Q4_0) || !have_vnni() || K % QK != 0) return 0;
+  return (N + X16_ROWS - 1) / X16_ROWS * (K / QK) * x16_block_bytes(type);
+}
+
+void kn_qrepack(int type, const uint8_t *w, int64_t N, int64_t K, uint8_t *out) {
+  int64_t nb = K / QK, groups = (N + X16_ROWS - 1) / X16_ROWS, bb = block_bytes(type), xb = x16_block_bytes(type);
+  memset(out, 0, (size_t)(groups * nb * xb));
+  for (int64_t g = 0; g < groups; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      uint8_t *p = out + (g * nb + b) * xb;
+      for (int64_t r = 0; r < X16_ROWS && g * X16_ROWS + r < N; r++) {
+        const uint8_t *blk = w + ((g * X16_ROWS + r) * nb + b) * bb;
+        float scale = f16_to_f32(load_u16(blk));
+        memcpy(p + 4 * r, &scale, 4);  // out need not be 4-byte aligned
+        uint8_t u[QK];                 // the block's 32 weights as unsigned (q + 128, or the nibble)
+        for (int j = 0; j < QK; j++)
+          u[j] = type == KN_Q8_0 ? (uint8_t)(((const int8_t *)(blk + 2))[j] + 128)
+                                 : (uint8_t)(j < 16 ? blk[2 + j] & 0x0f : blk[2 + j - 16] >> 4);
+        for (int i = 0; i < 4; i++) {
+          if (type == KN_Q8_0)
+            for (int k4 = 0; k4 < 8; k4++) p[64 + 64 * k4 + 4 * r + i] = u[4 * k4 + i];
+          else
+            for (int c = 0; c < 4; c++) p[64 + 64 * c + 4 * r + i] = (uint8_t)(u[8 * c + i] | (u[8 * c + 4 + i] << 4));
+        }
+      }
+    }
+  }
+}
+
+void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N, float *y) {
+  if (M == 0 || N == 0) return;
+  int64_t nb = K / QK, groups = (N + X16_ROWS - 1) / X16_ROWS;
+  std::vector<int8_t> q((size_t)(M * K));
+  std::vector<float> d((size_t)(M * nb));
+  std::vector<int32_t> qsum((size_t)(M * nb));
+  for (int64_t m = 0; m < M; m++) {
+    quantize_row(x + m * K, K, q.data() + m * K, d.data() + m * nb);
+    for (int64_t b = 0; b < nb; b++) {
+      int32_t s = 0;
+      for (int j = 0; j < QK; j++) s += q[m * K + b * QK + j];
+      qsum[m * nb + b] = s;
+    }
+  }
+  parallel_for(groups, (int64_t)(GRAIN * 4 / (M * K * X16_ROWS)) + 1, [&](int64_t g0, int64_t g1) {
+#ifdef KN_QM_X86
+    float out[2 * X16_ROWS];
+    const int64_t group_bytes = nb * x16_block_bytes(type);
+    for (int64_t g = g0; g < g1;) {
+      const int G = g1 - g >= 2 ? 2 : 1;
+      int64_t rows = N - g * X16_ROWS < G * X16_ROWS ? N - g * X16_ROWS : G * X16_ROWS;
+      for (int64_t m = 0; m < M; m++) {
+        const int8_t *qm = q.data() + m * K;
+        const float *dm = d.data() + m * nb;
+        const int32_t *sm = qsum.data() + m * nb;
+        x16_dispatch(type, G, packed + g * group_bytes, group_bytes, nb, qm, dm, sm, out);
+        memcpy(y + m * N + g * X16_ROWS, out, sizeof(float) * (size_t)rows);
+      }
+      g += G;
+    }
+#else
+    (void)g0, (void)g1;
+#endif
   });
 }
 

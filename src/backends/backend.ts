@@ -245,6 +245,41 @@ export interface FusedKernels {
   quantizedMatmulBackward(g: KernelView, w: QuantizedMatrix): Storage;
 }
 
+/**
+ * Kernels for one decode step of one sequence (batch 1, one new position; src/models/llama-decode.ts),
+ * on dense f32 arrays the caller owns: at batch 1 a token's time is the weights' bytes plus one
+ * call per step, so these skip views, allocation and the tape. Each output row's value does not
+ * depend on the thread count.
+ */
+export interface DecodeKernels {
+  /** y [N] = W [N, K] · x [K], W dense row-major. */
+  gemv(x: Float32Array, w: Float32Array, N: number, K: number, y: Float32Array): void;
+  /** y [N] = W · x for W [N, K] in blocks: quantizedMatmul's kernel at M = 1 (the same values). */
+  qgemv(x: Float32Array, w: QuantizedMatrix, y: Float32Array): void;
+  /** x [C] += r (when given), then y = x / sqrt(mean(x²) + eps) · w, as rmsNorm. */
+  addRmsNorm(x: Float32Array, r: Float32Array | null, w: Float32Array, eps: number, y: Float32Array): void;
+  /** out = silu(g) · u. */
+  swiglu(g: Float32Array, u: Float32Array, out: Float32Array): void;
+  /**
+   * Rotary (cos, sin [D], "half" pairs) in place on q [H·D] and k [KV·D]; k and v written to the
+   * caches [KV, maxLen, D] at `pos`; y [H·D] = softmax(q·kᵀ·scale) · v over positions 0…pos, query
+   * head h reading key/value head h / (H/KV).
+   */
+  decodeAttention(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    cos: Float32Array,
+    sin: Float32Array,
+    keys: Float32Array,
+    values: Float32Array,
+    shape: { heads: number; kvHeads: number; headDim: number; maxLength: number },
+    pos: number,
+    scale: number,
+    y: Float32Array,
+  ): void;
+}
+
 export interface Backend {
   readonly name: string;
   /** Libraries, ISA and threads, for `knobs info`. */
@@ -257,6 +292,8 @@ export interface Backend {
   supports(kernel: KernelName, inputs: readonly KernelView[], outDtype?: DType): boolean;
   /** Fused kernels, when the backend has them (the js reference backend does not: its composites are the spec). */
   readonly fused?: FusedKernels;
+  /** Batch-1 decode kernels, when the backend has them (else models decode through the ops). */
+  readonly decode?: DecodeKernels;
   /**
    * The matmul precisions this backend runs fast here (absent: f32 only). Every backend's matmul
    * accepts 'bf16' (the js backend emulates it as the reference); this says where it is worth asking.

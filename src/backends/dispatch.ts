@@ -5,9 +5,17 @@
  */
 import type { DType } from '../dtype.js';
 import { BackendError } from '../errors.js';
-import type { Backend, FusedKernelName, FusedKernels, KernelName, KernelView, MatmulPrecision } from './backend.js';
+import type {
+  Backend,
+  DecodeKernels,
+  FusedKernelName,
+  FusedKernels,
+  KernelName,
+  KernelView,
+  MatmulPrecision,
+} from './backend.js';
 import { jsBackend } from './js/index.js';
-import { profiling, timedBackend, timedFused } from './profile.js';
+import { profiling, timedBackend, timedDecode, timedFused } from './profile.js';
 import { discoverBackends } from './registry.js';
 
 const registered = new Map<string, Backend>();
@@ -152,4 +160,10 @@ export function fusedFor(kernel: FusedKernelName, inputs: readonly KernelView[])
   // A fused kernel declined is no fallback: the composite's primitives then dispatch (and are traced) one by one.
   if (fused && tracing) record(kernel, inputs, active, active);
   return fused && profiling() ? timedFused(fused) : fused;
+}
+
+/** The current backend's batch-1 decode kernels, or null when it has none (then models decode through the ops). */
+export function decodeKernels(): DecodeKernels | null {
+  const decode = (current ?? ready()).decode ?? null;
+  return decode && profiling() ? timedDecode(decode) : decode;
 }

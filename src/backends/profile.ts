@@ -7,7 +7,7 @@
  * closed profile costs one null check per dispatch. Kernels are synchronous, so wall time around
  * the call is the kernel's time (N-API crossing and output allocation included).
  */
-import type { Backend, Conv2dParams, FusedKernels, KernelView } from './backend.js';
+import type { Backend, Conv2dParams, DecodeKernels, FusedKernels, KernelView, QuantizedMatrix } from './backend.js';
 
 export interface OpTime {
   /** The kernel, with its operation where it has one: `matmul`, `binary:add`, `layerNormBackward`. */
@@ -83,6 +83,12 @@ function flopsOf(kernel: string, args: readonly unknown[]): number {
       const forward = 2 * numel(q.shape) * T;
       return kernel === 'causalAttention' ? forward : 2 * forward;
     }
+    case 'gemv':
+      return 2 * (args[2] as number) * (args[3] as number); // (x, W, N, K, y)
+    case 'qgemv': {
+      const w = args[1] as QuantizedMatrix;
+      return 2 * w.rows * w.cols;
+    }
     default:
       return 0;
   }
@@ -137,4 +143,8 @@ export function timedBackend(backend: Backend): Backend {
 
 export function timedFused(fused: FusedKernels): FusedKernels {
   return timedObject(fused);
+}
+
+export function timedDecode(decode: DecodeKernels): DecodeKernels {
+  return timedObject(decode);
 }

@@ -57,6 +57,7 @@ import {
   generateTokens,
   stepWithCache,
 } from './causal-lm.js';
+import { llamaDecodeStep } from './llama-decode.js';
 
 export type LlamaModelType = 'llama' | 'mistral' | 'qwen2';
 
@@ -548,9 +549,19 @@ export class Llama extends Module implements CausalLM {
     });
   }
 
-  /** Inference step: ids [B, T] after the cache's positions → logits [B, T, V]; advances the cache. */
+  /**
+   * Inference step: ids [B, T] after the cache's positions → logits [B, T, V]; advances the cache.
+   * One token of one sequence takes the batch-1 decode step when the backend has its kernels.
+   */
   forwardWithCache(ids: Tensor, cache: KVCache): Tensor {
-    return stepWithCache(cache, ids.shape[1]!, () => this.head(this.hidden(ids, cache)));
+    return stepWithCache(cache, ids.shape[1]!, () => {
+      const one =
+        ids.rank === 2 && ids.shape[0] === 1 && ids.shape[1] === 1 && (ids.dtype === 'i32' || ids.dtype === 'i64');
+      const fast = one
+        ? llamaDecodeStep(this, ids.item(), cache, () => ropeTables(this.invFreq, cache.length, 1, 'f32'))
+        : null;
+      return fast ?? this.head(this.hidden(ids, cache));
+    });
   }
 
   generate(prompt: readonly number[], opts: GenerateOptions = {}): GenerateResult {

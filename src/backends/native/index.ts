@@ -22,6 +22,7 @@ import type {
   Backend,
   BinaryOp,
   Conv2dParams,
+  DecodeKernels,
   FusedKernels,
   KernelName,
   KernelView,
@@ -86,6 +87,31 @@ export interface NativeAddon {
     out: F32,
   ): void;
   biSwiglu(gate: F32, up: F32, n: number, out: F32): void;
+  /** Bytes of W's packed layout for the product ("x16", q8_0 / q4_0 with VNNI), 0 where there is none. */
+  qrepackBytes(type: number, N: number, K: number): number;
+  qrepack(type: number, w: Uint8Array, N: number, K: number, out: Uint8Array): void;
+  /** qmatmul on the packed layout: the same integers per block, each row's value independent of M and threads. */
+  qmatmulPacked(type: number, x: F32, M: number, K: number, packed: Uint8Array, N: number, y: F32): void;
+  /** Batch-1 decode kernels (native/kernels/decode.cpp); see DecodeKernels. */
+  gemv(x: F32, w: F32, N: number, K: number, y: F32): void;
+  addRmsNorm(x: F32, r: F32 | null, w: F32, C: number, eps: number, y: F32): void;
+  swiglu(g: F32, u: F32, n: number, out: F32): void;
+  decodeAttention(
+    q: F32,
+    k: F32,
+    v: F32,
+    cos: F32,
+    sin: F32,
+    keys: F32,
+    values: F32,
+    H: number,
+    KV: number,
+    D: number,
+    maxLen: number,
+    pos: number,
+    scale: number,
+    y: F32,
+  ): void;
   /** g · f'(x) for the activation ops (UNARY_CODE) only. */
   activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
@@ -405,6 +431,31 @@ export function createNativeBackend(addon: NativeAddon): Backend {
   };
 
   const denseOpt = (v: KernelView | null): F32 | null => (v ? dense(v) : null);
+  /*
+   * Each q8_0 / q4_0 weight's packed layout (native/kernels/qmatmul.cpp, "x16"), made on its first
+   * product and kept while the weight lives: 1.06× / 1.11× its blocks' bytes more memory, for a product
+   * that no longer spends its time rearranging blocks (docs/performance.md, "Decode"). The ggml
+   * blocks stay as they are (the input gradient, GGUF export and the js reference read them).
+   */
+  const packedWeights = new WeakMap<QuantizedMatrix, Uint8Array | null>();
+  const packedOf = (w: QuantizedMatrix): Uint8Array | null => {
+    let packed = packedWeights.get(w);
+    if (packed === undefined) {
+      const type = GGML_TYPE_ID[w.type];
+      const bytes = addon.qrepackBytes(type, w.rows, w.cols);
+      packed = bytes > 0 ? new Uint8Array(bytes) : null;
+      if (packed) addon.qrepack(type, w.blocks, w.rows, w.cols, packed);
+      packedWeights.set(w, packed);
+    }
+    return packed;
+  };
+  /** y [M, N] = x [M, K] · Wᵀ on the packed layout when W has one, else on the blocks. */
+  const qmatmul = (x: F32, M: number, w: QuantizedMatrix, y: F32): void => {
+    const packed = packedOf(w);
+    if (packed) addon.qmatmulPacked(GGML_TYPE_ID[w.type], x, M, w.cols, packed, w.rows, y);
+    else addon.qmatmul(GGML_TYPE_ID[w.type], x, M, w.cols, w.blocks, w.rows, y);
+  };
+
   const fused: FusedKernels = {
     softmax(x: KernelView, log: boolean): Storage {
       const C = x.shape[x.shape.length - 1] ?? 1;
@@ -543,7 +594,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage {
       const M = numel(x.shape) / w.cols;
       const y = allocF32(M * w.rows);
-      addon.qmatmul(GGML_TYPE_ID[w.type], dense(x), M, w.cols, w.blocks, w.rows, y);
+      qmatmul(dense(x), M, w, y);
       return y;
     },
     quantizedMatmulBackward(g: KernelView, w: QuantizedMatrix): Storage {
@@ -570,9 +621,19 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     },
   };
 
+  const decode: DecodeKernels = {
+    gemv: (x, w, N, K, y) => addon.gemv(x, w, N, K, y),
+    qgemv: (x, w, y) => qmatmul(x, 1, w, y),
+    addRmsNorm: (x, r, w, eps, y) => addon.addRmsNorm(x, r, w, x.length, eps, y),
+    swiglu: (g, u, out) => addon.swiglu(g, u, out.length, out),
+    decodeAttention: (q, k, v, cos, sin, keys, values, s, pos, scale, y) =>
+      addon.decodeAttention(q, k, v, cos, sin, keys, values, s.heads, s.kvHeads, s.headDim, s.maxLength, pos, scale, y),
+  };
+
   return {
     name: 'native',
     fused,
+    decode,
     describe: () => {
       const i = addon.info();
       return {
