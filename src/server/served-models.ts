@@ -67,13 +67,16 @@ export async function servedModels(opened: OpenedLanguageModel, opts: ServedMode
   let set: AdapterSet | null = null;
   if (specs.length > 0) {
     set = new AdapterSet(opened.model);
-    for (const { name, dir } of specs) await set.load(name, dir, { allowBaseMismatch: opts.allowBaseMismatch === true });
+    for (const { name, dir } of specs)
+      await set.load(name, dir, { allowBaseMismatch: opts.allowBaseMismatch === true });
   }
   const adapters = set;
   const generatorOf =
     opts.batched?.(adapters) ??
     ((name: string | null) =>
-      adapters === null ? new ModelGenerator(opened) : new ModelGenerator(opened, { adapters: { set: adapters, name } }));
+      adapters === null
+        ? new ModelGenerator(opened)
+        : new ModelGenerator(opened, { adapters: { set: adapters, name } }));
   const served = (name: string | null): ServedModel => ({
     id: name ?? opts.id,
     created,
