@@ -144,13 +144,22 @@ function optimizerStateBytes(dir) {
 }
 
 function lastEval(dir) {
-  const rows = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const rows = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   return rows.filter((r) => 'eval_loss' in r).pop() ?? null;
 }
 
 function medianTokensPerS(dir) {
-  const rows = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  const v = rows.filter((r) => 'tokens_per_s' in r).map((r) => r.tokens_per_s).sort((a, b) => a - b);
+  const rows = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  const v = rows
+    .filter((r) => 'tokens_per_s' in r)
+    .map((r) => r.tokens_per_s)
+    .sort((a, b) => a - b);
   return v.length ? v[Math.floor(v.length / 2)] : null;
 }
 
