@@ -332,7 +332,17 @@ function table(files) {
   for (const setup of rows.filter((r) => r.kind === 'setup')) {
     const name = setup.name;
     const base = rows.find((r) => r.kind === 'base' && r.name === name);
-    const chosen = rows.filter((r) => r.kind === 'chosen' && r.name === name);
+    // A sweep cut short (no `chosen` rows yet) still gives its best run so far, without the KJV loss.
+    const finished = rows.filter((r) => r.kind === 'chosen' && r.name === name);
+    const chosen = setup.methods
+      .map(
+        (method) =>
+          finished.find((r) => r.method === method) ??
+          rows
+            .filter((r) => r.kind === 'sweep' && r.name === name && r.method === method)
+            .reduce((a, b) => (a === null || b.new_val_loss < a.new_val_loss ? b : a), null),
+      )
+      .filter((r) => r !== null);
     const sweep = rows.filter((r) => r.kind === 'sweep' && r.name === name);
     const full = chosen.find((r) => r.method === 'full');
     out.push(
@@ -356,7 +366,7 @@ function table(files) {
         .map((s) => s.new_val_loss.toFixed(3))
         .join(' / ');
       out.push(
-        `| ${LABELS[r.method]} | ${r.lr} (${lossesOf}) | ${share} | ${bytes} | ${r.wall_s.toFixed(0)} s | ${mib(r.peak_rss_bytes)} | ${mib(r.optimizer_state_bytes)} | ${r.new_val_loss.toFixed(4)}${vsFull} | ${r.old_val_loss.toFixed(4)} |`,
+        `| ${LABELS[r.method]} | ${r.lr} (${lossesOf}) | ${share} | ${bytes} | ${r.wall_s.toFixed(0)} s | ${mib(r.peak_rss_bytes)} | ${mib(r.optimizer_state_bytes)} | ${r.new_val_loss.toFixed(4)}${vsFull} | ${r.old_val_loss?.toFixed(4) ?? 'not measured'} |`,
       );
     }
     out.push('');
