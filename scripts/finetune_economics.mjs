@@ -245,8 +245,12 @@ async function run(argv) {
       'eval-batches': { type: 'string', default: '40' },
       work: { type: 'string' },
       out: { type: 'string' },
+      // --no-base-eval: a second sweep into the same RESULTS (more methods) needs the base's losses once.
+      'base-eval': { type: 'boolean', default: true },
+      'no-base-eval': { type: 'boolean' },
     },
   });
+  if (values['no-base-eval']) values['base-eval'] = false;
   for (const k of ['base', 'name', 'new', 'old', 'steps', 'work', 'out'])
     if (values[k] === undefined) throw new Error(`run needs --${k}`);
   const o = {
@@ -287,8 +291,10 @@ async function run(argv) {
     if (t.code !== 0) throw new Error(`base eval failed: ${readFileSync(log, 'utf8')}`);
     return JSON.parse(t.stdout).loss;
   };
-  const [baseNew, baseOld] = await pool([() => baseEval(o.new), () => baseEval(o.old)], 2);
-  emit({ kind: 'base', name: o.name, new_val_loss: baseNew, old_val_loss: baseOld, eval_batches: o.evalBatches });
+  if (values['base-eval']) {
+    const [baseNew, baseOld] = await pool([() => baseEval(o.new), () => baseEval(o.old)], 2);
+    emit({ kind: 'base', name: o.name, new_val_loss: baseNew, old_val_loss: baseOld, eval_batches: o.evalBatches });
+  }
   const tasks = methods.flatMap((method) =>
     lrs.map((lr) => async () => {
       const row = await runOne(method, lr, baseRecipe, o);
@@ -297,8 +303,17 @@ async function run(argv) {
       return row;
     }),
   );
-  const rows = await pool(tasks, Number(values.jobs));
-  const winners = methods
+  await pool(tasks, Number(values.jobs));
+  // The winners of every method this base has sweep rows for in RESULTS without a chosen row yet:
+  // a sweep stopped after some methods and continued by another call is finished here too.
+  const rows = readFileSync(values.out, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((r) => r.name === o.name);
+  const done = new Set(rows.filter((r) => r.kind === 'chosen').map((r) => r.method));
+  const winners = [...new Set(rows.filter((r) => r.kind === 'sweep').map((r) => r.method))]
+    .filter((method) => !done.has(method))
     .map((method) => rows.filter((r) => r.kind === 'sweep' && r.method === method))
     .filter((rs) => rs.length > 0)
     .map((rs) => rs.reduce((a, b) => (b.new_val_loss < a.new_val_loss ? b : a)));
@@ -329,8 +344,11 @@ function table(files) {
       .map((l) => JSON.parse(l)),
   );
   const out = [];
-  for (const setup of rows.filter((r) => r.kind === 'setup')) {
-    const name = setup.name;
+  // Several sweeps of one base (more methods added later) make one table: the first setup, every method.
+  const names = [...new Set(rows.filter((r) => r.kind === 'setup').map((r) => r.name))];
+  for (const name of names) {
+    const setups = rows.filter((r) => r.kind === 'setup' && r.name === name);
+    const setup = { ...setups[0], methods: [...new Set(setups.flatMap((s) => s.methods))] };
     const base = rows.find((r) => r.kind === 'base' && r.name === name);
     // A sweep cut short (no `chosen` rows yet) still gives its best run so far, without the KJV loss.
     const finished = rows.filter((r) => r.kind === 'chosen' && r.name === name);
