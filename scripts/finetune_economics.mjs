@@ -366,9 +366,7 @@ function table(files) {
     out.push(
       `**${name}** (base: ${setup.base_steps} steps, ${mib(setup.base_bytes)}; ${setup.steps} steps × 16 × 128 = ${(setup.steps * 2048).toLocaleString('en')} tokens per run; validation: first ${base.eval_batches} batches of each split)`,
       '',
-      '| method | lr (of ' +
-        setup.lrs.join(', ') +
-        ') | trainable | adapter / checkpoint | wall | peak RSS | optimizer state | fortunes val loss | KJV val loss |',
+      '| method | lr chosen (sweep: lr: fortunes loss) | trainable | adapter / checkpoint | wall | peak RSS | optimizer state | fortunes val loss | KJV val loss |',
       '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
       `| base, untuned | – | – | ${mib(setup.base_bytes)} | – | – | – | ${base.new_val_loss.toFixed(4)} | ${base.old_val_loss.toFixed(4)} |`,
     );
@@ -381,10 +379,11 @@ function table(files) {
       const vsFull = full && r.method !== 'full' ? ` (${(r.new_val_loss / full.new_val_loss).toFixed(3)}× full)` : '';
       const lossesOf = sweep
         .filter((s) => s.method === r.method)
-        .map((s) => s.new_val_loss.toFixed(3))
-        .join(' / ');
+        .sort((a, b) => a.lr - b.lr)
+        .map((s) => `${s.lr}: ${s.new_val_loss.toFixed(3)}`)
+        .join(', ');
       out.push(
-        `| ${LABELS[r.method]} | ${r.lr} (${lossesOf}) | ${share} | ${bytes} | ${r.wall_s.toFixed(0)} s | ${mib(r.peak_rss_bytes)} | ${mib(r.optimizer_state_bytes)} | ${r.new_val_loss.toFixed(4)}${vsFull} | ${r.old_val_loss?.toFixed(4) ?? 'not measured'} |`,
+        `| ${LABELS[r.method]} | **${r.lr}** (${lossesOf}) | ${share} | ${bytes} | ${r.wall_s.toFixed(0)} s | ${mib(r.peak_rss_bytes)} | ${mib(r.optimizer_state_bytes)} | ${r.new_val_loss.toFixed(4)}${vsFull} | ${r.old_val_loss?.toFixed(4) ?? 'not measured'} |`,
       );
     }
     out.push('');
