@@ -263,7 +263,8 @@ async function run(argv) {
     work: resolve(values.work),
   };
   const lrs = values.lrs.split(',').map(Number);
-  const methods = values.methods.split(',');
+  // An empty list runs nothing and only finishes the sweeps already in RESULTS (their winners' old-text loss).
+  const methods = values.methods.split(',').filter((m) => m !== '');
   const baseRecipe = JSON.parse(readFileSync(join(o.base, 'recipe.json'), 'utf8'));
   const emit = (row) => appendFileSync(values.out, `${JSON.stringify(row)}\n`);
   emit({
