@@ -11,7 +11,9 @@
  *   node scripts/finetune_economics.mjs run --base DIR --name NAME --new TEXT --old TEXT
  *       --steps N [--lrs 3e-4,1e-3,3e-3] [--methods lora-attn,lora-all,last2,full,scratch]
  *       [--jobs J] [--eval-batches E] --work DIR --out RESULTS.jsonl
- *       runs the sweep (J children at a time, one thread each) and appends rows to RESULTS.jsonl
+ *       runs the sweep (J children at a time, one thread each) and appends rows to RESULTS.jsonl;
+ *       `lora-q8` (attention LoRA on the base quantized to q8_0: recipe "quantize") needs QLoRA in
+ *       `knobs tune`; an empty --methods only finishes the sweeps RESULTS holds (winners' old-text loss)
  *   node scripts/finetune_economics.mjs table RESULTS.jsonl...
  *       the markdown table of the chosen runs
  *   node scripts/finetune_economics.mjs eval MODEL [--adapter DIR] --data TEXT --batches E
