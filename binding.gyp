@@ -23,6 +23,7 @@
         "native/kernels/attention.cpp",
         "native/kernels/optim.cpp",
         "native/kernels/qmatmul.cpp",
+        "native/kernels/bi_decode.cpp",
       ],
       "include_dirs": ["native"],
       "cflags!": ["-O2", "-O0"],

@@ -7,33 +7,56 @@
  * Then the attention LoRA step against PyTorch 1.13 doing the same LoRA step (bench/peer_torch.py
  * `gpt_lora_train`: PEFT's rules in plain torch, base frozen, AdamW over lora_A/lora_B), through
  * the shared driver (train-step.ts: fastest thread setting per side, interleaved, medians).
+ *
+ * Peak memory (on the wide model, see MEMORY_SHAPE): each variant (full, attention LoRA, attention
+ * LoRA on the q8_0-quantized base) runs MEMORY_STEPS steps in a fresh child process (this file with --child) that reports its peak resident set
+ * size; the LoRA rows' peer is the full step's child. Lower is better, ratio = full / LoRA.
  */
+import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import * as k from '../src/index.js';
 import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 import { applyLora, parseLoraConfig } from '../src/finetune/lora.js';
-import { pinnedToCore0 } from './peer.js';
+import { quantizeBase } from '../src/finetune/quantized-base.js';
+import { haveTaskset, pinnedToCore0 } from './peer.js';
 import { type BenchOptions, type BenchRow, makeRow, median } from './row.js';
 import { runTrainBench } from './train-step.js';
-import { KJV_BATCH, KJV_GPT, type Workload } from './workloads.js';
+import { KJV_BATCH, KJV_GPT, WIDE_GPT, type Workload } from './workloads.js';
 
 const T = KJV_GPT.n_positions;
 
-/** One training step of the kjv-gpt model; `targets` null: every parameter trains. */
-function stepOf(targets: string[] | string | null): () => void {
-  return workloadOf(targets).step;
+/** One training step of the kjv-gpt model; `targets` null: every parameter trains; `quantize`: LoRA on that quantized base. */
+function stepOf(targets: string[] | string | null, quantize?: 'q8_0'): () => void {
+  return workloadOf(targets, quantize).step;
 }
 
-function workloadOf(targets: string[] | string | null): Workload {
-  const model = new k.GPT(KJV_GPT, { seed: 0 });
+/** A model shape, its batch and context for the workload. */
+interface Shape {
+  config: typeof KJV_GPT | typeof WIDE_GPT;
+  batch: number;
+  context: number;
+}
+const KJV_SHAPE: Shape = { config: KJV_GPT, batch: KJV_BATCH, context: T };
+/**
+ * The memory rows' shape: the wide model (4 × 768) at batch 2 × 128 tokens, where the weights and
+ * what full fine-tuning adds to them (gradients, two AdamW moments) outweigh the activations, as
+ * when fine-tuning a large model; at the kjv shape the activations dominate both steps.
+ */
+const MEMORY_SHAPE: Shape = { config: WIDE_GPT, batch: 2, context: 128 };
+
+function workloadOf(targets: string[] | string | null, quantize?: 'q8_0', shape: Shape = KJV_SHAPE): Workload {
+  const { config, batch, context } = shape;
+  const model = new k.GPT(config, { seed: 0 });
+  if (quantize) quantizeBase(model, quantize);
   if (targets !== null) applyLora(model, parseLoraConfig({ r: 8, lora_alpha: 16, target_modules: targets }));
   model.train();
-  const ids = k.randint(0, KJV_GPT.vocab_size, [KJV_BATCH, T + 1], { generator: new k.Generator(1) });
-  const x = k.slice(ids, 1, 0, T).contiguous();
-  const y = k.slice(ids, 1, 1, T + 1).contiguous();
+  const ids = k.randint(0, config.vocab_size, [batch, context + 1], { generator: new k.Generator(1) });
+  const x = k.slice(ids, 1, 0, context).contiguous();
+  const y = k.slice(ids, 1, 1, context + 1).contiguous();
   const opt = new k.AdamW(model, { lr: 1e-3, betas: [0.9, 0.95], weightDecay: 0.1 });
   return {
-    items: KJV_BATCH * T,
+    items: batch * context,
     step() {
       opt.zeroGrad();
       model.loss(x, y).backward();
@@ -65,8 +88,64 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
     },
     opts,
   );
-  return [...againstFull, ...againstTorch];
+  return [...againstFull, ...peakMemory(opts), ...againstTorch];
 }
+
+/** The variants the memory rows compare, by the name the child takes. */
+const MEMORY_VARIANTS: Record<string, () => () => void> = {
+  full: () => workloadOf(null, undefined, MEMORY_SHAPE).step,
+  attn: () => workloadOf(['c_attn'], undefined, MEMORY_SHAPE).step,
+  attn_q8_0: () => workloadOf(['c_attn'], 'q8_0', MEMORY_SHAPE).step,
+};
+const MEMORY_STEPS = 3;
+
+function childPeakMiB(variant: string, cores: 1 | 'all'): number {
+  const self = fileURLToPath(import.meta.url);
+  const args = ['--expose-gc', self, '--child', variant, String(MEMORY_STEPS)];
+  const env = { ...process.env, ...(cores === 1 ? { KNOBS_THREADS: '1' } : {}) };
+  const r =
+    cores === 1 && haveTaskset()
+      ? spawnSync('taskset', ['-c', '0', process.execPath, ...args], { encoding: 'utf8', env })
+      : spawnSync(process.execPath, args, { encoding: 'utf8', env });
+  if (r.status !== 0)
+    throw new Error(`lora-train child ${variant} failed: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { kib: number }).kib / 1024;
+}
+
+function peakMemory(opts: BenchOptions): BenchRow[] {
+  const full = childPeakMiB('full', opts.cores);
+  return ['attn', 'attn_q8_0'].map((variant) =>
+    makeRow(
+      `lora_r8_${variant}_train_peak_rss_gpt_c${WIDE_GPT.n_embd}_l${WIDE_GPT.n_layer}_t${MEMORY_SHAPE.context}_b${MEMORY_SHAPE.batch}`,
+      opts.cores,
+      'MiB',
+      childPeakMiB(variant, opts.cores),
+      'knobs full fine-tuning (peak RSS)',
+      full,
+      false,
+      1,
+    ),
+  );
+}
+
+/** A fresh process: MEMORY_STEPS steps of one variant on the native backend, then its peak RSS (KiB). */
+function child(variant: string, steps: number): void {
+  const backend = loadNativeBackend();
+  if (!backend) throw new Error(`lora-train needs the native backend: ${nativeLoadError()}`);
+  if (!k.backends().includes('native')) k.registerBackend(backend);
+  k.setBackend('native');
+  const step = MEMORY_VARIANTS[variant]!();
+  // Collect between steps (the child runs with --expose-gc), so the high-water mark is one step's
+  // working set — weights, activations, gradients, optimizer state — not when V8 happens to collect.
+  const gc = (globalThis as { gc?: () => void }).gc;
+  for (let i = 0; i < steps; i++) {
+    step();
+    gc?.();
+  }
+  process.stdout.write(`${JSON.stringify({ kib: process.resourceUsage().maxRSS })}\n`);
+}
+
+if (process.argv[2] === '--child') child(process.argv[3]!, Number(process.argv[4]));
 
 async function runAgainstFull(opts: BenchOptions): Promise<BenchRow[]> {
   const backend = loadNativeBackend();
@@ -82,6 +161,7 @@ async function runAgainstFull(opts: BenchOptions): Promise<BenchRow[]> {
         const variants: [string, () => void][] = [
           ['attn', stepOf(['c_attn'])],
           ['all_linear', stepOf('all-linear')],
+          ['attn_q8_0', stepOf(['c_attn'], 'q8_0')],
         ];
         const fullTimes: number[] = [];
         const times = new Map<string, number[]>(variants.map(([n]) => [n, []]));
@@ -105,7 +185,7 @@ async function runAgainstFull(opts: BenchOptions): Promise<BenchRow[]> {
             'knobs full fine-tuning step',
             fullRate,
             true,
-            1.3,
+            name === 'attn_q8_0' ? null : 1.3, // the issue's target is for LoRA on the float base
           ),
         );
       });

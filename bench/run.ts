@@ -11,6 +11,7 @@
  * 2 cores shared with other work (it must stay under 10).
  */
 import * as activationBackward from './activation-backward.js';
+import * as batch from './batch.js';
 import * as fashion from './fashion.js';
 import * as gemm from './gemm.js';
 import * as gptBlock from './gpt-block.js';
@@ -53,9 +54,10 @@ const SUITE: Readonly<Record<string, (opts: BenchOptions) => Promise<BenchRow[]>
   'gpt-share-wide': gptShare.runWide,
   serve: serve.run,
   'llama-decode': llamaDecode.run,
+  batch: batch.run,
 };
 /** Benchmarks that run only when named (each takes minutes: too slow for the default suite's 10 minutes). */
-const NAMED_ONLY: ReadonlySet<string> = new Set(['gpt-share-wide', 'llama-decode', 'lora-train']);
+const NAMED_ONLY: ReadonlySet<string> = new Set(['gpt-share-wide', 'llama-decode', 'lora-train', 'batch']);
 
 function usage(): string {
   return `usage: npm run bench [-- NAME…] [-- --json]\n  benchmarks: ${Object.keys(SUITE).join(', ')} (${[...NAMED_ONLY].join(', ')}: only when named)\n  example: npm run bench -- mlp gpt-block --json`;

@@ -933,6 +933,81 @@ FN(js_qmatmul_isa) {
   return string(env, kn_qmatmul_isa());
   BODY_END
 }
+/* biMatmul(x, M, K, w, N, y): y [M, N] = x [M, K] · Wᵀ, batch-invariant (bi_decode.cpp). */
+FN(js_bi_matmul) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  int64_t M = INT(1, "M", 0, BIG), K = INT(2, "K", 0, BIG), N = INT(4, "N", 0, BIG);
+  CHECK((double)M * (double)K < 4e15 && (double)M * (double)N < 4e15 && (double)N * (double)K < 4e15,
+        "M·K, M·N or N·K is too large");
+  const float *x = req_f32(env, a.argv[0], M * K, "x");
+  const float *w = req_f32(env, a.argv[3], N * K, "w");
+  float *y = req_f32(env, a.argv[5], M * N, "y");
+  kn_bi_matmul_f32(x, M, K, w, N, y);
+  return undefined(env);
+  BODY_END
+}
+
+/* biRmsNorm(x, M, C, w, eps, y) */
+FN(js_bi_rms_norm) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  int64_t M = INT(1, "M", 0, BIG), C = INT(2, "C", 1, BIG);
+  CHECK((double)M * (double)C < 4e15, "M·C is too large");
+  const float *x = req_f32(env, a.argv[0], M * C, "x");
+  const float *w = req_f32(env, a.argv[3], C, "w");
+  float *y = req_f32(env, a.argv[5], M * C, "y");
+  kn_bi_rms_norm_f32(x, M, C, w, (float)NUM(4, "eps"), y);
+  return undefined(env);
+  BODY_END
+}
+
+/* biPagedAttention(q, R, H, D, kpool, vpool, KVH, block, tables, tableStride, lens, scale, out) */
+FN(js_bi_paged_attention) {
+  BODY_BEGIN
+  ARG_COUNT(13);
+  int64_t R = INT(1, "R", 0, BIG), H = INT(2, "H", 1, 1 << 16), D = INT(3, "D", 1, 1 << 16);
+  int64_t KVH = INT(6, "KVH", 1, 1 << 16), block = INT(7, "block", 1, 1 << 16);
+  int64_t stride = INT(9, "tableStride", 1, BIG);
+  CHECK(H % KVH == 0, "H = %lld is not a multiple of KVH = %lld", (long long)H, (long long)KVH);
+  CHECK((double)R * (double)H * (double)D < 4e15 && (double)R * (double)stride < 4e15, "R is too large");
+  const float *q = req_f32(env, a.argv[0], R * H * D, "q");
+  Array kp = typed(env, a.argv[4], napi_float32_array, "kpool");
+  Array vp = typed(env, a.argv[5], napi_float32_array, "vpool");
+  int64_t per_block = KVH * block * D;
+  CHECK(kp.length == vp.length && (int64_t)kp.length % per_block == 0,
+        "kpool and vpool must be the same whole number of [KVH, block, D] blocks");
+  int64_t blocks = (int64_t)kp.length / per_block;
+  Array tb = typed(env, a.argv[8], napi_int32_array, "tables");
+  Array ln = typed(env, a.argv[10], napi_int32_array, "lens");
+  CHECK((int64_t)tb.length >= R * stride && (int64_t)ln.length >= R, "tables or lens is shorter than R rows");
+  const int32_t *tables = (const int32_t *)tb.data, *lens = (const int32_t *)ln.data;
+  for (int64_t r = 0; r < R; r++) {
+    CHECK(lens[r] >= 1 && (lens[r] + block - 1) / block <= stride, "row %lld: length %d does not fit its table",
+          (long long)r, lens[r]);
+    for (int64_t b = 0; b < (lens[r] + block - 1) / block; b++)
+      CHECK(tables[r * stride + b] >= 0 && tables[r * stride + b] < blocks, "row %lld: block %d is not in the pool",
+            (long long)r, tables[r * stride + b]);
+  }
+  float *out = req_f32(env, a.argv[12], R * H * D, "out");
+  kn_bi_paged_attention_f32(q, R, H, D, (const float *)kp.data, (const float *)vp.data, KVH, block, tables, stride,
+                            lens, (float)NUM(11, "scale"), out);
+  return undefined(env);
+  BODY_END
+}
+
+/* biSwiglu(gate, up, n, out): out = silu(gate) · up */
+FN(js_bi_swiglu) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  int64_t n = INT(2, "n", 0, BIG);
+  const float *g = req_f32(env, a.argv[0], n, "gate");
+  const float *u = req_f32(env, a.argv[1], n, "up");
+  float *out = req_f32(env, a.argv[3], n, "out");
+  kn_bi_swiglu_f32(g, u, n, out);
+  return undefined(env);
+  BODY_END
+}
 }  // namespace
 
 #define EXPORT(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
@@ -982,6 +1057,10 @@ NAPI_MODULE_INIT() {
       EXPORT("qmatmul", js_qmatmul),
       EXPORT("qmatmulBackward", js_qmatmul_backward),
       EXPORT("qmatmulIsa", js_qmatmul_isa),
+      EXPORT("biMatmul", js_bi_matmul),
+      EXPORT("biRmsNorm", js_bi_rms_norm),
+      EXPORT("biPagedAttention", js_bi_paged_attention),
+      EXPORT("biSwiglu", js_bi_swiglu),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -201,6 +201,23 @@ void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, co
 /* "avx512_vnni" or "scalar": the path kn_qmatmul_f32 takes on this CPU (KNOBS_QMATMUL_SCALAR=1 forces scalar). */
 const char *kn_qmatmul_isa(void);
 
+/* ---- batch-invariant decode kernels (bi_decode.cpp) ----------------------------------------- */
+
+/* Each output element is reduced in an order fixed by the reduction length alone: a row's result
+   never depends on the other rows, their number or the thread count (continuous batching). */
+/* y [M, N] = x [M, K] · Wᵀ, W [N, K] row-major; threads split the N columns. */
+void kn_bi_matmul_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y);
+/* y [M, C] = x / √(mean(x²) + eps) · w, row by row. */
+void kn_bi_rms_norm_f32(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y);
+/* out [R, H, D]: row r, head h attends to its own lens[r] cached positions. kpool/vpool are
+   [blocks, KVH, block, D]; position t of row r is in block tables[r·table_stride + t / block];
+   query head h reads key/value head h / (H / KVH). */
+void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, const float *kpool,
+                               const float *vpool, int64_t KVH, int64_t block, const int32_t *tables,
+                               int64_t table_stride, const int32_t *lens, float scale, float *out);
+/* out = silu(gate) · up, elementwise. */
+void kn_bi_swiglu_f32(const float *gate, const float *up, int64_t n, float *out);
+
 #ifdef __cplusplus
 }
 #endif

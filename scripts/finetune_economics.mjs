@@ -212,6 +212,7 @@ async function runOne(method, lr, baseRecipe, o) {
 async function oldLoss(row, o) {
   const model = row.method.startsWith('lora') ? o.base : row.dir;
   const adapter = row.method.startsWith('lora') ? ['--adapter', row.dir] : [];
+  if (row.method === 'lora-q8') adapter.push('--quantize', 'q8_0');
   const args = [process.execPath, fileURLToPath(import.meta.url), 'eval', model, ...adapter];
   const t = await timedChild([...args, '--data', o.old, '--batches', String(o.evalBatches)], `${row.dir}.old.log`);
   if (t.code !== 0) throw new Error(`eval of ${row.dir} failed: ${readFileSync(`${row.dir}.old.log`, 'utf8')}`);
@@ -400,6 +401,7 @@ async function evalChild(argv) {
     allowPositionals: true,
     options: {
       adapter: { type: 'string', multiple: true, default: [] },
+      quantize: { type: 'string' },
       data: { type: 'string' },
       batches: { type: 'string' },
     },
@@ -407,7 +409,9 @@ async function evalChild(argv) {
   const { openLanguageModel } = await import(join(ROOT, 'dist/src/load/language-model.js'));
   const { openTextData } = await import(join(ROOT, 'dist/src/train/sources.js'));
   const { evaluateLanguageModel } = await import(join(ROOT, 'dist/src/train/evaluate.js'));
-  const { model } = await openLanguageModel(positionals[0], { adapters: values.adapter });
+  // An adapter tuned on a quantized base is attached to the base quantized the same way (its digest says so).
+  const quantize = values.quantize === undefined ? {} : { quantize: values.quantize };
+  const { model } = await openLanguageModel(positionals[0], { adapters: values.adapter, ...quantize });
   const data = { type: 'text', path: resolve(values.data), validation_fraction: VALIDATION_FRACTION };
   const corpus = await openTextData(data, 128, VALIDATION_FRACTION);
   const ev = await evaluateLanguageModel(model, corpus, {

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+scripts/setup.sh --user
 [ -s kjv.txt ] || bible 'Gen1:1-Rev22:21' > kjv.txt
 out="runs/tiny-$(date -u +%Y%m%d-%H%M%S)"
 npx knobs train recipes/tiny.json --out "$out"

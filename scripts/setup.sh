@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for knobs — the compiler and libraries the native
-# backend builds against, the real data sets the recipes and tests train on — then `npm ci`.
-# Used by the README's quick start and by CI, so both get exactly the same machine.
+# backend builds against, the real data sets the recipes and tests train on — then the npm packages.
+# Used by the README's quick start and by CI, so both get the same system packages.
 #
-#   scripts/setup.sh           what the quick start and the tests need
+#   scripts/setup.sh           what the tests need: every npm package (`npm ci`), as CI installs
+#   scripts/setup.sh --user    what a user needs to train, evaluate and generate (the quick start):
+#                              no optional packages (node-llama-cpp's ~680 MB of llama.cpp binaries,
+#                              a test-only judge) and no install scripts (better-sqlite3's ~1.5 min
+#                              build from source, needed only by `knobs serve`/`keys`); knobs' own
+#                              addon and its TypeScript (src/ only) are then built explicitly
 #   scripts/setup.sh --bench   also the peers `npm run bench` measures against (PyTorch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(g++ make python3 libopenblas-dev libdnnl-dev dataset-fashion-mnist bible-kjv)
+user=0
 for arg in "$@"; do
   case "$arg" in
     --bench) PACKAGES+=(python3-torch python3-numpy) ;;
-    *) echo "usage: scripts/setup.sh [--bench]" >&2; exit 2 ;;
+    --user) user=1 ;;
+    *) echo "usage: scripts/setup.sh [--user] [--bench]" >&2; exit 2 ;;
   esac
 done
 missing=()
@@ -25,4 +32,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
 fi
-npm ci
+if [ "$user" -eq 1 ]; then
+  npm ci --omit=optional --ignore-scripts
+  node scripts/build-native.mjs
+  npx tsc -p tsconfig.src.json # the library and CLI only; `npm test` builds the tests too
+else
+  npm ci
+fi

@@ -361,6 +361,8 @@ export {
   type SaveAdapterOptions,
   type LoadAdapterOptions,
   type LoadedAdapter,
+  quantizeBase,
+  dequantizeLayers,
 } from './finetune/index.js';
 export { parseRecipe, loadRecipe, recipeSchema, type Recipe } from './train/recipe.js';
 export { train, type TrainOptions, type TrainResult, type TrainEvent } from './train/trainer.js';

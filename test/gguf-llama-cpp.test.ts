@@ -4,9 +4,10 @@
  *
  * - The PyTorch fixtures of test/fixtures/hf/ (GPT-2, Llama with GQA and llama3 rope, Llama tied
  *   with linear rope, Mistral, Qwen2 with biases; scripts/gen_hf_fixtures.py, with a tiny
- *   tokenizer added) converted by `knobs convert` to F32 and Q8_0: llama.cpp's greedy tokens equal
- *   knobs' from the same file (and, for F32, PyTorch's), and its next-token probabilities equal
- *   knobs' within 1e-3 (F32) and 2e-2 (Q8_0; see TOLERANCE).
+ *   tokenizer added) converted by `knobs convert` to F32, Q8_0 and Q4_0, which knobs loads with
+ *   the quantized matrices kept quantized: llama.cpp's greedy tokens equal knobs' from the same
+ *   file (and, for F32, PyTorch's; quantized, they may part only at a near tie), and its
+ *   next-token probabilities equal knobs' within 1e-3 (F32) and 1e-2 (Q8_0, Q4_0; see TOLERANCE).
  * - Tokenizers: a byte-level BPE under the GPT-2, Llama 3 and Qwen2 pre-tokenizers and a
  *   SentencePiece BPE, each in a GGUF written by `knobs convert`: llama.cpp's tokens for a varied
  *   text equal knobs' from the same GGUF, and knobs' from the original tokenizer.json.
@@ -40,11 +41,15 @@ const CASES = [
   'qwen2-bias-tied',
 ];
 /**
- * Measured worst differences: F32 3e-7 (Llama family) and 9e-5 (GPT-2: ggml's GELU is a table of
- * f16 values); Q8_0 0.006 to 0.016, because ggml also rounds the activations to Q8_0 blocks before
- * each q8_0 dot product, which knobs (dequantized weights, f32 activations) does not.
+ * Measured worst differences (knobs loads the quantized files quantized: q8_0 / q4_0 blocks as
+ * they are, activations rounded to q8_0 blocks as ggml does): F32 3e-7 (Llama family) and 9e-5
+ * (GPT-2: ggml's GELU is a table of f16 values); Q8_0 and Q4_0 1e-7 where every matrix is
+ * quantized and the head untied (mistral; llama-gqa Q4_0), 0.0016–0.0052 with a tied head (knobs
+ * multiplies the f32 embedding, ggml its Q8_0 blocks with q8_0 activations), and 0.0099 for
+ * llama-gqa Q8_0 (not explained yet: its Q4_0 file, with the same F16 ffn_down, matches to 1e-7).
+ * With the weights dequantized to f32 (before) Q8_0 differed by 0.006–0.016.
  */
-const TOLERANCE = { f32: 1e-3, q8_0: 2e-2 } as const;
+const TOLERANCE = { f32: 1e-3, q8_0: 1e-2, q4_0: 1e-2 } as const;
 
 interface Expected {
   prompt: number[];
@@ -107,7 +112,7 @@ function softmaxRow(logits: Float32Array, row: number, V: number): Float64Array 
 describe('llama.cpp runs the GGUF files knobs convert writes', () => {
   for (const name of CASES) {
     const expected = JSON.parse(readFileSync(join(HF_DIR, name, 'expected.json'), 'utf8')) as Expected;
-    for (const dtype of ['f32', 'q8_0'] as const) {
+    for (const dtype of ['f32', 'q8_0', 'q4_0'] as const) {
       it(`${name} ${dtype}: greedy tokens and next-token probabilities`, async () => {
         const dir = await fixtureWithTokenizer(join(HF_DIR, name), join(tmp, `${name}-${dtype}`));
         const path = join(tmp, `${name}.${dtype}.gguf`);
@@ -116,15 +121,24 @@ describe('llama.cpp runs the GGUF files knobs convert writes', () => {
         const n = expected.greedy.length;
         const ours = loaded.model.generate(expected.prompt, { maxNewTokens: n, temperature: 0 }).tokens;
         const theirs = await llamaCppGreedy(path, expected.prompt, n);
-        // llama.cpp stops at the file's eos id; knobs' list ends there too.
-        assert.deepEqual(theirs.tokens, ours.slice(0, theirs.tokens.length), `${name} ${dtype}: llama.cpp vs knobs`);
+        // llama.cpp stops at the file's eos id; knobs' list ends there too. Quantized, the two may part at a
+        // near tie (llama.cpp's top two closer than the tolerance): compared up to that step, not after.
+        const parted = theirs.tokens.findIndex((t, i) => t !== ours[i]);
+        const steps = parted < 0 ? theirs.tokens.length : parted + 1;
+        if (parted >= 0) {
+          const [first, second] = [...theirs.probabilities[parted]!.values()].sort((a, b) => b - a);
+          assert.ok(
+            dtype !== 'f32' && first! - second! <= TOLERANCE[dtype],
+            `${name} ${dtype}: llama.cpp ${JSON.stringify(theirs.tokens)} vs knobs ${JSON.stringify(ours)} part at step ${parted}, where llama.cpp's top two differ by ${first! - second!}`,
+          );
+        }
         if (dtype === 'f32') assert.deepEqual(ours, expected.greedy, `${name}: knobs from GGUF vs PyTorch`);
         const ids = [...expected.prompt, ...ours];
         const logits = noGrad(() => loaded.model.forward(fromArray(ids, [1, ids.length], { dtype: 'i32' })));
         const V = logits.shape[2]!;
         const all = logits.contiguousStorage() as Float32Array;
         let worst = 0;
-        theirs.probabilities.forEach((probs, step) => {
+        theirs.probabilities.slice(0, steps).forEach((probs, step) => {
           const p = softmaxRow(all, expected.prompt.length - 1 + step, V);
           for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs((probs.get(v) ?? 0) - p[v]!));
         });

@@ -274,7 +274,12 @@ describe('bad input is a typed error', () => {
       'gguf_tokenizer_unknown_pre',
       /'deepseek-llm'.*gpt-2, llama-bpe, qwen2/,
     );
-    await fails(loadGgufModel(path, { memoryLimit: 1000 }), 'E_FORMAT', 'gguf_model_too_large', /GiB as f32/);
+    await fails(
+      loadGgufModel(path, { memoryLimit: 1000 }),
+      'E_FORMAT',
+      'gguf_model_too_large',
+      /gpt2-tiny\.f32\.gguf: loading it needs .*\{"f32":\d+\}.*than the 0\.00 GiB \(1000 bytes\)/,
+    );
     // A tokenizer.json whose regex llama.cpp knows by no name knobs maps.
     const dir = await fixtureWithTokenizer(join(HF_DIR, 'gpt2-tiny'), join(tmp, 'odd-pre'));
     const tj = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
@@ -308,6 +313,15 @@ describe('the CLI runs .gguf files', () => {
     assert.equal(JSON.parse(ev.stdout).tokens, 175);
     const listed = await cliInProcess(['inspect', path, '--json']);
     assert.equal(JSON.parse(listed.stdout).format, 'gguf');
+    // What inspect says loading holds (from the header) is what generate --json reports having loaded.
+    // 2 layers × 6 Q8_0 matrices; f32: the tied embedding, ffn_down (F16: rows of 48), 2 norms and 3 biases a layer, the final norm
+    const weights = { q8_0: 12, f32: 14 };
+    assert.deepEqual(JSON.parse(listed.stdout).loaded.weights, weights);
+    const genJson = await cliInProcess(['generate', path, '--prompt', 'abc', '--max-tokens', '2', '--json']);
+    assert.equal(genJson.code, 0, genJson.stderr);
+    assert.deepEqual(JSON.parse(genJson.stdout).weights, weights);
+    const human = await cliInProcess(['inspect', path]);
+    assert.match(human.stdout, /^loaded as: f32 14, q8_0 12 {2}in memory: 33.9 KiB$/m);
     const tok = await cliInProcess(['tokenize', path, '--text', 'hi there', '--json']);
     assert.deepEqual(JSON.parse(tok.stdout).ids, [9, 10, 1, 21, 9, 6, 19, 6]);
     const bad = await cliInProcess(['convert', path, '--format', 'gguf', '--out', join(tmp, 'z.gguf')]);

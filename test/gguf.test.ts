@@ -27,8 +27,8 @@ after(async () => {
 const Q8_0 = GGML_TYPES.get(8)!;
 const Q4_0 = GGML_TYPES.get(2)!;
 
-function concat(chunks: Uint8Array[]): Uint8Array {
-  return new Uint8Array(Buffer.concat(chunks));
+function concat(chunks: Iterable<Uint8Array>): Uint8Array {
+  return new Uint8Array(Buffer.concat([...chunks]));
 }
 
 /** Deterministic values in (−scale, scale). */

@@ -8,7 +8,8 @@ import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeServedModelDir } from './harness/api-server.js';
-import { type CliRun, cli, startCli } from './harness/cli.js';
+import { cli } from './harness/cli.js';
+import { startServe as serve } from './harness/serve-cli.js';
 
 let tmp: string;
 let plain: string;
@@ -28,22 +29,6 @@ before(async () => {
 after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
-
-/** Starts `knobs serve ARGS` on a free loopback port; resolves once it printed its url. */
-async function serve(args: readonly string[]): Promise<{ url: string; stop: () => Promise<CliRun> }> {
-  const { child, done } = startCli(['serve', ...args, '--name', 'tiny', '--insecure-no-auth', '--port', '0']);
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { url: string }).url));
-    void done.then((run) => reject(new Error(`serve exited ${run.code}: ${run.stderr}`)));
-  });
-  return {
-    url,
-    stop: () => {
-      child.kill('SIGTERM');
-      return done;
-    },
-  };
-}
 
 const complete = async (url: string): Promise<string> => {
   const r = await fetch(`${url}/v1/completions`, {

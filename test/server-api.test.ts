@@ -4,26 +4,26 @@
  * the server from serving the next request.
  */
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
-import { type Served, makeServedModelDir, serveTiny } from './harness/api-server.js';
+import {
+  type Served,
+  type ServedWithClient,
+  makeServedModelDir,
+  serveTiny,
+  serveTinyWithClient,
+} from './harness/api-server.js';
 
-let tmp: string;
+let setup: ServedWithClient;
 let served: Served;
 let client: OpenAI;
 
 before(async () => {
-  const made = await makeServedModelDir(64);
-  tmp = made.tmp;
-  served = await serveTiny(made.dir, { maxN: 2, maxTokens: 40, maxBody: 4096 });
-  client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+  setup = await serveTinyWithClient(64, { maxN: 2, maxTokens: 40, maxBody: 4096 });
+  ({ served, client } = setup);
 });
-after(async () => {
-  await served.close();
-  await rm(tmp, { recursive: true, force: true });
-});
+after(() => setup.close());
 
 const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(served.url + path, {

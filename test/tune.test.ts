@@ -16,11 +16,18 @@ import { after, before, describe, it } from 'node:test';
 import { AdapterSet } from '../src/finetune/adapter-set.js';
 import { loadTuneRecipe } from '../src/train/tune-recipe.js';
 import { loadLoraAdapter } from '../src/finetune/adapter.js';
+import { dequantizeLayers } from '../src/finetune/quantized-base.js';
 import { loadSafetensors } from '../src/formats/safetensors.js';
 import { openLanguageModel } from '../src/load/language-model.js';
 import { fromArray } from '../src/ops/creation.js';
 import type { Tensor } from '../src/tensor.js';
 import { cli, cliInProcess, startCli } from './harness/cli.js';
+import { convertModel } from '../src/load/convert.js';
+import { Generator } from '../src/random.js';
+import { repoRoot } from './harness/fixtures.js';
+import { fixtureWithTokenizer } from './harness/tiny-vocab.js';
+
+const HF_FIXTURES = join(repoRoot(), 'test', 'fixtures', 'hf');
 
 const TEXT = fileURLToPath(new URL('../../test/fixtures/text/genesis-1-4.txt', import.meta.url));
 const data = { type: 'text', path: TEXT, validation_fraction: 0.1 };
@@ -326,5 +333,246 @@ describe('recipes/tune/', () => {
       'base_model.model.transformer.h.0.attn.c_attn.lora_A.weight',
       'base_model.model.transformer.h.1.attn.c_attn.lora_A.weight',
     ]);
+  });
+});
+
+describe('knobs tune on a quantized base (QLoRA)', () => {
+  it('--quantize q8_0 trains an f32 adapter on the blocks; it records the quantized base; generate --quantize uses it; resume keeps the quantization', async () => {
+    const out = path('qlora');
+    const r = await cliInProcess([
+      'tune',
+      base,
+      path('lora.json'),
+      '--out',
+      out,
+      '--quantize',
+      'q8_0',
+      '--steps',
+      '4',
+      '--json',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout);
+    assert.equal(result.method, 'lora');
+    const adapter = await tensors(join(out, 'adapter_model.safetensors'));
+    assert.equal(adapter.size, 12, 'the same PEFT keys as on the f32 base');
+    assert.ok([...adapter.values()].every((t) => t.dtype === 'f32'));
+    const tuneJson = JSON.parse(await readFile(join(out, 'tune.json'), 'utf8'));
+    assert.equal(tuneJson.recipe.quantize, 'q8_0', 'tune.json records it for --resume');
+    const digest = JSON.parse(await readFile(join(out, 'base_config.json'), 'utf8')).knobs_base_digest;
+    const f32Digest = JSON.parse(await readFile(path('lora/base_config.json'), 'utf8')).knobs_base_digest;
+    assert.notEqual(digest, f32Digest, 'the digest of the quantized base is not the f32 base’s');
+
+    const g = await cliInProcess([
+      'generate',
+      base,
+      '--quantize',
+      'q8_0',
+      '--adapter',
+      out,
+      '--prompt',
+      'And',
+      '--max-tokens',
+      '4',
+      '--temperature',
+      '0',
+      '--json',
+    ]);
+    assert.equal(g.code, 0, g.stderr);
+    assert.equal(JSON.parse(g.stdout).weights.q8_0, 8);
+    const refused = await cliInProcess(['eval', base, '--adapter', out, '--json']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /trained on another base/);
+
+    const again = await cliInProcess(['tune', '--resume', '--out', out, '--steps', '6', '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(JSON.parse(again.stdout).resumedFrom, 4);
+  });
+
+  it('merge into the quantized base: targeted layers dequantized and written as f16 (or --dtype), stderr says so; logits equal the decoded base + adapter', async () => {
+    const out = path('qmerged');
+    const r = await cliInProcess(['merge', base, path('qlora'), '--quantize', 'q8_0', '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /base is quantized; targeted layers \(6 q8_0\) were dequantized, merged and written as f16; the other quantized layers \(2 q8_0\) were written dequantized as f32/,
+    );
+    const result = JSON.parse(r.stdout);
+    assert.equal(result.dtype, 'f16');
+    const { tensors: written } = await loadSafetensors(join(out, 'model.safetensors'));
+    assert.equal((written.get('h.0.attn.c_attn.weight') as Tensor).dtype, 'f16');
+    assert.equal((written.get('h.0.mlp.c_fc.weight') as Tensor).dtype, 'f32');
+    const refused = await cliInProcess(['merge', base, path('qlora'), '--out', path('qmerged-f32base')]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /trained on another base/);
+    assert.ok(!existsSync(path('qmerged-f32base')));
+
+    const exact = path('qmerged-f32');
+    const e = await cliInProcess([
+      'merge',
+      base,
+      path('qlora'),
+      '--quantize',
+      'q8_0',
+      '--dtype',
+      'f32',
+      '--out',
+      exact,
+    ]);
+    assert.equal(e.code, 0, e.stderr);
+    const merged = await openLanguageModel(exact);
+    const reference = await openLanguageModel(base, { quantize: 'q8_0' });
+    dequantizeLayers(reference.model);
+    await loadLoraAdapter(path('qlora'), reference.model, { allowBaseMismatch: true });
+    const [got, want] = [logits(merged.model), logits(reference.model)];
+    for (let i = 0; i < want.length; i++)
+      assert.ok(
+        Math.abs(got[i]! - want[i]!) <= 1e-5 + 1e-5 * Math.abs(want[i]!),
+        `logit ${i}: ${got[i]} vs ${want[i]}`,
+      );
+  });
+
+  it('the recipe field "quantize": "q4_0" does the same; with freezing, or an unknown type, it is refused before writing', async () => {
+    const out = path('qlora4');
+    const q4 = await recipe('q4.json', { ...LORA_RECIPE, quantize: 'q4_0', steps: 2 });
+    const r = await cliInProcess(['tune', base, q4, '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(existsSync(join(out, 'adapter_model.safetensors')));
+    const bad = await cliInProcess([
+      'tune',
+      base,
+      await recipe('qf.json', { ...FREEZE_RECIPE, quantize: 'q8_0' }),
+      '--out',
+      path('qf'),
+    ]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /E_FORMAT.*quantize.*LoRA adapters only/);
+    const flag = await cliInProcess([
+      'tune',
+      base,
+      await recipe('qf2.json', FREEZE_RECIPE),
+      '--out',
+      path('qf2'),
+      '--quantize',
+      'q8_0',
+    ]);
+    assert.equal(flag.code, 2, flag.stderr);
+    assert.match(flag.stderr, /LoRA adapters only/);
+    const type = await cliInProcess(['tune', base, path('lora.json'), '--out', path('qf3'), '--quantize', 'q5_0']);
+    assert.match(type.stderr, /--quantize must be one of q8_0, q4_0/);
+    for (const d of ['qf', 'qf2', 'qf3']) assert.ok(!existsSync(path(d)));
+  });
+});
+
+describe('knobs tune on a GGUF base', () => {
+  // The Mistral GQA fixture (Llama family, one KV head) with a tiny byte-level tokenizer, as GGUF (f32 and q8_0); text in its 64 characters.
+  let hfDir: string;
+  let tinyText: string;
+  const ggufOf = async (dtype: string): Promise<string> => {
+    const file = path(`llama.${dtype}.gguf`);
+    if (!existsSync(file)) await convertModel({ input: hfDir, format: 'gguf', dtype, out: file });
+    return file;
+  };
+  const ggufLora = {
+    name: 'gguf-lora',
+    lora: { r: 2, lora_alpha: 4, target_modules: ['q_proj', 'k_proj', 'v_proj'] },
+    optimizer: { type: 'adamw', lr: 0.01 },
+    batch_size: 4,
+    context: 16,
+    steps: 3,
+    log_every: 1,
+    eval_batches: 1,
+  };
+  before(async () => {
+    hfDir = await fixtureWithTokenizer(join(HF_FIXTURES, 'mistral-gqa-shards'), path('llama-src'));
+    const words = ['the', 'lord', 'said', 'And', 'light', 'was', 'good', 'day', 'night', 'God', 'saw', 'it'];
+    const g = new Generator(11);
+    let text = '';
+    while (text.length < 4000)
+      text += words[Math.floor(g.random() * words.length)] + (text.length % 70 < 6 ? '\n' : ' ');
+    tinyText = path('tiny.txt');
+    await writeFile(tinyText, text);
+  });
+
+  it('tokenizer from the file, adapter keys by Hugging Face paths (Q/K un-permuted): it applies to the HF export with the same logits', async () => {
+    const gguf = await ggufOf('f32');
+    const out = path('gguf-lora');
+    const lora = await recipe('gguf-lora.json', {
+      ...ggufLora,
+      data: { type: 'text', path: tinyText, validation_fraction: 0.1 },
+    });
+    const r = await cliInProcess(['tune', gguf, lora, '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const adapter = await tensors(join(out, 'adapter_model.safetensors'));
+    assert.ok(
+      adapter.has('base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight'),
+      [...adapter.keys()].join(', '),
+    );
+    const b = adapter.get('base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight')!;
+    assert.ok(maxDiff(b.contiguousStorage() as Float32Array, new Float32Array(b.size)) > 0, 'lora_B trained');
+
+    const exported = path('llama-export');
+    await convertModel({ input: gguf, format: 'safetensors', dtype: 'f32', out: exported });
+    const onGguf = await openLanguageModel(gguf, { adapters: [out] });
+    // Same weights under the same names: the digest matches, no --allow-base-mismatch needed.
+    const onHf = await openLanguageModel(exported, { adapters: [out] });
+    const ids = fromArray([1, 5, 9, 20, 33, 7, 12, 40], [1, 8], { dtype: 'i32' });
+    const want = (onHf.model as unknown as { forward(x: Tensor): Tensor })
+      .forward(ids)
+      .contiguousStorage() as Float32Array;
+    const got = (onGguf.model as unknown as { forward(x: Tensor): Tensor })
+      .forward(ids)
+      .contiguousStorage() as Float32Array;
+    for (let i = 0; i < want.length; i++)
+      assert.ok(
+        Math.abs(got[i]! - want[i]!) <= 1e-5 + 1e-5 * Math.abs(want[i]!),
+        `logit ${i}: ${got[i]} vs ${want[i]}`,
+      );
+    const bare = await openLanguageModel(exported);
+    const base0 = (bare.model as unknown as { forward(x: Tensor): Tensor })
+      .forward(ids)
+      .contiguousStorage() as Float32Array;
+    assert.ok(maxDiff(base0, want) > 1e-4, 'the adapter changes the logits');
+  });
+
+  it('a q8_0 GGUF base tunes too (its quantized layers used as loaded), and the adapter loads back onto it', async () => {
+    const gguf = await ggufOf('q8_0');
+    const out = path('gguf-q8-lora');
+    const lora = await recipe('gguf-q8.json', {
+      ...ggufLora,
+      data: { type: 'text', path: tinyText, validation_fraction: 0.1 },
+      steps: 2,
+    });
+    const r = await cliInProcess(['tune', gguf, lora, '--out', out, '--quantize', 'q8_0', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const { adapters } = await openLanguageModel(gguf, { adapters: [out], quantize: 'q8_0' });
+    assert.equal(adapters[0]!.layers.size, 6);
+  });
+});
+
+describe('non-finite steps in knobs tune (the trainer loop: issue 11 item 6)', () => {
+  it('a LoRA tune skips NaN steps as {"step","skipped":"nonfinite_grad"} and stops after max_nonfinite_steps in a row', async () => {
+    const out = path('nonfinite-lora');
+    const json = {
+      ...LORA_RECIPE,
+      lora: { r: 4, lora_alpha: 8, target_modules: ['c_attn'], init_lora_weights: false },
+      optimizer: { type: 'sgd', lr: 1e30 },
+      steps: 20,
+      log_every: 1,
+      checkpoint_every: 1,
+      max_nonfinite_steps: 2,
+    };
+    const r = await cliInProcess(['tune', base, await recipe('nonfinite.json', json), '--out', out]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /max_nonfinite_steps = 2/);
+    const rows = (await readFile(join(out, 'metrics.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      rows.filter((row) => row.skipped === 'nonfinite_grad').map((row) => row.step),
+      [2, 3, 4],
+    );
+    assert.ok(existsSync(join(out, 'checkpoints', 'step-3')), 'the checkpoints before the stop are kept');
   });
 });

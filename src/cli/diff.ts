@@ -48,8 +48,9 @@ export const diffCommand: Command = {
   summary: 'compare two models tensor by tensor, in any formats knobs reads',
   help: `Usage: knobs diff A B [--atol X] [--json]
 
-A and B are safetensors files, Hugging Face model directories or knobs run directories, in any
-mix. Both are mapped to Hugging Face names (GPT-2's transformer. prefix dropped) and compared
+A and B are safetensors files, Hugging Face model directories, knobs run directories or GGUF
+files, in any mix. Both are mapped to Hugging Face names and shapes (GPT-2's transformer. prefix
+dropped; GGUF names mapped back, q/k un-permuted, values dequantized) and compared
 tensor by tensor: status same | changed | added | removed | reshaped, rel_l2 = |a−b|/|a|, max_abs,
 and moved, the fraction of elements with |a − b| > atol + 1e-6·|a|. Then a summary per layer
 (h.{i}., model.layers.{i}.), most moved first. Models of different architectures: the notes say

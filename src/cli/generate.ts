@@ -3,7 +3,7 @@ import { UsageError } from '../errors.js';
 import { generateText } from '../models/generate-text.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { readMasterKey } from '../seal/keys.js';
-import { QUANT_TYPES, type QuantType, quantizeModel, weightKinds } from '../nn/quantized-linear.js';
+import { QUANT_TYPES, type QuantType, weightKinds } from '../nn/quantized-linear.js';
 import { type Command, emit, parse } from './command.js';
 import { ADAPTER_FLAGS, ADAPTER_HELP, MAX_GENERATE_TOKENS, adapterOptions, numberIn, positiveInt } from './flags.js';
 
@@ -96,8 +96,8 @@ Example:
       masterKey,
       publicKey: values['public-key'] as string | undefined,
       ...adapterOptions(values),
+      ...(quantize !== undefined ? { quantize: quantize as QuantType } : {}),
     });
-    if (quantize !== undefined) quantizeModel(model, quantize as QuantType);
     const loadSeconds = (performance.now() - loadStart) / 1000;
     const options = {
       maxTokens: given.maxTokens ?? defaults.maxNewTokens ?? 256,

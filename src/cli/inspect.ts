@@ -236,12 +236,15 @@ const PROGRESS_BYTES = 64 << 20;
 export function byteProgress(
   label: string,
   io: CliIO,
-): { report: (doneBytes: number, totalBytes: number) => void; finish: () => void } {
+): { report: (doneBytes: number, totalBytes: number, tensor: string) => void; finish: () => void } {
   let progress: Progress | null = null;
   let tensors = 0;
+  let current = '';
   return {
-    report(doneBytes, totalBytes) {
-      tensors++;
+    report(doneBytes, totalBytes, tensor) {
+      // Called per chunk of a tensor too: count each tensor once.
+      if (tensor !== current) tensors++;
+      current = tensor;
       if (totalBytes < PROGRESS_BYTES) return;
       progress ??= new Progress({
         total: Math.ceil(totalBytes / 2 ** 20),
@@ -250,7 +253,9 @@ export function byteProgress(
         isTTY: io.isTTY,
         plainEvery: 20,
       });
-      progress.update(Math.floor(doneBytes / 2 ** 20), { tensors: String(tensors) });
+      // Whole MiB done, rounded down — but the total is rounded up, so the end must say so itself.
+      const doneMiB = doneBytes === totalBytes ? Math.ceil(totalBytes / 2 ** 20) : Math.floor(doneBytes / 2 ** 20);
+      progress.update(doneMiB, { tensors: String(tensors) });
     },
     finish: () => progress?.finish(),
   };
@@ -279,7 +284,7 @@ export function numberCell(v: number | null | undefined): string {
 
 function statCells(t: InspectedTensor): string[] {
   const s = t.stats;
-  if (!s) return ['-', '-', '-', '-', '-', '-', '(not numeric)'];
+  if (!s) return ['-', '-', '-', '-', '-', '-', '(not decoded)'];
   return [
     numberCell(s.mean),
     numberCell(s.std),
@@ -302,6 +307,17 @@ export function table(head: string[], rows: string[][], rightAligned: ReadonlySe
   return [head, ...rows].map(line).join('\n') + '\n';
 }
 
+/** {"q8_0": 60, "f32": 26, "requantized_from": {"q4_K": 40}} → "q8_0 60, f32 26 (re-quantized to q8_0: q4_K 40)". */
+function loadedKinds(weights: Record<string, number | Record<string, number>>): string {
+  const list = (o: Record<string, number>): string =>
+    Object.entries(o)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+  const { requantized_from: from, ...kinds } = weights;
+  const plain = list(kinds as Record<string, number>);
+  return from && typeof from === 'object' ? `${plain} (re-quantized to q8_0: ${list(from)})` : plain;
+}
+
 /** The human report of a model (directory, or --stats). */
 export function formatModelInspection(r: ModelInspection): string {
   const stats = r.tensors.some((t) => t.stats !== undefined);
@@ -310,6 +326,7 @@ export function formatModelInspection(r: ModelInspection): string {
     .join(', ');
   let out = `${printable(r.path)}: ${what}\n`;
   out += `tensors: ${grouped(r.tensorCount)}  parameters: ${grouped(r.parameterCount)}  data: ${bytesHuman(r.tensorBytes)}\n`;
+  if (r.loaded) out += `loaded as: ${loadedKinds(r.loaded.weights)}  in memory: ${bytesHuman(r.loaded.bytes)}\n`;
   if (r.tensorCount > 0) {
     const head = [
       'name',
@@ -341,15 +358,17 @@ export const inspectCommand: Command = {
 
 PATH is a safetensors file, a Hugging Face model directory (model.safetensors or shards listed by
 model.safetensors.index.json), a knobs run directory, a GGUF file (llama, qwen2 and gpt2 tensors
-under their Hugging Face names and shapes, quantized ones dequantized for --stats), or a PEFT
+under their Hugging Face names and shapes, quantized ones dequantized for --stats; a 'loaded as'
+line says which stay quantized when the model is loaded, and their bytes), or a PEFT
 adapter directory (its config, and per module the rank, alpha, scaling, shapes and
 ‖ΔW‖ = ‖scaling·B·A‖). Lists the format, the architecture
 (config.json's model_type), every tensor (canonical Hugging Face name, dtype, shape, bytes), the
 parameter count and the metadata, from the headers alone. An invalid file is reported with the
 rule it breaks (see docs/formats.md) and exit code 1.
 
-  --stats  also read every tensor, one at a time, for its mean, std, min, max, fraction of zeros,
-           count of NaN/Inf and a 16-bin histogram (progress on stderr for models over 64 MiB)
+  --stats  also read every tensor, a chunk at a time (a few MiB of memory at any size), for its
+           mean, std, min, max, fraction of zeros, count of NaN/Inf and a 16-bin histogram
+           (progress on stderr for models over 64 MiB)
   --json   one JSON object (docs/inspect.md)
 
 Examples:

@@ -1,30 +1,51 @@
 /** `knobs merge BASE ADAPTER --out DIR`: folds a LoRA adapter into its base and writes a normal model directory. */
 import { UsageError } from '../errors.js';
+import { mergeAdapter } from '../finetune/merge.js';
 import { saveModelDirectory } from '../finetune/model-dir.js';
+import { QUANT_TYPES, type QuantType } from '../finetune/quantized-base.js';
 import { openLanguageModel } from '../load/language-model.js';
+import { HF_OUT_TYPES, type HfOutType } from '../models/gguf/export.js';
 import { type Command, emit, parse } from './command.js';
 
 export const mergeCommand: Command = {
   name: 'merge',
   summary: 'merge a LoRA adapter into its base and write a model directory',
-  help: `Usage: knobs merge BASE ADAPTER --out DIR [--allow-base-mismatch] [--json]
+  help: `Usage: knobs merge BASE ADAPTER --out DIR [--dtype f32|f16|bf16] [--quantize q8_0|q4_0]
+                   [--allow-base-mismatch] [--json]
 
-Loads BASE (a run or Hugging Face model directory) with the PEFT adapter directory ADAPTER,
-adds scaling · B·A into each targeted weight (transposed for GPT-2's Conv1D) and writes DIR as a
-Hugging Face model directory: config.json, generation_config.json, model.safetensors and the
-tokenizer files. DIR must not exist; it appears whole or not at all.
+Loads BASE (a run or Hugging Face model directory, or a .gguf file) with the PEFT adapter
+directory ADAPTER, adds scaling · B·A into each targeted weight (transposed for GPT-2's Conv1D)
+and writes DIR as a Hugging Face model directory: config.json, generation_config.json,
+model.safetensors and the tokenizer files. DIR must not exist; it appears whole or not at all.
+
+A quantized base (q8_0/q4_0 layers: --quantize, or a GGUF loaded quantized) is checked against the
+adapter's digest as quantized; its targeted layers are dequantized, merged and written as --dtype
+(default f16), and stderr says so. Its other quantized layers are written dequantized to f32 (a
+model directory holds no quantized blocks); 'knobs convert DIR --format gguf --dtype q8_0'
+quantizes the result again. The other tensors keep their type.
 
   --out DIR                where to write the merged model (required)
+  --dtype T                the merged (targeted) weights' type: f32, f16 or bf16 (default: f32,
+                           f16 on a quantized base)
+  --quantize TYPE          quantize BASE's linear layers first, as 'knobs tune --quantize' did
+                           (an adapter tuned on that quantized base then finds its digest)
   --allow-base-mismatch    merge an adapter that records another base's weight digest
-  --json                   print {"out","modules","parameters"} on one line
+  --json                   print {"out","modules","parameters","dtype","dequantized"} on one line
 
 Example:
   knobs merge runs/tiny runs/tiny-lora --out runs/tiny-merged
+  knobs merge runs/tiny runs/tiny-qlora --quantize q8_0 --out runs/tiny-qmerged
   knobs diff runs/tiny/model.safetensors runs/tiny-merged/model.safetensors`,
   async run(argv, io) {
     const { values, positionals } = parse(
       argv,
-      { out: { type: 'string' }, 'allow-base-mismatch': { type: 'boolean' }, json: { type: 'boolean' } },
+      {
+        out: { type: 'string' },
+        dtype: { type: 'string' },
+        quantize: { type: 'string' },
+        'allow-base-mismatch': { type: 'boolean' },
+        json: { type: 'boolean' },
+      },
       'merge',
     );
     if (positionals.length !== 2)
@@ -33,20 +54,46 @@ Example:
       );
     const out = values.out as string | undefined;
     if (out === undefined) throw new UsageError("merge needs --out DIR; see 'knobs merge --help'");
+    const dtype = values.dtype as string | undefined;
+    if (dtype !== undefined && !(HF_OUT_TYPES as readonly string[]).includes(dtype))
+      throw new UsageError(`--dtype must be one of ${HF_OUT_TYPES.join(', ')}, got '${dtype}'`);
+    const quantize = values.quantize as string | undefined;
+    if (quantize !== undefined && !QUANT_TYPES.includes(quantize as QuantType))
+      throw new UsageError(`--quantize must be one of ${QUANT_TYPES.join(', ')}, got '${quantize}'`);
     const [base, adapterDir] = positionals as [string, string];
-    const { model, tokenizer, adapters } = await openLanguageModel(base, {
-      adapters: [adapterDir],
+    const { model, tokenizer } = await openLanguageModel(base, {
+      ...(quantize !== undefined ? { quantize: quantize as QuantType } : {}),
+    });
+    const { adapter, merged, dequantized } = await mergeAdapter(model, adapterDir, {
       allowBaseMismatch: values['allow-base-mismatch'] === true,
     });
-    const adapter = adapters[0]!;
-    adapter.merge();
-    await saveModelDirectory(out, model, tokenizer);
-    const result = { out, modules: [...adapter.layers.keys()], parameters: adapter.numParameters() };
+    const type: HfOutType = (dtype as HfOutType | undefined) ?? (dequantized.length > 0 ? 'f16' : 'f32');
+    await saveModelDirectory(out, model, tokenizer, { dtypes: new Map(merged.map((name) => [name, type])) });
+    if (dequantized.length > 0) {
+      const kinds = (targeted: boolean): string => {
+        const counts = new Map<string, number>();
+        for (const d of dequantized.filter((d) => d.targeted === targeted))
+          counts.set(d.type, (counts.get(d.type) ?? 0) + 1);
+        return [...counts].map(([t, n]) => `${n} ${t}`).join(', ') || 'none';
+      };
+      io.stderr(
+        `knobs merge: the base is quantized; targeted layers (${kinds(true)}) were dequantized, merged and written as ${type}; ` +
+          `the other quantized layers (${kinds(false)}) were written dequantized as f32 (a model directory holds no quantized blocks; ` +
+          `'knobs convert ${out} --format gguf --dtype q8_0' quantizes again); every other tensor keeps its type\n`,
+      );
+    }
+    const result = {
+      out,
+      modules: [...adapter.layers.keys()],
+      parameters: adapter.numParameters(),
+      dtype: type,
+      dequantized: dequantized.map((d) => ({ module: d.path, type: d.type, targeted: d.targeted })),
+    };
     emit(
       io,
       values.json === true,
       result,
-      () => `merged ${result.modules.length} modules of ${adapterDir} into ${out}\n`,
+      () => `merged ${result.modules.length} modules of ${adapterDir} into ${out} (${type})\n`,
     );
     return 0;
   },

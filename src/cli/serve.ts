@@ -2,13 +2,19 @@
 import { basename, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { openLanguageModel } from '../load/language-model.js';
-import { loadChatTemplate } from '../server/chat-template.js';
-import { ModelGenerator } from '../server/generation.js';
+import { chatTemplateOf } from '../server/chat-template.js';
+import { parseAdapterSpec, servedModels } from '../server/served-models.js';
 import { SERVER_DEFAULTS, createApiServer } from '../server/server.js';
 import { SqliteKeyStore } from '../server/sqlite-keys.js';
 import { type Command, parse } from './command.js';
 import { positiveInt } from './flags.js';
 import { readMasterKey } from '../seal/keys.js';
+import { BatchGenerator } from '../serve/batch-generator.js';
+import type { BatchEngine } from '../serve/engine.js';
+import { DEFAULT_KV_CACHE_MB, openBatchEngine } from '../serve/open.js';
+
+/** Generations at once with batching: the most rows of one decode step. */
+const BATCHED_CONCURRENCY = 64;
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
@@ -17,7 +23,8 @@ export const serveCommand: Command = {
   summary: 'serve a language model over an authenticated OpenAI-compatible HTTP API',
   help: `Usage: knobs serve MODEL [--name ID] [--host HOST] [--port N] [--keys FILE | --insecure-no-auth]
                    [--max-concurrency N] [--queue N] [--max-tokens N] [--max-body BYTES] [--max-n N]
-                   [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
+                   [--max-choices N] [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
+                   [--adapter NAME=DIR]... [--allow-base-mismatch] [--kv-cache-mb N] [--no-batching]
 
 Serves MODEL (a run directory, a Hugging Face model directory or a GGUF file, plain, sealed or
 signed, as 'knobs generate' opens it) at
@@ -30,20 +37,33 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
   --port N             port (default 8080; 0 picks a free one)
   --keys FILE          the key file 'knobs keys create' makes; every request needs one of its keys
   --insecure-no-auth   serve without keys (only on a loopback host)
-  --max-concurrency N  generations at once (default ${SERVER_DEFAULTS.maxConcurrency})
+  --max-concurrency N  generations at once (default ${BATCHED_CONCURRENCY} with batching, else ${SERVER_DEFAULTS.maxConcurrency})
   --queue N            requests that may wait for a slot (default ${SERVER_DEFAULTS.maxQueue}); beyond: 503 at once
   --max-tokens N       most max_tokens one request may ask for (default ${SERVER_DEFAULTS.maxTokens}); over it: 400
   --max-body BYTES     request body limit (default ${SERVER_DEFAULTS.maxBody}); over it: 413
-  --max-n N            most choices per request (default ${SERVER_DEFAULTS.maxN})
+  --max-n N            most choices per prompt, OpenAI's n (default ${SERVER_DEFAULTS.maxN})
+  --max-choices N      most choices per request: prompts × n, for /v1/completions with several
+                       prompts (default ${SERVER_DEFAULTS.maxChoices} or --max-n if larger); they run one after another in the request's slot
   --deadline-ms MS     most time one request may take, queueing included (default ${SERVER_DEFAULTS.deadlineMs})
   --master-key-file F  the master key of a sealed MODEL (else KNOBS_MASTER_KEY): decrypted into
                        memory only (docs/sealing.md)
   --public-key KEY     MODEL is a bundle signed by 'knobs release': refused unless every file
                        verifies as it is read (docs/release.md)
+  --adapter NAME=DIR   also serve the LoRA adapter DIR (a PEFT directory, e.g. made by 'knobs tune')
+                       on MODEL as model id NAME; repeatable. Each adapter is its own model id
+                       (keys' --models apply per id), chosen per request, sharing MODEL's weights
+  --allow-base-mismatch  serve an adapter that records another base's weight digest (the shapes
+                       must still fit); without it such an adapter refuses to start
+  --kv-cache-mb N      KV cache budget of continuous batching, in MiB (default ${DEFAULT_KV_CACHE_MB}); a
+                       request waits until its whole cache fits, one that never can is refused (400)
+  --no-batching        decode one sequence per step instead of batching the running requests
+                       (batching needs a Llama-family model and the native backend; without them
+                       the server says why on stderr and runs unbatched) (docs/batching.md)
 
 Example:
   knobs keys create --keys keys.db --name alice --rpm 60 --tokens-per-day 100000
-  knobs serve models/TinyLlama-1.1B --keys keys.db --port 8080`,
+  knobs serve models/TinyLlama-1.1B --keys keys.db --port 8080
+  knobs serve runs/tiny --name tiny --adapter tiny-poems=runs/tiny-lora --keys keys.db`,
   async run(argv, io) {
     const { values, positionals } = parse(
       argv,
@@ -58,9 +78,14 @@ Example:
         'max-tokens': { type: 'string' },
         'max-body': { type: 'string' },
         'max-n': { type: 'string' },
+        'max-choices': { type: 'string' },
         'deadline-ms': { type: 'string' },
         'master-key-file': { type: 'string' },
         'public-key': { type: 'string' },
+        adapter: { type: 'string', multiple: true },
+        'allow-base-mismatch': { type: 'boolean' },
+        'kv-cache-mb': { type: 'string' },
+        'no-batching': { type: 'boolean' },
       },
       'serve',
     );
@@ -82,36 +107,56 @@ Example:
       values[flag] === undefined ? fallback : positiveInt(values[flag], `--${flag}`, min);
     const port = int('port', 8080, 0);
     if (port > 65535) throw new UsageError(`--port is at most 65535, got ${port}`);
+    const batching = values['no-batching'] !== true;
+    const kvCacheMb = int('kv-cache-mb', DEFAULT_KV_CACHE_MB);
     const limits = {
-      maxConcurrency: int('max-concurrency', SERVER_DEFAULTS.maxConcurrency),
+      maxConcurrency: int('max-concurrency', batching ? BATCHED_CONCURRENCY : SERVER_DEFAULTS.maxConcurrency),
       maxQueue: int('queue', SERVER_DEFAULTS.maxQueue, 0),
       maxTokens: int('max-tokens', SERVER_DEFAULTS.maxTokens),
       maxBody: int('max-body', SERVER_DEFAULTS.maxBody),
       maxN: int('max-n', SERVER_DEFAULTS.maxN),
       deadlineMs: int('deadline-ms', SERVER_DEFAULTS.deadlineMs),
     };
+    // A request with one prompt may always ask for --max-n choices.
+    const maxChoices = int('max-choices', Math.max(SERVER_DEFAULTS.maxChoices, limits.maxN));
     const path = positionals[0]!;
+    const id = (values.name as string | undefined) ?? basename(resolve(path));
+    const adapters = ((values.adapter as string[] | undefined) ?? []).map(parseAdapterSpec);
     // The server never sees anything but the opened model: sealed weights stay in memory.
     const opened = await openLanguageModel(path, {
       masterKey: await readMasterKey(values['master-key-file'] as string | undefined, process.env),
       publicKey: values['public-key'] as string | undefined,
     });
+    const log = (entry: Record<string, unknown>): void =>
+      io.stderr(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
+    let engine: BatchEngine | null = null;
+    const models = await servedModels(opened, {
+      id,
+      chat: chatTemplateOf(opened),
+      adapters,
+      allowBaseMismatch: values['allow-base-mismatch'] === true,
+      batched: (set) => {
+        if (!batching) return null;
+        const opening = openBatchEngine(opened, { kvCacheMb, adapters: set ?? undefined });
+        if (opening.engine === null) {
+          log({ event: 'batching_off', reason: opening.reason });
+          return null;
+        }
+        const batchEngine = opening.engine;
+        engine = batchEngine;
+        return (name) => new BatchGenerator(opened, batchEngine, name);
+      },
+    });
     const keys = keysPath === undefined ? null : SqliteKeyStore.open(keysPath, { create: false });
     keys?.clearReservations();
-    const tokenizerAddsBos = (opened.textOptions.codec?.encode('').length ?? 0) > 0;
     const api = createApiServer({
       ...SERVER_DEFAULTS,
       ...limits,
+      maxChoices,
       keys,
-      models: [
-        {
-          id: (values.name as string | undefined) ?? basename(resolve(path)),
-          created: Math.floor(Date.now() / 1000),
-          generator: new ModelGenerator(opened),
-          chat: await loadChatTemplate(path, tokenizerAddsBos),
-        },
-      ],
-      log: (entry) => io.stderr(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`),
+      models,
+      kvBlocks: engine === null ? undefined : () => ({ used: engine!.kv.usedBlocks, free: engine!.kv.freeBlocks }),
+      log,
     });
     const url = await api.listen(port, host);
     io.stdout(`${JSON.stringify({ url })}\n`);

@@ -9,7 +9,8 @@ export const verifyCommand: Command = {
   help: `Usage: knobs verify BUNDLE --public-key KEY.pub [--signature FILE] [--ignore-paths PATH]... [--json]
 
 Checks BUNDLE/model.sig with the publisher's public key, then re-hashes every file (streaming:
-files of any size are hashed in constant memory). Fails, naming the file, on a changed, missing or
+files of any size are hashed in constant memory; several large files at once, one per CPU, up to
+the global --threads N). Fails, naming the file, on a changed, missing or
 extra file, a symbolic link, a path that escapes the bundle, a wrong key or a malformed signature.
 Signatures made by OpenSSF model-signing with an elliptic-curve key ('model_signing sign key')
 verify too.
@@ -39,6 +40,8 @@ Example:
     const r = await verifyModel(positionals[0]!, values['public-key'], {
       signature: values.signature as string | undefined,
       ignorePaths: values['ignore-paths'] as string[] | undefined,
+      // main.ts has checked the global --threads (or KNOBS_THREADS) and put it here.
+      threads: process.env.KNOBS_THREADS ? Number(process.env.KNOBS_THREADS) : undefined,
     });
     emit(
       io,

@@ -34,6 +34,7 @@ import {
   parseLoraConfig,
   planLora,
 } from './lora.js';
+import { hashQuantizedLayers } from './quantized-base.js';
 
 export const ADAPTER_CONFIG_NAME = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_NAME = 'adapter_model.safetensors';
@@ -112,7 +113,9 @@ export function stringifySorted(value: unknown): string {
 
 /**
  * SHA-256 over the base's parameters (LoRA tensors left out): each parameter's name, dtype, shape
- * and values in order. Two loads of the same weights give the same digest; any change does not.
+ * and values in order, then each quantized layer's weight as held: its path, block type, shape and
+ * block bytes (quantized-base.ts; a base without quantized layers hashes as before). Two loads of
+ * the same weights give the same digest; any change does not, quantizing included.
  * The weights must be unmerged (a merged adapter would be part of "the base").
  */
 export function baseDigest(model: Module): string {
@@ -123,6 +126,7 @@ export function baseDigest(model: Module): string {
     const storage = contiguous(p).contiguousStorage() as Float32Array | Float64Array;
     hash.update(new Uint8Array(storage.buffer, storage.byteOffset, storage.byteLength));
   }
+  hashQuantizedLayers(model, hash);
   return `sha256:${hash.digest('hex')}`;
 }
 

@@ -116,7 +116,7 @@ export function extractLora(base: Module, tuned: Module, opts: ExtractOptions): 
     const d = matrix(nOut, nIn);
     for (let o = 0; o < nOut; o++)
       for (let i = 0; i < nIn; i++) {
-        const k = layer.layer.fanInFanOut ? i * nOut + o : o * nIn + i;
+        const k = layer.storedInOut ? i * nOut + o : o * nIn + i;
         d.data[o * nIn + i] = t[k]! - b[k]!;
       }
     const svd = truncatedSvd(d, layer.r);

@@ -13,6 +13,7 @@ export {
   type LoraConfig,
   type LoraPlan,
   type LoraTarget,
+  type LoraBaseLayer,
   type ApplyLoraOptions,
 } from './lora.js';
 export {
@@ -40,3 +41,10 @@ export {
   type AdapterEffect,
 } from './adapter-info.js';
 export { saveModelDirectory } from './model-dir.js';
+export {
+  quantizeBase,
+  dequantizeLayers,
+  dequantizeMatrix,
+  quantizedLayers,
+  quantizedElements,
+} from './quantized-base.js';

@@ -30,6 +30,12 @@
  *  - the config fields and their defaults: src/peft/tuners/lora/config.py `LoraConfig` and
  *    src/peft/config.py `PeftConfigMixin` / `PeftConfig`, with the checks of `__post_init__`.
  * knobs adds one check PEFT lacks: a rank larger than the layer (min(in, out)) is an error.
+ *
+ * A target may also be a QuantizedLinear (a q8_0 / q4_0 base, QLoRA-style): its blocks stay as they
+ * are (forward and input gradient through the quantized kernels) and only lora_A / lora_B, in f32,
+ * train. The adapter's names, shapes and config are those of the float layer it stands for (inside
+ * GPT-2 a Conv1D, so `fan_in_fan_out` is true); merging needs the layer dequantized first
+ * (quantized-base.ts `dequantizeLayers`).
  */
 import { noGrad } from '../autograd/tape.js';
 import { FormatError } from '../errors.js';
@@ -42,6 +48,7 @@ import { normal_, zeros_ } from '../nn/init.js';
 import { Dropout } from '../nn/layers.js';
 import { Linear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
+import { QuantizedLinear } from '../nn/quantized-linear.js';
 import type { Generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
 
@@ -127,6 +134,21 @@ export const INFORMATIONAL_FIELDS: Readonly<Record<string, unknown>> = {
 };
 
 const ALL_LINEAR = 'all-linear';
+
+/** A layer LoRA attaches to: a float Linear / Conv1D, or a quantized one. */
+export type LoraBaseLayer = Linear | QuantizedLinear;
+
+function isLoraBaseLayer(m: Module): m is LoraBaseLayer {
+  return m instanceof Linear || m instanceof QuantizedLinear;
+}
+
+/**
+ * Whether `layer` stands for a weight stored [in, out] (PEFT's fan_in_fan_out): a Conv1D, or a
+ * quantized layer inside GPT-2 (whose Hugging Face layers are all Conv1D; the blocks hold [out, in]).
+ */
+function fanInFanOutOf(model: Module, layer: LoraBaseLayer): boolean {
+  return layer instanceof Linear ? layer.fanInFanOut : model instanceof GPT;
+}
 
 function bad(field: string, message: string, extra: Record<string, unknown> = {}): FormatError {
   return new FormatError('lora_invalid_config', `LoRA config field ${field}: ${message}`, { field, ...extra });
@@ -376,7 +398,7 @@ export function resolveTargets(model: Module, config: LoraConfig): LoraConfig {
     targets = [...fallback];
   } else if (typeof targets === 'string' && targets.toLowerCase() === ALL_LINEAR) {
     targets = hfModules(model)
-      .filter(([path, m]) => m instanceof Linear && path !== arch.outputHead)
+      .filter(([path, m]) => isLoraBaseLayer(m) && path !== arch.outputHead)
       .map(([path]) => path);
   }
   return { ...config, target_modules: targets };
@@ -386,7 +408,7 @@ export function resolveTargets(model: Module, config: LoraConfig): LoraConfig {
 
 /** One LoRA delta on one Linear/Conv1D. */
 export class LoraLayer {
-  readonly layer: Linear;
+  readonly layer: LoraBaseLayer;
   /** The module's Hugging Face path (`model.layers.0.self_attn.q_proj`). */
   readonly path: string;
   readonly r: number;
@@ -398,7 +420,7 @@ export class LoraLayer {
   #merged = false;
 
   constructor(
-    layer: Linear,
+    layer: LoraBaseLayer,
     path: string,
     opts: {
       r: number;
@@ -415,7 +437,8 @@ export class LoraLayer {
     this.r = opts.r;
     this.alpha = opts.alpha;
     this.scaling = opts.rslora ? opts.alpha / Math.sqrt(opts.r) : opts.alpha / opts.r;
-    const dtype = layer.weight.dtype as 'f32' | 'f64';
+    // A quantized layer's adapter is f32, like the activations its kernels take.
+    const dtype = layer instanceof Linear ? (layer.weight.dtype as 'f32' | 'f64') : 'f32';
     const gen = opts.generator === undefined ? {} : { generator: opts.generator };
     // nn.Linear's own init is PEFT's lora_A init (kaiming_uniform, a = √5).
     this.lora_A = layer.registerModule('lora_A', new Linear(inFeatures, opts.r, { bias: false, dtype, ...gen }));
@@ -476,17 +499,28 @@ export class LoraLayer {
     return this.#merged;
   }
 
+  /** True when the layer's weight is stored [in, out] (a float Conv1D; quantized blocks hold [out, in]). */
+  get storedInOut(): boolean {
+    return this.layer instanceof Linear && this.layer.fanInFanOut;
+  }
+
   /** The weight delta in the layer's storage layout: scaling · B·A ([out, in]), transposed for Conv1D. */
   deltaWeight(): Tensor {
     return noGrad(() => {
       const ba = matmul(this.lora_B.weight, this.lora_A.weight);
-      return mul(this.layer.fanInFanOut ? transpose(ba, 0, 1) : ba, this.scaling);
+      return mul(this.storedInOut ? transpose(ba, 0, 1) : ba, this.scaling);
     });
   }
 
-  /** Adds the delta into the base weight (and stops adding it on the fly). */
+  /** Adds the delta into the base weight (and stops adding it on the fly); a quantized layer must be dequantized first. */
   merge(): void {
     if (this.#merged) return;
+    if (this.layer instanceof QuantizedLinear)
+      throw new FormatError(
+        'lora_merge_quantized',
+        `${this.path} is quantized (${this.layer.weight.type}); a delta cannot be added into its blocks — dequantize the layer before attaching the adapter (dequantizeLayers; 'knobs merge' does this)`,
+        { module: this.path, type: this.layer.weight.type },
+      );
     this.#write(add);
     this.layer.adapter = null;
     this.#merged = true;
@@ -502,7 +536,7 @@ export class LoraLayer {
 
   #write(op: (a: Tensor, b: Tensor) => Tensor): void {
     noGrad(() => {
-      const w = this.layer.weight;
+      const w = (this.layer as Linear).weight;
       const next = op(w, this.deltaWeight()).contiguousStorage();
       (w.storage as Float32Array | Float64Array).set(next as Float32Array | Float64Array);
     });
@@ -558,7 +592,7 @@ export interface ApplyLoraOptions {
 /** One module a config targets, with its rank and alpha. */
 export interface LoraTarget {
   path: string;
-  layer: Linear;
+  layer: LoraBaseLayer;
   r: number;
   alpha: number;
 }
@@ -578,7 +612,7 @@ export function planLora(model: Module, input: LoraConfig): LoraPlan {
   const targets: LoraTarget[] = [];
   for (const [path, m] of hfModules(model)) {
     if (!isTargetModule(config, path)) continue;
-    if (!(m instanceof Linear)) {
+    if (!isLoraBaseLayer(m)) {
       throw new FormatError(
         'lora_unsupported_module',
         `target_modules ${JSON.stringify(config.target_modules)} selects ${path} (${m.constructor.name}); knobs attaches LoRA to Linear and Conv1D layers only — name those, e.g. q_proj or c_attn`,
@@ -605,7 +639,7 @@ export function planLora(model: Module, input: LoraConfig): LoraPlan {
   }
   if (targets.length === 0) {
     const names = hfModules(model)
-      .filter(([, m]) => m instanceof Linear)
+      .filter(([, m]) => isLoraBaseLayer(m))
       .map(([p]) => p)
       .slice(0, 6)
       .join(', ');
@@ -615,7 +649,7 @@ export function planLora(model: Module, input: LoraConfig): LoraPlan {
       { field: 'target_modules', targets: config.target_modules },
     );
   }
-  return { config: { ...config, fan_in_fan_out: targets.some((t) => t.layer.fanInFanOut) }, targets };
+  return { config: { ...config, fan_in_fan_out: targets.some((t) => fanInFanOutOf(model, t.layer)) }, targets };
 }
 
 /**

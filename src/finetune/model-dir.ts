@@ -7,7 +7,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { saveSafetensors } from '../formats/safetensors.js';
+import { type RawTensor, saveSafetensors } from '../formats/safetensors.js';
+import { type HfOutType, rawTensorOf } from '../models/gguf/export.js';
 import { writeDirectoryAtomic, writeFileAtomic } from '../io/atomic.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { Tensor } from '../tensor.js';
@@ -23,7 +24,17 @@ export function modelWeights(model: CausalLM): Map<string, Tensor> {
   return new Map([...model.stateDict()].filter(([name]) => !LORA_TENSOR.test(name)));
 }
 
-export async function saveModelDirectory(dir: string, model: CausalLM, tokenizer: Tokenizer | null): Promise<void> {
+export interface SaveModelDirectoryOptions {
+  /** Tensors written in another float type than f32, by checkpoint name (`knobs merge --dtype`). */
+  dtypes?: ReadonlyMap<string, HfOutType>;
+}
+
+export async function saveModelDirectory(
+  dir: string,
+  model: CausalLM,
+  tokenizer: Tokenizer | null,
+  opts: SaveModelDirectoryOptions = {},
+): Promise<void> {
   if (existsSync(dir)) throw new UsageError(`${dir} already exists; choose a new --out directory`, { path: dir });
   const json = (v: unknown): string => `${JSON.stringify(v, null, 2)}\n`;
   const config = model.config as { bos_token_id?: unknown; eos_token_id: unknown };
@@ -34,7 +45,12 @@ export async function saveModelDirectory(dir: string, model: CausalLM, tokenizer
       json({ bos_token_id: config.bos_token_id ?? null, eos_token_id: config.eos_token_id }),
       { syncParent: false },
     );
-    await saveSafetensors(join(staging, 'model.safetensors'), modelWeights(model), { format: 'pt' });
+    const weights = new Map<string, Tensor | RawTensor>(modelWeights(model));
+    for (const [name, dtype] of opts.dtypes ?? []) {
+      const t = weights.get(name);
+      if (t !== undefined && dtype !== 'f32') weights.set(name, rawTensorOf(t as Tensor, dtype));
+    }
+    await saveSafetensors(join(staging, 'model.safetensors'), weights, { format: 'pt' });
     await writeTokenizerFiles(
       staging,
       tokenizer

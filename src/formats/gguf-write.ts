@@ -1,6 +1,8 @@
 /**
  * GGUF writer: metadata and f32 values stored as F32, F16, BF16, Q8_0 or Q4_0, written atomically
- * (src/io/atomic.ts). The layout is the one src/formats/gguf.ts documents and reads; version 3,
+ * (src/io/atomic.ts) and streamed: the header is sized from the shapes and types alone, then each
+ * tensor is encoded and written in turn, so a write holds one tensor's bytes at a time (and, when a
+ * tensor's values are given as a function, one tensor's values). The layout is the one src/formats/gguf.ts documents and reads; version 3,
  * little-endian, each tensor's data padded to the alignment (`general.alignment`, default 32).
  *
  * The quantizers round exactly as ggml's reference quantizers, so the blocks are the ones
@@ -30,7 +32,8 @@ export interface GgufWriteTensor {
   readonly name: string;
   /** Row-major shape (PyTorch order); the file stores it reversed, in ggml order. */
   readonly shape: readonly number[];
-  readonly data: Float32Array;
+  /** The values, or a function that makes them when the tensor is written (so a writer need not hold them all). */
+  readonly data: Float32Array | (() => Float32Array);
   readonly type: GgufWriteType;
 }
 
@@ -187,11 +190,7 @@ function checkTensor(t: GgufWriteTensor, seen: Set<string>): void {
       `tensor '${t.name}' has ${t.shape.length} dimensions; GGUF allows at most ${GGUF_MAX_DIMS}`,
       { tensor: t.name },
     );
-  const elements = t.shape.reduce((a, b) => a * b, 1);
-  if (elements !== t.data.length)
-    throw new ArgumentError(`tensor '${t.name}' has shape [${t.shape.join(', ')}] but ${t.data.length} values`, {
-      tensor: t.name,
-    });
+  if (typeof t.data !== 'function') checkValues(t, t.data);
   if (!(t.type in TYPE_ID))
     throw new ArgumentError(
       `tensor '${t.name}': type ${String(t.type)} is not one the writer stores; use F32, F16, BF16, Q8_0 or Q4_0`,
@@ -204,6 +203,32 @@ function checkTensor(t: GgufWriteTensor, seen: Set<string>): void {
       { tensor: t.name, type: t.type },
     );
   }
+}
+
+function elementsOf(t: GgufWriteTensor): number {
+  return t.shape.reduce((a, b) => a * b, 1);
+}
+
+function checkValues(t: GgufWriteTensor, data: Float32Array): void {
+  if (elementsOf(t) !== data.length)
+    throw new ArgumentError(`tensor '${t.name}' has shape [${t.shape.join(', ')}] but ${data.length} values`, {
+      tensor: t.name,
+    });
+}
+
+/** Bytes per value, or per block of 32 for the quantized types. */
+const ENCODED_BYTES: Readonly<Record<GgufWriteType, { values: number; bytes: number }>> = {
+  F32: { values: 1, bytes: 4 },
+  F16: { values: 1, bytes: 2 },
+  BF16: { values: 1, bytes: 2 },
+  Q8_0: { values: QK, bytes: 34 },
+  Q4_0: { values: QK, bytes: 18 },
+};
+
+/** The bytes tensor `t` takes in the file (before padding), from its shape and type alone. */
+function encodedLength(t: GgufWriteTensor): number {
+  const e = ENCODED_BYTES[t.type];
+  return (elementsOf(t) / e.values) * e.bytes;
 }
 
 /** The bytes of one tensor in its GGUF type. */
@@ -286,8 +311,11 @@ export function quantizeQ4_0(x: Float32Array): Uint8Array {
   return out;
 }
 
-/** The whole file as chunks written back to back: header, then each tensor's padded data. */
-export function encodeGguf(input: GgufWriteInput): Uint8Array[] {
+/**
+ * The whole file as chunks to write back to back: the header (built and checked now, so bad input
+ * throws here), then, as the caller iterates, each tensor's data encoded in turn and its padding.
+ */
+export function encodeGguf(input: GgufWriteInput): Iterable<Uint8Array> {
   const alignment = alignmentOf(input.metadata);
   const seen = new Set<string>();
   for (const t of input.tensors) checkTensor(t, seen);
@@ -300,27 +328,36 @@ export function encodeGguf(input: GgufWriteInput): Uint8Array[] {
     w.string(key);
     writeValue(w, value);
   }
-  const data = input.tensors.map((t) => encodeGgufTensorData(t.type, t.data));
   let offset = 0;
-  input.tensors.forEach((t, i) => {
+  for (const t of input.tensors) {
     w.string(t.name);
     w.u32(t.shape.length);
     for (let d = t.shape.length - 1; d >= 0; d--) w.u64(BigInt(t.shape[d]!));
     w.u32(TYPE_ID[t.type]);
     w.u64(BigInt(offset));
-    offset += padTo(data[i]!.byteLength, alignment);
-  });
-  w.pad(alignment);
-  const chunks = [w.result()];
-  for (const bytes of data) {
-    chunks.push(bytes);
-    const padding = padTo(bytes.byteLength, alignment) - bytes.byteLength;
-    if (padding > 0) chunks.push(new Uint8Array(padding));
+    offset += padTo(encodedLength(t), alignment);
   }
-  return chunks;
+  w.pad(alignment);
+  return tensorChunks(w.result(), input.tensors, alignment);
 }
 
-/** Writes a GGUF file atomically: a reader sees the old file or the whole new one. */
+function* tensorChunks(
+  header: Uint8Array,
+  tensors: readonly GgufWriteTensor[],
+  alignment: number,
+): Generator<Uint8Array> {
+  yield header;
+  for (const t of tensors) {
+    const data = typeof t.data === 'function' ? t.data() : t.data;
+    checkValues(t, data);
+    const bytes = encodeGgufTensorData(t.type, data);
+    yield bytes;
+    const padding = padTo(bytes.byteLength, alignment) - bytes.byteLength;
+    if (padding > 0) yield new Uint8Array(padding);
+  }
+}
+
+/** Writes a GGUF file atomically, one tensor at a time: a reader sees the old file or the whole new one. */
 export async function writeGguf(path: string, input: GgufWriteInput, opts: AtomicWriteOptions = {}): Promise<void> {
   await writeFileAtomic(path, encodeGguf(input), opts);
 }

@@ -68,8 +68,12 @@ export interface SafetensorsFile {
   readonly metadata: ReadonlyMap<string, string> | null;
   /** The tensor's bytes, read from its range of the file only. */
   readBytes(name: string): Promise<Uint8Array>;
-  /** Reads the tensor's bytes into `target` (exactly its byte length): no intermediate copy. */
-  readInto(name: string, target: Uint8Array): Promise<void>;
+  /**
+   * Reads the tensor's bytes into `target` (exactly its byte length): no intermediate copy. With
+   * `at`, reads target.byteLength bytes from byte `at` of the tensor instead, so a large tensor can
+   * be walked in bounded chunks.
+   */
+  readInto(name: string, target: Uint8Array, at?: number): Promise<void>;
   /** A Tensor for knobs' dtypes, else a RawTensor. */
   read(name: string): Promise<SafetensorsValue>;
   close(): Promise<void>;
@@ -141,14 +145,15 @@ export async function openSafetensors(input: SafetensorsInput): Promise<Safetens
     entries: header.entries,
     metadata: header.metadata,
     readBytes: (name) => bytesOf(entryOf(name)),
-    async readInto(name, target) {
+    async readInto(name, target, at) {
       const entry = entryOf(name);
-      if (target.byteLength !== entry.byteLength) {
+      if (at === undefined ? target.byteLength !== entry.byteLength : !withinTensor(at, target.byteLength, entry)) {
         throw new ArgumentError(
-          `${path}: tensor ${JSON.stringify(name)} has ${entry.byteLength} bytes; the target has ${target.byteLength}`,
+          `${path}: tensor ${JSON.stringify(name)} has ${entry.byteLength} bytes; cannot read ${target.byteLength} of them from byte ${at ?? 0}`,
+          { path, tensor: name, at, length: target.byteLength },
         );
       }
-      await source.readInto(target, header.dataStart + entry.dataOffsets[0]);
+      await source.readInto(target, header.dataStart + entry.dataOffsets[0] + (at ?? 0));
     },
     async read(name) {
       const entry = entryOf(name);
@@ -160,6 +165,10 @@ export async function openSafetensors(input: SafetensorsInput): Promise<Safetens
       await source.close();
     },
   };
+}
+
+function withinTensor(at: number, length: number, entry: SafetensorsEntry): boolean {
+  return Number.isSafeInteger(at) && at >= 0 && at + length <= entry.byteLength;
 }
 
 /** Reads every tensor. Validates the whole header before reading any tensor bytes. */

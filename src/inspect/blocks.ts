@@ -9,6 +9,12 @@ import { ArgumentError } from '../errors.js';
 /** Elements per block: every block but a tensor's last has exactly this many. */
 export const BLOCK_ELEMENTS = 1 << 16;
 
+/**
+ * Elements read from a file at a time: 16 blocks, so 4 MiB of f32 (8 MiB of a 64-bit dtype)
+ * whatever the tensor's size.
+ */
+export const CHUNK_ELEMENTS = 16 * BLOCK_ELEMENTS;
+
 /** dtypes whose values the stats and the diff read (the file's dtype names). */
 export const NUMERIC_DTYPES = [
   'F64',

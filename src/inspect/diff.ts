@@ -6,7 +6,7 @@
  * max |a − b|, and moved_fraction, the share of elements with |a − b| > atol + 1e-6·|a|. Two NaN,
  * or the same infinity, at one position have not moved; any other non-finite pair has, and stays
  * out of the norms. Status: same (nothing moved), changed, added (only in b), removed (only in a),
- * reshaped (shapes differ; not compared), uncompared (a dtype without numeric values).
+ * reshaped (shapes differ; not compared), uncompared (a dtype knobs does not decode).
  */
 import { ArgumentError } from '../errors.js';
 import type { Block } from './blocks.js';
@@ -95,34 +95,67 @@ function relL2(s: Sums): number {
   return Math.sqrt(s.diffSq) / Math.sqrt(s.aSq > 0 ? s.aSq : s.bSq);
 }
 
-/** Compares two equally long block sequences (both BLOCK_ELEMENTS per block) into `s`. */
-function compareBlocks(a: Generator<Block>, b: Generator<Block>, atol: number, s: Sums): void {
+/** A stream of blocks read a position at a time: the current block and where in it we are. */
+class Cursor {
+  private block: Block | null = null;
+  private at = 0;
+  constructor(private readonly source: AsyncGenerator<Block>) {}
+
+  /** The current block from the current position on; null at the end of the stream. */
+  async rest(): Promise<{ block: Block; at: number } | null> {
+    while (this.block === null || this.at === this.block.length) {
+      const next = await this.source.next();
+      if (next.done) return null;
+      this.block = next.value;
+      this.at = 0;
+    }
+    return { block: this.block, at: this.at };
+  }
+
+  advance(n: number): void {
+    this.at += n;
+  }
+}
+
+/**
+ * Compares two streams of the same number of values into `s`. Their blocks may break at
+ * different places (a safetensors chunk against a GGUF chunk), so each step takes what both
+ * current blocks still hold.
+ */
+async function compareBlocks(a: AsyncGenerator<Block>, b: AsyncGenerator<Block>, atol: number, s: Sums): Promise<void> {
+  const ca = new Cursor(a);
+  const cb = new Cursor(b);
   for (;;) {
-    const x = a.next();
-    const y = b.next();
-    if (x.done || y.done) {
-      if (x.done !== y.done) throw new ArgumentError('diff: the two tensors gave different numbers of values');
+    const x = await ca.rest();
+    const y = await cb.rest();
+    if (x === null || y === null) {
+      if (x !== y) throw new ArgumentError('diff: the two tensors gave different numbers of values');
       return;
     }
-    const xa = x.value;
-    const yb = y.value;
-    s.numel += xa.length;
-    for (let i = 0; i < xa.length; i++) {
-      const p = xa[i]!;
-      const q = yb[i]!;
-      const d = p - q;
-      if (d - d !== 0) {
-        // A non-finite side: unmoved only when both are NaN or both the same infinity.
-        if (!(p === q || (p !== p && q !== q))) s.moved++;
-        continue;
-      }
-      const ad = Math.abs(d);
-      s.diffSq += d * d;
-      s.aSq += p * p;
-      s.bSq += q * q;
-      if (ad > s.maxAbs) s.maxAbs = ad;
-      if (ad > atol + 1e-6 * Math.abs(p)) s.moved++;
+    const n = Math.min(x.block.length - x.at, y.block.length - y.at);
+    compareSpan(x.block, x.at, y.block, y.at, n, atol, s);
+    ca.advance(n);
+    cb.advance(n);
+  }
+}
+
+function compareSpan(xa: Block, ia: number, yb: Block, ib: number, n: number, atol: number, s: Sums): void {
+  s.numel += n;
+  for (let k = 0; k < n; k++) {
+    const p = xa[ia + k]!;
+    const q = yb[ib + k]!;
+    const d = p - q;
+    if (d - d !== 0) {
+      // A non-finite side: unmoved only when both are NaN or both the same infinity.
+      if (!(p === q || (p !== p && q !== q))) s.moved++;
+      continue;
     }
+    const ad = Math.abs(d);
+    s.diffSq += d * d;
+    s.aSq += p * p;
+    s.bSq += q * q;
+    if (ad > s.maxAbs) s.maxAbs = ad;
+    if (ad > atol + 1e-6 * Math.abs(p)) s.moved++;
   }
 }
 
@@ -153,7 +186,7 @@ async function compareTensor(
   const vb = await rb.values(tb.name);
   if (!vb) return { row: { ...row, status: 'uncompared' }, sums: null };
   const sums = emptySums();
-  compareBlocks(va.blocks(), vb.blocks(), atol, sums);
+  await compareBlocks(va.blocks(), vb.blocks(), atol, sums);
   row.status = sums.moved === 0 ? 'same' : 'changed';
   row.rel_l2 = relL2(sums);
   row.max_abs = sums.maxAbs;
@@ -285,7 +318,7 @@ function notesOn(ra: WeightsReader, rb: WeightsReader, tensors: TensorDiff[]): s
     notes.push(`${reshaped} tensor${reshaped === 1 ? ' has' : 's have'} different shapes (reshaped, not compared)`);
   if (uncompared > 0)
     notes.push(
-      `${uncompared} tensor${uncompared === 1 ? ' has' : 's have'} a dtype without numeric values (not compared)`,
+      `${uncompared} tensor${uncompared === 1 ? ' has' : 's have'} a dtype knobs does not decode (not compared)`,
     );
   if (notes.length > 0)
     notes.push(`compared the ${count('same') + count('changed')} tensors both hold with the same shape`);

@@ -4,9 +4,10 @@
  * file, a Hugging Face model directory (one file or shards), a knobs run directory and a GGUF
  * file (gguf-reader.ts: quantized tensors dequantized in `values`) read through here.
  *
- * Memory: a reader holds one buffer, grown to the largest tensor read so far, and reads each
- * tensor into it; `values` results are valid until the next call. So going over a model needs its
- * largest tensor plus one block, never the model.
+ * Memory: a reader holds one buffer of at most CHUNK_ELEMENTS elements and reads each tensor
+ * through it a chunk at a time; `values` results are valid until the next call. So going over a
+ * model needs a few MiB whatever its size, never a whole tensor (GGUF tensors that must be
+ * relaid out into Hugging Face order are the exception: gguf-reader.ts).
  */
 import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -16,7 +17,7 @@ import { asIOError } from '../io/atomic.js';
 import { checkRegularFile } from '../io/regular-file.js';
 import { directoryFiles, parseJsonObject, readTextFile } from '../models/hf/files.js';
 import { openModelWeights } from '../models/hf/weights.js';
-import { type Block, isNumericDType, valueBlocks } from './blocks.js';
+import { type Block, CHUNK_ELEMENTS, isNumericDType, valueBlocks } from './blocks.js';
 import { canonicalName } from './canonical.js';
 import { openGgufWeights } from './gguf-reader.js';
 
@@ -36,12 +37,28 @@ export interface WeightsTensor {
   readonly file: string;
 }
 
+export interface LoadedWeights {
+  /** Tensors per in-memory kind: {"q8_0": 60, "f32": 26, "requantized_from": {"q4_K": 40}}. */
+  readonly weights: Record<string, number | Record<string, number>>;
+  readonly bytes: number;
+}
+
 export interface TensorValues {
   readonly dtype: string;
   readonly numel: number;
-  /** The values in order, BLOCK_ELEMENTS at a time; each block is valid until the next. */
-  blocks(): Generator<Block>;
+  /**
+   * The values, read from the file a chunk at a time, as blocks of any length (at most
+   * BLOCK_ELEMENTS); each block is valid until the next. Each call reads the tensor again.
+   */
+  blocks(): AsyncGenerator<Block>;
 }
+
+/**
+ * The order `values` gives a tensor's elements in: `canonical`, the Hugging Face row-major order
+ * (what a diff needs to pair elements), or `any` (what statistics need: mean, std, min, max, zero
+ * count and histogram do not depend on the order, so a GGUF tensor can skip its relayout).
+ */
+export type ValueOrder = 'canonical' | 'any';
 
 export interface WeightsReader {
   readonly format: WeightsFormat;
@@ -54,11 +71,13 @@ export interface WeightsReader {
   readonly metadata: Readonly<Record<string, string>> | null;
   /** In file order (shard by shard). */
   readonly tensors: readonly WeightsTensor[];
+  /** A GGUF model: how `generate` would hold its weights (the kinds `weightKinds` reports) and their bytes. */
+  readonly loaded?: LoadedWeights;
   /**
-   * Reads one tensor; null for a dtype without numeric values (F8, F4, complex). The result is
-   * valid until the next `values` call on this reader.
+   * One tensor's values (default order: canonical); null for a dtype knobs does not decode (F8,
+   * F4, complex; GGUF Q2_K, IQ…). The result is valid until the next `values` call on this reader.
    */
-  values(name: string): Promise<TensorValues | null>;
+  values(name: string, order?: ValueOrder): Promise<TensorValues | null>;
   close(): Promise<void>;
 }
 
@@ -116,6 +135,11 @@ async function openModelDirectory(dir: string): Promise<WeightsReader> {
   }
 }
 
+/** Bytes of CHUNK_ELEMENTS elements of the tensor's dtype. */
+function chunkBytes(t: WeightsTensor): number {
+  return t.numel > 0 ? (t.bytes / t.numel) * CHUNK_ELEMENTS : 0;
+}
+
 function fromSafetensors(
   format: WeightsFormat,
   path: string,
@@ -148,8 +172,13 @@ function fromSafetensors(
     }
   }
   const first = files[0]?.file.metadata;
-  const largest = tensors.reduce((m, t) => (isNumericDType(t.dtype) ? Math.max(m, t.bytes) : m), 0);
-  let scratch = new ArrayBuffer(0);
+  // Sized once, for the largest chunk any tensor needs: growing step by step would leave the
+  // smaller buffers to the garbage collector, and memory would hold several at once.
+  const chunkCap = tensors.reduce(
+    (m, t) => (isNumericDType(t.dtype) ? Math.max(m, Math.min(t.bytes, chunkBytes(t))) : m),
+    0,
+  );
+  let scratch: ArrayBuffer | null = null;
   return {
     format,
     path,
@@ -162,12 +191,17 @@ function fromSafetensors(
       if (!loc) throw new ArgumentError(`${path} has no tensor ${JSON.stringify(name)}`, { path, tensor: name });
       const { tensor, file } = loc;
       if (!isNumericDType(tensor.dtype)) return null;
-      // Sized once for the largest tensor: growing step by step would leave the smaller
-      // buffers to the garbage collector, and memory would hold several at once.
-      if (scratch.byteLength < tensor.bytes) scratch = new ArrayBuffer(largest);
-      const bytes = new Uint8Array(scratch, 0, tensor.bytes);
-      await file.readInto(tensor.sourceName, bytes);
-      return { dtype: tensor.dtype, numel: tensor.numel, blocks: () => valueBlocks(tensor.dtype, bytes) };
+      const buffer = (scratch ??= new ArrayBuffer(chunkCap));
+      const step = chunkBytes(tensor);
+      async function* blocks(): AsyncGenerator<Block> {
+        for (let at = 0; at < tensor.bytes; at += step) {
+          // Chunks start at the buffer's start, so every element view is aligned.
+          const bytes = new Uint8Array(buffer, 0, Math.min(step, tensor.bytes - at));
+          await file.readInto(tensor.sourceName, bytes, at);
+          yield* valueBlocks(tensor.dtype, bytes);
+        }
+      }
+      return { dtype: tensor.dtype, numel: tensor.numel, blocks };
     },
     async close() {
       for (const f of files) await f.file.close();

@@ -5,6 +5,7 @@
  * elements that are exactly zero, the count of NaN/±Inf (left out of everything else), and a
  * histogram of the finite values over [min, max].
  */
+import type { Block } from './blocks.js';
 import type { TensorValues } from './reader.js';
 
 /** Null fields: the tensor has no finite value (empty, or all NaN/Inf). */
@@ -28,52 +29,27 @@ export interface StatsResult {
   histogram: number[];
 }
 
-/** Two passes over the tensor's blocks: the moments and range, then the histogram over that range. */
-export function tensorStats(values: TensorValues): StatsResult {
-  let count = 0;
-  let mean = 0;
-  let m2 = 0;
-  let min = Infinity;
-  let max = -Infinity;
-  let zeros = 0;
-  let nonfinite = 0;
-  for (const block of values.blocks()) {
-    let n = 0;
-    let sum = 0;
-    for (let i = 0; i < block.length; i++) {
-      const x = block[i]!;
-      if (x - x !== 0) {
-        nonfinite++; // NaN or ±Inf: x − x is NaN for both
-        continue;
-      }
-      n++;
-      sum += x;
-      if (x < min) min = x;
-      if (x > max) max = x;
-      if (x === 0) zeros++;
-    }
-    if (n === 0) continue;
-    const blockMean = sum / n;
-    let blockM2 = 0;
-    for (let i = 0; i < block.length; i++) {
-      const d = block[i]! - blockMean;
-      if (d - d === 0) blockM2 += d * d;
-    }
-    if (count === 0) {
-      // The first block: no merge (its 0 × ∞ would be NaN for values near the f64 limit).
-      mean = blockMean;
-      m2 = blockM2;
-      count = n;
-      continue;
-    }
-    const total = count + n;
-    const delta = blockMean - mean;
-    mean += (delta * n) / total;
-    m2 += blockM2 + (delta * delta * count * n) / total;
-    count = total;
-  }
+/** The running moments and range of the finite values seen so far. */
+interface Moments {
+  count: number;
+  mean: number;
+  m2: number;
+  min: number;
+  max: number;
+  zeros: number;
+  nonfinite: number;
+}
+
+/**
+ * Two passes over the tensor's blocks (two reads of it from the file): the moments and range,
+ * then the histogram over that range. Nothing here depends on the order of the values.
+ */
+export async function tensorStats(values: TensorValues): Promise<StatsResult> {
+  const m: Moments = { count: 0, mean: 0, m2: 0, min: Infinity, max: -Infinity, zeros: 0, nonfinite: 0 };
+  for await (const block of values.blocks()) addBlock(m, block);
+  const { count, mean, m2, min, max, zeros, nonfinite } = m;
   const histogram = new Array<number>(HISTOGRAM_BINS).fill(0);
-  if (count > 0) fillHistogram(values, min, max, histogram);
+  if (count > 0) await fillHistogram(values, min, max, histogram);
   const stats: TensorStats =
     count > 0
       ? { mean, std: Math.sqrt(m2 / count), min, max, zero_fraction: zeros / values.numel, nonfinite }
@@ -88,30 +64,82 @@ export function tensorStats(values: TensorValues): StatsResult {
   return { stats, histogram };
 }
 
+/** Merges one block into `m`: its own mean and squared deviations first, then Chan's update. */
+function addBlock(m: Moments, block: Block): void {
+  let n = 0;
+  let sum = 0;
+  let min = m.min;
+  let max = m.max;
+  let zeros = 0;
+  for (let i = 0; i < block.length; i++) {
+    const x = block[i]!;
+    if (x - x !== 0) continue; // NaN or ±Inf: x − x is NaN for both
+    n++;
+    sum += x;
+    if (x < min) min = x;
+    if (x > max) max = x;
+    if (x === 0) zeros++;
+  }
+  m.nonfinite += block.length - n;
+  m.min = min;
+  m.max = max;
+  m.zeros += zeros;
+  if (n === 0) return;
+  const blockMean = sum / n;
+  let blockM2 = 0;
+  for (let i = 0; i < block.length; i++) {
+    const d = block[i]! - blockMean;
+    if (d - d === 0) blockM2 += d * d;
+  }
+  if (m.count === 0) {
+    // The first block: no merge (its 0 × ∞ would be NaN for values near the f64 limit).
+    m.mean = blockMean;
+    m.m2 = blockM2;
+    m.count = n;
+    return;
+  }
+  const total = m.count + n;
+  const delta = blockMean - m.mean;
+  m.mean += (delta * n) / total;
+  m.m2 += blockM2 + (delta * delta * m.count * n) / total;
+  m.count = total;
+}
+
 /**
  * Counts as np.histogram(x, bins=16, range=(min, max)) does, edge cases included: the bin from
  * (x − min) / (max − min) · 16, then moved by one where x falls on the other side of the edge
  * np.linspace would give (k · step + min, the last edge exactly max).
  */
-function fillHistogram(values: TensorValues, min: number, max: number, counts: number[]): void {
+async function fillHistogram(values: TensorValues, min: number, max: number, counts: number[]): Promise<void> {
   const n = HISTOGRAM_BINS;
+  const bins = new Float64Array(n);
   if (!(max > min)) {
     // One value throughout: numpy widens the range to [v − 0.5, v + 0.5], so it lands mid-way.
-    for (const block of values.blocks())
-      for (let i = 0; i < block.length; i++) if (block[i]! - block[i]! === 0) counts[n / 2]!++;
-    return;
+    for await (const block of values.blocks())
+      for (let i = 0; i < block.length; i++) if (block[i]! - block[i]! === 0) bins[n / 2]!++;
+  } else {
+    const span = max - min;
+    const step = span / n;
+    const edges = Float64Array.from({ length: n + 1 }, (_, k) => (k === n ? max : k * step + min));
+    for await (const block of values.blocks()) countBins(block, min, n / span, edges, bins);
   }
-  const span = max - min;
-  const step = span / n;
-  const edge = (k: number): number => (k === n ? max : k * step + min);
-  for (const block of values.blocks()) {
-    for (let i = 0; i < block.length; i++) {
-      const x = block[i]!;
-      if (x - x !== 0) continue;
-      let bin = Math.min(n - 1, Math.floor(((x - min) / span) * n));
-      if (x < edge(bin)) bin--;
-      else if (bin !== n - 1 && x >= edge(bin + 1)) bin++;
-      counts[bin]!++;
-    }
+  for (let k = 0; k < n; k++) counts[k] = bins[k]!;
+}
+
+/**
+ * The bin of each finite x of `block`: a first guess (x − min) · scale, off by at most one next to
+ * an edge (numpy's own guess divides, then multiplies), then corrected against the edges as numpy
+ * corrects its guess, so both land in the same bin.
+ */
+function countBins(block: Block, min: number, scale: number, edges: Float64Array, bins: Float64Array): void {
+  const n = bins.length;
+  for (let i = 0; i < block.length; i++) {
+    const x = block[i]!;
+    if (x - x !== 0) continue;
+    // x ≥ min, so the guess is ≥ 0 and truncation is floor.
+    let bin = Math.min(n - 1, ((x - min) * scale) | 0);
+    if (x < edges[bin]!) bin--;
+    else if (bin !== n - 1 && x >= edges[bin + 1]!) bin++;
+    bins[bin]!++;
   }
 }

@@ -123,12 +123,14 @@ export interface AtomicWriteOptions {
 }
 
 /**
- * Writes `data` (bytes, a UTF-8 string, or a list of byte chunks written back to back) to `path`
- * atomically. Throws IOError (with `details.path`) on failure, leaving any existing file intact.
+ * Writes `data` (bytes, a UTF-8 string, or byte chunks written back to back: a list, or an
+ * iterable that makes each chunk as it is asked for, so a large file need not be in memory at
+ * once) to `path` atomically. Throws IOError (with `details.path`) on failure — also when making a
+ * chunk throws — leaving any existing file intact.
  */
 export async function writeFileAtomic(
   path: string,
-  data: Uint8Array | string | readonly Uint8Array[],
+  data: Uint8Array | string | Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
   opts: AtomicWriteOptions = {},
 ): Promise<void> {
   const fs = opts.fs ?? nodeWriteFs;
@@ -139,7 +141,7 @@ export async function writeFileAtomic(
   try {
     file = await fs.create(temp);
     let position = 0;
-    for (const chunk of chunks) position = await writeAll(file, chunk, position, path);
+    for await (const chunk of chunks) position = await writeAll(file, chunk, position, path);
     await file.sync();
     const f = file;
     file = null;

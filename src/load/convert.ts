@@ -89,7 +89,7 @@ export async function convertModel(opts: ConvertOptions): Promise<ConvertResult>
     invalid(`--dtype ${dtype} cannot be written as safetensors`);
   const hfType = dtype as HfOutType;
   if (isGgufPath(input) && !isDir) {
-    const loaded = await loadGgufModel(input);
+    const loaded = await loadGgufModel(input, { weights: 'f32' });
     const files = hfFilesFromGguf(loaded, hfType);
     await writeHfDir(out, files);
     return { input, out, format, dtype, tensors: { [hfType]: files.tensors.size } };

@@ -8,6 +8,7 @@
 import { KeyError, UsageError } from '../errors.js';
 import { type LoadAdapterOptions, loadAdapters } from '../finetune/adapter.js';
 import type { LoraAdapter } from '../finetune/lora.js';
+import { type QuantType, quantizeBase } from '../finetune/quantized-base.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { GenerateTextOptions } from '../models/generate-text.js';
 import { samplingDefaults } from '../models/hf/generate.js';
@@ -20,6 +21,7 @@ import { type LoadedRun, RECIPE_NAME, isRunDir, loadRun, loadRunFiles } from '..
 import { MANIFEST_NAME } from '../seal/format.js';
 import { MASTER_KEY_ENV } from '../seal/keys.js';
 import { isSealedDir, sealedFiles } from '../seal/open.js';
+import { type ModelChatTemplate, readChatTemplate } from './chat-template-source.js';
 import { openGgufLanguageModel } from './gguf-model.js';
 import { openVerifiedLanguageModel } from './verified-model.js';
 
@@ -38,6 +40,8 @@ export interface OpenedLanguageModel {
   defaults: SamplingDefaults;
   /** The LoRA adapters attached (OpenLanguageModelOptions.adapters), in order. */
   adapters: LoraAdapter[];
+  /** The chat template, read through the same opened files as the weights (never from plaintext on disk). */
+  chatTemplate: ModelChatTemplate;
 }
 
 /** Whether `path` names a GGUF file (by its extension: a directory is never one). */
@@ -58,6 +62,12 @@ export interface OpenLanguageModelOptions extends LoadAdapterOptions {
   publicKey?: string;
   /** PEFT adapter directories to attach to the base (their targets must not overlap). */
   adapters?: readonly string[];
+  /**
+   * Quantize the base's float linear layers (q8_0 / q4_0) before the adapters attach, so an
+   * adapter tuned on that quantized base (`knobs tune --quantize`) finds its base digest, and the
+   * adapters stay on the layers that run (quantizing after attaching would drop them).
+   */
+  quantize?: QuantType;
 }
 
 /**
@@ -71,20 +81,26 @@ export async function openLanguageModel(
   opts: OpenLanguageModelOptions = {},
 ): Promise<OpenedLanguageModel> {
   const opened = await openBase(path, opts);
+  if (opts.quantize !== undefined) quantizeBase(opened.model, opts.quantize);
+  // Opened for inference: every layer (a quantized one a loader swapped in included) in eval mode,
+  // so an adapter's dropout, which follows its layer's mode, is off.
+  opened.model.eval();
   const adapters = await loadAdapters(opened.model, opts.adapters ?? [], opts);
   return { ...opened, adapters };
 }
 
 async function openBase(path: string, opts: OpenLanguageModelOptions): Promise<OpenedBase> {
   if (opts.publicKey !== undefined) return openVerifiedLanguageModel(path, opts.publicKey);
-  if (isGgufPath(path)) return openGgufLanguageModel(path, path);
+  // LoRA attaches to Linear layers: a GGUF base with adapters loads dequantized (as before quantized loading).
+  if (isGgufPath(path))
+    return openGgufLanguageModel(path, path, (opts.adapters?.length ?? 0) > 0 ? 'f32' : 'quantized');
   if (await isSealedDir(path)) return openSealedLanguageModel(path, opts.masterKey ?? null);
   if (await isRunDir(path)) {
     const run = await loadRun(path);
-    return fromRun(path, run, await runTokenizer(path, run));
+    return fromRun(path, run, await runTokenizer(path, run), await readChatTemplate(path));
   }
   const loaded = await loadHfModel(path);
-  return fromHf(path, loaded, await loadHfTokenizer(path, loaded.config.vocab_size));
+  return fromHf(path, loaded, await loadHfTokenizer(path, loaded.config.vocab_size), await readChatTemplate(path));
 }
 
 async function openSealedLanguageModel(path: string, masterKey: Uint8Array | null): Promise<OpenedBase> {
@@ -98,10 +114,10 @@ async function openSealedLanguageModel(path: string, masterKey: Uint8Array | nul
   if (recipe) {
     await recipe.close();
     const run = await loadRunFiles(files);
-    return fromRun(path, run, await runTokenizer(files, run));
+    return fromRun(path, run, await runTokenizer(files, run), await readChatTemplate(files));
   }
   const loaded = await loadHfModel(files);
-  return fromHf(path, loaded, await loadHfTokenizer(files, loaded.config.vocab_size));
+  return fromHf(path, loaded, await loadHfTokenizer(files, loaded.config.vocab_size), await readChatTemplate(files));
 }
 
 /** A run trained with a tokenizer.json has it copied into the directory; byte-level runs need none. */
@@ -113,7 +129,12 @@ function runTokenizer(dir: string | ModelFiles, run: LoadedRun): Promise<Tokeniz
   return run.recipe.tokenizer === 'bytes' ? null : loadHfTokenizer(dir, run.model.config.vocab_size);
 }
 
-function fromRun(path: string, run: LoadedRun, tokenizer: Tokenizer | null): OpenedBase {
+function fromRun(
+  path: string,
+  run: LoadedRun,
+  tokenizer: Tokenizer | null,
+  chatTemplate: ModelChatTemplate,
+): OpenedBase {
   return {
     kind: 'run',
     path,
@@ -121,10 +142,16 @@ function fromRun(path: string, run: LoadedRun, tokenizer: Tokenizer | null): Ope
     tokenizer,
     textOptions: tokenizer ? { codec: tokenizerCodec(tokenizer) } : {},
     defaults: { temperature: 1, topK: 0, topP: 1 },
+    chatTemplate,
   };
 }
 
-function fromHf(path: string, loaded: LoadedHfModel, tokenizer: Tokenizer): OpenedBase {
+function fromHf(
+  path: string,
+  loaded: LoadedHfModel,
+  tokenizer: Tokenizer,
+  chatTemplate: ModelChatTemplate,
+): OpenedBase {
   return {
     kind: 'hf',
     path,
@@ -132,5 +159,6 @@ function fromHf(path: string, loaded: LoadedHfModel, tokenizer: Tokenizer): Open
     tokenizer,
     textOptions: { codec: tokenizerCodec(tokenizer), eosTokenId: loaded.generationConfig.eosTokenIds },
     defaults: samplingDefaults(loaded.generationConfig),
+    chatTemplate,
   };
 }

@@ -16,6 +16,7 @@ import { Tokenizer, checkTokenizerFitsVocab } from '../tokenizer/tokenizer.js';
 import { FormatError } from '../errors.js';
 import { RECIPE_NAME } from '../train/run-dir.js';
 import { parseRecipe } from '../train/recipe.js';
+import { readChatTemplate } from './chat-template-source.js';
 import { openGgufLanguageModel } from './gguf-model.js';
 import type { OpenedBase } from './language-model.js';
 
@@ -49,6 +50,7 @@ export async function openVerifiedLanguageModel(path: string, publicKey: string)
     checkTokenizerFitsVocab(tokenizer, loaded.config.vocab_size, `${path}/config.json`);
   }
   const textOptions = tokenizer ? { codec: tokenizerCodec(tokenizer) } : {};
+  const chatTemplate = await readChatTemplate(files);
   if (recipe)
     return {
       kind: 'run',
@@ -57,6 +59,7 @@ export async function openVerifiedLanguageModel(path: string, publicKey: string)
       tokenizer,
       textOptions,
       defaults: { temperature: 1, topK: 0, topP: 1 },
+      chatTemplate,
     };
   return {
     kind: 'hf',
@@ -65,5 +68,6 @@ export async function openVerifiedLanguageModel(path: string, publicKey: string)
     tokenizer,
     textOptions: { ...textOptions, eosTokenId: loaded.generationConfig.eosTokenIds },
     defaults: samplingDefaults(loaded.generationConfig),
+    chatTemplate,
   };
 }

@@ -81,6 +81,53 @@ function pendingStopPrefix(text: string, stops: readonly string[]): number {
   return hold;
 }
 
+/**
+ * The text of a growing list of tokens, let out as soon as it can no longer turn into one of the
+ * stop strings (and never inside a character). Once a stop string appears the text ends before it.
+ */
+export class StopTextStream {
+  readonly #decoder: ReturnType<TextCodec['decoder']>;
+  readonly #stops: readonly string[];
+  #full = ''; // decoded so far
+  #emitted = 0; // characters of #full let out
+  #cut = -1; // where a stop string begins, once found
+
+  constructor(codec: TextCodec, stops: readonly string[]) {
+    this.#decoder = codec.decoder();
+    this.#stops = stops.filter((s) => s.length > 0);
+  }
+
+  /** The text token `id` lets out (often ''); `stopped` once a stop string has appeared. */
+  push(id: number): { text: string; stopped: boolean } {
+    this.#full += this.#decoder.step(id);
+    // Text before #emitted cannot begin a stop string: it was held back while it could.
+    for (const s of this.#stops) {
+      const at = this.#full.indexOf(s, this.#emitted);
+      if (at >= 0 && (this.#cut < 0 || at < this.#cut)) this.#cut = at;
+    }
+    if (this.#cut >= 0) return { text: this.#emitUpTo(this.#cut), stopped: true };
+    return { text: this.#emitUpTo(this.#full.length - pendingStopPrefix(this.#full, this.#stops)), stopped: false };
+  }
+
+  /** At the end: what is left to let out (nothing after a stop string). */
+  finish(): string {
+    if (this.#cut >= 0) return '';
+    this.#full += this.#decoder.flush();
+    return this.#emitUpTo(this.#full.length);
+  }
+
+  /** All the text, without a stop string and what followed it. */
+  get text(): string {
+    return this.#full.slice(0, this.#cut >= 0 ? this.#cut : this.#full.length);
+  }
+
+  #emitUpTo(end: number): string {
+    const text = end > this.#emitted ? this.#full.slice(this.#emitted, end) : '';
+    this.#emitted = Math.max(this.#emitted, end);
+    return text;
+  }
+}
+
 /** One generated token and the text it let out (often '', while a character or a possible stop string is incomplete). */
 export interface TextStep {
   token: TokenStep;
@@ -115,17 +162,8 @@ export function* textSteps(
     );
   }
   const codec = opts.codec ?? UTF8_BYTES;
-  const stops = (opts.stop ?? []).filter((s) => s.length > 0);
   const promptIds = typeof prompt === 'string' ? codec.encode(prompt) : [...prompt];
-  const decoder = codec.decoder();
-  let full = ''; // decoded so far
-  let emitted = 0; // characters of `full` let out
-  let cut = -1; // where a stop string begins, once found
-  const emitUpTo = (end: number): string => {
-    const text = end > emitted ? full.slice(emitted, end) : '';
-    emitted = Math.max(emitted, end);
-    return text;
-  };
+  const text = new StopTextStream(codec, opts.stop ?? []);
   const eosTokenId = opts.eosTokenId === undefined ? model.config.eos_token_id : opts.eosTokenId;
   const eos = eosSet(opts.ignoreEos ? null : eosTokenId);
   const start = performance.now();
@@ -151,30 +189,18 @@ export function* textSteps(
       lastToken = performance.now();
       if (firstToken === 0) firstToken = lastToken;
       if (eos.has(id)) continue;
-      full += decoder.step(id);
-      // Text before `emitted` cannot begin a stop string: it was held back while it could.
-      for (const s of stops) {
-        const at = full.indexOf(s, emitted);
-        if (at >= 0 && (cut < 0 || at < cut)) cut = at;
-      }
-      if (cut >= 0) {
-        yield { token: step.value, text: emitUpTo(cut) };
-        break;
-      }
-      yield { token: step.value, text: emitUpTo(full.length - pendingStopPrefix(full, stops)) };
+      const out = text.push(id);
+      yield { token: step.value, text: out.text };
+      if (out.stopped) break;
     }
   } finally {
     tokens.return('length');
   }
-  let tail = '';
-  if (cut < 0) {
-    full += decoder.flush();
-    tail = emitUpTo(full.length);
-  }
+  const tail = text.finish();
   return {
     promptIds,
     ids,
-    text: full.slice(0, cut >= 0 ? cut : full.length),
+    text: text.text,
     finishReason: finishReason === 'length' ? 'length' : 'stop',
     tail,
     promptSeconds: firstToken === 0 ? 0 : (firstToken - start) / 1000,

@@ -483,6 +483,11 @@ export class Llama extends Module implements CausalLM {
     return this.config.max_position_embeddings;
   }
 
+  /** RoPE's inverse frequencies as this model applies them (rope_scaling and GGUF frequency factors included). */
+  get ropeFrequencies(): Float32Array {
+    return this.invFreq;
+  }
+
   /** The hidden states after the final norm: ids [B, T] → [B, T, C]. `cache` (inference) supplies past positions. */
   hidden(ids: Tensor, cache?: KVCache): Tensor {
     checkTokenIds(ids, 'Llama');

@@ -70,7 +70,9 @@ export class QuantizedLinear extends Module implements Layer {
       (w.storage as Float32Array | Float64Array).subarray(w.offset, w.offset + numel(w.shape)),
     );
     const bias = linear.bias ? cast(linear.bias.detach(), 'f32') : null;
-    return new QuantizedLinear(quantizeMatrix(type, values, linear.outFeatures, linear.inFeatures), bias);
+    const q = new QuantizedLinear(quantizeMatrix(type, values, linear.outFeatures, linear.inFeatures), bias);
+    q.train(linear.training); // the mode a LoRA attached later follows (its dropout)
+    return q;
   }
 
   get bias(): Tensor | null {
@@ -96,12 +98,12 @@ export class QuantizedLinear extends Module implements Layer {
  * or Sequential's layer list. A parent that reaches the layer some other way is refused rather
  * than left running the old one.
  */
-function swapChild(parent: Module, name: string, old: Module, next: Module): void {
+function swapChild(parent: Module, name: string, old: Module, next: Module & Layer): void {
   const fields = parent as unknown as Record<string, unknown>;
   if (parent instanceof Sequential) {
     const layers = parent.layers as Layer[];
     const i = layers.indexOf(old as unknown as Layer);
-    if (i >= 0) layers[i] = next as QuantizedLinear;
+    if (i >= 0) layers[i] = next;
   } else if (fields[name] === old) {
     Reflect.set(parent, name, next);
   } else {
@@ -210,8 +212,11 @@ export function requantizeToQ8_0(rows: number, cols: number, row: (i: number) =>
   return { type: 'q8_0', rows, cols, blocks };
 }
 
-/** Puts `layer` in place of the Linear at `path` of `model` (what quantizeModel does per layer). */
-export function replaceLinear(model: Module, path: string, layer: QuantizedLinear): void {
+/**
+ * Puts `layer` in place of the Linear at `path` of `model` (what quantizeModel does per layer; a
+ * Linear back in place of a QuantizedLinear is how finetune/ dequantizes a layer for merging).
+ */
+export function replaceLinear(model: Module, path: string, layer: QuantizedLinear | Linear): void {
   const old = model.getModule(path);
   if (!(old instanceof Linear) && !(old instanceof QuantizedLinear))
     throw new ArgumentError(`replaceLinear: ${path} is a ${old.constructor.name}, not a Linear`);

@@ -5,7 +5,7 @@
  * streams through one buffer, so a file of any size is hashed in constant memory.
  */
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, read } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { FormatError, IOError } from '../errors.js';
 import { asIOError } from '../io/atomic.js';
@@ -63,22 +63,20 @@ export interface FileDigest {
 }
 
 /**
- * SHA-256 of an open file, streamed from its start to its end. Two buffers take turns: the next
- * chunk is read (on libuv's thread pool) while this one is hashed, so reading costs no extra time.
- * `buffers` lets a caller hashing many files reuse the pair.
+ * SHA-256 of an open file (its descriptor), streamed from its start to its end. Two buffers take
+ * turns: the next chunk is read (on libuv's thread pool) while this one is hashed, so reading
+ * costs no extra time. `buffers` lets a caller hashing many files reuse the pair. Read errors are
+ * thrown as the file system gave them (the caller names the file): hash workers run this too, and
+ * send the errno back.
  */
-export async function hashOpenFile(
-  fh: fsp.FileHandle,
-  path: string,
+export async function hashDescriptor(
+  fd: number,
   buffers: [Uint8Array, Uint8Array] = [new Uint8Array(HASH_CHUNK_BYTES), new Uint8Array(HASH_CHUNK_BYTES)],
 ): Promise<FileDigest> {
   const hash = createHash('sha256');
   const readAt = (buf: Uint8Array, position: number): Promise<number> =>
-    fh.read(buf, 0, buf.byteLength, position).then(
-      (r) => r.bytesRead,
-      (err: unknown) => {
-        throw asIOError(err, path, 'read');
-      },
+    new Promise((resolve, reject) =>
+      read(fd, buf, 0, buf.byteLength, position, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead))),
     );
   let size = 0;
   let turn = 0;

@@ -6,11 +6,13 @@
  * signed `ignore_paths` and those the caller adds.
  */
 import * as fsp from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { FormatError, UsageError } from '../errors.js';
 import { asIOError } from '../io/atomic.js';
 import { readRegularFile } from '../io/regular-file.js';
-import { HASH_CHUNK_BYTES, hashOpenFile, openBundleFile } from './files.js';
+import { openBundleFile } from './files.js';
+import { type HashJob, hashFiles, laneCount } from './hash-lanes.js';
 import { type LoadedKey, loadPublicKey } from './keys.js';
 import { GIT_PATHS, type Manifest, SIGNATURE_NAME, listModelFiles } from './manifest.js';
 import { MAX_SIGNATURE_BYTES, verifySignature } from './signature.js';
@@ -20,6 +22,8 @@ export interface VerifyOptions {
   signature?: string;
   /** More paths (relative to the model directory) to leave out, as model-signing's --ignore-paths. */
   ignorePaths?: readonly string[];
+  /** CPUs to hash on, several files at once (default: every CPU available); one file uses one. */
+  threads?: number;
 }
 
 export interface VerifiedFile {
@@ -121,19 +125,28 @@ export async function verifyModel(
 ): Promise<VerifyResult> {
   const key = await loadPublicKey(publicKeyPath);
   const listing = await checkSignedListing(model, key, options);
-  const buffers: [Uint8Array, Uint8Array] = [new Uint8Array(HASH_CHUNK_BYTES), new Uint8Array(HASH_CHUNK_BYTES)];
-  const files: VerifiedFile[] = [];
-  for (const r of listing.manifest.resources) {
-    const path = listing.singleFile ? model : join(model, r.name);
-    const fh = await openBundleFile(path, r.name);
-    try {
-      const { sha256, size } = await hashOpenFile(fh, path, buffers);
-      if (sha256 !== r.digest) throw changedError(path, r.name, r.digest, sha256);
-      files.push({ name: r.name, sha256, size });
-    } finally {
-      await fh.close();
-    }
-  }
+  const paths = listing.manifest.resources.map((r) => (listing.singleFile ? model : join(model, r.name)));
+  // Sizes only to decide how many CPUs to use: what is hashed is what each opened descriptor reads.
+  const sizes = await Promise.all(
+    paths.map((p) =>
+      fsp.lstat(p).then(
+        (st) => st.size,
+        () => 0,
+      ),
+    ),
+  );
+  const jobs = listing.manifest.resources.map((r, i): HashJob<VerifiedFile> => {
+    const path = paths[i]!;
+    return {
+      path,
+      open: () => openBundleFile(path, r.name),
+      check: ({ sha256, size }) => {
+        if (sha256 !== r.digest) throw changedError(path, r.name, r.digest, sha256);
+        return { name: r.name, sha256, size };
+      },
+    };
+  });
+  const files = await hashFiles(jobs, laneCount(sizes, options.threads ?? availableParallelism()));
   return {
     model,
     signature: listing.signature,

@@ -1,14 +1,13 @@
 /**
- * Chat messages → one prompt: the model's chat_template (tokenizer_config.json) rendered with
+ * Chat messages → one prompt: the model's chat_template (chat_template.jinja or tokenizer_config.json,
+ * or a GGUF file's tokenizer.chat_template; see src/load/chat-template-source.ts) rendered with
  * @huggingface/jinja as transformers' apply_chat_template does (messages, add_generation_prompt,
  * bos_token, eos_token), or, for a model without one, DEFAULT_TEMPLATE: each message as
  * `role: content` on its own line, then `assistant:`.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { FormatError } from '../errors.js';
-import { TOKENIZER_CONFIG_NAME, parseTokenizerConfig } from '../tokenizer/config.js';
+import type { OpenedLanguageModel } from '../load/language-model.js';
 import { invalidRequest } from './api-error.js';
 
 export interface ChatMessage {
@@ -54,21 +53,12 @@ export class ChatTemplate {
   }
 }
 
-/** The chat template of the model directory `dir` (its tokenizer_config.json), or the default one. */
-export async function loadChatTemplate(dir: string, tokenizerAddsBos: boolean): Promise<ChatTemplate> {
-  const path = join(dir, TOKENIZER_CONFIG_NAME);
-  let json: unknown = null;
-  try {
-    json = JSON.parse(await readFile(path, 'utf8'));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' && code !== 'ENOTDIR' && code !== 'EISDIR')
-      throw new FormatError('chat_template_invalid', `cannot read ${path}: ${(err as Error).message}`, { path });
-  }
-  const config = json === null ? null : parseTokenizerConfig(json, path);
-  return new ChatTemplate(
-    config?.chatTemplate ?? DEFAULT_TEMPLATE,
-    { bos_token: config?.bosToken ?? '', eos_token: config?.eosToken ?? '' },
-    tokenizerAddsBos,
-  );
+/**
+ * The chat template of an opened model (read through its own files: a sealed model's template
+ * comes from its decrypted bytes), or the default one when it has none.
+ */
+export function chatTemplateOf(opened: Pick<OpenedLanguageModel, 'chatTemplate' | 'textOptions'>): ChatTemplate {
+  const { template, bosToken, eosToken } = opened.chatTemplate;
+  const tokenizerAddsBos = (opened.textOptions.codec?.encode('').length ?? 0) > 0;
+  return new ChatTemplate(template ?? DEFAULT_TEMPLATE, { bos_token: bosToken, eos_token: eosToken }, tokenizerAddsBos);
 }

@@ -15,31 +15,53 @@ export interface ServedModel {
   created: number;
   generator: TextGenerator;
   chat: ChatTemplate;
+  /** For a LoRA adapter: the id of the base it runs on (absent for a base). */
+  parent?: string;
 }
 
 export type Kind = 'chat' | 'completion';
+
+/** One prompt of a request, with what generating from it needs. */
+export interface PreparedPrompt {
+  params: GenerationParams;
+  promptTokens: number;
+}
 
 /** A request turned into what generation needs, checked against the model and the server's caps. */
 export interface PreparedRequest {
   kind: Kind;
   model: ServedModel;
-  params: GenerationParams;
+  /**
+   * The prompts in order (chat: one). Choice `index` is `prompt × n + j` (OpenAI's order): prompt
+   * i's n choices, then prompt i + 1's.
+   */
+  prompts: PreparedPrompt[];
   n: number;
   stream: boolean;
   includeUsage: boolean;
+  /** Prompt tokens over all prompts (each counted once, whatever n). */
   promptTokens: number;
-  /** Tokens the quota reserves: the prompt plus n × max_tokens. */
+  /** Tokens the quota reserves: every prompt plus n × its max_tokens. */
   reserve: number;
 }
 
 export interface Caps {
   maxTokens: number;
   maxN: number;
+  /** Most choices (prompts × n) one request may ask for. */
+  maxChoices: number;
 }
 
 function messageText(content: ChatRequest['messages'][number]['content']): string {
   if (content === null) return '';
   return typeof content === 'string' ? content : content.map((p) => p.text).join('');
+}
+
+/** A completions `prompt` as a list: a string, a list of strings, token ids, or a list of token-id lists. */
+function completionPrompts(prompt: CompletionRequest['prompt']): (string | readonly number[])[] {
+  if (typeof prompt === 'string') return [prompt];
+  if (prompt.every((p) => typeof p === 'number')) return [prompt as number[]];
+  return prompt as (string | number[])[];
 }
 
 export function prepare(
@@ -49,31 +71,30 @@ export function prepare(
   caps: Caps,
 ): PreparedRequest {
   const g = model.generator;
-  let prompt: string | readonly number[];
+  let prompts: (string | readonly number[])[];
   let maxTokens: number | null | undefined;
   let topLogprobs: number | null;
   if (kind === 'chat') {
     const chat = body as ChatRequest;
-    prompt = model.chat.render(chat.messages.map((m) => ({ role: m.role, content: messageText(m.content) })));
+    prompts = [model.chat.render(chat.messages.map((m) => ({ role: m.role, content: messageText(m.content) })))];
     maxTokens = chat.max_completion_tokens ?? chat.max_tokens;
     topLogprobs = chat.logprobs ? (chat.top_logprobs ?? 0) : null;
     if (!chat.logprobs && (chat.top_logprobs ?? 0) > 0)
       throw invalidRequest('invalid_value', 'top_logprobs needs logprobs: true', 'top_logprobs');
   } else {
     const c = body as CompletionRequest;
-    prompt =
-      typeof c.prompt === 'string' ? c.prompt : typeof c.prompt[0] === 'string' ? c.prompt[0] : (c.prompt as number[]);
-    if (typeof prompt !== 'string' && prompt.some((id) => id >= g.vocabSize))
-      throw invalidRequest(
-        'invalid_value',
-        `prompt token ids must be below the vocabulary size ${g.vocabSize}`,
-        'prompt',
-      );
+    prompts = completionPrompts(c.prompt);
     maxTokens = c.max_tokens;
     topLogprobs = c.logprobs ?? null;
   }
   const n = body.n ?? 1;
   if (n > caps.maxN) throw invalidRequest('invalid_value', `n is at most ${caps.maxN} on this server, got ${n}`, 'n');
+  if (prompts.length * n > caps.maxChoices)
+    throw invalidRequest(
+      'invalid_value',
+      `this request asks for ${prompts.length} prompts × n = ${n}, ${prompts.length * n} choices; this server answers at most ${caps.maxChoices} per request (send the prompts in several requests)`,
+      'prompt',
+    );
   const maxParam =
     kind === 'chat' && (body as ChatRequest).max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
   if (maxTokens != null && maxTokens > caps.maxTokens)
@@ -82,23 +103,6 @@ export function prepare(
       `${maxParam} is at most ${caps.maxTokens} on this server, got ${maxTokens}`,
       maxParam,
     );
-  const promptTokens = g.promptTokens(prompt);
-  if (promptTokens === 0)
-    throw invalidRequest(
-      'invalid_value',
-      'the prompt is empty and the tokenizer adds no start token; send some text',
-      'prompt',
-    );
-  const room = g.contextLength - promptTokens;
-  if (room < 1 || (maxTokens != null && maxTokens > room))
-    throw invalidRequest(
-      'context_length_exceeded',
-      `this model's context is ${g.contextLength} tokens; the prompt has ${promptTokens}` +
-        (maxTokens != null ? ` and ${maxParam} asks for ${maxTokens}` : '') +
-        '; shorten the prompt or lower the token count',
-      maxTokens != null && room >= 1 ? maxParam : kind === 'chat' ? 'messages' : 'prompt',
-    );
-  const max = Math.min(maxTokens ?? caps.maxTokens, room);
   const logitBias = new Map<number, number>();
   for (const [id, bias] of Object.entries(body.logit_bias ?? {})) {
     if (Number(id) >= g.vocabSize)
@@ -110,27 +114,56 @@ export function prepare(
     logitBias.set(Number(id), bias);
   }
   const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+  const shared = {
+    temperature: body.temperature ?? 1,
+    topP: body.top_p ?? 1,
+    seed: body.seed ?? randomInt(2 ** 47),
+    stop,
+    ignoreEos: body.ignore_eos === true,
+    topLogprobs,
+    presencePenalty: body.presence_penalty ?? 0,
+    frequencyPenalty: body.frequency_penalty ?? 0,
+    logitBias,
+  };
+  const prepared = prompts.map((prompt, i): PreparedPrompt => {
+    // Messages name the prompt by its place when there are several.
+    const where = prompts.length > 1 ? ` (prompt ${i})` : '';
+    const param = kind === 'chat' ? 'messages' : prompts.length > 1 ? `prompt.${i}` : 'prompt';
+    if (typeof prompt !== 'string' && prompt.some((id) => id >= g.vocabSize))
+      throw invalidRequest(
+        'invalid_value',
+        `prompt token ids must be below the vocabulary size ${g.vocabSize}${where}`,
+        param,
+      );
+    const promptTokens = g.promptTokens(prompt);
+    if (promptTokens === 0)
+      throw invalidRequest(
+        'invalid_value',
+        `the prompt is empty and the tokenizer adds no start token; send some text${where}`,
+        param,
+      );
+    const room = g.contextLength - promptTokens;
+    if (room < 1 || (maxTokens != null && maxTokens > room))
+      throw invalidRequest(
+        'context_length_exceeded',
+        `this model's context is ${g.contextLength} tokens; the prompt${where} has ${promptTokens}` +
+          (maxTokens != null ? ` and ${maxParam} asks for ${maxTokens}` : '') +
+          '; shorten the prompt or lower the token count',
+        maxTokens != null && room >= 1 ? maxParam : param,
+      );
+    const max = Math.min(maxTokens ?? caps.maxTokens, room);
+    g.checkFits?.(promptTokens, max);
+    return { promptTokens, params: { ...shared, prompt, maxTokens: max } };
+  });
   return {
     kind,
     model,
+    prompts: prepared,
     n,
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
-    promptTokens,
-    reserve: promptTokens + n * max,
-    params: {
-      prompt,
-      maxTokens: max,
-      temperature: body.temperature ?? 1,
-      topP: body.top_p ?? 1,
-      seed: body.seed ?? randomInt(2 ** 47),
-      stop,
-      ignoreEos: body.ignore_eos === true,
-      topLogprobs,
-      presencePenalty: body.presence_penalty ?? 0,
-      frequencyPenalty: body.frequency_penalty ?? 0,
-      logitBias,
-    },
+    promptTokens: prepared.reduce((sum, p) => sum + p.promptTokens, 0),
+    reserve: prepared.reduce((sum, p) => sum + p.promptTokens + n * p.params.maxTokens, 0),
   };
 }
 
@@ -197,7 +230,9 @@ export async function respond(req: PreparedRequest, res: ServerResponse, signal:
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     res.flushHeaders();
   }
-  for (let index = 0; index < req.n; index++) {
+  for (let index = 0; index < req.prompts.length * req.n; index++) {
+    const prompt = req.prompts[Math.floor(index / req.n)]!;
+    const j = index % req.n;
     const logprobs: TokenLogprob[] = [];
     let offset = 0;
     const usageField = req.includeUsage ? { usage: null } : {};
@@ -227,8 +262,9 @@ export async function respond(req: PreparedRequest, res: ServerResponse, signal:
         ...usageField,
       });
     };
+    // seed + j: each prompt's choices are those it gets when sent alone.
     const result = await req.model.generator.generate(
-      { ...req.params, seed: req.params.seed + index },
+      { ...prompt.params, seed: prompt.params.seed + j },
       signal,
       onChunk,
     );
@@ -253,7 +289,7 @@ export async function respond(req: PreparedRequest, res: ServerResponse, signal:
     if (req.includeUsage) sse({ ...base, choices: [], usage });
     res.end('data: [DONE]\n\n');
   } else {
-    const withLogprobs = req.params.topLogprobs !== null;
+    const withLogprobs = req.prompts[0]!.params.topLogprobs !== null;
     const choices = results.map(({ result, logprobs }, index) =>
       req.kind === 'chat'
         ? {

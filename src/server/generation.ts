@@ -6,8 +6,10 @@
  * and takes over the interleaving.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { AdapterSet } from '../finetune/adapter-set.js';
 import type { OpenedLanguageModel } from '../load/language-model.js';
 import { type TextCodec, UTF8_BYTES, textSteps } from '../models/generate-text.js';
+import type { SamplingOptions } from '../models/sampling.js';
 
 export interface GenerationParams {
   /** Text, or token ids as they are. */
@@ -57,6 +59,8 @@ export interface TextGenerator {
   readonly contextLength: number;
   readonly vocabSize: number;
   promptTokens(prompt: string | readonly number[]): number;
+  /** Throws an ApiError when a request of this size can never run (the batching engine's KV budget). */
+  checkFits?(promptTokens: number, maxTokens: number): void;
   /** Runs to the end, the signal or maxTokens; `onChunk` receives text as it can be let out. */
   generate(
     params: GenerationParams,
@@ -65,15 +69,30 @@ export interface TextGenerator {
   ): Promise<GenerationResult>;
 }
 
+export interface ModelGeneratorOptions {
+  /**
+   * The LoRA adapters served on this base, and the one this generator runs with (null: the base
+   * alone). Every decoding step runs inside `set.use`, so sequences of different adapters
+   * interleave token by token and each step sees only its own delta. When a base has adapters,
+   * its own generator must go through the set too (name null), or it could run while one is attached.
+   */
+  adapters?: { set: AdapterSet; name: string | null };
+}
+
 export class ModelGenerator implements TextGenerator {
   readonly contextLength: number;
   readonly vocabSize: number;
   private readonly codec: TextCodec;
+  private readonly adapters: ModelGeneratorOptions['adapters'];
 
-  constructor(private readonly opened: OpenedLanguageModel) {
+  constructor(
+    private readonly opened: OpenedLanguageModel,
+    opts: ModelGeneratorOptions = {},
+  ) {
     this.contextLength = opened.model.contextLength;
     this.vocabSize = opened.model.config.vocab_size;
     this.codec = opened.textOptions.codec ?? UTF8_BYTES;
+    this.adapters = opts.adapters;
   }
 
   promptTokens(prompt: string | readonly number[]): number {
@@ -87,10 +106,8 @@ export class ModelGenerator implements TextGenerator {
   ): Promise<GenerationResult> {
     const steps = textSteps(this.opened.model, p.prompt, {
       ...this.opened.textOptions,
+      ...samplingOf(p),
       maxTokens: p.maxTokens,
-      temperature: p.temperature,
-      topP: p.topP === 0 ? 1 : p.topP,
-      greedy: p.temperature === 0 || p.topP === 0,
       seed: p.seed,
       stop: p.stop,
       ignoreEos: p.ignoreEos,
@@ -104,7 +121,7 @@ export class ModelGenerator implements TextGenerator {
         // Yield before each token: the prefill of a long prompt and every step let others in.
         await nextTurn();
         if (signal.aborted) return { text, finishReason: 'cancelled', promptTokens, completionTokens: produced };
-        const step = steps.next();
+        const step = this.adapters ? await this.adapters.set.use(this.adapters.name, () => steps.next()) : steps.next();
         if (step.done) {
           text += step.value.tail;
           if (step.value.tail) onChunk({ text: step.value.tail, logprob: null });
@@ -120,47 +137,52 @@ export class ModelGenerator implements TextGenerator {
         const { id, logits } = step.value.token;
         onChunk({
           text: step.value.text,
-          logprob: p.topLogprobs === null ? null : this.logprob(id, logits, p.topLogprobs),
+          logprob: p.topLogprobs === null ? null : tokenLogprob(this.codec, id, logits, p.topLogprobs),
         });
       }
     } finally {
       steps.return(undefined as never);
     }
   }
+}
 
-  /** The chosen token's log-probability under the model (before penalties and temperature), and the `top` likeliest. */
-  private logprob(id: number, logits: ArrayLike<number>, top: number): TokenLogprob {
-    let max = -Infinity;
-    for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]!);
-    let sum = 0;
-    for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
-    const logZ = max + Math.log(sum);
-    const best: number[] = [];
-    for (let i = 0; i < logits.length; i++) {
-      if (best.length === top && logits[i]! <= logits[best[top - 1]!]!) continue;
-      let at = Math.min(best.length, top - 1);
-      if (best.length < top) best.push(i);
-      while (at > 0 && logits[best[at - 1]!]! < logits[i]!) {
-        best[at] = best[at - 1]!;
-        at--;
-      }
-      best[at] = i;
+/** The chosen token's log-probability under the model (before penalties and temperature), and the `top` likeliest. */
+export function tokenLogprob(codec: TextCodec, id: number, logits: ArrayLike<number>, top: number): TokenLogprob {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]!);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
+  const logZ = max + Math.log(sum);
+  const best: number[] = [];
+  for (let i = 0; i < logits.length; i++) {
+    if (best.length === top && logits[i]! <= logits[best[top - 1]!]!) continue;
+    let at = Math.min(best.length, top - 1);
+    if (best.length < top) best.push(i);
+    while (at > 0 && logits[best[at - 1]!]! < logits[i]!) {
+      best[at] = best[at - 1]!;
+      at--;
     }
-    const alt = (t: number): TokenAlternative => {
-      const token = this.tokenText(t);
-      return { token, logprob: logits[t]! - logZ, bytes: [...Buffer.from(token, 'utf8')] };
-    };
-    return { ...alt(id), top: top > 0 ? best.map(alt) : [] };
+    best[at] = i;
   }
+  const alt = (t: number): TokenAlternative => {
+    const token = tokenText(codec, t);
+    return { token, logprob: logits[t]! - logZ, bytes: [...Buffer.from(token, 'utf8')] };
+  };
+  return { ...alt(id), top: top > 0 ? best.map(alt) : [] };
+}
 
-  private tokenText(id: number): string {
-    const d = this.codec.decoder();
-    return d.step(id) + d.flush();
-  }
+function tokenText(codec: TextCodec, id: number): string {
+  const d = codec.decoder();
+  return d.step(id) + d.flush();
+}
+
+/** The sampler's options for OpenAI's temperature and top_p (either at 0: greedy). */
+export function samplingOf(p: GenerationParams): SamplingOptions {
+  return { temperature: p.temperature, topP: p.topP === 0 ? 1 : p.topP, greedy: p.temperature === 0 || p.topP === 0 };
 }
 
 /** OpenAI's presence and frequency penalties and logit_bias, as a logits adjustment (undefined when all are neutral). */
-function penalties(
+export function penalties(
   p: GenerationParams,
 ): ((logits: Float32Array | Float64Array, produced: readonly number[]) => Float32Array | Float64Array) | undefined {
   if (p.presencePenalty === 0 && p.frequencyPenalty === 0 && p.logitBias.size === 0) return undefined;

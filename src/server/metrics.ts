@@ -14,7 +14,8 @@ export class Metrics {
     this.durationCount++;
   }
 
-  render(gauges: { active: number; queued: number }): string {
+  /** `kvBlocks`: the batching engine's KV cache blocks, when it runs. */
+  render(gauges: { active: number; queued: number; kvBlocks?: { used: number; free: number } }): string {
     const lines = [
       '# HELP knobs_requests_total HTTP requests answered, by route and status.',
       '# TYPE knobs_requests_total counter',
@@ -37,6 +38,13 @@ export class Metrics {
       '# TYPE knobs_generations_queued gauge',
       `knobs_generations_queued ${gauges.queued}`,
     ];
+    if (gauges.kvBlocks)
+      lines.push(
+        '# HELP knobs_kv_cache_blocks KV cache blocks of the batching engine, in use by running requests or free.',
+        '# TYPE knobs_kv_cache_blocks gauge',
+        `knobs_kv_cache_blocks{state="used"} ${gauges.kvBlocks.used}`,
+        `knobs_kv_cache_blocks{state="free"} ${gauges.kvBlocks.free}`,
+      );
     return lines.join('\n') + '\n';
   }
 }

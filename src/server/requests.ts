@@ -15,8 +15,19 @@ const MAX_STOP_LENGTH = 256;
 const MAX_LOGIT_BIAS = 300;
 export const MAX_TOP_LOGPROBS = 20;
 const MAX_MESSAGES = 1024;
+/** Most prompts in one completions request (the server's --max-choices is the working cap). */
+const MAX_PROMPTS = 1024;
 
 const nullish = <T extends z.ZodType>(t: T) => t.nullish();
+const tokenIds = z
+  .array(
+    z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1),
+  )
+  .min(1, 'a token-id prompt needs at least one id');
 const tokenCount = z
   .number()
   .int()
@@ -62,21 +73,34 @@ export const chatSchema = z.strictObject({
   top_logprobs: nullish(z.number().int().min(0).max(MAX_TOP_LOGPROBS)),
 });
 
+const promptList = z.union([z.array(z.string()), tokenIds, z.array(tokenIds)]);
+
+/**
+ * OpenAI's four forms of `prompt`: a string, a list of strings, token ids, a list of token-id
+ * lists. Checked by hand so that each wrong shape gets its own message (a zod union says only
+ * "Invalid input").
+ */
+const prompt = z.unknown().transform((v, ctx): string | z.infer<typeof promptList> => {
+  const fail = (message: string) => {
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  };
+  if (typeof v === 'string') return v;
+  if (!Array.isArray(v)) return fail('a string, a list of strings, token ids, or a list of token-id lists');
+  if (v.length === 0)
+    return fail('an empty list holds no prompt; send a string, strings, token ids or lists of token ids');
+  if (v.length > MAX_PROMPTS) return fail(`at most ${MAX_PROMPTS} prompts per request, got ${v.length}`);
+  const parsed = promptList.safeParse(v);
+  if (!parsed.success)
+    return fail(
+      'a prompt list holds only strings, only token ids (integers from 0), or only non-empty lists of token ids',
+    );
+  return parsed.data;
+});
+
 export const completionSchema = z.strictObject({
   ...sampling,
-  prompt: z.union([
-    z.string(),
-    z.array(z.string()).length(1, 'one prompt per request (send several requests, or use n)'),
-    z
-      .array(
-        z
-          .number()
-          .int()
-          .min(0)
-          .max(2 ** 31 - 1),
-      )
-      .min(1),
-  ]),
+  prompt,
   logprobs: nullish(z.number().int().min(0).max(MAX_TOP_LOGPROBS)),
 });
 

@@ -28,6 +28,8 @@ export interface ServerOptions extends Caps {
   /** Most time to receive the headers, and the whole request (slow clients are cut off). */
   headersTimeoutMs: number;
   requestTimeoutMs: number;
+  /** The batching engine's KV cache blocks, for /metrics (absent without the engine). */
+  kvBlocks?: () => { used: number; free: number };
   /** One structured log entry per request (and per server event). */
   log: (entry: Record<string, unknown>) => void;
 }
@@ -38,6 +40,7 @@ export const SERVER_DEFAULTS = {
   maxTokens: 1024,
   maxBody: DEFAULT_MAX_BODY,
   maxN: 1,
+  maxChoices: 16,
   deadlineMs: 120_000,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
@@ -163,7 +166,9 @@ export function createApiServer(opts: ServerOptions): ApiServer {
           '/metrics needs an admin key (knobs keys create --admin)',
         );
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-      return void res.end(metrics.render({ active: admission.active, queued: admission.queued }));
+      return void res.end(
+        metrics.render({ active: admission.active, queued: admission.queued, kvBlocks: opts.kvBlocks?.() }),
+      );
     }
     if (route.name === 'models')
       return send(res, 200, { object: 'list', data: visibleModels(ex.key).map(modelObject) });
@@ -370,7 +375,20 @@ function routeOf(method: string, path: string): { name: string; model?: string }
   );
 }
 
-const modelObject = (m: ServedModel) => ({ id: m.id, object: 'model', created: m.created, owned_by: 'knobs' });
+/**
+ * OpenAI's model object plus vLLM's fields: `parent` names the base of an adapter (null for a base),
+ * `root` the base the weights come from (vLLM puts a file path there; a closed server does not),
+ * `max_model_len` the context.
+ */
+const modelObject = (m: ServedModel) => ({
+  id: m.id,
+  object: 'model',
+  created: m.created,
+  owned_by: 'knobs',
+  root: m.parent ?? m.id,
+  parent: m.parent ?? null,
+  max_model_len: m.generator.contextLength,
+});
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));

@@ -5,7 +5,7 @@
  */
 import { closeSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { IOError, UsageError } from '../errors.js';
+import { BackendError, IOError, UsageError } from '../errors.js';
 import {
   type Admit,
   type KeyRecord,
@@ -63,6 +63,18 @@ const toRecord = (r: KeyRow): KeyRecord => ({
   revokedAt: r.revoked_at,
 });
 
+/**
+ * better-sqlite3 installed without its compiled binding — `npm ci --ignore-scripts`, as the quick
+ * start installs, skips that build: a typed error saying how to build it, or undefined for any other error.
+ */
+export function missingSqliteBinding(err: unknown): BackendError | undefined {
+  if (!(err instanceof Error) || !err.message.startsWith('Could not locate the bindings file')) return undefined;
+  return new BackendError(
+    "SQLite's native binding (better-sqlite3) is not built, and 'knobs serve' and 'knobs keys' keep API keys in SQLite: run 'npm rebuild better-sqlite3' (an install with --ignore-scripts, as the quick start's, skips that build)",
+    { package: 'better-sqlite3' },
+  );
+}
+
 export class SqliteKeyStore implements KeyStore {
   private constructor(private readonly db: Database.Database) {}
 
@@ -76,6 +88,8 @@ export class SqliteKeyStore implements KeyStore {
       db.exec(SCHEMA);
       return new SqliteKeyStore(db);
     } catch (err) {
+      const missing = missingSqliteBinding(err);
+      if (missing) throw missing;
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'SQLITE_CANTOPEN' || e.code === 'ENOENT')
         throw new IOError(

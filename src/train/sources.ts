@@ -11,6 +11,7 @@ import { type ImageDataset, type ImageLoaderState, loadIdxDataset } from '../dat
 import { ByteTextCorpus, type TextCorpus, TextBatcher, type TextBatcherState } from '../data/text.js';
 import { TokenTextCorpus } from '../data/token-text.js';
 import { Tokenizer, checkTokenizerFitsVocab } from '../tokenizer/tokenizer.js';
+import { loadGgufTokenizer } from '../models/gguf/tokenizer.js';
 import { mixSeed } from '../data/shuffle.js';
 import type { Tensor } from '../tensor.js';
 import type { LanguageModel, TrainableModel } from './build.js';
@@ -103,20 +104,34 @@ export async function openImageSplit(
 }
 
 /**
- * The recipe's tokenizer: null for "bytes", else its tokenizer.json, checked to fit the model's
- * vocabulary (rule `tokenizer_vocab_mismatch`); a missing file names the recipe field.
+ * The recipe's tokenizer: null for "bytes", else its tokenizer.json — or the tokenizer in a GGUF
+ * file's metadata when it names a `.gguf` file (`knobs tune` on a GGUF base) — checked to fit the
+ * model's vocabulary (rule `tokenizer_vocab_mismatch`); a missing file names the recipe field.
  */
 export async function loadRecipeTokenizer(recipe: Recipe): Promise<Tokenizer | null> {
   if (recipe.tokenizer === 'bytes' || !isLanguageModel(recipe.model)) return null;
   let tokenizer: Tokenizer;
   try {
-    tokenizer = await Tokenizer.fromFile(recipe.tokenizer);
+    tokenizer = recipe.tokenizer.toLowerCase().endsWith('.gguf')
+      ? await ggufTokenizer(recipe.tokenizer)
+      : await Tokenizer.fromFile(recipe.tokenizer);
   } catch (err) {
     if (err instanceof IOError)
       throw new IOError(`${err.message} (recipe field tokenizer)`, { ...err.details, field: 'tokenizer' });
     throw err;
   }
   checkTokenizerFitsVocab(tokenizer, recipe.model.vocab_size, "the recipe's model.vocab_size");
+  return tokenizer;
+}
+
+async function ggufTokenizer(path: string): Promise<Tokenizer> {
+  const tokenizer = await loadGgufTokenizer(path);
+  if (!tokenizer)
+    throw new FormatError(
+      'gguf_tokenizer_invalid',
+      `${path} has no tokenizer in its metadata (tokenizer.ggml.model is none); knobs needs one to turn text into tokens`,
+      { path, field: 'tokenizer' },
+    );
   return tokenizer;
 }
 

@@ -2,7 +2,8 @@
  * Tune recipes (`knobs tune BASE RECIPE.json`): a training recipe without `model` or `tokenizer`
  * (the base is the model, and its tokenizer reads the text) and with either a `lora` section
  * (PEFT's LoraConfig fields, checked by parseLoraConfig) or `trainable` / `frozen` glob lists over
- * stateDict() names (finetune/freeze.ts). Validated with zod like train recipes; errors name the
+ * stateDict() names (finetune/freeze.ts), and optionally `quantize` ("q8_0" / "q4_0": LoRA on the
+ * base quantized in memory). Validated with zod like train recipes; errors name the
  * file and the field.
  */
 import { z } from 'zod';
@@ -22,6 +23,8 @@ export const tuneRecipeSchema = z
     lora: z.record(z.string(), z.unknown()).optional(),
     trainable: globs.optional(),
     frozen: globs.optional(),
+    /** Quantize the base's float linear layers in memory before a LoRA tune (QLoRA-style). */
+    quantize: z.enum(['q8_0', 'q4_0']).optional(),
     ...runFields,
   })
   .refine((r) => (r.steps === undefined) !== (r.epochs === undefined), {
@@ -31,6 +34,10 @@ export const tuneRecipeSchema = z
   .refine((r) => (r.lora !== undefined) !== (r.trainable !== undefined || r.frozen !== undefined), {
     message: 'give either a "lora" section or "trainable" / "frozen" lists (not both, not neither)',
     path: ['lora'],
+  })
+  .refine((r) => r.quantize === undefined || r.lora !== undefined, {
+    message: 'a quantized base trains LoRA adapters only (its quantized weights cannot train); add a "lora" section',
+    path: ['quantize'],
   })
   .refine((r) => r.data.type === 'text', {
     message: 'knobs tune fine-tunes language models: the data must be text',

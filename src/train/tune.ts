@@ -19,6 +19,7 @@ import { FormatError, UsageError } from '../errors.js';
 import { baseDigest, saveLoraAdapter } from '../finetune/adapter.js';
 import { applyFreeze } from '../finetune/freeze.js';
 import { type LoraAdapter, applyLora, planLora } from '../finetune/lora.js';
+import { type QuantType, quantizeBase, quantizedElements } from '../finetune/quantized-base.js';
 import { saveSafetensors } from '../formats/safetensors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { parseJsonFile } from '../io/json.js';
@@ -54,7 +55,10 @@ export interface TuneFile {
   recipe: TuneRecipe;
 }
 
-export type TuneOptions = Omit<TrainOptions, 'runModel'>;
+export type TuneOptions = Omit<TrainOptions, 'runModel'> & {
+  /** Quantize the base's float linear layers before tuning (`--quantize`; overrides the recipe's `quantize`). */
+  quantize?: QuantType;
+};
 
 export interface TuneResult extends TrainResult {
   method: 'lora' | 'freeze';
@@ -140,8 +144,10 @@ export async function readTuneFile(out: string): Promise<TuneFile> {
 export interface TuneBase {
   path: string;
   model: CausalLM;
-  /** Its tokenizer (DIR/tokenizer.json); null for byte-level runs. */
+  /** Its tokenizer (DIR/tokenizer.json, or a GGUF file's metadata); null for byte-level runs. */
   tokenizer: Tokenizer | null;
+  /** 'gguf' when `path` is a GGUF file (its tokenizer is read from the file). */
+  kind?: string;
 }
 
 /**
@@ -158,11 +164,17 @@ export async function tune(opened: TuneBase, recipeIn: TuneRecipe, opts: TuneOpt
     throw new UsageError(
       `${basePath}: knobs tune trains GPT-2 and Llama-family models; this is a ${model.constructor.name}`,
     );
-  const { lora, trainable, frozen, ...fields } = recipeIn;
-  const hasTokenizer = opened.tokenizer !== null;
+  const { lora, trainable, frozen, quantize: recipeQuantize, ...fields } = recipeIn;
+  const quantize = opts.quantize ?? recipeQuantize;
+  if (quantize !== undefined && lora === undefined)
+    throw new UsageError(
+      `--quantize ${quantize}: a quantized base trains LoRA adapters only (its quantized weights cannot train); use a recipe with a "lora" section`,
+    );
+  // A GGUF file carries its tokenizer in its metadata; the recipe names the file (train/sources.ts).
+  const tokenizerPath = opened.kind === 'gguf' ? base : join(base, TOKENIZER_NAME);
   const trainRecipe = applyOverrides(
     parseRecipe(
-      { ...fields, model: modelSection(model), tokenizer: hasTokenizer ? join(base, TOKENIZER_NAME) : 'bytes' },
+      { ...fields, model: modelSection(model), tokenizer: opened.tokenizer !== null ? tokenizerPath : 'bytes' },
       source,
     ),
     opts,
@@ -176,17 +188,25 @@ export async function tune(opened: TuneBase, recipeIn: TuneRecipe, opts: TuneOpt
         steps: trainRecipe.steps,
         epochs: trainRecipe.epochs,
         seed: trainRecipe.seed,
+        ...(quantize !== undefined ? { quantize } : {}),
       }),
     ),
     source,
   );
   const tuneJson: TuneFile = { base, recipe: ran };
-  const total0 = model.numParameters();
+  const total0 = model.numParameters() + quantizedElements(model); // a GGUF base may hold quantized layers
 
   let adapter: LoraAdapter | null = null;
   let runModel: RunModel;
   if (lora !== undefined) {
     const config = { ...tuneLoraConfig(ran, source), base_model_name_or_path: basePath };
+    if (quantize !== undefined) {
+      // Before the plan and the digest: the adapter attaches to the quantized layers, and the
+      // digest records the base as it trains (its blocks).
+      const { kept } = quantizeBase(model, quantize);
+      for (const k of kept)
+        opts.onLog?.({ type: 'warning', message: `--quantize ${quantize}: ${k.name} stays f32 (${k.reason})` });
+    }
     const plan = planLora(model, config); // checks the targets before anything changes
     const digest = baseDigest(model);
     const baseConfig = { ...model.toHFConfig(), knobs_base_digest: digest };
@@ -231,7 +251,7 @@ export async function tune(opened: TuneBase, recipeIn: TuneRecipe, opts: TuneOpt
     ...result,
     method: lora !== undefined ? 'lora' : 'freeze',
     trainableParameters: model.numParameters({ trainableOnly: true }),
-    totalParameters: Math.max(total0, model.numParameters()),
+    totalParameters: Math.max(total0, model.numParameters() + quantizedElements(model)),
   };
 }
 

@@ -66,6 +66,26 @@ export interface NativeAddon {
   qmatmulBackward(type: number, dy: F32, M: number, N: number, w: Uint8Array, K: number, dx: F32): void;
   /** "avx512_vnni" or "scalar". */
   qmatmulIsa(): string;
+  /** Batch-invariant decode kernels (native/kernels/bi_decode.cpp; src/serve/ uses them): y [M, N] = x [M, K] · Wᵀ. */
+  biMatmul(x: F32, M: number, K: number, w: F32, N: number, y: F32): void;
+  biRmsNorm(x: F32, M: number, C: number, w: F32, eps: number, y: F32): void;
+  /** out [R, H, D]: each row attends to its own lens[r] positions in paged pools [blocks, KVH, block, D]. */
+  biPagedAttention(
+    q: F32,
+    R: number,
+    H: number,
+    D: number,
+    kpool: F32,
+    vpool: F32,
+    KVH: number,
+    block: number,
+    tables: Int32Array,
+    tableStride: number,
+    lens: Int32Array,
+    scale: number,
+    out: F32,
+  ): void;
+  biSwiglu(gate: F32, up: F32, n: number, out: F32): void;
   /** g · f'(x) for the activation ops (UNARY_CODE) only. */
   activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
@@ -222,7 +242,7 @@ function findAddon(): string | undefined {
 }
 
 /** ggml's type ids, which the addon takes for a block format. */
-const GGML_TYPE_ID: Readonly<Record<QuantizedMatrix['type'], number>> = { q8_0: 8, q4_0: 2 };
+export const GGML_TYPE_ID: Readonly<Record<QuantizedMatrix['type'], number>> = { q8_0: 8, q4_0: 2 };
 
 /** The raw addon (for fused kernels and benchmarks), or null; see nativeLoadError(). */
 export function loadNativeAddon(): NativeAddon | null {

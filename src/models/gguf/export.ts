@@ -90,16 +90,16 @@ export function ggufFromModel(input: GgufFromModelInput): GgufWriteInput {
   }
   const outputHead = named.some(([, , g]) => g === 'output.weight') ? 'output.weight' : 'token_embd.weight';
   for (const [name, t, ggufName] of named) {
-    // An f32 parameter's storage is used as is (the writer copies what it keeps).
-    const storage = t.contiguousStorage();
-    const values = storage instanceof Float32Array ? storage : Float32Array.from(storage as ArrayLike<number>);
-    const laid = relayout(relayoutOf(arch, name, heads), values, t.shape, true);
-    tensors.push({
-      name: ggufName,
-      shape: laid.shape,
-      data: laid.data,
-      type: ggufTensorType(ggufName, laid.shape, out, outputHead),
-    });
+    const r = relayoutOf(arch, name, heads);
+    const shape = r.kind === 'transpose' ? [...t.shape].reverse() : [...t.shape];
+    // Laid out when the writer reaches it, so a write holds one re-laid-out copy at a time; an f32
+    // parameter's storage is used as is (the writer copies what it keeps).
+    const data = (): Float32Array => {
+      const storage = t.contiguousStorage();
+      const values = storage instanceof Float32Array ? storage : Float32Array.from(storage as ArrayLike<number>);
+      return relayout(r, values, t.shape, true).data;
+    };
+    tensors.push({ name: ggufName, shape, data, type: ggufTensorType(ggufName, shape, out, outputHead) });
   }
   return { metadata, tensors };
 }

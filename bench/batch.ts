@@ -1,0 +1,313 @@
+/**
+ * Continuous batching (`npm run bench -- batch`, a named group): the ~76M Llama of llama-decode
+ * (DECODE_CONFIG), f32 and q8_0, N clients each sending a 64-token prompt and taking 128 greedy
+ * tokens, N = 1, 4, 16, 64. Rows (each peer measured in the same run):
+ *
+ *   batch_{type}_c{N}_tokens   aggregate tokens/s (all tokens / wall time, prefill included), knobs'
+ *                              engine in process vs llama.cpp (node-llama-cpp 3.21.1) with
+ *                              createContext({sequences: N}) decoding N sequences at once, same GGUF
+ *   batch_{type}_c{N}_p50/p99  per-token latency (gaps between a sequence's tokens), same peer
+ *   batch_{type}_c{N}_http     aggregate tokens/s over HTTP (streaming completions on loopback) vs the
+ *                              engine in process: what the server keeps
+ *   batch_{type}_scaling_c16   16 clients' tokens/s vs one client's (target ≥ 4)
+ *   bi_matmul_m{M}_k768_n2048  the batch-invariant f32 matmul vs oneDNN's sgemm on a decode shape
+ *
+ * KNOBS_BENCH_BATCH_TOKENS, _PROMPT and _CLIENTS (comma list) shorten it while iterating.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as k from '../src/index.js';
+import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
+import type { OpenedLanguageModel } from '../src/load/language-model.js';
+import { chatTemplateOf } from '../src/server/chat-template.js';
+import { NO_CHAT_TEMPLATE } from '../src/load/chat-template-source.js';
+import { SERVER_DEFAULTS, createApiServer } from '../src/server/server.js';
+import { BatchGenerator } from '../src/serve/batch-generator.js';
+import { BatchedLlama } from '../src/serve/batched-llama.js';
+import { BatchEngine } from '../src/serve/engine.js';
+import { DECODE_CONFIG } from './llama-decode.js';
+import { writeLlamaGguf } from './llama-gguf.js';
+import { PeerMissingError } from './peer.js';
+import { type BenchOptions, type BenchRow, makeRow, median } from './row.js';
+import { percentile } from './serve-load.js';
+
+const env = (name: string, fallback: string): string => process.env[`KNOBS_BENCH_BATCH_${name}`] ?? fallback;
+const PROMPT = Number(env('PROMPT', '64'));
+const TOKENS = Number(env('TOKENS', '128'));
+const CLIENTS = env('CLIENTS', '1,4,16,64').split(',').map(Number);
+const LLAMA_CPP = 'node-llama-cpp 3.21.1 (llama.cpp, sequences: N)';
+
+/** Timestamps (ms) of each client's tokens. */
+type Trace = number[][];
+
+interface Load {
+  tokensPerSecond: number;
+  gapsMs: number[];
+}
+
+function loadOf(traces: Trace, start: number): Load {
+  const end = Math.max(...traces.map((t) => t[t.length - 1] ?? start));
+  const tokens = traces.reduce((n, t) => n + t.length, 0);
+  const gapsMs = traces.flatMap((t) => t.slice(1).map((at, i) => at - t[i]!));
+  return { tokensPerSecond: tokens / ((end - start) / 1000), gapsMs };
+}
+
+const prompts = (n: number): number[][] =>
+  Array.from({ length: n }, (_, c) =>
+    Array.from({ length: PROMPT }, (_, i) => (i * 37 + 11 + c * 5) % DECODE_CONFIG.vocab_size),
+  );
+
+async function engineLoad(engine: BatchEngine, clients: number): Promise<Load> {
+  const traces: Trace = Array.from({ length: clients }, () => []);
+  const start = performance.now();
+  await Promise.all(
+    prompts(clients).map((prompt, c) =>
+      engine.submit({
+        prompt,
+        maxTokens: TOKENS,
+        sampling: { greedy: true },
+        seed: 0,
+        eos: new Set(),
+        adapter: null,
+        onToken: () => void traces[c]!.push(performance.now()),
+      }),
+    ),
+  );
+  return loadOf(traces, start);
+}
+
+/** Streaming completions; every token is one SSE event (logprobs: 0 makes even a partial character an event). */
+async function httpLoad(url: string, clients: number): Promise<Load> {
+  const traces: Trace = Array.from({ length: clients }, () => []);
+  const start = performance.now();
+  await Promise.all(
+    prompts(clients).map(
+      (prompt, c) =>
+        new Promise<void>((done, fail) => {
+          const req = request(`${url}/v1/completions`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+          });
+          req.on('response', (res) => {
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => {
+              const now = performance.now();
+              for (const _ of chunk.matchAll(/data: \{"id"/g)) traces[c]!.push(now);
+            });
+            res.on('end', done);
+          });
+          req.on('error', fail);
+          req.end(
+            JSON.stringify({
+              model: 'bench',
+              prompt,
+              max_tokens: TOKENS,
+              temperature: 0,
+              logprobs: 0,
+              stream: true,
+            }),
+          );
+        }),
+    ),
+  );
+  return loadOf(traces, start);
+}
+
+type LlamaCpp = typeof import('node-llama-cpp');
+
+async function cppLoad(model: import('node-llama-cpp').LlamaModel, clients: number, threads: number): Promise<Load> {
+  const context = await model.createContext({
+    contextSize: DECODE_CONFIG.max_position_embeddings,
+    sequences: clients,
+    threads,
+    flashAttention: false,
+    experimentalKvCacheKeyType: 'F32',
+    experimentalKvCacheValueType: 'F32',
+  });
+  try {
+    const traces: Trace = Array.from({ length: clients }, () => []);
+    const sequences = Array.from({ length: clients }, () => context.getSequence());
+    const start = performance.now();
+    await Promise.all(
+      prompts(clients).map(async (prompt, c) => {
+        let n = 0;
+        for await (const _ of sequences[c]!.evaluate(prompt as unknown as import('node-llama-cpp').Token[], {
+          temperature: 0,
+        })) {
+          traces[c]!.push(performance.now());
+          if (++n === TOKENS) break;
+        }
+      }),
+    );
+    return loadOf(traces, start);
+  } finally {
+    await context.dispose();
+  }
+}
+
+function makeModel(): k.Llama {
+  const model = new k.Llama(DECODE_CONFIG, { seed: 0 });
+  const C = DECODE_CONFIG.hidden_size;
+  (model.lm_head!.weight.storage as Float32Array).fill(0, 2 * C, 3 * C); // no </s>, as llama-decode
+  return model;
+}
+
+function kernelRows(addon: NonNullable<ReturnType<typeof loadNativeAddon>>, cores: 1 | 'all'): BenchRow[] {
+  const [K, N] = [768, 2048];
+  const w = Float32Array.from({ length: N * K }, (_, i) => Math.sin(i) * 0.05);
+  const rows: BenchRow[] = [];
+  for (const M of [1, 16, 64]) {
+    const x = Float32Array.from({ length: M * K }, (_, i) => Math.cos(i));
+    const y = new Float32Array(M * N);
+    const time = (fn: () => void): number => {
+      const reps = Math.max(3, Math.round(200 / M));
+      fn();
+      const t0 = performance.now();
+      for (let r = 0; r < reps; r++) fn();
+      return (2 * M * N * K * reps) / ((performance.now() - t0) / 1000) / 1e9;
+    };
+    const mine: number[] = [];
+    const theirs: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      mine.push(time(() => addon.biMatmul(x, M, K, w, N, y)));
+      theirs.push(time(() => addon.sgemm(0, 1, M, N, K, x, w, y)));
+    }
+    rows.push(
+      makeRow(`bi_matmul_m${M}_k${K}_n${N}`, cores, 'GFLOP/s', median(mine), 'oneDNN sgemm', median(theirs), true),
+    );
+  }
+  return rows;
+}
+
+export async function run(opts: BenchOptions): Promise<BenchRow[]> {
+  const backend = loadNativeBackend();
+  const addon = loadNativeAddon();
+  if (!backend || !addon) throw new Error(`batch bench needs the native backend: ${nativeLoadError()}`);
+  let cpp: LlamaCpp;
+  try {
+    cpp = await import('node-llama-cpp');
+  } catch (e) {
+    throw new PeerMissingError(`node-llama-cpp is not installed (${(e as Error).message})`, '');
+  }
+  const threads = opts.cores === 1 ? 1 : cpus().length;
+  const before = addon.info().threads;
+  addon.setThreads(threads);
+  const dir = await mkdtemp(join(tmpdir(), 'knobs-bench-batch-'));
+  const rows: BenchRow[] = kernelRows(addon, opts.cores);
+  const llama = await cpp.getLlama({ gpu: false, build: 'never', logLevel: cpp.LlamaLogLevel.error });
+  try {
+    for (const [fileType, quant] of [
+      ['F32', null],
+      ['Q8_0', 'q8_0'],
+    ] as const) {
+      const model = makeModel();
+      const path = join(dir, `llama-${fileType}.gguf`);
+      await writeLlamaGguf(model, fileType, path);
+      if (quant) k.quantizeModel(model, quant);
+      const engine = new BatchEngine(new BatchedLlama(model, addon), { kvCacheBytes: 1024 * 2 ** 20 });
+      const opened: OpenedLanguageModel = {
+        kind: 'run',
+        path: dir,
+        model,
+        tokenizer: null,
+        textOptions: {},
+        defaults: { temperature: 1, topK: 0, topP: 1 },
+        adapters: [],
+        chatTemplate: NO_CHAT_TEMPLATE,
+      };
+      const api = createApiServer({
+        ...SERVER_DEFAULTS,
+        maxConcurrency: 64,
+        maxQueue: 64,
+        keys: null,
+        models: [
+          {
+            id: 'bench',
+            created: 0,
+            generator: new BatchGenerator(opened, engine),
+            chat: chatTemplateOf(opened),
+          },
+        ],
+        log: () => {},
+      });
+      const url = await api.listen(0, '127.0.0.1');
+      const cppModel = await llama.loadModel({ modelPath: path });
+      try {
+        const type = fileType.toLowerCase();
+        await engineLoad(engine, 1); // warm-up
+        const tokens = new Map<number, number>();
+        for (const clients of CLIENTS) {
+          const mine = await engineLoad(engine, clients);
+          const overHttp = await httpLoad(url, clients);
+          const theirs = await cppLoad(cppModel, clients, threads);
+          tokens.set(clients, mine.tokensPerSecond);
+          const name = `batch_${type}_p${PROMPT}_n${TOKENS}_c${clients}`;
+          rows.push(
+            makeRow(
+              `${name}_tokens`,
+              opts.cores,
+              'tokens/s',
+              mine.tokensPerSecond,
+              LLAMA_CPP,
+              theirs.tokensPerSecond,
+              true,
+            ),
+            makeRow(
+              `${name}_p50`,
+              opts.cores,
+              'ms/token (p50)',
+              percentile(mine.gapsMs, 50),
+              LLAMA_CPP,
+              percentile(theirs.gapsMs, 50),
+              false,
+            ),
+            makeRow(
+              `${name}_p99`,
+              opts.cores,
+              'ms/token (p99)',
+              percentile(mine.gapsMs, 99),
+              LLAMA_CPP,
+              percentile(theirs.gapsMs, 99),
+              false,
+            ),
+            makeRow(
+              `${name}_http`,
+              opts.cores,
+              'tokens/s',
+              overHttp.tokensPerSecond,
+              'knobs engine in process',
+              mine.tokensPerSecond,
+              true,
+            ),
+          );
+          process.stderr.write(
+            `batch ${type} c${clients}: ${mine.tokensPerSecond.toFixed(1)} tok/s (llama.cpp ${theirs.tokensPerSecond.toFixed(1)}, http ${overHttp.tokensPerSecond.toFixed(1)})\n`,
+          );
+        }
+        if (tokens.has(1) && tokens.has(16))
+          rows.push(
+            makeRow(
+              `batch_${type}_scaling_c16`,
+              opts.cores,
+              'tokens/s',
+              tokens.get(16)!,
+              'knobs, one client',
+              tokens.get(1)!,
+              true,
+              4,
+            ),
+          );
+      } finally {
+        await api.drain();
+        await cppModel.dispose();
+      }
+    }
+  } finally {
+    addon.setThreads(before);
+    await llama.dispose();
+    await rm(dir, { recursive: true, force: true });
+  }
+  return rows;
+}

@@ -1,0 +1,194 @@
+/*
+ * Batch-invariant decode kernels for continuous batching (src/serve/): a row's result depends only
+ * on that row's data and the reduction length — never on how many rows came with it, which rows
+ * they were, or the thread count. That is what lets a request's tokens stay the same whoever
+ * else is decoding (docs/batching.md gives the argument).
+ *
+ * The rule every kernel here follows: one output element is always reduced by the same sequence
+ * of floating-point operations. Dot products run over K in chunks of 16 into 16 independent lanes
+ * (lane j sums the products at k ≡ j mod 16, in increasing k), then the lanes are added in one
+ * fixed pairwise tree, then the < 16 leftover products in order. Register tiles (several rows ×
+ * several weight rows at once) only interleave independent dot products; they never change one.
+ * Threads split output columns (matmul) or (row, head) pairs (attention) or rows (norms), never a
+ * reduction. oneDNN does not promise this: it picks its blocking and K-splitting by shape, so a
+ * row's bits can change with M.
+ */
+#include <math.h>
+#include <string.h>
+
+#include <vector>
+
+#include "internal.h"
+
+using namespace kn;
+
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+
+inline v16 load16(const float *p) {
+  v16 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* The fixed lane tree: 8 pairs, then 4, 2, 1. */
+inline float lanes_sum(v16 v) {
+  float a[16];
+  memcpy(a, &v, sizeof a);
+  for (int w = 8; w >= 1; w /= 2)
+    for (int i = 0; i < w; i++) a[i] += a[i + w];
+  return a[0];
+}
+
+/* The same tree for sixteen sums at once: output i of the result is lanes_sum(v[i]), bit for bit
+   (level by level the same pairs are added: lanes j and j+8, then j and j+4, j+2, j+1). */
+inline v16 lanes_sum16(const v16 *v) {
+  v16 w[8], u[4], z[2];
+  for (int p = 0; p < 8; p++)
+    w[p] = __builtin_shufflevector(v[2 * p], v[2 * p + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(v[2 * p], v[2 * p + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  for (int q = 0; q < 4; q++)
+    u[q] = __builtin_shufflevector(w[2 * q], w[2 * q + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+           __builtin_shufflevector(w[2 * q], w[2 * q + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  for (int s = 0; s < 2; s++)
+    z[s] = __builtin_shufflevector(u[2 * s], u[2 * s + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+           __builtin_shufflevector(u[2 * s], u[2 * s + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  return __builtin_shufflevector(z[0], z[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(z[0], z[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
+/* y[i, j] = x_i · w_j for an MR × NR tile (MR·NR ≤ 16); every (i, j) takes the same operations in
+   any tile: the lanes of a missing output are zeros that never meet another output's lanes. */
+template <int MR, int NR>
+inline __attribute__((always_inline)) void dot_tile(const float *x, int64_t ldx, const float *w, int64_t ldw,
+                                                    int64_t K, float *y, int64_t ldy) {
+  static_assert(MR * NR <= 16, "one lanes_sum16 per tile");
+  v16 acc[16];
+  for (int i = 0; i < 16; i++) acc[i] = v16{};
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    v16 wv[NR];
+    for (int j = 0; j < NR; j++) wv[j] = load16(w + j * ldw + k);
+    for (int i = 0; i < MR; i++) {
+      v16 xv = load16(x + i * ldx + k);
+      for (int j = 0; j < NR; j++) acc[i * NR + j] += xv * wv[j];
+    }
+  }
+  v16 sums = lanes_sum16(acc);
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NR; j++) {
+      float tail = 0.0f;
+      for (int64_t t = k; t < K; t++) tail += x[i * ldx + t] * w[j * ldw + t];
+      y[i * ldy + j] = sums[i * NR + j] + tail;
+    }
+}
+
+const int MR = 4;
+const int NR = 4;
+
+/* Rows [0, M) against weight rows [n0, n0 + nr), nr ≤ NR. */
+template <int NT>
+inline __attribute__((always_inline)) void column_block(const float *x, int64_t M, int64_t K, const float *w, int64_t n0,
+                                                        int64_t N, float *y) {
+  int64_t m = 0;
+  for (; m + MR <= M; m += MR) dot_tile<MR, NT>(x + m * K, K, w + n0 * K, K, K, y + m * N + n0, N);
+  for (; m < M; m++) dot_tile<1, NT>(x + m * K, K, w + n0 * K, K, K, y + m * N + n0, N);
+}
+
+KN_CLONES
+void matmul_columns(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y, int64_t t0,
+                    int64_t t1) {
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t n0 = t * NR;
+    if (n0 + NR <= N) column_block<NR>(x, M, K, w, n0, N, y);
+    else
+      for (int64_t n = n0; n < N; n++) column_block<1>(x, M, K, w, n, N, y);
+  }
+}
+
+/* One dot product, the matmul's order (lanes, then lanes_sum's tree, then the tail). */
+KN_CLONES
+float dot(const float *a, const float *b, int64_t n) {
+  v16 acc = v16{};
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) acc += load16(a + k) * load16(b + k);
+  float tail = 0.0f;
+  for (int64_t t = k; t < n; t++) tail += a[t] * b[t];
+  return lanes_sum(acc) + tail;
+}
+
+KN_CLONES
+void rms_rows(const float *x, int64_t C, const float *w, float eps, float *y, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float *xr = x + r * C;
+    float *yr = y + r * C;
+    float ss = dot(xr, xr, C);
+    float inv = 1.0f / sqrtf(ss / (float)C + eps);
+    for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] * inv) * w[c];
+  }
+}
+
+/* One (row, head): softmax(scale·q·Kᵀ)·V over the row's own `len` cached positions, in position order. */
+KN_CLONES
+void attend(const float *q, int64_t D, const float *kpool, const float *vpool, int64_t KVH, int64_t g,
+            int64_t block, const int32_t *table, int64_t len, float scale, float *s, float *out) {
+  float mx = -INFINITY;
+  for (int64_t t = 0; t < len; t++) {
+    int64_t at = (((int64_t)table[t / block] * KVH + g) * block + t % block) * D;
+    s[t] = dot(q, kpool + at, D) * scale;
+    if (s[t] > mx) mx = s[t];
+  }
+  float sum = 0.0f;
+  for (int64_t t = 0; t < len; t++) {
+    s[t] = expf(s[t] - mx);
+    sum += s[t];
+  }
+  for (int64_t d = 0; d < D; d++) out[d] = 0.0f;
+  for (int64_t t = 0; t < len; t++) {
+    const float *v = vpool + (((int64_t)table[t / block] * KVH + g) * block + t % block) * D;
+    float p = s[t];
+    for (int64_t d = 0; d < D; d++) out[d] += p * v[d];
+  }
+  float inv = 1.0f / sum;
+  for (int64_t d = 0; d < D; d++) out[d] *= inv;
+}
+
+}  // namespace
+
+void kn_bi_matmul_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y) {
+  if (M <= 0 || N <= 0) return;
+  int64_t tiles = (N + NR - 1) / NR;
+  /* At least ~64k multiply-adds per thread; the split only moves whole columns. */
+  int64_t per_tile = M * K * NR;
+  int64_t grain = per_tile >= 65536 ? 1 : 65536 / (per_tile > 0 ? per_tile : 1);
+  parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) { matmul_columns(x, M, K, w, N, y, t0, t1); });
+}
+
+void kn_bi_rms_norm_f32(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y) {
+  parallel_for(M, C >= 4096 ? 1 : 4096 / C + 1, [&](int64_t r0, int64_t r1) { rms_rows(x, C, w, eps, y, r0, r1); });
+}
+
+void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, const float *kpool,
+                               const float *vpool, int64_t KVH, int64_t block, const int32_t *tables,
+                               int64_t table_stride, const int32_t *lens, float scale, float *out) {
+  int64_t group = H / KVH;
+  parallel_for(R * H, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> s;
+    for (int64_t i = b; i < e; i++) {
+      int64_t r = i / H, h = i % H, len = lens[r];
+      if ((int64_t)s.size() < len) s.resize(len);
+      attend(q + i * D, D, kpool, vpool, KVH, h / group, block, tables + r * table_stride, len, scale, s.data(),
+             out + i * D);
+    }
+  });
+}
+
+void kn_bi_swiglu_f32(const float *gate, const float *up, int64_t n, float *out) {
+  parallel_for(n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) {
+      float g = gate[i];
+      out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+  });
+}

@@ -1,0 +1,43 @@
+/**
+ * Whether and how an opened model runs on the continuous-batching engine: Llama-family models
+ * (Llama, Mistral, Qwen2) with f32, q8_0 or q4_0 linear weights on the native backend. Anything
+ * else is served one sequence at a time by ModelGenerator, and `reason` says why.
+ */
+import { loadNativeAddon, nativeLoadError } from '../backends/native/index.js';
+import type { AdapterSet } from '../finetune/adapter-set.js';
+import type { OpenedLanguageModel } from '../load/language-model.js';
+import { Llama } from '../models/llama.js';
+import { KnobsError } from '../errors.js';
+import { BatchedLlama } from './batched-llama.js';
+import { BatchEngine } from './engine.js';
+
+export const DEFAULT_KV_CACHE_MB = 512;
+
+export interface BatchEngineChoice {
+  engine: BatchEngine | null;
+  /** Why the engine is not used (null when it is). */
+  reason: string | null;
+}
+
+export function openBatchEngine(
+  opened: OpenedLanguageModel,
+  opts: { kvCacheMb: number; adapters?: AdapterSet },
+): BatchEngineChoice {
+  const model = opened.model;
+  if (!(model instanceof Llama))
+    return { engine: null, reason: `batching runs Llama-family models; this is ${model.constructor.name}` };
+  if (opened.adapters.length > 0)
+    return { engine: null, reason: 'adapters attached to the model at load; serve them per request instead' };
+  const addon = loadNativeAddon();
+  if (!addon) return { engine: null, reason: `batching needs the native backend: ${nativeLoadError()}` };
+  try {
+    const batched = new BatchedLlama(model, addon);
+    return {
+      engine: new BatchEngine(batched, { kvCacheBytes: opts.kvCacheMb * 2 ** 20, adapters: opts.adapters }),
+      reason: null,
+    };
+  } catch (e) {
+    if (e instanceof KnobsError) return { engine: null, reason: e.message };
+    throw e;
+  }
+}

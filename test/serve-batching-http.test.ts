@@ -1,0 +1,178 @@
+/**
+ * The batching engine behind the HTTP server: concurrent requests answer as each does alone
+ * (streaming and not, seeded sampling, stop strings, logprobs), a request that can never fit in the
+ * KV budget is refused with an OpenAI-shaped 400, and aborted streams give every block back
+ * (knobs_kv_cache_blocks on /metrics).
+ */
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
+import { openLanguageModel } from '../src/load/language-model.js';
+import { chatTemplateOf } from '../src/server/chat-template.js';
+import { type ApiServer, SERVER_DEFAULTS, createApiServer } from '../src/server/server.js';
+import { BatchGenerator } from '../src/serve/batch-generator.js';
+import type { BatchEngine } from '../src/serve/engine.js';
+import { openBatchEngine } from '../src/serve/open.js';
+import { makeServedModelDir } from './harness/api-server.js';
+import { startServe } from './harness/serve-cli.js';
+
+const skip = loadNativeBackend() ? false : `native backend not built: ${nativeLoadError()}`;
+
+interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+async function post(url: string, path: string, body: unknown): Promise<Answer> {
+  const res = await fetch(url + path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe('serve with continuous batching', { skip }, () => {
+  let tmp = '';
+  let api: ApiServer;
+  let url = '';
+  let engine: BatchEngine;
+
+  before(async () => {
+    const made = await makeServedModelDir(512);
+    tmp = made.tmp;
+    const opened = await openLanguageModel(made.dir);
+    // A small budget, so that requests wait for room: 16 blocks of 16 positions.
+    const choice = openBatchEngine(opened, { kvCacheMb: 1 / 16 });
+    assert.ok(choice.engine, choice.reason ?? '');
+    engine = choice.engine;
+    assert.equal(engine.kv.totalBlocks, 16);
+    api = createApiServer({
+      ...SERVER_DEFAULTS,
+      maxConcurrency: 64,
+      maxQueue: 64,
+      keys: null,
+      models: [
+        {
+          id: 'tiny',
+          created: 0,
+          generator: new BatchGenerator(opened, engine),
+          chat: chatTemplateOf(opened),
+        },
+      ],
+      kvBlocks: () => ({ used: engine.kv.usedBlocks, free: engine.kv.freeBlocks }),
+      log: () => {},
+    });
+    url = await api.listen(0, '127.0.0.1');
+  });
+  after(async () => {
+    await api?.drain();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  const body = (i: number): Record<string, unknown> => ({
+    model: 'tiny',
+    prompt: 'abc def '.repeat(1 + (i % 4)) + String(i),
+    max_tokens: 12 + (i % 5),
+    temperature: i % 2 === 0 ? 0 : 1,
+    seed: 7 + i,
+    ...(i % 3 === 0 ? { logprobs: 2 } : {}),
+    ...(i % 4 === 1 ? { stop: ['a'] } : {}),
+  });
+
+  it('concurrent completions answer as each does alone, at 2 threads and at 1', async () => {
+    const strip = (b: Record<string, unknown>): unknown => ({ choices: b.choices, usage: b.usage });
+    const addon = loadNativeAddon()!;
+    const threads = addon.setThreads(2);
+    let together: Answer[];
+    try {
+      together = await Promise.all(Array.from({ length: 10 }, (_, i) => post(url, '/v1/completions', body(i))));
+      addon.setThreads(1);
+      for (const [i, t] of together.entries()) {
+        assert.equal(t.status, 200, JSON.stringify(t.body));
+        const alone = await post(url, '/v1/completions', body(i));
+        assert.deepEqual(strip(t.body), strip(alone.body), `request ${i}`);
+      }
+    } finally {
+      addon.setThreads(threads);
+    }
+    const choice = (together[0]!.body.choices as { logprobs: { tokens: string[] } }[])[0]!;
+    assert.equal(choice.logprobs.tokens.length, 12);
+  });
+
+  it('a request that can never fit in the KV budget is refused at admission', async () => {
+    const blocks = engine.kv.totalBlocks;
+    const r = await post(url, '/v1/completions', {
+      model: 'tiny',
+      prompt: 'abc',
+      max_tokens: blocks * 16 + 1,
+      stream: true,
+    });
+    assert.equal(r.status, 400);
+    const error = r.body.error as Record<string, unknown>;
+    assert.equal(error.code, 'kv_cache_too_small');
+    assert.equal(error.type, 'invalid_request_error');
+    assert.match(String(error.message), /needs \d+ KV cache blocks .* holds \d+; lower max_tokens/);
+  });
+
+  it('streams cut off by their clients give every block back', async () => {
+    const cut = Array.from(
+      { length: 24 },
+      (_, i) =>
+        new Promise<void>((done) => {
+          const req = request(`${url}/v1/completions`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+          });
+          req.on('response', (res) => {
+            let chunks = 0;
+            res.on('data', () => {
+              if (++chunks === 1 + (i % 3)) req.destroy();
+            });
+            res.on('close', done);
+          });
+          req.on('error', () => done());
+          req.end(
+            JSON.stringify({
+              model: 'tiny',
+              prompt: 'abc '.repeat(i % 5),
+              max_tokens: 200,
+              stream: true,
+              temperature: 0,
+            }),
+          );
+        }),
+    );
+    await Promise.all(cut);
+    // The server notices each close on its next turn; wait for the engine to drain.
+    for (let i = 0; i < 200 && engine.stats.running + engine.stats.waiting > 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    assert.match(metrics, /knobs_kv_cache_blocks\{state="used"\} 0\n/);
+    assert.match(metrics, new RegExp(`knobs_kv_cache_blocks\\{state="free"\\} ${engine.kv.totalBlocks}\\n`));
+  });
+
+  it('knobs serve batches by default; --no-batching runs the old path', async () => {
+    const made = await makeServedModelDir(512);
+    try {
+      for (const [flags, batched] of [
+        [['--kv-cache-mb', '8'], true],
+        [['--no-batching'], false],
+      ] as const) {
+        const server = await startServe([made.dir, ...flags]);
+        try {
+          const answer = await post(server.url, '/v1/completions', { model: 'tiny', prompt: 'abc', max_tokens: 4 });
+          assert.equal(answer.status, 200);
+          const metrics = await (await fetch(`${server.url}/metrics`)).text();
+          assert.equal(/knobs_kv_cache_blocks\{state="free"\}/.test(metrics), batched, metrics);
+        } finally {
+          await server.stop();
+        }
+      }
+    } finally {
+      await rm(made.tmp, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,383 @@
+/**
+ * Continuous batching (src/serve/): the batch-invariant kernels, the batched Llama forward against
+ * the model's own forward, the KV budget, and the issue's evidence — sixteen concurrent requests
+ * (mixed prompt lengths, adapters, seeded sampling and greedy) give the same tokens and the same
+ * logits, bit for bit, as each request run alone, at 1 and 2 threads.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as k from '../src/index.js';
+import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
+import { saveLoraAdapter } from '../src/finetune/adapter.js';
+import { AdapterSet } from '../src/finetune/adapter-set.js';
+import { applyLora, parseLoraConfig } from '../src/finetune/lora.js';
+import { quantizeModel } from '../src/nn/quantized-linear.js';
+import { BatchedLlama } from '../src/serve/batched-llama.js';
+import { BatchEngine, KvBudgetError, type SequenceRequest } from '../src/serve/engine.js';
+import { PagedKvCache } from '../src/serve/paged-kv.js';
+
+const native = loadNativeBackend();
+const addon = native ? loadNativeAddon() : null;
+const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
+if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1')
+  throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
+if (native && !k.backends().includes('native')) k.registerBackend(native);
+
+const CONFIG = {
+  vocab_size: 96,
+  hidden_size: 64,
+  intermediate_size: 160,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 128,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  tie_word_embeddings: false,
+  bos_token_id: 1,
+  eos_token_id: 2,
+};
+
+function randoms(n: number, seed: number, scale: number): Float32Array {
+  const g = new k.Generator(seed);
+  return Float32Array.from({ length: n }, () => g.normal() * scale);
+}
+
+/** The last row of model.forward(ids): the unbatched reference. */
+function referenceLogits(model: k.Llama, ids: readonly number[]): Float32Array {
+  const logits = k.noGrad(() => model.forward(k.fromArray(ids, [1, ids.length], { dtype: 'i32' })));
+  const V = CONFIG.vocab_size;
+  return (logits.contiguousStorage() as Float32Array).slice((ids.length - 1) * V, ids.length * V);
+}
+
+function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  let scale = 0;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) {
+    scale = Math.max(scale, Math.abs(b[i]!));
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+  }
+  return d / scale;
+}
+
+describe('batch-invariant kernels', { skip }, () => {
+  it('biMatmul: a row is the same bits in any batch and at any thread count, and matches f64', () => {
+    const [M, K, N] = [37, 200, 75];
+    const x = randoms(M * K, 1, 1);
+    const w = randoms(N * K, 2, 0.1);
+    const run = (xs: Float32Array, m: number): Float32Array => {
+      const y = new Float32Array(m * N);
+      addon!.biMatmul(xs, m, K, w, N, y);
+      return y;
+    };
+    const before = addon!.setThreads(1);
+    try {
+      const one = run(x, M);
+      for (const t of [2, 3]) {
+        addon!.setThreads(t);
+        assert.deepEqual(run(x, M), one, `threads ${t}`);
+      }
+      for (const m of [0, 5, 36])
+        assert.deepEqual(run(x.slice(m * K, (m + 1) * K), 1), one.subarray(m * N, (m + 1) * N));
+      assert.deepEqual(run(x.slice(4 * K, 7 * K), 3), one.subarray(4 * N, 7 * N));
+      for (let m = 0; m < M; m += 9)
+        for (let n = 0; n < N; n += 7) {
+          let ref = 0;
+          for (let i = 0; i < K; i++) ref += x[m * K + i]! * w[n * K + i]!;
+          assert.ok(Math.abs(one[m * N + n]! - ref) < 1e-4, `[${m}, ${n}]`);
+        }
+    } finally {
+      addon!.setThreads(before);
+    }
+  });
+
+  it('biPagedAttention: each row reads only its own blocks and length, as a dense softmax does', () => {
+    const [H, KVH, D, block] = [4, 2, 8, 16];
+    const blocks = 6;
+    const kpool = randoms(blocks * KVH * block * D, 3, 1);
+    const vpool = randoms(blocks * KVH * block * D, 4, 1);
+    const tables = Int32Array.from([5, 1, 0, 3, 2, 4]); // row 0: blocks 5, 1, 0; row 1: blocks 3, 2, 4
+    const lens = Int32Array.from([40, 17]);
+    const q = randoms(2 * H * D, 5, 1);
+    const out = new Float32Array(2 * H * D);
+    addon!.biPagedAttention(q, 2, H, D, kpool, vpool, KVH, block, tables, 3, lens, 0.3, out);
+    for (let r = 0; r < 2; r++)
+      for (let h = 0; h < H; h++) {
+        const g = Math.floor(h / (H / KVH));
+        const at = (t: number): number =>
+          ((tables[r * 3 + Math.floor(t / block)]! * KVH + g) * block + (t % block)) * D;
+        const s = Array.from({ length: lens[r]! }, (_, t) => {
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[(r * H + h) * D + d]! * kpool[at(t) + d]!;
+          return dot * 0.3;
+        });
+        const mx = Math.max(...s);
+        const p = s.map((v) => Math.exp(v - mx));
+        const z = p.reduce((a, b) => a + b, 0);
+        for (let d = 0; d < D; d++) {
+          const ref = p.reduce((acc, pt, t) => acc + pt * vpool[at(t) + d]!, 0) / z;
+          assert.ok(Math.abs(out[(r * H + h) * D + d]! - ref) < 1e-5, `row ${r} head ${h}`);
+        }
+      }
+    // Row 1 alone: the same bits.
+    const alone = new Float32Array(H * D);
+    addon!.biPagedAttention(
+      q.slice(H * D),
+      1,
+      H,
+      D,
+      kpool,
+      vpool,
+      KVH,
+      block,
+      tables.slice(3),
+      3,
+      lens.slice(1),
+      0.3,
+      alone,
+    );
+    assert.deepEqual(alone, out.subarray(H * D));
+  });
+
+  it('bad block tables are refused, not read out of bounds', () => {
+    const pool = new Float32Array(2 * 1 * 16 * 4);
+    const call = (tables: number[], len: number): void =>
+      addon!.biPagedAttention(
+        new Float32Array(4),
+        1,
+        1,
+        4,
+        pool,
+        pool,
+        1,
+        16,
+        Int32Array.from(tables),
+        tables.length,
+        Int32Array.from([len]),
+        1,
+        new Float32Array(4),
+      );
+    assert.throws(() => call([2], 3), /block 2 is not in the pool/);
+    assert.throws(() => call([0], 17), /does not fit its table/);
+    assert.throws(() => call([0], 0), /does not fit its table/);
+  });
+});
+
+describe('continuous batching', { skip }, () => {
+  let dir = '';
+  let model: k.Llama;
+  let adapters: AdapterSet;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'knobs-batching-'));
+    // Two adapters with random (nonzero) B, made on a twin of the base and saved as PEFT directories.
+    for (const [name, seed, targets] of [
+      ['a', 11, ['q_proj', 'v_proj']],
+      ['b', 12, ['o_proj', 'down_proj', 'gate_proj']],
+    ] as const) {
+      const twin = new k.Llama(CONFIG, { seed: 0 });
+      const adapter = applyLora(twin, parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: [...targets] }), {
+        generator: new k.Generator(seed),
+      });
+      for (const l of adapter.layers.values()) {
+        const b = l.lora_B.weight.storage as Float32Array;
+        b.set(randoms(b.length, seed + 100, 0.2));
+      }
+      await saveLoraAdapter(join(dir, name), twin, adapter);
+    }
+    model = new k.Llama(CONFIG, { seed: 0 });
+    model.eval();
+    adapters = new AdapterSet(model);
+    await adapters.load('a', join(dir, 'a'));
+    await adapters.load('b', join(dir, 'b'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  const engineOf = (m: k.Llama, mb = 4, prefillChunk = 7): BatchEngine =>
+    new BatchEngine(new BatchedLlama(m, addon!), { kvCacheBytes: mb * 2 ** 20, prefillChunk, adapters });
+
+  it('matches the model forward (base and adapters) step after step', async () => {
+    const engine = engineOf(model);
+    for (const name of [null, 'a', 'b'] as const) {
+      const got: Float32Array[] = [];
+      const prompt = [1, 5, 9, 33, 20, 7, 64, 3, 3, 12, 40];
+      const { tokens } = await engine.submit({
+        prompt,
+        maxTokens: 6,
+        sampling: { greedy: true },
+        seed: 0,
+        eos: new Set(),
+        adapter: name,
+        onToken: (_, logits) => void got.push(logits.slice()),
+      });
+      await adapters.use(name, () => {
+        tokens.forEach((_, i) => {
+          const ref = referenceLogits(model, [...prompt, ...tokens.slice(0, i)]);
+          assert.ok(maxRelDiff(got[i]!, ref) < 1e-4, `adapter ${name}, step ${i}: ${maxRelDiff(got[i]!, ref)}`);
+        });
+      });
+    }
+  });
+
+  /** Sixteen requests of the issue: prompt lengths 1…46, three adapters, greedy and seeded sampling, penalties. */
+  function sixteen(): SequenceRequest[] {
+    return Array.from({ length: 16 }, (_, i) => {
+      const len = 1 + ((i * 13) % 47);
+      const sampled = i % 2 === 1;
+      return {
+        prompt: Array.from({ length: len }, (_, t) => (t * 7 + i * 3 + 1) % CONFIG.vocab_size),
+        maxTokens: 6 + ((i * 5) % 17),
+        sampling: sampled ? { temperature: 0.8 + (i % 3) * 0.2, topP: 0.9 } : { greedy: true },
+        seed: 1000 + i,
+        eos: new Set([2]),
+        adapter: [null, 'a', 'b'][i % 3]!,
+        adjustLogits:
+          i % 4 === 3
+            ? (logits, produced) => {
+                for (const id of produced) logits[id] = logits[id]! - 0.5;
+                return logits;
+              }
+            : undefined,
+      };
+    });
+  }
+
+  interface Trace {
+    tokens: number[];
+    finishReason: string;
+    hash: string;
+  }
+
+  function traced(engine: BatchEngine, req: SequenceRequest): Promise<Trace> {
+    const h = createHash('sha256');
+    return engine
+      .submit({
+        ...req,
+        onToken: (_, logits) => void h.update(new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength)),
+      })
+      .then((r) => ({ tokens: r.tokens, finishReason: r.finishReason, hash: h.digest('hex') }));
+  }
+
+  it('16 concurrent requests give the tokens and logits each gives alone, at 1 and 2 threads', async () => {
+    const before = addon!.setThreads(1);
+    try {
+      const runs: { threads: number; together: Trace[]; alone: Trace[] }[] = [];
+      for (const threads of [1, 2]) {
+        addon!.setThreads(threads);
+        const engine = engineOf(model);
+        const together = await Promise.all(sixteen().map((r) => traced(engine, r)));
+        assert.ok(engine.stats.steps < together.reduce((n, t) => n + t.tokens.length, 0), 'requests shared steps');
+        const alone: Trace[] = [];
+        for (const r of sixteen()) alone.push(await traced(engineOf(model), r));
+        runs.push({ threads, together, alone });
+        assert.equal(engine.kv.usedBlocks, 0, 'every block came back');
+      }
+      for (const { threads, together, alone } of runs)
+        together.forEach((t, i) => assert.deepEqual(t, alone[i], `threads ${threads}, request ${i}`));
+      assert.deepEqual(runs[1]!.together, runs[0]!.together, 'threads 1 and 2 agree');
+      const sampled = runs[0]!.together.filter((_, i) => i % 2 === 1);
+      assert.ok(new Set(sampled.map((t) => t.tokens.join())).size > 1, 'the requests really differ');
+    } finally {
+      addon!.setThreads(before);
+    }
+  });
+
+  it('q8_0 weights: batched equals alone', async () => {
+    const q = new k.Llama(CONFIG, { seed: 0 });
+    quantizeModel(q, 'q8_0');
+    const engine = new BatchEngine(new BatchedLlama(q, addon!), { kvCacheBytes: 4 * 2 ** 20, prefillChunk: 5 });
+    const reqs = sixteen()
+      .slice(0, 8)
+      .map((r) => ({ ...r, adapter: null }));
+    const together = await Promise.all(reqs.map((r) => traced(engine, r)));
+    for (const [i, r] of reqs.entries()) assert.deepEqual(await traced(engine, r), together[i]);
+  });
+
+  it('the KV budget: a request that can never fit is refused, others wait for room', async () => {
+    const blockBytes = PagedKvCache.blockBytes({ layers: 2, kvHeads: 2, headDim: 16 });
+    const engine = new BatchEngine(new BatchedLlama(model, addon!), { kvCacheBytes: 5 * blockBytes });
+    assert.equal(engine.kv.totalBlocks, 5);
+    assert.throws(
+      () => new PagedKvCache({ layers: 1, kvHeads: 64, headDim: 128 }, 2 ** 20),
+      (e: unknown) =>
+        e instanceof k.ArgumentError && /cannot allocate 1048576 blocks .*lower --kv-cache-mb/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        engine.submit({
+          prompt: [1, 2, 3],
+          maxTokens: 100,
+          sampling: { greedy: true },
+          seed: 0,
+          eos: new Set(),
+          adapter: null,
+        }),
+      (e: unknown) => e instanceof KvBudgetError && /needs 7 KV cache blocks.*holds 5/.test(e.message),
+    );
+    // Each needs 2 blocks (20 + 12 − 1 positions): two run at once, the rest wait, all finish.
+    let peak = 0;
+    const reqs = Array.from({ length: 6 }, (_, i) =>
+      engine.submit({
+        prompt: Array.from({ length: 20 }, (_, t) => (t + i) % 90),
+        maxTokens: 12,
+        sampling: { greedy: true },
+        seed: 0,
+        eos: new Set(),
+        adapter: null,
+        onToken: () => void (peak = Math.max(peak, engine.kv.usedBlocks)),
+      }),
+    );
+    const results = await Promise.all(reqs);
+    assert.ok(results.every((r) => r.tokens.length === 12 && r.finishReason === 'length'));
+    assert.equal(peak, 4);
+    assert.equal(engine.kv.usedBlocks, 0);
+  });
+
+  it('a callback that throws fails its own request only', async () => {
+    const engine = engineOf(model);
+    const base = { maxTokens: 5, sampling: { greedy: true }, seed: 0, eos: new Set<number>(), adapter: null };
+    const [bad, good] = await Promise.allSettled([
+      engine.submit({
+        ...base,
+        prompt: [1, 2, 3],
+        onToken: () => {
+          throw new Error('client bug');
+        },
+      }),
+      engine.submit({ ...base, prompt: [4, 5, 6] }),
+    ]);
+    assert.equal(bad.status, 'rejected');
+    assert.match(String((bad as PromiseRejectedResult).reason), /client bug/);
+    assert.equal(good.status === 'fulfilled' && good.value.tokens.length, 5);
+    assert.equal(engine.kv.usedBlocks, 0);
+  });
+
+  it('an abort frees its blocks at once, running or waiting', async () => {
+    const engine = engineOf(model, 1);
+    const controllers = Array.from({ length: 40 }, () => new AbortController());
+    const pending = controllers.map((c, i) =>
+      engine.submit({
+        prompt: Array.from({ length: 10 + i }, (_, t) => t % 90),
+        maxTokens: 50,
+        sampling: { greedy: true },
+        seed: 0,
+        eos: new Set(),
+        adapter: null,
+        signal: c.signal,
+        onToken: (_, __) => {
+          if (i % 3 === 0) c.abort();
+        },
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 5));
+    for (const [i, c] of controllers.entries()) if (i % 3 === 1) c.abort();
+    const results = await Promise.all(pending);
+    assert.ok(results.some((r) => r.finishReason === 'cancelled'));
+    assert.equal(engine.kv.usedBlocks, 0);
+    assert.equal(engine.stats.running + engine.stats.waiting, 0);
+  });
+});
