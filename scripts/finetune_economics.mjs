@@ -352,7 +352,10 @@ function table(files) {
   const names = [...new Set(rows.filter((r) => r.kind === 'setup').map((r) => r.name))];
   for (const name of names) {
     const setups = rows.filter((r) => r.kind === 'setup' && r.name === name);
-    const setup = { ...setups[0], methods: [...new Set(setups.flatMap((s) => s.methods))] };
+    const methods = [...new Set(setups.flatMap((s) => s.methods))].sort(
+      (a, b) => METHODS.indexOf(a) - METHODS.indexOf(b),
+    );
+    const setup = { ...setups[0], methods };
     const base = rows.find((r) => r.kind === 'base' && r.name === name);
     // A sweep cut short (no `chosen` rows yet) still gives its best run so far, without the KJV loss.
     const finished = rows.filter((r) => r.kind === 'chosen' && r.name === name);
