@@ -13,6 +13,7 @@
  * size; the LoRA rows' peer is the full step's child. Lower is better, ratio = full / LoRA.
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as k from '../src/index.js';
@@ -138,11 +139,17 @@ function child(variant: string, steps: number): void {
   // Collect between steps (the child runs with --expose-gc), so the high-water mark is one step's
   // working set — weights, activations, gradients, optimizer state — not when V8 happens to collect.
   const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  // Building the variant (an f32 model first, quantized or wrapped after) peaks higher than some
+  // steps do: reset the high-water mark to what is resident now, so the row measures training.
+  writeFileSync('/proc/self/clear_refs', '5');
   for (let i = 0; i < steps; i++) {
     step();
     gc?.();
   }
-  process.stdout.write(`${JSON.stringify({ kib: process.resourceUsage().maxRSS })}\n`);
+  const hwm = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  if (!hwm) throw new Error('lora-train child: no VmHWM in /proc/self/status');
+  process.stdout.write(`${JSON.stringify({ kib: Number(hwm[1]) })}\n`);
 }
 
 if (process.argv[2] === '--child') child(process.argv[3]!, Number(process.argv[4]));
