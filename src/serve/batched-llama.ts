@@ -130,12 +130,18 @@ export class BatchedLlama {
     if (layer instanceof QuantizedLinear) {
       const { type, blocks, rows: N, cols: K } = layer.weight;
       const id = GGML_TYPE_ID[type];
+      // Packed once here: qmatmul on ggml blocks repacks them on every call where VNNI makes the
+      // packed layout worth it (the same integers per block, so the same bits either way).
+      const packedBytes = this.addon.qrepackBytes(id, N, K);
+      const packed = packedBytes > 0 ? new Uint8Array(packedBytes) : null;
+      if (packed) this.addon.qrepack(id, blocks, N, K, packed);
       return {
         path,
         out: N,
         apply: (x, M) => {
           const y = new Float32Array(M * N);
-          if (M > 0) this.addon.qmatmul(id, x, M, K, blocks, N, y);
+          if (M > 0 && packed) this.addon.qmatmulPacked(id, x, M, K, packed, N, y);
+          else if (M > 0) this.addon.qmatmul(id, x, M, K, blocks, N, y);
           return addBias(y, M, bias);
         },
       };
