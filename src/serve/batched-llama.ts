@@ -9,7 +9,7 @@
  * LoRA: each row names its adapter (or none); for every adapted projection the rows of one adapter
  * are gathered and get `scaling · B(A x)` added, computed with the same batch-invariant matmul.
  */
-import { GGML_TYPE_ID, type NativeAddon } from '../backends/native/index.js';
+import { type NativeAddon, quantizedProduct } from '../backends/native/index.js';
 import { ArgumentError } from '../errors.js';
 import type { LoraAdapter } from '../finetune/lora.js';
 import type { Llama } from '../models/llama.js';
@@ -128,20 +128,15 @@ export class BatchedLlama {
       );
     const bias = layer.bias ? f32Data(layer.bias, `${path}.bias`) : null;
     if (layer instanceof QuantizedLinear) {
-      const { type, blocks, rows: N, cols: K } = layer.weight;
-      const id = GGML_TYPE_ID[type];
-      // Packed once here: qmatmul on ggml blocks repacks them on every call where VNNI makes the
-      // packed layout worth it (the same integers per block, so the same bits either way).
-      const packedBytes = this.addon.qrepackBytes(id, N, K);
-      const packed = packedBytes > 0 ? new Uint8Array(packedBytes) : null;
-      if (packed) this.addon.qrepack(id, blocks, N, K, packed);
+      const weight = layer.weight;
+      const N = weight.rows;
       return {
         path,
         out: N,
         apply: (x, M) => {
           const y = new Float32Array(M * N);
-          if (M > 0 && packed) this.addon.qmatmulPacked(id, x, M, K, packed, N, y);
-          else if (M > 0) this.addon.qmatmul(id, x, M, K, blocks, N, y);
+          // The packed copy the backend's decode step also uses (made once per weight).
+          if (M > 0) quantizedProduct(this.addon, x, M, weight, y);
           return addBias(y, M, bias);
         },
       };

@@ -9,7 +9,7 @@ import { parseJsonFile } from '../io/json.js';
 import { readRegularText } from '../io/regular-file.js';
 
 /** A recipe is a page of JSON; anything larger is the wrong file. */
-export const MAX_RECIPE_BYTES = 1024 * 1024;
+const MAX_RECIPE_BYTES = 1024 * 1024;
 
 const positiveInt = z.number().int().positive();
 
@@ -283,8 +283,8 @@ export function parseRecipe(json: unknown, source = 'recipe'): Recipe {
   return result.data;
 }
 
-/** Reads and validates a recipe file. */
-export async function loadRecipe(path: string): Promise<Recipe> {
+/** A recipe file's JSON, unvalidated (bounded read; IOError or FormatError naming the file). */
+export async function readRecipeJson(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await readRegularText(path, MAX_RECIPE_BYTES, 'recipe');
@@ -292,5 +292,10 @@ export async function loadRecipe(path: string): Promise<Recipe> {
     if (err instanceof KnobsError) throw err;
     throw new IOError(`cannot read recipe ${path}: ${(err as Error).message}`, { path });
   }
-  return parseRecipe(parseJsonFile(text, path, 'recipe_not_json'), path);
+  return parseJsonFile(text, path, 'recipe_not_json');
+}
+
+/** Reads and validates a recipe file. */
+export async function loadRecipe(path: string): Promise<Recipe> {
+  return parseRecipe(await readRecipeJson(path), path);
 }

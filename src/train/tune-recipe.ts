@@ -7,11 +7,9 @@
  * file and the field.
  */
 import { z } from 'zod';
-import { FormatError, IOError, KnobsError } from '../errors.js';
+import { FormatError } from '../errors.js';
 import { type LoraConfig, parseLoraConfig } from '../finetune/lora.js';
-import { parseJsonFile } from '../io/json.js';
-import { readRegularText } from '../io/regular-file.js';
-import { MAX_RECIPE_BYTES, fieldPath, runFields, runName } from './recipe.js';
+import { fieldPath, readRecipeJson, runFields, runName } from './recipe.js';
 
 const globs = z.array(z.string().min(1)).min(1);
 
@@ -84,12 +82,5 @@ export function tuneLoraConfig(recipe: TuneRecipe, source = 'recipe'): LoraConfi
 
 /** Reads and validates a tune recipe file. */
 export async function loadTuneRecipe(path: string): Promise<TuneRecipe> {
-  let text: string;
-  try {
-    text = await readRegularText(path, MAX_RECIPE_BYTES, 'recipe');
-  } catch (err) {
-    if (err instanceof KnobsError) throw err;
-    throw new IOError(`cannot read recipe ${path}: ${(err as Error).message}`, { path });
-  }
-  return parseTuneRecipe(parseJsonFile(text, path, 'recipe_not_json'), path);
+  return parseTuneRecipe(await readRecipeJson(path), path);
 }

@@ -271,6 +271,34 @@ function findAddon(): string | undefined {
 export const GGML_TYPE_ID: Readonly<Record<QuantizedMatrix['type'], number>> = { q8_0: 8, q4_0: 2 };
 
 /** The raw addon (for fused kernels and benchmarks), or null; see nativeLoadError(). */
+/*
+ * Each q8_0 / q4_0 weight's packed layout (native/kernels/qmatmul.cpp, "x16"), made on its first
+ * product and kept while the weight lives: 1.06× / 1.11× its blocks' bytes more memory, for a product
+ * that no longer spends its time rearranging blocks (docs/performance.md, "Decode"). The ggml
+ * blocks stay as they are (the input gradient, GGUF export and the js reference read them). One
+ * cache per process, so the backend's ops, its decode step and the batch engine share one copy.
+ */
+const packedWeights = new WeakMap<QuantizedMatrix, Uint8Array | null>();
+
+function packedOf(addon: NativeAddon, w: QuantizedMatrix): Uint8Array | null {
+  let packed = packedWeights.get(w);
+  if (packed === undefined) {
+    const type = GGML_TYPE_ID[w.type];
+    const bytes = addon.qrepackBytes(type, w.rows, w.cols);
+    packed = bytes > 0 ? new Uint8Array(bytes) : null;
+    if (packed) addon.qrepack(type, w.blocks, w.rows, w.cols, packed);
+    packedWeights.set(w, packed);
+  }
+  return packed;
+}
+
+/** y [M, N] = x [M, K] · Wᵀ on W's packed layout when it has one, else on its blocks (the same bits). */
+export function quantizedProduct(addon: NativeAddon, x: F32, M: number, w: QuantizedMatrix, y: F32): void {
+  const packed = packedOf(addon, w);
+  if (packed) addon.qmatmulPacked(GGML_TYPE_ID[w.type], x, M, w.cols, packed, w.rows, y);
+  else addon.qmatmul(GGML_TYPE_ID[w.type], x, M, w.cols, w.blocks, w.rows, y);
+}
+
 export function loadNativeAddon(): NativeAddon | null {
   const path = findAddon();
   if (!path) {
@@ -431,30 +459,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
   };
 
   const denseOpt = (v: KernelView | null): F32 | null => (v ? dense(v) : null);
-  /*
-   * Each q8_0 / q4_0 weight's packed layout (native/kernels/qmatmul.cpp, "x16"), made on its first
-   * product and kept while the weight lives: 1.06× / 1.11× its blocks' bytes more memory, for a product
-   * that no longer spends its time rearranging blocks (docs/performance.md, "Decode"). The ggml
-   * blocks stay as they are (the input gradient, GGUF export and the js reference read them).
-   */
-  const packedWeights = new WeakMap<QuantizedMatrix, Uint8Array | null>();
-  const packedOf = (w: QuantizedMatrix): Uint8Array | null => {
-    let packed = packedWeights.get(w);
-    if (packed === undefined) {
-      const type = GGML_TYPE_ID[w.type];
-      const bytes = addon.qrepackBytes(type, w.rows, w.cols);
-      packed = bytes > 0 ? new Uint8Array(bytes) : null;
-      if (packed) addon.qrepack(type, w.blocks, w.rows, w.cols, packed);
-      packedWeights.set(w, packed);
-    }
-    return packed;
-  };
-  /** y [M, N] = x [M, K] · Wᵀ on the packed layout when W has one, else on the blocks. */
-  const qmatmul = (x: F32, M: number, w: QuantizedMatrix, y: F32): void => {
-    const packed = packedOf(w);
-    if (packed) addon.qmatmulPacked(GGML_TYPE_ID[w.type], x, M, w.cols, packed, w.rows, y);
-    else addon.qmatmul(GGML_TYPE_ID[w.type], x, M, w.cols, w.blocks, w.rows, y);
-  };
+  const qmatmul = (x: F32, M: number, w: QuantizedMatrix, y: F32): void => quantizedProduct(addon, x, M, w, y);
 
   const fused: FusedKernels = {
     softmax(x: KernelView, log: boolean): Storage {
