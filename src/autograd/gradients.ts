@@ -85,10 +85,10 @@ type Rule<K extends PrimitiveName> = (
  * backend's fused one-pass kernel when it has one for these tensors (test/fused.test.ts holds the
  * two together). MLP blocks spend a training step's elementwise time here, hence the fusion.
  */
-function activationRule(op: ActivationOp, grad: (g: Tensor, x: Tensor, out: Tensor) => Tensor): Rule<ActivationOp> {
-  return (g, [x], _ctx, out) => {
+function activationRule(op: ActivationOp, grad: (g: Tensor, x: Tensor) => Tensor): Rule<ActivationOp> {
+  return (g, [x]) => {
     const fused = fusedFor('activationBackward', [x!, g]);
-    return [fused ? new TensorClass(fused.activationBackward(op, x!, g), x!.shape, x!.dtype) : grad(g, x!, out)];
+    return [fused ? new TensorClass(fused.activationBackward(op, x!, g), x!.shape, x!.dtype) : grad(g, x!)];
   };
 }
 
@@ -96,10 +96,10 @@ const INV_SQRT_2PI = 0.3989422804014327;
 
 /**
  * gelu'(x) = Φ(x) + x·φ(x). Φ(x) = gelu(x)/x (gelu(0)/0 → Φ(0) = ½), which spares erf a primitive
- * of its own: the forward output already holds it, to the output's relative precision.
+ * of its own. gelu(x) is recomputed rather than kept from the forward (the tape holds only x).
  */
-function geluGrad(g: Tensor, x: Tensor, out: Tensor): Tensor {
-  const cdf = ops.where(ops.eq(x, 0), 0.5, ops.div(out, x));
+function geluGrad(g: Tensor, x: Tensor): Tensor {
+  const cdf = ops.where(ops.eq(x, 0), 0.5, ops.div(ops.gelu(x), x));
   const pdf = ops.mul(ops.exp(ops.mul(ops.mul(x, x), -0.5)), INV_SQRT_2PI);
   return ops.mul(g, ops.add(cdf, ops.mul(x, pdf)));
 }
@@ -178,7 +178,7 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   tanh: (g, _i, _c, out) => [ops.mul(g, ops.sub(1, ops.mul(out, out)))],
   sigmoid: (g, _i, _c, out) => [ops.mul(g, ops.mul(ops.sub(1, out), out))],
   // relu'(0) = 0; where, not g·mask, so an infinite g does not become NaN where the mask is 0.
-  relu: activationRule('relu', (g, _x, out) => ops.where(ops.le(out, 0), 0, g)),
+  relu: activationRule('relu', (g, x) => ops.where(ops.le(x, 0), 0, g)),
   gelu: activationRule('gelu', geluGrad),
   gelu_tanh: activationRule('gelu_tanh', geluTanhGrad),
   silu: activationRule('silu', siluGrad),
@@ -362,7 +362,8 @@ function extremumReduceGrad(g: Tensor, x: Tensor, out: Tensor, axes: readonly nu
   return [ops.mul(back(ops.div(g, count), x), hits)];
 }
 
-export function gradientOf(node: Node, g: Tensor, out: Tensor): Grads {
+/** The input gradients of one node; `node.out` is there for the rules that read the output (./retention.ts). */
+export function gradientOf(node: Node, g: Tensor): Grads {
   const rule = GRADIENTS[node.op] as Rule<PrimitiveName>;
-  return rule(g, node.inputs, node.ctx as never, out);
+  return rule(g, node.inputs, node.ctx as never, node.out!);
 }
