@@ -14,6 +14,7 @@ import type { DType } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 import { Tensor as TensorClass } from '../tensor.js';
 import * as ops from '../ops/index.js';
+import { loraLinearGrad } from '../ops/lora-linear.js';
 import type { Node } from './tape.js';
 
 type None = Record<string, never>;
@@ -68,6 +69,8 @@ export interface GradContexts {
   causalAttention: { scale: number; lse: Tensor };
   /** x · Wᵀ with W in ggml blocks (src/ops/quantized.ts); W is frozen, only x gets a gradient. */
   quantizedMatmul: { w: QuantizedMatrix };
+  /** The fused LoRA linear (src/ops/lora-linear.ts); t = scaling · h·Aᵀ [M, r]. */
+  loraLinear: { scaling: number; quantized: QuantizedMatrix | null; t: Tensor };
 }
 
 export type PrimitiveName = keyof GradContexts;
@@ -246,6 +249,7 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   crossEntropy: (g, _i, { dlogits }) => [ops.mul(dlogits, g)],
   causalAttention: causalAttentionGrad,
   quantizedMatmul: (g, _i, { w }) => [ops.quantizedMatmulInputGrad(g, w)],
+  loraLinear: loraLinearGrad,
 };
 
 /*

@@ -15,8 +15,8 @@ import type { Tensor } from '../tensor.js';
 import { Tensor as TensorClass } from '../tensor.js';
 import type { PrimitiveName } from './gradients.js';
 
-/** For each input, whether its values are read, given which inputs get a gradient. */
-type InputValues = (wanted: readonly boolean[]) => readonly boolean[];
+/** For each input, whether its values are read, given which inputs get a gradient (and the inputs). */
+type InputValues = (wanted: readonly boolean[], inputs: readonly (Tensor | null)[]) => readonly boolean[];
 
 const NONE: InputValues = (wanted) => wanted.map(() => false);
 /** Binary products: each input's gradient reads the other input. */
@@ -62,6 +62,11 @@ const INPUT_VALUES: Partial<Record<PrimitiveName, InputValues>> = {
   conv2d: CROSSED,
   // da = g / b; db = −g·a / b².
   div: ([, b]) => [!!b, true],
+  // [x, W, bias, h, A, B] (src/ops/lora-linear.ts): x for dW, and for dA when h is x (h null).
+  loraLinear: ([x, w, , h, a], inputs) => {
+    const shared = inputs[3] === null;
+    return [!!w || (shared && !!a), !!x, false, !!a, (shared && !!x) || !!h, !!x || !!h || !!a];
+  },
 };
 
 /** Listed ops whose rule reads the output; an unlisted op keeps its output too. */
@@ -99,7 +104,10 @@ function shapeOnly(t: Tensor): Tensor {
 export function retainedInputs(op: PrimitiveName, inputs: readonly (Tensor | null)[]): readonly (Tensor | null)[] {
   const rule = INPUT_VALUES[op];
   if (!rule) return inputs;
-  const needed = rule(inputs.map((t) => !!t?.requiresGrad));
+  const needed = rule(
+    inputs.map((t) => !!t?.requiresGrad),
+    inputs,
+  );
   return inputs.map((t, i) => {
     if (!t || needed[i] || (t.requiresGrad && !t.gradFn)) return t;
     return shapeOnly(t);

@@ -88,7 +88,8 @@ export type FusedKernelName =
   | 'causalAttention'
   | 'adam'
   | 'activationBackward'
-  | 'quantizedMatmul';
+  | 'quantizedMatmul'
+  | 'matmulAccumulate';
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'softmax',
   'layerNorm',
@@ -98,6 +99,7 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'adam',
   'activationBackward',
   'quantizedMatmul',
+  'matmulAccumulate',
 ];
 
 /** ggml block formats a quantized weight can be held in (32 values per block). */
@@ -243,6 +245,12 @@ export interface FusedKernels {
   quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage;
   /** g [..., N] · W → [..., K] (the input gradient; W gets none). */
   quantizedMatmulBackward(g: KernelView, w: QuantizedMatrix): Storage;
+  /**
+   * c [M, N] (row-major; the caller's own, freshly computed) += alpha · a [M, K] · b [K, N], for
+   * 2-D views a and b (transposed views too): the GEMM's beta = 1, so a fused LoRA linear
+   * (src/finetune/lora-linear.ts) adds its low-rank product into the base's output in the GEMM's pass.
+   */
+  matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void;
 }
 
 /**

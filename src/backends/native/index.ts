@@ -114,6 +114,8 @@ export interface NativeAddon {
   ): void;
   /** g · f'(x) for the activation ops (UNARY_CODE) only. */
   activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
+  /** c += alpha · a · b, 2-D views (FusedKernels.matmulAccumulate). */
+  matmulAccumulate(a: F32, b: F32, meta: Float64Array, c: F32, alpha: number): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
   where(cond: Uint8Array, a: F32, b: F32, meta: Float64Array, out: F32): void;
   assign(dst: Storage, src: Storage, meta: Float64Array): void;
@@ -595,6 +597,9 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       const out = allocF32(numel(x.shape));
       addon.activationBackward(UNARY_CODE[op], f32(x), f32(g), pack(x, g), out);
       return out;
+    },
+    matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void {
+      addon.matmulAccumulate(f32(a), f32(b), pack(a, b), c, alpha);
     },
     quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage {
       const M = numel(x.shape) / w.cols;
