@@ -854,7 +854,7 @@ void attn_dims(napi_env env, napi_value *v, int64_t *BH, int64_t *T, int64_t *D)
   CHECK((double)*BH * (double)*T * (double)*D < 4e15, "BH·T·D is too large");
 }
 
-/* causalAttention(q, k, v, BH, T, D, scale, out, lse?) */
+/* causalAttention(q, k, v, BH, T, D, scale, out, lse?): dense [BH, T, D] */
 FN(js_causal_attention) {
   BODY_BEGIN
   ARG_COUNT(9);
@@ -863,7 +863,8 @@ FN(js_causal_attention) {
   int64_t n = BH * T * D;
   const float *q = req_f32(env, a.argv[0], n, "q"), *k = req_f32(env, a.argv[1], n, "k"), *v = req_f32(env, a.argv[2], n, "v");
   float *out = req_f32(env, a.argv[7], n, "out"), *lse = opt_f32(env, a.argv[8], BH * T, "lse");
-  kn_causal_attention_f32(q, k, v, BH, T, D, (float)NUM(6, "scale"), out, lse);
+  kn_attn_layout dense = {T * D, 0, D};
+  kn_causal_attention_f32(q, k, v, BH, 1, T, D, dense, dense, (float)NUM(6, "scale"), out, lse);
   return undefined(env);
   BODY_END
 }
@@ -879,11 +880,63 @@ FN(js_causal_attention_backward) {
   const float *o = req_f32(env, a.argv[3], n, "out"), *lse = req_f32(env, a.argv[4], BH * T, "lse");
   const float *g = req_f32(env, a.argv[5], n, "g");
   float *dq = req_f32(env, a.argv[10], n, "dq"), *dk = req_f32(env, a.argv[11], n, "dk"), *dv = req_f32(env, a.argv[12], n, "dv");
-  kn_causal_attention_backward_f32(q, k, v, o, lse, g, BH, T, D, (float)NUM(9, "scale"), dq, dk, dv);
+  kn_attn_layout dense = {T * D, 0, D};
+  kn_causal_attention_backward_f32(q, k, v, o, lse, g, BH, 1, T, D, dense, dense, (float)NUM(9, "scale"), dq, dk, dv);
   return undefined(env);
   BODY_END
 }
 
+/* B, T, H, D of the packed layout: qkv [B, T, 3·H·D], out [B, T, H·D]. */
+void qkv_dims(napi_env env, napi_value *v, int64_t *B, int64_t *T, int64_t *H, int64_t *D) {
+  *B = int_at(env, v[0], "B", 0, BIG);
+  *T = int_at(env, v[1], "T", 0, BIG);
+  *H = int_at(env, v[2], "H", 0, BIG);
+  *D = int_at(env, v[3], "D", 0, BIG);
+  CHECK((double)*B * (double)*T * (double)*H * (double)*D < 1e15, "B·T·H·D is too large");
+}
+
+/* The three heads' layouts of qkv [B, T, 3C] and of out [B, T, C], C = H·D. */
+void qkv_layouts(int64_t T, int64_t H, int64_t D, kn_attn_layout *in, kn_attn_layout *ol) {
+  const int64_t C = H * D;
+  *in = {T * 3 * C, D, 3 * C};
+  *ol = {T * C, D, C};
+}
+
+/* causalAttentionQKV(qkv, B, T, H, D, scale, out, lse?) */
+FN(js_causal_attention_qkv) {
+  BODY_BEGIN
+  ARG_COUNT(8);
+  int64_t B, T, H, D;
+  qkv_dims(env, a.argv + 1, &B, &T, &H, &D);
+  int64_t n = B * T * H * D;
+  const float *qkv = req_f32(env, a.argv[0], 3 * n, "qkv");
+  float *out = req_f32(env, a.argv[6], n, "out"), *lse = opt_f32(env, a.argv[7], B * H * T, "lse");
+  kn_attn_layout in, ol;
+  qkv_layouts(T, H, D, &in, &ol);
+  const int64_t C = H * D;
+  kn_causal_attention_f32(qkv, qkv + C, qkv + 2 * C, B, H, T, D, in, ol, (float)NUM(5, "scale"), out, lse);
+  return undefined(env);
+  BODY_END
+}
+
+/* causalAttentionQKVBackward(qkv, out, lse, g, B, T, H, D, scale, dqkv) */
+FN(js_causal_attention_qkv_backward) {
+  BODY_BEGIN
+  ARG_COUNT(10);
+  int64_t B, T, H, D;
+  qkv_dims(env, a.argv + 4, &B, &T, &H, &D);
+  int64_t n = B * T * H * D;
+  const float *qkv = req_f32(env, a.argv[0], 3 * n, "qkv"), *o = req_f32(env, a.argv[1], n, "out");
+  const float *lse = req_f32(env, a.argv[2], B * H * T, "lse"), *g = req_f32(env, a.argv[3], n, "g");
+  float *dqkv = req_f32(env, a.argv[9], 3 * n, "dqkv");
+  kn_attn_layout in, ol;
+  qkv_layouts(T, H, D, &in, &ol);
+  const int64_t C = H * D;
+  kn_causal_attention_backward_f32(qkv, qkv + C, qkv + 2 * C, o, lse, g, B, H, T, D, in, ol, (float)NUM(8, "scale"),
+                                   dqkv, dqkv + C, dqkv + 2 * C);
+  return undefined(env);
+  BODY_END
+}
 
 /* Quantized weights: a Uint8Array of N·K/32 ggml blocks of `type` (kn_qtype), checked against N and K. */
 const uint8_t *qweight(napi_env env, napi_value v, int type, int64_t N, int64_t K) {
@@ -1164,6 +1217,8 @@ NAPI_MODULE_INIT() {
       EXPORT("adamw", js_adamw),
       EXPORT("causalAttention", js_causal_attention),
       EXPORT("causalAttentionBackward", js_causal_attention_backward),
+      EXPORT("causalAttentionQKV", js_causal_attention_qkv),
+      EXPORT("causalAttentionQKVBackward", js_causal_attention_qkv_backward),
       EXPORT("qmatmul", js_qmatmul),
       EXPORT("qmatmulBackward", js_qmatmul_backward),
       EXPORT("qmatmulIsa", js_qmatmul_isa),

@@ -179,14 +179,23 @@ float kn_cross_entropy_f32(const float *logits, const int32_t *targets, int64_t 
 void kn_adamw_f32(float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, int64_t step, int decoupled);
 
-/* Causal self-attention, q/k/v/out [BH, T, D] contiguous, scale usually 1/√D.
-   lse [BH, T] (may be NULL) keeps the log-sum-exp of each row for the backward. */
-void kn_causal_attention_f32(const float *q, const float *k, const float *v, int64_t BH, int64_t T, int64_t D,
-                             float scale, float *out, float *lse);
-/* dq, dk, dv [BH, T, D] from g = dL/dout, out and lse of the forward. */
+/* Where a head's rows lie: element (b, h, t, d) at b·batch + h·head + t·row + d. Dense
+   [B, H, T, D] is {H·T·D, T·D, D}; q of GPT's fused [B, T, 3C] projection (C = H·D) is
+   {T·3C, D, 3C} (k and v: the same from +C and +2C), its [B, T, C] output {T·C, D, C}. */
+typedef struct kn_attn_layout {
+  int64_t batch, head, row;
+} kn_attn_layout;
+
+/* Causal self-attention over B·H heads of T positions and D dims; q, k, v in layout `in`, out in
+   `ol`, scale usually 1/√D. lse [B·H·T] dense (may be NULL) keeps the log-sum-exp of each row for
+   the backward. */
+void kn_causal_attention_f32(const float *q, const float *k, const float *v, int64_t B, int64_t H, int64_t T,
+                             int64_t D, kn_attn_layout in, kn_attn_layout ol, float scale, float *out, float *lse);
+/* dq, dk, dv (layout `in`; every element written) from g = dL/dout (layout `ol`), out and lse of the forward. */
 void kn_causal_attention_backward_f32(const float *q, const float *k, const float *v, const float *out,
-                                      const float *lse, const float *g, int64_t BH, int64_t T, int64_t D,
-                                      float scale, float *dq, float *dk, float *dv);
+                                      const float *lse, const float *g, int64_t B, int64_t H, int64_t T,
+                                      int64_t D, kn_attn_layout in, kn_attn_layout ol, float scale, float *dq,
+                                      float *dk, float *dv);
 
 /* ---- quantized products (qmatmul.cpp) ------------------------------------------------------ */
 

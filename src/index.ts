@@ -122,6 +122,7 @@ export {
   embedding,
   dropout,
   scaledDotProductAttention,
+  causalAttentionQKV,
   conv2d,
   maxPool2d,
   avgPool2d,

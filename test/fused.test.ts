@@ -414,6 +414,36 @@ describe('fused kernels match their composites', { skip }, () => {
         fn: (q, kk, v) => k.scaledDotProductAttention(q, kk, v, { causal: true, scale: 0.7 }),
       });
     });
+    // GPT's fused projection: heads read in place from qkv [B, T, 3C], merged result [B, T, C].
+    for (const [T, H, D, scale] of [
+      [17, 3, 8, 1],
+      [1, 1, 4, 1],
+      [130, 2, 20, 1],
+      [128, 2, 64, 1],
+      [70, 2, 16, 4],
+    ] as const) {
+      it(`causalAttentionQKV [2, ${T}, 3·${H}·${D}] ×${scale}`, () => {
+        check({
+          name: `attention qkv T=${T} D=${D}`,
+          fusedOp: 'causalAttentionQKV',
+          // 1e-5 relative; larger scores (×16 here) lose digits in f32 either way (as the per-head cases above)
+          rtol: scale > 1 ? 1e-4 : 1e-5,
+          atol: 1e-5,
+          inputs: [{ data: values(2 * T * 3 * H * D, 42, scale), shape: [2, T, 3 * H * D] }],
+          fn: (qkv) => k.causalAttentionQKV(qkv, H),
+        });
+      });
+    }
+    it('causalAttentionQKV on a non-contiguous qkv, custom scale', () => {
+      check({
+        name: 'attention qkv transposed',
+        fusedOp: 'causalAttentionQKV',
+        rtol: 1e-5,
+        atol: 1e-5,
+        inputs: [{ data: values(2 * 9 * 24, 43), shape: [2, 9, 24], transposed: true }],
+        fn: (qkv) => k.causalAttentionQKV(qkv, 2, { scale: 0.3 }),
+      });
+    });
     it('different key length or non-causal stays the composite', () => {
       check({
         name: 'cross',

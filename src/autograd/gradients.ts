@@ -66,6 +66,8 @@ export interface GradContexts {
   crossEntropy: { dlogits: Tensor };
   /** lse: log Σ exp(scores) per query row, [..., T]. */
   causalAttention: { scale: number; lse: Tensor };
+  /** lse: [B, heads, T]. */
+  causalAttentionQKV: { heads: number; scale: number; lse: Tensor };
   /** x · Wᵀ with W in ggml blocks (src/ops/quantized.ts); W is frozen, only x gets a gradient. */
   quantizedMatmul: { w: QuantizedMatrix };
 }
@@ -245,6 +247,7 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   rmsNorm: rmsNormGrad,
   crossEntropy: (g, _i, { dlogits }) => [ops.mul(dlogits, g)],
   causalAttention: causalAttentionGrad,
+  causalAttentionQKV: causalAttentionQKVGrad,
   quantizedMatmul: (g, _i, { w }) => [ops.quantizedMatmulInputGrad(g, w)],
 };
 
@@ -353,6 +356,32 @@ function causalAttentionGrad(
   const rowDot = ops.sum(ops.mul(g, out), -1, true);
   const ds = ops.mul(ops.mul(p, ops.sub(ops.matmul(g, ops.transpose(v!, -2, -1)), rowDot)), scale);
   return [ops.matmul(ds, k!), ops.matmul(ops.transpose(ds, -2, -1), q!), dv];
+}
+
+/** The per-head rule on head views of qkv, g and out; dq, dk, dv side by side as qkv. */
+function causalAttentionQKVGrad(
+  g: Tensor,
+  [qkv]: readonly (Tensor | null)[],
+  { heads, scale, lse }: GradContexts['causalAttentionQKV'],
+  out: Tensor,
+): Grads {
+  const fused = fusedFor('causalAttentionQKV', [qkv!, out, lse, g]);
+  if (fused) {
+    const dqkv = fused.causalAttentionQKVBackward(qkv!, out, lse, g, heads, scale);
+    return [new TensorClass(dqkv, qkv!.shape, qkv!.dtype)];
+  }
+  const grads = causalAttentionGrad(
+    ops.toHeads(g, heads),
+    ops.splitHeads(qkv!, heads),
+    { scale, lse },
+    ops.toHeads(out, heads),
+  );
+  return [
+    ops.concat(
+      grads.map((d) => ops.mergeHeads(d!)),
+      2,
+    ),
+  ];
 }
 
 /** amax/amin gradient: g flows to the elements equal to the result, split evenly among ties. */

@@ -86,6 +86,7 @@ export type FusedKernelName =
   | 'rmsNorm'
   | 'crossEntropy'
   | 'causalAttention'
+  | 'causalAttentionQKV'
   | 'adam'
   | 'activationBackward'
   | 'quantizedMatmul';
@@ -95,6 +96,7 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'rmsNorm',
   'crossEntropy',
   'causalAttention',
+  'causalAttentionQKV',
   'adam',
   'activationBackward',
   'quantizedMatmul',
@@ -229,6 +231,21 @@ export interface FusedKernels {
     g: KernelView,
     scale: number,
   ): { dq: Storage; dk: Storage; dv: Storage };
+  /**
+   * The same attention on GPT's fused projection: q, k, v read in place from qkv [B, T, 3·H·D]
+   * (q, k, v side by side, head h at columns h·D of each), the result as [B, T, H·D] (heads
+   * merged), lse [B, H, T]. No head split or merge copies.
+   */
+  causalAttentionQKV(qkv: KernelView, heads: number, scale: number): { out: Storage; lse: Storage };
+  /** d qkv [B, T, 3·H·D] (dq, dk, dv side by side) from g = dL/dout [B, T, H·D]. */
+  causalAttentionQKVBackward(
+    qkv: KernelView,
+    out: KernelView,
+    lse: KernelView,
+    g: KernelView,
+    heads: number,
+    scale: number,
+  ): Storage;
   /**
    * One Adam/AdamW update in place over dense f32 arrays of one length (param, its gradient and
    * the two moment buffers), as src/optim/adam.ts `adamUpdate` (the optimizer's reference).

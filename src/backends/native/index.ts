@@ -208,6 +208,28 @@ export interface NativeAddon {
     dk: F32,
     dv: F32,
   ): void;
+  causalAttentionQKV(
+    qkv: F32,
+    B: number,
+    T: number,
+    H: number,
+    D: number,
+    scale: number,
+    out: F32,
+    lse: Opt<F32>,
+  ): void;
+  causalAttentionQKVBackward(
+    qkv: F32,
+    out: F32,
+    lse: F32,
+    g: F32,
+    B: number,
+    T: number,
+    H: number,
+    D: number,
+    scale: number,
+    dqkv: F32,
+  ): void;
 }
 
 // Kernel enums, in the order of native/kernels.h (test/native-op-codes.test.ts holds them in step).
@@ -590,6 +612,29 @@ export function createNativeBackend(addon: NativeAddon): Backend {
           dv,
         );
       return { dq, dk, dv };
+    },
+    causalAttentionQKV(qkv: KernelView, heads: number, scale: number) {
+      const [B, T, C3] = qkv.shape as [number, number, number];
+      const D = C3 / 3 / heads;
+      const out = allocF32((B * T * C3) / 3),
+        lse = allocF32(B * heads * T);
+      if (B * T > 0) addon.causalAttentionQKV(dense(qkv), B, T, heads, D, scale, out, lse);
+      return { out, lse };
+    },
+    causalAttentionQKVBackward(
+      qkv: KernelView,
+      out: KernelView,
+      lse: KernelView,
+      g: KernelView,
+      heads: number,
+      scale: number,
+    ) {
+      const [B, T, C3] = qkv.shape as [number, number, number];
+      const D = C3 / 3 / heads;
+      const dqkv = allocF32(B * T * C3);
+      if (B * T * D > 0)
+        addon.causalAttentionQKVBackward(dense(qkv), dense(out), dense(lse), dense(g), B, T, heads, D, scale, dqkv);
+      return dqkv;
     },
     activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage {
       const out = allocF32(numel(x.shape));
