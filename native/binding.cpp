@@ -832,6 +832,39 @@ FN(js_cross_entropy) {
   BODY_END
 }
 
+/* biasActivation(h, rows, N, bias?, act, y?): h += bias in place, y = act(h) (act −1: none). */
+FN(js_bias_activation) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  int64_t rows = INT(1, "rows", 0, BIG), N = INT(2, "N", 0, BIG);
+  CHECK((double)rows * (double)N < 4e15, "rows·N is too large");
+  int act = (int)INT(4, "act", -1, KN_UNARY_COUNT - 1);
+  CHECK(act < 0 || kn_is_activation((kn_unary_op)act), "act must be −1 or an activation (relu, gelu, gelu_tanh, silu)");
+  float *h = req_f32(env, a.argv[0], rows * N, "h");
+  const float *bias = opt_f32(env, a.argv[3], N, "bias");
+  float *y = act >= 0 ? req_f32(env, a.argv[5], rows * N, "y") : nullptr;
+  kn_bias_act_f32(h, bias, act, rows, N, y);
+  return undefined(env);
+  BODY_END
+}
+
+/* biasActivationBackward(g, h?, rows, N, act, dh?, db?): dh = g · act'(h), db = Σrows dh (or g). */
+FN(js_bias_activation_backward) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int64_t rows = INT(2, "rows", 0, BIG), N = INT(3, "N", 0, BIG);
+  CHECK((double)rows * (double)N < 4e15, "rows·N is too large");
+  int act = (int)INT(4, "act", -1, KN_UNARY_COUNT - 1);
+  CHECK(act < 0 || kn_is_activation((kn_unary_op)act), "act must be −1 or an activation (relu, gelu, gelu_tanh, silu)");
+  const float *g = req_f32(env, a.argv[0], rows * N, "g");
+  const float *h = act >= 0 ? req_f32(env, a.argv[1], rows * N, "h") : nullptr;
+  float *dh = act >= 0 ? opt_f32(env, a.argv[5], rows * N, "dh") : nullptr;
+  float *db = opt_f32(env, a.argv[6], N, "db");
+  kn_bias_act_backward_f32(g, h, act, rows, N, dh, db);
+  return undefined(env);
+  BODY_END
+}
+
 /* adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step[, decoupled = true]) */
 FN(js_adamw) {
   BODY_BEGIN
@@ -1136,6 +1169,8 @@ NAPI_MODULE_INIT() {
       EXPORT("bf16Impl", js_bf16_impl),
       EXPORT("unary", js_unary),
       EXPORT("activationBackward", js_activation_backward),
+      EXPORT("biasActivation", js_bias_activation),
+      EXPORT("biasActivationBackward", js_bias_activation_backward),
       EXPORT("binary", js_binary),
       EXPORT("where", js_where),
       EXPORT("assign", js_assign),

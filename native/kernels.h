@@ -73,6 +73,13 @@ static inline int kn_is_activation(kn_unary_op op) {
 }
 /* out[i] = g[i] · f'(x[i]) for an activation op (relu'(0) = 0, as PyTorch). x, g same shape. */
 void kn_activation_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out);
+/* The epilogue of a linear layer on its GEMM output h [rows, N] (row-major): h += bias in place
+   (bias [N], may be null), then y = act(h) for an activation op (act < 0: none, y unused). */
+void kn_bias_act_f32(float *h, const float *bias, int act, int64_t rows, int64_t N, float *y);
+/* Its backward: dh = g · act'(h) (act ≥ 0; g, h, dh [rows, N]) and db [N] = Σrows dh (g when act < 0).
+   dh or db may be null (not wanted); db's sum order depends only on rows, not on the threads. */
+void kn_bias_act_backward_f32(const float *g, const float *h, int act, int64_t rows, int64_t N, float *dh,
+                              float *db);
 /* a ∘ b over one shape (a's). Arithmetic ops write floats; compare ops write 0/1 bytes. */
 void kn_binary_f32(kn_binary_op op, const kn_view *a, const kn_view *b, void *out);
 /* cond (bytes, nonzero = true) ? a : b. */

@@ -88,6 +88,7 @@ export type FusedKernelName =
   | 'causalAttention'
   | 'adam'
   | 'activationBackward'
+  | 'biasActivation'
   | 'quantizedMatmul';
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'softmax',
@@ -97,6 +98,7 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'causalAttention',
   'adam',
   'activationBackward',
+  'biasActivation',
   'quantizedMatmul',
 ];
 
@@ -236,6 +238,22 @@ export interface FusedKernels {
   adam(param: Float32Array, grad: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamStep): void;
   /** g · f'(x) in one pass, for `x` and `g` of one shape; must match the composite rule in src/autograd/gradients.ts. */
   activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage;
+  /**
+   * A linear layer's epilogue on its GEMM output h [rows, N] (dense, freshly made by matmul, owned
+   * by the caller): h += bias in place (bias [N], when given), then returns act(h) as new storage
+   * (null when `act` is null: h is the output). Must equal the composite add and activation.
+   */
+  biasActivation(h: Float32Array, rows: number, N: number, bias: KernelView | null, act: ActivationOp | null): Storage | null;
+  /**
+   * Its backward from g [rows, N]: dh = g ⊙ act'(h) (null when `act` is null: dh is g) and, when
+   * `bias`, db = Σrows dh, summed in an order that depends only on the shape.
+   */
+  biasActivationBackward(
+    g: KernelView,
+    h: KernelView | null,
+    act: ActivationOp | null,
+    bias: boolean,
+  ): { dh: Storage | null; db: Storage | null };
   /**
    * x [..., K] · Wᵀ → [..., N] for W [N, K] in blocks, x's rows quantized to q8_0 first; must
    * match src/backends/js/qmatmul.ts (the reference). A row's result never depends on the batch.
