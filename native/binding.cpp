@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <vector>
+
 #include "kernels.h"
 
 namespace {
@@ -880,6 +882,85 @@ FN(js_adamw) {
   BODY_END
 }
 
+/* The Float32Arrays of a JS array (one per tensor of a many-tensor call), `count` of them. */
+std::vector<Array> f32_list(napi_env env, napi_value v, const char *what) {
+  bool is = false;
+  NAPI(napi_is_array(env, v, &is));
+  CHECK(is, "%s must be an array of Float32Arrays", what);
+  uint32_t len = 0;
+  NAPI(napi_get_array_length(env, v, &len));
+  std::vector<Array> out(len);
+  for (uint32_t i = 0; i < len; i++) {
+    napi_value e;
+    NAPI(napi_get_element(env, v, i, &e));
+    out[i] = typed(env, e, napi_float32_array, what);
+  }
+  return out;
+}
+
+/* adamMany(params, grads, ms, vs, hyper): adamw on each tensor, hyper [7·count] as kn_adamw_many_f32. */
+FN(js_adam_many) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  std::vector<Array> p = f32_list(env, a.argv[0], "params"), g = f32_list(env, a.argv[1], "grads"),
+                     m = f32_list(env, a.argv[2], "ms"), v = f32_list(env, a.argv[3], "vs");
+  size_t count = p.size();
+  CHECK(g.size() == count && m.size() == count && v.size() == count,
+        "params, grads, ms and vs must have one length, got %zu, %zu, %zu, %zu", count, g.size(), m.size(), v.size());
+  Array h = typed(env, a.argv[4], napi_float64_array, "hyper");
+  CHECK(h.length == 7 * count, "hyper holds %zu numbers, needs 7 per tensor (%zu)", h.length, 7 * count);
+  const double *hy = (const double *)h.data;
+  std::vector<float *> pp(count), mp(count), vp(count);
+  std::vector<const float *> gp(count);
+  std::vector<int64_t> n(count);
+  for (size_t t = 0; t < count; t++) {
+    n[t] = (int64_t)p[t].length;
+    CHECK(g[t].length == p[t].length && m[t].length == p[t].length && v[t].length == p[t].length,
+          "tensor %zu: param, grad, m and v must have one length", t);
+    const double *ht = hy + 7 * t;
+    CHECK(ht[5] >= 1 && ht[5] == floor(ht[5]) && ht[5] <= (double)BIG, "tensor %zu: step must be an integer ≥ 1", t);
+    CHECK(ht[6] == 0 || ht[6] == 1, "tensor %zu: decoupled must be 0 or 1", t);
+    pp[t] = (float *)p[t].data;
+    gp[t] = (const float *)g[t].data;
+    mp[t] = (float *)m[t].data;
+    vp[t] = (float *)v[t].data;
+  }
+  kn_adamw_many_f32((int64_t)count, pp.data(), gp.data(), mp.data(), vp.data(), n.data(), hy);
+  return undefined(env);
+  BODY_END
+}
+
+/* sumSquaresMany(arrays) → Σ x² in double. */
+FN(js_sum_squares_many) {
+  BODY_BEGIN
+  ARG_COUNT(1);
+  std::vector<Array> x = f32_list(env, a.argv[0], "arrays");
+  std::vector<const float *> xp(x.size());
+  std::vector<int64_t> n(x.size());
+  for (size_t t = 0; t < x.size(); t++) {
+    xp[t] = (const float *)x[t].data;
+    n[t] = (int64_t)x[t].length;
+  }
+  return number(env, kn_sum_squares_many_f32((int64_t)x.size(), xp.data(), n.data()));
+  BODY_END
+}
+
+/* scaleMany(arrays, k): x ← x·k in place. */
+FN(js_scale_many) {
+  BODY_BEGIN
+  ARG_COUNT(2);
+  std::vector<Array> x = f32_list(env, a.argv[0], "arrays");
+  std::vector<float *> xp(x.size());
+  std::vector<int64_t> n(x.size());
+  for (size_t t = 0; t < x.size(); t++) {
+    xp[t] = (float *)x[t].data;
+    n[t] = (int64_t)x[t].length;
+  }
+  kn_scale_many_f32((int64_t)x.size(), xp.data(), n.data(), NUM(1, "k"));
+  return undefined(env);
+  BODY_END
+}
+
 void attn_dims(napi_env env, napi_value *v, int64_t *BH, int64_t *T, int64_t *D) {
   *BH = int_at(env, v[0], "BH", 0, BIG);
   *T = int_at(env, v[1], "T", 0, BIG);
@@ -1197,6 +1278,9 @@ NAPI_MODULE_INIT() {
       EXPORT("rmsNormBackward", js_rms_norm_backward),
       EXPORT("crossEntropy", js_cross_entropy),
       EXPORT("adamw", js_adamw),
+      EXPORT("adamMany", js_adam_many),
+      EXPORT("sumSquaresMany", js_sum_squares_many),
+      EXPORT("scaleMany", js_scale_many),
       EXPORT("causalAttention", js_causal_attention),
       EXPORT("causalAttentionBackward", js_causal_attention_backward),
       EXPORT("qmatmul", js_qmatmul),

@@ -185,6 +185,14 @@ float kn_cross_entropy_f32(const float *logits, const int32_t *targets, int64_t 
    decoupled ≠ 0: PyTorch's AdamW (p ← p·(1 − lr·wd)); 0: PyTorch's Adam (g ← g + wd·p). */
 void kn_adamw_f32(float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, int64_t step, int decoupled);
+/* kn_adamw_f32 on `count` tensors in one call (bitwise the same per tensor): tensor t has n[t]
+   elements and hyper[7t..7t+6] = lr, beta1, beta2, eps, weight_decay, step, decoupled. */
+void kn_adamw_many_f32(int64_t count, float *const *param, const float *const *grad, float *const *m,
+                       float *const *v, const int64_t *n, const double *hyper);
+/* Σ x² (in double) over `count` arrays of n[t] floats; independent of the thread count. */
+double kn_sum_squares_many_f32(int64_t count, const float *const *x, const int64_t *n);
+/* x ← (float)((double)x · k) in place over `count` arrays. */
+void kn_scale_many_f32(int64_t count, float *const *x, const int64_t *n, double k);
 
 /* Causal self-attention, q/k/v/out [BH, T, D] contiguous, scale usually 1/√D.
    lse [BH, T] (may be NULL) keeps the log-sum-exp of each row for the backward. */

@@ -522,3 +522,60 @@ describe('native output allocation', { skip }, () => {
     });
   });
 });
+
+describe('optimizer step in one native call', { skip }, () => {
+  /** A small model's parameters with gradients, as fresh f32 leaves (the same values on each call). */
+  function params(): k.Tensor[] {
+    return [[300, 7], [7], [33], [5, 5, 3]].map((shape, i) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const p = k.fromArray(values(n, 70 + i), shape, { requiresGrad: true });
+      p.grad = k.fromArray(values(n, 80 + i, 3), shape);
+      return p;
+    });
+  }
+
+  it('AdamW over all parameters at once equals the per-parameter updates bit for bit', () => {
+    const opts = { lr: 1e-2, betas: [0.9, 0.95] as [number, number] };
+    const decay = (i: number) => (i < 2 ? 0.1 : 0);
+    // one optimizer over two groups (one many-tensor call per step) …
+    const many = k.withBackend('native', () => {
+      const ps = params();
+      const opt = new k.AdamW(
+        [
+          { params: ps.slice(0, 2), weightDecay: decay(0) },
+          { params: ps.slice(2), weightDecay: decay(2) },
+        ],
+        opts,
+      );
+      const { runs } = traceKernels(() => {
+        for (let s = 0; s < 3; s++) opt.step();
+      });
+      assert.ok(runs.some((r) => r.kernel === 'adam' && r.ran === 'native'));
+      return ps.map((p) => [...p.toFlatArray()]);
+    });
+    // … against one optimizer per parameter (the per-tensor kernel)
+    const single = k.withBackend('native', () => {
+      const ps = params();
+      const opt = ps.map((p, i) => new k.AdamW([{ params: [p], weightDecay: decay(i) }], opts));
+      for (let s = 0; s < 3; s++) for (const o of opt) o.step();
+      return ps.map((p) => [...p.toFlatArray()]);
+    });
+    assert.deepEqual(many, single);
+    assert.notDeepEqual(many, params().map((p) => [...p.toFlatArray()]));
+  });
+
+  it('clipGradNorm: the native norm and scaling match the js ones', () => {
+    const clip = (backend: string) =>
+      k.withBackend(backend, () => {
+        const ps = params();
+        const norm = k.clipGradNorm(ps, 1.0);
+        return { norm, grads: ps.map((p) => [...p.grad!.toFlatArray()]) };
+      });
+    const js = clip('js');
+    const nat = clip('native');
+    assert.ok(Math.abs(nat.norm - js.norm) <= 1e-12 * js.norm, `norm ${nat.norm} vs ${js.norm}`);
+    nat.grads.forEach((g, i) =>
+      g.forEach((v, j) => assert.ok(Math.abs(v - js.grads[i]![j]!) <= 1e-6 * Math.abs(js.grads[i]![j]!) + 1e-12)),
+    );
+  });
+});

@@ -87,6 +87,7 @@ export type FusedKernelName =
   | 'crossEntropy'
   | 'causalAttention'
   | 'adam'
+  | 'gradNorm'
   | 'activationBackward'
   | 'biasActivation'
   | 'quantizedMatmul';
@@ -97,6 +98,7 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'crossEntropy',
   'causalAttention',
   'adam',
+  'gradNorm',
   'activationBackward',
   'biasActivation',
   'quantizedMatmul',
@@ -127,6 +129,15 @@ export interface AdamStep {
   decoupled: boolean;
   /** This update's number, from 1 (bias correction). */
   step: number;
+}
+
+/** One parameter's Adam/AdamW update: dense f32 arrays of one length and its hyperparameters. */
+export interface AdamUpdate {
+  param: Float32Array;
+  grad: Float32Array;
+  expAvg: Float32Array;
+  expAvgSq: Float32Array;
+  h: AdamStep;
 }
 
 /**
@@ -236,6 +247,12 @@ export interface FusedKernels {
    * the two moment buffers), as src/optim/adam.ts `adamUpdate` (the optimizer's reference).
    */
   adam(param: Float32Array, grad: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamStep): void;
+  /** `adam` on every entry in one call (one crossing per optimizer step), with the same results bit for bit. */
+  adamMany(updates: readonly AdamUpdate[]): void;
+  /** Σ x² over all the arrays (clipGradNorm's 2-norm), summed in double in an order independent of the threads. */
+  sumOfSquares(arrays: readonly Float32Array[]): number;
+  /** x ← x·k in place over all the arrays, each product rounded once from double (as a JS loop does). */
+  scaleInPlace(arrays: readonly Float32Array[], k: number): void;
   /** g · f'(x) in one pass, for `x` and `g` of one shape; must match the composite rule in src/autograd/gradients.ts. */
   activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage;
   /**

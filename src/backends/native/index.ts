@@ -194,6 +194,12 @@ export interface NativeAddon {
     step: number,
     decoupled?: 0 | 1,
   ): void;
+  /** adamw on each tensor; hyper holds lr, beta1, beta2, eps, weightDecay, step, decoupled per tensor. */
+  adamMany(params: F32[], grads: F32[], ms: F32[], vs: F32[], hyper: Float64Array): void;
+  /** Σ x² over the arrays, in double. */
+  sumSquaresMany(arrays: readonly F32[]): number;
+  /** x ← x·k in place over the arrays. */
+  scaleMany(arrays: readonly F32[], k: number): void;
   causalAttention(
     q: F32,
     k: F32,
@@ -649,6 +655,21 @@ export function createNativeBackend(addon: NativeAddon): Backend {
           h.decoupled ? 1 : 0,
         );
     },
+    adamMany(updates) {
+      const hyper = new Float64Array(7 * updates.length);
+      updates.forEach(({ h }, i) =>
+        hyper.set([h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step, h.decoupled ? 1 : 0], 7 * i),
+      );
+      addon.adamMany(
+        updates.map((u) => u.param),
+        updates.map((u) => u.grad),
+        updates.map((u) => u.expAvg),
+        updates.map((u) => u.expAvgSq),
+        hyper,
+      );
+    },
+    sumOfSquares: (arrays) => addon.sumSquaresMany(arrays),
+    scaleInPlace: (arrays, k) => addon.scaleMany(arrays, k),
   };
 
   const decode: DecodeKernels = {
