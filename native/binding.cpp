@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <vector>
+
 #include "kernels.h"
 
 namespace {
@@ -832,6 +834,39 @@ FN(js_cross_entropy) {
   BODY_END
 }
 
+/* biasActivation(h, rows, N, bias?, act, y?): h += bias in place, y = act(h) (act −1: none). */
+FN(js_bias_activation) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  int64_t rows = INT(1, "rows", 0, BIG), N = INT(2, "N", 0, BIG);
+  CHECK((double)rows * (double)N < 4e15, "rows·N is too large");
+  int act = (int)INT(4, "act", -1, KN_UNARY_COUNT - 1);
+  CHECK(act < 0 || kn_is_activation((kn_unary_op)act), "act must be −1 or an activation (relu, gelu, gelu_tanh, silu)");
+  float *h = req_f32(env, a.argv[0], rows * N, "h");
+  const float *bias = opt_f32(env, a.argv[3], N, "bias");
+  float *y = act >= 0 ? req_f32(env, a.argv[5], rows * N, "y") : nullptr;
+  kn_bias_act_f32(h, bias, act, rows, N, y);
+  return undefined(env);
+  BODY_END
+}
+
+/* biasActivationBackward(g, h?, rows, N, act, dh?, db?): dh = g · act'(h), db = Σrows dh (or g). */
+FN(js_bias_activation_backward) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int64_t rows = INT(2, "rows", 0, BIG), N = INT(3, "N", 0, BIG);
+  CHECK((double)rows * (double)N < 4e15, "rows·N is too large");
+  int act = (int)INT(4, "act", -1, KN_UNARY_COUNT - 1);
+  CHECK(act < 0 || kn_is_activation((kn_unary_op)act), "act must be −1 or an activation (relu, gelu, gelu_tanh, silu)");
+  const float *g = req_f32(env, a.argv[0], rows * N, "g");
+  const float *h = act >= 0 ? req_f32(env, a.argv[1], rows * N, "h") : nullptr;
+  float *dh = act >= 0 ? opt_f32(env, a.argv[5], rows * N, "dh") : nullptr;
+  float *db = opt_f32(env, a.argv[6], N, "db");
+  kn_bias_act_backward_f32(g, h, act, rows, N, dh, db);
+  return undefined(env);
+  BODY_END
+}
+
 /* adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step[, decoupled = true]) */
 FN(js_adamw) {
   BODY_BEGIN
@@ -843,6 +878,85 @@ FN(js_adamw) {
   kn_adamw_f32((float *)p.data, g, m, v, n, (float)NUM(4, "lr"), (float)NUM(5, "beta1"), (float)NUM(6, "beta2"),
                (float)NUM(7, "eps"), (float)NUM(8, "weightDecay"), INT(9, "step", 1, BIG),
                a.argc > 10 ? (int)INT(10, "decoupled", 0, 1) : 1);
+  return undefined(env);
+  BODY_END
+}
+
+/* The Float32Arrays of a JS array (one per tensor of a many-tensor call), `count` of them. */
+std::vector<Array> f32_list(napi_env env, napi_value v, const char *what) {
+  bool is = false;
+  NAPI(napi_is_array(env, v, &is));
+  CHECK(is, "%s must be an array of Float32Arrays", what);
+  uint32_t len = 0;
+  NAPI(napi_get_array_length(env, v, &len));
+  std::vector<Array> out(len);
+  for (uint32_t i = 0; i < len; i++) {
+    napi_value e;
+    NAPI(napi_get_element(env, v, i, &e));
+    out[i] = typed(env, e, napi_float32_array, what);
+  }
+  return out;
+}
+
+/* adamMany(params, grads, ms, vs, hyper): adamw on each tensor, hyper [7·count] as kn_adamw_many_f32. */
+FN(js_adam_many) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  std::vector<Array> p = f32_list(env, a.argv[0], "params"), g = f32_list(env, a.argv[1], "grads"),
+                     m = f32_list(env, a.argv[2], "ms"), v = f32_list(env, a.argv[3], "vs");
+  size_t count = p.size();
+  CHECK(g.size() == count && m.size() == count && v.size() == count,
+        "params, grads, ms and vs must have one length, got %zu, %zu, %zu, %zu", count, g.size(), m.size(), v.size());
+  Array h = typed(env, a.argv[4], napi_float64_array, "hyper");
+  CHECK(h.length == 7 * count, "hyper holds %zu numbers, needs 7 per tensor (%zu)", h.length, 7 * count);
+  const double *hy = (const double *)h.data;
+  std::vector<float *> pp(count), mp(count), vp(count);
+  std::vector<const float *> gp(count);
+  std::vector<int64_t> n(count);
+  for (size_t t = 0; t < count; t++) {
+    n[t] = (int64_t)p[t].length;
+    CHECK(g[t].length == p[t].length && m[t].length == p[t].length && v[t].length == p[t].length,
+          "tensor %zu: param, grad, m and v must have one length", t);
+    const double *ht = hy + 7 * t;
+    CHECK(ht[5] >= 1 && ht[5] == floor(ht[5]) && ht[5] <= (double)BIG, "tensor %zu: step must be an integer ≥ 1", t);
+    CHECK(ht[6] == 0 || ht[6] == 1, "tensor %zu: decoupled must be 0 or 1", t);
+    pp[t] = (float *)p[t].data;
+    gp[t] = (const float *)g[t].data;
+    mp[t] = (float *)m[t].data;
+    vp[t] = (float *)v[t].data;
+  }
+  kn_adamw_many_f32((int64_t)count, pp.data(), gp.data(), mp.data(), vp.data(), n.data(), hy);
+  return undefined(env);
+  BODY_END
+}
+
+/* sumSquaresMany(arrays) → Σ x² in double. */
+FN(js_sum_squares_many) {
+  BODY_BEGIN
+  ARG_COUNT(1);
+  std::vector<Array> x = f32_list(env, a.argv[0], "arrays");
+  std::vector<const float *> xp(x.size());
+  std::vector<int64_t> n(x.size());
+  for (size_t t = 0; t < x.size(); t++) {
+    xp[t] = (const float *)x[t].data;
+    n[t] = (int64_t)x[t].length;
+  }
+  return number(env, kn_sum_squares_many_f32((int64_t)x.size(), xp.data(), n.data()));
+  BODY_END
+}
+
+/* scaleMany(arrays, k): x ← x·k in place. */
+FN(js_scale_many) {
+  BODY_BEGIN
+  ARG_COUNT(2);
+  std::vector<Array> x = f32_list(env, a.argv[0], "arrays");
+  std::vector<float *> xp(x.size());
+  std::vector<int64_t> n(x.size());
+  for (size_t t = 0; t < x.size(); t++) {
+    xp[t] = (float *)x[t].data;
+    n[t] = (int64_t)x[t].length;
+  }
+  kn_scale_many_f32((int64_t)x.size(), xp.data(), n.data(), NUM(1, "k"));
   return undefined(env);
   BODY_END
 }
@@ -1189,6 +1303,8 @@ NAPI_MODULE_INIT() {
       EXPORT("bf16Impl", js_bf16_impl),
       EXPORT("unary", js_unary),
       EXPORT("activationBackward", js_activation_backward),
+      EXPORT("biasActivation", js_bias_activation),
+      EXPORT("biasActivationBackward", js_bias_activation_backward),
       EXPORT("binary", js_binary),
       EXPORT("where", js_where),
       EXPORT("assign", js_assign),
@@ -1215,6 +1331,9 @@ NAPI_MODULE_INIT() {
       EXPORT("rmsNormBackward", js_rms_norm_backward),
       EXPORT("crossEntropy", js_cross_entropy),
       EXPORT("adamw", js_adamw),
+      EXPORT("adamMany", js_adam_many),
+      EXPORT("sumSquaresMany", js_sum_squares_many),
+      EXPORT("scaleMany", js_scale_many),
       EXPORT("causalAttention", js_causal_attention),
       EXPORT("causalAttentionBackward", js_causal_attention_backward),
       EXPORT("causalAttentionQKV", js_causal_attention_qkv),

@@ -107,6 +107,8 @@ export {
   cumsum,
   // linear algebra, shape ops, nn
   matmul,
+  linear,
+  type LinearActivation,
   concat,
   stack,
   split,
