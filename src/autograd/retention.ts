@@ -59,6 +59,8 @@ const INPUT_VALUES: Partial<Record<PrimitiveName, InputValues>> = {
   abs: () => [true],
   mul: CROSSED,
   matmul: CROSSED,
+  // act(x·w + b) (src/ops/linear.ts): [x, w, b]; the pre-activation h is in ctx.
+  linear: ([x, w]) => [!!w, !!x, false],
   conv2d: CROSSED,
   // da = g / b; db = −g·a / b².
   div: ([, b]) => [!!b, true],
