@@ -8,9 +8,11 @@
  * `gpt_lora_train`: PEFT's rules in plain torch, base frozen, AdamW over lora_A/lora_B), through
  * the shared driver (train-step.ts: fastest thread setting per side, interleaved, medians).
  *
- * Peak memory (on the wide model, see MEMORY_SHAPE): each variant (full, attention LoRA, attention
- * LoRA on the q8_0-quantized base) runs MEMORY_STEPS steps in a fresh child process (this file with --child) that reports its peak resident set
- * size; the LoRA rows' peer is the full step's child. Lower is better, ratio = full / LoRA.
+ * Peak memory (on the wide model, see MEMORY_SHAPE, and at the kjv shape, where activations
+ * dominate): each variant (full, attention LoRA, attention LoRA on the q8_0-quantized base) runs
+ * MEMORY_STEPS steps in a fresh child process (this file with --child) that reports its peak
+ * resident set size; the LoRA rows' peer is the full step's child of the same shape. Lower is
+ * better, ratio = full / LoRA.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -92,11 +94,13 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   return [...againstFull, ...peakMemory(opts), ...againstTorch];
 }
 
-/** The variants the memory rows compare, by the name the child takes. */
+/** The variants the memory rows compare, by the name the child takes (`_kjv`: at the kjv shape). */
 const MEMORY_VARIANTS: Record<string, () => () => void> = {
   full: () => workloadOf(null, undefined, MEMORY_SHAPE).step,
   attn: () => workloadOf(['c_attn'], undefined, MEMORY_SHAPE).step,
   attn_q8_0: () => workloadOf(['c_attn'], 'q8_0', MEMORY_SHAPE).step,
+  full_kjv: () => workloadOf(null).step,
+  attn_kjv: () => workloadOf(['c_attn']).step,
 };
 const MEMORY_STEPS = 3;
 
@@ -114,10 +118,9 @@ function childPeakMiB(variant: string, cores: 1 | 'all'): number {
 }
 
 function peakMemory(opts: BenchOptions): BenchRow[] {
-  const full = childPeakMiB('full', opts.cores);
-  return ['attn', 'attn_q8_0'].map((variant) =>
+  const row = (name: string, variant: string, full: number): BenchRow =>
     makeRow(
-      `lora_r8_${variant}_train_peak_rss_gpt_c${WIDE_GPT.n_embd}_l${WIDE_GPT.n_layer}_t${MEMORY_SHAPE.context}_b${MEMORY_SHAPE.batch}`,
+      name,
       opts.cores,
       'MiB',
       childPeakMiB(variant, opts.cores),
@@ -125,8 +128,19 @@ function peakMemory(opts: BenchOptions): BenchRow[] {
       full,
       false,
       1,
+    );
+  const wide = childPeakMiB('full', opts.cores);
+  const kjv = childPeakMiB('full_kjv', opts.cores);
+  return [
+    ...['attn', 'attn_q8_0'].map((variant) =>
+      row(
+        `lora_r8_${variant}_train_peak_rss_gpt_c${WIDE_GPT.n_embd}_l${WIDE_GPT.n_layer}_t${MEMORY_SHAPE.context}_b${MEMORY_SHAPE.batch}`,
+        variant,
+        wide,
+      ),
     ),
-  );
+    row(`lora_r8_attn_train_peak_rss_kjv_gpt_c${KJV_GPT.n_embd}_t${T}_b${KJV_BATCH}`, 'attn_kjv', kjv),
+  ];
 }
 
 /** A fresh process: MEMORY_STEPS steps of one variant on the native backend, then its peak RSS (KiB). */

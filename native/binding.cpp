@@ -322,6 +322,24 @@ napi_value matmul_common(napi_env env, napi_callback_info info, bool bf16) {
 }
 
 FN(js_matmul) { return matmul_common(env, info, false); }
+
+/* matmulAccumulate(a, b, meta, c, alpha): c [M, N] += alpha · a [M, K] · b [K, N] (2-D views; c row-major). */
+FN(js_matmul_accumulate) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  Array sa = F32(0, "a"), sb = F32(1, "b"), c = F32(3, "c");
+  MetaReader r(env, a.argv[2]);
+  kn_view va, vb;
+  r.view(sa, &va, "a");
+  r.view(sb, &vb, "b");
+  CHECK(va.ndim == 2 && vb.ndim == 2, "matmulAccumulate needs 2-D a and b, got %d and %d dims", va.ndim, vb.ndim);
+  CHECK(va.shape[1] == vb.shape[0], "matmulAccumulate inner dims differ: %lld vs %lld", (long long)va.shape[1],
+        (long long)vb.shape[0]);
+  check_out(env, c, va.shape[0] * vb.shape[1], "c");
+  kn_matmul_accumulate_f32(&va, &vb, (float)NUM(4, "alpha"), (float *)c.data);
+  return undefined(env);
+  BODY_END
+}
 FN(js_matmul_bf16) { return matmul_common(env, info, true); }
 
 
@@ -1305,6 +1323,7 @@ NAPI_MODULE_INIT() {
       EXPORT("activationBackward", js_activation_backward),
       EXPORT("biasActivation", js_bias_activation),
       EXPORT("biasActivationBackward", js_bias_activation_backward),
+      EXPORT("matmulAccumulate", js_matmul_accumulate),
       EXPORT("binary", js_binary),
       EXPORT("where", js_where),
       EXPORT("assign", js_assign),

@@ -111,6 +111,9 @@ void kn_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
 /* Batched product of a [...batch, M, K] and b [...batch, K, N] (same ndim ≥ 2, batch dims equal,
    any strides: unit-stride rows or columns go to the BLAS directly, others are packed first). */
 void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out);
+/* c [M, N] (row-major) += alpha · a [M, K] · b [K, N] for 2-D views (the GEMM's beta = 1): a fused
+   LoRA linear adds its low-rank product into the base's output without a separate pass. */
+void kn_matmul_accumulate_f32(const kn_view *a, const kn_view *b, float alpha, float *c);
 
 /* ---- bf16 mixed precision (matmul_bf16.cpp; oneDNN builds only) ----------------------------- */
 

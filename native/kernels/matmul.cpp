@@ -318,6 +318,18 @@ void matmul_views(const kn_view *a, const kn_view *b, float *out, bool bf16) {
 
 extern "C" void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out) { matmul_views(a, b, out, false); }
 
+extern "C" void kn_matmul_accumulate_f32(const kn_view *a, const kn_view *b, float alpha, float *c) {
+  int64_t M = a->shape[0], K = a->shape[1], N = b->shape[1];
+  if (M == 0 || N == 0) return;
+  MatArg ma = classify(M, K, a->strides[0], a->strides[1]), mb = classify(K, N, b->strides[0], b->strides[1]);
+  const float *A = (const float *)a->data, *B = (const float *)b->data;
+  std::vector<float> scratch((size_t)((ma.pack ? M * K : 0) + (mb.pack ? K * N : 0)));
+  float *s = scratch.data();
+  if (ma.pack) { pack(A, M, K, a->strides[0], a->strides[1], s); A = s; s += M * K; }
+  if (mb.pack) { pack(B, K, N, b->strides[0], b->strides[1], s); B = s; }
+  kn_sgemm(ma.trans, mb.trans, M, N, K, alpha, A, ma.ld, B, mb.ld, 1.0f, c, N);
+}
+
 extern "C" int kn_matmul_bf16(const kn_view *a, const kn_view *b, float *out) {
   if (!kn_bf16_available()) return -1;
   matmul_views(a, b, out, true);

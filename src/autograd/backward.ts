@@ -3,7 +3,7 @@ import { AutogradError, DTypeError, ShapeError } from '../errors.js';
 import { formatShape, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { gradientOf } from './gradients.js';
-import { noGrad } from './tape.js';
+import { type Node, noGrad } from './tape.js';
 import { add, clone, onesLike } from '../ops/index.js';
 
 /**
@@ -41,49 +41,65 @@ export function backward(root: Tensor, grad?: Tensor): void {
 
   noGrad(() => {
     const order = topologicalOrder(root);
-    const grads = new Map<Tensor, Tensor>();
+    const grads = new Map<GradKey, Tensor>();
     const seed = grad ?? onesLike(root);
-    grads.set(root, seed);
+    grads.set(keyOf(root), seed);
     // storages a leaf may not take over: the caller's gradient, and those already given to a leaf
     const taken = new Set<unknown>([seed.storage]);
-    for (const t of order) {
-      const g = grads.get(t);
+    for (const key of order) {
+      const g = grads.get(key);
       if (!g) continue;
-      grads.delete(t);
-      const node = t.gradFn;
-      if (!node) {
-        accumulateLeaf(t, g, taken);
+      grads.delete(key);
+      if (!isNode(key)) {
+        accumulateLeaf(key, g, taken);
         continue;
       }
-      const inputGrads = gradientOf(node, g, t);
-      node.inputs.forEach((input, i) => {
+      const inputGrads = gradientOf(key, g);
+      key.inputs.forEach((input, i) => {
         const ig = inputGrads[i];
         if (!input || !input.requiresGrad || !ig) return;
-        const prev = grads.get(input);
-        grads.set(input, prev ? add(prev, ig) : ig);
+        const k = keyOf(input);
+        const prev = grads.get(k);
+        grads.set(k, prev ? add(prev, ig) : ig);
       });
     }
   });
 }
 
-/** Tensors reachable from root through gradFn, each after every tensor that depends on it. */
-function topologicalOrder(root: Tensor): Tensor[] {
-  const visited = new Set<Tensor>();
-  const postOrder: Tensor[] = [];
+/**
+ * What a gradient is collected under: a computed tensor's node (the tape may hold a shape-only
+ * alias of it, ./retention.ts — same node, same tensor), or a leaf itself.
+ */
+type GradKey = Node | Tensor;
+
+function keyOf(t: Tensor): GradKey {
+  return t.gradFn ?? t;
+}
+
+function isNode(k: GradKey): k is Node {
+  return 'op' in k;
+}
+
+/** Nodes and leaves reachable from root, each after everything that depends on it. */
+function topologicalOrder(root: Tensor): GradKey[] {
+  const rootKey = keyOf(root);
+  const visited = new Set<GradKey>([rootKey]);
+  const postOrder: GradKey[] = [];
   // Iterative DFS: deep graphs (long RNN-like chains) must not overflow the JS stack.
-  const stack: { t: Tensor; next: number }[] = [{ t: root, next: 0 }];
-  visited.add(root);
+  const stack: { k: GradKey; next: number }[] = [{ k: rootKey, next: 0 }];
   while (stack.length > 0) {
     const frame = stack[stack.length - 1]!;
-    const inputs = frame.t.gradFn?.inputs ?? [];
+    const inputs = isNode(frame.k) ? frame.k.inputs : [];
     if (frame.next < inputs.length) {
       const child = inputs[frame.next++];
-      if (child && child.requiresGrad && !visited.has(child)) {
-        visited.add(child);
-        stack.push({ t: child, next: 0 });
+      if (!child || !child.requiresGrad) continue;
+      const k = keyOf(child);
+      if (!visited.has(k)) {
+        visited.add(k);
+        stack.push({ k, next: 0 });
       }
     } else {
-      postOrder.push(frame.t);
+      postOrder.push(frame.k);
       stack.pop();
     }
   }

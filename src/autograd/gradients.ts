@@ -14,6 +14,7 @@ import type { DType } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 import { Tensor as TensorClass } from '../tensor.js';
 import * as ops from '../ops/index.js';
+import { loraLinearGrad } from '../ops/lora-linear.js';
 import type { Node } from './tape.js';
 
 type None = Record<string, never>;
@@ -72,6 +73,8 @@ export interface GradContexts {
   quantizedMatmul: { w: QuantizedMatrix };
   /** act(x·w + b) (src/ops/linear.ts); h = x·w + b, kept when there is an activation. */
   linear: { act: ActivationOp | null; h: Tensor | null };
+  /** The fused LoRA linear (src/ops/lora-linear.ts); t = scaling · h·Aᵀ [M, r]. */
+  loraLinear: { scaling: number; quantized: QuantizedMatrix | null; t: Tensor };
 }
 
 export type PrimitiveName = keyof GradContexts;
@@ -90,10 +93,10 @@ type Rule<K extends PrimitiveName> = (
  * two together). MLP blocks spend a training step's elementwise time here, hence the fusion.
  */
 function activationRule(op: ActivationOp): Rule<ActivationOp> {
-  return (g, [x], _ctx, out) => {
+  return (g, [x]) => {
     const fused = fusedFor('activationBackward', [x!, g]);
     return [
-      fused ? new TensorClass(fused.activationBackward(op, x!, g), x!.shape, x!.dtype) : ACTIVATION_GRADS[op](g, x!, out),
+      fused ? new TensorClass(fused.activationBackward(op, x!, g), x!.shape, x!.dtype) : ACTIVATION_GRADS[op](g, x!),
     ];
   };
 }
@@ -102,10 +105,10 @@ const INV_SQRT_2PI = 0.3989422804014327;
 
 /**
  * gelu'(x) = Φ(x) + x·φ(x). Φ(x) = gelu(x)/x (gelu(0)/0 → Φ(0) = ½), which spares erf a primitive
- * of its own: the forward output already holds it, to the output's relative precision.
+ * of its own. gelu(x) is recomputed rather than kept from the forward (the tape holds only x).
  */
-function geluGrad(g: Tensor, x: Tensor, out: Tensor): Tensor {
-  const cdf = ops.where(ops.eq(x, 0), 0.5, ops.div(out, x));
+function geluGrad(g: Tensor, x: Tensor): Tensor {
+  const cdf = ops.where(ops.eq(x, 0), 0.5, ops.div(ops.gelu(x), x));
   const pdf = ops.mul(ops.exp(ops.mul(ops.mul(x, x), -0.5)), INV_SQRT_2PI);
   return ops.mul(g, ops.add(cdf, ops.mul(x, pdf)));
 }
@@ -126,9 +129,9 @@ function siluGrad(g: Tensor, x: Tensor): Tensor {
 }
 
 /** g · f'(x) from primitives, for out = f(x): the spec of every fused activation backward. */
-const ACTIVATION_GRADS: Readonly<Record<ActivationOp, (g: Tensor, x: Tensor, out: Tensor) => Tensor>> = {
+const ACTIVATION_GRADS: Readonly<Record<ActivationOp, (g: Tensor, x: Tensor) => Tensor>> = {
   // relu'(0) = 0; where, not g·mask, so an infinite g does not become NaN where the mask is 0.
-  relu: (g, _x, out) => ops.where(ops.le(out, 0), 0, g),
+  relu: (g, x) => ops.where(ops.le(x, 0), 0, g),
   gelu: geluGrad,
   gelu_tanh: geluTanhGrad,
   silu: siluGrad,
@@ -262,6 +265,7 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   causalAttentionQKV: causalAttentionQKVGrad,
   quantizedMatmul: (g, _i, { w }) => [ops.quantizedMatmulInputGrad(g, w)],
   linear: linearGrad,
+  loraLinear: loraLinearGrad,
 };
 
 /*
@@ -402,7 +406,7 @@ function causalAttentionQKVGrad(
  * backend has it (else from primitives, as the composite's tape would), then dx = dh·wᵀ and
  * dw = xᵀ·dh as matmul's rule computes them.
  */
-function linearGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { act, h }: GradContexts['linear'], out: Tensor): Grads {
+function linearGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { act, h }: GradContexts['linear']): Grads {
   const wantBias = !!b?.requiresGrad;
   let dh = g;
   let db: Tensor | null = null;
@@ -412,7 +416,7 @@ function linearGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { act, h }
     if (r.dh) dh = new TensorClass(r.dh, g.shape, g.dtype);
     if (r.db) db = new TensorClass(r.db, b!.shape, b!.dtype);
   } else {
-    if (act) dh = ACTIVATION_GRADS[act](g, h!, out);
+    if (act) dh = ACTIVATION_GRADS[act](g, h!);
     if (wantBias) db = ops.sum(dh, 0);
   }
   return [
@@ -429,7 +433,8 @@ function extremumReduceGrad(g: Tensor, x: Tensor, out: Tensor, axes: readonly nu
   return [ops.mul(back(ops.div(g, count), x), hits)];
 }
 
-export function gradientOf(node: Node, g: Tensor, out: Tensor): Grads {
+/** The input gradients of one node; `node.out` is there for the rules that read the output (./retention.ts). */
+export function gradientOf(node: Node, g: Tensor): Grads {
   const rule = GRADIENTS[node.op] as Rule<PrimitiveName>;
-  return rule(g, node.inputs, node.ctx as never, out);
+  return rule(g, node.inputs, node.ctx as never, node.out!);
 }

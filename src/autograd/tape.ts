@@ -1,13 +1,22 @@
 /**
  * The tape. When gradients are on and an op has an input that requires grad, the op records one
- * Node on its output: the primitive's name, its inputs, and whatever the gradient rule needs
- * (`ctx`). backward() (./backward.ts) walks these nodes; the rules live in ./gradients.ts.
+ * Node on its output: the primitive's name, its inputs, whatever the gradient rule needs (`ctx`)
+ * and, for rules that read it, the output. backward() (./backward.ts) walks these nodes; the rules
+ * live in ./gradients.ts. Inputs whose values no rule will read are held without them
+ * (./retention.ts), so the tape keeps only what backward needs.
  */
 import type { Tensor } from '../tensor.js';
 import type { GradContexts, PrimitiveName } from './gradients.js';
+import { keepsOutput, retainedInputs } from './retention.js';
 
 export type Node = {
-  [K in PrimitiveName]: { readonly op: K; readonly inputs: readonly (Tensor | null)[]; readonly ctx: GradContexts[K] };
+  [K in PrimitiveName]: {
+    readonly op: K;
+    readonly inputs: readonly (Tensor | null)[];
+    readonly ctx: GradContexts[K];
+    /** The op's output, for rules that read it (absent otherwise, so the tape does not hold it). */
+    readonly out?: Tensor;
+  };
 }[PrimitiveName];
 
 let gradEnabled = true;
@@ -54,7 +63,8 @@ export function record<K extends PrimitiveName>(
 ): Tensor {
   if (needsGrad(inputs)) {
     out.requiresGrad = true;
-    out.gradFn = { op, inputs, ctx } as Node;
+    const kept = retainedInputs(op, inputs);
+    out.gradFn = (keepsOutput(op) ? { op, inputs: kept, ctx, out } : { op, inputs: kept, ctx }) as Node;
   }
   return out;
 }

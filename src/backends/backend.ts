@@ -91,7 +91,8 @@ export type FusedKernelName =
   | 'gradNorm'
   | 'activationBackward'
   | 'biasActivation'
-  | 'quantizedMatmul';
+  | 'quantizedMatmul'
+  | 'matmulAccumulate';
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'softmax',
   'layerNorm',
@@ -104,6 +105,7 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'activationBackward',
   'biasActivation',
   'quantizedMatmul',
+  'matmulAccumulate',
 ];
 
 /** ggml block formats a quantized weight can be held in (32 values per block). */
@@ -277,7 +279,13 @@ export interface FusedKernels {
    * by the caller): h += bias in place (bias [N], when given), then returns act(h) as new storage
    * (null when `act` is null: h is the output). Must equal the composite add and activation.
    */
-  biasActivation(h: Float32Array, rows: number, N: number, bias: KernelView | null, act: ActivationOp | null): Storage | null;
+  biasActivation(
+    h: Float32Array,
+    rows: number,
+    N: number,
+    bias: KernelView | null,
+    act: ActivationOp | null,
+  ): Storage | null;
   /**
    * Its backward from g [rows, N]: dh = g ⊙ act'(h) (null when `act` is null: dh is g) and, when
    * `bias`, db = Σrows dh, summed in an order that depends only on the shape.
@@ -295,6 +303,12 @@ export interface FusedKernels {
   quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage;
   /** g [..., N] · W → [..., K] (the input gradient; W gets none). */
   quantizedMatmulBackward(g: KernelView, w: QuantizedMatrix): Storage;
+  /**
+   * c [M, N] (row-major; the caller's own, freshly computed) += alpha · a [M, K] · b [K, N], for
+   * 2-D views a and b (transposed views too): the GEMM's beta = 1, so a fused LoRA linear
+   * (src/finetune/lora-linear.ts) adds its low-rank product into the base's output in the GEMM's pass.
+   */
+  matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void;
 }
 
 /**

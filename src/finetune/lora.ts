@@ -41,12 +41,13 @@ import { noGrad } from '../autograd/tape.js';
 import { FormatError } from '../errors.js';
 import { add, mul, sub } from '../ops/elementwise.js';
 import { matmul } from '../ops/linalg.js';
+import { loraLinear } from '../ops/lora-linear.js';
 import { transpose } from '../ops/view.js';
 import { GPT } from '../models/gpt.js';
 import { Llama } from '../models/llama.js';
 import { normal_, zeros_ } from '../nn/init.js';
 import { Dropout } from '../nn/layers.js';
-import { Linear } from '../nn/linear.js';
+import { type AdapterHook, Linear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { QuantizedLinear } from '../nn/quantized-linear.js';
 import type { Generator } from '../random.js';
@@ -447,7 +448,12 @@ export class LoraLayer {
     if (opts.init === 'gaussian') normal_(this.lora_A.weight, 0, 1 / opts.r, gen);
     if (opts.init !== false) zeros_(this.lora_B.weight);
     for (const m of [this.lora_A, this.lora_B, this.dropout]) m.train(layer.training);
-    layer.adapter = (x) => this.forward(x);
+    layer.adapter = this.#hook();
+  }
+
+  /** The layer's adapter hook: the delta alone (forward), and base + delta as one fused op (forwardWithBase). */
+  #hook(): AdapterHook {
+    return Object.assign((x: Tensor) => this.forward(x), { withBase: (x: Tensor) => this.forwardWithBase(x) });
   }
 
   /** True while the layer carries this delta (its children and its forward hook); see detach(). */
@@ -482,7 +488,7 @@ export class LoraLayer {
     this.layer.registerModule('lora_A', this.lora_A);
     this.layer.registerModule('lora_B', this.lora_B);
     this.layer.registerModule('lora_dropout', this.dropout);
-    this.layer.adapter = (x) => this.forward(x);
+    this.layer.adapter = this.#hook();
   }
 
   /**
@@ -493,6 +499,20 @@ export class LoraLayer {
   forward(x: Tensor): Tensor {
     const h = this.lora_A.forward(this.dropout.forward(x));
     return this.lora_B.forward(this.scaling === 1 ? h : mul(h, this.scaling));
+  }
+
+  /**
+   * base(x) + forward(x) as one op (src/ops/lora-linear.ts): the layer's forward while the delta is
+   * attached. The dropout's mask, when it drops anything, is its own op's (reused by its backward).
+   */
+  forwardWithBase(x: Tensor): Tensor {
+    const layer = this.layer;
+    const dropped = this.dropout.forward(x);
+    const base =
+      layer instanceof Linear
+        ? { weight: layer.weightInOut(), bias: layer.bias }
+        : { quantized: layer.weight, bias: layer.bias };
+    return loraLinear(x, base, dropped === x ? null : dropped, this.lora_A.weight, this.lora_B.weight, this.scaling);
   }
 
   get merged(): boolean {
@@ -530,7 +550,7 @@ export class LoraLayer {
   unmerge(): void {
     if (!this.#merged) return;
     this.#write(sub);
-    this.layer.adapter = (x) => this.forward(x);
+    this.layer.adapter = this.#hook();
     this.#merged = false;
   }
 

@@ -5,7 +5,9 @@
  * The LoRA hook: `forward(x)` is `base(x)` plus `adapter(x)` when an adapter is attached. A LoRA
  * wrapper sets `layer.adapter = (x) => scale · B(A(dropout(x)))` (and registers its own parameters
  * on the layer, so they appear in namedParameters under the layer's path); merging writes into
- * `weight` directly. Subclasses may also override `forward` or `base`.
+ * `weight` directly. A hook may also carry `withBase(x)`, the same base(x) + adapter(x) computed
+ * as one op (the fused LoRA linear), which forward then calls instead. Subclasses may also
+ * override `forward` or `base`.
  */
 import type { DType } from '../dtype.js';
 import { ArgumentError, ShapeError } from '../errors.js';
@@ -28,6 +30,9 @@ export interface LinearOptions {
 
 export type WeightLayout = 'out_in' | 'in_out';
 
+/** An additive delta on a layer's output; `withBase`, when present, is base(x) + delta(x) as one op. */
+export type AdapterHook = ((x: Tensor) => Tensor) & { readonly withBase?: (x: Tensor) => Tensor };
+
 /** y = x·Wᵀ + b with W [out, in]; PyTorch's default init (kaiming_uniform a=√5, bias ±1/√in). */
 export class Linear extends Module implements Layer {
   readonly inFeatures: number;
@@ -35,7 +40,7 @@ export class Linear extends Module implements Layer {
   /** How `weight` is stored: [out, in] (nn.Linear) or [in, out] (GPT-2 Conv1D; PEFT's fan_in_fan_out). */
   readonly layout: WeightLayout = 'out_in';
   /** LoRA (or any additive) delta on the output; see the file comment. */
-  adapter: ((x: Tensor) => Tensor) | null = null;
+  adapter: AdapterHook | null = null;
 
   constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
     super();
@@ -104,6 +109,7 @@ export class Linear extends Module implements Layer {
   }
 
   forward(x: Tensor): Tensor {
+    if (this.adapter?.withBase) return this.adapter.withBase(x);
     const y = this.base(x);
     return this.adapter ? add(y, this.adapter(x)) : y;
   }

@@ -17,7 +17,7 @@ import { quantizedMatmul } from '../ops/quantized.js';
 import { cast, contiguous, transpose } from '../ops/view.js';
 import { formatShape, numel } from '../shape.js';
 import type { Tensor } from '../tensor.js';
-import { Linear, type WeightLayout } from './linear.js';
+import { type AdapterHook, Linear, type WeightLayout } from './linear.js';
 import { type Layer, Module, Sequential } from './module.js';
 
 export type { QuantType, QuantizedMatrix } from '../backends/backend.js';
@@ -41,7 +41,7 @@ export class QuantizedLinear extends Module implements Layer {
   /** The file's block type when the weight was re-quantized to q8_0 at load (e.g. 'q4_K'), else null. */
   readonly requantizedFrom: string | null;
   /** LoRA (or any additive) delta on the output, as Linear.adapter. */
-  adapter: ((x: Tensor) => Tensor) | null = null;
+  adapter: AdapterHook | null = null;
 
   /** `weight` [out, in] in blocks; `bias` [out] (f32) or null; `requantizedFrom` see the field. */
   constructor(weight: QuantizedMatrix, bias: Tensor | null = null, requantizedFrom: string | null = null) {
@@ -87,6 +87,7 @@ export class QuantizedLinear extends Module implements Layer {
   }
 
   forward(x: Tensor): Tensor {
+    if (this.adapter?.withBase) return this.adapter.withBase(x);
     const y = this.base(x);
     return this.adapter ? add(y, this.adapter(x)) : y;
   }

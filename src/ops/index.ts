@@ -9,3 +9,4 @@ export * from './shape-ops.js';
 export * from './nn.js';
 export * from './conv.js';
 export * from './quantized.js';
+export { loraLinear, type LoraBase } from './lora-linear.js';

@@ -1,0 +1,142 @@
+/**
+ * The fused LoRA linear: y = base(x) + s·(h·Aᵀ)·Bᵀ as one op with one backward, where base(x) is
+ * x·W + b (W seen as [in, out]: a Linear's transposed weight, a Conv1D's own) or x·Wᵀ + b for a
+ * quantized W, and h is dropout(x) (or x itself when there is no dropout: `h` null).
+ *
+ * Against the unfused layer (matmul, add bias, dropout, matmul A, scale, matmul B, add — each with
+ * its own output and tape node) it saves the full-size passes: the low-rank product is added into
+ * the base's output by the GEMM itself (beta = 1, the backend's fused `matmulAccumulate`), the scale
+ * rides on the GEMM's alpha, and in backward the low-rank part of dX is accumulated into the base's
+ * dX the same way (when h is x) instead of summing two [M, in] gradients. The tape holds x (for dA
+ * or dW), h, W, A, B and t = s·h·Aᵀ [M, r]; nothing of size [M, out].
+ *
+ * Gradients (g = dL/dy as [M, N], u = s·g·B [M, r]):
+ *   dX = g·Wᵀ (+ u·A when h is x), dH = u·A, dA = uᵀ·h, dB = gᵀ·t, dW = xᵀ·g, db = Σrows g,
+ * each computed only when that input requires grad (a frozen W gets no dW). Without the fused
+ * kernel (the js backend, f64) the same formulas run as plain ops: that composite is the reference.
+ */
+import { noGrad, record } from '../autograd/tape.js';
+import type { QuantizedMatrix } from '../backends/backend.js';
+import { fusedFor } from '../backends/dispatch.js';
+import { ShapeError } from '../errors.js';
+import { formatShape, numel } from '../shape.js';
+import type { Tensor } from '../tensor.js';
+import { add, mul } from './elementwise.js';
+import { matmul } from './linalg.js';
+import { quantizedMatmul, quantizedMatmulInputGrad } from './quantized.js';
+import { sum } from './reduce.js';
+import { clone, expand, reshape, transpose } from './view.js';
+import { zeros } from './creation.js';
+
+/** The frozen-or-not base of a LoRA linear: a float weight as [in, out] (a view is fine), or quantized blocks [out, in]. */
+export type LoraBase =
+  | { readonly weight: Tensor; readonly bias: Tensor | null }
+  | { readonly quantized: QuantizedMatrix; readonly bias: Tensor | null };
+
+/**
+ * c + alpha·(a·b) for 2-D a [M, K], b [K, N]. `c`, when given, must be a fresh contiguous tensor
+ * this op owns: the fused kernel adds into its storage (GEMM beta = 1) instead of allocating.
+ */
+function addProduct(c: Tensor | null, a: Tensor, b: Tensor, alpha: number): Tensor {
+  const fused = a.dtype === 'f32' && b.dtype === 'f32' ? fusedFor('matmulAccumulate', [a, b]) : null;
+  if (fused && (!c || (c.dtype === 'f32' && c.offset === 0 && c.storage.length === c.size && c.isContiguous()))) {
+    const out = c ?? zeros([a.shape[0]!, b.shape[1]!]);
+    fused.matmulAccumulate(a, b, out.storage as Float32Array, alpha);
+    return out;
+  }
+  const p = alpha === 1 ? matmul(a, b) : mul(matmul(a, b), alpha);
+  return c ? add(c, p) : p;
+}
+
+/** base(x2) for x2 [M, K] as a fresh [M, N] tensor (the bias written first, the GEMM adding into it). */
+function baseProduct(x2: Tensor, base: LoraBase, N: number): Tensor {
+  const M = x2.shape[0]!;
+  if ('quantized' in base) {
+    const y = quantizedMatmul(x2, base.quantized);
+    return base.bias ? add(y, base.bias) : y;
+  }
+  if (!base.bias) return matmul(x2, base.weight);
+  return addProduct(clone(expand(base.bias, [M, N])), x2, base.weight, 1);
+}
+
+/**
+ * x [..., K] → [..., N]: base(x) + scaling·(h·Aᵀ)·Bᵀ with A [r, K], B [N, r] (PEFT's lora_A /
+ * lora_B weights); `h` [..., K] is dropout(x), or null when it is x itself.
+ */
+export function loraLinear(
+  x: Tensor,
+  base: LoraBase,
+  h: Tensor | null,
+  loraA: Tensor,
+  loraB: Tensor,
+  scaling: number,
+): Tensor {
+  const K = x.shape[x.rank - 1];
+  const N = loraB.shape[0]!;
+  const r = loraA.shape[0]!;
+  const baseIn = 'quantized' in base ? base.quantized.cols : base.weight.shape[0];
+  const baseOut = 'quantized' in base ? base.quantized.rows : base.weight.shape[1];
+  if (
+    x.rank === 0 ||
+    K !== baseIn ||
+    baseOut !== N ||
+    loraA.rank !== 2 ||
+    loraA.shape[1] !== K ||
+    loraB.rank !== 2 ||
+    loraB.shape[1] !== r ||
+    (h !== null && h.size !== x.size)
+  ) {
+    throw new ShapeError(
+      `loraLinear: x ${formatShape(x.shape)} with a base [${baseIn} → ${baseOut}], lora_A ${formatShape(loraA.shape)} and lora_B ${formatShape(loraB.shape)} do not fit (x must end in in, A be [r, in], B [out, r])`,
+      { op: 'loraLinear', shapes: [x.shape, loraA.shape, loraB.shape] },
+    );
+  }
+  const lead = x.shape.slice(0, -1);
+  const M = numel(lead);
+  const { y, t } = noGrad(() => {
+    const x2 = reshape(x, [M, K]);
+    const h2 = h ? reshape(h, [M, K]) : x2;
+    const t = addProduct(null, h2, transpose(loraA, 0, 1), scaling);
+    return { y: addProduct(baseProduct(x2, base, N), t, transpose(loraB, 0, 1), 1), t };
+  });
+  const out = noGrad(() => reshape(y, [...lead, N]));
+  const weight = 'weight' in base ? base.weight : null;
+  const quantized = 'quantized' in base ? base.quantized : null;
+  return record('loraLinear', out, [x, weight, base.bias, h, loraA, loraB], { scaling, quantized, t });
+}
+
+/** The gradient rule (src/autograd/gradients.ts); inputs [x, W as [in, out] | null, bias, h | null, A, B]. */
+export function loraLinearGrad(
+  g: Tensor,
+  [x, w, bias, h, loraA, loraB]: readonly (Tensor | null)[],
+  { scaling, quantized, t }: { scaling: number; quantized: QuantizedMatrix | null; t: Tensor },
+): (Tensor | null)[] {
+  const K = x!.shape[x!.rank - 1]!;
+  const N = g.shape[g.rank - 1]!;
+  const M = g.size / N;
+  const g2 = reshape(g, [M, N]);
+  const x2 = (): Tensor => reshape(x!, [M, K]);
+  const shared = h === null;
+  const wantX = x!.requiresGrad;
+  const wantH = !!h?.requiresGrad;
+  const wantA = loraA!.requiresGrad;
+  const u = wantX || wantH || wantA ? addProduct(null, g2, loraB!, scaling) : null;
+  let dx: Tensor | null = null;
+  if (wantX) {
+    dx = quantized ? quantizedMatmulInputGrad(g2, quantized) : matmul(g2, transpose(w!, 0, 1));
+    if (shared) dx = addProduct(dx, u!, loraA!, 1);
+    dx = reshape(dx, x!.shape);
+  }
+  const dh = wantH ? reshape(matmul(u!, loraA!), h!.shape) : null;
+  const da = wantA ? matmul(transpose(u!, 0, 1), shared ? x2() : reshape(h!, [M, K])) : null;
+  const db = loraB!.requiresGrad ? matmul(transpose(g2, 0, 1), t) : null;
+  // W as [in, out]: dW = xᵀ·g, computed as (gᵀ·x)ᵀ when W is a transposed [out, in] weight, so
+  // the weight receives a row-major gradient (as the matmul rule does).
+  const dw = w?.requiresGrad
+    ? w.strides[0] === 1 && w.shape[0]! > 1 && w.shape[1]! > 1
+      ? transpose(matmul(transpose(g2, 0, 1), x2()), 0, 1)
+      : matmul(transpose(x2(), 0, 1), g2)
+    : null;
+  const dbias = bias?.requiresGrad ? sum(g2, 0) : null;
+  return [dx, dw, dbias, dh, da, db];
+}
