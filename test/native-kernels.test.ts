@@ -652,7 +652,8 @@ describe('native fused kernels vs naive loops', { skip }, () => {
       for (let b = 0; b < B; b++)
         for (let h = 0; h < H; h++)
           for (let t = 0; t < T; t++)
-            for (let i = 0; i < D; i++) d[((b * H + h) * T + t) * D + i] = src[(b * T + t) * width + part * C + h * D + i]!;
+            for (let i = 0; i < D; i++)
+              d[((b * H + h) * T + t) * D + i] = src[(b * T + t) * width + part * C + h * D + i]!;
       return d;
     };
     const n = B * H * T * D;
