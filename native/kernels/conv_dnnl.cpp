@@ -29,16 +29,13 @@
 #include <pthread.h>
 #include <signal.h>
 
+namespace kn {
+dnnl_engine_t dnnl_cpu_engine();  // matmul_bf16.cpp
+}
+
 namespace {
 
-dnnl_engine_t engine() {
-  static dnnl_engine_t e = [] {
-    dnnl_engine_t made = nullptr;
-    dnnl_engine_create(&made, dnnl_cpu, 0);
-    return made;
-  }();
-  return e;
-}
+dnnl_engine_t engine() { return kn::dnnl_cpu_engine(); }
 
 enum Dir { FORWARD = 0, BACKWARD_DATA = 1, BACKWARD_WEIGHTS = 2 };
 
