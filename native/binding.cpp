@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <vector>
+
 #include "kernels.h"
 
 namespace {
@@ -832,6 +834,39 @@ FN(js_cross_entropy) {
   BODY_END
 }
 
+/* biasActivation(h, rows, N, bias?, act, y?): h += bias in place, y = act(h) (act −1: none). */
+FN(js_bias_activation) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  int64_t rows = INT(1, "rows", 0, BIG), N = INT(2, "N", 0, BIG);
+  CHECK((double)rows * (double)N < 4e15, "rows·N is too large");
+  int act = (int)INT(4, "act", -1, KN_UNARY_COUNT - 1);
+  CHECK(act < 0 || kn_is_activation((kn_unary_op)act), "act must be −1 or an activation (relu, gelu, gelu_tanh, silu)");
+  float *h = req_f32(env, a.argv[0], rows * N, "h");
+  const float *bias = opt_f32(env, a.argv[3], N, "bias");
+  float *y = act >= 0 ? req_f32(env, a.argv[5], rows * N, "y") : nullptr;
+  kn_bias_act_f32(h, bias, act, rows, N, y);
+  return undefined(env);
+  BODY_END
+}
+
+/* biasActivationBackward(g, h?, rows, N, act, dh?, db?): dh = g · act'(h), db = Σrows dh (or g). */
+FN(js_bias_activation_backward) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int64_t rows = INT(2, "rows", 0, BIG), N = INT(3, "N", 0, BIG);
+  CHECK((double)rows * (double)N < 4e15, "rows·N is too large");
+  int act = (int)INT(4, "act", -1, KN_UNARY_COUNT - 1);
+  CHECK(act < 0 || kn_is_activation((kn_unary_op)act), "act must be −1 or an activation (relu, gelu, gelu_tanh, silu)");
+  const float *g = req_f32(env, a.argv[0], rows * N, "g");
+  const float *h = act >= 0 ? req_f32(env, a.argv[1], rows * N, "h") : nullptr;
+  float *dh = act >= 0 ? opt_f32(env, a.argv[5], rows * N, "dh") : nullptr;
+  float *db = opt_f32(env, a.argv[6], N, "db");
+  kn_bias_act_backward_f32(g, h, act, rows, N, dh, db);
+  return undefined(env);
+  BODY_END
+}
+
 /* adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step[, decoupled = true]) */
 FN(js_adamw) {
   BODY_BEGIN
@@ -847,6 +882,85 @@ FN(js_adamw) {
   BODY_END
 }
 
+/* The Float32Arrays of a JS array (one per tensor of a many-tensor call), `count` of them. */
+std::vector<Array> f32_list(napi_env env, napi_value v, const char *what) {
+  bool is = false;
+  NAPI(napi_is_array(env, v, &is));
+  CHECK(is, "%s must be an array of Float32Arrays", what);
+  uint32_t len = 0;
+  NAPI(napi_get_array_length(env, v, &len));
+  std::vector<Array> out(len);
+  for (uint32_t i = 0; i < len; i++) {
+    napi_value e;
+    NAPI(napi_get_element(env, v, i, &e));
+    out[i] = typed(env, e, napi_float32_array, what);
+  }
+  return out;
+}
+
+/* adamMany(params, grads, ms, vs, hyper): adamw on each tensor, hyper [7·count] as kn_adamw_many_f32. */
+FN(js_adam_many) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  std::vector<Array> p = f32_list(env, a.argv[0], "params"), g = f32_list(env, a.argv[1], "grads"),
+                     m = f32_list(env, a.argv[2], "ms"), v = f32_list(env, a.argv[3], "vs");
+  size_t count = p.size();
+  CHECK(g.size() == count && m.size() == count && v.size() == count,
+        "params, grads, ms and vs must have one length, got %zu, %zu, %zu, %zu", count, g.size(), m.size(), v.size());
+  Array h = typed(env, a.argv[4], napi_float64_array, "hyper");
+  CHECK(h.length == 7 * count, "hyper holds %zu numbers, needs 7 per tensor (%zu)", h.length, 7 * count);
+  const double *hy = (const double *)h.data;
+  std::vector<float *> pp(count), mp(count), vp(count);
+  std::vector<const float *> gp(count);
+  std::vector<int64_t> n(count);
+  for (size_t t = 0; t < count; t++) {
+    n[t] = (int64_t)p[t].length;
+    CHECK(g[t].length == p[t].length && m[t].length == p[t].length && v[t].length == p[t].length,
+          "tensor %zu: param, grad, m and v must have one length", t);
+    const double *ht = hy + 7 * t;
+    CHECK(ht[5] >= 1 && ht[5] == floor(ht[5]) && ht[5] <= (double)BIG, "tensor %zu: step must be an integer ≥ 1", t);
+    CHECK(ht[6] == 0 || ht[6] == 1, "tensor %zu: decoupled must be 0 or 1", t);
+    pp[t] = (float *)p[t].data;
+    gp[t] = (const float *)g[t].data;
+    mp[t] = (float *)m[t].data;
+    vp[t] = (float *)v[t].data;
+  }
+  kn_adamw_many_f32((int64_t)count, pp.data(), gp.data(), mp.data(), vp.data(), n.data(), hy);
+  return undefined(env);
+  BODY_END
+}
+
+/* sumSquaresMany(arrays) → Σ x² in double. */
+FN(js_sum_squares_many) {
+  BODY_BEGIN
+  ARG_COUNT(1);
+  std::vector<Array> x = f32_list(env, a.argv[0], "arrays");
+  std::vector<const float *> xp(x.size());
+  std::vector<int64_t> n(x.size());
+  for (size_t t = 0; t < x.size(); t++) {
+    xp[t] = (const float *)x[t].data;
+    n[t] = (int64_t)x[t].length;
+  }
+  return number(env, kn_sum_squares_many_f32((int64_t)x.size(), xp.data(), n.data()));
+  BODY_END
+}
+
+/* scaleMany(arrays, k): x ← x·k in place. */
+FN(js_scale_many) {
+  BODY_BEGIN
+  ARG_COUNT(2);
+  std::vector<Array> x = f32_list(env, a.argv[0], "arrays");
+  std::vector<float *> xp(x.size());
+  std::vector<int64_t> n(x.size());
+  for (size_t t = 0; t < x.size(); t++) {
+    xp[t] = (float *)x[t].data;
+    n[t] = (int64_t)x[t].length;
+  }
+  kn_scale_many_f32((int64_t)x.size(), xp.data(), n.data(), NUM(1, "k"));
+  return undefined(env);
+  BODY_END
+}
+
 void attn_dims(napi_env env, napi_value *v, int64_t *BH, int64_t *T, int64_t *D) {
   *BH = int_at(env, v[0], "BH", 0, BIG);
   *T = int_at(env, v[1], "T", 0, BIG);
@@ -854,7 +968,7 @@ void attn_dims(napi_env env, napi_value *v, int64_t *BH, int64_t *T, int64_t *D)
   CHECK((double)*BH * (double)*T * (double)*D < 4e15, "BH·T·D is too large");
 }
 
-/* causalAttention(q, k, v, BH, T, D, scale, out, lse?) */
+/* causalAttention(q, k, v, BH, T, D, scale, out, lse?): dense [BH, T, D] */
 FN(js_causal_attention) {
   BODY_BEGIN
   ARG_COUNT(9);
@@ -863,7 +977,8 @@ FN(js_causal_attention) {
   int64_t n = BH * T * D;
   const float *q = req_f32(env, a.argv[0], n, "q"), *k = req_f32(env, a.argv[1], n, "k"), *v = req_f32(env, a.argv[2], n, "v");
   float *out = req_f32(env, a.argv[7], n, "out"), *lse = opt_f32(env, a.argv[8], BH * T, "lse");
-  kn_causal_attention_f32(q, k, v, BH, T, D, (float)NUM(6, "scale"), out, lse);
+  kn_attn_layout dense = {T * D, 0, D};
+  kn_causal_attention_f32(q, k, v, BH, 1, T, D, dense, dense, (float)NUM(6, "scale"), out, lse);
   return undefined(env);
   BODY_END
 }
@@ -879,11 +994,63 @@ FN(js_causal_attention_backward) {
   const float *o = req_f32(env, a.argv[3], n, "out"), *lse = req_f32(env, a.argv[4], BH * T, "lse");
   const float *g = req_f32(env, a.argv[5], n, "g");
   float *dq = req_f32(env, a.argv[10], n, "dq"), *dk = req_f32(env, a.argv[11], n, "dk"), *dv = req_f32(env, a.argv[12], n, "dv");
-  kn_causal_attention_backward_f32(q, k, v, o, lse, g, BH, T, D, (float)NUM(9, "scale"), dq, dk, dv);
+  kn_attn_layout dense = {T * D, 0, D};
+  kn_causal_attention_backward_f32(q, k, v, o, lse, g, BH, 1, T, D, dense, dense, (float)NUM(9, "scale"), dq, dk, dv);
   return undefined(env);
   BODY_END
 }
 
+/* B, T, H, D of the packed layout: qkv [B, T, 3·H·D], out [B, T, H·D]. */
+void qkv_dims(napi_env env, napi_value *v, int64_t *B, int64_t *T, int64_t *H, int64_t *D) {
+  *B = int_at(env, v[0], "B", 0, BIG);
+  *T = int_at(env, v[1], "T", 0, BIG);
+  *H = int_at(env, v[2], "H", 0, BIG);
+  *D = int_at(env, v[3], "D", 0, BIG);
+  CHECK((double)*B * (double)*T * (double)*H * (double)*D < 1e15, "B·T·H·D is too large");
+}
+
+/* The three heads' layouts of qkv [B, T, 3C] and of out [B, T, C], C = H·D. */
+void qkv_layouts(int64_t T, int64_t H, int64_t D, kn_attn_layout *in, kn_attn_layout *ol) {
+  const int64_t C = H * D;
+  *in = {T * 3 * C, D, 3 * C};
+  *ol = {T * C, D, C};
+}
+
+/* causalAttentionQKV(qkv, B, T, H, D, scale, out, lse?) */
+FN(js_causal_attention_qkv) {
+  BODY_BEGIN
+  ARG_COUNT(8);
+  int64_t B, T, H, D;
+  qkv_dims(env, a.argv + 1, &B, &T, &H, &D);
+  int64_t n = B * T * H * D;
+  const float *qkv = req_f32(env, a.argv[0], 3 * n, "qkv");
+  float *out = req_f32(env, a.argv[6], n, "out"), *lse = opt_f32(env, a.argv[7], B * H * T, "lse");
+  kn_attn_layout in, ol;
+  qkv_layouts(T, H, D, &in, &ol);
+  const int64_t C = H * D;
+  kn_causal_attention_f32(qkv, qkv + C, qkv + 2 * C, B, H, T, D, in, ol, (float)NUM(5, "scale"), out, lse);
+  return undefined(env);
+  BODY_END
+}
+
+/* causalAttentionQKVBackward(qkv, out, lse, g, B, T, H, D, scale, dqkv) */
+FN(js_causal_attention_qkv_backward) {
+  BODY_BEGIN
+  ARG_COUNT(10);
+  int64_t B, T, H, D;
+  qkv_dims(env, a.argv + 4, &B, &T, &H, &D);
+  int64_t n = B * T * H * D;
+  const float *qkv = req_f32(env, a.argv[0], 3 * n, "qkv"), *o = req_f32(env, a.argv[1], n, "out");
+  const float *lse = req_f32(env, a.argv[2], B * H * T, "lse"), *g = req_f32(env, a.argv[3], n, "g");
+  float *dqkv = req_f32(env, a.argv[9], 3 * n, "dqkv");
+  kn_attn_layout in, ol;
+  qkv_layouts(T, H, D, &in, &ol);
+  const int64_t C = H * D;
+  kn_causal_attention_backward_f32(qkv, qkv + C, qkv + 2 * C, o, lse, g, B, H, T, D, in, ol, (float)NUM(8, "scale"),
+                                   dqkv, dqkv + C, dqkv + 2 * C);
+  return undefined(env);
+  BODY_END
+}
 
 /* Quantized weights: a Uint8Array of N·K/32 ggml blocks of `type` (kn_qtype), checked against N and K. */
 const uint8_t *qweight(napi_env env, napi_value v, int type, int64_t N, int64_t K) {
@@ -1136,6 +1303,8 @@ NAPI_MODULE_INIT() {
       EXPORT("bf16Impl", js_bf16_impl),
       EXPORT("unary", js_unary),
       EXPORT("activationBackward", js_activation_backward),
+      EXPORT("biasActivation", js_bias_activation),
+      EXPORT("biasActivationBackward", js_bias_activation_backward),
       EXPORT("binary", js_binary),
       EXPORT("where", js_where),
       EXPORT("assign", js_assign),
@@ -1162,8 +1331,13 @@ NAPI_MODULE_INIT() {
       EXPORT("rmsNormBackward", js_rms_norm_backward),
       EXPORT("crossEntropy", js_cross_entropy),
       EXPORT("adamw", js_adamw),
+      EXPORT("adamMany", js_adam_many),
+      EXPORT("sumSquaresMany", js_sum_squares_many),
+      EXPORT("scaleMany", js_scale_many),
       EXPORT("causalAttention", js_causal_attention),
       EXPORT("causalAttentionBackward", js_causal_attention_backward),
+      EXPORT("causalAttentionQKV", js_causal_attention_qkv),
+      EXPORT("causalAttentionQKVBackward", js_causal_attention_qkv_backward),
       EXPORT("qmatmul", js_qmatmul),
       EXPORT("qmatmulBackward", js_qmatmul_backward),
       EXPORT("qmatmulIsa", js_qmatmul_isa),

@@ -73,6 +73,13 @@ static inline int kn_is_activation(kn_unary_op op) {
 }
 /* out[i] = g[i] · f'(x[i]) for an activation op (relu'(0) = 0, as PyTorch). x, g same shape. */
 void kn_activation_backward_f32(kn_unary_op op, const kn_view *x, const kn_view *g, float *out);
+/* The epilogue of a linear layer on its GEMM output h [rows, N] (row-major): h += bias in place
+   (bias [N], may be null), then y = act(h) for an activation op (act < 0: none, y unused). */
+void kn_bias_act_f32(float *h, const float *bias, int act, int64_t rows, int64_t N, float *y);
+/* Its backward: dh = g · act'(h) (act ≥ 0; g, h, dh [rows, N]) and db [N] = Σrows dh (g when act < 0).
+   dh or db may be null (not wanted); db's sum order depends only on rows, not on the threads. */
+void kn_bias_act_backward_f32(const float *g, const float *h, int act, int64_t rows, int64_t N, float *dh,
+                              float *db);
 /* a ∘ b over one shape (a's). Arithmetic ops write floats; compare ops write 0/1 bytes. */
 void kn_binary_f32(kn_binary_op op, const kn_view *a, const kn_view *b, void *out);
 /* cond (bytes, nonzero = true) ? a : b. */
@@ -178,15 +185,32 @@ float kn_cross_entropy_f32(const float *logits, const int32_t *targets, int64_t 
    decoupled ≠ 0: PyTorch's AdamW (p ← p·(1 − lr·wd)); 0: PyTorch's Adam (g ← g + wd·p). */
 void kn_adamw_f32(float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, int64_t step, int decoupled);
+/* kn_adamw_f32 on `count` tensors in one call (bitwise the same per tensor): tensor t has n[t]
+   elements and hyper[7t..7t+6] = lr, beta1, beta2, eps, weight_decay, step, decoupled. */
+void kn_adamw_many_f32(int64_t count, float *const *param, const float *const *grad, float *const *m,
+                       float *const *v, const int64_t *n, const double *hyper);
+/* Σ x² (in double) over `count` arrays of n[t] floats; independent of the thread count. */
+double kn_sum_squares_many_f32(int64_t count, const float *const *x, const int64_t *n);
+/* x ← (float)((double)x · k) in place over `count` arrays. */
+void kn_scale_many_f32(int64_t count, float *const *x, const int64_t *n, double k);
 
-/* Causal self-attention, q/k/v/out [BH, T, D] contiguous, scale usually 1/√D.
-   lse [BH, T] (may be NULL) keeps the log-sum-exp of each row for the backward. */
-void kn_causal_attention_f32(const float *q, const float *k, const float *v, int64_t BH, int64_t T, int64_t D,
-                             float scale, float *out, float *lse);
-/* dq, dk, dv [BH, T, D] from g = dL/dout, out and lse of the forward. */
+/* Where a head's rows lie: element (b, h, t, d) at b·batch + h·head + t·row + d. Dense
+   [B, H, T, D] is {H·T·D, T·D, D}; q of GPT's fused [B, T, 3C] projection (C = H·D) is
+   {T·3C, D, 3C} (k and v: the same from +C and +2C), its [B, T, C] output {T·C, D, C}. */
+typedef struct kn_attn_layout {
+  int64_t batch, head, row;
+} kn_attn_layout;
+
+/* Causal self-attention over B·H heads of T positions and D dims; q, k, v in layout `in`, out in
+   `ol`, scale usually 1/√D. lse [B·H·T] dense (may be NULL) keeps the log-sum-exp of each row for
+   the backward. */
+void kn_causal_attention_f32(const float *q, const float *k, const float *v, int64_t B, int64_t H, int64_t T,
+                             int64_t D, kn_attn_layout in, kn_attn_layout ol, float scale, float *out, float *lse);
+/* dq, dk, dv (layout `in`; every element written) from g = dL/dout (layout `ol`), out and lse of the forward. */
 void kn_causal_attention_backward_f32(const float *q, const float *k, const float *v, const float *out,
-                                      const float *lse, const float *g, int64_t BH, int64_t T, int64_t D,
-                                      float scale, float *dq, float *dk, float *dv);
+                                      const float *lse, const float *g, int64_t B, int64_t H, int64_t T,
+                                      int64_t D, kn_attn_layout in, kn_attn_layout ol, float scale, float *dq,
+                                      float *dk, float *dv);
 
 /* ---- quantized products (qmatmul.cpp) ------------------------------------------------------ */
 

@@ -107,6 +107,8 @@ export {
   cumsum,
   // linear algebra, shape ops, nn
   matmul,
+  linear,
+  type LinearActivation,
   concat,
   stack,
   split,
@@ -122,6 +124,7 @@ export {
   embedding,
   dropout,
   scaledDotProductAttention,
+  causalAttentionQKV,
   conv2d,
   maxPool2d,
   avgPool2d,

@@ -414,6 +414,36 @@ describe('fused kernels match their composites', { skip }, () => {
         fn: (q, kk, v) => k.scaledDotProductAttention(q, kk, v, { causal: true, scale: 0.7 }),
       });
     });
+    // GPT's fused projection: heads read in place from qkv [B, T, 3C], merged result [B, T, C].
+    for (const [T, H, D, scale] of [
+      [17, 3, 8, 1],
+      [1, 1, 4, 1],
+      [130, 2, 20, 1],
+      [128, 2, 64, 1],
+      [70, 2, 16, 4],
+    ] as const) {
+      it(`causalAttentionQKV [2, ${T}, 3·${H}·${D}] ×${scale}`, () => {
+        check({
+          name: `attention qkv T=${T} D=${D}`,
+          fusedOp: 'causalAttentionQKV',
+          // 1e-5 relative; larger scores (×16 here) lose digits in f32 either way (as the per-head cases above)
+          rtol: scale > 1 ? 1e-4 : 1e-5,
+          atol: 1e-5,
+          inputs: [{ data: values(2 * T * 3 * H * D, 42, scale), shape: [2, T, 3 * H * D] }],
+          fn: (qkv) => k.causalAttentionQKV(qkv, H),
+        });
+      });
+    }
+    it('causalAttentionQKV on a non-contiguous qkv, custom scale', () => {
+      check({
+        name: 'attention qkv transposed',
+        fusedOp: 'causalAttentionQKV',
+        rtol: 1e-5,
+        atol: 1e-5,
+        inputs: [{ data: values(2 * 9 * 24, 43), shape: [2, 9, 24], transposed: true }],
+        fn: (qkv) => k.causalAttentionQKV(qkv, 2, { scale: 0.3 }),
+      });
+    });
     it('different key length or non-causal stays the composite', () => {
       check({
         name: 'cross',
@@ -439,6 +469,72 @@ describe('fused kernels match their composites', { skip }, () => {
   });
 });
 
+describe('linear: bias and activation fused into the GEMM output pass', { skip }, () => {
+  // x [.., K] · w [K, N] + b, then the activation; w transposed = an [N, K] nn.Linear weight.
+  const acts: (k.LinearActivation | null)[] = [null, ...ACTIVATION_OPS];
+  for (const act of acts) {
+    for (const [what, xShape, N, transposed, bias] of [
+      ['2-D, Conv1D layout', [9, 7], 5, false, true],
+      ['3-D, nn.Linear layout', [2, 70, 6], 33, true, true],
+      ['no bias', [12, 8], 12, false, false],
+    ] as const) {
+      it(`${act ?? 'no activation'}: ${what}`, () => {
+        const K = xShape[xShape.length - 1]!;
+        const M = xShape.reduce((a, b) => a * b, 1) / K;
+        check({
+          name: `linear ${act} ${what}`,
+          inputs: [
+            { data: values(M * K, 50, 2), shape: [...xShape] },
+            { data: values(K * N, 51, 0.5), shape: [K, N], transposed },
+            ...(bias ? [{ data: values(N, 52), shape: [N] }] : []),
+          ],
+          fn: (x, w, b) => k.linear(x, w, b ?? null, act),
+          fusedOp: xShape.length === 2 ? 'linear' : 'reshape',
+          rtol: 1e-5,
+          atol: 1e-6,
+        });
+      });
+    }
+  }
+  it('frozen weight and bias: only x gets a gradient', () => {
+    check({
+      name: 'linear frozen',
+      inputs: [
+        { data: values(6 * 4, 53), shape: [6, 4] },
+        { data: values(4 * 3, 54), shape: [4, 3], grad: false },
+        { data: values(3, 55), shape: [3], grad: false },
+      ],
+      fn: (x, w, b) => k.linear(x, w, b!, 'gelu_tanh'),
+      fusedOp: 'linear',
+    });
+  });
+  it('the fused forward equals the composite on the same backend bit for bit, and the bias gradient to 1e-5', () => {
+    const x = k.fromArray(values(130 * 16, 56), [130, 16], { requiresGrad: true });
+    const w = k.fromArray(values(16 * 24, 57, 0.3), [16, 24], { requiresGrad: true });
+    const b = k.fromArray(values(24, 58), [24], { requiresGrad: true });
+    const up = k.fromArray(values(130 * 24, 59), [130, 24]);
+    k.withBackend('native', () => {
+      const fused = k.linear(x, w, b, 'gelu_tanh');
+      const composite = k.gelu(k.add(k.matmul(x, w), b), 'tanh');
+      assert.deepEqual(fused.toFlatArray(), composite.toFlatArray());
+      fused.backward(up);
+      const db = b.grad!.toFlatArray();
+      b.grad = null;
+      composite.backward(up);
+      assertClose(k.fromArray(db, [24]), b.grad, 'bias grad', 1e-5, 0);
+    });
+  });
+  it('a Linear with an adapter or an overridden forward applies the activation after it', () => {
+    const layer = new k.Linear(4, 3, { generator: new k.Generator(1) });
+    const x = k.fromArray(values(8, 60), [2, 4]);
+    const plain = k.withBackend('native', () => layer.forwardActivated(x, 'relu'));
+    layer.adapter = (t) => k.mul(k.sum(t, -1, true), 0); // adds zero, but must run before relu
+    const adapted = k.withBackend('native', () => layer.forwardActivated(x, 'relu'));
+    assert.deepEqual(adapted.toFlatArray(), plain.toFlatArray());
+    assert.equal(adapted.gradFn?.op, 'relu');
+  });
+});
+
 describe('native output allocation', { skip }, () => {
   it('small outputs stay intact when the 64 KiB slab they come from rolls over', () => {
     // Regression: a view was once placed at offset 0 of the full slab, over live tensors.
@@ -454,5 +550,62 @@ describe('native output allocation', { skip }, () => {
           `tensor filled with ${v} was overwritten`,
         );
     });
+  });
+});
+
+describe('optimizer step in one native call', { skip }, () => {
+  /** A small model's parameters with gradients, as fresh f32 leaves (the same values on each call). */
+  function params(): k.Tensor[] {
+    return [[300, 7], [7], [33], [5, 5, 3]].map((shape, i) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const p = k.fromArray(values(n, 70 + i), shape, { requiresGrad: true });
+      p.grad = k.fromArray(values(n, 80 + i, 3), shape);
+      return p;
+    });
+  }
+
+  it('AdamW over all parameters at once equals the per-parameter updates bit for bit', () => {
+    const opts = { lr: 1e-2, betas: [0.9, 0.95] as [number, number] };
+    const decay = (i: number) => (i < 2 ? 0.1 : 0);
+    // one optimizer over two groups (one many-tensor call per step) …
+    const many = k.withBackend('native', () => {
+      const ps = params();
+      const opt = new k.AdamW(
+        [
+          { params: ps.slice(0, 2), weightDecay: decay(0) },
+          { params: ps.slice(2), weightDecay: decay(2) },
+        ],
+        opts,
+      );
+      const { runs } = traceKernels(() => {
+        for (let s = 0; s < 3; s++) opt.step();
+      });
+      assert.ok(runs.some((r) => r.kernel === 'adam' && r.ran === 'native'));
+      return ps.map((p) => [...p.toFlatArray()]);
+    });
+    // … against one optimizer per parameter (the per-tensor kernel)
+    const single = k.withBackend('native', () => {
+      const ps = params();
+      const opt = ps.map((p, i) => new k.AdamW([{ params: [p], weightDecay: decay(i) }], opts));
+      for (let s = 0; s < 3; s++) for (const o of opt) o.step();
+      return ps.map((p) => [...p.toFlatArray()]);
+    });
+    assert.deepEqual(many, single);
+    assert.notDeepEqual(many, params().map((p) => [...p.toFlatArray()]));
+  });
+
+  it('clipGradNorm: the native norm and scaling match the js ones', () => {
+    const clip = (backend: string) =>
+      k.withBackend(backend, () => {
+        const ps = params();
+        const norm = k.clipGradNorm(ps, 1.0);
+        return { norm, grads: ps.map((p) => [...p.grad!.toFlatArray()]) };
+      });
+    const js = clip('js');
+    const nat = clip('native');
+    assert.ok(Math.abs(nat.norm - js.norm) <= 1e-12 * js.norm, `norm ${nat.norm} vs ${js.norm}`);
+    nat.grads.forEach((g, i) =>
+      g.forEach((v, j) => assert.ok(Math.abs(v - js.grads[i]![j]!) <= 1e-6 * Math.abs(js.grads[i]![j]!) + 1e-12)),
+    );
   });
 });

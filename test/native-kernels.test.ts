@@ -674,4 +674,47 @@ describe('native fused kernels vs naive loops', { skip }, () => {
     close(dk, Float32Array.from(ek), 1e-4, 'dk');
     close(dv, Float32Array.from(ev), 1e-4, 'dv');
   });
+
+  it('causal attention on the packed qkv layout equals the dense one bitwise, at any thread count', () => {
+    // B 2, T 70 (two query tiles, a partial one), H 3, D 20 (a partial AVX-512 vector)
+    const [B, T, H, D] = [2, 70, 3, 20];
+    const C = H * D;
+    const qkv = Float32Array.from({ length: B * T * 3 * C }, () => randn());
+    const g = Float32Array.from({ length: B * T * C }, () => randn());
+    // dense [B·H, T, D] copies of q, k, v (part 0, 1, 2 of qkv) and of g
+    const heads = (src: Float32Array, width: number, part: number) => {
+      const d = new Float32Array(B * H * T * D);
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < H; h++)
+          for (let t = 0; t < T; t++)
+            for (let i = 0; i < D; i++) d[((b * H + h) * T + t) * D + i] = src[(b * T + t) * width + part * C + h * D + i]!;
+      return d;
+    };
+    const n = B * H * T * D;
+    const scale = 0.3;
+    const dense = { out: new Float32Array(n), lse: new Float32Array(B * H * T), dq: new Float32Array(n) };
+    const dk = new Float32Array(n);
+    const dv = new Float32Array(n);
+    const [q, k, v, gh] = [heads(qkv, 3 * C, 0), heads(qkv, 3 * C, 1), heads(qkv, 3 * C, 2), heads(g, C, 0)];
+    addon!.causalAttention(q, k, v, B * H, T, D, scale, dense.out, dense.lse);
+    addon!.causalAttentionBackward(q, k, v, dense.out, dense.lse, gh, B * H, T, D, scale, dense.dq, dk, dv);
+    const before = addon!.info().threads;
+    try {
+      for (const threads of [1, 2, 3]) {
+        addon!.setThreads(threads);
+        const out = new Float32Array(B * T * C);
+        const lse = new Float32Array(B * H * T);
+        const dqkv = new Float32Array(B * T * 3 * C).fill(NaN); // every element must be written
+        addon!.causalAttentionQKV(qkv, B, T, H, D, scale, out, lse);
+        addon!.causalAttentionQKVBackward(qkv, out, lse, g, B, T, H, D, scale, dqkv);
+        assert.deepEqual(heads(out, C, 0), dense.out, `out, ${threads} threads`);
+        assert.deepEqual(lse, dense.lse, `lse, ${threads} threads`);
+        assert.deepEqual(heads(dqkv, 3 * C, 0), dense.dq, `dq, ${threads} threads`);
+        assert.deepEqual(heads(dqkv, 3 * C, 1), dk, `dk, ${threads} threads`);
+        assert.deepEqual(heads(dqkv, 3 * C, 2), dv, `dv, ${threads} threads`);
+      }
+    } finally {
+      addon!.setThreads(before);
+    }
+  });
 });

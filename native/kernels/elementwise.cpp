@@ -2,6 +2,8 @@
 #include <math.h>
 #include <string.h>
 
+#include <vector>
+
 #include "internal.h"
 #include "mathf.h"
 
@@ -81,6 +83,15 @@ void activation_backward_row(int op, const float *x, int64_t sx, const float *g,
 #undef M
   }
 }
+
+/* acc[j] += x[j]: a row of a bias gradient's column sums (and h[j] += b[j]: a bias add). */
+KN_CLONES
+void add_row(float *acc, const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) acc[i] += x[i];
+}
+
+/* Rows per partial sum of a bias gradient: fixed, so the sum's order never depends on the threads. */
+const int64_t BIAS_ROWS = 64;
 
 /* Contiguous output strides of a view's shape, as a pseudo-view for coalescing. */
 kn_view contiguous_like(const kn_view *v, void *data) {
@@ -259,6 +270,51 @@ void kn_activation_backward_f32(kn_unary_op op, const kn_view *x, const kn_view 
   for_segments(v, 3, [&](const int64_t *off, int64_t n, const int64_t *inner, int64_t) {
     activation_backward_row(op, X + off[0], inner[0], G + off[1], inner[1], out + off[2], n);
   });
+}
+
+/* A linear layer's epilogue in one pass per row while the row is in cache: the bias add into the
+   GEMM's output (the same float sum as a separate add), then the activation (the same function as
+   kn_unary_f32), so the fused layer's forward equals its composite bit for bit. */
+void kn_bias_act_f32(float *h, const float *bias, int act, int64_t rows, int64_t N, float *y) {
+  if (rows <= 0 || N <= 0 || (!bias && act < 0)) return;
+  parallel_for(rows, GRAIN / N + 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      float *hr = h + r * N;
+      if (bias) add_row(hr, bias, N);
+      if (act >= 0) unary_row(act, hr, 1, y + r * N, N);
+    }
+  });
+}
+
+/* dh = g · act'(h) and db = Σrows dh in one pass: each block of BIAS_ROWS rows sums into its own
+   partial row (float, as the rows stream by), and the partials are added in block order in double. */
+void kn_bias_act_backward_f32(const float *g, const float *h, int act, int64_t rows, int64_t N, float *dh,
+                              float *db) {
+  if (N <= 0) return;
+  if (act < 0) dh = nullptr;
+  if (!dh && !db) return;
+  const int64_t blocks = (rows + BIAS_ROWS - 1) / BIAS_ROWS;
+  std::vector<float> part(db ? (size_t)(blocks * N) : 0, 0.0f);
+  parallel_for(blocks, GRAIN / (BIAS_ROWS * N) + 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++) {
+      int64_t r1 = (b + 1) * BIAS_ROWS < rows ? (b + 1) * BIAS_ROWS : rows;
+      for (int64_t r = b * BIAS_ROWS; r < r1; r++) {
+        const float *src = g + r * N;
+        if (dh) {
+          activation_backward_row(act, h + r * N, 1, src, 1, dh + r * N, N);
+          src = dh + r * N;
+        }
+        if (db) add_row(part.data() + b * N, src, N);
+      }
+    }
+  });
+  if (!db) return;
+  std::vector<double> acc((size_t)N, 0.0);
+  for (int64_t b = 0; b < blocks; b++) {
+    const float *p = part.data() + b * N;
+    for (int64_t j = 0; j < N; j++) acc[j] += p[j];
+  }
+  for (int64_t j = 0; j < N; j++) db[j] = (float)acc[j];
 }
 
 void kn_binary_f32(kn_binary_op op, const kn_view *a, const kn_view *b, void *out) {

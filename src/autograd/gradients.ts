@@ -66,8 +66,12 @@ export interface GradContexts {
   crossEntropy: { dlogits: Tensor };
   /** lse: log Σ exp(scores) per query row, [..., T]. */
   causalAttention: { scale: number; lse: Tensor };
+  /** lse: [B, heads, T]. */
+  causalAttentionQKV: { heads: number; scale: number; lse: Tensor };
   /** x · Wᵀ with W in ggml blocks (src/ops/quantized.ts); W is frozen, only x gets a gradient. */
   quantizedMatmul: { w: QuantizedMatrix };
+  /** act(x·w + b) (src/ops/linear.ts); h = x·w + b, kept when there is an activation. */
+  linear: { act: ActivationOp | null; h: Tensor | null };
 }
 
 export type PrimitiveName = keyof GradContexts;
@@ -85,10 +89,12 @@ type Rule<K extends PrimitiveName> = (
  * backend's fused one-pass kernel when it has one for these tensors (test/fused.test.ts holds the
  * two together). MLP blocks spend a training step's elementwise time here, hence the fusion.
  */
-function activationRule(op: ActivationOp, grad: (g: Tensor, x: Tensor, out: Tensor) => Tensor): Rule<ActivationOp> {
+function activationRule(op: ActivationOp): Rule<ActivationOp> {
   return (g, [x], _ctx, out) => {
     const fused = fusedFor('activationBackward', [x!, g]);
-    return [fused ? new TensorClass(fused.activationBackward(op, x!, g), x!.shape, x!.dtype) : grad(g, x!, out)];
+    return [
+      fused ? new TensorClass(fused.activationBackward(op, x!, g), x!.shape, x!.dtype) : ACTIVATION_GRADS[op](g, x!, out),
+    ];
   };
 }
 
@@ -118,6 +124,15 @@ function siluGrad(g: Tensor, x: Tensor): Tensor {
   const s = ops.sigmoid(x);
   return ops.mul(g, ops.mul(s, ops.add(ops.mul(x, ops.sub(1, s)), 1)));
 }
+
+/** g · f'(x) from primitives, for out = f(x): the spec of every fused activation backward. */
+const ACTIVATION_GRADS: Readonly<Record<ActivationOp, (g: Tensor, x: Tensor, out: Tensor) => Tensor>> = {
+  // relu'(0) = 0; where, not g·mask, so an infinite g does not become NaN where the mask is 0.
+  relu: (g, _x, out) => ops.where(ops.le(out, 0), 0, g),
+  gelu: geluGrad,
+  gelu_tanh: geluTanhGrad,
+  silu: siluGrad,
+};
 
 /**
  * dB = Aᵀ·g. When B is a transposed row-major matrix (an [out, in] weight used as Wᵀ), the
@@ -177,11 +192,10 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   abs: (g, [x]) => [ops.mul(g, ops.sign(x!))],
   tanh: (g, _i, _c, out) => [ops.mul(g, ops.sub(1, ops.mul(out, out)))],
   sigmoid: (g, _i, _c, out) => [ops.mul(g, ops.mul(ops.sub(1, out), out))],
-  // relu'(0) = 0; where, not g·mask, so an infinite g does not become NaN where the mask is 0.
-  relu: activationRule('relu', (g, _x, out) => ops.where(ops.le(out, 0), 0, g)),
-  gelu: activationRule('gelu', geluGrad),
-  gelu_tanh: activationRule('gelu_tanh', geluTanhGrad),
-  silu: activationRule('silu', siluGrad),
+  relu: activationRule('relu'),
+  gelu: activationRule('gelu'),
+  gelu_tanh: activationRule('gelu_tanh'),
+  silu: activationRule('silu'),
   where: (g, _i, { cond }) => [ops.where(cond, g, 0), ops.where(cond, 0, g)],
   sum: (g, [x]) => [back(g, x!)],
   max: (g, [x], { axes }, out) => extremumReduceGrad(g, x!, out, axes),
@@ -245,7 +259,9 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   rmsNorm: rmsNormGrad,
   crossEntropy: (g, _i, { dlogits }) => [ops.mul(dlogits, g)],
   causalAttention: causalAttentionGrad,
+  causalAttentionQKV: causalAttentionQKVGrad,
   quantizedMatmul: (g, _i, { w }) => [ops.quantizedMatmulInputGrad(g, w)],
+  linear: linearGrad,
 };
 
 /*
@@ -353,6 +369,57 @@ function causalAttentionGrad(
   const rowDot = ops.sum(ops.mul(g, out), -1, true);
   const ds = ops.mul(ops.mul(p, ops.sub(ops.matmul(g, ops.transpose(v!, -2, -1)), rowDot)), scale);
   return [ops.matmul(ds, k!), ops.matmul(ops.transpose(ds, -2, -1), q!), dv];
+}
+
+/** The per-head rule on head views of qkv, g and out; dq, dk, dv side by side as qkv. */
+function causalAttentionQKVGrad(
+  g: Tensor,
+  [qkv]: readonly (Tensor | null)[],
+  { heads, scale, lse }: GradContexts['causalAttentionQKV'],
+  out: Tensor,
+): Grads {
+  const fused = fusedFor('causalAttentionQKV', [qkv!, out, lse, g]);
+  if (fused) {
+    const dqkv = fused.causalAttentionQKVBackward(qkv!, out, lse, g, heads, scale);
+    return [new TensorClass(dqkv, qkv!.shape, qkv!.dtype)];
+  }
+  const grads = causalAttentionGrad(
+    ops.toHeads(g, heads),
+    ops.splitHeads(qkv!, heads),
+    { scale, lse },
+    ops.toHeads(out, heads),
+  );
+  return [
+    ops.concat(
+      grads.map((d) => ops.mergeHeads(d!)),
+      2,
+    ),
+  ];
+}
+
+/**
+ * act(x·w + b) for x [M, K], w [K, N]: dh = g ⊙ act'(h) and db = Σrows dh in one pass when the
+ * backend has it (else from primitives, as the composite's tape would), then dx = dh·wᵀ and
+ * dw = xᵀ·dh as matmul's rule computes them.
+ */
+function linearGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { act, h }: GradContexts['linear'], out: Tensor): Grads {
+  const wantBias = !!b?.requiresGrad;
+  let dh = g;
+  let db: Tensor | null = null;
+  const fused = act || wantBias ? fusedFor('biasActivation', [g, ...(h ? [h] : [])]) : null;
+  if (fused) {
+    const r = fused.biasActivationBackward(g, h, act, wantBias);
+    if (r.dh) dh = new TensorClass(r.dh, g.shape, g.dtype);
+    if (r.db) db = new TensorClass(r.db, b!.shape, b!.dtype);
+  } else {
+    if (act) dh = ACTIVATION_GRADS[act](g, h!, out);
+    if (wantBias) db = ops.sum(dh, 0);
+  }
+  return [
+    x!.requiresGrad ? ops.batchedMatmul(dh, ops.transpose(w!, -2, -1)) : null,
+    w!.requiresGrad ? matmulGradB(x!, w!, dh) : null,
+    db,
+  ];
 }
 
 /** amax/amin gradient: g flows to the elements equal to the result, split evenly among ties. */

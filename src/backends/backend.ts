@@ -86,8 +86,11 @@ export type FusedKernelName =
   | 'rmsNorm'
   | 'crossEntropy'
   | 'causalAttention'
+  | 'causalAttentionQKV'
   | 'adam'
+  | 'gradNorm'
   | 'activationBackward'
+  | 'biasActivation'
   | 'quantizedMatmul';
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'softmax',
@@ -95,8 +98,11 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'rmsNorm',
   'crossEntropy',
   'causalAttention',
+  'causalAttentionQKV',
   'adam',
+  'gradNorm',
   'activationBackward',
+  'biasActivation',
   'quantizedMatmul',
 ];
 
@@ -125,6 +131,15 @@ export interface AdamStep {
   decoupled: boolean;
   /** This update's number, from 1 (bias correction). */
   step: number;
+}
+
+/** One parameter's Adam/AdamW update: dense f32 arrays of one length and its hyperparameters. */
+export interface AdamUpdate {
+  param: Float32Array;
+  grad: Float32Array;
+  expAvg: Float32Array;
+  expAvgSq: Float32Array;
+  h: AdamStep;
 }
 
 /**
@@ -230,12 +245,49 @@ export interface FusedKernels {
     scale: number,
   ): { dq: Storage; dk: Storage; dv: Storage };
   /**
+   * The same attention on GPT's fused projection: q, k, v read in place from qkv [B, T, 3·H·D]
+   * (q, k, v side by side, head h at columns h·D of each), the result as [B, T, H·D] (heads
+   * merged), lse [B, H, T]. No head split or merge copies.
+   */
+  causalAttentionQKV(qkv: KernelView, heads: number, scale: number): { out: Storage; lse: Storage };
+  /** d qkv [B, T, 3·H·D] (dq, dk, dv side by side) from g = dL/dout [B, T, H·D]. */
+  causalAttentionQKVBackward(
+    qkv: KernelView,
+    out: KernelView,
+    lse: KernelView,
+    g: KernelView,
+    heads: number,
+    scale: number,
+  ): Storage;
+  /**
    * One Adam/AdamW update in place over dense f32 arrays of one length (param, its gradient and
    * the two moment buffers), as src/optim/adam.ts `adamUpdate` (the optimizer's reference).
    */
   adam(param: Float32Array, grad: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamStep): void;
+  /** `adam` on every entry in one call (one crossing per optimizer step), with the same results bit for bit. */
+  adamMany(updates: readonly AdamUpdate[]): void;
+  /** Σ x² over all the arrays (clipGradNorm's 2-norm), summed in double in an order independent of the threads. */
+  sumOfSquares(arrays: readonly Float32Array[]): number;
+  /** x ← x·k in place over all the arrays, each product rounded once from double (as a JS loop does). */
+  scaleInPlace(arrays: readonly Float32Array[], k: number): void;
   /** g · f'(x) in one pass, for `x` and `g` of one shape; must match the composite rule in src/autograd/gradients.ts. */
   activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage;
+  /**
+   * A linear layer's epilogue on its GEMM output h [rows, N] (dense, freshly made by matmul, owned
+   * by the caller): h += bias in place (bias [N], when given), then returns act(h) as new storage
+   * (null when `act` is null: h is the output). Must equal the composite add and activation.
+   */
+  biasActivation(h: Float32Array, rows: number, N: number, bias: KernelView | null, act: ActivationOp | null): Storage | null;
+  /**
+   * Its backward from g [rows, N]: dh = g ⊙ act'(h) (null when `act` is null: dh is g) and, when
+   * `bias`, db = Σrows dh, summed in an order that depends only on the shape.
+   */
+  biasActivationBackward(
+    g: KernelView,
+    h: KernelView | null,
+    act: ActivationOp | null,
+    bias: boolean,
+  ): { dh: Storage | null; db: Storage | null };
   /**
    * x [..., K] · Wᵀ → [..., N] for W [N, K] in blocks, x's rows quantized to q8_0 first; must
    * match src/backends/js/qmatmul.ts (the reference). A row's result never depends on the batch.

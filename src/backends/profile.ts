@@ -83,6 +83,12 @@ function flopsOf(kernel: string, args: readonly unknown[]): number {
       const forward = 2 * numel(q.shape) * T;
       return kernel === 'causalAttention' ? forward : 2 * forward;
     }
+    case 'causalAttentionQKV':
+    case 'causalAttentionQKVBackward': {
+      const qkv = args[0] as KernelView; // [B, T, 3C]: the same count as causalAttention's on q [B, H, T, D]
+      const forward = (2 * numel(qkv.shape) * qkv.shape[1]!) / 3;
+      return kernel === 'causalAttentionQKV' ? forward : 2 * forward;
+    }
     case 'gemv':
       return 2 * (args[2] as number) * (args[3] as number); // (x, W, N, K, y)
     case 'qgemv': {

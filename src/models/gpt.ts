@@ -32,7 +32,7 @@ import type { Tensor } from '../tensor.js';
 import { CausalSelfAttention, KVCache, type LayerCache } from '../nn/attention.js';
 import { normal_, ones_, zeros_ } from '../nn/init.js';
 import { Dropout, Embedding, GELU, LayerNorm } from '../nn/layers.js';
-import { Conv1D } from '../nn/linear.js';
+import { Conv1D, Linear } from '../nn/linear.js';
 import {
   type LoadStateDictOptions,
   type LoadStateDictResult,
@@ -190,7 +190,12 @@ export class MLP extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return this.dropout.forward(this.c_proj.forward(this.act.forward(this.c_fc.forward(x)))); // [B, T, F] → [B, T, C]
+    // c_fc with `act` fused into its bias pass (quantizeModel may have swapped c_fc for a layer without it)
+    const h =
+      this.c_fc instanceof Linear
+        ? this.c_fc.forwardActivated(x, this.act.approximate === 'tanh' ? 'gelu_tanh' : 'gelu')
+        : this.act.forward((this.c_fc as Module & { forward(x: Tensor): Tensor }).forward(x)); // [B, T, F]
+    return this.dropout.forward(this.c_proj.forward(h)); // [B, T, C]
   }
 }
 

@@ -14,7 +14,7 @@ import { ArgumentError, ShapeError } from '../errors.js';
 import { arange, zeros } from '../ops/creation.js';
 import { le, mul, sub, where } from '../ops/elementwise.js';
 import { matmul } from '../ops/linalg.js';
-import { scaledDotProductAttention, softmax } from '../ops/nn.js';
+import { causalAttentionQKV, scaledDotProductAttention, softmax } from '../ops/nn.js';
 import { split } from '../ops/shape-ops.js';
 import { assignInto, reshape, slice, transpose } from '../ops/view.js';
 import type { Generator } from '../random.js';
@@ -88,6 +88,10 @@ export class CausalSelfAttention extends Module {
     const H = this.nHead;
     const D = this.headDim;
     const qkv = this.c_attn.forward(x); // [B, T, 3C]
+    if (!cache && !dropoutActive(this.attn_dropout)) {
+      // training and plain forwards: heads read in place from qkv, merged on the way out (no copies)
+      return this.resid_dropout.forward(this.c_proj.forward(causalAttentionQKV(qkv, H)));
+    }
     const heads = (t: Tensor): Tensor => transpose(reshape(t, [B, T, H, D]), 1, 2); // [B, T, C] → [B, H, T, D]
     const [qFlat, kFlat, vFlat] = split(qkv, C, 2) as [Tensor, Tensor, Tensor];
     const q = heads(qFlat); // [B, H, T, D]
@@ -126,8 +130,8 @@ export class CausalSelfAttention extends Module {
  * attention; otherwise the scores are built with a bottom-right aligned mask.
  */
 export function causalAttentionAfter(q: Tensor, k: Tensor, v: Tensor, past: number, attnDropout?: Dropout): Tensor {
-  const dropoutActive = attnDropout !== undefined && attnDropout.training && attnDropout.p > 0;
-  if (past === 0 && !dropoutActive) return scaledDotProductAttention(q, k, v, { causal: true });
+  const dropout = dropoutActive(attnDropout);
+  if (past === 0 && !dropout) return scaledDotProductAttention(q, k, v, { causal: true });
   const T = q.shape[2]!;
   const S = k.shape[2]!;
   let scores = mul(matmul(q, transpose(k, -2, -1)), 1 / Math.sqrt(q.shape[3]!)); // [B, H, T, S]
@@ -137,7 +141,11 @@ export function causalAttentionAfter(q: Tensor, k: Tensor, v: Tensor, past: numb
     scores = where(visible, scores, -Infinity);
   }
   const weights = softmax(scores, -1); // [B, H, T, S]
-  return matmul(dropoutActive ? attnDropout.forward(weights) : weights, v); // [B, H, T, D]
+  return matmul(dropout ? attnDropout!.forward(weights) : weights, v); // [B, H, T, D]
+}
+
+function dropoutActive(d: Dropout | undefined): boolean {
+  return d !== undefined && d.training && d.p > 0;
 }
 
 export interface KVCacheOptions {

@@ -10,7 +10,7 @@
 import type { DType } from '../dtype.js';
 import { ArgumentError, ShapeError } from '../errors.js';
 import { add } from '../ops/elementwise.js';
-import { matmul } from '../ops/linalg.js';
+import { activation, type LinearActivation, linear } from '../ops/linear.js';
 import { zeros } from '../ops/creation.js';
 import { transpose } from '../ops/view.js';
 import type { Generator } from '../random.js';
@@ -90,20 +90,34 @@ export class Linear extends Module implements Layer {
 
   /** x [..., in] → [..., out] without the adapter. */
   base(x: Tensor): Tensor {
+    this.checkInput(x);
+    return linear(x, this.weightInOut(), this.bias);
+  }
+
+  private checkInput(x: Tensor): void {
     if (x.rank === 0 || x.shape[x.rank - 1] !== this.inFeatures) {
       throw new ShapeError(
         `${this.constructor.name}(${this.inFeatures} → ${this.outFeatures}): input must end in ${this.inFeatures} features, got ${formatShape(x.shape)}`,
         { op: this.constructor.name, shapes: [x.shape], inFeatures: this.inFeatures },
       );
     }
-    const y = matmul(x, this.weightInOut());
-    const b = this.bias;
-    return b ? add(y, b) : y;
   }
 
   forward(x: Tensor): Tensor {
     const y = this.base(x);
     return this.adapter ? add(y, this.adapter(x)) : y;
+  }
+
+  /**
+   * act(forward(x)). With no adapter and neither `base` nor `forward` overridden, the activation
+   * is fused into the layer's bias pass (src/ops/linear.ts); otherwise it follows `forward`.
+   */
+  forwardActivated(x: Tensor, act: LinearActivation): Tensor {
+    if (this.adapter === null && this.base === Linear.prototype.base && this.forward === Linear.prototype.forward) {
+      this.checkInput(x);
+      return linear(x, this.weightInOut(), this.bias, act);
+    }
+    return activation(this.forward(x), act);
   }
 }
 

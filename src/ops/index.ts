@@ -4,6 +4,7 @@ export * from './view.js';
 export * from './elementwise.js';
 export * from './reduce.js';
 export * from './linalg.js';
+export * from './linear.js';
 export * from './shape-ops.js';
 export * from './nn.js';
 export * from './conv.js';

@@ -17,7 +17,7 @@ import { Tensor } from '../tensor.js';
 import { add, div, exp, log, mul, neg, rsqrt, sub, where } from './elementwise.js';
 import { matmul } from './linalg.js';
 import { max, mean, sum } from './reduce.js';
-import { causalMask } from './shape-ops.js';
+import { causalMask, split } from './shape-ops.js';
 import { requireFloat } from './util.js';
 import { reshape, transpose } from './view.js';
 
@@ -281,6 +281,54 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     scores = where(causalMask(Tq, Tk), scores, -Infinity);
   }
   return matmul(softmax(scores, -1), v);
+}
+
+/**
+ * Causal self-attention on GPT's fused projection: qkv [B, T, 3C] holds q, k and v side by side
+ * (C = heads·D; head h at columns h·D of each); returns [B, T, C] with the heads merged. Defined as
+ * splitting the heads out ([B, heads, T, D] each), scaledDotProductAttention(q, k, v, { causal })
+ * and merging them back; a backend with the fused kernel reads q, k, v in place and writes the
+ * merged result (and, backward, one [B, T, 3C] gradient) with no head copies.
+ */
+export function causalAttentionQKV(qkv: Tensor, heads: number, opts: { scale?: number } = {}): Tensor {
+  if (!Number.isInteger(heads) || heads <= 0)
+    throw new ArgumentError(`causalAttentionQKV: heads must be a positive integer, got ${heads}`);
+  if (qkv.rank !== 3 || qkv.shape[2]! % (3 * heads) !== 0) {
+    throw new ShapeError(
+      `causalAttentionQKV: qkv must be [B, T, 3·C] with C a multiple of heads (${heads}), got ${formatShape(qkv.shape)}`,
+      { op: 'causalAttentionQKV', shapes: [qkv.shape], heads },
+    );
+  }
+  requireFloat('causalAttentionQKV', qkv);
+  const [B, T, C3] = qkv.shape as [number, number, number];
+  const C = C3 / 3;
+  const scale = opts.scale ?? 1 / Math.sqrt(C / heads);
+  const fused = fusedFor('causalAttentionQKV', [qkv]);
+  if (fused) {
+    const r = fused.causalAttentionQKV(qkv, heads, scale);
+    const ctx = { heads, scale, lse: new Tensor(r.lse, [B, heads, T], qkv.dtype) };
+    return record('causalAttentionQKV', new Tensor(r.out, [B, T, C], qkv.dtype), [qkv], ctx);
+  }
+  const [q, k, v] = splitHeads(qkv, heads);
+  return mergeHeads(scaledDotProductAttention(q, k, v, { causal: true, scale }));
+}
+
+/** qkv [B, T, 3C] → q, k, v as [B, heads, T, D] views. */
+export function splitHeads(qkv: Tensor, heads: number): [Tensor, Tensor, Tensor] {
+  const [q, k, v] = split(qkv, qkv.shape[2]! / 3, 2) as [Tensor, Tensor, Tensor];
+  return [toHeads(q, heads), toHeads(k, heads), toHeads(v, heads)];
+}
+
+/** x [B, T, heads·D] → [B, heads, T, D] (a view where x's layout allows). */
+export function toHeads(x: Tensor, heads: number): Tensor {
+  const [B, T, C] = x.shape as [number, number, number];
+  return transpose(reshape(x, [B, T, heads, C / heads]), 1, 2);
+}
+
+/** y [B, heads, T, D] → [B, T, heads·D]. */
+export function mergeHeads(y: Tensor): Tensor {
+  const [B, H, T, D] = y.shape as [number, number, number, number];
+  return reshape(transpose(y, 1, 2), [B, T, H * D]);
 }
 
 /** The embedding gather as a recorded primitive (used by embedding and crossEntropy). */

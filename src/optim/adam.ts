@@ -4,12 +4,19 @@
  * tensors of rank ≥ 2 (matrices, embeddings) by default, as nanoGPT does: biases and norm
  * weights get weightDecay 0. Pass explicit groups or `decay` to choose otherwise.
  */
-import type { AdamStep, KernelView } from '../backends/backend.js';
+import type { AdamStep, AdamUpdate, KernelView } from '../backends/backend.js';
 import { fusedFor } from '../backends/dispatch.js';
 import type { FloatStorage } from '../dtype.js';
 import { ArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
-import { type BaseOptions, Optimizer, type ParamGroupInput, type ParamState, type ParamsInput } from './optimizer.js';
+import {
+  type BaseOptions,
+  Optimizer,
+  type ParamGroupInput,
+  type ParamState,
+  type ParamsInput,
+  type ParamUpdate,
+} from './optimizer.js';
 
 export interface AdamOptions extends BaseOptions {
   betas: readonly [number, number];
@@ -18,7 +25,8 @@ export interface AdamOptions extends BaseOptions {
 
 export type AdamHyper = AdamStep;
 
-const flatView = (s: Float32Array): KernelView => ({
+/** A dense f32 array as a kernel view (for `fusedFor`). */
+export const flatView = (s: Float32Array): KernelView => ({
   dtype: 'f32',
   storage: s,
   shape: [s.length],
@@ -111,16 +119,37 @@ abstract class AdamBase extends Optimizer<AdamOptions> {
     checkAdam(this.constructor.name, o);
   }
 
-  protected update(param: FloatStorage, grad: FloatStorage, state: ParamState, o: AdamOptions): void {
-    adamStep(param, grad, state.buffers.exp_avg!, state.buffers.exp_avg_sq!, {
+  private hyper(o: AdamOptions, step: number): AdamHyper {
+    return {
       lr: o.lr,
       beta1: o.betas[0],
       beta2: o.betas[1],
       eps: o.eps,
       weightDecay: o.weightDecay,
       decoupled: this.decoupled,
-      step: state.step,
-    });
+      step,
+    };
+  }
+
+  protected update(param: FloatStorage, grad: FloatStorage, state: ParamState, o: AdamOptions): void {
+    adamStep(param, grad, state.buffers.exp_avg!, state.buffers.exp_avg_sq!, this.hyper(o, state.step));
+  }
+
+  /** The f32 parameters in one fused call when the backend has it (the same results as one by one). */
+  protected override updateAll(work: readonly ParamUpdate<AdamOptions>[]): void {
+    const f32: AdamUpdate[] = [];
+    const rest: ParamUpdate<AdamOptions>[] = [];
+    for (const w of work) {
+      const { param, grad } = w;
+      const { exp_avg: m, exp_avg_sq: v } = w.state.buffers;
+      if (param instanceof Float32Array && grad instanceof Float32Array && m instanceof Float32Array && v instanceof Float32Array)
+        f32.push({ param, grad, expAvg: m, expAvgSq: v, h: this.hyper(w.options, w.state.step) });
+      else rest.push(w);
+    }
+    const fused = f32.length > 1 ? fusedFor('adam', [flatView(f32[0]!.param)]) : null;
+    if (!fused) return super.updateAll(work);
+    fused.adamMany(f32);
+    super.updateAll(rest);
   }
 }
 

@@ -1,7 +1,9 @@
 /** Gradient utilities: clipping by global norm, and accumulation over micro-batches. */
+import { fusedFor } from '../backends/dispatch.js';
 import type { FloatStorage } from '../dtype.js';
 import { ArgumentError } from '../errors.js';
 import { mul } from '../ops/elementwise.js';
+import { flatView } from './adam.js';
 import type { Tensor } from '../tensor.js';
 import { namedParamsOf, type ParamsInput } from './optimizer.js';
 
@@ -17,6 +19,16 @@ export function clipGradNorm(params: ParamsInput, maxNorm: number, opts: { normT
   if (!(normType > 0)) throw new ArgumentError(`clipGradNorm: normType must be > 0 (or Infinity), got ${normType}`);
   const grads: Tensor[] = [];
   for (const [, p] of namedParamsOf(params)) if (p.grad) grads.push(p.grad);
+  if (normType === 2) {
+    const owned = ownedF32(grads);
+    const fused = owned && owned.length > 0 ? fusedFor('gradNorm', [flatView(owned[0]!)]) : null;
+    if (fused) {
+      const norm = Math.sqrt(fused.sumOfSquares(owned!));
+      const coef = maxNorm / (norm + 1e-6);
+      if (Number.isFinite(norm) && coef < 1) fused.scaleInPlace(owned!, coef);
+      return norm;
+    }
+  }
   let acc = 0;
   for (const g of grads) {
     const d = g.contiguousStorage() as FloatStorage;
@@ -40,6 +52,17 @@ export function clipGradNorm(params: ParamsInput, maxNorm: number, opts: { normT
     }
   }
   return norm;
+}
+
+/** The gradients' storages when each is an f32 tensor owning all of its storage (scaled in place), else null. */
+function ownedF32(grads: readonly Tensor[]): Float32Array[] | null {
+  const out: Float32Array[] = [];
+  for (const g of grads) {
+    if (!(g.storage instanceof Float32Array) || g.offset !== 0 || g.storage.length !== g.size || !g.isContiguous())
+      return null;
+    out.push(g.storage);
+  }
+  return out;
 }
 
 /**

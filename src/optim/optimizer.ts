@@ -81,6 +81,14 @@ export function namedParamsOf(params: ParamsInput, counter = { next: 0 }): [stri
   return out;
 }
 
+/** One parameter's update in a step: its storage, gradient, state (step already counted) and options. */
+export interface ParamUpdate<O> {
+  readonly param: FloatStorage;
+  readonly grad: FloatStorage;
+  readonly state: ParamState;
+  readonly options: O;
+}
+
 export abstract class Optimizer<O extends BaseOptions> {
   abstract readonly type: string;
   readonly groups: ParamGroup<O>[];
@@ -151,9 +159,21 @@ export abstract class Optimizer<O extends BaseOptions> {
   /** Updates one parameter in place; `state.step` already counts this update. */
   protected abstract update(param: FloatStorage, grad: FloatStorage, state: ParamState, options: O): void;
 
-  /** Applies one update to every parameter that has a gradient (others are skipped, as PyTorch). */
+  /**
+   * Updates every parameter of `work` in place. The default is `update` on each in turn; an
+   * optimizer with a fused many-parameter kernel overrides it (one native call per step).
+   */
+  protected updateAll(work: readonly ParamUpdate<O>[]): void {
+    for (const w of work) this.update(w.param, w.grad, w.state, w.options);
+  }
+
+  /**
+   * Applies one update to every parameter that has a gradient (others are skipped, as PyTorch).
+   * Every gradient's shape is checked before any parameter changes.
+   */
   step(): void {
     noGrad(() => {
+      const work: ParamUpdate<O>[] = [];
       for (const group of this.groups) {
         group.params.forEach((p, i) => {
           const g = p.grad;
@@ -165,11 +185,11 @@ export abstract class Optimizer<O extends BaseOptions> {
             );
           }
           const grad = (g.dtype === p.dtype ? g : cast(g, p.dtype)).contiguousStorage() as FloatStorage;
-          const state = this.stateOf(p, group.options);
-          state.step++;
-          this.update(storageOf(p), grad, state, group.options);
+          work.push({ param: storageOf(p), grad, state: this.stateOf(p, group.options), options: group.options });
         });
       }
+      for (const w of work) w.state.step++;
+      this.updateAll(work);
     });
     this.stepCount++;
   }

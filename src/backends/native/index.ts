@@ -114,6 +114,18 @@ export interface NativeAddon {
   ): void;
   /** g · f'(x) for the activation ops (UNARY_CODE) only. */
   activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
+  /** h += bias in place, y = act(h) (act −1: none, y unused). */
+  biasActivation(h: F32, rows: number, N: number, bias: Opt<F32>, act: number, y: Opt<F32>): void;
+  /** dh = g · act'(h) (act ≥ 0), db = Σrows dh (or g); dh, db null when not wanted. */
+  biasActivationBackward(
+    g: F32,
+    h: Opt<F32>,
+    rows: number,
+    N: number,
+    act: number,
+    dh: Opt<F32>,
+    db: Opt<F32>,
+  ): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
   where(cond: Uint8Array, a: F32, b: F32, meta: Float64Array, out: F32): void;
   assign(dst: Storage, src: Storage, meta: Float64Array): void;
@@ -182,6 +194,12 @@ export interface NativeAddon {
     step: number,
     decoupled?: 0 | 1,
   ): void;
+  /** adamw on each tensor; hyper holds lr, beta1, beta2, eps, weightDecay, step, decoupled per tensor. */
+  adamMany(params: F32[], grads: F32[], ms: F32[], vs: F32[], hyper: Float64Array): void;
+  /** Σ x² over the arrays, in double. */
+  sumSquaresMany(arrays: readonly F32[]): number;
+  /** x ← x·k in place over the arrays. */
+  scaleMany(arrays: readonly F32[], k: number): void;
   causalAttention(
     q: F32,
     k: F32,
@@ -207,6 +225,28 @@ export interface NativeAddon {
     dq: F32,
     dk: F32,
     dv: F32,
+  ): void;
+  causalAttentionQKV(
+    qkv: F32,
+    B: number,
+    T: number,
+    H: number,
+    D: number,
+    scale: number,
+    out: F32,
+    lse: Opt<F32>,
+  ): void;
+  causalAttentionQKVBackward(
+    qkv: F32,
+    out: F32,
+    lse: F32,
+    g: F32,
+    B: number,
+    T: number,
+    H: number,
+    D: number,
+    scale: number,
+    dqkv: F32,
   ): void;
 }
 
@@ -591,10 +631,46 @@ export function createNativeBackend(addon: NativeAddon): Backend {
         );
       return { dq, dk, dv };
     },
+    causalAttentionQKV(qkv: KernelView, heads: number, scale: number) {
+      const [B, T, C3] = qkv.shape as [number, number, number];
+      const D = C3 / 3 / heads;
+      const out = allocF32((B * T * C3) / 3),
+        lse = allocF32(B * heads * T);
+      if (B * T > 0) addon.causalAttentionQKV(dense(qkv), B, T, heads, D, scale, out, lse);
+      return { out, lse };
+    },
+    causalAttentionQKVBackward(
+      qkv: KernelView,
+      out: KernelView,
+      lse: KernelView,
+      g: KernelView,
+      heads: number,
+      scale: number,
+    ) {
+      const [B, T, C3] = qkv.shape as [number, number, number];
+      const D = C3 / 3 / heads;
+      const dqkv = allocF32(B * T * C3);
+      if (B * T * D > 0)
+        addon.causalAttentionQKVBackward(dense(qkv), dense(out), dense(lse), dense(g), B, T, heads, D, scale, dqkv);
+      return dqkv;
+    },
     activationBackward(op: ActivationOp, x: KernelView, g: KernelView): Storage {
       const out = allocF32(numel(x.shape));
       addon.activationBackward(UNARY_CODE[op], f32(x), f32(g), pack(x, g), out);
       return out;
+    },
+    biasActivation(h: F32, rows: number, N: number, bias: KernelView | null, act: ActivationOp | null) {
+      const y = act ? allocF32(rows * N) : null;
+      addon.biasActivation(h, rows, N, denseOpt(bias), act ? UNARY_CODE[act] : -1, y);
+      return y;
+    },
+    biasActivationBackward(g: KernelView, h: KernelView | null, act: ActivationOp | null, bias: boolean) {
+      const N = g.shape[g.shape.length - 1] ?? 1;
+      const rows = N > 0 ? numel(g.shape) / N : 0;
+      const dh = act ? allocF32(rows * N) : null;
+      const db = bias ? allocF32(N) : null;
+      addon.biasActivationBackward(dense(g), h && dense(h), rows, N, act ? UNARY_CODE[act] : -1, dh, db);
+      return { dh, db };
     },
     quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage {
       const M = numel(x.shape) / w.cols;
@@ -624,6 +700,21 @@ export function createNativeBackend(addon: NativeAddon): Backend {
           h.decoupled ? 1 : 0,
         );
     },
+    adamMany(updates) {
+      const hyper = new Float64Array(7 * updates.length);
+      updates.forEach(({ h }, i) =>
+        hyper.set([h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step, h.decoupled ? 1 : 0], 7 * i),
+      );
+      addon.adamMany(
+        updates.map((u) => u.param),
+        updates.map((u) => u.grad),
+        updates.map((u) => u.expAvg),
+        updates.map((u) => u.expAvgSq),
+        hyper,
+      );
+    },
+    sumOfSquares: (arrays) => addon.sumSquaresMany(arrays),
+    scaleInPlace: (arrays, k) => addon.scaleMany(arrays, k),
   };
 
   const decode: DecodeKernels = {
