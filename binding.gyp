@@ -18,6 +18,7 @@
         "native/kernels/reduce.cpp",
         "native/kernels/rows.cpp",
         "native/kernels/conv.cpp",
+        "native/kernels/conv_dnnl.cpp",
         "native/kernels/softmax.cpp",
         "native/kernels/norm.cpp",
         "native/kernels/attention.cpp",

@@ -119,7 +119,16 @@ function childPeakMiB(variant: string, cores: 1 | 'all'): number {
 
 function peakMemory(opts: BenchOptions): BenchRow[] {
   const row = (name: string, variant: string, full: number): BenchRow =>
-    makeRow(name, opts.cores, 'MiB', childPeakMiB(variant, opts.cores), 'knobs full fine-tuning (peak RSS)', full, false, 1);
+    makeRow(
+      name,
+      opts.cores,
+      'MiB',
+      childPeakMiB(variant, opts.cores),
+      'knobs full fine-tuning (peak RSS)',
+      full,
+      false,
+      1,
+    );
   const wide = childPeakMiB('full', opts.cores);
   const kjv = childPeakMiB('full_kjv', opts.cores);
   return [

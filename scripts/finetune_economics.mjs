@@ -9,11 +9,11 @@
  *       (/usr/share/games/fortunes/NAME without .dat/.u8, in name order), concatenated; prints
  *       the files, size and SHA-256
  *   node scripts/finetune_economics.mjs run --base DIR --name NAME --new TEXT --old TEXT
- *       --steps N [--lrs 3e-4,1e-3,3e-3] [--methods lora-attn,lora-all,last2,full,scratch]
+ *       --steps N [--lrs 1e-3,3e-3,1e-2] [--methods lora-attn,lora-all,lora-q8,last2,full,scratch]
  *       [--jobs J] [--eval-batches E] --work DIR --out RESULTS.jsonl
  *       runs the sweep (J children at a time, one thread each) and appends rows to RESULTS.jsonl;
- *       `lora-q8` (attention LoRA on the base quantized to q8_0: recipe "quantize") needs QLoRA in
- *       `knobs tune`; an empty --methods only finishes the sweeps RESULTS holds (winners' old-text loss)
+ *       `lora-q8` is attention LoRA on the base quantized to q8_0 (recipe "quantize"); an empty
+ *       --methods only finishes the sweeps RESULTS holds (winners' old-text loss)
  *   node scripts/finetune_economics.mjs table RESULTS.jsonl...
  *       the markdown table of the chosen runs
  *   node scripts/finetune_economics.mjs eval MODEL [--adapter DIR] --data TEXT --batches E
@@ -29,7 +29,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -40,6 +40,9 @@ const METHODS = ['lora-attn', 'lora-all', 'lora-q8', 'last2', 'full', 'scratch']
 /** Attention projections of both families: GPT-2 attn.c_attn / attn.c_proj, Llama q/k/v/o_proj (PEFT's re.fullmatch). */
 const ATTENTION_REGEX = '(.*\\.)?(attn\\.c_attn|attn\\.c_proj|q_proj|k_proj|v_proj|o_proj)';
 const VALIDATION_FRACTION = 0.05;
+
+/** A path as the results show it: relative to where the script was started (the rows are committed). */
+const shown = (path) => relative(process.cwd(), path) || '.';
 
 function sha256(path) {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
@@ -178,7 +181,7 @@ async function runOne(method, lr, baseRecipe, o) {
       : [process.execPath, KNOBS, 'tune', o.base, recipePath, '--out', dir, '--json'];
   const t = await timedChild(args, `${dir}.log`);
   if (t.code !== 0) {
-    const row = { kind: 'failed', name: o.name, method, lr, code: t.code, log: `${dir}.log` };
+    const row = { kind: 'failed', name: o.name, method, lr, code: t.code, log: shown(`${dir}.log`) };
     process.stderr.write(`${JSON.stringify(row)}\n${readFileSync(`${dir}.log`, 'utf8').slice(-2000)}\n`);
     return row;
   }
@@ -204,7 +207,7 @@ async function runOne(method, lr, baseRecipe, o) {
     median_tokens_per_s: medianTokensPerS(dir),
     new_val_loss: ev.eval_loss,
     eval_batches: o.evalBatches,
-    dir,
+    dir: shown(dir),
   };
 }
 
@@ -242,8 +245,8 @@ async function run(argv) {
       new: { type: 'string' },
       old: { type: 'string' },
       steps: { type: 'string' },
-      lrs: { type: 'string', default: '3e-4,1e-3,3e-3' },
-      methods: { type: 'string', default: 'lora-attn,lora-all,last2,full,scratch' },
+      lrs: { type: 'string', default: '1e-3,3e-3,1e-2' },
+      methods: { type: 'string', default: METHODS.join(',') },
       jobs: { type: 'string', default: '2' },
       'eval-batches': { type: 'string', default: '40' },
       work: { type: 'string' },
@@ -273,11 +276,13 @@ async function run(argv) {
   emit({
     kind: 'setup',
     name: o.name,
-    base: o.base,
+    base: shown(o.base),
     base_steps: baseRecipe.steps,
+    // A knobs run directory records its own evaluations; another base (a Hugging Face directory) does not.
+    base_final_eval: fileBytes(join(o.base, 'metrics.jsonl')) === null ? null : lastEval(o.base),
     base_bytes: fileBytes(join(o.base, 'model.safetensors')),
-    new_text: { path: o.new, bytes: statSync(o.new).size, sha256: sha256(o.new) },
-    old_text: { path: o.old, bytes: statSync(o.old).size, sha256: sha256(o.old) },
+    new_text: { path: shown(o.new), bytes: statSync(o.new).size, sha256: sha256(o.new) },
+    old_text: { path: shown(o.old), bytes: statSync(o.old).size, sha256: sha256(o.old) },
     steps: o.steps,
     lrs,
     methods,
@@ -338,6 +343,13 @@ const LABELS = {
   scratch: 'from scratch',
 };
 
+/** The base's training as the setup row has it: steps, and its own last evaluation when recorded. */
+function baseTrained(setup) {
+  const ev = setup.base_final_eval;
+  if (!ev) return `${setup.base_steps} steps`;
+  return `${ev.step} steps, validation loss ${ev.eval_loss.toFixed(4)} at step ${ev.step} on its own text`;
+}
+
 const mib = (b) => (b === null ? '–' : `${(b / 2 ** 20).toFixed(2)} MiB`);
 
 function table(files) {
@@ -371,7 +383,7 @@ function table(files) {
     const sweep = rows.filter((r) => r.kind === 'sweep' && r.name === name);
     const full = chosen.find((r) => r.method === 'full');
     out.push(
-      `**${name}** (base: ${setup.base_steps} steps, ${mib(setup.base_bytes)}; ${setup.steps} steps × 16 × 128 = ${(setup.steps * 2048).toLocaleString('en')} tokens per run; validation: first ${base.eval_batches} batches of each split)`,
+      `**${name}** (base: ${baseTrained(setup)}, ${mib(setup.base_bytes)}; ${setup.steps} steps × 16 × 128 = ${(setup.steps * 2048).toLocaleString('en')} tokens per run; validation: first ${base.eval_batches} batches of each split)`,
       '',
       '| method | lr chosen (sweep: lr: fortunes loss) | trainable | adapter / checkpoint | wall | peak RSS | optimizer state | fortunes val loss | KJV val loss |',
       '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',

@@ -48,12 +48,18 @@ describe('tape retention', () => {
     const x = leaf([[1, -2, 0.5]]);
     const h = k.mul(x, 3);
     k.sum(k.add(k.mul(h, h), h)).backward();
-    assert.deepEqual(x.grad!.toFlatArray(), [1, -2, 0.5].map((v) => (2 * 3 * v + 1) * 3));
+    assert.deepEqual(
+      x.grad!.toFlatArray(),
+      [1, -2, 0.5].map((v) => (2 * 3 * v + 1) * 3),
+    );
   });
 
   it('the gradient through a frozen product and gelu (which keeps x only) matches the formula', () => {
     const x = leaf([[0.5, -1]]);
-    const w = k.tensor([[2, 0], [1, 3]]); // frozen
+    const w = k.tensor([
+      [2, 0],
+      [1, 3],
+    ]); // frozen
     k.sum(k.mul(k.gelu(k.matmul(x, w)), 2)).backward();
     // d/dx Σ 2·gelu(x·W) = 2·gelu'(x·W)·Wᵀ; x·W = [0, −3]
     const gelu1 = (v: number): number => {

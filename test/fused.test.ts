@@ -591,7 +591,10 @@ describe('optimizer step in one native call', { skip }, () => {
       return ps.map((p) => [...p.toFlatArray()]);
     });
     assert.deepEqual(many, single);
-    assert.notDeepEqual(many, params().map((p) => [...p.toFlatArray()]));
+    assert.notDeepEqual(
+      many,
+      params().map((p) => [...p.toFlatArray()]),
+    );
   });
 
   it('clipGradNorm: the native norm and scaling match the js ones', () => {

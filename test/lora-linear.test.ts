@@ -40,7 +40,12 @@ const CASES: Case[] = [
     dropout: 0,
     trainBase: true,
   },
-  { name: 'trainable Conv1D base', make: () => new Conv1D(64, 40, { generator: new k.Generator(6) }), dropout: 0.1, trainBase: true },
+  {
+    name: 'trainable Conv1D base',
+    make: () => new Conv1D(64, 40, { generator: new k.Generator(6) }),
+    dropout: 0.1,
+    trainBase: true,
+  },
 ];
 
 function randomTensor(shape: number[], seed: number): k.Tensor {
@@ -50,7 +55,14 @@ function randomTensor(shape: number[], seed: number): k.Tensor {
 /** Output and gradients of Σ y ⊙ w, the layer run fused (forward) or unfused (base + delta). */
 function run(c: Case, fused: boolean): { y: k.Tensor; grads: Map<string, k.Tensor>; op: string | undefined } {
   const layer = c.make();
-  const lora = new LoraLayer(layer, 'layer', { r: 4, alpha: 8, rslora: false, dropout: c.dropout, init: false, generator: new k.Generator(9) });
+  const lora = new LoraLayer(layer, 'layer', {
+    r: 4,
+    alpha: 8,
+    rslora: false,
+    dropout: c.dropout,
+    init: false,
+    generator: new k.Generator(9),
+  });
   layer.train();
   if (c.trainBase && layer instanceof Linear) for (const p of [layer.weight, layer.bias]) p?.requiresGrad_(true);
   else for (const [name, p] of layer.namedParameters()) if (!name.startsWith('lora_')) p.requiresGrad = false;

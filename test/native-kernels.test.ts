@@ -406,6 +406,41 @@ describe('native backend vs js reference', { skip }, () => {
     }
   });
 
+  it('conv2d through oneDNN (≥ 16 channels per group): forward and both backwards, 1 and 2 threads', () => {
+    // Shapes that take conv_dnnl.cpp's path (the cases above have fewer channels and run im2col):
+    // odd batches (uneven slices across 2 threads), stride + dilation + groups, a stride that
+    // drops the last rows (right padding below the left), a 1×1 kernel.
+    const cases = [
+      { x: [5, 16, 9, 8], w: [16, 16, 3, 3], p: { stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1 } },
+      { x: [3, 32, 11, 10], w: [32, 16, 3, 2], p: { stride: [2, 1], padding: [1, 0], dilation: [2, 1], groups: 2 } },
+      { x: [2, 16, 8, 8], w: [24, 16, 3, 3], p: { stride: [2, 2], padding: [0, 1], dilation: [1, 1], groups: 1 } },
+      { x: [1, 20, 5, 7], w: [16, 20, 1, 1], p: { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 } },
+    ] as const;
+    const threadsBefore = addon!.info().threads;
+    try {
+      for (const threads of [1, 2]) {
+        addon!.setThreads(threads);
+        for (const c of cases) {
+          const what = `${JSON.stringify(c)} threads=${threads}`;
+          const x = makeView([...c.x], 'contiguous');
+          const w = makeView([...c.w], 'contiguous');
+          const g = makeView([c.x[0], c.w[0], ...inferHW(c.x, c.w, c.p)], 'contiguous');
+          const out = native!.conv2d(x, w, c.p);
+          close(out, jsBackend.conv2d(x, w, c.p), 1e-4, `conv2d ${what}`);
+          const dx = native!.conv2dBackwardInput(g, w, [...c.x], c.p);
+          close(dx, jsBackend.conv2dBackwardInput(g, w, [...c.x], c.p), 1e-4, `conv dx ${what}`);
+          const dw = native!.conv2dBackwardWeight(g, x, [...c.w], c.p);
+          close(dw, jsBackend.conv2dBackwardWeight(g, x, [...c.w], c.p), 1e-4, `conv dw ${what}`);
+          // the same thread count gives the same bits
+          assert.deepEqual(native!.conv2dBackwardWeight(g, x, [...c.w], c.p), dw, `dw repeat ${what}`);
+          assert.deepEqual(native!.conv2d(x, w, c.p), out, `conv2d repeat ${what}`);
+        }
+      }
+    } finally {
+      addon!.setThreads(threadsBefore);
+    }
+  });
+
   it('rejects layouts that reach past the storage, with file:line', () => {
     const x: KernelView = { dtype: 'f32', storage: new Float32Array(4), shape: [2, 3], strides: [3, 1], offset: 0 };
     assert.throws(
@@ -652,7 +687,8 @@ describe('native fused kernels vs naive loops', { skip }, () => {
       for (let b = 0; b < B; b++)
         for (let h = 0; h < H; h++)
           for (let t = 0; t < T; t++)
-            for (let i = 0; i < D; i++) d[((b * H + h) * T + t) * D + i] = src[(b * T + t) * width + part * C + h * D + i]!;
+            for (let i = 0; i < D; i++)
+              d[((b * H + h) * T + t) * D + i] = src[(b * T + t) * width + part * C + h * D + i]!;
       return d;
     };
     const n = B * H * T * D;

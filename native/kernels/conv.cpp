@@ -1,6 +1,7 @@
 /*
- * 2-D convolution as im2col + GEMM (one image and group at a time), both backward passes through
- * the same column matrix, and max/avg pooling as direct loops. All tensors contiguous NCHW.
+ * 2-D convolution: oneDNN's primitives where the build has them (conv_dnnl.cpp), else im2col +
+ * GEMM (one image and group at a time), both backward passes through the same column matrix; and
+ * max/avg pooling as direct loops. All tensors contiguous NCHW.
  *
  * Columns: col[(ci·kH + kh)·kW + kw, oh·Wo + ow] = x[ci, oh·sh − ph + kh·dh, ow·sw − pw + kw·dw] (0 outside).
  */
@@ -127,6 +128,7 @@ void kn_conv2d_f32(const kn_conv2d *p, const float *x, const float *w, float *ou
   Dims d = dims(p);
   if (p->N == 0 || p->Cout == 0 || d.HW == 0) return;
   if (d.kk == 0) { memset(out, 0, sizeof(float) * (size_t)(p->N * p->Cout * d.HW)); return; }
+  if (conv2d_dnnl(p, x, w, out)) return;
   bool par = by_image(p);
   auto image = [&](int64_t n, std::vector<float> &col) {
     col.resize((size_t)(d.kk * d.HW));
@@ -149,8 +151,10 @@ void kn_conv2d_f32(const kn_conv2d *p, const float *x, const float *w, float *ou
 
 void kn_conv2d_backward_input_f32(const kn_conv2d *p, const float *gout, const float *w, float *dx) {
   Dims d = dims(p);
+  bool empty = p->N == 0 || d.HW == 0 || d.kk == 0 || p->Cout == 0;
+  if (!empty && conv2d_backward_input_dnnl(p, gout, w, dx)) return;
   memset(dx, 0, sizeof(float) * (size_t)(p->N * p->Cin * d.xplane));
-  if (p->N == 0 || d.HW == 0 || d.kk == 0 || p->Cout == 0) return;
+  if (empty) return;
   bool par = by_image(p);
   auto image = [&](int64_t n, std::vector<float> &col) {
     col.resize((size_t)(d.kk * d.HW));
@@ -175,8 +179,10 @@ void kn_conv2d_backward_input_f32(const kn_conv2d *p, const float *gout, const f
 void kn_conv2d_backward_weight_f32(const kn_conv2d *p, const float *gout, const float *x, float *dw) {
   Dims d = dims(p);
   const int64_t wn = p->Cout * d.kk;
+  bool empty = p->N == 0 || d.HW == 0 || wn == 0;
+  if (!empty && conv2d_backward_weight_dnnl(p, gout, x, dw)) return;
   memset(dw, 0, sizeof(float) * (size_t)wn);
-  if (p->N == 0 || d.HW == 0 || wn == 0) return;
+  if (empty) return;
   bool par = by_image(p);
   int64_t parts = par ? kn_get_threads() : 1;
   if (parts > p->N) parts = p->N;

@@ -75,6 +75,12 @@ double exp_shift_row(const float *x, float shift, float *y, int64_t n);
 /* y *= k over one row (defined in softmax.cpp). */
 void scale_row(float *y, float k, int64_t n);
 
+/* 2-D convolution by oneDNN's primitives (conv_dnnl.cpp); false when this build has no oneDNN,
+   oneDNN refuses the shape, or KNOBS_CONV=im2col — the caller then runs im2col + GEMM. */
+bool conv2d_dnnl(const kn_conv2d *p, const float *x, const float *w, float *out);
+bool conv2d_backward_input_dnnl(const kn_conv2d *p, const float *gout, const float *w, float *dx);
+bool conv2d_backward_weight_dnnl(const kn_conv2d *p, const float *gout, const float *x, float *dw);
+
 /* Elements of work per thread below which splitting costs more than it gains. */
 const int64_t GRAIN = 32768;
 

@@ -30,6 +30,10 @@
 #include <omp.h>
 #include <pthread.h>
 #include <signal.h>
+
+namespace kn {
+dnnl_engine_t dnnl_cpu_engine();
+}
 #endif
 
 namespace {
@@ -63,14 +67,7 @@ void convert(int trans, int64_t R, int64_t Cc, const float *X, int64_t ld, uint1
 
 #ifdef KN_HAVE_DNNL
 
-dnnl_engine_t engine() {
-  static dnnl_engine_t e = [] {
-    dnnl_engine_t made = nullptr;
-    dnnl_engine_create(&made, dnnl_cpu, 0);
-    return made;
-  }();
-  return e;
-}
+dnnl_engine_t engine() { return kn::dnnl_cpu_engine(); }
 
 struct Prim {
   dnnl_primitive_t prim = nullptr;
@@ -234,3 +231,15 @@ int kn_sgemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *
 }
 
 }  // extern "C"
+
+#ifdef KN_HAVE_DNNL
+/* The one oneDNN CPU engine of the process (bf16 matmul here, convolutions in conv_dnnl.cpp). */
+dnnl_engine_t kn::dnnl_cpu_engine() {
+  static dnnl_engine_t e = [] {
+    dnnl_engine_t made = nullptr;
+    dnnl_engine_create(&made, dnnl_cpu, 0);
+    return made;
+  }();
+  return e;
+}
+#endif

@@ -71,10 +71,10 @@ export interface GradContexts {
   causalAttentionQKV: { heads: number; scale: number; lse: Tensor };
   /** x · Wᵀ with W in ggml blocks (src/ops/quantized.ts); W is frozen, only x gets a gradient. */
   quantizedMatmul: { w: QuantizedMatrix };
-  /** The fused LoRA linear (src/ops/lora-linear.ts); t = scaling · h·Aᵀ [M, r]. */
-  loraLinear: { scaling: number; quantized: QuantizedMatrix | null; t: Tensor };
   /** act(x·w + b) (src/ops/linear.ts); h = x·w + b, kept when there is an activation. */
   linear: { act: ActivationOp | null; h: Tensor | null };
+  /** The fused LoRA linear (src/ops/lora-linear.ts); t = scaling · h·Aᵀ [M, r]. */
+  loraLinear: { scaling: number; quantized: QuantizedMatrix | null; t: Tensor };
 }
 
 export type PrimitiveName = keyof GradContexts;
@@ -95,7 +95,9 @@ type Rule<K extends PrimitiveName> = (
 function activationRule(op: ActivationOp): Rule<ActivationOp> {
   return (g, [x]) => {
     const fused = fusedFor('activationBackward', [x!, g]);
-    return [fused ? new TensorClass(fused.activationBackward(op, x!, g), x!.shape, x!.dtype) : ACTIVATION_GRADS[op](g, x!)];
+    return [
+      fused ? new TensorClass(fused.activationBackward(op, x!, g), x!.shape, x!.dtype) : ACTIVATION_GRADS[op](g, x!),
+    ];
   };
 }
 
@@ -127,7 +129,6 @@ function siluGrad(g: Tensor, x: Tensor): Tensor {
 }
 
 /** g · f'(x) from primitives, for out = f(x): the spec of every fused activation backward. */
-/** The activations' composite rules, from x alone (the tape keeps no activation output). */
 const ACTIVATION_GRADS: Readonly<Record<ActivationOp, (g: Tensor, x: Tensor) => Tensor>> = {
   // relu'(0) = 0; where, not g·mask, so an infinite g does not become NaN where the mask is 0.
   relu: (g, x) => ops.where(ops.le(x, 0), 0, g),
@@ -263,8 +264,8 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   causalAttention: causalAttentionGrad,
   causalAttentionQKV: causalAttentionQKVGrad,
   quantizedMatmul: (g, _i, { w }) => [ops.quantizedMatmulInputGrad(g, w)],
-  loraLinear: loraLinearGrad,
   linear: linearGrad,
+  loraLinear: loraLinearGrad,
 };
 
 /*

@@ -59,9 +59,9 @@ const INPUT_VALUES: Partial<Record<PrimitiveName, InputValues>> = {
   abs: () => [true],
   mul: CROSSED,
   matmul: CROSSED,
-  // act(x·w + b) (src/ops/linear.ts): [x, w, b]; the pre-activation h is in ctx.
-  linear: ([x, w]) => [!!w, !!x, false],
   conv2d: CROSSED,
+  // act(x·W + b) (src/ops/linear.ts): x for dW, W for dx; the pre-activation h sits in the node's context.
+  linear: ([x, w]) => [!!w, !!x, false],
   // da = g / b; db = −g·a / b².
   div: ([, b]) => [!!b, true],
   // [x, W, bias, h, A, B] (src/ops/lora-linear.ts): x for dW, and for dA when h is x (h null).

@@ -279,7 +279,13 @@ export interface FusedKernels {
    * by the caller): h += bias in place (bias [N], when given), then returns act(h) as new storage
    * (null when `act` is null: h is the output). Must equal the composite add and activation.
    */
-  biasActivation(h: Float32Array, rows: number, N: number, bias: KernelView | null, act: ActivationOp | null): Storage | null;
+  biasActivation(
+    h: Float32Array,
+    rows: number,
+    N: number,
+    bias: KernelView | null,
+    act: ActivationOp | null,
+  ): Storage | null;
   /**
    * Its backward from g [rows, N]: dh = g ⊙ act'(h) (null when `act` is null: dh is g) and, when
    * `bias`, db = Σrows dh, summed in an order that depends only on the shape.

@@ -17,11 +17,13 @@ import { reshape } from './view.js';
 /** The activation a linear op may fuse: relu, gelu (erf), gelu_tanh (GPT-2's gelu_new), silu. */
 export type LinearActivation = ActivationOp;
 
+// Arrows, not the functions themselves: this module sits in an import cycle (autograd → ops), and
+// reading `relu` while elementwise.js is still loading throws.
 const ACTIVATIONS: Readonly<Record<LinearActivation, (x: Tensor) => Tensor>> = {
-  relu,
+  relu: (x) => relu(x),
   gelu: (x) => gelu(x),
   gelu_tanh: (x) => gelu(x, 'tanh'),
-  silu,
+  silu: (x) => silu(x),
 };
 
 /** The activation `act` applied on its own (the composite's last step). */

@@ -142,7 +142,12 @@ abstract class AdamBase extends Optimizer<AdamOptions> {
     for (const w of work) {
       const { param, grad } = w;
       const { exp_avg: m, exp_avg_sq: v } = w.state.buffers;
-      if (param instanceof Float32Array && grad instanceof Float32Array && m instanceof Float32Array && v instanceof Float32Array)
+      if (
+        param instanceof Float32Array &&
+        grad instanceof Float32Array &&
+        m instanceof Float32Array &&
+        v instanceof Float32Array
+      )
         f32.push({ param, grad, expAvg: m, expAvgSq: v, h: this.hyper(w.options, w.state.step) });
       else rest.push(w);
     }

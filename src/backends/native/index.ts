@@ -114,20 +114,12 @@ export interface NativeAddon {
   ): void;
   /** g · f'(x) for the activation ops (UNARY_CODE) only. */
   activationBackward(op: number, x: F32, g: F32, meta: Float64Array, out: F32): void;
-  /** c += alpha · a · b, 2-D views (FusedKernels.matmulAccumulate). */
-  matmulAccumulate(a: F32, b: F32, meta: Float64Array, c: F32, alpha: number): void;
   /** h += bias in place, y = act(h) (act −1: none, y unused). */
   biasActivation(h: F32, rows: number, N: number, bias: Opt<F32>, act: number, y: Opt<F32>): void;
   /** dh = g · act'(h) (act ≥ 0), db = Σrows dh (or g); dh, db null when not wanted. */
-  biasActivationBackward(
-    g: F32,
-    h: Opt<F32>,
-    rows: number,
-    N: number,
-    act: number,
-    dh: Opt<F32>,
-    db: Opt<F32>,
-  ): void;
+  biasActivationBackward(g: F32, h: Opt<F32>, rows: number, N: number, act: number, dh: Opt<F32>, db: Opt<F32>): void;
+  /** c += alpha · a · b, 2-D views (FusedKernels.matmulAccumulate). */
+  matmulAccumulate(a: F32, b: F32, meta: Float64Array, c: F32, alpha: number): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
   where(cond: Uint8Array, a: F32, b: F32, meta: Float64Array, out: F32): void;
   assign(dst: Storage, src: Storage, meta: Float64Array): void;
@@ -661,9 +653,6 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       addon.activationBackward(UNARY_CODE[op], f32(x), f32(g), pack(x, g), out);
       return out;
     },
-    matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void {
-      addon.matmulAccumulate(f32(a), f32(b), pack(a, b), c, alpha);
-    },
     biasActivation(h: F32, rows: number, N: number, bias: KernelView | null, act: ActivationOp | null) {
       const y = act ? allocF32(rows * N) : null;
       addon.biasActivation(h, rows, N, denseOpt(bias), act ? UNARY_CODE[act] : -1, y);
@@ -676,6 +665,9 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       const db = bias ? allocF32(N) : null;
       addon.biasActivationBackward(dense(g), h && dense(h), rows, N, act ? UNARY_CODE[act] : -1, dh, db);
       return { dh, db };
+    },
+    matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void {
+      addon.matmulAccumulate(f32(a), f32(b), pack(a, b), c, alpha);
     },
     quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage {
       const M = numel(x.shape) / w.cols;
