@@ -383,6 +383,21 @@ describe('knobs tune on a quantized base (QLoRA)', () => {
     const refused = await cliInProcess(['eval', base, '--adapter', out, '--json']);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /trained on another base/);
+    // eval --quantize: the adapter finds its base; the loss is the f32 base's with the same adapter up to
+    // the activation rounding, and not the quantized base's without it.
+    const evalLoss = async (...args: string[]): Promise<number> => {
+      const e = await cliInProcess(['eval', base, ...args, '--json']);
+      assert.equal(e.code, 0, e.stderr);
+      return JSON.parse(e.stdout).loss as number;
+    };
+    const quantized = await evalLoss('--quantize', 'q8_0', '--adapter', out);
+    const float = await evalLoss('--adapter', out, '--allow-base-mismatch');
+    const bare = await evalLoss('--quantize', 'q8_0');
+    assert.ok(Math.abs(quantized - float) < 2e-2 * float && quantized !== float, `${quantized} vs ${float}`);
+    assert.notEqual(quantized, bare);
+    const badType = await cliInProcess(['eval', base, '--quantize', 'q5_k']);
+    assert.equal(badType.code, 2);
+    assert.match(badType.stderr, /--quantize must be one of q8_0, q4_0, got 'q5_k'/);
 
     const again = await cliInProcess(['tune', '--resume', '--out', out, '--steps', '6', '--json']);
     assert.equal(again.code, 0, again.stderr);

@@ -2,10 +2,10 @@
 import { UsageError } from '../errors.js';
 import { mergeAdapter } from '../finetune/merge.js';
 import { saveModelDirectory } from '../finetune/model-dir.js';
-import { QUANT_TYPES, type QuantType } from '../finetune/quantized-base.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { HF_OUT_TYPES, type HfOutType } from '../models/gguf/export.js';
 import { type Command, emit, parse } from './command.js';
+import { quantizeFlag } from './flags.js';
 
 export const mergeCommand: Command = {
   name: 'merge',
@@ -57,13 +57,9 @@ Example:
     const dtype = values.dtype as string | undefined;
     if (dtype !== undefined && !(HF_OUT_TYPES as readonly string[]).includes(dtype))
       throw new UsageError(`--dtype must be one of ${HF_OUT_TYPES.join(', ')}, got '${dtype}'`);
-    const quantize = values.quantize as string | undefined;
-    if (quantize !== undefined && !QUANT_TYPES.includes(quantize as QuantType))
-      throw new UsageError(`--quantize must be one of ${QUANT_TYPES.join(', ')}, got '${quantize}'`);
+    const quantize = quantizeFlag(values.quantize);
     const [base, adapterDir] = positionals as [string, string];
-    const { model, tokenizer } = await openLanguageModel(base, {
-      ...(quantize !== undefined ? { quantize: quantize as QuantType } : {}),
-    });
+    const { model, tokenizer } = await openLanguageModel(base, quantize);
     const { adapter, merged, dequantized } = await mergeAdapter(model, adapterDir, {
       allowBaseMismatch: values['allow-base-mismatch'] === true,
     });
