@@ -223,7 +223,8 @@ typedef enum kn_qtype { KN_Q4_0 = 2, KN_Q8_0 = 8 } kn_qtype;
    Each x row is quantized to q8_0 first, as ggml does; a row's result is independent of M and of
    the thread count. */
 void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *w, int64_t N, float *y);
-/* dx [M, K] = dy [M, N] · W, dequantizing W's blocks on the fly. */
+/* dx [M, K] = dy [M, N] · W: W dequantized one small f32 tile at a time (never whole) through the
+   f32 GEMM; the same bits for every thread count. */
 void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, const uint8_t *w, int64_t K, float *dx);
 /*
  * A second layout of a q8_0 / q4_0 W for the product (qmatmul.cpp, "x16": 16 rows interleaved per

@@ -22,6 +22,12 @@ import {
   quantizedLayers,
 } from '../src/finetune/quantized-base.js';
 import { QuantizedLinear } from '../src/nn/quantized-linear.js';
+import { writeGguf } from '../src/formats/gguf-write.js';
+import { ggufTokenizerOf, openModelDir } from '../src/load/convert.js';
+import { openLanguageModel } from '../src/load/language-model.js';
+import { ggufFromModel } from '../src/models/gguf/export.js';
+import { fixtureWithTokenizer } from './harness/tiny-vocab.js';
+import { repoRoot } from './harness/fixtures.js';
 
 const tmpDirs: string[] = [];
 after(async () => {
@@ -244,5 +250,33 @@ describe('LoRA on a quantized base', () => {
     const viaDecoded = k.matmul(x, k.transpose(k.fromArray(w, [3, 64]), 0, 1)).toFlatArray();
     // The kernel rounds x to q8_0 first (see above), so the products agree to that rounding only.
     assert.ok(relL2(Float32Array.from(viaKernel), Float32Array.from(viaDecoded)) < 2e-2);
+  });
+});
+
+describe('a quantized model written as GGUF keeps its blocks', () => {
+  it("Llama with GQA: q/k blocks take llama.cpp's row permutation whole — the file loads back to the same logits", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'knobs-qgguf-'));
+    tmpDirs.push(dir);
+    const hf = await fixtureWithTokenizer(
+      join(repoRoot(), 'test', 'fixtures', 'hf', 'mistral-gqa-shards'),
+      join(dir, 'hf'),
+    );
+    const opened = await openModelDir(hf);
+    quantizeBase(opened.model, 'q8_0');
+    const file = join(dir, 'q8.gguf');
+    const input = ggufFromModel({
+      hf: opened.hf,
+      model: opened.model,
+      name: 'q',
+      out: 'f32',
+      tokenizer: ggufTokenizerOf(hf, opened),
+    });
+    assert.ok(input.tensors.some((t) => t.name === 'blk.0.attn_q.weight' && t.type === 'Q8_0'));
+    await writeGguf(file, input);
+    const back = await openLanguageModel(file);
+    opened.model.eval();
+    const ids = k.fromArray([1, 5, 9, 3, 7], [1, 5], { dtype: 'i32' });
+    // Same blocks, same kernels: equal bits (a row permutation left undone would change every logit).
+    assert.deepEqual(back.model.forward(ids).contiguousStorage(), opened.model.forward(ids).contiguousStorage());
   });
 });

@@ -193,6 +193,28 @@ describe('quantized matmul: the native kernel', { skip }, () => {
       addon!.qmatmulBackward(code[type], g, M, N, w.blocks, K, dx);
       assert.ok(maxRelDiff(dx, qmatmulBackward(g, M, w), 1e-3) < 1e-5);
     });
+
+    it(`${type}: the training-sized input gradient (f32 tiles of W) matches the reference, same bits at 1 and 2 threads`, () => {
+      // 300 rows of g: two row tiles; 10 blocks: a full and a partial column tile; 200 weight rows:
+      // two panels per tile (each tile sums the panels in order).
+      const [M, K, N] = [300, 320, 200];
+      const w = randomMatrix(type, N, K, 11);
+      const g = values(M * N, 12);
+      const grad = (threads: number): Float32Array => {
+        const before = addon!.setThreads(threads);
+        try {
+          const dx = new Float32Array(M * K).fill(NaN); // every element must be written
+          addon!.qmatmulBackward(code[type], g, M, N, w.blocks, K, dx);
+          return dx;
+        } finally {
+          addon!.setThreads(before);
+        }
+      };
+      const one = grad(1);
+      const d = diffOverScale(one, qmatmulBackward(g, M, w)); // f32 sums of 200 terms in another order
+      assert.ok(d < 1e-5, String(d));
+      assert.deepEqual(grad(2), one);
+    });
   }
 
   // The packed layout ("x16", made once per weight by the backend) where this CPU has one.

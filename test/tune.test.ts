@@ -18,6 +18,9 @@ import { loadTuneRecipe } from '../src/train/tune-recipe.js';
 import { loadLoraAdapter } from '../src/finetune/adapter.js';
 import { dequantizeLayers } from '../src/finetune/quantized-base.js';
 import { loadSafetensors } from '../src/formats/safetensors.js';
+import { readGguf } from '../src/formats/gguf.js';
+import { openFileSource } from '../src/io/byte-source.js';
+import type { QuantizedLinear } from '../src/nn/quantized-linear.js';
 import { openLanguageModel } from '../src/load/language-model.js';
 import { fromArray } from '../src/ops/creation.js';
 import type { Tensor } from '../src/tensor.js';
@@ -73,6 +76,11 @@ async function tensors(file: string): Promise<Map<string, Tensor>> {
 const IDS = fromArray([65, 110, 100, 32, 71, 111, 100, 32, 115, 97, 105, 100], [1, 12], { dtype: 'i32' });
 function logits(model: { forward(ids: Tensor): Tensor }): Float32Array {
   return model.forward(IDS).contiguousStorage() as Float32Array;
+}
+/** |a − b| ≤ 1e-5 + 1e-5·|b| everywhere (the issue's merge tolerance). */
+function assertLogitsMatch(got: Float32Array, want: Float32Array): void {
+  for (let i = 0; i < want.length; i++)
+    assert.ok(Math.abs(got[i]! - want[i]!) <= 1e-5 + 1e-5 * Math.abs(want[i]!), `logit ${i}: ${got[i]} vs ${want[i]}`);
 }
 function maxDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
@@ -337,6 +345,9 @@ describe('recipes/tune/', () => {
 });
 
 describe('knobs tune on a quantized base (QLoRA)', () => {
+  /** merge of the QLoRA adapter into the q8_0 base with the targeted weights in f32 (exact logits). */
+  const mergeQloraF32 = (out: string, ...flags: string[]): ReturnType<typeof cliInProcess> =>
+    cliInProcess(['merge', base, path('qlora'), '--quantize', 'q8_0', '--dtype', 'f32', '--out', out, ...flags]);
   it('--quantize q8_0 trains an f32 adapter on the blocks; it records the quantized base; generate --quantize uses it; resume keeps the quantization', async () => {
     const out = path('qlora');
     const r = await cliInProcess([
@@ -383,6 +394,21 @@ describe('knobs tune on a quantized base (QLoRA)', () => {
     const refused = await cliInProcess(['eval', base, '--adapter', out, '--json']);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /trained on another base/);
+    // eval --quantize: the adapter finds its base; the loss is the f32 base's with the same adapter up to
+    // the activation rounding, and not the quantized base's without it.
+    const evalLoss = async (...args: string[]): Promise<number> => {
+      const e = await cliInProcess(['eval', base, ...args, '--json']);
+      assert.equal(e.code, 0, e.stderr);
+      return JSON.parse(e.stdout).loss as number;
+    };
+    const quantized = await evalLoss('--quantize', 'q8_0', '--adapter', out);
+    const float = await evalLoss('--adapter', out, '--allow-base-mismatch');
+    const bare = await evalLoss('--quantize', 'q8_0');
+    assert.ok(Math.abs(quantized - float) < 2e-2 * float && quantized !== float, `${quantized} vs ${float}`);
+    assert.notEqual(quantized, bare);
+    const badType = await cliInProcess(['eval', base, '--quantize', 'q5_k']);
+    assert.equal(badType.code, 2);
+    assert.match(badType.stderr, /--quantize must be one of q8_0, q4_0, got 'q5_k'/);
 
     const again = await cliInProcess(['tune', '--resume', '--out', out, '--steps', '6', '--json']);
     assert.equal(again.code, 0, again.stderr);
@@ -408,28 +434,56 @@ describe('knobs tune on a quantized base (QLoRA)', () => {
     assert.ok(!existsSync(path('qmerged-f32base')));
 
     const exact = path('qmerged-f32');
-    const e = await cliInProcess([
-      'merge',
-      base,
-      path('qlora'),
-      '--quantize',
-      'q8_0',
-      '--dtype',
-      'f32',
-      '--out',
-      exact,
-    ]);
+    const e = await mergeQloraF32(exact);
     assert.equal(e.code, 0, e.stderr);
     const merged = await openLanguageModel(exact);
     const reference = await openLanguageModel(base, { quantize: 'q8_0' });
     dequantizeLayers(reference.model);
     await loadLoraAdapter(path('qlora'), reference.model, { allowBaseMismatch: true });
     const [got, want] = [logits(merged.model), logits(reference.model)];
-    for (let i = 0; i < want.length; i++)
-      assert.ok(
-        Math.abs(got[i]! - want[i]!) <= 1e-5 + 1e-5 * Math.abs(want[i]!),
-        `logit ${i}: ${got[i]} vs ${want[i]}`,
-      );
+    assertLogitsMatch(got, want);
+  });
+
+  it('merge into the quantized base as GGUF: untargeted q8_0 blocks byte for byte, targeted as --dtype; logits equal the base + adapter', async () => {
+    const out = path('qmerged.gguf');
+    const r = await mergeQloraF32(out, '--json');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /targeted layers \(6\) written as f32; untargeted quantized layers kept their blocks \(2 q8_0\)/,
+    );
+    const result = JSON.parse(r.stdout);
+    assert.deepEqual(result.kept, { q8_0: 2 }, 'c_attn and c_proj (attention and MLP) are targeted, c_fc is not');
+    // The file's tensors: the reference is the base quantized as tune did, read back raw.
+    const reference = await openLanguageModel(base, { quantize: 'q8_0' });
+    const source = await openFileSource(out);
+    try {
+      const gguf = await readGguf(source);
+      const types = new Map(gguf.tensors.map((t) => [t.name, t.type.name]));
+      assert.equal(types.get('blk.0.attn_qkv.weight'), 'F32', 'targeted: --dtype');
+      assert.equal(types.get('blk.0.ffn_up.weight'), 'Q8_0', 'untargeted: kept');
+      for (const [ggufName, path] of [
+        ['blk.0.ffn_up.weight', 'h.0.mlp.c_fc'],
+        ['blk.1.ffn_up.weight', 'h.1.mlp.c_fc'],
+      ] as const) {
+        const info = gguf.tensors.find((t) => t.name === ggufName)!;
+        const bytes = await source.read(gguf.dataOffset + info.offset, info.byteLength);
+        const q = reference.model.getModule(path) as QuantizedLinear;
+        assert.deepEqual(bytes, q.weight.blocks, `${ggufName}: the blocks byte for byte`);
+      }
+    } finally {
+      await source.close();
+    }
+    // Logits: the GGUF (loaded on its blocks) vs the quantized base with only the targeted layers decoded, plus the adapter.
+    const merged = await openLanguageModel(out);
+    const targeted = [0, 1].flatMap((i) => ['attn.c_attn', 'attn.c_proj', 'mlp.c_proj'].map((m) => `h.${i}.${m}`));
+    dequantizeLayers(reference.model, targeted);
+    await loadLoraAdapter(path('qlora'), reference.model, { allowBaseMismatch: true });
+    const [got, want] = [logits(merged.model), logits(reference.model)];
+    assertLogitsMatch(got, want);
+    const exists = await cliInProcess(['merge', base, path('qlora'), '--quantize', 'q8_0', '--out', out]);
+    assert.equal(exists.code, 2);
+    assert.match(exists.stderr, /already exists/);
   });
 
   it('the recipe field "quantize": "q4_0" does the same; with freezing, or an unknown type, it is refused before writing', async () => {
@@ -523,11 +577,7 @@ describe('knobs tune on a GGUF base', () => {
     const got = (onGguf.model as unknown as { forward(x: Tensor): Tensor })
       .forward(ids)
       .contiguousStorage() as Float32Array;
-    for (let i = 0; i < want.length; i++)
-      assert.ok(
-        Math.abs(got[i]! - want[i]!) <= 1e-5 + 1e-5 * Math.abs(want[i]!),
-        `logit ${i}: ${got[i]} vs ${want[i]}`,
-      );
+    assertLogitsMatch(got, want);
     const bare = await openLanguageModel(exported);
     const base0 = (bare.model as unknown as { forward(x: Tensor): Tensor })
       .forward(ids)

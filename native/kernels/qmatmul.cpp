@@ -18,6 +18,10 @@
  * Threads split output rows only, and each (x row, W row) pair goes through the same code whatever
  * M or the thread count: a row's result never depends on the batch it came in (the serving issue
  * relies on that; test/qmatmul.test.ts checks it).
+ *
+ * The input gradient (training: M is batch × context, in the thousands) dequantizes W a tile at a
+ * time into a small f32 panel and runs the f32 GEMM on it (see PANEL_* below); the split into
+ * tiles is fixed, so its result is the same for every thread count.
  */
 #include <math.h>
 #include <string.h>
@@ -218,6 +222,34 @@ bool have_vnni() {
 bool have_vnni() { return false; }
 #endif
 
+/*
+ * The training-sized products run on f32 panels of W dequantized a tile at a time (at most
+ * PANEL_FLOATS floats per thread, never the whole weight) through the f32 GEMM, which reaches
+ * the machine's f32 peak where the per-block int8 kernels are shaped for a few activation rows.
+ */
+const int64_t PANEL_M = 256, PANEL_BLOCKS = 8, PANEL_FLOATS = 32768;
+
+/* Rows n0…n1 of W, blocks b0…b1 of each, as f32 [n1 − n0, (b1 − b0)·32]. */
+void dequantize_panel(int type, const uint8_t *w, int64_t nb, int64_t n0, int64_t n1, int64_t b0, int64_t b1,
+                      float *out) {
+  const int64_t bb = block_bytes(type);
+  for (int64_t n = n0; n < n1; n++) {
+    for (int64_t b = b0; b < b1; b++) {
+      const uint8_t *blk = w + (n * nb + b) * bb;
+      const float dw = f16_to_f32(load_u16(blk));
+      float *o = out + ((n - n0) * (b1 - b0) + (b - b0)) * QK;
+      if (type == KN_Q8_0) {
+        for (int j = 0; j < QK; j++) o[j] = (float)((const int8_t *)(blk + 2))[j] * dw;
+      } else {
+        for (int j = 0; j < QK / 2; j++) {
+          o[j] = (float)((blk[2 + j] & 0x0f) - 8) * dw;
+          o[j + QK / 2] = (float)((blk[2 + j] >> 4) - 8) * dw;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -318,32 +350,25 @@ void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const
 }
 
 void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, const uint8_t *w, int64_t K, float *dx) {
-  memset(dx, 0, sizeof(float) * (size_t)(M * K));
-  int64_t nb = K / QK, bb = block_bytes(type);
-  if (M == 0 || N == 0 || nb == 0) return;
-  /* threads own block columns of dx; each sums over the rows of W in order (deterministic) */
-  parallel_for(nb, (int64_t)(GRAIN / (M * N * QK)) + 1, [&](int64_t b0, int64_t b1) {
-    std::vector<float> row((size_t)((b1 - b0) * QK));
-    for (int64_t n = 0; n < N; n++) {
-      const uint8_t *wr = w + n * nb * bb;
-      for (int64_t b = b0; b < b1; b++) {  // dequantize this row's blocks b0…b1
-        const uint8_t *blk = wr + b * bb;
-        float dw = f16_to_f32(load_u16(blk));
-        float *o = row.data() + (b - b0) * QK;
-        if (type == KN_Q8_0) {
-          for (int j = 0; j < QK; j++) o[j] = (float)((const int8_t *)(blk + 2))[j] * dw;
-        } else {
-          for (int j = 0; j < QK / 2; j++) {
-            o[j] = (float)((blk[2 + j] & 0x0f) - 8) * dw;
-            o[j + QK / 2] = (float)((blk[2 + j] >> 4) - 8) * dw;
-          }
-        }
-      }
-      for (int64_t m = 0; m < M; m++) {
-        float g = dy[m * N + n];
-        float *o = dx + m * K + b0 * QK;
-        const float *r = row.data();
-        for (int64_t j = 0; j < (b1 - b0) * QK; j++) o[j] += g * r[j];
+  int64_t nb = K / QK;
+  if (M == 0 || N == 0 || nb == 0) {
+    memset(dx, 0, sizeof(float) * (size_t)(M * K));
+    return;
+  }
+  /* Tiles of dx, PANEL_M rows × PANEL_BLOCKS blocks of columns: a fixed split, so every element is
+     computed by the same calls whatever the thread count (and whichever thread runs the tile). */
+  const int64_t mt = (M + PANEL_M - 1) / PANEL_M, kt = (nb + PANEL_BLOCKS - 1) / PANEL_BLOCKS;
+  parallel_for(mt * kt, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> panel((size_t)PANEL_FLOATS);
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t m0 = t / kt * PANEL_M, m1 = m0 + PANEL_M < M ? m0 + PANEL_M : M;
+      const int64_t b0 = t % kt * PANEL_BLOCKS, b1 = b0 + PANEL_BLOCKS < nb ? b0 + PANEL_BLOCKS : nb;
+      const int64_t cols = (b1 - b0) * QK, rows = PANEL_FLOATS / cols;
+      for (int64_t n0 = 0; n0 < N; n0 += rows) {  // dx tile (+)= dy[m0:m1, n0:n1] · W[n0:n1, cols]
+        const int64_t n1 = n0 + rows < N ? n0 + rows : N;
+        dequantize_panel(type, w, nb, n0, n1, b0, b1, panel.data());
+        kn_sgemm_serial(0, 0, m1 - m0, cols, n1 - n0, 1.0f, dy + m0 * N + n0, N, panel.data(), cols,
+                        n0 == 0 ? 0.0f : 1.0f, dx + m0 * K + b0 * QK, K);
       }
     }
   });

@@ -11,7 +11,7 @@ import { type LanguageModelEval, evaluateLanguageModel } from '../train/evaluate
 import { openTextData } from '../train/sources.js';
 import { RECIPE_NAME, isRunDir } from '../train/run-dir.js';
 import { type Command, emit, parse } from './command.js';
-import { ADAPTER_FLAGS, ADAPTER_HELP, adapterOptions, positiveInt } from './flags.js';
+import { ADAPTER_FLAGS, ADAPTER_HELP, adapterOptions, positiveInt, quantizeFlag } from './flags.js';
 import { readMasterKey } from '../seal/keys.js';
 import { isSealedDir } from '../seal/open.js';
 
@@ -22,7 +22,8 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: "score a run's model on its test or validation data, or a Hugging Face model on a text",
   help: `Usage: knobs eval DIR [--data PATH] [--context N] [--public-key KEY.pub]
-                      [--master-key-file F] [--adapter DIR]... [--allow-base-mismatch] [--json]
+                      [--master-key-file F] [--adapter DIR]... [--allow-base-mismatch]
+                      [--quantize q8_0|q4_0] [--json]
 
 DIR is a run directory made by 'knobs train' (config.json, model.safetensors, recipe.json); the
 model is evaluated without gradients:
@@ -42,12 +43,16 @@ loss in bits / the file's UTF-8 bytes), tokens and bytes.
                   text --data (required); a bundle that does not verify is refused
   --master-key-file F  the master key of a sealed DIR (else KNOBS_MASTER_KEY; docs/sealing.md).
                   A sealed model is decrypted into memory and scored on the text --data
+  --quantize TYPE q8_0 or q4_0: quantize the model's Linear layers at load and score it on the
+                  int8 kernels, as 'knobs generate --quantize' runs it; adapters attach after, so
+                  an adapter tuned with 'knobs tune --quantize TYPE' finds its base
   --json          print one JSON object, e.g. {"loss":0.31,"accuracy":0.891,"examples":10000}
 ${ADAPTER_HELP}
 
 Examples:
   knobs eval runs/tiny --json
   knobs eval runs/tiny --adapter runs/tiny-lora --data other.txt
+  knobs eval runs/tiny --quantize q8_0 --adapter runs/tiny-qlora
   knobs eval models/gpt2 --data kjv.txt --context 512`,
   async run(argv, io) {
     const { values, positionals } = parse(
@@ -58,6 +63,7 @@ Examples:
         'public-key': { type: 'string' },
         'master-key-file': { type: 'string' },
         json: { type: 'boolean' },
+        quantize: { type: 'string' },
         ...ADAPTER_FLAGS,
       },
       'eval',
@@ -65,6 +71,7 @@ Examples:
     if (positionals.length !== 1)
       throw new UsageError(`eval takes one DIR, got ${positionals.length}; see 'knobs eval --help'`);
     const dir = positionals[0]!;
+    const quantize = quantizeFlag(values.quantize);
     const data = values.data as string | undefined;
     const publicKey = values['public-key'] as string | undefined;
     const masterKey = await readMasterKey(values['master-key-file'] as string | undefined, process.env);
@@ -75,6 +82,7 @@ Examples:
         publicKey,
         masterKey,
         ...adapterOptions(values),
+        ...quantize,
       });
       emit(
         io,
@@ -92,6 +100,7 @@ Examples:
     const result = await evaluateRun(dir, {
       ...(data !== undefined ? { dataPath: data } : {}),
       ...adapterOptions(values),
+      ...quantize,
     });
     emit(io, values.json === true, result, () =>
       'accuracy' in result

@@ -1,5 +1,6 @@
 /** Numeric flag values: parseArgs gives strings; a bad one is a usage error naming the flag. */
 import { UsageError } from '../errors.js';
+import { QUANT_TYPES, type QuantType } from '../nn/quantized-linear.js';
 
 /** An integer ≥ min (default 1), and ≤ max when given (`why` says where the bound comes from). */
 export function positiveInt(value: unknown, flag: string, min = 1, max?: { value: number; why: string }): number {
@@ -54,3 +55,11 @@ export const ADAPTER_HELP = `  --adapter DIR      attach a LoRA adapter (a PEFT 
                      adapters target different layers
   --allow-base-mismatch  load an adapter that records another base's weight digest (the
                      shapes must still fit)`;
+
+/** --quantize TYPE (generate, eval): q8_0 or q4_0, else a usage error. */
+export function quantizeFlag(value: unknown): { quantize?: QuantType } {
+  if (value === undefined) return {};
+  if (!(QUANT_TYPES as readonly unknown[]).includes(value))
+    throw new UsageError(`--quantize must be one of ${QUANT_TYPES.join(', ')}, got '${String(value)}'`);
+  return { quantize: value as QuantType };
+}

@@ -3,9 +3,17 @@ import { UsageError } from '../errors.js';
 import { generateText } from '../models/generate-text.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { readMasterKey } from '../seal/keys.js';
-import { QUANT_TYPES, type QuantType, weightKinds } from '../nn/quantized-linear.js';
+import { weightKinds } from '../nn/quantized-linear.js';
 import { type Command, emit, parse } from './command.js';
-import { ADAPTER_FLAGS, ADAPTER_HELP, MAX_GENERATE_TOKENS, adapterOptions, numberIn, positiveInt } from './flags.js';
+import {
+  ADAPTER_FLAGS,
+  ADAPTER_HELP,
+  MAX_GENERATE_TOKENS,
+  adapterOptions,
+  numberIn,
+  positiveInt,
+  quantizeFlag,
+} from './flags.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -87,16 +95,14 @@ Example:
         values['top-p'] === undefined ? undefined : numberIn(values['top-p'], '--top-p', 0, 1, { minExclusive: true }),
       seed: values.seed === undefined ? 0 : positiveInt(values.seed, '--seed', 0),
     };
-    const quantize = values.quantize as string | undefined;
-    if (quantize !== undefined && !(QUANT_TYPES as readonly string[]).includes(quantize))
-      throw new UsageError(`--quantize must be one of ${QUANT_TYPES.join(', ')}, got '${quantize}'`);
+    const quantize = quantizeFlag(values.quantize);
     const loadStart = performance.now();
     const masterKey = await readMasterKey(values['master-key-file'] as string | undefined, process.env);
     const { model, textOptions, defaults } = await openLanguageModel(positionals[0]!, {
       masterKey,
       publicKey: values['public-key'] as string | undefined,
       ...adapterOptions(values),
-      ...(quantize !== undefined ? { quantize: quantize as QuantType } : {}),
+      ...quantize,
     });
     const loadSeconds = (performance.now() - loadStart) / 1000;
     const options = {

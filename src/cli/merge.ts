@@ -2,16 +2,17 @@
 import { UsageError } from '../errors.js';
 import { mergeAdapter } from '../finetune/merge.js';
 import { saveModelDirectory } from '../finetune/model-dir.js';
-import { QUANT_TYPES, type QuantType } from '../finetune/quantized-base.js';
 import { openLanguageModel } from '../load/language-model.js';
 import { HF_OUT_TYPES, type HfOutType } from '../models/gguf/export.js';
 import { type Command, emit, parse } from './command.js';
+import { quantizeFlag } from './flags.js';
+import { mergeToGguf } from '../finetune/merge-gguf.js';
 
 export const mergeCommand: Command = {
   name: 'merge',
   summary: 'merge a LoRA adapter into its base and write a model directory',
-  help: `Usage: knobs merge BASE ADAPTER --out DIR [--dtype f32|f16|bf16] [--quantize q8_0|q4_0]
-                   [--allow-base-mismatch] [--json]
+  help: `Usage: knobs merge BASE ADAPTER --out DIR|FILE.gguf [--format hf|gguf] [--dtype f32|f16|bf16]
+                   [--quantize q8_0|q4_0] [--allow-base-mismatch] [--json]
 
 Loads BASE (a run or Hugging Face model directory, or a .gguf file) with the PEFT adapter
 directory ADAPTER, adds scaling · B·A into each targeted weight (transposed for GPT-2's Conv1D)
@@ -24,7 +25,12 @@ adapter's digest as quantized; its targeted layers are dequantized, merged and w
 model directory holds no quantized blocks); 'knobs convert DIR --format gguf --dtype q8_0'
 quantizes the result again. The other tensors keep their type.
 
+--format gguf (the default when --out ends in .gguf) writes one GGUF file instead (BASE a run or
+Hugging Face directory): each untargeted q8_0/q4_0 layer keeps its blocks byte for byte, the
+targeted ones are written as --dtype (default f16), the other tensors as they are held (f32).
+
   --out DIR                where to write the merged model (required)
+  --format F               hf (a model directory, the default) or gguf (one file)
   --dtype T                the merged (targeted) weights' type: f32, f16 or bf16 (default: f32,
                            f16 on a quantized base)
   --quantize TYPE          quantize BASE's linear layers first, as 'knobs tune --quantize' did
@@ -35,6 +41,7 @@ quantizes the result again. The other tensors keep their type.
 Example:
   knobs merge runs/tiny runs/tiny-lora --out runs/tiny-merged
   knobs merge runs/tiny runs/tiny-qlora --quantize q8_0 --out runs/tiny-qmerged
+  knobs merge runs/tiny runs/tiny-qlora --quantize q8_0 --out tiny-qmerged.gguf
   knobs diff runs/tiny/model.safetensors runs/tiny-merged/model.safetensors`,
   async run(argv, io) {
     const { values, positionals } = parse(
@@ -43,6 +50,7 @@ Example:
         out: { type: 'string' },
         dtype: { type: 'string' },
         quantize: { type: 'string' },
+        format: { type: 'string' },
         'allow-base-mismatch': { type: 'boolean' },
         json: { type: 'boolean' },
       },
@@ -57,13 +65,34 @@ Example:
     const dtype = values.dtype as string | undefined;
     if (dtype !== undefined && !(HF_OUT_TYPES as readonly string[]).includes(dtype))
       throw new UsageError(`--dtype must be one of ${HF_OUT_TYPES.join(', ')}, got '${dtype}'`);
-    const quantize = values.quantize as string | undefined;
-    if (quantize !== undefined && !QUANT_TYPES.includes(quantize as QuantType))
-      throw new UsageError(`--quantize must be one of ${QUANT_TYPES.join(', ')}, got '${quantize}'`);
+    const quantize = quantizeFlag(values.quantize);
     const [base, adapterDir] = positionals as [string, string];
-    const { model, tokenizer } = await openLanguageModel(base, {
-      ...(quantize !== undefined ? { quantize: quantize as QuantType } : {}),
-    });
+    const format = values.format ?? (out.toLowerCase().endsWith('.gguf') ? 'gguf' : 'hf');
+    if (format !== 'hf' && format !== 'gguf')
+      throw new UsageError(`--format must be hf or gguf, got '${String(format)}'`);
+    if (format === 'gguf') {
+      const result = await mergeToGguf(base, adapterDir, out, {
+        ...quantize,
+        dtype: (dtype as HfOutType | undefined) ?? 'f16',
+        allowBaseMismatch: values['allow-base-mismatch'] === true,
+      });
+      io.stderr(
+        `knobs merge: targeted layers (${result.modules.length}) written as ${result.dtype}; ` +
+          `untargeted quantized layers kept their blocks (${
+            Object.entries(result.kept)
+              .map(([t, n]) => `${n} ${t}`)
+              .join(', ') || 'none'
+          }); every other tensor keeps its type\n`,
+      );
+      emit(
+        io,
+        values.json === true,
+        result,
+        () => `merged ${result.modules.length} modules of ${adapterDir} into ${out}\n`,
+      );
+      return 0;
+    }
+    const { model, tokenizer } = await openLanguageModel(base, quantize);
     const { adapter, merged, dequantized } = await mergeAdapter(model, adapterDir, {
       allowBaseMismatch: values['allow-base-mismatch'] === true,
     });

@@ -32,8 +32,12 @@ export interface GgufWriteTensor {
   readonly name: string;
   /** Row-major shape (PyTorch order); the file stores it reversed, in ggml order. */
   readonly shape: readonly number[];
-  /** The values, or a function that makes them when the tensor is written (so a writer need not hold them all). */
-  readonly data: Float32Array | (() => Float32Array);
+  /**
+   * The values, or a function that makes them when the tensor is written (so a writer need not hold
+   * them all), or `{ encoded }`: bytes already in `type` (e.g. q8_0 blocks kept from a quantized
+   * layer), written as they are.
+   */
+  readonly data: Float32Array | (() => Float32Array) | { readonly encoded: Uint8Array };
   readonly type: GgufWriteType;
 }
 
@@ -190,7 +194,7 @@ function checkTensor(t: GgufWriteTensor, seen: Set<string>): void {
       `tensor '${t.name}' has ${t.shape.length} dimensions; GGUF allows at most ${GGUF_MAX_DIMS}`,
       { tensor: t.name },
     );
-  if (typeof t.data !== 'function') checkValues(t, t.data);
+  if (t.data instanceof Float32Array) checkValues(t, t.data);
   if (!(t.type in TYPE_ID))
     throw new ArgumentError(
       `tensor '${t.name}': type ${String(t.type)} is not one the writer stores; use F32, F16, BF16, Q8_0 or Q4_0`,
@@ -203,6 +207,15 @@ function checkTensor(t: GgufWriteTensor, seen: Set<string>): void {
       { tensor: t.name, type: t.type },
     );
   }
+  if (
+    typeof t.data !== 'function' &&
+    !(t.data instanceof Float32Array) &&
+    t.data.encoded.byteLength !== encodedLength(t)
+  )
+    throw new ArgumentError(
+      `tensor '${t.name}': ${t.data.encoded.byteLength} bytes given, but ${t.type} [${t.shape.join(', ')}] takes ${encodedLength(t)}`,
+      { tensor: t.name },
+    );
 }
 
 function elementsOf(t: GgufWriteTensor): number {
@@ -348,13 +361,21 @@ function* tensorChunks(
 ): Generator<Uint8Array> {
   yield header;
   for (const t of tensors) {
-    const data = typeof t.data === 'function' ? t.data() : t.data;
-    checkValues(t, data);
-    const bytes = encodeGgufTensorData(t.type, data);
+    const bytes = tensorBytes(t);
     yield bytes;
     const padding = padTo(bytes.byteLength, alignment) - bytes.byteLength;
     if (padding > 0) yield new Uint8Array(padding);
   }
+}
+
+/** Tensor `t`'s bytes in its type: its values encoded, or its encoded bytes. */
+function tensorBytes(t: GgufWriteTensor): Uint8Array {
+  if (typeof t.data === 'function' || t.data instanceof Float32Array) {
+    const data = typeof t.data === 'function' ? t.data() : t.data;
+    checkValues(t, data);
+    return encodeGgufTensorData(t.type, data);
+  }
+  return t.data.encoded; // its length was checked with the header
 }
 
 /** Writes a GGUF file atomically, one tensor at a time: a reader sees the old file or the whole new one. */

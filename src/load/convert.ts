@@ -14,6 +14,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { type DType, convertStorage, storageBytes } from '../dtype.js';
 import { FormatError, UsageError } from '../errors.js';
 import { writeGguf } from '../formats/gguf-write.js';
+import type { GgufValue } from '../formats/gguf.js';
 import { type RawTensor, isRawTensor, loadSafetensors, saveSafetensors } from '../formats/safetensors.js';
 import { asIOError, atomicTempName, syncDir, writeFileAtomic } from '../io/atomic.js';
 import { GPT } from '../models/gpt.js';
@@ -106,25 +107,14 @@ export async function convertModel(opts: ConvertOptions): Promise<ConvertResult>
 }
 
 async function toGguf(input: string, out: GgufOutType, path: string): Promise<ConvertResult> {
-  const { hf, model, tokenizerDir } = await openModelDir(input);
-  if (!tokenizerDir)
-    throw new FormatError(
-      'hf_no_tokenizer',
-      `${input} has no ${TOKENIZER_NAME}; a GGUF file carries the model's tokenizer and llama.cpp will not load one without it`,
-      { dir: input },
-    );
-  const c = hf.config as { bos_token_id: number | null };
-  const tokenizer = ggufTokenizerMetadata(
-    tokenizerDir.tokenizer,
-    tokenizerDir.config,
-    hf.config.vocab_size,
-    join(input, TOKENIZER_NAME),
-    {
-      bos: c.bos_token_id,
-      eos: hf.eosTokenIds[0] ?? null,
-    },
-  );
-  const written = ggufFromModel({ hf, model, name: basename(resolve(input)), out, tokenizer });
+  const opened = await openModelDir(input);
+  const written = ggufFromModel({
+    hf: opened.hf,
+    model: opened.model,
+    name: basename(resolve(input)),
+    out,
+    tokenizer: ggufTokenizerOf(input, opened),
+  });
   await mkdir(dirname(resolve(path)), { recursive: true }).catch((err: unknown) => {
     throw asIOError(err, path, 'create the parent of');
   });
@@ -134,14 +124,35 @@ async function toGguf(input: string, out: GgufOutType, path: string): Promise<Co
   return { input, out: path, format: 'gguf', dtype: out, tensors: counts };
 }
 
-interface ModelDir {
+/** The GGUF tokenizer metadata of a model directory opened by openModelDir (one without a tokenizer is refused). */
+export function ggufTokenizerOf(input: string, { hf, tokenizerDir }: ModelDir): [string, GgufValue][] {
+  if (!tokenizerDir)
+    throw new FormatError(
+      'hf_no_tokenizer',
+      `${input} has no ${TOKENIZER_NAME}; a GGUF file carries the model's tokenizer and llama.cpp will not load one without it`,
+      { dir: input },
+    );
+  const c = hf.config as { bos_token_id: number | null };
+  return ggufTokenizerMetadata(
+    tokenizerDir.tokenizer,
+    tokenizerDir.config,
+    hf.config.vocab_size,
+    join(input, TOKENIZER_NAME),
+    {
+      bos: c.bos_token_id,
+      eos: hf.eosTokenIds[0] ?? null,
+    },
+  );
+}
+
+export interface ModelDir {
   hf: HfModelConfig;
   model: HfModel;
   tokenizerDir: TokenizerDir | null;
 }
 
 /** A Hugging Face model directory or a knobs run directory, with its tokenizer (null when it has none). */
-async function openModelDir(dir: string): Promise<ModelDir> {
+export async function openModelDir(dir: string): Promise<ModelDir> {
   if (await isRunDir(dir)) {
     const { model, recipe } = await loadRun(dir);
     if (!isLanguageModelInstance(model) || !(model instanceof GPT || model instanceof Llama))

@@ -3,6 +3,7 @@
  * language models on the whole validation split of the recipe's text, or on a whole other file.
  */
 import { type LoadAdapterOptions, loadAdapters } from '../finetune/adapter.js';
+import { type QuantType, quantizeBase } from '../finetune/quantized-base.js';
 import type { LanguageModel } from './build.js';
 import type { ClassifierEval, LanguageModelEval } from './evaluate.js';
 import { evaluateClassifier, evaluateLanguageModel } from './evaluate.js';
@@ -17,9 +18,11 @@ export type RunEval = ClassifierEval | LanguageModelEval;
  */
 export async function evaluateRun(
   dir: string,
-  opts: { dataPath?: string; adapters?: readonly string[] } & LoadAdapterOptions = {},
+  opts: { dataPath?: string; adapters?: readonly string[]; quantize?: QuantType } & LoadAdapterOptions = {},
 ): Promise<RunEval> {
   const { model, recipe } = await loadRun(dir);
+  // Before the adapters, as openLanguageModel does: an adapter tuned on the quantized base finds its digest.
+  if (opts.quantize !== undefined) quantizeBase(model, opts.quantize);
   await loadAdapters(model, opts.adapters ?? [], opts);
   const data = withDataPath(recipe.data, opts.dataPath);
   if (data.type === 'idx') {

@@ -23,7 +23,8 @@ import type { HfModel } from '../hf/load.js';
 import { FILE_TYPE, ggufArchFor, ggufModelMetadata, llama3RopeFactors } from './config.js';
 import { headCountsOf, type LoadedGgufModel } from './load.js';
 import { gv } from './metadata.js';
-import { ROPE_FREQS, ggufTensorName, relayout, relayoutOf } from './names.js';
+import { ROPE_FREQS, type Relayout, ggufTensorName, relayout, relayoutOf } from './names.js';
+import { QuantizedLinear } from '../../nn/quantized-linear.js';
 import { tokenizerJsonFromGguf } from './tokenizer.js';
 
 export const GGUF_OUT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
@@ -65,6 +66,10 @@ export interface GgufFromModelInput {
   out: GgufOutType;
   /** tokenizer metadata (tokenizer.ts), or null for a model without a tokenizer ("none"). */
   tokenizer: [string, GgufValue][] | null;
+  /** The weights to write, by checkpoint name (default: the model's stateDict()). */
+  weights?: ReadonlyMap<string, Tensor>;
+  /** Types that replace `out`'s for these checkpoint names (`knobs merge --format gguf`: the merged weights). */
+  types?: ReadonlyMap<string, GgufWriteType>;
 }
 
 /** The GGUF file (metadata and tensors) llama.cpp's converter would make of the model. */
@@ -81,7 +86,7 @@ export function ggufFromModel(input: GgufFromModelInput): GgufWriteInput {
   if (factors) tensors.push({ name: ROPE_FREQS, shape: [factors.length], data: factors, type: 'F32' });
   const seen = new Set<unknown>();
   const named: [string, Tensor, string][] = [];
-  for (const [name, t] of model.stateDict()) {
+  for (const [name, t] of input.weights ?? model.stateDict()) {
     if (seen.has(t.storage)) continue;
     seen.add(t.storage);
     const ggufName = ggufTensorName(arch, name);
@@ -99,9 +104,40 @@ export function ggufFromModel(input: GgufFromModelInput): GgufWriteInput {
       const values = storage instanceof Float32Array ? storage : Float32Array.from(storage as ArrayLike<number>);
       return relayout(r, values, t.shape, true).data;
     };
-    tensors.push({ name: ggufName, shape, data, type: ggufTensorType(ggufName, shape, out, outputHead) });
+    const type = input.types?.get(name) ?? ggufTensorType(ggufName, shape, out, outputHead);
+    tensors.push({ name: ggufName, shape, data, type });
+  }
+  for (const [path, q] of model.namedModules()) {
+    if (!(q instanceof QuantizedLinear)) continue;
+    const ggufName = ggufTensorName(arch, `${path}.weight`);
+    if (ggufName === null) throw new Error(`ggufFromModel: no GGUF name for quantized layer ${path}`);
+    tensors.push(quantizedTensor(ggufName, q, relayoutOf(arch, `${path}.weight`, heads)));
   }
   return { metadata, tensors };
+}
+
+/**
+ * A quantized layer's weight as it is held: the blocks of W [out, in] are GGUF's row-major layout
+ * already (GPT-2's transposed Conv1D included), so they are written byte for byte; Llama's q/k rows
+ * take llama.cpp's permutation as whole block rows.
+ */
+function quantizedTensor(name: string, q: QuantizedLinear, r: Relayout): GgufWriteTensor {
+  const { type, rows, cols, blocks } = q.weight;
+  const shape = [rows, cols];
+  const gguf = type === 'q8_0' ? 'Q8_0' : 'Q4_0';
+  if (r.kind !== 'permute') return { name, shape, type: gguf, data: { encoded: blocks } };
+  // The permutation as a row order: relayout of each row's index.
+  const order = relayout(
+    r,
+    Float32Array.from({ length: rows }, (_, i) => i),
+    [rows, 1],
+    true,
+  ).data;
+  const rowBytes = blocks.length / rows;
+  const out = new Uint8Array(blocks.length);
+  for (let i = 0; i < rows; i++)
+    out.set(blocks.subarray(order[i]! * rowBytes, (order[i]! + 1) * rowBytes), i * rowBytes);
+  return { name, shape, type: gguf, data: { encoded: out } };
 }
 
 export const HF_OUT_TYPES = ['f32', 'f16', 'bf16'] as const;
