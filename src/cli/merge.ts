@@ -6,7 +6,7 @@ import { openLanguageModel } from '../load/language-model.js';
 import { HF_OUT_TYPES, type HfOutType } from '../models/gguf/export.js';
 import { type Command, emit, parse } from './command.js';
 import { quantizeFlag } from './flags.js';
-import { mergeToGguf } from '../finetune/merge-gguf.js';
+import { mergeToGguf } from '../load/merge-gguf.js';
 
 export const mergeCommand: Command = {
   name: 'merge',

@@ -10,13 +10,13 @@ import { basename, dirname, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { type GgufWriteType, writeGguf } from '../formats/gguf-write.js';
 import { asIOError } from '../io/atomic.js';
-import { ggufTokenizerOf, openModelDir } from '../load/convert.js';
-import { isGgufPath } from '../load/language-model.js';
+import { ggufTokenizerOf, openModelDir } from './convert.js';
+import { isGgufPath } from './language-model.js';
 import { ggufFromModel, type HfOutType } from '../models/gguf/export.js';
-import type { LoadAdapterOptions } from './adapter.js';
-import { mergeAdapter } from './merge.js';
-import { modelWeights } from './model-dir.js';
-import { type QuantType, quantizeBase, quantizedLayers } from './quantized-base.js';
+import type { LoadAdapterOptions } from '../finetune/adapter.js';
+import { mergeAdapter } from '../finetune/merge.js';
+import { modelWeights } from '../finetune/model-dir.js';
+import { type QuantType, quantizeBase, quantizedLayers } from '../finetune/quantized-base.js';
 
 const WRITE_TYPE: Record<HfOutType, GgufWriteType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 
