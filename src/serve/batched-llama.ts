@@ -2,9 +2,9 @@
  * One batched forward pass of a Llama (Llama, Mistral, Qwen2) over rows from many sequences: each
  * row is one token at its own position of its own sequence, read against that sequence's paged KV
  * cache (src/serve/paged-kv.ts). Decode steps are one row per sequence; a prompt chunk is several
- * rows of one sequence. Every kernel on the way is batch-invariant (native/kernels/bi_decode.cpp,
- * whose q8_0/q4_0 product has the same bits as qmatmul's), and the elementwise steps (RoPE, residual adds) work one
- * value at a time, so a row's logits are the same bits whatever rows share its step.
+ * rows of one sequence. Every kernel on the way is batch-invariant (native/kernels/bi_decode.cpp;
+ * its q8_0/q4_0 product gives qmatmul's bits), and the elementwise steps (RoPE, residual adds) work
+ * one value at a time, so a row's logits are the same bits whatever rows share its step.
  *
  * LoRA: each row names its adapter (or none); for every adapted projection the rows of one adapter
  * are gathered and get `scaling · B(A x)` added, computed with the same batch-invariant matmul.
