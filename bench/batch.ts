@@ -9,10 +9,11 @@
  *   batch_{type}_c{N}_p50/p99  per-token latency (gaps between a sequence's tokens), same peer
  *   batch_{type}_c{N}_http     aggregate tokens/s over HTTP (streaming completions on loopback) vs the
  *                              engine in process: what the server keeps
- *   batch_{type}_scaling_c16   16 clients' tokens/s vs one client's (target ≥ 4)
+ *   batch_{type}_scaling_c{N}  16 (target ≥ 4) and 64 clients' tokens/s vs one client's
  *   bi_matmul_m{M}_k768_n2048  the batch-invariant f32 matmul vs oneDNN's sgemm on a decode shape
  *
- * KNOBS_BENCH_BATCH_TOKENS, _PROMPT and _CLIENTS (comma list) shorten it while iterating.
+ * KNOBS_BENCH_BATCH_TOKENS, _PROMPT, _CLIENTS and _TYPES (comma lists: 1,4,16,64 and f32,q8_0) shorten
+ * it while iterating.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
@@ -37,6 +38,7 @@ const env = (name: string, fallback: string): string => process.env[`KNOBS_BENCH
 const PROMPT = Number(env('PROMPT', '64'));
 const TOKENS = Number(env('TOKENS', '128'));
 const CLIENTS = env('CLIENTS', '1,4,16,64').split(',').map(Number);
+const TYPES = env('TYPES', 'f32,q8_0').split(',');
 const LLAMA_CPP = 'node-llama-cpp 3.21.1 (llama.cpp, sequences: N)';
 
 /** Timestamps (ms) of each client's tokens. */
@@ -202,6 +204,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
       ['F32', null],
       ['Q8_0', 'q8_0'],
     ] as const) {
+      if (!TYPES.includes(fileType.toLowerCase())) continue;
       const model = makeModel();
       const path = join(dir, `llama-${fileType}.gguf`);
       await writeLlamaGguf(model, fileType, path);
@@ -286,19 +289,20 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
             `batch ${type} c${clients}: ${mine.tokensPerSecond.toFixed(1)} tok/s (llama.cpp ${theirs.tokensPerSecond.toFixed(1)}, http ${overHttp.tokensPerSecond.toFixed(1)})\n`,
           );
         }
-        if (tokens.has(1) && tokens.has(16))
-          rows.push(
-            makeRow(
-              `batch_${type}_scaling_c16`,
-              opts.cores,
-              'tokens/s',
-              tokens.get(16)!,
-              'knobs, one client',
-              tokens.get(1)!,
-              true,
-              4,
-            ),
-          );
+        for (const clients of [16, 64])
+          if (tokens.has(1) && tokens.has(clients))
+            rows.push(
+              makeRow(
+                `batch_${type}_scaling_c${clients}`,
+                opts.cores,
+                'tokens/s',
+                tokens.get(clients)!,
+                'knobs, one client',
+                tokens.get(1)!,
+                true,
+                clients === 16 ? 4 : null,
+              ),
+            );
       } finally {
         await api.drain();
         await cppModel.dispose();

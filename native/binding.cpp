@@ -1228,6 +1228,21 @@ FN(js_qmatmul_isa) {
   return string(env, kn_qmatmul_isa());
   BODY_END
 }
+/* biQmatmulPacked(type, x, M, K, packed, N, y): qmatmulPacked's bits, rows tiled (bi_decode.cpp). */
+FN(js_bi_qmatmul_packed) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int type = (int)INT(0, "type", 0, 64);
+  int64_t M = INT(2, "M", 0, BIG), K = INT(3, "K", 0, BIG), N = INT(5, "N", 0, BIG);
+  CHECK((double)M * (double)K < 4e15 && (double)M * (double)N < 4e15, "M·K or M·N is too large");
+  const float *x = req_f32(env, a.argv[1], M * K, "x");
+  const uint8_t *p = packed_weight(env, a.argv[4], type, N, K, "packed");
+  float *y = req_f32(env, a.argv[6], M * N, "y");
+  kn_bi_qmatmul_packed_f32(type, x, M, K, p, N, y);
+  return undefined(env);
+  BODY_END
+}
+
 /* biMatmul(x, M, K, w, N, y): y [M, N] = x [M, K] · Wᵀ, batch-invariant (bi_decode.cpp). */
 FN(js_bi_matmul) {
   BODY_BEGIN
@@ -1361,6 +1376,7 @@ NAPI_MODULE_INIT() {
       EXPORT("qmatmulBackward", js_qmatmul_backward),
       EXPORT("qmatmulIsa", js_qmatmul_isa),
       EXPORT("biMatmul", js_bi_matmul),
+      EXPORT("biQmatmulPacked", js_bi_qmatmul_packed),
       EXPORT("biRmsNorm", js_bi_rms_norm),
       EXPORT("biPagedAttention", js_bi_paged_attention),
       EXPORT("biSwiglu", js_bi_swiglu),

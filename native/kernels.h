@@ -235,6 +235,9 @@ void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, co
 int64_t kn_qrepack_bytes(int type, int64_t N, int64_t K);
 void kn_qrepack(int type, const uint8_t *w, int64_t N, int64_t K, uint8_t *out);
 void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N, float *y);
+/* Rows [m0, m1) of x [·, K] as the packed product's q8_0 activations: q [·, K] int8, d [·, K/32] the
+   f16-rounded block scales, qsum [·, K/32] each block's Σ q (ggml's quantize_row_q8_0_ref). */
+void kn_q8_quantize_rows(const float *x, int64_t K, int64_t m0, int64_t m1, int8_t *q, float *d, int32_t *qsum);
 /* "avx512_vnni" or "scalar": the path kn_qmatmul_f32 takes on this CPU (KNOBS_QMATMUL_SCALAR=1 forces scalar). */
 const char *kn_qmatmul_isa(void);
 
@@ -252,6 +255,11 @@ void kn_bi_rms_norm_f32(const float *x, int64_t M, int64_t C, const float *w, fl
 void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, const float *kpool,
                                const float *vpool, int64_t KVH, int64_t block, const int32_t *tables,
                                int64_t table_stride, const int32_t *lens, float scale, float *out);
+/* y [M, N] = x [M, K] · Wᵀ on W's packed q8_0 / q4_0 layout (kn_qrepack): the same bits per row as
+   kn_qmatmul_packed_f32, but each weight vector loaded once for a tile of up to 4 rows; threads split
+   groups of 16 columns. */
+void kn_bi_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N,
+                              float *y);
 /* out = silu(gate) · up, elementwise. */
 void kn_bi_swiglu_f32(const float *gate, const float *up, int64_t n, float *out);
 /* ---- one decode step of one sequence (decode.cpp) ------------------------------------------- */

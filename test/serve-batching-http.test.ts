@@ -115,6 +115,13 @@ describe('serve with continuous batching', { skip }, () => {
     assert.equal(error.code, 'kv_cache_too_small');
     assert.equal(error.type, 'invalid_request_error');
     assert.match(String(error.message), /needs \d+ KV cache blocks .* holds \d+; lower max_tokens/);
+    // Without max_tokens a request reserves for the rest of the context (under --max-tokens): here
+    // more than the 16 blocks, so it is refused too — it could otherwise run out of cache mid-way.
+    const open = await post(url, '/v1/completions', { model: 'tiny', prompt: 'abc' });
+    assert.equal(open.status, 400);
+    const why = String((open.body.error as Record<string, unknown>).message);
+    const [, prompt, most] = /\((\d+) prompt tokens, up to (\d+) new\)/.exec(why) ?? [];
+    assert.equal(Number(prompt) + Number(most), Math.min(engine.model.contextLength, Number(prompt) + 1024), why);
   });
 
   it('streams cut off by their clients give every block back', async () => {

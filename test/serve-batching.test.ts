@@ -11,11 +11,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as k from '../src/index.js';
-import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
+import {
+  GGML_TYPE_ID,
+  loadNativeAddon,
+  loadNativeBackend,
+  nativeLoadError,
+  packedOf,
+} from '../src/backends/native/index.js';
 import { saveLoraAdapter } from '../src/finetune/adapter.js';
 import { AdapterSet } from '../src/finetune/adapter-set.js';
 import { applyLora, parseLoraConfig } from '../src/finetune/lora.js';
-import { quantizeModel } from '../src/nn/quantized-linear.js';
+import { quantizeMatrix, quantizeModel } from '../src/nn/quantized-linear.js';
 import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine, KvBudgetError, type SequenceRequest } from '../src/serve/engine.js';
 import { PagedKvCache } from '../src/serve/paged-kv.js';
@@ -92,6 +98,42 @@ describe('batch-invariant kernels', { skip }, () => {
         }
     } finally {
       addon!.setThreads(before);
+    }
+  });
+
+  it('biQmatmulPacked: row r of an M-row product is the 1-row product bit for bit, = qmatmulPacked', (t) => {
+    const [K, N] = [96, 72]; // 3 blocks; 4.5 groups of 16 columns, so the last group is partial
+    const x = randoms(64 * K, 3, 1);
+    for (const type of ['q8_0', 'q4_0'] as const) {
+      const w = quantizeMatrix(type, randoms(N * K, 4, 0.1), N, K);
+      const id = GGML_TYPE_ID[type];
+      const packed = packedOf(addon!, w);
+      if (!packed) return t.skip('no packed layout on this CPU (needs AVX-512 VNNI)');
+      const run = (m0: number, M: number, threads: number): Float32Array => {
+        addon!.setThreads(threads);
+        const y = new Float32Array(M * N);
+        addon!.biQmatmulPacked(id, x.slice(m0 * K, (m0 + M) * K), M, K, packed, N, y);
+        return y;
+      };
+      const before = addon!.setThreads(1);
+      try {
+        const alone = Array.from({ length: 64 }, (_, m) => run(m, 1, 1));
+        for (const M of [1, 3, 16, 64])
+          for (const threads of [1, 2]) {
+            const m0 = 64 - M; // the last rows: in a 64-row batch they sit in other tiles than alone
+            const y = run(m0, M, threads);
+            for (let r = 0; r < M; r++)
+              assert.deepEqual(y.subarray(r * N, (r + 1) * N), alone[m0 + r], `${type} M ${M} row ${r} threads ${threads}`);
+          }
+        const old = new Float32Array(64 * N);
+        addon!.qmatmulPacked(id, x, 64, K, packed, N, old);
+        assert.deepEqual(run(0, 64, 1), old, `${type}: the same bits as qmatmulPacked`);
+        const plain = new Float32Array(64 * N);
+        addon!.qmatmul(id, x, 64, K, w.blocks, N, plain);
+        assert.ok(maxRelDiff(old, plain) < 1e-5, `${type}: the blocks' product agrees`);
+      } finally {
+        addon!.setThreads(before);
+      }
     }
   });
 

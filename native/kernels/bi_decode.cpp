@@ -12,6 +12,10 @@
  * Threads split output columns (matmul) or (row, head) pairs (attention) or rows (norms), never a
  * reduction. oneDNN does not promise this: it picks its blocking and K-splitting by shape, so a
  * row's bits can change with M.
+ *
+ * The quantized product (kn_bi_qmatmul_packed_f32) has exact int32 block sums, so only its f32
+ * steps need an order: per (row, weight row) the scale d_w·d_x, then acc = fma(float(Σ q_w·q_x),
+ * scale, acc) over the blocks in order — kn_qmatmul_packed_f32's steps, so the bits equal its.
  */
 #include <math.h>
 #include <string.h>
@@ -19,6 +23,11 @@
 #include <vector>
 
 #include "internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define KN_BI_X86 1
+#endif
 
 using namespace kn;
 
@@ -154,6 +163,113 @@ void attend(const float *q, int64_t D, const float *kpool, const float *vpool, i
   for (int64_t d = 0; d < D; d++) out[d] *= inv;
 }
 
+
+#ifdef KN_BI_X86
+/* GCC 12's AVX-512 headers trip -Wuninitialized once inlined into target("avx512…") code (see qmatmul.cpp). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define KN_BI_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,f16c,fma")))
+
+/* The packed layout's geometry (qmatmul.cpp, "x16"): 16 weight rows per group; per block a
+   64-byte f32 scale vector, then 8 (q8_0) or 4 (q4_0) 64-byte vectors of 4 values × 16 rows. */
+const int64_t X16 = 16;
+inline int64_t x16_block(int type) { return type == KN_Q8_0 ? 64 + 512 : 64 + 256; }
+
+/* The activations, quantized once per call: q [M, K], d and qsum [M, K/32]. */
+struct QRows {
+  const int8_t *q;
+  const float *d;
+  const int32_t *qsum;
+  int64_t K, nb;
+};
+
+/*
+ * R activation rows × G groups of 16 weight rows: each weight vector is loaded (and for q4_0
+ * unpacked) once and meets R rows, instead of once per row. Every (row, weight row) keeps its own
+ * int32 block sum and f32 accumulator, so a tile only interleaves independent outputs.
+ */
+template <int TYPE, int R, int G>
+KN_BI_VNNI void x16_tile(const uint8_t *w, int64_t group_bytes, const QRows &a, int64_t m, float *y, int64_t N,
+                         int64_t n0) {
+  const int64_t block = TYPE == KN_Q8_0 ? 64 + 512 : 64 + 256;
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  __m512 acc[R][G];
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < G; j++) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < a.nb; b++) {
+    const uint8_t *wb = w + b * block;
+    const int32_t *xq[R];
+    __m512i s[R][G];
+    for (int i = 0; i < R; i++) {
+      xq[i] = (const int32_t *)(a.q + (m + i) * a.K + b * 32);
+      /* the weights are stored +128 (q8_0) or +8 (q4_0): start each sum at the offset's product */
+      const __m512i start = _mm512_set1_epi32((TYPE == KN_Q8_0 ? -128 : -8) * a.qsum[(m + i) * a.nb + b]);
+      for (int j = 0; j < G; j++) s[i][j] = start;
+    }
+    if (TYPE == KN_Q8_0) {
+      for (int k4 = 0; k4 < 8; k4++) {
+        __m512i wv[G];
+        for (int j = 0; j < G; j++) wv[j] = _mm512_loadu_si512(wb + j * group_bytes + 64 + 64 * k4);
+        for (int i = 0; i < R; i++) {
+          const __m512i xv = _mm512_set1_epi32(xq[i][k4]);
+          for (int j = 0; j < G; j++) s[i][j] = _mm512_dpbusd_epi32(s[i][j], wv[j], xv);
+        }
+      }
+    } else {
+      for (int c = 0; c < 4; c++) {
+        __m512i lo[G], hi[G];
+        for (int j = 0; j < G; j++) {
+          const __m512i v = _mm512_loadu_si512(wb + j * group_bytes + 64 + 64 * c);
+          lo[j] = _mm512_and_si512(v, low4);
+          hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        }
+        for (int i = 0; i < R; i++) {
+          const __m512i x0 = _mm512_set1_epi32(xq[i][2 * c]), x1 = _mm512_set1_epi32(xq[i][2 * c + 1]);
+          for (int j = 0; j < G; j++) s[i][j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s[i][j], lo[j], x0), hi[j], x1);
+        }
+      }
+    }
+    for (int j = 0; j < G; j++) {
+      const __m512 dw = _mm512_loadu_ps((const float *)(wb + j * group_bytes));
+      for (int i = 0; i < R; i++) {
+        const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[(m + i) * a.nb + b]));
+        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i][j]), scale, acc[i][j]);
+      }
+    }
+  }
+  for (int j = 0; j < G; j++) {
+    int64_t n = n0 + j * X16, left = N - n;
+    const __mmask16 keep = left >= X16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    for (int i = 0; i < R; i++) _mm512_mask_storeu_ps(y + (m + i) * N + n, keep, acc[i][j]);
+  }
+}
+
+/* All M rows against G groups, in tiles of 4 rows then the 1–3 left. */
+template <int TYPE, int G>
+KN_BI_VNNI void x16_rows(const uint8_t *w, int64_t group_bytes, const QRows &a, int64_t M, float *y, int64_t N,
+                         int64_t n0) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) x16_tile<TYPE, 4, G>(w, group_bytes, a, m, y, N, n0);
+  switch (M - m) {
+    case 3: x16_tile<TYPE, 3, G>(w, group_bytes, a, m, y, N, n0); break;
+    case 2: x16_tile<TYPE, 2, G>(w, group_bytes, a, m, y, N, n0); break;
+    case 1: x16_tile<TYPE, 1, G>(w, group_bytes, a, m, y, N, n0); break;
+    default: break;
+  }
+}
+
+template <int TYPE>
+KN_BI_VNNI void x16_groups(const uint8_t *packed, const QRows &a, int64_t M, float *y, int64_t N, int64_t g0,
+                           int64_t g1) {
+  const int64_t group_bytes = a.nb * x16_block(TYPE);
+  int64_t g = g0;
+  for (; g + 2 <= g1; g += 2) x16_rows<TYPE, 2>(packed + g * group_bytes, group_bytes, a, M, y, N, g * X16);
+  if (g < g1) x16_rows<TYPE, 1>(packed + g * group_bytes, group_bytes, a, M, y, N, g * X16);
+}
+#pragma GCC diagnostic pop
+#endif
+
 }  // namespace
 
 void kn_bi_matmul_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y) {
@@ -191,4 +307,28 @@ void kn_bi_swiglu_f32(const float *gate, const float *up, int64_t n, float *out)
       out[i] = g / (1.0f + expf(-g)) * up[i];
     }
   });
+}
+
+void kn_bi_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N,
+                              float *y) {
+  if (M <= 0 || N <= 0) return;
+#ifdef KN_BI_X86
+  int64_t nb = K / 32, groups = (N + X16 - 1) / X16;
+  std::vector<int8_t> q((size_t)(M * K));
+  std::vector<float> d((size_t)(M * nb));
+  std::vector<int32_t> qsum((size_t)(M * nb));
+  parallel_for(M, K >= 16384 ? 1 : 16384 / (K + 1) + 1,
+               [&](int64_t m0, int64_t m1) { kn_q8_quantize_rows(x, K, m0, m1, q.data(), d.data(), qsum.data()); });
+  const QRows a{q.data(), d.data(), qsum.data(), K, nb};
+  /* Pairs of groups per task, at least ~64k multiply-adds each; the split only moves whole groups. */
+  int64_t per_pair = M * K * 2 * X16;
+  int64_t grain = per_pair >= 65536 ? 1 : 65536 / per_pair;
+  parallel_for((groups + 1) / 2, grain, [&](int64_t p0, int64_t p1) {
+    int64_t g0 = 2 * p0, g1 = 2 * p1 < groups ? 2 * p1 : groups;
+    if (type == KN_Q8_0) x16_groups<KN_Q8_0>(packed, a, M, y, N, g0, g1);
+    else x16_groups<KN_Q4_0>(packed, a, M, y, N, g0, g1);
+  });
+#else
+  (void)type, (void)x, (void)K, (void)packed;  // no packed layout without VNNI (kn_qrepack_bytes is 0)
+#endif
 }

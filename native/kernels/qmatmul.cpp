@@ -283,6 +283,18 @@ void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_
   });
 }
 
+void kn_q8_quantize_rows(const float *x, int64_t K, int64_t m0, int64_t m1, int8_t *q, float *d, int32_t *qsum) {
+  int64_t nb = K / QK;
+  for (int64_t m = m0; m < m1; m++) {
+    quantize_row(x + m * K, K, q + m * K, d + m * nb);
+    for (int64_t b = 0; b < nb; b++) {
+      int32_t s = 0;
+      for (int j = 0; j < QK; j++) s += q[m * K + b * QK + j];
+      qsum[m * nb + b] = s;
+    }
+  }
+}
+
 int64_t kn_qrepack_bytes(int type, int64_t N, int64_t K) {
   if ((type != KN_Q8_0 && type != KN_Q4_0) || !have_vnni() || K % QK != 0) return 0;
   return (N + X16_ROWS - 1) / X16_ROWS * (K / QK) * x16_block_bytes(type);
@@ -319,14 +331,7 @@ void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const
   std::vector<int8_t> q((size_t)(M * K));
   std::vector<float> d((size_t)(M * nb));
   std::vector<int32_t> qsum((size_t)(M * nb));
-  for (int64_t m = 0; m < M; m++) {
-    quantize_row(x + m * K, K, q.data() + m * K, d.data() + m * nb);
-    for (int64_t b = 0; b < nb; b++) {
-      int32_t s = 0;
-      for (int j = 0; j < QK; j++) s += q[m * K + b * QK + j];
-      qsum[m * nb + b] = s;
-    }
-  }
+  kn_q8_quantize_rows(x, K, 0, M, q.data(), d.data(), qsum.data());
   parallel_for(groups, (int64_t)(GRAIN * 4 / (M * K * X16_ROWS)) + 1, [&](int64_t g0, int64_t g1) {
 #ifdef KN_QM_X86
     float out[2 * X16_ROWS];

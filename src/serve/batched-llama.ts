@@ -2,14 +2,14 @@
  * One batched forward pass of a Llama (Llama, Mistral, Qwen2) over rows from many sequences: each
  * row is one token at its own position of its own sequence, read against that sequence's paged KV
  * cache (src/serve/paged-kv.ts). Decode steps are one row per sequence; a prompt chunk is several
- * rows of one sequence. Every kernel on the way is batch-invariant (native/kernels/bi_decode.cpp,
- * and qmatmul for q8_0/q4_0 weights), and the elementwise steps (RoPE, residual adds) work one
- * value at a time, so a row's logits are the same bits whatever rows share its step.
+ * rows of one sequence. Every kernel on the way is batch-invariant (native/kernels/bi_decode.cpp;
+ * its q8_0/q4_0 product gives qmatmul's bits), and the elementwise steps (RoPE, residual adds) work
+ * one value at a time, so a row's logits are the same bits whatever rows share its step.
  *
  * LoRA: each row names its adapter (or none); for every adapted projection the rows of one adapter
  * are gathered and get `scaling · B(A x)` added, computed with the same batch-invariant matmul.
  */
-import { type NativeAddon, quantizedProduct } from '../backends/native/index.js';
+import { GGML_TYPE_ID, type NativeAddon, packedOf, quantizedProduct } from '../backends/native/index.js';
 import { ArgumentError } from '../errors.js';
 import type { LoraAdapter } from '../finetune/lora.js';
 import type { Llama } from '../models/llama.js';
@@ -135,8 +135,11 @@ export class BatchedLlama {
         out: N,
         apply: (x, M) => {
           const y = new Float32Array(M * N);
-          // The packed copy the backend's decode step also uses (made once per weight).
-          if (M > 0) quantizedProduct(this.addon, x, M, weight, y);
+          // The packed copy the backend's decode step also uses (made once per weight), with each
+          // weight vector loaded once per tile of rows; where there is none, the blocks' product.
+          const packed = M > 0 ? packedOf(this.addon, weight) : null;
+          if (packed) this.addon.biQmatmulPacked(GGML_TYPE_ID[weight.type], x, M, weight.cols, packed, N, y);
+          else if (M > 0) quantizedProduct(this.addon, x, M, weight, y);
           return addBias(y, M, bias);
         },
       };

@@ -69,6 +69,8 @@ export interface NativeAddon {
   qmatmulIsa(): string;
   /** Batch-invariant decode kernels (native/kernels/bi_decode.cpp; src/serve/ uses them): y [M, N] = x [M, K] · Wᵀ. */
   biMatmul(x: F32, M: number, K: number, w: F32, N: number, y: F32): void;
+  /** qmatmulPacked's bits, each packed weight vector loaded once for a tile of rows (the engine's q8_0/q4_0 product). */
+  biQmatmulPacked(type: number, x: F32, M: number, K: number, packed: Uint8Array, N: number, y: F32): void;
   biRmsNorm(x: F32, M: number, C: number, w: F32, eps: number, y: F32): void;
   /** out [R, H, D]: each row attends to its own lens[r] positions in paged pools [blocks, KVH, block, D]. */
   biPagedAttention(
@@ -314,7 +316,8 @@ export const GGML_TYPE_ID: Readonly<Record<QuantizedMatrix['type'], number>> = {
  */
 const packedWeights = new WeakMap<QuantizedMatrix, Uint8Array | null>();
 
-function packedOf(addon: NativeAddon, w: QuantizedMatrix): Uint8Array | null {
+/** W's packed layout (made on first use, kept while W lives), or null where this CPU has none. */
+export function packedOf(addon: NativeAddon, w: QuantizedMatrix): Uint8Array | null {
   let packed = packedWeights.get(w);
   if (packed === undefined) {
     const type = GGML_TYPE_ID[w.type];
