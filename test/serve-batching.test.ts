@@ -123,7 +123,11 @@ describe('batch-invariant kernels', { skip }, () => {
             const m0 = 64 - M; // the last rows: in a 64-row batch they sit in other tiles than alone
             const y = run(m0, M, threads);
             for (let r = 0; r < M; r++)
-              assert.deepEqual(y.subarray(r * N, (r + 1) * N), alone[m0 + r], `${type} M ${M} row ${r} threads ${threads}`);
+              assert.deepEqual(
+                y.subarray(r * N, (r + 1) * N),
+                alone[m0 + r],
+                `${type} M ${M} row ${r} threads ${threads}`,
+              );
           }
         const old = new Float32Array(64 * N);
         addon!.qmatmulPacked(id, x, 64, K, packed, N, old);
