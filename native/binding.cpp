@@ -1148,8 +1148,9 @@ FN(js_qrepack) {
   BODY_END
 }
 
-/* qmatmulPacked(type, x, M, K, packed, N, y): qmatmul on the packed layout */
-FN(js_qmatmul_packed) {
+/* (type, x, M, K, packed, N, y): the arguments of both packed products, checked, then `product`. */
+using PackedProduct = void (*)(int, const float *, int64_t, int64_t, const uint8_t *, int64_t, float *);
+static napi_value packed_product(napi_env env, napi_callback_info info, PackedProduct product) {
   BODY_BEGIN
   ARG_COUNT(7);
   int type = (int)INT(0, "type", 0, 64);
@@ -1158,10 +1159,13 @@ FN(js_qmatmul_packed) {
   const float *x = req_f32(env, a.argv[1], M * K, "x");
   const uint8_t *p = packed_weight(env, a.argv[4], type, N, K, "packed");
   float *y = req_f32(env, a.argv[6], M * N, "y");
-  kn_qmatmul_packed_f32(type, x, M, K, p, N, y);
+  product(type, x, M, K, p, N, y);
   return undefined(env);
   BODY_END
 }
+
+/* qmatmulPacked(type, x, M, K, packed, N, y): qmatmul on the packed layout */
+FN(js_qmatmul_packed) { return packed_product(env, info, kn_qmatmul_packed_f32); }
 
 /* gemv(x, W, N, K, y): y [N] = W [N, K] · x [K] */
 FN(js_gemv) {
@@ -1229,19 +1233,7 @@ FN(js_qmatmul_isa) {
   BODY_END
 }
 /* biQmatmulPacked(type, x, M, K, packed, N, y): qmatmulPacked's bits, rows tiled (bi_decode.cpp). */
-FN(js_bi_qmatmul_packed) {
-  BODY_BEGIN
-  ARG_COUNT(7);
-  int type = (int)INT(0, "type", 0, 64);
-  int64_t M = INT(2, "M", 0, BIG), K = INT(3, "K", 0, BIG), N = INT(5, "N", 0, BIG);
-  CHECK((double)M * (double)K < 4e15 && (double)M * (double)N < 4e15, "M·K or M·N is too large");
-  const float *x = req_f32(env, a.argv[1], M * K, "x");
-  const uint8_t *p = packed_weight(env, a.argv[4], type, N, K, "packed");
-  float *y = req_f32(env, a.argv[6], M * N, "y");
-  kn_bi_qmatmul_packed_f32(type, x, M, K, p, N, y);
-  return undefined(env);
-  BODY_END
-}
+FN(js_bi_qmatmul_packed) { return packed_product(env, info, kn_bi_qmatmul_packed_f32); }
 
 /* biMatmul(x, M, K, w, N, y): y [M, N] = x [M, K] · Wᵀ, batch-invariant (bi_decode.cpp). */
 FN(js_bi_matmul) {

@@ -10,15 +10,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as k from '../src/index.js';
 import type { Tensor } from '../src/index.js';
-import { loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 import { ACTIVATION_OPS, type ActivationOp } from '../src/backends/backend.js';
 import { traceKernels } from '../src/backends/dispatch.js';
-
-const native = loadNativeBackend();
-const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
-if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1')
-  throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
-if (native && !k.backends().includes('native')) k.registerBackend(native);
+import { skip } from './harness/native.js';
 
 /** Deterministic values: n normal-ish numbers times `scale` plus `shift`. */
 function values(n: number, seed: number, scale = 1, shift = 0): Float32Array {

@@ -11,16 +11,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as k from '../src/index.js';
 import { startProfile, stopProfile } from '../src/backends/profile.js';
-import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 import { Llama, type LlamaConfigInput } from '../src/models/llama.js';
 import { normal_ } from '../src/nn/init.js';
-
-const native = loadNativeBackend();
-const addon = native ? loadNativeAddon() : null;
-const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
-if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1')
-  throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
-if (native && !k.backends().includes('native')) k.registerBackend(native);
+import { addon, skip } from './harness/native.js';
 
 const small: LlamaConfigInput = {
   vocab_size: 50,

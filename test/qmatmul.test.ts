@@ -18,7 +18,6 @@ import { after, before, describe, it } from 'node:test';
 import * as k from '../src/index.js';
 import type { QuantizedMatrix, QuantType } from '../src/backends/backend.js';
 import { QK, qmatmul, qmatmulBackward, quantizeActivationRow, quantizeBlocks } from '../src/backends/js/qmatmul.js';
-import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 import { dequantizeGguf, GGML_TYPE, GGML_TYPES } from '../src/formats/gguf.js';
 import { quantizeQ4_0, quantizeQ8_0 } from '../src/formats/gguf-write.js';
 import {
@@ -30,13 +29,7 @@ import {
 import { parseRecipe } from '../src/train/recipe.js';
 import { train } from '../src/train/trainer.js';
 import { cli } from './harness/cli.js';
-
-const native = loadNativeBackend();
-const addon = native ? loadNativeAddon() : null;
-const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
-if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1')
-  throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
-if (native && !k.backends().includes('native')) k.registerBackend(native);
+import { addon, native, skip } from './harness/native.js';
 
 const TYPES: readonly QuantType[] = ['q8_0', 'q4_0'];
 

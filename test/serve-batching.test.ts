@@ -11,13 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as k from '../src/index.js';
-import {
-  GGML_TYPE_ID,
-  loadNativeAddon,
-  loadNativeBackend,
-  nativeLoadError,
-  packedOf,
-} from '../src/backends/native/index.js';
+import { GGML_TYPE_ID, packedOf } from '../src/backends/native/index.js';
 import { saveLoraAdapter } from '../src/finetune/adapter.js';
 import { AdapterSet } from '../src/finetune/adapter-set.js';
 import { applyLora, parseLoraConfig } from '../src/finetune/lora.js';
@@ -25,13 +19,7 @@ import { quantizeMatrix, quantizeModel } from '../src/nn/quantized-linear.js';
 import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine, KvBudgetError, type SequenceRequest } from '../src/serve/engine.js';
 import { PagedKvCache } from '../src/serve/paged-kv.js';
-
-const native = loadNativeBackend();
-const addon = native ? loadNativeAddon() : null;
-const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
-if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1')
-  throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
-if (native && !k.backends().includes('native')) k.registerBackend(native);
+import { addon, skip } from './harness/native.js';
 
 const CONFIG = {
   vocab_size: 96,

@@ -11,15 +11,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as k from '../src/index.js';
 import type { Tensor } from '../src/index.js';
-import { loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 import { assignInto } from '../src/ops/view.js';
 import { Adam, AdamW, adamUpdate, clipGradNorm } from '../src/optim/index.js';
-
-const native = loadNativeBackend();
-const skip = native ? false : `native backend not built: ${nativeLoadError()}`;
-if (!native && process.env.KNOBS_REQUIRE_NATIVE === '1')
-  throw new Error(`KNOBS_REQUIRE_NATIVE=1 but ${nativeLoadError()}`);
-if (native && !k.backends().includes('native')) k.registerBackend(native);
+import { native, skip } from './harness/native.js';
 
 function values(n: number, seed: number, scale = 1): Float32Array {
   const g = new k.Generator(seed);

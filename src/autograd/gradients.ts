@@ -137,18 +137,6 @@ const ACTIVATION_GRADS: Readonly<Record<ActivationOp, (g: Tensor, x: Tensor) => 
   silu: siluGrad,
 };
 
-/**
- * dB = Aᵀ·g. When B is a transposed row-major matrix (an [out, in] weight used as Wᵀ), the
- * product is computed as (gᵀ·A)ᵀ: the same GEMM, but the gradient comes out in B's layout, so
- * the transpose's backward hands the weight a row-major gradient it can keep without a copy.
- */
-function matmulGradB(a: Tensor, b: Tensor, g: Tensor): Tensor {
-  if (b.rank === 2 && b.strides[0] === 1 && b.strides[1] === b.shape[0] && b.shape[0]! > 1 && b.shape[1]! > 1) {
-    return ops.transpose(ops.batchedMatmul(ops.transpose(g, -2, -1), a), -2, -1);
-  }
-  return ops.batchedMatmul(ops.transpose(a, -2, -1), g);
-}
-
 /** The gradient share of `mine` in an elementwise max/min: 1 where it won, ½ on ties (PyTorch). */
 function extremumShare(mine: Tensor, other: Tensor, wins: (a: Tensor, b: Tensor) => Tensor): Tensor {
   const won = ops.cast(wins(mine, other), mine.dtype);
@@ -207,7 +195,7 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   cumsum: (g, _i, { axis, reverse }) => [ops.cumsum(g, axis, { reverse: !reverse })],
   matmul: (g, [a, b]) => [
     a!.requiresGrad ? ops.batchedMatmul(g, ops.transpose(b!, -2, -1)) : null,
-    b!.requiresGrad ? matmulGradB(a!, b!, g) : null,
+    b!.requiresGrad ? ops.matmulGradB(a!, b!, g) : null,
   ],
   reshape: (g, _i, { xShape }) => [ops.reshape(g, xShape)],
   permute: (g, _i, { dims }) => {
@@ -421,7 +409,7 @@ function linearGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { act, h }
   }
   return [
     x!.requiresGrad ? ops.batchedMatmul(dh, ops.transpose(w!, -2, -1)) : null,
-    w!.requiresGrad ? matmulGradB(x!, w!, dh) : null,
+    w!.requiresGrad ? ops.matmulGradB(x!, w!, dh) : null,
     db,
   ];
 }

@@ -5,7 +5,7 @@ import { ShapeError } from '../errors.js';
 import { broadcastShapes, formatShape, numel } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { requireFloat, promote } from './util.js';
-import { cast, expand, reshape, squeeze, unsqueeze } from './view.js';
+import { cast, expand, reshape, squeeze, transpose, unsqueeze } from './view.js';
 
 /** The matmul primitive: a [...B, M, K] · b [...B, K, N] with identical batch dims. */
 export function batchedMatmul(a: Tensor, b: Tensor): Tensor {
@@ -56,4 +56,16 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   if (vecA) out = squeeze(out, -2);
   if (vecB) out = squeeze(out, -1);
   return out;
+}
+
+/**
+ * dB = Aᵀ·g. When B is a transposed row-major matrix (an [out, in] weight used as Wᵀ), the
+ * product is computed as (gᵀ·A)ᵀ: the same GEMM, but the gradient comes out in B's layout, so
+ * the transpose's backward hands the weight a row-major gradient it can keep without a copy.
+ */
+export function matmulGradB(a: Tensor, b: Tensor, g: Tensor): Tensor {
+  if (b.rank === 2 && b.strides[0] === 1 && b.strides[1] === b.shape[0] && b.shape[0]! > 1 && b.shape[1]! > 1) {
+    return transpose(batchedMatmul(transpose(g, -2, -1), a), -2, -1);
+  }
+  return batchedMatmul(transpose(a, -2, -1), g);
 }

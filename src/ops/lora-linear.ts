@@ -22,7 +22,7 @@ import { ShapeError } from '../errors.js';
 import { formatShape, numel } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { add, mul } from './elementwise.js';
-import { matmul } from './linalg.js';
+import { matmul, matmulGradB } from './linalg.js';
 import { quantizedMatmul, quantizedMatmulInputGrad } from './quantized.js';
 import { sum } from './reduce.js';
 import { clone, expand, reshape, transpose } from './view.js';
@@ -130,13 +130,7 @@ export function loraLinearGrad(
   const dh = wantH ? reshape(matmul(u!, loraA!), h!.shape) : null;
   const da = wantA ? matmul(transpose(u!, 0, 1), shared ? x2() : reshape(h!, [M, K])) : null;
   const db = loraB!.requiresGrad ? matmul(transpose(g2, 0, 1), t) : null;
-  // W as [in, out]: dW = xᵀ·g, computed as (gᵀ·x)ᵀ when W is a transposed [out, in] weight, so
-  // the weight receives a row-major gradient (as the matmul rule does).
-  const dw = w?.requiresGrad
-    ? w.strides[0] === 1 && w.shape[0]! > 1 && w.shape[1]! > 1
-      ? transpose(matmul(transpose(g2, 0, 1), x2()), 0, 1)
-      : matmul(transpose(x2(), 0, 1), g2)
-    : null;
+  const dw = w?.requiresGrad ? matmulGradB(x2(), w, g2) : null; // W as [in, out]
   const dbias = bias?.requiresGrad ? sum(g2, 0) : null;
   return [dx, dw, dbias, dh, da, db];
 }
