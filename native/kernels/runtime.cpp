@@ -19,6 +19,13 @@ namespace kn {
  * A tiny fork-join pool: the calling thread is worker 0, the pool owns threads 1 … T-1. A job is
  * published under a generation counter; workers spin briefly (ops come in quick succession) and
  * then sleep on a condition variable, so an idle process burns no CPU.
+ *
+ * A job's range is cut into `parts` fixed chunks, and every thread, the caller included, claims
+ * the next unclaimed chunk until none is left. The chunks do not depend on who runs them, so
+ * results stay the same bits; but a worker that wakes late (asleep on the condition variable, or
+ * descheduled on a loaded machine) no longer makes the caller wait for it: the caller runs the
+ * chunk itself. A ticket holds the job's id and its next chunk, so a worker that read a job's
+ * fields just as that job ended cannot claim a chunk of the next one with them.
  */
 class Pool {
  public:
@@ -31,23 +38,30 @@ class Pool {
     /* A worker's first "seen" generation is fixed here, not when its thread happens to start:
        otherwise a job published before the thread runs would be taken as already seen. */
     uint64_t start = generation_.load(std::memory_order_acquire);
-    for (int t = 1; t < threads_; t++) workers_.emplace_back([this, t, start] { loop(t, start); });
+    for (int t = 1; t < threads_; t++) workers_.emplace_back([this, start] { loop(start); });
   }
 
   void run(int64_t n, range_fn fn, void *ctx, int parts) {
     std::unique_lock<std::mutex> job_lock(job_mutex_);  // one job at a time (JS is single-threaded anyway)
-    fn_ = fn;
-    ctx_ = ctx;
-    n_ = n;
-    parts_ = parts;
-    pending_.store(parts - 1, std::memory_order_relaxed);
+    fn_.store(fn, std::memory_order_relaxed);
+    ctx_.store(ctx, std::memory_order_relaxed);
+    n_.store(n, std::memory_order_relaxed);
+    parts_.store(parts, std::memory_order_relaxed);
+    pending_.store(parts, std::memory_order_relaxed);
+    uint64_t id = ++job_id_;
+    ticket_.store(id << TICKET_BITS, std::memory_order_release);
     {
       std::lock_guard<std::mutex> lk(mutex_);
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     inside_ = true;
-    fn(ctx, 0, n / parts);
+    for (;;) {  // the ticket's job cannot change under its own caller: a plain increment claims
+      int64_t c = (int64_t)(ticket_.fetch_add(1, std::memory_order_acq_rel) & TICKET_MASK);
+      if (c >= parts) break;
+      fn(ctx, n * c / parts, n * (c + 1) / parts);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
     inside_ = false;
     while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
@@ -57,7 +71,27 @@ class Pool {
   static thread_local bool inside_;
 
  private:
-  void loop(int t, uint64_t seen) {
+  static const int TICKET_BITS = 20;  // chunk counter bits (parts ≤ 256, plus the caller's one overshoot)
+  static const uint64_t TICKET_MASK = (1u << TICKET_BITS) - 1;
+
+  /* Claims and runs chunks of the current job until none is left. */
+  void help() {
+    for (;;) {
+      uint64_t t = ticket_.load(std::memory_order_acquire);
+      range_fn fn = fn_.load(std::memory_order_relaxed);
+      void *ctx = ctx_.load(std::memory_order_relaxed);
+      int64_t n = n_.load(std::memory_order_relaxed);
+      int64_t parts = parts_.load(std::memory_order_relaxed);
+      int64_t c = (int64_t)(t & TICKET_MASK);
+      if (c >= parts) return;
+      /* succeeds only while this job still has chunk c unclaimed, so the fields read above are its own */
+      if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
+      fn(ctx, n * c / parts, n * (c + 1) / parts);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void loop(uint64_t seen) {
     inside_ = true;
     for (;;) {
       uint64_t g;
@@ -74,11 +108,7 @@ class Pool {
       }
       if (quit_.load()) return;
       seen = g;
-      if (t < parts_) {
-        int64_t b = n_ * t / parts_, e = n_ * (t + 1) / parts_;
-        fn_(ctx_, b, e);
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
-      }
+      help();
     }
   }
 
@@ -97,12 +127,14 @@ class Pool {
   std::mutex job_mutex_, mutex_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
+  std::atomic<uint64_t> ticket_{0};
+  uint64_t job_id_ = 0;
   std::atomic<int> pending_{0};
   std::atomic<bool> quit_{false};
-  range_fn fn_ = nullptr;
-  void *ctx_ = nullptr;
-  int64_t n_ = 0;
-  int parts_ = 1;
+  std::atomic<range_fn> fn_{nullptr};
+  std::atomic<void *> ctx_{nullptr};
+  std::atomic<int64_t> n_{0};
+  std::atomic<int64_t> parts_{1};
 };
 
 thread_local bool Pool::inside_ = false;
