@@ -784,7 +784,23 @@ FN(js_layer_norm) {
   BODY_END
 }
 
-/* layerNormBackward(x, w?, mean, rstd, g, rows, C, dx?, dw?, db?) */
+/* addLayerNorm(x, r, w?, b?, rows, C, eps, sum, y, mean?, rstd?): layerNorm of sum = x + r */
+FN(js_add_layer_norm) {
+  BODY_BEGIN
+  ARG_COUNT(11);
+  int64_t rows, C;
+  rows_cols(env, a.argv[4], a.argv[5], &rows, &C);
+  const float *x = req_f32(env, a.argv[0], rows * C, "x"), *r = req_f32(env, a.argv[1], rows * C, "r");
+  const float *w = opt_f32(env, a.argv[2], C, "w"), *b = opt_f32(env, a.argv[3], C, "b");
+  float eps = (float)NUM(6, "eps");
+  float *sum = req_f32(env, a.argv[7], rows * C, "sum"), *y = req_f32(env, a.argv[8], rows * C, "y");
+  float *mean = opt_f32(env, a.argv[9], rows, "mean"), *rstd = opt_f32(env, a.argv[10], rows, "rstd");
+  kn_add_layer_norm_f32(x, r, w, b, rows, C, eps, sum, y, mean, rstd);
+  return undefined(env);
+  BODY_END
+}
+
+/* layerNormBackward(x, w?, mean, rstd, g, rows, C, dx?, dw?, db?, acc?): acc is added into dx */
 FN(js_layer_norm_backward) {
   BODY_BEGIN
   ARG_COUNT(10);
@@ -796,7 +812,8 @@ FN(js_layer_norm_backward) {
   const float *g = req_f32(env, a.argv[4], rows * C, "g");
   float *dx = opt_f32(env, a.argv[7], rows * C, "dx"), *dw = opt_f32(env, a.argv[8], C, "dw"),
         *db = opt_f32(env, a.argv[9], C, "db");
-  kn_layer_norm_backward_f32(x, w, mean, rstd, g, rows, C, dx, dw, db);
+  const float *acc = opt_f32(env, a.argv[10], rows * C, "acc");
+  kn_layer_norm_backward_f32(x, w, mean, rstd, g, rows, C, dx, dw, db, acc);
   return undefined(env);
   BODY_END
 }
@@ -1352,6 +1369,7 @@ NAPI_MODULE_INIT() {
       EXPORT("softmaxBackward", js_softmax_backward),
       EXPORT("logSoftmaxBackward", js_log_softmax_backward),
       EXPORT("layerNorm", js_layer_norm),
+      EXPORT("addLayerNorm", js_add_layer_norm),
       EXPORT("layerNormBackward", js_layer_norm_backward),
       EXPORT("rmsNorm", js_rms_norm),
       EXPORT("rmsNormBackward", js_rms_norm_backward),

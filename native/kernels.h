@@ -171,9 +171,14 @@ void kn_log_softmax_backward_f32(const float *y, const float *g, int64_t rows, i
 /* y = (x − mean) · rstd · w + b over each row; w, b may be NULL; mean/rstd [rows] may be NULL. */
 void kn_layer_norm_f32(const float *x, const float *w, const float *b, int64_t rows, int64_t C, float eps,
                        float *y, float *mean, float *rstd);
-/* dx [rows, C]; dw, db [C] are overwritten (NULL to skip). Needs mean/rstd from the forward. */
+/* kn_layer_norm_f32 of s = x + r, with s written to sum [rows, C]. */
+void kn_add_layer_norm_f32(const float *x, const float *r, const float *w, const float *b, int64_t rows, int64_t C,
+                           float eps, float *sum, float *y, float *mean, float *rstd);
+/* dx [rows, C]; dw, db [C] are overwritten (NULL to skip). Needs mean/rstd from the forward.
+   acc [rows, C] (NULL for none) is added into dx: a gradient x already has from elsewhere. */
 void kn_layer_norm_backward_f32(const float *x, const float *w, const float *mean, const float *rstd,
-                                const float *g, int64_t rows, int64_t C, float *dx, float *dw, float *db);
+                                const float *g, int64_t rows, int64_t C, float *dx, float *dw, float *db,
+                                const float *acc);
 /* y = x · rsqrt(mean(x²) + eps) · w; rstd [rows] may be NULL. */
 void kn_rms_norm_f32(const float *x, const float *w, int64_t rows, int64_t C, float eps, float *y, float *rstd);
 void kn_rms_norm_backward_f32(const float *x, const float *w, const float *rstd, const float *g,

@@ -120,6 +120,7 @@ export {
   logSoftmax,
   crossEntropy,
   layerNorm,
+  addLayerNorm,
   rmsNorm,
   embedding,
   dropout,

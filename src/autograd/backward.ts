@@ -2,7 +2,7 @@
 import { AutogradError, DTypeError, ShapeError } from '../errors.js';
 import { formatShape, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
-import { gradientOf } from './gradients.js';
+import { gradientOf, layerNormGradientInto } from './gradients.js';
 import { type Node, noGrad } from './tape.js';
 import { add, clone, onesLike } from '../ops/index.js';
 
@@ -54,12 +54,17 @@ export function backward(root: Tensor, grad?: Tensor): void {
         accumulateLeaf(key, g, taken);
         continue;
       }
-      const inputGrads = gradientOf(key, g);
+      // A layer norm takes in the gradient its input already has (the residual stream's, in a
+      // pre-norm transformer): its backward adds it into dx in the same pass.
+      const x = key.op === 'layerNorm' && key.inputs[0]?.requiresGrad ? key.inputs[0] : null;
+      const collected = x ? grads.get(keyOf(x)) : undefined;
+      const inputGrads =
+        key.op === 'layerNorm' && collected ? layerNormGradientInto(key, g, collected) : gradientOf(key, g);
       key.inputs.forEach((input, i) => {
         const ig = inputGrads[i];
         if (!input || !input.requiresGrad || !ig) return;
         const k = keyOf(input);
-        const prev = grads.get(k);
+        const prev = i === 0 && collected ? undefined : grads.get(k);
         grads.set(k, prev ? add(prev, ig) : ig);
       });
     }

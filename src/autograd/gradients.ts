@@ -278,15 +278,18 @@ function asRows(t: Tensor, C: number): Tensor {
   return ops.reshape(t, [C === 0 ? 0 : t.size / C, C]);
 }
 
+/** `collected`, when given, is added into dx (see layerNormGradientInto). */
 function layerNormGrad(
   g: Tensor,
   [x, w, b]: readonly (Tensor | null)[],
   { C, mean, rstd }: GradContexts['layerNorm'],
+  _out?: Tensor,
+  collected?: Tensor,
 ): Grads {
   const wanted = { x: x!.requiresGrad, weight: !!w?.requiresGrad, bias: !!b?.requiresGrad };
-  const fused = fusedFor('layerNorm', [x!, g, mean, rstd, ...(w ? [w] : [])]);
+  const fused = fusedFor('layerNorm', [x!, g, mean, rstd, ...(w ? [w] : []), ...(collected ? [collected] : [])]);
   if (fused) {
-    const r = fused.layerNormBackward(x!, C, w, mean, rstd, g, wanted);
+    const r = fused.layerNormBackward(x!, C, w, mean, rstd, g, wanted, collected);
     return [
       r.dx && new TensorClass(r.dx, x!.shape, x!.dtype),
       r.dweight && new TensorClass(r.dweight, w!.shape, w!.dtype),
@@ -298,7 +301,7 @@ function layerNormGrad(
   const rs = ops.reshape(rstd, [rstd.size, 1]);
   const xhat = ops.mul(ops.sub(asRows(x!, C), ops.reshape(mean, [mean.size, 1])), rs);
   const dxhat = w ? ops.mul(g2, ops.reshape(w, [C])) : g2;
-  const dx = wanted.x
+  const own = wanted.x
     ? ops.reshape(
         ops.mul(
           rs,
@@ -307,6 +310,7 @@ function layerNormGrad(
         x!.shape,
       )
     : null;
+  const dx = own && collected ? ops.add(collected, own) : own;
   return [
     dx,
     wanted.weight ? ops.reshape(ops.sum(ops.mul(g2, xhat), 0), w!.shape) : null,
@@ -425,4 +429,13 @@ function extremumReduceGrad(g: Tensor, x: Tensor, out: Tensor, axes: readonly nu
 export function gradientOf(node: Node, g: Tensor): Grads {
   const rule = GRADIENTS[node.op] as Rule<PrimitiveName>;
   return rule(g, node.inputs, node.ctx as never, node.out!);
+}
+
+/**
+ * A layer norm's input gradients with `collected` (the gradient its input x already has, e.g. the
+ * residual stream's) added into dx: one pass with the fused backward instead of the norm's
+ * backward and then an add; the same values as `collected + dx`.
+ */
+export function layerNormGradientInto(node: Node & { op: 'layerNorm' }, g: Tensor, collected: Tensor): Grads {
+  return layerNormGrad(g, node.inputs, node.ctx, undefined, collected);
 }

@@ -202,6 +202,19 @@ export interface FusedKernels {
     bias: KernelView | null,
     eps: number,
   ): { y: Storage; mean: Storage; rstd: Storage };
+  /**
+   * layerNorm of s = x + r (x, r of one shape), also returning s: a residual add and the next
+   * norm in one pass; the same values as the add followed by layerNorm.
+   */
+  addLayerNorm(
+    x: KernelView,
+    r: KernelView,
+    C: number,
+    weight: KernelView | null,
+    bias: KernelView | null,
+    eps: number,
+  ): { sum: Storage; y: Storage; mean: Storage; rstd: Storage };
+  /** `accumulate` (x's shape), when given, is added into dx: the same values as adding it afterwards. */
   layerNormBackward(
     x: KernelView,
     C: number,
@@ -210,6 +223,7 @@ export interface FusedKernels {
     rstd: KernelView,
     g: KernelView,
     wanted: NormGradsWanted,
+    accumulate?: KernelView | null,
   ): { dx: Storage | null; dweight: Storage | null; dbias: Storage | null };
   /** RMS norm over the last C elements: x / sqrt(mean(x²) + eps) · weight; returns per-row rstd. */
   rmsNorm(x: KernelView, C: number, weight: KernelView | null, eps: number): { y: Storage; rstd: Storage };

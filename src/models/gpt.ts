@@ -24,7 +24,7 @@ import { ArgumentError, ShapeError } from '../errors.js';
 import { arange } from '../ops/creation.js';
 import { add } from '../ops/elementwise.js';
 import { matmul } from '../ops/linalg.js';
-import { crossEntropy, type CrossEntropyOptions } from '../ops/nn.js';
+import { addLayerNorm, crossEntropy, type CrossEntropyOptions } from '../ops/nn.js';
 import { reshape, transpose } from '../ops/view.js';
 import { Generator } from '../random.js';
 import { formatShape } from '../shape.js';
@@ -227,6 +227,21 @@ export class Block extends Module {
     const a = add(x, this.attn.forward(this.ln_1.forward(x), cache)); // [B, T, C]
     return add(a, this.mlp.forward(this.ln_2.forward(a))); // [B, T, C]
   }
+
+  /**
+   * forward() with each residual add fused into the norm that reads it: `normed` is ln_1(x), and
+   * the block's output comes back with `next` (the next block's ln_1, or ln_f) applied, as
+   * [output, next(output)]. The same values as forward() followed by next.forward().
+   */
+  forwardNormed(x: Tensor, normed: Tensor, next: LayerNorm, cache?: LayerCache): [Tensor, Tensor] {
+    const [a, a2] = addNorm(x, this.attn.forward(normed, cache), this.ln_2); // [B, T, C] each
+    return addNorm(a, this.mlp.forward(a2), next); // [B, T, C] each
+  }
+}
+
+/** [x + r, ln(x + r)], in one pass where the backend fuses it. */
+function addNorm(x: Tensor, r: Tensor, ln: LayerNorm): [Tensor, Tensor] {
+  return addLayerNorm(x, r, ln.normalizedShape, ln.weight, ln.bias, ln.eps);
 }
 
 export class GPT extends Module implements CausalLM {
@@ -289,9 +304,14 @@ export class GPT extends Module implements CausalLM {
     const tok = this.wte.forward(ids); // [B, T, C]
     const pos = this.wpe.forward(arange(past, past + T)); // [T, C]
     let x = this.drop.forward(add(tok, pos)); // [B, T, C]
-    let i = 0;
-    for (const block of this.h) x = block.forward(x, cache?.layer(i++)); // [B, T, C]
-    return this.ln_f.forward(x); // [B, T, C]
+    const blocks = [...this.h];
+    if (blocks.length === 0) return this.ln_f.forward(x);
+    let normed = blocks[0]!.ln_1.forward(x); // [B, T, C]
+    for (let i = 0; i < blocks.length; i++) {
+      const next = i + 1 < blocks.length ? blocks[i + 1]!.ln_1 : this.ln_f;
+      [x, normed] = blocks[i]!.forwardNormed(x, normed, next, cache?.layer(i)); // [B, T, C] each
+    }
+    return normed; // ln_f of the last block's output
   }
 
   /** ids [B, T] → logits [B, T, V] (the head is wte, tied). */

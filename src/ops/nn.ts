@@ -9,6 +9,7 @@
  * docs/design.md, decision 3).
  */
 import { needsGrad, noGrad, record } from '../autograd/tape.js';
+import type { Storage } from '../dtype.js';
 import { fusedFor, kernelFor } from '../backends/dispatch.js';
 import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
 import { getDefaultGenerator, type Generator } from '../random.js';
@@ -145,6 +146,56 @@ export function layerNorm(
   bias?: Tensor | null,
   eps = 1e-5,
 ): Tensor {
+  const C = checkLayerNorm(x, normalizedShape, weight, bias);
+  const k = normalizedShape.length;
+  const fused = fusedFor('layerNorm', [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])]);
+  if (fused) {
+    const r = fused.layerNorm(x, C, weight ?? null, bias ?? null, eps);
+    return recordLayerNorm(x, k, r, weight, bias, C, eps);
+  }
+  const axes = Array.from({ length: k }, (_, i) => x.rank - k + i);
+  const centered = sub(x, mean(x, axes, true));
+  const variance = mean(mul(centered, centered), axes, true);
+  let y = mul(centered, rsqrt(add(variance, eps)));
+  if (weight) y = mul(y, weight);
+  if (bias) y = add(y, bias);
+  return y;
+}
+
+/**
+ * A residual add and the layer norm that reads it — s = x + r and layerNorm(s) — as
+ * `[s, layerNorm(s)]`. With a fused kernel (x and r of one shape) both come from one pass over the
+ * rows, recorded as the add and the norm they replace: the same values and the same gradients.
+ */
+export function addLayerNorm(
+  x: Tensor,
+  r: Tensor,
+  normalizedShape: readonly number[],
+  weight?: Tensor | null,
+  bias?: Tensor | null,
+  eps = 1e-5,
+): [Tensor, Tensor] {
+  const fused =
+    shapesEqual(x.shape, r.shape) && x.dtype === r.dtype
+      ? fusedFor('layerNorm', [x, r, ...(weight ? [weight] : []), ...(bias ? [bias] : [])])
+      : null;
+  if (!fused) {
+    const s = add(x, r);
+    return [s, layerNorm(s, normalizedShape, weight, bias, eps)];
+  }
+  const C = checkLayerNorm(x, normalizedShape, weight, bias);
+  const out = fused.addLayerNorm(x, r, C, weight ?? null, bias ?? null, eps);
+  const s = record('add', new Tensor(out.sum, x.shape, x.dtype), [x, r], {});
+  return [s, recordLayerNorm(s, normalizedShape.length, out, weight, bias, C, eps)];
+}
+
+/** C (the normalised elements per row), after checking layerNorm's arguments. */
+function checkLayerNorm(
+  x: Tensor,
+  normalizedShape: readonly number[],
+  weight: Tensor | null | undefined,
+  bias: Tensor | null | undefined,
+): number {
   requireFloat('layerNorm', x);
   const k = normalizedShape.length;
   if (k === 0 || k > x.rank || normalizedShape.some((d, i) => d !== x.shape[x.rank - k + i])) {
@@ -164,21 +215,22 @@ export function layerNorm(
       );
     }
   }
-  const C = numel(normalizedShape);
-  const fused = fusedFor('layerNorm', [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])]);
-  if (fused) {
-    const r = fused.layerNorm(x, C, weight ?? null, bias ?? null, eps);
-    const rows = x.shape.slice(0, x.rank - k);
-    const ctx = { C, eps, mean: new Tensor(r.mean, rows, x.dtype), rstd: new Tensor(r.rstd, rows, x.dtype) };
-    return record('layerNorm', new Tensor(r.y, x.shape, x.dtype), [x, weight ?? null, bias ?? null], ctx);
-  }
-  const axes = Array.from({ length: k }, (_, i) => x.rank - k + i);
-  const centered = sub(x, mean(x, axes, true));
-  const variance = mean(mul(centered, centered), axes, true);
-  let y = mul(centered, rsqrt(add(variance, eps)));
-  if (weight) y = mul(y, weight);
-  if (bias) y = add(y, bias);
-  return y;
+  return numel(normalizedShape);
+}
+
+/** A fused layer norm's output y of x (k normalised axes), recorded with its per-row statistics. */
+function recordLayerNorm(
+  x: Tensor,
+  k: number,
+  r: { y: Storage; mean: Storage; rstd: Storage },
+  weight: Tensor | null | undefined,
+  bias: Tensor | null | undefined,
+  C: number,
+  eps: number,
+): Tensor {
+  const rows = x.shape.slice(0, x.rank - k);
+  const ctx = { C, eps, mean: new Tensor(r.mean, rows, x.dtype), rstd: new Tensor(r.rstd, rows, x.dtype) };
+  return record('layerNorm', new Tensor(r.y, x.shape, x.dtype), [x, weight ?? null, bias ?? null], ctx);
 }
 
 /** RMS norm over the last axis: x / sqrt(mean(x²) + eps) · weight (Llama's RMSNorm). */

@@ -165,6 +165,21 @@ export interface NativeAddon {
     dx: Opt<F32>,
     dw: Opt<F32>,
     db: Opt<F32>,
+    acc?: Opt<F32>,
+  ): void;
+  /** layerNorm of sum = x + r, sum written too (a residual add and the next norm in one pass). */
+  addLayerNorm(
+    x: F32,
+    r: F32,
+    w: Opt<F32>,
+    b: Opt<F32>,
+    rows: number,
+    C: number,
+    eps: number,
+    sum: F32,
+    y: F32,
+    mean: Opt<F32>,
+    rstd: Opt<F32>,
   ): void;
   rmsNorm(x: F32, w: Opt<F32>, rows: number, C: number, eps: number, y: F32, rstd: Opt<F32>): void;
   rmsNormBackward(x: F32, w: Opt<F32>, rstd: F32, g: F32, rows: number, C: number, dx: Opt<F32>, dw: Opt<F32>): void;
@@ -522,6 +537,24 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       if (n > 0) addon.layerNorm(dense(x), denseOpt(weight), denseOpt(bias), rows, C, eps, y, mean, rstd);
       return { y, mean, rstd };
     },
+    addLayerNorm(
+      x: KernelView,
+      r: KernelView,
+      C: number,
+      weight: KernelView | null,
+      bias: KernelView | null,
+      eps: number,
+    ) {
+      const n = numel(x.shape);
+      const rows = C > 0 ? n / C : 0;
+      const sum = allocF32(n),
+        y = allocF32(n),
+        mean = allocF32(rows),
+        rstd = allocF32(rows);
+      if (n > 0)
+        addon.addLayerNorm(dense(x), dense(r), denseOpt(weight), denseOpt(bias), rows, C, eps, sum, y, mean, rstd);
+      return { sum, y, mean, rstd };
+    },
     layerNormBackward(
       x: KernelView,
       C: number,
@@ -530,6 +563,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       rstd: KernelView,
       g: KernelView,
       wanted: NormGradsWanted,
+      accumulate?: KernelView | null,
     ) {
       const n = numel(x.shape);
       const rows = C > 0 ? n / C : 0;
@@ -548,6 +582,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
           dx,
           dweight,
           dbias,
+          accumulate && dx ? dense(accumulate) : null,
         );
       else for (const t of [dweight, dbias]) t?.fill(0);
       return { dx, dweight, dbias };
