@@ -47,6 +47,44 @@ inline float safe_max(const float *x, int64_t C) {
 
 inline int64_t grain_rows(int64_t C) { return GRAIN / (C > 0 ? C : 1) + 1; }
 
+/* No fused multiply-adds from here on (the AVX2/AVX-512 clones could contract them): the row's
+   exponentials are those of the baseline build. */
+#pragma GCC optimize("fp-contract=off")
+
+/*
+ * One row of cross-entropy: returns lse − x[t] (in double) and, with dr, writes dlogits =
+ * softmax · inv, minus inv at the target. Σ exp is summed over 16 interleaved double partial sums
+ * combined in a fixed order (a serial sum chains every add); the gradient reuses the row's f32
+ * exponentials, scaled by inv / Σ (within a few ulp of exp(x − lse)·inv, without a libm exp per
+ * element).
+ */
+KN_CLONES
+double cross_entropy_row(const float *x, int64_t C, int64_t t, float inv, float *dr) {
+  const int LANES = 16;
+  float m = safe_max(x, C);
+  double acc[LANES] = {0};
+  int64_t j = 0;
+  for (; j + LANES <= C; j += LANES)
+    for (int l = 0; l < LANES; l++) {
+      float e = expf_fast(x[j + l] - m);
+      if (dr) dr[j + l] = e;
+      acc[l] += e;
+    }
+  for (int l = 0; j < C; j++, l++) {
+    float e = expf_fast(x[j] - m);
+    if (dr) dr[j] = e;
+    acc[l] += e;
+  }
+  double s = 0;
+  for (int l = 0; l < LANES; l++) s += acc[l];
+  if (dr) {
+    float k = (float)((double)inv / s);
+    for (j = 0; j < C; j++) dr[j] *= k;
+    dr[t] -= inv;
+  }
+  return m + log(s) - x[t];
+}
+
 }  // namespace
 
 extern "C" {
@@ -122,15 +160,7 @@ float kn_cross_entropy_f32(const float *logits, const int32_t *t, int64_t rows, 
           if (dr) for (int64_t j = 0; j < C; j++) dr[j] = 0.0f;
           continue;
         }
-        float m = safe_max(xr, C);
-        double s = 0;
-        for (int64_t j = 0; j < C; j++) s += expf_fast(xr[j] - m);
-        double lse = m + log(s);
-        acc += lse - xr[t[r]];
-        if (dr) {
-          for (int64_t j = 0; j < C; j++) dr[j] = (float)exp(xr[j] - lse) * inv;
-          dr[t[r]] -= inv;
-        }
+        acc += cross_entropy_row(xr, C, t[r], inv, dr);
       }
       partial[p] = acc;
     }
