@@ -450,7 +450,7 @@ describe('knobs tune on a quantized base (QLoRA)', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(
       r.stderr,
-      /targeted layers \(6\) written as f32; untargeted quantized layers kept their blocks \(2 q8_0\)/,
+      /targeted layers \(6\) written as f32, dequantized from 6 q8_0; untargeted quantized layers kept their blocks \(2 q8_0\)/,
     );
     const result = JSON.parse(r.stdout);
     assert.deepEqual(result.kept, { q8_0: 2 }, 'c_attn and c_proj (attention and MLP) are targeted, c_fc is not');
