@@ -198,7 +198,10 @@ describe('opened as a language model', () => {
     });
     assert.equal(adapted.adapters.length, 1);
     assert.equal(adapted.model.namedModules().filter(([, m]) => m instanceof QuantizedLinear).length, 13);
-    assert.ok(adapted.model.getModule('model.layers.0.self_attn.q_proj.lora_A'), 'the adapter sits on a quantized layer');
+    assert.ok(
+      adapted.model.getModule('model.layers.0.self_attn.q_proj.lora_A'),
+      'the adapter sits on a quantized layer',
+    );
   });
 });
 
