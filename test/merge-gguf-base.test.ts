@@ -162,6 +162,27 @@ describe('knobs merge into a GGUF base', () => {
   });
 });
 
+describe('knobs merge into a GGUF base with --quantize', () => {
+  it('an adapter tuned on the f32 file quantized to q4_0: the untargeted layers are written as those blocks', async () => {
+    const base = await ggufBase('mistral-gqa-shards', 'f32');
+    const adapter = join(tmp, 'on-q4');
+    await makeRandomAdapter(base, adapter, ['q_proj', 'v_proj'], 5, undefined, 'q4_0');
+    const out = join(tmp, 'quantized.gguf');
+    const plain = await cliInProcess(['merge', base, adapter, '--out', out]);
+    assert.equal(plain.code, 1, 'without --quantize it is another base');
+    const r = await cliInProcess(['merge', base, adapter, '--out', out, '--quantize', 'q4_0', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout);
+    assert.deepEqual(result.dequantized, { q4_0: 4 });
+    const { gguf } = await header(out);
+    const types = new Map(gguf.tensors.map((t) => [t.name, t.type.name]));
+    assert.equal(types.get('blk.0.attn_q.weight'), 'F16');
+    assert.equal(types.get('blk.0.attn_k.weight'), 'Q4_0');
+    assert.equal(types.get('token_embd.weight'), 'F32');
+    assert.deepEqual(result.kept, { q4_0: result.tensors.Q4_0 });
+  });
+});
+
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((v, i) => v === b[i]);
 }
