@@ -1,7 +1,7 @@
 /**
  * llama.cpp judges a GGUF file `knobs merge` wrote from a GGUF base (issue 11, item 5): the tiny
- * Llama with GQA of test/fixtures/hf/ (mistral-gqa-shards, PyTorch's weights) as F32 and as Q8_0
- * GGUF, a seeded random LoRA adapter on its attention and MLP made on each base as `knobs tune`
+ * Llama with GQA and the tiny GPT-2 of test/fixtures/hf/ (PyTorch's weights) as F32 and as Q8_0
+ * GGUF, a seeded random LoRA adapter on attention and MLP layers made on each base as `knobs tune`
  * loads it, merged with the default --dtype f16. For a few prompts llama.cpp's greedy tokens from
  * the merged file equal knobs' own from the merged file and from base + adapter (the adapter on the
  * base's layers, Q8_0 blocks included). Two greedy runs may part only at a near tie: where the
@@ -29,7 +29,7 @@ import { llamaCppGreedy, softmaxRow } from './harness/llama-cpp.js';
 import { makeRandomAdapter } from './harness/lora-adapter.js';
 import { fixtureWithTokenizer } from './harness/tiny-vocab.js';
 
-const FIXTURE = join(repoRoot(), 'test', 'fixtures', 'hf', 'mistral-gqa-shards');
+const HF_DIR = join(repoRoot(), 'test', 'fixtures', 'hf');
 const PROMPTS = [
   [1, 7, 12, 3, 9, 20],
   [1, 30, 5, 22],
@@ -38,16 +38,28 @@ const PROMPTS = [
 const N = 8;
 /** The largest top-two gap in next-token probability at which two greedy runs may part. */
 const TIE = 1e-2;
-const TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'down_proj'];
+/** Each base: the LoRA targets, and GGUF tensors targeted and not (the untargeted keep the base file's type). */
+const CASES = [
+  {
+    fixture: 'mistral-gqa-shards',
+    targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'down_proj'],
+    targeted: ['blk.0.attn_q.weight', 'blk.1.ffn_down.weight'],
+    untargeted: 'blk.0.ffn_up.weight',
+  },
+  {
+    fixture: 'gpt2-tiny',
+    targets: ['c_attn', 'c_fc'],
+    targeted: ['blk.0.attn_qkv.weight', 'blk.1.ffn_up.weight'],
+    untargeted: 'blk.0.ffn_down.weight',
+  },
+];
 
 let llama: LlamaCpp;
 let tmp: string;
-let src: string;
 
 before(async () => {
   llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   tmp = await mkdtemp(join(tmpdir(), 'knobs-merge-judge-'));
-  src = await fixtureWithTokenizer(FIXTURE, join(tmp, 'src'));
 });
 after(async () => {
   await llama.dispose();
@@ -84,46 +96,49 @@ function assertSameGreedy(got: number[], want: number[], wantProbs: ArrayLike<nu
 }
 
 describe('llama.cpp runs a GGUF that knobs merge wrote from a GGUF base', () => {
-  for (const dtype of ['f32', 'q8_0'] as const) {
-    it(`${dtype} base + LoRA merged (targeted layers f16): llama.cpp's greedy tokens = knobs' (merged, and base + adapter)`, async () => {
-      const base = join(tmp, `base.${dtype}.gguf`);
-      await convertModel({ input: src, format: 'gguf', dtype, out: base });
-      const adapter = join(tmp, `lora-${dtype}`);
-      await makeRandomAdapter(base, adapter, TARGETS, 11);
-      const out = join(tmp, `merged.${dtype}.gguf`);
-      const r = await cliInProcess(['merge', base, adapter, '--out', out]);
-      assert.equal(r.code, 0, r.stderr);
+  for (const { fixture, targets, targeted, untargeted } of CASES) {
+    for (const dtype of ['f32', 'q8_0'] as const) {
+      it(`${fixture} ${dtype} base + LoRA merged (targeted layers f16): llama.cpp's greedy tokens = knobs' (merged, and base + adapter)`, async () => {
+        const src = join(tmp, fixture);
+        if (dtype === 'f32') await fixtureWithTokenizer(join(HF_DIR, fixture), src);
+        const base = join(tmp, `${fixture}.${dtype}.gguf`);
+        await convertModel({ input: src, format: 'gguf', dtype, out: base });
+        const adapter = join(tmp, `${fixture}-lora-${dtype}`);
+        await makeRandomAdapter(base, adapter, targets, 11);
+        const out = join(tmp, `${fixture}-merged.${dtype}.gguf`);
+        const r = await cliInProcess(['merge', base, adapter, '--out', out]);
+        assert.equal(r.code, 0, r.stderr);
 
-      const source = await openFileSource(out);
-      const types = new Map((await readGguf(source)).tensors.map((t) => [t.name, t.type.name]));
-      await source.close();
-      assert.equal(types.get('blk.0.attn_q.weight'), 'F16', 'targeted: f16');
-      assert.equal(types.get('blk.1.ffn_down.weight'), 'F16', 'targeted: f16');
-      assert.equal(types.get('blk.0.ffn_up.weight'), dtype === 'f32' ? 'F32' : 'Q8_0', 'untargeted: as in the base');
+        const source = await openFileSource(out);
+        const types = new Map((await readGguf(source)).tensors.map((t) => [t.name, t.type.name]));
+        await source.close();
+        for (const name of targeted) assert.equal(types.get(name), 'F16', `${name}: targeted, f16`);
+        assert.equal(types.get(untargeted), dtype === 'f32' ? 'F32' : 'Q8_0', `${untargeted}: as in the base`);
 
-      const merged = (await loadGgufModel(out)).model;
-      const adapted = (await openLanguageModel(base, { adapters: [adapter] })).model;
-      const bare = (await loadGgufModel(base)).model;
-      let moved = 0;
-      for (const prompt of PROMPTS) {
-        const ours = greedy(merged, prompt);
-        const theirs = await llamaCppGreedy(llama, out, prompt, N);
-        assertSameGreedy(
-          ours,
-          theirs.tokens,
-          theirs.probabilities.map((p) => Float64Array.from({ length: 64 }, (_, v) => p.get(v) ?? 0)),
-          `${dtype} llama.cpp vs knobs (merged)`,
-        );
-        const viaAdapter = greedy(adapted, prompt);
-        assertSameGreedy(
-          viaAdapter,
-          ours,
-          probabilities(merged, prompt, ours),
-          `${dtype} knobs base + adapter vs merged`,
-        );
-        if (greedy(bare, prompt).join() !== ours.join()) moved++;
-      }
-      assert.ok(moved > 0, 'the adapter changes some greedy continuation');
-    });
+        const merged = (await loadGgufModel(out)).model;
+        const adapted = (await openLanguageModel(base, { adapters: [adapter] })).model;
+        const bare = (await loadGgufModel(base)).model;
+        let moved = 0;
+        for (const prompt of PROMPTS) {
+          const ours = greedy(merged, prompt);
+          const theirs = await llamaCppGreedy(llama, out, prompt, N);
+          assertSameGreedy(
+            ours,
+            theirs.tokens,
+            theirs.probabilities.map((p) => Float64Array.from({ length: 64 }, (_, v) => p.get(v) ?? 0)),
+            `${fixture} ${dtype} llama.cpp vs knobs (merged)`,
+          );
+          const viaAdapter = greedy(adapted, prompt);
+          assertSameGreedy(
+            viaAdapter,
+            ours,
+            probabilities(merged, prompt, ours),
+            `${fixture} ${dtype} knobs base + adapter vs merged`,
+          );
+          if (greedy(bare, prompt).join() !== ours.join()) moved++;
+        }
+        assert.ok(moved > 0, 'the adapter changes some greedy continuation');
+      });
+    }
   }
 });
