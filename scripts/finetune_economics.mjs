@@ -10,12 +10,17 @@
  *       the files, size and SHA-256
  *   node scripts/finetune_economics.mjs run --base DIR --name NAME --new TEXT --old TEXT
  *       --steps N [--lrs 1e-3,3e-3,1e-2] [--methods lora-attn,lora-all,lora-q8,last2,full,scratch]
- *       [--jobs J] [--eval-batches E] --work DIR --out RESULTS.jsonl
+ *       [--jobs J] [--eval-batches E] [--lora JSON] --work DIR --out RESULTS.jsonl
  *       runs the sweep (J children at a time, one thread each) and appends rows to RESULTS.jsonl;
+ *       --lora sets more of PEFT's LoraConfig fields for every LoRA method (e.g. '{"use_rslora":true}'),
+ *       over LORA_FIXED's; r and target_modules are the experiment's and stay;
  *       `lora-q8` is attention LoRA on the base quantized to q8_0 (recipe "quantize"); an empty
  *       --methods only finishes the sweeps RESULTS holds (winners' old-text loss)
  *   node scripts/finetune_economics.mjs table RESULTS.jsonl...
  *       the markdown table of the chosen runs
+ *   node scripts/finetune_economics.mjs candidates RESULTS.jsonl...
+ *       the markdown table of every LoRA setting the files hold: its loss at each learning rate, its
+ *       best, and that against the best full fine-tune of the same base
  *   node scripts/finetune_economics.mjs eval MODEL [--adapter DIR] --data TEXT --batches E
  *       (a child) mean loss per byte on the first E batches of TEXT's validation split, as JSON
  *
@@ -40,6 +45,13 @@ const METHODS = ['lora-attn', 'lora-all', 'lora-q8', 'last2', 'full', 'scratch']
 /** Attention projections of both families: GPT-2 attn.c_attn / attn.c_proj, Llama q/k/v/o_proj (PEFT's re.fullmatch). */
 const ATTENTION_REGEX = '(.*\\.)?(attn\\.c_attn|attn\\.c_proj|q_proj|k_proj|v_proj|o_proj)';
 const VALIDATION_FRACTION = 0.05;
+/** The LoRA settings every LoRA method starts from (PEFT's field names); --lora overrides all but r. */
+const LORA_FIXED = { r: 8, lora_alpha: 16, lora_dropout: 0, use_rslora: false };
+/**
+ * Every child node runs with V8's garbage collector on the main thread: its background threads
+ * compete with the compute thread on a busy machine (the CLI and the bench run the same way).
+ */
+const NODE_FLAGS = ['--single-threaded-gc'];
 
 /** A path as the results show it: relative to where the script was started (the rows are committed). */
 const shown = (path) => relative(process.cwd(), path) || '.';
@@ -79,10 +91,7 @@ function commonRecipe(o, lr) {
 /** The recipe of one method on this base (`baseRecipe`: the base's recipe.json). */
 function methodRecipe(method, baseRecipe, o, lr) {
   const common = { name: `${o.name}-${method}`, ...commonRecipe(o, lr) };
-  const lora = (target_modules) => ({
-    ...common,
-    lora: { r: 8, lora_alpha: 16, lora_dropout: 0, target_modules, use_rslora: false },
-  });
+  const lora = (target_modules) => ({ ...common, lora: { ...o.lora, target_modules } });
   const m = baseRecipe.model;
   const layers = m.type === 'gpt' ? m.n_layer : m.num_hidden_layers;
   const last = [layers - 2, layers - 1];
@@ -177,8 +186,8 @@ async function runOne(method, lr, baseRecipe, o) {
   writeFileSync(recipePath, `${JSON.stringify(methodRecipe(method, baseRecipe, o, lr), null, 2)}\n`);
   const args =
     method === 'scratch'
-      ? [process.execPath, KNOBS, 'train', recipePath, '--out', dir, '--json']
-      : [process.execPath, KNOBS, 'tune', o.base, recipePath, '--out', dir, '--json'];
+      ? [process.execPath, ...NODE_FLAGS, KNOBS, 'train', recipePath, '--out', dir, '--json']
+      : [process.execPath, ...NODE_FLAGS, KNOBS, 'tune', o.base, recipePath, '--out', dir, '--json'];
   const t = await timedChild(args, `${dir}.log`);
   if (t.code !== 0) {
     const row = { kind: 'failed', name: o.name, method, lr, code: t.code, log: shown(`${dir}.log`) };
@@ -195,6 +204,7 @@ async function runOne(method, lr, baseRecipe, o) {
     name: o.name,
     method,
     lr,
+    ...(lora ? { lora: o.lora } : {}),
     steps: o.steps,
     tokens: o.steps * 16 * 128,
     trainable_parameters: trainable,
@@ -216,7 +226,7 @@ async function oldLoss(row, o) {
   const model = row.method.startsWith('lora') ? o.base : row.dir;
   const adapter = row.method.startsWith('lora') ? ['--adapter', row.dir] : [];
   if (row.method === 'lora-q8') adapter.push('--quantize', 'q8_0');
-  const args = [process.execPath, fileURLToPath(import.meta.url), 'eval', model, ...adapter];
+  const args = [process.execPath, ...NODE_FLAGS, fileURLToPath(import.meta.url), 'eval', model, ...adapter];
   const t = await timedChild([...args, '--data', o.old, '--batches', String(o.evalBatches)], `${row.dir}.old.log`);
   if (t.code !== 0) throw new Error(`eval of ${row.dir} failed: ${readFileSync(`${row.dir}.old.log`, 'utf8')}`);
   return JSON.parse(t.stdout).loss;
@@ -249,6 +259,7 @@ async function run(argv) {
       methods: { type: 'string', default: METHODS.join(',') },
       jobs: { type: 'string', default: '2' },
       'eval-batches': { type: 'string', default: '40' },
+      lora: { type: 'string', default: '{}' },
       work: { type: 'string' },
       out: { type: 'string' },
       // --no-base-eval: a second sweep into the same RESULTS (more methods) needs the base's losses once.
@@ -259,7 +270,11 @@ async function run(argv) {
   if (values['no-base-eval']) values['base-eval'] = false;
   for (const k of ['base', 'name', 'new', 'old', 'steps', 'work', 'out'])
     if (values[k] === undefined) throw new Error(`run needs --${k}`);
+  const loraOverrides = JSON.parse(values.lora);
+  for (const k of ['r', 'target_modules'])
+    if (k in loraOverrides) throw new Error(`--lora cannot set ${k}: the comparison is rank 8 on fixed targets`);
   const o = {
+    lora: { ...LORA_FIXED, ...loraOverrides },
     base: resolve(values.base),
     name: values.name,
     new: resolve(values.new),
@@ -286,6 +301,7 @@ async function run(argv) {
     steps: o.steps,
     lrs,
     methods,
+    lora: o.lora,
     jobs: Number(values.jobs),
     cpus: cpus().length,
     loadavg_start: loadavg(),
@@ -295,7 +311,7 @@ async function run(argv) {
   const baseEval = async (text) => {
     const log = join(o.work, `base-${basename(text)}.log`);
     mkdirSync(o.work, { recursive: true });
-    const args = [process.execPath, fileURLToPath(import.meta.url), 'eval', o.base, '--data', text];
+    const args = [process.execPath, ...NODE_FLAGS, fileURLToPath(import.meta.url), 'eval', o.base, '--data', text];
     const t = await timedChild([...args, '--batches', String(o.evalBatches)], log);
     if (t.code !== 0) throw new Error(`base eval failed: ${readFileSync(log, 'utf8')}`);
     return JSON.parse(t.stdout).loss;
@@ -350,6 +366,19 @@ function baseTrained(setup) {
   return `${ev.step} steps, validation loss ${ev.eval_loss.toFixed(4)} at step ${ev.step} on its own text`;
 }
 
+/** The LoRA settings of a row or setup (rows written before --lora existed ran LORA_FIXED). */
+const loraOf = (row) => row.lora ?? LORA_FIXED;
+
+/** PEFT's fields as one short phrase: r, α, the scaling it gives, and any non-default other field. */
+function loraSettings(lora) {
+  const { r, lora_alpha: alpha, use_rslora: rs, target_modules: _targets, ...rest } = { ...LORA_FIXED, ...lora };
+  const scaling = rs ? `rsLoRA α/√r = ${(alpha / Math.sqrt(r)).toFixed(2)}` : `α/r = ${alpha / r}`;
+  const others = Object.entries(rest)
+    .filter(([k, v]) => !(k in LORA_FIXED && LORA_FIXED[k] === v))
+    .map(([k, v]) => `${k} ${JSON.stringify(v)}`);
+  return [`r ${r}, α ${alpha}, scaling ${scaling}`, ...others].join(', ');
+}
+
 const mib = (b) => (b === null ? '–' : `${(b / 2 ** 20).toFixed(2)} MiB`);
 
 function table(files) {
@@ -383,7 +412,7 @@ function table(files) {
     const sweep = rows.filter((r) => r.kind === 'sweep' && r.name === name);
     const full = chosen.find((r) => r.method === 'full');
     out.push(
-      `**${name}** (base: ${baseTrained(setup)}, ${mib(setup.base_bytes)}; ${setup.steps} steps × 16 × 128 = ${(setup.steps * 2048).toLocaleString('en')} tokens per run; validation: first ${base.eval_batches} batches of each split)`,
+      `**${name}** (base: ${baseTrained(setup)}, ${mib(setup.base_bytes)}; ${setup.steps} steps × 16 × 128 = ${(setup.steps * 2048).toLocaleString('en')} tokens per run; validation: first ${base.eval_batches} batches of each split; LoRA: ${loraSettings(loraOf(setup))})`,
       '',
       '| method | lr chosen (sweep: lr: fortunes loss) | trainable | adapter / checkpoint | wall | peak RSS | optimizer state | fortunes val loss | KJV val loss |',
       '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -406,6 +435,41 @@ function table(files) {
       );
     }
     out.push('');
+  }
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/** Every LoRA setting the files hold, one line per base, method and setting, against the best full fine-tune. */
+function candidates(files) {
+  const rows = files.flatMap((f) =>
+    readFileSync(f, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((r) => r.kind === 'sweep'),
+  );
+  const lrs = [...new Set(rows.map((r) => r.lr))].sort((a, b) => a - b);
+  const out = [
+    `| base | method | LoRA settings | ${lrs.join(' | ')} | best | × full |`,
+    `| --- | --- | --- | ${lrs.map(() => '---').join(' | ')} | --- | --- |`,
+  ];
+  const groups = new Map();
+  for (const r of rows.filter((r) => r.method.startsWith('lora'))) {
+    const key = `${r.name}\u0000${r.method}\u0000${loraSettings(loraOf(r))}`;
+    // A later run of the same setting and rate replaces an earlier one (the runs are deterministic).
+    groups.set(key, { ...groups.get(key), [r.lr]: r });
+  }
+  for (const [key, byLr] of groups) {
+    const [name, method, settings] = key.split('\u0000');
+    const full = rows
+      .filter((r) => r.name === name && r.method === 'full')
+      .reduce((a, b) => (a === null || b.new_val_loss < a.new_val_loss ? b : a), null);
+    const best = Object.values(byLr).reduce((a, b) => (b.new_val_loss < a.new_val_loss ? b : a));
+    const cells = lrs.map((lr) => (byLr[lr] ? byLr[lr].new_val_loss.toFixed(4) : '–'));
+    const ratio = full ? `${(best.new_val_loss / full.new_val_loss).toFixed(3)}×` : '–';
+    out.push(
+      `| ${name} | ${method} | ${settings} | ${cells.join(' | ')} | ${best.new_val_loss.toFixed(4)} at ${best.lr} | ${ratio} |`,
+    );
   }
   process.stdout.write(`${out.join('\n')}\n`);
 }
@@ -440,7 +504,7 @@ async function evalChild(argv) {
 }
 
 const [command, ...rest] = process.argv.slice(2);
-const commands = { fortunes, run, table, eval: evalChild };
+const commands = { fortunes, run, table, candidates, eval: evalChild };
 if (!(command in commands)) {
   process.stderr.write(`usage: finetune_economics.mjs ${Object.keys(commands).join('|')} …  (see the file comment)\n`);
   process.exit(2);
