@@ -329,17 +329,18 @@ async function run(argv) {
     }),
   );
   await pool(tasks, Number(values.jobs));
-  // The winners of every method this base has sweep rows for in RESULTS without a chosen row yet:
-  // a sweep stopped after some methods and continued by another call is finished here too.
+  // The winners of every sweep (a method, and for LoRA its settings) this base has rows for in RESULTS
+  // without a chosen row yet: a sweep stopped after some methods and continued by another call is
+  // finished here too, and so is each of several LoRA settings swept into one file.
   const rows = readFileSync(values.out, 'utf8')
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l))
     .filter((r) => r.name === o.name);
-  const done = new Set(rows.filter((r) => r.kind === 'chosen').map((r) => r.method));
-  const winners = [...new Set(rows.filter((r) => r.kind === 'sweep').map((r) => r.method))]
-    .filter((method) => !done.has(method))
-    .map((method) => rows.filter((r) => r.kind === 'sweep' && r.method === method))
+  const done = new Set(rows.filter((r) => r.kind === 'chosen').map(sweepOf));
+  const winners = [...new Set(rows.filter((r) => r.kind === 'sweep').map(sweepOf))]
+    .filter((sweep) => !done.has(sweep))
+    .map((sweep) => rows.filter((r) => r.kind === 'sweep' && sweepOf(r) === sweep))
     .filter((rs) => rs.length > 0)
     .map((rs) => rs.reduce((a, b) => (b.new_val_loss < a.new_val_loss ? b : a)));
   const olds = await pool(
@@ -378,6 +379,9 @@ function loraSettings(lora) {
     .map(([k, v]) => `${k} ${JSON.stringify(v)}`);
   return [`r ${r}, α ${alpha}, scaling ${scaling}`, ...others].join(', ');
 }
+
+/** Which sweep a row belongs to: its method, and for LoRA its settings. */
+const sweepOf = (row) => (row.method.startsWith('lora') ? `${row.method}: ${loraSettings(loraOf(row))}` : row.method);
 
 const mib = (b) => (b === null ? '–' : `${(b / 2 ** 20).toFixed(2)} MiB`);
 
@@ -441,34 +445,43 @@ function table(files) {
 
 /** Every LoRA setting the files hold, one line per base, method and setting, against the best full fine-tune. */
 function candidates(files) {
-  const rows = files.flatMap((f) =>
+  const all = files.flatMap((f) =>
     readFileSync(f, 'utf8')
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l))
-      .filter((r) => r.kind === 'sweep'),
+      .map((l) => JSON.parse(l)),
   );
+  const rows = all.filter((r) => r.kind === 'sweep');
   const lrs = [...new Set(rows.map((r) => r.lr))].sort((a, b) => a - b);
   const out = [
-    `| base | method | LoRA settings | ${lrs.join(' | ')} | best | × full |`,
-    `| --- | --- | --- | ${lrs.map(() => '---').join(' | ')} | --- | --- |`,
+    `| base | method | LoRA settings | ${lrs.join(' | ')} | best | × full | KJV loss of the best |`,
+    `| --- | --- | --- | ${lrs.map(() => '---').join(' | ')} | --- | --- | --- |`,
   ];
+  // One line per base, method and setting, by method and then by the scaling the setting gives.
+  const scaling = ({ lora_alpha: a, r, use_rslora: rs }) => (rs ? a / Math.sqrt(r) : a / r);
+  const loraRows = rows
+    .filter((r) => r.method.startsWith('lora'))
+    .sort((a, b) => a.method.localeCompare(b.method) || scaling(loraOf(a)) - scaling(loraOf(b)));
   const groups = new Map();
-  for (const r of rows.filter((r) => r.method.startsWith('lora'))) {
-    const key = `${r.name}\u0000${r.method}\u0000${loraSettings(loraOf(r))}`;
+  for (const r of loraRows) {
+    const key = `${r.name}\u0000${sweepOf(r)}`;
     // A later run of the same setting and rate replaces an earlier one (the runs are deterministic).
     groups.set(key, { ...groups.get(key), [r.lr]: r });
   }
   for (const [key, byLr] of groups) {
-    const [name, method, settings] = key.split('\u0000');
+    const [name] = key.split('\u0000');
+    const { method } = Object.values(byLr)[0];
+    const settings = loraSettings(loraOf(Object.values(byLr)[0]));
     const full = rows
       .filter((r) => r.name === name && r.method === 'full')
       .reduce((a, b) => (a === null || b.new_val_loss < a.new_val_loss ? b : a), null);
     const best = Object.values(byLr).reduce((a, b) => (b.new_val_loss < a.new_val_loss ? b : a));
     const cells = lrs.map((lr) => (byLr[lr] ? byLr[lr].new_val_loss.toFixed(4) : '–'));
     const ratio = full ? `${(best.new_val_loss / full.new_val_loss).toFixed(3)}×` : '–';
+    const chosen = all.find((r) => r.kind === 'chosen' && r.name === name && `${name}\u0000${sweepOf(r)}` === key);
+    const old = chosen?.old_val_loss?.toFixed(4) ?? 'not measured';
     out.push(
-      `| ${name} | ${method} | ${settings} | ${cells.join(' | ')} | ${best.new_val_loss.toFixed(4)} at ${best.lr} | ${ratio} |`,
+      `| ${name} | ${method} | ${settings} | ${cells.join(' | ')} | ${best.new_val_loss.toFixed(4)} at ${best.lr} | ${ratio} | ${old} |`,
     );
   }
   process.stdout.write(`${out.join('\n')}\n`);
