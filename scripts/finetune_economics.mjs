@@ -10,10 +10,11 @@
  *       the files, size and SHA-256
  *   node scripts/finetune_economics.mjs run --base DIR --name NAME --new TEXT --old TEXT
  *       --steps N [--lrs 1e-3,3e-3,1e-2] [--methods lora-attn,lora-all,lora-q8,last2,full,scratch]
- *       [--jobs J] [--eval-batches E] [--lora JSON] --work DIR --out RESULTS.jsonl
+ *       [--jobs J] [--eval-batches E] [--lora JSON] [--seed S] --work DIR --out RESULTS.jsonl
  *       runs the sweep (J children at a time, one thread each) and appends rows to RESULTS.jsonl;
  *       --lora sets more of PEFT's LoraConfig fields for every LoRA method (e.g. '{"use_rslora":true}'),
- *       over LORA_FIXED's; r and target_modules are the experiment's and stay;
+ *       over LORA_FIXED's; r and target_modules are the experiment's and stay; --seed (default 0)
+ *       is the recipes' seed (LoRA's initial lora_A, the model of a scratch run, the batches' order);
  *       `lora-q8` is attention LoRA on the base quantized to q8_0 (recipe "quantize"); an empty
  *       --methods only finishes the sweeps RESULTS holds (winners' old-text loss)
  *   node scripts/finetune_economics.mjs table RESULTS.jsonl...
@@ -80,7 +81,7 @@ function commonRecipe(o, lr) {
     context: 128,
     steps: o.steps,
     clip_grad_norm: 1.0,
-    seed: 0,
+    seed: o.seed,
     log_every: 10,
     eval_every: o.steps,
     eval_batches: o.evalBatches,
@@ -205,6 +206,7 @@ async function runOne(method, lr, baseRecipe, o) {
     method,
     lr,
     ...(lora ? { lora: o.lora } : {}),
+    seed: o.seed,
     steps: o.steps,
     tokens: o.steps * 16 * 128,
     trainable_parameters: trainable,
@@ -260,6 +262,7 @@ async function run(argv) {
       jobs: { type: 'string', default: '2' },
       'eval-batches': { type: 'string', default: '40' },
       lora: { type: 'string', default: '{}' },
+      seed: { type: 'string', default: '0' },
       work: { type: 'string' },
       out: { type: 'string' },
       // --no-base-eval: a second sweep into the same RESULTS (more methods) needs the base's losses once.
@@ -275,6 +278,7 @@ async function run(argv) {
     if (k in loraOverrides) throw new Error(`--lora cannot set ${k}: the comparison is rank 8 on fixed targets`);
   const o = {
     lora: { ...LORA_FIXED, ...loraOverrides },
+    seed: Number(values.seed),
     base: resolve(values.base),
     name: values.name,
     new: resolve(values.new),
@@ -302,6 +306,7 @@ async function run(argv) {
     lrs,
     methods,
     lora: o.lora,
+    seed: o.seed,
     jobs: Number(values.jobs),
     cpus: cpus().length,
     loadavg_start: loadavg(),
@@ -380,8 +385,9 @@ function loraSettings(lora) {
   return [`r ${r}, α ${alpha}, scaling ${scaling}`, ...others].join(', ');
 }
 
-/** Which sweep a row belongs to: its method, and for LoRA its settings. */
-const sweepOf = (row) => (row.method.startsWith('lora') ? `${row.method}: ${loraSettings(loraOf(row))}` : row.method);
+/** Which sweep a row belongs to: its method, for LoRA its settings, and its seed (rows without one ran seed 0). */
+const sweepOf = (row) =>
+  `${row.method.startsWith('lora') ? `${row.method}: ${loraSettings(loraOf(row))}` : row.method}${row.seed ? `, seed ${row.seed}` : ''}`;
 
 const mib = (b) => (b === null ? '–' : `${(b / 2 ** 20).toFixed(2)} MiB`);
 
@@ -454,14 +460,19 @@ function candidates(files) {
   const rows = all.filter((r) => r.kind === 'sweep');
   const lrs = [...new Set(rows.map((r) => r.lr))].sort((a, b) => a - b);
   const out = [
-    `| base | method | LoRA settings | ${lrs.join(' | ')} | best | × full | KJV loss of the best |`,
-    `| --- | --- | --- | ${lrs.map(() => '---').join(' | ')} | --- | --- | --- |`,
+    `| base | method | LoRA settings | seed | ${lrs.join(' | ')} | best | × full (same seed) | KJV loss of the best |`,
+    `| --- | --- | --- | --- | ${lrs.map(() => '---').join(' | ')} | --- | --- | --- |`,
   ];
   // One line per base, method and setting, by method and then by the scaling the setting gives.
   const scaling = ({ lora_alpha: a, r, use_rslora: rs }) => (rs ? a / Math.sqrt(r) : a / r);
   const loraRows = rows
     .filter((r) => r.method.startsWith('lora'))
-    .sort((a, b) => a.method.localeCompare(b.method) || scaling(loraOf(a)) - scaling(loraOf(b)));
+    .sort(
+      (a, b) =>
+        a.method.localeCompare(b.method) ||
+        scaling(loraOf(a)) - scaling(loraOf(b)) ||
+        sweepOf(a).localeCompare(sweepOf(b)),
+    );
   const groups = new Map();
   for (const r of loraRows) {
     const key = `${r.name}\u0000${sweepOf(r)}`;
@@ -470,10 +481,10 @@ function candidates(files) {
   }
   for (const [key, byLr] of groups) {
     const [name] = key.split('\u0000');
-    const { method } = Object.values(byLr)[0];
+    const { method, seed = 0 } = Object.values(byLr)[0];
     const settings = loraSettings(loraOf(Object.values(byLr)[0]));
     const full = rows
-      .filter((r) => r.name === name && r.method === 'full')
+      .filter((r) => r.name === name && r.method === 'full' && (r.seed ?? 0) === seed)
       .reduce((a, b) => (a === null || b.new_val_loss < a.new_val_loss ? b : a), null);
     const best = Object.values(byLr).reduce((a, b) => (b.new_val_loss < a.new_val_loss ? b : a));
     const cells = lrs.map((lr) => (byLr[lr] ? byLr[lr].new_val_loss.toFixed(4) : '–'));
@@ -481,7 +492,7 @@ function candidates(files) {
     const chosen = all.find((r) => r.kind === 'chosen' && r.name === name && `${name}\u0000${sweepOf(r)}` === key);
     const old = chosen?.old_val_loss?.toFixed(4) ?? 'not measured';
     out.push(
-      `| ${name} | ${method} | ${settings} | ${cells.join(' | ')} | ${best.new_val_loss.toFixed(4)} at ${best.lr} | ${ratio} | ${old} |`,
+      `| ${name} | ${method} | ${settings} | ${seed} | ${cells.join(' | ')} | ${best.new_val_loss.toFixed(4)} at ${best.lr} | ${ratio} | ${old} |`,
     );
   }
   process.stdout.write(`${out.join('\n')}\n`);
