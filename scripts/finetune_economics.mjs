@@ -471,7 +471,8 @@ function candidates(files) {
       (a, b) =>
         a.method.localeCompare(b.method) ||
         scaling(loraOf(a)) - scaling(loraOf(b)) ||
-        sweepOf(a).localeCompare(sweepOf(b)),
+        loraSettings(loraOf(a)).localeCompare(loraSettings(loraOf(b))) ||
+        (a.seed ?? 0) - (b.seed ?? 0),
     );
   const groups = new Map();
   for (const r of loraRows) {
