@@ -340,12 +340,17 @@ describe('native backend vs js reference', { skip }, () => {
       { kernel: [2, 2], stride: [2, 2], padding: [0, 0] },
       { kernel: [3, 2], stride: [1, 2], padding: [1, 1] },
       { kernel: [1, 1], stride: [1, 1], padding: [0, 0] },
+      // every argmax in its own 2×2 tile: the tiled backward, with the untouched taps zeroed
+      { kernel: [1, 1], stride: [2, 2], padding: [0, 0] },
     ] as const;
     for (const p of pools) {
       for (const shape of [
         [2, 3, 6, 5],
         [1, 1, 1, 1],
         [0, 2, 4, 4],
+        // 2×2 pools vectorised 16 windows at a time: a full chunk and a masked tail (Wo = 20), odd sizes
+        [2, 2, 9, 40],
+        [1, 2, 7, 35],
       ]) {
         const x = makeView(shape, 'sliced');
         const js = jsBackend.maxPool2d(x, p);
@@ -370,6 +375,36 @@ describe('native backend vs js reference', { skip }, () => {
         close(native!.avgPool2d(x, p), jsBackend.avgPool2d(x, p), 1e-6, 'avgpool');
         close(native!.avgPool2dBackward(g, shape, p), jsBackend.avgPool2dBackward(g, shape, p), 1e-6, 'avgpool back');
       }
+    }
+  });
+
+  it('2×2 max pooling: NaN and ties as the js backend, forward and backward, 1 and 2 threads', () => {
+    // Few distinct values make ties common; NaN taps win their window (PyTorch's rule).
+    const values = [0, 1, -1, 2, NaN, 1];
+    let i = 0;
+    const pick = (): number => values[(i = (i * 7 + 3) % 11) % values.length]!;
+    const p = { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } as const;
+    const threadsBefore = addon!.info().threads;
+    try {
+      for (const threads of [1, 2]) {
+        addon!.setThreads(threads);
+        for (const shape of [
+          [3, 5, 6, 36],
+          [2, 3, 5, 33],
+        ]) {
+          const x = makeView(shape, 'contiguous', 'f32', pick);
+          const js = jsBackend.maxPool2d(x, p);
+          const nv = native!.maxPool2d(x, p);
+          close(nv.out, js.out, 0, `maxpool ${shape} threads=${threads}`);
+          close(nv.indices, js.indices, 0, `maxpool indices ${shape} threads=${threads}`);
+          const gShape = [shape[0]!, shape[1]!, ...poolHW(shape, p)];
+          const g = makeView(gShape, 'contiguous');
+          const idx: KernelView = { dtype: 'i32', storage: js.indices, shape: gShape, strides: strides(gShape), offset: 0 };
+          close(native!.maxPool2dBackward(g, idx, shape), jsBackend.maxPool2dBackward(g, idx, shape), 0, 'back');
+        }
+      }
+    } finally {
+      addon!.setThreads(threadsBefore);
     }
   });
 

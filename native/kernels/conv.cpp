@@ -12,6 +12,12 @@
 
 #include "internal.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define KN_POOL_X86 1
+#define KN_AVX512 __attribute__((target("avx512f")))
+#endif
+
 using namespace kn;
 
 namespace {
@@ -108,6 +114,128 @@ void max_pool_2x2(const float *xp, int64_t W, int64_t Ho, int64_t Wo, float *out
       idx[oh * Wo + ow] = bi;
     }
   }
+}
+
+/* The backward of one plane's 2×2 windows, when every argmax lies in its own window (always for a
+   2×2 stride-2 pool; checked, so any geometry whose choices happen to qualify takes it): dx is
+   written once, window by window, g at the chosen tap and 0 at the other three — no clearing pass
+   and no scatter. Rows or columns past 2·Ho or 2·Wo (odd sizes) are in no window and get 0.
+   Returns false, with dx partly written, when some argmax lies outside its window. */
+KN_CLONES
+bool max_pool_2x2_backward(const float *g, const int32_t *idx, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                           float *dx) {
+  bool own = true;
+  for (int64_t oh = 0; oh < Ho; oh++) {
+    float *r0 = dx + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow++) {
+      const int64_t d = idx[oh * Wo + ow] - (2 * oh * W + 2 * ow);
+      const float v = g[oh * Wo + ow];
+      own &= d == 0 || d == 1 || d == W || d == W + 1;
+      r0[2 * ow] = d == 0 ? v : 0.0f;
+      r0[2 * ow + 1] = d == 1 ? v : 0.0f;
+      r1[2 * ow] = d == W ? v : 0.0f;
+      r1[2 * ow + 1] = d == W + 1 ? v : 0.0f;
+    }
+    for (int64_t iw = 2 * Wo; iw < W; iw++) r0[iw] = r1[iw] = 0.0f;
+  }
+  if (H > 2 * Ho) memset(dx + 2 * Ho * W, 0, sizeof(float) * (size_t)((H - 2 * Ho) * W));
+  return own;
+}
+
+#ifdef KN_POOL_X86
+/* The AVX-512 pooling loops below, when the CPU has the instructions. */
+const bool pool_avx512 = (__builtin_cpu_init(), __builtin_cpu_supports("avx512f") != 0);
+
+/* Masks for a chunk of n ≤ 16 windows: its n outputs and the 2n input floats of each input row. */
+struct ChunkMasks {
+  __mmask16 out, in_lo, in_hi;
+};
+inline ChunkMasks chunk_masks(int64_t n) {
+  const uint32_t lanes = 2 * (uint32_t)n;
+  return {(__mmask16)((1u << n) - 1), (__mmask16)(lanes >= 16 ? 0xFFFF : (1u << lanes) - 1),
+          (__mmask16)(lanes <= 16 ? 0 : (1u << (lanes - 16)) - 1)};
+}
+
+/* max_pool_2x2, 16 windows per step (a masked chunk ends each row: CNN planes are 28 or 14 wide):
+   the even and odd taps of the two input rows deinterleaved by permutes, then the take rule of
+   pool_take (a NaN wins, ties keep the earlier tap) as masks. */
+KN_AVX512 void max_pool_2x2_avx512(const float *xp, int64_t W, int64_t Ho, int64_t Wo, float *out, int32_t *idx) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i one = _mm512_set1_epi32(1), w = _mm512_set1_epi32((int32_t)W);
+  for (int64_t oh = 0; oh < Ho; oh++) {
+    const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow += 16) {
+      const ChunkMasks m = chunk_masks(Wo - ow < 16 ? Wo - ow : 16);
+      const __m512 a0 = _mm512_maskz_loadu_ps(m.in_lo, r0 + 2 * ow), a1 = _mm512_maskz_loadu_ps(m.in_hi, r0 + 2 * ow + 16);
+      const __m512 b0 = _mm512_maskz_loadu_ps(m.in_lo, r1 + 2 * ow), b1 = _mm512_maskz_loadu_ps(m.in_hi, r1 + 2 * ow + 16);
+      const __m512 taps[3] = {_mm512_permutex2var_ps(a0, odd, a1), _mm512_permutex2var_ps(b0, even, b1),
+                              _mm512_permutex2var_ps(b0, odd, b1)};
+      const __m512i i0 = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(2 * oh * W + 2 * ow)), even);
+      const __m512i tap_idx[3] = {_mm512_add_epi32(i0, one), _mm512_add_epi32(i0, w),
+                                  _mm512_add_epi32(_mm512_add_epi32(i0, w), one)};
+      __m512 best = _mm512_permutex2var_ps(a0, even, a1);
+      __m512i bi = i0;
+      for (int t = 0; t < 3; t++) {
+        const __m512 v = taps[t];
+        const __mmask16 take = (_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) &
+                               _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q);
+        best = _mm512_mask_mov_ps(best, take, v);
+        bi = _mm512_mask_mov_epi32(bi, take, tap_idx[t]);
+      }
+      _mm512_mask_storeu_ps(out + oh * Wo + ow, m.out, best);
+      _mm512_mask_storeu_epi32(idx + oh * Wo + ow, m.out, bi);
+    }
+  }
+}
+
+/* max_pool_2x2_backward, 16 windows per step: the four taps' values by masks, interleaved back into
+   the two input rows by permutes. */
+KN_AVX512 bool max_pool_2x2_backward_avx512(const float *g, const int32_t *idx, int64_t H, int64_t W, int64_t Ho,
+                                            int64_t Wo, float *dx) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1), w = _mm512_set1_epi32((int32_t)W),
+                w1 = _mm512_set1_epi32((int32_t)W + 1);
+  __mmask16 stray = 0;
+  for (int64_t oh = 0; oh < Ho; oh++) {
+    float *r0 = dx + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow += 16) {
+      const ChunkMasks m = chunk_masks(Wo - ow < 16 ? Wo - ow : 16);
+      const __m512 v = _mm512_maskz_loadu_ps(m.out, g + oh * Wo + ow);
+      const __m512i i0 = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(2 * oh * W + 2 * ow)), even);
+      const __m512i d = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m.out, idx + oh * Wo + ow), i0);
+      const __mmask16 t0 = _mm512_cmpeq_epi32_mask(d, zero), t1 = _mm512_cmpeq_epi32_mask(d, one),
+                      t2 = _mm512_cmpeq_epi32_mask(d, w), t3 = _mm512_cmpeq_epi32_mask(d, w1);
+      stray |= m.out & (__mmask16) ~(t0 | t1 | t2 | t3);
+      const __m512 v0 = _mm512_maskz_mov_ps(t0, v), v1 = _mm512_maskz_mov_ps(t1, v);
+      const __m512 v2 = _mm512_maskz_mov_ps(t2, v), v3 = _mm512_maskz_mov_ps(t3, v);
+      _mm512_mask_storeu_ps(r0 + 2 * ow, m.in_lo, _mm512_permutex2var_ps(v0, lo, v1));
+      _mm512_mask_storeu_ps(r0 + 2 * ow + 16, m.in_hi, _mm512_permutex2var_ps(v0, hi, v1));
+      _mm512_mask_storeu_ps(r1 + 2 * ow, m.in_lo, _mm512_permutex2var_ps(v2, lo, v3));
+      _mm512_mask_storeu_ps(r1 + 2 * ow + 16, m.in_hi, _mm512_permutex2var_ps(v2, hi, v3));
+    }
+    for (int64_t iw = 2 * Wo; iw < W; iw++) r0[iw] = r1[iw] = 0.0f;
+  }
+  if (H > 2 * Ho) memset(dx + 2 * Ho * W, 0, sizeof(float) * (size_t)((H - 2 * Ho) * W));
+  return stray == 0;
+}
+#endif
+
+void max_pool_2x2_plane(const float *xp, int64_t W, int64_t Ho, int64_t Wo, float *out, int32_t *idx) {
+#ifdef KN_POOL_X86
+  if (pool_avx512) return max_pool_2x2_avx512(xp, W, Ho, Wo, out, idx);
+#endif
+  max_pool_2x2(xp, W, Ho, Wo, out, idx);
+}
+
+bool max_pool_2x2_backward_plane(const float *g, const int32_t *idx, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                                 float *dx) {
+#ifdef KN_POOL_X86
+  if (pool_avx512) return max_pool_2x2_backward_avx512(g, idx, H, W, Ho, Wo, dx);
+#endif
+  return max_pool_2x2_backward(g, idx, H, W, Ho, Wo, dx);
 }
 
 /* Images in parallel (each with its own column buffer and a single-threaded GEMM) when there are
@@ -211,7 +339,7 @@ void kn_max_pool2d_f32(const kn_pool2d *p, const float *x, float *out, int32_t *
   const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
   if (p->kH == 2 && p->kW == 2 && p->stride[0] == 2 && p->stride[1] == 2 && p->padding[0] == 0 && p->padding[1] == 0) {
     parallel_for(planes, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; q++) max_pool_2x2(x + q * HW, p->W, p->Ho, p->Wo, out + q * O, idx + q * O);
+      for (int64_t q = q0; q < q1; q++) max_pool_2x2_plane(x + q * HW, p->W, p->Ho, p->Wo, out + q * O, idx + q * O);
     });
     return;
   }
@@ -247,10 +375,16 @@ void kn_max_pool2d_f32(const kn_pool2d *p, const float *x, float *out, int32_t *
 
 void kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *idx, float *dx) {
   const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
-  memset(dx, 0, sizeof(float) * (size_t)(planes * HW));
-  parallel_for(planes, GRAIN / (O + 1) + 1, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; q++)
-      for (int64_t i = 0; i < O; i++) dx[q * HW + idx[q * O + i]] += g[q * O + i];
+  const bool tiles = 2 * p->Ho <= p->H && 2 * p->Wo <= p->W;
+  parallel_for(planes, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) {
+      const float *gp = g + q * O;
+      const int32_t *ip = idx + q * O;
+      float *dp = dx + q * HW;
+      if (tiles && max_pool_2x2_backward_plane(gp, ip, p->H, p->W, p->Ho, p->Wo, dp)) continue;
+      memset(dp, 0, sizeof(float) * (size_t)HW);
+      for (int64_t i = 0; i < O; i++) dp[ip[i]] += gp[i];
+    }
   });
 }
 
