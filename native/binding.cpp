@@ -666,10 +666,9 @@ FN(js_max_pool2d_backward) {
   NEED(idx, no, "indices");
   NEED(out, p.N * p.C * p.H * p.W, "dx");
   const int32_t *ix = (const int32_t *)idx.data;
-  for (int64_t i = 0; i < no; i++)
-    CHECK(ix[i] >= 0 && ix[i] < p.H * p.W, "index %d at %lld is outside the %lldx%lld plane", ix[i], (long long)i,
-          (long long)p.H, (long long)p.W);
-  kn_max_pool2d_backward_f32(&p, (const float *)g.data, ix, (float *)out.data);
+  int64_t bad = kn_max_pool2d_backward_f32(&p, (const float *)g.data, ix, (float *)out.data);
+  CHECK(bad < 0, "index %d at %lld is outside the %lldx%lld plane", bad < 0 ? 0 : ix[bad], (long long)bad,
+        (long long)p.H, (long long)p.W);
   return undefined(env);
   BODY_END
 }

@@ -408,6 +408,28 @@ describe('native backend vs js reference', { skip }, () => {
     }
   });
 
+  it('max-pool backward rejects an index outside its plane, on the tiled and the scatter path', () => {
+    // [1, 2, 4, 4] pooled 2×2: 4 windows per plane. Indices in their own windows take the tiled
+    // pass; one index in another window sends the plane to the scatter pass; both check the range.
+    const g = new Float32Array(8).fill(1);
+    const sizes = Float64Array.of(1, 2, 4, 4, 2, 2);
+    const own = Int32Array.of(0, 3, 12, 15, 5, 6, 9, 10);
+    const dx = new Float32Array(32);
+    addon!.maxPool2dBackward(g, own, sizes, dx);
+    assert.deepEqual([...dx.slice(0, 16)], [1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1]);
+    const shared = Int32Array.of(5, 5, 5, 5, 0, 0, 0, 0); // every window picks the same pixel: sums
+    addon!.maxPool2dBackward(g, shared, sizes, dx);
+    assert.equal(dx[5], 4);
+    assert.equal(dx[16], 4);
+    for (const bad of [16, -1]) {
+      for (const at of [1, 6]) {
+        const idx = at === 1 ? own.slice() : shared.slice();
+        idx[at] = bad;
+        assert.throws(() => addon!.maxPool2dBackward(g, idx, sizes, dx), /outside the 4x4 plane/);
+      }
+    }
+  });
+
   it('large inputs split across the pool give the same answers', () => {
     for (const layout of LAYOUTS) {
       const x = makeView([301, 257], layout);

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include <atomic>
 #include <vector>
 
 #include "internal.h"
@@ -373,19 +374,27 @@ void kn_max_pool2d_f32(const kn_pool2d *p, const float *x, float *out, int32_t *
   });
 }
 
-void kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *idx, float *dx) {
+int64_t kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *idx, float *dx) {
   const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
   const bool tiles = 2 * p->Ho <= p->H && 2 * p->Wo <= p->W;
+  std::atomic<int64_t> bad{-1};
   parallel_for(planes, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
       const float *gp = g + q * O;
       const int32_t *ip = idx + q * O;
       float *dp = dx + q * HW;
+      /* the tiled pass checks that each index is in its own window, hence in the plane */
       if (tiles && max_pool_2x2_backward_plane(gp, ip, p->H, p->W, p->Ho, p->Wo, dp)) continue;
+      for (int64_t i = 0; i < O; i++)
+        if (ip[i] < 0 || ip[i] >= HW) {
+          bad.store(q * O + i);
+          return;
+        }
       memset(dp, 0, sizeof(float) * (size_t)HW);
       for (int64_t i = 0; i < O; i++) dp[ip[i]] += gp[i];
     }
   });
+  return bad.load();
 }
 
 void kn_avg_pool2d_f32(const kn_pool2d *p, const float *x, float *out) {
