@@ -249,6 +249,79 @@ void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64
   kn_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* Plane q of a max pool: the vectorised 2×2 stride-2 path, else the general loop. */
+void max_pool_plane(const kn_pool2d *p, int64_t q, const float *x, float *out, int32_t *idx) {
+  const int64_t HW = p->H * p->W, O = p->Ho * p->Wo;
+  const float *xp = x + q * HW;
+  out += q * O;
+  idx += q * O;
+  if (p->kH == 2 && p->kW == 2 && p->stride[0] == 2 && p->stride[1] == 2 && p->padding[0] == 0 && p->padding[1] == 0)
+    return max_pool_2x2_plane(xp, p->W, p->Ho, p->Wo, out, idx);
+  for (int64_t oh = 0; oh < p->Ho; oh++)
+    for (int64_t ow = 0; ow < p->Wo; ow++) {
+      float best = -INFINITY;
+      int32_t bi = -1;
+      for (int64_t kh = 0; kh < p->kH; kh++) {
+        int64_t ih = oh * p->stride[0] - p->padding[0] + kh;
+        if (ih < 0 || ih >= p->H) continue;
+        for (int64_t kw = 0; kw < p->kW; kw++) {
+          int64_t iw = ow * p->stride[1] - p->padding[1] + kw;
+          if (iw < 0 || iw >= p->W) continue;
+          float v = xp[ih * p->W + iw];
+          if (bi < 0) bi = (int32_t)(ih * p->W + iw);  // the first in-image tap, as the js backend
+          if (v > best || v != v) {
+            best = v;
+            bi = (int32_t)(ih * p->W + iw);
+            if (v != v) goto done;  // NaN propagates
+          }
+        }
+      }
+    done:
+      out[oh * p->Wo + ow] = best;
+      idx[oh * p->Wo + ow] = bi < 0 ? 0 : bi;
+    }
+}
+
+/* Plane q of the pool's backward from its gradient gp [Ho·Wo]: the tiled pass when every index is
+   in its own window (which proves it inside the plane), else clear and scatter after checking each
+   index; an index outside the plane is reported through bad. */
+void max_pool_backward_plane(const kn_pool2d *p, int64_t q, const float *gp, const int32_t *idx, float *dx,
+                             std::atomic<int64_t> *bad) {
+  const int64_t HW = p->H * p->W, O = p->Ho * p->Wo;
+  const int32_t *ip = idx + q * O;
+  float *dp = dx + q * HW;
+  const bool tiles = 2 * p->Ho <= p->H && 2 * p->Wo <= p->W;
+  if (tiles && max_pool_2x2_backward_plane(gp, ip, p->H, p->W, p->Ho, p->Wo, dp)) return;
+  for (int64_t i = 0; i < O; i++)
+    if (ip[i] < 0 || ip[i] >= HW) {
+      bad->store(q * O + i);
+      return;
+    }
+  memset(dp, 0, sizeof(float) * (size_t)HW);
+  for (int64_t i = 0; i < O; i++) dp[ip[i]] += gp[i];
+}
+
+/* y = relu(y + b) in place, the composite's rules: NaN stays NaN. */
+KN_CLONES
+void bias_relu(float *y, float b, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const float v = y[i] + b;
+    y[i] = v > 0.0f || v != v ? v : 0.0f;
+  }
+}
+
+/* m = g where relu's output y > 0 or is NaN, else 0 (relu'(0) = 0; the composite's where, so an
+   infinite g stays out where the mask is 0); returns Σ m in double. */
+KN_CLONES
+double relu_mask(const float *g, const float *y, float *m, int64_t n) {
+  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // eight chains, not one: the adds' latency hides
+  for (int64_t i = 0; i < n; i++) {
+    m[i] = y[i] <= 0.0f ? 0.0f : g[i];
+    lanes[i & 7] += m[i];
+  }
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
 }  // namespace
 
 extern "C" {
@@ -337,63 +410,52 @@ void kn_conv2d_backward_weight_f32(const kn_conv2d *p, const float *gout, const 
 }
 
 void kn_max_pool2d_f32(const kn_pool2d *p, const float *x, float *out, int32_t *idx) {
-  const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
-  if (p->kH == 2 && p->kW == 2 && p->stride[0] == 2 && p->stride[1] == 2 && p->padding[0] == 0 && p->padding[1] == 0) {
-    parallel_for(planes, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; q++) max_pool_2x2_plane(x + q * HW, p->W, p->Ho, p->Wo, out + q * O, idx + q * O);
-    });
-    return;
-  }
-  parallel_for(planes, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
+  const int64_t O = p->Ho * p->Wo;
+  parallel_for(p->N * p->C, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) max_pool_plane(p, q, x, out, idx);
+  });
+}
+
+void kn_max_pool2d_bias_relu_f32(const kn_pool2d *p, const float *x, const float *bias, float *out, int32_t *idx) {
+  const int64_t O = p->Ho * p->Wo;
+  parallel_for(p->N * p->C, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
-      const float *xp = x + q * HW;
-      for (int64_t oh = 0; oh < p->Ho; oh++)
-        for (int64_t ow = 0; ow < p->Wo; ow++) {
-          float best = -INFINITY;
-          int32_t bi = -1;
-          for (int64_t kh = 0; kh < p->kH; kh++) {
-            int64_t ih = oh * p->stride[0] - p->padding[0] + kh;
-            if (ih < 0 || ih >= p->H) continue;
-            for (int64_t kw = 0; kw < p->kW; kw++) {
-              int64_t iw = ow * p->stride[1] - p->padding[1] + kw;
-              if (iw < 0 || iw >= p->W) continue;
-              float v = xp[ih * p->W + iw];
-              if (bi < 0) bi = (int32_t)(ih * p->W + iw);  // the first in-image tap, as the js backend
-              if (v > best || v != v) {
-                best = v;
-                bi = (int32_t)(ih * p->W + iw);
-                if (v != v) goto done;  // NaN propagates
-              }
-            }
-          }
-        done:
-          out[q * O + oh * p->Wo + ow] = best;
-          idx[q * O + oh * p->Wo + ow] = bi < 0 ? 0 : bi;
-        }
+      max_pool_plane(p, q, x, out, idx);
+      bias_relu(out + q * O, bias[q % p->C], O);
     }
   });
 }
 
 int64_t kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *idx, float *dx) {
-  const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
-  const bool tiles = 2 * p->Ho <= p->H && 2 * p->Wo <= p->W;
+  const int64_t O = p->Ho * p->Wo;
+  std::atomic<int64_t> bad{-1};
+  parallel_for(p->N * p->C, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1 && bad.load() < 0; q++) max_pool_backward_plane(p, q, g + q * O, idx, dx, &bad);
+  });
+  return bad.load();
+}
+
+/* Per plane: the ReLU's mask applied to g (into a small per-thread buffer), the plane's sum of it
+   in double, then the pool's backward from the masked gradient. db sums the plane sums over the
+   batch in image order: the same bits at any thread count. */
+int64_t kn_max_pool2d_bias_relu_backward_f32(const kn_pool2d *p, const float *g, const float *out,
+                                             const int32_t *idx, float *dx, float *db) {
+  const int64_t planes = p->N * p->C, O = p->Ho * p->Wo;
+  std::vector<double> plane_sums(db ? (size_t)planes : 0);
   std::atomic<int64_t> bad{-1};
   parallel_for(planes, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; q++) {
-      const float *gp = g + q * O;
-      const int32_t *ip = idx + q * O;
-      float *dp = dx + q * HW;
-      /* the tiled pass checks that each index is in its own window, hence in the plane */
-      if (tiles && max_pool_2x2_backward_plane(gp, ip, p->H, p->W, p->Ho, p->Wo, dp)) continue;
-      for (int64_t i = 0; i < O; i++)
-        if (ip[i] < 0 || ip[i] >= HW) {
-          bad.store(q * O + i);
-          return;
-        }
-      memset(dp, 0, sizeof(float) * (size_t)HW);
-      for (int64_t i = 0; i < O; i++) dp[ip[i]] += gp[i];
+    std::vector<float> masked((size_t)O);
+    for (int64_t q = q0; q < q1 && bad.load() < 0; q++) {
+      const double sum = relu_mask(g + q * O, out + q * O, masked.data(), O);
+      if (db) plane_sums[(size_t)q] = sum;
+      max_pool_backward_plane(p, q, masked.data(), idx, dx, &bad);
     }
   });
+  for (int64_t c = 0; db && c < p->C; c++) {
+    double s = 0.0;
+    for (int64_t n = 0; n < p->N; n++) s += plane_sums[(size_t)(n * p->C + c)];
+    db[c] = (float)s;
+  }
   return bad.load();
 }
 

@@ -12,9 +12,9 @@
  * Config fields match the recipe's `model` section for `type: "cnn"`. Init: PyTorch's defaults.
  */
 import { ArgumentError } from '../errors.js';
-import { add, relu } from '../ops/elementwise.js';
-import { flatten, reshape } from '../ops/view.js';
-import { conv2d, maxPool2d } from '../ops/conv.js';
+import { relu } from '../ops/elementwise.js';
+import { flatten } from '../ops/view.js';
+import { conv2d, maxPool2d, maxPool2dBiasRelu } from '../ops/conv.js';
 import { Generator } from '../random.js';
 import { formatShape } from '../shape.js';
 import { ShapeError } from '../errors.js';
@@ -127,13 +127,13 @@ export class CNNClassifier extends Module implements Layer {
 
 /*
  * relu(conv(h) + b) pooled 2×2, computed as relu(maxPool(conv(h)) + b): the bias add and ReLU run on
- * the pooled quarter of the activations (and so do their backward passes). Equal values: a per-channel
- * constant and ReLU are monotone, so they commute with the max (float addition rounds monotonically
- * too), and ReLU's gradient is 0 exactly where the pooled value is ≤ 0 either way. Only the tap a tie
- * sends the gradient to can differ (a tie created by the rounding of x + b), as with any argmax rule.
+ * the pooled quarter of the activations, fused with the pool where the backend can (and so do their
+ * backward passes). Equal values: a per-channel constant and ReLU are monotone, so they commute with
+ * the max (float addition rounds monotonically too), and ReLU's gradient is 0 exactly where the
+ * pooled value is ≤ 0 either way. Only the tap a tie sends the gradient to can differ (a tie created
+ * by the rounding of x + b), as with any argmax rule.
  */
 function convBlock(conv: Conv2d, h: Tensor): Tensor {
-  const y = maxPool2d(conv2d(h, conv.weight, null, conv.options), 2);
-  const b = conv.bias;
-  return relu(b ? add(y, reshape(b, [1, b.shape[0]!, 1, 1])) : y);
+  const y = conv2d(h, conv.weight, null, conv.options);
+  return conv.bias ? maxPool2dBiasRelu(y, conv.bias, 2) : relu(maxPool2d(y, 2));
 }
