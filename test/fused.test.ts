@@ -611,11 +611,17 @@ describe('optimizer step in one native call', { skip }, () => {
 describe('maxPool2dBiasRelu: pool, per-channel bias and ReLU in one pass', { skip }, () => {
   // Few distinct values (and a NaN) make ties and NaN windows common.
   const coarse = (n: number): Float32Array =>
-    Float32Array.from({ length: n }, (_, i) => [0, 1, -1, 2, -2, 1, NaN, 0.5][(i * 7 + 3) % 11 % 8]!);
+    Float32Array.from({ length: n }, (_, i) => [0, 1, -1, 2, -2, 1, NaN, 0.5][((i * 7 + 3) % 11) % 8]!);
   for (const [what, xShape, kernel, opts, data] of [
     ['2×2, vectorised chunk and tail', [3, 5, 8, 36], 2, {}, null],
     ['2×2, odd sizes', [2, 3, 7, 9], 2, {}, null],
-    ['3×2 windows, stride and padding (the scatter path)', [2, 4, 6, 7], [3, 2], { stride: [1, 2], padding: [1, 1] }, null],
+    [
+      '3×2 windows, stride and padding (the scatter path)',
+      [2, 4, 6, 7],
+      [3, 2],
+      { stride: [1, 2], padding: [1, 1] },
+      null,
+    ],
     ['2×2, ties and NaN', [2, 3, 6, 34], 2, {}, coarse],
   ] as const) {
     it(what, () => {

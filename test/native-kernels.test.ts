@@ -399,7 +399,13 @@ describe('native backend vs js reference', { skip }, () => {
           close(nv.indices, js.indices, 0, `maxpool indices ${shape} threads=${threads}`);
           const gShape = [shape[0]!, shape[1]!, ...poolHW(shape, p)];
           const g = makeView(gShape, 'contiguous');
-          const idx: KernelView = { dtype: 'i32', storage: js.indices, shape: gShape, strides: strides(gShape), offset: 0 };
+          const idx: KernelView = {
+            dtype: 'i32',
+            storage: js.indices,
+            shape: gShape,
+            strides: strides(gShape),
+            offset: 0,
+          };
           close(native!.maxPool2dBackward(g, idx, shape), jsBackend.maxPool2dBackward(g, idx, shape), 0, 'back');
         }
       }

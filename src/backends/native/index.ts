@@ -137,14 +137,7 @@ export interface NativeAddon {
   maxPool2d(x: F32, params: Float64Array, out: F32, indices: Int32Array): void;
   maxPool2dBackward(g: F32, indices: Int32Array, sizes: Float64Array, dx: F32): void;
   maxPool2dBiasRelu(x: F32, bias: F32, params: Float64Array, out: F32, indices: Int32Array): void;
-  maxPool2dBiasReluBackward(
-    g: F32,
-    out: F32,
-    indices: Int32Array,
-    sizes: Float64Array,
-    dx: F32,
-    db: Opt<F32>,
-  ): void;
+  maxPool2dBiasReluBackward(g: F32, out: F32, indices: Int32Array, sizes: Float64Array, dx: F32, db: Opt<F32>): void;
   avgPool2d(x: F32, params: Float64Array, out: F32): void;
   avgPool2dBackward(g: F32, params: Float64Array, dx: F32): void;
   // Fused kernels over contiguous rows (Backend.fused wraps them).
