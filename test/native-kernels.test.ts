@@ -7,7 +7,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { DType, Storage } from '../src/dtype.js';
-import { ACTIVATION_OPS, UNARY_OPS, type BinaryOp, type KernelView } from '../src/backends/backend.js';
+import {
+  ACTIVATION_OPS,
+  UNARY_OPS,
+  type BinaryOp,
+  type KernelView,
+  type Pool2dParams,
+} from '../src/backends/backend.js';
 import { jsBackend } from '../src/backends/js/index.js';
 import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 
@@ -307,6 +313,24 @@ describe('native backend vs js reference', { skip }, () => {
     close(native!.gatherRows(makeView([4, 3], 'contiguous'), empty), new Float32Array(0), 0, 'empty gather');
   });
 
+  /** Native max pooling against js: values and indices exactly, the backward from js's indices; returns g. */
+  function checkMaxPool(x: KernelView, p: Pool2dParams, what: string): KernelView {
+    const js = jsBackend.maxPool2d(x, p);
+    const nv = native!.maxPool2d(x, p);
+    close(nv.out, js.out, 0, what);
+    close(nv.indices, js.indices, 0, `${what} indices`);
+    const gShape = [x.shape[0]!, x.shape[1]!, ...poolHW(x.shape, p)];
+    const g = makeView(gShape, 'contiguous');
+    const idx: KernelView = { dtype: 'i32', storage: js.indices, shape: gShape, strides: strides(gShape), offset: 0 };
+    close(
+      native!.maxPool2dBackward(g, idx, x.shape),
+      jsBackend.maxPool2dBackward(g, idx, x.shape),
+      1e-6,
+      `${what} back`,
+    );
+    return g;
+  }
+
   it('conv2d and both backwards (stride, padding, dilation, groups); pools', () => {
     const cases = [
       { x: [2, 3, 7, 6], w: [4, 3, 3, 3], p: { stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1 } },
@@ -353,25 +377,7 @@ describe('native backend vs js reference', { skip }, () => {
         [1, 2, 7, 35],
       ]) {
         const x = makeView(shape, 'sliced');
-        const js = jsBackend.maxPool2d(x, p);
-        const nv = native!.maxPool2d(x, p);
-        close(nv.out, js.out, 0, 'maxpool');
-        close(nv.indices, js.indices, 0, 'maxpool indices');
-        const gShape = [shape[0]!, shape[1]!, ...poolHW(shape, p)];
-        const g = makeView(gShape, 'contiguous');
-        const idx: KernelView = {
-          dtype: 'i32',
-          storage: js.indices,
-          shape: gShape,
-          strides: strides(gShape),
-          offset: 0,
-        };
-        close(
-          native!.maxPool2dBackward(g, idx, shape),
-          jsBackend.maxPool2dBackward(g, idx, shape),
-          1e-6,
-          'maxpool back',
-        );
+        const g = checkMaxPool(x, p, 'maxpool');
         close(native!.avgPool2d(x, p), jsBackend.avgPool2d(x, p), 1e-6, 'avgpool');
         close(native!.avgPool2dBackward(g, shape, p), jsBackend.avgPool2dBackward(g, shape, p), 1e-6, 'avgpool back');
       }
@@ -392,21 +398,7 @@ describe('native backend vs js reference', { skip }, () => {
           [3, 5, 6, 36],
           [2, 3, 5, 33],
         ]) {
-          const x = makeView(shape, 'contiguous', 'f32', pick);
-          const js = jsBackend.maxPool2d(x, p);
-          const nv = native!.maxPool2d(x, p);
-          close(nv.out, js.out, 0, `maxpool ${shape} threads=${threads}`);
-          close(nv.indices, js.indices, 0, `maxpool indices ${shape} threads=${threads}`);
-          const gShape = [shape[0]!, shape[1]!, ...poolHW(shape, p)];
-          const g = makeView(gShape, 'contiguous');
-          const idx: KernelView = {
-            dtype: 'i32',
-            storage: js.indices,
-            shape: gShape,
-            strides: strides(gShape),
-            offset: 0,
-          };
-          close(native!.maxPool2dBackward(g, idx, shape), jsBackend.maxPool2dBackward(g, idx, shape), 0, 'back');
+          checkMaxPool(makeView(shape, 'contiguous', 'f32', pick), p, `maxpool ${shape} threads=${threads}`);
         }
       }
     } finally {
