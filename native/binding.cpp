@@ -647,13 +647,12 @@ FN(js_max_pool2d) {
   BODY_END
 }
 
-/* maxPool2dBackward(g, indices, sizes = [N, C, H, W, Ho, Wo], dx): the window geometry only
-   matters through the indices. */
-FN(js_max_pool2d_backward) {
-  BODY_BEGIN
-  ARG_COUNT(4);
-  Array g = F32(0, "g"), idx = typed(env, a.argv[1], napi_int32_array, "indices"), out = F32(3, "dx");
-  Array sz = typed(env, a.argv[2], napi_float64_array, "sizes");
+float *opt_f32(napi_env env, napi_value v, int64_t need, const char *what);  // defined below
+float *req_f32(napi_env env, napi_value v, int64_t need, const char *what);
+
+/* sizes = [N, C, H, W, Ho, Wo]: a max pool's backward needs its geometry only through the indices. */
+kn_pool2d pool_sizes(napi_env env, napi_value v) {
+  Array sz = typed(env, v, napi_float64_array, "sizes");
   CHECK(sz.length == 6, "sizes must hold [N, C, H, W, Ho, Wo], got %zu numbers", sz.length);
   const double *q = (const double *)sz.data;
   for (int i = 0; i < 6; i++) CHECK(q[i] == floor(q[i]) && q[i] >= 0 && q[i] <= (double)BIG, "size %d = %g is not a size", i, q[i]);
@@ -661,15 +660,57 @@ FN(js_max_pool2d_backward) {
   memset(&p, 0, sizeof p);
   p.N = (int64_t)q[0]; p.C = (int64_t)q[1]; p.H = (int64_t)q[2]; p.W = (int64_t)q[3]; p.Ho = (int64_t)q[4]; p.Wo = (int64_t)q[5];
   CHECK((double)p.N * p.C * p.H * p.W < 4e15 && (double)p.N * p.C * p.Ho * p.Wo < 4e15, "pool sizes are too large");
+  return p;
+}
+
+void check_pool_index(napi_env env, const kn_pool2d &p, const int32_t *ix, int64_t bad) {
+  CHECK(bad < 0, "index %d at %lld is outside the %lldx%lld plane", bad < 0 ? 0 : ix[bad], (long long)bad,
+        (long long)p.H, (long long)p.W);
+}
+
+/* maxPool2dBackward(g, indices, sizes, dx) */
+FN(js_max_pool2d_backward) {
+  BODY_BEGIN
+  ARG_COUNT(4);
+  Array g = F32(0, "g"), idx = typed(env, a.argv[1], napi_int32_array, "indices"), out = F32(3, "dx");
+  kn_pool2d p = pool_sizes(env, a.argv[2]);
   int64_t no = p.N * p.C * p.Ho * p.Wo;
   NEED(g, no, "g");
   NEED(idx, no, "indices");
   NEED(out, p.N * p.C * p.H * p.W, "dx");
   const int32_t *ix = (const int32_t *)idx.data;
-  for (int64_t i = 0; i < no; i++)
-    CHECK(ix[i] >= 0 && ix[i] < p.H * p.W, "index %d at %lld is outside the %lldx%lld plane", ix[i], (long long)i,
-          (long long)p.H, (long long)p.W);
-  kn_max_pool2d_backward_f32(&p, (const float *)g.data, ix, (float *)out.data);
+  check_pool_index(env, p, ix, kn_max_pool2d_backward_f32(&p, (const float *)g.data, ix, (float *)out.data));
+  return undefined(env);
+  BODY_END
+}
+
+/* maxPool2dBiasRelu(x, bias, params, out, indices) */
+FN(js_max_pool2d_bias_relu) {
+  BODY_BEGIN
+  ARG_COUNT(5);
+  Array x = F32(0, "x"), out = F32(3, "out"), idx = typed(env, a.argv[4], napi_int32_array, "indices");
+  kn_pool2d p = pool_params(env, a.argv[2]);
+  const float *bias = req_f32(env, a.argv[1], p.C, "bias");
+  NEED(x, p.N * p.C * p.H * p.W, "x");
+  NEED(out, p.N * p.C * p.Ho * p.Wo, "out");
+  NEED(idx, p.N * p.C * p.Ho * p.Wo, "indices");
+  kn_max_pool2d_bias_relu_f32(&p, (const float *)x.data, bias, (float *)out.data, (int32_t *)idx.data);
+  return undefined(env);
+  BODY_END
+}
+
+/* maxPool2dBiasReluBackward(g, out, indices, sizes, dx, db | null) */
+FN(js_max_pool2d_bias_relu_backward) {
+  BODY_BEGIN
+  ARG_COUNT(6);
+  kn_pool2d p = pool_sizes(env, a.argv[3]);
+  int64_t no = p.N * p.C * p.Ho * p.Wo;
+  const float *g = req_f32(env, a.argv[0], no, "g"), *y = req_f32(env, a.argv[1], no, "out");
+  Array idx = typed(env, a.argv[2], napi_int32_array, "indices");
+  NEED(idx, no, "indices");
+  float *dx = req_f32(env, a.argv[4], p.N * p.C * p.H * p.W, "dx"), *db = opt_f32(env, a.argv[5], p.C, "db");
+  const int32_t *ix = (const int32_t *)idx.data;
+  check_pool_index(env, p, ix, kn_max_pool2d_bias_relu_backward_f32(&p, g, y, ix, dx, db));
   return undefined(env);
   BODY_END
 }
@@ -1362,6 +1403,8 @@ NAPI_MODULE_INIT() {
       EXPORT("conv2dBackwardWeight", js_conv2d_backward_weight),
       EXPORT("maxPool2d", js_max_pool2d),
       EXPORT("maxPool2dBackward", js_max_pool2d_backward),
+      EXPORT("maxPool2dBiasRelu", js_max_pool2d_bias_relu),
+      EXPORT("maxPool2dBiasReluBackward", js_max_pool2d_bias_relu_backward),
       EXPORT("avgPool2d", js_avg_pool2d),
       EXPORT("avgPool2dBackward", js_avg_pool2d_backward),
       EXPORT("softmax", js_softmax),

@@ -153,8 +153,14 @@ typedef struct kn_pool2d {
 
 /* indices hold h·W + w of the chosen input pixel within its plane. */
 void kn_max_pool2d_f32(const kn_pool2d *p, const float *x, float *out, int32_t *indices);
-/* indices are trusted to be < H·W (the binding checks). */
-void kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *indices, float *dx);
+/* Returns −1, or the position of an index outside its H×W plane (dx is then partly written). */
+int64_t kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *indices, float *dx);
+/* relu(max pool + bias[c]) in one pass (the CNN's conv block after its convolution). */
+void kn_max_pool2d_bias_relu_f32(const kn_pool2d *p, const float *x, const float *bias, float *out, int32_t *indices);
+/* Its backward from g and the forward's out and indices: dx and, when db is not null, db [C].
+   Returns −1, or the position of an index outside its plane (as kn_max_pool2d_backward_f32). */
+int64_t kn_max_pool2d_bias_relu_backward_f32(const kn_pool2d *p, const float *g, const float *out,
+                                             const int32_t *indices, float *dx, float *db);
 /* Padding counts toward the divisor (count_include_pad). */
 void kn_avg_pool2d_f32(const kn_pool2d *p, const float *x, float *out);
 void kn_avg_pool2d_backward_f32(const kn_pool2d *p, const float *g, float *dx);

@@ -12,7 +12,8 @@ import * as k from '../src/index.js';
 import type { Tensor } from '../src/index.js';
 import { ACTIVATION_OPS, type ActivationOp } from '../src/backends/backend.js';
 import { traceKernels } from '../src/backends/dispatch.js';
-import { skip } from './harness/native.js';
+import { maxPool2dBiasRelu } from '../src/ops/conv.js';
+import { addon, skip } from './harness/native.js';
 
 /** Deterministic values: n normal-ish numbers times `scale` plus `shift`. */
 function values(n: number, seed: number, scale = 1, shift = 0): Float32Array {
@@ -604,5 +605,67 @@ describe('optimizer step in one native call', { skip }, () => {
     nat.grads.forEach((g, i) =>
       g.forEach((v, j) => assert.ok(Math.abs(v - js.grads[i]![j]!) <= 1e-6 * Math.abs(js.grads[i]![j]!) + 1e-12)),
     );
+  });
+});
+
+describe('maxPool2dBiasRelu: pool, per-channel bias and ReLU in one pass', { skip }, () => {
+  // Few distinct values (and a NaN) make ties and NaN windows common.
+  const coarse = (n: number): Float32Array =>
+    Float32Array.from({ length: n }, (_, i) => [0, 1, -1, 2, -2, 1, NaN, 0.5][((i * 7 + 3) % 11) % 8]!);
+  for (const [what, xShape, kernel, opts, data] of [
+    ['2×2, vectorised chunk and tail', [3, 5, 8, 36], 2, {}, null],
+    ['2×2, odd sizes', [2, 3, 7, 9], 2, {}, null],
+    [
+      '3×2 windows, stride and padding (the scatter path)',
+      [2, 4, 6, 7],
+      [3, 2],
+      { stride: [1, 2], padding: [1, 1] },
+      null,
+    ],
+    ['2×2, ties and NaN', [2, 3, 6, 34], 2, {}, coarse],
+  ] as const) {
+    it(what, () => {
+      const n = xShape.reduce((a, b) => a * b, 1);
+      check({
+        name: `maxPool2dBiasRelu ${what}`,
+        inputs: [
+          { data: data ? data(n) : values(n, 60), shape: [...xShape] },
+          { data: values(xShape[1], 61, 0.5), shape: [xShape[1]] },
+        ],
+        fn: (x, b) => maxPool2dBiasRelu(x, b!, kernel, opts),
+        fusedOp: 'maxPoolBiasRelu',
+      });
+    });
+  }
+  it('frozen bias: only x gets a gradient', () => {
+    check({
+      name: 'maxPool2dBiasRelu frozen bias',
+      inputs: [
+        { data: values(2 * 3 * 4 * 4, 62), shape: [2, 3, 4, 4] },
+        { data: values(3, 63), shape: [3], grad: false },
+      ],
+      fn: (x, b) => maxPool2dBiasRelu(x, b!, 2),
+      fusedOp: 'maxPoolBiasRelu',
+    });
+  });
+  it('the bias gradient has the same bits at 1 and 2 threads', () => {
+    const before = addon!.info().threads;
+    const grads = [1, 2].map((threads) => {
+      addon!.setThreads(threads);
+      try {
+        return runOn(
+          'native',
+          [
+            { data: values(64 * 16 * 14 * 14, 64), shape: [64, 16, 14, 14] },
+            { data: values(16, 65), shape: [16] },
+          ],
+          (x, b) => maxPool2dBiasRelu(x, b!, 2),
+          values(64 * 16 * 7 * 7, 66),
+        ).grads.map((g) => g!.toFlatArray());
+      } finally {
+        addon!.setThreads(before);
+      }
+    });
+    assert.deepEqual(grads[1], grads[0]);
   });
 });

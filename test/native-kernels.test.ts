@@ -7,7 +7,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { DType, Storage } from '../src/dtype.js';
-import { ACTIVATION_OPS, UNARY_OPS, type BinaryOp, type KernelView } from '../src/backends/backend.js';
+import {
+  ACTIVATION_OPS,
+  UNARY_OPS,
+  type BinaryOp,
+  type KernelView,
+  type Pool2dParams,
+} from '../src/backends/backend.js';
 import { jsBackend } from '../src/backends/js/index.js';
 import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 
@@ -307,6 +313,24 @@ describe('native backend vs js reference', { skip }, () => {
     close(native!.gatherRows(makeView([4, 3], 'contiguous'), empty), new Float32Array(0), 0, 'empty gather');
   });
 
+  /** Native max pooling against js: values and indices exactly, the backward from js's indices; returns g. */
+  function checkMaxPool(x: KernelView, p: Pool2dParams, what: string): KernelView {
+    const js = jsBackend.maxPool2d(x, p);
+    const nv = native!.maxPool2d(x, p);
+    close(nv.out, js.out, 0, what);
+    close(nv.indices, js.indices, 0, `${what} indices`);
+    const gShape = [x.shape[0]!, x.shape[1]!, ...poolHW(x.shape, p)];
+    const g = makeView(gShape, 'contiguous');
+    const idx: KernelView = { dtype: 'i32', storage: js.indices, shape: gShape, strides: strides(gShape), offset: 0 };
+    close(
+      native!.maxPool2dBackward(g, idx, x.shape),
+      jsBackend.maxPool2dBackward(g, idx, x.shape),
+      1e-6,
+      `${what} back`,
+    );
+    return g;
+  }
+
   it('conv2d and both backwards (stride, padding, dilation, groups); pools', () => {
     const cases = [
       { x: [2, 3, 7, 6], w: [4, 3, 3, 3], p: { stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1 } },
@@ -340,35 +364,66 @@ describe('native backend vs js reference', { skip }, () => {
       { kernel: [2, 2], stride: [2, 2], padding: [0, 0] },
       { kernel: [3, 2], stride: [1, 2], padding: [1, 1] },
       { kernel: [1, 1], stride: [1, 1], padding: [0, 0] },
+      // every argmax in its own 2×2 tile: the tiled backward, with the untouched taps zeroed
+      { kernel: [1, 1], stride: [2, 2], padding: [0, 0] },
     ] as const;
     for (const p of pools) {
       for (const shape of [
         [2, 3, 6, 5],
         [1, 1, 1, 1],
         [0, 2, 4, 4],
+        // 2×2 pools vectorised 16 windows at a time: a full chunk and a masked tail (Wo = 20), odd sizes
+        [2, 2, 9, 40],
+        [1, 2, 7, 35],
       ]) {
         const x = makeView(shape, 'sliced');
-        const js = jsBackend.maxPool2d(x, p);
-        const nv = native!.maxPool2d(x, p);
-        close(nv.out, js.out, 0, 'maxpool');
-        close(nv.indices, js.indices, 0, 'maxpool indices');
-        const gShape = [shape[0]!, shape[1]!, ...poolHW(shape, p)];
-        const g = makeView(gShape, 'contiguous');
-        const idx: KernelView = {
-          dtype: 'i32',
-          storage: js.indices,
-          shape: gShape,
-          strides: strides(gShape),
-          offset: 0,
-        };
-        close(
-          native!.maxPool2dBackward(g, idx, shape),
-          jsBackend.maxPool2dBackward(g, idx, shape),
-          1e-6,
-          'maxpool back',
-        );
+        const g = checkMaxPool(x, p, 'maxpool');
         close(native!.avgPool2d(x, p), jsBackend.avgPool2d(x, p), 1e-6, 'avgpool');
         close(native!.avgPool2dBackward(g, shape, p), jsBackend.avgPool2dBackward(g, shape, p), 1e-6, 'avgpool back');
+      }
+    }
+  });
+
+  it('2×2 max pooling: NaN and ties as the js backend, forward and backward, 1 and 2 threads', () => {
+    // Few distinct values make ties common; NaN taps win their window (PyTorch's rule).
+    const values = [0, 1, -1, 2, NaN, 1];
+    let i = 0;
+    const pick = (): number => values[(i = (i * 7 + 3) % 11) % values.length]!;
+    const p = { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } as const;
+    const threadsBefore = addon!.info().threads;
+    try {
+      for (const threads of [1, 2]) {
+        addon!.setThreads(threads);
+        for (const shape of [
+          [3, 5, 6, 36],
+          [2, 3, 5, 33],
+        ]) {
+          checkMaxPool(makeView(shape, 'contiguous', 'f32', pick), p, `maxpool ${shape} threads=${threads}`);
+        }
+      }
+    } finally {
+      addon!.setThreads(threadsBefore);
+    }
+  });
+
+  it('max-pool backward rejects an index outside its plane, on the tiled and the scatter path', () => {
+    // [1, 2, 4, 4] pooled 2×2: 4 windows per plane. Indices in their own windows take the tiled
+    // pass; one index in another window sends the plane to the scatter pass; both check the range.
+    const g = new Float32Array(8).fill(1);
+    const sizes = Float64Array.of(1, 2, 4, 4, 2, 2);
+    const own = Int32Array.of(0, 3, 12, 15, 5, 6, 9, 10);
+    const dx = new Float32Array(32);
+    addon!.maxPool2dBackward(g, own, sizes, dx);
+    assert.deepEqual([...dx.slice(0, 16)], [1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1]);
+    const shared = Int32Array.of(5, 5, 5, 5, 0, 0, 0, 0); // every window picks the same pixel: sums
+    addon!.maxPool2dBackward(g, shared, sizes, dx);
+    assert.equal(dx[5], 4);
+    assert.equal(dx[16], 4);
+    for (const bad of [16, -1]) {
+      for (const at of [1, 6]) {
+        const idx = at === 1 ? own.slice() : shared.slice();
+        idx[at] = bad;
+        assert.throws(() => addon!.maxPool2dBackward(g, idx, sizes, dx), /outside the 4x4 plane/);
       }
     }
   });

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as k from '../src/index.js';
+import './harness/native.js'; // registers the native backend when built (the CNN order test runs on both)
 import {
   AvgPool2d,
   CausalSelfAttention,
@@ -427,5 +428,31 @@ describe('classifier models', () => {
     assert.equal(cnnConfig({}).channels.length, 2);
     assert.throws(() => new CNNClassifier({ image_size: 2, channels: [4, 4, 4] }), /shrink/);
     assert.throws(() => m.forward(k.ones([2, 3, 8, 8])), /must be \[B, 1, 8, 8\]/);
+  });
+
+  it('CNN classifier: pooling before bias + ReLU gives relu(conv + b) → pool, values and gradients', () => {
+    // The model pools the raw convolution and adds the bias and ReLU after (a quarter of the work);
+    // the textbook order below must give the same logits, loss and gradients, on every backend.
+    for (const backend of k.backends()) {
+      k.withBackend(backend, () => {
+        const m = new CNNClassifier(
+          { in_channels: 2, image_size: 12, channels: [4, 16], kernel_size: 3, hidden: 10, classes: 3 },
+          { seed: 3 },
+        );
+        const x = k.randn([3, 2, 12, 12], { generator: new k.Generator(4) });
+        const y = k.tensor([0, 2, 1], { dtype: 'i32' });
+        const loss = k.crossEntropy(m.forward(x), y);
+        loss.backward();
+        const grads = m.parameters().map((p) => flat(p.grad!));
+        m.zeroGrad();
+        let h = x;
+        for (const conv of m.convs) h = k.maxPool2d(k.relu(conv.forward(h)), 2);
+        const logits = m.head.forward(k.relu(m.fc.forward(k.flatten(h, 1))));
+        const reference = k.crossEntropy(logits, y);
+        reference.backward();
+        assert.equal(loss.item(), reference.item(), `${backend}: loss`);
+        m.parameters().forEach((p, i) => assertClose(grads[i]!, flat(p.grad!), 1e-6, `${backend}: grad ${i}`));
+      });
+    }
   });
 });

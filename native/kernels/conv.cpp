@@ -8,9 +8,16 @@
 #include <math.h>
 #include <string.h>
 
+#include <atomic>
 #include <vector>
 
 #include "internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define KN_POOL_X86 1
+#define KN_AVX512 __attribute__((target("avx512f")))
+#endif
 
 using namespace kn;
 
@@ -110,6 +117,128 @@ void max_pool_2x2(const float *xp, int64_t W, int64_t Ho, int64_t Wo, float *out
   }
 }
 
+/* The backward of one plane's 2×2 windows, when every argmax lies in its own window (always for a
+   2×2 stride-2 pool; checked, so any geometry whose choices happen to qualify takes it): dx is
+   written once, window by window, g at the chosen tap and 0 at the other three — no clearing pass
+   and no scatter. Rows or columns past 2·Ho or 2·Wo (odd sizes) are in no window and get 0.
+   Returns false, with dx partly written, when some argmax lies outside its window. */
+KN_CLONES
+bool max_pool_2x2_backward(const float *g, const int32_t *idx, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                           float *dx) {
+  bool own = true;
+  for (int64_t oh = 0; oh < Ho; oh++) {
+    float *r0 = dx + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow++) {
+      const int64_t d = idx[oh * Wo + ow] - (2 * oh * W + 2 * ow);
+      const float v = g[oh * Wo + ow];
+      own &= d == 0 || d == 1 || d == W || d == W + 1;
+      r0[2 * ow] = d == 0 ? v : 0.0f;
+      r0[2 * ow + 1] = d == 1 ? v : 0.0f;
+      r1[2 * ow] = d == W ? v : 0.0f;
+      r1[2 * ow + 1] = d == W + 1 ? v : 0.0f;
+    }
+    for (int64_t iw = 2 * Wo; iw < W; iw++) r0[iw] = r1[iw] = 0.0f;
+  }
+  if (H > 2 * Ho) memset(dx + 2 * Ho * W, 0, sizeof(float) * (size_t)((H - 2 * Ho) * W));
+  return own;
+}
+
+#ifdef KN_POOL_X86
+/* The AVX-512 pooling loops below, when the CPU has the instructions. */
+const bool pool_avx512 = (__builtin_cpu_init(), __builtin_cpu_supports("avx512f") != 0);
+
+/* Masks for a chunk of n ≤ 16 windows: its n outputs and the 2n input floats of each input row. */
+struct ChunkMasks {
+  __mmask16 out, in_lo, in_hi;
+};
+inline ChunkMasks chunk_masks(int64_t n) {
+  const uint32_t lanes = 2 * (uint32_t)n;
+  return {(__mmask16)((1u << n) - 1), (__mmask16)(lanes >= 16 ? 0xFFFF : (1u << lanes) - 1),
+          (__mmask16)(lanes <= 16 ? 0 : (1u << (lanes - 16)) - 1)};
+}
+
+/* max_pool_2x2, 16 windows per step (a masked chunk ends each row: CNN planes are 28 or 14 wide):
+   the even and odd taps of the two input rows deinterleaved by permutes, then the take rule of
+   pool_take (a NaN wins, ties keep the earlier tap) as masks. */
+KN_AVX512 void max_pool_2x2_avx512(const float *xp, int64_t W, int64_t Ho, int64_t Wo, float *out, int32_t *idx) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i one = _mm512_set1_epi32(1), w = _mm512_set1_epi32((int32_t)W);
+  for (int64_t oh = 0; oh < Ho; oh++) {
+    const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow += 16) {
+      const ChunkMasks m = chunk_masks(Wo - ow < 16 ? Wo - ow : 16);
+      const __m512 a0 = _mm512_maskz_loadu_ps(m.in_lo, r0 + 2 * ow), a1 = _mm512_maskz_loadu_ps(m.in_hi, r0 + 2 * ow + 16);
+      const __m512 b0 = _mm512_maskz_loadu_ps(m.in_lo, r1 + 2 * ow), b1 = _mm512_maskz_loadu_ps(m.in_hi, r1 + 2 * ow + 16);
+      const __m512 taps[3] = {_mm512_permutex2var_ps(a0, odd, a1), _mm512_permutex2var_ps(b0, even, b1),
+                              _mm512_permutex2var_ps(b0, odd, b1)};
+      const __m512i i0 = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(2 * oh * W + 2 * ow)), even);
+      const __m512i tap_idx[3] = {_mm512_add_epi32(i0, one), _mm512_add_epi32(i0, w),
+                                  _mm512_add_epi32(_mm512_add_epi32(i0, w), one)};
+      __m512 best = _mm512_permutex2var_ps(a0, even, a1);
+      __m512i bi = i0;
+      for (int t = 0; t < 3; t++) {
+        const __m512 v = taps[t];
+        const __mmask16 take = (_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) &
+                               _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q);
+        best = _mm512_mask_mov_ps(best, take, v);
+        bi = _mm512_mask_mov_epi32(bi, take, tap_idx[t]);
+      }
+      _mm512_mask_storeu_ps(out + oh * Wo + ow, m.out, best);
+      _mm512_mask_storeu_epi32(idx + oh * Wo + ow, m.out, bi);
+    }
+  }
+}
+
+/* max_pool_2x2_backward, 16 windows per step: the four taps' values by masks, interleaved back into
+   the two input rows by permutes. */
+KN_AVX512 bool max_pool_2x2_backward_avx512(const float *g, const int32_t *idx, int64_t H, int64_t W, int64_t Ho,
+                                            int64_t Wo, float *dx) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1), w = _mm512_set1_epi32((int32_t)W),
+                w1 = _mm512_set1_epi32((int32_t)W + 1);
+  __mmask16 stray = 0;
+  for (int64_t oh = 0; oh < Ho; oh++) {
+    float *r0 = dx + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow += 16) {
+      const ChunkMasks m = chunk_masks(Wo - ow < 16 ? Wo - ow : 16);
+      const __m512 v = _mm512_maskz_loadu_ps(m.out, g + oh * Wo + ow);
+      const __m512i i0 = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(2 * oh * W + 2 * ow)), even);
+      const __m512i d = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m.out, idx + oh * Wo + ow), i0);
+      const __mmask16 t0 = _mm512_cmpeq_epi32_mask(d, zero), t1 = _mm512_cmpeq_epi32_mask(d, one),
+                      t2 = _mm512_cmpeq_epi32_mask(d, w), t3 = _mm512_cmpeq_epi32_mask(d, w1);
+      stray |= m.out & (__mmask16) ~(t0 | t1 | t2 | t3);
+      const __m512 v0 = _mm512_maskz_mov_ps(t0, v), v1 = _mm512_maskz_mov_ps(t1, v);
+      const __m512 v2 = _mm512_maskz_mov_ps(t2, v), v3 = _mm512_maskz_mov_ps(t3, v);
+      _mm512_mask_storeu_ps(r0 + 2 * ow, m.in_lo, _mm512_permutex2var_ps(v0, lo, v1));
+      _mm512_mask_storeu_ps(r0 + 2 * ow + 16, m.in_hi, _mm512_permutex2var_ps(v0, hi, v1));
+      _mm512_mask_storeu_ps(r1 + 2 * ow, m.in_lo, _mm512_permutex2var_ps(v2, lo, v3));
+      _mm512_mask_storeu_ps(r1 + 2 * ow + 16, m.in_hi, _mm512_permutex2var_ps(v2, hi, v3));
+    }
+    for (int64_t iw = 2 * Wo; iw < W; iw++) r0[iw] = r1[iw] = 0.0f;
+  }
+  if (H > 2 * Ho) memset(dx + 2 * Ho * W, 0, sizeof(float) * (size_t)((H - 2 * Ho) * W));
+  return stray == 0;
+}
+#endif
+
+void max_pool_2x2_plane(const float *xp, int64_t W, int64_t Ho, int64_t Wo, float *out, int32_t *idx) {
+#ifdef KN_POOL_X86
+  if (pool_avx512) return max_pool_2x2_avx512(xp, W, Ho, Wo, out, idx);
+#endif
+  max_pool_2x2(xp, W, Ho, Wo, out, idx);
+}
+
+bool max_pool_2x2_backward_plane(const float *g, const int32_t *idx, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                                 float *dx) {
+#ifdef KN_POOL_X86
+  if (pool_avx512) return max_pool_2x2_backward_avx512(g, idx, H, W, Ho, Wo, dx);
+#endif
+  return max_pool_2x2_backward(g, idx, H, W, Ho, Wo, dx);
+}
+
 /* Images in parallel (each with its own column buffer and a single-threaded GEMM) when there are
    enough of them; otherwise one image at a time with the GEMM itself split across the pool. */
 bool by_image(const kn_conv2d *p) { return p->N >= kn_get_threads() && kn_get_threads() > 1; }
@@ -118,6 +247,79 @@ bool by_image(const kn_conv2d *p) { return p->N >= kn_get_threads() && kn_get_th
 void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
           float beta, float *C, int64_t ldc) {
   kn_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Plane q of a max pool: the vectorised 2×2 stride-2 path, else the general loop. */
+void max_pool_plane(const kn_pool2d *p, int64_t q, const float *x, float *out, int32_t *idx) {
+  const int64_t HW = p->H * p->W, O = p->Ho * p->Wo;
+  const float *xp = x + q * HW;
+  out += q * O;
+  idx += q * O;
+  if (p->kH == 2 && p->kW == 2 && p->stride[0] == 2 && p->stride[1] == 2 && p->padding[0] == 0 && p->padding[1] == 0)
+    return max_pool_2x2_plane(xp, p->W, p->Ho, p->Wo, out, idx);
+  for (int64_t oh = 0; oh < p->Ho; oh++)
+    for (int64_t ow = 0; ow < p->Wo; ow++) {
+      float best = -INFINITY;
+      int32_t bi = -1;
+      for (int64_t kh = 0; kh < p->kH; kh++) {
+        int64_t ih = oh * p->stride[0] - p->padding[0] + kh;
+        if (ih < 0 || ih >= p->H) continue;
+        for (int64_t kw = 0; kw < p->kW; kw++) {
+          int64_t iw = ow * p->stride[1] - p->padding[1] + kw;
+          if (iw < 0 || iw >= p->W) continue;
+          float v = xp[ih * p->W + iw];
+          if (bi < 0) bi = (int32_t)(ih * p->W + iw);  // the first in-image tap, as the js backend
+          if (v > best || v != v) {
+            best = v;
+            bi = (int32_t)(ih * p->W + iw);
+            if (v != v) goto done;  // NaN propagates
+          }
+        }
+      }
+    done:
+      out[oh * p->Wo + ow] = best;
+      idx[oh * p->Wo + ow] = bi < 0 ? 0 : bi;
+    }
+}
+
+/* Plane q of the pool's backward from its gradient gp [Ho·Wo]: the tiled pass when every index is
+   in its own window (which proves it inside the plane), else clear and scatter after checking each
+   index; an index outside the plane is reported through bad. */
+void max_pool_backward_plane(const kn_pool2d *p, int64_t q, const float *gp, const int32_t *idx, float *dx,
+                             std::atomic<int64_t> *bad) {
+  const int64_t HW = p->H * p->W, O = p->Ho * p->Wo;
+  const int32_t *ip = idx + q * O;
+  float *dp = dx + q * HW;
+  const bool tiles = 2 * p->Ho <= p->H && 2 * p->Wo <= p->W;
+  if (tiles && max_pool_2x2_backward_plane(gp, ip, p->H, p->W, p->Ho, p->Wo, dp)) return;
+  for (int64_t i = 0; i < O; i++)
+    if (ip[i] < 0 || ip[i] >= HW) {
+      bad->store(q * O + i);
+      return;
+    }
+  memset(dp, 0, sizeof(float) * (size_t)HW);
+  for (int64_t i = 0; i < O; i++) dp[ip[i]] += gp[i];
+}
+
+/* y = relu(y + b) in place, the composite's rules: NaN stays NaN. */
+KN_CLONES
+void bias_relu(float *y, float b, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const float v = y[i] + b;
+    y[i] = v > 0.0f || v != v ? v : 0.0f;
+  }
+}
+
+/* m = g where relu's output y > 0 or is NaN, else 0 (relu'(0) = 0; the composite's where, so an
+   infinite g stays out where the mask is 0); returns Σ m in double. */
+KN_CLONES
+double relu_mask(const float *g, const float *y, float *m, int64_t n) {
+  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // eight chains, not one: the adds' latency hides
+  for (int64_t i = 0; i < n; i++) {
+    m[i] = y[i] <= 0.0f ? 0.0f : g[i];
+    lanes[i & 7] += m[i];
+  }
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
 }  // namespace
@@ -208,50 +410,53 @@ void kn_conv2d_backward_weight_f32(const kn_conv2d *p, const float *gout, const 
 }
 
 void kn_max_pool2d_f32(const kn_pool2d *p, const float *x, float *out, int32_t *idx) {
-  const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
-  if (p->kH == 2 && p->kW == 2 && p->stride[0] == 2 && p->stride[1] == 2 && p->padding[0] == 0 && p->padding[1] == 0) {
-    parallel_for(planes, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; q++) max_pool_2x2(x + q * HW, p->W, p->Ho, p->Wo, out + q * O, idx + q * O);
-    });
-    return;
-  }
-  parallel_for(planes, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
+  const int64_t O = p->Ho * p->Wo;
+  parallel_for(p->N * p->C, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) max_pool_plane(p, q, x, out, idx);
+  });
+}
+
+void kn_max_pool2d_bias_relu_f32(const kn_pool2d *p, const float *x, const float *bias, float *out, int32_t *idx) {
+  const int64_t O = p->Ho * p->Wo;
+  parallel_for(p->N * p->C, GRAIN / (O * p->kH * p->kW + 1) + 1, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
-      const float *xp = x + q * HW;
-      for (int64_t oh = 0; oh < p->Ho; oh++)
-        for (int64_t ow = 0; ow < p->Wo; ow++) {
-          float best = -INFINITY;
-          int32_t bi = -1;
-          for (int64_t kh = 0; kh < p->kH; kh++) {
-            int64_t ih = oh * p->stride[0] - p->padding[0] + kh;
-            if (ih < 0 || ih >= p->H) continue;
-            for (int64_t kw = 0; kw < p->kW; kw++) {
-              int64_t iw = ow * p->stride[1] - p->padding[1] + kw;
-              if (iw < 0 || iw >= p->W) continue;
-              float v = xp[ih * p->W + iw];
-              if (bi < 0) bi = (int32_t)(ih * p->W + iw);  // the first in-image tap, as the js backend
-              if (v > best || v != v) {
-                best = v;
-                bi = (int32_t)(ih * p->W + iw);
-                if (v != v) goto done;  // NaN propagates
-              }
-            }
-          }
-        done:
-          out[q * O + oh * p->Wo + ow] = best;
-          idx[q * O + oh * p->Wo + ow] = bi < 0 ? 0 : bi;
-        }
+      max_pool_plane(p, q, x, out, idx);
+      bias_relu(out + q * O, bias[q % p->C], O);
     }
   });
 }
 
-void kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *idx, float *dx) {
-  const int64_t planes = p->N * p->C, HW = p->H * p->W, O = p->Ho * p->Wo;
-  memset(dx, 0, sizeof(float) * (size_t)(planes * HW));
-  parallel_for(planes, GRAIN / (O + 1) + 1, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; q++)
-      for (int64_t i = 0; i < O; i++) dx[q * HW + idx[q * O + i]] += g[q * O + i];
+int64_t kn_max_pool2d_backward_f32(const kn_pool2d *p, const float *g, const int32_t *idx, float *dx) {
+  const int64_t O = p->Ho * p->Wo;
+  std::atomic<int64_t> bad{-1};
+  parallel_for(p->N * p->C, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1 && bad.load() < 0; q++) max_pool_backward_plane(p, q, g + q * O, idx, dx, &bad);
   });
+  return bad.load();
+}
+
+/* Per plane: the ReLU's mask applied to g (into a small per-thread buffer), the plane's sum of it
+   in double, then the pool's backward from the masked gradient. db sums the plane sums over the
+   batch in image order: the same bits at any thread count. */
+int64_t kn_max_pool2d_bias_relu_backward_f32(const kn_pool2d *p, const float *g, const float *out,
+                                             const int32_t *idx, float *dx, float *db) {
+  const int64_t planes = p->N * p->C, O = p->Ho * p->Wo;
+  std::vector<double> plane_sums(db ? (size_t)planes : 0);
+  std::atomic<int64_t> bad{-1};
+  parallel_for(planes, GRAIN / (4 * O + 1) + 1, [&](int64_t q0, int64_t q1) {
+    std::vector<float> masked((size_t)O);
+    for (int64_t q = q0; q < q1 && bad.load() < 0; q++) {
+      const double sum = relu_mask(g + q * O, out + q * O, masked.data(), O);
+      if (db) plane_sums[(size_t)q] = sum;
+      max_pool_backward_plane(p, q, masked.data(), idx, dx, &bad);
+    }
+  });
+  for (int64_t c = 0; db && c < p->C; c++) {
+    double s = 0.0;
+    for (int64_t n = 0; n < p->N; n++) s += plane_sums[(size_t)(n * p->C + c)];
+    db[c] = (float)s;
+  }
+  return bad.load();
 }
 
 void kn_avg_pool2d_f32(const kn_pool2d *p, const float *x, float *out) {

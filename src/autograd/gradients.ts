@@ -75,6 +75,8 @@ export interface GradContexts {
   linear: { act: ActivationOp | null; h: Tensor | null };
   /** The fused LoRA linear (src/ops/lora-linear.ts); t = scaling · h·Aᵀ [M, r]. */
   loraLinear: { scaling: number; quantized: QuantizedMatrix | null; t: Tensor };
+  /** relu(maxPool2d(x) + bias) (src/ops/conv.ts); the rule reads the output for ReLU's mask. */
+  maxPoolBiasRelu: { indices: Tensor; xShape: readonly number[] };
 }
 
 export type PrimitiveName = keyof GradContexts;
@@ -254,6 +256,7 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   quantizedMatmul: (g, _i, { w }) => [ops.quantizedMatmulInputGrad(g, w)],
   linear: linearGrad,
   loraLinear: loraLinearGrad,
+  maxPoolBiasRelu: maxPoolBiasReluGrad,
 };
 
 /*
@@ -416,6 +419,26 @@ function linearGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { act, h }
     w!.requiresGrad ? ops.matmulGradB(x!, w!, dh) : null,
     db,
   ];
+}
+
+/* ReLU's mask from the output (out > 0 exactly where the pre-activation is, NaN passing as in
+   relu's rule), then the pool's backward and the bias's sum; the composite when the backend now
+   current has no fused kernel. */
+function maxPoolBiasReluGrad(
+  g: Tensor,
+  [, b]: readonly (Tensor | null)[],
+  { indices, xShape }: GradContexts['maxPoolBiasRelu'],
+  out: Tensor,
+): Grads {
+  const wantBias = !!b?.requiresGrad;
+  const fused = fusedFor('maxPoolBiasRelu', [g, out]);
+  if (fused) {
+    const r = fused.maxPoolBiasReluBackward(g, out, indices, xShape, wantBias);
+    return [new TensorClass(r.dx, xShape, g.dtype), r.db ? new TensorClass(r.db, b!.shape, b!.dtype) : null];
+  }
+  const masked = ACTIVATION_GRADS.relu(g, out);
+  const dx = kernelFor('maxPool2dBackward', [masked, indices]).maxPool2dBackward(masked, indices, xShape);
+  return [new TensorClass(dx, xShape, g.dtype), wantBias ? ops.sum(masked, [0, 2, 3]) : null];
 }
 
 /** amax/amin gradient: g flows to the elements equal to the result, split evenly among ties. */

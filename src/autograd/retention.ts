@@ -39,6 +39,7 @@ const INPUT_VALUES: Partial<Record<PrimitiveName, InputValues>> = {
   cumsum: NONE,
   where: NONE,
   maxPool2d: NONE,
+  maxPoolBiasRelu: NONE, // reads its output (OUTPUT_READERS)
   avgPool2d: NONE,
   crossEntropy: NONE,
   quantizedMatmul: NONE,
@@ -80,6 +81,7 @@ const OUTPUT_READERS: ReadonlySet<PrimitiveName> = new Set<PrimitiveName>([
   'sigmoid',
   'softmax',
   'logSoftmax',
+  'maxPoolBiasRelu',
 ]);
 
 export function keepsOutput(op: PrimitiveName): boolean {

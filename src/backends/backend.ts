@@ -91,6 +91,7 @@ export type FusedKernelName =
   | 'gradNorm'
   | 'activationBackward'
   | 'biasActivation'
+  | 'maxPoolBiasRelu'
   | 'quantizedMatmul'
   | 'matmulAccumulate';
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
@@ -104,6 +105,7 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'gradNorm',
   'activationBackward',
   'biasActivation',
+  'maxPoolBiasRelu',
   'quantizedMatmul',
   'matmulAccumulate',
 ];
@@ -310,6 +312,22 @@ export interface FusedKernels {
     act: ActivationOp | null,
     bias: boolean,
   ): { dh: Storage | null; db: Storage | null };
+  /**
+   * relu(maxPool2d(x) + bias[c]) over x [N, C, H, W] in one pass (a CNN block after its convolution):
+   * the output and the pool's indices, equal to the composite maxPool2d → add → relu.
+   */
+  maxPoolBiasRelu(x: KernelView, bias: KernelView, p: Pool2dParams): { out: Storage; indices: Storage };
+  /**
+   * Its backward from g and the forward's `out` and `indices`: dx [N, C, H, W] and, when `bias`,
+   * db [C] = Σ over images and pixels of g ⊙ relu'(out), summed in an order that depends only on the shape.
+   */
+  maxPoolBiasReluBackward(
+    g: KernelView,
+    out: KernelView,
+    indices: KernelView,
+    xShape: readonly number[],
+    bias: boolean,
+  ): { dx: Storage; db: Storage | null };
   /**
    * x [..., K] · Wᵀ → [..., N] for W [N, K] in blocks, x's rows quantized to q8_0 first; must
    * match src/backends/js/qmatmul.ts (the reference). A row's result never depends on the batch.

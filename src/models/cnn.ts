@@ -14,7 +14,7 @@
 import { ArgumentError } from '../errors.js';
 import { relu } from '../ops/elementwise.js';
 import { flatten } from '../ops/view.js';
-import { maxPool2d } from '../ops/conv.js';
+import { conv2d, maxPool2d, maxPool2dBiasRelu } from '../ops/conv.js';
 import { Generator } from '../random.js';
 import { formatShape } from '../shape.js';
 import { ShapeError } from '../errors.js';
@@ -118,9 +118,22 @@ export class CNNClassifier extends Module implements Layer {
         expected: ['B', C, S, S],
       });
     }
-    for (const conv of this.convs) h = maxPool2d(relu(conv.forward(h)), 2); // [B, Ci, Si, Si]
+    for (const conv of this.convs) h = convBlock(conv, h); // [B, Ci, Si, Si]
     h = flatten(h, 1); // [B, F]
     h = this.drop.forward(relu(this.fc.forward(h))); // [B, Hd]
     return this.head.forward(h); // [B, K]
   }
+}
+
+/*
+ * relu(conv(h) + b) pooled 2×2, computed as relu(maxPool(conv(h)) + b): the bias add and ReLU run on
+ * the pooled quarter of the activations, fused with the pool where the backend can (and so do their
+ * backward passes). Equal values: a per-channel constant and ReLU are monotone, so they commute with
+ * the max (float addition rounds monotonically too), and ReLU's gradient is 0 exactly where the
+ * pooled value is ≤ 0 either way. Only the tap a tie sends the gradient to can differ (a tie created
+ * by the rounding of x + b), as with any argmax rule.
+ */
+function convBlock(conv: Conv2d, h: Tensor): Tensor {
+  const y = conv2d(h, conv.weight, null, conv.options);
+  return conv.bias ? maxPool2dBiasRelu(y, conv.bias, 2) : relu(maxPool2d(y, 2));
 }

@@ -1,11 +1,11 @@
 /** 2-D convolution and pooling over NCHW tensors (PyTorch's conventions). */
 import { record } from '../autograd/tape.js';
 import type { Conv2dParams, Pool2dParams } from '../backends/backend.js';
-import { kernelFor } from '../backends/dispatch.js';
+import { fusedFor, kernelFor } from '../backends/dispatch.js';
 import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
 import { convOutSize, formatShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
-import { add } from './elementwise.js';
+import { add, relu } from './elementwise.js';
 import { requireFloat } from './util.js';
 import { reshape } from './view.js';
 
@@ -121,6 +121,29 @@ export function maxPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {})
   const shape = pooledShape(x, p);
   const { out, indices } = kernelFor('maxPool2d', [x]).maxPool2d(x, p);
   return record('maxPool2d', new Tensor(out, shape, x.dtype), [x], {
+    indices: new Tensor(indices, shape, 'i32'),
+    xShape: x.shape,
+  });
+}
+
+/**
+ * relu(maxPool2d(x) + bias) with bias [C] per channel of x [N, C, H, W]: a CNN block's tail when the
+ * block pools its convolution before the bias and ReLU (src/models/cnn.ts). One pass over x with a
+ * backend's fused kernel (and one back), else the composite.
+ */
+export function maxPool2dBiasRelu(x: Tensor, bias: Tensor, kernelSize: Pair, opts: Pool2dOptions = {}): Tensor {
+  const p = poolParams('maxPool2dBiasRelu', x, kernelSize, opts);
+  const C = x.shape[1]!;
+  if (bias.rank !== 1 || bias.shape[0] !== C)
+    throw new ShapeError(`maxPool2dBiasRelu: bias must be [${C}], got ${formatShape(bias.shape)}`, {
+      op: 'maxPool2dBiasRelu',
+      shapes: [x.shape, bias.shape],
+    });
+  const fused = x.dtype === 'f32' && bias.dtype === 'f32' ? fusedFor('maxPoolBiasRelu', [x, bias]) : null;
+  if (!fused) return relu(add(maxPool2d(x, kernelSize, opts), reshape(bias, [1, C, 1, 1])));
+  const shape = pooledShape(x, p);
+  const { out, indices } = fused.maxPoolBiasRelu(x, bias, p);
+  return record('maxPoolBiasRelu', new Tensor(out, shape, x.dtype), [x, bias], {
     indices: new Tensor(indices, shape, 'i32'),
     xShape: x.shape,
   });

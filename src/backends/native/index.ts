@@ -136,6 +136,8 @@ export interface NativeAddon {
   conv2dBackwardWeight(g: F32, x: F32, params: Float64Array, dw: F32): void;
   maxPool2d(x: F32, params: Float64Array, out: F32, indices: Int32Array): void;
   maxPool2dBackward(g: F32, indices: Int32Array, sizes: Float64Array, dx: F32): void;
+  maxPool2dBiasRelu(x: F32, bias: F32, params: Float64Array, out: F32, indices: Int32Array): void;
+  maxPool2dBiasReluBackward(g: F32, out: F32, indices: Int32Array, sizes: Float64Array, dx: F32, db: Opt<F32>): void;
   avgPool2d(x: F32, params: Float64Array, out: F32): void;
   avgPool2dBackward(g: F32, params: Float64Array, dx: F32): void;
   // Fused kernels over contiguous rows (Backend.fused wraps them).
@@ -423,6 +425,11 @@ function allocI32(n: number): Int32Array {
   return new Int32Array(slab, at, n);
 }
 
+/** A max pool's backward geometry [N, C, H, W, Ho, Wo] from its gradient's and its input's shapes. */
+function poolSizes(gShape: readonly number[], xShape: readonly number[]): Float64Array {
+  return Float64Array.of(gShape[0]!, gShape[1]!, xShape[2]!, xShape[3]!, gShape[2]!, gShape[3]!);
+}
+
 function numel(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;
@@ -704,6 +711,20 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       addon.biasActivationBackward(dense(g), h && dense(h), rows, N, act ? UNARY_CODE[act] : -1, dh, db);
       return { dh, db };
     },
+    maxPoolBiasRelu(x: KernelView, bias: KernelView, p: Pool2dParams) {
+      const n = pooled(x.shape, p);
+      const out = allocF32(n);
+      const indices = allocI32(n);
+      addon.maxPool2dBiasRelu(dense(x), dense(bias), poolParams(x.shape, p), out, indices);
+      return { out, indices };
+    },
+    maxPoolBiasReluBackward(g, out, indices, xShape, bias) {
+      const dx = allocF32(numel(xShape));
+      const db = bias ? allocF32(xShape[1]!) : null;
+      const idx = denseAny(indices, addon, pack) as Int32Array;
+      addon.maxPool2dBiasReluBackward(dense(g), dense(out), idx, poolSizes(g.shape, xShape), dx, db);
+      return { dx, db };
+    },
     matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void {
       addon.matmulAccumulate(f32(a), f32(b), pack(a, b), c, alpha);
     },
@@ -919,10 +940,8 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       return { out, indices };
     },
     maxPool2dBackward(g: KernelView, indices: KernelView, xShape: readonly number[]): Storage {
-      const [N, C, Ho, Wo] = g.shape as [number, number, number, number];
       const out = allocF32(numel(xShape));
-      const sizes = Float64Array.of(N, C, xShape[2]!, xShape[3]!, Ho, Wo);
-      addon.maxPool2dBackward(dense(g), denseAny(indices, addon, pack) as Int32Array, sizes, out);
+      addon.maxPool2dBackward(dense(g), denseAny(indices, addon, pack) as Int32Array, poolSizes(g.shape, xShape), out);
       return out;
     },
     avgPool2d(x: KernelView, p: Pool2dParams): Storage {
