@@ -7,11 +7,10 @@
  * Unit MiB, lower is better: `ratio` = torch / knobs (docs/design.md: > 1 means knobs is better), so
  * the issue's "knobs ≤ 1.5 × torch" is ratio ≥ 1/1.5 ≈ 0.67 (the row's target).
  */
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as k from '../src/index.js';
 import { loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
-import { haveTaskset, TorchPeer } from './peer.js';
+import { runBenchChild, TorchPeer } from './peer.js';
 import { type BenchOptions, type BenchRow, makeRow } from './row.js';
 import { notes } from './train-step.js';
 import { gptTrainWorkload, KJV_BATCH } from './workloads.js';
@@ -31,13 +30,8 @@ function child(steps: number): void {
 
 export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   const self = fileURLToPath(import.meta.url);
-  const pin = opts.cores === 1 && haveTaskset();
-  const env = { ...process.env, ...(opts.cores === 1 ? { KNOBS_THREADS: '1' } : {}) };
-  const r = pin
-    ? spawnSync('taskset', ['-c', '0', process.execPath, self, '--child', String(STEPS)], { encoding: 'utf8', env })
-    : spawnSync(process.execPath, [self, '--child', String(STEPS)], { encoding: 'utf8', env });
-  if (r.status !== 0) throw new Error(`gpt-memory child failed: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-  const knobsMiB = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { kib: number }).kib / MIB;
+  const out = runBenchChild('gpt-memory child', [self, '--child', String(STEPS)], opts.cores);
+  const knobsMiB = (JSON.parse(out.trim().split('\n').pop()!) as { kib: number }).kib / MIB;
   const peer = await TorchPeer.start(opts.cores);
   let torchMiB: number;
   try {

@@ -16,7 +16,6 @@
  * Rows: GB/s (10⁹ bytes of weights per second, higher is better; the issue asks ≥ 1 GB/s) and
  * the peak RSS growth as a multiple of the weights' bytes (lower is better; the issue asks ≤ 1.2).
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { loadHfModel } from '../src/models/hf/load.js';
 import { GPT } from '../src/models/gpt.js';
 import { withoutInit } from '../src/nn/init.js';
-import { haveTaskset, TorchPeer } from './peer.js';
+import { runBenchChild, TorchPeer } from './peer.js';
 import { type BenchOptions, type BenchRow, makeRow, median } from './row.js';
 import { notes } from './train-step.js';
 
@@ -104,13 +103,8 @@ async function child(dir: string): Promise<void> {
 
 function knobsSample(dir: string, cores: 1 | 'all'): LoadSample {
   const self = fileURLToPath(import.meta.url);
-  const env = { ...process.env, ...(cores === 1 ? { KNOBS_THREADS: '1' } : {}) };
-  const pin = cores === 1 && haveTaskset();
-  const r = pin
-    ? spawnSync('taskset', ['-c', '0', process.execPath, self, '--child', dir], { encoding: 'utf8', env })
-    : spawnSync(process.execPath, [self, '--child', dir], { encoding: 'utf8', env });
-  if (r.status !== 0) throw new Error(`hf-load child failed: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as LoadSample;
+  const out = runBenchChild('hf-load child', [self, '--child', dir], cores);
+  return JSON.parse(out.trim().split('\n').pop()!) as LoadSample;
 }
 
 async function torchSample(path: string, cores: 1 | 'all'): Promise<{ sample: LoadSample; version: string }> {

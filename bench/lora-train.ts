@@ -14,7 +14,6 @@
  * resident set size; the LoRA rows' peer is the full step's child of the same shape. Lower is
  * better, ratio = full / LoRA.
  */
-import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +21,7 @@ import * as k from '../src/index.js';
 import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 import { applyLora, parseLoraConfig } from '../src/finetune/lora.js';
 import { quantizeBase } from '../src/finetune/quantized-base.js';
-import { haveTaskset, pinnedToCore0 } from './peer.js';
+import { pinnedToCore0, runBenchChild } from './peer.js';
 import { type BenchOptions, type BenchRow, makeRow, median } from './row.js';
 import { runTrainBench } from './train-step.js';
 import { KJV_BATCH, KJV_GPT, WIDE_GPT, type Workload } from './workloads.js';
@@ -106,15 +105,10 @@ const MEMORY_STEPS = 3;
 
 function childPeakMiB(variant: string, cores: 1 | 'all'): number {
   const self = fileURLToPath(import.meta.url);
-  const args = ['--expose-gc', self, '--child', variant, String(MEMORY_STEPS)];
-  const env = { ...process.env, ...(cores === 1 ? { KNOBS_THREADS: '1' } : {}) };
-  const r =
-    cores === 1 && haveTaskset()
-      ? spawnSync('taskset', ['-c', '0', process.execPath, ...args], { encoding: 'utf8', env })
-      : spawnSync(process.execPath, args, { encoding: 'utf8', env });
-  if (r.status !== 0)
-    throw new Error(`lora-train child ${variant} failed: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { kib: number }).kib / 1024;
+  const out = runBenchChild(`lora-train child ${variant}`, [self, '--child', variant, String(MEMORY_STEPS)], cores, [
+    '--expose-gc',
+  ]);
+  return (JSON.parse(out.trim().split('\n').pop()!) as { kib: number }).kib / 1024;
 }
 
 function peakMemory(opts: BenchOptions): BenchRow[] {

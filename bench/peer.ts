@@ -22,6 +22,24 @@ export function haveTaskset(): boolean {
   return spawnSync('taskset', ['-V'], { encoding: 'utf8' }).status === 0;
 }
 
+/**
+ * Runs a bench module again in a child node process (its `--child …` mode) with this process's node
+ * flags, so the child's garbage collector runs as the parent's (`npm run bench` passes
+ * --single-threaded-gc, as the knobs executable does) plus `nodeFlags`. A one-core row pins the child
+ * to core 0 with one knobs thread. Returns the child's stdout; a failed child throws with `what` and
+ * the last lines of its stderr.
+ */
+export function runBenchChild(what: string, args: string[], cores: 1 | 'all', nodeFlags: string[] = []): string {
+  const env = { ...process.env, ...(cores === 1 ? { KNOBS_THREADS: '1' } : {}) };
+  const node = [process.execPath, ...process.execArgv, ...nodeFlags, ...args];
+  const r =
+    cores === 1 && haveTaskset()
+      ? spawnSync('taskset', ['-c', '0', ...node], { encoding: 'utf8', env })
+      : spawnSync(node[0]!, node.slice(1), { encoding: 'utf8', env });
+  if (r.status !== 0) throw new Error(`${what} failed: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+  return r.stdout;
+}
+
 /** The PyTorch peer could not start: the bench must not report rows without it. */
 export class PeerMissingError extends Error {
   constructor(why: string, stderr: string) {

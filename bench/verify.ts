@@ -94,7 +94,16 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
     for (const files of [1, 4]) {
       const bundle = join(dir, `bundle-${files}`);
       const paths = await makeBundle(bundle, files, key);
-      const knobs = [...pin, process.execPath, CLI, 'verify', bundle, '--public-key', `${key}.pub`];
+      const knobs = [
+        ...pin,
+        process.execPath,
+        ...process.execArgv,
+        CLI,
+        'verify',
+        bundle,
+        '--public-key',
+        `${key}.pub`,
+      ];
       if (opts.cores === 1) knobs.push('--threads', '1');
       // The peer: one sha256sum per CPU, each over every cpus-th file.
       const shares = Array.from({ length: Math.min(cpus, files) }, (_, c) => paths.filter((_, i) => i % cpus === c));

@@ -10,12 +10,18 @@
  *       the files, size and SHA-256
  *   node scripts/finetune_economics.mjs run --base DIR --name NAME --new TEXT --old TEXT
  *       --steps N [--lrs 1e-3,3e-3,1e-2] [--methods lora-attn,lora-all,lora-q8,last2,full,scratch]
- *       [--jobs J] [--eval-batches E] --work DIR --out RESULTS.jsonl
+ *       [--jobs J] [--eval-batches E] [--lora JSON] [--seed S] --work DIR --out RESULTS.jsonl
  *       runs the sweep (J children at a time, one thread each) and appends rows to RESULTS.jsonl;
+ *       --lora sets more of PEFT's LoraConfig fields for every LoRA method (e.g. '{"use_rslora":true}'),
+ *       over LORA_FIXED's; r and target_modules are the experiment's and stay; --seed (default 0)
+ *       is the recipes' seed (LoRA's initial lora_A, the model of a scratch run, the batches' order);
  *       `lora-q8` is attention LoRA on the base quantized to q8_0 (recipe "quantize"); an empty
  *       --methods only finishes the sweeps RESULTS holds (winners' old-text loss)
  *   node scripts/finetune_economics.mjs table RESULTS.jsonl...
  *       the markdown table of the chosen runs
+ *   node scripts/finetune_economics.mjs candidates RESULTS.jsonl...
+ *       the markdown table of every LoRA setting the files hold: its loss at each learning rate, its
+ *       best, and that against the best full fine-tune of the same base
  *   node scripts/finetune_economics.mjs eval MODEL [--adapter DIR] --data TEXT --batches E
  *       (a child) mean loss per byte on the first E batches of TEXT's validation split, as JSON
  *
@@ -40,6 +46,13 @@ const METHODS = ['lora-attn', 'lora-all', 'lora-q8', 'last2', 'full', 'scratch']
 /** Attention projections of both families: GPT-2 attn.c_attn / attn.c_proj, Llama q/k/v/o_proj (PEFT's re.fullmatch). */
 const ATTENTION_REGEX = '(.*\\.)?(attn\\.c_attn|attn\\.c_proj|q_proj|k_proj|v_proj|o_proj)';
 const VALIDATION_FRACTION = 0.05;
+/** The LoRA settings every LoRA method starts from (PEFT's field names); --lora overrides all but r. */
+const LORA_FIXED = { r: 8, lora_alpha: 16, lora_dropout: 0, use_rslora: false };
+/**
+ * Every child node runs with V8's garbage collector on the main thread: its background threads
+ * compete with the compute thread on a busy machine (the CLI and the bench run the same way).
+ */
+const NODE_FLAGS = ['--single-threaded-gc'];
 
 /** A path as the results show it: relative to where the script was started (the rows are committed). */
 const shown = (path) => relative(process.cwd(), path) || '.';
@@ -68,7 +81,7 @@ function commonRecipe(o, lr) {
     context: 128,
     steps: o.steps,
     clip_grad_norm: 1.0,
-    seed: 0,
+    seed: o.seed,
     log_every: 10,
     eval_every: o.steps,
     eval_batches: o.evalBatches,
@@ -79,10 +92,7 @@ function commonRecipe(o, lr) {
 /** The recipe of one method on this base (`baseRecipe`: the base's recipe.json). */
 function methodRecipe(method, baseRecipe, o, lr) {
   const common = { name: `${o.name}-${method}`, ...commonRecipe(o, lr) };
-  const lora = (target_modules) => ({
-    ...common,
-    lora: { r: 8, lora_alpha: 16, lora_dropout: 0, target_modules, use_rslora: false },
-  });
+  const lora = (target_modules) => ({ ...common, lora: { ...o.lora, target_modules } });
   const m = baseRecipe.model;
   const layers = m.type === 'gpt' ? m.n_layer : m.num_hidden_layers;
   const last = [layers - 2, layers - 1];
@@ -177,8 +187,8 @@ async function runOne(method, lr, baseRecipe, o) {
   writeFileSync(recipePath, `${JSON.stringify(methodRecipe(method, baseRecipe, o, lr), null, 2)}\n`);
   const args =
     method === 'scratch'
-      ? [process.execPath, KNOBS, 'train', recipePath, '--out', dir, '--json']
-      : [process.execPath, KNOBS, 'tune', o.base, recipePath, '--out', dir, '--json'];
+      ? [process.execPath, ...NODE_FLAGS, KNOBS, 'train', recipePath, '--out', dir, '--json']
+      : [process.execPath, ...NODE_FLAGS, KNOBS, 'tune', o.base, recipePath, '--out', dir, '--json'];
   const t = await timedChild(args, `${dir}.log`);
   if (t.code !== 0) {
     const row = { kind: 'failed', name: o.name, method, lr, code: t.code, log: shown(`${dir}.log`) };
@@ -195,6 +205,8 @@ async function runOne(method, lr, baseRecipe, o) {
     name: o.name,
     method,
     lr,
+    ...(lora ? { lora: o.lora } : {}),
+    seed: o.seed,
     steps: o.steps,
     tokens: o.steps * 16 * 128,
     trainable_parameters: trainable,
@@ -216,7 +228,7 @@ async function oldLoss(row, o) {
   const model = row.method.startsWith('lora') ? o.base : row.dir;
   const adapter = row.method.startsWith('lora') ? ['--adapter', row.dir] : [];
   if (row.method === 'lora-q8') adapter.push('--quantize', 'q8_0');
-  const args = [process.execPath, fileURLToPath(import.meta.url), 'eval', model, ...adapter];
+  const args = [process.execPath, ...NODE_FLAGS, fileURLToPath(import.meta.url), 'eval', model, ...adapter];
   const t = await timedChild([...args, '--data', o.old, '--batches', String(o.evalBatches)], `${row.dir}.old.log`);
   if (t.code !== 0) throw new Error(`eval of ${row.dir} failed: ${readFileSync(`${row.dir}.old.log`, 'utf8')}`);
   return JSON.parse(t.stdout).loss;
@@ -249,6 +261,8 @@ async function run(argv) {
       methods: { type: 'string', default: METHODS.join(',') },
       jobs: { type: 'string', default: '2' },
       'eval-batches': { type: 'string', default: '40' },
+      lora: { type: 'string', default: '{}' },
+      seed: { type: 'string', default: '0' },
       work: { type: 'string' },
       out: { type: 'string' },
       // --no-base-eval: a second sweep into the same RESULTS (more methods) needs the base's losses once.
@@ -259,7 +273,12 @@ async function run(argv) {
   if (values['no-base-eval']) values['base-eval'] = false;
   for (const k of ['base', 'name', 'new', 'old', 'steps', 'work', 'out'])
     if (values[k] === undefined) throw new Error(`run needs --${k}`);
+  const loraOverrides = JSON.parse(values.lora);
+  for (const k of ['r', 'target_modules'])
+    if (k in loraOverrides) throw new Error(`--lora cannot set ${k}: the comparison is rank 8 on fixed targets`);
   const o = {
+    lora: { ...LORA_FIXED, ...loraOverrides },
+    seed: Number(values.seed),
     base: resolve(values.base),
     name: values.name,
     new: resolve(values.new),
@@ -286,6 +305,8 @@ async function run(argv) {
     steps: o.steps,
     lrs,
     methods,
+    lora: o.lora,
+    seed: o.seed,
     jobs: Number(values.jobs),
     cpus: cpus().length,
     loadavg_start: loadavg(),
@@ -295,7 +316,7 @@ async function run(argv) {
   const baseEval = async (text) => {
     const log = join(o.work, `base-${basename(text)}.log`);
     mkdirSync(o.work, { recursive: true });
-    const args = [process.execPath, fileURLToPath(import.meta.url), 'eval', o.base, '--data', text];
+    const args = [process.execPath, ...NODE_FLAGS, fileURLToPath(import.meta.url), 'eval', o.base, '--data', text];
     const t = await timedChild([...args, '--batches', String(o.evalBatches)], log);
     if (t.code !== 0) throw new Error(`base eval failed: ${readFileSync(log, 'utf8')}`);
     return JSON.parse(t.stdout).loss;
@@ -313,17 +334,18 @@ async function run(argv) {
     }),
   );
   await pool(tasks, Number(values.jobs));
-  // The winners of every method this base has sweep rows for in RESULTS without a chosen row yet:
-  // a sweep stopped after some methods and continued by another call is finished here too.
+  // The winners of every sweep (a method, and for LoRA its settings) this base has rows for in RESULTS
+  // without a chosen row yet: a sweep stopped after some methods and continued by another call is
+  // finished here too, and so is each of several LoRA settings swept into one file.
   const rows = readFileSync(values.out, 'utf8')
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l))
     .filter((r) => r.name === o.name);
-  const done = new Set(rows.filter((r) => r.kind === 'chosen').map((r) => r.method));
-  const winners = [...new Set(rows.filter((r) => r.kind === 'sweep').map((r) => r.method))]
-    .filter((method) => !done.has(method))
-    .map((method) => rows.filter((r) => r.kind === 'sweep' && r.method === method))
+  const done = new Set(rows.filter((r) => r.kind === 'chosen').map(sweepOf));
+  const winners = [...new Set(rows.filter((r) => r.kind === 'sweep').map(sweepOf))]
+    .filter((sweep) => !done.has(sweep))
+    .map((sweep) => rows.filter((r) => r.kind === 'sweep' && sweepOf(r) === sweep))
     .filter((rs) => rs.length > 0)
     .map((rs) => rs.reduce((a, b) => (b.new_val_loss < a.new_val_loss ? b : a)));
   const olds = await pool(
@@ -349,6 +371,23 @@ function baseTrained(setup) {
   if (!ev) return `${setup.base_steps} steps`;
   return `${ev.step} steps, validation loss ${ev.eval_loss.toFixed(4)} at step ${ev.step} on its own text`;
 }
+
+/** The LoRA settings of a row or setup (rows written before --lora existed ran LORA_FIXED). */
+const loraOf = (row) => row.lora ?? LORA_FIXED;
+
+/** PEFT's fields as one short phrase: r, α, the scaling it gives, and any non-default other field. */
+function loraSettings(lora) {
+  const { r, lora_alpha: alpha, use_rslora: rs, target_modules: _targets, ...rest } = { ...LORA_FIXED, ...lora };
+  const scaling = rs ? `rsLoRA α/√r = ${(alpha / Math.sqrt(r)).toFixed(2)}` : `α/r = ${alpha / r}`;
+  const others = Object.entries(rest)
+    .filter(([k, v]) => !(k in LORA_FIXED && LORA_FIXED[k] === v))
+    .map(([k, v]) => `${k} ${JSON.stringify(v)}`);
+  return [`r ${r}, α ${alpha}, scaling ${scaling}`, ...others].join(', ');
+}
+
+/** Which sweep a row belongs to: its method, for LoRA its settings, and its seed (rows without one ran seed 0). */
+const sweepOf = (row) =>
+  `${row.method.startsWith('lora') ? `${row.method}: ${loraSettings(loraOf(row))}` : row.method}${row.seed ? `, seed ${row.seed}` : ''}`;
 
 const mib = (b) => (b === null ? '–' : `${(b / 2 ** 20).toFixed(2)} MiB`);
 
@@ -383,7 +422,7 @@ function table(files) {
     const sweep = rows.filter((r) => r.kind === 'sweep' && r.name === name);
     const full = chosen.find((r) => r.method === 'full');
     out.push(
-      `**${name}** (base: ${baseTrained(setup)}, ${mib(setup.base_bytes)}; ${setup.steps} steps × 16 × 128 = ${(setup.steps * 2048).toLocaleString('en')} tokens per run; validation: first ${base.eval_batches} batches of each split)`,
+      `**${name}** (base: ${baseTrained(setup)}, ${mib(setup.base_bytes)}; ${setup.steps} steps × 16 × 128 = ${(setup.steps * 2048).toLocaleString('en')} tokens per run; validation: first ${base.eval_batches} batches of each split; LoRA: ${loraSettings(loraOf(setup))})`,
       '',
       '| method | lr chosen (sweep: lr: fortunes loss) | trainable | adapter / checkpoint | wall | peak RSS | optimizer state | fortunes val loss | KJV val loss |',
       '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -406,6 +445,56 @@ function table(files) {
       );
     }
     out.push('');
+  }
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/** Every LoRA setting the files hold, one line per base, method and setting, against the best full fine-tune. */
+function candidates(files) {
+  const all = files.flatMap((f) =>
+    readFileSync(f, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l)),
+  );
+  const rows = all.filter((r) => r.kind === 'sweep');
+  const lrs = [...new Set(rows.map((r) => r.lr))].sort((a, b) => a - b);
+  const out = [
+    `| base | method | LoRA settings | seed | ${lrs.join(' | ')} | best | × full (same seed) | KJV loss of the best |`,
+    `| --- | --- | --- | --- | ${lrs.map(() => '---').join(' | ')} | --- | --- | --- |`,
+  ];
+  // One line per base, method and setting, by method and then by the scaling the setting gives.
+  const scaling = ({ lora_alpha: a, r, use_rslora: rs }) => (rs ? a / Math.sqrt(r) : a / r);
+  const loraRows = rows
+    .filter((r) => r.method.startsWith('lora'))
+    .sort(
+      (a, b) =>
+        a.method.localeCompare(b.method) ||
+        scaling(loraOf(a)) - scaling(loraOf(b)) ||
+        loraSettings(loraOf(a)).localeCompare(loraSettings(loraOf(b))) ||
+        (a.seed ?? 0) - (b.seed ?? 0),
+    );
+  const groups = new Map();
+  for (const r of loraRows) {
+    const key = `${r.name}\u0000${sweepOf(r)}`;
+    // A later run of the same setting and rate replaces an earlier one (the runs are deterministic).
+    groups.set(key, { ...groups.get(key), [r.lr]: r });
+  }
+  for (const [key, byLr] of groups) {
+    const [name] = key.split('\u0000');
+    const { method, seed = 0 } = Object.values(byLr)[0];
+    const settings = loraSettings(loraOf(Object.values(byLr)[0]));
+    const full = rows
+      .filter((r) => r.name === name && r.method === 'full' && (r.seed ?? 0) === seed)
+      .reduce((a, b) => (a === null || b.new_val_loss < a.new_val_loss ? b : a), null);
+    const best = Object.values(byLr).reduce((a, b) => (b.new_val_loss < a.new_val_loss ? b : a));
+    const cells = lrs.map((lr) => (byLr[lr] ? byLr[lr].new_val_loss.toFixed(4) : '–'));
+    const ratio = full ? `${(best.new_val_loss / full.new_val_loss).toFixed(3)}×` : '–';
+    const chosen = all.find((r) => r.kind === 'chosen' && r.name === name && `${name}\u0000${sweepOf(r)}` === key);
+    const old = chosen?.old_val_loss?.toFixed(4) ?? 'not measured';
+    out.push(
+      `| ${name} | ${method} | ${settings} | ${seed} | ${cells.join(' | ')} | ${best.new_val_loss.toFixed(4)} at ${best.lr} | ${ratio} | ${old} |`,
+    );
   }
   process.stdout.write(`${out.join('\n')}\n`);
 }
@@ -440,7 +529,7 @@ async function evalChild(argv) {
 }
 
 const [command, ...rest] = process.argv.slice(2);
-const commands = { fortunes, run, table, eval: evalChild };
+const commands = { fortunes, run, table, candidates, eval: evalChild };
 if (!(command in commands)) {
   process.stderr.write(`usage: finetune_economics.mjs ${Object.keys(commands).join('|')} …  (see the file comment)\n`);
   process.exit(2);

@@ -7,8 +7,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { COMMANDS } from '../src/cli/main.js';
-import { cliInProcess } from './harness/cli.js';
+import { MAIN, cliInProcess } from './harness/cli.js';
 
 const MAIN_URL = new URL('../src/cli/main.js', import.meta.url).href;
 const VECTORS = fileURLToPath(new URL('../../test/fixtures/model-signing/', import.meta.url));
@@ -81,6 +82,18 @@ describe('knobs main() in process', () => {
     const info = JSON.parse(r.stdout) as { version: string; backends: { name: string }[] };
     assert.match(info.version, /^\d+\.\d+\.\d+/);
     assert.ok(info.backends.some((b) => b.name === 'js'));
+  });
+
+  it('the executable starts node with the garbage collector on the main thread; plain node does not', () => {
+    const shebang = readFileSync(MAIN, 'utf8').split('\n', 1)[0]!;
+    assert.match(shebang, /^#!\/usr\/bin\/env -S node .*--single-threaded-gc/);
+    // Run exactly what the kernel runs for `./bin.js info --json` (the file need not be executable here).
+    const asExecutable = execFileSync('/bin/sh', ['-c', `${shebang.slice(2)} "$0" info --json`, MAIN], {
+      encoding: 'utf8',
+    });
+    assert.equal((JSON.parse(asExecutable) as { gc: string }).gc, 'single-threaded');
+    const viaNode = execFileSync(process.execPath, [MAIN, 'info', '--json'], { encoding: 'utf8' });
+    assert.equal((JSON.parse(viaNode) as { gc: string }).gc, 'concurrent');
   });
 
   it('reports a failing command with its error code and exit 1', async () => {

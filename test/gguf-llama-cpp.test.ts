@@ -30,6 +30,7 @@ import { Tokenizer } from '../src/tokenizer/tokenizer.js';
 import { trainByteLevelBpe } from '../src/tokenizer/train-bpe.js';
 import { repoRoot } from './harness/fixtures.js';
 import { fixtureWithTokenizer } from './harness/tiny-vocab.js';
+import { llamaCppGreedy, softmaxRow, withLlamaCpp } from './harness/llama-cpp.js';
 
 const HF_DIR = join(repoRoot(), 'test', 'fixtures', 'hf');
 const CASES = [
@@ -68,47 +69,6 @@ after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-async function openInLlamaCpp(path: string) {
-  const model = await llama.loadModel({ modelPath: path });
-  const context = await model.createContext({
-    threads: 1,
-    contextSize: 64,
-    flashAttention: false,
-    experimentalKvCacheKeyType: 'F32',
-    experimentalKvCacheValueType: 'F32',
-  });
-  return { model, context };
-}
-
-/** llama.cpp's greedy continuation of `prompt` (up to `n` tokens) with each step's next-token probabilities. */
-async function llamaCppGreedy(path: string, prompt: number[], n: number) {
-  const { model, context } = await openInLlamaCpp(path);
-  try {
-    const tokens: number[] = [];
-    const probabilities: Map<number, number>[] = [];
-    const steps = context
-      .getSequence()
-      .evaluateWithMetadata(prompt as never[], { probabilities: true }, { temperature: 0 });
-    for await (const step of steps) {
-      tokens.push(step.token as unknown as number);
-      probabilities.push(step.probabilities as unknown as Map<number, number>);
-      if (tokens.length >= n) break;
-    }
-    return { tokens, probabilities };
-  } finally {
-    await context.dispose();
-    await model.dispose();
-  }
-}
-
-function softmaxRow(logits: Float32Array, row: number, V: number): Float64Array {
-  const x = logits.subarray(row * V, (row + 1) * V);
-  const max = Math.max(...x);
-  const e = Float64Array.from(x, (v) => Math.exp(v - max));
-  const sum = e.reduce((a, b) => a + b, 0);
-  return e.map((v) => v / sum);
-}
-
 describe('llama.cpp runs the GGUF files knobs convert writes', () => {
   for (const name of CASES) {
     const expected = JSON.parse(readFileSync(join(HF_DIR, name, 'expected.json'), 'utf8')) as Expected;
@@ -120,7 +80,7 @@ describe('llama.cpp runs the GGUF files knobs convert writes', () => {
         const loaded = await loadGgufModel(path);
         const n = expected.greedy.length;
         const ours = loaded.model.generate(expected.prompt, { maxNewTokens: n, temperature: 0 }).tokens;
-        const theirs = await llamaCppGreedy(path, expected.prompt, n);
+        const theirs = await llamaCppGreedy(llama, path, expected.prompt, n);
         // llama.cpp stops at the file's eos id; knobs' list ends there too. Quantized, the two may part at a
         // near tie (llama.cpp's top two closer than the tolerance): compared up to that step, not after.
         const parted = theirs.tokens.findIndex((t, i) => t !== ours[i]);
@@ -218,8 +178,7 @@ describe('llama.cpp tokenizes as knobs does, from the same GGUF', () => {
       const path = join(tmp, `tok-${label}.gguf`);
       await convertModel({ input: dir, format: 'gguf', dtype: 'f32', out: path });
       const fromGguf = (await loadGgufModel(path)).tokenizer!;
-      const { model, context } = await openInLlamaCpp(path);
-      try {
+      await withLlamaCpp(llama, path, async ({ model }) => {
         const theirs = model.tokenize(TEXT) as unknown as number[];
         const ours = fromGguf.encode(TEXT, { addSpecialTokens: false }).ids;
         assert.ok(ours.length > 40, `${label}: a real tokenization`);
@@ -229,10 +188,7 @@ describe('llama.cpp tokenizes as knobs does, from the same GGUF', () => {
           ours,
           `${label}: tokenizer.json vs GGUF`,
         );
-      } finally {
-        await context.dispose();
-        await model.dispose();
-      }
+      });
     });
   }
 });

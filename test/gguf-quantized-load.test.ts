@@ -189,7 +189,7 @@ describe('quantized in memory vs dequantized (the load before)', () => {
 });
 
 describe('opened as a language model', () => {
-  it('quantized, or dequantized when LoRA adapters are attached (they attach to Linear layers)', async () => {
+  it('quantized, with LoRA adapters attached too (they attach to the quantized layers)', async () => {
     const path = await converted('llama-gqa-bf16-llama3', 'q8_0');
     const plain = await openLanguageModel(path);
     assert.equal((weightKinds(plain.model) as Record<string, number>).q8_0, 13);
@@ -197,7 +197,11 @@ describe('opened as a language model', () => {
       adapters: [join(repoRoot(), 'test', 'fixtures', 'lora', 'llama-gqa-qv')],
     });
     assert.equal(adapted.adapters.length, 1);
-    assert.equal(adapted.model.namedModules().filter(([, m]) => m instanceof QuantizedLinear).length, 0);
+    assert.equal(adapted.model.namedModules().filter(([, m]) => m instanceof QuantizedLinear).length, 13);
+    assert.ok(
+      adapted.model.getModule('model.layers.0.self_attn.q_proj.lora_A'),
+      'the adapter sits on a quantized layer',
+    );
   });
 });
 

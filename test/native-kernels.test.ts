@@ -373,6 +373,25 @@ describe('native backend vs js reference', { skip }, () => {
     }
   });
 
+  it('matmul Aᵀ·B with C much taller than wide (computed as its transpose) at 1 and 2 threads', () => {
+    const threads = addon!.info().threads;
+    try {
+      for (const t of [1, 2]) {
+        addon!.setThreads(t);
+        for (const [M, K, N] of [
+          [1030, 40, 300],
+          [1024, 33, 512],
+        ] as const) {
+          const a = makeView([M, K], 'transposed'); // a weight gradient's Xᵀ: unit row stride
+          const b = makeView([K, N], 'contiguous');
+          close(native!.matmul(a, b), jsBackend.matmul(a, b), 1e-4, `tall Aᵀ·B ${M}x${K}x${N}, ${t} threads`);
+        }
+      }
+    } finally {
+      addon!.setThreads(threads);
+    }
+  });
+
   it('large inputs split across the pool give the same answers', () => {
     for (const layout of LAYOUTS) {
       const x = makeView([301, 257], layout);

@@ -22,6 +22,7 @@ import { readGguf } from '../src/formats/gguf.js';
 import { openFileSource } from '../src/io/byte-source.js';
 import type { QuantizedLinear } from '../src/nn/quantized-linear.js';
 import { openLanguageModel } from '../src/load/language-model.js';
+import { loadGgufModel } from '../src/models/gguf/load.js';
 import { fromArray } from '../src/ops/creation.js';
 import type { Tensor } from '../src/tensor.js';
 import { cli, cliInProcess, startCli } from './harness/cli.js';
@@ -450,7 +451,7 @@ describe('knobs tune on a quantized base (QLoRA)', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(
       r.stderr,
-      /targeted layers \(6\) written as f32; untargeted quantized layers kept their blocks \(2 q8_0\)/,
+      /targeted layers \(6\) written as f32, dequantized from 6 q8_0; untargeted quantized layers kept their blocks \(2 q8_0\)/,
     );
     const result = JSON.parse(r.stdout);
     assert.deepEqual(result.kept, { q8_0: 2 }, 'c_attn and c_proj (attention and MLP) are targeted, c_fc is not');
@@ -597,6 +598,48 @@ describe('knobs tune on a GGUF base', () => {
     assert.equal(r.code, 0, r.stderr);
     const { adapters } = await openLanguageModel(gguf, { adapters: [out], quantize: 'q8_0' });
     assert.equal(adapters[0]!.layers.size, 6);
+  });
+
+  it('QLoRA on a q8_0 GGUF as loaded (no --quantize): the adapter records the blocks; generate, eval and merge (GGUF or directory) take it', async () => {
+    const gguf = await ggufOf('q8_0');
+    const out = path('gguf-qlora');
+    const data = { type: 'text', path: tinyText, validation_fraction: 0.1 };
+    const r = await cliInProcess(['tune', gguf, await recipe('gguf-qlora.json', { ...ggufLora, data }), '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    // The digest is the blocks' (tune trained on them): the same file decoded to f32 is another base.
+    const { model: blocks } = await loadGgufModel(gguf);
+    assert.equal((await loadLoraAdapter(out, blocks)).adapter.layers.size, 6);
+    const { model: decoded } = await loadGgufModel(gguf, { weights: 'f32' });
+    await assert.rejects(loadLoraAdapter(out, decoded), /trained on another base/);
+
+    const g = await cliInProcess([
+      'generate',
+      gguf,
+      '--adapter',
+      out,
+      '--prompt',
+      'the ',
+      '--max-tokens',
+      '4',
+      '--json',
+    ]);
+    assert.equal(g.code, 0, g.stderr);
+    const plain = await cliInProcess(['eval', gguf, '--data', tinyText, '--json']);
+    const tuned = await cliInProcess(['eval', gguf, '--adapter', out, '--data', tinyText, '--json']);
+    assert.equal(tuned.code, 0, tuned.stderr);
+    assert.ok(JSON.parse(tuned.stdout).loss < JSON.parse(plain.stdout).loss, 'the tune lowered the loss on its text');
+    const merged = await cliInProcess(['merge', gguf, out, '--out', path('gguf-qmerged.gguf')]);
+    assert.equal(merged.code, 0, merged.stderr);
+    assert.match(
+      merged.stderr,
+      /targeted layers \(6\) written as f16, dequantized from 6 q8_0; .*kept their blocks \(7 q8_0\)/,
+    );
+    const dir = await cliInProcess(['merge', gguf, out, '--out', path('gguf-qmerged')]);
+    assert.equal(dir.code, 0, dir.stderr);
+    const fromDir = await cliInProcess(['eval', path('gguf-qmerged'), '--data', tinyText, '--json']);
+    const fromGguf = await cliInProcess(['eval', path('gguf-qmerged.gguf'), '--data', tinyText, '--json']);
+    const [a, b] = [JSON.parse(fromDir.stdout).loss, JSON.parse(fromGguf.stdout).loss];
+    assert.ok(Math.abs(a - b) < 1e-3 && Math.abs(a - JSON.parse(tuned.stdout).loss) < 1e-2, `${a} ${b}`);
   });
 });
 

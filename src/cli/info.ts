@@ -9,7 +9,9 @@ export const infoCommand: Command = {
   help: `Usage: knobs info [--json]
 
 Prints the version, the current backend, every available backend with its libraries and
-threads, and the machine's CPU.
+threads, the machine's CPU, and V8's garbage collector mode: "single-threaded" when node runs with
+--single-threaded-gc (the knobs executable does: background GC threads slow the compute pool down),
+else "concurrent".
 
 Example:
   knobs info --json`,
@@ -21,6 +23,7 @@ Example:
       backend: getBackend().name,
       backends: backends().map((name) => getBackend(name).describe()),
       cpu: { model: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), arch: process.arch },
+      gc: process.execArgv.includes('--single-threaded-gc') ? 'single-threaded' : 'concurrent',
     };
     emit(io, values.json === true, report, () =>
       [
@@ -34,6 +37,7 @@ Example:
               .join(' ')}`,
         ),
         `cpu: ${report.cpu.model} (${report.cpu.cores} cores, ${report.cpu.arch})`,
+        `gc: ${report.gc} (V8)`,
         '',
       ].join('\n'),
     );

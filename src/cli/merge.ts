@@ -25,9 +25,12 @@ adapter's digest as quantized; its targeted layers are dequantized, merged and w
 model directory holds no quantized blocks); 'knobs convert DIR --format gguf --dtype q8_0'
 quantizes the result again. The other tensors keep their type.
 
---format gguf (the default when --out ends in .gguf) writes one GGUF file instead (BASE a run or
-Hugging Face directory): each untargeted q8_0/q4_0 layer keeps its blocks byte for byte, the
-targeted ones are written as --dtype (default f16), the other tensors as they are held (f32).
+--format gguf (the default when --out ends in .gguf) writes one GGUF file instead: each untargeted
+q8_0/q4_0 layer keeps its blocks byte for byte, the targeted ones are written as --dtype (default
+f16), the other tensors as they are held (f32). From a GGUF BASE (f32, f16, bf16, q8_0, q4_0
+tensors; loaded as 'knobs tune' loads it, so the adapter's base digest is checked against the
+file's blocks) every untargeted tensor keeps the file's type and values, and the file's metadata
+(tokenizer, chat template) is kept key for key.
 
   --out DIR                where to write the merged model (required)
   --format F               hf (a model directory, the default) or gguf (one file)
@@ -37,11 +40,14 @@ targeted ones are written as --dtype (default f16), the other tensors as they ar
                            (an adapter tuned on that quantized base then finds its digest)
   --allow-base-mismatch    merge an adapter that records another base's weight digest
   --json                   print {"out","modules","parameters","dtype","dequantized"} on one line
+                           (GGUF output: {"out","format","dtype","base","modules","parameters",
+                           "dequantized","kept","tensors"}, counts per type)
 
 Example:
   knobs merge runs/tiny runs/tiny-lora --out runs/tiny-merged
   knobs merge runs/tiny runs/tiny-qlora --quantize q8_0 --out runs/tiny-qmerged
   knobs merge runs/tiny runs/tiny-qlora --quantize q8_0 --out tiny-qmerged.gguf
+  knobs merge model.q8_0.gguf runs/gguf-lora --out merged.gguf
   knobs diff runs/tiny/model.safetensors runs/tiny-merged/model.safetensors`,
   async run(argv, io) {
     const { values, positionals } = parse(
@@ -76,13 +82,16 @@ Example:
         dtype: (dtype as HfOutType | undefined) ?? 'f16',
         allowBaseMismatch: values['allow-base-mismatch'] === true,
       });
+      const list = (counts: Record<string, number>): string =>
+        Object.entries(counts)
+          .map(([t, n]) => `${n} ${t}`)
+          .join(', ');
+      const decoded = list(result.dequantized);
       io.stderr(
-        `knobs merge: targeted layers (${result.modules.length}) written as ${result.dtype}; ` +
-          `untargeted quantized layers kept their blocks (${
-            Object.entries(result.kept)
-              .map(([t, n]) => `${n} ${t}`)
-              .join(', ') || 'none'
-          }); every other tensor keeps its type\n`,
+        `knobs merge: targeted layers (${result.modules.length}) written as ${result.dtype}` +
+          `${decoded ? `, dequantized from ${decoded}` : ''}; ` +
+          `untargeted quantized layers kept their blocks (${list(result.kept) || 'none'}); every other tensor keeps ` +
+          `${result.base === 'gguf' ? `the type it has in ${base}` : 'its type'}\n`,
       );
       emit(
         io,

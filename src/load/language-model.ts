@@ -91,9 +91,9 @@ export async function openLanguageModel(
 
 async function openBase(path: string, opts: OpenLanguageModelOptions): Promise<OpenedBase> {
   if (opts.publicKey !== undefined) return openVerifiedLanguageModel(path, opts.publicKey);
-  // LoRA attaches to Linear layers: a GGUF base with adapters loads dequantized (as before quantized loading).
-  if (isGgufPath(path))
-    return openGgufLanguageModel(path, path, (opts.adapters?.length ?? 0) > 0 ? 'f32' : 'quantized');
+  // Quantized as `knobs tune` loads it, adapters or not: LoRA attaches to quantized layers too, and an
+  // adapter tuned on the file's blocks records their digest (a dequantized load would not match it).
+  if (isGgufPath(path)) return openGgufLanguageModel(path, path);
   if (await isSealedDir(path)) return openSealedLanguageModel(path, opts.masterKey ?? null);
   if (await isRunDir(path)) {
     const run = await loadRun(path);

@@ -2,7 +2,8 @@
  * `knobs merge BASE ADAPTER --out merged.gguf`: the merged model as one GGUF file, where a
  * quantized base keeps its blocks. The targeted layers are decoded, merged and written as `dtype`;
  * every untargeted q8_0 / q4_0 layer is written byte for byte as held (no decode, no re-quantizing);
- * the other tensors keep their type (the f32 of a run or a Hugging Face directory's parameters).
+ * the other tensors keep their type: the f32 of a run or a Hugging Face directory's parameters, or
+ * the base file's types when BASE is a GGUF file (merge-gguf-base.ts).
  */
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { type GgufWriteType, writeGguf } from '../formats/gguf-write.js';
 import { asIOError } from '../io/atomic.js';
 import { ggufTokenizerOf, openModelDir } from './convert.js';
 import { isGgufPath } from './language-model.js';
+import { type MergedGguf, countBy, mergeGgufBase } from './merge-gguf-base.js';
 import { ggufFromModel, type HfOutType } from '../models/gguf/export.js';
 import type { LoadAdapterOptions } from '../finetune/adapter.js';
 import { mergeAdapter } from '../finetune/merge.js';
@@ -20,16 +22,12 @@ import { type QuantType, quantizeBase, quantizedLayers } from '../finetune/quant
 
 const WRITE_TYPE: Record<HfOutType, GgufWriteType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 
-export interface MergeGgufResult {
+export interface MergeGgufResult extends MergedGguf {
   out: string;
   format: 'gguf';
-  modules: string[];
-  parameters: number;
   dtype: HfOutType;
-  /** Untargeted quantized layers written with their blocks, per block type. */
-  kept: Record<string, number>;
-  /** Tensors in the file per GGUF type. */
-  tensors: Record<string, number>;
+  /** What BASE was: its untargeted tensors keep the directory's f32, or the GGUF file's types. */
+  base: 'directory' | 'gguf';
 }
 
 export async function mergeToGguf(
@@ -39,16 +37,16 @@ export async function mergeToGguf(
   opts: LoadAdapterOptions & { quantize?: QuantType; dtype: HfOutType },
 ): Promise<MergeGgufResult> {
   if (existsSync(out)) throw new UsageError(`${out} already exists; choose a new --out file`, { path: out });
-  if (isGgufPath(base))
-    throw new UsageError(
-      `merging into a GGUF base is not supported yet; merge into its Hugging Face export ('knobs convert ${base} --format safetensors') with --quantize, or write --format hf`,
-    );
+  const what = { out, format: 'gguf', dtype: opts.dtype } as const;
+  if (isGgufPath(base)) {
+    const merged = await mergeGgufBase(base, adapterDir, out, { ...opts, dtype: WRITE_TYPE[opts.dtype] });
+    return { ...what, base: 'gguf', ...merged };
+  }
   const opened = await openModelDir(base);
   const { model } = opened;
   if (opts.quantize !== undefined) quantizeBase(model, opts.quantize);
+  const held = new Map(quantizedLayers(model).map(([path, q]) => [`${path}.weight`, q.weight.type]));
   const { adapter, merged } = await mergeAdapter(model, adapterDir, { ...opts, dequantizeUntargeted: false });
-  const kept: Record<string, number> = {};
-  for (const [, q] of quantizedLayers(model)) kept[q.weight.type] = (kept[q.weight.type] ?? 0) + 1;
   const written = ggufFromModel({
     hf: opened.hf,
     model,
@@ -62,15 +60,13 @@ export async function mergeToGguf(
     throw asIOError(err, out, 'create the parent of');
   });
   await writeGguf(out, written);
-  const tensors: Record<string, number> = {};
-  for (const t of written.tensors) tensors[t.type] = (tensors[t.type] ?? 0) + 1;
   return {
-    out,
-    format: 'gguf',
+    ...what,
+    base: 'directory',
     modules: [...adapter.layers.keys()],
     parameters: adapter.numParameters(),
-    dtype: opts.dtype,
-    kept,
-    tensors,
+    dequantized: countBy(merged.map((name) => held.get(name))),
+    kept: countBy(quantizedLayers(model).map(([, q]) => q.weight.type)),
+    tensors: countBy(written.tensors.map((t) => t.type)),
   };
 }
