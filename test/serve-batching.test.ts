@@ -129,6 +129,36 @@ describe('batch-invariant kernels', { skip }, () => {
     }
   });
 
+  /** Row r's output [H, D] checked against a dense softmax over its positions in f64. */
+  function checkAttention(
+    q: Float32Array,
+    out: Float32Array,
+    r: number,
+    shape: { H: number; KVH: number; D: number; block: number; stride: number },
+    pools: { kpool: Float32Array; vpool: Float32Array; tables: Int32Array; lens: Int32Array },
+    scale: number,
+  ): void {
+    const { H, KVH, D, block, stride } = shape;
+    const { kpool, vpool, tables, lens } = pools;
+    for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / (H / KVH));
+      const at = (t: number): number =>
+        ((tables[r * stride + Math.floor(t / block)]! * KVH + g) * block + (t % block)) * D;
+      const s = Array.from({ length: lens[r]! }, (_, t) => {
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += q[(r * H + h) * D + d]! * kpool[at(t) + d]!;
+        return dot * scale;
+      });
+      const mx = Math.max(...s);
+      const p = s.map((v) => Math.exp(v - mx));
+      const z = p.reduce((a, b) => a + b, 0);
+      for (let d = 0; d < D; d++) {
+        const ref = p.reduce((acc, pt, t) => acc + pt * vpool[at(t) + d]!, 0) / z;
+        assert.ok(Math.abs(out[(r * H + h) * D + d]! - ref) < 1e-5, `row ${r} head ${h}`);
+      }
+    }
+  }
+
   it('biPagedAttention: each row reads only its own blocks and length, as a dense softmax does', () => {
     const [H, KVH, D, block] = [4, 2, 8, 16];
     const blocks = 6;
@@ -140,23 +170,7 @@ describe('batch-invariant kernels', { skip }, () => {
     const out = new Float32Array(2 * H * D);
     addon!.biPagedAttention(q, 2, H, D, kpool, vpool, KVH, block, tables, 3, lens, 0.3, out);
     for (let r = 0; r < 2; r++)
-      for (let h = 0; h < H; h++) {
-        const g = Math.floor(h / (H / KVH));
-        const at = (t: number): number =>
-          ((tables[r * 3 + Math.floor(t / block)]! * KVH + g) * block + (t % block)) * D;
-        const s = Array.from({ length: lens[r]! }, (_, t) => {
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += q[(r * H + h) * D + d]! * kpool[at(t) + d]!;
-          return dot * 0.3;
-        });
-        const mx = Math.max(...s);
-        const p = s.map((v) => Math.exp(v - mx));
-        const z = p.reduce((a, b) => a + b, 0);
-        for (let d = 0; d < D; d++) {
-          const ref = p.reduce((acc, pt, t) => acc + pt * vpool[at(t) + d]!, 0) / z;
-          assert.ok(Math.abs(out[(r * H + h) * D + d]! - ref) < 1e-5, `row ${r} head ${h}`);
-        }
-      }
+      checkAttention(q, out, r, { H, KVH, D, block, stride: 3 }, { kpool, vpool, tables, lens }, 0.3);
     // Row 1 alone: the same bits.
     const alone = new Float32Array(H * D);
     addon!.biPagedAttention(
@@ -175,6 +189,68 @@ describe('batch-invariant kernels', { skip }, () => {
       alone,
     );
     assert.deepEqual(alone, out.subarray(H * D));
+  });
+
+  it('biPagedAttention, three query heads per KV head and D = 64: each row alone = in the batch, at 1 and 2 threads', () => {
+    // The decode model's shape (12 heads over 4 KV heads, D 64): the vectorised path, with lengths
+    // below, at and across the 16-position score chunks and blocks.
+    const [H, KVH, D, block, stride] = [6, 2, 64, 16, 7];
+    const lens = Int32Array.from([1, 16, 17, 100, 37, 33]);
+    const R = lens.length;
+    const blocks = R * stride;
+    const kpool = randoms(blocks * KVH * block * D, 6, 1);
+    const vpool = randoms(blocks * KVH * block * D, 7, 1);
+    const tables = Int32Array.from({ length: R * stride }, (_, i) => (i * 11) % blocks); // scattered blocks
+    const q = randoms(R * H * D, 8, 0.3);
+    const before = addon!.setThreads(1);
+    try {
+      const out = new Float32Array(R * H * D);
+      addon!.biPagedAttention(q, R, H, D, kpool, vpool, KVH, block, tables, stride, lens, 0.125, out);
+      for (let r = 0; r < R; r++) {
+        checkAttention(q, out, r, { H, KVH, D, block, stride }, { kpool, vpool, tables, lens }, 0.125);
+        for (const threads of [1, 2]) {
+          addon!.setThreads(threads);
+          const alone = new Float32Array(H * D);
+          const rowTable = tables.slice(r * stride, (r + 1) * stride);
+          addon!.biPagedAttention(
+            q.slice(r * H * D, (r + 1) * H * D),
+            1,
+            H,
+            D,
+            kpool,
+            vpool,
+            KVH,
+            block,
+            rowTable,
+            stride,
+            lens.slice(r, r + 1),
+            0.125,
+            alone,
+          );
+          assert.deepEqual(alone, out.subarray(r * H * D, (r + 1) * H * D), `row ${r} threads ${threads}`);
+        }
+      }
+      addon!.setThreads(2);
+      const out2 = new Float32Array(R * H * D);
+      addon!.biPagedAttention(q, R, H, D, kpool, vpool, KVH, block, tables, stride, lens, 0.125, out2);
+      assert.deepEqual(out2, out, 'the batch at 2 threads');
+    } finally {
+      addon!.setThreads(before);
+    }
+  });
+
+  it('biSwiglu: silu(gate)·up to float precision, including large and tiny gates', () => {
+    const n = 4099; // not a multiple of any vector width
+    const gate = randoms(n, 9, 4);
+    gate.set([0, -0, 88, -88, 100, -100, 1e-30, -1e-30]);
+    const up = randoms(n, 10, 1);
+    const out = new Float32Array(n);
+    addon!.biSwiglu(gate, up, n, out);
+    for (let i = 0; i < n; i++) {
+      const g = gate[i]!;
+      const ref = (g / (1 + Math.exp(-g))) * up[i]!;
+      assert.ok(Math.abs(out[i]! - ref) <= 1e-6 * Math.abs(ref) + 1e-37, `gate ${g}: ${out[i]} vs ${ref}`);
+    }
   });
 
   it('bad block tables are refused, not read out of bounds', () => {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "internal.h"
+#include "mathf.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -117,6 +118,15 @@ void matmul_columns(const float *x, int64_t M, int64_t K, const float *w, int64_
 }
 
 /* One dot product, the matmul's order (lanes, then lanes_sum's tree, then the tail). */
+/* silu(gate)·up, elementwise (expf_fast vectorises where libm's expf would not). */
+KN_CLONES
+void swiglu_range(const float *gate, const float *up, float *out, int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; i++) {
+    float g = gate[i];
+    out[i] = g / (1.0f + expf_fast(-g)) * up[i];
+  }
+}
+
 KN_CLONES
 float dot(const float *a, const float *b, int64_t n) {
   v16 acc = v16{};
@@ -138,31 +148,75 @@ void rms_rows(const float *x, int64_t C, const float *w, float eps, float *y, in
   }
 }
 
-/* One (row, head): softmax(scale·q·Kᵀ)·V over the row's own `len` cached positions, in position order. */
+/*
+ * One (row, KV head): softmax(scale·q·Kᵀ)·V for each of the `group` query heads that share the KV
+ * head, over the row's own `len` cached positions. Each key and value is read once for all of them.
+ * Per (row, head) the operations are fixed by `len` and D alone: each score is dot()'s reduction
+ * (lanes_sum16 gives lanes_sum's bits for up to 16 positions at once), the softmax takes the max,
+ * exp and sum in position order, and each output element sums p_t·v_t in position order.
+ */
 KN_CLONES
-void attend(const float *q, int64_t D, const float *kpool, const float *vpool, int64_t KVH, int64_t g,
-            int64_t block, const int32_t *table, int64_t len, float scale, float *s, float *out) {
-  float mx = -INFINITY;
+void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, const float *vpool, int64_t KVH,
+                  int64_t g, int64_t block, const int32_t *table, int64_t len, float scale, float *s,
+                  const float **kat, const float **vat, float *out) {
+  const int64_t D16 = D / 16 * 16;
   for (int64_t t = 0; t < len; t++) {
-    int64_t at = (((int64_t)table[t / block] * KVH + g) * block + t % block) * D;
-    s[t] = dot(q, kpool + at, D) * scale;
-    if (s[t] > mx) mx = s[t];
+    const int64_t at = (((int64_t)table[t / block] * KVH + g) * block + t % block) * D;
+    kat[t] = kpool + at;
+    vat[t] = vpool + at;
   }
-  float sum = 0.0f;
-  for (int64_t t = 0; t < len; t++) {
-    s[t] = expf(s[t] - mx);
-    sum += s[t];
+  for (int64_t t0 = 0; t0 < len; t0 += 16) {
+    const int64_t n = len - t0 < 16 ? len - t0 : 16;
+    const float *key[16];
+    for (int64_t i = 0; i < n; i++) key[i] = kat[t0 + i];
+    for (int64_t h = 0; h < group; h++) {
+      const float *qh = q + h * D;
+      v16 acc[16];
+      for (int i = 0; i < 16; i++) acc[i] = v16{};
+      for (int64_t k = 0; k < D16; k += 16) {
+        const v16 qv = load16(qh + k);
+        for (int64_t i = 0; i < n; i++) acc[i] += qv * load16(key[i] + k);
+      }
+      const v16 sums = lanes_sum16(acc);
+      for (int64_t i = 0; i < n; i++) {
+        float tail = 0.0f;
+        for (int64_t k = D16; k < D; k++) tail += qh[k] * key[i][k];
+        s[h * len + t0 + i] = (sums[i] + tail) * scale;
+      }
+    }
   }
-  for (int64_t d = 0; d < D; d++) out[d] = 0.0f;
-  for (int64_t t = 0; t < len; t++) {
-    const float *v = vpool + (((int64_t)table[t / block] * KVH + g) * block + t % block) * D;
-    float p = s[t];
-    for (int64_t d = 0; d < D; d++) out[d] += p * v[d];
+  float *inv = s + group * len;
+  for (int64_t h = 0; h < group; h++) {
+    float *sh = s + h * len;
+    float mx = -INFINITY;
+    for (int64_t t = 0; t < len; t++) mx = sh[t] > mx ? sh[t] : mx;
+    for (int64_t t = 0; t < len; t++) sh[t] = expf_fast(sh[t] - mx);  // vectorises; elementwise
+    float sum = 0.0f;
+    for (int64_t t = 0; t < len; t++) sum += sh[t];
+    inv[h] = 1.0f / sum;
   }
-  float inv = 1.0f / sum;
-  for (int64_t d = 0; d < D; d++) out[d] *= inv;
+  /* Σ_t p_t·v_t (in position order) for up to 4 heads × 16 columns in registers: each value vector
+     is loaded once for the heads of the group. */
+  for (int64_t d0 = 0; d0 < D; d0 += 16) {
+    const int64_t w = D - d0 < 16 ? D - d0 : 16;
+    for (int64_t h0 = 0; h0 < group; h0 += 4) {
+      const int64_t hn = group - h0 < 4 ? group - h0 : 4;
+      v16 acc[4] = {v16{}, v16{}, v16{}, v16{}};
+      if (w == 16) {
+        for (int64_t t = 0; t < len; t++) {
+          const v16 v = load16(vat[t] + d0);
+          for (int64_t j = 0; j < hn; j++) acc[j] += s[(h0 + j) * len + t] * v;
+        }
+      } else {
+        for (int64_t t = 0; t < len; t++)
+          for (int64_t j = 0; j < hn; j++)
+            for (int64_t d = 0; d < w; d++) acc[j][d] += s[(h0 + j) * len + t] * vat[t][d0 + d];
+      }
+      for (int64_t j = 0; j < hn; j++)
+        for (int64_t d = 0; d < w; d++) out[(h0 + j) * D + d0 + d] = acc[j][d] * inv[h0 + j];
+    }
+  }
 }
-
 
 #ifdef KN_BI_X86
 /* GCC 12's AVX-512 headers trip -Wuninitialized once inlined into target("avx512…") code (see qmatmul.cpp). */
@@ -184,6 +238,12 @@ struct QRows {
   int64_t K, nb;
 };
 
+/* Bytes [begin, end) of base to prefetch, step bytes per block of the tile. */
+struct Prefetch {
+  const uint8_t *base;
+  int64_t begin, end, step;
+};
+
 /*
  * R activation rows × G groups of 16 weight rows: each weight vector is loaded (and for q4_0
  * unpacked) once and meets R rows, instead of once per row. Every (row, weight row) keeps its own
@@ -191,7 +251,7 @@ struct QRows {
  */
 template <int TYPE, int R, int G>
 KN_BI_VNNI void x16_tile(const uint8_t *w, int64_t group_bytes, const QRows &a, int64_t m, float *y, int64_t N,
-                         int64_t n0) {
+                         int64_t n0, const Prefetch &pf) {
   const int64_t block = TYPE == KN_Q8_0 ? 64 + 512 : 64 + 256;
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   __m512 acc[R][G];
@@ -199,6 +259,8 @@ KN_BI_VNNI void x16_tile(const uint8_t *w, int64_t group_bytes, const QRows &a, 
     for (int j = 0; j < G; j++) acc[i][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < a.nb; b++) {
     const uint8_t *wb = w + b * block;
+    for (int64_t at = pf.begin + b * pf.step, end = at + pf.step < pf.end ? at + pf.step : pf.end; at < end; at += 64)
+      _mm_prefetch((const char *)pf.base + at, _MM_HINT_T1);
     const int32_t *xq[R];
     __m512i s[R][G];
     for (int i = 0; i < R; i++) {
@@ -245,16 +307,28 @@ KN_BI_VNNI void x16_tile(const uint8_t *w, int64_t group_bytes, const QRows &a, 
   }
 }
 
-/* All M rows against G groups, in tiles of 4 rows then the 1–3 left. */
+/*
+ * All M rows against G groups, in tiles of 4 rows then the 1–3 left. Each tile also asks for its
+ * share of the next G groups' bytes (into L2, a few lines per block), so memory streams the next
+ * groups while this one computes — instead of each group's first tile stalling on its loads while
+ * the other tiles leave memory idle. Prefetches change no value.
+ */
 template <int TYPE, int G>
 KN_BI_VNNI void x16_rows(const uint8_t *w, int64_t group_bytes, const QRows &a, int64_t M, float *y, int64_t N,
-                         int64_t n0) {
+                         int64_t n0, bool last) {
+  const int64_t tiles = (M + 3) / 4, share = (G * group_bytes + tiles - 1) / tiles;
+  auto pf = [&](int64_t t) {
+    // one tile streams like a single row (the hardware's prefetch keeps up); after the last groups, nothing
+    if (tiles == 1 || last) return Prefetch{w, 0, 0, 64};
+    const int64_t begin = t * share, end = begin + share < G * group_bytes ? begin + share : G * group_bytes;
+    return Prefetch{w + G * group_bytes, begin, end, ((end - begin + a.nb - 1) / a.nb + 63) / 64 * 64};
+  };
   int64_t m = 0;
-  for (; m + 4 <= M; m += 4) x16_tile<TYPE, 4, G>(w, group_bytes, a, m, y, N, n0);
+  for (; m + 4 <= M; m += 4) x16_tile<TYPE, 4, G>(w, group_bytes, a, m, y, N, n0, pf(m / 4));
   switch (M - m) {
-    case 3: x16_tile<TYPE, 3, G>(w, group_bytes, a, m, y, N, n0); break;
-    case 2: x16_tile<TYPE, 2, G>(w, group_bytes, a, m, y, N, n0); break;
-    case 1: x16_tile<TYPE, 1, G>(w, group_bytes, a, m, y, N, n0); break;
+    case 3: x16_tile<TYPE, 3, G>(w, group_bytes, a, m, y, N, n0, pf(m / 4)); break;
+    case 2: x16_tile<TYPE, 2, G>(w, group_bytes, a, m, y, N, n0, pf(m / 4)); break;
+    case 1: x16_tile<TYPE, 1, G>(w, group_bytes, a, m, y, N, n0, pf(m / 4)); break;
     default: break;
   }
 }
@@ -262,10 +336,11 @@ KN_BI_VNNI void x16_rows(const uint8_t *w, int64_t group_bytes, const QRows &a, 
 template <int TYPE>
 KN_BI_VNNI void x16_groups(const uint8_t *packed, const QRows &a, int64_t M, float *y, int64_t N, int64_t g0,
                            int64_t g1) {
-  const int64_t group_bytes = a.nb * x16_block(TYPE);
+  const int64_t group_bytes = a.nb * x16_block(TYPE), groups = (N + X16 - 1) / X16;
   int64_t g = g0;
-  for (; g + 2 <= g1; g += 2) x16_rows<TYPE, 2>(packed + g * group_bytes, group_bytes, a, M, y, N, g * X16);
-  if (g < g1) x16_rows<TYPE, 1>(packed + g * group_bytes, group_bytes, a, M, y, N, g * X16);
+  for (; g + 2 <= g1; g += 2)
+    x16_rows<TYPE, 2>(packed + g * group_bytes, group_bytes, a, M, y, N, g * X16, g + 4 > groups);
+  if (g < g1) x16_rows<TYPE, 1>(packed + g * group_bytes, group_bytes, a, M, y, N, g * X16, true);
 }
 #pragma GCC diagnostic pop
 #endif
@@ -289,24 +364,24 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
                                const float *vpool, int64_t KVH, int64_t block, const int32_t *tables,
                                int64_t table_stride, const int32_t *lens, float scale, float *out) {
   int64_t group = H / KVH;
-  parallel_for(R * H, 1, [&](int64_t b, int64_t e) {
+  /* Threads split (row, KV head) pairs; the query heads of one KV head go together. */
+  parallel_for(R * KVH, 1, [&](int64_t b, int64_t e) {
     std::vector<float> s;
+    std::vector<const float *> at;
     for (int64_t i = b; i < e; i++) {
-      int64_t r = i / H, h = i % H, len = lens[r];
-      if ((int64_t)s.size() < len) s.resize(len);
-      attend(q + i * D, D, kpool, vpool, KVH, h / group, block, tables + r * table_stride, len, scale, s.data(),
-             out + i * D);
+      int64_t r = i / KVH, g = i % KVH, len = lens[r];
+      if ((int64_t)at.size() < 2 * len) {
+        s.resize(group * (len + 1));  // the scores, then each head's 1 / Σ
+        at.resize(2 * len);
+      }
+      attend_group(q + (r * H + g * group) * D, group, D, kpool, vpool, KVH, g, block, tables + r * table_stride,
+                   len, scale, s.data(), at.data(), at.data() + len, out + (r * H + g * group) * D);
     }
   });
 }
 
 void kn_bi_swiglu_f32(const float *gate, const float *up, int64_t n, float *out) {
-  parallel_for(n, 16384, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) {
-      float g = gate[i];
-      out[i] = g / (1.0f + expf(-g)) * up[i];
-    }
-  });
+  parallel_for(n, 16384, [&](int64_t b, int64_t e) { swiglu_range(gate, up, out, b, e); });
 }
 
 void kn_bi_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N,

@@ -32,11 +32,11 @@ export interface BatchRow {
   wantLogits: boolean;
 }
 
-/** y [M, out] = x [M, in] · Wᵀ (+ b), for one projection of the model, batch-invariant. */
+/** y [M, out] = x [M, in] · Wᵀ (+ b) into y, for one projection of the model, batch-invariant. */
 interface Projection {
   path: string;
   out: number;
-  apply(x: F32, M: number): F32;
+  apply(x: F32, M: number, y: F32): F32;
 }
 
 function f32Data(t: Tensor, what: string): F32 {
@@ -75,6 +75,12 @@ export class BatchedLlama {
   /** cos and sin [contextLength, D/2] of every position, as the model's ropeTables computes them. */
   private readonly cos: F32;
   private readonly sin: F32;
+  /**
+   * Each step's intermediates (x, q, k, …) reuse these buffers, grown to the largest step seen:
+   * fresh arrays of up to megabytes per projection and step made the garbage collector run several
+   * times a step. Only the logits, handed out, are new each step.
+   */
+  private readonly scratch = new Map<string, F32>();
 
   constructor(
     model: Llama,
@@ -133,8 +139,7 @@ export class BatchedLlama {
       return {
         path,
         out: N,
-        apply: (x, M) => {
-          const y = new Float32Array(M * N);
+        apply: (x, M, y) => {
           // The packed copy the backend's decode step also uses (made once per weight), with each
           // weight vector loaded once per tile of rows; where there is none, the blocks' product.
           const packed = M > 0 ? packedOf(this.addon, weight) : null;
@@ -153,17 +158,30 @@ export class BatchedLlama {
     return {
       path,
       out: N,
-      apply: (x, M) => {
-        const y = new Float32Array(M * N);
+      apply: (x, M, y) => {
         if (M > 0) this.addon.biMatmul(x, M, K, w, N, y);
         return addBias(y, M, bias);
       },
     };
   }
 
-  /** Projection plus each row's LoRA delta (rows grouped by adapter; each group's delta is row-wise). */
-  private project(p: Projection, x: F32, rows: readonly BatchRow[], inDim: number): F32 {
-    const y = p.apply(x, rows.length);
+  /** `n` floats of the buffer `name` (contents left from earlier use: callers overwrite them). */
+  private buffer(name: string, n: number): F32 {
+    let b = this.scratch.get(name);
+    if (!b || b.length < n) {
+      b = new Float32Array(Math.max(n, 2 * (b?.length ?? 0)));
+      this.scratch.set(name, b);
+    }
+    return b.subarray(0, n);
+  }
+
+  /**
+   * Projection plus each row's LoRA delta (rows grouped by adapter; each group's delta is row-wise),
+   * into the buffer `into` (or a new array).
+   */
+  private project(p: Projection, x: F32, rows: readonly BatchRow[], inDim: number, into: string | null): F32 {
+    const M = rows.length;
+    const y = p.apply(x, M, into ? this.buffer(into, M * p.out) : new Float32Array(M * p.out));
     const groups = new Map<LoraAdapter, number[]>();
     rows.forEach((r, i) => {
       if (r.adapter?.layers.has(p.path)) {
@@ -224,9 +242,9 @@ export class BatchedLlama {
     for (const row of rows)
       if (row.position >= this.contextLength || row.position >= row.table.length * KV_BLOCK)
         throw new ArgumentError(`batched decoding: position ${row.position} is past the sequence's cache`);
-    const x = new Float32Array(R * C);
+    const x = this.buffer('x', R * C);
     rows.forEach((row, r) => x.set(this.embed.subarray(row.token * C, (row.token + 1) * C), r * C));
-    const h = new Float32Array(R * C);
+    const h = this.buffer('h', R * C);
     const tables = new Int32Array(R * Math.max(1, ...rows.map((r) => r.table.length)));
     const stride = tables.length / Math.max(R, 1);
     const lens = new Int32Array(R);
@@ -234,13 +252,13 @@ export class BatchedLlama {
       tables.set(row.table, r * stride);
       lens[r] = row.position + 1;
     });
-    const attn = new Float32Array(R * H * D);
+    const attn = this.buffer('attn', R * H * D);
     const scale = 1 / Math.sqrt(D);
     this.layers.forEach((L, l) => {
       this.addon.biRmsNorm(x, R, C, L.inputNorm, this.eps, h);
-      const q = this.project(L.q, h, rows, C);
-      const k = this.project(L.k, h, rows, C);
-      const v = this.project(L.v, h, rows, C);
+      const q = this.project(L.q, h, rows, C, 'q');
+      const k = this.project(L.k, h, rows, C, 'k');
+      const v = this.project(L.v, h, rows, C, 'v');
       this.rope(q, rows, H);
       this.rope(k, rows, KVH);
       const keys = kv.keys[l]!;
@@ -249,31 +267,34 @@ export class BatchedLlama {
         for (let g = 0; g < KVH; g++) {
           const at = kv.offset(row.table, row.position, g);
           const from = (r * KVH + g) * D;
-          keys.set(k.subarray(from, from + D), at);
-          values.set(v.subarray(from, from + D), at);
+          for (let d = 0; d < D; d++) {
+            keys[at + d] = k[from + d]!;
+            values[at + d] = v[from + d]!;
+          }
         }
       });
       this.addon.biPagedAttention(q, R, H, D, keys, values, KVH, KV_BLOCK, tables, stride, lens, scale, attn);
-      const o = this.project(L.o, attn, rows, H * D);
+      const o = this.project(L.o, attn, rows, H * D, 'o');
       for (let i = 0; i < x.length; i++) x[i] += o[i]!;
       this.addon.biRmsNorm(x, R, C, L.postNorm, this.eps, h);
-      const gate = this.project(L.gate, h, rows, C);
-      const up = this.project(L.up, h, rows, C);
+      const gate = this.project(L.gate, h, rows, C, 'gate');
+      const up = this.project(L.up, h, rows, C, 'up');
       this.addon.biSwiglu(gate, up, gate.length, gate);
-      const down = this.project(L.down, gate, rows, L.gate.out);
+      const down = this.project(L.down, gate, rows, L.gate.out, 'down');
       for (let i = 0; i < x.length; i++) x[i] += down[i]!;
     });
     const picked = rows.flatMap((row, r) => (row.wantLogits ? [r] : []));
     const M = picked.length;
-    const last = new Float32Array(M * C);
+    const last = this.buffer('last', M * C);
     picked.forEach((r, j) => last.set(x.subarray(r * C, (r + 1) * C), j * C));
-    const normed = new Float32Array(M * C);
+    const normed = this.buffer('normed', M * C);
     this.addon.biRmsNorm(last, M, C, this.finalNorm, this.eps, normed);
     const logits = this.project(
       this.head,
       normed,
       picked.map((r) => rows[r]!),
       C,
+      null, // the logits leave with the caller
     );
     const V = this.vocabSize;
     return picked.map((_, j) => logits.subarray(j * V, (j + 1) * V));
