@@ -248,7 +248,7 @@ const GRADIENTS: { readonly [K in PrimitiveName]: Rule<K> } = {
   ],
   softmax: softmaxRule(false),
   logSoftmax: softmaxRule(true),
-  layerNorm: layerNormGrad,
+  layerNorm: (g, inputs, ctx) => layerNormGrad(g, inputs, ctx),
   rmsNorm: rmsNormGrad,
   crossEntropy: (g, _i, { dlogits }) => [ops.mul(dlogits, g)],
   causalAttention: causalAttentionGrad,
@@ -286,7 +286,6 @@ function layerNormGrad(
   g: Tensor,
   [x, w, b]: readonly (Tensor | null)[],
   { C, mean, rstd }: GradContexts['layerNorm'],
-  _out?: Tensor,
   collected?: Tensor,
 ): Grads {
   const wanted = { x: x!.requiresGrad, weight: !!w?.requiresGrad, bias: !!b?.requiresGrad };
@@ -460,5 +459,5 @@ export function gradientOf(node: Node, g: Tensor): Grads {
  * backward and then an add; the same values as `collected + dx`.
  */
 export function layerNormGradientInto(node: Node & { op: 'layerNorm' }, g: Tensor, collected: Tensor): Grads {
-  return layerNormGrad(g, node.inputs, node.ctx, undefined, collected);
+  return layerNormGrad(g, node.inputs, node.ctx, collected);
 }

@@ -14,7 +14,7 @@ import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import type { GgufFile, GgufTensorInfo } from '../formats/gguf.js';
-import { type GgufWriteTensor, type GgufWriteType, writeGguf } from '../formats/gguf-write.js';
+import { type GgufWriteInput, type GgufWriteTensor, type GgufWriteType, writeGguf } from '../formats/gguf-write.js';
 import { asIOError } from '../io/atomic.js';
 import { type ByteSource, openFileSource } from '../io/byte-source.js';
 import type { LoadAdapterOptions } from '../finetune/adapter.js';
@@ -24,6 +24,7 @@ import { type QuantType, quantizeBase, quantizedLayers } from '../finetune/quant
 import { ggufFromModel } from '../models/gguf/export.js';
 import { loadGgufModel } from '../models/gguf/load.js';
 import { ROPE_FREQS, ggufTensorName } from '../models/gguf/names.js';
+import type { Module } from '../nn/module.js';
 import { shapesEqual } from '../shape.js';
 
 const WRITABLE: readonly string[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'] satisfies GgufWriteType[];
@@ -59,11 +60,7 @@ export async function mergeGgufBase(
         `${base}: tensor '${unwritable.name}' is ${unwritable.type.name}, which knobs cannot write back into a GGUF file (it writes ${WRITABLE.join(', ')}); merge into a model directory instead (--format hf), then 'knobs convert DIR --format gguf'`,
         { path: base, tensor: unwritable.name, type: unwritable.type.name },
       );
-    if (opts.quantize !== undefined) quantizeBase(model, opts.quantize);
-    const held = new Map(quantizedLayers(model).map(([path, q]) => [`${path}.weight`, q.weight.type]));
-    const { adapter, merged } = await mergeAdapter(model, adapterDir, { ...opts, dequantizeUntargeted: false });
-    const dequantized = countBy(merged.map((name) => held.get(name)));
-    const kept = countBy(quantizedLayers(model).map(([, q]) => q.weight.type));
+    const { merged, ...counts } = await mergeKeepingBlocks(model, adapterDir, opts);
     // The model's tensors as GGUF names and layouts (quantized layers as their blocks), then retyped as the base has them.
     const fromModel = ggufFromModel({
       hf: loaded,
@@ -84,24 +81,44 @@ export async function mergeGgufBase(
       else if (FLOAT.includes(info.type.name)) tensors.push({ ...t, type: info.type.name as GgufWriteType });
       else tensors.push(await fileBytes(source, gguf, info));
     }
-    await mkdir(dirname(resolve(out)), { recursive: true }).catch((err: unknown) => {
-      throw asIOError(err, out, 'create the parent of');
-    });
-    await writeGguf(out, { metadata: gguf.metadata, tensors });
-    return {
-      modules: [...adapter.layers.keys()],
-      parameters: adapter.numParameters(),
-      dequantized,
-      kept,
-      tensors: countBy(tensors.map((t) => t.type)),
-    };
+    return { ...counts, tensors: await writeMergedGguf(out, { metadata: gguf.metadata, tensors }) };
   } finally {
     await source.close();
   }
 }
 
+/**
+ * The adapter at `adapterDir` folded into `model` (quantized first with `quantize`), untargeted
+ * quantized layers left as their blocks: the merged parameter names and what both GGUF merges report.
+ */
+export async function mergeKeepingBlocks(
+  model: Module,
+  adapterDir: string,
+  opts: LoadAdapterOptions & { quantize?: QuantType },
+): Promise<Omit<MergedGguf, 'tensors'> & { merged: string[] }> {
+  if (opts.quantize !== undefined) quantizeBase(model, opts.quantize);
+  const held = new Map(quantizedLayers(model).map(([path, q]) => [`${path}.weight`, q.weight.type]));
+  const { adapter, merged } = await mergeAdapter(model, adapterDir, { ...opts, dequantizeUntargeted: false });
+  return {
+    merged,
+    modules: [...adapter.layers.keys()],
+    parameters: adapter.numParameters(),
+    dequantized: countBy(merged.map((name) => held.get(name))),
+    kept: countBy(quantizedLayers(model).map(([, q]) => q.weight.type)),
+  };
+}
+
+/** Writes the merged file (its parent created) and returns its tensors per GGUF type. */
+export async function writeMergedGguf(out: string, file: GgufWriteInput): Promise<Record<string, number>> {
+  await mkdir(dirname(resolve(out)), { recursive: true }).catch((err: unknown) => {
+    throw asIOError(err, out, 'create the parent of');
+  });
+  await writeGguf(out, file);
+  return countBy(file.tensors.map((t) => t.type));
+}
+
 /** How many of each value (undefined left out). */
-export function countBy(values: Iterable<string | undefined>): Record<string, number> {
+function countBy(values: Iterable<string | undefined>): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const v of values) if (v !== undefined) counts[v] = (counts[v] ?? 0) + 1;
   return counts;

@@ -6,19 +6,16 @@
  * the base file's types when BASE is a GGUF file (merge-gguf-base.ts).
  */
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
-import { type GgufWriteType, writeGguf } from '../formats/gguf-write.js';
-import { asIOError } from '../io/atomic.js';
+import type { GgufWriteType } from '../formats/gguf-write.js';
 import { ggufTokenizerOf, openModelDir } from './convert.js';
 import { isGgufPath } from './language-model.js';
-import { type MergedGguf, countBy, mergeGgufBase } from './merge-gguf-base.js';
+import { type MergedGguf, mergeGgufBase, mergeKeepingBlocks, writeMergedGguf } from './merge-gguf-base.js';
 import { ggufFromModel, type HfOutType } from '../models/gguf/export.js';
 import type { LoadAdapterOptions } from '../finetune/adapter.js';
-import { mergeAdapter } from '../finetune/merge.js';
 import { modelWeights } from '../finetune/model-dir.js';
-import { type QuantType, quantizeBase, quantizedLayers } from '../finetune/quantized-base.js';
+import type { QuantType } from '../finetune/quantized-base.js';
 
 const WRITE_TYPE: Record<HfOutType, GgufWriteType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 
@@ -44,9 +41,7 @@ export async function mergeToGguf(
   }
   const opened = await openModelDir(base);
   const { model } = opened;
-  if (opts.quantize !== undefined) quantizeBase(model, opts.quantize);
-  const held = new Map(quantizedLayers(model).map(([path, q]) => [`${path}.weight`, q.weight.type]));
-  const { adapter, merged } = await mergeAdapter(model, adapterDir, { ...opts, dequantizeUntargeted: false });
+  const { merged, ...counts } = await mergeKeepingBlocks(model, adapterDir, opts);
   const written = ggufFromModel({
     hf: opened.hf,
     model,
@@ -56,17 +51,5 @@ export async function mergeToGguf(
     weights: modelWeights(model),
     types: new Map(merged.map((name) => [name, WRITE_TYPE[opts.dtype]])),
   });
-  await mkdir(dirname(resolve(out)), { recursive: true }).catch((err: unknown) => {
-    throw asIOError(err, out, 'create the parent of');
-  });
-  await writeGguf(out, written);
-  return {
-    ...what,
-    base: 'directory',
-    modules: [...adapter.layers.keys()],
-    parameters: adapter.numParameters(),
-    dequantized: countBy(merged.map((name) => held.get(name))),
-    kept: countBy(quantizedLayers(model).map(([, q]) => q.weight.type)),
-    tensors: countBy(written.tensors.map((t) => t.type)),
-  };
+  return { ...what, base: 'directory', ...counts, tensors: await writeMergedGguf(out, written) };
 }
