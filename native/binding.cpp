@@ -342,6 +342,29 @@ FN(js_matmul_accumulate) {
 }
 FN(js_matmul_bf16) { return matmul_common(env, info, true); }
 
+/* matmulPair(a1, b1, a2, b2, meta, out1, out2): out1 = a1·b1 and out2 = a2·b2, 2-D views, in one job. */
+FN(js_matmul_pair) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  Array s[4] = {F32(0, "a1"), F32(1, "b1"), F32(2, "a2"), F32(3, "b2")};
+  Array o1 = F32(5, "out1"), o2 = F32(6, "out2");
+  MetaReader r(env, a.argv[4]);
+  kn_view v[4];
+  const char *names[4] = {"a1", "b1", "a2", "b2"};
+  for (int i = 0; i < 4; i++) {
+    r.view(s[i], &v[i], names[i]);
+    CHECK(v[i].ndim == 2, "matmulPair needs 2-D operands, %s has %d dims", names[i], v[i].ndim);
+  }
+  for (int g = 0; g < 2; g++)
+    CHECK(v[2 * g].shape[1] == v[2 * g + 1].shape[0], "matmulPair product %d: inner dims differ: %lld vs %lld", g + 1,
+          (long long)v[2 * g].shape[1], (long long)v[2 * g + 1].shape[0]);
+  check_out(env, o1, v[0].shape[0] * v[1].shape[1], "out1");
+  check_out(env, o2, v[2].shape[0] * v[3].shape[1], "out2");
+  kn_matmul_pair_f32(&v[0], &v[1], (float *)o1.data, &v[2], &v[3], (float *)o2.data);
+  return undefined(env);
+  BODY_END
+}
+
 
 /* ---- elementwise ------------------------------------------------------------------------- */
 
@@ -1389,6 +1412,7 @@ NAPI_MODULE_INIT() {
       EXPORT("biasActivation", js_bias_activation),
       EXPORT("biasActivationBackward", js_bias_activation_backward),
       EXPORT("matmulAccumulate", js_matmul_accumulate),
+      EXPORT("matmulPair", js_matmul_pair),
       EXPORT("binary", js_binary),
       EXPORT("where", js_where),
       EXPORT("assign", js_assign),

@@ -114,6 +114,10 @@ void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out);
 /* c [M, N] (row-major) += alpha · a [M, K] · b [K, N] for 2-D views (the GEMM's beta = 1): a fused
    LoRA linear adds its low-rank product into the base's output without a separate pass. */
 void kn_matmul_accumulate_f32(const kn_view *a, const kn_view *b, float alpha, float *c);
+/* out1 = a1·b1 and out2 = a2·b2 (2-D views, row-major outputs) as one job, each product on its own
+   half of the pool (matmul.cpp); at two threads the bits equal kn_matmul_f32's at one thread. */
+void kn_matmul_pair_f32(const kn_view *a1, const kn_view *b1, float *out1, const kn_view *a2, const kn_view *b2,
+                        float *out2);
 
 /* ---- bf16 mixed precision (matmul_bf16.cpp; oneDNN builds only) ----------------------------- */
 

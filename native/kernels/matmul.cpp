@@ -190,21 +190,65 @@ bool prefer_transposed(int ta, int tb, int64_t M, int64_t N, int64_t K, float be
          M * N <= MAX_SCRATCH;
 }
 
+/* C[i, j] = T[j, i] for C's rows [r0, r1), in 32×32 tiles (T is Cᵀ, [N, M]). */
+void transpose_rows(const float *T, int64_t M, int64_t N, float *C, int64_t ldc, int64_t r0, int64_t r1) {
+  for (int64_t i0 = r0; i0 < r1; i0 += 32)
+    for (int64_t j0 = 0; j0 < N; j0 += 32) {
+      int64_t i1 = i0 + 32 < r1 ? i0 + 32 : r1, j1 = j0 + 32 < N ? j0 + 32 : N;
+      for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = j0; j < j1; j++) C[i * ldc + j] = T[j * M + i];
+    }
+}
+
+float *transpose_scratch(int64_t n) {
+  static thread_local std::vector<float> scratch;
+  if ((int64_t)scratch.size() < n) scratch.resize((size_t)n);
+  return scratch.data();
+}
+
 void sgemm_via_transpose(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                          int64_t ldb, float *C, int64_t ldc) {
-  static thread_local std::vector<float> scratch;
-  if ((int64_t)scratch.size() < M * N) scratch.resize((size_t)(M * N));
-  float *T = scratch.data();  // Cᵀ: [N, M]
+  float *T = transpose_scratch(M * N);  // Cᵀ: [N, M]
   kn_sgemm(1, 0, N, M, K, alpha, B, ldb, A, lda, 0.0f, T, M);
-  /* C[i, j] = T[j, i] in 32×32 tiles; the pool splits C's rows. */
+  /* the pool splits C's rows, 32 at a time */
   kn::parallel_for((M + 31) / 32, 4, [&](int64_t b0, int64_t b1) {
-    for (int64_t i0 = b0 * 32; i0 < b1 * 32 && i0 < M; i0 += 32)
-      for (int64_t j0 = 0; j0 < N; j0 += 32) {
-        int64_t i1 = i0 + 32 < M ? i0 + 32 : M, j1 = j0 + 32 < N ? j0 + 32 : N;
-        for (int64_t i = i0; i < i1; i++)
-          for (int64_t j = j0; j < j1; j++) C[i * ldc + j] = T[j * M + i];
-      }
+    transpose_rows(T, M, N, C, ldc, b0 * 32, b1 * 32 < M ? b1 * 32 : M);
   });
+}
+
+/* kn_sgemm as it runs at one thread, on the calling thread: the same bits as kn_sgemm at one thread. */
+void sgemm_one_thread(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (!prefer_transposed(ta, tb, M, N, K, beta)) {
+    gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  float *T = transpose_scratch(M * N);
+  gemm_serial(1, 0, N, M, K, alpha, B, ldb, A, lda, 0.0f, T, M);
+  transpose_rows(T, M, N, C, ldc, 0, M);
+}
+
+/* Block p of `blocks` equal blocks (multiples of 16, so BLAS micro-tiles stay whole) of C's longer side. */
+void gemm_block(const GemmJob &j, int64_t p) {
+  int64_t side = j.by_rows ? j.M : j.N;
+  int64_t s = p * j.block, e = s + j.block < side ? s + j.block : side;
+  if (s >= e) return;
+  if (j.by_rows) {
+    const float *a = j.ta ? j.A + s : j.A + s * j.lda;
+    gemm_serial(j.ta, j.tb, e - s, j.N, j.K, j.alpha, a, j.lda, j.B, j.ldb, j.beta, j.C + s * j.ldc, j.ldc);
+  } else {
+    const float *b = j.tb ? j.B + s * j.ldb : j.B + s;
+    gemm_serial(j.ta, j.tb, j.M, e - s, j.K, j.alpha, j.A, j.lda, b, j.ldb, j.beta, j.C + s, j.ldc);
+  }
+}
+
+/* Fills in how a GEMM splits into `blocks` blocks; returns how many blocks are non-empty. */
+int64_t plan_blocks(GemmJob &j, int64_t blocks) {
+  j.by_rows = j.M >= j.N;
+  int64_t side = j.by_rows ? j.M : j.N;
+  int64_t block = (side + blocks - 1) / blocks;
+  j.block = (block + 15) / 16 * 16;
+  return (side + j.block - 1) / j.block;
 }
 
 }  // namespace
@@ -255,24 +299,11 @@ void kn_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, cons
     gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  /* Split the longer side of C into T blocks (multiples of 16 so BLAS micro-tiles stay whole). */
-  GemmJob j{ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, M >= N, 0};
-  int64_t side = j.by_rows ? M : N;
-  int64_t block = (side + T - 1) / T;
-  block = (block + 15) / 16 * 16;
-  j.block = block;
-  int64_t parts = (side + block - 1) / block;
+  /* Split the longer side of C into T blocks, one per pool thread. */
+  GemmJob j{ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, true, 0};
+  int64_t parts = plan_blocks(j, T);
   kn::parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; p++) {
-      int64_t s = p * j.block, e = s + j.block < side ? s + j.block : side;
-      if (j.by_rows) {
-        const float *a = j.ta ? j.A + s : j.A + s * j.lda;
-        gemm_serial(j.ta, j.tb, e - s, j.N, j.K, j.alpha, a, j.lda, j.B, j.ldb, j.beta, j.C + s * j.ldc, j.ldc);
-      } else {
-        const float *b = j.tb ? j.B + s * j.ldb : j.B + s;
-        gemm_serial(j.ta, j.tb, j.M, e - s, j.K, j.alpha, j.A, j.lda, b, j.ldb, j.beta, j.C + s, j.ldc);
-      }
-    }
+    for (int64_t p = p0; p < p1; p++) gemm_block(j, p);
   });
 }
 
@@ -369,4 +400,47 @@ extern "C" int kn_matmul_bf16(const kn_view *a, const kn_view *b, float *out) {
   if (!kn_bf16_available()) return -1;
   matmul_views(a, b, out, true);
   return 0;
+}
+
+/*
+ * Two independent 2-D products at once (a linear layer's backward: dX = dY·Wᵀ and dW = Xᵀ·dY).
+ * Splitting each small GEMM (M = 2048, N or K = 256 at kjv-gpt) across both threads costs a sync
+ * and two half-size calls; instead each product gets half the pool: at two threads, each runs
+ * whole on its own thread (docs/performance.md, "Pairs of GEMMs"). With T threads each product is
+ * cut into T/2 blocks, so the bits depend on the thread count only; at two threads they equal
+ * kn_matmul_f32's at one thread. One thread, a product too small to share, or an operand that
+ * needs packing: the two products run one after the other, exactly as two kn_matmul_f32 calls.
+ */
+extern "C" void kn_matmul_pair_f32(const kn_view *a1, const kn_view *b1, float *out1, const kn_view *a2,
+                                   const kn_view *b2, float *out2) {
+  const kn_view *as[2] = {a1, a2}, *bs[2] = {b1, b2};
+  float *outs[2] = {out1, out2};
+  GemmJob jobs[2];
+  int T = kn_get_threads();
+  bool pair = T >= 2;
+  for (int g = 0; g < 2 && pair; g++) {
+    const kn_view *a = as[g], *b = bs[g];
+    int64_t M = a->shape[0], K = a->shape[1], N = b->shape[1];
+    MatArg ma = classify(M, K, a->strides[0], a->strides[1]), mb = classify(K, N, b->strides[0], b->strides[1]);
+    pair = !ma.pack && !mb.pack && M > 0 && N > 0 && K > 0 &&
+           2.0 * (double)M * (double)N * (double)K >= 2.0 * 96 * 96 * 96;
+    jobs[g] = GemmJob{ma.trans, mb.trans, M, N, K, 1.0f, 0.0f, (const float *)a->data, (const float *)b->data,
+                      outs[g], ma.ld, mb.ld, N, true, 0};
+  }
+  if (!pair) {
+    matmul_views(a1, b1, out1, false);
+    matmul_views(a2, b2, out2, false);
+    return;
+  }
+  int64_t half = T / 2;
+  int64_t blocks[2] = {plan_blocks(jobs[0], half), plan_blocks(jobs[1], half)};
+  kn::parallel_for(blocks[0] + blocks[1], 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++) {
+      int g = p < blocks[0] ? 0 : 1;
+      const GemmJob &j = jobs[g];
+      if (blocks[g] == 1)
+        sgemm_one_thread(j.ta, j.tb, j.M, j.N, j.K, 1.0f, j.A, j.lda, j.B, j.ldb, 0.0f, j.C, j.ldc);
+      else gemm_block(j, g == 0 ? p : p - blocks[0]);
+    }
+  });
 }

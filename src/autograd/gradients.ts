@@ -413,6 +413,7 @@ function linearGrad(g: Tensor, [x, w, b]: readonly (Tensor | null)[], { act, h }
     if (act) dh = ACTIVATION_GRADS[act](g, h!);
     if (wantBias) db = ops.sum(dh, 0);
   }
+  if (x!.requiresGrad && w!.requiresGrad) return [...ops.matmulInputAndWeightGrads(x!, w!, dh), db];
   return [
     x!.requiresGrad ? ops.batchedMatmul(dh, ops.transpose(w!, -2, -1)) : null,
     w!.requiresGrad ? ops.matmulGradB(x!, w!, dh) : null,

@@ -93,7 +93,8 @@ export type FusedKernelName =
   | 'biasActivation'
   | 'maxPoolBiasRelu'
   | 'quantizedMatmul'
-  | 'matmulAccumulate';
+  | 'matmulAccumulate'
+  | 'matmulPair';
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'softmax',
   'layerNorm',
@@ -108,6 +109,7 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'maxPoolBiasRelu',
   'quantizedMatmul',
   'matmulAccumulate',
+  'matmulPair',
 ];
 
 /** ggml block formats a quantized weight can be held in (32 values per block). */
@@ -341,6 +343,12 @@ export interface FusedKernels {
    * (src/finetune/lora-linear.ts) adds its low-rank product into the base's output in the GEMM's pass.
    */
   matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void;
+  /**
+   * [a1·b1, a2·b2] for 2-D f32 views, as row-major storages: two independent products (a linear
+   * layer's dX and dW) in one call, each on its own share of the threads. Each result is a plain
+   * matmul's value at some thread count (the same bits for a given count).
+   */
+  matmulPair(a1: KernelView, b1: KernelView, a2: KernelView, b2: KernelView): [Storage, Storage];
 }
 
 /**

@@ -65,6 +65,10 @@ function flopsOf(kernel: string, args: readonly unknown[]): number {
       const r = b.shape.length;
       return 2 * numel(a.shape) * b.shape[r - 1]!; // 2·batch·M·K·N
     }
+    case 'matmulPair': {
+      const [a1, b1, a2, b2] = args as [KernelView, KernelView, KernelView, KernelView];
+      return 2 * (numel(a1.shape) * b1.shape[1]! + numel(a2.shape) * b2.shape[1]!);
+    }
     case 'conv2d': {
       // output elements × 2·(Cin/groups)·kH·kW
       const [x, w, p] = args as [KernelView, KernelView, Conv2dParams];

@@ -1,6 +1,6 @@
 /** Matrix multiplication with PyTorch's matmul semantics (1-D operands, batch broadcasting). */
-import { record } from '../autograd/tape.js';
-import { getMatmulPrecision, kernelFor } from '../backends/dispatch.js';
+import { needsGrad, record } from '../autograd/tape.js';
+import { fusedFor, getMatmulPrecision, kernelFor } from '../backends/dispatch.js';
 import { ShapeError } from '../errors.js';
 import { broadcastShapes, formatShape, numel } from '../shape.js';
 import { Tensor } from '../tensor.js';
@@ -64,8 +64,35 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
  * the transpose's backward hands the weight a row-major gradient it can keep without a copy.
  */
 export function matmulGradB(a: Tensor, b: Tensor, g: Tensor): Tensor {
-  if (b.rank === 2 && b.strides[0] === 1 && b.strides[1] === b.shape[0] && b.shape[0]! > 1 && b.shape[1]! > 1) {
+  if (isTransposedRowMajor(b)) {
     return transpose(batchedMatmul(transpose(g, -2, -1), a), -2, -1);
   }
   return batchedMatmul(transpose(a, -2, -1), g);
+}
+
+/** B in the transposed row-major layout of an [out, in] weight used as Wᵀ (see matmulGradB). */
+function isTransposedRowMajor(b: Tensor): boolean {
+  return b.rank === 2 && b.strides[0] === 1 && b.strides[1] === b.shape[0] && b.shape[0]! > 1 && b.shape[1]! > 1;
+}
+
+/**
+ * A linear layer's two weight-side gradients for x [M, K] · w [K, N] and g = dL/d(x·w) [M, N]:
+ * [dX = g·wᵀ, dW = matmulGradB(x, w, g)]. The two GEMMs are independent; with the backend's
+ * `matmulPair` they run as one call, each on its own share of the threads, which at two threads
+ * beats splitting each small GEMM in two (docs/performance.md, "Pairs of GEMMs"). Same values as
+ * the two separate products at some thread count, so the same bits for a given count.
+ */
+export function matmulInputAndWeightGrads(x: Tensor, w: Tensor, g: Tensor): [Tensor, Tensor] {
+  const wT = transpose(w, 0, 1);
+  const transposed = isTransposedRowMajor(w);
+  const [a2, b2] = transposed ? [transpose(g, 0, 1), x] : [transpose(x, 0, 1), g];
+  const fused =
+    x.rank === 2 && g.rank === 2 && getMatmulPrecision() === 'f32' && !needsGrad([x, w, g])
+      ? fusedFor('matmulPair', [g, wT, a2, b2])
+      : null;
+  if (!fused) return [batchedMatmul(g, wT), matmulGradB(x, w, g)];
+  const [dx, dw] = fused.matmulPair(g, wT, a2, b2);
+  const dxT = new Tensor(dx, [g.shape[0]!, wT.shape[1]!], 'f32');
+  const dwT = new Tensor(dw, [a2.shape[0]!, b2.shape[1]!], 'f32');
+  return [dxT, transposed ? transpose(dwT, 0, 1) : dwT];
 }

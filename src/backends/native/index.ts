@@ -122,6 +122,8 @@ export interface NativeAddon {
   biasActivationBackward(g: F32, h: Opt<F32>, rows: number, N: number, act: number, dh: Opt<F32>, db: Opt<F32>): void;
   /** c += alpha · a · b, 2-D views (FusedKernels.matmulAccumulate). */
   matmulAccumulate(a: F32, b: F32, meta: Float64Array, c: F32, alpha: number): void;
+  /** out1 = a1·b1, out2 = a2·b2 (2-D views) in one job (FusedKernels.matmulPair). */
+  matmulPair(a1: F32, b1: F32, a2: F32, b2: F32, meta: Float64Array, out1: F32, out2: F32): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
   where(cond: Uint8Array, a: F32, b: F32, meta: Float64Array, out: F32): void;
   assign(dst: Storage, src: Storage, meta: Float64Array): void;
@@ -727,6 +729,12 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     },
     matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void {
       addon.matmulAccumulate(f32(a), f32(b), pack(a, b), c, alpha);
+    },
+    matmulPair(a1: KernelView, b1: KernelView, a2: KernelView, b2: KernelView): [Storage, Storage] {
+      const out1 = allocF32(a1.shape[0]! * b1.shape[1]!);
+      const out2 = allocF32(a2.shape[0]! * b2.shape[1]!);
+      addon.matmulPair(f32(a1), f32(b1), f32(a2), f32(b2), pack(a1, b1, a2, b2), out1, out2);
+      return [out1, out2];
     },
     quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage {
       const M = numel(x.shape) / w.cols;
