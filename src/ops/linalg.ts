@@ -76,23 +76,31 @@ function isTransposedRowMajor(b: Tensor): boolean {
 }
 
 /**
- * A linear layer's two weight-side gradients for x [M, K] · w [K, N] and g = dL/d(x·w) [M, N]:
- * [dX = g·wᵀ, dW = matmulGradB(x, w, g)]. The two GEMMs are independent; with the backend's
- * `matmulPair` they run as one call, each on its own share of the threads, which at two threads
- * beats splitting each small GEMM in two (docs/performance.md, "Pairs of GEMMs"). Same values as
- * the two separate products at some thread count, so the same bits for a given count.
+ * [a1·b1, a2·b2] for 2-D operands, two independent products: with the backend's `matmulPair` one
+ * call runs each on its own share of the threads, which at two threads beats splitting each small
+ * GEMM in two (docs/performance.md, "Pairs of GEMMs"). Each result is the plain product's value at
+ * some thread count, so the same bits for a given count. Not recorded on the tape (it serves
+ * backward rules): with grad enabled on an input that requires it, the plain products run.
+ */
+export function matmulPair(a1: Tensor, b1: Tensor, a2: Tensor, b2: Tensor): [Tensor, Tensor] {
+  const operands = [a1, b1, a2, b2];
+  const fused =
+    operands.every((t) => t.rank === 2 && t.dtype === 'f32') && getMatmulPrecision() === 'f32' && !needsGrad(operands)
+      ? fusedFor('matmulPair', operands)
+      : null;
+  if (!fused) return [batchedMatmul(a1, b1), batchedMatmul(a2, b2)];
+  const [p1, p2] = fused.matmulPair(a1, b1, a2, b2);
+  return [new Tensor(p1, [a1.shape[0]!, b1.shape[1]!], 'f32'), new Tensor(p2, [a2.shape[0]!, b2.shape[1]!], 'f32')];
+}
+
+/**
+ * A linear layer's two gradients for x [M, K] · w [K, N] and g = dL/d(x·w) [M, N]:
+ * [dX = g·wᵀ, dW = matmulGradB(x, w, g)], the two GEMMs as one matmulPair.
  */
 export function matmulInputAndWeightGrads(x: Tensor, w: Tensor, g: Tensor): [Tensor, Tensor] {
-  const wT = transpose(w, 0, 1);
-  const transposed = isTransposedRowMajor(w);
-  const [a2, b2] = transposed ? [transpose(g, 0, 1), x] : [transpose(x, 0, 1), g];
-  const fused =
-    x.rank === 2 && g.rank === 2 && getMatmulPrecision() === 'f32' && !needsGrad([x, w, g])
-      ? fusedFor('matmulPair', [g, wT, a2, b2])
-      : null;
-  if (!fused) return [batchedMatmul(g, wT), matmulGradB(x, w, g)];
-  const [dx, dw] = fused.matmulPair(g, wT, a2, b2);
-  const dxT = new Tensor(dx, [g.shape[0]!, wT.shape[1]!], 'f32');
-  const dwT = new Tensor(dw, [a2.shape[0]!, b2.shape[1]!], 'f32');
-  return [dxT, transposed ? transpose(dwT, 0, 1) : dwT];
+  if (isTransposedRowMajor(w)) {
+    const [dx, dwT] = matmulPair(g, transpose(w, 0, 1), transpose(g, 0, 1), x);
+    return [dx, transpose(dwT, 0, 1)];
+  }
+  return matmulPair(g, transpose(w, 0, 1), transpose(x, 0, 1), g);
 }

@@ -12,6 +12,7 @@
  *
  * Gradients (g = dL/dy as [M, N], u = s·g·B [M, r]):
  *   dX = g·Wᵀ (+ u·A when h is x), dH = u·A, dA = uᵀ·h, dB = gᵀ·t, dW = xᵀ·g, db = Σrows g,
+ * u and dB (both products of g) computed side by side by one matmulPair,
  * each computed only when that input requires grad (a frozen W gets no dW). Without the fused
  * kernel (the js backend, f64) the same formulas run as plain ops: that composite is the reference.
  */
@@ -22,7 +23,7 @@ import { ShapeError } from '../errors.js';
 import { formatShape, numel } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { add, mul } from './elementwise.js';
-import { matmul, matmulGradB } from './linalg.js';
+import { matmul, matmulGradB, matmulPair } from './linalg.js';
 import { quantizedMatmul, quantizedMatmulInputGrad } from './quantized.js';
 import { sum } from './reduce.js';
 import { clone, expand, reshape, transpose } from './view.js';
@@ -120,7 +121,13 @@ export function loraLinearGrad(
   const wantX = x!.requiresGrad;
   const wantH = !!h?.requiresGrad;
   const wantA = loraA!.requiresGrad;
-  const u = wantX || wantH || wantA ? addProduct(null, g2, loraB!, scaling) : null;
+  const wantU = wantX || wantH || wantA;
+  const wantB = loraB!.requiresGrad;
+  // u and dB both read g: one matmulPair runs them side by side (u = g·(s·B), s·B being [N, r])
+  const [u, db] =
+    wantU && wantB
+      ? matmulPair(g2, mul(loraB!, scaling), transpose(g2, 0, 1), t)
+      : [wantU ? addProduct(null, g2, loraB!, scaling) : null, wantB ? matmul(transpose(g2, 0, 1), t) : null];
   let dx: Tensor | null = null;
   if (wantX) {
     dx = quantized ? quantizedMatmulInputGrad(g2, quantized) : matmul(g2, transpose(w!, 0, 1));
@@ -129,7 +136,6 @@ export function loraLinearGrad(
   }
   const dh = wantH ? reshape(matmul(u!, loraA!), h!.shape) : null;
   const da = wantA ? matmul(transpose(u!, 0, 1), shared ? x2() : reshape(h!, [M, K])) : null;
-  const db = loraB!.requiresGrad ? matmul(transpose(g2, 0, 1), t) : null;
   const dw = w?.requiresGrad ? matmulGradB(x2(), w, g2) : null; // W as [in, out]
   const dbias = bias?.requiresGrad ? sum(g2, 0) : null;
   return [dx, dw, dbias, dh, da, db];
