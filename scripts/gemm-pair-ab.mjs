@@ -34,7 +34,15 @@ for (const [K, N] of [
     addon.matmul(x, g, Float64Array.from(dwViews), new Float32Array(K * N));
   };
   const pair = () =>
-    addon.matmulPair(g, w, x, g, Float64Array.from([...dxViews, ...dwViews]), new Float32Array(M * K), new Float32Array(K * N));
+    addon.matmulPair(
+      g,
+      w,
+      x,
+      g,
+      Float64Array.from([...dxViews, ...dwViews]),
+      new Float32Array(M * K),
+      new Float32Array(K * N),
+    );
   const times = { separate: [], pair: [] };
   for (let r = 0; r < rounds; r++) {
     for (const [name, fn] of Object.entries({ separate, pair })) {
@@ -49,7 +57,9 @@ for (const [K, N] of [
   totalPair += p;
   const gflop = (4 * M * K * N) / 1e9;
   console.log(
-    `${K}→${N}: two matmuls ${s.toFixed(2)} ms (${(gflop / s * 1e3).toFixed(0)} GFLOP/s), pair ${p.toFixed(2)} ms (${(gflop / p * 1e3).toFixed(0)} GFLOP/s), ${(s / p).toFixed(2)}×`,
+    `${K}→${N}: two matmuls ${s.toFixed(2)} ms (${((gflop / s) * 1e3).toFixed(0)} GFLOP/s), pair ${p.toFixed(2)} ms (${((gflop / p) * 1e3).toFixed(0)} GFLOP/s), ${(s / p).toFixed(2)}×`,
   );
 }
-console.log(`threads ${threads}: one layer's four linears, two matmuls ${totalSeparate.toFixed(2)} ms, pair ${totalPair.toFixed(2)} ms, ${(totalSeparate / totalPair).toFixed(2)}×`);
+console.log(
+  `threads ${threads}: one layer's four linears, two matmuls ${totalSeparate.toFixed(2)} ms, pair ${totalPair.toFixed(2)} ms, ${(totalSeparate / totalPair).toFixed(2)}×`,
+);

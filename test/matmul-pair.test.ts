@@ -1,9 +1,9 @@
 /**
  * matmulPair (native/kernels/matmul.cpp): a linear layer's two backward GEMMs in one call, each on
  * its own share of the pool. At one thread it must give exactly what two matmul calls give; at two
- * threads exactly what the one-thread matmuls give (each product runs whole on one thread); at four
- * threads (two blocks per product) the same bits call after call and the js backend's values. The
- * linear layer's backward, which uses it, is checked against the js backend.
+ * threads exactly what the one-thread matmuls give (each product runs whole on one thread); at three
+ * and four threads (three and two blocks per product) the same bits call after call and the js
+ * backend's values. The linear layer's backward, which uses it, is checked against the js backend.
  * Skipped when the addon is not built, unless KNOBS_REQUIRE_NATIVE=1.
  */
 import assert from 'node:assert/strict';
@@ -36,7 +36,11 @@ function backwardOperands(M: number, K: number, N: number, wTransposed: boolean)
   const w = view(K, N, 0.11, wTransposed);
   const g = view(M, N, 0.23);
   const wT: KernelView = { ...w, shape: [N, K], strides: [w.strides[1]!, w.strides[0]!] };
-  const t = (v: KernelView): KernelView => ({ ...v, shape: [v.shape[1]!, v.shape[0]!], strides: [v.strides[1]!, v.strides[0]!] });
+  const t = (v: KernelView): KernelView => ({
+    ...v,
+    shape: [v.shape[1]!, v.shape[0]!],
+    strides: [v.strides[1]!, v.strides[0]!],
+  });
   return wTransposed ? [g, wT, t(g), x] : [g, wT, t(x), g];
 }
 
@@ -86,20 +90,21 @@ describe('matmulPair', { skip }, () => {
     }
   });
 
-  it('gives the js values and the same bits call after call at four threads', () => {
-    for (const [M, K, N, wt] of SHAPES) {
-      const ops = backwardOperands(M, K, N, wt);
-      const [a, b] = atThreads(4, () => [paired(ops), paired(ops)]);
-      const want = [jsBackend.matmul(ops[0]!, ops[1]!), jsBackend.matmul(ops[2]!, ops[3]!)];
-      for (const i of [0, 1]) {
-        bitsEqual(a![i]!, b![i]!, `${M}x${K}x${N} product ${i + 1}, repeated`);
-        for (let j = 0; j < want[i]!.length; j++) {
-          const e = want[i]![j] as number;
-          assert.ok(Math.abs(a![i]![j]! - e) <= 1e-4 * (1 + Math.abs(e)), `${M}x${K}x${N} product ${i + 1} [${j}]`);
+  for (const threads of [3, 4])
+    it(`gives the js values and the same bits call after call at ${threads} threads`, () => {
+      for (const [M, K, N, wt] of SHAPES) {
+        const ops = backwardOperands(M, K, N, wt);
+        const [a, b] = atThreads(threads, () => [paired(ops), paired(ops)]);
+        const want = [jsBackend.matmul(ops[0]!, ops[1]!), jsBackend.matmul(ops[2]!, ops[3]!)];
+        for (const i of [0, 1]) {
+          bitsEqual(a![i]!, b![i]!, `${M}x${K}x${N} product ${i + 1}, repeated`);
+          for (let j = 0; j < want[i]!.length; j++) {
+            const e = want[i]![j] as number;
+            assert.ok(Math.abs(a![i]![j]! - e) <= 1e-4 * (1 + Math.abs(e)), `${M}x${K}x${N} product ${i + 1} [${j}]`);
+          }
         }
       }
-    }
-  });
+    });
 
   it("gives a linear layer's dX, dW and db as the js backend does, a transposed weight's dW in its layout", () => {
     const M = 300;
@@ -111,7 +116,9 @@ describe('matmulPair', { skip }, () => {
         const wRows = new Tensor(wave(N * K, 0.11), [N, K], 'f32').requiresGrad_(); // an [out, in] weight
         const b = new Tensor(wave(N, 0.7), [N], 'f32').requiresGrad_();
         const y = linear(x, wRows.transpose(0, 1), b, 'gelu_tanh');
-        y.mul(new Tensor(wave(M * N, 0.05), [M, N], 'f32')).sum().backward();
+        y.mul(new Tensor(wave(M * N, 0.05), [M, N], 'f32'))
+          .sum()
+          .backward();
         return [x.grad!, wRows.grad!, b.grad!];
       });
     const { result: got, runs } = traceKernels(() => atThreads(2, () => run('native')));
@@ -125,7 +132,8 @@ describe('matmulPair', { skip }, () => {
     got.forEach((t, i) => {
       const a = t.toFlatArray();
       const e = want[i]!.toFlatArray();
-      for (let j = 0; j < e.length; j++) assert.ok(Math.abs(a[j]! - e[j]!) <= 1e-4 * (1 + Math.abs(e[j]!)), `grad ${i} [${j}]`);
+      for (let j = 0; j < e.length; j++)
+        assert.ok(Math.abs(a[j]! - e[j]!) <= 1e-4 * (1 + Math.abs(e[j]!)), `grad ${i} [${j}]`);
     });
   });
 });

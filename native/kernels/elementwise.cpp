@@ -7,6 +7,11 @@
 #include "internal.h"
 #include "mathf.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define KN_GELU_AVX512 1
+#endif
+
 using namespace kn;
 
 namespace {
@@ -51,6 +56,99 @@ KN_INLINE float deriv1(float x) {
   }
 }
 
+#ifdef KN_GELU_AVX512
+#define KN_AVX512 __attribute__((target("avx512f,fma")))
+
+bool have_avx512() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return yes;
+}
+
+/*
+ * GPT-2's tanh GELU on 16 lanes, the formula of unary1/deriv1 (x·σ(2u), u = √(2/π)(x + 0.044715x³)):
+ * e^{−2u} by expf_fast's reduction and degree-6 polynomial with 2^n applied by scalef (which gives
+ * +Inf and 0 at the ends itself), and 1/(1 + e) by rcp14 plus one Newton step (~1 ulp) instead of a
+ * division. The compiler's vectorisation of the scalar formula ran at ~1.5-2 ns per element, which
+ * made GELU and its derivative ~7 % of a kjv-gpt training step; this runs several times faster.
+ * The argument of exp is clamped to [−103.9, 88]: e stays finite, so 1 + e has a reciprocal.
+ */
+KN_AVX512 inline __m512 sigmoid_2u(__m512 x) {
+  const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+  const __m512 u = _mm512_mul_ps(_mm512_set1_ps(SQRT_2_OVER_PI), _mm512_fmadd_ps(_mm512_set1_ps(GELU_TANH_COEF), x3, x));
+  __m512 z = _mm512_mul_ps(u, _mm512_set1_ps(-2.0f));
+  z = _mm512_max_ps(_mm512_set1_ps(-103.9f), _mm512_min_ps(_mm512_set1_ps(88.0f), z));  // NaN passes through
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), z);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, n));
+  const __m512 inv = _mm512_rcp14_ps(d);
+  const __m512 s = _mm512_mul_ps(inv, _mm512_fnmadd_ps(d, inv, _mm512_set1_ps(2.0f)));
+  /* past the clamp σ is 0, as 1/(1 + e^z) is in f32 (so gelu(−Inf) = −Inf·0 = NaN, as the composite) */
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(z, _mm512_set1_ps(88.0f), _CMP_GE_OQ), s, _mm512_setzero_ps());
+}
+
+/* y = gelu_tanh(x) over n values. */
+KN_AVX512 void gelu_tanh_dense(const float *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, sigmoid_2u(v)));
+  }
+}
+
+/* y = g · gelu_tanh'(x) over n values: s + 2x·s(1 − s)·√(2/π)(1 + 3·0.044715x²) with s = σ(2u). */
+KN_AVX512 void gelu_tanh_backward_dense(const float *x, const float *g, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    const __m512 s = sigmoid_2u(v);
+    const __m512 du = _mm512_mul_ps(_mm512_set1_ps(SQRT_2_OVER_PI),
+                                    _mm512_fmadd_ps(_mm512_set1_ps(3.0f * GELU_TANH_COEF), _mm512_mul_ps(v, v),
+                                                    _mm512_set1_ps(1.0f)));
+    const __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_add_ps(v, v), s), _mm512_sub_ps(_mm512_set1_ps(1.0f), s));
+    const __m512 dv = _mm512_fmadd_ps(t, du, s);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + i), dv));
+  }
+}
+
+/* The same for strided x (and g): gathered 256 at a time, so every layout gives the same bits. */
+const int64_t GATHER = 256;
+
+void gelu_tanh_avx512(const float *x, int64_t s, float *y, int64_t n) {
+  if (s == 1) return gelu_tanh_dense(x, y, n);
+  float xs[GATHER];
+  for (int64_t i0 = 0; i0 < n; i0 += GATHER) {
+    const int64_t m = n - i0 < GATHER ? n - i0 : GATHER;
+    for (int64_t j = 0; j < m; j++) xs[j] = x[(i0 + j) * s];
+    gelu_tanh_dense(xs, y + i0, m);
+  }
+}
+
+void gelu_tanh_backward_avx512(const float *x, int64_t sx, const float *g, int64_t sg, float *y, int64_t n) {
+  if (sx == 1 && sg == 1) return gelu_tanh_backward_dense(x, g, y, n);
+  float xs[GATHER], gs[GATHER];
+  for (int64_t i0 = 0; i0 < n; i0 += GATHER) {
+    const int64_t m = n - i0 < GATHER ? n - i0 : GATHER;
+    for (int64_t j = 0; j < m; j++) {
+      xs[j] = x[(i0 + j) * sx];
+      gs[j] = g[(i0 + j) * sg];
+    }
+    gelu_tanh_backward_dense(xs, gs, y + i0, m);
+  }
+}
+#endif
+
 #define UNARY_CASES(M) \
   M(KN_NEG) M(KN_EXP) M(KN_LOG) M(KN_SQRT) M(KN_RSQRT) M(KN_ABS) M(KN_TANH) M(KN_SIGMOID) M(KN_RELU) M(KN_GELU) \
   M(KN_GELU_TANH) M(KN_SILU) M(KN_SIGN)
@@ -58,6 +156,9 @@ KN_INLINE float deriv1(float x) {
 /* y[i] = f(x[i·s]) for one row; the unit-stride case is the vectorised one. */
 KN_CLONES
 void unary_row(int op, const float *x, int64_t s, float *y, int64_t n) {
+#ifdef KN_GELU_AVX512
+  if (op == KN_GELU_TANH && have_avx512()) return gelu_tanh_avx512(x, s, y, n);
+#endif
   switch (op) {
 #define M(OP)                                                         \
   case OP:                                                            \
@@ -73,6 +174,9 @@ void unary_row(int op, const float *x, int64_t s, float *y, int64_t n) {
 
 KN_CLONES
 void activation_backward_row(int op, const float *x, int64_t sx, const float *g, int64_t sg, float *y, int64_t n) {
+#ifdef KN_GELU_AVX512
+  if (op == KN_GELU_TANH && have_avx512()) return gelu_tanh_backward_avx512(x, sx, g, sg, y, n);
+#endif
   switch (op) {
 #define M(OP)                                                                          \
   case OP:                                                                             \

@@ -406,9 +406,9 @@ extern "C" int kn_matmul_bf16(const kn_view *a, const kn_view *b, float *out) {
  * Two independent 2-D products at once (a linear layer's backward: dX = dY·Wᵀ and dW = Xᵀ·dY).
  * Splitting each small GEMM (M = 2048, N or K = 256 at kjv-gpt) across both threads costs a sync
  * and two half-size calls; instead each product gets half the pool: at two threads, each runs
- * whole on its own thread (docs/performance.md, "Pairs of GEMMs"). With T threads each product is
- * cut into T/2 blocks, so the bits depend on the thread count only; at two threads they equal
- * kn_matmul_f32's at one thread. One thread, a product too small to share, or an operand that
+ * whole on its own thread (docs/performance.md, "Pairs of GEMMs"). With an even T each product is
+ * cut into T/2 blocks (an odd T: T blocks, both products in one job), so the bits depend on the
+ * thread count only; at two threads they equal kn_matmul_f32's at one thread. One thread, a product too small to share, or an operand that
  * needs packing: the two products run one after the other, exactly as two kn_matmul_f32 calls.
  */
 extern "C" void kn_matmul_pair_f32(const kn_view *a1, const kn_view *b1, float *out1, const kn_view *a2,
@@ -432,8 +432,9 @@ extern "C" void kn_matmul_pair_f32(const kn_view *a1, const kn_view *b1, float *
     matmul_views(a2, b2, out2, false);
     return;
   }
-  int64_t half = T / 2;
-  int64_t blocks[2] = {plan_blocks(jobs[0], half), plan_blocks(jobs[1], half)};
+  /* even T: T/2 blocks each, so each product has half the threads; odd T: T blocks each, two per thread */
+  int64_t per = T % 2 == 0 ? T / 2 : T;
+  int64_t blocks[2] = {plan_blocks(jobs[0], per), plan_blocks(jobs[1], per)};
   kn::parallel_for(blocks[0] + blocks[1], 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; p++) {
       int g = p < blocks[0] ? 0 : 1;
