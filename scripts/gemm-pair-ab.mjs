@@ -53,11 +53,13 @@ for (const [K, N] of [
   }
   const s = median(times.separate);
   const p = median(times.pair);
+  // the median of each round's own ratio: robust to the load drifting between rounds
+  const roundRatio = median(times.separate.map((t, i) => t / times.pair[i]));
   totalSeparate += s;
   totalPair += p;
   const gflop = (4 * M * K * N) / 1e9;
   console.log(
-    `${K}→${N}: two matmuls ${s.toFixed(2)} ms (${((gflop / s) * 1e3).toFixed(0)} GFLOP/s), pair ${p.toFixed(2)} ms (${((gflop / p) * 1e3).toFixed(0)} GFLOP/s), ${(s / p).toFixed(2)}×`,
+    `${K}→${N}: two matmuls ${s.toFixed(2)} ms (${((gflop / s) * 1e3).toFixed(0)} GFLOP/s), pair ${p.toFixed(2)} ms (${((gflop / p) * 1e3).toFixed(0)} GFLOP/s), ${(s / p).toFixed(2)}× (median of the rounds' ratios ${roundRatio.toFixed(2)}×)`,
   );
 }
 console.log(
