@@ -323,7 +323,10 @@ napi_value matmul_common(napi_env env, napi_callback_info info, bool bf16) {
 
 FN(js_matmul) { return matmul_common(env, info, false); }
 
-/* matmulAccumulate(a, b, meta, c, alpha): c [M, N] += alpha · a [M, K] · b [K, N] (2-D views; c row-major). */
+float *opt_f32(napi_env env, napi_value v, int64_t need, const char *what);  // defined below
+
+/* matmulAccumulate(a, b, meta, c, alpha, bias?): c [M, N] += bias [N] + alpha · a [M, K] · b [K, N] (2-D views;
+   c row-major; bias null or absent: none). */
 FN(js_matmul_accumulate) {
   BODY_BEGIN
   ARG_COUNT(5);
@@ -336,7 +339,8 @@ FN(js_matmul_accumulate) {
   CHECK(va.shape[1] == vb.shape[0], "matmulAccumulate inner dims differ: %lld vs %lld", (long long)va.shape[1],
         (long long)vb.shape[0]);
   check_out(env, c, va.shape[0] * vb.shape[1], "c");
-  kn_matmul_accumulate_f32(&va, &vb, (float)NUM(4, "alpha"), (float *)c.data);
+  const float *bias = a.argc > 5 ? opt_f32(env, a.argv[5], vb.shape[1], "bias") : nullptr;
+  kn_matmul_accumulate_f32(&va, &vb, (float)NUM(4, "alpha"), bias, (float *)c.data);
   return undefined(env);
   BODY_END
 }

@@ -111,9 +111,10 @@ void kn_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
 /* Batched product of a [...batch, M, K] and b [...batch, K, N] (same ndim ≥ 2, batch dims equal,
    any strides: unit-stride rows or columns go to the BLAS directly, others are packed first). */
 void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out);
-/* c [M, N] (row-major) += alpha · a [M, K] · b [K, N] for 2-D views (the GEMM's beta = 1): a fused
-   LoRA linear adds its low-rank product into the base's output without a separate pass. */
-void kn_matmul_accumulate_f32(const kn_view *a, const kn_view *b, float alpha, float *c);
+/* c [M, N] (row-major) += bias [N] (or nothing: null) + alpha · a [M, K] · b [K, N] for 2-D views (the
+   GEMM's beta = 1; an inner size ≤ 32, a LoRA rank, in one pass over c): a fused LoRA linear adds its
+   bias and its low-rank product into the base's output without separate passes. */
+void kn_matmul_accumulate_f32(const kn_view *a, const kn_view *b, float alpha, const float *bias, float *c);
 /* out1 = a1·b1 and out2 = a2·b2 (2-D views, row-major outputs) as one job, each product on its own
    half of the pool (matmul.cpp); at two threads the bits equal kn_matmul_f32's at one thread. */
 void kn_matmul_pair_f32(const kn_view *a1, const kn_view *b1, float *out1, const kn_view *a2, const kn_view *b2,

@@ -4,6 +4,7 @@
  * threads exactly what the one-thread matmuls give (each product runs whole on one thread); at three
  * and four threads (three and two blocks per product) the same bits call after call and the js
  * backend's values. The linear layer's backward, which uses it, is checked against the js backend.
+ * Also matmulAccumulate's bias (the LoRA layer's bias and low-rank product in one pass).
  * Skipped when the addon is not built, unless KNOBS_REQUIRE_NATIVE=1.
  */
 import assert from 'node:assert/strict';
@@ -135,5 +136,30 @@ describe('matmulPair', { skip }, () => {
       for (let j = 0; j < e.length; j++)
         assert.ok(Math.abs(a[j]! - e[j]!) <= 1e-4 * (1 + Math.abs(e[j]!)), `grad ${i} [${j}]`);
     });
+  });
+});
+
+describe('matmulAccumulate with a bias', { skip }, () => {
+  it('adds (c + bias) + alpha·a·b for a LoRA-rank inner size (one pass) and a longer one (the GEMM)', () => {
+    const M = 70;
+    const N = 300;
+    for (const K of [8, 48]) {
+      for (const withBias of [true, false]) {
+        const a = view(M, K, 0.37);
+        const b = view(K, N, 0.11, true); // Bᵀ of a [N, K] matrix, as the LoRA layer passes it
+        const bias = view(1, N, 0.7);
+        const biasView: KernelView = { ...bias, shape: [N], strides: [1] };
+        const c = wave(M * N, 0.05);
+        const want = jsBackend.matmul(a, b) as Float32Array;
+        const got = Float32Array.from(c);
+        native!.fused!.matmulAccumulate(a, b, got, 0.5, withBias ? biasView : null);
+        for (let i = 0; i < M; i++)
+          for (let j = 0; j < N; j++) {
+            const e = c[i * N + j]! + (withBias ? (bias.storage[j] as number) : 0) + 0.5 * want[i * N + j]!;
+            const d = Math.abs(got[i * N + j]! - e);
+            assert.ok(d <= 1e-5 * (1 + Math.abs(e)), `K ${K} bias ${withBias} [${i}, ${j}]: ${got[i * N + j]} vs ${e}`);
+          }
+      }
+    }
   });
 });

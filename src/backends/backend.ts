@@ -338,11 +338,12 @@ export interface FusedKernels {
   /** g [..., N] · W → [..., K] (the input gradient; W gets none). */
   quantizedMatmulBackward(g: KernelView, w: QuantizedMatrix): Storage;
   /**
-   * c [M, N] (row-major; the caller's own, freshly computed) += alpha · a [M, K] · b [K, N], for
-   * 2-D views a and b (transposed views too): the GEMM's beta = 1, so a fused LoRA linear
-   * (src/finetune/lora-linear.ts) adds its low-rank product into the base's output in the GEMM's pass.
+   * c [M, N] (row-major; the caller's own, freshly computed) += bias [N] (when given) + alpha · a [M, K]
+   * · b [K, N], for 2-D views a and b (transposed views too): the GEMM's beta = 1, so a fused LoRA
+   * linear (src/ops/lora-linear.ts) adds its low-rank product into the base's output in the GEMM's
+   * pass; with a LoRA rank as K, bias and product go in in one pass over c ((c + bias) + product).
    */
-  matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void;
+  matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number, bias?: KernelView | null): void;
   /**
    * [a1·b1, a2·b2] for 2-D f32 views, as row-major storages: two independent products (a linear
    * layer's dX and dW) in one call, each on its own share of the threads. Each result is a plain

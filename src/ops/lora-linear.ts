@@ -4,9 +4,10 @@
  * quantized W, and h is dropout(x) (or x itself when there is no dropout: `h` null).
  *
  * Against the unfused layer (matmul, add bias, dropout, matmul A, scale, matmul B, add — each with
- * its own output and tape node) it saves the full-size passes: the low-rank product is added into
- * the base's output by the GEMM itself (beta = 1, the backend's fused `matmulAccumulate`), the scale
- * rides on the GEMM's alpha, and in backward the low-rank part of dX is accumulated into the base's
+ * its own output and tape node) it saves the full-size passes: the bias and the low-rank product
+ * are added into the base GEMM's output in one pass (the backend's fused `matmulAccumulate`, whose
+ * rank-sized inner dimension makes it one pass over the output), the scale rides on its alpha, and
+ * in backward the low-rank part of dX is accumulated into the base's
  * dX the same way (when h is x) instead of summing two [M, in] gradients. The tape holds x (for dA
  * or dW), h, W, A, B and t = s·h·Aᵀ [M, r]; nothing of size [M, out].
  *
@@ -26,7 +27,7 @@ import { add, mul } from './elementwise.js';
 import { matmul, matmulGradB, matmulPair } from './linalg.js';
 import { quantizedMatmul, quantizedMatmulInputGrad } from './quantized.js';
 import { sum } from './reduce.js';
-import { clone, expand, reshape, transpose } from './view.js';
+import { reshape, transpose } from './view.js';
 import { zeros } from './creation.js';
 
 /** The frozen-or-not base of a LoRA linear: a float weight as [in, out] (a view is fine), or quantized blocks [out, in]. */
@@ -35,29 +36,28 @@ export type LoraBase =
   | { readonly quantized: QuantizedMatrix; readonly bias: Tensor | null };
 
 /**
- * c + alpha·(a·b) for 2-D a [M, K], b [K, N]. `c`, when given, must be a fresh contiguous tensor
- * this op owns: the fused kernel adds into its storage (GEMM beta = 1) instead of allocating.
+ * (c + bias) + alpha·(a·b) for 2-D a [M, K], b [K, N], bias [N] or null. `c`, when given, must be a
+ * fresh contiguous tensor this op owns: the fused kernel adds into its storage (GEMM beta = 1)
+ * instead of allocating, and with a LoRA rank as K adds the bias in the same pass.
  */
-function addProduct(c: Tensor | null, a: Tensor, b: Tensor, alpha: number): Tensor {
-  const fused = a.dtype === 'f32' && b.dtype === 'f32' ? fusedFor('matmulAccumulate', [a, b]) : null;
+function addProduct(c: Tensor | null, a: Tensor, b: Tensor, alpha: number, bias: Tensor | null = null): Tensor {
+  const fused =
+    a.dtype === 'f32' && b.dtype === 'f32' && (!bias || bias.dtype === 'f32')
+      ? fusedFor('matmulAccumulate', [a, b, ...(bias ? [bias] : [])])
+      : null;
   if (fused && (!c || (c.dtype === 'f32' && c.offset === 0 && c.storage.length === c.size && c.isContiguous()))) {
     const out = c ?? zeros([a.shape[0]!, b.shape[1]!]);
-    fused.matmulAccumulate(a, b, out.storage as Float32Array, alpha);
+    fused.matmulAccumulate(a, b, out.storage as Float32Array, alpha, bias);
     return out;
   }
   const p = alpha === 1 ? matmul(a, b) : mul(matmul(a, b), alpha);
-  return c ? add(c, p) : p;
+  const base = c && bias ? add(c, bias) : (c ?? bias);
+  return base ? add(base, p) : p;
 }
 
-/** base(x2) for x2 [M, K] as a fresh [M, N] tensor (the bias written first, the GEMM adding into it). */
-function baseProduct(x2: Tensor, base: LoraBase, N: number): Tensor {
-  const M = x2.shape[0]!;
-  if ('quantized' in base) {
-    const y = quantizedMatmul(x2, base.quantized);
-    return base.bias ? add(y, base.bias) : y;
-  }
-  if (!base.bias) return matmul(x2, base.weight);
-  return addProduct(clone(expand(base.bias, [M, N])), x2, base.weight, 1);
+/** x2·W (or x2·Wᵀ for quantized blocks) for x2 [M, K] as a fresh [M, N] tensor, without the bias. */
+function baseProduct(x2: Tensor, base: LoraBase): Tensor {
+  return 'quantized' in base ? quantizedMatmul(x2, base.quantized) : matmul(x2, base.weight);
 }
 
 /**
@@ -98,7 +98,8 @@ export function loraLinear(
     const x2 = reshape(x, [M, K]);
     const h2 = h ? reshape(h, [M, K]) : x2;
     const t = addProduct(null, h2, transpose(loraA, 0, 1), scaling);
-    return { y: addProduct(baseProduct(x2, base, N), t, transpose(loraB, 0, 1), 1), t };
+    // (x·W + b) + t·Bᵀ: the bias and the low-rank product go into the GEMM's output in one pass
+    return { y: addProduct(baseProduct(x2, base), t, transpose(loraB, 0, 1), 1, base.bias), t };
   });
   const out = noGrad(() => reshape(y, [...lead, N]));
   const weight = 'weight' in base ? base.weight : null;

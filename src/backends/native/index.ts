@@ -120,8 +120,8 @@ export interface NativeAddon {
   biasActivation(h: F32, rows: number, N: number, bias: Opt<F32>, act: number, y: Opt<F32>): void;
   /** dh = g · act'(h) (act ≥ 0), db = Σrows dh (or g); dh, db null when not wanted. */
   biasActivationBackward(g: F32, h: Opt<F32>, rows: number, N: number, act: number, dh: Opt<F32>, db: Opt<F32>): void;
-  /** c += alpha · a · b, 2-D views (FusedKernels.matmulAccumulate). */
-  matmulAccumulate(a: F32, b: F32, meta: Float64Array, c: F32, alpha: number): void;
+  /** c += bias + alpha · a · b, 2-D views, bias dense [N] or null (FusedKernels.matmulAccumulate). */
+  matmulAccumulate(a: F32, b: F32, meta: Float64Array, c: F32, alpha: number, bias: Opt<F32>): void;
   /** out1 = a1·b1, out2 = a2·b2 (2-D views) in one job (FusedKernels.matmulPair). */
   matmulPair(a1: F32, b1: F32, a2: F32, b2: F32, meta: Float64Array, out1: F32, out2: F32): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
@@ -727,8 +727,8 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       addon.maxPool2dBiasReluBackward(dense(g), dense(out), idx, poolSizes(g.shape, xShape), dx, db);
       return { dx, db };
     },
-    matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number): void {
-      addon.matmulAccumulate(f32(a), f32(b), pack(a, b), c, alpha);
+    matmulAccumulate(a: KernelView, b: KernelView, c: Float32Array, alpha: number, bias?: KernelView | null): void {
+      addon.matmulAccumulate(f32(a), f32(b), pack(a, b), c, alpha, bias ? dense(bias) : null);
     },
     matmulPair(a1: KernelView, b1: KernelView, a2: KernelView, b2: KernelView): [Storage, Storage] {
       const out1 = allocF32(a1.shape[0]! * b1.shape[1]!);
