@@ -77,7 +77,8 @@ bool have_avx512() {
  */
 KN_AVX512 inline __m512 sigmoid_2u(__m512 x) {
   const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
-  const __m512 u = _mm512_mul_ps(_mm512_set1_ps(SQRT_2_OVER_PI), _mm512_fmadd_ps(_mm512_set1_ps(GELU_TANH_COEF), x3, x));
+  const __m512 inner = _mm512_fmadd_ps(_mm512_set1_ps(GELU_TANH_COEF), x3, x);
+  const __m512 u = _mm512_mul_ps(_mm512_set1_ps(SQRT_2_OVER_PI), inner);
   __m512 z = _mm512_mul_ps(u, _mm512_set1_ps(-2.0f));
   z = _mm512_max_ps(_mm512_set1_ps(-103.9f), _mm512_min_ps(_mm512_set1_ps(88.0f), z));  // NaN passes through
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(1.44269504088896341f)),

@@ -460,8 +460,9 @@ extern "C" int kn_matmul_bf16(const kn_view *a, const kn_view *b, float *out) {
  * and two half-size calls; instead each product gets half the pool: at two threads, each runs
  * whole on its own thread (docs/performance.md, "Pairs of GEMMs"). With an even T each product is
  * cut into T/2 blocks (an odd T: T blocks, both products in one job), so the bits depend on the
- * thread count only; at two threads they equal kn_matmul_f32's at one thread. One thread, a product too small to share, or an operand that
- * needs packing: the two products run one after the other, exactly as two kn_matmul_f32 calls.
+ * thread count only; at two threads they equal kn_matmul_f32's at one thread. One thread, a product
+ * too small to share, or an operand that needs packing: the two products run one after the other,
+ * exactly as two kn_matmul_f32 calls.
  */
 extern "C" void kn_matmul_pair_f32(const kn_view *a1, const kn_view *b1, float *out1, const kn_view *a2,
                                    const kn_view *b2, float *out2) {
