@@ -148,73 +148,134 @@ void rms_rows(const float *x, int64_t C, const float *w, float eps, float *y, in
   }
 }
 
+/* Σ_t p_t·v_t for HN heads × DV vectors of 16 columns (starting at column d0), kept in registers over
+   all positions: each value vector is loaded once for the HN heads. Per output element the sum runs
+   in position order. */
+template <int HN, int DV>
+inline __attribute__((always_inline)) void weighted_values(const float *p, int64_t ldp, int64_t len,
+                                                           const float *const *vat, int64_t d0, const float *inv,
+                                                           int64_t D, float *out) {
+  v16 acc[HN][DV];
+  for (int j = 0; j < HN; j++)
+    for (int c = 0; c < DV; c++) acc[j][c] = v16{};
+  for (int64_t t = 0; t < len; t++) {
+    if (t + 8 < len)
+      for (int c = 0; c < DV; c++) __builtin_prefetch(vat[t + 8] + d0 + 16 * c);
+    v16 v[DV];
+    for (int c = 0; c < DV; c++) v[c] = load16(vat[t] + d0 + 16 * c);
+    for (int j = 0; j < HN; j++) {
+      const float pj = p[j * ldp + t];
+      for (int c = 0; c < DV; c++) acc[j][c] += pj * v[c];
+    }
+  }
+  for (int j = 0; j < HN; j++)
+    for (int c = 0; c < DV; c++) {
+      const v16 o = acc[j][c] * inv[j];
+      memcpy(out + j * D + d0 + 16 * c, &o, sizeof o);
+    }
+}
+
+template <int HN>
+inline __attribute__((always_inline)) void weighted_values_dv(int dv, const float *p, int64_t ldp, int64_t len,
+                                                              const float *const *vat, int64_t d0, const float *inv,
+                                                              int64_t D, float *out) {
+  switch (dv) {
+    case 4: weighted_values<HN, 4>(p, ldp, len, vat, d0, inv, D, out); break;
+    case 3: weighted_values<HN, 3>(p, ldp, len, vat, d0, inv, D, out); break;
+    case 2: weighted_values<HN, 2>(p, ldp, len, vat, d0, inv, D, out); break;
+    default: weighted_values<HN, 1>(p, ldp, len, vat, d0, inv, D, out); break;
+  }
+}
+
 /*
  * One (row, KV head): softmax(scale·q·Kᵀ)·V for each of the `group` query heads that share the KV
  * head, over the row's own `len` cached positions. Each key and value is read once for all of them.
- * Per (row, head) the operations are fixed by `len` and D alone: each score is dot()'s reduction
- * (lanes_sum16 gives lanes_sum's bits for up to 16 positions at once), the softmax takes the max,
- * exp and sum in position order, and each output element sums p_t·v_t in position order.
+ * Per (row, head) the operations are fixed by `len` and D alone:
+ * - each score is dot()'s reduction, computed for 16 positions at once (lanes_sum16 gives
+ *   lanes_sum's bits; a last chunk of fewer positions repeats its last key, whose extra scores are
+ *   dropped — the lanes of different positions never meet);
+ * - the softmax takes the max (16 lanes; a max is exact in any order), expf_fast of each score minus it, and their sum
+ *   in 16 lanes (lane j: positions ≡ j mod 16, in order; the scores are padded with zeros to a
+ *   multiple of 16, and x + 0 = x) closed by lanes_sum's tree;
+ * - each output element sums p_t·v_t in position order, times 1 / the sum.
  */
 KN_CLONES
 void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, const float *vpool, int64_t KVH,
                   int64_t g, int64_t block, const int32_t *table, int64_t len, float scale, float *s,
                   const float **kat, const float **vat, float *out) {
-  const int64_t D16 = D / 16 * 16;
-  for (int64_t t = 0; t < len; t++) {
-    const int64_t at = (((int64_t)table[t / block] * KVH + g) * block + t % block) * D;
-    kat[t] = kpool + at;
-    vat[t] = vpool + at;
+  const int64_t D16 = D / 16 * 16, padded = (len + 15) / 16 * 16;
+  for (int64_t b = 0, t = 0; t < len; b++) {
+    const int64_t at = ((int64_t)table[b] * KVH + g) * block * D;
+    for (int64_t i = 0; i < block && t < len; i++, t++) {
+      kat[t] = kpool + at + i * D;
+      vat[t] = vpool + at + i * D;
+    }
   }
   for (int64_t t0 = 0; t0 < len; t0 += 16) {
     const int64_t n = len - t0 < 16 ? len - t0 : 16;
-    const float *key[16];
-    for (int64_t i = 0; i < n; i++) key[i] = kat[t0 + i];
-    for (int64_t h = 0; h < group; h++) {
-      const float *qh = q + h * D;
-      v16 acc[16];
-      for (int i = 0; i < 16; i++) acc[i] = v16{};
-      for (int64_t k = 0; k < D16; k += 16) {
-        const v16 qv = load16(qh + k);
-        for (int64_t i = 0; i < n; i++) acc[i] += qv * load16(key[i] + k);
-      }
-      const v16 sums = lanes_sum16(acc);
-      for (int64_t i = 0; i < n; i++) {
-        float tail = 0.0f;
-        for (int64_t k = D16; k < D; k++) tail += qh[k] * key[i][k];
-        s[h * len + t0 + i] = (sums[i] + tail) * scale;
-      }
-    }
-  }
-  float *inv = s + group * len;
-  for (int64_t h = 0; h < group; h++) {
-    float *sh = s + h * len;
-    float mx = -INFINITY;
-    for (int64_t t = 0; t < len; t++) mx = sh[t] > mx ? sh[t] : mx;
-    for (int64_t t = 0; t < len; t++) sh[t] = expf_fast(sh[t] - mx);  // vectorises; elementwise
-    float sum = 0.0f;
-    for (int64_t t = 0; t < len; t++) sum += sh[t];
-    inv[h] = 1.0f / sum;
-  }
-  /* Σ_t p_t·v_t (in position order) for up to 4 heads × 16 columns in registers: each value vector
-     is loaded once for the heads of the group. */
-  for (int64_t d0 = 0; d0 < D; d0 += 16) {
-    const int64_t w = D - d0 < 16 ? D - d0 : 16;
+    v16 acc[4][16];  // [head of the pass][position]: the 16 lanes of each score's dot product
+    /* the next chunk's keys toward L1 while this one computes (blocks are scattered: no hardware prefetch) */
+    for (int64_t i = t0 + 16; i < t0 + 32 && i < len; i++)
+      for (int64_t c = 0; c < D; c += 16) __builtin_prefetch(kat[i] + c);
     for (int64_t h0 = 0; h0 < group; h0 += 4) {
       const int64_t hn = group - h0 < 4 ? group - h0 : 4;
-      v16 acc[4] = {v16{}, v16{}, v16{}, v16{}};
-      if (w == 16) {
-        for (int64_t t = 0; t < len; t++) {
-          const v16 v = load16(vat[t] + d0);
-          for (int64_t j = 0; j < hn; j++) acc[j] += s[(h0 + j) * len + t] * v;
+      for (int64_t i = 0; i < 16; i++) {
+        const float *key = kat[t0 + (i < n ? i : n - 1)];
+        for (int64_t j = 0; j < hn; j++) {
+          const float *qh = q + (h0 + j) * D;
+          v16 a = v16{};
+          for (int64_t k = 0; k < D16; k += 16) a += load16(qh + k) * load16(key + k);
+          acc[j][i] = a;
         }
-      } else {
-        for (int64_t t = 0; t < len; t++)
-          for (int64_t j = 0; j < hn; j++)
-            for (int64_t d = 0; d < w; d++) acc[j][d] += s[(h0 + j) * len + t] * vat[t][d0 + d];
       }
-      for (int64_t j = 0; j < hn; j++)
-        for (int64_t d = 0; d < w; d++) out[(h0 + j) * D + d0 + d] = acc[j][d] * inv[h0 + j];
+      for (int64_t j = 0; j < hn; j++) {
+        const float *qh = q + (h0 + j) * D;
+        const v16 sums = lanes_sum16(acc[j]);
+        for (int64_t i = 0; i < n; i++) {
+          float tail = 0.0f;
+          for (int64_t k = D16; k < D; k++) tail += qh[k] * kat[t0 + i][k];
+          s[(h0 + j) * padded + t0 + i] = (sums[i] + tail) * scale;
+        }
+      }
     }
+  }
+  float inv[4];
+  for (int64_t h0 = 0; h0 < group; h0 += 4) {
+    const int64_t hn = group - h0 < 4 ? group - h0 : 4;
+    for (int64_t j = 0; j < hn; j++) {
+      float *sh = s + (h0 + j) * padded;
+      for (int64_t t = len; t < padded; t++) sh[t] = sh[len - 1];  // the max is unchanged
+      v16 top = load16(sh);
+      for (int64_t t = 16; t < padded; t += 16) {
+        const v16 v = load16(sh + t);
+        top = v > top ? v : top;
+      }
+      float mx = top[0];
+      for (int i = 1; i < 16; i++) mx = top[i] > mx ? top[i] : mx;
+      for (int64_t t = 0; t < len; t++) sh[t] = expf_fast(sh[t] - mx);  // vectorises; elementwise
+      for (int64_t t = len; t < padded; t++) sh[t] = 0.0f;
+      v16 sum = v16{};
+      for (int64_t t = 0; t < padded; t += 16) sum += load16(sh + t);
+      inv[j] = 1.0f / lanes_sum(sum);
+    }
+    /* Σ_t p_t·v_t: up to 4 heads × 64 columns per pass in registers, then the < 16 columns left. */
+    const float *p = s + h0 * padded;
+    float *o = out + h0 * D;
+    for (int64_t d0 = 0; d0 < D16; d0 += 64) {
+      const int dv = (int)((D16 - d0) / 16 < 4 ? (D16 - d0) / 16 : 4);
+      switch (hn) {
+        case 4: weighted_values_dv<4>(dv, p, padded, len, vat, d0, inv, D, o); break;
+        case 3: weighted_values_dv<3>(dv, p, padded, len, vat, d0, inv, D, o); break;
+        case 2: weighted_values_dv<2>(dv, p, padded, len, vat, d0, inv, D, o); break;
+        default: weighted_values_dv<1>(dv, p, padded, len, vat, d0, inv, D, o); break;
+      }
+    }
+    for (int64_t j = 0; j < hn; j++)
+      for (int64_t d = D16; d < D; d++) {
+        float acc = 0.0f;
+        for (int64_t t = 0; t < len; t++) acc += p[j * padded + t] * vat[t][d];
+        o[j * D + d] = acc * inv[j];
+      }
   }
 }
 
@@ -371,7 +432,7 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
     for (int64_t i = b; i < e; i++) {
       int64_t r = i / KVH, g = i % KVH, len = lens[r];
       if ((int64_t)at.size() < 2 * len) {
-        s.resize(group * (len + 1));  // the scores, then each head's 1 / Σ
+        s.resize(group * ((len + 15) / 16 * 16));  // the scores, padded to whole 16-position chunks
         at.resize(2 * len);
       }
       attend_group(q + (r * H + g * group) * D, group, D, kpool, vpool, KVH, g, block, tables + r * table_stride,
