@@ -137,11 +137,14 @@ float dot(const float *a, const float *b, int64_t n) {
   return lanes_sum(acc) + tail;
 }
 
+/* x += r (when r is not null; one f32 add per element), then y = rms_norm(x)·w, for rows [r0, r1). */
 KN_CLONES
-void rms_rows(const float *x, int64_t C, const float *w, float eps, float *y, int64_t r0, int64_t r1) {
+void add_rms_rows(float *x, const float *res, int64_t C, const float *w, float eps, float *y, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++) {
-    const float *xr = x + r * C;
+    float *xr = x + r * C;
     float *yr = y + r * C;
+    if (res)
+      for (int64_t c = 0; c < C; c++) xr[c] += res[r * C + c];
     float ss = dot(xr, xr, C);
     float inv = 1.0f / sqrtf(ss / (float)C + eps);
     for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] * inv) * w[c];
@@ -159,8 +162,8 @@ inline __attribute__((always_inline)) void weighted_values(const float *p, int64
   for (int j = 0; j < HN; j++)
     for (int c = 0; c < DV; c++) acc[j][c] = v16{};
   for (int64_t t = 0; t < len; t++) {
-    if (t + 8 < len)
-      for (int c = 0; c < DV; c++) __builtin_prefetch(vat[t + 8] + d0 + 16 * c);
+    if (t + 16 < len)
+      for (int c = 0; c < DV; c++) __builtin_prefetch(vat[t + 16] + d0 + 16 * c);
     v16 v[DV];
     for (int c = 0; c < DV; c++) v[c] = load16(vat[t] + d0 + 16 * c);
     for (int j = 0; j < HN; j++) {
@@ -215,8 +218,11 @@ void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, 
     const int64_t n = len - t0 < 16 ? len - t0 : 16;
     v16 acc[4][16];  // [head of the pass][position]: the 16 lanes of each score's dot product
     /* the next chunk's keys toward L1 while this one computes (blocks are scattered: no hardware prefetch) */
-    for (int64_t i = t0 + 16; i < t0 + 32 && i < len; i++)
-      for (int64_t c = 0; c < D; c += 16) __builtin_prefetch(kat[i] + c);
+    for (int64_t i = t0 + 16; i < t0 + 32; i++) {
+      const float *next = i < len ? kat[i] : i - len < len ? vat[i - len] : nullptr;  // after the keys, the values
+      if (next)
+        for (int64_t c = 0; c < D; c += 16) __builtin_prefetch(next + c);
+    }
     for (int64_t h0 = 0; h0 < group; h0 += 4) {
       const int64_t hn = group - h0 < 4 ? group - h0 : 4;
       for (int64_t i = 0; i < 16; i++) {
@@ -276,6 +282,39 @@ void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, 
         for (int64_t t = 0; t < len; t++) acc += p[j * padded + t] * vat[t][d];
         o[j * D + d] = acc * inv[j];
       }
+  }
+}
+
+/*
+ * Each row's query and key heads rotated at the row's position (rotate-half pairs j, j + D/2:
+ * a·cos − b·sin, b·cos + a·sin, each product and sum rounded to f32 — no fused multiply-add, so
+ * the same bits as the model's rope in any build), then the row's key and value heads stored in
+ * its cache slot. Elementwise: a row's values depend on nothing else.
+ */
+__attribute__((optimize("fp-contract=off"))) void rope_kv_rows(float *q, float *k, const float *v, int64_t H,
+                                                               int64_t KVH, int64_t D, const float *cos,
+                                                               const float *sin, const int32_t *positions,
+                                                               float *kpool, float *vpool, int64_t block,
+                                                               const int32_t *tables, int64_t stride, int64_t r0,
+                                                               int64_t r1) {
+  const int64_t half = D / 2;
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t pos = positions[r];
+    const float *c = cos + pos * half, *s = sin + pos * half;
+    for (int64_t h = 0; h < H + KVH; h++) {
+      float *x = h < H ? q + (r * H + h) * D : k + (r * KVH + h - H) * D;
+      for (int64_t j = 0; j < half; j++) {
+        const float a = x[j], b = x[j + half];
+        const float ac = a * c[j], bs = b * s[j], bc = b * c[j], as = a * s[j];
+        x[j] = ac - bs;
+        x[j + half] = bc + as;
+      }
+    }
+    const int64_t slot = (int64_t)tables[r * stride + pos / block] * KVH * block + pos % block;
+    for (int64_t g = 0; g < KVH; g++) {
+      memcpy(kpool + (slot + g * block) * D, k + (r * KVH + g) * D, D * sizeof(float));
+      memcpy(vpool + (slot + g * block) * D, v + (r * KVH + g) * D, D * sizeof(float));
+    }
   }
 }
 
@@ -418,7 +457,21 @@ void kn_bi_matmul_f32(const float *x, int64_t M, int64_t K, const float *w, int6
 }
 
 void kn_bi_rms_norm_f32(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y) {
-  parallel_for(M, C >= 4096 ? 1 : 4096 / C + 1, [&](int64_t r0, int64_t r1) { rms_rows(x, C, w, eps, y, r0, r1); });
+  kn_bi_add_rms_norm_f32(const_cast<float *>(x), nullptr, M, C, w, eps, y);  // x is only read without a residual
+}
+
+/* A decode step's rows are a few microseconds of work: below ~64k elements a thread's wake-up costs more. */
+void kn_bi_add_rms_norm_f32(float *x, const float *r, int64_t M, int64_t C, const float *w, float eps, float *y) {
+  parallel_for(M, C >= 65536 ? 1 : 65536 / C + 1,
+               [&](int64_t r0, int64_t r1) { add_rms_rows(x, r, C, w, eps, y, r0, r1); });
+}
+
+void kn_bi_rope_kv_f32(float *q, float *k, const float *v, int64_t R, int64_t H, int64_t KVH, int64_t D,
+                       const float *cos, const float *sin, const int32_t *positions, float *kpool, float *vpool,
+                       int64_t block, const int32_t *tables, int64_t table_stride) {
+  parallel_for(R, 64, [&](int64_t r0, int64_t r1) {
+    rope_kv_rows(q, k, v, H, KVH, D, cos, sin, positions, kpool, vpool, block, tables, table_stride, r0, r1);
+  });
 }
 
 void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, const float *kpool,
