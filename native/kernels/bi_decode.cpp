@@ -478,11 +478,22 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
                                const float *vpool, int64_t KVH, int64_t block, const int32_t *tables,
                                int64_t table_stride, const int32_t *lens, float scale, float *out) {
   int64_t group = H / KVH;
-  /* Threads split (row, KV head) pairs; the query heads of one KV head go together. */
-  parallel_for(R * KVH, 1, [&](int64_t b, int64_t e) {
+  /* Threads split (row, KV head) pairs, the query heads of one KV head together, into runs of about
+     equal work (Σ of the rows' lengths): a prefill chunk's short rows next to long decode rows would
+     otherwise leave one thread with most of it. Which thread runs a pair changes none of its bits. */
+  const int64_t parts = kn_get_threads() < R * KVH ? kn_get_threads() : R * KVH;
+  std::vector<int64_t> cut((size_t)parts + 1, R * KVH);
+  int64_t total = 0;
+  for (int64_t r = 0; r < R; r++) total += (lens[r] + 16) * KVH;  // + a fixed cost per pair
+  cut[0] = 0;
+  for (int64_t i = 0, part = 1, done = 0; i < R * KVH && part < parts; i++) {
+    done += lens[i / KVH] + 16;
+    while (part < parts && done * parts >= total * part) cut[(size_t)part++] = i + 1;
+  }
+  parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
     std::vector<float> s;
     std::vector<const float *> at;
-    for (int64_t i = b; i < e; i++) {
+    for (int64_t i = cut[(size_t)p0]; i < cut[(size_t)p1]; i++) {
       int64_t r = i / KVH, g = i % KVH, len = lens[r];
       if ((int64_t)at.size() < 2 * len) {
         s.resize(group * ((len + 15) / 16 * 16));  // the scores, padded to whole 16-position chunks
