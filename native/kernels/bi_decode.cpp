@@ -205,7 +205,7 @@ inline __attribute__((always_inline)) void weighted_values_dv(int dv, const floa
 KN_CLONES
 void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, const float *vpool, int64_t KVH,
                   int64_t g, int64_t block, const int32_t *table, int64_t len, float scale, float *s,
-                  const float **kat, const float **vat, float *out) {
+                  const float **kat, const float **vat, const float *next_keys, int64_t next_bytes, float *out) {
   const int64_t D16 = D / 16 * 16, padded = (len + 15) / 16 * 16;
   for (int64_t b = 0, t = 0; t < len; b++) {
     const int64_t at = ((int64_t)table[b] * KVH + g) * block * D;
@@ -245,6 +245,8 @@ void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, 
       }
     }
   }
+  /* the next pair's first keys (contiguous in its first block) stream in while these values are summed */
+  for (int64_t at = 0; at < next_bytes; at += 64) __builtin_prefetch((const char *)next_keys + at);
   float inv[4];
   for (int64_t h0 = 0; h0 < group; h0 += 4) {
     const int64_t hn = group - h0 < 4 ? group - h0 : 4;
@@ -499,8 +501,17 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
         s.resize(group * ((len + 15) / 16 * 16));  // the scores, padded to whole 16-position chunks
         at.resize(2 * len);
       }
+      const float *next = nullptr;
+      int64_t next_len = 0;
+      if (i + 1 < cut[(size_t)p1]) {
+        const int64_t nr = (i + 1) / KVH, ng = (i + 1) % KVH;
+        next = kpool + ((int64_t)tables[nr * table_stride] * KVH + ng) * block * D;
+        next_len = lens[nr] < block ? lens[nr] : block;
+        next_len = next_len < 16 ? next_len : 16;
+      }
       attend_group(q + (r * H + g * group) * D, group, D, kpool, vpool, KVH, g, block, tables + r * table_stride,
-                   len, scale, s.data(), at.data(), at.data() + len, out + (r * H + g * group) * D);
+                   len, scale, s.data(), at.data(), at.data() + len, next, next_len * D * (int64_t)sizeof(float),
+                   out + (r * H + g * group) * D);
     }
   });
 }
