@@ -239,6 +239,53 @@ describe('batch-invariant kernels', { skip }, () => {
     }
   });
 
+  it('biPagedAttention, other head shapes (groups of 1–5 heads; D with 1–4 vectors a pass and a tail): dense softmax, alone = batched', () => {
+    for (const [H, KVH, D] of [
+      [4, 4, 128],
+      [8, 2, 80],
+      [10, 2, 24],
+      [3, 1, 112],
+      [2, 1, 96],
+    ] as const) {
+      const [block, stride] = [16, 3];
+      const lens = Int32Array.from([33, 1, 48, 16]);
+      const R = lens.length;
+      const blocks = R * stride;
+      const kpool = randoms(blocks * KVH * block * D, 20 + D, 1);
+      const vpool = randoms(blocks * KVH * block * D, 21 + D, 1);
+      const tables = Int32Array.from({ length: R * stride }, (_, i) => (i * 5) % blocks);
+      const q = randoms(R * H * D, 22 + D, 0.3);
+      const out = new Float32Array(R * H * D);
+      const before = addon!.setThreads(2);
+      try {
+        addon!.biPagedAttention(q, R, H, D, kpool, vpool, KVH, block, tables, stride, lens, 0.2, out);
+        addon!.setThreads(1);
+        for (let r = 0; r < R; r++) {
+          checkAttention(q, out, r, { H, KVH, D, block, stride }, { kpool, vpool, tables, lens }, 0.2);
+          const alone = new Float32Array(H * D);
+          addon!.biPagedAttention(
+            q.slice(r * H * D, (r + 1) * H * D),
+            1,
+            H,
+            D,
+            kpool,
+            vpool,
+            KVH,
+            block,
+            tables.slice(r * stride, (r + 1) * stride),
+            stride,
+            lens.slice(r, r + 1),
+            0.2,
+            alone,
+          );
+          assert.deepEqual(alone, out.subarray(r * H * D, (r + 1) * H * D), `H ${H} KVH ${KVH} D ${D} row ${r}`);
+        }
+      } finally {
+        addon!.setThreads(before);
+      }
+    }
+  });
+
   it('biSwiglu: silu(gate)·up to float precision, including large and tiny gates', () => {
     const n = 4099; // not a multiple of any vector width
     const gate = randoms(n, 9, 4);
