@@ -5,15 +5,18 @@
  *
  *   batch_{type}_c{N}_tokens   aggregate tokens/s (all tokens / wall time, prefill included), knobs'
  *                              engine in process vs llama.cpp (node-llama-cpp 3.21.1) with
- *                              createContext({sequences: N}) decoding N sequences at once, same GGUF
+ *                              createContext({sequences: N}) decoding N sequences at once, same GGUF;
+ *                              knobs' figure (and its latencies) is the median of REPEAT runs (default
+ *                              3), the client counts taking turns so that a slow minute of a shared
+ *                              machine falls on all of them, not on one side of the scaling ratio
  *   batch_{type}_c{N}_p50/p99  per-token latency (gaps between a sequence's tokens), same peer
  *   batch_{type}_c{N}_http     aggregate tokens/s over HTTP (streaming completions on loopback) vs the
  *                              engine in process: what the server keeps
  *   batch_{type}_scaling_c{N}  16 (target ≥ 4) and 64 clients' tokens/s vs one client's
  *   bi_matmul_m{M}_k768_n2048  the batch-invariant f32 matmul vs oneDNN's sgemm on a decode shape
  *
- * KNOBS_BENCH_BATCH_TOKENS, _PROMPT, _CLIENTS and _TYPES (comma lists: 1,4,16,64 and f32,q8_0) shorten
- * it while iterating.
+ * KNOBS_BENCH_BATCH_TOKENS, _PROMPT, _CLIENTS, _TYPES (comma lists: 1,4,16,64 and f32,q8_0) and _REPEAT
+ * shorten it while iterating.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
@@ -39,6 +42,7 @@ const PROMPT = Number(env('PROMPT', '64'));
 const TOKENS = Number(env('TOKENS', '128'));
 const CLIENTS = env('CLIENTS', '1,4,16,64').split(',').map(Number);
 const TYPES = env('TYPES', 'f32,q8_0').split(',');
+const REPEAT = Number(env('REPEAT', '3'));
 const LLAMA_CPP = 'node-llama-cpp 3.21.1 (llama.cpp, sequences: N)';
 
 /** Timestamps (ms) of each client's tokens. */
@@ -47,6 +51,11 @@ type Trace = number[][];
 interface Load {
   tokensPerSecond: number;
   gapsMs: number[];
+}
+
+/** The run with the median tokens/s (its latencies come with it). */
+function medianLoad(runs: readonly Load[]): Load {
+  return [...runs].sort((a, b) => a.tokensPerSecond - b.tokensPerSecond)[(runs.length - 1) >> 1]!;
 }
 
 function loadOf(traces: Trace, start: number): Load {
@@ -184,6 +193,8 @@ function kernelRows(addon: NonNullable<ReturnType<typeof loadNativeAddon>>, core
 }
 
 export async function run(opts: BenchOptions): Promise<BenchRow[]> {
+  if (!Number.isInteger(REPEAT) || REPEAT < 1)
+    throw new Error(`KNOBS_BENCH_BATCH_REPEAT must be a positive integer, got ${env('REPEAT', '3')}`);
   const backend = loadNativeBackend();
   const addon = loadNativeAddon();
   if (!backend || !addon) throw new Error(`batch bench needs the native backend: ${nativeLoadError()}`);
@@ -240,9 +251,12 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
       try {
         const type = fileType.toLowerCase();
         await engineLoad(engine, 1); // warm-up
+        const runs = new Map<number, Load[]>(CLIENTS.map((c) => [c, []]));
+        for (let round = 0; round < REPEAT; round++)
+          for (const clients of CLIENTS) runs.get(clients)!.push(await engineLoad(engine, clients));
         const tokens = new Map<number, number>();
         for (const clients of CLIENTS) {
-          const mine = await engineLoad(engine, clients);
+          const mine = medianLoad(runs.get(clients)!);
           const overHttp = await httpLoad(url, clients);
           const theirs = await cppLoad(cppModel, clients, threads);
           tokens.set(clients, mine.tokensPerSecond);
@@ -285,8 +299,9 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
               true,
             ),
           );
+          const each = runs.get(clients)!.map((r) => r.tokensPerSecond.toFixed(1));
           process.stderr.write(
-            `batch ${type} c${clients}: ${mine.tokensPerSecond.toFixed(1)} tok/s (llama.cpp ${theirs.tokensPerSecond.toFixed(1)}, http ${overHttp.tokensPerSecond.toFixed(1)})\n`,
+            `batch ${type} c${clients}: ${mine.tokensPerSecond.toFixed(1)} tok/s, median of ${each.join(', ')} (llama.cpp ${theirs.tokensPerSecond.toFixed(1)}, http ${overHttp.tokensPerSecond.toFixed(1)})\n`,
           );
         }
         for (const clients of [16, 64])

@@ -1349,6 +1349,22 @@ FN(js_bi_rms_norm) {
   BODY_END
 }
 
+/* Row r's first lens[r] + extra positions (≥ 1) are in its table's blocks, and those blocks in the pool of
+   `blocks`: what a paged-cache kernel reads or writes of row r never leaves the pool. */
+void check_paged_rows(napi_env env, const Array &tb, const Array &ln, int64_t R, int64_t stride, int64_t block,
+                      int64_t blocks, int extra, const char *what) {
+  CHECK((int64_t)tb.length >= R * stride && (int64_t)ln.length >= R, "tables or %s is shorter than R rows", what);
+  const int32_t *tables = (const int32_t *)tb.data, *lens = (const int32_t *)ln.data;
+  for (int64_t r = 0; r < R; r++) {
+    const int64_t len = (int64_t)lens[r] + extra;
+    CHECK(len >= 1 && (len + block - 1) / block <= stride, "row %lld: %s %d does not fit its table", (long long)r,
+          what, lens[r]);
+    for (int64_t b = 0; b < (len + block - 1) / block; b++)
+      CHECK(tables[r * stride + b] >= 0 && tables[r * stride + b] < blocks, "row %lld: block %d is not in the pool",
+            (long long)r, tables[r * stride + b]);
+  }
+}
+
 /* biPagedAttention(q, R, H, D, kpool, vpool, KVH, block, tables, tableStride, lens, scale, out) */
 FN(js_bi_paged_attention) {
   BODY_BEGIN
@@ -1367,18 +1383,58 @@ FN(js_bi_paged_attention) {
   int64_t blocks = (int64_t)kp.length / per_block;
   Array tb = typed(env, a.argv[8], napi_int32_array, "tables");
   Array ln = typed(env, a.argv[10], napi_int32_array, "lens");
-  CHECK((int64_t)tb.length >= R * stride && (int64_t)ln.length >= R, "tables or lens is shorter than R rows");
   const int32_t *tables = (const int32_t *)tb.data, *lens = (const int32_t *)ln.data;
-  for (int64_t r = 0; r < R; r++) {
-    CHECK(lens[r] >= 1 && (lens[r] + block - 1) / block <= stride, "row %lld: length %d does not fit its table",
-          (long long)r, lens[r]);
-    for (int64_t b = 0; b < (lens[r] + block - 1) / block; b++)
-      CHECK(tables[r * stride + b] >= 0 && tables[r * stride + b] < blocks, "row %lld: block %d is not in the pool",
-            (long long)r, tables[r * stride + b]);
-  }
+  check_paged_rows(env, tb, ln, R, stride, block, blocks, 0, "lens");
   float *out = req_f32(env, a.argv[12], R * H * D, "out");
   kn_bi_paged_attention_f32(q, R, H, D, (const float *)kp.data, (const float *)vp.data, KVH, block, tables, stride,
                             lens, (float)NUM(11, "scale"), out);
+  return undefined(env);
+  BODY_END
+}
+
+/* biAddRmsNorm(x, r, M, C, w, eps, y): x += r (r may be null), then y = rms_norm(x) · w */
+FN(js_bi_add_rms_norm) {
+  BODY_BEGIN
+  ARG_COUNT(7);
+  int64_t M = INT(2, "M", 0, BIG), C = INT(3, "C", 1, BIG);
+  CHECK((double)M * (double)C < 4e15, "M·C is too large");
+  float *x = req_f32(env, a.argv[0], M * C, "x");
+  const float *r = is_nullish(env, a.argv[1]) ? nullptr : req_f32(env, a.argv[1], M * C, "r");
+  const float *w = req_f32(env, a.argv[4], C, "w");
+  float *y = req_f32(env, a.argv[6], M * C, "y");
+  kn_bi_add_rms_norm_f32(x, r, M, C, w, (float)NUM(5, "eps"), y);
+  return undefined(env);
+  BODY_END
+}
+
+/* biRopeKv(q, k, v, R, H, KVH, D, cos, sin, positions, kpool, vpool, block, tables, tableStride) */
+FN(js_bi_rope_kv) {
+  BODY_BEGIN
+  ARG_COUNT(15);
+  int64_t R = INT(3, "R", 0, BIG), H = INT(4, "H", 1, 1 << 16), KVH = INT(5, "KVH", 1, 1 << 16);
+  int64_t D = INT(6, "D", 2, 1 << 16), block = INT(12, "block", 1, 1 << 16), stride = INT(14, "tableStride", 1, BIG);
+  CHECK(D % 2 == 0, "D = %lld is not even", (long long)D);
+  CHECK((double)R * (double)(H + KVH) * (double)D < 4e15 && (double)R * (double)stride < 4e15, "R is too large");
+  float *q = req_f32(env, a.argv[0], R * H * D, "q");
+  float *k = req_f32(env, a.argv[1], R * KVH * D, "k");
+  const float *v = req_f32(env, a.argv[2], R * KVH * D, "v");
+  Array cs = typed(env, a.argv[7], napi_float32_array, "cos"), sn = typed(env, a.argv[8], napi_float32_array, "sin");
+  CHECK(cs.length == sn.length && cs.length % (size_t)(D / 2) == 0, "cos and sin must be the same [positions, D/2]");
+  const int64_t positions_known = (int64_t)cs.length / (D / 2);
+  Array ps = typed(env, a.argv[9], napi_int32_array, "positions");
+  Array kp = typed(env, a.argv[10], napi_float32_array, "kpool");
+  Array vp = typed(env, a.argv[11], napi_float32_array, "vpool");
+  int64_t per_block = KVH * block * D;
+  CHECK(kp.length == vp.length && (int64_t)kp.length % per_block == 0,
+        "kpool and vpool must be the same whole number of [KVH, block, D] blocks");
+  Array tb = typed(env, a.argv[13], napi_int32_array, "tables");
+  check_paged_rows(env, tb, ps, R, stride, block, (int64_t)kp.length / per_block, 1, "position");
+  const int32_t *positions = (const int32_t *)ps.data;
+  for (int64_t r = 0; r < R; r++)
+    CHECK(positions[r] < positions_known, "row %lld: position %d has no cos/sin (%lld positions)", (long long)r,
+          positions[r], (long long)positions_known);
+  kn_bi_rope_kv_f32(q, k, v, R, H, KVH, D, (const float *)cs.data, (const float *)sn.data, positions,
+                    (float *)kp.data, (float *)vp.data, block, (const int32_t *)tb.data, stride);
   return undefined(env);
   BODY_END
 }
@@ -1459,6 +1515,8 @@ NAPI_MODULE_INIT() {
       EXPORT("biMatmul", js_bi_matmul),
       EXPORT("biQmatmulPacked", js_bi_qmatmul_packed),
       EXPORT("biRmsNorm", js_bi_rms_norm),
+      EXPORT("biAddRmsNorm", js_bi_add_rms_norm),
+      EXPORT("biRopeKv", js_bi_rope_kv),
       EXPORT("biPagedAttention", js_bi_paged_attention),
       EXPORT("biSwiglu", js_bi_swiglu),
       EXPORT("qrepackBytes", js_qrepack_bytes),

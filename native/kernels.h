@@ -265,6 +265,13 @@ const char *kn_qmatmul_isa(void);
 void kn_bi_matmul_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y);
 /* y [M, C] = x / √(mean(x²) + eps) · w, row by row. */
 void kn_bi_rms_norm_f32(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y);
+/* x [M, C] += r (when r is not null: the residual add), then y = rms_norm(x) · w, row by row. */
+void kn_bi_add_rms_norm_f32(float *x, const float *r, int64_t M, int64_t C, const float *w, float eps, float *y);
+/* Rotates q [R, H, D] and k [R, KVH, D] in place at positions[r] (cos, sin [·, D/2]; rotate-half pairs),
+   then stores row r's key and value heads at its position in the pools [blocks, KVH, block, D]. */
+void kn_bi_rope_kv_f32(float *q, float *k, const float *v, int64_t R, int64_t H, int64_t KVH, int64_t D,
+                       const float *cos, const float *sin, const int32_t *positions, float *kpool, float *vpool,
+                       int64_t block, const int32_t *tables, int64_t table_stride);
 /* out [R, H, D]: row r, head h attends to its own lens[r] cached positions. kpool/vpool are
    [blocks, KVH, block, D]; position t of row r is in block tables[r·table_stride + t / block];
    query head h reads key/value head h / (H / KVH). */

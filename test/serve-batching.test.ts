@@ -239,6 +239,53 @@ describe('batch-invariant kernels', { skip }, () => {
     }
   });
 
+  it('biPagedAttention, other head shapes (groups of 1–5 heads; D with 1–4 vectors a pass and a tail): dense softmax, alone = batched', () => {
+    for (const [H, KVH, D] of [
+      [4, 4, 128],
+      [8, 2, 80],
+      [10, 2, 24],
+      [3, 1, 112],
+      [2, 1, 96],
+    ] as const) {
+      const [block, stride] = [16, 3];
+      const lens = Int32Array.from([33, 1, 48, 16]);
+      const R = lens.length;
+      const blocks = R * stride;
+      const kpool = randoms(blocks * KVH * block * D, 20 + D, 1);
+      const vpool = randoms(blocks * KVH * block * D, 21 + D, 1);
+      const tables = Int32Array.from({ length: R * stride }, (_, i) => (i * 5) % blocks);
+      const q = randoms(R * H * D, 22 + D, 0.3);
+      const out = new Float32Array(R * H * D);
+      const before = addon!.setThreads(2);
+      try {
+        addon!.biPagedAttention(q, R, H, D, kpool, vpool, KVH, block, tables, stride, lens, 0.2, out);
+        addon!.setThreads(1);
+        for (let r = 0; r < R; r++) {
+          checkAttention(q, out, r, { H, KVH, D, block, stride }, { kpool, vpool, tables, lens }, 0.2);
+          const alone = new Float32Array(H * D);
+          addon!.biPagedAttention(
+            q.slice(r * H * D, (r + 1) * H * D),
+            1,
+            H,
+            D,
+            kpool,
+            vpool,
+            KVH,
+            block,
+            tables.slice(r * stride, (r + 1) * stride),
+            stride,
+            lens.slice(r, r + 1),
+            0.2,
+            alone,
+          );
+          assert.deepEqual(alone, out.subarray(r * H * D, (r + 1) * H * D), `H ${H} KVH ${KVH} D ${D} row ${r}`);
+        }
+      } finally {
+        addon!.setThreads(before);
+      }
+    }
+  });
+
   it('biSwiglu: silu(gate)·up to float precision, including large and tiny gates', () => {
     const n = 4099; // not a multiple of any vector width
     const gate = randoms(n, 9, 4);
@@ -274,6 +321,83 @@ describe('batch-invariant kernels', { skip }, () => {
     assert.throws(() => call([2], 3), /block 2 is not in the pool/);
     assert.throws(() => call([0], 17), /does not fit its table/);
     assert.throws(() => call([0], 0), /does not fit its table/);
+  });
+
+  it('biRopeKv: rotate-half at each row position in f32 steps, keys and values into its cache slot', () => {
+    const [R, H, KVH, D, block, stride, P] = [3, 4, 2, 8, 16, 3, 40];
+    const half = D / 2;
+    const cos = randoms(P * half, 11, 1);
+    const sin = randoms(P * half, 12, 1);
+    const q = randoms(R * H * D, 13, 1);
+    const kk = randoms(R * KVH * D, 14, 1);
+    const v = randoms(R * KVH * D, 15, 1);
+    const blocks = 7;
+    const kpool = new Float32Array(blocks * KVH * block * D);
+    const vpool = new Float32Array(blocks * KVH * block * D);
+    const tables = Int32Array.from([6, 2, 0, 1, 0, 0, 5, 3, 4]);
+    const positions = Int32Array.from([39, 0, 17]);
+    const [q1, k1] = [q.slice(), kk.slice()];
+    addon!.biRopeKv(q1, k1, v, R, H, KVH, D, cos, sin, positions, kpool, vpool, block, tables, stride);
+    const f = Math.fround;
+    for (let r = 0; r < R; r++) {
+      const p = positions[r]!;
+      const rotate = (x: Float32Array, o: number, j: number): [number, number] => {
+        const [a, b, c, s] = [x[o + j]!, x[o + j + half]!, cos[p * half + j]!, sin[p * half + j]!];
+        return [f(f(a * c) - f(b * s)), f(f(b * c) + f(a * s))];
+      };
+      for (let h = 0; h < H; h++)
+        for (let j = 0; j < half; j++) {
+          const o = (r * H + h) * D;
+          assert.deepEqual([q1[o + j], q1[o + j + half]], rotate(q, o, j), `q row ${r} head ${h}`);
+        }
+      for (let g = 0; g < KVH; g++) {
+        const o = (r * KVH + g) * D;
+        for (let j = 0; j < half; j++) assert.deepEqual([k1[o + j], k1[o + j + half]], rotate(kk, o, j));
+        const at = ((tables[r * stride + Math.floor(p / block)]! * KVH + g) * block + (p % block)) * D;
+        assert.deepEqual(kpool.subarray(at, at + D), k1.subarray(o, o + D), `key row ${r} head ${g}`);
+        assert.deepEqual(vpool.subarray(at, at + D), v.subarray(o, o + D), `value row ${r} head ${g}`);
+      }
+    }
+    const written = kpool.reduce((n, x) => n + (x !== 0 ? 1 : 0), 0);
+    assert.equal(written, R * KVH * D, 'nothing else written');
+    const bad = (tab: number[], pos: number, cs = cos): void =>
+      addon!.biRopeKv(
+        q.slice(0, H * D),
+        kk.slice(0, KVH * D),
+        v.slice(0, KVH * D),
+        1,
+        H,
+        KVH,
+        D,
+        cs,
+        cs,
+        Int32Array.from([pos]),
+        kpool,
+        vpool,
+        block,
+        Int32Array.from(tab),
+        tab.length,
+      );
+    assert.throws(() => bad([7], 3), /block 7 is not in the pool/);
+    assert.throws(() => bad([0], 16), /position 16 does not fit its table/);
+    assert.throws(() => bad([0], -1), /does not fit its table/);
+    assert.throws(() => bad([0, 1, 2], 40), /position 40 has no cos\/sin/);
+  });
+
+  it('biAddRmsNorm: x += r then biRmsNorm, bit for bit; without r, biRmsNorm', () => {
+    const [M, C] = [5, 200];
+    const x = randoms(M * C, 16, 1);
+    const r = randoms(M * C, 17, 1);
+    const w = randoms(C, 18, 1);
+    const [x1, y1, y2] = [x.slice(), new Float32Array(M * C), new Float32Array(M * C)];
+    addon!.biAddRmsNorm(x1, r, M, C, w, 1e-6, y1);
+    const sum = x.map((v, i) => v + r[i]!);
+    assert.deepEqual(x1, sum);
+    addon!.biRmsNorm(sum, M, C, w, 1e-6, y2);
+    assert.deepEqual(y1, y2);
+    addon!.biAddRmsNorm(x1, null, M, C, w, 1e-6, y1);
+    assert.deepEqual(x1, sum, 'no residual: x unchanged');
+    assert.deepEqual(y1, y2);
   });
 });
 

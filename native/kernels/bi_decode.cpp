@@ -137,83 +137,185 @@ float dot(const float *a, const float *b, int64_t n) {
   return lanes_sum(acc) + tail;
 }
 
+/* x += r (when r is not null; one f32 add per element), then y = rms_norm(x)·w, for rows [r0, r1). */
 KN_CLONES
-void rms_rows(const float *x, int64_t C, const float *w, float eps, float *y, int64_t r0, int64_t r1) {
+void add_rms_rows(float *x, const float *res, int64_t C, const float *w, float eps, float *y, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++) {
-    const float *xr = x + r * C;
+    float *xr = x + r * C;
     float *yr = y + r * C;
+    if (res)
+      for (int64_t c = 0; c < C; c++) xr[c] += res[r * C + c];
     float ss = dot(xr, xr, C);
     float inv = 1.0f / sqrtf(ss / (float)C + eps);
     for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] * inv) * w[c];
   }
 }
 
+/* Σ_t p_t·v_t for HN heads × DV vectors of 16 columns (starting at column d0), kept in registers over
+   all positions: each value vector is loaded once for the HN heads. Per output element the sum runs
+   in position order. */
+template <int HN, int DV>
+inline __attribute__((always_inline)) void weighted_values(const float *p, int64_t ldp, int64_t len,
+                                                           const float *const *vat, int64_t d0, const float *inv,
+                                                           int64_t D, float *out) {
+  v16 acc[HN][DV];
+  for (int j = 0; j < HN; j++)
+    for (int c = 0; c < DV; c++) acc[j][c] = v16{};
+  for (int64_t t = 0; t < len; t++) {
+    if (t + 16 < len)
+      for (int c = 0; c < DV; c++) __builtin_prefetch(vat[t + 16] + d0 + 16 * c);
+    v16 v[DV];
+    for (int c = 0; c < DV; c++) v[c] = load16(vat[t] + d0 + 16 * c);
+    for (int j = 0; j < HN; j++) {
+      const float pj = p[j * ldp + t];
+      for (int c = 0; c < DV; c++) acc[j][c] += pj * v[c];
+    }
+  }
+  for (int j = 0; j < HN; j++)
+    for (int c = 0; c < DV; c++) {
+      const v16 o = acc[j][c] * inv[j];
+      memcpy(out + j * D + d0 + 16 * c, &o, sizeof o);
+    }
+}
+
+template <int HN>
+inline __attribute__((always_inline)) void weighted_values_dv(int dv, const float *p, int64_t ldp, int64_t len,
+                                                              const float *const *vat, int64_t d0, const float *inv,
+                                                              int64_t D, float *out) {
+  switch (dv) {
+    case 4: weighted_values<HN, 4>(p, ldp, len, vat, d0, inv, D, out); break;
+    case 3: weighted_values<HN, 3>(p, ldp, len, vat, d0, inv, D, out); break;
+    case 2: weighted_values<HN, 2>(p, ldp, len, vat, d0, inv, D, out); break;
+    default: weighted_values<HN, 1>(p, ldp, len, vat, d0, inv, D, out); break;
+  }
+}
+
 /*
  * One (row, KV head): softmax(scale·q·Kᵀ)·V for each of the `group` query heads that share the KV
  * head, over the row's own `len` cached positions. Each key and value is read once for all of them.
- * Per (row, head) the operations are fixed by `len` and D alone: each score is dot()'s reduction
- * (lanes_sum16 gives lanes_sum's bits for up to 16 positions at once), the softmax takes the max,
- * exp and sum in position order, and each output element sums p_t·v_t in position order.
+ * Per (row, head) the operations are fixed by `len` and D alone:
+ * - each score is dot()'s reduction, computed for 16 positions at once (lanes_sum16 gives
+ *   lanes_sum's bits; a last chunk of fewer positions repeats its last key, whose extra scores are
+ *   dropped — the lanes of different positions never meet);
+ * - the softmax takes the max (16 lanes; a max is exact in any order), expf_fast of each score minus it, and their sum
+ *   in 16 lanes (lane j: positions ≡ j mod 16, in order; the scores are padded with zeros to a
+ *   multiple of 16, and x + 0 = x) closed by lanes_sum's tree;
+ * - each output element sums p_t·v_t in position order, times 1 / the sum.
  */
 KN_CLONES
 void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, const float *vpool, int64_t KVH,
                   int64_t g, int64_t block, const int32_t *table, int64_t len, float scale, float *s,
-                  const float **kat, const float **vat, float *out) {
-  const int64_t D16 = D / 16 * 16;
-  for (int64_t t = 0; t < len; t++) {
-    const int64_t at = (((int64_t)table[t / block] * KVH + g) * block + t % block) * D;
-    kat[t] = kpool + at;
-    vat[t] = vpool + at;
+                  const float **kat, const float **vat, const float *next_keys, int64_t next_bytes, float *out) {
+  const int64_t D16 = D / 16 * 16, padded = (len + 15) / 16 * 16;
+  for (int64_t b = 0, t = 0; t < len; b++) {
+    const int64_t at = ((int64_t)table[b] * KVH + g) * block * D;
+    for (int64_t i = 0; i < block && t < len; i++, t++) {
+      kat[t] = kpool + at + i * D;
+      vat[t] = vpool + at + i * D;
+    }
   }
   for (int64_t t0 = 0; t0 < len; t0 += 16) {
     const int64_t n = len - t0 < 16 ? len - t0 : 16;
-    const float *key[16];
-    for (int64_t i = 0; i < n; i++) key[i] = kat[t0 + i];
-    for (int64_t h = 0; h < group; h++) {
-      const float *qh = q + h * D;
-      v16 acc[16];
-      for (int i = 0; i < 16; i++) acc[i] = v16{};
-      for (int64_t k = 0; k < D16; k += 16) {
-        const v16 qv = load16(qh + k);
-        for (int64_t i = 0; i < n; i++) acc[i] += qv * load16(key[i] + k);
+    v16 acc[4][16];  // [head of the pass][position]: the 16 lanes of each score's dot product
+    /* the next chunk's keys toward L1 while this one computes (blocks are scattered: no hardware prefetch) */
+    for (int64_t i = t0 + 16; i < t0 + 32; i++) {
+      const float *next = i < len ? kat[i] : i - len < len ? vat[i - len] : nullptr;  // after the keys, the values
+      if (next)
+        for (int64_t c = 0; c < D; c += 16) __builtin_prefetch(next + c);
+    }
+    for (int64_t h0 = 0; h0 < group; h0 += 4) {
+      const int64_t hn = group - h0 < 4 ? group - h0 : 4;
+      for (int64_t i = 0; i < 16; i++) {
+        const float *key = kat[t0 + (i < n ? i : n - 1)];
+        for (int64_t j = 0; j < hn; j++) {
+          const float *qh = q + (h0 + j) * D;
+          v16 a = v16{};
+          for (int64_t k = 0; k < D16; k += 16) a += load16(qh + k) * load16(key + k);
+          acc[j][i] = a;
+        }
       }
-      const v16 sums = lanes_sum16(acc);
-      for (int64_t i = 0; i < n; i++) {
-        float tail = 0.0f;
-        for (int64_t k = D16; k < D; k++) tail += qh[k] * key[i][k];
-        s[h * len + t0 + i] = (sums[i] + tail) * scale;
+      for (int64_t j = 0; j < hn; j++) {
+        const float *qh = q + (h0 + j) * D;
+        const v16 sums = lanes_sum16(acc[j]);
+        for (int64_t i = 0; i < n; i++) {
+          float tail = 0.0f;
+          for (int64_t k = D16; k < D; k++) tail += qh[k] * kat[t0 + i][k];
+          s[(h0 + j) * padded + t0 + i] = (sums[i] + tail) * scale;
+        }
       }
     }
   }
-  float *inv = s + group * len;
-  for (int64_t h = 0; h < group; h++) {
-    float *sh = s + h * len;
-    float mx = -INFINITY;
-    for (int64_t t = 0; t < len; t++) mx = sh[t] > mx ? sh[t] : mx;
-    for (int64_t t = 0; t < len; t++) sh[t] = expf_fast(sh[t] - mx);  // vectorises; elementwise
-    float sum = 0.0f;
-    for (int64_t t = 0; t < len; t++) sum += sh[t];
-    inv[h] = 1.0f / sum;
-  }
-  /* Σ_t p_t·v_t (in position order) for up to 4 heads × 16 columns in registers: each value vector
-     is loaded once for the heads of the group. */
-  for (int64_t d0 = 0; d0 < D; d0 += 16) {
-    const int64_t w = D - d0 < 16 ? D - d0 : 16;
-    for (int64_t h0 = 0; h0 < group; h0 += 4) {
-      const int64_t hn = group - h0 < 4 ? group - h0 : 4;
-      v16 acc[4] = {v16{}, v16{}, v16{}, v16{}};
-      if (w == 16) {
-        for (int64_t t = 0; t < len; t++) {
-          const v16 v = load16(vat[t] + d0);
-          for (int64_t j = 0; j < hn; j++) acc[j] += s[(h0 + j) * len + t] * v;
-        }
-      } else {
-        for (int64_t t = 0; t < len; t++)
-          for (int64_t j = 0; j < hn; j++)
-            for (int64_t d = 0; d < w; d++) acc[j][d] += s[(h0 + j) * len + t] * vat[t][d0 + d];
+  /* the next pair's first keys (contiguous in its first block) stream in while these values are summed */
+  for (int64_t at = 0; at < next_bytes; at += 64) __builtin_prefetch((const char *)next_keys + at);
+  float inv[4];
+  for (int64_t h0 = 0; h0 < group; h0 += 4) {
+    const int64_t hn = group - h0 < 4 ? group - h0 : 4;
+    for (int64_t j = 0; j < hn; j++) {
+      float *sh = s + (h0 + j) * padded;
+      for (int64_t t = len; t < padded; t++) sh[t] = sh[len - 1];  // the max is unchanged
+      v16 top = load16(sh);
+      for (int64_t t = 16; t < padded; t += 16) {
+        const v16 v = load16(sh + t);
+        top = v > top ? v : top;
       }
-      for (int64_t j = 0; j < hn; j++)
-        for (int64_t d = 0; d < w; d++) out[(h0 + j) * D + d0 + d] = acc[j][d] * inv[h0 + j];
+      float mx = top[0];
+      for (int i = 1; i < 16; i++) mx = top[i] > mx ? top[i] : mx;
+      for (int64_t t = 0; t < len; t++) sh[t] = expf_fast(sh[t] - mx);  // vectorises; elementwise
+      for (int64_t t = len; t < padded; t++) sh[t] = 0.0f;
+      v16 sum = v16{};
+      for (int64_t t = 0; t < padded; t += 16) sum += load16(sh + t);
+      inv[j] = 1.0f / lanes_sum(sum);
+    }
+    /* Σ_t p_t·v_t: up to 4 heads × 64 columns per pass in registers, then the < 16 columns left. */
+    const float *p = s + h0 * padded;
+    float *o = out + h0 * D;
+    for (int64_t d0 = 0; d0 < D16; d0 += 64) {
+      const int dv = (int)((D16 - d0) / 16 < 4 ? (D16 - d0) / 16 : 4);
+      switch (hn) {
+        case 4: weighted_values_dv<4>(dv, p, padded, len, vat, d0, inv, D, o); break;
+        case 3: weighted_values_dv<3>(dv, p, padded, len, vat, d0, inv, D, o); break;
+        case 2: weighted_values_dv<2>(dv, p, padded, len, vat, d0, inv, D, o); break;
+        default: weighted_values_dv<1>(dv, p, padded, len, vat, d0, inv, D, o); break;
+      }
+    }
+    for (int64_t j = 0; j < hn; j++)
+      for (int64_t d = D16; d < D; d++) {
+        float acc = 0.0f;
+        for (int64_t t = 0; t < len; t++) acc += p[j * padded + t] * vat[t][d];
+        o[j * D + d] = acc * inv[j];
+      }
+  }
+}
+
+/*
+ * Each row's query and key heads rotated at the row's position (rotate-half pairs j, j + D/2:
+ * a·cos − b·sin, b·cos + a·sin, each product and sum rounded to f32 — no fused multiply-add, so
+ * the same bits as the model's rope in any build), then the row's key and value heads stored in
+ * its cache slot. Elementwise: a row's values depend on nothing else.
+ */
+__attribute__((optimize("fp-contract=off"))) void rope_kv_rows(float *q, float *k, const float *v, int64_t H,
+                                                               int64_t KVH, int64_t D, const float *cos,
+                                                               const float *sin, const int32_t *positions,
+                                                               float *kpool, float *vpool, int64_t block,
+                                                               const int32_t *tables, int64_t stride, int64_t r0,
+                                                               int64_t r1) {
+  const int64_t half = D / 2;
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t pos = positions[r];
+    const float *c = cos + pos * half, *s = sin + pos * half;
+    for (int64_t h = 0; h < H + KVH; h++) {
+      float *x = h < H ? q + (r * H + h) * D : k + (r * KVH + h - H) * D;
+      for (int64_t j = 0; j < half; j++) {
+        const float a = x[j], b = x[j + half];
+        const float ac = a * c[j], bs = b * s[j], bc = b * c[j], as = a * s[j];
+        x[j] = ac - bs;
+        x[j + half] = bc + as;
+      }
+    }
+    const int64_t slot = (int64_t)tables[r * stride + pos / block] * KVH * block + pos % block;
+    for (int64_t g = 0; g < KVH; g++) {
+      memcpy(kpool + (slot + g * block) * D, k + (r * KVH + g) * D, D * sizeof(float));
+      memcpy(vpool + (slot + g * block) * D, v + (r * KVH + g) * D, D * sizeof(float));
     }
   }
 }
@@ -357,25 +459,59 @@ void kn_bi_matmul_f32(const float *x, int64_t M, int64_t K, const float *w, int6
 }
 
 void kn_bi_rms_norm_f32(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y) {
-  parallel_for(M, C >= 4096 ? 1 : 4096 / C + 1, [&](int64_t r0, int64_t r1) { rms_rows(x, C, w, eps, y, r0, r1); });
+  kn_bi_add_rms_norm_f32(const_cast<float *>(x), nullptr, M, C, w, eps, y);  // x is only read without a residual
+}
+
+/* A decode step's rows are a few microseconds of work: below ~64k elements a thread's wake-up costs more. */
+void kn_bi_add_rms_norm_f32(float *x, const float *r, int64_t M, int64_t C, const float *w, float eps, float *y) {
+  parallel_for(M, C >= 65536 ? 1 : 65536 / C + 1,
+               [&](int64_t r0, int64_t r1) { add_rms_rows(x, r, C, w, eps, y, r0, r1); });
+}
+
+void kn_bi_rope_kv_f32(float *q, float *k, const float *v, int64_t R, int64_t H, int64_t KVH, int64_t D,
+                       const float *cos, const float *sin, const int32_t *positions, float *kpool, float *vpool,
+                       int64_t block, const int32_t *tables, int64_t table_stride) {
+  parallel_for(R, 8, [&](int64_t r0, int64_t r1) {  // ~3.5 µs a row (cold cache slots): worth a split
+    rope_kv_rows(q, k, v, H, KVH, D, cos, sin, positions, kpool, vpool, block, tables, table_stride, r0, r1);
+  });
 }
 
 void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, const float *kpool,
                                const float *vpool, int64_t KVH, int64_t block, const int32_t *tables,
                                int64_t table_stride, const int32_t *lens, float scale, float *out) {
   int64_t group = H / KVH;
-  /* Threads split (row, KV head) pairs; the query heads of one KV head go together. */
-  parallel_for(R * KVH, 1, [&](int64_t b, int64_t e) {
+  /* Threads split (row, KV head) pairs, the query heads of one KV head together, into runs of about
+     equal work (Σ of the rows' lengths): a prefill chunk's short rows next to long decode rows would
+     otherwise leave one thread with most of it. Which thread runs a pair changes none of its bits. */
+  const int64_t parts = kn_get_threads() < R * KVH ? kn_get_threads() : R * KVH;
+  std::vector<int64_t> cut((size_t)parts + 1, R * KVH);
+  int64_t total = 0;
+  for (int64_t r = 0; r < R; r++) total += (lens[r] + 16) * KVH;  // + a fixed cost per pair
+  cut[0] = 0;
+  for (int64_t i = 0, part = 1, done = 0; i < R * KVH && part < parts; i++) {
+    done += lens[i / KVH] + 16;
+    while (part < parts && done * parts >= total * part) cut[(size_t)part++] = i + 1;
+  }
+  parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
     std::vector<float> s;
     std::vector<const float *> at;
-    for (int64_t i = b; i < e; i++) {
+    for (int64_t i = cut[(size_t)p0]; i < cut[(size_t)p1]; i++) {
       int64_t r = i / KVH, g = i % KVH, len = lens[r];
       if ((int64_t)at.size() < 2 * len) {
-        s.resize(group * (len + 1));  // the scores, then each head's 1 / Σ
+        s.resize(group * ((len + 15) / 16 * 16));  // the scores, padded to whole 16-position chunks
         at.resize(2 * len);
       }
+      const float *next = nullptr;
+      int64_t next_len = 0;
+      if (i + 1 < cut[(size_t)p1]) {
+        const int64_t nr = (i + 1) / KVH, ng = (i + 1) % KVH;
+        next = kpool + ((int64_t)tables[nr * table_stride] * KVH + ng) * block * D;
+        next_len = lens[nr] < block ? lens[nr] : block;
+        next_len = next_len < 16 ? next_len : 16;
+      }
       attend_group(q + (r * H + g * group) * D, group, D, kpool, vpool, KVH, g, block, tables + r * table_stride,
-                   len, scale, s.data(), at.data(), at.data() + len, out + (r * H + g * group) * D);
+                   len, scale, s.data(), at.data(), at.data() + len, next, next_len * D * (int64_t)sizeof(float),
+                   out + (r * H + g * group) * D);
     }
   });
 }

@@ -211,26 +211,6 @@ export class BatchedLlama {
     return y;
   }
 
-  /** Rotates each head of x [R, heads, D] at its row's position (rotate-half pairs j, j + D/2). */
-  private rope(x: F32, rows: readonly BatchRow[], heads: number): void {
-    const D = this.shape.headDim;
-    const half = D / 2;
-    rows.forEach((row, r) => {
-      const cs = row.position * half;
-      for (let h = 0; h < heads; h++) {
-        const o = (r * heads + h) * D;
-        for (let j = 0; j < half; j++) {
-          const a = x[o + j]!;
-          const b = x[o + j + half]!;
-          const c = this.cos[cs + j]!;
-          const s = this.sin[cs + j]!;
-          x[o + j] = Math.fround(Math.fround(a * c) - Math.fround(b * s));
-          x[o + j + half] = Math.fround(Math.fround(b * c) + Math.fround(a * s));
-        }
-      }
-    });
-  }
-
   /**
    * Runs the rows through the model, writing their keys and values into `kv`; returns the logits
    * [V] of each row with wantLogits, in row order.
@@ -247,48 +227,38 @@ export class BatchedLlama {
     const h = this.buffer('h', R * C);
     const tables = new Int32Array(R * Math.max(1, ...rows.map((r) => r.table.length)));
     const stride = tables.length / Math.max(R, 1);
+    const positions = new Int32Array(R);
     const lens = new Int32Array(R);
     rows.forEach((row, r) => {
       tables.set(row.table, r * stride);
+      positions[r] = row.position;
       lens[r] = row.position + 1;
     });
     const attn = this.buffer('attn', R * H * D);
     const scale = 1 / Math.sqrt(D);
+    const last = this.layers.length - 1;
+    // The residual adds ride with the norms: x += o before the post-attention norm, x += down before
+    // the next layer's input norm (or, after the last layer, the final norm, row by row).
+    this.addon.biRmsNorm(x, R, C, this.layers[0]?.inputNorm ?? this.finalNorm, this.eps, h);
     this.layers.forEach((L, l) => {
-      this.addon.biRmsNorm(x, R, C, L.inputNorm, this.eps, h);
       const q = this.project(L.q, h, rows, C, 'q');
       const k = this.project(L.k, h, rows, C, 'k');
       const v = this.project(L.v, h, rows, C, 'v');
-      this.rope(q, rows, H);
-      this.rope(k, rows, KVH);
-      const keys = kv.keys[l]!;
-      const values = kv.values[l]!;
-      rows.forEach((row, r) => {
-        for (let g = 0; g < KVH; g++) {
-          const at = kv.offset(row.table, row.position, g);
-          const from = (r * KVH + g) * D;
-          for (let d = 0; d < D; d++) {
-            keys[at + d] = k[from + d]!;
-            values[at + d] = v[from + d]!;
-          }
-        }
-      });
+      const [keys, values] = [kv.keys[l]!, kv.values[l]!];
+      this.addon.biRopeKv(q, k, v, R, H, KVH, D, this.cos, this.sin, positions, keys, values, KV_BLOCK, tables, stride);
       this.addon.biPagedAttention(q, R, H, D, keys, values, KVH, KV_BLOCK, tables, stride, lens, scale, attn);
       const o = this.project(L.o, attn, rows, H * D, 'o');
-      for (let i = 0; i < x.length; i++) x[i] += o[i]!;
-      this.addon.biRmsNorm(x, R, C, L.postNorm, this.eps, h);
+      this.addon.biAddRmsNorm(x, o, R, C, L.postNorm, this.eps, h);
       const gate = this.project(L.gate, h, rows, C, 'gate');
       const up = this.project(L.up, h, rows, C, 'up');
       this.addon.biSwiglu(gate, up, gate.length, gate);
       const down = this.project(L.down, gate, rows, L.gate.out, 'down');
-      for (let i = 0; i < x.length; i++) x[i] += down[i]!;
+      this.addon.biAddRmsNorm(x, down, R, C, l < last ? this.layers[l + 1]!.inputNorm : this.finalNorm, this.eps, h);
     });
     const picked = rows.flatMap((row, r) => (row.wantLogits ? [r] : []));
     const M = picked.length;
-    const last = this.buffer('last', M * C);
-    picked.forEach((r, j) => last.set(x.subarray(r * C, (r + 1) * C), j * C));
     const normed = this.buffer('normed', M * C);
-    this.addon.biRmsNorm(last, M, C, this.finalNorm, this.eps, normed);
+    picked.forEach((r, j) => normed.set(h.subarray(r * C, (r + 1) * C), j * C));
     const logits = this.project(
       this.head,
       normed,

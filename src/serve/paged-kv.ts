@@ -74,10 +74,4 @@ export class PagedKvCache {
   release(table: Int32Array): void {
     for (const b of table) this.#free.push(b);
   }
-
-  /** Offset in a layer's pool of position `t`, key/value head `g`, for a sequence with block table `table`. */
-  offset(table: Int32Array, t: number, g: number): number {
-    const { kvHeads, headDim } = this.shape;
-    return ((table[Math.floor(t / KV_BLOCK)]! * kvHeads + g) * KV_BLOCK + (t % KV_BLOCK)) * headDim;
-  }
 }

@@ -72,6 +72,26 @@ export interface NativeAddon {
   /** qmatmulPacked's bits, each packed weight vector loaded once for a tile of rows (the engine's q8_0/q4_0 product). */
   biQmatmulPacked(type: number, x: F32, M: number, K: number, packed: Uint8Array, N: number, y: F32): void;
   biRmsNorm(x: F32, M: number, C: number, w: F32, eps: number, y: F32): void;
+  /** x += r (the residual; r may be null), then y = biRmsNorm(x). */
+  biAddRmsNorm(x: F32, r: F32 | null, M: number, C: number, w: F32, eps: number, y: F32): void;
+  /** q [R, H, D] and k [R, KVH, D] rotated at positions[r] (cos, sin [·, D/2]), then k and v stored in each row's cache slot. */
+  biRopeKv(
+    q: F32,
+    k: F32,
+    v: F32,
+    R: number,
+    H: number,
+    KVH: number,
+    D: number,
+    cos: F32,
+    sin: F32,
+    positions: Int32Array,
+    kpool: F32,
+    vpool: F32,
+    block: number,
+    tables: Int32Array,
+    tableStride: number,
+  ): void;
   /** out [R, H, D]: each row attends to its own lens[r] positions in paged pools [blocks, KVH, block, D]. */
   biPagedAttention(
     q: F32,
