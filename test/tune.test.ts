@@ -222,6 +222,48 @@ describe('knobs tune with LoRA', () => {
   });
 });
 
+describe('knobs tune with LoRA+ (optimizer.loraplus_lr_ratio)', () => {
+  const LORAPLUS_RECIPE = {
+    ...LORA_RECIPE,
+    name: 'tune-loraplus',
+    lora: { r: 4, lora_alpha: 8, target_modules: ['c_attn'] },
+    optimizer: { type: 'adamw', lr: 0.003, loraplus_lr_ratio: 16 },
+    schedule: { type: 'cosine', warmup_steps: 2, min_lr: 0.0003 },
+    steps: 8,
+  };
+
+  it('lora_B moves further than without it; a resume from a checkpoint gives the same adapter bit for bit', async () => {
+    const run = async (name: string, json: unknown): Promise<string> => {
+      const r = await cliInProcess(['tune', base, await recipe(`${name}.json`, json), '--out', path(name), '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      return path(name);
+    };
+    const plus = await run('loraplus', LORAPLUS_RECIPE);
+    const { loraplus_lr_ratio: _ratio, ...plainOptimizer } = LORAPLUS_RECIPE.optimizer;
+    const plain = await run('loraplus-off', { ...LORAPLUS_RECIPE, optimizer: plainOptimizer });
+    const absMean = (t: Tensor): number => {
+      const s = t.contiguousStorage() as Float32Array;
+      return s.reduce((a, x) => a + Math.abs(x), 0) / s.length;
+    };
+    const key = 'base_model.model.transformer.h.0.attn.c_attn';
+    const [withPlus, without] = [
+      await tensors(join(plus, 'adapter_model.safetensors')),
+      await tensors(join(plain, 'adapter_model.safetensors')),
+    ];
+    // B starts at 0 and AdamW moves each element by about the lr per step: 16× the lr, several times the size.
+    assert.ok(absMean(withPlus.get(`${key}.lora_B.weight`)!) > 4 * absMean(without.get(`${key}.lora_B.weight`)!));
+    const config = JSON.parse(await readFile(join(plus, 'adapter_config.json'), 'utf8'));
+    assert.ok(!('loraplus_lr_ratio' in config), 'the adapter format does not change');
+
+    const reference = await readFile(join(plus, 'adapter_model.safetensors'));
+    await rm(join(plus, 'checkpoints', 'step-8'), { recursive: true });
+    const resumed = await cliInProcess(['tune', '--resume', '--out', plus, '--json']);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.equal(JSON.parse(resumed.stdout).resumedFrom, 4);
+    assert.ok((await readFile(join(plus, 'adapter_model.safetensors'))).equals(reference));
+  });
+});
+
 describe('knobs tune with frozen parameters', () => {
   it('trains only the unfrozen parameters; frozen ones stay bit-identical; the output is a run', async () => {
     const r = await cliInProcess([
@@ -285,6 +327,16 @@ describe('knobs tune refuses bad input before writing anything', () => {
       'a rank larger than the layer',
       { ...LORA_RECIPE, lora: { r: 64, target_modules: ['c_attn'] } },
       /E_FORMAT.*larger than the layer/,
+    ],
+    [
+      'a LoRA+ ratio ≤ 0',
+      { ...LORA_RECIPE, optimizer: { type: 'adamw', lr: 0.01, loraplus_lr_ratio: 0 } },
+      /E_FORMAT.*optimizer\.loraplus_lr_ratio/,
+    ],
+    [
+      'LoRA+ without LoRA',
+      { ...FREEZE_RECIPE, optimizer: { type: 'adamw', lr: 0.01, loraplus_lr_ratio: 16 } },
+      /E_FORMAT.*optimizer\.loraplus_lr_ratio: LoRA\+ scales the lr of lora_B matrices/,
     ],
     ['a glob that matches nothing', { ...FREEZE_RECIPE, trainable: ['h.9.**'] }, /E_ARGUMENT.*matches no parameter/],
     [
