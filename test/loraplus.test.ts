@@ -49,11 +49,11 @@ describe('LoRA+ parameter groups (PEFT create_loraplus_optimizer)', () => {
   const named: [string, Tensor][] = [
     ['layers.0.q_proj.lora_A.weight', param([2, 5], gen)],
     ['layers.0.q_proj.lora_B.weight', param([4, 2], gen)],
-    ['layers.0.norm.weight', param([4], gen)],
+    ['layers.0.q_proj.lora_magnitude_vector.weight', param([4], gen)],
     ['layers.0.q_proj.lora_A.bias', param([2], gen)],
   ];
 
-  it('A at lr, lora_B at lr·ratio with weight decay, 1-d parameters at lr·ratio without', () => {
+  it('A at lr; lora_B and 1-d parameters (DoRA magnitudes) at lr·ratio with weight decay; biases without', () => {
     const groups = loraPlusGroups(named, { lr: 1e-3, ratio: 16, weightDecay: 0.1 });
     const summary = groups.map((g) => ({
       names: (g.params as [string, Tensor][]).map(([n]) => n),
@@ -62,8 +62,12 @@ describe('LoRA+ parameter groups (PEFT create_loraplus_optimizer)', () => {
     }));
     assert.deepEqual(summary, [
       { names: ['layers.0.q_proj.lora_A.weight'], lr: 1e-3, weightDecay: 0.1 },
-      { names: ['layers.0.q_proj.lora_B.weight'], lr: 16e-3, weightDecay: 0.1 },
-      { names: ['layers.0.norm.weight', 'layers.0.q_proj.lora_A.bias'], lr: 16e-3, weightDecay: 0 },
+      {
+        names: ['layers.0.q_proj.lora_B.weight', 'layers.0.q_proj.lora_magnitude_vector.weight'],
+        lr: 16e-3,
+        weightDecay: 0.1,
+      },
+      { names: ['layers.0.q_proj.lora_A.bias'], lr: 16e-3, weightDecay: 0 },
     ]);
   });
 

@@ -264,6 +264,47 @@ describe('knobs tune with LoRA+ (optimizer.loraplus_lr_ratio)', () => {
   });
 });
 
+describe('knobs tune with DoRA (lora.use_dora)', () => {
+  it('writes lora_magnitude_vector as PEFT saves it; the adapter loads, merges and unmerges; resume is bitwise', async () => {
+    const out = path('dora');
+    const json = { ...LORA_RECIPE, name: 'tune-dora', lora: { ...LORA_RECIPE.lora, use_dora: true }, steps: 8 };
+    const r = await cliInProcess(['tune', base, await recipe('dora.json', json), '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    assert.equal(config.use_dora, true);
+    const adapter = await tensors(join(out, 'adapter_model.safetensors'));
+    const magnitude = adapter.get('base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector');
+    assert.deepEqual(magnitude?.shape, [96]);
+    assert.equal(adapter.size, 18, 'A, B and the magnitude of 6 layers');
+
+    const { model } = await openLanguageModel(base);
+    const bare = logits(model);
+    const { adapter: loaded } = await loadLoraAdapter(out, model);
+    const withAdapter = logits(model);
+    assert.ok(maxDiff(withAdapter, bare) > 1e-3, 'the adapter changes the logits');
+    const trained = [...loaded.layers.values()][0]!;
+    assert.ok(
+      maxDiff(
+        trained.magnitude!.weight.contiguousStorage() as Float32Array,
+        trained.weightNorm().contiguousStorage() as Float32Array,
+      ) > 0,
+      'the magnitude trained',
+    );
+    loaded.merge();
+    assertLogitsMatch(logits(model), withAdapter);
+    loaded.unmerge();
+    loaded.detach();
+    assertLogitsMatch(logits(model), bare);
+
+    const reference = await readFile(join(out, 'adapter_model.safetensors'));
+    await rm(join(out, 'checkpoints', 'step-8'), { recursive: true });
+    const resumed = await cliInProcess(['tune', '--resume', '--out', out, '--json']);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.equal(JSON.parse(resumed.stdout).resumedFrom, 4);
+    assert.ok((await readFile(join(out, 'adapter_model.safetensors'))).equals(reference));
+  });
+});
+
 describe('knobs tune with frozen parameters', () => {
   it('trains only the unfrozen parameters; frozen ones stay bit-identical; the output is a run', async () => {
     const r = await cliInProcess([
@@ -317,7 +358,7 @@ describe('knobs tune refuses bad input before writing anything', () => {
     ],
     ['lora and trainable', { ...LORA_RECIPE, trainable: ['h.*'] }, /E_FORMAT.*either a "lora" section or "trainable"/],
     ['neither', { ...LORA_RECIPE, lora: undefined }, /E_FORMAT.*either a "lora" section/],
-    ['an unsupported LoRA field', { ...LORA_RECIPE, lora: { use_dora: true } }, /E_FORMAT.*lora\.use_dora/],
+    ['an unsupported LoRA field', { ...LORA_RECIPE, lora: { lora_bias: true } }, /E_FORMAT.*lora\.lora_bias/],
     [
       'a target that matches nothing',
       { ...LORA_RECIPE, lora: { target_modules: ['q_proj'] } },
