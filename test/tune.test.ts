@@ -89,6 +89,16 @@ function maxDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
+/** Drops the last checkpoint (step 8) of a finished 8-step tune and resumes: the same adapter, bit for bit. */
+async function assertResumesFromStep4(out: string): Promise<void> {
+  const reference = await readFile(join(out, 'adapter_model.safetensors'));
+  await rm(join(out, 'checkpoints', 'step-8'), { recursive: true });
+  const resumed = await cliInProcess(['tune', '--resume', '--out', out, '--json']);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.equal(JSON.parse(resumed.stdout).resumedFrom, 4);
+  assert.ok((await readFile(join(out, 'adapter_model.safetensors'))).equals(reference));
+}
+
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'knobs-tune-'));
   base = path('base');
@@ -255,12 +265,7 @@ describe('knobs tune with LoRA+ (optimizer.loraplus_lr_ratio)', () => {
     const config = JSON.parse(await readFile(join(plus, 'adapter_config.json'), 'utf8'));
     assert.ok(!('loraplus_lr_ratio' in config), 'the adapter format does not change');
 
-    const reference = await readFile(join(plus, 'adapter_model.safetensors'));
-    await rm(join(plus, 'checkpoints', 'step-8'), { recursive: true });
-    const resumed = await cliInProcess(['tune', '--resume', '--out', plus, '--json']);
-    assert.equal(resumed.code, 0, resumed.stderr);
-    assert.equal(JSON.parse(resumed.stdout).resumedFrom, 4);
-    assert.ok((await readFile(join(plus, 'adapter_model.safetensors'))).equals(reference));
+    await assertResumesFromStep4(plus);
   });
 });
 
@@ -296,12 +301,7 @@ describe('knobs tune with DoRA (lora.use_dora)', () => {
     loaded.detach();
     assertLogitsMatch(logits(model), bare);
 
-    const reference = await readFile(join(out, 'adapter_model.safetensors'));
-    await rm(join(out, 'checkpoints', 'step-8'), { recursive: true });
-    const resumed = await cliInProcess(['tune', '--resume', '--out', out, '--json']);
-    assert.equal(resumed.code, 0, resumed.stderr);
-    assert.equal(JSON.parse(resumed.stdout).resumedFrom, 4);
-    assert.ok((await readFile(join(out, 'adapter_model.safetensors'))).equals(reference));
+    await assertResumesFromStep4(out);
   });
 });
 
