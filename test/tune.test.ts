@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { AdapterSet } from '../src/finetune/adapter-set.js';
 import { loadTuneRecipe } from '../src/train/tune-recipe.js';
 import { loadLoraAdapter } from '../src/finetune/adapter.js';
+import { describeAdapter } from '../src/finetune/adapter-info.js';
 import { dequantizeLayers } from '../src/finetune/quantized-base.js';
 import { loadSafetensors } from '../src/formats/safetensors.js';
 import { readGguf } from '../src/formats/gguf.js';
@@ -281,6 +282,12 @@ describe('knobs tune with DoRA (lora.use_dora)', () => {
     const magnitude = adapter.get('base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector');
     assert.deepEqual(magnitude?.shape, [96]);
     assert.equal(adapter.size, 18, 'A, B and the magnitude of 6 layers');
+    const info = await describeAdapter(out);
+    assert.equal(
+      info.parameters,
+      [...adapter.values()].reduce((n, t) => n + t.size, 0),
+      'inspect counts the magnitudes',
+    );
 
     const { model } = await openLanguageModel(base);
     const bare = logits(model);
