@@ -307,6 +307,11 @@ describe('knobs tune with DoRA (lora.use_dora)', () => {
     loaded.unmerge();
     loaded.detach();
     assertLogitsMatch(logits(model), bare);
+    const merged = path('dora-merged');
+    const m = await cliInProcess(['merge', base, out, '--out', merged]);
+    assert.equal(m.code, 0, m.stderr);
+    assert.ok(![...(await tensors(join(merged, 'model.safetensors'))).keys()].some((n) => n.includes('lora_')));
+    assertLogitsMatch(logits((await openLanguageModel(merged)).model), withAdapter);
 
     await assertResumesFromStep4(out);
   });

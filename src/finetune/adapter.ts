@@ -32,6 +32,7 @@ import {
   type LoraPlan,
   UNIMPLEMENTED_DEFAULTS,
   applyLora,
+  isAdapterTensorName,
   parseLoraConfig,
   planLora,
 } from './lora.js';
@@ -47,7 +48,6 @@ export function isAdapterDir(path: string): boolean {
 /** The safetensors metadata key that holds the base's digest. */
 export const BASE_DIGEST_KEY = 'knobs.base_digest';
 const KEY_PREFIX = 'base_model.model.';
-const LORA_PARAM = /\.lora_(?:A|B|magnitude_vector)\.weight$/;
 
 /** Every field `LoraConfig.to_dict()` emits at PEFT_COMMIT, in its order, filled from `config`. */
 export function loraConfigDict(config: LoraConfig): Record<string, unknown> {
@@ -122,7 +122,7 @@ export function stringifySorted(value: unknown): string {
 export function baseDigest(model: Module): string {
   const hash = createHash('sha256');
   for (const [name, p] of model.namedParameters()) {
-    if (LORA_PARAM.test(name)) continue;
+    if (isAdapterTensorName(name)) continue;
     hash.update(`${name}\0${p.dtype}\0${p.shape.join(',')}\0`);
     const storage = contiguous(p).contiguousStorage() as Float32Array | Float64Array;
     hash.update(new Uint8Array(storage.buffer, storage.byteOffset, storage.byteLength));

@@ -139,6 +139,11 @@ export const INFORMATIONAL_FIELDS: Readonly<Record<string, unknown>> = {
 
 const ALL_LINEAR = 'all-linear';
 
+/** Whether a parameter name is an adapter's (lora_A, lora_B, DoRA's magnitude) rather than the base's. */
+export function isAdapterTensorName(name: string): boolean {
+  return /\.lora_(?:A|B|magnitude_vector)\.weight$/.test(name);
+}
+
 /** A layer LoRA attaches to: a float Linear / Conv1D, or a quantized one. */
 export type LoraBaseLayer = Linear | QuantizedLinear;
 
