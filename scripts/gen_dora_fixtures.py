@@ -23,6 +23,12 @@ OUT = os.path.join(HERE, "..", "test", "fixtures", "dora", "layers.json")
 torch.manual_seed(0)
 
 
+def layer_header(name, in_f, out_f, r, alpha, conv1d, stored):
+    """The fields every layer case starts with (shared with gen_pissa_fixtures.py)."""
+    return {"name": name, "in": in_f, "out": out_f, "r": r, "lora_alpha": alpha, "conv1d": conv1d,
+            "weight": stored.detach().reshape(-1).tolist()}
+
+
 def case(name, in_f, out_f, r, alpha, bias, conv1d):
     dt = torch.float64
     w_oi = torch.randn(out_f, in_f, dtype=dt) * 0.3
@@ -50,13 +56,7 @@ def case(name, in_f, out_f, r, alpha, bias, conv1d):
 
     flat = lambda t: t.detach().reshape(-1).tolist()
     return {
-        "name": name,
-        "in": in_f,
-        "out": out_f,
-        "r": r,
-        "lora_alpha": alpha,
-        "conv1d": conv1d,
-        "weight": flat(stored),
+        **layer_header(name, in_f, out_f, r, alpha, conv1d, stored),
         "bias": flat(b) if b is not None else None,
         "lora_A": flat(A),
         "lora_B": flat(B),
@@ -74,20 +74,25 @@ def case(name, in_f, out_f, r, alpha, bias, conv1d):
     }
 
 
-cases = [
-    case("linear", in_f=40, out_f=24, r=4, alpha=16, bias=False, conv1d=False),
-    case("conv1d-bias", in_f=32, out_f=48, r=2, alpha=8, bias=True, conv1d=True),
-]
-with open(OUT, "w") as f:
-    json.dump(
-        {
-            "generator": "scripts/gen_dora_fixtures.py",
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "peft_commit": "5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40",
-            "cases": cases,
-        },
-        f,
-    )
-    f.write("\n")
-print(OUT, os.path.getsize(OUT), "bytes")
+def main():
+    cases = [
+        case("linear", in_f=40, out_f=24, r=4, alpha=16, bias=False, conv1d=False),
+        case("conv1d-bias", in_f=32, out_f=48, r=2, alpha=8, bias=True, conv1d=True),
+    ]
+    with open(OUT, "w") as f:
+        json.dump(
+            {
+                "generator": "scripts/gen_dora_fixtures.py",
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "peft_commit": "5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40",
+                "cases": cases,
+            },
+            f,
+        )
+        f.write("\n")
+    print(OUT, os.path.getsize(OUT), "bytes")
+
+
+if __name__ == "__main__":
+    main()

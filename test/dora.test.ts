@@ -20,15 +20,9 @@ import { sum } from '../src/ops/reduce.js';
 import { Generator } from '../src/random.js';
 import type { Tensor } from '../src/tensor.js';
 import { repoRoot } from './harness/fixtures.js';
+import type { LayerCase } from './harness/layer-case.js';
 
-interface Case {
-  name: string;
-  in: number;
-  out: number;
-  r: number;
-  lora_alpha: number;
-  conv1d: boolean;
-  weight: number[];
+interface Case extends LayerCase {
   bias: number[] | null;
   lora_A: number[];
   lora_B: number[];

@@ -317,6 +317,25 @@ describe('knobs tune with DoRA (lora.use_dora)', () => {
   });
 });
 
+describe('knobs tune with PiSSA (lora.init_lora_weights "pissa")', () => {
+  it('saves the rank-2r conversion onto the original base (eval takes it without --allow-base-mismatch); resume is bitwise', async () => {
+    const out = path('pissa');
+    const json = {
+      ...LORA_RECIPE,
+      name: 'tune-pissa',
+      lora: { ...LORA_RECIPE.lora, init_lora_weights: 'pissa' },
+      steps: 8,
+    };
+    const r = await cliInProcess(['tune', base, await recipe('pissa.json', json), '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    assert.deepEqual([config.r, config.init_lora_weights], [8, true]);
+    const e = await cliInProcess(['eval', base, '--adapter', out, '--json']);
+    assert.equal(e.code, 0, e.stderr);
+    await assertResumesFromStep4(out);
+  });
+});
+
 describe('knobs tune with frozen parameters', () => {
   it('trains only the unfrozen parameters; frozen ones stay bit-identical; the output is a run', async () => {
     const r = await cliInProcess([

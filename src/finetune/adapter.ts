@@ -36,6 +36,7 @@ import {
   parseLoraConfig,
   planLora,
 } from './lora.js';
+import { pissaConvertedConfig, pissaConvertedTensors } from './pissa.js';
 import { hashQuantizedLayers } from './quantized-base.js';
 
 export const ADAPTER_CONFIG_NAME = 'adapter_config.json';
@@ -155,12 +156,26 @@ export async function saveLoraAdapter(
       { dir },
     );
   }
+  const pissa = adapter.config.init_lora_weights === 'pissa';
+  if (pissa && opts.baseDigest === undefined)
+    throw new FormatError(
+      'lora_pissa_digest',
+      'saveLoraAdapter: a PiSSA adapter is saved for the original base, but the model holds the residual weights; pass opts.baseDigest (the digest taken before applyLora)',
+      { dir },
+    );
   const digest = opts.baseDigest ?? baseDigest(model);
   const tensors = new Map<string, Tensor>();
   for (const [name, t] of adapter.namedParameters()) tensors.set(KEY_PREFIX + name, cast(t, 'f32'));
+  // PiSSA: the adapter converted onto the original base, as PEFT saves it (pissa.ts).
+  for (const [path, l] of pissa ? adapter.layers : []) {
+    const { A, B } = pissaConvertedTensors(l.lora_A.weight, l.lora_B.weight, l.pissa!);
+    tensors.set(`${KEY_PREFIX}${path}.lora_A.weight`, cast(A, 'f32'));
+    tensors.set(`${KEY_PREFIX}${path}.lora_B.weight`, cast(B, 'f32'));
+  }
+  const config = pissa ? pissaConvertedConfig(adapter.config) : adapter.config;
   const write = async (into: string): Promise<void> => {
     await saveSafetensors(join(into, ADAPTER_WEIGHTS_NAME), tensors, { format: 'pt', [BASE_DIGEST_KEY]: digest });
-    await writeFileAtomic(join(into, ADAPTER_CONFIG_NAME), `${stringifySorted(loraConfigDict(adapter.config))}\n`);
+    await writeFileAtomic(join(into, ADAPTER_CONFIG_NAME), `${stringifySorted(loraConfigDict(config))}\n`);
   };
   if (existsSync(dir)) return write(dir);
   await writeDirectoryAtomic(dir, write);

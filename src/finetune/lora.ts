@@ -44,6 +44,8 @@ import { matmul } from '../ops/linalg.js';
 import { loraLinear } from '../ops/lora-linear.js';
 import { reshape, transpose } from '../ops/view.js';
 import { DoraMagnitude, baseRowNormsSquared, doraWeightNorm, withoutBias } from './dora.js';
+import { type PissaInit, pissaInit, pissaOnQuantized } from './pissa.js';
+import { fromArray } from '../ops/creation.js';
 import { GPT } from '../models/gpt.js';
 import { Llama } from '../models/llama.js';
 import { normal_, zeros_ } from '../nn/init.js';
@@ -71,7 +73,7 @@ export interface LoraConfig {
   layers_to_transform: number[] | number | null;
   layers_pattern: string[] | string | null;
   /** true: PEFT's default init; false: lora_B random too (debugging); "gaussian": lora_A N(0, 1/r). */
-  init_lora_weights: boolean | 'gaussian';
+  init_lora_weights: boolean | 'gaussian' | 'pissa';
   /** DoRA (Liu et al. 2024): a trained magnitude per output over the normalised W + scaling·B·A (dora.ts). */
   use_dora: boolean;
   fan_in_fan_out: boolean;
@@ -281,10 +283,10 @@ export function parseLoraConfig(input: unknown): LoraConfig {
     c.alpha_pattern = numberMap(v('alpha_pattern'), 'alpha_pattern', false);
   const init = v('init_lora_weights');
   if (init !== undefined) {
-    if (init !== true && init !== false && init !== 'gaussian') {
+    if (init !== true && init !== false && init !== 'gaussian' && init !== 'pissa') {
       throw new FormatError(
         'lora_unsupported',
-        `LoRA config field init_lora_weights = ${JSON.stringify(init)} is not implemented by knobs; use true (PEFT's default), false or "gaussian"`,
+        `LoRA config field init_lora_weights = ${JSON.stringify(init)} is not implemented by knobs; use true (PEFT's default), false, "gaussian" or "pissa"`,
         { field: 'init_lora_weights', value: init },
       );
     }
@@ -428,6 +430,8 @@ export class LoraLayer {
   readonly dropout: Dropout;
   /** DoRA's magnitude vector (use_dora), else null. */
   readonly magnitude: DoraMagnitude | null = null;
+  /** PiSSA's initial A₀ and B₀ (init_lora_weights "pissa"; the base holds W − scaling·B₀·A₀), else null. */
+  readonly pissa: PissaInit | null = null;
   /** DoRA: ‖W_o‖² of the base, per output (the base never changes while the adapter is attached). */
   readonly #baseNorm2: Tensor | null = null;
   /** DoRA: the weight norm at merge time, which unmerge divides by again (PEFT caches it the same way). */
@@ -462,12 +466,33 @@ export class LoraLayer {
     this.dropout = layer.registerModule('lora_dropout', new Dropout(opts.dropout, gen));
     if (opts.init === 'gaussian') normal_(this.lora_A.weight, 0, 1 / opts.r, gen);
     if (opts.init !== false) zeros_(this.lora_B.weight);
+    // PEFT's order (layer.py update_layer): the init, PiSSA's included, before DoRA's magnitude.
+    if (opts.init === 'pissa') this.pissa = this.#pissaInit(layer, dtype);
     if (opts.dora) {
       this.#baseNorm2 = baseRowNormsSquared(layer, dtype);
       this.magnitude = layer.registerModule('lora_magnitude_vector', new DoraMagnitude(this.weightNorm()));
     }
     for (const m of this.#children()) m.train(layer.training);
     layer.adapter = this.#hook();
+  }
+
+  /** PiSSA (pissa.ts): A and B from the top-r SVD of W, and the base's weight becomes the residual. */
+  #pissaInit(layer: LoraBaseLayer, dtype: 'f32' | 'f64'): PissaInit {
+    if (!(layer instanceof Linear)) throw pissaOnQuantized(this.path);
+    const { inFeatures, outFeatures } = layer;
+    return noGrad(() => {
+      const w = layer.weight;
+      const outIn = (layer.fanInFanOut ? transpose(w, 0, 1) : w).contiguousStorage() as Float32Array | Float64Array;
+      const { A0, B0, residual } = pissaInit(outIn, outFeatures, inFeatures, this.r, this.scaling);
+      const A = fromArray(A0, [this.r, inFeatures], { dtype });
+      const B = fromArray(B0, [outFeatures, this.r], { dtype });
+      (this.lora_A.weight.storage as Float32Array | Float64Array).set(A.contiguousStorage() as Float32Array);
+      (this.lora_B.weight.storage as Float32Array | Float64Array).set(B.contiguousStorage() as Float32Array);
+      const res = fromArray(residual, [outFeatures, inFeatures], { dtype });
+      const stored = (layer.fanInFanOut ? transpose(res, 0, 1) : res).contiguousStorage();
+      (w.storage as Float32Array | Float64Array).set(stored as Float32Array | Float64Array);
+      return { A0: A, B0: B };
+    });
   }
 
   /** The modules this delta registers on the layer, by name. */
