@@ -313,7 +313,7 @@ describe('LoRA rules', () => {
       ['modules_to_save', ['lm_head']],
       ['lora_bias', true],
       ['bias', 'all'],
-      ['init_lora_weights', 'olora'],
+      ['init_lora_weights', 'loftq'],
       ['some_future_field', 3],
       ['task_type', 'SEQ_CLS'],
     ] as const) {

@@ -1,5 +1,5 @@
 /**
- * PiSSA (finetune/pissa.ts): the initialisation against plain torch applying PEFT's pissa_init
+ * PiSSA and OLoRA (finetune/pissa.ts): the initialisations against plain torch applying PEFT's pissa_init and olora_init
  * (test/fixtures/pissa/layers.json from scripts/gen_pissa_fixtures.py; sign-free quantities: the
  * product scaling·B·A, the residual base weight, lora_A's row norms) on a Linear and a GPT-2
  * Conv1D; the saved adapter is PEFT's conversion onto the original base (rank 2r), whose logits
@@ -26,6 +26,7 @@ import { repoRoot } from './harness/fixtures.js';
 import type { LayerCase } from './harness/layer-case.js';
 
 interface Case extends LayerCase {
+  init: 'pissa' | 'olora';
   delta: number[];
   residual: number[];
   lora_A_row_norms: number[];
@@ -46,9 +47,9 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-describe(`PiSSA against torch ${FIXTURE.torch} applying PEFT's pissa_init`, () => {
+describe(`PiSSA and OLoRA against torch ${FIXTURE.torch} applying PEFT's pissa_init / olora_init`, () => {
   for (const c of FIXTURE.cases) {
-    it(`${c.name}: scaling·B·A is W's top-${c.r} part, the base holds the residual, the output is unchanged`, () => {
+    it(`${c.name}: scaling·B·A is W's ${c.init} rank-${c.r} part, the base holds the residual, the output is unchanged`, () => {
       const layer = c.conv1d ? new Conv1D(c.in, c.out, { bias: false }) : new Linear(c.in, c.out, { bias: false });
       (layer.weight.storage as Float32Array).set(c.weight);
       const x = fromArray(
@@ -61,7 +62,7 @@ describe(`PiSSA against torch ${FIXTURE.torch} applying PEFT's pissa_init`, () =
         alpha: c.lora_alpha,
         rslora: false,
         dropout: 0,
-        init: 'pissa',
+        init: c.init,
       });
       const ba = noGrad(() => matmul(lora.lora_B.weight, lora.lora_A.weight));
       assertClose(
@@ -72,10 +73,17 @@ describe(`PiSSA against torch ${FIXTURE.torch} applying PEFT's pissa_init`, () =
       assertClose(values(layer.weight), c.residual, 'residual');
       const A = values(lora.lora_A.weight);
       const norms = Array.from({ length: c.r }, (_, k) => Math.hypot(...A.subarray(k * c.in, (k + 1) * c.in)));
-      assertClose(norms, c.lora_A_row_norms, 'lora_A row norms');
+      assertClose(norms, c.lora_A_row_norms, 'lora_A row norms'); // PiSSA: √(S_r/scaling); OLoRA: R's rows
       assertClose(values(noGrad(() => layer.forward(x))), before, 'output');
     });
   }
+
+  it('OLoRA on a Conv1D is refused (PEFT factors it as stored, which does not fit the adapter)', () => {
+    assert.throws(
+      () => new LoraLayer(new Conv1D(8, 4), 'c', { r: 2, alpha: 4, rslora: false, dropout: 0, init: 'olora' }),
+      (e: Error & { details?: { field?: string } }) => e.details?.field === 'init_lora_weights',
+    );
+  });
 
   it('a quantized layer is refused (PiSSA needs the float weight)', () => {
     const q = QuantizedLinear.fromLinear(new Linear(32, 8, { generator: new Generator(1) }), 'q8_0');

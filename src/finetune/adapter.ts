@@ -156,23 +156,23 @@ export async function saveLoraAdapter(
       { dir },
     );
   }
-  const pissa = adapter.config.init_lora_weights === 'pissa';
-  if (pissa && opts.baseDigest === undefined)
+  const mutated = [...adapter.layers.values()].some((l) => l.mutatedInit !== null);
+  if (mutated && opts.baseDigest === undefined)
     throw new FormatError(
       'lora_pissa_digest',
-      'saveLoraAdapter: a PiSSA adapter is saved for the original base, but the model holds the residual weights; pass opts.baseDigest (the digest taken before applyLora)',
+      'saveLoraAdapter: a PiSSA / OLoRA adapter is saved for the original base, but the model holds the residual weights; pass opts.baseDigest (the digest taken before applyLora)',
       { dir },
     );
   const digest = opts.baseDigest ?? baseDigest(model);
   const tensors = new Map<string, Tensor>();
   for (const [name, t] of adapter.namedParameters()) tensors.set(KEY_PREFIX + name, cast(t, 'f32'));
-  // PiSSA: the adapter converted onto the original base, as PEFT saves it (pissa.ts).
-  for (const [path, l] of pissa ? adapter.layers : []) {
-    const { A, B } = pissaConvertedTensors(l.lora_A.weight, l.lora_B.weight, l.pissa!);
+  // PiSSA / OLoRA: the adapter converted onto the original base, as PEFT saves it (pissa.ts).
+  for (const [path, l] of mutated ? adapter.layers : []) {
+    const { A, B } = pissaConvertedTensors(l.lora_A.weight, l.lora_B.weight, l.mutatedInit!);
     tensors.set(`${KEY_PREFIX}${path}.lora_A.weight`, cast(A, 'f32'));
     tensors.set(`${KEY_PREFIX}${path}.lora_B.weight`, cast(B, 'f32'));
   }
-  const config = pissa ? pissaConvertedConfig(adapter.config) : adapter.config;
+  const config = mutated ? pissaConvertedConfig(adapter.config) : adapter.config;
   const write = async (into: string): Promise<void> => {
     await saveSafetensors(join(into, ADAPTER_WEIGHTS_NAME), tensors, { format: 'pt', [BASE_DIGEST_KEY]: digest });
     await writeFileAtomic(join(into, ADAPTER_CONFIG_NAME), `${stringifySorted(loraConfigDict(config))}\n`);

@@ -44,7 +44,7 @@ import { matmul } from '../ops/linalg.js';
 import { loraLinear } from '../ops/lora-linear.js';
 import { reshape, transpose } from '../ops/view.js';
 import { DoraMagnitude, baseRowNormsSquared, doraWeightNorm, withoutBias } from './dora.js';
-import { type PissaInit, pissaInit, pissaOnQuantized } from './pissa.js';
+import { type MutatingInit, type PissaInit, mutatingInitRefused, oloraInit, pissaInit } from './pissa.js';
 import { fromArray } from '../ops/creation.js';
 import { GPT } from '../models/gpt.js';
 import { Llama } from '../models/llama.js';
@@ -73,7 +73,7 @@ export interface LoraConfig {
   layers_to_transform: number[] | number | null;
   layers_pattern: string[] | string | null;
   /** true: PEFT's default init; false: lora_B random too (debugging); "gaussian": lora_A N(0, 1/r). */
-  init_lora_weights: boolean | 'gaussian' | 'pissa';
+  init_lora_weights: boolean | 'gaussian' | MutatingInit;
   /** DoRA (Liu et al. 2024): a trained magnitude per output over the normalised W + scaling·B·A (dora.ts). */
   use_dora: boolean;
   fan_in_fan_out: boolean;
@@ -283,10 +283,10 @@ export function parseLoraConfig(input: unknown): LoraConfig {
     c.alpha_pattern = numberMap(v('alpha_pattern'), 'alpha_pattern', false);
   const init = v('init_lora_weights');
   if (init !== undefined) {
-    if (init !== true && init !== false && init !== 'gaussian' && init !== 'pissa') {
+    if (init !== true && init !== false && init !== 'gaussian' && init !== 'pissa' && init !== 'olora') {
       throw new FormatError(
         'lora_unsupported',
-        `LoRA config field init_lora_weights = ${JSON.stringify(init)} is not implemented by knobs; use true (PEFT's default), false, "gaussian" or "pissa"`,
+        `LoRA config field init_lora_weights = ${JSON.stringify(init)} is not implemented by knobs; use true (PEFT's default), false, "gaussian", "pissa" or "olora"`,
         { field: 'init_lora_weights', value: init },
       );
     }
@@ -430,8 +430,8 @@ export class LoraLayer {
   readonly dropout: Dropout;
   /** DoRA's magnitude vector (use_dora), else null. */
   readonly magnitude: DoraMagnitude | null = null;
-  /** PiSSA's initial A₀ and B₀ (init_lora_weights "pissa"; the base holds W − scaling·B₀·A₀), else null. */
-  readonly pissa: PissaInit | null = null;
+  /** PiSSA's or OLoRA's initial A₀ and B₀ (the base holds W − scaling·B₀·A₀), else null. */
+  readonly mutatedInit: PissaInit | null = null;
   /** DoRA: ‖W_o‖² of the base, per output (the base never changes while the adapter is attached). */
   readonly #baseNorm2: Tensor | null = null;
   /** DoRA: the weight norm at merge time, which unmerge divides by again (PEFT caches it the same way). */
@@ -467,7 +467,7 @@ export class LoraLayer {
     if (opts.init === 'gaussian') normal_(this.lora_A.weight, 0, 1 / opts.r, gen);
     if (opts.init !== false) zeros_(this.lora_B.weight);
     // PEFT's order (layer.py update_layer): the init, PiSSA's included, before DoRA's magnitude.
-    if (opts.init === 'pissa') this.pissa = this.#pissaInit(layer, dtype);
+    if (opts.init === 'pissa' || opts.init === 'olora') this.mutatedInit = this.#mutatingInit(opts.init, layer, dtype);
     if (opts.dora) {
       this.#baseNorm2 = baseRowNormsSquared(layer, dtype);
       this.magnitude = layer.registerModule('lora_magnitude_vector', new DoraMagnitude(this.weightNorm()));
@@ -476,14 +476,32 @@ export class LoraLayer {
     layer.adapter = this.#hook();
   }
 
-  /** PiSSA (pissa.ts): A and B from the top-r SVD of W, and the base's weight becomes the residual. */
-  #pissaInit(layer: LoraBaseLayer, dtype: 'f32' | 'f64'): PissaInit {
-    if (!(layer instanceof Linear)) throw pissaOnQuantized(this.path);
+  /** PiSSA / OLoRA (pissa.ts): A and B from W's SVD / QR, and the base's weight becomes the residual. */
+  #mutatingInit(init: MutatingInit, layer: LoraBaseLayer, dtype: 'f32' | 'f64'): PissaInit {
+    if (!(layer instanceof Linear))
+      throw mutatingInitRefused(
+        init,
+        this.path,
+        'the layer is quantized; initialise on the float base (PEFT needs the float weight too)',
+      );
+    if (init === 'olora' && layer.fanInFanOut)
+      throw mutatingInitRefused(
+        init,
+        this.path,
+        'PEFT factors a Conv1D weight as stored ([in, out]), which does not fit its adapter; use it on Linear layers',
+      );
     const { inFeatures, outFeatures } = layer;
     return noGrad(() => {
       const w = layer.weight;
       const outIn = (layer.fanInFanOut ? transpose(w, 0, 1) : w).contiguousStorage() as Float32Array | Float64Array;
-      const { A0, B0, residual } = pissaInit(outIn, outFeatures, inFeatures, this.r, this.scaling);
+      const factors = init === 'pissa' ? pissaInit : oloraInit;
+      const { A0, B0, residual } = factors({
+        weightOutIn: outIn,
+        out: outFeatures,
+        inF: inFeatures,
+        r: this.r,
+        scaling: this.scaling,
+      });
       const A = fromArray(A0, [this.r, inFeatures], { dtype });
       const B = fromArray(B0, [outFeatures, this.r], { dtype });
       (this.lora_A.weight.storage as Float32Array | Float64Array).set(A.contiguousStorage() as Float32Array);
