@@ -10,10 +10,11 @@
  *       the files, size and SHA-256
  *   node scripts/finetune_economics.mjs run --base DIR --name NAME --new TEXT --old TEXT
  *       --steps N [--lrs 1e-3,3e-3,1e-2] [--methods lora-attn,lora-all,lora-q8,last2,full,scratch]
- *       [--jobs J] [--eval-batches E] [--lora JSON] [--seed S] --work DIR --out RESULTS.jsonl
+ *       [--jobs J] [--eval-batches E] [--lora JSON] [--loraplus RATIO] [--seed S] --work DIR --out RESULTS.jsonl
  *       runs the sweep (J children at a time, one thread each) and appends rows to RESULTS.jsonl;
  *       --lora sets more of PEFT's LoraConfig fields for every LoRA method (e.g. '{"use_rslora":true}'),
- *       over LORA_FIXED's; r and target_modules are the experiment's and stay; --seed (default 0)
+ *       over LORA_FIXED's; r and target_modules are the experiment's and stay; --loraplus trains
+ *       every LoRA method's lora_B at RATIO × the lr (optimizer.loraplus_lr_ratio); --seed (default 0)
  *       is the recipes' seed (LoRA's initial lora_A, the model of a scratch run, the batches' order);
  *       `lora-q8` is attention LoRA on the base quantized to q8_0 (recipe "quantize"); an empty
  *       --methods only finishes the sweeps RESULTS holds (winners' old-text loss)
@@ -92,7 +93,8 @@ function commonRecipe(o, lr) {
 /** The recipe of one method on this base (`baseRecipe`: the base's recipe.json). */
 function methodRecipe(method, baseRecipe, o, lr) {
   const common = { name: `${o.name}-${method}`, ...commonRecipe(o, lr) };
-  const lora = (target_modules) => ({ ...common, lora: { ...o.lora, target_modules } });
+  const optimizer = o.loraplus ? { ...common.optimizer, loraplus_lr_ratio: o.loraplus } : common.optimizer;
+  const lora = (target_modules) => ({ ...common, optimizer, lora: { ...o.lora, target_modules } });
   const m = baseRecipe.model;
   const layers = m.type === 'gpt' ? m.n_layer : m.num_hidden_layers;
   const last = [layers - 2, layers - 1];
@@ -206,6 +208,7 @@ async function runOne(method, lr, baseRecipe, o) {
     method,
     lr,
     ...(lora ? { lora: o.lora } : {}),
+    ...(lora && o.loraplus ? { loraplus_lr_ratio: o.loraplus } : {}),
     seed: o.seed,
     steps: o.steps,
     tokens: o.steps * 16 * 128,
@@ -262,6 +265,7 @@ async function run(argv) {
       jobs: { type: 'string', default: '2' },
       'eval-batches': { type: 'string', default: '40' },
       lora: { type: 'string', default: '{}' },
+      loraplus: { type: 'string' },
       seed: { type: 'string', default: '0' },
       work: { type: 'string' },
       out: { type: 'string' },
@@ -278,6 +282,7 @@ async function run(argv) {
     if (k in loraOverrides) throw new Error(`--lora cannot set ${k}: the comparison is rank 8 on fixed targets`);
   const o = {
     lora: { ...LORA_FIXED, ...loraOverrides },
+    loraplus: values.loraplus === undefined ? null : Number(values.loraplus),
     seed: Number(values.seed),
     base: resolve(values.base),
     name: values.name,
@@ -306,6 +311,7 @@ async function run(argv) {
     lrs,
     methods,
     lora: o.lora,
+    ...(o.loraplus ? { loraplus_lr_ratio: o.loraplus } : {}),
     seed: o.seed,
     jobs: Number(values.jobs),
     cpus: cpus().length,
@@ -387,7 +393,11 @@ function loraSettings(lora) {
 
 /** Which sweep a row belongs to: its method, for LoRA its settings, and its seed (rows without one ran seed 0). */
 const sweepOf = (row) =>
-  `${row.method.startsWith('lora') ? `${row.method}: ${loraSettings(loraOf(row))}` : row.method}${row.seed ? `, seed ${row.seed}` : ''}`;
+  `${row.method.startsWith('lora') ? `${row.method}: ${rowLoraSettings(row)}` : row.method}${row.seed ? `, seed ${row.seed}` : ''}`;
+
+/** A row's or setup's LoRA settings, with the LoRA+ ratio its optimizer used (rows without one had none). */
+const rowLoraSettings = (row) =>
+  `${loraSettings(loraOf(row))}${row.loraplus_lr_ratio ? `, LoRA+ lr ratio ${row.loraplus_lr_ratio}` : ''}`;
 
 const mib = (b) => (b === null ? '–' : `${(b / 2 ** 20).toFixed(2)} MiB`);
 
@@ -422,7 +432,7 @@ function table(files) {
     const sweep = rows.filter((r) => r.kind === 'sweep' && r.name === name);
     const full = chosen.find((r) => r.method === 'full');
     out.push(
-      `**${name}** (base: ${baseTrained(setup)}, ${mib(setup.base_bytes)}; ${setup.steps} steps × 16 × 128 = ${(setup.steps * 2048).toLocaleString('en')} tokens per run; validation: first ${base.eval_batches} batches of each split; LoRA: ${loraSettings(loraOf(setup))})`,
+      `**${name}** (base: ${baseTrained(setup)}, ${mib(setup.base_bytes)}; ${setup.steps} steps × 16 × 128 = ${(setup.steps * 2048).toLocaleString('en')} tokens per run; validation: first ${base.eval_batches} batches of each split; LoRA: ${rowLoraSettings(setup)})`,
       '',
       '| method | lr chosen (sweep: lr: fortunes loss) | trainable | adapter / checkpoint | wall | peak RSS | optimizer state | fortunes val loss | KJV val loss |',
       '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -471,7 +481,7 @@ function candidates(files) {
       (a, b) =>
         a.method.localeCompare(b.method) ||
         scaling(loraOf(a)) - scaling(loraOf(b)) ||
-        loraSettings(loraOf(a)).localeCompare(loraSettings(loraOf(b))) ||
+        rowLoraSettings(a).localeCompare(rowLoraSettings(b)) ||
         (a.seed ?? 0) - (b.seed ?? 0),
     );
   const groups = new Map();
@@ -483,7 +493,7 @@ function candidates(files) {
   for (const [key, byLr] of groups) {
     const [name] = key.split('\u0000');
     const { method, seed = 0 } = Object.values(byLr)[0];
-    const settings = loraSettings(loraOf(Object.values(byLr)[0]));
+    const settings = rowLoraSettings(Object.values(byLr)[0]);
     const full = rows
       .filter((r) => r.name === name && r.method === 'full' && (r.seed ?? 0) === seed)
       .reduce((a, b) => (a === null || b.new_val_loss < a.new_val_loss ? b : a), null);

@@ -309,11 +309,11 @@ describe('LoRA rules', () => {
 
   it('fields knobs does not implement are errors naming the field', () => {
     for (const [field, value] of [
-      ['use_dora', true],
+      ['use_dora', 'yes'],
       ['modules_to_save', ['lm_head']],
       ['lora_bias', true],
       ['bias', 'all'],
-      ['init_lora_weights', 'pissa'],
+      ['init_lora_weights', 'loftq'],
       ['some_future_field', 3],
       ['task_type', 'SEQ_CLS'],
     ] as const) {
@@ -419,10 +419,10 @@ describe('adapter files: bad input', () => {
     await writeFile(join(d, ADAPTER_WEIGHTS_NAME), new Uint8Array([1, 2, 3]));
     const model = (await loadHfModel(base)).model;
     await assert.rejects(loadLoraAdapter(d, model), (e: k.KnobsError) => e.code === 'E_FORMAT');
-    await writeFile(join(d, ADAPTER_CONFIG_NAME), '{"r": 4, "target_modules": ["q_proj"], "use_dora": true}');
+    await writeFile(join(d, ADAPTER_CONFIG_NAME), '{"r": 4, "target_modules": ["q_proj"], "use_qalora": true}');
     await assert.rejects(
       loadLoraAdapter(d, model),
-      (e: k.KnobsError) => e.details.field === 'use_dora' && e.message.includes(ADAPTER_CONFIG_NAME),
+      (e: k.KnobsError) => e.details.field === 'use_qalora' && e.message.includes(ADAPTER_CONFIG_NAME),
     );
     await rm(join(d, ADAPTER_CONFIG_NAME));
     await assert.rejects(loadLoraAdapter(d, model), rule('lora_no_config'));

@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { AdapterSet } from '../src/finetune/adapter-set.js';
 import { loadTuneRecipe } from '../src/train/tune-recipe.js';
 import { loadLoraAdapter } from '../src/finetune/adapter.js';
+import { describeAdapter } from '../src/finetune/adapter-info.js';
 import { dequantizeLayers } from '../src/finetune/quantized-base.js';
 import { loadSafetensors } from '../src/formats/safetensors.js';
 import { readGguf } from '../src/formats/gguf.js';
@@ -87,6 +88,16 @@ function maxDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
+}
+
+/** Drops the last checkpoint (step 8) of a finished 8-step tune and resumes: the same adapter, bit for bit. */
+async function assertResumesFromStep4(out: string): Promise<void> {
+  const reference = await readFile(join(out, 'adapter_model.safetensors'));
+  await rm(join(out, 'checkpoints', 'step-8'), { recursive: true });
+  const resumed = await cliInProcess(['tune', '--resume', '--out', out, '--json']);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.equal(JSON.parse(resumed.stdout).resumedFrom, 4);
+  assert.ok((await readFile(join(out, 'adapter_model.safetensors'))).equals(reference));
 }
 
 before(async () => {
@@ -222,6 +233,109 @@ describe('knobs tune with LoRA', () => {
   });
 });
 
+describe('knobs tune with LoRA+ (optimizer.loraplus_lr_ratio)', () => {
+  const LORAPLUS_RECIPE = {
+    ...LORA_RECIPE,
+    name: 'tune-loraplus',
+    lora: { r: 4, lora_alpha: 8, target_modules: ['c_attn'] },
+    optimizer: { type: 'adamw', lr: 0.003, loraplus_lr_ratio: 16 },
+    schedule: { type: 'cosine', warmup_steps: 2, min_lr: 0.0003 },
+    steps: 8,
+  };
+
+  it('lora_B moves further than without it; a resume from a checkpoint gives the same adapter bit for bit', async () => {
+    const run = async (name: string, json: unknown): Promise<string> => {
+      const r = await cliInProcess(['tune', base, await recipe(`${name}.json`, json), '--out', path(name), '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      return path(name);
+    };
+    const plus = await run('loraplus', LORAPLUS_RECIPE);
+    const { loraplus_lr_ratio: _ratio, ...plainOptimizer } = LORAPLUS_RECIPE.optimizer;
+    const plain = await run('loraplus-off', { ...LORAPLUS_RECIPE, optimizer: plainOptimizer });
+    const absMean = (t: Tensor): number => {
+      const s = t.contiguousStorage() as Float32Array;
+      return s.reduce((a, x) => a + Math.abs(x), 0) / s.length;
+    };
+    const key = 'base_model.model.transformer.h.0.attn.c_attn';
+    const [withPlus, without] = [
+      await tensors(join(plus, 'adapter_model.safetensors')),
+      await tensors(join(plain, 'adapter_model.safetensors')),
+    ];
+    // B starts at 0 and AdamW moves each element by about the lr per step: 16× the lr, several times the size.
+    assert.ok(absMean(withPlus.get(`${key}.lora_B.weight`)!) > 4 * absMean(without.get(`${key}.lora_B.weight`)!));
+    const config = JSON.parse(await readFile(join(plus, 'adapter_config.json'), 'utf8'));
+    assert.ok(!('loraplus_lr_ratio' in config), 'the adapter format does not change');
+
+    await assertResumesFromStep4(plus);
+  });
+});
+
+describe('knobs tune with DoRA (lora.use_dora)', () => {
+  it('writes lora_magnitude_vector as PEFT saves it; the adapter loads, merges and unmerges; resume is bitwise', async () => {
+    const out = path('dora');
+    const json = { ...LORA_RECIPE, name: 'tune-dora', lora: { ...LORA_RECIPE.lora, use_dora: true }, steps: 8 };
+    const r = await cliInProcess(['tune', base, await recipe('dora.json', json), '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    assert.equal(config.use_dora, true);
+    const adapter = await tensors(join(out, 'adapter_model.safetensors'));
+    const magnitude = adapter.get('base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector');
+    assert.deepEqual(magnitude?.shape, [96]);
+    assert.equal(adapter.size, 18, 'A, B and the magnitude of 6 layers');
+    const info = await describeAdapter(out);
+    assert.equal(
+      info.parameters,
+      [...adapter.values()].reduce((n, t) => n + t.size, 0),
+      'inspect counts the magnitudes',
+    );
+
+    const { model } = await openLanguageModel(base);
+    const bare = logits(model);
+    const { adapter: loaded } = await loadLoraAdapter(out, model);
+    const withAdapter = logits(model);
+    assert.ok(maxDiff(withAdapter, bare) > 1e-3, 'the adapter changes the logits');
+    const trained = [...loaded.layers.values()][0]!;
+    assert.ok(
+      maxDiff(
+        trained.magnitude!.weight.contiguousStorage() as Float32Array,
+        trained.weightNorm().contiguousStorage() as Float32Array,
+      ) > 0,
+      'the magnitude trained',
+    );
+    loaded.merge();
+    assertLogitsMatch(logits(model), withAdapter);
+    loaded.unmerge();
+    loaded.detach();
+    assertLogitsMatch(logits(model), bare);
+    const merged = path('dora-merged');
+    const m = await cliInProcess(['merge', base, out, '--out', merged]);
+    assert.equal(m.code, 0, m.stderr);
+    assert.ok(![...(await tensors(join(merged, 'model.safetensors'))).keys()].some((n) => n.includes('lora_')));
+    assertLogitsMatch(logits((await openLanguageModel(merged)).model), withAdapter);
+
+    await assertResumesFromStep4(out);
+  });
+});
+
+describe('knobs tune with PiSSA (lora.init_lora_weights "pissa")', () => {
+  it('saves the rank-2r conversion onto the original base (eval takes it without --allow-base-mismatch); resume is bitwise', async () => {
+    const out = path('pissa');
+    const json = {
+      ...LORA_RECIPE,
+      name: 'tune-pissa',
+      lora: { ...LORA_RECIPE.lora, init_lora_weights: 'pissa' },
+      steps: 8,
+    };
+    const r = await cliInProcess(['tune', base, await recipe('pissa.json', json), '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    assert.deepEqual([config.r, config.init_lora_weights], [8, true]);
+    const e = await cliInProcess(['eval', base, '--adapter', out, '--json']);
+    assert.equal(e.code, 0, e.stderr);
+    await assertResumesFromStep4(out);
+  });
+});
+
 describe('knobs tune with frozen parameters', () => {
   it('trains only the unfrozen parameters; frozen ones stay bit-identical; the output is a run', async () => {
     const r = await cliInProcess([
@@ -275,7 +389,7 @@ describe('knobs tune refuses bad input before writing anything', () => {
     ],
     ['lora and trainable', { ...LORA_RECIPE, trainable: ['h.*'] }, /E_FORMAT.*either a "lora" section or "trainable"/],
     ['neither', { ...LORA_RECIPE, lora: undefined }, /E_FORMAT.*either a "lora" section/],
-    ['an unsupported LoRA field', { ...LORA_RECIPE, lora: { use_dora: true } }, /E_FORMAT.*lora\.use_dora/],
+    ['an unsupported LoRA field', { ...LORA_RECIPE, lora: { lora_bias: true } }, /E_FORMAT.*lora\.lora_bias/],
     [
       'a target that matches nothing',
       { ...LORA_RECIPE, lora: { target_modules: ['q_proj'] } },
@@ -285,6 +399,16 @@ describe('knobs tune refuses bad input before writing anything', () => {
       'a rank larger than the layer',
       { ...LORA_RECIPE, lora: { r: 64, target_modules: ['c_attn'] } },
       /E_FORMAT.*larger than the layer/,
+    ],
+    [
+      'a LoRA+ ratio ≤ 0',
+      { ...LORA_RECIPE, optimizer: { type: 'adamw', lr: 0.01, loraplus_lr_ratio: 0 } },
+      /E_FORMAT.*optimizer\.loraplus_lr_ratio/,
+    ],
+    [
+      'LoRA+ without LoRA',
+      { ...FREEZE_RECIPE, optimizer: { type: 'adamw', lr: 0.01, loraplus_lr_ratio: 16 } },
+      /E_FORMAT.*optimizer\.loraplus_lr_ratio: LoRA\+ scales the lr of lora_B matrices/,
     ],
     ['a glob that matches nothing', { ...FREEZE_RECIPE, trainable: ['h.9.**'] }, /E_ARGUMENT.*matches no parameter/],
     [

@@ -21,7 +21,7 @@ export interface AdapterModuleInfo {
   in_features: number;
   out_features: number;
   parameters: number;
-  /** ‖scaling · B·A‖_F: the size of the change to the module's weight. */
+  /** ‖scaling · B·A‖_F: the size of the change to the module's weight (for DoRA, before its rescaling by m / n). */
   delta_norm: number;
 }
 
@@ -34,7 +34,7 @@ export interface AdapterInfo {
   modules: AdapterModuleInfo[];
 }
 
-const KEY = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/;
+const KEY = /^base_model\.model\.(.+)\.lora_(?:([AB])\.weight|magnitude_vector)$/;
 
 function values(t: Tensor): Float64Array {
   return Float64Array.from(contiguous(cast(t, 'f32')).contiguousStorage() as Float32Array);
@@ -59,7 +59,7 @@ export async function describeAdapter(dir: string): Promise<AdapterInfo> {
   const config = await readAdapterConfig(dir);
   const path = join(dir, ADAPTER_WEIGHTS_NAME);
   const { tensors, metadata } = await loadSafetensors(path);
-  const pairs = new Map<string, { A?: Tensor; B?: Tensor }>();
+  const pairs = new Map<string, { A?: Tensor; B?: Tensor; magnitude?: Tensor }>();
   let bytes = 0;
   for (const [key, t] of tensors) {
     const m = KEY.exec(key);
@@ -69,12 +69,12 @@ export async function describeAdapter(dir: string): Promise<AdapterInfo> {
         tensor: key,
       });
     const entry = pairs.get(m[1]!) ?? {};
-    entry[m[2] as 'A' | 'B'] = t;
+    entry[(m[2] as 'A' | 'B' | undefined) ?? 'magnitude'] = t; // DoRA's magnitude: lora_magnitude_vector
     pairs.set(m[1]!, entry);
     bytes += t.size * 4;
   }
   const modules: AdapterModuleInfo[] = [];
-  for (const [module, { A, B }] of pairs) {
+  for (const [module, { A, B, magnitude }] of pairs) {
     if (!A || !B)
       throw new FormatError('lora_missing_tensor', `${path}: ${module} has lora_${A ? 'B' : 'A'} missing`, {
         file: path,
@@ -91,7 +91,7 @@ export async function describeAdapter(dir: string): Promise<AdapterInfo> {
       scaling,
       in_features: nIn,
       out_features: nOut,
-      parameters: A.size + B.size,
+      parameters: A.size + B.size + (magnitude?.size ?? 0),
       delta_norm: scaling * productNorm(values(A), values(B), r, nIn, nOut),
     });
   }

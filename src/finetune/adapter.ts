@@ -8,7 +8,8 @@
  *    written as lists, `json.dumps(indent=2, sort_keys=True)` (src/peft/config.py save_pretrained);
  *  - tensor keys are the module paths of the wrapped model with the adapter name removed:
  *    `base_model.model.<module path>.lora_A.weight` [r, in] and `….lora_B.weight` [out, r]
- *    (src/peft/utils/save_and_load.py get_peft_model_state_dict);
+ *    (src/peft/utils/save_and_load.py get_peft_model_state_dict), and with `use_dora`
+ *    `….lora_magnitude_vector` [out] (src/peft/tuners/lora/model.py `_get_adapter_state_dict`);
  *  - the safetensors metadata is `{"format": "pt"}` (src/peft/peft_model.py save_pretrained).
  * knobs adds `knobs.base_digest` to that metadata: a SHA-256 over the base's parameters, so an
  * adapter loaded onto another base is refused unless the caller allows it.
@@ -31,9 +32,11 @@ import {
   type LoraPlan,
   UNIMPLEMENTED_DEFAULTS,
   applyLora,
+  isAdapterTensorName,
   parseLoraConfig,
   planLora,
 } from './lora.js';
+import { pissaConvertedConfig, pissaConvertedTensors } from './pissa.js';
 import { hashQuantizedLayers } from './quantized-base.js';
 
 export const ADAPTER_CONFIG_NAME = 'adapter_config.json';
@@ -46,7 +49,6 @@ export function isAdapterDir(path: string): boolean {
 /** The safetensors metadata key that holds the base's digest. */
 export const BASE_DIGEST_KEY = 'knobs.base_digest';
 const KEY_PREFIX = 'base_model.model.';
-const LORA_PARAM = /\.lora_[AB]\.weight$/;
 
 /** Every field `LoraConfig.to_dict()` emits at PEFT_COMMIT, in its order, filled from `config`. */
 export function loraConfigDict(config: LoraConfig): Record<string, unknown> {
@@ -80,7 +82,7 @@ export function loraConfigDict(config: LoraConfig): Record<string, unknown> {
     eva_config: UNIMPLEMENTED_DEFAULTS.eva_config,
     corda_config: UNIMPLEMENTED_DEFAULTS.corda_config,
     lora_ga_config: UNIMPLEMENTED_DEFAULTS.lora_ga_config,
-    use_dora: UNIMPLEMENTED_DEFAULTS.use_dora,
+    use_dora: c.use_dora,
     velora_config: UNIMPLEMENTED_DEFAULTS.velora_config,
     alora_invocation_tokens: UNIMPLEMENTED_DEFAULTS.alora_invocation_tokens,
     use_qalora: UNIMPLEMENTED_DEFAULTS.use_qalora,
@@ -121,7 +123,7 @@ export function stringifySorted(value: unknown): string {
 export function baseDigest(model: Module): string {
   const hash = createHash('sha256');
   for (const [name, p] of model.namedParameters()) {
-    if (LORA_PARAM.test(name)) continue;
+    if (isAdapterTensorName(name)) continue;
     hash.update(`${name}\0${p.dtype}\0${p.shape.join(',')}\0`);
     const storage = contiguous(p).contiguousStorage() as Float32Array | Float64Array;
     hash.update(new Uint8Array(storage.buffer, storage.byteOffset, storage.byteLength));
@@ -154,12 +156,26 @@ export async function saveLoraAdapter(
       { dir },
     );
   }
+  const mutated = [...adapter.layers.values()].some((l) => l.mutatedInit !== null);
+  if (mutated && opts.baseDigest === undefined)
+    throw new FormatError(
+      'lora_pissa_digest',
+      'saveLoraAdapter: a PiSSA / OLoRA adapter is saved for the original base, but the model holds the residual weights; pass opts.baseDigest (the digest taken before applyLora)',
+      { dir },
+    );
   const digest = opts.baseDigest ?? baseDigest(model);
   const tensors = new Map<string, Tensor>();
   for (const [name, t] of adapter.namedParameters()) tensors.set(KEY_PREFIX + name, cast(t, 'f32'));
+  // PiSSA / OLoRA: the adapter converted onto the original base, as PEFT saves it (pissa.ts).
+  for (const [path, l] of mutated ? adapter.layers : []) {
+    const { A, B } = pissaConvertedTensors(l.lora_A.weight, l.lora_B.weight, l.mutatedInit!);
+    tensors.set(`${KEY_PREFIX}${path}.lora_A.weight`, cast(A, 'f32'));
+    tensors.set(`${KEY_PREFIX}${path}.lora_B.weight`, cast(B, 'f32'));
+  }
+  const config = mutated ? pissaConvertedConfig(adapter.config) : adapter.config;
   const write = async (into: string): Promise<void> => {
     await saveSafetensors(join(into, ADAPTER_WEIGHTS_NAME), tensors, { format: 'pt', [BASE_DIGEST_KEY]: digest });
-    await writeFileAtomic(join(into, ADAPTER_CONFIG_NAME), `${stringifySorted(loraConfigDict(adapter.config))}\n`);
+    await writeFileAtomic(join(into, ADAPTER_CONFIG_NAME), `${stringifySorted(loraConfigDict(config))}\n`);
   };
   if (existsSync(dir)) return write(dir);
   await writeDirectoryAtomic(dir, write);
@@ -224,7 +240,7 @@ export async function loadLoraAdapter(
   for (const [key, value] of values) {
     const [p, which] = key;
     const layer = adapter.layers.get(p)!;
-    const target = which === 'A' ? layer.lora_A.weight : layer.lora_B.weight;
+    const target = which === 'A' ? layer.lora_A.weight : which === 'B' ? layer.lora_B.weight : layer.magnitude!.weight;
     (target.storage as Float32Array | Float64Array).set(
       cast(value, target.dtype).contiguousStorage() as Float32Array | Float64Array,
     );
@@ -233,11 +249,23 @@ export async function loadLoraAdapter(
 }
 
 /** Pairs every tensor the plan needs with the file's, or throws naming the module and shapes. */
-function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: string): [[string, 'A' | 'B'], Tensor][] {
-  const wanted = new Map<string, { module: string; which: 'A' | 'B'; shape: number[] }>();
+type AdapterTensor = 'A' | 'B' | 'magnitude';
+
+function checkTensors(
+  plan: LoraPlan,
+  tensors: Map<string, unknown>,
+  path: string,
+): [[string, AdapterTensor], Tensor][] {
+  const wanted = new Map<string, { module: string; which: AdapterTensor; shape: number[] }>();
   for (const { path: module, layer, r } of plan.targets) {
     wanted.set(`${KEY_PREFIX}${module}.lora_A.weight`, { module, which: 'A', shape: [r, layer.inFeatures] });
     wanted.set(`${KEY_PREFIX}${module}.lora_B.weight`, { module, which: 'B', shape: [layer.outFeatures, r] });
+    if (plan.config.use_dora)
+      wanted.set(`${KEY_PREFIX}${module}.lora_magnitude_vector`, {
+        module,
+        which: 'magnitude',
+        shape: [layer.outFeatures],
+      });
   }
   const unexpected = [...tensors.keys()].filter((k) => !wanted.has(k));
   if (unexpected.length > 0) {
@@ -247,7 +275,7 @@ function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: strin
       { file: path, tensors: unexpected },
     );
   }
-  const out: [[string, 'A' | 'B'], Tensor][] = [];
+  const out: [[string, AdapterTensor], Tensor][] = [];
   for (const [key, { module, which, shape }] of wanted) {
     const t = tensors.get(key);
     if (t === undefined) {
@@ -268,7 +296,7 @@ function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: strin
     if (!shapesEqual(tensor.shape, shape)) {
       throw new FormatError(
         'lora_shape_mismatch',
-        `${path}: ${key} has shape ${formatShape(tensor.shape)}, but ${module} with rank ${shape[which === 'A' ? 0 : 1]} needs ${formatShape(shape)}; the adapter was made for another base (or its rank_pattern differs)`,
+        `${path}: ${key} has shape ${formatShape(tensor.shape)}, but ${module}${which === 'magnitude' ? '' : ` with rank ${shape[which === 'A' ? 0 : 1]}`} needs ${formatShape(shape)}; the adapter was made for another base (or its rank_pattern differs)`,
         { file: path, tensor: key, module, shape: tensor.shape, expected: shape },
       );
     }

@@ -12,7 +12,16 @@ import type { Module } from '../nn/module.js';
 import { contiguous } from '../ops/view.js';
 import { formatShape, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
-import { LORA_DEFAULTS, type LoraAdapter, applyLora, hfModules, knobsPath, planLora, resolveTargets } from './lora.js';
+import {
+  LORA_DEFAULTS,
+  type LoraAdapter,
+  applyLora,
+  hfModules,
+  isAdapterTensorName,
+  knobsPath,
+  planLora,
+  resolveTargets,
+} from './lora.js';
 import { matrix, truncatedSvd } from './svd.js';
 
 export interface ExtractOptions {
@@ -140,7 +149,7 @@ export function extractLora(base: Module, tuned: Module, opts: ExtractOptions): 
   }
   const inAdapter = new Set([...adapter.layers.keys()].map((p) => `${knobsPath(base, p)}.weight`));
   const uncaptured = [...base.stateDict()]
-    .filter(([name]) => !/\.lora_[AB]\.weight$/.test(name) && !inAdapter.has(name))
+    .filter(([name]) => !isAdapterTensorName(name) && !inAdapter.has(name))
     .filter(([name, t]) => differs(t, tunedParams.get(name)!))
     .map(([name]) => name);
   return { adapter, layers, energyShare: total > 0 ? captured / total : 1, uncaptured };

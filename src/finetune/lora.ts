@@ -39,10 +39,13 @@
  */
 import { noGrad } from '../autograd/tape.js';
 import { FormatError } from '../errors.js';
-import { add, mul, sub } from '../ops/elementwise.js';
+import { add, div, mul, sub } from '../ops/elementwise.js';
 import { matmul } from '../ops/linalg.js';
 import { loraLinear } from '../ops/lora-linear.js';
-import { transpose } from '../ops/view.js';
+import { reshape, transpose } from '../ops/view.js';
+import { DoraMagnitude, baseRowNormsSquared, doraWeightNorm, withoutBias } from './dora.js';
+import { type MutatingInit, type PissaInit, mutatingInitRefused, oloraInit, pissaInit } from './pissa.js';
+import { fromArray } from '../ops/creation.js';
 import { GPT } from '../models/gpt.js';
 import { Llama } from '../models/llama.js';
 import { normal_, zeros_ } from '../nn/init.js';
@@ -70,7 +73,9 @@ export interface LoraConfig {
   layers_to_transform: number[] | number | null;
   layers_pattern: string[] | string | null;
   /** true: PEFT's default init; false: lora_B random too (debugging); "gaussian": lora_A N(0, 1/r). */
-  init_lora_weights: boolean | 'gaussian';
+  init_lora_weights: boolean | 'gaussian' | MutatingInit;
+  /** DoRA (Liu et al. 2024): a trained magnitude per output over the normalised W + scaling·B·A (dora.ts). */
+  use_dora: boolean;
   fan_in_fan_out: boolean;
   task_type: string | null;
   base_model_name_or_path: string | null;
@@ -90,6 +95,7 @@ export const LORA_DEFAULTS: LoraConfig = {
   layers_to_transform: null,
   layers_pattern: null,
   init_lora_weights: true,
+  use_dora: false,
   fan_in_fan_out: false,
   task_type: 'CAUSAL_LM',
   base_model_name_or_path: null,
@@ -111,7 +117,6 @@ export const UNIMPLEMENTED_DEFAULTS: Readonly<Record<string, unknown>> = {
   eva_config: null,
   corda_config: null,
   lora_ga_config: null,
-  use_dora: false,
   velora_config: null,
   alora_invocation_tokens: null,
   use_qalora: false,
@@ -135,6 +140,11 @@ export const INFORMATIONAL_FIELDS: Readonly<Record<string, unknown>> = {
 };
 
 const ALL_LINEAR = 'all-linear';
+
+/** Whether a parameter name is an adapter's (lora_A, lora_B, DoRA's magnitude) rather than the base's. */
+export function isAdapterTensorName(name: string): boolean {
+  return /\.lora_(?:A|B|magnitude_vector)\.weight$/.test(name);
+}
 
 /** A layer LoRA attaches to: a float Linear / Conv1D, or a quantized one. */
 export type LoraBaseLayer = Linear | QuantizedLinear;
@@ -252,7 +262,7 @@ export function parseLoraConfig(input: unknown): LoraConfig {
   }
   if (!(c.lora_dropout >= 0 && c.lora_dropout < 1))
     throw bad('lora_dropout', `must be in [0, 1), got ${c.lora_dropout}`);
-  for (const k of ['use_rslora', 'fan_in_fan_out', 'inference_mode'] as const) {
+  for (const k of ['use_rslora', 'use_dora', 'fan_in_fan_out', 'inference_mode'] as const) {
     if (v(k) === undefined) continue;
     if (typeof v(k) !== 'boolean') throw bad(k, `must be true or false, got ${JSON.stringify(v(k))}`);
     c[k] = v(k) as boolean;
@@ -273,10 +283,10 @@ export function parseLoraConfig(input: unknown): LoraConfig {
     c.alpha_pattern = numberMap(v('alpha_pattern'), 'alpha_pattern', false);
   const init = v('init_lora_weights');
   if (init !== undefined) {
-    if (init !== true && init !== false && init !== 'gaussian') {
+    if (init !== true && init !== false && init !== 'gaussian' && init !== 'pissa' && init !== 'olora') {
       throw new FormatError(
         'lora_unsupported',
-        `LoRA config field init_lora_weights = ${JSON.stringify(init)} is not implemented by knobs; use true (PEFT's default), false or "gaussian"`,
+        `LoRA config field init_lora_weights = ${JSON.stringify(init)} is not implemented by knobs; use true (PEFT's default), false, "gaussian", "pissa" or "olora"`,
         { field: 'init_lora_weights', value: init },
       );
     }
@@ -418,6 +428,14 @@ export class LoraLayer {
   readonly lora_A: Linear;
   readonly lora_B: Linear;
   readonly dropout: Dropout;
+  /** DoRA's magnitude vector (use_dora), else null. */
+  readonly magnitude: DoraMagnitude | null = null;
+  /** PiSSA's or OLoRA's initial A₀ and B₀ (the base holds W − scaling·B₀·A₀), else null. */
+  readonly mutatedInit: PissaInit | null = null;
+  /** DoRA: ‖W_o‖² of the base, per output (the base never changes while the adapter is attached). */
+  readonly #baseNorm2: Tensor | null = null;
+  /** DoRA: the weight norm at merge time, which unmerge divides by again (PEFT caches it the same way). */
+  #mergedNorm: Tensor | null = null;
   #merged = false;
 
   constructor(
@@ -429,6 +447,7 @@ export class LoraLayer {
       rslora: boolean;
       dropout: number;
       init: LoraConfig['init_lora_weights'];
+      dora?: boolean;
       generator?: Generator;
     },
   ) {
@@ -447,8 +466,61 @@ export class LoraLayer {
     this.dropout = layer.registerModule('lora_dropout', new Dropout(opts.dropout, gen));
     if (opts.init === 'gaussian') normal_(this.lora_A.weight, 0, 1 / opts.r, gen);
     if (opts.init !== false) zeros_(this.lora_B.weight);
-    for (const m of [this.lora_A, this.lora_B, this.dropout]) m.train(layer.training);
+    // PEFT's order (layer.py update_layer): the init, PiSSA's included, before DoRA's magnitude.
+    if (opts.init === 'pissa' || opts.init === 'olora') this.mutatedInit = this.#mutatingInit(opts.init, layer, dtype);
+    if (opts.dora) {
+      this.#baseNorm2 = baseRowNormsSquared(layer, dtype);
+      this.magnitude = layer.registerModule('lora_magnitude_vector', new DoraMagnitude(this.weightNorm()));
+    }
+    for (const m of this.#children()) m.train(layer.training);
     layer.adapter = this.#hook();
+  }
+
+  /** PiSSA / OLoRA (pissa.ts): A and B from W's SVD / QR, and the base's weight becomes the residual. */
+  #mutatingInit(init: MutatingInit, layer: LoraBaseLayer, dtype: 'f32' | 'f64'): PissaInit {
+    if (!(layer instanceof Linear))
+      throw mutatingInitRefused(
+        init,
+        this.path,
+        'the layer is quantized; initialise on the float base (PEFT needs the float weight too)',
+      );
+    if (init === 'olora' && layer.fanInFanOut)
+      throw mutatingInitRefused(
+        init,
+        this.path,
+        'PEFT factors a Conv1D weight as stored ([in, out]), which does not fit its adapter; use it on Linear layers',
+      );
+    const { inFeatures, outFeatures } = layer;
+    return noGrad(() => {
+      const w = layer.weight;
+      const outIn = (layer.fanInFanOut ? transpose(w, 0, 1) : w).contiguousStorage() as Float32Array | Float64Array;
+      const factors = init === 'pissa' ? pissaInit : oloraInit;
+      const { A0, B0, residual } = factors({
+        weightOutIn: outIn,
+        out: outFeatures,
+        inF: inFeatures,
+        r: this.r,
+        scaling: this.scaling,
+      });
+      const A = fromArray(A0, [this.r, inFeatures], { dtype });
+      const B = fromArray(B0, [outFeatures, this.r], { dtype });
+      (this.lora_A.weight.storage as Float32Array | Float64Array).set(A.contiguousStorage() as Float32Array);
+      (this.lora_B.weight.storage as Float32Array | Float64Array).set(B.contiguousStorage() as Float32Array);
+      const res = fromArray(residual, [outFeatures, inFeatures], { dtype });
+      const stored = (layer.fanInFanOut ? transpose(res, 0, 1) : res).contiguousStorage();
+      (w.storage as Float32Array | Float64Array).set(stored as Float32Array | Float64Array);
+      return { A0: A, B0: B };
+    });
+  }
+
+  /** The modules this delta registers on the layer, by name. */
+  #children(): Module[] {
+    return [this.lora_A, this.lora_B, this.dropout, ...(this.magnitude ? [this.magnitude] : [])];
+  }
+
+  /** DoRA: ‖W + scaling·B·A‖ per output, detached. */
+  weightNorm(): Tensor {
+    return doraWeightNorm(this.layer, this.#baseNorm2!, this.lora_A.weight, this.lora_B.weight, this.scaling);
   }
 
   /** The layer's adapter hook: the delta alone (forward), and base + delta as one fused op (forwardWithBase). */
@@ -475,7 +547,7 @@ export class LoraLayer {
           module: this.path,
         },
       );
-    for (const name of ['lora_A', 'lora_B', 'lora_dropout']) this.layer.removeModule(name);
+    for (const name of ['lora_A', 'lora_B', 'lora_dropout', 'lora_magnitude_vector']) this.layer.removeModule(name);
     this.layer.adapter = null;
   }
 
@@ -488,6 +560,7 @@ export class LoraLayer {
     this.layer.registerModule('lora_A', this.lora_A);
     this.layer.registerModule('lora_B', this.lora_B);
     this.layer.registerModule('lora_dropout', this.dropout);
+    if (this.magnitude) this.layer.registerModule('lora_magnitude_vector', this.magnitude);
     this.layer.adapter = this.#hook();
   }
 
@@ -497,6 +570,7 @@ export class LoraLayer {
    * multiply forward and backward (the same product up to f32 rounding).
    */
   forward(x: Tensor): Tensor {
+    if (this.magnitude) return sub(this.forwardWithBase(x), this.layer.base(x));
     const h = this.lora_A.forward(this.dropout.forward(x));
     return this.lora_B.forward(this.scaling === 1 ? h : mul(h, this.scaling));
   }
@@ -512,7 +586,21 @@ export class LoraLayer {
       layer instanceof Linear
         ? { weight: layer.weightInOut(), bias: layer.bias }
         : { quantized: layer.weight, bias: layer.bias };
+    if (this.magnitude) return this.#doraForward(x, dropped, { ...base, bias: null });
     return loraLinear(x, base, dropped === x ? null : dropped, this.lora_A.weight, this.lora_B.weight, this.scaling);
+  }
+
+  /**
+   * DoRA's output (dora.ts): the fused x·Wᵀ + scaling·B·A·x of the dropped input scaled by m / n
+   * per output (the gradient reaches m, A and B; n is detached), plus what PEFT adds back: the
+   * bias, or with dropout the base's output on the undropped input less its output on the dropped one.
+   */
+  #doraForward(x: Tensor, dropped: Tensor, noBias: Parameters<typeof loraLinear>[1]): Tensor {
+    const scale = div(this.magnitude!.weight, this.weightNorm());
+    const z = mul(loraLinear(dropped, noBias, null, this.lora_A.weight, this.lora_B.weight, this.scaling), scale);
+    if (dropped !== x) return add(sub(this.layer.base(x), withoutBias(this.layer, dropped)), z);
+    const bias = this.layer.bias;
+    return bias ? add(z, bias) : z;
   }
 
   get merged(): boolean {
@@ -541,15 +629,27 @@ export class LoraLayer {
         `${this.path} is quantized (${this.layer.weight.type}); a delta cannot be added into its blocks — dequantize the layer before attaching the adapter (dequantizeLayers; 'knobs merge' does this)`,
         { module: this.path, type: this.layer.weight.type },
       );
-    this.#write(add);
+    if (this.magnitude) {
+      // (m / n) ⊙ (W + ΔW), n from the unmerged weight and kept for unmerge (dora.ts).
+      this.#mergedNorm = this.weightNorm();
+      this.#write((w, delta) => mul(add(w, delta), this.#doraFactor()));
+    } else this.#write(add);
     this.layer.adapter = null;
     this.#merged = true;
+  }
+
+  /** DoRA: m / n shaped to scale the stored weight's outputs ([out, 1], or [out] for [in, out] storage). */
+  #doraFactor(): Tensor {
+    const f = div(this.magnitude!.weight.detach(), this.#mergedNorm!);
+    return this.storedInOut ? f : reshape(f, [f.size, 1]);
   }
 
   /** Subtracts the delta again: the base weight comes back to within f32 rounding. */
   unmerge(): void {
     if (!this.#merged) return;
-    this.#write(sub);
+    if (this.magnitude) this.#write((w, delta) => sub(div(w, this.#doraFactor()), delta));
+    else this.#write(sub);
+    this.#mergedNorm = null;
     this.layer.adapter = this.#hook();
     this.#merged = false;
   }
@@ -576,8 +676,11 @@ export class LoraAdapter {
   /** The trainable tensors under PEFT's saved names (`<hf path>.lora_A.weight`, without the `base_model.model.` prefix). */
   namedParameters(): [string, Tensor][] {
     const out: [string, Tensor][] = [];
-    for (const [path, l] of this.layers)
+    for (const [path, l] of this.layers) {
       out.push([`${path}.lora_A.weight`, l.lora_A.weight], [`${path}.lora_B.weight`, l.lora_B.weight]);
+      // PEFT saves DoRA's magnitude without the `.weight` of its module (dora.ts).
+      if (l.magnitude) out.push([`${path}.lora_magnitude_vector`, l.magnitude.weight]);
+    }
     return out;
   }
 
@@ -691,6 +794,7 @@ export function applyLora(model: Module, input: LoraConfig | LoraPlan, opts: App
         rslora: config.use_rslora,
         dropout: config.lora_dropout,
         init: config.init_lora_weights,
+        dora: config.use_dora,
         ...gen,
       }),
     );

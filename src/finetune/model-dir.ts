@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
+import { isAdapterTensorName } from './lora.js';
 import { type RawTensor, saveSafetensors } from '../formats/safetensors.js';
 import { type HfOutType, rawTensorOf } from '../models/gguf/export.js';
 import { writeDirectoryAtomic, writeFileAtomic } from '../io/atomic.js';
@@ -16,12 +17,12 @@ import { tokenizerConfigJson } from '../tokenizer/config.js';
 import { byteLevelTokenizerFiles, writeTokenizerFiles } from '../tokenizer/export.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 
-/** Adapter tensors that hang on a merged model's layers; they are not part of the model's weights. */
-const LORA_TENSOR = /\.lora_[AB]\.weight$/;
-
-/** The model's weights by their checkpoint names, without any LoRA tensors attached to it. */
+/**
+ * The model's weights by their checkpoint names, without the adapter tensors that hang on a merged
+ * model's layers (they are not part of the model's weights).
+ */
 export function modelWeights(model: CausalLM): Map<string, Tensor> {
-  return new Map([...model.stateDict()].filter(([name]) => !LORA_TENSOR.test(name)));
+  return new Map([...model.stateDict()].filter(([name]) => !isAdapterTensorName(name)));
 }
 
 export interface SaveModelDirectoryOptions {

@@ -22,3 +22,4 @@ export {
 } from './adam.js';
 export { cosineSchedule, constantSchedule, type Schedule, type CosineScheduleOptions } from './schedule.js';
 export { clipGradNorm, accumulateGradients } from './grad.js';
+export { loraPlusGroups, type LoraPlusOptions } from './loraplus.js';

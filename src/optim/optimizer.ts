@@ -34,6 +34,12 @@ export interface ParamGroup<O> {
   names: string[];
   params: Tensor[];
   options: O;
+  /**
+   * The group's lr as a multiple of the optimizer's default lr, fixed at construction: setLr(x)
+   * gives this group x·lrScale, so a schedule scales every group's own base lr (as torch's
+   * schedulers scale each group's initial_lr; LoRA+ keeps lora_B at lr·ratio this way).
+   */
+  readonly lrScale: number;
 }
 
 export interface ParamState {
@@ -144,7 +150,9 @@ export abstract class Optimizer<O extends BaseOptions> {
           );
         this.#names.set(name, p);
       }
-      return { names: named.map(([n]) => n), params: named.map(([, p]) => p), options };
+      // A group's own lr is kept relative to the default's; with a default of 0 there is no ratio, so setLr sets it.
+      const lrScale = defaults.lr > 0 ? options.lr / defaults.lr : 1;
+      return { names: named.map(([n]) => n), params: named.map(([, p]) => p), options, lrScale };
     });
     if (this.#names.size === 0)
       throw new ArgumentError(`${this.constructor.name}: no parameters to optimize (are they all frozen?)`);
@@ -204,11 +212,14 @@ export abstract class Optimizer<O extends BaseOptions> {
     return this.groups[0]!.options.lr;
   }
 
-  /** Sets the learning rate of every group (call it each step with a schedule's value). */
+  /**
+   * Sets the learning rate, as the default's: every group gets `lr` times its lrScale (1 unless it
+   * was given its own lr). Call it each step with a schedule's value.
+   */
   setLr(lr: number): void {
     if (!(lr >= 0) || !Number.isFinite(lr))
       throw new ArgumentError(`${this.constructor.name}: lr must be a finite number ≥ 0, got ${lr}`);
-    for (const g of this.groups) g.options.lr = lr;
+    for (const g of this.groups) g.options.lr = lr * g.lrScale;
   }
 
   /** The state of parameter `p` (created, zero-filled, on first use). */

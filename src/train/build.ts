@@ -10,7 +10,7 @@ import { Llama, llamaConfigFromHF } from '../models/llama.js';
 import { MLPClassifier } from '../models/mlp.js';
 import { crossEntropy } from '../ops/nn.js';
 import { Adam, AdamW } from '../optim/adam.js';
-import type { Optimizer, BaseOptions } from '../optim/optimizer.js';
+import type { Optimizer, BaseOptions, ParamGroupInput } from '../optim/optimizer.js';
 import { constantSchedule, cosineSchedule, type Schedule } from '../optim/schedule.js';
 import { SGD } from '../optim/sgd.js';
 import type { Generator } from '../random.js';
@@ -121,15 +121,20 @@ export function modelLoss(model: TrainableModel, inputs: Tensor, targets: Tensor
 }
 
 /** AdamW decays only matrices and embeddings (not biases or norm weights), as nanoGPT. */
-export function buildOptimizer(recipe: Recipe, model: TrainableModel): Optimizer<BaseOptions> {
+export function buildOptimizer(
+  recipe: Recipe,
+  model: TrainableModel,
+  groups?: readonly ParamGroupInput<BaseOptions>[],
+): Optimizer<BaseOptions> {
   const o = recipe.optimizer;
+  const params = groups ?? model; // explicit groups (LoRA+) carry their own lr and weight decay
   switch (o.type) {
     case 'sgd':
-      return new SGD(model, { lr: o.lr, momentum: o.momentum, nesterov: o.nesterov, weightDecay: o.weight_decay });
+      return new SGD(params, { lr: o.lr, momentum: o.momentum, nesterov: o.nesterov, weightDecay: o.weight_decay });
     case 'adam':
-      return new Adam(model, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
+      return new Adam(params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
     case 'adamw':
-      return new AdamW(model, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
+      return new AdamW(params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
   }
 }
 

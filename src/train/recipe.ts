@@ -124,22 +124,23 @@ const textData = z.strictObject({
   hint: z.string().optional(),
 });
 
-const optimizer = z.discriminatedUnion('type', [
-  z.strictObject({
-    type: z.literal('sgd'),
-    lr: z.number().positive(),
-    momentum: z.number().min(0).max(1).default(0),
-    nesterov: z.boolean().default(false),
-    weight_decay: z.number().min(0).default(0),
-  }),
-  z.strictObject({
-    type: z.enum(['adam', 'adamw']),
-    lr: z.number().positive(),
-    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
-    eps: z.number().positive().default(1e-8),
-    weight_decay: z.number().min(0).default(0),
-  }),
-]);
+/** The optimizer section's two shapes (exported for tune recipes, which add LoRA+ fields). */
+export const sgdOptimizer = z.strictObject({
+  type: z.literal('sgd'),
+  lr: z.number().positive(),
+  momentum: z.number().min(0).max(1).default(0),
+  nesterov: z.boolean().default(false),
+  weight_decay: z.number().min(0).default(0),
+});
+export const adamOptimizer = z.strictObject({
+  type: z.enum(['adam', 'adamw']),
+  lr: z.number().positive(),
+  betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
+  eps: z.number().positive().default(1e-8),
+  weight_decay: z.number().min(0).default(0),
+});
+
+const optimizer = z.discriminatedUnion('type', [sgdOptimizer, adamOptimizer]);
 
 const schedule = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('constant'), warmup_steps: z.number().int().min(0).default(0) }),

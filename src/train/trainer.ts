@@ -28,7 +28,7 @@ import { tokenizerConfigJson } from '../tokenizer/config.js';
 import { byteLevelTokenizerFiles, writeTokenizerFiles } from '../tokenizer/export.js';
 import { mixSeed } from '../data/shuffle.js';
 import { clipGradNorm, accumulateGradients } from '../optim/grad.js';
-import type { BaseOptions, Optimizer } from '../optim/optimizer.js';
+import type { BaseOptions, Optimizer, ParamGroupInput } from '../optim/optimizer.js';
 import { Generator } from '../random.js';
 import { type OpTime, mergeOpTimes, startProfile, stopProfile } from '../backends/profile.js';
 import type { MatmulPrecision } from '../backends/backend.js';
@@ -128,6 +128,8 @@ export interface RunModel {
   loadWeights(model: TrainableModel, tensors: Map<string, Tensor>): void;
   /** Writes the run's result, after each checkpoint and at the end (model.safetensors for train). */
   writeResult(out: string, model: TrainableModel): Promise<void>;
+  /** The optimizer's parameter groups when not the recipe's default (LoRA+: lora_B at a multiple of the lr). */
+  paramGroups?(model: TrainableModel): ParamGroupInput<BaseOptions>[];
 }
 
 /** The run model of `knobs train`: the recipe's model, all its weights, a run directory. */
@@ -256,7 +258,13 @@ export async function train(recipeIn: Recipe, opts: TrainOptions = {}): Promise<
     const build = (): RunParts => {
       const generator = new Generator(mixSeed(recipe.seed, 1));
       const model = runModel.build(generator);
-      return { model, optimizer: buildOptimizer(recipe, model), generator, data, runModel };
+      return {
+        model,
+        optimizer: buildOptimizer(recipe, model, runModel.paramGroups?.(model)),
+        generator,
+        data,
+        runModel,
+      };
     };
     let parts = build();
     const totalSteps = recipe.steps ?? Math.ceil((recipe.epochs! * data.batchesPerEpoch) / recipe.grad_accum_steps);

@@ -9,9 +9,16 @@
 import { z } from 'zod';
 import { FormatError } from '../errors.js';
 import { type LoraConfig, parseLoraConfig } from '../finetune/lora.js';
-import { fieldPath, readRecipeJson, runFields, runName } from './recipe.js';
+import { adamOptimizer, fieldPath, readRecipeJson, runFields, runName, sgdOptimizer } from './recipe.js';
 
 const globs = z.array(z.string().min(1)).min(1);
+
+/**
+ * LoRA+ (optim/loraplus.ts): lora_B trains at `loraplus_lr_ratio` × the optimizer's lr, named as
+ * PEFT's create_loraplus_optimizer argument. Only a LoRA tune has lora_B matrices.
+ */
+const loraPlus = { loraplus_lr_ratio: z.number().positive().finite().optional() };
+const tuneOptimizer = z.discriminatedUnion('type', [sgdOptimizer.extend(loraPlus), adamOptimizer.extend(loraPlus)]);
 
 export const tuneRecipeSchema = z
   .strictObject({
@@ -24,6 +31,7 @@ export const tuneRecipeSchema = z
     /** Quantize the base's float linear layers in memory before a LoRA tune (QLoRA-style). */
     quantize: z.enum(['q8_0', 'q4_0']).optional(),
     ...runFields,
+    optimizer: tuneOptimizer,
   })
   .refine((r) => (r.steps === undefined) !== (r.epochs === undefined), {
     message: 'give exactly one of "steps" or "epochs"',
@@ -36,6 +44,10 @@ export const tuneRecipeSchema = z
   .refine((r) => r.quantize === undefined || r.lora !== undefined, {
     message: 'a quantized base trains LoRA adapters only (its quantized weights cannot train); add a "lora" section',
     path: ['quantize'],
+  })
+  .refine((r) => r.optimizer.loraplus_lr_ratio === undefined || r.lora !== undefined, {
+    message: 'LoRA+ scales the lr of lora_B matrices, which only a LoRA tune has; drop it or add a "lora" section',
+    path: ['optimizer', 'loraplus_lr_ratio'],
   })
   .refine((r) => r.data.type === 'text', {
     message: 'knobs tune fine-tunes language models: the data must be text',

@@ -21,6 +21,8 @@ import { applyFreeze } from '../finetune/freeze.js';
 import { type LoraAdapter, applyLora, planLora } from '../finetune/lora.js';
 import { type QuantType, quantizeBase, quantizedElements } from '../finetune/quantized-base.js';
 import { saveSafetensors } from '../formats/safetensors.js';
+import { loraPlusGroups } from '../optim/loraplus.js';
+import { namedParamsOf } from '../optim/optimizer.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { parseJsonFile } from '../io/json.js';
 import { readRegularText } from '../io/regular-file.js';
@@ -164,7 +166,9 @@ export async function tune(opened: TuneBase, recipeIn: TuneRecipe, opts: TuneOpt
     throw new UsageError(
       `${basePath}: knobs tune trains GPT-2 and Llama-family models; this is a ${model.constructor.name}`,
     );
-  const { lora, trainable, frozen, quantize: recipeQuantize, ...fields } = recipeIn;
+  const { lora, trainable, frozen, quantize: recipeQuantize, optimizer: tuneOptimizer, ...rest } = recipeIn;
+  const { loraplus_lr_ratio: loraPlusRatio, ...optimizer } = tuneOptimizer;
+  const fields = { ...rest, optimizer };
   const quantize = opts.quantize ?? recipeQuantize;
   if (quantize !== undefined && lora === undefined)
     throw new UsageError(
@@ -223,6 +227,16 @@ export async function tune(opened: TuneBase, recipeIn: TuneRecipe, opts: TuneOpt
       weights: trainableTensors,
       loadWeights: (m, tensors) => loadTrainable(m, tensors, 'checkpoint'),
       writeResult: (out, m) => saveLoraAdapter(out, m, adapter!, { baseDigest: digest }),
+      ...(loraPlusRatio !== undefined
+        ? {
+            paramGroups: (m: TrainableModel) =>
+              loraPlusGroups(namedParamsOf(m), {
+                lr: trainRecipe.optimizer.lr,
+                ratio: loraPlusRatio,
+                weightDecay: trainRecipe.optimizer.weight_decay,
+              }),
+          }
+        : {}),
     };
   } else {
     let applied = false;
