@@ -457,6 +457,20 @@ describe('continuous batching', { skip }, () => {
     }
   });
 
+  it('a DoRA adapter is refused (its magnitudes are not applied by the batched projections), not served wrong', async () => {
+    const twin = new k.Llama(CONFIG, { seed: 0 });
+    const dora = applyLora(twin, parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: ['q_proj'], use_dora: true }));
+    await saveLoraAdapter(join(dir, 'dora'), twin, dora);
+    await adapters.load('dora', join(dir, 'dora'));
+    const engine = engineOf(model);
+    const req = { prompt: [1, 2, 3], maxTokens: 2, sampling: { greedy: true }, seed: 0, eos: new Set<number>() };
+    assert.throws(
+      () => engine.submit({ ...req, adapter: 'dora' }),
+      (e: unknown) => e instanceof k.ArgumentError && /DoRA adapter \(use_dora\).*knobs merge/.test(e.message),
+    );
+    assert.equal((await engine.submit({ ...req, adapter: 'a' })).tokens.length, 2);
+  });
+
   /** Sixteen requests of the issue: prompt lengths 1…46, three adapters, greedy and seeded sampling, penalties. */
   function sixteen(): SequenceRequest[] {
     return Array.from({ length: 16 }, (_, i) => {

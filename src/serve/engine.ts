@@ -154,6 +154,11 @@ export class BatchEngine {
     const adapter = req.adapter === null ? null : (this.opts.adapters?.get(req.adapter) ?? null);
     if (req.adapter !== null && !adapter)
       throw new ArgumentError(`generate: no adapter named ${JSON.stringify(req.adapter)} is loaded`);
+    // The batched projections add B·A only; DoRA's per-output magnitude would be silently dropped.
+    if (adapter && [...adapter.layers.values()].some((l) => l.magnitude))
+      throw new ArgumentError(
+        `generate: adapter ${JSON.stringify(req.adapter)} is a DoRA adapter (use_dora), which the batched engine does not apply yet; merge it into the base (knobs merge) and serve the merged model`,
+      );
     this.checkFits(req.prompt.length, req.maxTokens);
     if (req.maxTokens === 0 || req.signal?.aborted)
       return Promise.resolve({ tokens: [], finishReason: req.signal?.aborted ? 'cancelled' : 'length' });
