@@ -288,6 +288,8 @@ describe('knobs tune with DoRA (lora.use_dora)', () => {
       [...adapter.values()].reduce((n, t) => n + t.size, 0),
       'inspect counts the magnitudes',
     );
+    const shown = await cliInProcess(['inspect', out]);
+    assert.match(shown.stdout, /lora_dropout \S+ {2}use_dora true\n/, 'inspect names DoRA in its header');
 
     const { model } = await openLanguageModel(base);
     const bare = logits(model);

@@ -13,7 +13,7 @@ export async function inspectAdapter(dir: string, json: boolean, io: CliIO): Pro
   if (json) return void io.stdout(`${JSON.stringify(info)}\n`);
   const c = info.config;
   let out = `${printable(dir)}: PEFT LoRA adapter, ${info.modules.length} modules, ${info.parameters} parameters (${info.bytes} bytes)\n`;
-  out += `r ${c.r}  lora_alpha ${c.lora_alpha}  use_rslora ${c.use_rslora}  lora_dropout ${c.lora_dropout}\n`;
+  out += `r ${c.r}  lora_alpha ${c.lora_alpha}  use_rslora ${c.use_rslora}  lora_dropout ${c.lora_dropout}${c.use_dora ? '  use_dora true' : ''}\n`;
   out += `target_modules ${JSON.stringify(c.target_modules)}\n`;
   if (Object.keys(c.rank_pattern).length > 0) out += `rank_pattern ${JSON.stringify(c.rank_pattern)}\n`;
   if (Object.keys(c.alpha_pattern).length > 0) out += `alpha_pattern ${JSON.stringify(c.alpha_pattern)}\n`;
