@@ -130,12 +130,46 @@ describe('batch-invariant kernels', { skip }, () => {
   });
 
   /** Row r's output [H, D] checked against a dense softmax over its positions in f64. */
+  type AttentionShape = { H: number; KVH: number; D: number; block: number; stride: number };
+  type AttentionPools = { kpool: Float32Array; vpool: Float32Array; tables: Int32Array; lens: Int32Array };
+
+  /** Row r of a batch's attention computed as a batch of one: its query, block table and length only. */
+  function attentionAlone(
+    q: Float32Array,
+    r: number,
+    shape: AttentionShape,
+    pools: AttentionPools,
+    scale: number,
+  ): Float32Array {
+    const { H, KVH, D, block, stride } = shape;
+    const { kpool, vpool, tables, lens } = pools;
+    const alone = new Float32Array(H * D);
+    const rowTable = tables.slice(r * stride, (r + 1) * stride);
+    const rowQ = q.slice(r * H * D, (r + 1) * H * D);
+    addon!.biPagedAttention(
+      rowQ,
+      1,
+      H,
+      D,
+      kpool,
+      vpool,
+      KVH,
+      block,
+      rowTable,
+      stride,
+      lens.slice(r, r + 1),
+      scale,
+      alone,
+    );
+    return alone;
+  }
+
   function checkAttention(
     q: Float32Array,
     out: Float32Array,
     r: number,
-    shape: { H: number; KVH: number; D: number; block: number; stride: number },
-    pools: { kpool: Float32Array; vpool: Float32Array; tables: Int32Array; lens: Int32Array },
+    shape: AttentionShape,
+    pools: AttentionPools,
     scale: number,
   ): void {
     const { H, KVH, D, block, stride } = shape;
@@ -210,23 +244,7 @@ describe('batch-invariant kernels', { skip }, () => {
         checkAttention(q, out, r, { H, KVH, D, block, stride }, { kpool, vpool, tables, lens }, 0.125);
         for (const threads of [1, 2]) {
           addon!.setThreads(threads);
-          const alone = new Float32Array(H * D);
-          const rowTable = tables.slice(r * stride, (r + 1) * stride);
-          addon!.biPagedAttention(
-            q.slice(r * H * D, (r + 1) * H * D),
-            1,
-            H,
-            D,
-            kpool,
-            vpool,
-            KVH,
-            block,
-            rowTable,
-            stride,
-            lens.slice(r, r + 1),
-            0.125,
-            alone,
-          );
+          const alone = attentionAlone(q, r, { H, KVH, D, block, stride }, { kpool, vpool, tables, lens }, 0.125);
           assert.deepEqual(alone, out.subarray(r * H * D, (r + 1) * H * D), `row ${r} threads ${threads}`);
         }
       }
@@ -262,22 +280,7 @@ describe('batch-invariant kernels', { skip }, () => {
         addon!.setThreads(1);
         for (let r = 0; r < R; r++) {
           checkAttention(q, out, r, { H, KVH, D, block, stride }, { kpool, vpool, tables, lens }, 0.2);
-          const alone = new Float32Array(H * D);
-          addon!.biPagedAttention(
-            q.slice(r * H * D, (r + 1) * H * D),
-            1,
-            H,
-            D,
-            kpool,
-            vpool,
-            KVH,
-            block,
-            tables.slice(r * stride, (r + 1) * stride),
-            stride,
-            lens.slice(r, r + 1),
-            0.2,
-            alone,
-          );
+          const alone = attentionAlone(q, r, { H, KVH, D, block, stride }, { kpool, vpool, tables, lens }, 0.2);
           assert.deepEqual(alone, out.subarray(r * H * D, (r + 1) * H * D), `H ${H} KVH ${KVH} D ${D} row ${r}`);
         }
       } finally {
