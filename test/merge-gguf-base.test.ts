@@ -130,6 +130,12 @@ describe('knobs merge into a GGUF base', () => {
       dequantizeLayers(reference.model, paths);
       await loadLoraAdapter(adapter, reference.model, { allowBaseMismatch: true }); // checked by the merge, on the blocks
       const merged = await loadGgufModel(out);
+      // The untargeted layers' blocks are the base's (checked above). Both sides decode them for the
+      // logits: a quantized layer rounds its input to q8_0 first, which turns the merge's last-ulp
+      // differences (W + s·B·A in one tensor vs. added per call) into whole quantization steps (an
+      // AVX2 machine showed 4e-4 on a logit) and would hide what this checks, the merged weights.
+      dequantizeLayers(reference.model);
+      dequantizeLayers(merged.model);
       assertClose(logits(merged.model), logits(reference.model), `${fixture} ${dtype}`);
       const bare = await loadGgufModel(base);
       const diff = logits(bare.model).reduce((m, v, i) => Math.max(m, Math.abs(v - logits(merged.model)[i]!)), 0);
