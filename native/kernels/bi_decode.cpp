@@ -117,6 +117,83 @@ void matmul_columns(const float *x, int64_t M, int64_t K, const float *w, int64_
   }
 }
 
+#ifdef KN_BI_X86
+/*
+ * The same products for AVX2, which has 16 registers of 8 floats: a 4 × 4 tile's accumulators alone
+ * would be 32 of them, and the compiler spills (the M = 16 product ran at ~1/3 of the M = 64 one).
+ * Here each output's 16 lanes are two 8-float halves, computed half after half so that a tile of
+ * MT × NT outputs keeps 2·MT·NT accumulators, NT weight halves and one row half in registers.
+ * Lane j still sums the products at k ≡ j (mod 16) in increasing k, with the same fused
+ * multiply-add, and lanes_sum16 closes them: every output has dot_tile's bits.
+ */
+typedef float v8 __attribute__((vector_size(32)));
+
+inline v8 load8(const float *p) {
+  v8 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <int MT, int NT>
+__attribute__((target("avx2,fma"), always_inline)) inline void dot_tile_avx2(const float *x, int64_t ldx,
+                                                                             const float *w, int64_t ldw, int64_t K,
+                                                                             float *y, int64_t ldy) {
+  static_assert(MT * NT <= 16, "one lanes_sum16 per tile");
+  v8 lo[MT * NT], hi[MT * NT];
+  for (int i = 0; i < MT * NT; i++) lo[i] = hi[i] = v8{};
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    v8 wv[NT];
+    for (int j = 0; j < NT; j++) wv[j] = load8(w + j * ldw + k);
+    for (int i = 0; i < MT; i++) {
+      const v8 xv = load8(x + i * ldx + k);
+      for (int j = 0; j < NT; j++) lo[i * NT + j] += xv * wv[j];
+    }
+    for (int j = 0; j < NT; j++) wv[j] = load8(w + j * ldw + k + 8);
+    for (int i = 0; i < MT; i++) {
+      const v8 xv = load8(x + i * ldx + k + 8);
+      for (int j = 0; j < NT; j++) hi[i * NT + j] += xv * wv[j];
+    }
+  }
+  v16 acc[16];
+  for (int i = 0; i < 16; i++) acc[i] = v16{};
+  for (int i = 0; i < MT * NT; i++)
+    acc[i] = __builtin_shufflevector(lo[i], hi[i], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const v16 sums = lanes_sum16(acc);
+  for (int i = 0; i < MT; i++)
+    for (int j = 0; j < NT; j++) {
+      float tail = 0.0f;
+      for (int64_t t = k; t < K; t++) tail += x[i * ldx + t] * w[j * ldw + t];
+      y[i * ldy + j] = sums[i * NT + j] + tail;
+    }
+}
+
+/* Tiles of MT rows × NT weight rows over column tiles [t0, t1) of NT weight rows each. */
+template <int MT, int NT>
+__attribute__((target("avx2,fma"))) void matmul_columns_avx2(const float *x, int64_t M, int64_t K, const float *w,
+                                                             int64_t N, float *y, int64_t t0, int64_t t1) {
+  for (int64_t t = t0; t < t1; t++) {
+    const int64_t n0 = t * NT;
+    if (n0 + NT <= N) {
+      int64_t m = 0;
+      for (; m + MT <= M; m += MT) dot_tile_avx2<MT, NT>(x + m * K, K, w + n0 * K, K, K, y + m * N + n0, N);
+      for (; m < M; m++) dot_tile_avx2<1, NT>(x + m * K, K, w + n0 * K, K, K, y + m * N + n0, N);
+    } else
+      for (int64_t n = n0; n < N; n++)
+        for (int64_t m = 0; m < M; m++) dot_tile_avx2<1, 1>(x + m * K, K, w + n * K, K, K, y + m * N + n, N);
+  }
+}
+
+/* AVX2 without AVX-512: the tiles above; AVX-512 (or neither) keeps matmul_columns' clones. */
+bool use_avx2_tiles() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return !__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return yes;
+}
+#endif
+
 /* One dot product, the matmul's order (lanes, then lanes_sum's tree, then the tail). */
 /* silu(gate)·up, elementwise (expf_fast vectorises where libm's expf would not). */
 KN_CLONES
@@ -447,15 +524,29 @@ KN_BI_VNNI void x16_groups(const uint8_t *packed, const QRows &a, int64_t M, flo
 #pragma GCC diagnostic pop
 #endif
 
+typedef void (*ColumnsFn)(const float *, int64_t, int64_t, const float *, int64_t, float *, int64_t, int64_t);
+
+/* Column tiles of nr weight rows, split across threads (at least ~64k multiply-adds each); the split
+   only moves whole tiles, so no output's operations change with it. */
+void split_columns(int64_t M, int64_t K, int64_t N, int64_t nr, ColumnsFn columns, const float *x, const float *w,
+                   float *y) {
+  const int64_t tiles = (N + nr - 1) / nr, per_tile = M * K * nr;
+  const int64_t grain = per_tile >= 65536 ? 1 : 65536 / (per_tile > 0 ? per_tile : 1);
+  parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) { columns(x, M, K, w, N, y, t0, t1); });
+}
+
 }  // namespace
 
 void kn_bi_matmul_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y) {
   if (M <= 0 || N <= 0) return;
-  int64_t tiles = (N + NR - 1) / NR;
-  /* At least ~64k multiply-adds per thread; the split only moves whole columns. */
-  int64_t per_tile = M * K * NR;
-  int64_t grain = per_tile >= 65536 ? 1 : 65536 / (per_tile > 0 ? per_tile : 1);
-  parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) { matmul_columns(x, M, K, w, N, y, t0, t1); });
+#ifdef KN_BI_X86
+  /* AVX2: 3 × 2 tiles; one or two rows take 1 × 4 (the weight stream is the work there). */
+  if (use_avx2_tiles()) {
+    if (M < 3) return split_columns(M, K, N, 4, matmul_columns_avx2<1, 4>, x, w, y);
+    return split_columns(M, K, N, 2, matmul_columns_avx2<3, 2>, x, w, y);
+  }
+#endif
+  split_columns(M, K, N, NR, matmul_columns, x, w, y);
 }
 
 void kn_bi_rms_norm_f32(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y) {
