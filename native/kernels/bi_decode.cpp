@@ -18,6 +18,7 @@
  * scale, acc) over the blocks in order — kn_qmatmul_packed_f32's steps, so the bits equal its.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <vector>
@@ -124,7 +125,7 @@ void matmul_columns(const float *x, int64_t M, int64_t K, const float *w, int64_
  * Here each output's 16 lanes are two 8-float halves, computed half after half so that a tile of
  * MT × NT outputs keeps 2·MT·NT accumulators, NT weight halves and one row half in registers.
  * Lane j still sums the products at k ≡ j (mod 16) in increasing k, with the same fused
- * multiply-add, and lanes_sum16 closes them: every output has dot_tile's bits.
+ * multiply-add, and lanes_tree8 (below) closes them as lanes_sum16 would: every output has dot_tile's bits.
  */
 typedef float v8 __attribute__((vector_size(32)));
 
@@ -134,8 +135,33 @@ inline v8 load8(const float *p) {
   return v;
 }
 
+/*
+ * lanes_sum's tree for eight sums at once on AVX2 (GCC lowers lanes_sum16's 16-float shuffles to
+ * scalar moves there). t[i] holds sum i's lanes j + (j+8), the tree's first level; the rest pairs
+ * lanes j, j+4 (128-bit halves), then j, j+2 and j, j+1 (in-lane shuffles) — the same operands per
+ * add as lanes_sum, so the same bits. Lane i of the result is sum i.
+ */
+#define KN_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
+
+/* low half: a's lanes j + (j+4), high half: b's */
+KN_AVX2_INLINE __m256 add_halves(__m256 a, __m256 b) {
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+/* per 128-bit half: p's lanes j + (j+2), then q's */
+KN_AVX2_INLINE __m256 add_pairs(__m256 p, __m256 q) {
+  return _mm256_add_ps(_mm256_shuffle_ps(p, q, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(p, q, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+KN_AVX2_INLINE __m256 lanes_tree8(const __m256 *t) {
+  const __m256 w01 = add_pairs(add_halves(t[0], t[4]), add_halves(t[1], t[5]));  // sums 0, 1 | 4, 5
+  const __m256 w23 = add_pairs(add_halves(t[2], t[6]), add_halves(t[3], t[7]));  // sums 2, 3 | 6, 7
+  return _mm256_add_ps(_mm256_shuffle_ps(w01, w23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm256_shuffle_ps(w01, w23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 template <int MT, int NT>
-__attribute__((target("avx2,fma"), always_inline)) inline void dot_tile_avx2(const float *x, int64_t ldx,
+KN_AVX2_INLINE void dot_tile_avx2(const float *x, int64_t ldx,
                                                                              const float *w, int64_t ldw, int64_t K,
                                                                              float *y, int64_t ldy) {
   static_assert(MT * NT <= 16, "one lanes_sum16 per tile");
@@ -155,11 +181,11 @@ __attribute__((target("avx2,fma"), always_inline)) inline void dot_tile_avx2(con
       for (int j = 0; j < NT; j++) hi[i * NT + j] += xv * wv[j];
     }
   }
-  v16 acc[16];
-  for (int i = 0; i < 16; i++) acc[i] = v16{};
-  for (int i = 0; i < MT * NT; i++)
-    acc[i] = __builtin_shufflevector(lo[i], hi[i], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const v16 sums = lanes_sum16(acc);
+  __m256 t[16];
+  for (int i = 0; i < 16; i++) t[i] = i < MT * NT ? (__m256)(lo[i] + hi[i]) : _mm256_setzero_ps();
+  float sums[16];
+  _mm256_storeu_ps(sums, lanes_tree8(t));
+  if (MT * NT > 8) _mm256_storeu_ps(sums + 8, lanes_tree8(t + 8));
   for (int i = 0; i < MT; i++)
     for (int j = 0; j < NT; j++) {
       float tail = 0.0f;
@@ -184,14 +210,18 @@ __attribute__((target("avx2,fma"))) void matmul_columns_avx2(const float *x, int
   }
 }
 
-/* AVX2 without AVX-512: the tiles above; AVX-512 (or neither) keeps matmul_columns' clones. */
+/* AVX2 without AVX-512: the AVX2 tiles (matmul, attention's weighted values); AVX-512 (or neither)
+   keeps the 16-lane clones. */
 bool use_avx2_tiles() {
   static const bool yes = [] {
+    if (getenv("KNOBS_BI_NO_AVX2")) return false;  // a test compares the two paths' bits
     __builtin_cpu_init();
     return !__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
   return yes;
 }
+#else
+bool use_avx2_tiles() { return false; }
 #endif
 
 /* One dot product, the matmul's order (lanes, then lanes_sum's tree, then the tail). */
@@ -267,6 +297,98 @@ inline __attribute__((always_inline)) void weighted_values_dv(int dv, const floa
   }
 }
 
+#ifdef KN_BI_X86
+/* weighted_values for AVX2 (16 registers of 8 floats): HN heads × DV8 vectors of 8 columns, at most
+   ~12 accumulators, so nothing spills; per output element the same sum in position order. */
+template <int HN, int DV8>
+__attribute__((target("avx2,fma"), always_inline)) inline void weighted_values_avx2(
+    const float *p, int64_t ldp, int64_t len, const float *const *vat, int64_t d0, const float *inv, int64_t D,
+    float *out) {
+  typedef float v8w __attribute__((vector_size(32)));
+  v8w acc[HN][DV8];
+  for (int j = 0; j < HN; j++)
+    for (int c = 0; c < DV8; c++) acc[j][c] = v8w{};
+  for (int64_t t = 0; t < len; t++) {
+    if (t + 16 < len) __builtin_prefetch(vat[t + 16] + d0);
+    v8w v[DV8];
+    for (int c = 0; c < DV8; c++) memcpy(&v[c], vat[t] + d0 + 8 * c, sizeof(v8w));
+    for (int j = 0; j < HN; j++) {
+      const float pj = p[j * ldp + t];
+      for (int c = 0; c < DV8; c++) acc[j][c] += pj * v[c];
+    }
+  }
+  for (int j = 0; j < HN; j++)
+    for (int c = 0; c < DV8; c++) {
+      const v8w o = acc[j][c] * inv[j];
+      memcpy(out + j * D + d0 + 8 * c, &o, sizeof o);
+    }
+}
+
+template <int HN>
+__attribute__((target("avx2,fma"), always_inline)) inline void weighted_values_avx2_dv(
+    int64_t dv8, const float *p, int64_t ldp, int64_t len, const float *const *vat, int64_t d0, const float *inv,
+    int64_t D, float *out) {
+  if (dv8 == 3) weighted_values_avx2<HN, 3>(p, ldp, len, vat, d0, inv, D, out);
+  else if (dv8 == 2) weighted_values_avx2<HN, 2>(p, ldp, len, vat, d0, inv, D, out);
+  else weighted_values_avx2<HN, 1>(p, ldp, len, vat, d0, inv, D, out);
+}
+
+/* Σ_t p_t·v_t for hn ≤ 4 heads over columns [0, D16) in passes of up to 24 columns. */
+__attribute__((target("avx2,fma"))) void weighted_values_avx2_all(int64_t hn, const float *p, int64_t ldp,
+                                                                  int64_t len, const float *const *vat,
+                                                                  int64_t D16, const float *inv, int64_t D,
+                                                                  float *out) {
+  for (int64_t d0 = 0; d0 < D16;) {
+    const int64_t dv8 = D16 - d0 >= 24 ? 3 : (D16 - d0) / 8;  // D16 is a multiple of 16: whole 8s remain
+    switch (hn) {
+      case 4: weighted_values_avx2_dv<4>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
+      case 3: weighted_values_avx2_dv<3>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
+      case 2: weighted_values_avx2_dv<2>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
+      default: weighted_values_avx2_dv<1>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
+    }
+    d0 += 8 * dv8;
+  }
+}
+#endif
+
+#ifdef KN_BI_X86
+/*
+ * attend_group's scores of n ≤ 16 positions (keys kat[0 … n−1]) for hn ≤ 4 heads (q: hn × D), on
+ * AVX2: each score is dot()'s reduction — lanes j and j + 8 of the 16 as one 8-float register pair,
+ * fused multiply-adds in k order — closed by lanes_tree8, so the same bits as the 16-lane code.
+ * A chunk of fewer than 16 positions repeats its last key (those scores are dropped).
+ */
+__attribute__((target("avx2,fma"))) void chunk_scores_avx2(const float *q, int64_t hn, int64_t D,
+                                                           const float *const *kat, int64_t n, float scale,
+                                                           float *s, int64_t lds) {
+  const int64_t D16 = D / 16 * 16;
+  __m256 t[4][16];
+  for (int64_t i = 0; i < 16; i++) {
+    const float *key = kat[i < n ? i : n - 1];
+    for (int64_t j = 0; j < hn; j++) {
+      const float *qh = q + j * D;
+      __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+      for (int64_t k = 0; k < D16; k += 16) {
+        lo = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k), _mm256_loadu_ps(key + k), lo);
+        hi = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k + 8), _mm256_loadu_ps(key + k + 8), hi);
+      }
+      t[j][i] = _mm256_add_ps(lo, hi);
+    }
+  }
+  for (int64_t j = 0; j < hn; j++) {
+    const float *qh = q + j * D;
+    float sums[16];
+    _mm256_storeu_ps(sums, lanes_tree8(t[j]));
+    _mm256_storeu_ps(sums + 8, lanes_tree8(t[j] + 8));
+    for (int64_t i = 0; i < n; i++) {
+      float tail = 0.0f;
+      for (int64_t k = D16; k < D; k++) tail += qh[k] * kat[i][k];
+      s[j * lds + i] = (sums[i] + tail) * scale;
+    }
+  }
+}
+#endif
+
 /*
  * One (row, KV head): softmax(scale·q·Kᵀ)·V for each of the `group` query heads that share the KV
  * head, over the row's own `len` cached positions. Each key and value is read once for all of them.
@@ -282,7 +404,8 @@ inline __attribute__((always_inline)) void weighted_values_dv(int dv, const floa
 KN_CLONES
 void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, const float *vpool, int64_t KVH,
                   int64_t g, int64_t block, const int32_t *table, int64_t len, float scale, float *s,
-                  const float **kat, const float **vat, const float *next_keys, int64_t next_bytes, float *out) {
+                  const float **kat, const float **vat, const float *next_keys, int64_t next_bytes, bool avx2,
+                  float *out) {
   const int64_t D16 = D / 16 * 16, padded = (len + 15) / 16 * 16;
   for (int64_t b = 0, t = 0; t < len; b++) {
     const int64_t at = ((int64_t)table[b] * KVH + g) * block * D;
@@ -302,6 +425,12 @@ void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, 
     }
     for (int64_t h0 = 0; h0 < group; h0 += 4) {
       const int64_t hn = group - h0 < 4 ? group - h0 : 4;
+#ifdef KN_BI_X86
+      if (avx2) {
+        chunk_scores_avx2(q + h0 * D, hn, D, kat + t0, n, scale, s + h0 * padded + t0, padded);
+        continue;
+      }
+#endif
       for (int64_t i = 0; i < 16; i++) {
         const float *key = kat[t0 + (i < n ? i : n - 1)];
         for (int64_t j = 0; j < hn; j++) {
@@ -346,6 +475,10 @@ void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, 
     /* Σ_t p_t·v_t: up to 4 heads × 64 columns per pass in registers, then the < 16 columns left. */
     const float *p = s + h0 * padded;
     float *o = out + h0 * D;
+#ifdef KN_BI_X86
+    if (avx2) weighted_values_avx2_all(hn, p, padded, len, vat, D16, inv, D, o);
+    else
+#endif
     for (int64_t d0 = 0; d0 < D16; d0 += 64) {
       const int dv = (int)((D16 - d0) / 16 < 4 ? (D16 - d0) / 16 : 4);
       switch (hn) {
@@ -571,6 +704,7 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
                                const float *vpool, int64_t KVH, int64_t block, const int32_t *tables,
                                int64_t table_stride, const int32_t *lens, float scale, float *out) {
   int64_t group = H / KVH;
+  const bool avx2 = use_avx2_tiles();
   /* Threads split (row, KV head) pairs, the query heads of one KV head together, into runs of about
      equal work (Σ of the rows' lengths): a prefill chunk's short rows next to long decode rows would
      otherwise leave one thread with most of it. Which thread runs a pair changes none of its bits. */
@@ -602,7 +736,7 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
       }
       attend_group(q + (r * H + g * group) * D, group, D, kpool, vpool, KVH, g, block, tables + r * table_stride,
                    len, scale, s.data(), at.data(), at.data() + len, next, next_len * D * (int64_t)sizeof(float),
-                   out + (r * H + g * group) * D);
+                   avx2, out + (r * H + g * group) * D);
     }
   });
 }
