@@ -365,6 +365,35 @@ void dequantize_panel(int type, const uint8_t *w, int64_t nb, int64_t n0, int64_
   }
 }
 
+/* W's ggml blocks in a packed layout of `rows` rows per group (x16 or x8, see above): per block the
+   rows' f32 scales, then chunks c of 4 values × `rows` rows at 4·rows·c bytes after them; q8_0
+   stores q + q8_offset (x16: 128, the unsigned side of dpbusd; x8: 0), q4_0 two nibbles a byte. */
+void repack(int type, const uint8_t *w, int64_t N, int64_t K, int64_t rows, int q8_offset, uint8_t *out) {
+  const int64_t nb = K / QK, groups = (N + rows - 1) / rows, bb = block_bytes(type);
+  const int64_t head = 4 * rows, xb = head + (type == KN_Q8_0 ? 32 : 16) * rows;
+  memset(out, 0, (size_t)(groups * nb * xb));
+  for (int64_t g = 0; g < groups; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      uint8_t *p = out + (g * nb + b) * xb;
+      for (int64_t r = 0; r < rows && g * rows + r < N; r++) {
+        const uint8_t *blk = w + ((g * rows + r) * nb + b) * bb;
+        float scale = f16_to_f32(load_u16(blk));
+        memcpy(p + 4 * r, &scale, 4);  // out need not be 4-byte aligned
+        uint8_t u[QK];                 // the block's 32 weights as stored (q + offset, or the nibble)
+        for (int j = 0; j < QK; j++)
+          u[j] = type == KN_Q8_0 ? (uint8_t)(((const int8_t *)(blk + 2))[j] + q8_offset)
+                                 : (uint8_t)(j < 16 ? blk[2 + j] & 0x0f : blk[2 + j - 16] >> 4);
+        for (int i = 0; i < 4; i++) {
+          if (type == KN_Q8_0)
+            for (int k4 = 0; k4 < 8; k4++) p[head + head * k4 + 4 * r + i] = u[4 * k4 + i];
+          else
+            for (int c = 0; c < 4; c++) p[head + head * c + 4 * r + i] = (uint8_t)(u[8 * c + i] | (u[8 * c + 4 + i] << 4));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 namespace kn {
@@ -446,61 +475,11 @@ int64_t kn_qrepack_bytes(int type, int64_t N, int64_t K) {
   }
 }
 
-#ifdef KN_QM_X86
-/* W's ggml blocks in the x8 layout (see above). */
-static void qrepack_x8(int type, const uint8_t *w, int64_t N, int64_t K, uint8_t *out) {
-  int64_t nb = K / QK, groups = (N + X8_ROWS - 1) / X8_ROWS, bb = block_bytes(type), xb = x8_block_bytes(type);
-  memset(out, 0, (size_t)(groups * nb * xb));
-  for (int64_t g = 0; g < groups; g++) {
-    for (int64_t b = 0; b < nb; b++) {
-      uint8_t *p = out + (g * nb + b) * xb;
-      for (int64_t r = 0; r < X8_ROWS && g * X8_ROWS + r < N; r++) {
-        const uint8_t *blk = w + ((g * X8_ROWS + r) * nb + b) * bb;
-        float scale = f16_to_f32(load_u16(blk));
-        memcpy(p + 4 * r, &scale, 4);
-        for (int i = 0; i < 4; i++) {
-          if (type == KN_Q8_0)
-            for (int k4 = 0; k4 < 8; k4++) p[32 + 32 * k4 + 4 * r + i] = blk[2 + 4 * k4 + i];
-          else  // the stored byte j holds u[j] (low) and u[j + 16] (high); x8 pairs u[8c + i] with u[8c + 4 + i]
-            for (int c = 0; c < 4; c++) {
-              const int j0 = 8 * c + i, j1 = 8 * c + 4 + i;
-              const uint8_t u0 = j0 < 16 ? blk[2 + j0] & 0x0f : blk[2 + j0 - 16] >> 4;
-              const uint8_t u1 = j1 < 16 ? blk[2 + j1] & 0x0f : blk[2 + j1 - 16] >> 4;
-              p[32 + 32 * c + 4 * r + i] = (uint8_t)(u0 | (u1 << 4));
-            }
-        }
-      }
-    }
-  }
-}
-#endif
-
 void kn_qrepack(int type, const uint8_t *w, int64_t N, int64_t K, uint8_t *out) {
+  if (qpack_layout() == QPACK_X16) repack(type, w, N, K, X16_ROWS, 128, out);
 #ifdef KN_QM_X86
-  if (qpack_layout() == QPACK_X8) return qrepack_x8(type, w, N, K, out);
+  else if (qpack_layout() == QPACK_X8) repack(type, w, N, K, X8_ROWS, 0, out);
 #endif
-  int64_t nb = K / QK, groups = (N + X16_ROWS - 1) / X16_ROWS, bb = block_bytes(type), xb = x16_block_bytes(type);
-  memset(out, 0, (size_t)(groups * nb * xb));
-  for (int64_t g = 0; g < groups; g++) {
-    for (int64_t b = 0; b < nb; b++) {
-      uint8_t *p = out + (g * nb + b) * xb;
-      for (int64_t r = 0; r < X16_ROWS && g * X16_ROWS + r < N; r++) {
-        const uint8_t *blk = w + ((g * X16_ROWS + r) * nb + b) * bb;
-        float scale = f16_to_f32(load_u16(blk));
-        memcpy(p + 4 * r, &scale, 4);  // out need not be 4-byte aligned
-        uint8_t u[QK];                 // the block's 32 weights as unsigned (q + 128, or the nibble)
-        for (int j = 0; j < QK; j++)
-          u[j] = type == KN_Q8_0 ? (uint8_t)(((const int8_t *)(blk + 2))[j] + 128)
-                                 : (uint8_t)(j < 16 ? blk[2 + j] & 0x0f : blk[2 + j - 16] >> 4);
-        for (int i = 0; i < 4; i++) {
-          if (type == KN_Q8_0)
-            for (int k4 = 0; k4 < 8; k4++) p[64 + 64 * k4 + 4 * r + i] = u[4 * k4 + i];
-          else
-            for (int c = 0; c < 4; c++) p[64 + 64 * c + 4 * r + i] = (uint8_t)(u[8 * c + i] | (u[8 * c + 4 + i] << 4));
-        }
-      }
-    }
-  }
 }
 
 void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N, float *y) {
