@@ -243,8 +243,9 @@ void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_
    f32 GEMM; the same bits for every thread count. */
 void kn_qmatmul_backward_f32(int type, const float *dy, int64_t M, int64_t N, const uint8_t *w, int64_t K, float *dx);
 /*
- * A second layout of a q8_0 / q4_0 W for the product (qmatmul.cpp, "x16": 16 rows interleaved per
- * block; 1.06× / 1.11× the ggml bytes): kn_qrepack_bytes is its size, 0 when this CPU or type has none (then
+ * A second layout of a q8_0 / q4_0 W for the product (qmatmul.cpp; per ISA: "x16", 16 rows interleaved
+ * per block, with AVX-512 VNNI, "x8", 8 rows, with AVX2; 1.06× / 1.11× the ggml bytes either way):
+ * kn_qrepack_bytes is its size, 0 when this CPU or type has none (then
  * use kn_qmatmul_f32); kn_qrepack writes it from ggml blocks; kn_qmatmul_packed_f32 is
  * kn_qmatmul_f32 on it (same integers per block; each row's value independent of M and threads).
  */
@@ -254,7 +255,7 @@ void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const
 /* Rows [m0, m1) of x [·, K] as the packed product's q8_0 activations: q [·, K] int8, d [·, K/32] the
    f16-rounded block scales, qsum [·, K/32] each block's Σ q (ggml's quantize_row_q8_0_ref). */
 void kn_q8_quantize_rows(const float *x, int64_t K, int64_t m0, int64_t m1, int8_t *q, float *d, int32_t *qsum);
-/* "avx512_vnni" or "scalar": the path kn_qmatmul_f32 takes on this CPU (KNOBS_QMATMUL_SCALAR=1 forces scalar). */
+/* "avx512_vnni", "avx2" or "scalar": the path kn_qmatmul_f32 takes on this CPU (KNOBS_QMATMUL_SCALAR=1 forces scalar). */
 const char *kn_qmatmul_isa(void);
 
 /* ---- batch-invariant decode kernels (bi_decode.cpp) ----------------------------------------- */
@@ -280,7 +281,7 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
                                int64_t table_stride, const int32_t *lens, float scale, float *out);
 /* y [M, N] = x [M, K] · Wᵀ on W's packed q8_0 / q4_0 layout (kn_qrepack): the same bits per row as
    kn_qmatmul_packed_f32, but each weight vector loaded once for a tile of up to 4 rows; threads split
-   groups of 16 columns. */
+   groups of 16 (x16) or 8 (x8) columns. */
 void kn_bi_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N,
                               float *y);
 /* out = silu(gate) · up, elementwise. */

@@ -7,7 +7,7 @@
  *   tokenizer added) converted by `knobs convert` to F32, Q8_0 and Q4_0, which knobs loads with
  *   the quantized matrices kept quantized: llama.cpp's greedy tokens equal knobs' from the same
  *   file (and, for F32, PyTorch's; quantized, they may part only at a near tie), and its
- *   next-token probabilities equal knobs' within 1e-3 (F32) and 2e-2 (Q8_0, Q4_0; see TOLERANCE).
+ *   next-token probabilities equal knobs' within 1e-3 (F32) and 1.5e-2 (Q8_0, Q4_0; see TOLERANCE).
  * - Tokenizers: a byte-level BPE under the GPT-2, Llama 3 and Qwen2 pre-tokenizers and a
  *   SentencePiece BPE, each in a GGUF written by `knobs convert`: llama.cpp's tokens for a varied
  *   text equal knobs' from the same GGUF, and knobs' from the original tokenizer.json.
@@ -44,17 +44,16 @@ const CASES = [
 /**
  * Measured worst differences (knobs loads the quantized files quantized: q8_0 / q4_0 blocks as
  * they are, activations rounded to q8_0 blocks as ggml does): F32 3e-7 (Llama family) and 9e-5
- * (GPT-2: ggml's GELU is a table of f16 values); Q8_0 and Q4_0 1e-7 where every matrix is
- * quantized and the head untied (mistral; llama-gqa Q4_0), 0.0016–0.0052 with a tied head (knobs
- * multiplies the f32 embedding, ggml its Q8_0 blocks with q8_0 activations), and 0.0099 for
- * llama-gqa Q8_0 (not explained yet: its Q4_0 file, with the same F16 ffn_down, matches to 1e-7).
- * With the weights dequantized to f32 (before) Q8_0 differed by 0.006–0.016.
- * Those figures are from an Intel CPU with AVX-512. On an AMD EPYC (Zen 3, AVX2 only) llama.cpp takes
- * other kernels and parts further: Q8_0 0.0026–0.0080 (mistral 0.0060, where it matched to 1e-7),
- * Q4_0 up to 0.0106 (qwen2's tied head), while knobs' native and js backends agree on every file
- * there to 2e-7 — the spread is llama.cpp's CPU-specific path, hence 2e-2 for quantized files.
+ * (GPT-2: ggml's GELU is a table of f16 values). Q8_0 and Q4_0 differ by design, each side exact to
+ * its own arithmetic: an f64 model of the same quantized steps puts knobs within 2e-7 of its own
+ * (Qwen2 Q8_0 / Q4_0, Mistral Q8_0) and llama.cpp within 3e-7 of ggml's (Qwen2), where ggml
+ * multiplies a tied head's Q8_0 blocks by q8_0 activations (knobs: the f32 embedding) and, on an
+ * AVX2 CPU, rounds the input of an F16 matrix (ffn_down of these fixtures: 48 columns do not
+ * quantize) to f16 (knobs: f32). On an AVX2 EPYC: 0.0016–0.0081, and 0.0106 for Qwen2 Q4_0 (its f16
+ * input rounding alone 0.0092, its head alone 0.0039); on an AVX-512 CPU, whose llama.cpp kept f32
+ * inputs for F16 matrices, 1e-7 untied (Mistral; Llama-GQA Q4_0) and up to 0.0099 tied.
  */
-const TOLERANCE = { f32: 1e-3, q8_0: 2e-2, q4_0: 2e-2 } as const;
+const TOLERANCE = { f32: 1e-3, q8_0: 1.5e-2, q4_0: 1.5e-2 } as const;
 
 interface Expected {
   prompt: number[];

@@ -10,6 +10,7 @@
  * The native cases are skipped when the addon is not built, unless KNOBS_REQUIRE_NATIVE=1.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -210,7 +211,7 @@ describe('quantized matmul: the native kernel', { skip }, () => {
     });
   }
 
-  // The packed layout ("x16", made once per weight by the backend) where this CPU has one.
+  // The packed layout ("x16" with AVX-512 VNNI, "x8" with AVX2; made once per weight by the backend).
   const packed = addon && addon.qrepackBytes(8, 16, 32) > 0;
   const runPacked = (type: QuantType, x: Float32Array, M: number, w: QuantizedMatrix): Float32Array => {
     const p = new Uint8Array(addon!.qrepackBytes(code[type], w.rows, w.cols));
@@ -251,6 +252,30 @@ describe('quantized matmul: the native kernel', { skip }, () => {
     });
   }
 
+  // Every path takes the same f32 steps on the same exact block sums (qmatmul.cpp), so this CPU's
+  // packed kernel (AVX2 or AVX-512 VNNI) and the scalar path give the same bits. The scalar path is
+  // chosen once per process: a child with KNOBS_QMATMUL_SCALAR=1 computes it.
+  it(`${addon?.qmatmulIsa()} = the scalar path, bit for bit (both types, tiles of 1–4 rows, a partial group)`, () => {
+    const cases = TYPES.flatMap((type) =>
+      [
+        [1, 768, 64],
+        [7, 96, 37],
+        [16, 2048, 20],
+      ].map(([M, K, N], i) => {
+        const w = randomMatrix(type, N!, K!, 50 + i);
+        return { type, M: M!, w, x: values(M! * K!, 60 + i, 3) };
+      }),
+    );
+    const scalar = scalarProducts(
+      cases.map(({ type, M, w, x }) => ({ type: code[type], M, K: w.cols, N: w.rows, x, w: w.blocks })),
+    );
+    cases.forEach(({ type, M, w, x }, i) => {
+      const what = `${type} [${M}, ${w.cols}, ${w.rows}]`;
+      assert.deepEqual(run(type, x, M, w), scalar[i], `${what}: qmatmul`);
+      if (packed) assert.deepEqual(runPacked(type, x, M, w), scalar[i], `${what}: qmatmulPacked`);
+    });
+  });
+
   it('rejects blocks that do not fit the shape, with the addon error', () => {
     const w = randomMatrix('q8_0', 4, 64, 1);
     assert.throws(
@@ -259,6 +284,44 @@ describe('quantized matmul: the native kernel', { skip }, () => {
     );
   });
 });
+
+interface ProductCase {
+  type: number;
+  M: number;
+  K: number;
+  N: number;
+  x: Float32Array;
+  w: Uint8Array;
+}
+
+/** Each case's qmatmul in a child process on the scalar path (KNOBS_QMATMUL_SCALAR=1). */
+function scalarProducts(cases: readonly ProductCase[]): Float32Array[] {
+  const script = `
+    import { loadNativeAddon } from ${JSON.stringify(new URL('../src/backends/native/index.js', import.meta.url).href)};
+    const addon = loadNativeAddon();
+    if (addon.qmatmulIsa() !== 'scalar') throw new Error('not the scalar path: ' + addon.qmatmulIsa());
+    let input = '';
+    for await (const chunk of process.stdin) input += chunk;
+    const f32 = (b64) => new Float32Array(Uint8Array.from(Buffer.from(b64, 'base64')).buffer);
+    const out = JSON.parse(input).map(({ type, M, K, N, x, w }) => {
+      const y = new Float32Array(M * N);
+      addon.qmatmul(type, f32(x), M, K, Buffer.from(w, 'base64'), N, y);
+      return Buffer.from(y.buffer).toString('base64');
+    });
+    process.stdout.write(JSON.stringify(out));`;
+  const bytes = (a: Float32Array | Uint8Array): string =>
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    input: JSON.stringify(cases.map((c) => ({ ...c, x: bytes(c.x), w: bytes(c.w) }))),
+    env: { ...process.env, KNOBS_QMATMUL_SCALAR: '1' },
+    encoding: 'utf8',
+    maxBuffer: 1 << 28,
+  });
+  assert.equal(child.status, 0, child.stderr);
+  return (JSON.parse(child.stdout) as string[]).map(
+    (b) => new Float32Array(Uint8Array.from(Buffer.from(b, 'base64')).buffer),
+  );
+}
 
 describe('QuantizedLinear and quantizeModel', () => {
   const backendsToTry = native ? ['js', 'native'] : ['js'];

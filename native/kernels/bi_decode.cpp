@@ -16,6 +16,7 @@
  * The quantized product (kn_bi_qmatmul_packed_f32) has exact int32 block sums, so only its f32
  * steps need an order: per (row, weight row) the scale d_w·d_x, then acc = fma(float(Σ q_w·q_x),
  * scale, acc) over the blocks in order — kn_qmatmul_packed_f32's steps, so the bits equal its.
+ * With AVX2 (no VNNI) both run one kernel, qmatmul.cpp's x8_product, which already tiles rows.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -553,14 +554,6 @@ __attribute__((optimize("fp-contract=off"))) void rope_kv_rows(float *q, float *
 const int64_t X16 = 16;
 inline int64_t x16_block(int type) { return type == KN_Q8_0 ? 64 + 512 : 64 + 256; }
 
-/* The activations, quantized once per call: q [M, K], d and qsum [M, K/32]. */
-struct QRows {
-  const int8_t *q;
-  const float *d;
-  const int32_t *qsum;
-  int64_t K, nb;
-};
-
 /* Bytes [begin, end) of base to prefetch, step bytes per block of the tile. */
 struct Prefetch {
   const uint8_t *base;
@@ -768,6 +761,7 @@ void kn_bi_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, co
   parallel_for(M, K >= 16384 ? 1 : 16384 / (K + 1) + 1,
                [&](int64_t m0, int64_t m1) { kn_q8_quantize_rows(x, K, m0, m1, q.data(), d.data(), qsum.data()); });
   const QRows a{q.data(), d.data(), qsum.data(), K, nb};
+  if (qpack_layout() == QPACK_X8) return x8_product(type, a, M, packed, N, y);
   /* Pairs of groups per task, at least ~64k multiply-adds each; the split only moves whole groups. */
   int64_t per_pair = M * K * 2 * X16;
   int64_t grain = per_pair >= 65536 ? 1 : 65536 / per_pair;
@@ -777,6 +771,6 @@ void kn_bi_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, co
     else x16_groups<KN_Q4_0>(packed, a, M, y, N, g0, g1);
   });
 #else
-  (void)type, (void)x, (void)K, (void)packed;  // no packed layout without VNNI (kn_qrepack_bytes is 0)
+  (void)type, (void)x, (void)K, (void)packed;  // no packed layout off x86 (kn_qrepack_bytes is 0)
 #endif
 }

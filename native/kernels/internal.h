@@ -81,6 +81,24 @@ bool conv2d_dnnl(const kn_conv2d *p, const float *x, const float *w, float *out)
 bool conv2d_backward_input_dnnl(const kn_conv2d *p, const float *gout, const float *w, float *dx);
 bool conv2d_backward_weight_dnnl(const kn_conv2d *p, const float *gout, const float *x, float *dw);
 
+/* Activation rows quantized to q8_0 for a packed quantized product (kn_q8_quantize_rows): q [M, K],
+   d and qsum [M, K/32]. */
+struct QRows {
+  const int8_t *q;
+  const float *d;
+  const int32_t *qsum;
+  int64_t K, nb;
+};
+
+/* The packed layout kn_qrepack writes on this CPU (qmatmul.cpp): "x16" with AVX-512 VNNI, "x8" with
+   AVX2, none otherwise (or with KNOBS_QMATMUL_SCALAR set). */
+enum QPack { QPACK_NONE, QPACK_X16, QPACK_X8 };
+QPack qpack_layout();
+
+/* y [M, N] = rows [0, M) of a · Wᵀ on W's x8 layout (AVX2), threads splitting the groups of 8 weight
+   rows: kn_qmatmul_packed_f32 and kn_bi_qmatmul_packed_f32 on an AVX2 CPU. */
+void x8_product(int type, const QRows &a, int64_t M, const uint8_t *packed, int64_t N, float *y);
+
 /* Elements of work per thread below which splitting costs more than it gains. */
 const int64_t GRAIN = 32768;
 

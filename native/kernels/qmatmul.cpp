@@ -11,9 +11,14 @@
  * q8_0 per 32 values (quantize_row_q8_0_ref: dx = amax/127 kept as f16, q = roundf(x/dx)); each
  * block contributes (Σ q_w·q_x, an exact int32) · d_w · d_x to an f32 sum. With AVX-512 VNNI the
  * product runs on a packed copy of W ("x16" below: 16 rows interleaved per block, one
- * _mm512_dpbusd_epi32 for 4 values of 16 rows), which the native backend makes once per weight;
- * kn_qmatmul_f32 packs for the call. Other CPUs take the scalar path on the blocks (same integers,
- * another f32 summation order).
+ * _mm512_dpbusd_epi32 for 4 values of 16 rows), with AVX2 on another ("x8": 8 rows, maddubs +
+ * madd), which the native backend makes once per weight; kn_qmatmul_f32 packs for the call. Other
+ * CPUs (or KNOBS_QMATMUL_SCALAR=1) take the scalar path on the blocks.
+ *
+ * Every path takes the same f32 steps per (activation row, weight row): scale = d_w·d_x, then
+ * acc = fma(float(Σ q_w·q_x), scale, acc) over the blocks in order, from acc = 0. The block sums are
+ * exact int32 whatever the instruction, so all paths give the same bits: a model's outputs do not
+ * depend on the CPU (test/qmatmul.test.ts compares them).
  *
  * Threads split output rows only, and each (x row, W row) pair goes through the same code whatever
  * M or the thread count: a row's result never depends on the batch it came in (the serving issue
@@ -104,8 +109,11 @@ void quantize_row(const float *x, int64_t K, int8_t *q, float *d) {
   }
 }
 
-/* ---- scalar dot products (the reference order of ggml's generic vec_dot) ---- */
+/* ---- scalar dot products: the packed kernels' f32 steps, one block at a time ---- */
 
+/* fmaf is one rounding on every CPU (an instruction in the FMA clones, libm's exact fmaf in the
+   baseline one), so these give the SIMD kernels' bits; a separate multiply and add would not. */
+KN_CLONES
 float dot_q8_scalar(const uint8_t *w, const QRow &x, int64_t nb) {
   float sum = 0;
   for (int64_t b = 0; b < nb; b++) {
@@ -113,11 +121,12 @@ float dot_q8_scalar(const uint8_t *w, const QRow &x, int64_t nb) {
     const int8_t *qw = (const int8_t *)(blk + 2), *qx = x.q + b * QK;
     int32_t sumi = 0;
     for (int j = 0; j < QK; j++) sumi += qw[j] * qx[j];
-    sum += (float)sumi * (f16_to_f32(load_u16(blk)) * x.d[b]);
+    sum = fmaf((float)sumi, f16_to_f32(load_u16(blk)) * x.d[b], sum);
   }
   return sum;
 }
 
+KN_CLONES
 float dot_q4_scalar(const uint8_t *w, const QRow &x, int64_t nb) {
   float sum = 0;
   for (int64_t b = 0; b < nb; b++) {
@@ -126,7 +135,7 @@ float dot_q4_scalar(const uint8_t *w, const QRow &x, int64_t nb) {
     int32_t sumi = 0;
     for (int j = 0; j < QK / 2; j++)
       sumi += ((blk[2 + j] & 0x0f) - 8) * qx[j] + ((blk[2 + j] >> 4) - 8) * qx[j + QK / 2];
-    sum += (float)sumi * (f16_to_f32(load_u16(blk)) * x.d[b]);
+    sum = fmaf((float)sumi, f16_to_f32(load_u16(blk)) * x.d[b], sum);
   }
   return sum;
 }
@@ -218,8 +227,114 @@ bool have_vnni() {
   return yes;
 }
 #pragma GCC diagnostic pop
+
+#define KN_AVX2 __attribute__((target("avx2,fma")))
+
+/*
+ * The AVX2 packed layout ("x8"): x16's idea in 256 bits — 8 rows interleaved per block, so each
+ * row's block sum stays in its own 32-bit lane (no horizontal sums) and one scale vector serves 8
+ * rows. Per group of 8 rows and block b:
+ *   f32 d[8]                  the rows' block scales (0 for padding rows)
+ *   q8_0 (256 bytes):  i8 q[8][8][4],  q[k4][r][i] = w[r][32b + 4k4 + i]  (signed, as in the blocks)
+ *   q4_0 (128 bytes):  u8 q[4][8][4],  low nibble of q[c][r][i] = u[r][8c + i], high = u[r][8c + 4 + i]
+ * AVX2 has no dpbusd: _mm256_maddubs_epi16 multiplies unsigned by signed bytes and adds each pair
+ * into a saturating int16, _mm256_madd_epi16 by ones adds pairs of those into the row's int32 lane.
+ * - q8_0 keeps w signed and feeds |w| as the unsigned side, x with w's sign (_mm256_sign_epi8) as
+ *   the signed one: a pair is at most 2·128·127 = 32512 < 32767, never saturated (x16's w + 128
+ *   would reach 2·255·127).
+ * - q4_0's nibble u (value u − 8) is unsigned already: a pair is at most 2·15·128, so a block's 8
+ *   maddubs add up in int16 (≤ 30720) before one madd, and 8·Σ q_x taken off gives Σ (u − 8)·q_x.
+ * The f32 steps per lane are x16's: scale = d_w·d_x, acc = fma(float(isum), scale, acc).
+ */
+const int64_t X8_ROWS = 8;
+inline int64_t x8_block_bytes(int type) { return type == KN_Q8_0 ? 32 + 256 : 32 + 128; }
+
+inline int32_t load_i32(const int8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+/* R activation rows (from m) × one group of 8 weight rows: out [R][8]. Each loaded weight vector
+   meets the R rows; every (row, weight row) keeps its own int32 and f32 sums, whatever R. */
+template <int TYPE, int R>
+KN_AVX2 void x8_tile(const uint8_t *g, const QRows &a, int64_t m, float *out) {
+  const int64_t block = TYPE == KN_Q8_0 ? 32 + 256 : 32 + 128;
+  const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+  __m256 acc[R];
+  for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < a.nb; b++) {
+    const uint8_t *wb = g + b * block;
+    const int8_t *xq[R];
+    for (int i = 0; i < R; i++) xq[i] = a.q + (m + i) * a.K + b * QK;
+    __m256i s[R];
+    if (TYPE == KN_Q8_0) {
+      for (int i = 0; i < R; i++) s[i] = _mm256_setzero_si256();
+      for (int k4 = 0; k4 < 8; k4++) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(wb + 32 + 32 * k4)), aw = _mm256_abs_epi8(w);
+        for (int i = 0; i < R; i++) {
+          const __m256i x = _mm256_sign_epi8(_mm256_set1_epi32(load_i32(xq[i] + 4 * k4)), w);
+          s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), ones));
+        }
+      }
+    } else {
+      __m256i t[R];
+      for (int i = 0; i < R; i++) t[i] = _mm256_setzero_si256();
+      for (int c = 0; c < 4; c++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(wb + 32 + 32 * c));
+        const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        for (int i = 0; i < R; i++) {
+          const __m256i x0 = _mm256_set1_epi32(load_i32(xq[i] + 8 * c));
+          const __m256i x1 = _mm256_set1_epi32(load_i32(xq[i] + 8 * c + 4));
+          t[i] = _mm256_add_epi16(t[i], _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1)));
+        }
+      }
+      for (int i = 0; i < R; i++)
+        s[i] = _mm256_sub_epi32(_mm256_madd_epi16(t[i], ones), _mm256_set1_epi32(8 * a.qsum[(m + i) * a.nb + b]));
+    }
+    const __m256 dw = _mm256_loadu_ps((const float *)wb);
+    for (int i = 0; i < R; i++) {
+      const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + i) * a.nb + b]));
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), scale, acc[i]);
+    }
+  }
+  for (int i = 0; i < R; i++) _mm256_storeu_ps(out + X8_ROWS * i, acc[i]);
+}
+
+/* All M rows against groups [g0, g1): per group, tiles of 4 rows, then the 1–3 left. A group's
+   weights (8 rows × K) stay in L1 while the tiles after the first read them again. */
+template <int TYPE>
+KN_AVX2 void x8_groups(const uint8_t *packed, const QRows &a, int64_t M, float *y, int64_t N, int64_t g0, int64_t g1) {
+  const int64_t group_bytes = a.nb * x8_block_bytes(TYPE);
+  float out[4 * X8_ROWS];
+  for (int64_t g = g0; g < g1; g++) {
+    const uint8_t *p = packed + g * group_bytes;
+    const int64_t n0 = g * X8_ROWS, rows = N - n0 < X8_ROWS ? N - n0 : X8_ROWS;
+    for (int64_t m = 0; m < M;) {
+      const int64_t r = M - m < 4 ? M - m : 4;
+      switch (r) {
+        case 4: x8_tile<TYPE, 4>(p, a, m, out); break;
+        case 3: x8_tile<TYPE, 3>(p, a, m, out); break;
+        case 2: x8_tile<TYPE, 2>(p, a, m, out); break;
+        default: x8_tile<TYPE, 1>(p, a, m, out); break;
+      }
+      for (int64_t i = 0; i < r; i++) memcpy(y + (m + i) * N + n0, out + X8_ROWS * i, sizeof(float) * (size_t)rows);
+      m += r;
+    }
+  }
+}
+
+bool have_avx2() {
+  static const bool yes = [] {
+    if (getenv("KNOBS_QMATMUL_SCALAR")) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return yes;
+}
 #else
 bool have_vnni() { return false; }
+bool have_avx2() { return false; }
 #endif
 
 /*
@@ -250,11 +365,65 @@ void dequantize_panel(int type, const uint8_t *w, int64_t nb, int64_t n0, int64_
   }
 }
 
+/* W's ggml blocks in a packed layout of `rows` rows per group (x16 or x8, see above): per block the
+   rows' f32 scales, then chunks c of 4 values × `rows` rows at 4·rows·c bytes after them; q8_0
+   stores q + q8_offset (x16: 128, the unsigned side of dpbusd; x8: 0), q4_0 two nibbles a byte. */
+void repack(int type, const uint8_t *w, int64_t N, int64_t K, int64_t rows, int q8_offset, uint8_t *out) {
+  const int64_t nb = K / QK, groups = (N + rows - 1) / rows, bb = block_bytes(type);
+  const int64_t head = 4 * rows, xb = head + (type == KN_Q8_0 ? 32 : 16) * rows;
+  memset(out, 0, (size_t)(groups * nb * xb));
+  for (int64_t g = 0; g < groups; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      uint8_t *p = out + (g * nb + b) * xb;
+      for (int64_t r = 0; r < rows && g * rows + r < N; r++) {
+        const uint8_t *blk = w + ((g * rows + r) * nb + b) * bb;
+        float scale = f16_to_f32(load_u16(blk));
+        memcpy(p + 4 * r, &scale, 4);  // out need not be 4-byte aligned
+        uint8_t u[QK];                 // the block's 32 weights as stored (q + offset, or the nibble)
+        for (int j = 0; j < QK; j++)
+          u[j] = type == KN_Q8_0 ? (uint8_t)(((const int8_t *)(blk + 2))[j] + q8_offset)
+                                 : (uint8_t)(j < 16 ? blk[2 + j] & 0x0f : blk[2 + j - 16] >> 4);
+        for (int i = 0; i < 4; i++) {
+          if (type == KN_Q8_0)
+            for (int k4 = 0; k4 < 8; k4++) p[head + head * k4 + 4 * r + i] = u[4 * k4 + i];
+          else
+            for (int c = 0; c < 4; c++) p[head + head * c + 4 * r + i] = (uint8_t)(u[8 * c + i] | (u[8 * c + 4 + i] << 4));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
+
+namespace kn {
+
+QPack qpack_layout() { return have_vnni() ? QPACK_X16 : have_avx2() ? QPACK_X8 : QPACK_NONE; }
+
+void x8_product(int type, const QRows &a, int64_t M, const uint8_t *packed, int64_t N, float *y) {
+#ifdef KN_QM_X86
+  const int64_t groups = (N + X8_ROWS - 1) / X8_ROWS;
+  /* at least ~128k multiply-adds per task; the split only moves whole groups */
+  parallel_for(groups, (int64_t)(GRAIN * 4 / (M * a.K * X8_ROWS)) + 1, [&](int64_t g0, int64_t g1) {
+    if (type == KN_Q8_0) x8_groups<KN_Q8_0>(packed, a, M, y, N, g0, g1);
+    else x8_groups<KN_Q4_0>(packed, a, M, y, N, g0, g1);
+  });
+#else
+  (void)type, (void)a, (void)M, (void)packed, (void)N, (void)y;
+#endif
+}
+
+}  // namespace kn
 
 extern "C" {
 
-const char *kn_qmatmul_isa(void) { return have_vnni() ? "avx512_vnni" : "scalar"; }
+const char *kn_qmatmul_isa(void) {
+  switch (qpack_layout()) {
+    case QPACK_X16: return "avx512_vnni";
+    case QPACK_X8: return "avx2";
+    default: return "scalar";
+  }
+}
 
 void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *w, int64_t N, float *y) {
   if (M == 0 || N == 0) return;
@@ -263,7 +432,7 @@ void kn_qmatmul_f32(int type, const float *x, int64_t M, int64_t K, const uint8_
     memset(y, 0, sizeof(float) * (size_t)(M * N));
     return;
   }
-  if (int64_t bytes = kn_qrepack_bytes(type, N, K)) {  // VNNI: the packed layout, made for this call
+  if (int64_t bytes = kn_qrepack_bytes(type, N, K)) {  // VNNI or AVX2: the packed layout, made for this call
     std::vector<uint8_t> packed((size_t)bytes);
     kn_qrepack(type, w, N, K, packed.data());
     return kn_qmatmul_packed_f32(type, x, M, K, packed.data(), N, y);
@@ -296,33 +465,21 @@ void kn_q8_quantize_rows(const float *x, int64_t K, int64_t m0, int64_t m1, int8
 }
 
 int64_t kn_qrepack_bytes(int type, int64_t N, int64_t K) {
-  if ((type != KN_Q8_0 && type != KN_Q4_0) || !have_vnni() || K % QK != 0) return 0;
-  return (N + X16_ROWS - 1) / X16_ROWS * (K / QK) * x16_block_bytes(type);
+  if ((type != KN_Q8_0 && type != KN_Q4_0) || K % QK != 0) return 0;
+  switch (qpack_layout()) {
+    case QPACK_X16: return (N + X16_ROWS - 1) / X16_ROWS * (K / QK) * x16_block_bytes(type);
+#ifdef KN_QM_X86
+    case QPACK_X8: return (N + X8_ROWS - 1) / X8_ROWS * (K / QK) * x8_block_bytes(type);
+#endif
+    default: return 0;
+  }
 }
 
 void kn_qrepack(int type, const uint8_t *w, int64_t N, int64_t K, uint8_t *out) {
-  int64_t nb = K / QK, groups = (N + X16_ROWS - 1) / X16_ROWS, bb = block_bytes(type), xb = x16_block_bytes(type);
-  memset(out, 0, (size_t)(groups * nb * xb));
-  for (int64_t g = 0; g < groups; g++) {
-    for (int64_t b = 0; b < nb; b++) {
-      uint8_t *p = out + (g * nb + b) * xb;
-      for (int64_t r = 0; r < X16_ROWS && g * X16_ROWS + r < N; r++) {
-        const uint8_t *blk = w + ((g * X16_ROWS + r) * nb + b) * bb;
-        float scale = f16_to_f32(load_u16(blk));
-        memcpy(p + 4 * r, &scale, 4);  // out need not be 4-byte aligned
-        uint8_t u[QK];                 // the block's 32 weights as unsigned (q + 128, or the nibble)
-        for (int j = 0; j < QK; j++)
-          u[j] = type == KN_Q8_0 ? (uint8_t)(((const int8_t *)(blk + 2))[j] + 128)
-                                 : (uint8_t)(j < 16 ? blk[2 + j] & 0x0f : blk[2 + j - 16] >> 4);
-        for (int i = 0; i < 4; i++) {
-          if (type == KN_Q8_0)
-            for (int k4 = 0; k4 < 8; k4++) p[64 + 64 * k4 + 4 * r + i] = u[4 * k4 + i];
-          else
-            for (int c = 0; c < 4; c++) p[64 + 64 * c + 4 * r + i] = (uint8_t)(u[8 * c + i] | (u[8 * c + 4 + i] << 4));
-        }
-      }
-    }
-  }
+  if (qpack_layout() == QPACK_X16) repack(type, w, N, K, X16_ROWS, 128, out);
+#ifdef KN_QM_X86
+  else if (qpack_layout() == QPACK_X8) repack(type, w, N, K, X8_ROWS, 0, out);
+#endif
 }
 
 void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const uint8_t *packed, int64_t N, float *y) {
@@ -332,6 +489,8 @@ void kn_qmatmul_packed_f32(int type, const float *x, int64_t M, int64_t K, const
   std::vector<float> d((size_t)(M * nb));
   std::vector<int32_t> qsum((size_t)(M * nb));
   kn_q8_quantize_rows(x, K, 0, M, q.data(), d.data(), qsum.data());
+  if (qpack_layout() == QPACK_X8)
+    return x8_product(type, QRows{q.data(), d.data(), qsum.data(), K, nb}, M, packed, N, y);
   parallel_for(groups, (int64_t)(GRAIN * 4 / (M * K * X16_ROWS)) + 1, [&](int64_t g0, int64_t g1) {
 #ifdef KN_QM_X86
     float out[2 * X16_ROWS];
