@@ -24,7 +24,8 @@ gpt_tiny.json
   adamw         {lr, betas, eps, weight_decay (on tensors of rank >= 2, 0 on the rest), clip,
                  losses[10] (loss of step s on batches[s], before its update), grad_norms[10]
                  (global norm before clipping), final_loss (batches[0] after 10 updates),
-                 final_checksums {name: [sum, sum of squares]}}
+                 final_checksums {name: [sum, sum of squares]}, key_bias_checksums {c_attn bias
+                 name: [sum, sum of squares] of its key third, whose updates are rounding noise}}
   greedy        {prompt, tokens}: 20 greedy tokens after the prompt at the initial weights
                 (no cache: the last n_positions tokens recomputed each step, nanoGPT's crop)
 
@@ -174,6 +175,11 @@ def gpt_fixture():
     with torch.no_grad():
         final_loss = float(model.loss(batches[0]))
     checksums = {n: [float(p.detach().double().sum()), float((p.detach().double() ** 2).sum())] for n, p in model.named()}
+    # the key third of each c_attn bias: its gradient is zero in exact arithmetic (a bias on the keys
+    # adds q·b to a whole row of scores, which softmax ignores), so AdamW steps it by rounding noise
+    C = cfg['n_embd']
+    key_bias = {n: [float(p.detach().double()[C:2 * C].sum()), float((p.detach().double()[C:2 * C] ** 2).sum())]
+                for n, p in model.named() if n.endswith('attn.c_attn.bias')}
     return {
         **provenance(),
         'config': cfg, 'B': B, 'T': T,
@@ -181,7 +187,8 @@ def gpt_fixture():
         'batches': [b.tolist() for b in batches],
         'step0': step0,
         'adamw': {'lr': lr, 'betas': list(betas), 'eps': eps, 'weight_decay': wd, 'clip': clip,
-                  'losses': losses, 'grad_norms': norms, 'final_loss': final_loss, 'final_checksums': checksums},
+                  'losses': losses, 'grad_norms': norms, 'final_loss': final_loss, 'final_checksums': checksums,
+                  'key_bias_checksums': key_bias},
         'greedy': greedy,
     }
 

@@ -42,6 +42,7 @@ interface GptFixture {
     grad_norms: number[];
     final_loss: number;
     final_checksums: Record<string, [number, number]>;
+    key_bias_checksums: Record<string, [number, number]>;
   };
   greedy: { prompt: number[]; tokens: number[] };
 }
@@ -249,12 +250,20 @@ describe('GPT vs PyTorch (torch ' + fixture.torch_version + ')', () => {
         1e-5,
         `${name} Σw²`,
       );
+      /* A c_attn bias's key third has a zero gradient in exact arithmetic (q·b shifts a whole row of
+         scores, which softmax ignores), so AdamW steps it by rounding noise, up to lr a step: its sum
+         is checked apart, within that noise (~1e-3 between kernels' summation orders), and the
+         other two thirds as tightly as every other tensor. */
+      const key = a.key_bias_checksums[name];
+      const C = fixture.config.n_embd;
+      const keySum = key ? v.slice(C, 2 * C).reduce((acc, e) => acc + e, 0) : 0;
+      if (key) close(keySum, key[0], 0, 5e-3, `${name} Σw of the key third`);
       close(
-        v.reduce((acc, e) => acc + e, 0),
-        sum,
+        v.reduce((acc, e) => acc + e, 0) - keySum,
+        sum - (key ? key[0] : 0),
         1e-3,
         1e-4,
-        `${name} Σw`,
+        `${name} Σw${key ? ' of the query and value thirds' : ''}`,
       );
     }
   });

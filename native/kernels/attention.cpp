@@ -155,6 +155,81 @@ KN_AVX512 void mm_avx512(const Operands &o, int64_t M, int64_t N, int64_t K, Cau
     }
   }
 }
+
+/* The AVX2 + FMA kernel: 6 rows × 16 columns of C in 12 of the 16 ymm registers (the 6 × 16 block
+   of AVX2 sgemm kernels: 2 loads of B and 6 broadcasts of A feed 12 FMAs per k). Each element of C
+   is the same FMA chain over k as in the AVX-512 kernel; the row groups differ, which only adds or
+   drops products with the zeros past the diagonal. */
+const int64_t MR8 = 6, NR8 = 16;
+
+/* C[m0 : m0 + R, n0 : n0 + 8·NV] over k in [k_lo, k_hi); with MASKED, `last` masks the final
+   vector's columns. Operands copied to locals as in `micro`. */
+template <int R, int NV, bool MASKED>
+KN_AVX2 void micro8(const Operands &o, int64_t m0, int64_t n0, int64_t k_lo, int64_t k_hi, __m256i last) {
+  const int64_t ars = o.ars, acs = o.acs, ldb = o.ldb, ldc = o.ldc;
+  const float *__restrict a = o.A + m0 * ars + k_lo * acs;
+  const float *__restrict b = o.B + k_lo * ldb + n0;
+  float *__restrict C = o.C + m0 * ldc + n0;
+  __m256 c[R][NV];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) {
+      const float *p = C + r * ldc + 8 * v;
+      c[r][v] = !o.accumulate              ? _mm256_setzero_ps()
+                : MASKED && v == NV - 1 ? _mm256_maskload_ps(p, last)
+                                        : _mm256_loadu_ps(p);
+    }
+  for (int64_t k = k_lo; k < k_hi; k++, a += acs, b += ldb) {
+    __m256 bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++)
+      bv[v] = MASKED && v == NV - 1 ? _mm256_maskload_ps(b + 8 * v, last) : _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+      const __m256 av = _mm256_broadcast_ss(a + r * ars);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; v++) c[r][v] = _mm256_fmadd_ps(av, bv[v], c[r][v]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) {
+      float *p = C + r * ldc + 8 * v;
+      if (MASKED && v == NV - 1) _mm256_maskstore_ps(p, last, c[r][v]);
+      else _mm256_storeu_ps(p, c[r][v]);
+    }
+}
+
+template <int R>
+KN_AVX2 void micro8_cols(const Operands &o, int64_t m0, int64_t n0, int64_t cols, int64_t k_lo, int64_t k_hi) {
+  const __m256i last = first_lanes(cols % 8 ? cols % 8 : 8);
+  if (cols == 16) return micro8<R, 2, false>(o, m0, n0, k_lo, k_hi, last);
+  if (cols == 8) return micro8<R, 1, false>(o, m0, n0, k_lo, k_hi, last);
+  if (cols > 8) return micro8<R, 2, true>(o, m0, n0, k_lo, k_hi, last);
+  return micro8<R, 1, true>(o, m0, n0, k_lo, k_hi, last);
+}
+
+/* 16-column panels outside, row groups inside, as mm_avx512. */
+KN_AVX2 void mm_avx2(const Operands &o, int64_t M, int64_t N, int64_t K, Causal causal, int64_t off) {
+  for (int64_t n0 = 0; n0 < N; n0 += NR8) {
+    for (int64_t m = 0; m < M; m += MR8) {
+      const int64_t rows = M - m < MR8 ? M - m : MR8;
+      const Range rg = range_of(causal, off, m, rows, N, K);
+      if (rg.n_hi <= n0) continue;  // past every row's diagonal: never read
+      const int64_t cols = rg.n_hi - n0 < NR8 ? rg.n_hi - n0 : NR8;
+      switch (rows) {
+        case 6: micro8_cols<6>(o, m, n0, cols, rg.k_lo, rg.k_hi); break;
+        case 5: micro8_cols<5>(o, m, n0, cols, rg.k_lo, rg.k_hi); break;
+        case 4: micro8_cols<4>(o, m, n0, cols, rg.k_lo, rg.k_hi); break;
+        case 3: micro8_cols<3>(o, m, n0, cols, rg.k_lo, rg.k_hi); break;
+        case 2: micro8_cols<2>(o, m, n0, cols, rg.k_lo, rg.k_hi); break;
+        default: micro8_cols<1>(o, m, n0, cols, rg.k_lo, rg.k_hi);
+      }
+    }
+  }
+}
 #endif
 
 /*
@@ -165,6 +240,7 @@ void mm(const Operands &o, int64_t M, int64_t N, int64_t K, Causal causal, int64
   if (M <= 0 || N <= 0) return;
 #ifdef KN_ATT_X86
   if (have_avx512()) return mm_avx512(o, M, N, K, causal, off);
+  if (have_avx2_fma()) return mm_avx2(o, M, N, K, causal, off);
 #endif
   for (int64_t m = 0; m < M; m += MR) {
     const int64_t rows = M - m < MR ? M - m : MR;

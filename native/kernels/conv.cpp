@@ -144,7 +144,7 @@ bool max_pool_2x2_backward(const float *g, const int32_t *idx, int64_t H, int64_
 }
 
 #ifdef KN_POOL_X86
-/* The AVX-512 pooling loops below, when the CPU has the instructions. */
+/* The AVX-512 pooling loops below, when the CPU has the instructions (else the AVX2 ones after them). */
 const bool pool_avx512 = (__builtin_cpu_init(), __builtin_cpu_supports("avx512f") != 0);
 
 /* Masks for a chunk of n ≤ 16 windows: its n outputs and the 2n input floats of each input row. */
@@ -222,11 +222,83 @@ KN_AVX512 bool max_pool_2x2_backward_avx512(const float *g, const int32_t *idx, 
   if (H > 2 * Ho) memset(dx + 2 * Ho * W, 0, sizeof(float) * (size_t)((H - 2 * Ho) * W));
   return stray == 0;
 }
+
+/* The AVX2 versions (8 windows per step) for CPUs without AVX-512: the same rules. In-lane
+   shuffles pick the even and odd taps of 16 input floats, and a permute of 64-bit pairs puts them
+   back in order; lanes past a row's end are masked on load and store. */
+KN_AVX2 inline __m256 taps_of(__m256 lo, __m256 hi, int odd) {
+  const __m256 t = odd ? _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+KN_AVX2 void max_pool_2x2_avx2(const float *xp, int64_t W, int64_t Ho, int64_t Wo, float *out, int32_t *idx) {
+  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i one = _mm256_set1_epi32(1), w = _mm256_set1_epi32((int32_t)W);
+  for (int64_t oh = 0; oh < Ho; oh++) {
+    const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow += 8) {
+      const int64_t n = Wo - ow < 8 ? Wo - ow : 8;
+      const __m256i mo = first_lanes(n), ml = first_lanes(2 * n < 8 ? 2 * n : 8), mh = first_lanes(2 * n - 8 > 0 ? 2 * n - 8 : 0);
+      const __m256 a0 = _mm256_maskload_ps(r0 + 2 * ow, ml), a1 = _mm256_maskload_ps(r0 + 2 * ow + 8, mh);
+      const __m256 b0 = _mm256_maskload_ps(r1 + 2 * ow, ml), b1 = _mm256_maskload_ps(r1 + 2 * ow + 8, mh);
+      const __m256 taps[3] = {taps_of(a0, a1, 1), taps_of(b0, b1, 0), taps_of(b0, b1, 1)};
+      const __m256i i0 = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(2 * oh * W + 2 * ow)), even);
+      const __m256i tap_idx[3] = {_mm256_add_epi32(i0, one), _mm256_add_epi32(i0, w),
+                                  _mm256_add_epi32(_mm256_add_epi32(i0, w), one)};
+      __m256 best = taps_of(a0, a1, 0);
+      __m256 bi = _mm256_castsi256_ps(i0);
+      for (int t = 0; t < 3; t++) {
+        const __m256 v = taps[t];
+        const __m256 take = _mm256_and_ps(_mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)),
+                                          _mm256_cmp_ps(best, best, _CMP_ORD_Q));
+        best = _mm256_blendv_ps(best, v, take);
+        bi = _mm256_blendv_ps(bi, _mm256_castsi256_ps(tap_idx[t]), take);
+      }
+      _mm256_maskstore_ps(out + oh * Wo + ow, mo, best);
+      _mm256_maskstore_epi32(idx + oh * Wo + ow, mo, _mm256_castps_si256(bi));
+    }
+  }
+}
+
+KN_AVX2 bool max_pool_2x2_backward_avx2(const float *g, const int32_t *idx, int64_t H, int64_t W, int64_t Ho,
+                                        int64_t Wo, float *dx) {
+  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1), w = _mm256_set1_epi32((int32_t)W),
+                w1 = _mm256_set1_epi32((int32_t)W + 1);
+  int stray = 0;
+  for (int64_t oh = 0; oh < Ho; oh++) {
+    float *r0 = dx + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow += 8) {
+      const int64_t n = Wo - ow < 8 ? Wo - ow : 8;
+      const __m256i mo = first_lanes(n), ml = first_lanes(2 * n < 8 ? 2 * n : 8), mh = first_lanes(2 * n - 8 > 0 ? 2 * n - 8 : 0);
+      const __m256 v = _mm256_maskload_ps(g + oh * Wo + ow, mo);
+      const __m256i i0 = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(2 * oh * W + 2 * ow)), even);
+      const __m256i d = _mm256_sub_epi32(_mm256_maskload_epi32(idx + oh * Wo + ow, mo), i0);
+      const __m256i t0 = _mm256_cmpeq_epi32(d, zero), t1 = _mm256_cmpeq_epi32(d, one), t2 = _mm256_cmpeq_epi32(d, w),
+                    t3 = _mm256_cmpeq_epi32(d, w1);
+      const __m256i any = _mm256_or_si256(_mm256_or_si256(t0, t1), _mm256_or_si256(t2, t3));
+      stray |= _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_andnot_si256(any, mo)));
+      const __m256 v0 = _mm256_and_ps(v, _mm256_castsi256_ps(t0)), v1 = _mm256_and_ps(v, _mm256_castsi256_ps(t1));
+      const __m256 v2 = _mm256_and_ps(v, _mm256_castsi256_ps(t2)), v3 = _mm256_and_ps(v, _mm256_castsi256_ps(t3));
+      /* interleave (v0, v1) into row 0 and (v2, v3) into row 1: unpack within lanes, then swap halves */
+      const __m256 l01 = _mm256_unpacklo_ps(v0, v1), h01 = _mm256_unpackhi_ps(v0, v1);
+      const __m256 l23 = _mm256_unpacklo_ps(v2, v3), h23 = _mm256_unpackhi_ps(v2, v3);
+      _mm256_maskstore_ps(r0 + 2 * ow, ml, _mm256_permute2f128_ps(l01, h01, 0x20));
+      _mm256_maskstore_ps(r0 + 2 * ow + 8, mh, _mm256_permute2f128_ps(l01, h01, 0x31));
+      _mm256_maskstore_ps(r1 + 2 * ow, ml, _mm256_permute2f128_ps(l23, h23, 0x20));
+      _mm256_maskstore_ps(r1 + 2 * ow + 8, mh, _mm256_permute2f128_ps(l23, h23, 0x31));
+    }
+    for (int64_t iw = 2 * Wo; iw < W; iw++) r0[iw] = r1[iw] = 0.0f;
+  }
+  if (H > 2 * Ho) memset(dx + 2 * Ho * W, 0, sizeof(float) * (size_t)((H - 2 * Ho) * W));
+  return stray == 0;
+}
 #endif
 
 void max_pool_2x2_plane(const float *xp, int64_t W, int64_t Ho, int64_t Wo, float *out, int32_t *idx) {
 #ifdef KN_POOL_X86
   if (pool_avx512) return max_pool_2x2_avx512(xp, W, Ho, Wo, out, idx);
+  if (have_avx2_fma()) return max_pool_2x2_avx2(xp, W, Ho, Wo, out, idx);
 #endif
   max_pool_2x2(xp, W, Ho, Wo, out, idx);
 }
@@ -235,6 +307,7 @@ bool max_pool_2x2_backward_plane(const float *g, const int32_t *idx, int64_t H, 
                                  float *dx) {
 #ifdef KN_POOL_X86
   if (pool_avx512) return max_pool_2x2_backward_avx512(g, idx, H, W, Ho, Wo, dx);
+  if (have_avx2_fma()) return max_pool_2x2_backward_avx2(g, idx, H, W, Ho, Wo, dx);
 #endif
   return max_pool_2x2_backward(g, idx, H, W, Ho, Wo, dx);
 }

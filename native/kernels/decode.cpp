@@ -59,6 +59,47 @@ KN_AVX512 void gemv_rows_avx512(const float *x, const float *W, int64_t K, int64
   for (; n < n1; n++) dot_rows_avx512<1>(W + n * K, x, K, y + n);
 }
 
+/*
+ * The AVX2 + FMA version with the same bits: lanes 0–7 and 8–15 of the AVX-512 accumulator are two
+ * ymm registers fed in the same order, and the final sum is _mm512_reduce_add_ps's tree spelled
+ * out (the halves added lane by lane, then the 128-bit halves, then pairs 2 apart, then 1 apart).
+ */
+KN_AVX2 float reduce16(__m256 lo, __m256 hi) {
+  const __m256 t8 = _mm256_add_ps(lo, hi);
+  const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
+  const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+  return _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1)));
+}
+
+template <int R>
+KN_AVX2 void dot_rows_avx2(const float *w, const float *x, int64_t K, float *out) {
+  __m256 lo[R], hi[R];
+  for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
+    for (int r = 0; r < R; r++) {
+      lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(w + r * K + k), xl, lo[r]);
+      hi[r] = _mm256_fmadd_ps(_mm256_loadu_ps(w + r * K + k + 8), xh, hi[r]);
+    }
+  }
+  if (k < K) {
+    const __m256i ml = first_lanes(K - k < 8 ? K - k : 8), mh = first_lanes(K - k > 8 ? K - k - 8 : 0);
+    const __m256 xl = _mm256_maskload_ps(x + k, ml), xh = _mm256_maskload_ps(x + k + 8, mh);
+    for (int r = 0; r < R; r++) {
+      lo[r] = _mm256_fmadd_ps(_mm256_maskload_ps(w + r * K + k, ml), xl, lo[r]);
+      hi[r] = _mm256_fmadd_ps(_mm256_maskload_ps(w + r * K + k + 8, mh), xh, hi[r]);
+    }
+  }
+  for (int r = 0; r < R; r++) out[r] = reduce16(lo[r], hi[r]);
+}
+
+KN_AVX2 void gemv_rows_avx2(const float *x, const float *W, int64_t K, int64_t n0, int64_t n1, float *y) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) dot_rows_avx2<4>(W + n * K, x, K, y + n);
+  for (; n < n1; n++) dot_rows_avx2<1>(W + n * K, x, K, y + n);
+}
+
 bool have_avx512() {
   static const bool yes = [] {
     __builtin_cpu_init();
@@ -77,6 +118,7 @@ void kn_gemv_f32(const float *x, const float *W, int64_t N, int64_t K, float *y)
   parallel_for(N, GRAIN / (K > 0 ? K : 1) + 1, [&](int64_t n0, int64_t n1) {
 #ifdef KN_DEC_X86
     if (have_avx512()) return gemv_rows_avx512(x, W, K, n0, n1, y);
+    if (have_avx2_fma()) return gemv_rows_avx2(x, W, K, n0, n1, y);
 #endif
     for (int64_t n = n0; n < n1; n++) y[n] = dot_row_scalar(W + n * K, x, K);
   });

@@ -104,6 +104,21 @@ const int64_t GRAIN = 32768;
 
 }  // namespace kn
 
+/* The hand-written AVX2 + FMA paths, selected at run time where the CPU has no AVX-512 (AMD before
+   Zen 4, many VMs); the build's baseline stays x86-64-v2. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define KN_AVX2 __attribute__((target("avx2,fma")))
+namespace kn {
+bool have_avx2_fma();  // runtime.cpp
+
+/* The first n (0 … 8) of 8 lanes set: the mask of AVX2's maskload / maskstore. */
+KN_AVX2 inline __m256i first_lanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+}  // namespace kn
+#endif
+
 /* Hot loops are compiled three times (AVX-512, AVX2, baseline x86-64-v2) and picked at load time
    by the dynamic loader (GCC function multi-versioning), so one binary runs on any x86-64 CPU. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(KN_NO_CLONES)

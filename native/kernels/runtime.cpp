@@ -236,3 +236,13 @@ const char *kn_cpu_isa(void) {
 }
 
 }  // extern "C"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+bool kn::have_avx2_fma() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0;
+  }();
+  return yes;
+}
+#endif
