@@ -3,7 +3,7 @@
  * its own share of the pool. At one thread it must give exactly what two matmul calls give; at two
  * threads exactly what the one-thread matmuls give (each product runs whole on one thread); at three
  * and four threads (three and two blocks per product) the same bits call after call and the js
- * backend's values. The linear layer's backward, which uses it, is checked against the js backend.
+ * backend's values. Products of kjv-gpt's size are not paired: they equal two matmul calls. The linear layer's backward, which uses it, is checked against the js backend.
  * Also matmulAccumulate's bias (the LoRA layer's bias and low-rank product in one pass).
  * Skipped when the addon is not built, unless KNOBS_REQUIRE_NATIVE=1.
  */
@@ -87,6 +87,22 @@ describe('matmulPair', { skip }, () => {
       for (const i of [0, 1]) {
         bitsEqual(onePair[i]!, one[i]!, `${M}x${K}x${N} product ${i + 1}, one thread`);
         bitsEqual(twoPair[i]!, one[i]!, `${M}x${K}x${N} product ${i + 1}, two threads vs one`);
+      }
+    }
+  });
+
+  it('splits products of ≥ 2·512·512·256 FLOPs across the pool: two matmul calls at every thread count', () => {
+    // 2·1024·256·512 FLOPs each, the size class of kjv-gpt's products (PAIR_MAX_FLOPS in matmul.cpp)
+    const ops = backwardOperands(1024, 256, 512, false);
+    const want = [jsBackend.matmul(ops[0]!, ops[1]!), jsBackend.matmul(ops[2]!, ops[3]!)];
+    for (const threads of [1, 2, 3]) {
+      const [got, two] = atThreads(threads, () => [paired(ops), separate(ops)]);
+      for (const i of [0, 1]) {
+        bitsEqual(got![i]!, two![i]!, `product ${i + 1}, ${threads} thread(s)`);
+        for (let j = 0; j < want[i]!.length; j += 97) {
+          const e = want[i]![j] as number;
+          assert.ok(Math.abs(got![i]![j]! - e) <= 1e-4 * (1 + Math.abs(e)), `product ${i + 1} [${j}]`);
+        }
       }
     }
   });

@@ -461,9 +461,15 @@ extern "C" int kn_matmul_bf16(const kn_view *a, const kn_view *b, float *out) {
  * whole on its own thread (docs/performance.md, "Pairs of GEMMs"). With an even T each product is
  * cut into T/2 blocks (an odd T: T blocks, both products in one job), so the bits depend on the
  * thread count only; at two threads they equal kn_matmul_f32's at one thread. One thread, a product
- * too small to share, or an operand that needs packing: the two products run one after the other,
- * exactly as two kn_matmul_f32 calls.
+ * too small to share or large enough to split well (PAIR_MAX_FLOPS), or an operand that needs
+ * packing: the two products run one after the other, exactly as two kn_matmul_f32 calls.
  */
+/* Products at least this large split across the whole pool as two kn_matmul_f32 calls. On an AVX2
+   EPYC the kjv-gpt step (products of 268–1074 MFLOP) ran 1.13–1.20× faster split than paired, where
+   each product ran on one thread at ~62–80 GFLOP/s; LoRA's rank-8 pair (25 MFLOP each) stays a pair
+   (docs/performance.md, "AVX2 EPYC"). */
+const double PAIR_MAX_FLOPS = 2.0 * 512 * 512 * 256;
+
 extern "C" void kn_matmul_pair_f32(const kn_view *a1, const kn_view *b1, float *out1, const kn_view *a2,
                                    const kn_view *b2, float *out2) {
   const kn_view *as[2] = {a1, a2}, *bs[2] = {b1, b2};
@@ -475,8 +481,8 @@ extern "C" void kn_matmul_pair_f32(const kn_view *a1, const kn_view *b1, float *
     const kn_view *a = as[g], *b = bs[g];
     int64_t M = a->shape[0], K = a->shape[1], N = b->shape[1];
     MatArg ma = classify(M, K, a->strides[0], a->strides[1]), mb = classify(K, N, b->strides[0], b->strides[1]);
-    pair = !ma.pack && !mb.pack && M > 0 && N > 0 && K > 0 &&
-           2.0 * (double)M * (double)N * (double)K >= 2.0 * 96 * 96 * 96;
+    const double flops = 2.0 * (double)M * (double)N * (double)K;
+    pair = !ma.pack && !mb.pack && M > 0 && N > 0 && K > 0 && flops >= 2.0 * 96 * 96 * 96 && flops < PAIR_MAX_FLOPS;
     jobs[g] = GemmJob{ma.trans, mb.trans, M, N, K, 1.0f, 0.0f, (const float *)a->data, (const float *)b->data,
                       outs[g], ma.ld, mb.ld, N, true, 0};
   }
