@@ -5,7 +5,8 @@
  *  - the js reference quantizes activations to exactly ggml's q8_0 bytes (quantizeQ8_0 is checked
  *    against ggml elsewhere), and stays within a proven bound of dequantize-then-f32-matmul;
  *  - the native kernel matches the reference (same integers per block, another f32 summation
- *    order) and is batch- and thread-invariant bit for bit;
+ *    order) and is batch- and thread-invariant bit for bit; this CPU's packed path (AVX2 or
+ *    AVX-512 VNNI) equals the scalar one bit for bit;
  *  - the input gradient is g · dequantized W; models run and generate on quantized weights.
  * The native cases are skipped when the addon is not built, unless KNOBS_REQUIRE_NATIVE=1.
  */
