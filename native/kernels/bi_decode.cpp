@@ -138,13 +138,7 @@ inline v8 load8(const float *p) {
   return v;
 }
 
-/*
- * lanes_sum's tree for eight sums at once on AVX2 (GCC lowers lanes_sum16's 16-float shuffles to
- * scalar moves there). t[i] holds sum i's lanes j + (j+8), the tree's first level; the rest pairs
- * lanes j, j+4 (128-bit halves), then j, j+2 and j, j+1 (in-lane shuffles) — the same operands per
- * add as lanes_sum, so the same bits. Lane i of the result is sum i.
- */
-#define KN_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
+#define KN_AVX2_INLINE KN_AVX2 __attribute__((always_inline)) inline
 
 /* low half: a's lanes j + (j+4), high half: b's */
 KN_AVX2_INLINE __m256 add_halves(__m256 a, __m256 b) {
@@ -156,6 +150,12 @@ KN_AVX2_INLINE __m256 add_pairs(__m256 p, __m256 q) {
   return _mm256_add_ps(_mm256_shuffle_ps(p, q, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(p, q, _MM_SHUFFLE(3, 2, 3, 2)));
 }
 
+/*
+ * lanes_sum's tree for eight sums at once on AVX2 (GCC lowers lanes_sum16's 16-float shuffles to
+ * scalar moves there). t[i] holds sum i's lanes j + (j+8), the tree's first level; the rest pairs
+ * lanes j, j+4 (128-bit halves), then j, j+2 and j, j+1 (in-lane shuffles) — the same operands per
+ * add as lanes_sum, so the same bits. Lane i of the result is sum i.
+ */
 KN_AVX2_INLINE __m256 lanes_tree8(const __m256 *t) {
   const __m256 w01 = add_pairs(add_halves(t[0], t[4]), add_halves(t[1], t[5]));  // sums 0, 1 | 4, 5
   const __m256 w23 = add_pairs(add_halves(t[2], t[6]), add_halves(t[3], t[7]));  // sums 2, 3 | 6, 7
@@ -164,9 +164,8 @@ KN_AVX2_INLINE __m256 lanes_tree8(const __m256 *t) {
 }
 
 template <int MT, int NT, bool SPLIT>
-KN_AVX2_INLINE void dot_tile_avx2(const float *x, int64_t ldx,
-                                                                             const float *w, int64_t ldw, int64_t K,
-                                                                             float *y, int64_t ldy) {
+KN_AVX2_INLINE void dot_tile_avx2(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t K, float *y,
+                                  int64_t ldy) {
   static_assert(MT * NT <= 16, "one lanes_sum16 per tile");
   /* With SPLIT, lanes 0–7 over all of K, then lanes 8–15: only MT·NT accumulators live at a time (the
      tile's rows stay in L1 between the two passes); else both halves in one pass. Either way each
@@ -192,24 +191,23 @@ KN_AVX2_INLINE void dot_tile_avx2(const float *x, int64_t ldx,
       }
     }
   }
-  const int64_t k = K16;
-  __m256 t[16];
-  for (int i = 0; i < 16; i++) t[i] = i < MT * NT ? (__m256)(lo[i] + hi[i]) : _mm256_setzero_ps();
+  __m256 first[16];  // the tree's first level: lanes j + (j+8)
+  for (int i = 0; i < 16; i++) first[i] = i < MT * NT ? (__m256)(lo[i] + hi[i]) : _mm256_setzero_ps();
   float sums[16];
-  _mm256_storeu_ps(sums, lanes_tree8(t));
-  if (MT * NT > 8) _mm256_storeu_ps(sums + 8, lanes_tree8(t + 8));
+  _mm256_storeu_ps(sums, lanes_tree8(first));
+  if (MT * NT > 8) _mm256_storeu_ps(sums + 8, lanes_tree8(first + 8));
   for (int i = 0; i < MT; i++)
     for (int j = 0; j < NT; j++) {
       float tail = 0.0f;
-      for (int64_t t = k; t < K; t++) tail += x[i * ldx + t] * w[j * ldw + t];
+      for (int64_t k = K16; k < K; k++) tail += x[i * ldx + k] * w[j * ldw + k];
       y[i * ldy + j] = sums[i * NT + j] + tail;
     }
 }
 
 /* Tiles of MT rows × NT weight rows over column tiles [t0, t1) of NT weight rows each. */
 template <int MT, int NT, bool SPLIT>
-__attribute__((target("avx2,fma"))) void matmul_columns_avx2(const float *x, int64_t M, int64_t K, const float *w,
-                                                             int64_t N, float *y, int64_t t0, int64_t t1) {
+KN_AVX2 void matmul_columns_avx2(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y, int64_t t0,
+                                 int64_t t1) {
   for (int64_t t = t0; t < t1; t++) {
     const int64_t n0 = t * NT;
     if (n0 + NT <= N) {
@@ -228,7 +226,7 @@ bool use_avx2_tiles() {
   static const bool yes = [] {
     if (getenv("KNOBS_BI_NO_AVX2")) return false;  // a test compares the two paths' bits
     __builtin_cpu_init();
-    return !__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return !__builtin_cpu_supports("avx512f") && have_avx2_fma();
   }();
   return yes;
 }
@@ -313,17 +311,15 @@ inline __attribute__((always_inline)) void weighted_values_dv(int dv, const floa
 /* weighted_values for AVX2 (16 registers of 8 floats): HN heads × DV8 vectors of 8 columns, at most
    ~12 accumulators, so nothing spills; per output element the same sum in position order. */
 template <int HN, int DV8>
-__attribute__((target("avx2,fma"), always_inline)) inline void weighted_values_avx2(
-    const float *p, int64_t ldp, int64_t len, const float *const *vat, int64_t d0, const float *inv, int64_t D,
-    float *out) {
-  typedef float v8w __attribute__((vector_size(32)));
-  v8w acc[HN][DV8];
+KN_AVX2_INLINE void weighted_values_avx2(const float *p, int64_t ldp, int64_t len, const float *const *vat, int64_t d0,
+                                         const float *inv, int64_t D, float *out) {
+  v8 acc[HN][DV8];
   for (int j = 0; j < HN; j++)
-    for (int c = 0; c < DV8; c++) acc[j][c] = v8w{};
+    for (int c = 0; c < DV8; c++) acc[j][c] = v8{};
   for (int64_t t = 0; t < len; t++) {
     if (t + 16 < len) __builtin_prefetch(vat[t + 16] + d0);
-    v8w v[DV8];
-    for (int c = 0; c < DV8; c++) memcpy(&v[c], vat[t] + d0 + 8 * c, sizeof(v8w));
+    v8 v[DV8];
+    for (int c = 0; c < DV8; c++) v[c] = load8(vat[t] + d0 + 8 * c);
     for (int j = 0; j < HN; j++) {
       const float pj = p[j * ldp + t];
       for (int c = 0; c < DV8; c++) acc[j][c] += pj * v[c];
@@ -331,13 +327,13 @@ __attribute__((target("avx2,fma"), always_inline)) inline void weighted_values_a
   }
   for (int j = 0; j < HN; j++)
     for (int c = 0; c < DV8; c++) {
-      const v8w o = acc[j][c] * inv[j];
+      const v8 o = acc[j][c] * inv[j];
       memcpy(out + j * D + d0 + 8 * c, &o, sizeof o);
     }
 }
 
 template <int HN>
-__attribute__((target("avx2,fma"), always_inline)) inline void weighted_values_avx2_dv(
+KN_AVX2_INLINE void weighted_values_avx2_dv(
     int64_t dv8, const float *p, int64_t ldp, int64_t len, const float *const *vat, int64_t d0, const float *inv,
     int64_t D, float *out) {
   if (dv8 == 3) weighted_values_avx2<HN, 3>(p, ldp, len, vat, d0, inv, D, out);
@@ -346,10 +342,8 @@ __attribute__((target("avx2,fma"), always_inline)) inline void weighted_values_a
 }
 
 /* Σ_t p_t·v_t for hn ≤ 4 heads over columns [0, D16) in passes of up to 24 columns. */
-__attribute__((target("avx2,fma"))) void weighted_values_avx2_all(int64_t hn, const float *p, int64_t ldp,
-                                                                  int64_t len, const float *const *vat,
-                                                                  int64_t D16, const float *inv, int64_t D,
-                                                                  float *out) {
+KN_AVX2 void weighted_values_avx2_all(int64_t hn, const float *p, int64_t ldp, int64_t len, const float *const *vat,
+                                      int64_t D16, const float *inv, int64_t D, float *out) {
   for (int64_t d0 = 0; d0 < D16;) {
     const int64_t dv8 = D16 - d0 >= 24 ? 3 : (D16 - d0) / 8;  // D16 is a multiple of 16: whole 8s remain
     switch (hn) {
@@ -361,18 +355,15 @@ __attribute__((target("avx2,fma"))) void weighted_values_avx2_all(int64_t hn, co
     d0 += 8 * dv8;
   }
 }
-#endif
 
-#ifdef KN_BI_X86
 /*
  * attend_group's scores of n ≤ 16 positions (keys kat[0 … n−1]) for hn ≤ 4 heads (q: hn × D), on
  * AVX2: each score is dot()'s reduction — lanes j and j + 8 of the 16 as one 8-float register pair,
  * fused multiply-adds in k order — closed by lanes_tree8, so the same bits as the 16-lane code.
  * A chunk of fewer than 16 positions repeats its last key (those scores are dropped).
  */
-__attribute__((target("avx2,fma"))) void chunk_scores_avx2(const float *q, int64_t hn, int64_t D,
-                                                           const float *const *kat, int64_t n, float scale,
-                                                           float *s, int64_t lds) {
+KN_AVX2 void chunk_scores_avx2(const float *q, int64_t hn, int64_t D, const float *const *kat, int64_t n, float scale,
+                               float *s, int64_t lds) {
   const int64_t D16 = D / 16 * 16;
   __m256 t[4][16];
   for (int64_t i = 0; i < 16; i++) {

@@ -228,8 +228,6 @@ bool have_vnni() {
 }
 #pragma GCC diagnostic pop
 
-#define KN_AVX2 __attribute__((target("avx2,fma")))
-
 /*
  * The AVX2 packed layout ("x8"): x16's idea in 256 bits — 8 rows interleaved per block, so each
  * row's block sum stays in its own 32-bit lane (no horizontal sums) and one scale vector serves 8
@@ -259,7 +257,7 @@ inline int32_t load_i32(const int8_t *p) {
    meets the R rows; every (row, weight row) keeps its own int32 and f32 sums, whatever R. */
 template <int TYPE, int R>
 KN_AVX2 void x8_tile(const uint8_t *g, const QRows &a, int64_t m, float *out) {
-  const int64_t block = TYPE == KN_Q8_0 ? 32 + 256 : 32 + 128;
+  const int64_t block = x8_block_bytes(TYPE);
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
   __m256 acc[R];
   for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
@@ -326,9 +324,7 @@ KN_AVX2 void x8_groups(const uint8_t *packed, const QRows &a, int64_t M, float *
 
 bool have_avx2() {
   static const bool yes = [] {
-    if (getenv("KNOBS_QMATMUL_SCALAR")) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return !getenv("KNOBS_QMATMUL_SCALAR") && have_avx2_fma();
   }();
   return yes;
 }
