@@ -4,17 +4,18 @@
  * (`npm install` → "install" script) and by hand after editing native/.
  *
  * It probes the compiler and the libraries first: OpenBLAS (cblas.h + -lopenblas) and oneDNN
- * (dnnl.h + -ldnnl). GEMM uses oneDNN when present (see docs/native.md for the measurements that
- * chose it), else OpenBLAS, else a built-in kernel. Missing compiler or Node headers are not an
+ * (dnnl.h + -ldnnl), and links every one it finds. With both, GEMM runs on oneDNN where it JITs
+ * AVX-512 and on OpenBLAS on AVX2-only CPUs (chosen at run time; docs/native.md has the measurements);
+ * with one, on that one; with neither, on a built-in kernel. Missing compiler or Node headers are not an
  * error: knobs then runs on its js backend, and this script says so in one line and exits 0 —
  * unless KNOBS_REQUIRE_NATIVE=1, where any failure exits 1.
  *
  * Environment:
  *   KNOBS_REQUIRE_NATIVE=1   fail instead of falling back to js
  *   KNOBS_SKIP_NATIVE=1      do nothing (js backend only)
- *   KNOBS_GEMM=auto|openblas|onednn|builtin|both
- *                            force a GEMM library; `both` links OpenBLAS and oneDNN so the
- *                            benchmark can switch between them (default: auto = oneDNN first)
+ *   KNOBS_GEMM=auto|openblas|onednn|builtin
+ *                            link only that GEMM library (default: auto = every one found; `both`
+ *                            is kept as another name for auto)
  *   KNOBS_NATIVE_VERBOSE=1   show the compiler output
  */
 import { spawnSync } from 'node:child_process';
@@ -95,8 +96,9 @@ let useDnnl = false;
 let prefer = 'onednn';
 switch (choice) {
   case 'auto':
+  case 'both':
     useDnnl = haveDnnl;
-    useOpenblas = !haveDnnl && haveOpenblas;
+    useOpenblas = haveOpenblas;
     break;
   case 'openblas':
     useOpenblas = haveOpenblas;
@@ -104,10 +106,6 @@ switch (choice) {
     break;
   case 'onednn':
     useDnnl = haveDnnl;
-    break;
-  case 'both':
-    useDnnl = haveDnnl;
-    useOpenblas = haveOpenblas;
     break;
   case 'builtin':
     break;

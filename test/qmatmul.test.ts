@@ -186,7 +186,10 @@ describe('quantized matmul: the native kernel', { skip }, () => {
       const g = values(M * N, 8);
       const dx = new Float32Array(M * K);
       addon!.qmatmulBackward(code[type], g, M, N, w.blocks, K, dx);
-      assert.ok(maxRelDiff(dx, qmatmulBackward(g, M, w), 1e-3) < 1e-5);
+      // f32 sums of 37 terms in whatever order the GEMM library takes: relative to the largest element
+      // (an element near cancellation carries the same absolute rounding, not a relative one)
+      const d = diffOverScale(dx, qmatmulBackward(g, M, w));
+      assert.ok(d < 1e-5, String(d));
     });
 
     it(`${type}: the training-sized input gradient (f32 tiles of W) matches the reference, same bits at 1 and 2 threads`, () => {

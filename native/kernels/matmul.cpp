@@ -26,9 +26,28 @@ namespace {
 
 enum Lib { BUILTIN = 0, OPENBLAS = 1, ONEDNN = 2 };
 
+/* With both libraries linked, oneDNN where it runs AVX-512 (there it measured ~2x OpenBLAS at every
+   size) and OpenBLAS on AVX2-only CPUs, where oneDNN's AVX2 sgemm loses to it: 1.2-2.3x on
+   transposed-A weight gradients and 1.5x at n = 512 (docs/native.md, "Choosing the GEMM library"). */
+bool onednn_runs_avx512() {
+#ifdef KN_HAVE_DNNL
+  switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_avx512_core:
+    case dnnl_cpu_isa_avx512_core_vnni:
+    case dnnl_cpu_isa_avx512_core_bf16:
+    case dnnl_cpu_isa_avx512_core_amx: return true;
+    default: return false;
+  }
+#else
+  return false;
+#endif
+}
+
 Lib default_lib() {
 #if defined(KN_PREFER_OPENBLAS) && defined(KN_HAVE_OPENBLAS)
   return OPENBLAS;
+#elif defined(KN_HAVE_DNNL) && defined(KN_HAVE_OPENBLAS)
+  return onednn_runs_avx512() ? ONEDNN : OPENBLAS;
 #elif defined(KN_HAVE_DNNL)
   return ONEDNN;
 #elif defined(KN_HAVE_OPENBLAS)
