@@ -270,6 +270,18 @@ describe('quantized matmul: the native kernel', { skip }, () => {
         return { type, M: M!, w, x: values(M! * K!, 60 + i, 3) };
       }),
     );
+    // Activations whose q8_0 quantization meets exact ties: each block's largest |x| is 127, so
+    // x/d is x itself and ±k.5 must round away from zero (round-half-even would differ), next to
+    // values one ulp either side of .5.
+    const ties = [127, -0.5, 0.5, 1.5, -2.5, 126.5, -126.5, 0.49999997, -0.49999997, 0.50000006, 3.5, -3.5];
+    for (const type of TYPES) {
+      const w = randomMatrix(type, 24, 64, 70);
+      const x = Float32Array.from(
+        { length: 3 * 64 },
+        (_, i) => ties[i % 32 < ties.length ? i % 32 : 0]! * (i % 64 < 32 ? 1 : -1),
+      );
+      cases.push({ type, M: 3, w, x });
+    }
     const scalar = scalarProducts(
       cases.map(({ type, M, w, x }) => ({ type: code[type], M, K: w.cols, N: w.rows, x, w: w.blocks })),
     );

@@ -98,7 +98,7 @@ struct QRow {
 };
 
 /* quantize_row_q8_0_ref on one row. */
-void quantize_row(const float *x, int64_t K, int8_t *q, float *d) {
+void quantize_row_scalar(const float *x, int64_t K, int8_t *q, float *d) {
   for (int64_t b = 0; b < K / QK; b++) {
     const float *xb = x + b * QK;
     float amax = 0;
@@ -107,6 +107,50 @@ void quantize_row(const float *x, int64_t K, int8_t *q, float *d) {
     for (int j = 0; j < QK; j++) q[b * QK + j] = (int8_t)roundf(xb[j] * id);
     d[b] = f16_to_f32(f32_to_f16(db));
   }
+}
+
+#ifdef KN_QM_X86
+/* The same bits as quantize_row_scalar, 8 lanes at a time (the scalar loop calls libm's fmaxf and
+   roundf per element, which cost as much as a quarter of a 16-row decode step's products): the
+   max of |x| is exact in any order (NaN lanes are skipped as fmaxf skips them); x·id is one IEEE
+   product either way; roundf's half away from zero is rebuilt exactly as t + (|p − t| ≥ ½ ? ±1 : 0)
+   with t = trunc(p), since p − t is exact. */
+KN_AVX2 void quantize_row_avx2(const float *x, int64_t K, int8_t *q, float *d) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < K / QK; b++) {
+    __m256 v[4], amax = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+      v[i] = _mm256_loadu_ps(x + b * QK + 8 * i);
+      amax = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), amax);  // a NaN |x| yields amax, as fmaxf
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float db = _mm_cvtss_f32(m) / 127.0f, id = db != 0 ? 1.0f / db : 0.0f;
+    __m256i r[4];
+    for (int i = 0; i < 4; i++) {
+      const __m256 p = _mm256_mul_ps(v[i], _mm256_set1_ps(id));
+      const __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __m256 away = _mm256_or_ps(one, _mm256_and_ps(p, sign));
+      const __m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(p, t)), half, _CMP_GE_OQ);
+      r[i] = _mm256_cvtps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, away)));  // integral: converts exactly
+    }
+    /* the packs interleave 128-bit lanes: 4-byte groups come out as r0 r1 r2 r3 (low halves), then
+       the high halves; the permutation puts each r's two halves back together */
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+    _mm256_storeu_si256((__m256i *)(q + b * QK), _mm256_permutevar8x32_epi32(bytes, order));
+    d[b] = f16_to_f32(f32_to_f16(db));
+  }
+}
+#endif
+
+void quantize_row(const float *x, int64_t K, int8_t *q, float *d) {
+#ifdef KN_QM_X86
+  static const bool avx2 = !getenv("KNOBS_QMATMUL_SCALAR") && have_avx2_fma();
+  if (avx2) return quantize_row_avx2(x, K, q, d);
+#endif
+  quantize_row_scalar(x, K, q, d);
 }
 
 /* ---- scalar dot products: the packed kernels' f32 steps, one block at a time ---- */
@@ -253,6 +297,16 @@ inline int32_t load_i32(const int8_t *p) {
   return v;
 }
 
+/* One 4-value step k4 of a q8_0 block for R rows: |w| as maddubs' unsigned side, x with w's sign. */
+template <int R>
+KN_AVX2 inline void x8_q8_step(const uint8_t *wb, const int8_t *const *xq, int k4, __m256i ones, __m256i *s) {
+  const __m256i w = _mm256_loadu_si256((const __m256i *)(wb + 32 + 32 * k4)), aw = _mm256_abs_epi8(w);
+  for (int i = 0; i < R; i++) {
+    const __m256i x = _mm256_sign_epi8(_mm256_set1_epi32(load_i32(xq[i] + 4 * k4)), w);
+    s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), ones));
+  }
+}
+
 /* R activation rows (from m) × one group of 8 weight rows: out [R][8]. Each loaded weight vector
    meets the R rows; every (row, weight row) keeps its own int32 and f32 sums, whatever R. */
 template <int TYPE, int R>
@@ -268,12 +322,12 @@ KN_AVX2 void x8_tile(const uint8_t *g, const QRows &a, int64_t m, float *out) {
     __m256i s[R];
     if (TYPE == KN_Q8_0) {
       for (int i = 0; i < R; i++) s[i] = _mm256_setzero_si256();
-      for (int k4 = 0; k4 < 8; k4++) {
-        const __m256i w = _mm256_loadu_si256((const __m256i *)(wb + 32 + 32 * k4)), aw = _mm256_abs_epi8(w);
-        for (int i = 0; i < R; i++) {
-          const __m256i x = _mm256_sign_epi8(_mm256_set1_epi32(load_i32(xq[i] + 4 * k4)), w);
-          s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), ones));
-        }
+      if (R == 1) {
+        for (int k4 = 0; k4 < 8; k4++) x8_q8_step<R>(wb, xq, k4, ones, s);
+      } else {
+        /* fully unrolled, GCC hoists every broadcast and spills the accumulators: two steps at a time */
+#pragma GCC unroll 2
+        for (int k4 = 0; k4 < 8; k4++) x8_q8_step<R>(wb, xq, k4, ones, s);
       }
     } else {
       __m256i t[R];
