@@ -27,7 +27,7 @@ namespace {
 enum Lib { BUILTIN = 0, OPENBLAS = 1, ONEDNN = 2 };
 
 /* With both libraries linked, oneDNN where it runs AVX-512 (there it measured ~2x OpenBLAS at every
-   size) and OpenBLAS on AVX2-only CPUs, where oneDNN's AVX2 sgemm loses to it: 1.2-2.3x on
+   size) and OpenBLAS on AVX2-only CPUs, where oneDNN's AVX2 sgemm loses to it: 1.2-2.7x on
    transposed-A weight gradients and 1.5x at n = 512 (docs/native.md, "Choosing the GEMM library"). */
 bool onednn_runs_avx512() {
 #ifdef KN_HAVE_DNNL
