@@ -6,13 +6,13 @@
  * Times are this process's CPU time, so other jobs on a shared machine distort them less than wall
  * time (at 2 threads it adds both threads', spinning included).
  *
- *   node --single-threaded-gc dist/bench/batch-profile.js [q8_0|f32] [threads] [clients,…]
+ *   node --single-threaded-gc dist/bench/batch-profile.js [q8_0|f32] [threads] [clients,…] [f32|f16 (the KV cache)]
  */
 import * as k from '../src/index.js';
 import { loadNativeAddon, type NativeAddon } from '../src/backends/native/index.js';
 import { BatchedLlama, type BatchRow } from '../src/serve/batched-llama.js';
 import { BatchEngine } from '../src/serve/engine.js';
-import type { PagedKvCache } from '../src/serve/paged-kv.js';
+import type { KvCacheDtype, PagedKvCache } from '../src/serve/paged-kv.js';
 import { DECODE_CONFIG } from './llama-decode.js';
 
 const KERNELS = [
@@ -36,7 +36,7 @@ interface StepClass {
   kernels: Map<string, number>;
 }
 
-const [type = 'q8_0', threadsArg = '1', clientsArg = '1,16'] = process.argv.slice(2);
+const [type = 'q8_0', threadsArg = '1', clientsArg = '1,16', kvArg = 'f32'] = process.argv.slice(2);
 const raw = loadNativeAddon();
 if (!raw) throw new Error('batch-profile needs the native addon');
 raw.setThreads(Number(threadsArg));
@@ -76,7 +76,7 @@ batched.forward = (rows: readonly BatchRow[], kv: PagedKvCache): Float32Array[] 
   current = null;
   return out;
 };
-const engine = new BatchEngine(batched, { kvCacheBytes: 1024 * 2 ** 20 });
+const engine = new BatchEngine(batched, { kvCacheBytes: 1024 * 2 ** 20, kvCacheDtype: kvArg as KvCacheDtype });
 
 async function run(clients: number): Promise<number> {
   const t = cpuMs();

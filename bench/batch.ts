@@ -16,7 +16,8 @@
  *   bi_matmul_m{M}_k768_n2048  the batch-invariant f32 matmul vs oneDNN's sgemm on a decode shape
  *
  * KNOBS_BENCH_BATCH_TOKENS, _PROMPT, _CLIENTS, _TYPES (comma lists: 1,4,16,64 and f32,q8_0) and _REPEAT
- * shorten it while iterating.
+ * shorten it while iterating. KNOBS_BENCH_BATCH_KV=f16 runs both sides on an f16 KV cache (llama.cpp's
+ * default cache type; knobs' --kv-cache-dtype f16) instead of f32, its rows named batch_{type}_kvf16_….
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
@@ -31,6 +32,7 @@ import { SERVER_DEFAULTS, createApiServer } from '../src/server/server.js';
 import { BatchGenerator } from '../src/serve/batch-generator.js';
 import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine } from '../src/serve/engine.js';
+import { KV_CACHE_DTYPES, type KvCacheDtype } from '../src/serve/paged-kv.js';
 import { DECODE_CONFIG } from './llama-decode.js';
 import { writeLlamaGguf } from './llama-gguf.js';
 import { PeerMissingError } from './peer.js';
@@ -43,6 +45,7 @@ const TOKENS = Number(env('TOKENS', '128'));
 const CLIENTS = env('CLIENTS', '1,4,16,64').split(',').map(Number);
 const TYPES = env('TYPES', 'f32,q8_0').split(',');
 const REPEAT = Number(env('REPEAT', '3'));
+const KV = env('KV', 'f32') as KvCacheDtype;
 const LLAMA_CPP = 'node-llama-cpp 3.21.1 (llama.cpp, sequences: N)';
 
 /** Timestamps (ms) of each client's tokens. */
@@ -134,8 +137,8 @@ async function cppLoad(model: import('node-llama-cpp').LlamaModel, clients: numb
     sequences: clients,
     threads,
     flashAttention: false,
-    experimentalKvCacheKeyType: 'F32',
-    experimentalKvCacheValueType: 'F32',
+    experimentalKvCacheKeyType: KV === 'f16' ? 'F16' : 'F32',
+    experimentalKvCacheValueType: KV === 'f16' ? 'F16' : 'F32',
   });
   try {
     const traces: Trace = Array.from({ length: clients }, () => []);
@@ -195,6 +198,8 @@ function kernelRows(addon: NonNullable<ReturnType<typeof loadNativeAddon>>, core
 export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   if (!Number.isInteger(REPEAT) || REPEAT < 1)
     throw new Error(`KNOBS_BENCH_BATCH_REPEAT must be a positive integer, got ${env('REPEAT', '3')}`);
+  if (!KV_CACHE_DTYPES.includes(KV))
+    throw new Error(`KNOBS_BENCH_BATCH_KV is one of ${KV_CACHE_DTYPES.join(', ')}, got ${KV}`);
   const backend = loadNativeBackend();
   const addon = loadNativeAddon();
   if (!backend || !addon) throw new Error(`batch bench needs the native backend: ${nativeLoadError()}`);
@@ -220,7 +225,10 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
       const path = join(dir, `llama-${fileType}.gguf`);
       await writeLlamaGguf(model, fileType, path);
       if (quant) k.quantizeModel(model, quant);
-      const engine = new BatchEngine(new BatchedLlama(model, addon), { kvCacheBytes: 1024 * 2 ** 20 });
+      const engine = new BatchEngine(new BatchedLlama(model, addon), {
+        kvCacheBytes: 1024 * 2 ** 20,
+        kvCacheDtype: KV,
+      });
       const opened: OpenedLanguageModel = {
         kind: 'run',
         path: dir,
@@ -249,7 +257,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
       const url = await api.listen(0, '127.0.0.1');
       const cppModel = await llama.loadModel({ modelPath: path });
       try {
-        const type = fileType.toLowerCase();
+        const type = fileType.toLowerCase() + (KV === 'f32' ? '' : `_kv${KV}`);
         await engineLoad(engine, 1); // warm-up
         const runs = new Map<number, Load[]>(CLIENTS.map((c) => [c, []]));
         for (let round = 0; round < REPEAT; round++)

@@ -1365,7 +1365,24 @@ void check_paged_rows(napi_env env, const Array &tb, const Array &ln, int64_t R,
   }
 }
 
-/* biPagedAttention(q, R, H, D, kpool, vpool, KVH, block, tables, tableStride, lens, scale, out) */
+/* A paged cache's key and value pools: both Float32Array (an f32 cache) or both Uint16Array (IEEE half),
+   the same whole number of [KVH, block, D] blocks. */
+struct KvPools {
+  void *k, *v;
+  int f16;
+  int64_t blocks;
+};
+KvPools kv_pools(napi_env env, napi_value kv, napi_value vv, int64_t per_block) {
+  Array kp = array_at(env, kv, "kpool"), vp = array_at(env, vv, "vpool");
+  CHECK(kp.type == napi_float32_array || kp.type == napi_uint16_array,
+        "kpool must be a Float32Array (f32 cache) or a Uint16Array (f16 cache), got a %s", type_name(kp.type));
+  CHECK(vp.type == kp.type, "vpool must be a %s like kpool, got a %s", type_name(kp.type), type_name(vp.type));
+  CHECK(kp.length == vp.length && (int64_t)kp.length % per_block == 0,
+        "kpool and vpool must be the same whole number of [KVH, block, D] blocks");
+  return KvPools{kp.data, vp.data, kp.type == napi_uint16_array, (int64_t)kp.length / per_block};
+}
+
+/* biPagedAttention(q, R, H, D, kpool, vpool, KVH, block, tables, tableStride, lens, scale, out): pools of f32 or f16 */
 FN(js_bi_paged_attention) {
   BODY_BEGIN
   ARG_COUNT(13);
@@ -1375,19 +1392,14 @@ FN(js_bi_paged_attention) {
   CHECK(H % KVH == 0, "H = %lld is not a multiple of KVH = %lld", (long long)H, (long long)KVH);
   CHECK((double)R * (double)H * (double)D < 4e15 && (double)R * (double)stride < 4e15, "R is too large");
   const float *q = req_f32(env, a.argv[0], R * H * D, "q");
-  Array kp = typed(env, a.argv[4], napi_float32_array, "kpool");
-  Array vp = typed(env, a.argv[5], napi_float32_array, "vpool");
-  int64_t per_block = KVH * block * D;
-  CHECK(kp.length == vp.length && (int64_t)kp.length % per_block == 0,
-        "kpool and vpool must be the same whole number of [KVH, block, D] blocks");
-  int64_t blocks = (int64_t)kp.length / per_block;
+  const KvPools pools = kv_pools(env, a.argv[4], a.argv[5], KVH * block * D);
   Array tb = typed(env, a.argv[8], napi_int32_array, "tables");
   Array ln = typed(env, a.argv[10], napi_int32_array, "lens");
   const int32_t *tables = (const int32_t *)tb.data, *lens = (const int32_t *)ln.data;
-  check_paged_rows(env, tb, ln, R, stride, block, blocks, 0, "lens");
+  check_paged_rows(env, tb, ln, R, stride, block, pools.blocks, 0, "lens");
   float *out = req_f32(env, a.argv[12], R * H * D, "out");
-  kn_bi_paged_attention_f32(q, R, H, D, (const float *)kp.data, (const float *)vp.data, KVH, block, tables, stride,
-                            lens, (float)NUM(11, "scale"), out);
+  kn_bi_paged_attention_f32(q, R, H, D, pools.k, pools.v, pools.f16, KVH, block, tables, stride, lens,
+                            (float)NUM(11, "scale"), out);
   return undefined(env);
   BODY_END
 }
@@ -1407,7 +1419,7 @@ FN(js_bi_add_rms_norm) {
   BODY_END
 }
 
-/* biRopeKv(q, k, v, R, H, KVH, D, cos, sin, positions, kpool, vpool, block, tables, tableStride) */
+/* biRopeKv(q, k, v, R, H, KVH, D, cos, sin, positions, kpool, vpool, block, tables, tableStride): pools of f32 or f16 */
 FN(js_bi_rope_kv) {
   BODY_BEGIN
   ARG_COUNT(15);
@@ -1422,19 +1434,15 @@ FN(js_bi_rope_kv) {
   CHECK(cs.length == sn.length && cs.length % (size_t)(D / 2) == 0, "cos and sin must be the same [positions, D/2]");
   const int64_t positions_known = (int64_t)cs.length / (D / 2);
   Array ps = typed(env, a.argv[9], napi_int32_array, "positions");
-  Array kp = typed(env, a.argv[10], napi_float32_array, "kpool");
-  Array vp = typed(env, a.argv[11], napi_float32_array, "vpool");
-  int64_t per_block = KVH * block * D;
-  CHECK(kp.length == vp.length && (int64_t)kp.length % per_block == 0,
-        "kpool and vpool must be the same whole number of [KVH, block, D] blocks");
+  const KvPools pools = kv_pools(env, a.argv[10], a.argv[11], KVH * block * D);
   Array tb = typed(env, a.argv[13], napi_int32_array, "tables");
-  check_paged_rows(env, tb, ps, R, stride, block, (int64_t)kp.length / per_block, 1, "position");
+  check_paged_rows(env, tb, ps, R, stride, block, pools.blocks, 1, "position");
   const int32_t *positions = (const int32_t *)ps.data;
   for (int64_t r = 0; r < R; r++)
     CHECK(positions[r] < positions_known, "row %lld: position %d has no cos/sin (%lld positions)", (long long)r,
           positions[r], (long long)positions_known);
-  kn_bi_rope_kv_f32(q, k, v, R, H, KVH, D, (const float *)cs.data, (const float *)sn.data, positions,
-                    (float *)kp.data, (float *)vp.data, block, (const int32_t *)tb.data, stride);
+  kn_bi_rope_kv_f32(q, k, v, R, H, KVH, D, (const float *)cs.data, (const float *)sn.data, positions, pools.k, pools.v,
+                    pools.f16, block, (const int32_t *)tb.data, stride);
   return undefined(env);
   BODY_END
 }

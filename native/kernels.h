@@ -269,15 +269,16 @@ void kn_bi_rms_norm_f32(const float *x, int64_t M, int64_t C, const float *w, fl
 /* x [M, C] += r (when r is not null: the residual add), then y = rms_norm(x) · w, row by row. */
 void kn_bi_add_rms_norm_f32(float *x, const float *r, int64_t M, int64_t C, const float *w, float eps, float *y);
 /* Rotates q [R, H, D] and k [R, KVH, D] in place at positions[r] (cos, sin [·, D/2]; rotate-half pairs),
-   then stores row r's key and value heads at its position in the pools [blocks, KVH, block, D]. */
+   then stores row r's key and value heads at its position in the pools [blocks, KVH, block, D]: f32, or
+   IEEE half (rounded to nearest even) when kv_f16. */
 void kn_bi_rope_kv_f32(float *q, float *k, const float *v, int64_t R, int64_t H, int64_t KVH, int64_t D,
-                       const float *cos, const float *sin, const int32_t *positions, float *kpool, float *vpool,
-                       int64_t block, const int32_t *tables, int64_t table_stride);
+                       const float *cos, const float *sin, const int32_t *positions, void *kpool, void *vpool,
+                       int kv_f16, int64_t block, const int32_t *tables, int64_t table_stride);
 /* out [R, H, D]: row r, head h attends to its own lens[r] cached positions. kpool/vpool are
-   [blocks, KVH, block, D]; position t of row r is in block tables[r·table_stride + t / block];
-   query head h reads key/value head h / (H / KVH). */
-void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, const float *kpool,
-                               const float *vpool, int64_t KVH, int64_t block, const int32_t *tables,
+   [blocks, KVH, block, D] of f32, or of IEEE half when kv_f16; position t of row r is in block
+   tables[r·table_stride + t / block]; query head h reads key/value head h / (H / KVH). */
+void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, const void *kpool,
+                               const void *vpool, int kv_f16, int64_t KVH, int64_t block, const int32_t *tables,
                                int64_t table_stride, const int32_t *lens, float scale, float *out);
 /* y [M, N] = x [M, K] · Wᵀ on W's packed q8_0 / q4_0 layout (kn_qrepack): the same bits per row as
    kn_qmatmul_packed_f32, but each weight vector loaded once for a tile of up to 4 rows; threads split

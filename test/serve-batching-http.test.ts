@@ -16,6 +16,7 @@ import { BatchGenerator } from '../src/serve/batch-generator.js';
 import type { BatchEngine } from '../src/serve/engine.js';
 import { openBatchEngine } from '../src/serve/open.js';
 import { makeServedModelDir } from './harness/api-server.js';
+import { cli } from './harness/cli.js';
 import { startServe } from './harness/serve-cli.js';
 
 const skip = loadNativeBackend() ? false : `native backend not built: ${nativeLoadError()}`;
@@ -161,11 +162,13 @@ describe('serve with continuous batching', { skip }, () => {
     assert.match(metrics, new RegExp(`knobs_kv_cache_blocks\\{state="free"\\} ${engine.kv.totalBlocks}\\n`));
   });
 
-  it('knobs serve batches by default; --no-batching runs the old path', async () => {
+  it('knobs serve batches by default; --no-batching runs the old path; --kv-cache-dtype f16 doubles the blocks', async () => {
     const made = await makeServedModelDir(512);
     try {
+      const free: number[] = [];
       for (const [flags, batched] of [
         [['--kv-cache-mb', '8'], true],
+        [['--kv-cache-mb', '8', '--kv-cache-dtype', 'f16'], true],
         [['--no-batching'], false],
       ] as const) {
         const server = await startServe([made.dir, ...flags]);
@@ -173,10 +176,21 @@ describe('serve with continuous batching', { skip }, () => {
           const answer = await post(server.url, '/v1/completions', { model: 'tiny', prompt: 'abc', max_tokens: 4 });
           assert.equal(answer.status, 200);
           const metrics = await (await fetch(`${server.url}/metrics`)).text();
-          assert.equal(/knobs_kv_cache_blocks\{state="free"\}/.test(metrics), batched, metrics);
+          const blocks = /knobs_kv_cache_blocks\{state="free"\} (\d+)/.exec(metrics);
+          assert.equal(blocks !== null, batched, metrics);
+          if (blocks) free.push(Number(blocks[1]));
         } finally {
           await server.stop();
         }
+      }
+      assert.equal(free[1], 2 * free[0]!, 'f16 holds twice the blocks in 8 MiB');
+      for (const [flags, why] of [
+        [['--kv-cache-dtype', 'bf16'], /E_USAGE.*--kv-cache-dtype is one of f32, f16, got bf16/],
+        [['--kv-cache-dtype', 'f16', '--no-batching'], /E_USAGE.*does not apply with --no-batching/],
+      ] as const) {
+        const r = await cli(['serve', made.dir, '--insecure-no-auth', '--port', '0', ...flags]);
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(r.stderr, why);
       }
     } finally {
       await rm(made.tmp, { recursive: true, force: true });

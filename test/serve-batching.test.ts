@@ -387,6 +387,72 @@ describe('batch-invariant kernels', { skip }, () => {
     assert.throws(() => bad([0, 1, 2], 40), /position 40 has no cos\/sin/);
   });
 
+  it('an f16 cache: biRopeKv stores each key and value rounded to f16, biPagedAttention = its f32 run on the widened values', () => {
+    const [R, H, KVH, D, block, stride, P] = [5, 6, 2, 64, 16, 7, 120];
+    const half = D / 2;
+    const cos = randoms(P * half, 21, 1);
+    const sin = randoms(P * half, 22, 1);
+    const blocks = R * stride;
+    const size = blocks * KVH * block * D;
+    const [k16, v16] = [new Uint16Array(size), new Uint16Array(size)];
+    const [k32, v32] = [new Float32Array(size), new Float32Array(size)];
+    const tables = Int32Array.from({ length: R * stride }, (_, i) => (i * 11) % blocks);
+    const lens = Int32Array.from([1, 16, 17, 100, 37]);
+    // Fill every row's positions through both caches, one position a call, as decode steps do.
+    const last = Math.max(...lens);
+    for (let p = 0; p < last; p++) {
+      const rows = [...lens.keys()].filter((r) => p < lens[r]!);
+      const pick = (x: Int32Array): Int32Array =>
+        Int32Array.from(rows.flatMap((r) => [...x.subarray(r * stride, (r + 1) * stride)]));
+      const qk = randoms(rows.length * H * D, 100 + p, 1);
+      const kk = randoms(rows.length * KVH * D, 300 + p, 2);
+      const v = randoms(rows.length * KVH * D, 500 + p, 2);
+      const positions = Int32Array.from(rows.map(() => p));
+      const [q1, k1, q2, k2] = [qk.slice(), kk.slice(), qk.slice(), kk.slice()];
+      addon!.biRopeKv(q1, k1, v, rows.length, H, KVH, D, cos, sin, positions, k16, v16, block, pick(tables), stride);
+      addon!.biRopeKv(q2, k2, v, rows.length, H, KVH, D, cos, sin, positions, k32, v32, block, pick(tables), stride);
+      assert.deepEqual(q1, q2, 'the queries are rotated alike');
+    }
+    // Stored as round-to-nearest-even halves of what the f32 cache holds, and nothing else written.
+    assert.deepEqual(
+      k16,
+      Uint16Array.from(k32, (x) => k.f32ToF16Bits(x)),
+    );
+    assert.deepEqual(
+      v16,
+      Uint16Array.from(v32, (x) => k.f32ToF16Bits(x)),
+    );
+    const widened = (h: Uint16Array): Float32Array => Float32Array.from(h, (b) => k.f16BitsToF32(b));
+    const q = randoms(R * H * D, 23, 0.3);
+    const before = addon!.setThreads(1);
+    try {
+      const want = new Float32Array(R * H * D);
+      addon!.biPagedAttention(q, R, H, D, widened(k16), widened(v16), KVH, block, tables, stride, lens, 0.125, want);
+      for (const threads of [1, 2]) {
+        addon!.setThreads(threads);
+        const got = new Float32Array(R * H * D);
+        addon!.biPagedAttention(q, R, H, D, k16, v16, KVH, block, tables, stride, lens, 0.125, got);
+        assert.deepEqual(got, want, `threads ${threads}`);
+        for (let r = 0; r < R; r++) {
+          const pools = { kpool: k16 as unknown as Float32Array, vpool: v16 as unknown as Float32Array, tables, lens };
+          const alone = attentionAlone(q, r, { H, KVH, D, block, stride }, pools, 0.125);
+          assert.deepEqual(alone, want.subarray(r * H * D, (r + 1) * H * D), `row ${r} alone, threads ${threads}`);
+        }
+      }
+    } finally {
+      addon!.setThreads(before);
+    }
+    const out = new Float32Array(H * D);
+    const one = (kp: Float32Array | Uint16Array, vp: Float32Array | Uint16Array): void =>
+      addon!.biPagedAttention(q.slice(0, H * D), 1, H, D, kp, vp, KVH, block, tables, stride, lens, 0.125, out);
+    assert.throws(() => one(k16, v32), /vpool must be a Uint16Array like kpool, got a Float32Array/);
+    assert.throws(
+      () => one(new Int32Array(size) as unknown as Uint16Array, v16),
+      /kpool must be a Float32Array \(f32 cache\) or a Uint16Array \(f16 cache\)/,
+    );
+    assert.throws(() => one(k16.subarray(1), v16.subarray(1)), /same whole number of \[KVH, block, D\] blocks/);
+  });
+
   it('biAddRmsNorm: x += r then biRmsNorm, bit for bit; without r, biRmsNorm', () => {
     const [M, C] = [5, 200];
     const x = randoms(M * C, 16, 1);
@@ -546,6 +612,61 @@ describe('continuous batching', { skip }, () => {
       .map((r) => ({ ...r, adapter: null }));
     const together = await Promise.all(reqs.map((r) => traced(engine, r)));
     for (const [i, r] of reqs.entries()) assert.deepEqual(await traced(engine, r), together[i]);
+  });
+
+  it('an f16 KV cache: twice the blocks in one budget, batched equals alone at 1 and 2 threads, near the f32 cache', async () => {
+    const f16Of = (): BatchEngine =>
+      new BatchEngine(new BatchedLlama(model, addon!), {
+        kvCacheBytes: 4 * 2 ** 20,
+        kvCacheDtype: 'f16',
+        prefillChunk: 7,
+        adapters,
+      });
+    const f16 = f16Of();
+    assert.equal(f16.kv.dtype, 'f16');
+    assert.equal(f16.kv.totalBlocks, 2 * engineOf(model).kv.totalBlocks);
+    assert.ok(f16.kv.keys[0] instanceof Uint16Array);
+    const before = addon!.setThreads(1);
+    try {
+      const runs: Trace[][] = [];
+      for (const threads of [1, 2]) {
+        addon!.setThreads(threads);
+        const engine = f16Of();
+        const together = await Promise.all(sixteen().map((r) => traced(engine, r)));
+        for (const [i, r] of sixteen().entries())
+          assert.deepEqual(await traced(f16Of(), r), together[i], `threads ${threads}, request ${i}`);
+        assert.equal(engine.kv.usedBlocks, 0, 'every block came back');
+        runs.push(together);
+      }
+      assert.deepEqual(runs[1], runs[0], 'threads 1 and 2 agree');
+    } finally {
+      addon!.setThreads(before);
+    }
+    // The rounding moves the logits a little, not the model: each step's logits against the f32 cache's.
+    const prompt = [1, 5, 9, 33, 20, 7, 64, 3, 3, 12, 40];
+    const logitsOf = async (engine: BatchEngine): Promise<Float32Array[]> => {
+      const got: Float32Array[] = [];
+      await engine.submit({
+        prompt,
+        maxTokens: 6,
+        sampling: { greedy: true },
+        seed: 0,
+        eos: new Set(),
+        adapter: null,
+        adjustLogits: (logits) => {
+          got.push(logits.slice());
+          return logits;
+        },
+      });
+      return got;
+    };
+    const [a, b] = [await logitsOf(f16Of()), await logitsOf(engineOf(model))];
+    assert.notDeepEqual(a[0], b[0], 'the f16 cache is really used');
+    a.forEach((x, i) => assert.ok(maxRelDiff(x, b[i]!) < 1e-3, `step ${i}: ${maxRelDiff(x, b[i]!)}`));
+    assert.throws(
+      () => new PagedKvCache({ layers: 1, kvHeads: 1, headDim: 16 }, 1, 'bf16' as 'f16'),
+      (e: unknown) => e instanceof k.ArgumentError && /holds f32 or f16, not bf16/.test(e.message),
+    );
   });
 
   it('the KV budget: a request that can never fit is refused, others wait for room', async () => {

@@ -234,6 +234,26 @@ bool use_avx2_tiles() {
 bool use_avx2_tiles() { return false; }
 #endif
 
+/* n halves → f32, exactly: F16C where the CPU has it (x86-64-v3), else bit by bit. */
+#ifdef KN_BI_X86
+__attribute__((target("avx,f16c"))) void widen_f16_f16c(const uint16_t *h, int64_t n, float *out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+  for (; i < n; i++) out[i] = f16_to_f32(h[i]);
+}
+#endif
+
+void widen_f16(const uint16_t *h, int64_t n, float *out) {
+#ifdef KN_BI_X86
+  static const bool f16c = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v3") != 0;
+  }();
+  if (f16c) return widen_f16_f16c(h, n, out);
+#endif
+  for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32(h[i]);
+}
+
 /* One dot product, the matmul's order (lanes, then lanes_sum's tree, then the tail). */
 /* silu(gate)·up, elementwise (expf_fast vectorises where libm's expf would not). */
 KN_CLONES
@@ -405,18 +425,10 @@ KN_AVX2 void chunk_scores_avx2(const float *q, int64_t hn, int64_t D, const floa
  * - each output element sums p_t·v_t in position order, times 1 / the sum.
  */
 KN_CLONES
-void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, const float *vpool, int64_t KVH,
-                  int64_t g, int64_t block, const int32_t *table, int64_t len, float scale, float *s,
-                  const float **kat, const float **vat, const float *next_keys, int64_t next_bytes, bool avx2,
-                  float *out) {
+void attend_group(const float *q, int64_t group, int64_t D, int64_t len, float scale, float *s,
+                  const float *const *kat, const float *const *vat, const void *next_keys, int64_t next_bytes,
+                  bool avx2, float *out) {
   const int64_t D16 = D / 16 * 16, padded = (len + 15) / 16 * 16;
-  for (int64_t b = 0, t = 0; t < len; b++) {
-    const int64_t at = ((int64_t)table[b] * KVH + g) * block * D;
-    for (int64_t i = 0; i < block && t < len; i++, t++) {
-      kat[t] = kpool + at + i * D;
-      vat[t] = vpool + at + i * D;
-    }
-  }
   for (int64_t t0 = 0; t0 < len; t0 += 16) {
     const int64_t n = len - t0 < 16 ? len - t0 : 16;
     v16 acc[4][16];  // [head of the pass][position]: the 16 lanes of each score's dot product
@@ -509,7 +521,7 @@ void attend_group(const float *q, int64_t group, int64_t D, const float *kpool, 
 __attribute__((optimize("fp-contract=off"))) void rope_kv_rows(float *q, float *k, const float *v, int64_t H,
                                                                int64_t KVH, int64_t D, const float *cos,
                                                                const float *sin, const int32_t *positions,
-                                                               float *kpool, float *vpool, int64_t block,
+                                                               void *kpool, void *vpool, bool kv_f16, int64_t block,
                                                                const int32_t *tables, int64_t stride, int64_t r0,
                                                                int64_t r1) {
   const int64_t half = D / 2;
@@ -527,9 +539,41 @@ __attribute__((optimize("fp-contract=off"))) void rope_kv_rows(float *q, float *
     }
     const int64_t slot = (int64_t)tables[r * stride + pos / block] * KVH * block + pos % block;
     for (int64_t g = 0; g < KVH; g++) {
-      memcpy(kpool + (slot + g * block) * D, k + (r * KVH + g) * D, D * sizeof(float));
-      memcpy(vpool + (slot + g * block) * D, v + (r * KVH + g) * D, D * sizeof(float));
+      const int64_t to = (slot + g * block) * D;
+      const float *kr = k + (r * KVH + g) * D, *vr = v + (r * KVH + g) * D;
+      if (kv_f16) {  // rounded to nearest even, as ggml stores an F16 cache
+        for (int64_t j = 0; j < D; j++) {
+          ((uint16_t *)kpool)[to + j] = f32_to_f16(kr[j]);
+          ((uint16_t *)vpool)[to + j] = f32_to_f16(vr[j]);
+        }
+      } else {
+        memcpy((float *)kpool + to, kr, D * sizeof(float));
+        memcpy((float *)vpool + to, vr, D * sizeof(float));
+      }
     }
+  }
+}
+
+/*
+ * The positions of one (row, KV head) as pointers to their key and value vectors: into the pools
+ * themselves when they hold f32; when they hold f16, into `scratch` ([len, D] keys, then values),
+ * where each block's vectors are widened exactly to f32 first. Attention then runs the same f32
+ * code on the same values either way: an f16 cache changes what is stored, never how it is reduced,
+ * and halves the bytes a decode step pulls from memory.
+ */
+void kv_positions(const void *kpool, const void *vpool, bool kv_f16, int64_t KVH, int64_t g, int64_t block,
+                  int64_t D, const int32_t *table, int64_t len, float *scratch, const float **kat, const float **vat) {
+  for (int64_t b = 0, t = 0; t < len; b++) {
+    const int64_t at = ((int64_t)table[b] * KVH + g) * block * D, n = len - t < block ? len - t : block;
+    if (kv_f16) {
+      float *ks = scratch + t * D, *vs = scratch + (len + t) * D;
+      widen_f16(((const uint16_t *)kpool) + at, n * D, ks);
+      widen_f16(((const uint16_t *)vpool) + at, n * D, vs);
+      for (int64_t i = 0; i < n; i++) kat[t + i] = ks + i * D, vat[t + i] = vs + i * D;
+    } else {
+      for (int64_t i = 0; i < n; i++) kat[t + i] = (const float *)kpool + at + i * D, vat[t + i] = (const float *)vpool + at + i * D;
+    }
+    t += n;
   }
 }
 
@@ -689,15 +733,16 @@ void kn_bi_add_rms_norm_f32(float *x, const float *r, int64_t M, int64_t C, cons
 }
 
 void kn_bi_rope_kv_f32(float *q, float *k, const float *v, int64_t R, int64_t H, int64_t KVH, int64_t D,
-                       const float *cos, const float *sin, const int32_t *positions, float *kpool, float *vpool,
-                       int64_t block, const int32_t *tables, int64_t table_stride) {
+                       const float *cos, const float *sin, const int32_t *positions, void *kpool, void *vpool,
+                       int kv_f16, int64_t block, const int32_t *tables, int64_t table_stride) {
   parallel_for(R, 8, [&](int64_t r0, int64_t r1) {  // ~3.5 µs a row (cold cache slots): worth a split
-    rope_kv_rows(q, k, v, H, KVH, D, cos, sin, positions, kpool, vpool, block, tables, table_stride, r0, r1);
+    rope_kv_rows(q, k, v, H, KVH, D, cos, sin, positions, kpool, vpool, kv_f16 != 0, block, tables, table_stride,
+                 r0, r1);
   });
 }
 
-void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, const float *kpool,
-                               const float *vpool, int64_t KVH, int64_t block, const int32_t *tables,
+void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, const void *kpool,
+                               const void *vpool, int kv_f16, int64_t KVH, int64_t block, const int32_t *tables,
                                int64_t table_stride, const int32_t *lens, float scale, float *out) {
   int64_t group = H / KVH;
   const bool avx2 = use_avx2_tiles();
@@ -713,26 +758,29 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
     done += lens[i / KVH] + 16;
     while (part < parts && done * parts >= total * part) cut[(size_t)part++] = i + 1;
   }
+  const int64_t elem = kv_f16 ? 2 : 4;
   parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
-    std::vector<float> s;
+    std::vector<float> s, scratch;
     std::vector<const float *> at;
     for (int64_t i = cut[(size_t)p0]; i < cut[(size_t)p1]; i++) {
       int64_t r = i / KVH, g = i % KVH, len = lens[r];
       if ((int64_t)at.size() < 2 * len) {
         s.resize(group * ((len + 15) / 16 * 16));  // the scores, padded to whole 16-position chunks
         at.resize(2 * len);
+        if (kv_f16) scratch.resize(2 * len * D);
       }
-      const float *next = nullptr;
+      const void *next = nullptr;
       int64_t next_len = 0;
       if (i + 1 < cut[(size_t)p1]) {
         const int64_t nr = (i + 1) / KVH, ng = (i + 1) % KVH;
-        next = kpool + ((int64_t)tables[nr * table_stride] * KVH + ng) * block * D;
+        next = (const char *)kpool + ((int64_t)tables[nr * table_stride] * KVH + ng) * block * D * elem;
         next_len = lens[nr] < block ? lens[nr] : block;
         next_len = next_len < 16 ? next_len : 16;
       }
-      attend_group(q + (r * H + g * group) * D, group, D, kpool, vpool, KVH, g, block, tables + r * table_stride,
-                   len, scale, s.data(), at.data(), at.data() + len, next, next_len * D * (int64_t)sizeof(float),
-                   avx2, out + (r * H + g * group) * D);
+      kv_positions(kpool, vpool, kv_f16 != 0, KVH, g, block, D, tables + r * table_stride, len, scratch.data(),
+                   at.data(), at.data() + len);
+      attend_group(q + (r * H + g * group) * D, group, D, len, scale, s.data(), at.data(), at.data() + len, next,
+                   next_len * D * elem, avx2, out + (r * H + g * group) * D);
     }
   });
 }

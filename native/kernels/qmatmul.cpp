@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "internal.h"
+#include "mathf.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -51,39 +52,6 @@ inline int64_t block_bytes(int type) { return type == KN_Q8_0 ? 34 : 18; }
 /* The packed layout's rows per group and bytes per group and block (see "x16" below). */
 const int64_t X16_ROWS = 16;
 inline int64_t x16_block_bytes(int type) { return type == KN_Q8_0 ? 64 + 512 : 64 + 256; }
-
-/* IEEE half → float, exact. */
-inline float f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-  if (exp == 0x1f) bits = sign | 0x7f800000 | (man << 13);
-  else if (exp != 0) bits = sign | ((exp + 112) << 23) | (man << 13);
-  else if (man == 0) bits = sign;
-  else {  // subnormal: normalise
-    int e = -1;
-    do { e++; man <<= 1; } while (!(man & 0x400));
-    bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
-  }
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
-/* float → IEEE half, round to nearest even (ggml's GGML_FP32_TO_FP16). */
-inline uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
-  if (ax >= 0x7f800000) return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000 ? 0x200 : 0));
-  if (ax >= 0x477ff000) return (uint16_t)(sign | 0x7c00);  // rounds past the largest half
-  if (ax < 0x38800000) {                                    // half subnormal (or zero)
-    float v;
-    uint32_t t = ax;
-    memcpy(&v, &t, 4);
-    return (uint16_t)(sign | (uint32_t)nearbyintf(v * 16777216.0f));  // v / 2^-24, ties to even
-  }
-  uint32_t r = ax + 0xfff + ((ax >> 13) & 1) - 0x38000000;
-  return (uint16_t)(sign | (r >> 13));
-}
 
 inline uint16_t load_u16(const uint8_t *p) {
   uint16_t v;

@@ -12,6 +12,7 @@ import { readMasterKey } from '../seal/keys.js';
 import { BatchGenerator } from '../serve/batch-generator.js';
 import type { BatchEngine } from '../serve/engine.js';
 import { DEFAULT_KV_CACHE_MB, openBatchEngine } from '../serve/open.js';
+import { KV_CACHE_DTYPES, type KvCacheDtype } from '../serve/paged-kv.js';
 
 /** Generations at once with batching: the most rows of one decode step. */
 const BATCHED_CONCURRENCY = 64;
@@ -24,7 +25,8 @@ export const serveCommand: Command = {
   help: `Usage: knobs serve MODEL [--name ID] [--host HOST] [--port N] [--keys FILE | --insecure-no-auth]
                    [--max-concurrency N] [--queue N] [--max-tokens N] [--max-body BYTES] [--max-n N]
                    [--max-choices N] [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
-                   [--adapter NAME=DIR]... [--allow-base-mismatch] [--kv-cache-mb N] [--no-batching]
+                   [--adapter NAME=DIR]... [--allow-base-mismatch] [--kv-cache-mb N]
+                   [--kv-cache-dtype f32|f16] [--no-batching]
 
 Serves MODEL (a run directory, a Hugging Face model directory or a GGUF file, plain, sealed or
 signed, as 'knobs generate' opens it) at
@@ -56,6 +58,10 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
                        must still fit); without it such an adapter refuses to start
   --kv-cache-mb N      KV cache budget of continuous batching, in MiB (default ${DEFAULT_KV_CACHE_MB}); a
                        request waits until its whole cache fits, one that never can is refused (400)
+  --kv-cache-dtype T   what the cache stores: f32 (default) or f16, which fits twice the positions
+                       in the budget and halves what attention reads a step; keys and values are
+                       rounded to f16 as they are stored (llama.cpp's default cache type), so tokens
+                       can differ from an f32 cache's
   --no-batching        decode one sequence per step instead of batching the running requests
                        (batching needs a Llama-family model and the native backend; without them
                        the server says why on stderr and runs unbatched) (docs/batching.md)
@@ -85,6 +91,7 @@ Example:
         adapter: { type: 'string', multiple: true },
         'allow-base-mismatch': { type: 'boolean' },
         'kv-cache-mb': { type: 'string' },
+        'kv-cache-dtype': { type: 'string' },
         'no-batching': { type: 'boolean' },
       },
       'serve',
@@ -109,6 +116,11 @@ Example:
     if (port > 65535) throw new UsageError(`--port is at most 65535, got ${port}`);
     const batching = values['no-batching'] !== true;
     const kvCacheMb = int('kv-cache-mb', DEFAULT_KV_CACHE_MB);
+    const kvCacheDtype = (values['kv-cache-dtype'] as string | undefined) ?? 'f32';
+    if (!(KV_CACHE_DTYPES as readonly string[]).includes(kvCacheDtype))
+      throw new UsageError(`--kv-cache-dtype is one of ${KV_CACHE_DTYPES.join(', ')}, got ${kvCacheDtype}`);
+    if (!batching && values['kv-cache-dtype'] !== undefined)
+      throw new UsageError("--kv-cache-dtype sets the batching engine's cache; it does not apply with --no-batching");
     const limits = {
       maxConcurrency: int('max-concurrency', batching ? BATCHED_CONCURRENCY : SERVER_DEFAULTS.maxConcurrency),
       maxQueue: int('queue', SERVER_DEFAULTS.maxQueue, 0),
@@ -137,7 +149,11 @@ Example:
       allowBaseMismatch: values['allow-base-mismatch'] === true,
       batched: (set) => {
         if (!batching) return null;
-        const opening = openBatchEngine(opened, { kvCacheMb, adapters: set ?? undefined });
+        const opening = openBatchEngine(opened, {
+          kvCacheMb,
+          kvCacheDtype: kvCacheDtype as KvCacheDtype,
+          adapters: set ?? undefined,
+        });
         if (opening.engine === null) {
           log({ event: 'batching_off', reason: opening.reason });
           return null;

@@ -18,7 +18,7 @@ import type { LoraAdapter } from '../finetune/lora.js';
 import { checkSamplingOptions, sampleToken, type SamplingOptions } from '../models/sampling.js';
 import { Generator as Random } from '../random.js';
 import type { BatchedLlama, BatchRow } from './batched-llama.js';
-import { PagedKvCache } from './paged-kv.js';
+import { PagedKvCache, type KvCacheDtype } from './paged-kv.js';
 
 /** A sequence needs more KV cache than the whole budget holds: it could never run. */
 export class KvBudgetError extends ArgumentError {
@@ -52,6 +52,8 @@ export interface SequenceResult {
 export interface BatchEngineOptions {
   /** KV cache budget in bytes (all layers, keys and values). */
   kvCacheBytes: number;
+  /** What the KV cache stores (default 'f32'; 'f16' fits twice the positions in the budget). */
+  kvCacheDtype?: KvCacheDtype;
   /** Most prompt tokens fed per step, over all sequences (default 64). */
   prefillChunk?: number;
   /** Adapters a request may name. */
@@ -96,12 +98,14 @@ export class BatchEngine {
     readonly model: BatchedLlama,
     private readonly opts: BatchEngineOptions,
   ) {
-    const blocks = Math.floor(opts.kvCacheBytes / PagedKvCache.blockBytes(model.shape));
+    const dtype = opts.kvCacheDtype ?? 'f32';
+    const blockBytes = PagedKvCache.blockBytes(model.shape, dtype);
+    const blocks = Math.floor(opts.kvCacheBytes / blockBytes);
     if (blocks < 1)
       throw new ArgumentError(
-        `the KV cache budget of ${(opts.kvCacheBytes / 2 ** 20).toFixed(2)} MiB holds no block; one block of this model takes ${(PagedKvCache.blockBytes(model.shape) / 2 ** 20).toFixed(2)} MiB`,
+        `the KV cache budget of ${(opts.kvCacheBytes / 2 ** 20).toFixed(2)} MiB holds no block; one block of this model takes ${(blockBytes / 2 ** 20).toFixed(2)} MiB (${dtype})`,
       );
-    this.kv = new PagedKvCache(model.shape, blocks);
+    this.kv = new PagedKvCache(model.shape, blocks, dtype);
     this.prefillChunk = opts.prefillChunk ?? 64;
     if (!Number.isInteger(this.prefillChunk) || this.prefillChunk < 1)
       throw new ArgumentError(`prefillChunk must be a positive integer, got ${this.prefillChunk}`);

@@ -10,6 +10,7 @@ import { Llama } from '../models/llama.js';
 import { KnobsError } from '../errors.js';
 import { BatchedLlama } from './batched-llama.js';
 import { BatchEngine } from './engine.js';
+import type { KvCacheDtype } from './paged-kv.js';
 
 export const DEFAULT_KV_CACHE_MB = 512;
 
@@ -21,7 +22,7 @@ export interface BatchEngineChoice {
 
 export function openBatchEngine(
   opened: OpenedLanguageModel,
-  opts: { kvCacheMb: number; adapters?: AdapterSet },
+  opts: { kvCacheMb: number; kvCacheDtype?: KvCacheDtype; adapters?: AdapterSet },
 ): BatchEngineChoice {
   const model = opened.model;
   if (!(model instanceof Llama))
@@ -33,7 +34,11 @@ export function openBatchEngine(
   try {
     const batched = new BatchedLlama(model, addon);
     return {
-      engine: new BatchEngine(batched, { kvCacheBytes: opts.kvCacheMb * 2 ** 20, adapters: opts.adapters }),
+      engine: new BatchEngine(batched, {
+        kvCacheBytes: opts.kvCacheMb * 2 ** 20,
+        kvCacheDtype: opts.kvCacheDtype,
+        adapters: opts.adapters,
+      }),
       reason: null,
     };
   } catch (e) {

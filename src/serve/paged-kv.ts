@@ -1,6 +1,8 @@
 /**
  * The paged KV cache of continuous batching: for every layer one pool of keys and one of values,
- * [blocks, KVH, BLOCK, D] f32 each, cut into blocks of BLOCK positions. A sequence owns a list of
+ * [blocks, KVH, BLOCK, D] each, cut into blocks of BLOCK positions. The pools hold f32, or IEEE half
+ * ('f16': half the memory, so twice the positions in one budget, and half the bytes attention reads
+ * a step; the values are rounded to nearest even as they are stored, as llama.cpp's F16 cache does). A sequence owns a list of
  * blocks (its block table) and position t lives in block table[t / BLOCK] at slot t % BLOCK, so
  * sequences of any length share one budget without fragmenting it.
  *
@@ -19,26 +21,38 @@ export interface PagedKvShape {
   headDim: number;
 }
 
+/** What the cache stores keys and values as. */
+export type KvCacheDtype = 'f32' | 'f16';
+export const KV_CACHE_DTYPES: readonly KvCacheDtype[] = ['f32', 'f16'];
+
+/** One layer's pool: f32 values, or f16 bit patterns. */
+export type KvPool = Float32Array | Uint16Array;
+
 export class PagedKvCache {
-  readonly keys: Float32Array[];
-  readonly values: Float32Array[];
+  readonly keys: KvPool[];
+  readonly values: KvPool[];
   readonly totalBlocks: number;
   readonly shape: PagedKvShape;
+  readonly dtype: KvCacheDtype;
   readonly #free: number[];
 
-  constructor(shape: PagedKvShape, totalBlocks: number) {
+  constructor(shape: PagedKvShape, totalBlocks: number, dtype: KvCacheDtype = 'f32') {
     if (!Number.isInteger(totalBlocks) || totalBlocks < 1)
       throw new ArgumentError(`PagedKvCache: needs at least one block, got ${totalBlocks}`);
+    if (!KV_CACHE_DTYPES.includes(dtype))
+      throw new ArgumentError(`PagedKvCache: the cache holds ${KV_CACHE_DTYPES.join(' or ')}, not ${String(dtype)}`);
     this.shape = shape;
     this.totalBlocks = totalBlocks;
+    this.dtype = dtype;
     const size = totalBlocks * shape.kvHeads * KV_BLOCK * shape.headDim;
+    const pool = (): KvPool => (dtype === 'f16' ? new Uint16Array(size) : new Float32Array(size));
     try {
-      this.keys = Array.from({ length: shape.layers }, () => new Float32Array(size));
-      this.values = Array.from({ length: shape.layers }, () => new Float32Array(size));
+      this.keys = Array.from({ length: shape.layers }, pool);
+      this.values = Array.from({ length: shape.layers }, pool);
     } catch (e) {
       if (!(e instanceof RangeError)) throw e;
       throw new ArgumentError(
-        `PagedKvCache: cannot allocate ${totalBlocks} blocks (${((totalBlocks * PagedKvCache.blockBytes(shape)) / 2 ** 20).toFixed(0)} MiB): ${e.message}; lower --kv-cache-mb`,
+        `PagedKvCache: cannot allocate ${totalBlocks} blocks (${((totalBlocks * PagedKvCache.blockBytes(shape, dtype)) / 2 ** 20).toFixed(0)} MiB): ${e.message}; lower --kv-cache-mb`,
       );
     }
     // Popped from the end: block 0 first.
@@ -46,8 +60,8 @@ export class PagedKvCache {
   }
 
   /** Bytes one block takes over all layers, keys and values. */
-  static blockBytes(shape: PagedKvShape): number {
-    return 2 * shape.layers * shape.kvHeads * KV_BLOCK * shape.headDim * 4;
+  static blockBytes(shape: PagedKvShape, dtype: KvCacheDtype = 'f32'): number {
+    return 2 * shape.layers * shape.kvHeads * KV_BLOCK * shape.headDim * (dtype === 'f16' ? 2 : 4);
   }
 
   /** Blocks that hold `positions` positions. */

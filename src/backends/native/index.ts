@@ -86,20 +86,20 @@ export interface NativeAddon {
     cos: F32,
     sin: F32,
     positions: Int32Array,
-    kpool: F32,
-    vpool: F32,
+    kpool: F32 | Uint16Array,
+    vpool: F32 | Uint16Array,
     block: number,
     tables: Int32Array,
     tableStride: number,
   ): void;
-  /** out [R, H, D]: each row attends to its own lens[r] positions in paged pools [blocks, KVH, block, D]. */
+  /** out [R, H, D]: each row attends to its own lens[r] positions in paged pools [blocks, KVH, block, D] (f32, or f16 bits). */
   biPagedAttention(
     q: F32,
     R: number,
     H: number,
     D: number,
-    kpool: F32,
-    vpool: F32,
+    kpool: F32 | Uint16Array,
+    vpool: F32 | Uint16Array,
     KVH: number,
     block: number,
     tables: Int32Array,
