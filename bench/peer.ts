@@ -8,6 +8,7 @@ import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The script lives in bench/ of the source tree (this file may run from dist/bench). */
@@ -56,11 +57,21 @@ export class PeerMissingError extends Error {
   }
 }
 
+/**
+ * How long a request waits, after a multi-threaded peer answers, before knobs' side is timed.
+ * PyTorch's OpenBLAS worker threads keep spinning for ~0.1–0.2 s after a call before they sleep
+ * (a 2-thread 512 GEMM left a whole core busy in the next 50 ms); a knobs measurement started in
+ * that window shares its cores with them. Measured on the 2-core EPYC: gemm_f32_512 on all cores
+ * read 0.49–0.59 of torch in 3 of 6 runs without the pause, 0.96–1.08 in 5 of 5 with it.
+ */
+const PEER_SETTLE_MS = 300;
+
 export class TorchPeer {
   private constructor(
     private readonly proc: ChildProcessWithoutNullStreams,
     private readonly lines: Interface,
     readonly version: string,
+    private readonly threads: number,
   ) {}
 
   private static pending = new WeakMap<TorchPeer, ((line: string) => void)[]>();
@@ -93,7 +104,7 @@ export class TorchPeer {
     proc.stdin.write(JSON.stringify({ op: 'hello', threads }) + '\n');
     const first = await Promise.race([hello, failed]);
     if (typeof first === 'string') throw new PeerMissingError(first, stderr);
-    const peer = new TorchPeer(proc, lines, `torch ${first.torch}`);
+    const peer = new TorchPeer(proc, lines, `torch ${first.torch}`, threads);
     TorchPeer.pending.set(peer, queue);
     return peer;
   }
@@ -104,6 +115,7 @@ export class TorchPeer {
     this.proc.stdin.write(JSON.stringify(req) + '\n');
     const res = JSON.parse(await answer) as T & { error?: string };
     if (res.error) throw new Error(`torch peer: ${res.error}`);
+    if (this.threads > 1) await sleep(PEER_SETTLE_MS);
     return res;
   }
 
