@@ -180,7 +180,17 @@ describe('serve with continuous batching', { skip }, () => {
           assert.equal(blocks !== null, batched, metrics);
           if (blocks) free.push(Number(blocks[1]));
         } finally {
-          await server.stop();
+          const { stderr } = await server.stop();
+          const said = stderr
+            .split('\n')
+            .filter((l) => l.includes('"event":"batching"'))
+            .map((l) => (JSON.parse(l) as { kv_cache: { dtype: string; blocks: number; positions: number } }).kv_cache);
+          if (batched) {
+            const dtype = (flags as readonly string[]).includes('f16') ? 'f16' : 'f32';
+            assert.equal(said.length, 1, stderr);
+            assert.equal(said[0]!.dtype, dtype);
+            assert.equal(said[0]!.positions, 16 * said[0]!.blocks);
+          } else assert.equal(said.length, 0, stderr);
         }
       }
       assert.equal(free[1], 2 * free[0]!, 'f16 holds twice the blocks in 8 MiB');

@@ -12,7 +12,7 @@ import { readMasterKey } from '../seal/keys.js';
 import { BatchGenerator } from '../serve/batch-generator.js';
 import type { BatchEngine } from '../serve/engine.js';
 import { DEFAULT_KV_CACHE_MB, openBatchEngine } from '../serve/open.js';
-import { KV_CACHE_DTYPES, type KvCacheDtype } from '../serve/paged-kv.js';
+import { KV_BLOCK, KV_CACHE_DTYPES, type KvCacheDtype } from '../serve/paged-kv.js';
 
 /** Generations at once with batching: the most rows of one decode step. */
 const BATCHED_CONCURRENCY = 64;
@@ -160,6 +160,11 @@ Example:
         }
         const batchEngine = opening.engine;
         engine = batchEngine;
+        const { kv } = batchEngine;
+        log({
+          event: 'batching',
+          kv_cache: { dtype: kv.dtype, blocks: kv.totalBlocks, positions: kv.totalBlocks * KV_BLOCK },
+        });
         return (name) => new BatchGenerator(opened, batchEngine, name);
       },
     });
