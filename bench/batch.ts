@@ -279,23 +279,16 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
               theirs.tokensPerSecond,
               true,
             ),
-            makeRow(
-              `${name}_p50`,
-              opts.cores,
-              'ms/token (p50)',
-              percentile(mine.gapsMs, 50),
-              LLAMA_CPP,
-              percentile(theirs.gapsMs, 50),
-              false,
-            ),
-            makeRow(
-              `${name}_p99`,
-              opts.cores,
-              'ms/token (p99)',
-              percentile(mine.gapsMs, 99),
-              LLAMA_CPP,
-              percentile(theirs.gapsMs, 99),
-              false,
+            ...[50, 99].map((p) =>
+              makeRow(
+                `${name}_p${p}`,
+                opts.cores,
+                `ms/token (p${p})`,
+                percentile(mine.gapsMs, p),
+                LLAMA_CPP,
+                percentile(theirs.gapsMs, p),
+                false,
+              ),
             ),
             makeRow(
               `${name}_http`,
