@@ -121,7 +121,7 @@ export class BatchEngine {
     const need = this.blocksFor(promptTokens, maxTokens);
     if (need > this.kv.totalBlocks)
       throw new KvBudgetError(
-        `a prompt of ${promptTokens} tokens with up to ${maxTokens} new ones needs ${need} KV cache blocks, and the whole cache holds ${this.kv.totalBlocks}; ask for fewer tokens or raise --kv-cache-mb`,
+        `a prompt of ${promptTokens} tokens with up to ${maxTokens} new ones needs ${need} KV cache blocks, and the whole cache holds ${this.kv.totalBlocks}; ask for fewer tokens or raise --kv-cache-mb${this.kv.dtype === 'f32' ? ' (or serve with --kv-cache-dtype f16, which holds twice the positions)' : ''}`,
         need,
         this.kv.totalBlocks,
       );
