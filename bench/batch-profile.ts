@@ -28,7 +28,7 @@ const KERNELS = [
    time shows which kernels the second thread does not speed up (on a quiet machine). */
 const wall = process.env.KNOBS_PROFILE_WALL === '1';
 const clock = wall ? 'wall' : 'CPU';
-const cpuMs = (): number => {
+const nowMs = (): number => {
   if (wall) return performance.now();
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -52,9 +52,9 @@ const addon = Object.fromEntries(
     name,
     KERNELS.includes(name)
       ? (...args: unknown[]): unknown => {
-          const t = cpuMs();
+          const t = nowMs();
           const r = (fn as (...a: unknown[]) => unknown)(...args);
-          current?.set(name, (current.get(name) ?? 0) + cpuMs() - t);
+          current?.set(name, (current.get(name) ?? 0) + nowMs() - t);
           return r;
         }
       : fn,
@@ -73,9 +73,9 @@ batched.forward = (rows: readonly BatchRow[], kv: PagedKvCache): Float32Array[] 
   let c = classes.get(kind);
   if (!c) classes.set(kind, (c = { steps: 0, rows: 0, ms: 0, kernels: new Map() }));
   current = c.kernels;
-  const t = cpuMs();
+  const t = nowMs();
   const out = forward(rows, kv);
-  c.ms += cpuMs() - t;
+  c.ms += nowMs() - t;
   c.steps++;
   c.rows += rows.length;
   current = null;
@@ -84,7 +84,7 @@ batched.forward = (rows: readonly BatchRow[], kv: PagedKvCache): Float32Array[] 
 const engine = new BatchEngine(batched, { kvCacheBytes: 1024 * 2 ** 20, kvCacheDtype: kvArg as KvCacheDtype });
 
 async function run(clients: number): Promise<number> {
-  const t = cpuMs();
+  const t = nowMs();
   await Promise.all(
     Array.from({ length: clients }, (_, c) =>
       engine.submit({
@@ -97,7 +97,7 @@ async function run(clients: number): Promise<number> {
       }),
     ),
   );
-  return cpuMs() - t;
+  return nowMs() - t;
 }
 
 await run(1); // warm-up

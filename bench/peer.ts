@@ -62,7 +62,7 @@ export class PeerMissingError extends Error {
  * PyTorch's OpenBLAS worker threads keep spinning for ~0.1–0.2 s after a call before they sleep
  * (a 2-thread 512 GEMM left a whole core busy in the next 50 ms); a knobs measurement started in
  * that window shares its cores with them. Measured on the 2-core EPYC: gemm_f32_512 on all cores
- * read 0.49–0.59 of torch in 3 of 6 runs without the pause, 0.96–1.08 in 5 of 5 with it.
+ * read 0.49–0.59 of torch in 3 of 6 runs without the pause, 0.93–1.08 in 8 of 8 with it.
  */
 const PEER_SETTLE_MS = 300;
 

@@ -571,7 +571,8 @@ void kv_positions(const void *kpool, const void *vpool, bool kv_f16, int64_t KVH
       widen_f16(((const uint16_t *)vpool) + at, n * D, vs);
       for (int64_t i = 0; i < n; i++) kat[t + i] = ks + i * D, vat[t + i] = vs + i * D;
     } else {
-      for (int64_t i = 0; i < n; i++) kat[t + i] = (const float *)kpool + at + i * D, vat[t + i] = (const float *)vpool + at + i * D;
+      const float *kb = (const float *)kpool + at, *vb = (const float *)vpool + at;
+      for (int64_t i = 0; i < n; i++) kat[t + i] = kb + i * D, vat[t + i] = vb + i * D;
     }
     t += n;
   }

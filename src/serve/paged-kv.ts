@@ -1,10 +1,10 @@
 /**
  * The paged KV cache of continuous batching: for every layer one pool of keys and one of values,
  * [blocks, KVH, BLOCK, D] each, cut into blocks of BLOCK positions. The pools hold f32, or IEEE half
- * ('f16': half the memory, so twice the positions in one budget, and half the bytes attention reads
- * a step; the values are rounded to nearest even as they are stored, as llama.cpp's F16 cache does). A sequence owns a list of
- * blocks (its block table) and position t lives in block table[t / BLOCK] at slot t % BLOCK, so
- * sequences of any length share one budget without fragmenting it.
+ * ('f16': half the memory, so twice the positions in one budget; the values are rounded to nearest
+ * even as they are stored, as llama.cpp's F16 cache does). A sequence owns a list of blocks (its
+ * block table) and position t lives in block table[t / BLOCK] at slot t % BLOCK, so sequences of
+ * any length share one budget without fragmenting it.
  *
  * A sequence is given every block it can ever need when it is admitted (prompt + max new tokens):
  * it can never run out mid-generation, and the scheduler only has to wait for room before
