@@ -26,6 +26,7 @@
         "native/kernels/optim.cpp",
         "native/kernels/qmatmul.cpp",
         "native/kernels/bi_decode.cpp",
+        "native/kernels/bi_matmul_kn.cpp",
       ],
       "include_dirs": ["native"],
       "cflags!": ["-O2", "-O0"],

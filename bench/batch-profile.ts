@@ -10,7 +10,8 @@
  */
 import * as k from '../src/index.js';
 import { loadNativeAddon, type NativeAddon } from '../src/backends/native/index.js';
-import { BatchedLlama, type BatchRow } from '../src/serve/batched-llama.js';
+import type { BatchRow } from '../src/serve/batched-decoder.js';
+import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine } from '../src/serve/engine.js';
 import type { KvCacheDtype, PagedKvCache } from '../src/serve/paged-kv.js';
 import { DECODE_CONFIG } from './llama-decode.js';

@@ -1320,8 +1320,9 @@ FN(js_qmatmul_isa) {
 /* biQmatmulPacked(type, x, M, K, packed, N, y): qmatmulPacked's bits, rows tiled (bi_decode.cpp). */
 FN(js_bi_qmatmul_packed) { return packed_product(env, info, kn_bi_qmatmul_packed_f32); }
 
-/* biMatmul(x, M, K, w, N, y): y [M, N] = x [M, K] · Wᵀ, batch-invariant (bi_decode.cpp). */
-FN(js_bi_matmul) {
+/* (x, M, K, w, N, y) of the batch-invariant f32 products, checked, into `product`. */
+typedef void (*BiProduct)(const float *, int64_t, int64_t, const float *, int64_t, float *);
+static napi_value bi_product(napi_env env, napi_callback_info info, BiProduct product) {
   BODY_BEGIN
   ARG_COUNT(6);
   int64_t M = INT(1, "M", 0, BIG), K = INT(2, "K", 0, BIG), N = INT(4, "N", 0, BIG);
@@ -1330,10 +1331,16 @@ FN(js_bi_matmul) {
   const float *x = req_f32(env, a.argv[0], M * K, "x");
   const float *w = req_f32(env, a.argv[3], N * K, "w");
   float *y = req_f32(env, a.argv[5], M * N, "y");
-  kn_bi_matmul_f32(x, M, K, w, N, y);
+  product(x, M, K, w, N, y);
   return undefined(env);
   BODY_END
 }
+
+/* biMatmul(x, M, K, w, N, y): y [M, N] = x [M, K] · Wᵀ, W stored [N, K], batch-invariant (bi_decode.cpp). */
+FN(js_bi_matmul) { return bi_product(env, info, kn_bi_matmul_f32); }
+
+/* biMatmulKn(x, M, K, w, N, y): y [M, N] = x [M, K] · W, W stored [K, N], batch-invariant (bi_matmul_kn.cpp). */
+FN(js_bi_matmul_kn) { return bi_product(env, info, kn_bi_matmul_kn_f32); }
 
 /* biRmsNorm(x, M, C, w, eps, y) */
 FN(js_bi_rms_norm) {
@@ -1447,6 +1454,25 @@ FN(js_bi_rope_kv) {
   BODY_END
 }
 
+/* biStoreKv(k, v, R, KVH, D, positions, kpool, vpool, block, tables, tableStride): biRopeKv without the rotation */
+FN(js_bi_store_kv) {
+  BODY_BEGIN
+  ARG_COUNT(11);
+  int64_t R = INT(2, "R", 0, BIG), KVH = INT(3, "KVH", 1, 1 << 16), D = INT(4, "D", 1, 1 << 16);
+  int64_t block = INT(8, "block", 1, 1 << 16), stride = INT(10, "tableStride", 1, BIG);
+  CHECK((double)R * (double)KVH * (double)D < 4e15 && (double)R * (double)stride < 4e15, "R is too large");
+  const float *k = req_f32(env, a.argv[0], R * KVH * D, "k");
+  const float *v = req_f32(env, a.argv[1], R * KVH * D, "v");
+  Array ps = typed(env, a.argv[5], napi_int32_array, "positions");
+  const KvPools pools = kv_pools(env, a.argv[6], a.argv[7], KVH * block * D);
+  Array tb = typed(env, a.argv[9], napi_int32_array, "tables");
+  check_paged_rows(env, tb, ps, R, stride, block, pools.blocks, 1, "position");
+  kn_bi_store_kv_f32(k, v, R, KVH, D, (const int32_t *)ps.data, pools.k, pools.v, pools.f16, block,
+                     (const int32_t *)tb.data, stride);
+  return undefined(env);
+  BODY_END
+}
+
 /* biSwiglu(gate, up, n, out): out = silu(gate) · up */
 FN(js_bi_swiglu) {
   BODY_BEGIN
@@ -1521,10 +1547,12 @@ NAPI_MODULE_INIT() {
       EXPORT("qmatmulBackward", js_qmatmul_backward),
       EXPORT("qmatmulIsa", js_qmatmul_isa),
       EXPORT("biMatmul", js_bi_matmul),
+      EXPORT("biMatmulKn", js_bi_matmul_kn),
       EXPORT("biQmatmulPacked", js_bi_qmatmul_packed),
       EXPORT("biRmsNorm", js_bi_rms_norm),
       EXPORT("biAddRmsNorm", js_bi_add_rms_norm),
       EXPORT("biRopeKv", js_bi_rope_kv),
+      EXPORT("biStoreKv", js_bi_store_kv),
       EXPORT("biPagedAttention", js_bi_paged_attention),
       EXPORT("biSwiglu", js_bi_swiglu),
       EXPORT("qrepackBytes", js_qrepack_bytes),

@@ -264,6 +264,9 @@ const char *kn_qmatmul_isa(void);
    never depends on the other rows, their number or the thread count (continuous batching). */
 /* y [M, N] = x [M, K] · Wᵀ, W [N, K] row-major; threads split the N columns. */
 void kn_bi_matmul_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y);
+/* y [M, N] = x [M, K] · W, W [K, N] row-major (GPT-2's Conv1D layout), each element one chain of fused
+   multiply-adds over k in order (bi_matmul_kn.cpp); threads split the N columns. */
+void kn_bi_matmul_kn_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y);
 /* y [M, C] = x / √(mean(x²) + eps) · w, row by row. */
 void kn_bi_rms_norm_f32(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y);
 /* x [M, C] += r (when r is not null: the residual add), then y = rms_norm(x) · w, row by row. */
@@ -274,6 +277,11 @@ void kn_bi_add_rms_norm_f32(float *x, const float *r, int64_t M, int64_t C, cons
 void kn_bi_rope_kv_f32(float *q, float *k, const float *v, int64_t R, int64_t H, int64_t KVH, int64_t D,
                        const float *cos, const float *sin, const int32_t *positions, void *kpool, void *vpool,
                        int kv_f16, int64_t block, const int32_t *tables, int64_t table_stride);
+/* kn_bi_rope_kv_f32 without the rotation (models with learned positions, GPT-2): stores row r's key and
+   value heads k, v [R, KVH, D] at positions[r] in the pools. */
+void kn_bi_store_kv_f32(const float *k, const float *v, int64_t R, int64_t KVH, int64_t D, const int32_t *positions,
+                        void *kpool, void *vpool, int kv_f16, int64_t block, const int32_t *tables,
+                        int64_t table_stride);
 /* out [R, H, D]: row r, head h attends to its own lens[r] cached positions. kpool/vpool are
    [blocks, KVH, block, D] of f32, or of IEEE half when kv_f16; position t of row r is in block
    tables[r·table_stride + t / block]; query head h reads key/value head h / (H / KVH). */

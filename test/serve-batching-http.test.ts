@@ -5,8 +5,10 @@
  * (knobs_kv_cache_blocks on /metrics).
  */
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadNativeAddon, loadNativeBackend, nativeLoadError } from '../src/backends/native/index.js';
 import { openLanguageModel } from '../src/load/language-model.js';
@@ -16,7 +18,9 @@ import { BatchGenerator } from '../src/serve/batch-generator.js';
 import type { BatchEngine } from '../src/serve/engine.js';
 import { openBatchEngine } from '../src/serve/open.js';
 import { makeServedModelDir } from './harness/api-server.js';
+import { tinyTextModel } from './harness/char-tokenizer.js';
 import { cli } from './harness/cli.js';
+import { repoRoot } from './harness/fixtures.js';
 import { startServe } from './harness/serve-cli.js';
 
 const skip = loadNativeBackend() ? false : `native backend not built: ${nativeLoadError()}`;
@@ -204,6 +208,34 @@ describe('serve with continuous batching', { skip }, () => {
       }
     } finally {
       await rm(made.tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('knobs serve batches a GPT-2 model too', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'knobs-serve-gpt-'));
+    const dir = join(tmp, 'gpt');
+    try {
+      await tinyTextModel(dir, undefined, join(repoRoot(), 'test', 'fixtures', 'hf', 'gpt2-tiny'));
+      const server = await startServe([dir, '--kv-cache-mb', '1']);
+      let answers: Answer[];
+      try {
+        const ask = (i: number) =>
+          post(server.url, '/v1/completions', { model: 'tiny', prompt: 'ab'.repeat(1 + i), max_tokens: 5, seed: i });
+        const together = await Promise.all([0, 1, 2, 3].map(ask));
+        answers = [];
+        for (const i of [0, 1, 2, 3]) answers.push(await ask(i));
+        together.forEach((a, i) => {
+          assert.equal(a.status, 200, JSON.stringify(a.body));
+          assert.deepEqual(a.body.choices, answers[i]!.body.choices, `request ${i}: together = alone`);
+        });
+        const metrics = await (await fetch(`${server.url}/metrics`)).text();
+        assert.match(metrics, /knobs_kv_cache_blocks\{state="free"\} \d+/);
+      } finally {
+        const { stderr } = await server.stop();
+        assert.equal(stderr.split('\n').filter((l) => l.includes('"event":"batching"')).length, 1, stderr);
+      }
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
     }
   });
 });

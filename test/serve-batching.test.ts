@@ -5,7 +5,6 @@
  * logits, bit for bit, as each request run alone, at 1 and 2 threads.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +18,7 @@ import { quantizeMatrix, quantizeModel } from '../src/nn/quantized-linear.js';
 import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine, KvBudgetError, type SequenceRequest } from '../src/serve/engine.js';
 import { PagedKvCache } from '../src/serve/paged-kv.js';
+import { type Trace, maxRelDiff, randoms, saveRandomAdapters, sixteenRequests, traced } from './harness/batching.js';
 import { addon, skip } from './harness/native.js';
 
 const CONFIG = {
@@ -36,26 +36,11 @@ const CONFIG = {
   eos_token_id: 2,
 };
 
-function randoms(n: number, seed: number, scale: number): Float32Array {
-  const g = new k.Generator(seed);
-  return Float32Array.from({ length: n }, () => g.normal() * scale);
-}
-
 /** The last row of model.forward(ids): the unbatched reference. */
 function referenceLogits(model: k.Llama, ids: readonly number[]): Float32Array {
   const logits = k.noGrad(() => model.forward(k.fromArray(ids, [1, ids.length], { dtype: 'i32' })));
   const V = CONFIG.vocab_size;
   return (logits.contiguousStorage() as Float32Array).slice((ids.length - 1) * V, ids.length * V);
-}
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let scale = 0;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) {
-    scale = Math.max(scale, Math.abs(b[i]!));
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-  }
-  return d / scale;
 }
 
 describe('batch-invariant kernels', { skip }, () => {
@@ -326,7 +311,7 @@ describe('batch-invariant kernels', { skip }, () => {
     assert.throws(() => call([0], 0), /does not fit its table/);
   });
 
-  it('biRopeKv: rotate-half at each row position in f32 steps, keys and values into its cache slot', () => {
+  it('biRopeKv: rotate-half at each row position in f32 steps, keys and values into its cache slot; biStoreKv unrotated', () => {
     const [R, H, KVH, D, block, stride, P] = [3, 4, 2, 8, 16, 3, 40];
     const half = D / 2;
     const cos = randoms(P * half, 11, 1);
@@ -363,6 +348,14 @@ describe('batch-invariant kernels', { skip }, () => {
     }
     const written = kpool.reduce((n, x) => n + (x !== 0 ? 1 : 0), 0);
     assert.equal(written, R * KVH * D, 'nothing else written');
+    // biStoreKv (GPT-2: learned positions) stores without rotating: the rotated keys give the same pools.
+    const [kstore, vstore] = [new Float32Array(kpool.length), new Float32Array(vpool.length)];
+    addon!.biStoreKv(k1, v, R, KVH, D, positions, kstore, vstore, block, tables, stride);
+    assert.deepEqual([kstore, vstore], [kpool, vpool]);
+    assert.throws(
+      () => addon!.biStoreKv(k1, v, R, KVH, D, Int32Array.from([39, 0, 48]), kstore, vstore, block, tables, stride),
+      /row 2: position 48 does not fit its table/,
+    );
     const bad = (tab: number[], pos: number, cs = cos): void =>
       addon!.biRopeKv(
         q.slice(0, H * D),
@@ -478,20 +471,10 @@ describe('continuous batching', { skip }, () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'knobs-batching-'));
     // Two adapters with random (nonzero) B, made on a twin of the base and saved as PEFT directories.
-    for (const [name, seed, targets] of [
+    await saveRandomAdapters(dir, () => new k.Llama(CONFIG, { seed: 0 }), [
       ['a', 11, ['q_proj', 'v_proj']],
       ['b', 12, ['o_proj', 'down_proj', 'gate_proj']],
-    ] as const) {
-      const twin = new k.Llama(CONFIG, { seed: 0 });
-      const adapter = applyLora(twin, parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: [...targets] }), {
-        generator: new k.Generator(seed),
-      });
-      for (const l of adapter.layers.values()) {
-        const b = l.lora_B.weight.storage as Float32Array;
-        b.set(randoms(b.length, seed + 100, 0.2));
-      }
-      await saveLoraAdapter(join(dir, name), twin, adapter);
-    }
+    ]);
     model = new k.Llama(CONFIG, { seed: 0 });
     model.eval();
     adapters = new AdapterSet(model);
@@ -502,6 +485,10 @@ describe('continuous batching', { skip }, () => {
 
   const engineOf = (m: k.Llama, mb = 4, prefillChunk = 7): BatchEngine =>
     new BatchEngine(new BatchedLlama(m, addon!), { kvCacheBytes: mb * 2 ** 20, prefillChunk, adapters });
+
+  /** The issue's sixteen requests, on the base and the adapters a and b in turn (or the base only). */
+  const sixteen = (withAdapters = true): SequenceRequest[] =>
+    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b'] : [null]);
 
   it('matches the model forward (base and adapters) step after step', async () => {
     const engine = engineOf(model);
@@ -539,45 +526,6 @@ describe('continuous batching', { skip }, () => {
     );
     assert.equal((await engine.submit({ ...req, adapter: 'a' })).tokens.length, 2);
   });
-
-  /** Sixteen requests of the issue: prompt lengths 1…46, three adapters, greedy and seeded sampling, penalties. */
-  function sixteen(): SequenceRequest[] {
-    return Array.from({ length: 16 }, (_, i) => {
-      const len = 1 + ((i * 13) % 47);
-      const sampled = i % 2 === 1;
-      return {
-        prompt: Array.from({ length: len }, (_, t) => (t * 7 + i * 3 + 1) % CONFIG.vocab_size),
-        maxTokens: 6 + ((i * 5) % 17),
-        sampling: sampled ? { temperature: 0.8 + (i % 3) * 0.2, topP: 0.9 } : { greedy: true },
-        seed: 1000 + i,
-        eos: new Set([2]),
-        adapter: [null, 'a', 'b'][i % 3]!,
-        adjustLogits:
-          i % 4 === 3
-            ? (logits, produced) => {
-                for (const id of produced) logits[id] = logits[id]! - 0.5;
-                return logits;
-              }
-            : undefined,
-      };
-    });
-  }
-
-  interface Trace {
-    tokens: number[];
-    finishReason: string;
-    hash: string;
-  }
-
-  function traced(engine: BatchEngine, req: SequenceRequest): Promise<Trace> {
-    const h = createHash('sha256');
-    return engine
-      .submit({
-        ...req,
-        onToken: (_, logits) => void h.update(new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength)),
-      })
-      .then((r) => ({ tokens: r.tokens, finishReason: r.finishReason, hash: h.digest('hex') }));
-  }
 
   it('16 concurrent requests give the tokens and logits each gives alone, at 1 and 2 threads', async () => {
     const before = addon!.setThreads(1);

@@ -516,7 +516,8 @@ void attend_group(const float *q, int64_t group, int64_t D, int64_t len, float s
  * Each row's query and key heads rotated at the row's position (rotate-half pairs j, j + D/2:
  * a·cos − b·sin, b·cos + a·sin, each product and sum rounded to f32 — no fused multiply-add, so
  * the same bits as the model's rope in any build), then the row's key and value heads stored in
- * its cache slot. Elementwise: a row's values depend on nothing else.
+ * its cache slot. Without cos (learned positions) nothing is rotated, only stored. Elementwise: a
+ * row's values depend on nothing else.
  */
 __attribute__((optimize("fp-contract=off"))) void rope_kv_rows(float *q, float *k, const float *v, int64_t H,
                                                                int64_t KVH, int64_t D, const float *cos,
@@ -527,14 +528,16 @@ __attribute__((optimize("fp-contract=off"))) void rope_kv_rows(float *q, float *
   const int64_t half = D / 2;
   for (int64_t r = r0; r < r1; r++) {
     const int64_t pos = positions[r];
-    const float *c = cos + pos * half, *s = sin + pos * half;
-    for (int64_t h = 0; h < H + KVH; h++) {
-      float *x = h < H ? q + (r * H + h) * D : k + (r * KVH + h - H) * D;
-      for (int64_t j = 0; j < half; j++) {
-        const float a = x[j], b = x[j + half];
-        const float ac = a * c[j], bs = b * s[j], bc = b * c[j], as = a * s[j];
-        x[j] = ac - bs;
-        x[j + half] = bc + as;
+    if (cos) {
+      const float *c = cos + pos * half, *s = sin + pos * half;
+      for (int64_t h = 0; h < H + KVH; h++) {
+        float *x = h < H ? q + (r * H + h) * D : k + (r * KVH + h - H) * D;
+        for (int64_t j = 0; j < half; j++) {
+          const float a = x[j], b = x[j + half];
+          const float ac = a * c[j], bs = b * s[j], bc = b * c[j], as = a * s[j];
+          x[j] = ac - bs;
+          x[j + half] = bc + as;
+        }
       }
     }
     const int64_t slot = (int64_t)tables[r * stride + pos / block] * KVH * block + pos % block;
@@ -739,6 +742,15 @@ void kn_bi_rope_kv_f32(float *q, float *k, const float *v, int64_t R, int64_t H,
   parallel_for(R, 8, [&](int64_t r0, int64_t r1) {  // ~3.5 µs a row (cold cache slots): worth a split
     rope_kv_rows(q, k, v, H, KVH, D, cos, sin, positions, kpool, vpool, kv_f16 != 0, block, tables, table_stride,
                  r0, r1);
+  });
+}
+
+void kn_bi_store_kv_f32(const float *k, const float *v, int64_t R, int64_t KVH, int64_t D, const int32_t *positions,
+                        void *kpool, void *vpool, int kv_f16, int64_t block, const int32_t *tables,
+                        int64_t table_stride) {
+  parallel_for(R, 8, [&](int64_t r0, int64_t r1) {  // k is only read without cos
+    rope_kv_rows(nullptr, const_cast<float *>(k), v, 0, KVH, D, nullptr, nullptr, positions, kpool, vpool,
+                 kv_f16 != 0, block, tables, table_stride, r0, r1);
   });
 }
 

@@ -63,7 +63,7 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
                        rounded to f16 as they are stored (llama.cpp's default cache type), so tokens
                        can differ from an f32 cache's
   --no-batching        decode one sequence per step instead of batching the running requests
-                       (batching needs a Llama-family model and the native backend; without them
+                       (batching needs a Llama-family or GPT-2 model and the native backend; without them
                        the server says why on stderr and runs unbatched) (docs/batching.md)
 
 Example:

@@ -1,7 +1,8 @@
 /**
  * Continuous batching: every running sequence's next token comes out of one shared forward pass
- * (BatchedLlama) per step. Between steps sequences join (admitted when the KV cache has room for
- * all they may need) and leave (finished, stopped or cancelled — their blocks are freed at once);
+ * (a BatchedModel: BatchedLlama, BatchedGpt) per step. Between steps sequences join (admitted when
+ * the KV cache has room for all they may need) and leave (finished, stopped or cancelled — their
+ * blocks are freed at once);
  * prompts are fed in chunks of at most `prefillChunk` tokens per step next to the decode rows, so
  * a long prompt never stalls the sequences already decoding. The event loop gets a turn after
  * every step (new requests, client disconnects, timers).
@@ -17,7 +18,7 @@ import type { AdapterSet } from '../finetune/adapter-set.js';
 import type { LoraAdapter } from '../finetune/lora.js';
 import { checkSamplingOptions, sampleToken, type SamplingOptions } from '../models/sampling.js';
 import { Generator as Random } from '../random.js';
-import type { BatchedLlama, BatchRow } from './batched-llama.js';
+import type { BatchedModel, BatchRow } from './batched-decoder.js';
 import { PagedKvCache, type KvCacheDtype } from './paged-kv.js';
 
 /** A sequence needs more KV cache than the whole budget holds: it could never run. */
@@ -95,7 +96,7 @@ export class BatchEngine {
   private steps = 0;
 
   constructor(
-    readonly model: BatchedLlama,
+    readonly model: BatchedModel,
     private readonly opts: BatchEngineOptions,
   ) {
     const dtype = opts.kvCacheDtype ?? 'f32';

@@ -1,13 +1,15 @@
 /**
  * Whether and how an opened model runs on the continuous-batching engine: Llama-family models
- * (Llama, Mistral, Qwen2) with f32, q8_0 or q4_0 linear weights on the native backend. Anything
- * else is served one sequence at a time by ModelGenerator, and `reason` says why.
+ * (Llama, Mistral, Qwen2) and GPT-2 with f32, q8_0 or q4_0 linear weights on the native backend.
+ * Anything else is served one sequence at a time by ModelGenerator, and `reason` says why.
  */
 import { loadNativeAddon, nativeLoadError } from '../backends/native/index.js';
 import type { AdapterSet } from '../finetune/adapter-set.js';
 import type { OpenedLanguageModel } from '../load/language-model.js';
+import { GPT } from '../models/gpt.js';
 import { Llama } from '../models/llama.js';
 import { KnobsError } from '../errors.js';
+import { BatchedGpt } from './batched-gpt.js';
 import { BatchedLlama } from './batched-llama.js';
 import { BatchEngine } from './engine.js';
 import type { KvCacheDtype } from './paged-kv.js';
@@ -25,14 +27,14 @@ export function openBatchEngine(
   opts: { kvCacheMb: number; kvCacheDtype?: KvCacheDtype; adapters?: AdapterSet },
 ): BatchEngineChoice {
   const model = opened.model;
-  if (!(model instanceof Llama))
-    return { engine: null, reason: `batching runs Llama-family models; this is ${model.constructor.name}` };
+  if (!(model instanceof Llama) && !(model instanceof GPT))
+    return { engine: null, reason: `batching runs Llama-family and GPT-2 models; this is ${model.constructor.name}` };
   if (opened.adapters.length > 0)
     return { engine: null, reason: 'adapters attached to the model at load; serve them per request instead' };
   const addon = loadNativeAddon();
   if (!addon) return { engine: null, reason: `batching needs the native backend: ${nativeLoadError()}` };
   try {
-    const batched = new BatchedLlama(model, addon);
+    const batched = model instanceof GPT ? new BatchedGpt(model, addon) : new BatchedLlama(model, addon);
     return {
       engine: new BatchEngine(batched, {
         kvCacheBytes: opts.kvCacheMb * 2 ** 20,

@@ -57,9 +57,12 @@ export function tokenizerJson(chars: readonly string[]): Record<string, unknown>
   };
 }
 
-/** The Llama fixture copied to `dir` with the character tokenizer (and, when given, a chat template). */
-export async function tinyTextModel(dir: string, chatTemplate?: string): Promise<void> {
-  await cp(LLAMA_FIXTURE, dir, { recursive: true });
+/**
+ * A model fixture (the Llama one unless `fixture` names another of test/fixtures/hf with a 64-token
+ * vocabulary) copied to `dir` with the character tokenizer (and, when given, a chat template).
+ */
+export async function tinyTextModel(dir: string, chatTemplate?: string, fixture = LLAMA_FIXTURE): Promise<void> {
+  await cp(fixture, dir, { recursive: true });
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson(CHARS)));
   if (chatTemplate !== undefined)
     await writeFile(

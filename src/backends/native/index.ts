@@ -69,6 +69,8 @@ export interface NativeAddon {
   qmatmulIsa(): string;
   /** Batch-invariant decode kernels (native/kernels/bi_decode.cpp; src/serve/ uses them): y [M, N] = x [M, K] · Wᵀ. */
   biMatmul(x: F32, M: number, K: number, w: F32, N: number, y: F32): void;
+  /** y [M, N] = x [M, K] · W with W stored [K, N] (GPT-2's Conv1D), batch-invariant (native/kernels/bi_matmul_kn.cpp). */
+  biMatmulKn(x: F32, M: number, K: number, w: F32, N: number, y: F32): void;
   /** qmatmulPacked's bits, each packed weight vector loaded once for a tile of rows (the engine's q8_0/q4_0 product). */
   biQmatmulPacked(type: number, x: F32, M: number, K: number, packed: Uint8Array, N: number, y: F32): void;
   biRmsNorm(x: F32, M: number, C: number, w: F32, eps: number, y: F32): void;
@@ -85,6 +87,20 @@ export interface NativeAddon {
     D: number,
     cos: F32,
     sin: F32,
+    positions: Int32Array,
+    kpool: F32 | Uint16Array,
+    vpool: F32 | Uint16Array,
+    block: number,
+    tables: Int32Array,
+    tableStride: number,
+  ): void;
+  /** biRopeKv without the rotation (learned positions, GPT-2): k and v [R, KVH, D] stored in each row's cache slot. */
+  biStoreKv(
+    k: F32,
+    v: F32,
+    R: number,
+    KVH: number,
+    D: number,
     positions: Int32Array,
     kpool: F32 | Uint16Array,
     vpool: F32 | Uint16Array,

@@ -1,0 +1,223 @@
+/**
+ * What the continuous-batching engine (src/serve/engine.ts) runs: one batched forward pass of a
+ * decoder over rows from many sequences, each row one token at its own position of its own
+ * sequence, read against that sequence's paged KV cache (src/serve/paged-kv.ts). Decode steps are
+ * one row per sequence; a prompt chunk is several rows of one sequence.
+ *
+ * `BatchedDecoder` holds what the model families share (src/serve/batched-llama.ts,
+ * src/serve/batched-gpt.ts): the projections — f32 weights stored [out, in] or [in, out] (GPT-2's
+ * Conv1D), q8_0/q4_0 blocks — each through a batch-invariant kernel (native/kernels/bi_decode.cpp,
+ * bi_matmul_kn.cpp), each row's LoRA delta, the step's reusable buffers and the rows' block tables.
+ *
+ * LoRA: each row names its adapter (or none); for every adapted projection the rows of one adapter
+ * are gathered and get `scaling · B(A x)` added, computed with the same batch-invariant matmul.
+ */
+import { GGML_TYPE_ID, type NativeAddon, packedOf, quantizedProduct } from '../backends/native/index.js';
+import { ArgumentError } from '../errors.js';
+import type { LoraAdapter } from '../finetune/lora.js';
+import { Linear } from '../nn/linear.js';
+import { QuantizedLinear } from '../nn/quantized-linear.js';
+import type { Tensor } from '../tensor.js';
+import { KV_BLOCK, type PagedKvCache, type PagedKvShape } from './paged-kv.js';
+
+export type F32 = Float32Array;
+
+/** One token of one sequence in a step. */
+export interface BatchRow {
+  token: number;
+  /** Its position in the sequence (0-based); positions before it must already be in the cache. */
+  position: number;
+  /** The sequence's block table. */
+  table: Int32Array;
+  adapter: LoraAdapter | null;
+  /** Whether the step returns logits for this row (the last row of a prompt, and decode rows). */
+  wantLogits: boolean;
+}
+
+/** A model the engine can batch. */
+export interface BatchedModel {
+  /** The KV cache's shape (layers, KV heads, head size). */
+  readonly shape: PagedKvShape;
+  readonly vocabSize: number;
+  readonly contextLength: number;
+  /**
+   * Runs the rows through the model, writing their keys and values into `kv`; returns the logits
+   * [V] of each row with wantLogits, in row order.
+   */
+  forward(rows: readonly BatchRow[], kv: PagedKvCache): F32[];
+}
+
+/** y [M, out] = x [M, in] · W (+ b) into y, for one projection of the model, batch-invariant. */
+export interface Projection {
+  path: string;
+  out: number;
+  apply(x: F32, M: number, y: F32): F32;
+}
+
+/** Where each row's keys and values live, in the layout the paged kernels read. */
+export interface RowLayout {
+  /** Each row's block table, padded to `stride` entries. */
+  tables: Int32Array;
+  stride: number;
+  positions: Int32Array;
+  /** Positions each row attends to (its own included). */
+  lens: Int32Array;
+}
+
+export function f32Data(t: Tensor, what: string): F32 {
+  if (t.dtype !== 'f32') throw new ArgumentError(`batched decoding needs f32 weights; ${what} is ${t.dtype}`);
+  return t.contiguousStorage() as F32;
+}
+
+function addBias(y: F32, M: number, bias: F32 | null): F32 {
+  if (!bias) return y;
+  const N = bias.length;
+  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) y[m * N + n] += bias[n]!;
+  return y;
+}
+
+export abstract class BatchedDecoder implements BatchedModel {
+  abstract readonly shape: PagedKvShape;
+  abstract readonly vocabSize: number;
+  abstract readonly contextLength: number;
+  /**
+   * Each step's intermediates (x, q, k, …) reuse these buffers, grown to the largest step seen:
+   * fresh arrays of up to megabytes per projection and step made the garbage collector run several
+   * times a step. Only the logits, handed out, are new each step.
+   */
+  private readonly scratch = new Map<string, F32>();
+
+  constructor(protected readonly addon: NativeAddon) {}
+
+  abstract forward(rows: readonly BatchRow[], kv: PagedKvCache): F32[];
+
+  /** A Linear (weight [out, in] or [in, out]) or a q8_0/q4_0 QuantizedLinear as a batch-invariant projection. */
+  protected projection(layer: Linear | QuantizedLinear, path: string): Projection {
+    if (layer.adapter !== null)
+      throw new ArgumentError(
+        `batched decoding applies adapters per request; ${path} has one attached to the model (serve adapters as request-level adapters instead)`,
+      );
+    const bias = layer.bias ? f32Data(layer.bias, `${path}.bias`) : null;
+    if (layer instanceof QuantizedLinear) {
+      const weight = layer.weight;
+      const N = weight.rows;
+      return {
+        path,
+        out: N,
+        apply: (x, M, y) => {
+          // The packed copy the backend's decode step also uses (made once per weight), with each
+          // weight vector loaded once per tile of rows; where there is none, the blocks' product.
+          const packed = M > 0 ? packedOf(this.addon, weight) : null;
+          if (packed) this.addon.biQmatmulPacked(GGML_TYPE_ID[weight.type], x, M, weight.cols, packed, N, y);
+          else if (M > 0) quantizedProduct(this.addon, x, M, weight, y);
+          return addBias(y, M, bias);
+        },
+      };
+    }
+    if (!(layer instanceof Linear)) throw new ArgumentError(`batched decoding: ${path} is not a linear layer`);
+    const w = f32Data(layer.weight, `${path}.weight`);
+    const [N, K] = [layer.outFeatures, layer.inFeatures];
+    if (layer.layout === 'in_out')
+      return {
+        path,
+        out: N,
+        apply: (x, M, y) => {
+          if (M > 0) this.addon.biMatmulKn(x, M, K, w, N, y);
+          return addBias(y, M, bias);
+        },
+      };
+    return this.dense(w, bias, N, K, path);
+  }
+
+  /** An f32 weight [N, K] (out, in) as a projection: a Linear's, or a tied embedding as the head. */
+  protected dense(w: F32, bias: F32 | null, N: number, K: number, path: string): Projection {
+    return {
+      path,
+      out: N,
+      apply: (x, M, y) => {
+        if (M > 0) this.addon.biMatmul(x, M, K, w, N, y);
+        return addBias(y, M, bias);
+      },
+    };
+  }
+
+  /** `n` floats of the buffer `name` (contents left from earlier use: callers overwrite them). */
+  protected buffer(name: string, n: number): F32 {
+    let b = this.scratch.get(name);
+    if (!b || b.length < n) {
+      b = new Float32Array(Math.max(n, 2 * (b?.length ?? 0)));
+      this.scratch.set(name, b);
+    }
+    return b.subarray(0, n);
+  }
+
+  /**
+   * Projection plus each row's LoRA delta (rows grouped by adapter; each group's delta is row-wise),
+   * into the buffer `into` (or a new array).
+   */
+  protected project(p: Projection, x: F32, rows: readonly BatchRow[], inDim: number, into: string | null): F32 {
+    const M = rows.length;
+    const y = p.apply(x, M, into ? this.buffer(into, M * p.out) : new Float32Array(M * p.out));
+    const groups = new Map<LoraAdapter, number[]>();
+    rows.forEach((r, i) => {
+      if (r.adapter?.layers.has(p.path)) {
+        const g = groups.get(r.adapter);
+        if (g) g.push(i);
+        else groups.set(r.adapter, [i]);
+      }
+    });
+    const N = p.out;
+    for (const [adapter, idx] of groups) {
+      const lora = adapter.layers.get(p.path)!;
+      const A = f32Data(lora.lora_A.weight, `${p.path}.lora_A.weight`); // [r, in]
+      const B = f32Data(lora.lora_B.weight, `${p.path}.lora_B.weight`); // [out, r]
+      const r = lora.r;
+      const G = idx.length;
+      const xg = new Float32Array(G * inDim);
+      idx.forEach((row, j) => xg.set(x.subarray(row * inDim, (row + 1) * inDim), j * inDim));
+      const t = new Float32Array(G * r);
+      this.addon.biMatmul(xg, G, inDim, A, r, t);
+      const d = new Float32Array(G * N);
+      this.addon.biMatmul(t, G, r, B, N, d);
+      const s = lora.scaling;
+      idx.forEach((row, j) => {
+        for (let n = 0; n < N; n++) y[row * N + n] += Math.fround(s * d[j * N + n]!);
+      });
+    }
+    return y;
+  }
+
+  /** The rows' block tables, positions and lengths; a row past its sequence's cache is an error. */
+  protected layout(rows: readonly BatchRow[]): RowLayout {
+    for (const row of rows)
+      if (row.position >= this.contextLength || row.position >= row.table.length * KV_BLOCK)
+        throw new ArgumentError(`batched decoding: position ${row.position} is past the sequence's cache`);
+    const R = rows.length;
+    const tables = new Int32Array(R * Math.max(1, ...rows.map((r) => r.table.length)));
+    const stride = tables.length / Math.max(R, 1);
+    const positions = new Int32Array(R);
+    const lens = new Int32Array(R);
+    rows.forEach((row, r) => {
+      tables.set(row.table, r * stride);
+      positions[r] = row.position;
+      lens[r] = row.position + 1;
+    });
+    return { tables, stride, positions, lens };
+  }
+
+  /** The head's logits [V] of the rows with wantLogits, from the final-normed hidden states h [R, C]. */
+  protected logits(head: Projection, h: F32, rows: readonly BatchRow[], C: number): F32[] {
+    const picked = rows.flatMap((row, r) => (row.wantLogits ? [r] : []));
+    const normed = this.buffer('normed', picked.length * C);
+    picked.forEach((r, j) => normed.set(h.subarray(r * C, (r + 1) * C), j * C));
+    const logits = this.project(
+      head,
+      normed,
+      picked.map((r) => rows[r]!),
+      C,
+      null, // the logits leave with the caller
+    );
+    const V = this.vocabSize;
+    return picked.map((_, j) => logits.subarray(j * V, (j + 1) * V));
+  }
+}
