@@ -15,11 +15,14 @@
  *   batch_{type}_scaling_c{N}  16 (target ≥ 4) and 64 clients' tokens/s vs one client's
  *   bi_matmul_m{M}_k768_n2048  the batch-invariant f32 matmul vs oneDNN's sgemm on a decode shape
  *
+ * KNOBS_BENCH_BATCH_MODELS=llama,gpt2 adds the same rows for a GPT-2 of GPT-2 small's blocks (768 wide,
+ * 12 layers, 12 heads; ~85M parameters) on kjv-gpt's byte vocabulary, named batch_gpt2_{type}_…: knobs'
+ * BatchedGpt against llama.cpp's gpt2 graph on the GGUF `knobs convert` writes.
  * KNOBS_BENCH_BATCH_TOKENS, _PROMPT, _CLIENTS, _TYPES (comma lists: 1,4,16,64 and f32,q8_0) and _REPEAT
  * shorten it while iterating. KNOBS_BENCH_BATCH_KV=f16 runs both sides on an f16 KV cache (llama.cpp's
  * default cache type; knobs' --kv-cache-dtype f16) instead of f32, its rows named batch_{type}_kvf16_….
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,9 +33,14 @@ import { chatTemplateOf } from '../src/server/chat-template.js';
 import { NO_CHAT_TEMPLATE } from '../src/load/chat-template-source.js';
 import { SERVER_DEFAULTS, createApiServer } from '../src/server/server.js';
 import { BatchGenerator } from '../src/serve/batch-generator.js';
+import type { BatchedModel } from '../src/serve/batched-decoder.js';
+import { BatchedGpt } from '../src/serve/batched-gpt.js';
 import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine } from '../src/serve/engine.js';
 import { KV_CACHE_DTYPES, type KvCacheDtype } from '../src/serve/paged-kv.js';
+import { saveSafetensors } from '../src/formats/safetensors.js';
+import { convertModel } from '../src/load/convert.js';
+import { byteLevelTokenizerJson } from '../src/tokenizer/export.js';
 import { DECODE_CONFIG } from './llama-decode.js';
 import { writeLlamaGguf } from './llama-gguf.js';
 import { PeerMissingError } from './peer.js';
@@ -46,6 +54,7 @@ const CLIENTS = env('CLIENTS', '1,4,16,64').split(',').map(Number);
 const TYPES = env('TYPES', 'f32,q8_0').split(',');
 const REPEAT = Number(env('REPEAT', '3'));
 const KV = env('KV', 'f32') as KvCacheDtype;
+const MODELS = env('MODELS', 'llama').split(',');
 const LLAMA_CPP = 'node-llama-cpp 3.21.1 (llama.cpp, sequences: N)';
 
 /** Timestamps (ms) of each client's tokens. */
@@ -68,16 +77,60 @@ function loadOf(traces: Trace, start: number): Load {
   return { tokensPerSecond: tokens / ((end - start) / 1000), gapsMs };
 }
 
-const prompts = (n: number): number[][] =>
-  Array.from({ length: n }, (_, c) =>
-    Array.from({ length: PROMPT }, (_, i) => (i * 37 + 11 + c * 5) % DECODE_CONFIG.vocab_size),
-  );
+/** A model the bench serves: knobs' copy in memory, and the same weights as a GGUF for llama.cpp. */
+interface BenchModel {
+  name: 'llama' | 'gpt2';
+  vocab: number;
+  /** Positions of llama.cpp's context (it rounds up to 256; knobs' model holds as many). */
+  context: number;
+  make(): k.Llama | k.GPT;
+  batched(model: k.Llama | k.GPT, addon: NonNullable<ReturnType<typeof loadNativeAddon>>): BatchedModel;
+  /** Writes the (not yet quantized) model as a GGUF of `fileType` at `path`, using `dir` for scratch. */
+  writeGguf(model: k.Llama | k.GPT, fileType: 'F32' | 'Q8_0', path: string, dir: string): Promise<void>;
+}
+
+const GPT2_CONFIG = { vocab_size: 256, n_positions: 256, n_embd: 768, n_layer: 12, n_head: 12, dropout: 0 };
+
+const BENCH_MODELS: readonly BenchModel[] = [
+  {
+    name: 'llama',
+    vocab: DECODE_CONFIG.vocab_size,
+    context: DECODE_CONFIG.max_position_embeddings,
+    make: () => {
+      const model = new k.Llama(DECODE_CONFIG, { seed: 0 });
+      const C = DECODE_CONFIG.hidden_size;
+      (model.lm_head!.weight.storage as Float32Array).fill(0, 2 * C, 3 * C); // no </s>, as llama-decode
+      return model;
+    },
+    batched: (model, addon) => new BatchedLlama(model as k.Llama, addon),
+    writeGguf: (model, fileType, path) => writeLlamaGguf(model as k.Llama, fileType, path),
+  },
+  {
+    name: 'gpt2',
+    vocab: GPT2_CONFIG.vocab_size,
+    context: GPT2_CONFIG.n_positions,
+    make: () => new k.GPT(k.gptConfig(GPT2_CONFIG), { seed: 0 }),
+    batched: (model, addon) => new BatchedGpt(model as k.GPT, addon),
+    writeGguf: async (model, fileType, path, dir) => {
+      const hf = join(dir, `gpt2-${fileType}`);
+      await mkdir(hf, { recursive: true });
+      await writeFile(join(hf, 'config.json'), JSON.stringify((model as k.GPT).toHFConfig()));
+      await saveSafetensors(join(hf, 'model.safetensors'), model.stateDict());
+      await writeFile(join(hf, 'tokenizer.json'), JSON.stringify(byteLevelTokenizerJson()));
+      await convertModel({ input: hf, format: 'gguf', dtype: fileType === 'F32' ? 'f32' : 'q8_0', out: path });
+      await rm(hf, { recursive: true, force: true });
+    },
+  },
+];
+
+const prompts = (n: number, vocab: number): number[][] =>
+  Array.from({ length: n }, (_, c) => Array.from({ length: PROMPT }, (_, i) => (i * 37 + 11 + c * 5) % vocab));
 
 async function engineLoad(engine: BatchEngine, clients: number): Promise<Load> {
   const traces: Trace = Array.from({ length: clients }, () => []);
   const start = performance.now();
   await Promise.all(
-    prompts(clients).map((prompt, c) =>
+    prompts(clients, engine.model.vocabSize).map((prompt, c) =>
       engine.submit({
         prompt,
         maxTokens: TOKENS,
@@ -93,11 +146,11 @@ async function engineLoad(engine: BatchEngine, clients: number): Promise<Load> {
 }
 
 /** Streaming completions; every token is one SSE event (logprobs: 0 makes even a partial character an event). */
-async function httpLoad(url: string, clients: number): Promise<Load> {
+async function httpLoad(url: string, clients: number, vocab: number): Promise<Load> {
   const traces: Trace = Array.from({ length: clients }, () => []);
   const start = performance.now();
   await Promise.all(
-    prompts(clients).map(
+    prompts(clients, vocab).map(
       (prompt, c) =>
         new Promise<void>((done, fail) => {
           const req = request(`${url}/v1/completions`, {
@@ -131,9 +184,14 @@ async function httpLoad(url: string, clients: number): Promise<Load> {
 
 type LlamaCpp = typeof import('node-llama-cpp');
 
-async function cppLoad(model: import('node-llama-cpp').LlamaModel, clients: number, threads: number): Promise<Load> {
+async function cppLoad(
+  model: import('node-llama-cpp').LlamaModel,
+  bench: BenchModel,
+  clients: number,
+  threads: number,
+): Promise<Load> {
   const context = await model.createContext({
-    contextSize: DECODE_CONFIG.max_position_embeddings,
+    contextSize: bench.context,
     sequences: clients,
     threads,
     flashAttention: false,
@@ -145,7 +203,7 @@ async function cppLoad(model: import('node-llama-cpp').LlamaModel, clients: numb
     const sequences = Array.from({ length: clients }, () => context.getSequence());
     const start = performance.now();
     await Promise.all(
-      prompts(clients).map(async (prompt, c) => {
+      prompts(clients, bench.vocab).map(async (prompt, c) => {
         let n = 0;
         for await (const _ of sequences[c]!.evaluate(prompt as unknown as import('node-llama-cpp').Token[], {
           temperature: 0,
@@ -155,17 +213,13 @@ async function cppLoad(model: import('node-llama-cpp').LlamaModel, clients: numb
         }
       }),
     );
+    const short = traces.findIndex((t) => t.length !== TOKENS);
+    if (short >= 0)
+      throw new Error(`llama.cpp's sequence ${short} ended after ${traces[short]!.length} of ${TOKENS} tokens`);
     return loadOf(traces, start);
   } finally {
     await context.dispose();
   }
-}
-
-function makeModel(): k.Llama {
-  const model = new k.Llama(DECODE_CONFIG, { seed: 0 });
-  const C = DECODE_CONFIG.hidden_size;
-  (model.lm_head!.weight.storage as Float32Array).fill(0, 2 * C, 3 * C); // no </s>, as llama-decode
-  return model;
 }
 
 function kernelRows(addon: NonNullable<ReturnType<typeof loadNativeAddon>>, cores: 1 | 'all'): BenchRow[] {
@@ -200,6 +254,8 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
     throw new Error(`KNOBS_BENCH_BATCH_REPEAT must be a positive integer, got ${env('REPEAT', '3')}`);
   if (!KV_CACHE_DTYPES.includes(KV))
     throw new Error(`KNOBS_BENCH_BATCH_KV is one of ${KV_CACHE_DTYPES.join(', ')}, got ${KV}`);
+  const unknown = MODELS.filter((m) => !BENCH_MODELS.some((b) => b.name === m));
+  if (unknown.length > 0) throw new Error(`KNOBS_BENCH_BATCH_MODELS lists llama and gpt2, not ${unknown.join(', ')}`);
   const backend = loadNativeBackend();
   const addon = loadNativeAddon();
   if (!backend || !addon) throw new Error(`batch bench needs the native backend: ${nativeLoadError()}`);
@@ -216,16 +272,20 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   const rows: BenchRow[] = kernelRows(addon, opts.cores);
   const llama = await cpp.getLlama({ gpu: false, build: 'never', logLevel: cpp.LlamaLogLevel.error });
   try {
-    for (const [fileType, quant] of [
-      ['F32', null],
-      ['Q8_0', 'q8_0'],
-    ] as const) {
-      if (!TYPES.includes(fileType.toLowerCase())) continue;
-      const model = makeModel();
-      const path = join(dir, `llama-${fileType}.gguf`);
-      await writeLlamaGguf(model, fileType, path);
+    for (const [bench, fileType, quant] of BENCH_MODELS.flatMap((b) =>
+      (
+        [
+          ['F32', null],
+          ['Q8_0', 'q8_0'],
+        ] as const
+      ).map(([f, q]) => [b, f, q] as const),
+    )) {
+      if (!TYPES.includes(fileType.toLowerCase()) || !MODELS.includes(bench.name)) continue;
+      const model = bench.make();
+      const path = join(dir, `${bench.name}-${fileType}.gguf`);
+      await bench.writeGguf(model, fileType, path, dir);
       if (quant) k.quantizeModel(model, quant);
-      const engine = new BatchEngine(new BatchedLlama(model, addon), {
+      const engine = new BatchEngine(bench.batched(model, addon), {
         kvCacheBytes: 1024 * 2 ** 20,
         kvCacheDtype: KV,
       });
@@ -257,7 +317,8 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
       const url = await api.listen(0, '127.0.0.1');
       const cppModel = await llama.loadModel({ modelPath: path });
       try {
-        const type = fileType.toLowerCase() + (KV === 'f32' ? '' : `_kv${KV}`);
+        const type =
+          (bench.name === 'llama' ? '' : `${bench.name}_`) + fileType.toLowerCase() + (KV === 'f32' ? '' : `_kv${KV}`);
         await engineLoad(engine, 1); // warm-up
         const runs = new Map<number, Load[]>(CLIENTS.map((c) => [c, []]));
         for (let round = 0; round < REPEAT; round++)
@@ -265,8 +326,8 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
         const tokens = new Map<number, number>();
         for (const clients of CLIENTS) {
           const mine = medianLoad(runs.get(clients)!);
-          const overHttp = await httpLoad(url, clients);
-          const theirs = await cppLoad(cppModel, clients, threads);
+          const overHttp = await httpLoad(url, clients, bench.vocab);
+          const theirs = await cppLoad(cppModel, bench, clients, threads);
           tokens.set(clients, mine.tokensPerSecond);
           const name = `batch_${type}_p${PROMPT}_n${TOKENS}_c${clients}`;
           rows.push(

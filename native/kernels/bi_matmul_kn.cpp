@@ -25,14 +25,16 @@ const int64_t CHUNK = 64;
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-/* MR rows × NV vectors of 8 columns from column n0, kept in registers over all of K. */
+/* MR rows × NV vectors of 8 columns from column n0 over k in [k0, k1), in registers: from 0 when
+   k0 = 0, else from where the previous rows of W left them in y (an f32 store and load change
+   nothing, so each element's chain is the one over all of K). */
 template <int MR, int NV>
 KN_AVX2 inline __attribute__((always_inline)) void tile(const float *x, int64_t K, const float *w, int64_t N,
-                                                        int64_t n0, float *y) {
+                                                        int64_t n0, int64_t k0, int64_t k1, float *y) {
   __m256 acc[MR][NV];
   for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NV; j++) acc[i][j] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K; k++) {
+    for (int j = 0; j < NV; j++) acc[i][j] = k0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(y + i * N + n0 + 8 * j);
+  for (int64_t k = k0; k < k1; k++) {
     __m256 wv[NV];
     for (int j = 0; j < NV; j++) wv[j] = _mm256_loadu_ps(w + k * N + n0 + 8 * j);
     for (int i = 0; i < MR; i++) {
@@ -44,40 +46,42 @@ KN_AVX2 inline __attribute__((always_inline)) void tile(const float *x, int64_t 
     for (int j = 0; j < NV; j++) _mm256_storeu_ps(y + i * N + n0 + 8 * j, acc[i][j]);
 }
 
-/* MR rows over columns [n0, n1): tiles of NV vectors, then single vectors, then single columns. */
+/* MR rows over columns [n0, n1) and k in [k0, k1): tiles of NV vectors, then single vectors, then
+   single columns. */
 template <int MR, int NV>
-KN_AVX2 void rows_fma(const float *x, int64_t K, const float *w, int64_t N, int64_t n0, int64_t n1, float *y) {
+KN_AVX2 void rows_fma(const float *x, int64_t K, const float *w, int64_t N, int64_t n0, int64_t n1, int64_t k0,
+                      int64_t k1, float *y) {
   int64_t n = n0;
-  for (; n + 8 * NV <= n1; n += 8 * NV) tile<MR, NV>(x, K, w, N, n, y);
-  for (; n + 8 <= n1; n += 8) tile<MR, 1>(x, K, w, N, n, y);
+  for (; n + 8 * NV <= n1; n += 8 * NV) tile<MR, NV>(x, K, w, N, n, k0, k1, y);
+  for (; n + 8 <= n1; n += 8) tile<MR, 1>(x, K, w, N, n, k0, k1, y);
   for (; n < n1; n++)
     for (int i = 0; i < MR; i++) {
-      __m128 acc = _mm_setzero_ps();
-      for (int64_t k = 0; k < K; k++) acc = _mm_fmadd_ss(_mm_load_ss(x + i * K + k), _mm_load_ss(w + k * N + n), acc);
-      y[i * N + n] = _mm_cvtss_f32(acc);
+      __m128 acc = k0 == 0 ? _mm_setzero_ps() : _mm_load_ss(y + i * N + n);
+      for (int64_t k = k0; k < k1; k++) acc = _mm_fmadd_ss(_mm_load_ss(x + i * K + k), _mm_load_ss(w + k * N + n), acc);
+      _mm_store_ss(y + i * N + n, acc);
     }
 }
 
-/* Rows [0, M) over columns [n0, n1). One or two rows take wide tiles (the weight stream is the work
-   and eight chains hide the FMA latency); more take 16 columns in groups of six rows, so each
-   K × 16 panel of W stays in L2 while the row groups pass over it. */
+/* Rows [0, M) over columns [n0, n1), KB = 16 rows of W at a time: those rows' segments are read as
+   16 sequential streams (a tile walking all of K would touch a new page of W at every k, each row
+   of W being N·4 bytes on). One row takes tiles of 64 columns (the weight stream is the work; eight
+   chains hide the FMA latency); more take 32 columns in groups of three rows, each 16 × 32 block of
+   W staying in L1 while the groups pass over it. */
 KN_AVX2 void columns_fma(const float *x, int64_t M, int64_t K, const float *w, int64_t N, int64_t n0, int64_t n1,
                          float *y) {
-  if (M == 1) return rows_fma<1, 8>(x, K, w, N, n0, n1, y);
-  if (M == 2) return rows_fma<2, 4>(x, K, w, N, n0, n1, y);
-  for (int64_t c = n0; c < n1; c += 16) {
-    const int64_t c1 = c + 16 < n1 ? c + 16 : n1;
-    int64_t m = 0;
-    for (; m + 6 <= M; m += 6) rows_fma<6, 2>(x + m * K, K, w, N, c, c1, y + m * N);
-    const float *xm = x + m * K;
-    float *ym = y + m * N;
-    switch (M - m) {
-      case 5: rows_fma<5, 2>(xm, K, w, N, c, c1, ym); break;
-      case 4: rows_fma<4, 2>(xm, K, w, N, c, c1, ym); break;
-      case 3: rows_fma<3, 2>(xm, K, w, N, c, c1, ym); break;
-      case 2: rows_fma<2, 2>(xm, K, w, N, c, c1, ym); break;
-      case 1: rows_fma<1, 2>(xm, K, w, N, c, c1, ym); break;
-      default: break;
+  const int64_t KB = 16;
+  for (int64_t k0 = 0; k0 < K; k0 += KB) {
+    const int64_t k1 = k0 + KB < K ? k0 + KB : K;
+    if (M == 1) {
+      rows_fma<1, 8>(x, K, w, N, n0, n1, k0, k1, y);
+      continue;
+    }
+    for (int64_t c = n0; c < n1; c += 32) {
+      const int64_t c1 = c + 32 < n1 ? c + 32 : n1;
+      int64_t m = 0;
+      for (; m + 3 <= M; m += 3) rows_fma<3, 4>(x + m * K, K, w, N, c, c1, k0, k1, y + m * N);
+      if (M - m == 2) rows_fma<2, 4>(x + m * K, K, w, N, c, c1, k0, k1, y + m * N);
+      if (M - m == 1) rows_fma<1, 4>(x + m * K, K, w, N, c, c1, k0, k1, y + m * N);
     }
   }
 }
