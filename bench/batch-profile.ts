@@ -7,23 +7,32 @@
  * time (at 2 threads it adds both threads', spinning included); KNOBS_PROFILE_WALL=1 gives wall time.
  *
  *   node --single-threaded-gc dist/bench/batch-profile.js [q8_0|f32] [threads] [clients,…] [f32|f16 (the KV cache)]
+ *
+ * KNOBS_PROFILE_MODEL=gpt2 profiles the bench's GPT-2 (`KNOBS_BENCH_BATCH_MODELS=gpt2`) instead of its Llama.
  */
 import * as k from '../src/index.js';
 import { loadNativeAddon, type NativeAddon } from '../src/backends/native/index.js';
 import type { BatchRow } from '../src/serve/batched-decoder.js';
+import { BatchedGpt } from '../src/serve/batched-gpt.js';
 import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine } from '../src/serve/engine.js';
 import type { KvCacheDtype, PagedKvCache } from '../src/serve/paged-kv.js';
+import { GPT2_CONFIG } from './batch.js';
 import { DECODE_CONFIG } from './llama-decode.js';
 
 const KERNELS = [
   'biQmatmulPacked',
   'biMatmul',
+  'biMatmulKn',
   'biRopeKv',
+  'biStoreKv',
   'biPagedAttention',
   'biAddRmsNorm',
   'biRmsNorm',
   'biSwiglu',
+  'layerNorm',
+  'addLayerNorm',
+  'biasActivation',
 ];
 /* KNOBS_PROFILE_WALL=1 times wall clock instead: at 2 threads CPU time counts the pool's spinning, wall
    time shows which kernels the second thread does not speed up (on a quiet machine). */
@@ -62,9 +71,11 @@ const addon = Object.fromEntries(
   ]),
 ) as unknown as NativeAddon;
 
-const model = new k.Llama(DECODE_CONFIG, { seed: 0 });
+const gpt2 = process.env.KNOBS_PROFILE_MODEL === 'gpt2';
+const model = gpt2 ? new k.GPT(k.gptConfig(GPT2_CONFIG), { seed: 0 }) : new k.Llama(DECODE_CONFIG, { seed: 0 });
 if (type !== 'f32') k.quantizeModel(model, type as 'q8_0');
-const batched = new BatchedLlama(model, addon);
+const batched = model instanceof k.GPT ? new BatchedGpt(model, addon) : new BatchedLlama(model, addon);
+const vocab = batched.vocabSize;
 const classes = new Map<string, StepClass>();
 const forward = batched.forward.bind(batched);
 batched.forward = (rows: readonly BatchRow[], kv: PagedKvCache): Float32Array[] => {
@@ -89,7 +100,7 @@ async function run(clients: number): Promise<number> {
   await Promise.all(
     Array.from({ length: clients }, (_, c) =>
       engine.submit({
-        prompt: Array.from({ length: 64 }, (_, i) => (i * 37 + 11 + c * 5) % DECODE_CONFIG.vocab_size),
+        prompt: Array.from({ length: 64 }, (_, i) => (i * 37 + 11 + c * 5) % vocab),
         maxTokens: 128,
         sampling: { greedy: true },
         seed: 0,

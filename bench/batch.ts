@@ -89,7 +89,7 @@ interface BenchModel {
   writeGguf(model: k.Llama | k.GPT, fileType: 'F32' | 'Q8_0', path: string, dir: string): Promise<void>;
 }
 
-const GPT2_CONFIG = { vocab_size: 256, n_positions: 256, n_embd: 768, n_layer: 12, n_head: 12, dropout: 0 };
+export const GPT2_CONFIG = { vocab_size: 256, n_positions: 256, n_embd: 768, n_layer: 12, n_head: 12, dropout: 0 };
 
 const BENCH_MODELS: readonly BenchModel[] = [
   {
@@ -109,7 +109,14 @@ const BENCH_MODELS: readonly BenchModel[] = [
     name: 'gpt2',
     vocab: GPT2_CONFIG.vocab_size,
     context: GPT2_CONFIG.n_positions,
-    make: () => new k.GPT(k.gptConfig(GPT2_CONFIG), { seed: 0 }),
+    make: () => {
+      const model = new k.GPT(k.gptConfig(GPT2_CONFIG), { seed: 0 });
+      // Without an eos in the file llama.cpp takes token 11 as gpt2's end of text and stops there: its
+      // row of the tied head is zeroed so that greedy decoding never picks it (on both sides)
+      const C = GPT2_CONFIG.n_embd;
+      (model.wte.weight.storage as Float32Array).fill(0, 11 * C, 12 * C);
+      return model;
+    },
     batched: (model, addon) => new BatchedGpt(model as k.GPT, addon),
     writeGguf: async (model, fileType, path, dir) => {
       const hf = join(dir, `gpt2-${fileType}`);

@@ -69,13 +69,6 @@ export function f32Data(t: Tensor, what: string): F32 {
   return t.contiguousStorage() as F32;
 }
 
-function addBias(y: F32, M: number, bias: F32 | null): F32 {
-  if (!bias) return y;
-  const N = bias.length;
-  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) y[m * N + n] += bias[n]!;
-  return y;
-}
-
 export abstract class BatchedDecoder implements BatchedModel {
   abstract readonly shape: PagedKvShape;
   abstract readonly vocabSize: number;
@@ -88,6 +81,12 @@ export abstract class BatchedDecoder implements BatchedModel {
   private readonly scratch = new Map<string, F32>();
 
   constructor(protected readonly addon: NativeAddon) {}
+
+  /** y [M, N] += bias, one f32 add per value (natively: GPT-2 has a bias on every projection). */
+  private addBias(y: F32, M: number, bias: F32 | null): F32 {
+    if (bias && M > 0) this.addon.biasActivation(y, M, bias.length, bias, -1, null);
+    return y;
+  }
 
   abstract forward(rows: readonly BatchRow[], kv: PagedKvCache): F32[];
 
@@ -110,7 +109,7 @@ export abstract class BatchedDecoder implements BatchedModel {
           const packed = M > 0 ? packedOf(this.addon, weight) : null;
           if (packed) this.addon.biQmatmulPacked(GGML_TYPE_ID[weight.type], x, M, weight.cols, packed, N, y);
           else if (M > 0) quantizedProduct(this.addon, x, M, weight, y);
-          return addBias(y, M, bias);
+          return this.addBias(y, M, bias);
         },
       };
     }
@@ -123,7 +122,7 @@ export abstract class BatchedDecoder implements BatchedModel {
         out: N,
         apply: (x, M, y) => {
           if (M > 0) this.addon.biMatmulKn(x, M, K, w, N, y);
-          return addBias(y, M, bias);
+          return this.addBias(y, M, bias);
         },
       };
     return this.dense(w, bias, N, K, path);
@@ -136,7 +135,7 @@ export abstract class BatchedDecoder implements BatchedModel {
       out: N,
       apply: (x, M, y) => {
         if (M > 0) this.addon.biMatmul(x, M, K, w, N, y);
-        return addBias(y, M, bias);
+        return this.addBias(y, M, bias);
       },
     };
   }
