@@ -384,7 +384,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
                 'knobs, one client',
                 tokens.get(1)!,
                 true,
-                clients === 16 ? 4 : null,
+                clients === 16 && bench.name === 'llama' ? 4 : null, // the target is on the Llama
               ),
             );
       } finally {
