@@ -1,21 +1,22 @@
 /**
  * Decode attention alone (not a bench row: a breakdown to read next to `batch`'s rows). The bench
- * model's heads (12 query heads over 4 KV heads of 64), R rows of about L cached positions each in
+ * Llama's heads (12 query heads over 4 KV heads of 64; `12 12` for the GPT-2's), R rows of about L cached positions each in
  * scattered 16-position blocks, one `biPagedAttention` call per layer for 12 layers: the time of a
  * decode step's attention, with LAYERS distinct pools (12: they stream from memory; 1: one layer's
  * pools, which stay in L3), for an f32 and an f16 cache.
  *
- *   node dist/bench/paged-attention.js [rows] [positions] [layers] [threads]
+ *   node dist/bench/paged-attention.js [rows] [positions] [layers] [threads] [heads] [kv heads]
  */
 import { loadNativeAddon, nativeLoadError } from '../src/backends/native/index.js';
 
-const [rowsArg = '16', positionsArg = '130', layersArg = '12', threadsArg = '1'] = process.argv.slice(2);
+const [rowsArg = '16', positionsArg = '130', layersArg = '12', threadsArg = '1', headsArg = '12', kvHeadsArg = '4'] =
+  process.argv.slice(2);
 const [R, L, layers] = [Number(rowsArg), Number(positionsArg), Number(layersArg)];
 const addon = loadNativeAddon();
 if (!addon) throw new Error(`paged-attention needs the native addon: ${nativeLoadError()}`);
 addon.setThreads(Number(threadsArg));
 
-const [H, KVH, D, block] = [12, 4, 64, 16];
+const [H, KVH, D, block] = [Number(headsArg), Number(kvHeadsArg), 64, 16];
 const stride = Math.ceil((L + 16) / block);
 const blocks = R * stride * 2;
 const size = blocks * KVH * block * D;

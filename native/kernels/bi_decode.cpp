@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "internal.h"
@@ -139,6 +140,13 @@ inline v8 load8(const float *p) {
 }
 
 #define KN_AVX2_INLINE KN_AVX2 __attribute__((always_inline)) inline
+/* The attention helpers also read an f16 cache's halves, widened exactly in registers (F16C). */
+#define KN_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
+
+KN_AVX2_F16C inline __attribute__((always_inline)) __m256 load8_ps(const float *p) { return _mm256_loadu_ps(p); }
+KN_AVX2_F16C inline __attribute__((always_inline)) __m256 load8_ps(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
 
 /* low half: a's lanes j + (j+4), high half: b's */
 KN_AVX2_INLINE __m256 add_halves(__m256 a, __m256 b) {
@@ -243,13 +251,21 @@ __attribute__((target("avx,f16c"))) void widen_f16_f16c(const uint16_t *h, int64
 }
 #endif
 
-void widen_f16(const uint16_t *h, int64_t n, float *out) {
+bool have_f16c() {
 #ifdef KN_BI_X86
-  static const bool f16c = [] {
+  static const bool yes = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("x86-64-v3") != 0;
   }();
-  if (f16c) return widen_f16_f16c(h, n, out);
+  return yes;
+#else
+  return false;
+#endif
+}
+
+void widen_f16(const uint16_t *h, int64_t n, float *out) {
+#ifdef KN_BI_X86
+  if (have_f16c()) return widen_f16_f16c(h, n, out);
 #endif
   for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32(h[i]);
 }
@@ -329,17 +345,19 @@ inline __attribute__((always_inline)) void weighted_values_dv(int dv, const floa
 
 #ifdef KN_BI_X86
 /* weighted_values for AVX2 (16 registers of 8 floats): HN heads × DV8 vectors of 8 columns, at most
-   ~12 accumulators, so nothing spills; per output element the same sum in position order. */
-template <int HN, int DV8>
-KN_AVX2_INLINE void weighted_values_avx2(const float *p, int64_t ldp, int64_t len, const float *const *vat, int64_t d0,
-                                         const float *inv, int64_t D, float *out) {
+   ~12 accumulators, so nothing spills; per output element the same sum in position order. The values
+   are f32, or f16 (E = uint16_t) widened exactly as they are loaded: the same sums either way. */
+template <int HN, int DV8, class E>
+KN_AVX2_F16C inline __attribute__((always_inline)) void weighted_values_avx2(const float *p, int64_t ldp, int64_t len,
+                                                                           const E *const *vat, int64_t d0,
+                                                                           const float *inv, int64_t D, float *out) {
   v8 acc[HN][DV8];
   for (int j = 0; j < HN; j++)
     for (int c = 0; c < DV8; c++) acc[j][c] = v8{};
   for (int64_t t = 0; t < len; t++) {
     if (t + 16 < len) __builtin_prefetch(vat[t + 16] + d0);
     v8 v[DV8];
-    for (int c = 0; c < DV8; c++) v[c] = load8(vat[t] + d0 + 8 * c);
+    for (int c = 0; c < DV8; c++) v[c] = load8_ps(vat[t] + d0 + 8 * c);
     for (int j = 0; j < HN; j++) {
       const float pj = p[j * ldp + t];
       for (int c = 0; c < DV8; c++) acc[j][c] += pj * v[c];
@@ -352,9 +370,9 @@ KN_AVX2_INLINE void weighted_values_avx2(const float *p, int64_t ldp, int64_t le
     }
 }
 
-template <int HN>
-KN_AVX2_INLINE void weighted_values_avx2_dv(
-    int64_t dv8, const float *p, int64_t ldp, int64_t len, const float *const *vat, int64_t d0, const float *inv,
+template <int HN, class E>
+KN_AVX2_F16C inline __attribute__((always_inline)) void weighted_values_avx2_dv(
+    int64_t dv8, const float *p, int64_t ldp, int64_t len, const E *const *vat, int64_t d0, const float *inv,
     int64_t D, float *out) {
   if (dv8 == 3) weighted_values_avx2<HN, 3>(p, ldp, len, vat, d0, inv, D, out);
   else if (dv8 == 2) weighted_values_avx2<HN, 2>(p, ldp, len, vat, d0, inv, D, out);
@@ -362,15 +380,16 @@ KN_AVX2_INLINE void weighted_values_avx2_dv(
 }
 
 /* Σ_t p_t·v_t for hn ≤ 4 heads over columns [0, D16) in passes of up to 24 columns. */
-KN_AVX2 void weighted_values_avx2_all(int64_t hn, const float *p, int64_t ldp, int64_t len, const float *const *vat,
-                                      int64_t D16, const float *inv, int64_t D, float *out) {
+template <class E>
+KN_AVX2_F16C void weighted_values_avx2_all(int64_t hn, const float *p, int64_t ldp, int64_t len, const E *const *vat,
+                                           int64_t D16, const float *inv, int64_t D, float *out) {
   for (int64_t d0 = 0; d0 < D16;) {
     const int64_t dv8 = D16 - d0 >= 24 ? 3 : (D16 - d0) / 8;  // D16 is a multiple of 16: whole 8s remain
     switch (hn) {
-      case 4: weighted_values_avx2_dv<4>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
-      case 3: weighted_values_avx2_dv<3>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
-      case 2: weighted_values_avx2_dv<2>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
-      default: weighted_values_avx2_dv<1>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
+      case 4: weighted_values_avx2_dv<4, E>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
+      case 3: weighted_values_avx2_dv<3, E>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
+      case 2: weighted_values_avx2_dv<2, E>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
+      default: weighted_values_avx2_dv<1, E>(dv8, p, ldp, len, vat, d0, inv, D, out); break;
     }
     d0 += 8 * dv8;
   }
@@ -380,20 +399,22 @@ KN_AVX2 void weighted_values_avx2_all(int64_t hn, const float *p, int64_t ldp, i
  * attend_group's scores of n ≤ 16 positions (keys kat[0 … n−1]) for hn ≤ 4 heads (q: hn × D), on
  * AVX2: each score is dot()'s reduction — lanes j and j + 8 of the 16 as one 8-float register pair,
  * fused multiply-adds in k order — closed by lanes_tree8, so the same bits as the 16-lane code.
- * A chunk of fewer than 16 positions repeats its last key (those scores are dropped).
+ * A chunk of fewer than 16 positions repeats its last key (those scores are dropped). The keys are
+ * f32, or f16 (E = uint16_t, only where D is a multiple of 16) widened exactly as they are loaded.
  */
-KN_AVX2 void chunk_scores_avx2(const float *q, int64_t hn, int64_t D, const float *const *kat, int64_t n, float scale,
-                               float *s, int64_t lds) {
+template <class E>
+KN_AVX2_F16C void chunk_scores_avx2(const float *q, int64_t hn, int64_t D, const E *const *kat, int64_t n, float scale,
+                                    float *s, int64_t lds) {
   const int64_t D16 = D / 16 * 16;
   __m256 t[4][16];
   for (int64_t i = 0; i < 16; i++) {
-    const float *key = kat[i < n ? i : n - 1];
+    const E *key = kat[i < n ? i : n - 1];
     for (int64_t j = 0; j < hn; j++) {
       const float *qh = q + j * D;
       __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
       for (int64_t k = 0; k < D16; k += 16) {
-        lo = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k), _mm256_loadu_ps(key + k), lo);
-        hi = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k + 8), _mm256_loadu_ps(key + k + 8), hi);
+        lo = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k), load8_ps(key + k), lo);
+        hi = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k + 8), load8_ps(key + k + 8), hi);
       }
       t[j][i] = _mm256_add_ps(lo, hi);
     }
@@ -405,7 +426,8 @@ KN_AVX2 void chunk_scores_avx2(const float *q, int64_t hn, int64_t D, const floa
     _mm256_storeu_ps(sums + 8, lanes_tree8(t[j] + 8));
     for (int64_t i = 0; i < n; i++) {
       float tail = 0.0f;
-      for (int64_t k = D16; k < D; k++) tail += qh[k] * kat[i][k];
+      if constexpr (std::is_same<E, float>::value)
+        for (int64_t k = D16; k < D; k++) tail += qh[k] * kat[i][k];
       s[j * lds + i] = (sums[i] + tail) * scale;
     }
   }
@@ -426,23 +448,27 @@ KN_AVX2 void chunk_scores_avx2(const float *q, int64_t hn, int64_t D, const floa
  */
 KN_CLONES
 void attend_group(const float *q, int64_t group, int64_t D, int64_t len, float scale, float *s,
-                  const float *const *kat, const float *const *vat, const void *next_keys, int64_t next_bytes,
-                  bool avx2, float *out) {
-  const int64_t D16 = D / 16 * 16, padded = (len + 15) / 16 * 16;
+                  const void *const *kat_any, const void *const *vat_any, bool halves, const void *next_keys,
+                  int64_t next_bytes, bool avx2, float *out) {
+  const int64_t D16 = D / 16 * 16, padded = (len + 15) / 16 * 16, elem = halves ? 2 : 4;
+  /* f32 vectors everywhere, except on the AVX2 path with `halves`: an f16 cache read in place */
+  const float *const *kat = (const float *const *)kat_any, *const *vat = (const float *const *)vat_any;
+  const uint16_t *const *kat16 = (const uint16_t *const *)kat_any, *const *vat16 = (const uint16_t *const *)vat_any;
   for (int64_t t0 = 0; t0 < len; t0 += 16) {
     const int64_t n = len - t0 < 16 ? len - t0 : 16;
     v16 acc[4][16];  // [head of the pass][position]: the 16 lanes of each score's dot product
     /* the next chunk's keys toward L1 while this one computes (blocks are scattered: no hardware prefetch) */
     for (int64_t i = t0 + 16; i < t0 + 32; i++) {
-      const float *next = i < len ? kat[i] : i - len < len ? vat[i - len] : nullptr;  // after the keys, the values
+      const void *next = i < len ? kat_any[i] : i - len < len ? vat_any[i - len] : nullptr;  // then the values
       if (next)
-        for (int64_t c = 0; c < D; c += 16) __builtin_prefetch(next + c);
+        for (int64_t at = 0; at < D * elem; at += 64) __builtin_prefetch((const char *)next + at);
     }
     for (int64_t h0 = 0; h0 < group; h0 += 4) {
       const int64_t hn = group - h0 < 4 ? group - h0 : 4;
 #ifdef KN_BI_X86
       if (avx2) {
-        chunk_scores_avx2(q + h0 * D, hn, D, kat + t0, n, scale, s + h0 * padded + t0, padded);
+        if (halves) chunk_scores_avx2(q + h0 * D, hn, D, kat16 + t0, n, scale, s + h0 * padded + t0, padded);
+        else chunk_scores_avx2(q + h0 * D, hn, D, kat + t0, n, scale, s + h0 * padded + t0, padded);
         continue;
       }
 #endif
@@ -491,7 +517,8 @@ void attend_group(const float *q, int64_t group, int64_t D, int64_t len, float s
     const float *p = s + h0 * padded;
     float *o = out + h0 * D;
 #ifdef KN_BI_X86
-    if (avx2) weighted_values_avx2_all(hn, p, padded, len, vat, D16, inv, D, o);
+    if (avx2 && halves) weighted_values_avx2_all(hn, p, padded, len, vat16, D16, inv, D, o);
+    else if (avx2) weighted_values_avx2_all(hn, p, padded, len, vat, D16, inv, D, o);
     else
 #endif
     for (int64_t d0 = 0; d0 < D16; d0 += 64) {
@@ -559,23 +586,26 @@ __attribute__((optimize("fp-contract=off"))) void rope_kv_rows(float *q, float *
 
 /*
  * The positions of one (row, KV head) as pointers to their key and value vectors: into the pools
- * themselves when they hold f32; when they hold f16, into `scratch` ([len, D] keys, then values),
- * where each block's vectors are widened exactly to f32 first. Attention then runs the same f32
- * code on the same values either way: an f16 cache changes what is stored, never how it is reduced,
- * and halves the bytes a decode step pulls from memory.
+ * themselves when they hold f32, or f16 read in place (`in_place`: the AVX2 path widens each vector
+ * exactly in registers as it loads it); otherwise, for f16, into `scratch` ([len, D] keys, then
+ * values), where each block's vectors are widened exactly to f32 first. Attention runs the same
+ * operations on the same values either way: an f16 cache changes what is stored, never how it is
+ * reduced, and halves the bytes a decode step pulls from memory.
  */
-void kv_positions(const void *kpool, const void *vpool, bool kv_f16, int64_t KVH, int64_t g, int64_t block,
-                  int64_t D, const int32_t *table, int64_t len, float *scratch, const float **kat, const float **vat) {
+void kv_positions(const void *kpool, const void *vpool, bool kv_f16, bool in_place, int64_t KVH, int64_t g,
+                  int64_t block, int64_t D, const int32_t *table, int64_t len, float *scratch, const void **kat,
+                  const void **vat) {
+  const int64_t elem = kv_f16 ? 2 : 4;
   for (int64_t b = 0, t = 0; t < len; b++) {
     const int64_t at = ((int64_t)table[b] * KVH + g) * block * D, n = len - t < block ? len - t : block;
-    if (kv_f16) {
+    if (kv_f16 && !in_place) {
       float *ks = scratch + t * D, *vs = scratch + (len + t) * D;
       widen_f16(((const uint16_t *)kpool) + at, n * D, ks);
       widen_f16(((const uint16_t *)vpool) + at, n * D, vs);
       for (int64_t i = 0; i < n; i++) kat[t + i] = ks + i * D, vat[t + i] = vs + i * D;
     } else {
-      const float *kb = (const float *)kpool + at, *vb = (const float *)vpool + at;
-      for (int64_t i = 0; i < n; i++) kat[t + i] = kb + i * D, vat[t + i] = vb + i * D;
+      const char *kb = (const char *)kpool + at * elem, *vb = (const char *)vpool + at * elem;
+      for (int64_t i = 0; i < n; i++) kat[t + i] = kb + i * D * elem, vat[t + i] = vb + i * D * elem;
     }
     t += n;
   }
@@ -772,15 +802,16 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
     while (part < parts && done * parts >= total * part) cut[(size_t)part++] = i + 1;
   }
   const int64_t elem = kv_f16 ? 2 : 4;
+  const bool in_place = kv_f16 && avx2 && D % 16 == 0 && have_f16c();
   parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
     std::vector<float> s, scratch;
-    std::vector<const float *> at;
+    std::vector<const void *> at;
     for (int64_t i = cut[(size_t)p0]; i < cut[(size_t)p1]; i++) {
       int64_t r = i / KVH, g = i % KVH, len = lens[r];
       if ((int64_t)at.size() < 2 * len) {
         s.resize(group * ((len + 15) / 16 * 16));  // the scores, padded to whole 16-position chunks
         at.resize(2 * len);
-        if (kv_f16) scratch.resize(2 * len * D);
+        if (kv_f16 && !in_place) scratch.resize(2 * len * D);
       }
       const void *next = nullptr;
       int64_t next_len = 0;
@@ -790,10 +821,10 @@ void kn_bi_paged_attention_f32(const float *q, int64_t R, int64_t H, int64_t D, 
         next_len = lens[nr] < block ? lens[nr] : block;
         next_len = next_len < 16 ? next_len : 16;
       }
-      kv_positions(kpool, vpool, kv_f16 != 0, KVH, g, block, D, tables + r * table_stride, len, scratch.data(),
-                   at.data(), at.data() + len);
-      attend_group(q + (r * H + g * group) * D, group, D, len, scale, s.data(), at.data(), at.data() + len, next,
-                   next_len * D * elem, avx2, out + (r * H + g * group) * D);
+      kv_positions(kpool, vpool, kv_f16 != 0, in_place, KVH, g, block, D, tables + r * table_stride, len,
+                   scratch.data(), at.data(), at.data() + len);
+      attend_group(q + (r * H + g * group) * D, group, D, len, scale, s.data(), at.data(), at.data() + len, in_place,
+                   next, next_len * D * elem, avx2, out + (r * H + g * group) * D);
     }
   });
 }
