@@ -67,7 +67,7 @@ describe('serve with continuous batching', { skip }, () => {
           chat: chatTemplateOf(opened),
         },
       ],
-      kvBlocks: () => ({ used: engine.kv.usedBlocks, free: engine.kv.freeBlocks }),
+      kvBlocks: () => engine.kvGauges(),
       log: () => {},
     });
     url = await api.listen(0, '127.0.0.1');
@@ -166,6 +166,19 @@ describe('serve with continuous batching', { skip }, () => {
     assert.match(metrics, new RegExp(`knobs_kv_cache_blocks\\{state="free"\\} ${engine.kv.totalBlocks}\\n`));
   });
 
+  it('a prompt that starts as an earlier one reads its blocks from the cache: the same answer, counted on /metrics', async () => {
+    const metric = async (name: string): Promise<number> =>
+      Number(new RegExp(`\\n${name} (\\d+)`).exec(await (await fetch(`${url}/metrics`)).text())![1]);
+    const ask = { model: 'tiny', prompt: 'the same long system prompt, '.repeat(3), max_tokens: 6, seed: 3 };
+    const before = await metric('knobs_kv_cache_reused_prompt_tokens_total');
+    const first = await post(url, '/v1/completions', ask);
+    const second = await post(url, '/v1/completions', ask);
+    assert.equal(second.status, 200);
+    assert.deepEqual(second.body.choices, first.body.choices);
+    assert.ok((await metric('knobs_kv_cache_reused_prompt_tokens_total')) >= before + 64);
+    assert.ok((await metric('knobs_kv_cache_prefix_blocks')) > 0);
+  });
+
   it('knobs serve batches by default; --no-batching runs the old path; --kv-cache-dtype f16 doubles the blocks', async () => {
     const made = await makeServedModelDir(512);
     try {
@@ -188,11 +201,19 @@ describe('serve with continuous batching', { skip }, () => {
           const said = stderr
             .split('\n')
             .filter((l) => l.includes('"event":"batching"'))
-            .map((l) => (JSON.parse(l) as { kv_cache: { dtype: string; blocks: number; positions: number } }).kv_cache);
+            .map(
+              (l) =>
+                (
+                  JSON.parse(l) as {
+                    kv_cache: { dtype: string; blocks: number; positions: number; prefix_cache: boolean };
+                  }
+                ).kv_cache,
+            );
           if (batched) {
             const dtype = (flags as readonly string[]).includes('f16') ? 'f16' : 'f32';
             assert.equal(said.length, 1, stderr);
             assert.equal(said[0]!.dtype, dtype);
+            assert.equal(said[0]!.prefix_cache, true);
             assert.equal(said[0]!.positions, 16 * said[0]!.blocks);
           } else assert.equal(said.length, 0, stderr);
         }
@@ -201,6 +222,7 @@ describe('serve with continuous batching', { skip }, () => {
       for (const [flags, why] of [
         [['--kv-cache-dtype', 'bf16'], /E_USAGE.*--kv-cache-dtype is one of f32, f16, got bf16/],
         [['--kv-cache-dtype', 'f16', '--no-batching'], /E_USAGE.*does not apply with --no-batching/],
+        [['--no-prefix-cache', '--no-batching'], /E_USAGE.*--no-prefix-cache .*does not apply with --no-batching/],
       ] as const) {
         const r = await cli(['serve', made.dir, '--insecure-no-auth', '--port', '0', ...flags]);
         assert.equal(r.code, 2, r.stderr);

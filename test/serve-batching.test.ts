@@ -18,23 +18,18 @@ import { quantizeMatrix, quantizeModel } from '../src/nn/quantized-linear.js';
 import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine, KvBudgetError, type SequenceRequest } from '../src/serve/engine.js';
 import { PagedKvCache } from '../src/serve/paged-kv.js';
-import { type Trace, maxRelDiff, randoms, saveRandomAdapters, sixteenRequests, traced } from './harness/batching.js';
+import {
+  type Trace,
+  maxRelDiff,
+  randoms,
+  saveRandomAdapters,
+  sixteenRequests,
+  traced,
+  tinyLlamaConfig,
+} from './harness/batching.js';
 import { addon, skip } from './harness/native.js';
 
-const CONFIG = {
-  vocab_size: 96,
-  hidden_size: 64,
-  intermediate_size: 160,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  max_position_embeddings: 128,
-  rms_norm_eps: 1e-6,
-  rope_theta: 10000,
-  tie_word_embeddings: false,
-  bos_token_id: 1,
-  eos_token_id: 2,
-};
+const CONFIG = tinyLlamaConfig();
 
 /** The last row of model.forward(ids): the unbatched reference. */
 function referenceLogits(model: k.Llama, ids: readonly number[]): Float32Array {

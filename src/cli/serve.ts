@@ -26,7 +26,7 @@ export const serveCommand: Command = {
                    [--max-concurrency N] [--queue N] [--max-tokens N] [--max-body BYTES] [--max-n N]
                    [--max-choices N] [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
                    [--adapter NAME=DIR]... [--allow-base-mismatch] [--kv-cache-mb N]
-                   [--kv-cache-dtype f32|f16] [--no-batching]
+                   [--kv-cache-dtype f32|f16] [--no-prefix-cache] [--no-batching]
 
 Serves MODEL (a run directory, a Hugging Face model directory or a GGUF file, plain, sealed or
 signed, as 'knobs generate' opens it) at
@@ -62,6 +62,9 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
                        in the budget and halves what attention reads a step; keys and values are
                        rounded to f16 as they are stored (llama.cpp's default cache type), so tokens
                        can differ from an f32 cache's
+  --no-prefix-cache    compute every prompt in full; by default the whole 16-token blocks a prompt
+                       shares from its start with an earlier one (a system prompt, a conversation
+                       so far) are read from the cache instead (the same tokens either way)
   --no-batching        decode one sequence per step instead of batching the running requests
                        (batching needs a Llama-family or GPT-2 model and the native backend; without them
                        the server says why on stderr and runs unbatched) (docs/batching.md)
@@ -93,6 +96,7 @@ Example:
         'kv-cache-mb': { type: 'string' },
         'kv-cache-dtype': { type: 'string' },
         'no-batching': { type: 'boolean' },
+        'no-prefix-cache': { type: 'boolean' },
       },
       'serve',
     );
@@ -119,8 +123,9 @@ Example:
     const kvCacheDtype = (values['kv-cache-dtype'] as string | undefined) ?? 'f32';
     if (!(KV_CACHE_DTYPES as readonly string[]).includes(kvCacheDtype))
       throw new UsageError(`--kv-cache-dtype is one of ${KV_CACHE_DTYPES.join(', ')}, got ${kvCacheDtype}`);
-    if (!batching && values['kv-cache-dtype'] !== undefined)
-      throw new UsageError("--kv-cache-dtype sets the batching engine's cache; it does not apply with --no-batching");
+    for (const flag of ['kv-cache-dtype', 'no-prefix-cache'])
+      if (!batching && values[flag] !== undefined)
+        throw new UsageError(`--${flag} sets the batching engine's cache; it does not apply with --no-batching`);
     const limits = {
       maxConcurrency: int('max-concurrency', batching ? BATCHED_CONCURRENCY : SERVER_DEFAULTS.maxConcurrency),
       maxQueue: int('queue', SERVER_DEFAULTS.maxQueue, 0),
@@ -152,6 +157,7 @@ Example:
         const opening = openBatchEngine(opened, {
           kvCacheMb,
           kvCacheDtype: kvCacheDtype as KvCacheDtype,
+          prefixCache: values['no-prefix-cache'] !== true,
           adapters: set ?? undefined,
         });
         if (opening.engine === null) {
@@ -163,7 +169,12 @@ Example:
         const { kv } = batchEngine;
         log({
           event: 'batching',
-          kv_cache: { dtype: kv.dtype, blocks: kv.totalBlocks, positions: kv.totalBlocks * KV_BLOCK },
+          kv_cache: {
+            dtype: kv.dtype,
+            blocks: kv.totalBlocks,
+            positions: kv.totalBlocks * KV_BLOCK,
+            prefix_cache: batchEngine.prefixCache,
+          },
         });
         return (name) => new BatchGenerator(opened, batchEngine, name);
       },
@@ -176,7 +187,7 @@ Example:
       maxChoices,
       keys,
       models,
-      kvBlocks: engine === null ? undefined : () => ({ used: engine!.kv.usedBlocks, free: engine!.kv.freeBlocks }),
+      kvBlocks: engine === null ? undefined : () => engine!.kvGauges(),
       log,
     });
     const url = await api.listen(port, host);

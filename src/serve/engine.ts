@@ -12,14 +12,16 @@
  * the forward pass is batch-invariant, a sequence's tokens and logits are the same bits whether
  * it runs alone or next to any others (test/serve-batching.test.ts).
  */
+import { createHash, randomUUID } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { ArgumentError } from '../errors.js';
 import type { AdapterSet } from '../finetune/adapter-set.js';
 import type { LoraAdapter } from '../finetune/lora.js';
 import { checkSamplingOptions, sampleToken, type SamplingOptions } from '../models/sampling.js';
 import { Generator as Random } from '../random.js';
+import type { KvCacheGauges } from '../server/metrics.js';
 import type { BatchedModel, BatchRow } from './batched-decoder.js';
-import { PagedKvCache, type KvCacheDtype } from './paged-kv.js';
+import { KV_BLOCK, PagedKvCache, type KvCacheDtype } from './paged-kv.js';
 
 /** A sequence needs more KV cache than the whole budget holds: it could never run. */
 export class KvBudgetError extends ArgumentError {
@@ -59,6 +61,12 @@ export interface BatchEngineOptions {
   prefillChunk?: number;
   /** Adapters a request may name. */
   adapters?: AdapterSet;
+  /**
+   * Reuse the cached keys and values of whole 16-token prompt blocks a new request shares with an
+   * earlier one (same tokens from the start, same adapter) instead of computing them again (default
+   * true). Tokens and logits are the same bits either way.
+   */
+  prefixCache?: boolean;
 }
 
 interface Sequence {
@@ -70,6 +78,9 @@ interface Sequence {
   pending: number[];
   /** Positions already in the cache. */
   cached: number;
+  /** The prefix-index keys of the prompt's whole blocks, and how many of its blocks are indexed. */
+  keys: string[];
+  registered: number;
   produced: number[];
   generator: Random;
   done: boolean;
@@ -85,15 +96,24 @@ export interface BatchEngineStats {
   running: number;
   waiting: number;
   steps: number;
+  /** Cached prompt blocks no running request holds (counted in freeBlocks). */
+  cachedBlocks: number;
+  /** Prompt tokens whose keys and values came from the prefix cache instead of a forward pass. */
+  reusedPromptTokens: number;
 }
 
 export class BatchEngine {
   readonly kv: PagedKvCache;
   private readonly prefillChunk: number;
+  /** Whether whole prompt blocks are shared between requests (BatchEngineOptions.prefixCache). */
+  readonly prefixCache: boolean;
   private readonly waiting: Sequence[] = [];
   private readonly running: Sequence[] = [];
   private pumping = false;
   private steps = 0;
+  private reusedPromptTokens = 0;
+  /** A tag per adapter object for the prefix keys (a reloaded adapter is another object: another tag). */
+  private readonly adapterTags = new WeakMap<LoraAdapter, string>();
 
   constructor(
     readonly model: BatchedModel,
@@ -108,6 +128,7 @@ export class BatchEngine {
       );
     this.kv = new PagedKvCache(model.shape, blocks, dtype);
     this.prefillChunk = opts.prefillChunk ?? 64;
+    this.prefixCache = opts.prefixCache ?? true;
     if (!Number.isInteger(this.prefillChunk) || this.prefillChunk < 1)
       throw new ArgumentError(`prefillChunk must be a positive integer, got ${this.prefillChunk}`);
   }
@@ -136,7 +157,30 @@ export class BatchEngine {
       running: this.running.length,
       waiting: this.waiting.length,
       steps: this.steps,
+      cachedBlocks: this.kv.cachedBlocks,
+      reusedPromptTokens: this.reusedPromptTokens,
     };
+  }
+
+  /** What /metrics shows of the cache. */
+  kvGauges(): KvCacheGauges {
+    const { usedBlocks: used, freeBlocks: free, cachedBlocks: cached, reusedPromptTokens } = this.stats;
+    return { used, free, cached, reusedPromptTokens };
+  }
+
+  /** The prefix-index key of each whole 16-token block of `prompt`: a hash chained from the start. */
+  private prefixKeys(prompt: readonly number[], adapter: LoraAdapter | null): string[] {
+    if (!this.prefixCache) return [];
+    let tag = adapter ? this.adapterTags.get(adapter) : 'base';
+    if (tag === undefined) this.adapterTags.set(adapter!, (tag = `adapter ${randomUUID()}`));
+    const keys: string[] = [];
+    let key = tag;
+    for (let b = 0; (b + 1) * KV_BLOCK <= prompt.length; b++) {
+      const tokens = Int32Array.from(prompt.slice(b * KV_BLOCK, (b + 1) * KV_BLOCK));
+      key = createHash('sha256').update(key).update(new Uint8Array(tokens.buffer)).digest('base64');
+      keys.push(key);
+    }
+    return keys;
   }
 
   /** Generates one sequence among the others; resolves when it ends (never rejects for a cancel). */
@@ -175,6 +219,8 @@ export class BatchEngine {
         table: null,
         pending: [...req.prompt],
         cached: 0,
+        keys: this.prefixKeys(req.prompt, adapter),
+        registered: 0,
         produced: [],
         generator: new Random(req.seed),
         done: false,
@@ -208,16 +254,35 @@ export class BatchEngine {
     seq.table = null;
   }
 
-  /** First come, first served: a sequence that does not fit yet holds back those behind it (no starvation). */
+  /**
+   * First come, first served: a sequence that does not fit yet holds back those behind it (no
+   * starvation). Its prompt's leading blocks come from the prefix cache where they are there — all
+   * but the block of the last prompt position, whose row must run to give the first logits.
+   */
   private admit(): void {
     while (this.waiting.length > 0) {
       const seq = this.waiting[0]!;
-      const table = this.kv.allocate(seq.needBlocks);
-      if (!table) return;
+      const hits = this.kv.lookup(seq.keys.slice(0, Math.floor((seq.req.prompt.length - 1) / KV_BLOCK)));
+      const table = this.kv.allocate(seq.needBlocks - hits.length, hits);
+      if (!table) {
+        this.kv.release(hits);
+        return;
+      }
       seq.table = table;
+      seq.cached = seq.registered = hits.length;
+      seq.cached *= KV_BLOCK;
+      seq.pending.splice(0, seq.cached);
+      this.reusedPromptTokens += seq.cached;
       this.waiting.shift();
       this.running.push(seq);
     }
+  }
+
+  /** Indexes the sequence's prompt blocks whose positions are all written now. */
+  private registerPrompt(seq: Sequence): void {
+    const whole = Math.min(seq.keys.length, Math.floor(seq.cached / KV_BLOCK));
+    for (; seq.registered < whole; seq.registered++)
+      this.kv.register(seq.table![seq.registered]!, seq.keys[seq.registered]!);
   }
 
   private async pump(): Promise<void> {
@@ -268,6 +333,7 @@ export class BatchEngine {
     for (const { seq, n } of fed) {
       seq.cached += n;
       seq.pending.splice(0, n);
+      this.registerPrompt(seq);
       if (seq.pending.length > 0) continue; // more of the prompt next step
       this.sample(seq, logits[next++]!);
     }

@@ -24,7 +24,7 @@ export interface BatchEngineChoice {
 
 export function openBatchEngine(
   opened: OpenedLanguageModel,
-  opts: { kvCacheMb: number; kvCacheDtype?: KvCacheDtype; adapters?: AdapterSet },
+  opts: { kvCacheMb: number; kvCacheDtype?: KvCacheDtype; prefixCache?: boolean; adapters?: AdapterSet },
 ): BatchEngineChoice {
   const model = opened.model;
   if (!(model instanceof Llama) && !(model instanceof GPT))
@@ -39,6 +39,7 @@ export function openBatchEngine(
       engine: new BatchEngine(batched, {
         kvCacheBytes: opts.kvCacheMb * 2 ** 20,
         kvCacheDtype: opts.kvCacheDtype,
+        prefixCache: opts.prefixCache,
         adapters: opts.adapters,
       }),
       reason: null,

@@ -8,7 +8,14 @@
  *
  * A sequence is given every block it can ever need when it is admitted (prompt + max new tokens):
  * it can never run out mid-generation, and the scheduler only has to wait for room before
- * admitting. Blocks go back to the free list the moment a sequence ends or is cancelled.
+ * admitting. Blocks go back the moment a sequence ends or is cancelled.
+ *
+ * Prompt blocks are shared (prefix caching): a block that holds 16 whole prompt positions is
+ * indexed under a key naming everything its keys and values depend on (the tokens up to its end,
+ * the adapter), and a later sequence whose prompt starts the same way takes it instead of
+ * computing it again — the same bits, since every kernel is batch-invariant. Blocks count their
+ * sequences; an indexed block no sequence holds stays cached (least recently used first out) until
+ * an allocation needs its room. `freeBlocks` counts those as free.
  */
 import { ArgumentError } from '../errors.js';
 
@@ -35,6 +42,13 @@ export class PagedKvCache {
   readonly shape: PagedKvShape;
   readonly dtype: KvCacheDtype;
   readonly #free: number[];
+  /** Sequences holding each block. */
+  readonly #refs: Int32Array;
+  /** The prefix index: key → block, and each indexed block's key. */
+  readonly #index = new Map<string, number>();
+  readonly #keyOf = new Map<number, string>();
+  /** Indexed blocks no sequence holds, least recently used first (a Map keeps insertion order). */
+  readonly #cached = new Map<number, true>();
 
   constructor(shape: PagedKvShape, totalBlocks: number, dtype: KvCacheDtype = 'f32') {
     if (!Number.isInteger(totalBlocks) || totalBlocks < 1)
@@ -57,6 +71,7 @@ export class PagedKvCache {
     }
     // Popped from the end: block 0 first.
     this.#free = Array.from({ length: totalBlocks }, (_, i) => totalBlocks - 1 - i);
+    this.#refs = new Int32Array(totalBlocks);
   }
 
   /** Bytes one block takes over all layers, keys and values. */
@@ -69,23 +84,72 @@ export class PagedKvCache {
     return Math.ceil(positions / KV_BLOCK);
   }
 
+  /** Blocks an allocation can take: empty ones and cached prompt blocks no sequence holds. */
   get freeBlocks(): number {
-    return this.#free.length;
+    return this.#free.length + this.#cached.size;
   }
 
+  /** Blocks held by sequences. */
   get usedBlocks(): number {
-    return this.totalBlocks - this.#free.length;
+    return this.totalBlocks - this.freeBlocks;
   }
 
-  /** `n` blocks, or null when fewer are free (nothing is taken then). */
-  allocate(n: number): Int32Array | null {
-    if (n > this.#free.length) return null;
-    const table = new Int32Array(n);
-    for (let i = 0; i < n; i++) table[i] = this.#free.pop()!;
+  /** Cached prompt blocks no sequence holds (part of freeBlocks). */
+  get cachedBlocks(): number {
+    return this.#cached.size;
+  }
+
+  /**
+   * `reused` (blocks from `lookup`, already held) followed by `n` new blocks, or null when fewer
+   * are free (nothing is taken then). Cached blocks are given up oldest first when the empty ones
+   * run out.
+   */
+  allocate(n: number, reused: readonly number[] = []): Int32Array | null {
+    if (n > this.freeBlocks) return null;
+    const table = new Int32Array(reused.length + n);
+    table.set(reused);
+    for (let i = reused.length; i < table.length; i++) {
+      let b = this.#free.pop();
+      if (b === undefined) {
+        b = this.#cached.keys().next().value!;
+        this.#cached.delete(b);
+        this.#index.delete(this.#keyOf.get(b)!);
+        this.#keyOf.delete(b);
+      }
+      this.#refs[b] = 1;
+      table[i] = b;
+    }
     return table;
   }
 
-  release(table: Int32Array): void {
-    for (const b of table) this.#free.push(b);
+  /**
+   * The indexed blocks of the longest run of `keys` from the first, each now held once more by the
+   * caller (pass them to `allocate` as `reused`, or to `release`).
+   */
+  lookup(keys: readonly string[]): number[] {
+    const found: number[] = [];
+    for (const key of keys) {
+      const b = this.#index.get(key);
+      if (b === undefined) break;
+      if (this.#refs[b]++ === 0) this.#cached.delete(b);
+      found.push(b);
+    }
+    return found;
+  }
+
+  /** Indexes `block` (held, its positions all written) under `key`, unless another block has that key. */
+  register(block: number, key: string): void {
+    if (this.#index.has(key) || this.#keyOf.has(block)) return;
+    this.#index.set(key, block);
+    this.#keyOf.set(block, key);
+  }
+
+  /** The caller's hold on each block ends; a block no one holds is cached if indexed, else emptied. */
+  release(table: Iterable<number>): void {
+    for (const b of table) {
+      if (--this.#refs[b]! > 0) continue;
+      if (this.#keyOf.has(b)) this.#cached.set(b, true);
+      else this.#free.push(b);
+    }
   }
 }

@@ -1,3 +1,11 @@
+/** The batching engine's KV cache: blocks held by requests, free (cached prompt blocks included), cached. */
+export interface KvCacheGauges {
+  used: number;
+  free: number;
+  cached: number;
+  reusedPromptTokens: number;
+}
+
 /** The server's counters, written in Prometheus' text format for GET /metrics (admin keys only). */
 export class Metrics {
   private readonly requests = new Map<string, number>();
@@ -15,7 +23,7 @@ export class Metrics {
   }
 
   /** `kvBlocks`: the batching engine's KV cache blocks, when it runs. */
-  render(gauges: { active: number; queued: number; kvBlocks?: { used: number; free: number } }): string {
+  render(gauges: { active: number; queued: number; kvBlocks?: KvCacheGauges }): string {
     const lines = [
       '# HELP knobs_requests_total HTTP requests answered, by route and status.',
       '# TYPE knobs_requests_total counter',
@@ -44,6 +52,12 @@ export class Metrics {
         '# TYPE knobs_kv_cache_blocks gauge',
         `knobs_kv_cache_blocks{state="used"} ${gauges.kvBlocks.used}`,
         `knobs_kv_cache_blocks{state="free"} ${gauges.kvBlocks.free}`,
+        '# HELP knobs_kv_cache_prefix_blocks Free blocks that still hold a finished prompt, reused by a request that starts the same way.',
+        '# TYPE knobs_kv_cache_prefix_blocks gauge',
+        `knobs_kv_cache_prefix_blocks ${gauges.kvBlocks.cached}`,
+        '# HELP knobs_kv_cache_reused_prompt_tokens_total Prompt tokens read from the prefix cache instead of computed.',
+        '# TYPE knobs_kv_cache_reused_prompt_tokens_total counter',
+        `knobs_kv_cache_reused_prompt_tokens_total ${gauges.kvBlocks.reusedPromptTokens}`,
       );
     return lines.join('\n') + '\n';
   }

@@ -11,7 +11,7 @@ import { Admission } from './admission.js';
 import { ApiError, invalidRequest } from './api-error.js';
 import { type Caps, type Kind, type ServedModel, prepare, respond, streamError } from './completions.js';
 import type { KeyRecord, KeyStore } from './keys.js';
-import { Metrics } from './metrics.js';
+import { type KvCacheGauges, Metrics } from './metrics.js';
 import { parseChatRequest, parseCompletionRequest } from './requests.js';
 
 export const DEFAULT_MAX_BODY = 1 << 20;
@@ -29,7 +29,7 @@ export interface ServerOptions extends Caps {
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   /** The batching engine's KV cache blocks, for /metrics (absent without the engine). */
-  kvBlocks?: () => { used: number; free: number };
+  kvBlocks?: () => KvCacheGauges;
   /** One structured log entry per request (and per server event). */
   log: (entry: Record<string, unknown>) => void;
 }

@@ -10,6 +10,24 @@ import { saveLoraAdapter } from '../../src/finetune/adapter.js';
 import { applyLora, parseLoraConfig } from '../../src/finetune/lora.js';
 import type { BatchEngine, SequenceRequest } from '../../src/serve/engine.js';
 
+/** The small Llama of the batching tests (GQA: 4 query heads over 2 KV heads of 16). */
+export function tinyLlamaConfig(maxPositions = 128) {
+  return {
+    vocab_size: 96,
+    hidden_size: 64,
+    intermediate_size: 160,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    max_position_embeddings: maxPositions,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+  } satisfies k.LlamaConfigInput;
+}
+
 export function randoms(n: number, seed: number, scale: number): Float32Array {
   const g = new k.Generator(seed);
   return Float32Array.from({ length: n }, () => g.normal() * scale);
