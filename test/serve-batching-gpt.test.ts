@@ -50,7 +50,10 @@ describe('GPT-2 kernels of the batched forward', { skip }, () => {
     assert.equal(plain.hash, matmulKnRows().hash);
   });
 
-  it('biMatmulKn refuses arrays shorter than the shapes', () => {
+  it('biMatmulKn refuses arrays shorter than the shapes; K = 0 gives zeros', () => {
+    const zeros = new Float32Array(6).fill(7);
+    addon!.biMatmulKn(new Float32Array(0), 2, 0, new Float32Array(0), 3, zeros);
+    assert.deepEqual(zeros, new Float32Array(6));
     const y = new Float32Array(6);
     assert.throws(() => addon!.biMatmulKn(new Float32Array(8), 2, 4, new Float32Array(11), 3, y), /w/);
     assert.throws(() => addon!.biMatmulKn(new Float32Array(7), 2, 4, new Float32Array(12), 3, y), /x/);

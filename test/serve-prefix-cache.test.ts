@@ -39,10 +39,10 @@ describe('the paged cache as a prefix index', () => {
     const b = kv.allocate(3)!; // two empty blocks, then the least recently released cached one
     assert.equal(b.length, 3);
     assert.equal(kv.cachedBlocks, 1);
-    assert.deepEqual(kv.lookup(['k0']), [], 'k0 was released first, so evicted first');
-    assert.deepEqual(kv.lookup(['k0', 'k1']), []);
-    const reused = kv.lookup(['k1']); // still cached: a run of its own
-    assert.deepEqual(reused, [a[1]]);
+    // a table is released from its end: k1's block went first, so k0 (the run's start) is kept
+    assert.deepEqual(kv.lookup(['k1']), [], 'k1 evicted');
+    const reused = kv.lookup(['k0', 'k1']);
+    assert.deepEqual(reused, [a[0]], 'the run is k0 alone now');
     assert.equal(kv.allocate(1), null, 'full: three new blocks and one reused');
     kv.release(b);
     kv.release(reused);
@@ -139,6 +139,30 @@ describe('prefix caching', { skip }, () => {
     assert.deepEqual(got, want);
     assert.equal(small.kv.usedBlocks, 0);
     assert.equal(small.kv.freeBlocks, 12);
+  });
+
+  it("a request cancelled by another's callback in the same step is not indexed, and gives back its blocks", async () => {
+    const engine = new BatchEngine(new BatchedLlama(model, addon!), { kvCacheBytes: 2 ** 20, prefillChunk: 64 });
+    const ctl = new AbortController();
+    const base = { sampling: { greedy: true }, seed: 0, eos: new Set<number>(), adapter: null };
+    let tokens = 0;
+    // Step 1: A's 3-token prompt and 61 of B's; step 2: A's first decode row and B's other 39,
+    // which complete B's blocks 1–5 — while A's second token cancels B.
+    const a = engine.submit({
+      ...base,
+      prompt: [1, 2, 3],
+      maxTokens: 4,
+      onToken: () => void (++tokens === 2 && ctl.abort()),
+    });
+    const b = engine.submit({
+      ...base,
+      prompt: Array.from({ length: 100 }, (_, t) => (t * 3) % 96),
+      maxTokens: 4,
+      signal: ctl.signal,
+    });
+    assert.equal((await b).finishReason, 'cancelled');
+    assert.equal((await a).tokens.length, 4);
+    assert.deepEqual([engine.kv.usedBlocks, engine.stats.running], [0, 0]);
   });
 
   it('aborted requests give back their holds; a prompt of whole blocks still computes its last one', async () => {

@@ -13,6 +13,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -105,6 +106,7 @@ void columns_plain(const float *x, int64_t M, int64_t K, const float *w, int64_t
 
 void kn_bi_matmul_kn_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, float *y) {
   if (M <= 0 || N <= 0) return;
+  if (K <= 0) return (void)memset(y, 0, (size_t)(M * N) * sizeof(float));  // an empty sum, as columns_plain gives
   const int64_t chunks = (N + CHUNK - 1) / CHUNK, per_chunk = M * K * CHUNK;
   const int64_t grain = per_chunk >= 65536 ? 1 : 65536 / (per_chunk > 0 ? per_chunk : 1);
   auto columns = columns_plain;

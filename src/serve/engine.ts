@@ -2,7 +2,7 @@
  * Continuous batching: every running sequence's next token comes out of one shared forward pass
  * (a BatchedModel: BatchedLlama, BatchedGpt) per step. Between steps sequences join (admitted when
  * the KV cache has room for all they may need) and leave (finished, stopped or cancelled — their
- * blocks are freed at once);
+ * blocks are given back at once: emptied, or kept as cached prompt blocks for later requests);
  * prompts are fed in chunks of at most `prefillChunk` tokens per step next to the decode rows, so
  * a long prompt never stalls the sequences already decoding. The event loop gets a turn after
  * every step (new requests, client disconnects, timers).
@@ -333,7 +333,7 @@ export class BatchEngine {
     for (const { seq, n } of fed) {
       seq.cached += n;
       seq.pending.splice(0, n);
-      this.registerPrompt(seq);
+      if (!seq.done) this.registerPrompt(seq); // an earlier row's callback may have cancelled it
       if (seq.pending.length > 0) continue; // more of the prompt next step
       this.sample(seq, logits[next++]!);
     }

@@ -8,7 +8,7 @@
  *
  * A sequence is given every block it can ever need when it is admitted (prompt + max new tokens):
  * it can never run out mid-generation, and the scheduler only has to wait for room before
- * admitting. Blocks go back the moment a sequence ends or is cancelled.
+ * admitting. Blocks come back the moment a sequence ends or is cancelled.
  *
  * Prompt blocks are shared (prefix caching): a block that holds 16 whole prompt positions is
  * indexed under a key naming everything its keys and values depend on (the tokens up to its end,
@@ -137,16 +137,21 @@ export class PagedKvCache {
     return found;
   }
 
-  /** Indexes `block` (held, its positions all written) under `key`, unless another block has that key. */
+  /** Indexes `block` under `key`, unless another block has that key. The caller holds the block and has written all its positions. */
   register(block: number, key: string): void {
     if (this.#index.has(key) || this.#keyOf.has(block)) return;
     this.#index.set(key, block);
     this.#keyOf.set(block, key);
   }
 
-  /** The caller's hold on each block ends; a block no one holds is cached if indexed, else emptied. */
-  release(table: Iterable<number>): void {
-    for (const b of table) {
+  /**
+   * The caller's hold on each block ends; a block no one holds is cached if indexed, else emptied.
+   * A table is released from its end, so a prompt's later blocks are evicted before its first ones
+   * (a lookup stops at the first missing block: without block 0 the rest could never be found).
+   */
+  release(table: ArrayLike<number>): void {
+    for (let i = table.length - 1; i >= 0; i--) {
+      const b = table[i]!;
       if (--this.#refs[b]! > 0) continue;
       if (this.#keyOf.has(b)) this.#cached.set(b, true);
       else this.#free.push(b);
