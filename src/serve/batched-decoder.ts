@@ -15,7 +15,7 @@
 import { GGML_TYPE_ID, type NativeAddon, packedOf, quantizedProduct } from '../backends/native/index.js';
 import { ArgumentError } from '../errors.js';
 import type { LoraAdapter } from '../finetune/lora.js';
-import { Linear } from '../nn/linear.js';
+import { Linear, type WeightLayout } from '../nn/linear.js';
 import { QuantizedLinear } from '../nn/quantized-linear.js';
 import type { Tensor } from '../tensor.js';
 import { KV_BLOCK, type PagedKvCache, type PagedKvShape } from './paged-kv.js';
@@ -115,26 +115,27 @@ export abstract class BatchedDecoder implements BatchedModel {
     }
     if (!(layer instanceof Linear)) throw new ArgumentError(`batched decoding: ${path} is not a linear layer`);
     const w = f32Data(layer.weight, `${path}.weight`);
-    const [N, K] = [layer.outFeatures, layer.inFeatures];
-    if (layer.layout === 'in_out')
-      return {
-        path,
-        out: N,
-        apply: (x, M, y) => {
-          if (M > 0) this.addon.biMatmulKn(x, M, K, w, N, y);
-          return this.addBias(y, M, bias);
-        },
-      };
-    return this.dense(w, bias, N, K, path);
+    return this.dense(w, bias, layer.outFeatures, layer.inFeatures, path, layer.layout);
   }
 
-  /** An f32 weight [N, K] (out, in) as a projection: a Linear's, or a tied embedding as the head. */
-  protected dense(w: F32, bias: F32 | null, N: number, K: number, path: string): Projection {
+  /**
+   * An f32 weight as a projection: a Linear's, stored [N, K] (out, in) or, as GPT-2's Conv1D,
+   * [K, N] (`in_out`, multiplied as stored); or a tied embedding as the head.
+   */
+  protected dense(
+    w: F32,
+    bias: F32 | null,
+    N: number,
+    K: number,
+    path: string,
+    layout: WeightLayout = 'out_in',
+  ): Projection {
+    const product = layout === 'in_out' ? this.addon.biMatmulKn : this.addon.biMatmul;
     return {
       path,
       out: N,
       apply: (x, M, y) => {
-        if (M > 0) this.addon.biMatmul(x, M, K, w, N, y);
+        if (M > 0) product(x, M, K, w, N, y);
         return this.addBias(y, M, bias);
       },
     };

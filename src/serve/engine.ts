@@ -269,8 +269,8 @@ export class BatchEngine {
         return;
       }
       seq.table = table;
-      seq.cached = seq.registered = hits.length;
-      seq.cached *= KV_BLOCK;
+      seq.registered = hits.length; // reused blocks are indexed already
+      seq.cached = hits.length * KV_BLOCK;
       seq.pending.splice(0, seq.cached);
       this.reusedPromptTokens += seq.cached;
       this.waiting.shift();
