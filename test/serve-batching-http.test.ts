@@ -164,6 +164,7 @@ describe('serve with continuous batching', { skip }, () => {
     const metrics = await (await fetch(`${url}/metrics`)).text();
     assert.match(metrics, /knobs_kv_cache_blocks\{state="used"\} 0\n/);
     assert.match(metrics, new RegExp(`knobs_kv_cache_blocks\\{state="free"\\} ${engine.kv.totalBlocks}\\n`));
+    assert.match(metrics, new RegExp(`\\nknobs_kv_cache_preemptions_total ${engine.stats.preemptions}\\n`));
   });
 
   it('a prompt that starts as an earlier one reads its blocks from the cache: the same answer, counted on /metrics', async () => {

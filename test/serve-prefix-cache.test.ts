@@ -122,6 +122,17 @@ describe('prefix caching', { skip }, () => {
     assert.ok(engine.stats.reusedPromptTokens > before, 'the adapter reuses its own');
   });
 
+  it("a conversation's next turn reads the blocks of the previous answer too", async () => {
+    const [engine, cold] = [engineOf(true), engineOf(false)];
+    const first = { ...chats()[3]!, maxTokens: 40, eos: new Set<number>() }; // 63 prompt tokens, 40 new
+    const answer = await traced(engine, first);
+    // 63 + 39 fed positions: 6 whole blocks, the last three (from position 48) holding produced tokens
+    const next = { ...first, prompt: [...first.prompt, ...answer.tokens, 5, 6, 7] };
+    const before = engine.stats.reusedPromptTokens;
+    assert.deepEqual(await traced(engine, next), await traced(cold, next));
+    assert.equal(engine.stats.reusedPromptTokens - before, 6 * KV_BLOCK);
+  });
+
   it('a budget that must evict cached blocks still answers the same', async () => {
     // 12 blocks: two sequences of up to 74 positions (5 blocks each) at once, little left to keep.
     const blockBytes = PagedKvCache.blockBytes(new BatchedLlama(model, addon!).shape);

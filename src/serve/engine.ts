@@ -1,11 +1,21 @@
 /**
  * Continuous batching: every running sequence's next token comes out of one shared forward pass
  * (a BatchedModel: BatchedLlama, BatchedGpt) per step. Between steps sequences join (admitted when
- * the KV cache has room for all they may need) and leave (finished, stopped or cancelled — their
- * blocks are given back at once: emptied, or kept as cached prompt blocks for later requests);
- * prompts are fed in chunks of at most `prefillChunk` tokens per step next to the decode rows, so
- * a long prompt never stalls the sequences already decoding. The event loop gets a turn after
- * every step (new requests, client disconnects, timers).
+ * the KV cache has room for their prompt) and leave (finished, stopped or cancelled — their blocks
+ * are given back at once: emptied, or kept as cached prompt blocks for later requests); prompts are
+ * fed in chunks of at most `prefillChunk` tokens per step next to the decode rows, so a long prompt
+ * never stalls the sequences already decoding. The event loop gets a turn after every step (new
+ * requests, client disconnects, timers).
+ *
+ * A sequence's blocks are taken as it grows, one when its next position starts a block, not all its
+ * `maxTokens` might need up front: most answers end well before their limit, and the blocks they
+ * never fill would hold other requests out. When a growing sequence finds no free block, the
+ * sequence admitted last is preempted (vLLM's policy): its blocks are given back and it waits at
+ * the head of the queue to be computed again from its prompt and the tokens it has produced. The
+ * kernels are batch-invariant, so the recomputed keys and values, and every later token, are the
+ * same bits: a preemption costs time, never a different answer. So that preemptions stay rare,
+ * admission leaves room for what every running sequence is expected to grow by: the share of its
+ * remaining tokens that recent answers used (expectedShare; all of them until answers are seen).
  *
  * Each sequence keeps its own sampling state — seeded generator, sampling options, penalties — and
  * picks its tokens with the same sampler as single-sequence generation (models/sampling.ts). Since
@@ -62,9 +72,9 @@ export interface BatchEngineOptions {
   /** Adapters a request may name. */
   adapters?: AdapterSet;
   /**
-   * Reuse the cached keys and values of whole 16-token prompt blocks a new request shares with an
-   * earlier one (same tokens from the start, same adapter) instead of computing them again (default
-   * true). Tokens and logits are the same bits either way.
+   * Reuse the cached keys and values of whole 16-token blocks a new request shares with an earlier
+   * one (same tokens from the start — prompt or produced —, same adapter) instead of computing them
+   * again (default true). Tokens and logits are the same bits either way.
    */
   prefixCache?: boolean;
 }
@@ -72,13 +82,12 @@ export interface BatchEngineOptions {
 interface Sequence {
   req: SequenceRequest;
   adapter: LoraAdapter | null;
-  needBlocks: number;
   table: Int32Array | null;
-  /** Tokens to feed, in order: the prompt's remainder, then the last sampled token. */
+  /** Tokens to feed, in order: the prompt's remainder (after a preemption: the prompt and every produced token), then the last sampled token. */
   pending: number[];
   /** Positions already in the cache. */
   cached: number;
-  /** The prefix-index keys of the prompt's whole blocks, and how many of its blocks are indexed. */
+  /** The prefix-index keys of its whole blocks (the prompt's, then those of produced tokens as they fill), and how many of its blocks are indexed. */
   keys: string[];
   registered: number;
   produced: number[];
@@ -98,8 +107,10 @@ export interface BatchEngineStats {
   steps: number;
   /** Cached prompt blocks no running request holds (counted in freeBlocks). */
   cachedBlocks: number;
-  /** Prompt tokens whose keys and values came from the prefix cache instead of a forward pass. */
+  /** Positions to feed (prompt tokens; after a preemption, the produced ones too) whose keys and values came from the prefix cache instead of a forward pass. */
   reusedPromptTokens: number;
+  /** Running sequences sent back to the queue because a growing one found no free block. */
+  preemptions: number;
 }
 
 export class BatchEngine {
@@ -112,6 +123,9 @@ export class BatchEngine {
   private pumping = false;
   private steps = 0;
   private reusedPromptTokens = 0;
+  private preemptions = 0;
+  /** What share of its maxTokens each of the last finished sequences produced (expectedShare). */
+  private readonly recentShares: number[] = [];
   /** A tag per adapter object for the prefix keys (a reloaded adapter is another object: another tag). */
   private readonly adapterTags = new WeakMap<LoraAdapter, string>();
 
@@ -159,28 +173,38 @@ export class BatchEngine {
       steps: this.steps,
       cachedBlocks: this.kv.cachedBlocks,
       reusedPromptTokens: this.reusedPromptTokens,
+      preemptions: this.preemptions,
     };
   }
 
   /** What /metrics shows of the cache. */
   kvGauges(): KvCacheGauges {
-    const { usedBlocks: used, freeBlocks: free, cachedBlocks: cached, reusedPromptTokens } = this.stats;
-    return { used, free, cached, reusedPromptTokens };
+    const { usedBlocks: used, freeBlocks: free, cachedBlocks: cached, reusedPromptTokens, preemptions } = this.stats;
+    return { used, free, cached, reusedPromptTokens, preemptions };
   }
 
-  /** The prefix-index key of each whole 16-token block of `prompt`: a hash chained from the start. */
-  private prefixKeys(prompt: readonly number[], adapter: LoraAdapter | null): string[] {
-    if (!this.prefixCache) return [];
-    let tag = adapter ? this.adapterTags.get(adapter) : 'base';
-    if (tag === undefined) this.adapterTags.set(adapter!, (tag = `adapter ${randomUUID()}`));
-    const keys: string[] = [];
-    let key = tag;
-    for (let b = 0; (b + 1) * KV_BLOCK <= prompt.length; b++) {
-      const tokens = Int32Array.from(prompt.slice(b * KV_BLOCK, (b + 1) * KV_BLOCK));
-      key = createHash('sha256').update(key).update(new Uint8Array(tokens.buffer)).digest('base64');
-      keys.push(key);
+  /** What every prefix key of a sequence on `adapter` starts from (a reloaded adapter is another object: another tag). */
+  private tagOf(adapter: LoraAdapter | null): string {
+    if (!adapter) return 'base';
+    let tag = this.adapterTags.get(adapter);
+    if (tag === undefined) this.adapterTags.set(adapter, (tag = `adapter ${randomUUID()}`));
+    return tag;
+  }
+
+  /**
+   * Extends the sequence's prefix-index keys to its first `blocks` whole 16-token blocks of fed
+   * tokens (the prompt, then the produced ones): each a hash chained from the one before.
+   */
+  private extendKeys(seq: Sequence, blocks: number): void {
+    const { prompt } = seq.req;
+    for (let b = seq.keys.length; b < blocks; b++) {
+      const tokens = Int32Array.from({ length: KV_BLOCK }, (_, i) => {
+        const p = b * KV_BLOCK + i;
+        return p < prompt.length ? prompt[p]! : seq.produced[p - prompt.length]!;
+      });
+      const previous = seq.keys[b - 1] ?? this.tagOf(seq.adapter);
+      seq.keys.push(createHash('sha256').update(previous).update(new Uint8Array(tokens.buffer)).digest('base64'));
     }
-    return keys;
   }
 
   /** Generates one sequence among the others; resolves when it ends (never rejects for a cancel). */
@@ -215,17 +239,17 @@ export class BatchEngine {
       const seq: Sequence = {
         req,
         adapter,
-        needBlocks: this.blocksFor(req.prompt.length, req.maxTokens),
         table: null,
         pending: [...req.prompt],
         cached: 0,
-        keys: this.prefixKeys(req.prompt, adapter),
+        keys: [],
         registered: 0,
         produced: [],
         generator: new Random(req.seed),
         done: false,
         finish: (r) => {
           if (seq.done) return;
+          if (r.finishReason !== 'cancelled') this.recordShare(seq);
           this.leave(seq);
           resolve(r);
         },
@@ -236,6 +260,7 @@ export class BatchEngine {
         },
         onAbort: () => seq.finish({ tokens: seq.produced, finishReason: 'cancelled' }),
       };
+      if (this.prefixCache) this.extendKeys(seq, Math.floor(req.prompt.length / KV_BLOCK));
       req.signal?.addEventListener('abort', seq.onAbort, { once: true });
       this.waiting.push(seq);
       void this.pump();
@@ -256,18 +281,29 @@ export class BatchEngine {
 
   /**
    * First come, first served: a sequence that does not fit yet holds back those behind it (no
-   * starvation). Its prompt's leading blocks come from the prefix cache where they are there — all
-   * but the block of the last prompt position, whose row must run to give the first logits.
+   * starvation). It is given the blocks of every position it has to feed (its prompt; after a
+   * preemption, its produced tokens too), and it must leave room for what it and every running
+   * sequence are expected to grow by (expectedGrowth) — unless it would run alone, which always
+   * fits. Its leading blocks come from the prefix cache where they are there — all but the block of
+   * the last position to feed, whose row must run to give the next logits.
    */
   private admit(): void {
+    const share = this.expectedShare();
+    let reserved = 0;
+    for (const r of this.running)
+      reserved += this.expectedGrowth(r, r.cached + r.pending.length, r.table!.length, share);
     while (this.waiting.length > 0) {
       const seq = this.waiting[0]!;
-      const hits = this.kv.lookup(seq.keys.slice(0, Math.floor((seq.req.prompt.length - 1) / KV_BLOCK)));
-      const table = this.kv.allocate(seq.needBlocks - hits.length, hits);
+      const hits = this.kv.lookup(seq.keys.slice(0, Math.floor((seq.pending.length - 1) / KV_BLOCK)));
+      const held = PagedKvCache.blocksFor(seq.pending.length);
+      const growth = this.expectedGrowth(seq, seq.pending.length, held, share);
+      const room = this.running.length === 0 || held - hits.length + growth + reserved <= this.kv.freeBlocks;
+      const table = room ? this.kv.allocate(held - hits.length, hits) : null;
       if (!table) {
         this.kv.release(hits);
         return;
       }
+      reserved += growth;
       seq.table = table;
       seq.registered = hits.length; // reused blocks are indexed already
       seq.cached = hits.length * KV_BLOCK;
@@ -278,9 +314,71 @@ export class BatchEngine {
     }
   }
 
-  /** Indexes the sequence's prompt blocks whose positions are all written now. */
-  private registerPrompt(seq: Sequence): void {
-    const whole = Math.min(seq.keys.length, Math.floor(seq.cached / KV_BLOCK));
+  /**
+   * The share of its remaining tokens a sequence is expected to produce: the 90th percentile of
+   * the share of maxTokens the last finished sequences produced (1 until there are 8). Most answers
+   * end well before their limit; reserving all of it would keep others out, reserving nothing
+   * would admit so many that preemptions undo the work.
+   */
+  private expectedShare(): number {
+    const n = this.recentShares.length;
+    if (n < 8) return 1;
+    return [...this.recentShares].sort((a, b) => a - b)[Math.floor(0.9 * (n - 1))]!;
+  }
+
+  /** Blocks beyond `held` a sequence with `fed` positions (written or to write) is expected to take. */
+  private expectedGrowth(seq: Sequence, fed: number, held: number, share: number): number {
+    const remaining = seq.req.maxTokens - seq.produced.length - 1; // the last token is never fed
+    return Math.max(0, PagedKvCache.blocksFor(fed + Math.ceil(share * remaining)) - held);
+  }
+
+  /** Records what share of its maxTokens a finished sequence produced (the last 64). */
+  private recordShare(seq: Sequence): void {
+    this.recentShares.push(seq.produced.length / seq.req.maxTokens);
+    if (this.recentShares.length > 64) this.recentShares.shift();
+  }
+
+  /**
+   * Gives each running sequence the block its next position needs, oldest first. Where none is
+   * free, the sequence admitted last gives its blocks back (preempt) — the one growing, when it is
+   * the last. A sequence alone always fits: checkFits held its whole length to the budget.
+   */
+  private grow(): void {
+    for (let i = 0; i < this.running.length; i++) {
+      const seq = this.running[i]!;
+      const need = PagedKvCache.blocksFor(seq.cached + 1) - seq.table!.length;
+      if (need <= 0) continue;
+      let table = this.kv.allocate(need, seq.table!);
+      while (!table && this.running.length - 1 > i) {
+        this.preempt(this.running[this.running.length - 1]!);
+        table = this.kv.allocate(need, seq.table!);
+      }
+      if (table) seq.table = table;
+      else this.preempt(seq);
+    }
+  }
+
+  /** Sends a running sequence back to the head of the queue, its blocks given back, to be fed again from its first token. */
+  private preempt(seq: Sequence): void {
+    this.running.splice(this.running.indexOf(seq), 1);
+    this.kv.release(seq.table!);
+    seq.table = null;
+    seq.cached = 0;
+    seq.registered = 0;
+    seq.pending = [...seq.req.prompt, ...seq.produced];
+    this.waiting.unshift(seq);
+    this.preemptions++;
+  }
+
+  /**
+   * Indexes the sequence's blocks whose positions are all written now, prompt and produced tokens
+   * alike: a later request that starts with the same tokens (a conversation's next turn) reads them,
+   * and so does this one if it is preempted.
+   */
+  private registerBlocks(seq: Sequence): void {
+    if (!this.prefixCache) return;
+    const whole = Math.floor(seq.cached / KV_BLOCK);
+    this.extendKeys(seq, whole);
     for (; seq.registered < whole; seq.registered++)
       this.kv.register(seq.table![seq.registered]!, seq.keys[seq.registered]!);
   }
@@ -302,11 +400,12 @@ export class BatchEngine {
 
   /** One forward pass: a decode row for each sequence past its prompt, then prompt chunks up to the budget. */
   private step(): void {
+    this.grow();
     const rows: BatchRow[] = [];
     const fed: { seq: Sequence; n: number }[] = [];
     let budget = this.prefillChunk;
     for (const seq of this.running) {
-      const prefill = seq.cached < seq.req.prompt.length;
+      const prefill = seq.pending.length > 1;
       const n = prefill ? Math.min(seq.pending.length, budget) : 1;
       if (n === 0) continue;
       if (prefill) budget -= n;
@@ -333,7 +432,7 @@ export class BatchEngine {
     for (const { seq, n } of fed) {
       seq.cached += n;
       seq.pending.splice(0, n);
-      if (!seq.done) this.registerPrompt(seq); // an earlier row's callback may have cancelled it
+      if (!seq.done) this.registerBlocks(seq); // an earlier row's callback may have cancelled it
       if (seq.pending.length > 0) continue; // more of the prompt next step
       this.sample(seq, logits[next++]!);
     }

@@ -6,14 +6,13 @@
  * block table) and position t lives in block table[t / BLOCK] at slot t % BLOCK, so sequences of
  * any length share one budget without fragmenting it.
  *
- * A sequence is given every block it can ever need when it is admitted (prompt + max new tokens):
- * it can never run out mid-generation, and the scheduler only has to wait for room before
- * admitting. Blocks come back the moment a sequence ends or is cancelled.
+ * A table grows a block at a time as its sequence does (`allocate(n, table)`); blocks come back the
+ * moment a sequence ends, is cancelled or is preempted (the engine's scheduling: engine.ts).
  *
- * Prompt blocks are shared (prefix caching): a block that holds 16 whole prompt positions is
- * indexed under a key naming everything its keys and values depend on (the tokens up to its end,
- * the adapter), and a later sequence whose prompt starts the same way takes it instead of
- * computing it again — the same bits, since every kernel is batch-invariant. Blocks count their
+ * Blocks are shared (prefix caching): a block whose 16 positions are all written is indexed under a
+ * key naming everything its keys and values depend on (the tokens up to its end, prompt or
+ * produced, and the adapter), and a later sequence whose tokens start the same way takes it instead
+ * of computing it again — the same bits, since every kernel is batch-invariant. Blocks count their
  * sequences; an indexed block no sequence holds stays cached (least recently used first out) until
  * an allocation needs its room. `freeBlocks` counts those as free.
  */
@@ -100,11 +99,11 @@ export class PagedKvCache {
   }
 
   /**
-   * `reused` (blocks from `lookup`, already held) followed by `n` new blocks, or null when fewer
+   * `reused` (blocks from `lookup`, or a table to extend: already held) followed by `n` new blocks, or null when fewer
    * are free (nothing is taken then). Cached blocks are given up oldest first when the empty ones
    * run out.
    */
-  allocate(n: number, reused: readonly number[] = []): Int32Array | null {
+  allocate(n: number, reused: ArrayLike<number> = []): Int32Array | null {
     if (n > this.freeBlocks) return null;
     const table = new Int32Array(reused.length + n);
     table.set(reused);

@@ -4,6 +4,7 @@ export interface KvCacheGauges {
   free: number;
   cached: number;
   reusedPromptTokens: number;
+  preemptions: number;
 }
 
 /** The server's counters, written in Prometheus' text format for GET /metrics (admin keys only). */
@@ -58,6 +59,9 @@ export class Metrics {
         '# HELP knobs_kv_cache_reused_prompt_tokens_total Prompt tokens read from the prefix cache instead of computed.',
         '# TYPE knobs_kv_cache_reused_prompt_tokens_total counter',
         `knobs_kv_cache_reused_prompt_tokens_total ${gauges.kvBlocks.reusedPromptTokens}`,
+        '# HELP knobs_kv_cache_preemptions_total Running requests sent back to the queue (to be computed again) because another found no free KV cache block.',
+        '# TYPE knobs_kv_cache_preemptions_total counter',
+        `knobs_kv_cache_preemptions_total ${gauges.kvBlocks.preemptions}`,
       );
     return lines.join('\n') + '\n';
   }
