@@ -72,21 +72,23 @@ describe('continuous batching of GPT-2', { skip }, () => {
     await saveRandomAdapters(dir, () => new k.GPT(k.gptConfig(CONFIG), { seed: 0 }), [
       ['a', 11, ['c_attn']],
       ['b', 12, ['attn.c_proj', 'c_fc', 'mlp.c_proj']],
+      ['d', 13, ['c_attn', 'mlp.c_proj'], true], // DoRA, on biased Conv1D layers
     ]);
     model = new k.GPT(k.gptConfig(CONFIG), { seed: 0 });
     model.eval();
     adapters = new AdapterSet(model);
     await adapters.load('a', join(dir, 'a'));
     await adapters.load('b', join(dir, 'b'));
+    await adapters.load('d', join(dir, 'd'));
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
   const engineOf = (m: k.GPT, prefillChunk = 7): BatchEngine =>
     new BatchEngine(new BatchedGpt(m, addon!), { kvCacheBytes: 2 ** 20, prefillChunk, adapters });
 
-  /** The sixteen requests, on the base and the adapters a and b in turn (or the base only). */
+  /** The sixteen requests, on the base and the adapters a, b and d (DoRA) in turn (or the base only). */
   const sixteen = (withAdapters = true): SequenceRequest[] =>
-    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b'] : [null]);
+    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b', 'd'] : [null]);
 
   /** The last row of model.forward(ids): the unbatched reference. */
   function referenceLogits(m: k.GPT, ids: readonly number[]): Float32Array {
@@ -109,10 +111,10 @@ describe('continuous batching of GPT-2', { skip }, () => {
     return { tokens, got };
   }
 
-  it('matches the model forward (base and adapters on c_attn, c_proj, c_fc) step after step', async () => {
+  it('matches the model forward (base, adapters on c_attn, c_proj, c_fc, a DoRA adapter) step after step', async () => {
     const engine = engineOf(model);
     const prompt = [1, 5, 9, 33, 20, 7, 64, 3, 3, 12, 40];
-    for (const name of [null, 'a', 'b'] as const) {
+    for (const name of [null, 'a', 'b', 'd'] as const) {
       const { tokens, got } = await stepLogits(engine, prompt, name);
       await adapters.use(name, () => {
         tokens.forEach((_, i) => {

@@ -11,9 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as k from '../src/index.js';
 import { GGML_TYPE_ID, packedOf } from '../src/backends/native/index.js';
-import { saveLoraAdapter } from '../src/finetune/adapter.js';
 import { AdapterSet } from '../src/finetune/adapter-set.js';
-import { applyLora, parseLoraConfig } from '../src/finetune/lora.js';
 import { quantizeMatrix, quantizeModel } from '../src/nn/quantized-linear.js';
 import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine, KvBudgetError, type SequenceRequest } from '../src/serve/engine.js';
@@ -469,25 +467,27 @@ describe('continuous batching', { skip }, () => {
     await saveRandomAdapters(dir, () => new k.Llama(CONFIG, { seed: 0 }), [
       ['a', 11, ['q_proj', 'v_proj']],
       ['b', 12, ['o_proj', 'down_proj', 'gate_proj']],
+      ['d', 13, ['k_proj', 'up_proj'], true], // DoRA
     ]);
     model = new k.Llama(CONFIG, { seed: 0 });
     model.eval();
     adapters = new AdapterSet(model);
     await adapters.load('a', join(dir, 'a'));
     await adapters.load('b', join(dir, 'b'));
+    await adapters.load('d', join(dir, 'd'));
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
   const engineOf = (m: k.Llama, mb = 4, prefillChunk = 7): BatchEngine =>
     new BatchEngine(new BatchedLlama(m, addon!), { kvCacheBytes: mb * 2 ** 20, prefillChunk, adapters });
 
-  /** The sixteen requests, on the base and the adapters a and b in turn (or the base only). */
+  /** The sixteen requests, on the base and the adapters a, b and d (DoRA) in turn (or the base only). */
   const sixteen = (withAdapters = true): SequenceRequest[] =>
-    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b'] : [null]);
+    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b', 'd'] : [null]);
 
-  it('matches the model forward (base and adapters) step after step', async () => {
+  it('matches the model forward (base, LoRA and DoRA adapters) step after step', async () => {
     const engine = engineOf(model);
-    for (const name of [null, 'a', 'b'] as const) {
+    for (const name of [null, 'a', 'b', 'd'] as const) {
       const got: Float32Array[] = [];
       const prompt = [1, 5, 9, 33, 20, 7, 64, 3, 3, 12, 40];
       const { tokens } = await engine.submit({
@@ -506,20 +506,6 @@ describe('continuous batching', { skip }, () => {
         });
       });
     }
-  });
-
-  it('a DoRA adapter is refused (its magnitudes are not applied by the batched projections), not served wrong', async () => {
-    const twin = new k.Llama(CONFIG, { seed: 0 });
-    const dora = applyLora(twin, parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: ['q_proj'], use_dora: true }));
-    await saveLoraAdapter(join(dir, 'dora'), twin, dora);
-    await adapters.load('dora', join(dir, 'dora'));
-    const engine = engineOf(model);
-    const req = { prompt: [1, 2, 3], maxTokens: 2, sampling: { greedy: true }, seed: 0, eos: new Set<number>() };
-    assert.throws(
-      () => engine.submit({ ...req, adapter: 'dora' }),
-      (e: unknown) => e instanceof k.ArgumentError && /DoRA adapter \(use_dora\).*knobs merge/.test(e.message),
-    );
-    assert.equal((await engine.submit({ ...req, adapter: 'a' })).tokens.length, 2);
   });
 
   it('16 concurrent requests give the tokens and logits each gives alone, at 1 and 2 threads', async () => {

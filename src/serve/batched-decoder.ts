@@ -10,12 +10,15 @@
  * bi_matmul_kn.cpp), each row's LoRA delta, the step's reusable buffers and the rows' block tables.
  *
  * LoRA: each row names its adapter (or none); for every adapted projection the rows of one adapter
- * are gathered and get `scaling · B(A x)` added, computed with the same batch-invariant matmul.
+ * are gathered and get `scaling · B(A x)` added, computed with the same batch-invariant matmul; for
+ * a DoRA adapter the sum is then scaled by its magnitude over the adapted weight's norm, per output
+ * (PEFT's `(m / ‖W + scaling·B·A‖) ⊙ (W x + scaling·B·A x)`). The bias comes last, on every row.
  */
 import { GGML_TYPE_ID, type NativeAddon, packedOf, quantizedProduct } from '../backends/native/index.js';
 import { ArgumentError } from '../errors.js';
-import type { LoraAdapter } from '../finetune/lora.js';
+import type { LoraAdapter, LoraLayer } from '../finetune/lora.js';
 import { Linear, type WeightLayout } from '../nn/linear.js';
+import { div } from '../ops/elementwise.js';
 import { QuantizedLinear } from '../nn/quantized-linear.js';
 import type { Tensor } from '../tensor.js';
 import { KV_BLOCK, type PagedKvCache, type PagedKvShape } from './paged-kv.js';
@@ -47,11 +50,12 @@ export interface BatchedModel {
   forward(rows: readonly BatchRow[], kv: PagedKvCache): F32[];
 }
 
-/** y [M, out] = x [M, in] · W (+ b) into y, for one projection of the model, batch-invariant. */
+/** One projection of the model: y [M, out] = x [M, in] · W into y, batch-invariant; then its bias, if any. */
 export interface Projection {
   path: string;
   out: number;
-  apply(x: F32, M: number, y: F32): F32;
+  product(x: F32, M: number, y: F32): F32;
+  bias: F32 | null;
 }
 
 /** Where each row's keys and values live, in the layout the paged kernels read. */
@@ -79,6 +83,8 @@ export abstract class BatchedDecoder implements BatchedModel {
    * times a step. Only the logits, handed out, are new each step.
    */
   private readonly scratch = new Map<string, F32>();
+  /** Each DoRA layer's per-output factor m / ‖W + scaling·B·A‖, computed once. */
+  private readonly doraScales = new WeakMap<LoraLayer, F32>();
 
   constructor(protected readonly addon: NativeAddon) {}
 
@@ -103,14 +109,15 @@ export abstract class BatchedDecoder implements BatchedModel {
       return {
         path,
         out: N,
-        apply: (x, M, y) => {
+        product: (x, M, y) => {
           // The packed copy the backend's decode step also uses (made once per weight), with each
           // weight vector loaded once per tile of rows; where there is none, the blocks' product.
           const packed = M > 0 ? packedOf(this.addon, weight) : null;
           if (packed) this.addon.biQmatmulPacked(GGML_TYPE_ID[weight.type], x, M, weight.cols, packed, N, y);
           else if (M > 0) quantizedProduct(this.addon, x, M, weight, y);
-          return this.addBias(y, M, bias);
+          return y;
         },
+        bias,
       };
     }
     if (!(layer instanceof Linear)) throw new ArgumentError(`batched decoding: ${path} is not a linear layer`);
@@ -134,10 +141,11 @@ export abstract class BatchedDecoder implements BatchedModel {
     return {
       path,
       out: N,
-      apply: (x, M, y) => {
+      product: (x, M, y) => {
         if (M > 0) product(x, M, K, w, N, y);
-        return this.addBias(y, M, bias);
+        return y;
       },
+      bias,
     };
   }
 
@@ -153,11 +161,11 @@ export abstract class BatchedDecoder implements BatchedModel {
 
   /**
    * Projection plus each row's LoRA delta (rows grouped by adapter; each group's delta is row-wise),
-   * into the buffer `into` (or a new array).
+   * then the bias, into the buffer `into` (or a new array).
    */
   protected project(p: Projection, x: F32, rows: readonly BatchRow[], inDim: number, into: string | null): F32 {
     const M = rows.length;
-    const y = p.apply(x, M, into ? this.buffer(into, M * p.out) : new Float32Array(M * p.out));
+    const y = p.product(x, M, into ? this.buffer(into, M * p.out) : new Float32Array(M * p.out));
     const groups = new Map<LoraAdapter, number[]>();
     rows.forEach((r, i) => {
       if (r.adapter?.layers.has(p.path)) {
@@ -180,11 +188,26 @@ export abstract class BatchedDecoder implements BatchedModel {
       const d = new Float32Array(G * N);
       this.addon.biMatmul(t, G, r, B, N, d);
       const s = lora.scaling;
+      const dora = lora.magnitude ? this.doraScale(lora) : null;
       idx.forEach((row, j) => {
-        for (let n = 0; n < N; n++) y[row * N + n] += Math.fround(s * d[j * N + n]!);
+        for (let n = 0; n < N; n++) {
+          const at = row * N + n;
+          y[at] += Math.fround(s * d[j * N + n]!);
+          if (dora) y[at] *= dora[n]!;
+        }
       });
     }
-    return y;
+    return this.addBias(y, M, p.bias);
+  }
+
+  /** m / ‖W + scaling·B·A‖ per output of a DoRA layer (the norm PEFT takes, detached; lora.ts). */
+  private doraScale(lora: LoraLayer): F32 {
+    let scale = this.doraScales.get(lora);
+    if (!scale) {
+      scale = f32Data(div(lora.magnitude!.weight.detach(), lora.weightNorm()), 'a DoRA scale');
+      this.doraScales.set(lora, scale);
+    }
+    return scale;
   }
 
   /** The rows' block tables, positions and lengths; a row past its sequence's cache is an error. */

@@ -105,7 +105,7 @@ export interface BatchEngineStats {
   running: number;
   waiting: number;
   steps: number;
-  /** Cached prompt blocks no running request holds (counted in freeBlocks). */
+  /** Cached blocks (prompt or produced tokens) no running request holds (counted in freeBlocks). */
   cachedBlocks: number;
   /** Positions to feed (prompt tokens; after a preemption, the produced ones too) whose keys and values came from the prefix cache instead of a forward pass. */
   reusedPromptTokens: number;
@@ -227,11 +227,6 @@ export class BatchEngine {
     const adapter = req.adapter === null ? null : (this.opts.adapters?.get(req.adapter) ?? null);
     if (req.adapter !== null && !adapter)
       throw new ArgumentError(`generate: no adapter named ${JSON.stringify(req.adapter)} is loaded`);
-    // The batched projections add B·A only; DoRA's per-output magnitude would be silently dropped.
-    if (adapter && [...adapter.layers.values()].some((l) => l.magnitude))
-      throw new ArgumentError(
-        `generate: adapter ${JSON.stringify(req.adapter)} is a DoRA adapter (use_dora), which the batched engine does not apply yet; merge it into the base (knobs merge) and serve the merged model`,
-      );
     this.checkFits(req.prompt.length, req.maxTokens);
     if (req.maxTokens === 0 || req.signal?.aborted)
       return Promise.resolve({ tokens: [], finishReason: req.signal?.aborted ? 'cancelled' : 'length' });

@@ -86,22 +86,27 @@ export function traced(engine: BatchEngine, req: SequenceRequest): Promise<Trace
 }
 
 /**
- * Saves one PEFT adapter directory `dir/NAME` per spec [name, seed, target_modules], rank 4, α 8,
- * each made on a fresh twin of the base (`twin()`) with a random, nonzero B.
+ * Saves one PEFT adapter directory `dir/NAME` per spec [name, seed, target_modules, DoRA?], rank 4,
+ * α 8, each made on a fresh twin of the base (`twin()`) with a random, nonzero B (and for DoRA a
+ * magnitude scaled by random factors in [0.5, 1.5), so m / ‖W + ΔW‖ is not 1).
  */
 export async function saveRandomAdapters(
   dir: string,
   twin: () => k.Module,
-  specs: readonly (readonly [string, number, readonly string[]])[],
+  specs: readonly (readonly [string, number, readonly string[], boolean?])[],
 ): Promise<void> {
-  for (const [name, seed, targets] of specs) {
+  for (const [name, seed, targets, dora = false] of specs) {
     const base = twin();
-    const adapter = applyLora(base, parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: [...targets] }), {
-      generator: new k.Generator(seed),
-    });
+    const config = parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: [...targets], use_dora: dora });
+    const adapter = applyLora(base, config, { generator: new k.Generator(seed) });
     for (const l of adapter.layers.values()) {
       const b = l.lora_B.weight.storage as Float32Array;
       b.set(randoms(b.length, seed + 100, 0.2));
+      if (l.magnitude) {
+        const m = l.magnitude.weight.storage as Float32Array;
+        const g = new k.Generator(seed + 200);
+        for (let i = 0; i < m.length; i++) m[i]! *= 0.5 + g.random();
+      }
     }
     await saveLoraAdapter(join(dir, name), base, adapter);
   }
