@@ -133,6 +133,24 @@ describe('prefix caching', { skip }, () => {
     assert.equal(engine.stats.reusedPromptTokens - before, 6 * KV_BLOCK);
   });
 
+  it('a burst of requests on one new system prompt computes it once: the others wait for its blocks', async () => {
+    const system = Array.from({ length: 4 * KV_BLOCK }, (_, t) => (t * 17 + 5) % 96);
+    const burst = Array.from({ length: 8 }, (_, i) => ({
+      prompt: [...system, ...Array.from({ length: 5 }, (_, t) => (t * 3 + i * 7) % 96)],
+      maxTokens: 4,
+      sampling: { greedy: true },
+      seed: 0,
+      eos: new Set<number>(),
+      adapter: null,
+    }));
+    const [warm, cold] = [engineOf(true), engineOf(false)];
+    const got = await Promise.all(burst.map((r) => traced(warm, r)));
+    assert.deepEqual(got, await Promise.all(burst.map((r) => traced(cold, r))));
+    // The first request computes the 4 system blocks; the other seven read them.
+    assert.equal(warm.stats.reusedPromptTokens, 7 * 4 * KV_BLOCK);
+    assert.ok(warm.stats.steps < cold.stats.steps, `${warm.stats.steps} vs ${cold.stats.steps} steps`);
+  });
+
   it('a budget that must evict cached blocks still answers the same', async () => {
     // 12 blocks: two sequences of up to 74 positions (5 blocks each) at once, little left to keep.
     const blockBytes = PagedKvCache.blockBytes(new BatchedLlama(model, addon!).shape);

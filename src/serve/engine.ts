@@ -280,7 +280,8 @@ export class BatchEngine {
    * preemption, its produced tokens too), and it must leave room for what it and every running
    * sequence are expected to grow by (expectedGrowth) — unless it would run alone, which always
    * fits. Its leading blocks come from the prefix cache where they are there — all but the block of
-   * the last position to feed, whose row must run to give the next logits.
+   * the last position to feed, whose row must run to give the next logits — and where the next of
+   * them is being computed by a running sequence, it waits for that (computing).
    */
   private admit(): void {
     const share = this.expectedShare();
@@ -289,7 +290,12 @@ export class BatchEngine {
       reserved += this.expectedGrowth(r, r.cached + r.pending.length, r.table!.length, share);
     while (this.waiting.length > 0) {
       const seq = this.waiting[0]!;
-      const hits = this.kv.lookup(seq.keys.slice(0, Math.floor((seq.pending.length - 1) / KV_BLOCK)));
+      const reusable = Math.floor((seq.pending.length - 1) / KV_BLOCK);
+      const hits = this.kv.lookup(seq.keys.slice(0, reusable));
+      if (this.prefixCache && hits.length < reusable && this.computing(seq.keys[hits.length]!)) {
+        this.kv.release(hits);
+        return;
+      }
       const held = PagedKvCache.blocksFor(seq.pending.length);
       const growth = this.expectedGrowth(seq, seq.pending.length, held, share);
       const room = this.running.length === 0 || held - hits.length + growth + reserved <= this.kv.freeBlocks;
@@ -307,6 +313,16 @@ export class BatchEngine {
       this.waiting.shift();
       this.running.push(seq);
     }
+  }
+
+  /**
+   * Whether a running sequence is computing the block of prefix key `key` (its tokens from the
+   * start are the same) and has not written it yet. A request that would need it waits for it —
+   * a step or a few, as prompts are read in chunks — and reads it then: a burst of requests on one
+   * new system prompt computes it once, not once each from the same prefill budget.
+   */
+  private computing(key: string): boolean {
+    return this.running.some((r) => r.keys.lastIndexOf(key) >= r.registered);
   }
 
   /**
