@@ -165,6 +165,7 @@ describe('serve with continuous batching', { skip }, () => {
     assert.match(metrics, /knobs_kv_cache_blocks\{state="used"\} 0\n/);
     assert.match(metrics, new RegExp(`knobs_kv_cache_blocks\\{state="free"\\} ${engine.kv.totalBlocks}\\n`));
     assert.match(metrics, new RegExp(`\\nknobs_kv_cache_preemptions_total ${engine.stats.preemptions}\\n`));
+    assert.match(metrics, /knobs_batch_sequences\{state="running"\} 0\nknobs_batch_sequences\{state="waiting"\} 0\n/);
   });
 
   it('a prompt that starts as an earlier one reads its blocks from the cache: the same answer, counted on /metrics', async () => {

@@ -179,8 +179,9 @@ export class BatchEngine {
 
   /** What /metrics shows of the cache. */
   kvGauges(): KvCacheGauges {
-    const { usedBlocks: used, freeBlocks: free, cachedBlocks: cached, reusedPromptTokens, preemptions } = this.stats;
-    return { used, free, cached, reusedPromptTokens, preemptions };
+    const { usedBlocks: used, freeBlocks: free, cachedBlocks: cached, ...counts } = this.stats;
+    const { reusedPromptTokens, preemptions, running, waiting } = counts;
+    return { used, free, cached, reusedPromptTokens, preemptions, running, waiting };
   }
 
   /** What every prefix key of a sequence on `adapter` starts from (a reloaded adapter is another object: another tag). */

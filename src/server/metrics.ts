@@ -5,6 +5,9 @@ export interface KvCacheGauges {
   cached: number;
   reusedPromptTokens: number;
   preemptions: number;
+  /** Sequences in the batching engine: decoding or reading their prompt, and waiting for cache blocks. */
+  running: number;
+  waiting: number;
 }
 
 /** The server's counters, written in Prometheus' text format for GET /metrics (admin keys only). */
@@ -62,6 +65,10 @@ export class Metrics {
         '# HELP knobs_kv_cache_preemptions_total Running requests sent back to the queue (to be computed again) because another found no free KV cache block.',
         '# TYPE knobs_kv_cache_preemptions_total counter',
         `knobs_kv_cache_preemptions_total ${gauges.kvBlocks.preemptions}`,
+        '# HELP knobs_batch_sequences Sequences in the batching engine: running (in the batch) or waiting for KV cache room (preempted ones included).',
+        '# TYPE knobs_batch_sequences gauge',
+        `knobs_batch_sequences{state="running"} ${gauges.kvBlocks.running}`,
+        `knobs_batch_sequences{state="waiting"} ${gauges.kvBlocks.waiting}`,
       );
     return lines.join('\n') + '\n';
   }
