@@ -83,7 +83,10 @@ export abstract class BatchedDecoder implements BatchedModel {
    * times a step. Only the logits, handed out, are new each step.
    */
   private readonly scratch = new Map<string, F32>();
-  /** Each DoRA layer's per-output factor m / ‖W + scaling·B·A‖, computed once. */
+  /**
+   * Each DoRA layer's per-output factor m / ‖W + scaling·B·A‖, computed once: a served adapter's
+   * weights do not change (AdapterSet loads a new object for new weights, so a new entry).
+   */
   private readonly doraScales = new WeakMap<LoraLayer, F32>();
 
   constructor(protected readonly addon: NativeAddon) {}

@@ -65,7 +65,7 @@ export class Metrics {
         '# HELP knobs_kv_cache_preemptions_total Running requests sent back to the queue (to be computed again) because another found no free KV cache block.',
         '# TYPE knobs_kv_cache_preemptions_total counter',
         `knobs_kv_cache_preemptions_total ${gauges.kvBlocks.preemptions}`,
-        '# HELP knobs_batch_sequences Sequences in the batching engine: running (in the batch) or waiting for KV cache room (preempted ones included).',
+        '# HELP knobs_batch_sequences Sequences in the batching engine: running (in the batch) or waiting to be admitted (for KV cache room, or for prompt blocks another request is computing; preempted ones included).',
         '# TYPE knobs_batch_sequences gauge',
         `knobs_batch_sequences{state="running"} ${gauges.kvBlocks.running}`,
         `knobs_batch_sequences{state="waiting"} ${gauges.kvBlocks.waiting}`,
