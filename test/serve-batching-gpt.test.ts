@@ -147,7 +147,7 @@ describe('continuous batching of GPT-2', { skip }, () => {
     }
   });
 
-  it('q8_0 weights: batched equals alone and follows the quantized model', async () => {
+  it('q8_0 weights: batched equals alone and follows the quantized model, with and without a DoRA adapter', async () => {
     const q = new k.GPT(k.gptConfig(CONFIG), { seed: 0 });
     q.eval();
     assert.ok(quantizeModel(q, 'q8_0').quantized.length > 0);
@@ -156,11 +156,22 @@ describe('continuous batching of GPT-2', { skip }, () => {
     const together = await Promise.all(reqs.map((r) => traced(engine, r)));
     for (const [i, r] of reqs.entries()) assert.deepEqual(await traced(engine, r), together[i]);
     const prompt = [4, 8, 15, 16, 23, 42];
-    const { tokens, got } = await stepLogits(engine, prompt, null);
-    tokens.forEach((_, i) => {
-      const ref = referenceLogits(q, [...prompt, ...tokens.slice(0, i)]);
-      assert.ok(maxRelDiff(got[i]!, ref) < 1e-4, `step ${i}: ${maxRelDiff(got[i]!, ref)}`);
-    });
+    // and with the DoRA adapter on the quantized base (its norm taken over the dequantized weight)
+    const qAdapters = new AdapterSet(q);
+    await qAdapters.load('d', join(dir, 'd'), { allowBaseMismatch: true }); // made on the f32 twin
+    const withDora = new BatchEngine(new BatchedGpt(q, addon!), { kvCacheBytes: 2 ** 20, adapters: qAdapters });
+    for (const [e, name] of [
+      [engine, null],
+      [withDora, 'd'],
+    ] as const) {
+      const { tokens, got } = await stepLogits(e, prompt, name);
+      await qAdapters.use(name, () => {
+        tokens.forEach((_, i) => {
+          const ref = referenceLogits(q, [...prompt, ...tokens.slice(0, i)]);
+          assert.ok(maxRelDiff(got[i]!, ref) < 1e-4, `${name}, step ${i}: ${maxRelDiff(got[i]!, ref)}`);
+        });
+      });
+    }
   });
 
   it('an f16 KV cache: batched equals alone, near the f32 cache', async () => {
