@@ -181,13 +181,13 @@ describe('serve with continuous batching', { skip }, () => {
     assert.ok((await metric('knobs_kv_cache_prefix_blocks')) > 0);
   });
 
-  it('knobs serve batches by default; --no-batching runs the old path; --kv-cache-dtype f16 doubles the blocks', async () => {
+  it('knobs serve batches by default; --no-batching runs the old path; --kv-cache-dtype f16 doubles the blocks; --kv-reserve', async () => {
     const made = await makeServedModelDir(512);
     try {
       const free: number[] = [];
       for (const [flags, batched] of [
         [['--kv-cache-mb', '8'], true],
-        [['--kv-cache-mb', '8', '--kv-cache-dtype', 'f16'], true],
+        [['--kv-cache-mb', '8', '--kv-cache-dtype', 'f16', '--kv-reserve', 'whole'], true],
         [['--no-batching'], false],
       ] as const) {
         const server = await startServe([made.dir, ...flags]);
@@ -207,7 +207,13 @@ describe('serve with continuous batching', { skip }, () => {
               (l) =>
                 (
                   JSON.parse(l) as {
-                    kv_cache: { dtype: string; blocks: number; positions: number; prefix_cache: boolean };
+                    kv_cache: {
+                      dtype: string;
+                      blocks: number;
+                      positions: number;
+                      prefix_cache: boolean;
+                      reserve: string;
+                    };
                   }
                 ).kv_cache,
             );
@@ -216,6 +222,7 @@ describe('serve with continuous batching', { skip }, () => {
             assert.equal(said.length, 1, stderr);
             assert.equal(said[0]!.dtype, dtype);
             assert.equal(said[0]!.prefix_cache, true);
+            assert.equal(said[0]!.reserve, (flags as readonly string[]).includes('whole') ? 'whole' : 'expected');
             assert.equal(said[0]!.positions, 16 * said[0]!.blocks);
           } else assert.equal(said.length, 0, stderr);
         }
@@ -225,6 +232,8 @@ describe('serve with continuous batching', { skip }, () => {
         [['--kv-cache-dtype', 'bf16'], /E_USAGE.*--kv-cache-dtype is one of f32, f16, got bf16/],
         [['--kv-cache-dtype', 'f16', '--no-batching'], /E_USAGE.*does not apply with --no-batching/],
         [['--no-prefix-cache', '--no-batching'], /E_USAGE.*--no-prefix-cache .*does not apply with --no-batching/],
+        [['--kv-reserve', 'all'], /E_USAGE.*--kv-reserve is one of expected, whole, got all/],
+        [['--kv-reserve', 'whole', '--no-batching'], /E_USAGE.*--kv-reserve .*does not apply with --no-batching/],
       ] as const) {
         const r = await cli(['serve', made.dir, '--insecure-no-auth', '--port', '0', ...flags]);
         assert.equal(r.code, 2, r.stderr);

@@ -143,6 +143,25 @@ describe('KV blocks on demand, and preemption', { skip }, () => {
     assert.equal(engine.kv.usedBlocks, 0);
   });
 
+  it("kvReserve 'whole' keeps room for every maxTokens: after short answers, long ones are never preempted", async () => {
+    const batched = new BatchedLlama(model, addon!);
+    const engine = new BatchEngine(batched, {
+      kvCacheBytes: 6 * PagedKvCache.blockBytes(batched.shape),
+      prefillChunk: 11,
+      adapters,
+      kvReserve: 'whole',
+    });
+    await shortAnswers(engine);
+    const alone: Trace[] = [];
+    for (const r of requests()) alone.push(await traced(engineOf(), r));
+    assert.deepEqual(await Promise.all(requests().map((r) => traced(engine, r))), alone);
+    assert.equal(engine.stats.preemptions, 0, 'the same six preempt with the expected share (first test)');
+    assert.throws(
+      () => new BatchEngine(batched, { kvCacheBytes: 2 ** 20, kvReserve: 'all' as 'whole' }),
+      /kvReserve is one of expected, whole, got all/,
+    );
+  });
+
   it('a request cancelled while preempted ends with its tokens so far and holds nothing', async () => {
     const engine = engineOf(6);
     await shortAnswers(engine);

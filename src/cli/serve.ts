@@ -10,7 +10,7 @@ import { type Command, parse } from './command.js';
 import { positiveInt } from './flags.js';
 import { readMasterKey } from '../seal/keys.js';
 import { BatchGenerator } from '../serve/batch-generator.js';
-import type { BatchEngine } from '../serve/engine.js';
+import { type BatchEngine, KV_RESERVES, type KvReserve } from '../serve/engine.js';
 import { DEFAULT_KV_CACHE_MB, openBatchEngine } from '../serve/open.js';
 import { KV_BLOCK, KV_CACHE_DTYPES, type KvCacheDtype } from '../serve/paged-kv.js';
 
@@ -26,7 +26,8 @@ export const serveCommand: Command = {
                    [--max-concurrency N] [--queue N] [--max-tokens N] [--max-body BYTES] [--max-n N]
                    [--max-choices N] [--deadline-ms MS] [--master-key-file F] [--public-key KEY.pub]
                    [--adapter NAME=DIR]... [--allow-base-mismatch] [--kv-cache-mb N]
-                   [--kv-cache-dtype f32|f16] [--no-prefix-cache] [--no-batching]
+                   [--kv-cache-dtype f32|f16] [--kv-reserve expected|whole] [--no-prefix-cache]
+                   [--no-batching]
 
 Serves MODEL (a run directory, a Hugging Face model directory or a GGUF file, plain, sealed or
 signed, as 'knobs generate' opens it) at
@@ -57,11 +58,17 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
   --allow-base-mismatch  serve an adapter that records another base's weight digest (the shapes
                        must still fit); without it such an adapter refuses to start
   --kv-cache-mb N      KV cache budget of continuous batching, in MiB (default ${DEFAULT_KV_CACHE_MB}); a
-                       request waits until its whole cache fits, one that never can is refused (400)
+                       request waits until its prompt fits with room for what the running requests
+                       are expected to grow by (--kv-reserve); one that never fits is refused (400)
   --kv-cache-dtype T   what the cache stores: f32 (default) or f16, which fits twice the positions
                        in the budget and halves what attention reads a step; keys and values are
                        rounded to f16 as they are stored (llama.cpp's default cache type), so tokens
                        can differ from an f32 cache's
+  --kv-reserve R       what a request's admission leaves room for: expected (default: each running
+                       request's remaining tokens times the share of max_tokens recent answers used;
+                       a request that outgrows it may be preempted and computed again later, to the
+                       same tokens) or whole (all of every request's max_tokens: never preempted,
+                       fewer at once)
   --no-prefix-cache    compute every prompt in full; by default the whole 16-token blocks a prompt
                        shares from its start with an earlier one (a system prompt, a conversation
                        so far) are read from the cache instead (the same tokens either way)
@@ -97,6 +104,7 @@ Example:
         'kv-cache-dtype': { type: 'string' },
         'no-batching': { type: 'boolean' },
         'no-prefix-cache': { type: 'boolean' },
+        'kv-reserve': { type: 'string' },
       },
       'serve',
     );
@@ -123,7 +131,10 @@ Example:
     const kvCacheDtype = (values['kv-cache-dtype'] as string | undefined) ?? 'f32';
     if (!(KV_CACHE_DTYPES as readonly string[]).includes(kvCacheDtype))
       throw new UsageError(`--kv-cache-dtype is one of ${KV_CACHE_DTYPES.join(', ')}, got ${kvCacheDtype}`);
-    for (const flag of ['kv-cache-dtype', 'no-prefix-cache'])
+    const kvReserve = (values['kv-reserve'] as string | undefined) ?? 'expected';
+    if (!(KV_RESERVES as readonly string[]).includes(kvReserve))
+      throw new UsageError(`--kv-reserve is one of ${KV_RESERVES.join(', ')}, got ${kvReserve}`);
+    for (const flag of ['kv-cache-dtype', 'kv-reserve', 'no-prefix-cache'])
       if (!batching && values[flag] !== undefined)
         throw new UsageError(`--${flag} sets the batching engine's cache; it does not apply with --no-batching`);
     const limits = {
@@ -158,6 +169,7 @@ Example:
           kvCacheMb,
           kvCacheDtype: kvCacheDtype as KvCacheDtype,
           prefixCache: values['no-prefix-cache'] !== true,
+          kvReserve: kvReserve as KvReserve,
           adapters: set ?? undefined,
         });
         if (opening.engine === null) {
@@ -174,6 +186,7 @@ Example:
             blocks: kv.totalBlocks,
             positions: kv.totalBlocks * KV_BLOCK,
             prefix_cache: batchEngine.prefixCache,
+            reserve: batchEngine.kvReserve,
           },
         });
         return (name) => new BatchGenerator(opened, batchEngine, name);

@@ -77,7 +77,17 @@ export interface BatchEngineOptions {
    * again (default true). Tokens and logits are the same bits either way.
    */
   prefixCache?: boolean;
+  /**
+   * What admission leaves room for as running sequences grow (default 'expected'): the share of their
+   * remaining tokens recent answers used (expectedShare), or 'whole': all of their `maxTokens`, so no
+   * sequence is ever preempted — fewer run at once when answers end early, in exchange for never
+   * recomputing one.
+   */
+  kvReserve?: KvReserve;
 }
+
+export type KvReserve = 'expected' | 'whole';
+export const KV_RESERVES: readonly KvReserve[] = ['expected', 'whole'];
 
 interface Sequence {
   req: SequenceRequest;
@@ -118,6 +128,8 @@ export class BatchEngine {
   private readonly prefillChunk: number;
   /** Whether whole prompt blocks are shared between requests (BatchEngineOptions.prefixCache). */
   readonly prefixCache: boolean;
+  /** What admission leaves room for (BatchEngineOptions.kvReserve). */
+  readonly kvReserve: KvReserve;
   private readonly waiting: Sequence[] = [];
   private readonly running: Sequence[] = [];
   private pumping = false;
@@ -143,6 +155,9 @@ export class BatchEngine {
     this.kv = new PagedKvCache(model.shape, blocks, dtype);
     this.prefillChunk = opts.prefillChunk ?? 64;
     this.prefixCache = opts.prefixCache ?? true;
+    this.kvReserve = opts.kvReserve ?? 'expected';
+    if (!KV_RESERVES.includes(this.kvReserve))
+      throw new ArgumentError(`kvReserve is one of ${KV_RESERVES.join(', ')}, got ${String(this.kvReserve)}`);
     if (!Number.isInteger(this.prefillChunk) || this.prefillChunk < 1)
       throw new ArgumentError(`prefillChunk must be a positive integer, got ${this.prefillChunk}`);
   }
@@ -330,11 +345,11 @@ export class BatchEngine {
    * The share of its remaining tokens a sequence is expected to produce: the 90th percentile of
    * the share of maxTokens the last finished sequences produced (1 until there are 8). Most answers
    * end well before their limit; reserving all of it would keep others out, reserving nothing
-   * would admit so many that preemptions undo the work.
+   * would admit so many that preemptions undo the work. With kvReserve 'whole', always 1.
    */
   private expectedShare(): number {
     const n = this.recentShares.length;
-    if (n < 8) return 1;
+    if (n < 8 || this.kvReserve === 'whole') return 1;
     return [...this.recentShares].sort((a, b) => a - b)[Math.floor(0.9 * (n - 1))]!;
   }
 

@@ -11,7 +11,7 @@ import { Llama } from '../models/llama.js';
 import { KnobsError } from '../errors.js';
 import { BatchedGpt } from './batched-gpt.js';
 import { BatchedLlama } from './batched-llama.js';
-import { BatchEngine } from './engine.js';
+import { BatchEngine, type KvReserve } from './engine.js';
 import type { KvCacheDtype } from './paged-kv.js';
 
 export const DEFAULT_KV_CACHE_MB = 512;
@@ -24,7 +24,13 @@ export interface BatchEngineChoice {
 
 export function openBatchEngine(
   opened: OpenedLanguageModel,
-  opts: { kvCacheMb: number; kvCacheDtype?: KvCacheDtype; prefixCache?: boolean; adapters?: AdapterSet },
+  opts: {
+    kvCacheMb: number;
+    kvCacheDtype?: KvCacheDtype;
+    prefixCache?: boolean;
+    kvReserve?: KvReserve;
+    adapters?: AdapterSet;
+  },
 ): BatchEngineChoice {
   const model = opened.model;
   if (!(model instanceof Llama) && !(model instanceof GPT))
@@ -40,6 +46,7 @@ export function openBatchEngine(
         kvCacheBytes: opts.kvCacheMb * 2 ** 20,
         kvCacheDtype: opts.kvCacheDtype,
         prefixCache: opts.prefixCache,
+        kvReserve: opts.kvReserve,
         adapters: opts.adapters,
       }),
       reason: null,
