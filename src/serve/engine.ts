@@ -2,7 +2,7 @@
  * Continuous batching: every running sequence's next token comes out of one shared forward pass
  * (a BatchedModel: BatchedLlama, BatchedGpt) per step. Between steps sequences join (admitted when
  * the KV cache has room for their prompt) and leave (finished, stopped or cancelled — their blocks
- * are given back at once: emptied, or kept as cached prompt blocks for later requests); prompts are
+ * are given back at once: emptied, or kept as cached blocks for later requests); prompts are
  * fed in chunks of at most `prefillChunk` tokens per step next to the decode rows, so a long prompt
  * never stalls the sequences already decoding. The event loop gets a turn after every step (new
  * requests, client disconnects, timers).
@@ -126,7 +126,7 @@ export interface BatchEngineStats {
 export class BatchEngine {
   readonly kv: PagedKvCache;
   private readonly prefillChunk: number;
-  /** Whether whole prompt blocks are shared between requests (BatchEngineOptions.prefixCache). */
+  /** Whether whole blocks are shared between requests (BatchEngineOptions.prefixCache). */
   readonly prefixCache: boolean;
   /** What admission leaves room for (BatchEngineOptions.kvReserve). */
   readonly kvReserve: KvReserve;

@@ -83,7 +83,7 @@ export class PagedKvCache {
     return Math.ceil(positions / KV_BLOCK);
   }
 
-  /** Blocks an allocation can take: empty ones and cached prompt blocks no sequence holds. */
+  /** Blocks an allocation can take: empty ones and cached blocks no sequence holds. */
   get freeBlocks(): number {
     return this.#free.length + this.#cached.size;
   }
@@ -93,7 +93,7 @@ export class PagedKvCache {
     return this.totalBlocks - this.freeBlocks;
   }
 
-  /** Cached prompt blocks no sequence holds (part of freeBlocks). */
+  /** Cached blocks no sequence holds (part of freeBlocks). */
   get cachedBlocks(): number {
     return this.#cached.size;
   }

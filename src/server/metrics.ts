@@ -1,11 +1,11 @@
-/** The batching engine's KV cache: blocks held by requests, free (cached prompt blocks included), cached. */
+/** The batching engine for /metrics: KV cache blocks held by requests, free (cached blocks included) and cached, its counters, and its sequences. */
 export interface KvCacheGauges {
   used: number;
   free: number;
   cached: number;
   reusedPromptTokens: number;
   preemptions: number;
-  /** Sequences in the batching engine: decoding or reading their prompt, and waiting for cache blocks. */
+  /** Sequences in the batching engine: decoding or reading their prompt, and waiting to be admitted. */
   running: number;
   waiting: number;
 }
