@@ -26,6 +26,12 @@ const CASES = [
       alpha_pattern: { down_proj: 3 },
     },
   ],
+  // GPT-2 with ln_f trained whole (modules_to_save) and every bias (bias "all").
+  [
+    'gpt2-saved-bias-all',
+    'gpt2-tiny',
+    { r: 4, lora_alpha: 8, target_modules: ['c_attn'], modules_to_save: ['ln_f'], bias: 'all' },
+  ],
 ];
 const TEXT = [5, 9, 12, 5, 9, 12, 7, 3, 5, 9, 12, 5, 9, 12, 7, 3, 5, 9];
 const IDS = [1, 7, 12, 3, 9, 20, 4, 4];
@@ -55,5 +61,7 @@ for (const [name, base, config] of CASES) {
   await k.saveLoraAdapter(dir, model, adapter);
   const rows = logits.toArray()[0].map((row) => row.map((v) => Number(v.toPrecision(7))));
   writeFileSync(`${dir}/knobs_logits.json`, `${JSON.stringify({ base, ids: IDS, logits: rows })}\n`);
-  console.log(`${name}: ${adapter.layers.size} modules, ${adapter.numParameters()} adapter parameters`);
+  console.log(
+    `${name}: ${adapter.layers.size} modules, ${adapter.saved.length} trained copies, ${adapter.numParameters()} adapter parameters`,
+  );
 }

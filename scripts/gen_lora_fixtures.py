@@ -22,6 +22,13 @@ PEFT's rules, from huggingface/peft at commit 5d602fdbff04c33c1c4de55cda9d4ae1d7
   config            src/peft/tuners/lora/config.py LoraConfig.to_dict() (asdict minus runtime_config),
                     written with json.dumps(indent=2, sort_keys=True) (src/peft/config.py).
   metadata          src/peft/peft_model.py save_pretrained: safetensors metadata {"format": "pt"}.
+  modules_to_save   src/peft/utils/other.py _set_trainable: every module whose name ends with an entry
+                    (plain str.endswith) is trained whole and saved under its own parameter names
+                    (ModulesToSaveWrapper.adapter_state_dict); LoRA skips a module matching
+                    re.match(rf"(^|.*\.){m}($|\..*)") (tuners_utils.py check_target_module_exists).
+  bias              tuners_utils.py _get_learnable_bias_state_dict: "all" saves every parameter named
+                    bias, "lora_only" those of the targeted layers; a targeted layer's bias is its base
+                    layer's, saved as <module>.base_layer.bias.
 
 The reference runs in float64 from the stored weights: the adapter's delta is added to the base
 weight (W + scaling·BA equals the unmerged forward up to float64 rounding) and the architecture's
@@ -75,6 +82,15 @@ CASES = [
         "r": 4, "lora_alpha": 8,
         "target_modules": r"model\.layers\.\d+\.(self_attn\.(q|k|v)_proj|mlp\.down_proj)",
         "rank_pattern": {"k_proj": 2, "layers.1.mlp.down_proj": 6}, "alpha_pattern": {"down_proj": 3}}),
+    # modules_to_save (ln_f trained whole) and the targeted layers' biases (bias "lora_only").
+    ("gpt2-saved-ln-f-lora-bias", "gpt2-tiny", 41, {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn"],
+                                                     "fan_in_fan_out": True, "modules_to_save": ["ln_f"],
+                                                     "bias": "lora_only"}),
+    # "norm" ends every norm's name (model.norm, input_layernorm, post_attention_layernorm): all three are
+    # saved; bias "all" saves q/k/v's biases, q and v's under base_layer.
+    ("qwen2-saved-norms-all-bias", "qwen2-bias-tied", 51, {"r": 4, "lora_alpha": 8,
+                                                           "target_modules": ["q_proj", "v_proj"],
+                                                           "modules_to_save": ["norm"], "bias": "all"}),
 ]
 
 
@@ -112,6 +128,8 @@ def linear_modules(cfg):
 
 
 def is_target(conf, key):
+    if any(re.match(rf"(^|.*\.){m}($|\..*)", key) for m in conf.get("modules_to_save") or []):
+        return False
     targets = conf["target_modules"]
     if isinstance(targets, str):
         return re.fullmatch(targets, key) is not None
@@ -136,6 +154,29 @@ def pattern_value(patterns, key, default):
 def knobs_name(cfg, path):
     """The base fixture's tensor name for a module path (gpt2-tiny has no transformer. prefix)."""
     return path[len("transformer."):] if cfg["model_type"] == "gpt2" else path
+
+
+def hf_name(cfg, name):
+    """A base fixture's tensor name as the causal-LM class names it (inverse of knobs_name)."""
+    return "transformer." + name if cfg["model_type"] == "gpt2" else name
+
+
+def saved_tensors(cfg, ref, conf, targets):
+    """{PEFT key (no base_model.model.): base tensor name} for modules_to_save and bias, by PEFT's rules."""
+    names = {hf_name(cfg, n): n for n in ref}
+    modules = {n.rsplit(".", i)[0] for n in names for i in range(1, n.count(".") + 1)}
+    out = {}
+    for m in sorted(modules):
+        if any(m.endswith(e) for e in conf.get("modules_to_save") or []):
+            out.update({n: names[n] for n in names if n.startswith(m + ".")})
+    bias = conf.get("bias", "none")
+    if bias != "none":
+        for n in names:
+            module, _, local = n.rpartition(".")
+            if local != "bias" or n in out or (bias == "lora_only" and module not in targets):
+                continue
+            out[f"{module}.base_layer.bias" if module in targets else n] = names[n]
+    return out
 
 
 def load_base(base):
@@ -173,11 +214,16 @@ def build(name, base, seed0, lcfg):
             delta = (B.to(torch.float64) @ A.to(torch.float64)) * scaling
             w = knobs_name(cfg, path) + ".weight"
             merged[w] = merged[w] + (delta.T if conv1d else delta)
+        saved = saved_tensors(cfg, ref, conf, {t[0] for t in targets})
+        for key, name in sorted(saved.items()):  # a trained copy of each: the base's values moved
+            value = ref[name].to(torch.float32) + torch.randn(ref[name].shape, generator=g) * 0.2
+            tensors[f"base_model.model.{key}"] = value
+            merged[name] = value.to(torch.float64)
         fn = logits_of(merged)
         tokens, margins = hf.greedy(fn, hf.PROMPT, eos)
         if min(margins) < MIN_MARGIN or tokens == base_tokens:
             continue
-        return seed, conf, tensors, fn, tokens, margins, [t[0] for t in targets]
+        return seed, conf, tensors, fn, tokens, margins, [t[0] for t in targets], sorted(saved)
     raise SystemExit(f"{name}: no seed gives a top-2 margin >= {MIN_MARGIN} and tokens unlike the base's")
 
 
@@ -195,9 +241,14 @@ def verify():
         cfg, ref, logits_of = load_base(knobs["base"])
         tensors = read_safetensors(os.path.join(d, "adapter_model.safetensors"))
         targets = [m for m in linear_modules(cfg) if is_target(conf, m[0])]
+        saved = saved_tensors(cfg, ref, conf, {t[0] for t in targets})
         wanted = {f"base_model.model.{p}.lora_{x}.weight" for p, *_ in targets for x in "AB"}
+        wanted |= {f"base_model.model.{key}" for key in saved}
         assert set(tensors) == wanted, f"{name}: keys {set(tensors) ^ wanted}"
         merged = dict(ref)
+        for key, base_name in saved.items():  # the trained copies replace the base's tensors
+            assert tensors[f"base_model.model.{key}"].shape == ref[base_name].shape, f"{name}: {key} shape"
+            merged[base_name] = tensors[f"base_model.model.{key}"].to(torch.float64)
         for path, fin, fout, conv1d in targets:
             r, scaling = scaling_of(conf, path)
             A, B = tensors[f"base_model.model.{path}.lora_A.weight"], tensors[f"base_model.model.{path}.lora_B.weight"]
@@ -210,8 +261,9 @@ def verify():
         excess = float(((ours - theirs).abs() - (1e-4 + 1e-4 * theirs.abs())).max())
         worst = float((ours - theirs).abs().max())
         assert excess <= 0, f"{name}: logits differ by up to {worst}"
-        report[name] = {"modules": len(targets), "max_abs_diff": float(f"{worst:.3g}")}
-        print(f"{name}: {len(targets)} modules, max |torch - knobs| = {worst:.3g}")
+        report[name] = {"modules": len(targets), **({"saved": len(saved)} if saved else {}),
+                        "max_abs_diff": float(f"{worst:.3g}")}
+        print(f"{name}: {len(targets)} modules, {len(saved)} saved, max |torch - knobs| = {worst:.3g}")
     hf.write_json(os.path.join(root, "verified.json"), {
         "verifier": "scripts/gen_lora_fixtures.py --verify", "torch_version": torch.__version__,
         "peft_commit": PEFT_COMMIT, "cases": report,
@@ -221,7 +273,7 @@ def verify():
 def main():
     os.makedirs(OUT, exist_ok=True)
     for name, base, seed0, lcfg in CASES:
-        seed, conf, tensors, fn, tokens, margins, modules = build(name, base, seed0, lcfg)
+        seed, conf, tensors, fn, tokens, margins, modules, saved = build(name, base, seed0, lcfg)
         d = os.path.join(OUT, name)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "adapter_config.json"), "w") as f:
@@ -229,7 +281,8 @@ def main():
         hf.write_safetensors(os.path.join(d, "adapter_model.safetensors"), sorted(tensors.items()), {"format": "pt"})
         full = hf.PROMPT + tokens
         hf.write_json(os.path.join(d, "expected.json"), {
-            "base": base, "seed": seed, "modules": modules, "prompt": hf.PROMPT, "greedy": tokens,
+            "base": base, "seed": seed, "modules": modules, **({"saved": saved} if saved else {}),
+            "prompt": hf.PROMPT, "greedy": tokens,
             "min_margin": round(min(margins), 6), "logits_ids": full,
             "logits": [[float(f"{v:.7g}") for v in row] for row in fn(full).tolist()],
         })

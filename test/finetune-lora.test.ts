@@ -27,11 +27,14 @@ import {
 import { LORA_DEFAULTS, applyLora, isTargetModule, parseLoraConfig, planLora } from '../src/finetune/lora.js';
 import { generateHfTokens } from '../src/models/hf/generate.js';
 import { loadHfModel } from '../src/models/hf/load.js';
+import { trainEightSteps } from './harness/lora-adapter.js';
 import { repoRoot } from './harness/fixtures.js';
 
 interface Expected {
   base: string;
   modules: string[];
+  /** PEFT keys of the trained copies (modules_to_save, bias), when the case has any. */
+  saved?: string[];
   prompt: number[];
   greedy: number[];
   logits_ids: number[];
@@ -78,7 +81,7 @@ function maxAbs(a: ArrayLike<number>): number {
 }
 
 describe('PEFT adapters written by PyTorch load in knobs', () => {
-  it('the fixtures cover GPT-2 Conv1D, Llama GQA, a regex target and a rank_pattern', () => {
+  it('the fixtures cover GPT-2 Conv1D, Llama GQA, a regex target, a rank_pattern, modules_to_save and bias', () => {
     const configs = cases.map(
       (c) => JSON.parse(readFileSync(join(LORA_DIR, c, ADAPTER_CONFIG_NAME), 'utf8')) as Record<string, unknown>,
     );
@@ -86,6 +89,8 @@ describe('PEFT adapters written by PyTorch load in knobs', () => {
     assert.ok(configs.some((c) => typeof c.target_modules === 'string'));
     assert.ok(configs.some((c) => Object.keys(c.rank_pattern as object).length > 0));
     assert.ok(cases.some((c) => expectedOf(c).base.startsWith('llama-gqa')));
+    assert.ok(configs.some((c) => Array.isArray(c.modules_to_save)));
+    assert.ok(configs.some((c) => c.bias === 'all') && configs.some((c) => c.bias === 'lora_only'));
   });
 
   for (const name of cases) {
@@ -96,6 +101,7 @@ describe('PEFT adapters written by PyTorch load in knobs', () => {
         const { adapter, recordedDigest } = await loadLoraAdapter(join(LORA_DIR, name), loaded.model);
         assert.equal(recordedDigest, null, 'PEFT files carry no knobs digest');
         assert.deepEqual([...adapter.layers.keys()], expected.modules, 'targeted modules');
+        assert.deepEqual(adapter.saved.map((s) => s.target.key).sort(), expected.saved ?? [], 'trained copies');
         loaded.model.eval();
         k.withBackend(backend, () => {
           assertClose(
@@ -128,15 +134,17 @@ describe('PEFT adapters written by PyTorch load in knobs', () => {
           maxAbs(t.sub(k.fromArray(before.get(n)!, t.shape)).contiguousStorage() as Float32Array) > 0
         )
           moved++;
-      assert.equal(moved, expected.modules.length, 'merging moves exactly the targeted weights');
+      const saved = expected.saved?.length ?? 0;
+      assert.equal(moved, expected.modules.length + saved, 'merging moves exactly the targeted weights (and copies)');
       adapter.unmerge();
+      assertClose(logitsOf(loaded.model, expected.logits_ids), live, 1e-5, 1e-5, `${name} unmerged`);
+      adapter.detach(); // the trained copies go back to the base's own tensors
       for (const [n, w] of before) {
         const now = loaded.model.stateDict().get(n)!.contiguousStorage() as Float32Array;
         let worst = 0;
         for (let i = 0; i < w.length; i++) worst = Math.max(worst, Math.abs(now[i]! - w[i]!));
         assert.ok(worst <= 1e-6 * maxAbs(w), `${n}: max |W' − W| = ${worst} after unmerge`);
       }
-      assertClose(logitsOf(loaded.model, expected.logits_ids), live, 1e-5, 1e-5, `${name} unmerged`);
     });
 
     it(`${name}: knobs writes it back in the fixture's layout and reads its own file`, async () => {
@@ -179,6 +187,7 @@ describe('PEFT adapters written by PyTorch load in knobs', () => {
         'task_type',
         'peft_type',
         'bias',
+        'modules_to_save',
       ]) {
         assert.deepEqual(ourConfig[f], theirConfig[f], f);
       }
@@ -310,9 +319,9 @@ describe('LoRA rules', () => {
   it('fields knobs does not implement are errors naming the field', () => {
     for (const [field, value] of [
       ['use_dora', 'yes'],
-      ['modules_to_save', ['lm_head']],
+      ['modules_to_save', 'lm_head'],
       ['lora_bias', true],
-      ['bias', 'all'],
+      ['bias', 'boft_only'],
       ['init_lora_weights', 'loftq'],
       ['some_future_field', 3],
       ['task_type', 'SEQ_CLS'],
@@ -474,20 +483,7 @@ describe('training LoRA', () => {
       .filter(([, p]) => p.requiresGrad)
       .map(([n]) => n);
     assert.ok(trainable.length > 0 && trainable.every((n) => /\.lora_[AB]\.weight$/.test(n)), trainable.join(', '));
-    const opt = new k.AdamW(model, { lr: 1e-2, weightDecay: 0 });
-    const text = [5, 9, 12, 5, 9, 12, 7, 3, 5, 9, 12, 5, 9, 12, 7, 3, 5, 9];
-    const ids = k.fromArray(text.slice(0, -1), [1, text.length - 1], { dtype: 'i32' });
-    const targets = k.fromArray(text.slice(1), [1, text.length - 1], { dtype: 'i32' });
-    const losses: number[] = [];
-    for (let step = 0; step < 8; step++) {
-      opt.zeroGrad();
-      const loss = model.loss(ids, targets);
-      loss.backward();
-      losses.push(loss.item());
-      for (const [n, p] of model.namedParameters())
-        assert.equal(p.grad !== null, /\.lora_[AB]\.weight$/.test(n), `${n} gradient`);
-      opt.step();
-    }
+    const { losses, opt } = trainEightSteps(model, (n) => /\.lora_[AB]\.weight$/.test(n));
     assert.ok(losses.at(-1)! < losses[0]! - 0.1, `loss ${losses[0]} → ${losses.at(-1)}`);
     const state = [...opt.stateDict().tensors.keys()];
     assert.ok(state.length > 0 && state.every((n) => n.includes('.lora_')), state.join(', '));

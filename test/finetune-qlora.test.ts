@@ -27,6 +27,7 @@ import { ggufTokenizerOf, openModelDir } from '../src/load/convert.js';
 import { openLanguageModel } from '../src/load/language-model.js';
 import { ggufFromModel } from '../src/models/gguf/export.js';
 import { fixtureWithTokenizer } from './harness/tiny-vocab.js';
+import { trainEightSteps } from './harness/lora-adapter.js';
 import { repoRoot } from './harness/fixtures.js';
 
 const tmpDirs: string[] = [];
@@ -118,20 +119,7 @@ describe('LoRA on a quantized base', () => {
     });
     assert.equal(adapter.layers.size, quantized.length - 1, 'every quantized layer but the head');
     model.train();
-    const opt = new k.AdamW(model, { lr: 1e-2, weightDecay: 0 });
-    const text = [5, 9, 12, 5, 9, 12, 7, 3, 5, 9, 12, 5, 9, 12, 7, 3, 5, 9];
-    const x = k.fromArray(text.slice(0, -1), [1, text.length - 1], { dtype: 'i32' });
-    const y = k.fromArray(text.slice(1), [1, text.length - 1], { dtype: 'i32' });
-    const losses: number[] = [];
-    for (let step = 0; step < 8; step++) {
-      opt.zeroGrad();
-      const loss = model.loss(x, y);
-      loss.backward();
-      losses.push(loss.item());
-      for (const [n, p] of model.namedParameters())
-        assert.equal(p.grad !== null, /\.lora_[AB]\.weight$/.test(n), `${n} gradient`);
-      opt.step();
-    }
+    const { losses, opt } = trainEightSteps(model, (n) => /\.lora_[AB]\.weight$/.test(n));
     assert.ok(losses.at(-1)! < losses[0]! - 0.1, `loss ${losses[0]} → ${losses.at(-1)}`);
     const state = [...opt.stateDict().tensors.keys()];
     assert.ok(state.length > 0 && state.every((n) => n.includes('.lora_')), state.join(', '));

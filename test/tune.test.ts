@@ -319,6 +319,68 @@ describe('knobs tune with DoRA (lora.use_dora)', () => {
   });
 });
 
+describe('knobs tune with modules_to_save and bias (PEFT)', () => {
+  it('trains and saves copies of ln_f and every bias; inspect, diff, merge and generate take it; resume is bitwise', async () => {
+    const out = path('saved');
+    const lora = { ...LORA_RECIPE.lora, lora_dropout: 0, modules_to_save: ['ln_f'], bias: 'all' };
+    const json = { ...LORA_RECIPE, name: 'tune-saved', lora, steps: 8 };
+    const r = await cliInProcess(['tune', base, await recipe('saved.json', json), '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    assert.deepEqual([config.modules_to_save, config.bias], [['ln_f'], 'all']);
+    const adapter = await tensors(join(out, 'adapter_model.safetensors'));
+    const copies = [...adapter.keys()].filter((key) => !key.includes('.lora_')).sort();
+    assert.ok(copies.includes('base_model.model.transformer.ln_f.weight'), copies.join(', '));
+    assert.ok(copies.includes('base_model.model.transformer.h.0.attn.c_attn.base_layer.bias'), 'a targeted bias');
+    assert.ok(copies.includes('base_model.model.transformer.h.0.mlp.c_fc.bias'), 'an untargeted bias');
+    assert.ok(copies.includes('base_model.model.transformer.h.1.ln_2.bias'), 'a norm bias');
+    assert.ok(!copies.some((key) => key.endsWith('c_fc.weight')), 'no other weight');
+    const checkpoint = await tensors(join(out, 'checkpoints', 'step-8', 'model.safetensors'));
+    assert.ok(checkpoint.has('ln_f.weight') && checkpoint.has('h.0.mlp.c_fc.bias'), 'the checkpoint holds the copies');
+    assert.ok(![...checkpoint.keys()].some((n) => n.endsWith('c_fc.weight')), 'and no frozen weight');
+
+    const shown = await cliInProcess(['inspect', out]);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /modules_to_save \["ln_f"\] {2}bias all\n/);
+    assert.match(
+      shown.stdout,
+      new RegExp(`trained copies of base tensors \\(modules_to_save, bias\\): ${copies.length}\n`),
+    );
+    const diff = await cliInProcess(['diff', base, out, '--json']);
+    assert.equal(diff.code, 0, diff.stderr);
+    const moved = (JSON.parse(diff.stdout) as { modules: { module: string; rel_change: number }[] }).modules;
+    const lnF = moved.find((m) => m.module === 'transformer.ln_f.weight');
+    assert.ok(lnF && lnF.rel_change > 0, 'diff sets the trained ln_f against the base');
+
+    const { model } = await openLanguageModel(base);
+    const bare = logits(model);
+    const { adapter: loaded } = await loadLoraAdapter(out, model);
+    const withAdapter = logits(model);
+    assert.ok(maxDiff(withAdapter, bare) > 1e-3, 'the adapter changes the logits');
+    loaded.detach();
+    assert.deepEqual(logits(model), bare, 'detached, the base is back bit for bit');
+    const merged = path('saved-merged');
+    const m = await cliInProcess(['merge', base, out, '--out', merged]);
+    assert.equal(m.code, 0, m.stderr);
+    assertLogitsMatch(logits((await openLanguageModel(merged)).model), withAdapter);
+    const g = await cliInProcess([
+      'generate',
+      base,
+      '--adapter',
+      out,
+      '--prompt',
+      'And God',
+      '--max-tokens',
+      '4',
+      '--json',
+    ]);
+    assert.equal(g.code, 0, g.stderr);
+    assert.equal(typeof JSON.parse(g.stdout).text, 'string');
+
+    await assertResumesFromStep4(out);
+  });
+});
+
 describe('knobs tune with PiSSA (lora.init_lora_weights "pissa")', () => {
   it('saves the rank-2r conversion onto the original base (eval takes it without --allow-base-mismatch); resume is bitwise', async () => {
     const out = path('pissa');

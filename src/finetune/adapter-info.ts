@@ -2,7 +2,8 @@
  * What a PEFT adapter directory holds (`knobs inspect ADAPTER_DIR`) and what it does to a base
  * (`knobs diff BASE ADAPTER`): per targeted module its rank, alpha, scaling, shapes and the norm of
  * its weight delta ‖scaling·B·A‖_F, computed from r×r products (‖BA‖²_F = Σ (BᵀB) ⊙ (AAᵀ)), so no
- * [out, in] matrix is formed. Against a base, each delta is set against ‖W‖_F.
+ * [out, in] matrix is formed; and the trained copies of base tensors (modules_to_save, bias) with
+ * their norms. Against a base, each delta is set against ‖W‖_F, each copy's change ‖T − W‖_F too.
  */
 import { join } from 'node:path';
 import { FormatError } from '../errors.js';
@@ -25,6 +26,15 @@ export interface AdapterModuleInfo {
   delta_norm: number;
 }
 
+/** A trained copy of a base tensor (modules_to_save, bias; saved-tensors.ts). */
+export interface AdapterSavedInfo {
+  /** PEFT's key without `base_model.model.` (`transformer.ln_f.weight`, `….base_layer.bias`). */
+  tensor: string;
+  shape: number[];
+  parameters: number;
+  norm: number;
+}
+
 export interface AdapterInfo {
   dir: string;
   config: LoraConfig;
@@ -32,12 +42,18 @@ export interface AdapterInfo {
   parameters: number;
   bytes: number;
   modules: AdapterModuleInfo[];
+  saved: AdapterSavedInfo[];
 }
 
 const KEY = /^base_model\.model\.(.+)\.lora_(?:([AB])\.weight|magnitude_vector)$/;
+const PREFIX = 'base_model.model.';
 
 function values(t: Tensor): Float64Array {
   return Float64Array.from(contiguous(cast(t, 'f32')).contiguousStorage() as Float32Array);
+}
+
+function norm(v: Float64Array): number {
+  return Math.sqrt(v.reduce((s, x) => s + x * x, 0));
 }
 
 /** ‖B·A‖_F for A [r, in], B [out, r]. */
@@ -60,18 +76,24 @@ export async function describeAdapter(dir: string): Promise<AdapterInfo> {
   const path = join(dir, ADAPTER_WEIGHTS_NAME);
   const { tensors, metadata } = await loadSafetensors(path);
   const pairs = new Map<string, { A?: Tensor; B?: Tensor; magnitude?: Tensor }>();
+  const saved: AdapterSavedInfo[] = [];
+  const savesCopies = config.modules_to_save !== null || config.bias !== 'none';
   let bytes = 0;
   for (const [key, t] of tensors) {
     const m = KEY.exec(key);
-    if (!m || isRawTensor(t))
+    if (isRawTensor(t) || (!m && !(savesCopies && key.startsWith(PREFIX))))
       throw new FormatError('lora_unexpected_tensor', `${path}: ${key} is not a LoRA tensor knobs reads`, {
         file: path,
         tensor: key,
       });
+    bytes += t.size * 4;
+    if (!m) {
+      saved.push({ tensor: key.slice(PREFIX.length), shape: [...t.shape], parameters: t.size, norm: norm(values(t)) });
+      continue;
+    }
     const entry = pairs.get(m[1]!) ?? {};
     entry[(m[2] as 'A' | 'B' | undefined) ?? 'magnitude'] = t; // DoRA's magnitude: lora_magnitude_vector
     pairs.set(m[1]!, entry);
-    bytes += t.size * 4;
   }
   const modules: AdapterModuleInfo[] = [];
   for (const [module, { A, B, magnitude }] of pairs) {
@@ -99,9 +121,10 @@ export async function describeAdapter(dir: string): Promise<AdapterInfo> {
     dir,
     config,
     base_digest: metadata?.get(BASE_DIGEST_KEY) ?? null,
-    parameters: modules.reduce((n, m) => n + m.parameters, 0),
+    parameters: modules.reduce((n, m) => n + m.parameters, 0) + saved.reduce((n, s) => n + s.parameters, 0),
     bytes,
     modules,
+    saved: saved.sort((a, b) => (a.tensor < b.tensor ? -1 : 1)),
   };
 }
 
@@ -113,17 +136,20 @@ export interface AdapterEffect {
   rel_change: number;
 }
 
-/** Each targeted module's delta set against the base's weight; modules missing from `base` are an error. */
-export function adapterEffect(base: Module, info: AdapterInfo): AdapterEffect[] {
+/**
+ * Each targeted module's delta set against the base's weight, then each trained copy's change
+ * ‖T − W‖ against the base tensor it replaces; modules or tensors missing from `base` are an error.
+ */
+export async function adapterEffect(base: Module, info: AdapterInfo): Promise<AdapterEffect[]> {
   const byPath = new Map(hfModules(base));
-  return info.modules.map((m) => {
+  const missing = (what: string): FormatError =>
+    new FormatError('lora_unexpected_tensor', `${info.dir} holds ${what}, which the base does not have`, {
+      module: what,
+    });
+  const deltas = info.modules.map((m) => {
     const layer = byPath.get(m.module) as { weight?: Tensor } | undefined;
-    if (!layer?.weight)
-      throw new FormatError('lora_unexpected_tensor', `${info.dir} targets ${m.module}, which the base does not have`, {
-        module: m.module,
-      });
-    const w = values(layer.weight);
-    const weightNorm = Math.sqrt(w.reduce((s, x) => s + x * x, 0));
+    if (!layer?.weight) throw missing(m.module);
+    const weightNorm = norm(values(layer.weight));
     return {
       module: m.module,
       delta_norm: m.delta_norm,
@@ -131,4 +157,22 @@ export function adapterEffect(base: Module, info: AdapterInfo): AdapterEffect[] 
       rel_change: m.delta_norm / weightNorm,
     };
   });
+  if (info.saved.length === 0) return deltas;
+  const { tensors } = await loadSafetensors(join(info.dir, ADAPTER_WEIGHTS_NAME));
+  const copies = info.saved.map((s) => {
+    // A targeted layer's bias is saved as `<module>.base_layer.bias`: the module's own bias.
+    const name = s.tensor.replace(/\.base_layer\.(?=[^.]+$)/, '.');
+    const dot = name.lastIndexOf('.');
+    const original = byPath
+      .get(name.slice(0, dot))
+      ?.namedParameters()
+      .find(([local]) => local === name.slice(dot + 1))?.[1];
+    if (!original || original.size !== s.parameters) throw missing(s.tensor);
+    const w = values(original);
+    const t = values(tensors.get(PREFIX + s.tensor) as Tensor);
+    const change = norm(t.map((x, i) => x - w[i]!));
+    const weightNorm = norm(w);
+    return { module: s.tensor, delta_norm: change, weight_norm: weightNorm, rel_change: change / weightNorm };
+  });
+  return [...deltas, ...copies];
 }

@@ -9,7 +9,8 @@
  *  - tensor keys are the module paths of the wrapped model with the adapter name removed:
  *    `base_model.model.<module path>.lora_A.weight` [r, in] and `….lora_B.weight` [out, r]
  *    (src/peft/utils/save_and_load.py get_peft_model_state_dict), and with `use_dora`
- *    `….lora_magnitude_vector` [out] (src/peft/tuners/lora/model.py `_get_adapter_state_dict`);
+ *    `….lora_magnitude_vector` [out] (src/peft/tuners/lora/model.py `_get_adapter_state_dict`), and
+ *    the trained copies of `modules_to_save` and `bias` under the base's names (saved-tensors.ts);
  *  - the safetensors metadata is `{"format": "pt"}` (src/peft/peft_model.py save_pretrained).
  * knobs adds `knobs.base_digest` to that metadata: a SHA-256 over the base's parameters, so an
  * adapter loaded onto another base is refused unless the caller allows it.
@@ -38,6 +39,7 @@ import {
 } from './lora.js';
 import { pissaConvertedConfig, pissaConvertedTensors } from './pissa.js';
 import { hashQuantizedLayers } from './quantized-base.js';
+import { baseTensorOf } from './saved-tensors.js';
 
 export const ADAPTER_CONFIG_NAME = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_NAME = 'adapter_model.safetensors';
@@ -67,9 +69,9 @@ export function loraConfigDict(config: LoraConfig): Record<string, unknown> {
     lora_alpha: c.lora_alpha,
     lora_dropout: c.lora_dropout,
     fan_in_fan_out: c.fan_in_fan_out,
-    bias: UNIMPLEMENTED_DEFAULTS.bias,
+    bias: c.bias,
     use_rslora: c.use_rslora,
-    modules_to_save: UNIMPLEMENTED_DEFAULTS.modules_to_save,
+    modules_to_save: c.modules_to_save,
     init_lora_weights: c.init_lora_weights,
     layers_to_transform: c.layers_to_transform,
     layers_pattern: c.layers_pattern,
@@ -122,8 +124,9 @@ export function stringifySorted(value: unknown): string {
  */
 export function baseDigest(model: Module): string {
   const hash = createHash('sha256');
-  for (const [name, p] of model.namedParameters()) {
+  for (const [name, attached] of model.namedParameters()) {
     if (isAdapterTensorName(name)) continue;
+    const p = baseTensorOf(attached); // an attached adapter's trained copy stands for the base's tensor
     hash.update(`${name}\0${p.dtype}\0${p.shape.join(',')}\0`);
     const storage = contiguous(p).contiguousStorage() as Float32Array | Float64Array;
     hash.update(new Uint8Array(storage.buffer, storage.byteOffset, storage.byteLength));
@@ -237,10 +240,9 @@ export async function loadLoraAdapter(
   const plan = planLora(model, config);
   const values = checkTensors(plan, tensors, path);
   const adapter = applyLora(model, plan);
+  const byKey = new Map(adapter.namedParameters().map(([name, t]) => [KEY_PREFIX + name, t]));
   for (const [key, value] of values) {
-    const [p, which] = key;
-    const layer = adapter.layers.get(p)!;
-    const target = which === 'A' ? layer.lora_A.weight : which === 'B' ? layer.lora_B.weight : layer.magnitude!.weight;
+    const target = byKey.get(key)!;
     (target.storage as Float32Array | Float64Array).set(
       cast(value, target.dtype).contiguousStorage() as Float32Array | Float64Array,
     );
@@ -248,15 +250,9 @@ export async function loadLoraAdapter(
   return { adapter, recordedDigest: recorded };
 }
 
-/** Pairs every tensor the plan needs with the file's, or throws naming the module and shapes. */
-type AdapterTensor = 'A' | 'B' | 'magnitude';
-
-function checkTensors(
-  plan: LoraPlan,
-  tensors: Map<string, unknown>,
-  path: string,
-): [[string, AdapterTensor], Tensor][] {
-  const wanted = new Map<string, { module: string; which: AdapterTensor; shape: number[] }>();
+/** Pairs every tensor the plan needs (by key) with the file's, or throws naming the module and shapes. */
+function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: string): [string, Tensor][] {
+  const wanted = new Map<string, { module: string; which: 'A' | 'B' | 'magnitude' | 'saved'; shape: number[] }>();
   for (const { path: module, layer, r } of plan.targets) {
     wanted.set(`${KEY_PREFIX}${module}.lora_A.weight`, { module, which: 'A', shape: [r, layer.inFeatures] });
     wanted.set(`${KEY_PREFIX}${module}.lora_B.weight`, { module, which: 'B', shape: [layer.outFeatures, r] });
@@ -267,6 +263,8 @@ function checkTensors(
         shape: [layer.outFeatures],
       });
   }
+  for (const { key, original } of plan.saved)
+    wanted.set(KEY_PREFIX + key, { module: key, which: 'saved', shape: [...original.shape] });
   const unexpected = [...tensors.keys()].filter((k) => !wanted.has(k));
   if (unexpected.length > 0) {
     throw new FormatError(
@@ -275,7 +273,7 @@ function checkTensors(
       { file: path, tensors: unexpected },
     );
   }
-  const out: [[string, AdapterTensor], Tensor][] = [];
+  const out: [string, Tensor][] = [];
   for (const [key, { module, which, shape }] of wanted) {
     const t = tensors.get(key);
     if (t === undefined) {
@@ -296,11 +294,11 @@ function checkTensors(
     if (!shapesEqual(tensor.shape, shape)) {
       throw new FormatError(
         'lora_shape_mismatch',
-        `${path}: ${key} has shape ${formatShape(tensor.shape)}, but ${module}${which === 'magnitude' ? '' : ` with rank ${shape[which === 'A' ? 0 : 1]}`} needs ${formatShape(shape)}; the adapter was made for another base (or its rank_pattern differs)`,
+        `${path}: ${key} has shape ${formatShape(tensor.shape)}, but ${module}${which === 'A' || which === 'B' ? ` with rank ${shape[which === 'A' ? 0 : 1]}` : ''} needs ${formatShape(shape)}; the adapter was made for another base (or its rank_pattern differs)`,
         { file: path, tensor: key, module, shape: tensor.shape, expected: shape },
       );
     }
-    out.push([[module, which], tensor]);
+    out.push([key, tensor]);
   }
   return out;
 }

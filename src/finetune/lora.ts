@@ -55,6 +55,7 @@ import type { Module } from '../nn/module.js';
 import { QuantizedLinear } from '../nn/quantized-linear.js';
 import type { Generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
+import { SavedTensor, type SavedTarget, inSavedModule, planSavedTensors, savedModulePattern } from './saved-tensors.js';
 
 export const PEFT_REPOSITORY = 'huggingface/peft';
 export const PEFT_COMMIT = '5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40';
@@ -76,6 +77,10 @@ export interface LoraConfig {
   init_lora_weights: boolean | 'gaussian' | MutatingInit;
   /** DoRA (Liu et al. 2024): a trained magnitude per output over the normalised W + scaling·B·A (dora.ts). */
   use_dora: boolean;
+  /** Modules trained whole beside the deltas, by name suffix (saved-tensors.ts); LoRA skips them. */
+  modules_to_save: string[] | null;
+  /** Biases trained beside the deltas: none, every one, or those of the targeted layers (saved-tensors.ts). */
+  bias: 'none' | 'all' | 'lora_only';
   fan_in_fan_out: boolean;
   task_type: string | null;
   base_model_name_or_path: string | null;
@@ -96,6 +101,8 @@ export const LORA_DEFAULTS: LoraConfig = {
   layers_pattern: null,
   init_lora_weights: true,
   use_dora: false,
+  modules_to_save: null,
+  bias: 'none',
   fan_in_fan_out: false,
   task_type: 'CAUSAL_LM',
   base_model_name_or_path: null,
@@ -109,8 +116,6 @@ export const LORA_DEFAULTS: LoraConfig = {
  * to_dict; `megatron_core` and `qalora_group_size` only matter with megatron_config / use_qalora.)
  */
 export const UNIMPLEMENTED_DEFAULTS: Readonly<Record<string, unknown>> = {
-  modules_to_save: null,
-  bias: 'none',
   megatron_config: null,
   trainable_token_indices: null,
   loftq_config: {},
@@ -267,6 +272,20 @@ export function parseLoraConfig(input: unknown): LoraConfig {
     if (typeof v(k) !== 'boolean') throw bad(k, `must be true or false, got ${JSON.stringify(v(k))}`);
     c[k] = v(k) as boolean;
   }
+  if (v('modules_to_save') !== undefined && v('modules_to_save') !== null) {
+    c.modules_to_save = stringList(v('modules_to_save'), 'modules_to_save');
+    for (const m of c.modules_to_save) compileRegex(m, 'modules_to_save', (s) => savedModulePattern(s).source);
+  }
+  if (v('bias') !== undefined) {
+    const b = v('bias');
+    if (b !== 'none' && b !== 'all' && b !== 'lora_only')
+      throw new FormatError(
+        'lora_unsupported',
+        `LoRA config field bias = ${JSON.stringify(b)} is not one LoRA implements; use "none" (PEFT's default), "all" or "lora_only"`,
+        { field: 'bias', value: b },
+      );
+    c.bias = b;
+  }
   for (const k of ['target_modules', 'exclude_modules', 'layers_pattern'] as const) {
     const x = v(k);
     if (x === undefined || x === null) continue;
@@ -361,6 +380,7 @@ export function isTargetModule(config: LoraConfig, key: string): boolean {
   if (ex !== null) {
     if (typeof ex === 'string' ? compileRegex(ex, 'exclude_modules').test(key) : endsWithTarget(key, ex)) return false;
   }
+  if (inSavedModule(config.modules_to_save, key)) return false;
   const targets = config.target_modules;
   if (targets === null) return false;
   if (typeof targets === 'string') return compileRegex(targets, 'target_modules').test(key);
@@ -663,14 +683,19 @@ export class LoraLayer {
   }
 }
 
-/** The LoRA layers attached to one model, by Hugging Face module path. */
+/**
+ * The LoRA layers attached to one model, by Hugging Face module path, and the base parameters it
+ * trains copies of (modules_to_save, bias; saved-tensors.ts).
+ */
 export class LoraAdapter {
   readonly config: LoraConfig;
   readonly layers: Map<string, LoraLayer>;
+  readonly saved: readonly SavedTensor[];
 
-  constructor(config: LoraConfig, layers: Map<string, LoraLayer>) {
+  constructor(config: LoraConfig, layers: Map<string, LoraLayer>, saved: readonly SavedTensor[] = []) {
     this.config = config;
     this.layers = layers;
+    this.saved = saved;
   }
 
   /** The trainable tensors under PEFT's saved names (`<hf path>.lora_A.weight`, without the `base_model.model.` prefix). */
@@ -681,6 +706,7 @@ export class LoraAdapter {
       // PEFT saves DoRA's magnitude without the `.weight` of its module (dora.ts).
       if (l.magnitude) out.push([`${path}.lora_magnitude_vector`, l.magnitude.weight]);
     }
+    for (const s of this.saved) out.push([s.target.key, s.value]);
     return out;
   }
 
@@ -697,13 +723,15 @@ export class LoraAdapter {
     for (const l of this.layers.values()) l.unmerge();
   }
 
-  /** Takes every delta off the model (see LoraLayer.detach); the model is the base again. */
+  /** Takes every delta and trained copy off the model (see LoraLayer.detach); the model is the base again. */
   detach(): void {
     for (const l of this.layers.values()) l.detach();
+    for (const s of this.saved) s.detach();
   }
 
   attach(): void {
     for (const l of this.layers.values()) l.attach();
+    for (const s of this.saved) s.attach();
   }
 }
 
@@ -724,6 +752,8 @@ export interface LoraTarget {
 export interface LoraPlan {
   config: LoraConfig;
   targets: LoraTarget[];
+  /** The base parameters trained beside the deltas (modules_to_save, bias). */
+  saved: SavedTarget[];
 }
 
 /**
@@ -772,12 +802,16 @@ export function planLora(model: Module, input: LoraConfig): LoraPlan {
       { field: 'target_modules', targets: config.target_modules },
     );
   }
-  return { config: { ...config, fan_in_fan_out: targets.some((t) => fanInFanOutOf(model, t.layer)) }, targets };
+  const saved = planSavedTensors(hfModules(model), model, config, new Set(targets.map((t) => t.path)), (hfName) =>
+    knobsPath(model, hfName),
+  );
+  return { config: { ...config, fan_in_fan_out: targets.some((t) => fanInFanOutOf(model, t.layer)) }, targets, saved };
 }
 
 /**
  * Attaches LoRA to every module the config targets (see planLora), freezes every base parameter
- * and leaves only lora_A / lora_B trainable (PEFT's mark_only_lora_as_trainable, bias "none").
+ * and leaves only lora_A / lora_B trainable (PEFT's mark_only_lora_as_trainable), with trained
+ * copies of the modules to save and biases the config names (saved-tensors.ts).
  */
 export function applyLora(model: Module, input: LoraConfig | LoraPlan, opts: ApplyLoraOptions = {}): LoraAdapter {
   const plan = 'targets' in input ? input : planLora(model, input);
@@ -799,5 +833,9 @@ export function applyLora(model: Module, input: LoraConfig | LoraPlan, opts: App
       }),
     );
   }
-  return new LoraAdapter(config, layers);
+  return new LoraAdapter(
+    config,
+    layers,
+    plan.saved.map((t) => new SavedTensor(t)),
+  );
 }

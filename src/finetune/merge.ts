@@ -12,7 +12,7 @@ import type { Module } from '../nn/module.js';
 /** What mergeAdapter did (for `knobs merge` to report). */
 export interface MergeResult {
   adapter: LoraAdapter;
-  /** Checkpoint names of the weights the adapter changed. */
+  /** Checkpoint names of the weights the adapter's deltas were added into. */
   merged: string[];
   /** Quantized layers decoded to f32 to take the delta (targeted) or to be written at all (the rest, unless kept). */
   dequantized: { path: string; type: QuantType; targeted: boolean }[];
