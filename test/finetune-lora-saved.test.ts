@@ -123,6 +123,24 @@ describe('LoRA with modules_to_save and bias: training', () => {
     assert.deepEqual(await set.use(null, () => logitsOf(served)), base);
   });
 
+  it("an adapter does not attach over another one's copy of the same tensor", async () => {
+    const model = (await loadHfModel(GPT2)).model as Lm;
+    model.eval();
+    const first = applyLora(model, parseLoraConfig({ target_modules: ['c_attn'], modules_to_save: ['ln_f'] }));
+    first.detach();
+    const base = logitsOf(model);
+    const second = applyLora(model, parseLoraConfig({ target_modules: ['c_fc'], modules_to_save: ['ln_f'] }));
+    for (const s of second.saved) (s.value.storage as Float32Array).fill(0.25);
+    const withSecond = logitsOf(model);
+    assert.throws(
+      () => first.attach(),
+      (e: k.KnobsError) => (e as k.FormatError).rule === 'lora_already_applied' && /ln_f/.test(e.message),
+    );
+    assert.deepEqual(logitsOf(model), withSecond, 'nothing of the first attached');
+    second.detach();
+    assert.deepEqual(logitsOf(model), base);
+  });
+
   it('the batching engine leaves such an adapter to one-at-a-time decoding and says why', async () => {
     const made = await makeServedModelDir(256);
     tmpDirs.push(made.tmp);

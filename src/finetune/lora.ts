@@ -730,6 +730,7 @@ export class LoraAdapter {
   }
 
   attach(): void {
+    for (const s of this.saved) s.assertAttachable(); // before anything changes
     for (const l of this.layers.values()) l.attach();
     for (const s of this.saved) s.attach();
   }

@@ -168,11 +168,19 @@ export class SavedTensor {
     this.attach();
   }
 
-  get attached(): boolean {
-    return ownParameters(this.target.module).some(([, p]) => p === this.value);
+  /** Throws when the parameter's place holds another adapter's copy (which must be detached first). */
+  assertAttachable(): void {
+    const { module, local, original, key } = this.target;
+    const held = ownParameters(module).find(([name]) => name === local)?.[1];
+    if (held !== original && held !== this.value)
+      throw new FormatError('lora_already_applied', `${key} holds another adapter's trained copy; detach it first`, {
+        tensor: key,
+      });
   }
 
+  /** Puts the copy in the parameter's place. */
   attach(): void {
+    this.assertAttachable();
     this.target.module.registerParameter(this.target.local, this.value);
   }
 
