@@ -28,7 +28,10 @@ PEFT's rules, from huggingface/peft at commit 5d602fdbff04c33c1c4de55cda9d4ae1d7
                     re.match(rf"(^|.*\.){m}($|\..*)") (tuners_utils.py check_target_module_exists).
   bias              tuners_utils.py _get_learnable_bias_state_dict: "all" saves every parameter named
                     bias, "lora_only" those of the targeted layers; a targeted layer's bias is its base
-                    layer's, saved as <module>.base_layer.bias.
+                    layer's, saved as <module>.base_layer.bias. With "all", a bias inside a module to save
+                    is also picked from the wrapper's children: <module>.original_module.<path> (the
+                    base's) and <module>.modules_to_save.default.<path> with the adapter name removed
+                    (tuners_utils.py _remove_adapter_name_from_state_dict_key; the copy's).
 
 The reference runs in float64 from the stored weights: the adapter's delta is added to the base
 weight (W + scaling·BA equals the unmerged forward up to float64 rounding) and the architecture's
@@ -83,14 +86,15 @@ CASES = [
         "target_modules": r"model\.layers\.\d+\.(self_attn\.(q|k|v)_proj|mlp\.down_proj)",
         "rank_pattern": {"k_proj": 2, "layers.1.mlp.down_proj": 6}, "alpha_pattern": {"down_proj": 3}}),
     # modules_to_save (ln_f trained whole) and the targeted layers' biases (bias "lora_only").
-    ("gpt2-saved-ln-f-lora-bias", "gpt2-tiny", 41, {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn"],
-                                                     "fan_in_fan_out": True, "modules_to_save": ["ln_f"],
-                                                     "bias": "lora_only"}),
+    # With bias "all" ln_f's bias is saved three times (see "bias" above).
+    ("gpt2-saved-ln-f-all-bias", "gpt2-tiny", 41, {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn"],
+                                                    "fan_in_fan_out": True, "modules_to_save": ["ln_f"],
+                                                    "bias": "all"}),
     # "norm" ends every norm's name (model.norm, input_layernorm, post_attention_layernorm): all three are
-    # saved; bias "all" saves q/k/v's biases, q and v's under base_layer.
-    ("qwen2-saved-norms-all-bias", "qwen2-bias-tied", 51, {"r": 4, "lora_alpha": 8,
-                                                           "target_modules": ["q_proj", "v_proj"],
-                                                           "modules_to_save": ["norm"], "bias": "all"}),
+    # saved; bias "lora_only" saves the targeted q and v's biases, under base_layer.
+    ("qwen2-saved-norms-lora-bias", "qwen2-bias-tied", 51, {"r": 4, "lora_alpha": 8,
+                                                            "target_modules": ["q_proj", "v_proj"],
+                                                            "modules_to_save": ["norm"], "bias": "lora_only"}),
 ]
 
 
@@ -161,14 +165,29 @@ def hf_name(cfg, name):
     return "transformer." + name if cfg["model_type"] == "gpt2" else name
 
 
+def without_adapter_name(key):
+    """tuners_utils.py _remove_adapter_name_from_state_dict_key for the adapter name "default"."""
+    if key.endswith(".default"):
+        return key[: -len(".default")]
+    head, _, suffix = key.rpartition(".")
+    return re.sub(r"\.default$", "", head) + "." + suffix
+
+
 def saved_tensors(cfg, ref, conf, targets):
-    """{PEFT key (no base_model.model.): base tensor name} for modules_to_save and bias, by PEFT's rules."""
+    """({PEFT key (no base_model.model.): base tensor name}, {second key: (key, "original" | "copy")})
+    for modules_to_save and bias, by PEFT's rules."""
     names = {hf_name(cfg, n): n for n in ref}
     modules = {n.rsplit(".", i)[0] for n in names for i in range(1, n.count(".") + 1)}
-    out = {}
+    out, aliases = {}, {}
     for m in sorted(modules):
         if any(m.endswith(e) for e in conf.get("modules_to_save") or []):
             out.update({n: names[n] for n in names if n.startswith(m + ".")})
+            if conf.get("bias") == "all":
+                for n in names:
+                    rel = n[len(m) + 1:]
+                    if n.startswith(m + ".") and n.endswith(".bias"):
+                        aliases[f"{m}.original_module.{rel}"] = (n, "original")
+                        aliases[without_adapter_name(f"{m}.modules_to_save.default.{rel}")] = (n, "copy")
     bias = conf.get("bias", "none")
     if bias != "none":
         for n in names:
@@ -176,7 +195,7 @@ def saved_tensors(cfg, ref, conf, targets):
             if local != "bias" or n in out or (bias == "lora_only" and module not in targets):
                 continue
             out[f"{module}.base_layer.bias" if module in targets else n] = names[n]
-    return out
+    return out, aliases
 
 
 def load_base(base):
@@ -214,11 +233,13 @@ def build(name, base, seed0, lcfg):
             delta = (B.to(torch.float64) @ A.to(torch.float64)) * scaling
             w = knobs_name(cfg, path) + ".weight"
             merged[w] = merged[w] + (delta.T if conv1d else delta)
-        saved = saved_tensors(cfg, ref, conf, {t[0] for t in targets})
+        saved, aliases = saved_tensors(cfg, ref, conf, {t[0] for t in targets})
         for key, name in sorted(saved.items()):  # a trained copy of each: the base's values moved
             value = ref[name].to(torch.float32) + torch.randn(ref[name].shape, generator=g) * 0.2
             tensors[f"base_model.model.{key}"] = value
             merged[name] = value.to(torch.float64)
+        for key, (of, kind) in aliases.items():
+            tensors[f"base_model.model.{key}"] = ref[saved[of]].to(torch.float32) if kind == "original" else tensors[f"base_model.model.{of}"]
         fn = logits_of(merged)
         tokens, margins = hf.greedy(fn, hf.PROMPT, eos)
         if min(margins) < MIN_MARGIN or tokens == base_tokens:
@@ -241,9 +262,12 @@ def verify():
         cfg, ref, logits_of = load_base(knobs["base"])
         tensors = read_safetensors(os.path.join(d, "adapter_model.safetensors"))
         targets = [m for m in linear_modules(cfg) if is_target(conf, m[0])]
-        saved = saved_tensors(cfg, ref, conf, {t[0] for t in targets})
+        saved, aliases = saved_tensors(cfg, ref, conf, {t[0] for t in targets})
         wanted = {f"base_model.model.{p}.lora_{x}.weight" for p, *_ in targets for x in "AB"}
-        wanted |= {f"base_model.model.{key}" for key in saved}
+        wanted |= {f"base_model.model.{key}" for key in [*saved, *aliases]}
+        for key, (of, kind) in aliases.items():
+            want = ref[saved[of]].to(torch.float32) if kind == "original" else tensors[f"base_model.model.{of}"]
+            assert torch.equal(tensors[f"base_model.model.{key}"], want), f"{name}: {key} is not the {kind}"
         assert set(tensors) == wanted, f"{name}: keys {set(tensors) ^ wanted}"
         merged = dict(ref)
         for key, base_name in saved.items():  # the trained copies replace the base's tensors

@@ -5,7 +5,7 @@
  * finetune-lora.test.ts (scripts/gen_lora_fixtures.py).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -14,7 +14,7 @@ import { ADAPTER_WEIGHTS_NAME, baseDigest, loadLoraAdapter, saveLoraAdapter } fr
 import { AdapterSet } from '../src/finetune/adapter-set.js';
 import { applyLora, parseLoraConfig, planLora } from '../src/finetune/lora.js';
 import { quantizeBase } from '../src/finetune/quantized-base.js';
-import { loadSafetensors } from '../src/formats/safetensors.js';
+import { loadSafetensors, saveSafetensors } from '../src/formats/safetensors.js';
 import { openLanguageModel } from '../src/load/language-model.js';
 import { loadHfModel } from '../src/models/hf/load.js';
 import { openBatchEngine } from '../src/serve/open.js';
@@ -161,6 +161,50 @@ describe('LoRA with modules_to_save and bias: training', () => {
 });
 
 describe('LoRA with modules_to_save and bias: rules and refusals', () => {
+  it("a second adapter does not plan over the first one's copy; detaching in either order restores the base", async () => {
+    const model = (await loadHfModel(GPT2)).model as Lm;
+    model.eval();
+    const base = logitsOf(model);
+    const first = applyLora(model, parseLoraConfig({ target_modules: ['c_attn'], modules_to_save: ['ln_f'] }));
+    for (const s of first.saved) (s.value.storage as Float32Array).fill(0.5);
+    assert.throws(
+      () => planLora(model, parseLoraConfig({ target_modules: ['c_fc'], modules_to_save: ['ln_f'] })),
+      (e: k.KnobsError) => (e as k.FormatError).rule === 'lora_already_applied' && /ln_f/.test(e.message),
+    );
+    assert.throws(
+      () => planLora(model, parseLoraConfig({ target_modules: ['c_fc'], modules_to_save: ['lora_A'] })),
+      refused('modules_to_save', /matches no module/),
+      "another adapter's lora_A is not the base's to save",
+    );
+    const second = applyLora(model, parseLoraConfig({ target_modules: ['c_fc'], bias: 'lora_only' }));
+    first.detach();
+    second.detach();
+    assert.deepEqual(logitsOf(model), base);
+  });
+
+  it('reading PEFT files: an entry that matches nothing is ignored; a missing "lora_only" bias keeps the base', async () => {
+    const model = (await loadHfModel(GPT2)).model as Lm;
+    const adapter = applyLora(model, parseLoraConfig({ target_modules: ['c_attn'], bias: 'lora_only' }));
+    const out = join(await tmp(), 'adapter');
+    await saveLoraAdapter(out, model, adapter);
+    adapter.detach();
+    // PEFT before #3490 wrote no bias for "lora_only"; an entry such as "score" matches nothing in a causal LM.
+    const file = join(out, ADAPTER_WEIGHTS_NAME);
+    const { tensors } = await loadSafetensors(file);
+    const kept = new Map([...tensors].filter(([key]) => !key.endsWith('base_layer.bias'))) as Map<string, k.Tensor>;
+    await saveSafetensors(file, kept, { format: 'pt' });
+    const configFile = join(out, 'adapter_config.json');
+    const config = JSON.parse(await readFile(configFile, 'utf8')) as Record<string, unknown>;
+    await writeFile(configFile, JSON.stringify({ ...config, modules_to_save: ['score'] }));
+    model.eval();
+    const base = logitsOf(model);
+    const loaded = await loadLoraAdapter(out, model);
+    assert.equal(loaded.adapter.saved.length, 2, 'the biases of the two targeted layers, at the base values');
+    for (const s of loaded.adapter.saved)
+      assert.deepEqual(s.value.contiguousStorage(), s.target.original.contiguousStorage(), s.target.key);
+    assert.deepEqual(logitsOf(model), base, 'lora_B is zero: nothing changed');
+  });
+
   it('LoRA skips a module to save; bias "all" takes every bias, a targeted one under base_layer', async () => {
     const model = (await loadHfModel(GPT2)).model;
     const plan = planLora(
@@ -184,7 +228,16 @@ describe('LoRA with modules_to_save and bias: rules and refusals', () => {
     assert.throws(plan({ modules_to_save: ['score'] }), refused('modules_to_save', /matches no module/));
     assert.throws(plan({ modules_to_save: ['lm_head'] }), refused('modules_to_save', /one tensor/));
     assert.throws(plan({ modules_to_save: ['wte'] }), refused('modules_to_save', /one tensor/));
-    assert.throws(plan({ modules_to_save: ['h.0', 'ln_1'] }), refused('modules_to_save', /inside transformer\.h\.0/));
+    assert.throws(
+      plan({ modules_to_save: ['h.0', 'ln_1'] }),
+      refused('modules_to_save', /both transformer\.h\.0 and transformer\.h\.0\.ln_1 inside it/),
+    );
+    // "_attn" ends c_attn's name, a LoRA target: LoRA skips only modules a whole name segment names.
+    assert.throws(plan({ modules_to_save: ['_attn'] }), refused('modules_to_save', /c_attn is a LoRA target/));
+    assert.throws(
+      plan({ modules_to_save: 'ln_f' }),
+      (e: k.KnobsError) => e.details.field === 'modules_to_save' && /must be a list/.test(e.message),
+    );
     assert.throws(
       () => parseLoraConfig({ modules_to_save: ['(unclosed'] }),
       (e: k.KnobsError) => e.details.field === 'modules_to_save',
@@ -200,7 +253,13 @@ describe('LoRA with modules_to_save and bias: rules and refusals', () => {
       () => planLora(qwen, parseLoraConfig({ target_modules: ['q_proj'], modules_to_save: ['embed_tokens'] })),
       refused('modules_to_save', /model\.embed_tokens/),
     );
+    // "attn" ends every self_attn's name, and q_proj inside it stays a LoRA target.
+    assert.throws(
+      () => planLora(qwen, parseLoraConfig({ target_modules: ['q_proj'], modules_to_save: ['attn'] })),
+      refused('modules_to_save', /self_attn holds model\.layers\.0\.self_attn\.q_proj/),
+    );
     quantizeBase(gpt, 'q8_0');
     assert.throws(plan({ modules_to_save: ['c_fc'] }), refused('modules_to_save', /quantized/));
+    assert.throws(plan({ modules_to_save: ['h.0'] }), refused('modules_to_save', /h\.0\.attn\.c_attn is quantized/));
   });
 });

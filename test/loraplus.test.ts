@@ -71,6 +71,24 @@ describe('LoRA+ parameter groups (PEFT create_loraplus_optimizer)', () => {
     ]);
   });
 
+  it('a layer norm trained whole (modules_to_save) is never decayed; a copied weight matrix trains at lr', () => {
+    const withCopies: [string, Tensor][] = [
+      ...named,
+      ['model.norm.weight', param([4], gen)],
+      ['model.embed_tokens.weight', param([6, 4], gen)],
+    ];
+    const groups = loraPlusGroups(withCopies, {
+      lr: 1e-3,
+      ratio: 16,
+      weightDecay: 0.1,
+      noDecay: new Set(['model.norm.weight']),
+    });
+    const names = groups.map((g) => (g.params as [string, Tensor][]).map(([n]) => n));
+    assert.deepEqual(names[0], ['layers.0.q_proj.lora_A.weight', 'model.embed_tokens.weight']);
+    assert.deepEqual(names[2], ['layers.0.q_proj.lora_A.bias', 'model.norm.weight']);
+    assert.equal(groups[2]!.weightDecay, 0);
+  });
+
   it('a ratio ≤ 0 or not finite is refused', () => {
     for (const ratio of [0, -2, Number.NaN, Number.POSITIVE_INFINITY])
       assert.throws(() => loraPlusGroups(named, { lr: 1e-3, ratio, weightDecay: 0 }), ArgumentError);

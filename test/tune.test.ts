@@ -329,7 +329,12 @@ describe('knobs tune with modules_to_save and bias (PEFT)', () => {
     const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
     assert.deepEqual([config.modules_to_save, config.bias], [['ln_f'], 'all']);
     const adapter = await tensors(join(out, 'adapter_model.safetensors'));
-    const copies = [...adapter.keys()].filter((key) => !key.includes('.lora_')).sort();
+    const second = /\.(original_module|modules_to_save)\./; // PEFT's second names of ln_f's bias (bias "all")
+    assert.deepEqual([...adapter.keys()].filter((key) => second.test(key)).sort(), [
+      'base_model.model.transformer.ln_f.modules_to_save.bias',
+      'base_model.model.transformer.ln_f.original_module.bias',
+    ]);
+    const copies = [...adapter.keys()].filter((key) => !key.includes('.lora_') && !second.test(key)).sort();
     assert.ok(copies.includes('base_model.model.transformer.ln_f.weight'), copies.join(', '));
     assert.ok(copies.includes('base_model.model.transformer.h.0.attn.c_attn.base_layer.bias'), 'a targeted bias');
     assert.ok(copies.includes('base_model.model.transformer.h.0.mlp.c_fc.bias'), 'an untargeted bias');
@@ -828,6 +833,38 @@ describe('knobs tune on a GGUF base', () => {
     const fromGguf = await cliInProcess(['eval', path('gguf-qmerged.gguf'), '--data', tinyText, '--json']);
     const [a, b] = [JSON.parse(fromDir.stdout).loss, JSON.parse(fromGguf.stdout).loss];
     assert.ok(Math.abs(a - b) < 1e-3 && Math.abs(a - JSON.parse(tuned.stdout).loss) < 1e-2, `${a} ${b}`);
+  });
+
+  it('an adapter that trains the embedding and the final norm (modules_to_save) merges into the q8_0 GGUF', async () => {
+    const gguf = await ggufOf('q8_0');
+    const out = path('gguf-saved');
+    const lora = await recipe('gguf-saved.json', {
+      ...ggufLora,
+      lora: { ...ggufLora.lora, modules_to_save: ['embed_tokens', 'model.norm'] },
+      data: { type: 'text', path: tinyText, validation_fraction: 0.1 },
+    });
+    const r = await cliInProcess(['tune', gguf, lora, '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const adapter = await tensors(join(out, 'adapter_model.safetensors'));
+    assert.ok(
+      adapter.has('base_model.model.model.embed_tokens.weight') && adapter.has('base_model.model.model.norm.weight'),
+    );
+    const merged = path('gguf-saved.gguf');
+    const m = await cliInProcess(['merge', gguf, out, '--out', merged]);
+    assert.equal(m.code, 0, m.stderr);
+    assert.match(m.stderr, /trained copies of 2 base tensors replace them \(as f16 where the file held blocks\)/);
+    const source = await openFileSource(merged);
+    try {
+      const types = new Map((await readGguf(source)).tensors.map((t) => [t.name, t.type.name]));
+      assert.equal(types.get('token_embd.weight'), 'F16', 'q8_0 in the base: the trained copy as --dtype');
+      assert.equal(types.get('output_norm.weight'), 'F32', 'a float tensor keeps its type');
+    } finally {
+      await source.close();
+    }
+    const tuned = await cliInProcess(['eval', gguf, '--adapter', out, '--data', tinyText, '--json']);
+    const fromMerged = await cliInProcess(['eval', merged, '--data', tinyText, '--json']);
+    const [a, b] = [JSON.parse(tuned.stdout).loss, JSON.parse(fromMerged.stdout).loss];
+    assert.ok(Math.abs(a - b) < 1e-2, `${a} vs ${b}: the merged file computes what base + adapter does`);
   });
 });
 

@@ -91,13 +91,14 @@ Example:
         `knobs merge: targeted layers (${result.modules.length}) written as ${result.dtype}` +
           `${decoded ? `, dequantized from ${decoded}` : ''}; ` +
           `untargeted quantized layers kept their blocks (${list(result.kept) || 'none'}); every other tensor keeps ` +
-          `${result.base === 'gguf' ? `the type it has in ${base}` : 'its type'}\n`,
+          `${result.base === 'gguf' ? `the type it has in ${base}` : 'its type'}` +
+          `${result.saved.length > 0 ? `; the adapter's trained copies of ${result.saved.length} base tensors replace them (as ${result.dtype} where the file held blocks)` : ''}\n`,
       );
       emit(
         io,
         values.json === true,
         result,
-        () => `merged ${result.modules.length} modules of ${adapterDir} into ${out}\n`,
+        () => `merged ${result.modules.length} modules${copies(result.saved)} of ${adapterDir} into ${out}\n`,
       );
       return 0;
     }
@@ -123,6 +124,7 @@ Example:
     const result = {
       out,
       modules: [...adapter.layers.keys()],
+      saved: adapter.saved.map((s) => s.target.name),
       parameters: adapter.numParameters(),
       dtype: type,
       dequantized: dequantized.map((d) => ({ module: d.path, type: d.type, targeted: d.targeted })),
@@ -131,8 +133,13 @@ Example:
       io,
       values.json === true,
       result,
-      () => `merged ${result.modules.length} modules of ${adapterDir} into ${out} (${type})\n`,
+      () => `merged ${result.modules.length} modules${copies(result.saved)} of ${adapterDir} into ${out} (${type})\n`,
     );
     return 0;
   },
 };
+
+/** " and the adapter's trained copies of N base tensors" when it has any (modules_to_save, bias). */
+function copies(saved: readonly string[]): string {
+  return saved.length === 0 ? '' : ` and the adapter's trained copies of ${saved.length} base tensors`;
+}

@@ -10,6 +10,7 @@ import { FormatError } from '../errors.js';
 import { isRawTensor, loadSafetensors } from '../formats/safetensors.js';
 import type { Module } from '../nn/module.js';
 import { cast, contiguous } from '../ops/view.js';
+import { shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { ADAPTER_WEIGHTS_NAME, BASE_DIGEST_KEY, readAdapterConfig } from './adapter.js';
 import { type LoraConfig, hfModules, patternValue } from './lora.js';
@@ -47,6 +48,8 @@ export interface AdapterInfo {
 
 const KEY = /^base_model\.model\.(.+)\.lora_(?:([AB])\.weight|magnitude_vector)$/;
 const PREFIX = 'base_model.model.';
+/** PEFT's second names of a saved bias inside a module to save: `<m>.original_module.…`, `<m>.modules_to_save[.default].…`. */
+const PEFT_SECOND_NAME = /\.(?:original_module|modules_to_save)\./;
 
 function values(t: Tensor): Float64Array {
   return Float64Array.from(contiguous(cast(t, 'f32')).contiguousStorage() as Float32Array);
@@ -87,6 +90,7 @@ export async function describeAdapter(dir: string): Promise<AdapterInfo> {
         tensor: key,
       });
     bytes += t.size * 4;
+    if (!m && PEFT_SECOND_NAME.test(key)) continue; // the same tensor again (saved-tensors.ts SavedAlias)
     if (!m) {
       saved.push({ tensor: key.slice(PREFIX.length), shape: [...t.shape], parameters: t.size, norm: norm(values(t)) });
       continue;
@@ -167,7 +171,7 @@ export async function adapterEffect(base: Module, info: AdapterInfo): Promise<Ad
       .get(name.slice(0, dot))
       ?.namedParameters()
       .find(([local]) => local === name.slice(dot + 1))?.[1];
-    if (!original || original.size !== s.parameters) throw missing(s.tensor);
+    if (!original || !shapesEqual(original.shape, s.shape)) throw missing(s.tensor);
     const w = values(original);
     const t = values(tensors.get(PREFIX + s.tensor) as Tensor);
     const change = norm(t.map((x, i) => x - w[i]!));

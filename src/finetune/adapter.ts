@@ -169,6 +169,9 @@ export async function saveLoraAdapter(
   const digest = opts.baseDigest ?? baseDigest(model);
   const tensors = new Map<string, Tensor>();
   for (const [name, t] of adapter.namedParameters()) tensors.set(KEY_PREFIX + name, cast(t, 'f32'));
+  for (const { target, value } of adapter.saved)
+    for (const alias of target.aliases)
+      tensors.set(KEY_PREFIX + alias.key, cast(alias.values === 'original' ? target.original : value, 'f32'));
   // PiSSA / OLoRA: the adapter converted onto the original base, as PEFT saves it (pissa.ts).
   for (const [path, l] of mutated ? adapter.layers : []) {
     const { A, B } = pissaConvertedTensors(l.lora_A.weight, l.lora_B.weight, l.mutatedInit!);
@@ -237,7 +240,7 @@ export async function loadLoraAdapter(
       );
     }
   }
-  const plan = planLora(model, config);
+  const plan = planLora(model, config, { forLoad: true });
   const values = checkTensors(plan, tensors, path);
   const adapter = applyLora(model, plan);
   const byKey = new Map(adapter.namedParameters().map(([name, t]) => [KEY_PREFIX + name, t]));
@@ -263,9 +266,18 @@ function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: strin
         shape: [layer.outFeatures],
       });
   }
-  for (const { key, original } of plan.saved)
+  // PEFT's second names for some saved tensors (saved-tensors.ts SavedAlias): accepted, not needed.
+  const aliases = new Map<string, number[]>();
+  // Before PEFT's fix #3490, bias "lora_only" wrote no bias: a missing one keeps the base's.
+  const optional = new Set<string>();
+  for (const { key, original, aliases: more } of plan.saved) {
     wanted.set(KEY_PREFIX + key, { module: key, which: 'saved', shape: [...original.shape] });
-  const unexpected = [...tensors.keys()].filter((k) => !wanted.has(k));
+    for (const a of more) aliases.set(KEY_PREFIX + a.key, [...original.shape]);
+    if (plan.config.bias === 'lora_only') optional.add(KEY_PREFIX + key);
+  }
+  const unexpected = [...tensors.keys()].filter(
+    (k) => !wanted.has(k) && !shapesEqual(aliases.get(k) ?? [-1], (tensors.get(k) as Tensor).shape ?? []),
+  );
   if (unexpected.length > 0) {
     throw new FormatError(
       'lora_unexpected_tensor',
@@ -276,6 +288,7 @@ function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: strin
   const out: [string, Tensor][] = [];
   for (const [key, { module, which, shape }] of wanted) {
     const t = tensors.get(key);
+    if (t === undefined && optional.has(key)) continue;
     if (t === undefined) {
       throw new FormatError(
         'lora_missing_tensor',

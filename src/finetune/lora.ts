@@ -273,6 +273,8 @@ export function parseLoraConfig(input: unknown): LoraConfig {
     c[k] = v(k) as boolean;
   }
   if (v('modules_to_save') !== undefined && v('modules_to_save') !== null) {
+    if (!Array.isArray(v('modules_to_save')))
+      throw bad('modules_to_save', `must be a list of module names, got ${JSON.stringify(v('modules_to_save'))}`);
     c.modules_to_save = stringList(v('modules_to_save'), 'modules_to_save');
     for (const m of c.modules_to_save) compileRegex(m, 'modules_to_save', (s) => savedModulePattern(s).source);
   }
@@ -758,10 +760,12 @@ export interface LoraPlan {
 }
 
 /**
- * The modules `input` targets on `model`, with their ranks and alphas. Errors: a target that
- * matches no module, or one that is not a Linear/Conv1D, or a rank larger than a layer.
+ * The modules `input` targets on `model`, with their ranks and alphas, and the tensors it trains
+ * copies of (saved-tensors.ts). Errors: a target that matches no module, or one that is not a
+ * Linear/Conv1D, or a rank larger than a layer. `forLoad`: reading a file PEFT wrote, where a
+ * modules_to_save entry that matches nothing is ignored, as PEFT ignores it.
  */
-export function planLora(model: Module, input: LoraConfig): LoraPlan {
+export function planLora(model: Module, input: LoraConfig, opts: { forLoad?: boolean } = {}): LoraPlan {
   const config = resolveTargets(model, input);
   const targets: LoraTarget[] = [];
   for (const [path, m] of hfModules(model)) {
@@ -799,12 +803,17 @@ export function planLora(model: Module, input: LoraConfig): LoraPlan {
       .join(', ');
     throw new FormatError(
       'lora_no_target',
-      `target_modules ${JSON.stringify(config.target_modules)} matches no module of the model; its linear layers are named like ${names}`,
+      `target_modules ${JSON.stringify(config.target_modules)} matches no module of the model${config.modules_to_save === null ? '' : ` outside modules_to_save ${JSON.stringify(config.modules_to_save)} (LoRA skips those)`}; its linear layers are named like ${names}`,
       { field: 'target_modules', targets: config.target_modules },
     );
   }
-  const saved = planSavedTensors(hfModules(model), model, config, new Set(targets.map((t) => t.path)), (hfName) =>
-    knobsPath(model, hfName),
+  const saved = planSavedTensors(
+    hfModules(model),
+    model,
+    config,
+    new Set(targets.map((t) => t.path)),
+    (hfName) => knobsPath(model, hfName),
+    opts.forLoad === true,
   );
   return { config: { ...config, fan_in_fan_out: targets.some((t) => fanInFanOutOf(model, t.layer)) }, targets, saved };
 }

@@ -29,10 +29,21 @@ import { QuantizedLinear } from '../nn/quantized-linear.js';
 import { clone } from '../ops/view.js';
 import type { Tensor } from '../tensor.js';
 
+/**
+ * Another key PEFT writes for a saved tensor. With `bias: "all"`, the biases inside a module to
+ * save are also picked from the wrapper's children: `<module>.original_module.<path>` (the base's
+ * values) and `<module>.modules_to_save[.default].<path>` (the copy's), beside `<module>.<path>`.
+ */
+export interface SavedAlias {
+  key: string;
+  values: 'original' | 'copy';
+}
+
 /** One base parameter an adapter trains a copy of. */
 export interface SavedTarget {
   /** PEFT's key without `base_model.model.` (`transformer.ln_f.weight`, `….c_attn.base_layer.bias`). */
   key: string;
+  aliases: SavedAlias[];
   /** The module that holds the parameter, and the parameter's name in it. */
   module: Module;
   local: string;
@@ -52,9 +63,23 @@ function refused(field: string, message: string, extra: Record<string, unknown> 
   return new FormatError('lora_invalid_config', `LoRA config field ${field}: ${message}`, { field, ...extra });
 }
 
+const patterns = new Map<string, RegExp>();
+
 /** PEFT's pattern for a modules_to_save entry (the entry is a regex there; parseLoraConfig checks it compiles). */
 export function savedModulePattern(entry: string): RegExp {
-  return new RegExp(`^(?:.*\\.)?(?:${entry})(?:$|\\.)`);
+  let re = patterns.get(entry);
+  if (!re) patterns.set(entry, (re = new RegExp(`^(?:.*\\.)?(?:${entry})(?:$|\\.)`)));
+  return re;
+}
+
+/** The children an attached adapter registers on a layer: never the base's, so never saved. */
+const ADAPTER_CHILD = /(?:^|\.)lora_(?:A|B|dropout|magnitude_vector)(?:\.|$)/;
+
+/** PEFT's tuners_utils.py `_remove_adapter_name_from_state_dict_key` for the adapter name "default". */
+function withoutAdapterName(key: string): string {
+  if (key.endsWith('.default')) return key.slice(0, -'.default'.length);
+  const dot = key.lastIndexOf('.');
+  return `${key.slice(0, dot).replace(/\.default$/, '')}${key.slice(dot)}`;
 }
 
 /** Whether `key` is a modules_to_save module or lies inside one (PEFT's exclusion of LoRA targets). */
@@ -79,22 +104,33 @@ function ownParameters(module: Module): [string, Tensor][] {
  * The base parameters `config` trains besides the LoRA deltas on `model`. `modules` are the
  * model's modules under their Hugging Face paths (lora.ts hfModules), `targets` the paths LoRA
  * attaches to, `knobsName` maps a Hugging Face parameter path to knobs' name. Errors: an entry of
- * modules_to_save that matches nothing, a match inside another match, a tied embedding, a
- * quantized module.
+ * modules_to_save that matches nothing (unless `lenient`: PEFT ignores it when it loads), a match
+ * inside another match, a module LoRA targets or that holds one, a tied embedding, a quantized
+ * layer, a tensor another attached adapter holds a copy of.
  */
 export function planSavedTensors(
-  modules: readonly [string, Module][],
+  allModules: readonly [string, Module][],
   model: Module,
   config: SavedConfig,
   targets: ReadonlySet<string>,
   knobsName: (hfPath: string) => string,
+  lenient = false,
 ): SavedTarget[] {
+  const modules = allModules.filter(([path]) => !ADAPTER_CHILD.test(path));
   const out: SavedTarget[] = [];
   const taken = new Set<Tensor>();
-  const add = (module: Module, local: string, original: Tensor, key: string, hfName = key): void => {
-    if (taken.has(original)) return;
+  const add = (module: Module, local: string, original: Tensor, key: string, hfName = key): SavedTarget | null => {
+    if (taken.has(original)) return null;
+    if (baseTensorOf(original) !== original)
+      throw new FormatError(
+        'lora_already_applied',
+        `${key} holds another adapter's trained copy; detach or merge that adapter first`,
+        { tensor: key },
+      );
     taken.add(original);
-    out.push({ key, module, local, name: knobsName(hfName), original });
+    const target = { key, aliases: [], module, local, name: knobsName(hfName), original };
+    out.push(target);
+    return target;
   };
   const entries = config.modules_to_save ?? [];
   const tied = tiedEmbedding(model);
@@ -106,7 +142,7 @@ export function planSavedTensors(
         `${JSON.stringify(entry)} names the output head or the token embedding, which are one tensor in this model (${tied}); PEFT would train a copy apart from the other, which knobs' tied model cannot hold — leave it out`,
         { module: tied },
       );
-    if (!matched.some(([path]) => path.endsWith(entry)))
+    if (!lenient && !matched.some(([path]) => path.endsWith(entry)))
       throw refused(
         'modules_to_save',
         `${JSON.stringify(entry)} matches no module of the model (PEFT matches the end of a module's name: "ln_f", "model.norm"); its modules are named like ${modules
@@ -121,19 +157,36 @@ export function planSavedTensors(
     if (outer)
       throw refused(
         'modules_to_save',
-        `${path} lies inside ${outer[0]}, which it also selects; name each module once (the outer one saves both)`,
+        `the entries ${JSON.stringify(entries)} select both ${outer[0]} and ${path} inside it (each entry matches the end of a module's name); name only the outer module, which saves all of it`,
         { module: path },
       );
-    if (module instanceof QuantizedLinear)
+    const adapted = [...targets].find((t) => t === path || t.startsWith(`${path}.`));
+    if (adapted !== undefined)
       throw refused(
         'modules_to_save',
-        `${path} is quantized (${module.weight.type}); a module to save trains its own float copy — load the float base`,
-        { module: path },
+        `${path} ${adapted === path ? 'is' : `holds ${adapted}, which is`} a LoRA target (an entry matches the end of a module's name, while LoRA skips only whole name segments); PEFT refuses a module to save that carries LoRA — change target_modules, exclude_modules or the entry`,
+        { module: path, target: adapted },
+      );
+    const quantized = module.namedModules(path).find(([, m]) => m instanceof QuantizedLinear);
+    if (quantized)
+      throw refused(
+        'modules_to_save',
+        `${quantized[0]} is quantized (${(quantized[1] as QuantizedLinear).weight.type}); a module to save trains its own float copy of every weight — load the float base`,
+        { module: quantized[0] },
       );
     for (const [name, p] of module.namedParameters()) {
       const dot = name.lastIndexOf('.');
-      const holder = dot < 0 ? module : module.getModule(name.slice(0, dot));
-      add(holder, name.slice(dot + 1), p, `${path}.${name}`);
+      const target = add(
+        dot < 0 ? module : module.getModule(name.slice(0, dot)),
+        name.slice(dot + 1),
+        p,
+        `${path}.${name}`,
+      );
+      if (target && config.bias === 'all' && name.slice(dot + 1) === 'bias')
+        target.aliases.push(
+          { key: `${path}.original_module.${name}`, values: 'original' },
+          { key: withoutAdapterName(`${path}.modules_to_save.default.${name}`), values: 'copy' },
+        );
     }
   }
   if (config.bias !== 'none') {
@@ -164,6 +217,7 @@ export class SavedTensor {
   constructor(target: SavedTarget) {
     this.target = target;
     this.value = noGrad(() => clone(target.original)).detach();
+    this.value.requiresGrad = true;
     originals.set(this.value, target.original);
     this.attach();
   }
@@ -178,16 +232,21 @@ export class SavedTensor {
       });
   }
 
-  /** Puts the copy in the parameter's place. */
+  /** Puts the copy in the parameter's place (whether it trains is left as it was). */
   attach(): void {
     this.assertAttachable();
-    this.target.module.registerParameter(this.target.local, this.value);
+    this.#register(this.value);
   }
 
+  /** Puts the base's tensor back, unless the place no longer holds this copy. */
   detach(): void {
     const { module, local, original } = this.target;
-    const wasTrainable = original.requiresGrad;
-    module.registerParameter(local, original);
-    original.requiresGrad = wasTrainable; // registerParameter marks every parameter trainable
+    if (ownParameters(module).find(([name]) => name === local)?.[1] === this.value) this.#register(original);
+  }
+
+  #register(t: Tensor): void {
+    const trains = t.requiresGrad;
+    this.target.module.registerParameter(this.target.local, t);
+    t.requiresGrad = trains; // registerParameter marks every parameter trainable
   }
 }

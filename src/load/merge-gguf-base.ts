@@ -34,6 +34,8 @@ const FLOAT: readonly string[] = ['F32', 'F16', 'BF16'];
 export interface MergedGguf {
   /** Adapter module paths merged. */
   modules: string[];
+  /** Base tensors the adapter's trained copies replaced (modules_to_save, bias), by knobs name. */
+  saved: string[];
   parameters: number;
   /** Targeted layers that were quantized in the base, decoded to take the delta, per block type. */
   dequantized: Record<string, number>;
@@ -61,7 +63,9 @@ export async function mergeGgufBase(
         { path: base, tensor: unwritable.name, type: unwritable.type.name },
       );
     const { merged, ...counts } = await mergeKeepingBlocks(model, adapterDir, opts);
-    // The model's tensors as GGUF names and layouts (quantized layers as their blocks), then retyped as the base has them.
+    // The model's tensors as GGUF names and layouts (quantized layers as their blocks), then retyped
+    // as the base has them; what the adapter changed is written as opts.dtype where the file held blocks.
+    const changed = [...merged, ...counts.saved];
     const fromModel = ggufFromModel({
       hf: loaded,
       model,
@@ -69,15 +73,27 @@ export async function mergeGgufBase(
       out: 'f32',
       tokenizer: null,
       weights: modelWeights(model),
-      types: new Map(merged.map((name) => [name, opts.dtype])),
+      types: new Map(changed.map((name) => [name, opts.dtype])),
     });
     const ours = new Map(fromModel.tensors.filter((t) => t.name !== ROPE_FREQS).map((t) => [t.name, t]));
     const targeted = new Set(merged.map((name) => ggufTensorName(loaded.arch, name)));
+    // A trained copy (a norm, an embedding) keeps a float file type; one the file held quantized is written as opts.dtype.
+    const saved = new Set(counts.saved.map((name) => ggufTensorName(loaded.arch, name)));
     const tensors: GgufWriteTensor[] = [];
     for (const info of gguf.tensors) {
       const t = ours.get(info.name);
-      if (t === undefined || !shapesEqual(t.shape, info.shape)) tensors.push(await fileBytes(source, gguf, info));
-      else if (targeted.has(info.name) || isEncoded(t)) tensors.push(t);
+      if (t === undefined || !shapesEqual(t.shape, info.shape)) {
+        if (saved.has(info.name))
+          throw new UsageError(
+            `${base}: the adapter trains ${info.name}, which knobs could not map onto the file's tensor`,
+            {
+              path: base,
+              tensor: info.name,
+            },
+          );
+        tensors.push(await fileBytes(source, gguf, info));
+      } else if (targeted.has(info.name) || isEncoded(t) || (saved.has(info.name) && !FLOAT.includes(info.type.name)))
+        tensors.push(t);
       else if (FLOAT.includes(info.type.name)) tensors.push({ ...t, type: info.type.name as GgufWriteType });
       else tensors.push(await fileBytes(source, gguf, info));
     }
@@ -102,6 +118,7 @@ export async function mergeKeepingBlocks(
   return {
     merged,
     modules: [...adapter.layers.keys()],
+    saved: adapter.saved.map((s) => s.target.name),
     parameters: adapter.numParameters(),
     dequantized: countBy(merged.map((name) => held.get(name))),
     kept: countBy(quantizedLayers(model).map(([, q]) => q.weight.type)),

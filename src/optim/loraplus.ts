@@ -4,14 +4,15 @@
  * `create_loraplus_optimizer` (huggingface/peft 5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40,
  * src/peft/optimizers/loraplus.py):
  *
- *   groupA           everything else (lora_A)                        lr          weight decay
- *   groupB           lora_B and 1-d parameters (DoRA's magnitude)    lr·ratio    weight decay
- *   groupB_no_decay  those of groupB named `bias`                    lr·ratio    0
+ *   groupA           everything else (lora_A; copies of weight matrices)  lr          weight decay
+ *   groupB           lora_B and 1-d parameters (DoRA's magnitude)         lr·ratio    weight decay
+ *   groupB_no_decay  those of groupB named `bias` or in a layer norm      lr·ratio    0
  *
  * (PEFT's fourth group, LoRA on embedding layers at `loraplus_lr_embedding`, has no counterpart:
- * knobs adapts Linear and Conv1D layers only.) PEFT decays every parameter but biases and those
- * of layer-norm modules; a LoRA tune trains no norm, so the name `bias` is the test here. The
- * groups' lrs keep their ratio under a schedule (Optimizer.setLr scales each group's base lr).
+ * knobs adapts Linear and Conv1D layers only; a trained copy of an embedding (modules_to_save) is
+ * in groupA there too.) PEFT decays every parameter but biases and those of layer-norm modules
+ * (transformers' ALL_LAYERNORM_LAYERS), which a tune trains with modules_to_save: `noDecay` names
+ * them. The groups' lrs keep their ratio under a schedule (Optimizer.setLr scales each group's base lr).
  */
 import { ArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
@@ -23,6 +24,8 @@ export interface LoraPlusOptions {
   /** ηB / ηA; PEFT advises ≥ 1 (the paper uses 2⁴ for most runs). */
   ratio: number;
   weightDecay: number;
+  /** Parameters of layer-norm modules (LayerNorm, RMSNorm), by name: never decayed. */
+  noDecay?: ReadonlySet<string>;
 }
 
 /** PEFT's LoRA+ groups over the parameters that train (empty groups left out). */
@@ -38,7 +41,7 @@ export function loraPlusGroups(
   for (const entry of named) {
     const [name, p] = entry;
     if (!name.includes('lora_B') && p.rank !== 1) a.push(entry);
-    else if (name.includes('bias')) bNoDecay.push(entry);
+    else if (name.includes('bias') || opts.noDecay?.has(name)) bNoDecay.push(entry);
     else b.push(entry);
   }
   const lrB = opts.lr * opts.ratio;

@@ -28,7 +28,7 @@ import { parseJsonFile } from '../io/json.js';
 import { readRegularText } from '../io/regular-file.js';
 import { GPT } from '../models/gpt.js';
 import { Llama } from '../models/llama.js';
-import { Dropout } from '../nn/layers.js';
+import { Dropout, LayerNorm, RMSNorm } from '../nn/layers.js';
 import type { Generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -234,6 +234,7 @@ export async function tune(opened: TuneBase, recipeIn: TuneRecipe, opts: TuneOpt
                 lr: trainRecipe.optimizer.lr,
                 ratio: loraPlusRatio,
                 weightDecay: trainRecipe.optimizer.weight_decay,
+                noDecay: normParameterNames(m),
               }),
           }
         : {}),
@@ -267,6 +268,16 @@ export async function tune(opened: TuneBase, recipeIn: TuneRecipe, opts: TuneOpt
     trainableParameters: model.numParameters({ trainableOnly: true }),
     totalParameters: Math.max(total0, model.numParameters() + quantizedElements(model)),
   };
+}
+
+/** The parameters of `model`'s layer norms (LoRA+ never decays them, as PEFT's groups do not). */
+function normParameterNames(model: TrainableModel): Set<string> {
+  return new Set(
+    model
+      .namedModules()
+      .filter(([, m]) => m instanceof LayerNorm || m instanceof RMSNorm)
+      .flatMap(([path, m]) => m.namedParameters(path).map(([name]) => name)),
+  );
 }
 
 /** Points every dropout of `model` (the base's and the adapter's) at the run's generator, so a resumed run draws the same masks. */
