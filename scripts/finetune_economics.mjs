@@ -10,6 +10,8 @@
  *       the files, size and SHA-256
  *   node scripts/finetune_economics.mjs run --base DIR --name NAME --new TEXT --old TEXT
  *       --steps N [--lrs 1e-3,3e-3,1e-2] [--methods lora-attn,lora-all,lora-q8,last2,full,scratch]
+ *       (also `lora-linear`: LoRA on every linear layer, the output head too, on a base whose head is
+ *       its own layer — PEFT's "all-linear" leaves the head out)
  *       [--jobs J] [--eval-batches E] [--lora JSON] [--loraplus RATIO] [--seed S] --work DIR --out RESULTS.jsonl
  *       runs the sweep (J children at a time, one thread each) and appends rows to RESULTS.jsonl;
  *       --lora sets more of PEFT's LoraConfig fields for every LoRA method (e.g. '{"use_rslora":true}'),
@@ -46,6 +48,8 @@ const FORTUNES_DIR = '/usr/share/games/fortunes';
 const METHODS = ['lora-attn', 'lora-all', 'lora-q8', 'last2', 'full', 'scratch'];
 /** Attention projections of both families: GPT-2 attn.c_attn / attn.c_proj, Llama q/k/v/o_proj (PEFT's re.fullmatch). */
 const ATTENTION_REGEX = '(.*\\.)?(attn\\.c_attn|attn\\.c_proj|q_proj|k_proj|v_proj|o_proj)';
+/** Every linear layer of a Llama, the output head included (PEFT's re.fullmatch). */
+const LLAMA_LINEAR_REGEX = '(.*\\.)?(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|lm_head)';
 const VALIDATION_FRACTION = 0.05;
 /** The LoRA settings every LoRA method starts from (PEFT's field names); --lora overrides all but r. */
 const LORA_FIXED = { r: 8, lora_alpha: 16, lora_dropout: 0, use_rslora: false };
@@ -103,6 +107,10 @@ function methodRecipe(method, baseRecipe, o, lr) {
       return lora(ATTENTION_REGEX);
     case 'lora-all':
       return lora('all-linear');
+    case 'lora-linear':
+      if (m.type === 'gpt' || m.tie_word_embeddings)
+        throw new Error('lora-linear needs an output head of its own; this base ties it to the token embedding');
+      return lora(LLAMA_LINEAR_REGEX);
     case 'lora-q8':
       return { ...lora(ATTENTION_REGEX), quantize: 'q8_0' };
     case 'last2':
@@ -118,7 +126,7 @@ function methodRecipe(method, baseRecipe, o, lr) {
     case 'scratch':
       return { ...common, model: m, tokenizer: baseRecipe.tokenizer ?? 'bytes' };
     default:
-      throw new Error(`unknown method ${method}; known: ${METHODS.join(', ')}`);
+      throw new Error(`unknown method ${method}; known: ${[...METHODS, 'lora-linear'].join(', ')}`);
   }
 }
 
@@ -365,6 +373,7 @@ async function run(argv) {
 const LABELS = {
   'lora-attn': 'LoRA r 8, attention',
   'lora-all': 'LoRA r 8, all linear',
+  'lora-linear': 'LoRA r 8, all linear and the head',
   'lora-q8': 'LoRA r 8, attention, q8_0 base',
   last2: 'last two blocks',
   full: 'full fine-tune',
@@ -414,7 +423,7 @@ function table(files) {
   for (const name of names) {
     const setups = rows.filter((r) => r.kind === 'setup' && r.name === name);
     const methods = [...new Set(setups.flatMap((s) => s.methods))].sort(
-      (a, b) => METHODS.indexOf(a) - METHODS.indexOf(b),
+      (a, b) => Object.keys(LABELS).indexOf(a) - Object.keys(LABELS).indexOf(b),
     );
     const setup = { ...setups[0], methods };
     const base = rows.find((r) => r.kind === 'base' && r.name === name);
