@@ -15,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { AdapterSet } from '../src/finetune/adapter-set.js';
 import { loadTuneRecipe } from '../src/train/tune-recipe.js';
+import { parseLoraConfig, planLora } from '../src/finetune/lora.js';
+import { loadHfModel } from '../src/models/hf/load.js';
 import { loadLoraAdapter } from '../src/finetune/adapter.js';
 import { describeAdapter } from '../src/finetune/adapter-info.js';
 import { dequantizeLayers } from '../src/finetune/quantized-base.js';
@@ -535,6 +537,13 @@ describe('recipes/tune/', () => {
       'base_model.model.transformer.h.0.attn.c_attn.lora_A.weight',
       'base_model.model.transformer.h.1.attn.c_attn.lora_A.weight',
     ]);
+    // lora-linear: every linear layer, Llama's own head included; GPT-2's head is its embedding.
+    const linear = (await loadTuneRecipe(join(root, 'lora-linear.json'))).lora!;
+    const paths = async (dir: string): Promise<string[]> =>
+      planLora((await loadHfModel(join(HF_FIXTURES, dir))).model, parseLoraConfig(linear)).targets.map((t) => t.path);
+    assert.equal((await paths('gpt2-tiny')).length, 8, 'c_attn, c_proj, c_fc, c_proj of two blocks');
+    const llama = await paths('llama-gqa-bf16-llama3');
+    assert.ok(llama.includes('lm_head') && llama.includes('model.layers.1.mlp.down_proj'), llama.join(', '));
   });
 });
 
