@@ -7,9 +7,11 @@
  *
  * From huggingface/peft at PEFT_COMMIT (lora.ts):
  *  - `modules_to_save` matches every module whose name ends with an entry, as a plain string
- *    (src/peft/utils/other.py `_set_trainable`: `key.endswith(target_key)`), and LoRA never
- *    targets such a module or one inside it (src/peft/tuners/tuners_utils.py
- *    `check_target_module_exists`: `re.match(rf"(^|.*\.){m}($|\..*)", key)`);
+ *    (src/peft/utils/other.py `_set_trainable`: `key.endswith(target_key)`), and LoRA skips a
+ *    module an entry names as whole name segments, or one inside it (src/peft/tuners/tuners_utils.py
+ *    `check_target_module_exists`: `re.match(rf"(^|.*\.){m}($|\..*)", key)`); where the two rules
+ *    disagree (`"_attn"` ends `c_attn`), a saved module that is or holds a LoRA target is refused,
+ *    as PEFT's ModulesToSaveWrapper refuses to wrap a LoRA layer;
  *  - a saved module's tensors are written under the module's own names,
  *    `base_model.model.<module path>.<parameter>` (other.py `ModulesToSaveWrapper.adapter_state_dict`,
  *    save_and_load.py `get_peft_model_state_dict`);
@@ -17,8 +19,10 @@
  *    layers LoRA targets; a targeted layer's bias lives on its base layer, so it is saved as
  *    `<module path>.base_layer.bias` (tuners_utils.py `_mark_only_adapters_as_trainable`,
  *    `_get_learnable_bias_state_dict`).
+ *  - with `bias: "all"`, a bias inside a module to save is written twice more (SavedAlias).
  * A tied embedding (GPT-2's wte, a Llama with tie_word_embeddings) is also the output head here, so
- * training it apart from the head, as PEFT does by default, is refused.
+ * training it apart from the head, as PEFT does by default, is refused; so is a quantized layer
+ * (its copy would have to be float) and a tensor another attached adapter holds a copy of.
  */
 import { noGrad } from '../autograd/tape.js';
 import { FormatError } from '../errors.js';
