@@ -203,6 +203,13 @@ describe('LoRA with modules_to_save and bias: rules and refusals', () => {
     for (const s of loaded.adapter.saved)
       assert.deepEqual(s.value.contiguousStorage(), s.target.original.contiguousStorage(), s.target.key);
     assert.deepEqual(logitsOf(model), base, 'lora_B is zero: nothing changed');
+    loaded.adapter.detach();
+    // Only a lora_only bias may be missing: a module to save without its tensors is an incomplete file.
+    await writeFile(configFile, JSON.stringify({ ...config, modules_to_save: ['ln_f'] }));
+    await assert.rejects(
+      loadLoraAdapter(out, model),
+      (e: k.KnobsError) => (e as k.FormatError).rule === 'lora_missing_tensor' && /ln_f/.test(e.message),
+    );
   });
 
   it('LoRA skips a module to save; bias "all" takes every bias, a targeted one under base_layer', async () => {

@@ -273,7 +273,7 @@ function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: strin
   for (const { key, original, aliases: more } of plan.saved) {
     wanted.set(KEY_PREFIX + key, { module: key, which: 'saved', shape: [...original.shape] });
     for (const a of more) aliases.set(KEY_PREFIX + a.key, [...original.shape]);
-    if (plan.config.bias === 'lora_only') optional.add(KEY_PREFIX + key);
+    if (plan.config.bias === 'lora_only' && key.endsWith('.base_layer.bias')) optional.add(KEY_PREFIX + key);
   }
   const unexpected = [...tensors.keys()].filter(
     (k) => !wanted.has(k) && !shapesEqual(aliases.get(k) ?? [-1], (tensors.get(k) as Tensor).shape ?? []),
