@@ -14,6 +14,7 @@ import { shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { ADAPTER_WEIGHTS_NAME, BASE_DIGEST_KEY, readAdapterConfig } from './adapter.js';
 import { type LoraConfig, hfModules, patternValue } from './lora.js';
+import { isSavedAlias } from './saved-tensors.js';
 
 export interface AdapterModuleInfo {
   module: string;
@@ -48,8 +49,6 @@ export interface AdapterInfo {
 
 const KEY = /^base_model\.model\.(.+)\.lora_(?:([AB])\.weight|magnitude_vector)$/;
 const PREFIX = 'base_model.model.';
-/** PEFT's second names of a saved bias inside a module to save: `<m>.original_module.…`, `<m>.modules_to_save[.default].…`. */
-const PEFT_SECOND_NAME = /\.(?:original_module|modules_to_save)\./;
 
 function values(t: Tensor): Float64Array {
   return Float64Array.from(contiguous(cast(t, 'f32')).contiguousStorage() as Float32Array);
@@ -90,7 +89,7 @@ export async function describeAdapter(dir: string): Promise<AdapterInfo> {
         tensor: key,
       });
     bytes += t.size * 4;
-    if (!m && PEFT_SECOND_NAME.test(key)) continue; // the same tensor again (saved-tensors.ts SavedAlias)
+    if (!m && isSavedAlias(key)) continue; // the same tensor again
     if (!m) {
       saved.push({ tensor: key.slice(PREFIX.length), shape: [...t.shape], parameters: t.size, norm: norm(values(t)) });
       continue;

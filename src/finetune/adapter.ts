@@ -267,17 +267,15 @@ function checkTensors(plan: LoraPlan, tensors: Map<string, unknown>, path: strin
       });
   }
   // PEFT's second names for some saved tensors (saved-tensors.ts SavedAlias): accepted, not needed.
-  const aliases = new Map<string, number[]>();
+  const aliases = new Set<string>();
   // Before PEFT's fix #3490, bias "lora_only" wrote no bias: a missing one keeps the base's.
   const optional = new Set<string>();
   for (const { key, original, aliases: more } of plan.saved) {
     wanted.set(KEY_PREFIX + key, { module: key, which: 'saved', shape: [...original.shape] });
-    for (const a of more) aliases.set(KEY_PREFIX + a.key, [...original.shape]);
+    for (const a of more) aliases.add(KEY_PREFIX + a.key);
     if (plan.config.bias === 'lora_only' && key.endsWith('.base_layer.bias')) optional.add(KEY_PREFIX + key);
   }
-  const unexpected = [...tensors.keys()].filter(
-    (k) => !wanted.has(k) && !shapesEqual(aliases.get(k) ?? [-1], (tensors.get(k) as Tensor).shape ?? []),
-  );
+  const unexpected = [...tensors.keys()].filter((k) => !wanted.has(k) && !aliases.has(k));
   if (unexpected.length > 0) {
     throw new FormatError(
       'lora_unexpected_tensor',

@@ -768,7 +768,8 @@ export interface LoraPlan {
 export function planLora(model: Module, input: LoraConfig, opts: { forLoad?: boolean } = {}): LoraPlan {
   const config = resolveTargets(model, input);
   const targets: LoraTarget[] = [];
-  for (const [path, m] of hfModules(model)) {
+  const modules = hfModules(model);
+  for (const [path, m] of modules) {
     if (!isTargetModule(config, path)) continue;
     if (!isLoraBaseLayer(m)) {
       throw new FormatError(
@@ -796,7 +797,7 @@ export function planLora(model: Module, input: LoraConfig, opts: { forLoad?: boo
     targets.push({ path, layer: m, r, alpha });
   }
   if (targets.length === 0) {
-    const names = hfModules(model)
+    const names = modules
       .filter(([, m]) => isLoraBaseLayer(m))
       .map(([p]) => p)
       .slice(0, 6)
@@ -808,7 +809,7 @@ export function planLora(model: Module, input: LoraConfig, opts: { forLoad?: boo
     );
   }
   const saved = planSavedTensors(
-    hfModules(model),
+    modules,
     model,
     config,
     new Set(targets.map((t) => t.path)),

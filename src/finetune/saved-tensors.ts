@@ -79,6 +79,11 @@ export function savedModulePattern(entry: string): RegExp {
 /** The children an attached adapter registers on a layer: never the base's, so never saved. */
 const ADAPTER_CHILD = /(?:^|\.)lora_(?:A|B|dropout|magnitude_vector)(?:\.|$)/;
 
+/** Whether `key` is one of PEFT's second names of a saved tensor (SavedAlias): the same values again. */
+export function isSavedAlias(key: string): boolean {
+  return /\.(?:original_module|modules_to_save)\./.test(key);
+}
+
 /** PEFT's tuners_utils.py `_remove_adapter_name_from_state_dict_key` for the adapter name "default". */
 function withoutAdapterName(key: string): string {
   if (key.endsWith('.default')) return key.slice(0, -'.default'.length);
@@ -228,8 +233,8 @@ export class SavedTensor {
 
   /** Throws when the parameter's place holds another adapter's copy (which must be detached first). */
   assertAttachable(): void {
-    const { module, local, original, key } = this.target;
-    const held = ownParameters(module).find(([name]) => name === local)?.[1];
+    const { original, key } = this.target;
+    const held = this.#held();
     if (held !== original && held !== this.value)
       throw new FormatError('lora_already_applied', `${key} holds another adapter's trained copy; detach it first`, {
         tensor: key,
@@ -244,8 +249,13 @@ export class SavedTensor {
 
   /** Puts the base's tensor back, unless the place no longer holds this copy. */
   detach(): void {
-    const { module, local, original } = this.target;
-    if (ownParameters(module).find(([name]) => name === local)?.[1] === this.value) this.#register(original);
+    if (this.#held() === this.value) this.#register(this.target.original);
+  }
+
+  /** What the parameter's place holds now. */
+  #held(): Tensor | undefined {
+    const { module, local } = this.target;
+    return ownParameters(module).find(([name]) => name === local)?.[1];
   }
 
   #register(t: Tensor): void {
