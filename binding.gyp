@@ -13,6 +13,7 @@
         "native/binding.cpp",
         "native/kernels/runtime.cpp",
         "native/kernels/matmul.cpp",
+        "native/kernels/lora.cpp",
         "native/kernels/matmul_bf16.cpp",
         "native/kernels/elementwise.cpp",
         "native/kernels/reduce.cpp",

@@ -346,6 +346,27 @@ FN(js_matmul_accumulate) {
 }
 FN(js_matmul_bf16) { return matmul_common(env, info, true); }
 
+/* loraBackward(g, sB, t, h, M, N, K, r, u, dB, dA): u [M, r] = g [M, N] · sB [N, r], dB [N, r] = gᵀ·t (t [M, r]),
+   dA [r, K] = uᵀ·h (h [M, K]), all dense, r ≤ 32, in one pass over g and h (lora.cpp). */
+float *req_f32(napi_env env, napi_value v, int64_t need, const char *what);  // defined below
+
+FN(js_lora_backward) {
+  BODY_BEGIN
+  ARG_COUNT(11);
+  int64_t M = INT(4, "M", 0, BIG), N = INT(5, "N", 1, BIG), K = INT(6, "K", 1, BIG), r = INT(7, "r", 1, 32);
+  CHECK((double)M * (double)(N > K ? N : K) < 4e15, "M·N is too large");
+  const float *g = req_f32(env, a.argv[0], M * N, "g");
+  const float *sB = req_f32(env, a.argv[1], N * r, "sB");
+  const float *t = req_f32(env, a.argv[2], M * r, "t");
+  const float *h = req_f32(env, a.argv[3], M * K, "h");
+  float *u = req_f32(env, a.argv[8], M * r, "u");
+  float *dB = req_f32(env, a.argv[9], N * r, "dB");
+  float *dA = req_f32(env, a.argv[10], r * K, "dA");
+  kn_lora_backward_f32(g, M, N, sB, t, h, K, K, r, u, dB, dA);
+  return undefined(env);
+  BODY_END
+}
+
 /* matmulPair(a1, b1, a2, b2, meta, out1, out2): out1 = a1·b1 and out2 = a2·b2, 2-D views, in one job. */
 FN(js_matmul_pair) {
   BODY_BEGIN
@@ -1507,6 +1528,7 @@ NAPI_MODULE_INIT() {
       EXPORT("biasActivationBackward", js_bias_activation_backward),
       EXPORT("matmulAccumulate", js_matmul_accumulate),
       EXPORT("matmulPair", js_matmul_pair),
+      EXPORT("loraBackward", js_lora_backward),
       EXPORT("binary", js_binary),
       EXPORT("where", js_where),
       EXPORT("assign", js_assign),

@@ -99,6 +99,12 @@ QPack qpack_layout();
    rows: kn_qmatmul_packed_f32 and kn_bi_qmatmul_packed_f32 on an AVX2 CPU. */
 void x8_product(int type, const QRows &a, int64_t M, const uint8_t *packed, int64_t N, float *y);
 
+/* LoRA's low-rank products (lora.cpp), for kn_matmul_accumulate_f32: c [M, n] += alpha · a [M, K] · b [K, n]
+   with n ≤ LOW_RANK; c [M, N] = (c + bias) + alpha · a [M, k] · b [k, N] with k ≤ LOW_RANK. */
+const int64_t LOW_RANK = 32;
+void narrow_accumulate(const kn_view *a, const kn_view *b, float alpha, float *c);
+void low_rank_accumulate(const kn_view *a, const kn_view *b, float alpha, const float *bias, float *c);
+
 /* Elements of work per thread below which splitting costs more than it gains. */
 const int64_t GRAIN = 32768;
 

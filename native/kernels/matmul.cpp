@@ -403,54 +403,15 @@ void matmul_views(const kn_view *a, const kn_view *b, float *out, bool bf16) {
 
 extern "C" void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out) { matmul_views(a, b, out, false); }
 
-namespace {
-
-const int64_t LOW_RANK = 32;  // inner sizes up to this are a LoRA rank: one pass over c
-
-/* c[i, :] = (c[i, :] + bias) + alpha · Σ_k a[i, k] · b[k, :] for one row, b packed [K, N]. */
-KN_CLONES
-void low_rank_row(const float *a, int64_t sak, const float *b, int64_t K, int64_t N, float alpha, const float *bias,
-                  float *c) {
-  float acc[256];
-  for (int64_t j0 = 0; j0 < N; j0 += 256) {
-    const int64_t n = N - j0 < 256 ? N - j0 : 256;
-    for (int64_t j = 0; j < n; j++) acc[j] = 0.0f;
-    for (int64_t k = 0; k < K; k++) {
-      const float x = a[k * sak];
-      const float *bk = b + k * N + j0;
-      for (int64_t j = 0; j < n; j++) acc[j] += x * bk[j];
-    }
-    float *cj = c + j0;
-    if (bias)
-      for (int64_t j = 0; j < n; j++) cj[j] = (cj[j] + bias[j0 + j]) + alpha * acc[j];
-    else
-      for (int64_t j = 0; j < n; j++) cj[j] += alpha * acc[j];
-  }
-}
-
-/*
- * c += bias + alpha · a·b for a short inner size K (a LoRA rank): a BLAS runs such a product at a
- * fraction of its rate, and the work is one pass over c, which this makes directly, the bias add
- * riding along (so a LoRA layer's output gets its bias and its low-rank part in one pass).
- */
-void low_rank_accumulate(const kn_view *a, const kn_view *b, float alpha, const float *bias, float *c) {
-  const int64_t M = a->shape[0], K = a->shape[1], N = b->shape[1];
-  std::vector<float> bp((size_t)(K * N));
-  pack((const float *)b->data, K, N, b->strides[0], b->strides[1], bp.data());
-  const float *A = (const float *)a->data;
-  const int64_t sam = a->strides[0], sak = a->strides[1];
-  kn::parallel_for(M, kn::GRAIN / N + 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; i++) low_rank_row(A + i * sam, sak, bp.data(), K, N, alpha, bias, c + i * N);
-  });
-}
-
-}  // namespace
-
 extern "C" void kn_matmul_accumulate_f32(const kn_view *a, const kn_view *b, float alpha, const float *bias, float *c) {
   int64_t M = a->shape[0], K = a->shape[1], N = b->shape[1];
   if (M == 0 || N == 0) return;
-  if (K <= LOW_RANK) {
-    low_rank_accumulate(a, b, alpha, bias, c);
+  if (K <= kn::LOW_RANK) {
+    kn::low_rank_accumulate(a, b, alpha, bias, c);
+    return;
+  }
+  if (N <= kn::LOW_RANK && !bias) {
+    kn::narrow_accumulate(a, b, alpha, c);
     return;
   }
   if (bias)

@@ -94,7 +94,8 @@ export type FusedKernelName =
   | 'maxPoolBiasRelu'
   | 'quantizedMatmul'
   | 'matmulAccumulate'
-  | 'matmulPair';
+  | 'matmulPair'
+  | 'loraBackward';
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'softmax',
   'layerNorm',
@@ -110,6 +111,7 @@ export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'quantizedMatmul',
   'matmulAccumulate',
   'matmulPair',
+  'loraBackward',
 ];
 
 /** ggml block formats a quantized weight can be held in (32 values per block). */
@@ -350,6 +352,12 @@ export interface FusedKernels {
    * matmul's value at some thread count (the same bits for a given count).
    */
   matmulPair(a1: KernelView, b1: KernelView, a2: KernelView, b2: KernelView): [Storage, Storage];
+  /**
+   * A LoRA linear's low-rank backward (src/ops/lora-linear.ts) for f32 g [M, N], sB [N, r] (the scaled
+   * lora_B), t [M, r] and h [M, K], r ≤ 32: u = g·sB [M, r], dB = gᵀ·t [N, r] and dA = uᵀ·h [r, K] in one
+   * pass over g and h, as row-major storages. The bits do not depend on the thread count.
+   */
+  loraBackward(g: KernelView, sB: KernelView, t: KernelView, h: KernelView): { u: Storage; dB: Storage; dA: Storage };
 }
 
 /**

@@ -69,6 +69,12 @@ function flopsOf(kernel: string, args: readonly unknown[]): number {
       const [a1, b1, a2, b2] = args as [KernelView, KernelView, KernelView, KernelView];
       return 2 * (numel(a1.shape) * b1.shape[1]! + numel(a2.shape) * b2.shape[1]!);
     }
+    case 'loraBackward': {
+      // u = g·sB, dB = gᵀ·t: 2·M·N·r each; dA = uᵀ·h: 2·M·K·r
+      const [g, sB, , h] = args as [KernelView, KernelView, KernelView, KernelView];
+      const [M, N] = g.shape as [number, number];
+      return 2 * M * sB.shape[1]! * (2 * N + h.shape[1]!);
+    }
     case 'conv2d': {
       // output elements × 2·(Cin/groups)·kH·kW
       const [x, w, p] = args as [KernelView, KernelView, Conv2dParams];

@@ -13,16 +13,17 @@
  *
  * Gradients (g = dL/dy as [M, N], u = s·g·B [M, r]):
  *   dX = g·Wᵀ (+ u·A when h is x), dH = u·A, dA = uᵀ·h, dB = gᵀ·t, dW = xᵀ·g, db = Σrows g,
- * u and dB (both products of g) computed side by side by one matmulPair,
- * each computed only when that input requires grad (a frozen W gets no dW). Without the fused
- * kernel (the js backend, f64) the same formulas run as plain ops: that composite is the reference.
+ * u, dB and dA in one pass over g and h (the backend's fused `loraBackward`: a BLAS runs products
+ * with a rank-sized side at a fraction of its rate, and would read g twice and h again), each computed
+ * only when that input requires grad (a frozen W gets no dW). Without the fused kernels (the js
+ * backend, f64) the same formulas run as plain ops: that composite is the reference.
  */
-import { noGrad, record } from '../autograd/tape.js';
+import { needsGrad, noGrad, record } from '../autograd/tape.js';
 import type { QuantizedMatrix } from '../backends/backend.js';
-import { fusedFor } from '../backends/dispatch.js';
+import { fusedFor, getMatmulPrecision } from '../backends/dispatch.js';
 import { ShapeError } from '../errors.js';
 import { formatShape, numel } from '../shape.js';
-import type { Tensor } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 import { add, mul } from './elementwise.js';
 import { matmul, matmulGradB, matmulPair } from './linalg.js';
 import { quantizedMatmul, quantizedMatmulInputGrad } from './quantized.js';
@@ -124,11 +125,30 @@ export function loraLinearGrad(
   const wantA = loraA!.requiresGrad;
   const wantU = wantX || wantH || wantA;
   const wantB = loraB!.requiresGrad;
-  // u and dB both read g: one matmulPair runs them side by side (u = g·(s·B), s·B being [N, r])
-  const [u, db] =
-    wantU && wantB
-      ? matmulPair(g2, mul(loraB!, scaling), transpose(g2, 0, 1), t)
-      : [wantU ? addProduct(null, g2, loraB!, scaling) : null, wantB ? matmul(transpose(g2, 0, 1), t) : null];
+  const hIn = wantA ? (shared ? x2() : reshape(h!, [M, K])) : null;
+  const sB = wantU ? mul(loraB!, scaling) : null;
+  // u, dB and dA: one pass over g and h where the backend has the kernel (the usual training case);
+  // else u and dB (both products of g) side by side as one matmulPair, then dA
+  const lowRank =
+    wantA && wantB && getMatmulPrecision() === 'f32' && !needsGrad([g2, sB!, t, hIn!])
+      ? fusedFor('loraBackward', [g2, sB!, t, hIn!])
+      : null;
+  let u: Tensor | null = null;
+  let db: Tensor | null = null;
+  let da: Tensor | null = null;
+  if (lowRank) {
+    const r = t.shape[1]!;
+    const got = lowRank.loraBackward(g2, sB!, t, hIn!);
+    u = new Tensor(got.u, [M, r], 'f32');
+    db = new Tensor(got.dB, [N, r], 'f32');
+    da = new Tensor(got.dA, [r, K], 'f32');
+  } else {
+    [u, db] =
+      wantU && wantB
+        ? matmulPair(g2, sB!, transpose(g2, 0, 1), t)
+        : [wantU ? matmul(g2, sB!) : null, wantB ? matmul(transpose(g2, 0, 1), t) : null];
+    da = wantA ? matmul(transpose(u!, 0, 1), hIn!) : null;
+  }
   let dx: Tensor | null = null;
   if (wantX) {
     dx = quantized ? quantizedMatmulInputGrad(g2, quantized) : matmul(g2, transpose(w!, 0, 1));
@@ -136,7 +156,6 @@ export function loraLinearGrad(
     dx = reshape(dx, x!.shape);
   }
   const dh = wantH ? reshape(matmul(u!, loraA!), h!.shape) : null;
-  const da = wantA ? matmul(transpose(u!, 0, 1), shared ? x2() : reshape(h!, [M, K])) : null;
   const dw = w?.requiresGrad ? matmulGradB(x2(), w, g2) : null; // W as [in, out]
   const dbias = bias?.requiresGrad ? sum(g2, 0) : null;
   return [dx, dw, dbias, dh, da, db];

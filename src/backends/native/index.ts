@@ -160,6 +160,20 @@ export interface NativeAddon {
   matmulAccumulate(a: F32, b: F32, meta: Float64Array, c: F32, alpha: number, bias: Opt<F32>): void;
   /** out1 = a1·b1, out2 = a2·b2 (2-D views) in one job (FusedKernels.matmulPair). */
   matmulPair(a1: F32, b1: F32, a2: F32, b2: F32, meta: Float64Array, out1: F32, out2: F32): void;
+  /** u = g·sB, dB = gᵀ·t, dA = uᵀ·h, dense, rank r ≤ 32 (FusedKernels.loraBackward). */
+  loraBackward(
+    g: F32,
+    sB: F32,
+    t: F32,
+    h: F32,
+    M: number,
+    N: number,
+    K: number,
+    r: number,
+    u: F32,
+    dB: F32,
+    dA: F32,
+  ): void;
   binary(op: number, a: F32, b: F32, meta: Float64Array, out: F32 | Uint8Array): void;
   where(cond: Uint8Array, a: F32, b: F32, meta: Float64Array, out: F32): void;
   assign(dst: Storage, src: Storage, meta: Float64Array): void;
@@ -772,6 +786,15 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       addon.matmulPair(f32(a1), f32(b1), f32(a2), f32(b2), pack(a1, b1, a2, b2), out1, out2);
       return [out1, out2];
     },
+    loraBackward(g: KernelView, sB: KernelView, t: KernelView, h: KernelView) {
+      const [M, N] = g.shape as [number, number];
+      const [K, r] = [h.shape[1]!, sB.shape[1]!];
+      const u = allocF32(M * r);
+      const dB = allocF32(N * r);
+      const dA = allocF32(r * K);
+      addon.loraBackward(dense(g), dense(sB), dense(t), dense(h), M, N, K, r, u, dB, dA);
+      return { u, dB, dA };
+    },
     quantizedMatmul(x: KernelView, w: QuantizedMatrix): Storage {
       const M = numel(x.shape) / w.cols;
       const y = allocF32(M * w.rows);
@@ -867,6 +890,8 @@ export function createNativeBackend(addon: NativeAddon): Backend {
             inputs[0]!.shape.length >= 2 &&
             inputs[0]!.shape.length === inputs[1]!.shape.length
           );
+        case 'loraBackward': // g, sB, t, h: 2-D, a rank up to the kernel's 32 lanes
+          return inputs.every((v) => v.dtype === 'f32' && v.shape.length === 2) && inputs[1]!.shape[1]! <= 32;
         default:
           return inputs.every((v) => v.dtype === 'f32');
       }

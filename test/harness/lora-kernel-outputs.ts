@@ -1,0 +1,100 @@
+/**
+ * LoRA's low-rank kernels (native/kernels/lora.cpp) on fixed inputs: the fused backward (u, dB, dA)
+ * and matmulAccumulate's two low-rank paths (an output ≤ 32 wide: LoRA's down projection; an inner
+ * size ≤ 32: its up projection). `loraKernelOutputs` returns every output by name; run as a script
+ * (`node lora-kernel-outputs.js THREADS`) it prints their SHA-256 as JSON, so test/lora-kernels.test.ts
+ * can compare a child process that runs the portable loops (KNOBS_LORA_NO_AVX2=1) with this one.
+ */
+import { createHash } from 'node:crypto';
+import { pathToFileURL } from 'node:url';
+import type { KernelView } from '../../src/backends/backend.js';
+import { loadNativeAddon, loadNativeBackend } from '../../src/backends/native/index.js';
+
+export function wave(n: number, seed: number, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.61 + seed) * scale);
+}
+
+/** [M, N, K, r] of the backward: ranks not a multiple of 8, rows past one task (256) and one pass (32), a 4 KiB row stride. */
+export const BACKWARD_SHAPES = [
+  [1, 8, 8, 1],
+  [300, 70, 37, 5],
+  [600, 96, 40, 8],
+  [257, 33, 130, 16],
+  [64, 24, 17, 32],
+  [40, 1024, 24, 8],
+] as const;
+
+/** [M, K, N, a transposed] of matmulAccumulate: N ≤ 32 (narrow) or K ≤ 32 (low rank), a row-major or a transposed view. */
+export const ACCUMULATE_SHAPES = [
+  [70, 300, 8, false],
+  [45, 129, 13, true],
+  [33, 64, 32, false],
+  [70, 8, 300, false],
+  [21, 5, 77, true],
+] as const;
+
+export interface BackwardInputs {
+  g: Float32Array;
+  sB: Float32Array;
+  t: Float32Array;
+  h: Float32Array;
+}
+
+export function backwardInputs(M: number, N: number, K: number, r: number): BackwardInputs {
+  return { g: wave(M * N, 1), sB: wave(N * r, 2, 0.3), t: wave(M * r, 3), h: wave(M * K, 4) };
+}
+
+/** a [M, K] (row-major, or the transpose of a row-major [K, M]) and b [K, N] as the LoRA layer passes it (Bᵀ of [N, K]). */
+export function accumulateInputs(M: number, K: number, N: number, aTransposed: boolean): [KernelView, KernelView] {
+  const a: KernelView = {
+    dtype: 'f32',
+    storage: wave(M * K, 5),
+    shape: [M, K],
+    strides: aTransposed ? [1, M] : [K, 1],
+    offset: 0,
+  };
+  const b: KernelView = { dtype: 'f32', storage: wave(K * N, 6, 0.2), shape: [K, N], strides: [1, K], offset: 0 };
+  return [a, b];
+}
+
+export function loraKernelOutputs(threads: number): Record<string, Float32Array> {
+  const addon = loadNativeAddon();
+  const fused = loadNativeBackend()?.fused;
+  if (!addon || !fused) throw new Error('native addon not built');
+  const before = addon.info().threads;
+  addon.setThreads(threads);
+  try {
+    const out: Record<string, Float32Array> = {};
+    for (const [M, N, K, r] of BACKWARD_SHAPES) {
+      const { g, sB, t, h } = backwardInputs(M, N, K, r);
+      const u = new Float32Array(M * r);
+      const dB = new Float32Array(N * r);
+      const dA = new Float32Array(r * K);
+      addon.loraBackward(g, sB, t, h, M, N, K, r, u, dB, dA);
+      Object.assign(out, {
+        [`u ${M}x${N}x${K}x${r}`]: u,
+        [`dB ${M}x${N}x${K}x${r}`]: dB,
+        [`dA ${M}x${N}x${K}x${r}`]: dA,
+      });
+    }
+    for (const [M, K, N, aT] of ACCUMULATE_SHAPES) {
+      const [a, b] = accumulateInputs(M, K, N, aT);
+      const c = wave(M * N, 7);
+      fused.matmulAccumulate(a, b, c, 0.5, null);
+      out[`accumulate ${M}x${K}x${N}${aT ? 'ᵀ' : ''}`] = c;
+    }
+    return out;
+  } finally {
+    addon.setThreads(before);
+  }
+}
+
+export function loraKernelHashes(threads: number): Record<string, string> {
+  const hashes: Record<string, string> = {};
+  for (const [name, y] of Object.entries(loraKernelOutputs(threads)))
+    hashes[name] = createHash('sha256').update(y).digest('hex');
+  return hashes;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1]!).href)
+  process.stdout.write(JSON.stringify(loraKernelHashes(Number(process.argv[2] ?? 1))) + '\n');

@@ -1,0 +1,130 @@
+/**
+ * LoRA's low-rank kernels (native/kernels/lora.cpp): the fused backward u = g·sB, dB = gᵀ·t, dA = uᵀ·h
+ * and matmulAccumulate's two low-rank paths (the down projection x·Aᵀ, an output ≤ 32 wide; the up
+ * projection t·Bᵀ, an inner size ≤ 32). Each against an f64 reference; the same bits at 1, 2 and 3
+ * threads; and the same bits from the portable loops (KNOBS_LORA_NO_AVX2=1, in a child process) as
+ * from the AVX2 ones.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import { addon, skip } from './harness/native.js';
+import {
+  ACCUMULATE_SHAPES,
+  BACKWARD_SHAPES,
+  accumulateInputs,
+  backwardInputs,
+  loraKernelHashes,
+  loraKernelOutputs,
+  wave,
+} from './harness/lora-kernel-outputs.js';
+
+/** |got − want| ≤ 1e-5 · (1 + Σ|terms|) per element, the scale of an f32 sum of `terms` products. */
+function close(got: Float32Array, want: Float64Array, scale: Float64Array, what: string): void {
+  assert.equal(got.length, want.length, what);
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i]! - want[i]!);
+    if (!(d <= 1e-5 * (1 + scale[i]!))) assert.fail(`${what} [${i}]: ${got[i]} vs ${want[i]}`);
+  }
+}
+
+/** c [R, C] = Σ_k a(i, k) · b(k, j) in f64, with Σ|a·b| beside it. */
+function product(
+  R: number,
+  C: number,
+  K: number,
+  a: (i: number, k: number) => number,
+  b: (k: number, j: number) => number,
+) {
+  const value = new Float64Array(R * C);
+  const scale = new Float64Array(R * C);
+  for (let i = 0; i < R; i++)
+    for (let j = 0; j < C; j++)
+      for (let k = 0; k < K; k++) {
+        const p = a(i, k) * b(k, j);
+        value[i * C + j]! += p;
+        scale[i * C + j]! += Math.abs(p);
+      }
+  return { value, scale };
+}
+
+describe('LoRA low-rank kernels', { skip }, () => {
+  const outputs = skip ? {} : loraKernelOutputs(2);
+
+  it('the fused backward: u = g·sB, dB = gᵀ·t, dA = uᵀ·h against f64', () => {
+    for (const [M, N, K, r] of BACKWARD_SHAPES) {
+      const { g, sB, t, h } = backwardInputs(M, N, K, r);
+      const name = `${M}x${N}x${K}x${r}`;
+      const u = product(
+        M,
+        r,
+        N,
+        (i, j) => g[i * N + j]!,
+        (j, p) => sB[j * r + p]!,
+      );
+      close(outputs[`u ${name}`]!, u.value, u.scale, `u ${name}`);
+      const dB = product(
+        N,
+        r,
+        M,
+        (j, i) => g[i * N + j]!,
+        (i, p) => t[i * r + p]!,
+      );
+      close(outputs[`dB ${name}`]!, dB.value, dB.scale, `dB ${name}`);
+      // dA from the kernel's own u (its f32 rounding is u's, checked above)
+      const uk = outputs[`u ${name}`]!;
+      const dA = product(
+        r,
+        K,
+        M,
+        (p, i) => uk[i * r + p]!,
+        (i, q) => h[i * K + q]!,
+      );
+      close(outputs[`dA ${name}`]!, dA.value, dA.scale, `dA ${name}`);
+    }
+  });
+
+  it('matmulAccumulate on a short side: c + 0.5·a·b against f64, a row-major or transposed', () => {
+    for (const [M, K, N, aT] of ACCUMULATE_SHAPES) {
+      const [a, b] = accumulateInputs(M, K, N, aT);
+      const [sa0, sa1] = a.strides as [number, number];
+      const p = product(
+        M,
+        N,
+        K,
+        (i, k) => (a.storage[i * sa0 + k * sa1] as number) * 0.5,
+        (k, j) => b.storage[k + j * K] as number,
+      );
+      const c0 = wave(M * N, 7);
+      const want = p.value.map((v, i) => v + c0[i]!);
+      const scale = p.scale.map((s, i) => s + Math.abs(c0[i]!));
+      close(outputs[`accumulate ${M}x${K}x${N}${aT ? 'ᵀ' : ''}`]!, want, scale, `accumulate ${M}x${K}x${N}`);
+    }
+  });
+
+  it('the same bits at 1, 2 and 3 threads', () => {
+    const one = loraKernelHashes(1);
+    assert.equal(Object.keys(one).length, 3 * BACKWARD_SHAPES.length + ACCUMULATE_SHAPES.length);
+    assert.deepEqual(loraKernelHashes(2), one);
+    assert.deepEqual(loraKernelHashes(3), one);
+  });
+
+  it('the portable loops (KNOBS_LORA_NO_AVX2=1, in a child process) give the AVX2 bits', () => {
+    const script = fileURLToPath(new URL('./harness/lora-kernel-outputs.js', import.meta.url));
+    const portable = JSON.parse(
+      execFileSync(process.execPath, [script, '2'], {
+        env: { ...process.env, KNOBS_LORA_NO_AVX2: '1' },
+        encoding: 'utf8',
+      }),
+    ) as Record<string, string>;
+    assert.deepEqual(portable, loraKernelHashes(2));
+  });
+
+  it('refuses a rank above 32 and buffers of the wrong size', () => {
+    const f = new Float32Array(64 * 33);
+    assert.throws(() => addon!.loraBackward(f, f, f, f, 2, 4, 4, 33, f, f, f), /r must be/);
+    const small = new Float32Array(3);
+    assert.throws(() => addon!.loraBackward(small, f, f, f, 2, 4, 4, 8, f, f, f), /g/);
+  });
+});
