@@ -141,7 +141,7 @@ describe('LoRA with modules_to_save and bias: training', () => {
     assert.deepEqual(logitsOf(model), base);
   });
 
-  it('the batching engine leaves such an adapter to one-at-a-time decoding and says why', async () => {
+  it('the batching engine serves such an adapter: its copies per row, as the model with it attached', async () => {
     const made = await makeServedModelDir(256);
     tmpDirs.push(made.tmp);
     const opened = await openLanguageModel(made.dir);
@@ -149,14 +149,37 @@ describe('LoRA with modules_to_save and bias: training', () => {
       opened.model,
       parseLoraConfig({ target_modules: ['q_proj'], modules_to_save: ['model.norm'] }),
     );
+    for (const s of adapter.saved) (s.value.storage as Float32Array).fill(0.5);
     const out = join(await tmp(), 'adapter');
     await saveLoraAdapter(out, opened.model, adapter);
     adapter.detach();
     const set = new AdapterSet(opened.model);
     await set.load('tuned-norms', out);
-    const choice = openBatchEngine(opened, { kvCacheMb: 4, adapters: set });
-    assert.equal(choice.engine, null);
-    assert.match(choice.reason!, /"tuned-norms".*modules_to_save or bias/);
+    const { engine, reason } = openBatchEngine(opened, { kvCacheMb: 4, adapters: set });
+    assert.equal(reason, null);
+    const prompt = [5, 9, 12, 7];
+    const logits = async (name: string | null): Promise<Float32Array> => {
+      let first: Float32Array | null = null;
+      await engine!.submit({
+        prompt,
+        maxTokens: 1,
+        sampling: { greedy: true },
+        seed: 0,
+        eos: new Set(),
+        adapter: name,
+        onToken: (_, l) => void (first ??= l.slice()),
+      });
+      return first!;
+    };
+    const [tuned, base] = [await logits('tuned-norms'), await logits(null)];
+    const lm = opened.model as Lm;
+    const want = await set.use('tuned-norms', () =>
+      k.noGrad(() => lm.forward(k.fromArray(prompt, [1, prompt.length], { dtype: 'i32' }))).contiguousStorage(),
+    );
+    const lastRow = (want as Float32Array).subarray(want.length - tuned.length);
+    const diff = Math.max(...tuned.map((v, i) => Math.abs(v - lastRow[i]!)));
+    assert.ok(diff < 1e-4, `engine vs model with the adapter: ${diff}`);
+    assert.ok(Math.max(...tuned.map((v, i) => Math.abs(v - base[i]!))) > 1e-2, 'the copy changed the logits');
   });
 });
 

@@ -73,6 +73,8 @@ describe('continuous batching of GPT-2', { skip }, () => {
       ['a', 11, ['c_attn']],
       ['b', 12, ['attn.c_proj', 'c_fc', 'mlp.c_proj']],
       ['d', 13, ['c_attn', 'mlp.c_proj'], true], // DoRA, on biased Conv1D layers
+      // trained copies of every bias, two norms and the position embedding beside its deltas
+      ['s', 14, ['c_fc'], false, { modules_to_save: ['ln_f', 'h.0.ln_1', 'wpe'], bias: 'all' }],
     ]);
     model = new k.GPT(k.gptConfig(CONFIG), { seed: 0 });
     model.eval();
@@ -80,15 +82,16 @@ describe('continuous batching of GPT-2', { skip }, () => {
     await adapters.load('a', join(dir, 'a'));
     await adapters.load('b', join(dir, 'b'));
     await adapters.load('d', join(dir, 'd'));
+    await adapters.load('s', join(dir, 's'));
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
   const engineOf = (m: k.GPT, prefillChunk = 7): BatchEngine =>
     new BatchEngine(new BatchedGpt(m, addon!), { kvCacheBytes: 2 ** 20, prefillChunk, adapters });
 
-  /** The sixteen requests, on the base and the adapters a, b and d (DoRA) in turn (or the base only). */
+  /** The sixteen requests, on the base and the adapters a, b, d (DoRA) and s (copies) in turn (or the base only). */
   const sixteen = (withAdapters = true): SequenceRequest[] =>
-    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b', 'd'] : [null]);
+    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b', 'd', 's'] : [null]);
 
   /** The last row of model.forward(ids): the unbatched reference. */
   function referenceLogits(m: k.GPT, ids: readonly number[]): Float32Array {
@@ -111,10 +114,10 @@ describe('continuous batching of GPT-2', { skip }, () => {
     return { tokens, got };
   }
 
-  it('matches the model forward (base, adapters on c_attn, c_proj, c_fc, a DoRA adapter) step after step', async () => {
+  it('matches the model forward (base, adapters on c_attn, c_proj, c_fc, a DoRA adapter, trained copies) step after step', async () => {
     const engine = engineOf(model);
     const prompt = [1, 5, 9, 33, 20, 7, 64, 3, 3, 12, 40];
-    for (const name of [null, 'a', 'b', 'd'] as const) {
+    for (const name of [null, 'a', 'b', 'd', 's'] as const) {
       const { tokens, got } = await stepLogits(engine, prompt, name);
       await adapters.use(name, () => {
         tokens.forEach((_, i) => {

@@ -468,6 +468,8 @@ describe('continuous batching', { skip }, () => {
       ['a', 11, ['q_proj', 'v_proj']],
       ['b', 12, ['o_proj', 'down_proj', 'gate_proj']],
       ['d', 13, ['k_proj', 'up_proj'], true], // DoRA
+      // trained copies of norms, the embedding and the head beside its deltas
+      ['s', 14, ['v_proj'], false, { modules_to_save: ['input_layernorm', 'model.norm', 'embed_tokens', 'lm_head'] }],
     ]);
     model = new k.Llama(CONFIG, { seed: 0 });
     model.eval();
@@ -475,19 +477,20 @@ describe('continuous batching', { skip }, () => {
     await adapters.load('a', join(dir, 'a'));
     await adapters.load('b', join(dir, 'b'));
     await adapters.load('d', join(dir, 'd'));
+    await adapters.load('s', join(dir, 's'));
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
   const engineOf = (m: k.Llama, mb = 4, prefillChunk = 7): BatchEngine =>
     new BatchEngine(new BatchedLlama(m, addon!), { kvCacheBytes: mb * 2 ** 20, prefillChunk, adapters });
 
-  /** The sixteen requests, on the base and the adapters a, b and d (DoRA) in turn (or the base only). */
+  /** The sixteen requests, on the base and the adapters a, b, d (DoRA) and s (copies) in turn (or the base only). */
   const sixteen = (withAdapters = true): SequenceRequest[] =>
-    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b', 'd'] : [null]);
+    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b', 'd', 's'] : [null]);
 
-  it('matches the model forward (base, LoRA and DoRA adapters) step after step', async () => {
+  it('matches the model forward (base, LoRA and DoRA adapters, trained copies) step after step', async () => {
     const engine = engineOf(model);
-    for (const name of [null, 'a', 'b', 'd'] as const) {
+    for (const name of [null, 'a', 'b', 'd', 's'] as const) {
       const got: Float32Array[] = [];
       const prompt = [1, 5, 9, 33, 20, 7, 64, 3, 3, 12, 40];
       const { tokens } = await engine.submit({

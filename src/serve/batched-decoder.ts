@@ -13,6 +13,12 @@
  * are gathered and get `scaling · B(A x)` added, computed with the same batch-invariant matmul; for
  * a DoRA adapter the sum is then scaled by its magnitude over the adapted weight's norm, per output
  * (PEFT's `(m / ‖W + scaling·B·A‖) ⊙ (W x + scaling·B·A x)`). The bias comes last, on every row.
+ *
+ * An adapter may also train copies of base tensors (PEFT's `modules_to_save` and `bias`: a norm, the
+ * head, an embedding, a bias; src/finetune/saved-tensors.ts). Every base tensor the engine reads is a
+ * `Site`, and a row reads its adapter's copy where it has one: the row-wise kernels run over runs of
+ * consecutive rows that read the same values (one run of all rows when no row's adapter has a copy
+ * there), so a row's bits do not depend on the run it falls in.
  */
 import { GGML_TYPE_ID, type NativeAddon, packedOf, quantizedProduct } from '../backends/native/index.js';
 import { ArgumentError } from '../errors.js';
@@ -50,12 +56,21 @@ export interface BatchedModel {
   forward(rows: readonly BatchRow[], kv: PagedKvCache): F32[];
 }
 
+/** A base tensor the engine reads, with its values: a row whose adapter trains a copy of it reads the copy. */
+export interface Site {
+  base: Tensor;
+  data: F32;
+}
+
 /** One projection of the model: y [M, out] = x [M, in] · W into y, batch-invariant; then its bias, if any. */
 export interface Projection {
   path: string;
   out: number;
-  product(x: F32, M: number, y: F32): F32;
-  bias: F32 | null;
+  /** y = x · W, W's values `w` (an f32 weight's copy) or the base's. */
+  product(x: F32, M: number, y: F32, w?: F32): void;
+  /** The f32 weight (null for q8_0/q4_0 blocks, which adapters do not copy). */
+  weight: Site | null;
+  bias: Site | null;
 }
 
 /** Where each row's keys and values live, in the layout the paged kernels read. */
@@ -73,6 +88,10 @@ export function f32Data(t: Tensor, what: string): F32 {
   return t.contiguousStorage() as F32;
 }
 
+export function siteOf(t: Tensor, what: string): Site {
+  return { base: t, data: f32Data(t, what) };
+}
+
 export abstract class BatchedDecoder implements BatchedModel {
   abstract readonly shape: PagedKvShape;
   abstract readonly vocabSize: number;
@@ -88,13 +107,47 @@ export abstract class BatchedDecoder implements BatchedModel {
    * weights do not change (AdapterSet loads a new object for new weights, so a new entry).
    */
   private readonly doraScales = new WeakMap<LoraLayer, F32>();
+  /** Each adapter's trained copies by the base tensor they stand for (adapters do not change: see doraScales). */
+  private readonly copies = new WeakMap<LoraAdapter, Map<Tensor, F32>>();
 
   constructor(protected readonly addon: NativeAddon) {}
 
   /** y [M, N] += bias, one f32 add per value (natively: GPT-2 has a bias on every projection). */
-  private addBias(y: F32, M: number, bias: F32 | null): F32 {
-    if (bias && M > 0) this.addon.biasActivation(y, M, bias.length, bias, -1, null);
-    return y;
+  private addBias(y: F32, M: number, bias: F32): void {
+    if (M > 0) this.addon.biasActivation(y, M, bias.length, bias, -1, null);
+  }
+
+  /** The values a row on `adapter` reads at `site`: the adapter's trained copy of the base tensor, or the base's. */
+  protected values(site: Site, adapter: LoraAdapter | null): F32 {
+    if (!adapter || adapter.saved.length === 0) return site.data;
+    let copies = this.copies.get(adapter);
+    if (!copies) {
+      copies = new Map(adapter.saved.map((s) => [s.target.original, f32Data(s.value, s.target.key)]));
+      this.copies.set(adapter, copies);
+    }
+    return copies.get(site.base) ?? site.data;
+  }
+
+  /**
+   * `fn(r0, n, values)` over runs of consecutive rows that read the same values at every site (all
+   * rows at once unless an adapter holds a copy there); `fn` runs a row-wise kernel on rows r0 … r0+n−1.
+   */
+  protected inRuns(
+    rows: readonly BatchRow[],
+    sites: readonly Site[],
+    fn: (r0: number, n: number, values: F32[]) => void,
+  ): void {
+    const copies = rows.some((row) => (row.adapter?.saved.length ?? 0) > 0);
+    const base = sites.map((site) => site.data);
+    let start = 0;
+    let run: F32[] | null = null;
+    rows.forEach((row, r) => {
+      const values = copies ? sites.map((site) => this.values(site, row.adapter)) : base;
+      if (run && values.every((v, i) => v === run![i])) return;
+      if (run) fn(start, r - start, run);
+      [start, run] = [r, values];
+    });
+    if (run) fn(start, rows.length - start, run);
   }
 
   abstract forward(rows: readonly BatchRow[], kv: PagedKvCache): F32[];
@@ -105,7 +158,7 @@ export abstract class BatchedDecoder implements BatchedModel {
       throw new ArgumentError(
         `batched decoding applies adapters per request; ${path} has one attached to the model (serve adapters as request-level adapters instead)`,
       );
-    const bias = layer.bias ? f32Data(layer.bias, `${path}.bias`) : null;
+    const bias = layer.bias ? siteOf(layer.bias, `${path}.bias`) : null;
     if (layer instanceof QuantizedLinear) {
       const weight = layer.weight;
       const N = weight.rows;
@@ -118,14 +171,20 @@ export abstract class BatchedDecoder implements BatchedModel {
           const packed = M > 0 ? packedOf(this.addon, weight) : null;
           if (packed) this.addon.biQmatmulPacked(GGML_TYPE_ID[weight.type], x, M, weight.cols, packed, N, y);
           else if (M > 0) quantizedProduct(this.addon, x, M, weight, y);
-          return y;
         },
+        weight: null,
         bias,
       };
     }
     if (!(layer instanceof Linear)) throw new ArgumentError(`batched decoding: ${path} is not a linear layer`);
-    const w = f32Data(layer.weight, `${path}.weight`);
-    return this.dense(w, bias, layer.outFeatures, layer.inFeatures, path, layer.layout);
+    return this.dense(
+      siteOf(layer.weight, `${path}.weight`),
+      bias,
+      layer.outFeatures,
+      layer.inFeatures,
+      path,
+      layer.layout,
+    );
   }
 
   /**
@@ -133,8 +192,8 @@ export abstract class BatchedDecoder implements BatchedModel {
    * [K, N] (`in_out`, multiplied as stored); or a tied embedding as the head.
    */
   protected dense(
-    w: F32,
-    bias: F32 | null,
+    weight: Site,
+    bias: Site | null,
     N: number,
     K: number,
     path: string,
@@ -144,10 +203,10 @@ export abstract class BatchedDecoder implements BatchedModel {
     return {
       path,
       out: N,
-      product: (x, M, y) => {
+      product: (x, M, y, w = weight.data) => {
         if (M > 0) product(x, M, K, w, N, y);
-        return y;
       },
+      weight,
       bias,
     };
   }
@@ -168,7 +227,13 @@ export abstract class BatchedDecoder implements BatchedModel {
    */
   protected project(p: Projection, x: F32, rows: readonly BatchRow[], inDim: number, into: string | null): F32 {
     const M = rows.length;
-    const y = p.product(x, M, into ? this.buffer(into, M * p.out) : new Float32Array(M * p.out));
+    const N = p.out;
+    const y = into ? this.buffer(into, M * N) : new Float32Array(M * N);
+    if (p.weight)
+      this.inRuns(rows, [p.weight], (r0, n, [w]) =>
+        p.product(x.subarray(r0 * inDim, (r0 + n) * inDim), n, y.subarray(r0 * N, (r0 + n) * N), w),
+      );
+    else p.product(x, M, y);
     const groups = new Map<LoraAdapter, number[]>();
     rows.forEach((r, i) => {
       if (r.adapter?.layers.has(p.path)) {
@@ -177,7 +242,6 @@ export abstract class BatchedDecoder implements BatchedModel {
         else groups.set(r.adapter, [i]);
       }
     });
-    const N = p.out;
     for (const [adapter, idx] of groups) {
       const lora = adapter.layers.get(p.path)!;
       const A = f32Data(lora.lora_A.weight, `${p.path}.lora_A.weight`); // [r, in]
@@ -200,7 +264,8 @@ export abstract class BatchedDecoder implements BatchedModel {
         }
       });
     }
-    return this.addBias(y, M, p.bias);
+    if (p.bias) this.inRuns(rows, [p.bias], (r0, n, [b]) => this.addBias(y.subarray(r0 * N, (r0 + n) * N), n, b!));
+    return y;
   }
 
   /** m / ‖W + scaling·B·A‖ per output of a DoRA layer (the norm PEFT takes, detached; lora.ts). */

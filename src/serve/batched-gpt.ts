@@ -14,12 +14,12 @@ import { type NativeAddon, UNARY_CODE } from '../backends/native/index.js';
 import { ArgumentError } from '../errors.js';
 import type { GPT } from '../models/gpt.js';
 import type { LayerNorm } from '../nn/layers.js';
-import { BatchedDecoder, type BatchRow, type F32, f32Data, type Projection } from './batched-decoder.js';
+import { BatchedDecoder, type BatchRow, type F32, type Projection, type Site, siteOf } from './batched-decoder.js';
 import { KV_BLOCK, type PagedKvCache, type PagedKvShape } from './paged-kv.js';
 
 interface Norm {
-  weight: F32;
-  bias: F32;
+  weight: Site;
+  bias: Site;
 }
 
 export class BatchedGpt extends BatchedDecoder {
@@ -29,8 +29,8 @@ export class BatchedGpt extends BatchedDecoder {
   private readonly C: number;
   private readonly H: number;
   private readonly eps: number;
-  private readonly wte: F32;
-  private readonly wpe: F32;
+  private readonly wte: Site;
+  private readonly wpe: Site;
   private readonly act: number;
   private readonly layers: { ln1: Norm; ln2: Norm; qkv: Projection; o: Projection; fc: Projection; down: Projection }[];
   private readonly lnF: Norm;
@@ -45,11 +45,11 @@ export class BatchedGpt extends BatchedDecoder {
     this.vocabSize = c.vocab_size;
     this.contextLength = model.contextLength;
     this.shape = { layers: c.n_layer, kvHeads: c.n_head, headDim: c.n_embd / c.n_head };
-    this.wte = f32Data(model.wte.weight, 'wte.weight');
-    this.wpe = f32Data(model.wpe.weight, 'wpe.weight');
+    this.wte = siteOf(model.wte.weight, 'wte.weight');
+    this.wpe = siteOf(model.wpe.weight, 'wpe.weight');
     const norm = (ln: LayerNorm, path: string): Norm => {
       if (!ln.weight || !ln.bias) throw new ArgumentError(`batched decoding: ${path} has no weight or bias`);
-      return { weight: f32Data(ln.weight, `${path}.weight`), bias: f32Data(ln.bias, `${path}.bias`) };
+      return { weight: siteOf(ln.weight, `${path}.weight`), bias: siteOf(ln.bias, `${path}.bias`) };
     };
     // Adapters name GPT-2's modules by their Hugging Face paths (GPT2LMHeadModel's `transformer.`).
     const blocks = [...model.h];
@@ -77,14 +77,23 @@ export class BatchedGpt extends BatchedDecoder {
     const x = this.buffer('x', R * C);
     rows.forEach((row, r) => {
       const [t, p] = [row.token * C, row.position * C];
-      for (let c = 0; c < C; c++) x[r * C + c] = this.wte[t + c]! + this.wpe[p + c]!;
+      const [wte, wpe] = [this.values(this.wte, row.adapter), this.values(this.wpe, row.adapter)];
+      for (let c = 0; c < C; c++) x[r * C + c] = wte[t + c]! + wpe[p + c]!;
     });
     const h = this.buffer('h', R * C);
     const [q, k, v] = [this.buffer('q', R * C), this.buffer('k', R * C), this.buffer('v', R * C)];
     const attn = this.buffer('attn', R * C);
     const scale = 1 / Math.sqrt(D);
-    const first = this.layers[0]?.ln1 ?? this.lnF;
-    this.addon.layerNorm(x, first.weight, first.bias, R, C, eps, h, null, null);
+    const part = (a: F32, r0: number, n: number): F32 => a.subarray(r0 * C, (r0 + n) * C);
+    // h = ln(x), or x += r first (the residual add and the next norm in one pass, as the model's
+    // addNorm): runs of rows, each with its norm's weight and bias (an adapter's copies or the base's)
+    const norm = (ln: Norm, r: F32 | null): void =>
+      this.inRuns(rows, [ln.weight, ln.bias], (r0, n, [w, b]) => {
+        const [xs, hs] = [part(x, r0, n), part(h, r0, n)];
+        if (r) this.addon.addLayerNorm(xs, part(r, r0, n), w!, b!, n, C, eps, xs, hs, null, null);
+        else this.addon.layerNorm(xs, w!, b!, n, C, eps, hs, null, null);
+      });
+    norm(this.layers[0]?.ln1 ?? this.lnF, null);
     this.layers.forEach((L, l) => {
       const qkv = this.project(L.qkv, h, rows, C, 'qkv'); // [R, 3C]: q, k, v side by side
       for (let r = 0; r < R; r++) {
@@ -96,13 +105,11 @@ export class BatchedGpt extends BatchedDecoder {
       this.addon.biStoreKv(k, v, R, H, D, positions, keys, values, KV_BLOCK, tables, stride);
       this.addon.biPagedAttention(q, R, H, D, keys, values, H, KV_BLOCK, tables, stride, lens, scale, attn);
       const o = this.project(L.o, attn, rows, C, 'o');
-      // x += o, then h = ln_2(x): the residual add and the next norm in one pass, as the model's addNorm
-      this.addon.addLayerNorm(x, o, L.ln2.weight, L.ln2.bias, R, C, eps, x, h, null, null);
+      norm(L.ln2, o);
       const fc = this.project(L.fc, h, rows, C, 'fc');
       this.addon.biasActivation(fc, R, L.fc.out, null, this.act, fc);
       const down = this.project(L.down, fc, rows, L.fc.out, 'down');
-      const next = l + 1 < this.layers.length ? this.layers[l + 1]!.ln1 : this.lnF;
-      this.addon.addLayerNorm(x, down, next.weight, next.bias, R, C, eps, x, h, null, null);
+      norm(l + 1 < this.layers.length ? this.layers[l + 1]!.ln1 : this.lnF, down);
     });
     return this.logits(this.head, h, rows, C);
   }

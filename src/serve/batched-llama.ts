@@ -7,7 +7,7 @@
  */
 import type { NativeAddon } from '../backends/native/index.js';
 import type { Llama } from '../models/llama.js';
-import { BatchedDecoder, type BatchRow, type F32, f32Data, type Projection } from './batched-decoder.js';
+import { BatchedDecoder, type BatchRow, type F32, type Projection, type Site, siteOf } from './batched-decoder.js';
 import { KV_BLOCK, type PagedKvCache, type PagedKvShape } from './paged-kv.js';
 
 export class BatchedLlama extends BatchedDecoder {
@@ -17,10 +17,10 @@ export class BatchedLlama extends BatchedDecoder {
   private readonly C: number;
   private readonly H: number;
   private readonly eps: number;
-  private readonly embed: F32;
+  private readonly embed: Site;
   private readonly layers: {
-    inputNorm: F32;
-    postNorm: F32;
+    inputNorm: Site;
+    postNorm: Site;
     q: Projection;
     k: Projection;
     v: Projection;
@@ -29,7 +29,7 @@ export class BatchedLlama extends BatchedDecoder {
     up: Projection;
     down: Projection;
   }[];
-  private readonly finalNorm: F32;
+  private readonly finalNorm: Site;
   private readonly head: Projection;
   /** cos and sin [contextLength, D/2] of every position, as the model's ropeTables computes them. */
   private readonly cos: F32;
@@ -44,14 +44,14 @@ export class BatchedLlama extends BatchedDecoder {
     this.vocabSize = c.vocab_size;
     this.contextLength = model.contextLength;
     this.shape = { layers: c.num_hidden_layers, kvHeads: c.num_key_value_heads, headDim: c.head_dim };
-    this.embed = f32Data(model.model.embed_tokens.weight, 'model.embed_tokens.weight');
+    this.embed = siteOf(model.model.embed_tokens.weight, 'model.embed_tokens.weight');
     this.layers = [...model.model.layers].map((layer, i) => {
       const at = `model.layers.${i}`;
       const a = layer.self_attn;
       const m = layer.mlp;
       return {
-        inputNorm: f32Data(layer.input_layernorm.weight, `${at}.input_layernorm.weight`),
-        postNorm: f32Data(layer.post_attention_layernorm.weight, `${at}.post_attention_layernorm.weight`),
+        inputNorm: siteOf(layer.input_layernorm.weight, `${at}.input_layernorm.weight`),
+        postNorm: siteOf(layer.post_attention_layernorm.weight, `${at}.post_attention_layernorm.weight`),
         q: this.projection(a.q_proj, `${at}.self_attn.q_proj`),
         k: this.projection(a.k_proj, `${at}.self_attn.k_proj`),
         v: this.projection(a.v_proj, `${at}.self_attn.v_proj`),
@@ -61,7 +61,7 @@ export class BatchedLlama extends BatchedDecoder {
         down: this.projection(m.down_proj, `${at}.mlp.down_proj`),
       };
     });
-    this.finalNorm = f32Data(model.model.norm.weight, 'model.norm.weight');
+    this.finalNorm = siteOf(model.model.norm.weight, 'model.norm.weight');
     this.head = model.lm_head
       ? this.projection(model.lm_head, 'lm_head')
       : this.dense(this.embed, null, c.vocab_size, c.hidden_size, 'lm_head');
@@ -84,14 +84,22 @@ export class BatchedLlama extends BatchedDecoder {
     const { tables, stride, positions, lens } = this.layout(rows);
     const R = rows.length;
     const x = this.buffer('x', R * C);
-    rows.forEach((row, r) => x.set(this.embed.subarray(row.token * C, (row.token + 1) * C), r * C));
+    rows.forEach((row, r) =>
+      x.set(this.values(this.embed, row.adapter).subarray(row.token * C, (row.token + 1) * C), r * C),
+    );
     const h = this.buffer('h', R * C);
     const attn = this.buffer('attn', R * H * D);
     const scale = 1 / Math.sqrt(D);
     const last = this.layers.length - 1;
     // The residual adds ride with the norms: x += o before the post-attention norm, x += down before
     // the next layer's input norm (or, after the last layer, the final norm, row by row).
-    this.addon.biRmsNorm(x, R, C, this.layers[0]?.inputNorm ?? this.finalNorm, this.eps, h);
+    const part = (a: F32, r0: number, n: number): F32 => a.subarray(r0 * C, (r0 + n) * C);
+    // x += r (when given), then h = norm(x): runs of rows, each with its norm weight (an adapter's copy or the base's)
+    const norm = (site: Site, r: F32 | null): void =>
+      this.inRuns(rows, [site], (r0, n, [w]) =>
+        this.addon.biAddRmsNorm(part(x, r0, n), r && part(r, r0, n), n, C, w!, this.eps, part(h, r0, n)),
+      );
+    norm(this.layers[0]?.inputNorm ?? this.finalNorm, null);
     this.layers.forEach((L, l) => {
       const q = this.project(L.q, h, rows, C, 'q');
       const k = this.project(L.k, h, rows, C, 'k');
@@ -100,12 +108,12 @@ export class BatchedLlama extends BatchedDecoder {
       this.addon.biRopeKv(q, k, v, R, H, KVH, D, this.cos, this.sin, positions, keys, values, KV_BLOCK, tables, stride);
       this.addon.biPagedAttention(q, R, H, D, keys, values, KVH, KV_BLOCK, tables, stride, lens, scale, attn);
       const o = this.project(L.o, attn, rows, H * D, 'o');
-      this.addon.biAddRmsNorm(x, o, R, C, L.postNorm, this.eps, h);
+      norm(L.postNorm, o);
       const gate = this.project(L.gate, h, rows, C, 'gate');
       const up = this.project(L.up, h, rows, C, 'up');
       this.addon.biSwiglu(gate, up, gate.length, gate);
       const down = this.project(L.down, gate, rows, L.gate.out, 'down');
-      this.addon.biAddRmsNorm(x, down, R, C, l < last ? this.layers[l + 1]!.inputNorm : this.finalNorm, this.eps, h);
+      norm(l < last ? this.layers[l + 1]!.inputNorm : this.finalNorm, down);
     });
     return this.logits(this.head, h, rows, C);
   }

@@ -37,12 +37,6 @@ export function openBatchEngine(
     return { engine: null, reason: `batching runs Llama-family and GPT-2 models; this is ${model.constructor.name}` };
   if (opened.adapters.length > 0)
     return { engine: null, reason: 'adapters attached to the model at load; serve them per request instead' };
-  const whole = opts.adapters?.names.find((name) => opts.adapters!.get(name).saved.length > 0);
-  if (whole !== undefined)
-    return {
-      engine: null,
-      reason: `adapter ${JSON.stringify(whole)} trains base tensors too (modules_to_save or bias), which the engine's per-row LoRA deltas cannot carry`,
-    };
   const addon = loadNativeAddon();
   if (!addon) return { engine: null, reason: `batching needs the native backend: ${nativeLoadError()}` };
   try {

@@ -85,19 +85,26 @@ export function traced(engine: BatchEngine, req: SequenceRequest): Promise<Trace
     .then((r) => ({ tokens: r.tokens, finishReason: r.finishReason, hash: h.digest('hex') }));
 }
 
+/** What an adapter trains besides its deltas: PEFT's `modules_to_save` and `bias` (src/finetune/saved-tensors.ts). */
+export interface SavedSpec {
+  modules_to_save?: string[];
+  bias?: 'all' | 'lora_only';
+}
+
 /**
- * Saves one PEFT adapter directory `dir/NAME` per spec [name, seed, target_modules, DoRA?], rank 4,
- * α 8, each made on a fresh twin of the base (`twin()`) with a random, nonzero B (and for DoRA a
- * magnitude scaled by random factors in [0.5, 1.5), so m / ‖W + ΔW‖ is not 1).
+ * Saves one PEFT adapter directory `dir/NAME` per spec [name, seed, target_modules, DoRA?, saved?],
+ * rank 4, α 8, each made on a fresh twin of the base (`twin()`) with a random, nonzero B (and for
+ * DoRA a magnitude scaled by random factors in [0.5, 1.5), so m / ‖W + ΔW‖ is not 1); the copies
+ * of `saved` are the base's values scaled by random factors in [0.5, 1.5), plus noise.
  */
 export async function saveRandomAdapters(
   dir: string,
   twin: () => k.Module,
-  specs: readonly (readonly [string, number, readonly string[], boolean?])[],
+  specs: readonly (readonly [string, number, readonly string[], boolean?, SavedSpec?])[],
 ): Promise<void> {
-  for (const [name, seed, targets, dora = false] of specs) {
+  for (const [name, seed, targets, dora = false, saved = {}] of specs) {
     const base = twin();
-    const config = parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: [...targets], use_dora: dora });
+    const config = parseLoraConfig({ r: 4, lora_alpha: 8, target_modules: [...targets], use_dora: dora, ...saved });
     const adapter = applyLora(base, config, { generator: new k.Generator(seed) });
     for (const l of adapter.layers.values()) {
       const b = l.lora_B.weight.storage as Float32Array;
@@ -107,6 +114,11 @@ export async function saveRandomAdapters(
         const g = new k.Generator(seed + 200);
         for (let i = 0; i < m.length; i++) m[i]! *= 0.5 + g.random();
       }
+    }
+    const g = new k.Generator(seed + 300);
+    for (const copy of adapter.saved) {
+      const v = copy.value.storage as Float32Array;
+      for (let i = 0; i < v.length; i++) v[i] = v[i]! * (0.5 + g.random()) + 0.05 * g.normal(); // biases start at 0
     }
     await saveLoraAdapter(join(dir, name), base, adapter);
   }
