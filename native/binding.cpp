@@ -324,6 +324,7 @@ napi_value matmul_common(napi_env env, napi_callback_info info, bool bf16) {
 FN(js_matmul) { return matmul_common(env, info, false); }
 
 float *opt_f32(napi_env env, napi_value v, int64_t need, const char *what);  // defined below
+float *req_f32(napi_env env, napi_value v, int64_t need, const char *what);  // defined below
 
 /* matmulAccumulate(a, b, meta, c, alpha, bias?): c [M, N] += bias [N] + alpha · a [M, K] · b [K, N] (2-D views;
    c row-major; bias null or absent: none). */
@@ -348,8 +349,6 @@ FN(js_matmul_bf16) { return matmul_common(env, info, true); }
 
 /* loraBackward(g, sB, t, h, M, N, K, r, u, dB, dA): u [M, r] = g [M, N] · sB [N, r], dB [N, r] = gᵀ·t (t [M, r]),
    dA [r, K] = uᵀ·h (h [M, K]), all dense, r ≤ 32, in one pass over g and h (lora.cpp). */
-float *req_f32(napi_env env, napi_value v, int64_t need, const char *what);  // defined below
-
 FN(js_lora_backward) {
   BODY_BEGIN
   ARG_COUNT(11);
@@ -362,7 +361,7 @@ FN(js_lora_backward) {
   float *u = req_f32(env, a.argv[8], M * r, "u");
   float *dB = req_f32(env, a.argv[9], N * r, "dB");
   float *dA = req_f32(env, a.argv[10], r * K, "dA");
-  kn_lora_backward_f32(g, M, N, sB, t, h, K, K, r, u, dB, dA);
+  kn_lora_backward_f32(g, M, N, sB, t, h, K, r, u, dB, dA);
   return undefined(env);
   BODY_END
 }
@@ -694,9 +693,6 @@ FN(js_max_pool2d) {
   return undefined(env);
   BODY_END
 }
-
-float *opt_f32(napi_env env, napi_value v, int64_t need, const char *what);  // defined below
-float *req_f32(napi_env env, napi_value v, int64_t need, const char *what);
 
 /* sizes = [N, C, H, W, Ho, Wo]: a max pool's backward needs its geometry only through the indices. */
 kn_pool2d pool_sizes(napi_env env, napi_value v) {

@@ -116,11 +116,11 @@ void kn_matmul_f32(const kn_view *a, const kn_view *b, float *out);
    LoRA's down projection, in one pass over a: lora.cpp): a fused LoRA linear adds its bias and its
    low-rank product into the base's output without separate passes. */
 void kn_matmul_accumulate_f32(const kn_view *a, const kn_view *b, float alpha, const float *bias, float *c);
-/* A LoRA linear's low-rank backward in one pass over g [M, N] and h [M, K] (rows h + i·sh), rank r ≤ 32
-   (lora.cpp): u [M, r] = g·sB (sB [N, r], the scaled lora_B), dB [N, r] = gᵀ·t (t [M, r]) and
-   dA [r, K] = uᵀ·h, all dense row-major; the bits do not depend on the thread count. */
+/* A LoRA linear's low-rank backward in one pass over g [M, N] and h [M, K], rank 1 ≤ r ≤ 32 (lora.cpp):
+   u [M, r] = g·sB (sB [N, r], the scaled lora_B), dB [N, r] = gᵀ·t (t [M, r]) and dA [r, K] = uᵀ·h,
+   all dense row-major; the bits do not depend on the thread count. */
 void kn_lora_backward_f32(const float *g, int64_t M, int64_t N, const float *sB, const float *t, const float *h,
-                          int64_t sh, int64_t K, int64_t r, float *u, float *dB, float *dA);
+                          int64_t K, int64_t r, float *u, float *dB, float *dA);
 /* out1 = a1·b1 and out2 = a2·b2 (2-D views, row-major outputs) as one job, each product on its own
    half of the pool (matmul.cpp); at two threads the bits equal kn_matmul_f32's at one thread. */
 void kn_matmul_pair_f32(const kn_view *a1, const kn_view *b1, float *out1, const kn_view *a2, const kn_view *b2,

@@ -180,6 +180,16 @@ describe('LoRA with modules_to_save and bias: training', () => {
     const diff = Math.max(...tuned.map((v, i) => Math.abs(v - lastRow[i]!)));
     assert.ok(diff < 1e-4, `engine vs model with the adapter: ${diff}`);
     assert.ok(Math.max(...tuned.map((v, i) => Math.abs(v - base[i]!))) > 1e-2, 'the copy changed the logits');
+
+    // a copy of a tensor the engine does not read (none of today's models has one: a stand-in) turns batching off
+    const copies = set.get('tuned-norms').saved as unknown as { target: { original: k.Tensor; key: string } }[];
+    copies.push({ target: { original: k.zeros([4]), key: 'model.extra.weight' } });
+    const refused = openBatchEngine(opened, { kvCacheMb: 4, adapters: set });
+    assert.equal(refused.engine, null);
+    assert.match(
+      refused.reason!,
+      /"tuned-norms" trains a copy of model\.extra\.weight, which the batching engine does not read/,
+    );
   });
 });
 

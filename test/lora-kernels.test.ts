@@ -12,8 +12,11 @@ import { describe, it } from 'node:test';
 import { addon, skip } from './harness/native.js';
 import {
   ACCUMULATE_SHAPES,
+  ALPHA,
   BACKWARD_SHAPES,
   accumulateInputs,
+  accumulateName,
+  biasOf,
   backwardInputs,
   loraKernelHashes,
   loraKernelOutputs,
@@ -85,21 +88,24 @@ describe('LoRA low-rank kernels', { skip }, () => {
     }
   });
 
-  it('matmulAccumulate on a short side: c + 0.5·a·b against f64, a row-major or transposed', () => {
-    for (const [M, K, N, aT] of ACCUMULATE_SHAPES) {
+  it('matmulAccumulate on a short side: c (+ bias) + a·b/3 against f64, a row-major or transposed', () => {
+    for (const [M, K, N, aT, withBias] of ACCUMULATE_SHAPES) {
       const [a, b] = accumulateInputs(M, K, N, aT);
       const [sa0, sa1] = a.strides as [number, number];
       const p = product(
         M,
         N,
         K,
-        (i, k) => (a.storage[i * sa0 + k * sa1] as number) * 0.5,
+        (i, k) => (a.storage[i * sa0 + k * sa1] as number) * ALPHA,
         (k, j) => b.storage[k + j * K] as number,
       );
       const c0 = wave(M * N, 7);
-      const want = p.value.map((v, i) => v + c0[i]!);
-      const scale = p.scale.map((s, i) => s + Math.abs(c0[i]!));
-      close(outputs[`accumulate ${M}x${K}x${N}${aT ? 'ᵀ' : ''}`]!, want, scale, `accumulate ${M}x${K}x${N}`);
+      const bias = biasOf(N).storage as Float32Array;
+      const base = (i: number): number => c0[i]! + (withBias ? bias[i % N]! : 0);
+      const want = p.value.map((v, i) => v + base(i));
+      const scale = p.scale.map((s, i) => s + Math.abs(base(i)));
+      const name = accumulateName(M, K, N, aT, withBias);
+      close(outputs[name]!, want, scale, name);
     }
   });
 

@@ -73,8 +73,8 @@ describe('continuous batching of GPT-2', { skip }, () => {
       ['a', 11, ['c_attn']],
       ['b', 12, ['attn.c_proj', 'c_fc', 'mlp.c_proj']],
       ['d', 13, ['c_attn', 'mlp.c_proj'], true], // DoRA, on biased Conv1D layers
-      // trained copies of every bias, two norms and the position embedding beside its deltas
-      ['s', 14, ['c_fc'], false, { modules_to_save: ['ln_f', 'h.0.ln_1', 'wpe'], bias: 'all' }],
+      // trained copies of every bias, two norms, the position embedding and c_attn beside its deltas
+      ['s', 14, ['c_fc'], false, { modules_to_save: ['ln_f', 'h.0.ln_1', 'wpe', 'c_attn'], bias: 'all' }],
     ]);
     model = new k.GPT(k.gptConfig(CONFIG), { seed: 0 });
     model.eval();

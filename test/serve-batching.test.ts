@@ -468,8 +468,23 @@ describe('continuous batching', { skip }, () => {
       ['a', 11, ['q_proj', 'v_proj']],
       ['b', 12, ['o_proj', 'down_proj', 'gate_proj']],
       ['d', 13, ['k_proj', 'up_proj'], true], // DoRA
-      // trained copies of norms, the embedding and the head beside its deltas
-      ['s', 14, ['v_proj'], false, { modules_to_save: ['input_layernorm', 'model.norm', 'embed_tokens', 'lm_head'] }],
+      // trained copies of norms, the embedding, a projection and the head beside its deltas
+      [
+        's',
+        14,
+        ['v_proj'],
+        false,
+        {
+          modules_to_save: [
+            'input_layernorm',
+            'layers.1.post_attention_layernorm',
+            'model.norm',
+            'embed_tokens',
+            'o_proj',
+            'lm_head',
+          ],
+        },
+      ],
     ]);
     model = new k.Llama(CONFIG, { seed: 0 });
     model.eval();

@@ -13,14 +13,17 @@
  * (rank_row), or 8 columns of it down a block of rows into 8 rank accumulators (tile_accumulate).
  *
  * Every output element is a chain of fused multiply-adds in an order fixed by the shapes: threads take
- * whole rows, or the backward's fixed tasks of rows, whose partial dB and dA add up in task order, so
- * the bits do not depend on the thread count. Without AVX2 + FMA (or with KNOBS_LORA_NO_AVX2 set,
- * which a test uses) the portable loops run the same chains with fmaf, to the same bits.
+ * whole rows, or the backward's tasks of rows (set by M alone), whose partial dB and dA add up in task
+ * order, so the bits do not depend on the thread count. Without AVX2 + FMA (or with KNOBS_LORA_NO_AVX2
+ * set, which a test uses) the portable loops run the same chains with fmaf, to the same bits; every
+ * multiply-add is written as one (c + alpha·acc too), since GCC contracts a separate multiply and add
+ * into an FMA where the target has one, and not where it has none.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <memory>
 #include <vector>
 
 #include "internal.h"
@@ -34,10 +37,17 @@ inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
    other (at n = 1024 the products ran at half speed). */
 inline int64_t padded_ld(int64_t n) { return (n + 15) / 16 * 16 + 16; }
 
-/* The backward's rows per task, fixed so that its partial sums (and the bits) do not depend on the
-   thread count; and per pass inside a task, so that the rows a pass reads twice (for u, then for the
+/* Rows per pass inside a task of the backward: the rows a pass reads twice (for u, then for the
    tiles of dB) stay in L2. */
-const int64_t TASK_ROWS = 256, PASS_ROWS = 32;
+const int64_t PASS_ROWS = 32;
+
+/* Rows per task of the backward: set by M alone, so that its partial sums (and the bits) do not depend
+   on the thread count; at least 128, and at most 32 tasks (each task's partials are memory the call
+   takes, and a pass of the reduction). */
+inline int64_t task_rows(int64_t M) {
+  const int64_t spread = ((M + 31) / 32 + PASS_ROWS - 1) / PASS_ROWS * PASS_ROWS;
+  return spread > 128 ? spread : 128;
+}
 
 /* dst [R8, C8] = a zero-padded transpose: dst[p, j] = src[j·sJ + p·sP] for p < R, j < C, else 0. */
 void pack_transposed(const float *src, int64_t C, int64_t R, int64_t sJ, int64_t sP, int64_t R8, int64_t C8,
@@ -99,7 +109,7 @@ void low_rank_rows_portable(const float *A, int64_t sam, int64_t sak, int64_t k,
     for (int64_t j = 0; j < N; j++) {
       float acc = 0.0f;
       for (int64_t q = 0; q < k; q++) acc = fmaf(A[i * sam + q * sak], Bp[q * N + j], acc);
-      ci[j] = (bias ? ci[j] + bias[j] : ci[j]) + alpha * acc;
+      ci[j] = fmaf(alpha, acc, bias ? ci[j] + bias[j] : ci[j]);
     }
   }
 }
@@ -166,7 +176,7 @@ KN_AVX2 void low_rank_row_avx2(const float *a, int64_t sak, int64_t k, const flo
     for (int v = 0; v < 8; v++) {
       __m256 cv = _mm256_loadu_ps(c + j0 + v * 8);
       if (bias) cv = _mm256_add_ps(cv, _mm256_loadu_ps(bias + j0 + v * 8));
-      _mm256_storeu_ps(c + j0 + v * 8, _mm256_add_ps(cv, _mm256_mul_ps(va, acc[v])));
+      _mm256_storeu_ps(c + j0 + v * 8, _mm256_fmadd_ps(va, acc[v], cv));
     }
   }
   for (; j0 < N; j0 += 8) {
@@ -176,7 +186,7 @@ KN_AVX2 void low_rank_row_avx2(const float *a, int64_t sak, int64_t k, const flo
       acc = _mm256_fmadd_ps(_mm256_broadcast_ss(a + q * sak), _mm256_maskload_ps(Bp + q * N + j0, m), acc);
     __m256 cv = _mm256_maskload_ps(c + j0, m);
     if (bias) cv = _mm256_add_ps(cv, _mm256_maskload_ps(bias + j0, m));
-    _mm256_maskstore_ps(c + j0, m, _mm256_add_ps(cv, _mm256_mul_ps(va, acc)));
+    _mm256_maskstore_ps(c + j0, m, _mm256_fmadd_ps(va, acc, cv));
   }
 }
 
@@ -218,7 +228,7 @@ void narrow_accumulate(const kn_view *a, const kn_view *b, float alpha, float *c
         ai = row.data();
       }
       rank_row(avx2, ai, K, Bt.data(), ldb, r8, out.data());
-      for (int64_t p = 0; p < n; p++) c[i * n + p] = c[i * n + p] + alpha * out[p];
+      for (int64_t p = 0; p < n; p++) c[i * n + p] = fmaf(alpha, out[p], c[i * n + p]);
     }
   });
 }
@@ -244,28 +254,30 @@ void low_rank_accumulate(const kn_view *a, const kn_view *b, float alpha, const 
 }  // namespace kn
 
 extern "C" void kn_lora_backward_f32(const float *g, int64_t M, int64_t N, const float *sB, const float *t,
-                                     const float *h, int64_t sh, int64_t K, int64_t r, float *u, float *dB,
-                                     float *dA) {
+                                     const float *h, int64_t K, int64_t r, float *u, float *dB, float *dA) {
+  if (M <= 0 || N <= 0 || K <= 0 || r <= 0) return;
   const int64_t r8 = round8(r), ldg = padded_ld(N), ldh = padded_ld(K);
-  const int64_t tasks = (M + TASK_ROWS - 1) / TASK_ROWS, per_task = r8 * (ldg + ldh);
+  const int64_t rows_per_task = task_rows(M), tasks = (M + rows_per_task - 1) / rows_per_task;
+  const int64_t per_task = r8 * (ldg + ldh);
   std::vector<float> sBt((size_t)(r8 * ldg)), tp((size_t)(M * r8));
   pack_transposed(sB, N, r, r, 1, r8, ldg, sBt.data());
   pack_padded(t, M, r, r, 1, r8, tp.data());
-  /* each task's dBᵀ [r8, ldg] and dA [r8, ldh], zeroed; added up in task order below */
-  std::vector<float> partial((size_t)(tasks * per_task), 0.0f);
+  /* each task's dBᵀ [r8, ldg] and dA [r8, ldh]; added up in task order below */
+  std::unique_ptr<float[]> partial(new float[(size_t)(tasks * per_task)]);
   const bool avx2 = use_avx2();
   kn::parallel_for(tasks, 1, [&](int64_t k0, int64_t k1) {
-    /* a pass's rows of g, h and u, at strides that keep them apart in L1 */
+    /* a pass's rows of g, h and u, at strides that keep them apart in L1 (hb's padding stays zero) */
     std::vector<float> gb((size_t)(PASS_ROWS * ldg)), hb((size_t)(PASS_ROWS * ldh), 0.0f), ub((size_t)(PASS_ROWS * r8));
     for (int64_t task = k0; task < k1; task++) {
-      float *dBt = partial.data() + task * per_task, *dAr = dBt + r8 * ldg;
-      const int64_t end = (task + 1) * TASK_ROWS < M ? (task + 1) * TASK_ROWS : M;
-      for (int64_t i0 = task * TASK_ROWS; i0 < end; i0 += PASS_ROWS) {
+      float *dBt = partial.get() + task * per_task, *dAr = dBt + r8 * ldg;
+      memset(dBt, 0, sizeof(float) * (size_t)per_task);
+      const int64_t end = (task + 1) * rows_per_task < M ? (task + 1) * rows_per_task : M;
+      for (int64_t i0 = task * rows_per_task; i0 < end; i0 += PASS_ROWS) {
         const int64_t rows = end - i0 < PASS_ROWS ? end - i0 : PASS_ROWS;
         for (int64_t q = 0; q < rows; q++) {
           rank_row(avx2, g + (i0 + q) * N, N, sBt.data(), ldg, r8, ub.data() + q * r8, gb.data() + q * ldg);  // u = g·sB
           for (int64_t p = 0; p < r; p++) u[(i0 + q) * r + p] = ub[q * r8 + p];
-          memcpy(hb.data() + q * ldh, h + (i0 + q) * sh, sizeof(float) * (size_t)K);
+          memcpy(hb.data() + q * ldh, h + (i0 + q) * K, sizeof(float) * (size_t)K);
         }
         for (int64_t p0 = 0; p0 < r8; p0 += 8) {
           tile_accumulate(avx2, gb.data(), ldg, N, tp.data() + i0 * r8 + p0, r8, rows, dBt + p0 * ldg, ldg);  // gᵀ·t
@@ -274,14 +286,19 @@ extern "C" void kn_lora_backward_f32(const float *g, int64_t M, int64_t N, const
       }
     }
   });
-  kn::parallel_for(N + K, kn::GRAIN / (r * (tasks + 1)) + 1, [&](int64_t e0, int64_t e1) {
-    for (int64_t e = e0; e < e1; e++)
-      for (int64_t p = 0; p < r; p++) {
-        const int64_t at = e < N ? p * ldg + e : r8 * ldg + p * ldh + (e - N);
-        float s = 0.0f;
-        for (int64_t task = 0; task < tasks; task++) s += partial[(size_t)(task * per_task + at)];
-        if (e < N) dB[e * r + p] = s;
-        else dA[p * K + (e - N)] = s;
+  /* row p of dBᵀ (items 0 … r−1) and of dA (items r … 2r−1): the tasks' partials added in task order */
+  kn::parallel_for(2 * r, 1, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; e++) {
+      const bool of_b = e < r;
+      const int64_t p = of_b ? e : e - r, len = of_b ? N : K, at = of_b ? p * ldg : r8 * ldg + p * ldh;
+      std::vector<float> sum(partial.get() + at, partial.get() + at + len);
+      for (int64_t task = 1; task < tasks; task++) {
+        const float *part = partial.get() + task * per_task + at;
+        for (int64_t j = 0; j < len; j++) sum[j] += part[j];
       }
+      if (of_b)
+        for (int64_t j = 0; j < N; j++) dB[j * r + p] = sum[j];
+      else memcpy(dA + p * K, sum.data(), sizeof(float) * (size_t)K);
+    }
   });
 }

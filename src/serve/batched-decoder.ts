@@ -16,9 +16,10 @@
  *
  * An adapter may also train copies of base tensors (PEFT's `modules_to_save` and `bias`: a norm, the
  * head, an embedding, a bias; src/finetune/saved-tensors.ts). Every base tensor the engine reads is a
- * `Site`, and a row reads its adapter's copy where it has one: the row-wise kernels run over runs of
+ * `Site`, and a row reads its adapter's copy where it has one: norms and biases run over runs of
  * consecutive rows that read the same values (one run of all rows when no row's adapter has a copy
- * there), so a row's bits do not depend on the run it falls in.
+ * there); a copied weight (the head, say) is read once for the rows of each copy, gathered. Every
+ * kernel is row-wise, so a row's bits do not depend on the run or group it falls in.
  */
 import { GGML_TYPE_ID, type NativeAddon, packedOf, quantizedProduct } from '../backends/native/index.js';
 import { ArgumentError } from '../errors.js';
@@ -88,8 +89,11 @@ export function f32Data(t: Tensor, what: string): F32 {
   return t.contiguousStorage() as F32;
 }
 
-export function siteOf(t: Tensor, what: string): Site {
-  return { base: t, data: f32Data(t, what) };
+/** Rows `idx` of x [·, width], packed in order. */
+function gather(x: F32, idx: readonly number[], width: number): F32 {
+  const out = new Float32Array(idx.length * width);
+  idx.forEach((row, j) => out.set(x.subarray(row * width, (row + 1) * width), j * width));
+  return out;
 }
 
 export abstract class BatchedDecoder implements BatchedModel {
@@ -109,12 +113,25 @@ export abstract class BatchedDecoder implements BatchedModel {
   private readonly doraScales = new WeakMap<LoraLayer, F32>();
   /** Each adapter's trained copies by the base tensor they stand for (adapters do not change: see doraScales). */
   private readonly copies = new WeakMap<LoraAdapter, Map<Tensor, F32>>();
+  /** The base tensors the engine reads (its sites). */
+  private readonly read = new Set<Tensor>();
 
   constructor(protected readonly addon: NativeAddon) {}
 
   /** y [M, N] += bias, one f32 add per value (natively: GPT-2 has a bias on every projection). */
   private addBias(y: F32, M: number, bias: F32): void {
     if (M > 0) this.addon.biasActivation(y, M, bias.length, bias, -1, null);
+  }
+
+  /** A base tensor the engine reads, as a site. */
+  protected site(t: Tensor, what: string): Site {
+    this.read.add(t);
+    return { base: t, data: f32Data(t, what) };
+  }
+
+  /** Whether the engine reads `t`, so that a row's adapter can stand a trained copy of it in. */
+  reads(t: Tensor): boolean {
+    return this.read.has(t);
   }
 
   /** The values a row on `adapter` reads at `site`: the adapter's trained copy of the base tensor, or the base's. */
@@ -150,6 +167,19 @@ export abstract class BatchedDecoder implements BatchedModel {
     if (run) fn(start, rows.length - start, run);
   }
 
+  /** The rows that read a copy at `site`, by the copy's values (rows reading the base's are not listed). */
+  private copyGroups(rows: readonly BatchRow[], site: Site): Map<F32, number[]> {
+    const groups = new Map<F32, number[]>();
+    rows.forEach((row, r) => {
+      const values = this.values(site, row.adapter);
+      if (values === site.data) return;
+      const g = groups.get(values);
+      if (g) g.push(r);
+      else groups.set(values, [r]);
+    });
+    return groups;
+  }
+
   abstract forward(rows: readonly BatchRow[], kv: PagedKvCache): F32[];
 
   /** A Linear (weight [out, in] or [in, out]) or a q8_0/q4_0 QuantizedLinear as a batch-invariant projection. */
@@ -158,7 +188,7 @@ export abstract class BatchedDecoder implements BatchedModel {
       throw new ArgumentError(
         `batched decoding applies adapters per request; ${path} has one attached to the model (serve adapters as request-level adapters instead)`,
       );
-    const bias = layer.bias ? siteOf(layer.bias, `${path}.bias`) : null;
+    const bias = layer.bias ? this.site(layer.bias, `${path}.bias`) : null;
     if (layer instanceof QuantizedLinear) {
       const weight = layer.weight;
       const N = weight.rows;
@@ -178,7 +208,7 @@ export abstract class BatchedDecoder implements BatchedModel {
     }
     if (!(layer instanceof Linear)) throw new ArgumentError(`batched decoding: ${path} is not a linear layer`);
     return this.dense(
-      siteOf(layer.weight, `${path}.weight`),
+      this.site(layer.weight, `${path}.weight`),
       bias,
       layer.outFeatures,
       layer.inFeatures,
@@ -229,11 +259,14 @@ export abstract class BatchedDecoder implements BatchedModel {
     const M = rows.length;
     const N = p.out;
     const y = into ? this.buffer(into, M * N) : new Float32Array(M * N);
+    p.product(x, M, y);
+    // rows whose adapter trains a copy of the weight (the head, say) again, one product per copy
     if (p.weight)
-      this.inRuns(rows, [p.weight], (r0, n, [w]) =>
-        p.product(x.subarray(r0 * inDim, (r0 + n) * inDim), n, y.subarray(r0 * N, (r0 + n) * N), w),
-      );
-    else p.product(x, M, y);
+      for (const [w, idx] of this.copyGroups(rows, p.weight)) {
+        const yg = new Float32Array(idx.length * N);
+        p.product(gather(x, idx, inDim), idx.length, yg, w);
+        idx.forEach((row, j) => y.set(yg.subarray(j * N, (j + 1) * N), row * N));
+      }
     const groups = new Map<LoraAdapter, number[]>();
     rows.forEach((r, i) => {
       if (r.adapter?.layers.has(p.path)) {
@@ -248,10 +281,8 @@ export abstract class BatchedDecoder implements BatchedModel {
       const B = f32Data(lora.lora_B.weight, `${p.path}.lora_B.weight`); // [out, r]
       const r = lora.r;
       const G = idx.length;
-      const xg = new Float32Array(G * inDim);
-      idx.forEach((row, j) => xg.set(x.subarray(row * inDim, (row + 1) * inDim), j * inDim));
       const t = new Float32Array(G * r);
-      this.addon.biMatmul(xg, G, inDim, A, r, t);
+      this.addon.biMatmul(gather(x, idx, inDim), G, inDim, A, r, t);
       const d = new Float32Array(G * N);
       this.addon.biMatmul(t, G, r, B, N, d);
       const s = lora.scaling;

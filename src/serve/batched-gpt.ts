@@ -14,7 +14,7 @@ import { type NativeAddon, UNARY_CODE } from '../backends/native/index.js';
 import { ArgumentError } from '../errors.js';
 import type { GPT } from '../models/gpt.js';
 import type { LayerNorm } from '../nn/layers.js';
-import { BatchedDecoder, type BatchRow, type F32, type Projection, type Site, siteOf } from './batched-decoder.js';
+import { BatchedDecoder, type BatchRow, type F32, type Projection, type Site } from './batched-decoder.js';
 import { KV_BLOCK, type PagedKvCache, type PagedKvShape } from './paged-kv.js';
 
 interface Norm {
@@ -45,11 +45,11 @@ export class BatchedGpt extends BatchedDecoder {
     this.vocabSize = c.vocab_size;
     this.contextLength = model.contextLength;
     this.shape = { layers: c.n_layer, kvHeads: c.n_head, headDim: c.n_embd / c.n_head };
-    this.wte = siteOf(model.wte.weight, 'wte.weight');
-    this.wpe = siteOf(model.wpe.weight, 'wpe.weight');
+    this.wte = this.site(model.wte.weight, 'wte.weight');
+    this.wpe = this.site(model.wpe.weight, 'wpe.weight');
     const norm = (ln: LayerNorm, path: string): Norm => {
       if (!ln.weight || !ln.bias) throw new ArgumentError(`batched decoding: ${path} has no weight or bias`);
-      return { weight: siteOf(ln.weight, `${path}.weight`), bias: siteOf(ln.bias, `${path}.bias`) };
+      return { weight: this.site(ln.weight, `${path}.weight`), bias: this.site(ln.bias, `${path}.bias`) };
     };
     // Adapters name GPT-2's modules by their Hugging Face paths (GPT2LMHeadModel's `transformer.`).
     const blocks = [...model.h];

@@ -7,7 +7,7 @@
  */
 import type { NativeAddon } from '../backends/native/index.js';
 import type { Llama } from '../models/llama.js';
-import { BatchedDecoder, type BatchRow, type F32, type Projection, type Site, siteOf } from './batched-decoder.js';
+import { BatchedDecoder, type BatchRow, type F32, type Projection, type Site } from './batched-decoder.js';
 import { KV_BLOCK, type PagedKvCache, type PagedKvShape } from './paged-kv.js';
 
 export class BatchedLlama extends BatchedDecoder {
@@ -44,14 +44,14 @@ export class BatchedLlama extends BatchedDecoder {
     this.vocabSize = c.vocab_size;
     this.contextLength = model.contextLength;
     this.shape = { layers: c.num_hidden_layers, kvHeads: c.num_key_value_heads, headDim: c.head_dim };
-    this.embed = siteOf(model.model.embed_tokens.weight, 'model.embed_tokens.weight');
+    this.embed = this.site(model.model.embed_tokens.weight, 'model.embed_tokens.weight');
     this.layers = [...model.model.layers].map((layer, i) => {
       const at = `model.layers.${i}`;
       const a = layer.self_attn;
       const m = layer.mlp;
       return {
-        inputNorm: siteOf(layer.input_layernorm.weight, `${at}.input_layernorm.weight`),
-        postNorm: siteOf(layer.post_attention_layernorm.weight, `${at}.post_attention_layernorm.weight`),
+        inputNorm: this.site(layer.input_layernorm.weight, `${at}.input_layernorm.weight`),
+        postNorm: this.site(layer.post_attention_layernorm.weight, `${at}.post_attention_layernorm.weight`),
         q: this.projection(a.q_proj, `${at}.self_attn.q_proj`),
         k: this.projection(a.k_proj, `${at}.self_attn.k_proj`),
         v: this.projection(a.v_proj, `${at}.self_attn.v_proj`),
@@ -61,7 +61,7 @@ export class BatchedLlama extends BatchedDecoder {
         down: this.projection(m.down_proj, `${at}.mlp.down_proj`),
       };
     });
-    this.finalNorm = siteOf(model.model.norm.weight, 'model.norm.weight');
+    this.finalNorm = this.site(model.model.norm.weight, 'model.norm.weight');
     this.head = model.lm_head
       ? this.projection(model.lm_head, 'lm_head')
       : this.dense(this.embed, null, c.vocab_size, c.hidden_size, 'lm_head');

@@ -24,14 +24,20 @@ export const BACKWARD_SHAPES = [
   [40, 1024, 24, 8],
 ] as const;
 
-/** [M, K, N, a transposed] of matmulAccumulate: N ≤ 32 (narrow) or K ≤ 32 (low rank), a row-major or a transposed view. */
+/**
+ * [M, K, N, a transposed, bias] of matmulAccumulate: N ≤ 32 (narrow) or K ≤ 32 (low rank; N past 64
+ * columns and a tail), a row-major or a transposed view, with and without a bias (the narrow path
+ * takes none). Its alpha, 1/3, is no power of two: c + alpha·acc must round once on every path.
+ */
 export const ACCUMULATE_SHAPES = [
-  [70, 300, 8, false],
-  [45, 129, 13, true],
-  [33, 64, 32, false],
-  [70, 8, 300, false],
-  [21, 5, 77, true],
+  [70, 300, 8, false, false],
+  [45, 129, 13, true, false],
+  [33, 64, 32, false, false],
+  [70, 8, 300, false, false],
+  [70, 8, 300, false, true],
+  [21, 5, 77, true, true],
 ] as const;
+export const ALPHA = 1 / 3;
 
 export interface BackwardInputs {
   g: Float32Array;
@@ -57,6 +63,17 @@ export function accumulateInputs(M: number, K: number, N: number, aTransposed: b
   return [a, b];
 }
 
+export const biasOf = (N: number): KernelView => ({
+  dtype: 'f32',
+  storage: wave(N, 8, 0.7),
+  shape: [N],
+  strides: [1],
+  offset: 0,
+});
+
+export const accumulateName = (M: number, K: number, N: number, aT: boolean, bias: boolean): string =>
+  `accumulate ${M}x${K}x${N}${aT ? 'ᵀ' : ''}${bias ? ' + bias' : ''}`;
+
 export function loraKernelOutputs(threads: number): Record<string, Float32Array> {
   const addon = loadNativeAddon();
   const fused = loadNativeBackend()?.fused;
@@ -77,11 +94,11 @@ export function loraKernelOutputs(threads: number): Record<string, Float32Array>
         [`dA ${M}x${N}x${K}x${r}`]: dA,
       });
     }
-    for (const [M, K, N, aT] of ACCUMULATE_SHAPES) {
+    for (const [M, K, N, aT, withBias] of ACCUMULATE_SHAPES) {
       const [a, b] = accumulateInputs(M, K, N, aT);
       const c = wave(M * N, 7);
-      fused.matmulAccumulate(a, b, c, 0.5, null);
-      out[`accumulate ${M}x${K}x${N}${aT ? 'ᵀ' : ''}`] = c;
+      fused.matmulAccumulate(a, b, c, ALPHA, withBias ? biasOf(N) : null);
+      out[accumulateName(M, K, N, aT, withBias)] = c;
     }
     return out;
   } finally {

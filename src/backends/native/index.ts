@@ -890,8 +890,13 @@ export function createNativeBackend(addon: NativeAddon): Backend {
             inputs[0]!.shape.length >= 2 &&
             inputs[0]!.shape.length === inputs[1]!.shape.length
           );
-        case 'loraBackward': // g, sB, t, h: 2-D, a rank up to the kernel's 32 lanes
-          return inputs.every((v) => v.dtype === 'f32' && v.shape.length === 2) && inputs[1]!.shape[1]! <= 32;
+        case 'loraBackward': {
+          // g [M, N], sB [N, r], t [M, r], h [M, K]: N, K ≥ 1 and a rank of 1 to the kernel's 32
+          const [g, sB, , h] = inputs as [KernelView, KernelView, KernelView, KernelView];
+          const r = sB.shape[1]!;
+          const sized = g.shape[1]! >= 1 && h.shape[1]! >= 1 && r >= 1 && r <= 32;
+          return sized && inputs.every((v) => v.dtype === 'f32' && v.shape.length === 2);
+        }
         default:
           return inputs.every((v) => v.dtype === 'f32');
       }
