@@ -27,7 +27,12 @@ import {
 import { LORA_DEFAULTS, applyLora, isTargetModule, parseLoraConfig, planLora } from '../src/finetune/lora.js';
 import { generateHfTokens } from '../src/models/hf/generate.js';
 import { loadHfModel } from '../src/models/hf/load.js';
+import { AdapterSet } from '../src/finetune/adapter-set.js';
+import { BatchedGpt } from '../src/serve/batched-gpt.js';
+import { BatchedLlama } from '../src/serve/batched-llama.js';
+import { BatchEngine } from '../src/serve/engine.js';
 import { trainEightSteps } from './harness/lora-adapter.js';
+import { addon, skip as nativeSkip } from './harness/native.js';
 import { repoRoot } from './harness/fixtures.js';
 
 interface Expected {
@@ -116,6 +121,32 @@ describe('PEFT adapters written by PyTorch load in knobs', () => {
         });
       });
     }
+
+    it(`${name} on the batching engine, beside the base: torch's greedy tokens`, { skip: nativeSkip }, async () => {
+      const loaded = await loadHfModel(join(HF_DIR, expected.base));
+      const model = loaded.model;
+      model.eval();
+      const adapters = new AdapterSet(model);
+      await adapters.load(name, join(LORA_DIR, name));
+      const batched =
+        model instanceof k.GPT ? new BatchedGpt(model, addon!) : new BatchedLlama(model as k.Llama, addon!);
+      const engine = new BatchEngine(batched, { kvCacheBytes: 2 ** 20, adapters });
+      const run = (adapter: string | null) =>
+        engine.submit({
+          prompt: expected.prompt,
+          maxTokens: expected.greedy.length,
+          sampling: { greedy: true },
+          seed: 0,
+          eos: new Set(),
+          adapter,
+        });
+      const [tuned, base] = await Promise.all([run(name), run(null)]); // one batch: a row each
+      assert.deepEqual(tuned.tokens, expected.greedy);
+      const alone = k.noGrad(() =>
+        model.generate(expected.prompt, { maxNewTokens: expected.greedy.length, temperature: 0, eosTokenId: null }),
+      );
+      assert.deepEqual(base.tokens, alone.tokens, 'the base row, as the base alone');
+    });
 
     it(`${name}: merged logits equal base + adapter; unmerge restores the base`, async () => {
       const loaded = await loadHfModel(join(HF_DIR, expected.base));
