@@ -184,6 +184,18 @@ describe('LoRA with modules_to_save and bias: training', () => {
     // a copy of a tensor the engine does not read (none of today's models has one: a stand-in) turns batching off
     const copies = set.get('tuned-norms').saved as unknown as { target: { original: k.Tensor; key: string } }[];
     copies.push({ target: { original: k.zeros([4]), key: 'model.extra.weight' } });
+    assert.throws(
+      () =>
+        engine!.submit({
+          prompt,
+          maxTokens: 1,
+          sampling: { greedy: true },
+          seed: 0,
+          eos: new Set(),
+          adapter: 'tuned-norms',
+        }),
+      /adapter "tuned-norms" trains a copy of model\.extra\.weight, which batched decoding does not read/,
+    );
     const refused = openBatchEngine(opened, { kvCacheMb: 4, adapters: set });
     assert.equal(refused.engine, null);
     assert.match(

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { addon, skip } from './harness/native.js';
+import type { KernelView } from '../src/backends/backend.js';
+import { addon, native, skip } from './harness/native.js';
 import {
   ACCUMULATE_SHAPES,
   ALPHA,
@@ -127,10 +128,29 @@ describe('LoRA low-rank kernels', { skip }, () => {
     assert.deepEqual(portable, loraKernelHashes(2));
   });
 
-  it('refuses a rank above 32 and buffers of the wrong size', () => {
+  it('no rows give zero gradients; a rank above 32 and short buffers are refused', () => {
+    const dB = new Float32Array(16 * 8).fill(7);
+    const dA = new Float32Array(8 * 1200).fill(7); // past 4 KiB: the backend's outputs are not zeroed
+    const none = new Float32Array(0);
+    addon!.loraBackward(none, new Float32Array(16 * 8), none, none, 0, 16, 1200, 8, none, dB, dA);
+    assert.ok(dB.every((v) => v === 0) && dA.every((v) => v === 0));
     const f = new Float32Array(64 * 33);
     assert.throws(() => addon!.loraBackward(f, f, f, f, 2, 4, 4, 33, f, f, f), /r must be/);
     const small = new Float32Array(3);
     assert.throws(() => addon!.loraBackward(small, f, f, f, 2, 4, 4, 8, f, f, f), /g/);
+  });
+
+  it('the backend takes ranks 1 to 32 and sizes from 1 (else the op runs its matmuls)', () => {
+    const view = (R: number, C: number): KernelView => ({
+      dtype: 'f32',
+      storage: new Float32Array(R * C),
+      shape: [R, C],
+      strides: [C, 1],
+      offset: 0,
+    });
+    const takes = (M: number, N: number, K: number, r: number): boolean =>
+      native!.supports('loraBackward', [view(M, N), view(N, r), view(M, r), view(M, K)]);
+    assert.ok(takes(5, 6, 7, 1) && takes(5, 6, 7, 32) && takes(0, 6, 7, 8));
+    assert.ok(!takes(5, 6, 7, 33) && !takes(5, 6, 7, 0) && !takes(5, 0, 7, 8) && !takes(5, 6, 0, 8));
   });
 });

@@ -485,6 +485,8 @@ describe('continuous batching', { skip }, () => {
           ],
         },
       ],
+      // other copies of the head and o_proj: two copies of one weight in a step
+      ['t', 15, ['q_proj'], false, { modules_to_save: ['o_proj', 'lm_head'] }],
     ]);
     model = new k.Llama(CONFIG, { seed: 0 });
     model.eval();
@@ -493,19 +495,20 @@ describe('continuous batching', { skip }, () => {
     await adapters.load('b', join(dir, 'b'));
     await adapters.load('d', join(dir, 'd'));
     await adapters.load('s', join(dir, 's'));
+    await adapters.load('t', join(dir, 't'));
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
   const engineOf = (m: k.Llama, mb = 4, prefillChunk = 7): BatchEngine =>
     new BatchEngine(new BatchedLlama(m, addon!), { kvCacheBytes: mb * 2 ** 20, prefillChunk, adapters });
 
-  /** The sixteen requests, on the base and the adapters a, b, d (DoRA) and s (copies) in turn (or the base only). */
+  /** The sixteen requests, on the base and the adapters a, b, d (DoRA), s and t (copies) in turn (or the base only). */
   const sixteen = (withAdapters = true): SequenceRequest[] =>
-    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b', 'd', 's'] : [null]);
+    sixteenRequests(CONFIG.vocab_size, withAdapters ? [null, 'a', 'b', 'd', 's', 't'] : [null]);
 
   it('matches the model forward (base, LoRA and DoRA adapters, trained copies) step after step', async () => {
     const engine = engineOf(model);
-    for (const name of [null, 'a', 'b', 'd', 's'] as const) {
+    for (const name of [null, 'a', 'b', 'd', 's', 't'] as const) {
       const got: Float32Array[] = [];
       const prompt = [1, 5, 9, 33, 20, 7, 64, 3, 3, 12, 40];
       const { tokens } = await engine.submit({

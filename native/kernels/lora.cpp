@@ -255,7 +255,12 @@ void low_rank_accumulate(const kn_view *a, const kn_view *b, float alpha, const 
 
 extern "C" void kn_lora_backward_f32(const float *g, int64_t M, int64_t N, const float *sB, const float *t,
                                      const float *h, int64_t K, int64_t r, float *u, float *dB, float *dA) {
-  if (M <= 0 || N <= 0 || K <= 0 || r <= 0) return;
+  if (N <= 0 || K <= 0 || r <= 0) return;
+  if (M <= 0) {  // no rows: the sums are empty
+    memset(dB, 0, sizeof(float) * (size_t)(N * r));
+    memset(dA, 0, sizeof(float) * (size_t)(r * K));
+    return;
+  }
   const int64_t r8 = round8(r), ldg = padded_ld(N), ldh = padded_ld(K);
   const int64_t rows_per_task = task_rows(M), tasks = (M + rows_per_task - 1) / rows_per_task;
   const int64_t per_task = r8 * (ldg + ldh);

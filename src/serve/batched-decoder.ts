@@ -55,6 +55,8 @@ export interface BatchedModel {
    * [V] of each row with wantLogits, in row order.
    */
   forward(rows: readonly BatchRow[], kv: PagedKvCache): F32[];
+  /** The key of a tensor `adapter` trains a copy of that the forward does not read (its rows would miss it), or null. */
+  unreadCopy(adapter: LoraAdapter): string | null;
 }
 
 /** A base tensor the engine reads, with its values: a row whose adapter trains a copy of it reads the copy. */
@@ -129,9 +131,8 @@ export abstract class BatchedDecoder implements BatchedModel {
     return { base: t, data: f32Data(t, what) };
   }
 
-  /** Whether the engine reads `t`, so that a row's adapter can stand a trained copy of it in. */
-  reads(t: Tensor): boolean {
-    return this.read.has(t);
+  unreadCopy(adapter: LoraAdapter): string | null {
+    return adapter.saved.find((s) => !this.read.has(s.target.original))?.target.key ?? null;
   }
 
   /** The values a row on `adapter` reads at `site`: the adapter's trained copy of the base tensor, or the base's. */

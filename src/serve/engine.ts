@@ -243,6 +243,11 @@ export class BatchEngine {
     const adapter = req.adapter === null ? null : (this.opts.adapters?.get(req.adapter) ?? null);
     if (req.adapter !== null && !adapter)
       throw new ArgumentError(`generate: no adapter named ${JSON.stringify(req.adapter)} is loaded`);
+    const unread = adapter && this.model.unreadCopy(adapter);
+    if (unread)
+      throw new ArgumentError(
+        `generate: adapter ${JSON.stringify(req.adapter)} trains a copy of ${unread}, which batched decoding does not read`,
+      );
     this.checkFits(req.prompt.length, req.maxTokens);
     if (req.maxTokens === 0 || req.signal?.aborted)
       return Promise.resolve({ tokens: [], finishReason: req.signal?.aborted ? 'cancelled' : 'length' });

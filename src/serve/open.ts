@@ -42,13 +42,14 @@ export function openBatchEngine(
   try {
     const batched = model instanceof GPT ? new BatchedGpt(model, addon) : new BatchedLlama(model, addon);
     // every tensor an adapter trains a copy of must be one the engine reads, or its rows would miss it
-    for (const name of opts.adapters?.names ?? [])
-      for (const copy of opts.adapters!.get(name).saved)
-        if (!batched.reads(copy.target.original))
-          return {
-            engine: null,
-            reason: `adapter ${JSON.stringify(name)} trains a copy of ${copy.target.key}, which the batching engine does not read`,
-          };
+    for (const name of opts.adapters?.names ?? []) {
+      const unread = batched.unreadCopy(opts.adapters!.get(name));
+      if (unread !== null)
+        return {
+          engine: null,
+          reason: `adapter ${JSON.stringify(name)} trains a copy of ${unread}, which the batching engine does not read`,
+        };
+    }
     return {
       engine: new BatchEngine(batched, {
         kvCacheBytes: opts.kvCacheMb * 2 ** 20,

@@ -14,9 +14,13 @@ export function wave(n: number, seed: number, scale = 1): Float32Array {
   return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.61 + seed) * scale);
 }
 
-/** [M, N, K, r] of the backward: ranks not a multiple of 8, rows past one task (256) and one pass (32), a 4 KiB row stride. */
+/**
+ * [M, N, K, r] of the backward: ranks not a multiple of 8, rows past one pass (32), one task (128) and
+ * 32 tasks (then tasks grow: 160 rows at M = 4,200), a 4 KiB row stride.
+ */
 export const BACKWARD_SHAPES = [
   [1, 8, 8, 1],
+  [4200, 8, 9, 3],
   [300, 70, 37, 5],
   [600, 96, 40, 8],
   [257, 33, 130, 16],
