@@ -32,10 +32,10 @@ namespace {
 
 inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
 
-/* A row stride for n floats that is an odd number of 64-byte lines where it can be: rows a multiple of
-   1–4 KiB apart share a few L1 sets, and the 8 to 32 rows a loop here reads together would evict each
-   other (at n = 1024 the products ran at half speed). */
-inline int64_t padded_ld(int64_t n) { return (n + 15) / 16 * 16 + 16; }
+/* A row stride for n floats (at least round8(n)) that is an odd number of 64-byte lines: rows a multiple
+   of 1–4 KiB apart share a few L1 sets, and the 8 to 32 rows a loop here reads together would evict
+   each other (at n = 1024 the products ran at half speed). */
+inline int64_t padded_ld(int64_t n) { return ((n + 15) / 16 | 1) * 16; }
 
 /* Rows per pass inside a task of the backward: the rows a pass reads twice (for u, then for the
    tiles of dB) stay in L2. */
