@@ -21,8 +21,8 @@ import {
   backwardInputs,
   loraKernelHashes,
   loraKernelOutputs,
-  wave,
 } from './harness/lora-kernel-outputs.js';
+import { wave } from './harness/wave.js';
 
 /** |got − want| ≤ 1e-5 · (1 + Σ|terms|) per element, the scale of an f32 sum of `terms` products. */
 function close(got: Float32Array, want: Float64Array, scale: Float64Array, what: string): void {

@@ -54,8 +54,8 @@ requests, lets those in flight finish, and exits 0 (130 after Ctrl-C).
                        verifies as it is read (docs/release.md)
   --adapter NAME=DIR   also serve the LoRA adapter DIR (a PEFT directory, e.g. made by 'knobs tune')
                        on MODEL as model id NAME; repeatable. Each adapter is its own model id
-                       (keys' --models apply per id), chosen per request, sharing MODEL's weights;
-                       an adapter that trains whole tensors (modules_to_save, bias) turns batching off
+                       (keys' --models apply per id), chosen per request, sharing MODEL's weights
+                       (adapters that train whole norms, heads or biases too: modules_to_save, bias)
   --allow-base-mismatch  serve an adapter that records another base's weight digest (the shapes
                        must still fit); without it such an adapter refuses to start
   --kv-cache-mb N      KV cache budget of continuous batching, in MiB (default ${DEFAULT_KV_CACHE_MB}); a

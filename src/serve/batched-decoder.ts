@@ -91,6 +91,19 @@ export function f32Data(t: Tensor, what: string): F32 {
   return t.contiguousStorage() as F32;
 }
 
+/** The indices of the rows by `keyOf(row)`, in row order; rows whose key is null are left out. */
+function groupRows<K>(rows: readonly BatchRow[], keyOf: (row: BatchRow) => K | null): Map<K, number[]> {
+  const groups = new Map<K, number[]>();
+  rows.forEach((row, r) => {
+    const key = keyOf(row);
+    if (key === null) return;
+    const g = groups.get(key);
+    if (g) g.push(r);
+    else groups.set(key, [r]);
+  });
+  return groups;
+}
+
 /** Rows `idx` of x [·, width], packed in order. */
 function gather(x: F32, idx: readonly number[], width: number): F32 {
   const out = new Float32Array(idx.length * width);
@@ -135,15 +148,20 @@ export abstract class BatchedDecoder implements BatchedModel {
     return adapter.saved.find((s) => !this.read.has(s.target.original))?.target.key ?? null;
   }
 
-  /** The values a row on `adapter` reads at `site`: the adapter's trained copy of the base tensor, or the base's. */
-  protected values(site: Site, adapter: LoraAdapter | null): F32 {
-    if (!adapter || adapter.saved.length === 0) return site.data;
+  /** `adapter`'s trained copy of the base tensor at `site` (modules_to_save, bias), or null. */
+  private copyOf(site: Site, adapter: LoraAdapter | null): F32 | null {
+    if (!adapter || adapter.saved.length === 0) return null;
     let copies = this.copies.get(adapter);
     if (!copies) {
       copies = new Map(adapter.saved.map((s) => [s.target.original, f32Data(s.value, s.target.key)]));
       this.copies.set(adapter, copies);
     }
-    return copies.get(site.base) ?? site.data;
+    return copies.get(site.base) ?? null;
+  }
+
+  /** The values a row on `adapter` reads at `site`: the adapter's copy, or the base's. */
+  protected values(site: Site, adapter: LoraAdapter | null): F32 {
+    return this.copyOf(site, adapter) ?? site.data;
   }
 
   /**
@@ -166,19 +184,6 @@ export abstract class BatchedDecoder implements BatchedModel {
       [start, run] = [r, values];
     });
     if (run) fn(start, rows.length - start, run);
-  }
-
-  /** The rows that read a copy at `site`, by the copy's values (rows reading the base's are not listed). */
-  private copyGroups(rows: readonly BatchRow[], site: Site): Map<F32, number[]> {
-    const groups = new Map<F32, number[]>();
-    rows.forEach((row, r) => {
-      const values = this.values(site, row.adapter);
-      if (values === site.data) return;
-      const g = groups.get(values);
-      if (g) g.push(r);
-      else groups.set(values, [r]);
-    });
-    return groups;
   }
 
   abstract forward(rows: readonly BatchRow[], kv: PagedKvCache): F32[];
@@ -262,21 +267,15 @@ export abstract class BatchedDecoder implements BatchedModel {
     const y = into ? this.buffer(into, M * N) : new Float32Array(M * N);
     p.product(x, M, y);
     // rows whose adapter trains a copy of the weight (the head, say) again, one product per copy
-    if (p.weight)
-      for (const [w, idx] of this.copyGroups(rows, p.weight)) {
+    const weight = p.weight;
+    if (weight)
+      for (const [w, idx] of groupRows(rows, (row) => this.copyOf(weight, row.adapter))) {
         const yg = new Float32Array(idx.length * N);
         p.product(gather(x, idx, inDim), idx.length, yg, w);
         idx.forEach((row, j) => y.set(yg.subarray(j * N, (j + 1) * N), row * N));
       }
-    const groups = new Map<LoraAdapter, number[]>();
-    rows.forEach((r, i) => {
-      if (r.adapter?.layers.has(p.path)) {
-        const g = groups.get(r.adapter);
-        if (g) g.push(i);
-        else groups.set(r.adapter, [i]);
-      }
-    });
-    for (const [adapter, idx] of groups) {
+    const deltas = groupRows(rows, (row) => (row.adapter?.layers.has(p.path) ? row.adapter : null));
+    for (const [adapter, idx] of deltas) {
       const lora = adapter.layers.get(p.path)!;
       const A = f32Data(lora.lora_A.weight, `${p.path}.lora_A.weight`); // [r, in]
       const B = f32Data(lora.lora_B.weight, `${p.path}.lora_B.weight`); // [out, r]

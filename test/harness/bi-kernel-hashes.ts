@@ -6,11 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
+import { wave } from './wave.js';
 import { loadNativeAddon } from '../../src/backends/native/index.js';
-
-function wave(n: number, seed: number, scale: number): Float32Array {
-  return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.61 + seed) * scale);
-}
 
 const hash = (y: Float32Array): string => createHash('sha256').update(y).digest('hex');
 

@@ -8,11 +8,8 @@
 import { createHash } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import type { KernelView } from '../../src/backends/backend.js';
+import { wave } from './wave.js';
 import { loadNativeAddon, loadNativeBackend } from '../../src/backends/native/index.js';
-
-export function wave(n: number, seed: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.61 + seed) * scale);
-}
 
 /**
  * [M, N, K, r] of the backward: ranks not a multiple of 8, rows past one pass (32), one task (128) and
