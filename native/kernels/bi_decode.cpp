@@ -638,12 +638,6 @@ void kv_positions(const void *kpool, const void *vpool, bool kv_f16, bool in_pla
 const int64_t X16 = 16;
 inline int64_t x16_block(int type) { return type == KN_Q8_0 ? 64 + 512 : 64 + 256; }
 
-/* Bytes [begin, end) of base to prefetch, step bytes per block of the tile. */
-struct Prefetch {
-  const uint8_t *base;
-  int64_t begin, end, step;
-};
-
 /*
  * R activation rows × G groups of 16 weight rows: each weight vector is loaded (and for q4_0
  * unpacked) once and meets R rows, instead of once per row. Every (row, weight row) keeps its own
@@ -659,8 +653,7 @@ KN_BI_VNNI void x16_tile(const uint8_t *w, int64_t group_bytes, const QRows &a, 
     for (int j = 0; j < G; j++) acc[i][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < a.nb; b++) {
     const uint8_t *wb = w + b * block;
-    for (int64_t at = pf.begin + b * pf.step, end = at + pf.step < pf.end ? at + pf.step : pf.end; at < end; at += 64)
-      _mm_prefetch((const char *)pf.base + at, _MM_HINT_T1);
+    pf.block(b);
     const int32_t *xq[R];
     __m512i s[R][G];
     for (int i = 0; i < R; i++) {
@@ -707,22 +700,13 @@ KN_BI_VNNI void x16_tile(const uint8_t *w, int64_t group_bytes, const QRows &a, 
   }
 }
 
-/*
- * All M rows against G groups, in tiles of 4 rows then the 1–3 left. Each tile also asks for its
- * share of the next G groups' bytes (into L2, a few lines per block), so memory streams the next
- * groups while this one computes — instead of each group's first tile stalling on its loads while
- * the other tiles leave memory idle. Prefetches change no value.
- */
+/* All M rows against G groups, in tiles of 4 rows then the 1–3 left; each tile asks for its share of
+   the next G groups (Prefetch, internal.h), except after the last. */
 template <int TYPE, int G>
 KN_BI_VNNI void x16_rows(const uint8_t *w, int64_t group_bytes, const QRows &a, int64_t M, float *y, int64_t N,
                          int64_t n0, bool last) {
-  const int64_t tiles = (M + 3) / 4, share = (G * group_bytes + tiles - 1) / tiles;
-  auto pf = [&](int64_t t) {
-    // one tile streams like a single row (the hardware's prefetch keeps up); after the last groups, nothing
-    if (tiles == 1 || last) return Prefetch{w, 0, 0, 64};
-    const int64_t begin = t * share, end = begin + share < G * group_bytes ? begin + share : G * group_bytes;
-    return Prefetch{w + G * group_bytes, begin, end, ((end - begin + a.nb - 1) / a.nb + 63) / 64 * 64};
-  };
+  const int64_t tiles = (M + 3) / 4;
+  auto pf = [&](int64_t t) { return Prefetch::share(last ? nullptr : w + G * group_bytes, G * group_bytes, tiles, t, a.nb); };
   int64_t m = 0;
   for (; m + 4 <= M; m += 4) x16_tile<TYPE, 4, G>(w, group_bytes, a, m, y, N, n0, pf(m / 4));
   switch (M - m) {

@@ -90,6 +90,31 @@ struct QRows {
   int64_t K, nb;
 };
 
+/*
+ * What one tile of a packed quantized product asks memory for while it computes: its share of the
+ * next weight groups' bytes, a few cache lines per block, into L2. The first tile of a group reads
+ * the group from memory and the tiles after it from L1; without this, memory idles while those
+ * compute and the first tile of every group stalls on its loads. A prefetch changes no value.
+ */
+struct Prefetch {
+  const uint8_t *base = nullptr;
+  int64_t begin = 0, end = 0, step = 64;
+
+  /* Tile t of `tiles` over the `bytes` at `next`, spread over the tile's nb blocks. A lone tile asks
+     for nothing: one pass streams like a single row, which the hardware's prefetcher keeps up with. */
+  static Prefetch share(const uint8_t *next, int64_t bytes, int64_t tiles, int64_t t, int64_t nb) {
+    if (next == nullptr || tiles <= 1) return Prefetch{};
+    const int64_t per = (bytes + tiles - 1) / tiles, b = t * per, e = b + per < bytes ? b + per : bytes;
+    return Prefetch{next, b, e, ((e - b + nb - 1) / nb + 63) / 64 * 64};
+  }
+
+  /* The lines due with block b. */
+  void block(int64_t b) const {
+    for (int64_t at = begin + b * step, e = at + step < end ? at + step : end; at < e; at += 64)
+      __builtin_prefetch(base + at, 0, 2);  // locality 2: prefetcht1, toward L2
+  }
+};
+
 /* The packed layout kn_qrepack writes on this CPU (qmatmul.cpp): "x16" with AVX-512 VNNI, "x8" with
    AVX2, none otherwise (or with KNOBS_QMATMUL_SCALAR set). */
 enum QPack { QPACK_NONE, QPACK_X16, QPACK_X8 };

@@ -279,13 +279,14 @@ KN_AVX2 inline void x8_q8_step(const uint8_t *wb, const int8_t *const *xq, int k
 /* R activation rows (from m) × one group of 8 weight rows: out [R][8]. Each loaded weight vector
    meets the R rows; every (row, weight row) keeps its own int32 and f32 sums, whatever R. */
 template <int TYPE, int R>
-KN_AVX2 void x8_tile(const uint8_t *g, const QRows &a, int64_t m, float *out) {
+KN_AVX2 void x8_tile(const uint8_t *g, const QRows &a, int64_t m, float *out, const Prefetch &pf) {
   const int64_t block = x8_block_bytes(TYPE);
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
   __m256 acc[R];
   for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
   for (int64_t b = 0; b < a.nb; b++) {
     const uint8_t *wb = g + b * block;
+    pf.block(b);
     const int8_t *xq[R];
     for (int i = 0; i < R; i++) xq[i] = a.q + (m + i) * a.K + b * QK;
     __m256i s[R];
@@ -323,21 +324,23 @@ KN_AVX2 void x8_tile(const uint8_t *g, const QRows &a, int64_t m, float *out) {
 }
 
 /* All M rows against groups [g0, g1): per group, tiles of 4 rows, then the 1–3 left. A group's
-   weights (8 rows × K) stay in L1 while the tiles after the first read them again. */
+   weights (8 rows × K) stay in L1 while the tiles after the first read them again, and each tile
+   asks for its share of the next group (Prefetch, internal.h). */
 template <int TYPE>
 KN_AVX2 void x8_groups(const uint8_t *packed, const QRows &a, int64_t M, float *y, int64_t N, int64_t g0, int64_t g1) {
-  const int64_t group_bytes = a.nb * x8_block_bytes(TYPE);
+  const int64_t group_bytes = a.nb * x8_block_bytes(TYPE), groups = (N + X8_ROWS - 1) / X8_ROWS, tiles = (M + 3) / 4;
   float out[4 * X8_ROWS];
   for (int64_t g = g0; g < g1; g++) {
-    const uint8_t *p = packed + g * group_bytes;
+    const uint8_t *p = packed + g * group_bytes, *next = g + 1 < groups ? p + group_bytes : nullptr;
     const int64_t n0 = g * X8_ROWS, rows = N - n0 < X8_ROWS ? N - n0 : X8_ROWS;
     for (int64_t m = 0; m < M;) {
       const int64_t r = M - m < 4 ? M - m : 4;
+      const Prefetch pf = Prefetch::share(next, group_bytes, tiles, m / 4, a.nb);
       switch (r) {
-        case 4: x8_tile<TYPE, 4>(p, a, m, out); break;
-        case 3: x8_tile<TYPE, 3>(p, a, m, out); break;
-        case 2: x8_tile<TYPE, 2>(p, a, m, out); break;
-        default: x8_tile<TYPE, 1>(p, a, m, out); break;
+        case 4: x8_tile<TYPE, 4>(p, a, m, out, pf); break;
+        case 3: x8_tile<TYPE, 3>(p, a, m, out, pf); break;
+        case 2: x8_tile<TYPE, 2>(p, a, m, out, pf); break;
+        default: x8_tile<TYPE, 1>(p, a, m, out, pf); break;
       }
       for (int64_t i = 0; i < r; i++) memcpy(y + (m + i) * N + n0, out + X8_ROWS * i, sizeof(float) * (size_t)rows);
       m += r;
