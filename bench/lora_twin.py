@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The PyTorch twin of a `knobs tune` LoRA run: plain torch 1.13 (no PEFT) applying PEFT's LoRA
 rules to bench/torch_train.py's model, started from knobs' own initial adapter and fed knobs'
-own batches, so the two runs differ only in arithmetic.
+own batches, so the two runs differ only in arithmetic. A full fine-tune (`trainable: ["**"]`,
+INPUTS without an adapter) is twinned the same way: every parameter of the base trains.
 
     node scripts/lora_twin_inputs.mjs TUNE_DIR INPUTS        # knobs' initial adapter + batch offsets
     /usr/bin/python3 bench/lora_twin.py TUNE_DIR INPUTS [--out DIR] [--threads N] [--max-rel 0.02]
@@ -9,7 +10,8 @@ own batches, so the two runs differ only in arithmetic.
 TUNE_DIR is the knobs LoRA run (tune.json names the base run directory and the recipe). The
 base's weights come from BASE/model.safetensors (knobs' names: bench/check_twin.py reads them),
 the initial lora_A / lora_B from INPUTS/adapter_model.safetensors, the r and lora_alpha from
-INPUTS/adapter_config.json, the windows of each step from INPUTS/batches.json.
+INPUTS/adapter_config.json (both absent for a full fine-tune), the windows of each step from
+INPUTS/batches.json.
 
 PEFT's rules (huggingface/peft 5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40,
 src/peft/tuners/lora/layer.py, Linear.forward / update_layer): the output is
@@ -104,11 +106,17 @@ def main(argv=None):
     missing, unexpected = model.load_state_dict(read_safetensors(os.path.join(tune['base'], 'model.safetensors')), strict=False)
     if missing or unexpected:
         raise SystemExit(f'lora_twin: names differ: missing {missing}, unexpected {unexpected}')
-    for p in model.parameters():
-        p.requires_grad_(False)
-    with open(os.path.join(a.inputs, 'adapter_config.json')) as f:
-        config = json.load(f)
-    modules, params = attach_lora(model, r['model']['type'], read_safetensors(os.path.join(a.inputs, 'adapter_model.safetensors')), config)
+    config_path = os.path.join(a.inputs, 'adapter_config.json')
+    if os.path.exists(config_path):
+        for p in model.parameters():
+            p.requires_grad_(False)
+        with open(config_path) as f:
+            config = json.load(f)
+        modules, params = attach_lora(model, r['model']['type'], read_safetensors(os.path.join(a.inputs, 'adapter_model.safetensors')), config)
+    elif tune['recipe'].get('trainable') == ['**'] and not tune['recipe'].get('frozen'):
+        modules, params = [], list(model.parameters())  # a full fine-tune: everything trains
+    else:
+        raise SystemExit('lora_twin: INPUTS has no adapter and the run is not a full fine-tune (trainable ["**"])')
     with open(os.path.join(a.inputs, 'batches.json')) as f:
         batches = json.load(f)
     if batches['batch_size'] != r['batch_size'] or batches['context'] != r['context']:

@@ -372,8 +372,8 @@ async function run(argv) {
 
 const LABELS = {
   'lora-attn': 'LoRA r 8, attention',
-  'lora-all': 'LoRA r 8, all linear',
-  'lora-linear': 'LoRA r 8, all linear and the head',
+  'lora-all': 'LoRA r 8, PEFT `all-linear` (the head left out)',
+  'lora-linear': 'LoRA r 8, every linear layer, the head too',
   'lora-q8': 'LoRA r 8, attention, q8_0 base',
   last2: 'last two blocks',
   full: 'full fine-tune',

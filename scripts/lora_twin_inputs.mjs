@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 /**
- * What the PyTorch twin of a `knobs tune` LoRA run (bench/lora_twin.py) needs to start where knobs
- * started and see what knobs saw:
+ * What the PyTorch twin of a `knobs tune` run (bench/lora_twin.py: a LoRA run, or a full fine-tune,
+ * `trainable: ["**"]`) needs to start where knobs started and see what knobs saw:
  *
  *   node scripts/lora_twin_inputs.mjs TUNE_DIR OUT_DIR
  *
- * writes OUT_DIR/adapter_config.json + adapter_model.safetensors (the adapter as knobs initialised
- * it, before step 1: lora_A from the run's generator, lora_B zero) and OUT_DIR/batches.json
- * ({"batch_size", "context", "offsets": [[B window starts] per step]}: the training windows, in order).
- * It rebuilds both as the trainer does (src/train/trainer.ts, tune.ts, sources.ts): the model's
+ * writes OUT_DIR/batches.json ({"batch_size", "context", "offsets": [[B window starts] per step]}:
+ * the training windows, in order) and, for a LoRA run, OUT_DIR/adapter_config.json +
+ * adapter_model.safetensors (the adapter as knobs initialised it, before step 1: lora_A from the
+ * run's generator, lora_B zero).
+ * It rebuilds them as the trainer does (src/train/trainer.ts, tune.ts, sources.ts): the model's
  * generator is mixSeed(seed, 1) and applyLora is its first use; the batcher's seed is mixSeed(seed, 2).
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -31,16 +32,20 @@ if (!tuneDir || !outDir) {
   process.exit(2);
 }
 const { base, recipe } = JSON.parse(readFileSync(join(tuneDir, 'tune.json'), 'utf8'));
-if (recipe.lora === undefined) throw new Error(`${tuneDir} is not a LoRA run`);
+const fullFineTune = recipe.lora === undefined && JSON.stringify(recipe.trainable) === '["**"]' && !recipe.frozen;
+if (recipe.lora === undefined && !fullFineTune)
+  throw new Error(`${tuneDir} is neither a LoRA run nor a full fine-tune (trainable ["**"], nothing frozen)`);
 if ((recipe.grad_accum_steps ?? 1) !== 1) throw new Error('the twin takes one batch per step (grad_accum_steps 1)');
 const seed = recipe.seed ?? 0;
 
-const { model } = await openLanguageModel(base);
-const digest = baseDigest(model);
-const plan = planLora(model, { ...tuneLoraConfig(recipe), base_model_name_or_path: base });
-const adapter = applyLora(model, plan, { generator: new Generator(mixSeed(seed, 1)) });
 mkdirSync(outDir, { recursive: true });
-await saveLoraAdapter(outDir, model, adapter, { baseDigest: digest });
+if (recipe.lora !== undefined) {
+  const { model } = await openLanguageModel(base);
+  const digest = baseDigest(model);
+  const plan = planLora(model, { ...tuneLoraConfig(recipe), base_model_name_or_path: base });
+  const adapter = applyLora(model, plan, { generator: new Generator(mixSeed(seed, 1)) });
+  await saveLoraAdapter(outDir, model, adapter, { baseDigest: digest });
+}
 
 const corpus = await ByteTextCorpus.open(recipe.data.path, { validationFraction: recipe.data.validation_fraction });
 const batcher = new TextBatcher(corpus, {
@@ -56,4 +61,6 @@ writeFileSync(
   join(outDir, 'batches.json'),
   `${JSON.stringify({ batch_size: recipe.batch_size, context: recipe.context, offsets })}\n`,
 );
-process.stdout.write(`${JSON.stringify({ adapter: outDir, steps: offsets.length })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ inputs: outDir, adapter: recipe.lora !== undefined, steps: offsets.length })}\n`,
+);
