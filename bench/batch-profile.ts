@@ -17,7 +17,7 @@ import { BatchedGpt } from '../src/serve/batched-gpt.js';
 import { BatchedLlama } from '../src/serve/batched-llama.js';
 import { BatchEngine } from '../src/serve/engine.js';
 import type { KvCacheDtype, PagedKvCache } from '../src/serve/paged-kv.js';
-import { GPT2_CONFIG } from './batch.js';
+import { GPT2_CONFIG, freshPrompts } from './batch.js';
 import { DECODE_CONFIG } from './llama-decode.js';
 
 const KERNELS = [
@@ -96,11 +96,12 @@ batched.forward = (rows: readonly BatchRow[], kv: PagedKvCache): Float32Array[] 
 const engine = new BatchEngine(batched, { kvCacheBytes: 1024 * 2 ** 20, kvCacheDtype: kvArg as KvCacheDtype });
 
 async function run(clients: number): Promise<number> {
+  const prompts = freshPrompts(clients, vocab, 64);
   const t = nowMs();
   await Promise.all(
     Array.from({ length: clients }, (_, c) =>
       engine.submit({
-        prompt: Array.from({ length: 64 }, (_, i) => (i * 37 + 11 + c * 5) % vocab),
+        prompt: prompts[c]!,
         maxTokens: 128,
         sampling: { greedy: true },
         seed: 0,

@@ -130,14 +130,30 @@ const BENCH_MODELS: readonly BenchModel[] = [
   },
 ];
 
-const prompts = (n: number, vocab: number): number[][] =>
-  Array.from({ length: n }, (_, c) => Array.from({ length: PROMPT }, (_, i) => (i * 37 + 11 + c * 5) % vocab));
+let promptCalls = 0;
+/**
+ * n prompts of `length` tokens, new ones on every call. The engine keeps a finished request's blocks
+ * in its prefix cache, so a prompt seen in an earlier run (the warm-up, the round before) would skip
+ * most of its prefill, where llama.cpp's fresh context per run computes all of it: measured that way,
+ * one client ran warm on every run while 16 ran cold on the first. Each prompt is its own 32-bit LCG
+ * stream, so no two share a first block of the cache.
+ */
+export function freshPrompts(n: number, vocab: number, length = PROMPT): number[][] {
+  const call = ++promptCalls;
+  return Array.from({ length: n }, (_, c) => {
+    let s = (Math.imul(call, 0x9e3779b1) ^ Math.imul(c + 1, 0x85ebca6b)) >>> 0;
+    return Array.from({ length }, () => {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      return (s >>> 8) % vocab;
+    });
+  });
+}
 
 async function engineLoad(engine: BatchEngine, clients: number): Promise<Load> {
   const traces: Trace = Array.from({ length: clients }, () => []);
   const start = performance.now();
   await Promise.all(
-    prompts(clients, engine.model.vocabSize).map((prompt, c) =>
+    freshPrompts(clients, engine.model.vocabSize).map((prompt, c) =>
       engine.submit({
         prompt,
         maxTokens: TOKENS,
@@ -157,7 +173,7 @@ async function httpLoad(url: string, clients: number, vocab: number): Promise<Lo
   const traces: Trace = Array.from({ length: clients }, () => []);
   const start = performance.now();
   await Promise.all(
-    prompts(clients, vocab).map(
+    freshPrompts(clients, vocab).map(
       (prompt, c) =>
         new Promise<void>((done, fail) => {
           const req = request(`${url}/v1/completions`, {
@@ -210,7 +226,7 @@ async function cppLoad(
     const sequences = Array.from({ length: clients }, () => context.getSequence());
     const start = performance.now();
     await Promise.all(
-      prompts(clients, bench.vocab).map(async (prompt, c) => {
+      freshPrompts(clients, bench.vocab).map(async (prompt, c) => {
         let n = 0;
         for await (const _ of sequences[c]!.evaluate(prompt as unknown as import('node-llama-cpp').Token[], {
           temperature: 0,
