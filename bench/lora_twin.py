@@ -106,17 +106,22 @@ def main(argv=None):
     missing, unexpected = model.load_state_dict(read_safetensors(os.path.join(tune['base'], 'model.safetensors')), strict=False)
     if missing or unexpected:
         raise SystemExit(f'lora_twin: names differ: missing {missing}, unexpected {unexpected}')
+    # The run's recipe decides what trains; INPUTS must agree (a reused folder may hold an older run's adapter).
     config_path = os.path.join(a.inputs, 'adapter_config.json')
-    if os.path.exists(config_path):
+    if 'lora' in tune['recipe']:
+        if not os.path.exists(config_path):
+            raise SystemExit(f'lora_twin: a LoRA run, but {a.inputs} holds no adapter_config.json')
         for p in model.parameters():
             p.requires_grad_(False)
         with open(config_path) as f:
             config = json.load(f)
         modules, params = attach_lora(model, r['model']['type'], read_safetensors(os.path.join(a.inputs, 'adapter_model.safetensors')), config)
     elif tune['recipe'].get('trainable') == ['**'] and not tune['recipe'].get('frozen'):
+        if os.path.exists(config_path):
+            raise SystemExit(f'lora_twin: a full fine-tune, but {a.inputs} holds an adapter (another run\'s inputs?)')
         modules, params = [], list(model.parameters())  # a full fine-tune: everything trains
     else:
-        raise SystemExit('lora_twin: INPUTS has no adapter and the run is not a full fine-tune (trainable ["**"])')
+        raise SystemExit('lora_twin: the run is neither LoRA nor a full fine-tune (trainable ["**"], nothing frozen)')
     with open(os.path.join(a.inputs, 'batches.json')) as f:
         batches = json.load(f)
     if batches['batch_size'] != r['batch_size'] or batches['context'] != r['context']:

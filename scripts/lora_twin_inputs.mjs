@@ -32,7 +32,8 @@ if (!tuneDir || !outDir) {
   process.exit(2);
 }
 const { base, recipe } = JSON.parse(readFileSync(join(tuneDir, 'tune.json'), 'utf8'));
-const fullFineTune = recipe.lora === undefined && JSON.stringify(recipe.trainable) === '["**"]' && !recipe.frozen;
+const fullFineTune =
+  recipe.lora === undefined && JSON.stringify(recipe.trainable) === '["**"]' && !recipe.frozen?.length;
 if (recipe.lora === undefined && !fullFineTune)
   throw new Error(`${tuneDir} is neither a LoRA run nor a full fine-tune (trainable ["**"], nothing frozen)`);
 if ((recipe.grad_accum_steps ?? 1) !== 1) throw new Error('the twin takes one batch per step (grad_accum_steps 1)');
