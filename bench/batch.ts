@@ -136,7 +136,7 @@ let promptCalls = 0;
  * in its prefix cache, so a prompt seen in an earlier run (the warm-up, the round before) would skip
  * most of its prefill, where llama.cpp's fresh context per run computes all of it: measured that way,
  * one client ran warm on every run while 16 ran cold on the first. Each prompt is its own 32-bit LCG
- * stream, so no two share a first block of the cache.
+ * stream, seeded by the call and the client, so in practice no two share a first block of the cache.
  */
 export function freshPrompts(n: number, vocab: number, length = PROMPT): number[][] {
   const call = ++promptCalls;

@@ -32,15 +32,15 @@ if (!tuneDir || !outDir) {
   process.exit(2);
 }
 const { base, recipe } = JSON.parse(readFileSync(join(tuneDir, 'tune.json'), 'utf8'));
-const fullFineTune =
-  recipe.lora === undefined && JSON.stringify(recipe.trainable) === '["**"]' && !recipe.frozen?.length;
-if (recipe.lora === undefined && !fullFineTune)
+const lora = recipe.lora !== undefined;
+const fullFineTune = !lora && JSON.stringify(recipe.trainable) === '["**"]' && !recipe.frozen?.length;
+if (!lora && !fullFineTune)
   throw new Error(`${tuneDir} is neither a LoRA run nor a full fine-tune (trainable ["**"], nothing frozen)`);
 if ((recipe.grad_accum_steps ?? 1) !== 1) throw new Error('the twin takes one batch per step (grad_accum_steps 1)');
 const seed = recipe.seed ?? 0;
 
 mkdirSync(outDir, { recursive: true });
-if (recipe.lora !== undefined) {
+if (lora) {
   const { model } = await openLanguageModel(base);
   const digest = baseDigest(model);
   const plan = planLora(model, { ...tuneLoraConfig(recipe), base_model_name_or_path: base });
@@ -62,6 +62,4 @@ writeFileSync(
   join(outDir, 'batches.json'),
   `${JSON.stringify({ batch_size: recipe.batch_size, context: recipe.context, offsets })}\n`,
 );
-process.stdout.write(
-  `${JSON.stringify({ inputs: outDir, adapter: recipe.lora !== undefined, steps: offsets.length })}\n`,
-);
+process.stdout.write(`${JSON.stringify({ inputs: outDir, adapter: lora, steps: offsets.length })}\n`);
